@@ -1,0 +1,317 @@
+//! The RCU domain: reader slots, the grace-period counter and deferred reclamation.
+//!
+//! # Synchronization
+//!
+//! Every reader (a registered [`QsbrReader`](crate::QsbrReader) or a short-lived
+//! [`Guard`](crate::Guard)) owns one [`Slot`]. Its `ctr` is `0` while the reader is offline, and
+//! otherwise the value of the domain's grace-period counter `gp` that the reader saw at its last
+//! quiescent state. A grace period that starts by bumping `gp` to `target` is over once every slot
+//! is offline or holds a value `>= target`.
+//!
+//! The module relies on three patterns:
+//! - **Release/Acquire on `ctr`.** A reader stores `ctr` with `Release` after its last use of a
+//!   version; the writer loads it with `Acquire`. So everything the reader did before announcing a
+//!   quiescent state (or going offline) happens-before the writer frees the old version.
+//! - **Release/Acquire on `gp`.** The writer publishes the new pointer before its `AcqRel` bump of
+//!   `gp`; a reader that loads the bumped value with `Acquire` therefore sees the new pointer in all
+//!   its later reads.
+//! - **A Dekker pair of `SeqCst` fences** for a reader coming online. The reader stores `ctr`,
+//!   fences, then loads the pointer; the writer stores the pointer, fences, then loads `ctr`. At
+//!   least one side sees the other's store: either the reader gets the new version, or the writer
+//!   sees the reader online and waits for it.
+
+use std::fmt;
+
+use crate::primitive::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use crate::primitive::sync::Mutex;
+use crate::primitive::thread;
+
+/// The value of a slot's counter while its reader is offline.
+pub(crate) const OFFLINE: u64 = 0;
+
+/// One reader's announcement word.
+pub(crate) struct Slot {
+    /// `OFFLINE`, or the grace-period counter at the reader's last quiescent state.
+    pub(crate) ctr: AtomicU64,
+    /// Whether a reader owns this slot.
+    claimed: AtomicBool,
+    /// The next slot in the domain's list. Written once, before the slot is published.
+    next: *const Slot,
+}
+
+/// A value retired by a writer, freed once the grace period `target` is over.
+struct Deferred {
+    target: u64,
+    value: Box<dyn Send>,
+}
+
+/// An RCU domain: the set of readers whose quiescent states end a grace period.
+///
+/// Create one with [`Domain::new`], register each executor thread with [`Domain::register`], and
+/// share it with the [`Rcu`](crate::Rcu) cells it protects. Threads that are not registered read
+/// through a [`Domain::guard`].
+pub struct Domain {
+    /// The grace-period counter. Starts at 1, so that no announcement equals [`OFFLINE`].
+    gp: AtomicU64,
+    /// The head of an append-only list of slots. Slots are reused, never unlinked before drop.
+    /// Loaded with Acquire everywhere, pairing with the Release CAS that publishes a slot.
+    slots: AtomicPtr<Slot>,
+    /// Values waiting for their grace period, oldest first.
+    deferred: Mutex<Vec<Deferred>>,
+}
+
+// SAFETY: the raw `next` pointers in the slot list point to slots owned by this domain, which are
+// written once before publication and freed only in `Drop`, when no other reference exists.
+unsafe impl Send for Domain {}
+// SAFETY: as above; every shared mutation goes through atomics or the `deferred` mutex.
+unsafe impl Sync for Domain {}
+
+impl fmt::Debug for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Domain")
+            // Relaxed: a diagnostic snapshot, ordering nothing.
+            .field("gp", &self.gp.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Domain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Domain {
+    /// Creates a domain with no readers.
+    pub fn new() -> Self {
+        Self {
+            gp: AtomicU64::new(1),
+            slots: AtomicPtr::new(std::ptr::null_mut()),
+            deferred: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Claims a free slot, or appends a new one. The slot is returned claimed and offline.
+    pub(crate) fn claim_slot(&self) -> &Slot {
+        // Acquire on success: the previous owner's final stores to `ctr` (Release) are visible
+        // before we use the slot. Relaxed on failure: we only move on.
+        let free = self.slots().find(|slot| {
+            slot.claimed
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        });
+        if let Some(slot) = free {
+            return slot;
+        }
+        let fresh = Box::into_raw(Box::new(Slot {
+            ctr: AtomicU64::new(OFFLINE),
+            claimed: AtomicBool::new(true),
+            next: std::ptr::null(),
+        }));
+        // Relaxed: the Release CAS below is what publishes the slot.
+        let mut head = self.slots.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: `fresh` is not yet shared, so this thread has exclusive access to it.
+            unsafe { (*fresh).next = head };
+            // Release on success: publishes the slot's initialised fields to list walkers, which
+            // load the head with Acquire. Relaxed on failure: we retry with the new head.
+            match self.slots.compare_exchange_weak(
+                head,
+                fresh,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                // SAFETY: the slot now belongs to the list, which lives as long as the domain.
+                Ok(_) => return unsafe { &*fresh },
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    /// Gives a slot back. The caller must have taken it offline first.
+    pub(crate) fn release_slot(&self, slot: &Slot) {
+        // Release: the next owner, whose claim is an Acquire CAS, sees the slot offline.
+        slot.claimed.store(false, Ordering::Release);
+    }
+
+    /// Announces that `slot`'s reader holds no references: a quiescent state.
+    ///
+    /// The reader must be online. This is a load and a store; there is no fence and no
+    /// read-modify-write.
+    #[inline]
+    pub(crate) fn quiescent(&self, slot: &Slot) {
+        // Acquire: if this reads a bumped counter, the writer's publication (made before the
+        // bump) happens-before every later read of this reader.
+        let gp = self.gp.load(Ordering::Acquire);
+        // Release: every read this reader made before now happens-before the writer's Acquire
+        // load of `ctr`, and so before the writer frees what those reads returned.
+        slot.ctr.store(gp, Ordering::Release);
+    }
+
+    /// Takes `slot`'s reader offline: the writer stops waiting for it.
+    #[inline]
+    pub(crate) fn offline(&self, slot: &Slot) {
+        // Release: as in `quiescent`, every earlier read happens-before the writer's reclamation.
+        slot.ctr.store(OFFLINE, Ordering::Release);
+    }
+
+    /// Brings `slot`'s reader online. Afterwards the writer waits for it.
+    #[inline]
+    pub(crate) fn online(&self, slot: &Slot) {
+        // Acquire: as in `quiescent`.
+        let gp = self.gp.load(Ordering::Acquire);
+        // Relaxed: the SeqCst fence below orders this store before the reader's next loads.
+        slot.ctr.store(gp, Ordering::Relaxed);
+        // SeqCst: the reader half of the Dekker pair with the fence in `start_grace_period`.
+        // Either the writer's `ctr` load sees us online, or our next pointer load sees the new
+        // version.
+        fence(Ordering::SeqCst);
+    }
+
+    /// Starts a grace period and returns its target: once every slot is offline or announces a
+    /// value at least this large, every reader has passed a quiescent state since this call.
+    fn start_grace_period(&self) -> u64 {
+        // SeqCst: the writer half of the Dekker pair with the fence in `online`. The caller's
+        // publication (an earlier pointer swap) is ordered before the `ctr` loads that follow.
+        fence(Ordering::SeqCst);
+        // AcqRel: Release so that a reader which sees the new count also sees the publication
+        // that preceded it; Acquire to keep the later `ctr` loads after it.
+        self.gp.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Whether every reader is offline or has announced `target` or later.
+    fn grace_period_over(&self, target: u64) -> bool {
+        self.slots().all(|slot| passed(slot, target))
+    }
+
+    /// Every slot in the list, newest first.
+    fn slots(&self) -> impl Iterator<Item = &Slot> {
+        // Acquire: see `claim_slot`.
+        let head = self.slots.load(Ordering::Acquire);
+        std::iter::successors(
+            // SAFETY: slots stay allocated until the domain drops, and `&self` keeps it alive.
+            unsafe { head.as_ref() },
+            // SAFETY: as above; `next` was written before the slot was published.
+            |slot| unsafe { slot.next.as_ref() },
+        )
+    }
+
+    /// Waits until every reader that was online when this call began has passed a quiescent
+    /// state or gone offline.
+    ///
+    /// The calling thread must not be an online reader of this domain, or it waits for itself
+    /// forever: take a [`QsbrReader`](crate::QsbrReader) offline first, or use
+    /// [`QsbrReader::synchronize`](crate::QsbrReader::synchronize). Readers never wait on this.
+    pub fn synchronize(&self) {
+        let target = self.start_grace_period();
+        let mut backoff = Backoff::default();
+        // One walk suffices: a slot that has passed stays passed for this target, because its
+        // counter only moves to OFFLINE or to a later grace-period value. A slot appended after
+        // the walk began belongs to a reader that came online after the publication, through
+        // `online`, so it cannot hold the old version.
+        for slot in self.slots() {
+            while !passed(slot, target) {
+                backoff.snooze();
+            }
+        }
+    }
+
+    /// Hands `value` over, to be dropped once every reader has passed a quiescent state.
+    ///
+    /// This never blocks on readers: it is the `call_rcu` of this domain. Values whose grace
+    /// period is already over are dropped now, on this thread.
+    pub fn defer(&self, value: Box<dyn Send>) {
+        let target = self.start_grace_period();
+        self.lock_deferred().push(Deferred { target, value });
+        self.reclaim();
+    }
+
+    /// Drops the deferred values whose grace period is over, and returns how many it dropped.
+    ///
+    /// It never waits for readers.
+    pub fn reclaim(&self) -> usize {
+        let ready: Vec<Box<dyn Send>> = {
+            let mut deferred = self.lock_deferred();
+            // Targets grow in push order, so the ready ones are a prefix.
+            let ready = deferred
+                .iter()
+                .take_while(|d| self.grace_period_over(d.target))
+                .count();
+            deferred.drain(..ready).map(|d| d.value).collect()
+        };
+        // Dropped outside the lock, so a value's destructor may itself defer.
+        let dropped = ready.len();
+        drop(ready);
+        dropped
+    }
+
+    /// Waits for the grace period of every deferred value, then drops them all.
+    pub fn barrier(&self) {
+        self.synchronize();
+        self.reclaim();
+    }
+
+    /// The number of deferred values not yet dropped.
+    pub fn pending(&self) -> usize {
+        self.lock_deferred().len()
+    }
+
+    fn lock_deferred(&self) -> crate::primitive::sync::MutexGuard<'_, Vec<Deferred>> {
+        // A destructor that panicked while the list was locked cannot have left it half-updated:
+        // pushes and drains are single calls. So a poisoned lock is still usable.
+        self.deferred.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Domain {
+    fn drop(&mut self) {
+        // `&mut self`: no reader or writer can exist, so every deferred value may go now.
+        self.deferred
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        // Relaxed: exclusive access; no other thread can observe the list any more.
+        let mut cur = self.slots.load(Ordering::Relaxed);
+        while !cur.is_null() {
+            // SAFETY: every slot was created by `Box::into_raw` in `claim_slot` and is freed
+            // exactly once, here, while the domain is exclusively borrowed.
+            let slot = unsafe { Box::from_raw(cur) };
+            cur = slot.next.cast_mut();
+        }
+    }
+}
+
+/// Whether `slot`'s reader is offline or has announced `target` or later.
+#[inline]
+fn passed(slot: &Slot, target: u64) -> bool {
+    // Acquire: pairs with the reader's Release store, so the reader's earlier reads
+    // happen-before whatever the caller frees next.
+    let ctr = slot.ctr.load(Ordering::Acquire);
+    ctr == OFFLINE || ctr >= target
+}
+
+/// Spins, then yields, then sleeps: a writer waiting for slow readers costs little CPU.
+#[derive(Default)]
+struct Backoff {
+    step: u32,
+}
+
+impl Backoff {
+    fn snooze(&mut self) {
+        #[cfg(loom)]
+        thread::yield_now();
+        #[cfg(not(loom))]
+        {
+            if self.step < 6 {
+                for _ in 0..(1u32 << self.step) {
+                    crate::primitive::hint::spin_loop();
+                }
+            } else if self.step < 16 {
+                thread::yield_now();
+            } else {
+                thread::sleep(std::time::Duration::from_micros(50));
+            }
+        }
+        self.step = self.step.saturating_add(1);
+    }
+}

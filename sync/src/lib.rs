@@ -1,0 +1,53 @@
+//! Lock-free primitives for regio.
+//!
+//! The main one is [`Rcu<T>`], an RCU-like cell that lets many threads keep working on a shared
+//! table (work queues, completion queues, file slots) while a single thread updates it, without
+//! serialising the readers. Readers belong to a [`Domain`]:
+//!
+//! - **Registered readers** ([`QsbrReader`], one per executor thread) read with a plain load and
+//!   announce a quiescent state once per loop turn. This is quiescent-state-based reclamation
+//!   (QSBR): readers pay nothing, writers wait.
+//! - **Guard readers** ([`Guard`], from [`Domain::guard`]) serve threads that are not registered,
+//!   at the cost of a slot claim and a fence.
+//!
+//! A writer publishes a new version and then either waits for a grace period
+//! ([`Retired::synchronize`]) or hands the old version to the domain, which drops it once the
+//! grace period is over ([`Retired::defer`], in the manner of `call_rcu`).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::thread;
+//! use regio_sync::{Domain, Rcu};
+//!
+//! let domain = Arc::new(Domain::new());
+//! let table = Arc::new(Rcu::new(&domain, vec![0u32; 4]));
+//!
+//! let worker = {
+//!     let (domain, table) = (Arc::clone(&domain), Arc::clone(&table));
+//!     thread::spawn(move || {
+//!         let mut reader = domain.register();
+//!         for _ in 0..1000 {
+//!             assert_eq!(table.read(&reader).len(), 4); // a whole version, old or new
+//!             reader.quiescent();
+//!         }
+//!     })
+//! };
+//! for round in 1..=10 {
+//!     let old = table.replace(vec![round; 4]);
+//!     let _previous: Vec<u32> = old.synchronize(); // waits for the worker's next quiescent state
+//! }
+//! worker.join().unwrap();
+//! ```
+//!
+//! The [`primitive`] module is the loom/std switch that every regio crate uses for code that its
+//! loom models check (`RUSTFLAGS="--cfg loom"`).
+#![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+mod domain;
+pub mod primitive;
+mod rcu;
+mod reader;
+
+pub use domain::Domain;
+pub use rcu::{Rcu, Retired};
+pub use reader::{Guard, QsbrReader, ReadSide};
