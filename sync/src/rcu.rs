@@ -198,6 +198,10 @@ impl<T: Send + 'static> Drop for Retired<T> {
 /// Under loom the allocation is leaked instead of freed: the models detect a premature
 /// reclamation as a race between the version's destructor and a reader, and the leaked storage
 /// keeps that detection free of real use-after-free in the models that expect it.
+#[allow(
+    clippy::boxed_local,
+    reason = "the box is the reclaimed allocation: freed here, leaked under loom"
+)]
 fn unbox<T>(value: Box<T>) -> T {
     #[cfg(not(loom))]
     {
