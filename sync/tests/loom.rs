@@ -272,7 +272,8 @@ fn broken_relaxed_quiescent_announcement_is_caught() {
         while announced.load(Ordering::Acquire) == 0 {
             thread::yield_now();
         }
-        // "Reclaim" the version: the destructor's writes, through a clone that stays alive.
+        // "Reclaim" the version: the destructor's write, through a clone that stays alive.
+        // SAFETY: none if the announcement is broken, which is what loom must report.
         version.a.with_mut(|p| unsafe { *p = POISON });
         reader_thread.join().unwrap();
     });
