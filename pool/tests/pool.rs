@@ -425,11 +425,17 @@ fn caches_flow_back_when_threads_exit() {
         .build()
         .unwrap();
     std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| {
-                let held: Vec<_> = (0..40).map(|_| pool.try_acquire().unwrap()).collect();
-                drop(held);
-            });
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let held: Vec<_> = (0..40).map(|_| pool.try_acquire().unwrap()).collect();
+                    drop(held);
+                })
+            })
+            .collect();
+        // Explicit joins wait for the thread-local destructors that flush the caches.
+        for t in threads {
+            t.join().unwrap();
         }
     });
     assert_eq!(pool.available(0), 256);
