@@ -431,8 +431,9 @@ impl Inner {
 
     /// The number of users: handles plus elements outside the stores.
     pub(crate) fn users(&self) -> usize {
-        // Relaxed: a statistic.
-        self.users.load(Ordering::Relaxed)
+        // Acquire: pairs with the Release decrements in `unref`, so a caller that sees the count
+        // fall also sees the stores and magazines as the decrementing thread left them.
+        self.users.load(Ordering::Acquire)
     }
 
     /// Turns the free element `index` (held by the caller) into the head of a new message whose
