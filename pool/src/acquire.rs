@@ -40,7 +40,7 @@ impl Future for Acquire<'_> {
             return match inner.waiters.poll(ticket, cx.waker()) {
                 Some(elem) => {
                     self.ticket = None;
-                    Poll::Ready(self.pool.wrap(&[elem]))
+                    Poll::Ready(self.pool.wrap(elem))
                 }
                 None => Poll::Pending,
             };
@@ -48,14 +48,14 @@ impl Future for Acquire<'_> {
         // FIFO: while others wait, a newcomer queues behind them.
         if !inner.waiters.any(class) {
             if let Some(elem) = inner.take(class) {
-                return Poll::Ready(self.pool.wrap(&[elem]));
+                return Poll::Ready(self.pool.wrap(elem));
             }
         }
         match inner
             .waiters
             .enqueue(class, Some(cx.waker()), || inner.take_shared(class))
         {
-            Ok(elem) => Poll::Ready(self.pool.wrap(&[elem])),
+            Ok(elem) => Poll::Ready(self.pool.wrap(elem)),
             Err(ticket) => {
                 self.ticket = Some(ticket);
                 Poll::Pending

@@ -16,7 +16,7 @@ use crate::message::{Message, RawMessage};
 use crate::pool::{Config, Inner, LowWatermark};
 use crate::region::RegionOptions;
 use crate::registrar::Registrar;
-use crate::segment::gen;
+use crate::segment::{gen, LOCAL_BITS};
 
 /// Builds a [`MessagePool`].
 ///
@@ -240,7 +240,7 @@ impl MessagePool {
     /// # Errors
     ///
     /// [`Error::Exhausted`] (a would-block) when no element is free.
-    #[inline]
+    #[inline(always)]
     pub fn try_acquire(&self) -> Result<Message> {
         self.try_acquire_class(0)
     }
@@ -254,11 +254,11 @@ impl MessagePool {
     /// # Panics
     ///
     /// If the class does not exist.
-    #[inline]
+    #[inline(always)]
     pub fn try_acquire_class(&self, class: usize) -> Result<Message> {
         let inner = self.inner();
         match inner.take(class) {
-            Some(elem) => Ok(self.wrap(&[elem])),
+            Some(elem) => Ok(self.wrap(elem)),
             None => Err(Error::Exhausted { class }),
         }
     }
@@ -302,7 +302,11 @@ impl MessagePool {
                 }
             }
         }
-        Ok(self.wrap(&elems[..n]))
+        if n == 1 {
+            return Ok(self.wrap(elems[0]));
+        }
+        let (meta, gen) = inner.activate_group(&elems[..n]);
+        Ok(Message::from_parts(inner, meta, elems[0], gen, n as u8))
     }
 
     /// Waits for a message of class 0. See [`acquire_class`](Self::acquire_class).
@@ -341,21 +345,21 @@ impl MessagePool {
         let start = Instant::now();
         if !inner.waiters.any(class) {
             if let Some(elem) = inner.take(class) {
-                return Ok(self.wrap(&[elem]));
+                return Ok(self.wrap(elem));
             }
         }
         let ticket = match inner
             .waiters
             .enqueue(class, None, || inner.take_shared(class))
         {
-            Ok(elem) => return Ok(self.wrap(&[elem])),
+            Ok(elem) => return Ok(self.wrap(elem)),
             Err(ticket) => ticket,
         };
         if let Some(elem) = inner.waiters.wait(&ticket, start + timeout) {
-            return Ok(self.wrap(&[elem]));
+            return Ok(self.wrap(elem));
         }
         match inner.waiters.cancel(class, ticket) {
-            Some(elem) => Ok(self.wrap(&[elem])),
+            Some(elem) => Ok(self.wrap(elem)),
             None => Err(Error::Timeout {
                 class,
                 waited: start.elapsed(),
@@ -363,11 +367,12 @@ impl MessagePool {
         }
     }
 
-    /// Makes a message of elements the caller holds (counted as users).
-    pub(crate) fn wrap(&self, elems: &[u32]) -> Message {
+    /// Makes a single-buffer message of an element the caller holds (counted as a user).
+    #[inline(always)]
+    pub(crate) fn wrap(&self, elem: u32) -> Message {
         let inner = self.inner();
-        let gen = inner.activate(elems);
-        Message::from_parts(inner, elems[0], gen)
+        let (meta, gen) = inner.activate_one(elem);
+        Message::from_parts(inner, meta, elem, gen, 1)
     }
 
     /// Gives an element that a cancelled waiter held back to the pool.
@@ -409,7 +414,10 @@ impl MessagePool {
             index,
             gen: held,
         });
-        Ok(Message::from_parts(inner, index, held))
+        // SAFETY: as above; the group's length is accurate while the element is held or lent
+        // (see `ElemMeta::group`).
+        let nbufs = unsafe { (*meta.group.get()).len };
+        Ok(Message::from_parts(inner, meta, index, held, nbufs))
     }
 
     /// Returns a raw message to the pool: [`from_raw`](Self::from_raw) and drop. A second
@@ -484,11 +492,15 @@ impl MessagePool {
                     why: "it crosses a buffer boundary",
                 });
             }
+            let elem = (u32::from(key.region.0) << LOCAL_BITS) | local as u32;
             let meta = &seg.metas[local as usize];
+            // The head's own buffer is covered by the generation check above; any other buffer
+            // must be a held member of this scatter message.
             // Relaxed: as for the head's generation above.
-            let held = gen::state(meta.gen.load(Ordering::Relaxed)) == gen::HELD
-                // Relaxed: as above.
-                && meta.head.load(Ordering::Relaxed) == owner.index;
+            let held = elem == owner.index
+                || (gen::state(meta.gen.load(Ordering::Relaxed)) == gen::HELD
+                    // Relaxed: as above.
+                    && meta.head.load(Ordering::Relaxed) == owner.index);
             if !held {
                 return Err(Error::NotOwned { key });
             }

@@ -89,7 +89,7 @@ loom::thread_local! {
 
 /// The calling thread's cache slot in `pool`, or `None` if every slot is taken by other
 /// threads or the thread is shutting down.
-#[inline]
+#[inline(always)]
 pub(crate) fn slot(pool: &Inner) -> Option<&CacheSlot> {
     let me: *const Inner = pool;
     let ptr = LOCAL

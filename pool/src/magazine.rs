@@ -20,7 +20,9 @@ use regio_sync::primitive::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 /// The most elements one magazine holds.
 pub(crate) const MAG_CAP: usize = 64;
 
-/// One size class's cache in one thread.
+/// One size class's cache in one thread. Aligned to two cache lines (the unit of the adjacent-line
+/// prefetcher), so that the magazines of different threads never share a line.
+#[repr(align(128))]
 pub(crate) struct Magazine {
     len: AtomicU32,
     items: UnsafeCell<[u32; MAG_CAP]>,

@@ -29,7 +29,7 @@ use crate::local;
 use crate::magazine::{CacheSlot, MAG_CAP};
 use crate::region::{Region, RegionOptions};
 use crate::registrar::Registrar;
-use crate::segment::{gen, Directory, Segment, MAX_PER_REGION};
+use crate::segment::{gen, Directory, ElemMeta, Segment, MAX_PER_REGION};
 use crate::stack::IndexStack;
 use crate::waiters::Waiters;
 
@@ -232,7 +232,7 @@ impl Inner {
 
     /// Takes one element of `class` for the caller: from its magazine, else a batch from the
     /// store. The element is counted as a user.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take(&self, class: usize) -> Option<u32> {
         let Some(slot) = local::slot(self) else {
             return self.take_shared(class);
@@ -301,7 +301,7 @@ impl Inner {
 
     /// Returns a free element (its generation already says so) to the pool. Returns how many
     /// users to drop with [`Inner::unref`] once the caller is done with `self`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn put(&self, class: usize, elem: u32) -> usize {
         if !self.waiters.any(class) {
             if let Some(slot) = local::slot(self) {
@@ -436,46 +436,59 @@ impl Inner {
         self.users.load(Ordering::Acquire)
     }
 
-    /// Turns the free element `index` (held by the caller) into the head of a new message whose
-    /// scatter list is `members` (including `index` first). Returns the head's new generation.
-    pub(crate) fn activate(&self, members: &[u32]) -> u32 {
-        debug_assert!(!members.is_empty() && members.len() <= MAX_SG);
-        let head = members[0];
-        let mut keys = [crate::key::BufKey {
-            region: RegionId(0),
-            offset: 0,
-            len: 0,
-        }; MAX_SG];
-        let mut head_gen = 0;
-        for (k, &elem) in members.iter().enumerate() {
-            let meta = self.dir.held(elem);
-            // Relaxed: the caller holds the element exclusively (it came out of a store, a
-            // magazine or a grant, each of which ordered the previous holder's accesses first);
-            // validators on other threads get the message through a synchronising hand-off.
-            let g = gen::next(meta.gen.load(Ordering::Relaxed), gen::HELD);
-            // Relaxed: as above.
-            meta.gen.store(g, Ordering::Relaxed);
-            // Relaxed: as above.
-            meta.head.store(head, Ordering::Relaxed);
-            keys[k] = meta.key;
-            if k == 0 {
-                head_gen = g;
-            }
-        }
-        let meta = self.dir.held(head);
+    /// Turns the free element `elem`, held by the caller, into a single-buffer message.
+    /// Returns its metadata and new generation.
+    #[inline(always)]
+    pub(crate) fn activate_one(&self, elem: u32) -> (&ElemMeta, u32) {
+        let meta = self.dir.held(elem);
+        // Relaxed: the caller holds the element exclusively (it came out of a store, a
+        // magazine or a grant, each of which ordered the previous holder's accesses first);
+        // validators on other threads get the message through a synchronising hand-off.
+        let g = gen::next(meta.gen.load(Ordering::Relaxed), gen::HELD);
+        // Relaxed: as above.
+        meta.gen.store(g, Ordering::Relaxed);
         let owner = ElemRef {
             pool: self.uid,
-            index: head,
-            gen: head_gen,
+            index: elem,
+            gen: g,
         };
+        // SAFETY: the caller holds `elem` exclusively, so nobody else touches its descriptor.
+        unsafe { (*meta.desc.get()).reset(owner, std::slice::from_ref(&meta.key)) };
+        (meta, g)
+    }
+
+    /// Turns the free elements `members`, held by the caller, into one scatter message headed
+    /// by `members[0]`. Returns the head's metadata and new generation.
+    pub(crate) fn activate_group(&self, members: &[u32]) -> (&ElemMeta, u32) {
+        debug_assert!(members.len() > 1 && members.len() <= MAX_SG);
+        let head = members[0];
+        let mut keys = [self.dir.held(head).key; MAX_SG];
+        for (k, &elem) in members.iter().enumerate().skip(1) {
+            let meta = self.dir.held(elem);
+            // Relaxed: as in `activate_one`.
+            let g = gen::next(meta.gen.load(Ordering::Relaxed), gen::HELD);
+            // Relaxed: as in `activate_one`.
+            meta.gen.store(g, Ordering::Relaxed);
+            // Relaxed: as in `activate_one`.
+            meta.head.store(head, Ordering::Relaxed);
+            keys[k] = meta.key;
+        }
+        let (meta, g) = self.activate_one(head);
         // SAFETY: the caller holds `head` exclusively, so nobody else touches its cells.
         unsafe {
             let group = &mut *meta.group.get();
             group.len = members.len() as u8;
             group.elems[..members.len()].copy_from_slice(members);
-            (*meta.desc.get()).reset(owner, &keys[..members.len()]);
+            (*meta.desc.get()).reset(
+                ElemRef {
+                    pool: self.uid,
+                    index: head,
+                    gen: g,
+                },
+                &keys[..members.len()],
+            );
         }
-        head_gen
+        (meta, g)
     }
 
     /// The number of elements free in `class`: in its store and in every thread's magazine.

@@ -72,7 +72,9 @@ pub(crate) struct ElemMeta {
     pub(crate) link: AtomicU32,
     /// See [`gen`].
     pub(crate) gen: AtomicU32,
-    /// The head element of the message that holds this one.
+    /// The head element of the scatter message this element is a member of, and [`NIL`]
+    /// otherwise (a single-buffer message does not write it; a scatter message resets it for its
+    /// members when it drops).
     pub(crate) head: AtomicU32,
     /// The size class.
     pub(crate) class: u8,
@@ -80,7 +82,8 @@ pub(crate) struct ElemMeta {
     pub(crate) key: BufKey,
     /// The buffer's first byte.
     pub(crate) data: NonNull<u8>,
-    /// The scatter list, when this element heads a message.
+    /// The scatter list, when this element heads a scatter message; `len` is 1 otherwise
+    /// (a scatter message resets it when it drops).
     pub(crate) group: UnsafeCell<Group>,
     /// The descriptor, when this element heads a message.
     pub(crate) desc: UnsafeCell<Descriptor>,
@@ -114,7 +117,7 @@ impl Segment {
                     // so the offset stays inside the mapping.
                     data: unsafe { base.add(offset as usize) },
                     group: UnsafeCell::new(Group {
-                        len: 0,
+                        len: 1,
                         elems: [NIL; MAX_SG],
                     }),
                     desc: UnsafeCell::new(Descriptor::new(Opcode::Nop)),

@@ -55,10 +55,8 @@ fn mlock_beyond_rlimit_memlock_names_the_limit() {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes one `rlimit` through a valid pointer.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut saved) },
-        0
-    );
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut saved) };
+    assert_eq!(rc, 0);
     const LIMIT: u64 = 64 * 1024;
     set_memlock(libc::rlimit {
         rlim_cur: LIMIT,

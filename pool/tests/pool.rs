@@ -144,6 +144,8 @@ fn raw_round_trip_detects_stale_and_double_release() {
     assert_eq!(pool.available(0), 2);
 }
 
+type ErrorCheck = fn(&Error) -> bool;
+
 #[test]
 fn validate_accepts_own_slices_and_rejects_the_rest() {
     let pool = PoolBuilder::new().class(1024, 4).build().unwrap();
@@ -163,7 +165,7 @@ fn validate_accepts_own_slices_and_rejects_the_rest() {
     a.descriptor_mut().set_slices(&[sub]).unwrap();
     pool.validate(a.descriptor()).unwrap();
 
-    let cases: [(BufKey, fn(&Error) -> bool); 5] = [
+    let cases: [(BufKey, ErrorCheck); 5] = [
         (b.key(), |e| matches!(e, Error::NotOwned { .. })),
         (
             BufKey {
