@@ -47,8 +47,8 @@ impl Future for Acquire<'_> {
         }
         // FIFO: while others wait, a newcomer queues behind them.
         if !inner.waiters.any(class) {
-            if let Some(elem) = inner.take(class) {
-                return Poll::Ready(self.pool.wrap(elem));
+            if let Some(meta) = inner.take(class) {
+                return Poll::Ready(self.pool.wrap_meta(meta));
             }
         }
         match inner

@@ -16,7 +16,7 @@ use crate::message::{Message, RawMessage};
 use crate::pool::{Config, Inner, LowWatermark};
 use crate::region::RegionOptions;
 use crate::registrar::Registrar;
-use crate::segment::{gen, LOCAL_BITS};
+use crate::segment::{gen, ElemMeta, LOCAL_BITS};
 
 /// Builds a [`MessagePool`].
 ///
@@ -258,7 +258,7 @@ impl MessagePool {
     pub fn try_acquire_class(&self, class: usize) -> Result<Message> {
         let inner = self.inner();
         match inner.take(class) {
-            Some(elem) => Ok(self.wrap(elem)),
+            Some(meta) => Ok(self.wrap_meta(meta)),
             None => Err(Error::Exhausted { class }),
         }
     }
@@ -289,11 +289,11 @@ impl MessagePool {
         let mut elems = [0u32; MAX_SG];
         for k in 0..n {
             match inner.take(class) {
-                Some(e) => elems[k] = e,
+                Some(meta) => elems[k] = meta.index,
                 None => {
                     let mut users = 0;
                     for &e in &elems[..k] {
-                        users += inner.put(class, e);
+                        users += inner.put(inner.dir.held(e));
                     }
                     // SAFETY: the handle keeps the pool alive, so this never frees it; the
                     // `users` dropped were counted by the elements just put back.
@@ -301,9 +301,6 @@ impl MessagePool {
                     return Err(Error::Exhausted { class });
                 }
             }
-        }
-        if n == 1 {
-            return Ok(self.wrap(elems[0]));
         }
         let (meta, gen) = inner.activate_group(&elems[..n]);
         Ok(Message::from_parts(inner, meta, elems[0], gen, n as u8))
@@ -344,8 +341,8 @@ impl MessagePool {
         let inner = self.inner();
         let start = Instant::now();
         if !inner.waiters.any(class) {
-            if let Some(elem) = inner.take(class) {
-                return Ok(self.wrap(elem));
+            if let Some(meta) = inner.take(class) {
+                return Ok(self.wrap_meta(meta));
             }
         }
         let ticket = match inner
@@ -367,12 +364,18 @@ impl MessagePool {
         }
     }
 
-    /// Makes a single-buffer message of an element the caller holds (counted as a user).
-    #[inline(always)]
+    /// Makes a single-buffer message of the element `elem`, which the caller holds (counted
+    /// as a user).
     pub(crate) fn wrap(&self, elem: u32) -> Message {
+        self.wrap_meta(self.inner().dir.held(elem))
+    }
+
+    /// [`wrap`](Self::wrap), given the element's metadata.
+    #[inline(always)]
+    pub(crate) fn wrap_meta(&self, meta: &ElemMeta) -> Message {
         let inner = self.inner();
-        let (meta, gen) = inner.activate_one(elem);
-        Message::from_parts(inner, meta, elem, gen, 1)
+        let gen = inner.activate_one(meta);
+        Message::from_parts(inner, meta, meta.index, gen, 1)
     }
 
     /// Gives an element that a cancelled waiter held back to the pool.

@@ -218,7 +218,7 @@ impl Drop for Message {
     fn drop(&mut self) {
         let pool = self.pool.as_ptr().cast_const();
         let users = if self.nbufs == 1 {
-            release(self.pool(), self.meta(), self.index)
+            release(self.pool(), self.meta())
         } else {
             self.release_group()
         };
@@ -243,16 +243,16 @@ impl Message {
             let meta = inner.dir.held(elem);
             // Relaxed: the member is still held by this message; see `release`.
             meta.head.store(crate::stack::NIL, Ordering::Relaxed);
-            users += release(inner, meta, elem);
+            users += release(inner, meta);
         }
-        users + release(inner, self.meta(), self.index)
+        users + release(inner, self.meta())
     }
 }
 
-/// Marks the held element `elem` free (poisoning its buffer in debug builds) and returns it to
+/// Marks the held element `meta` free (poisoning its buffer in debug builds) and returns it to
 /// the pool. Returns the users to drop.
 #[inline(always)]
-fn release(inner: &Inner, meta: &ElemMeta, elem: u32) -> usize {
+fn release(inner: &Inner, meta: &ElemMeta) -> usize {
     #[cfg(debug_assertions)]
     // SAFETY: the message still holds the buffer, which is `key.len` bytes long.
     unsafe {
@@ -264,7 +264,7 @@ fn release(inner: &Inner, meta: &ElemMeta, elem: u32) -> usize {
     debug_assert_eq!(gen::state(g), gen::HELD);
     // Relaxed: as above.
     meta.gen.store(gen::next(g, gen::FREE), Ordering::Relaxed);
-    inner.put(usize::from(meta.class), elem)
+    inner.put(meta)
 }
 
 /// The byte that returned buffers are filled with in debug builds, so that a use after release

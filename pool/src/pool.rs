@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::key::{ElemRef, RegionId};
 use crate::keytable::KeyTable;
 use crate::local;
-use crate::magazine::{CacheSlot, MAG_CAP};
+use crate::magazine::{CacheSlot, Cached, MAG_CAP};
 use crate::region::{Region, RegionOptions};
 use crate::registrar::Registrar;
 use crate::segment::{gen, Directory, ElemMeta, Segment, MAX_PER_REGION};
@@ -233,20 +233,21 @@ impl Inner {
     /// Takes one element of `class` for the caller: from its magazine, else a batch from the
     /// store. The element is counted as a user.
     #[inline(always)]
-    pub(crate) fn take(&self, class: usize) -> Option<u32> {
+    pub(crate) fn take(&self, class: usize) -> Option<&ElemMeta> {
         let Some(slot) = local::slot(self) else {
-            return self.take_shared(class);
+            return self.take_shared(class).map(|elem| self.dir.held(elem));
         };
-        let mag = slot.mag(class);
         // SAFETY: this thread claimed `slot`.
-        if let Some(elem) = unsafe { mag.pop() } {
-            return Some(elem);
+        if let Some(meta) = unsafe { slot.mag(class).pop() } {
+            // SAFETY: magazines hold pointers to this pool's metadata, which lives as long as
+            // the pool.
+            return Some(unsafe { &*meta });
         }
         self.refill(class, slot)
     }
 
     #[cold]
-    fn refill(&self, class: usize, slot: &CacheSlot) -> Option<u32> {
+    fn refill(&self, class: usize, slot: &CacheSlot) -> Option<&ElemMeta> {
         let mut batch = [0u32; MAG_CAP];
         let c = &self.classes[class];
         let n = c.store.pop_into(&self.dir, &mut batch[..self.batch]);
@@ -256,9 +257,13 @@ impl Inner {
         // Relaxed: see "Lifetime by counting users".
         self.users.fetch_add(n, Ordering::Relaxed);
         self.check_watermark(class);
+        let mut metas: [Cached; MAG_CAP] = [std::ptr::null(); MAG_CAP];
+        for (meta, &elem) in metas.iter_mut().zip(&batch[..n]) {
+            *meta = self.dir.held(elem);
+        }
         // SAFETY: this thread claimed `slot`; the magazine was empty and `n <= MAG_CAP`.
-        unsafe { slot.mag(class).fill(&batch[1..n]) };
-        Some(batch[0])
+        unsafe { slot.mag(class).fill(&metas[1..n]) };
+        Some(self.dir.held(batch[0]))
     }
 
     /// Takes one element straight from the shared store.
@@ -302,28 +307,26 @@ impl Inner {
     /// Returns a free element (its generation already says so) to the pool. Returns how many
     /// users to drop with [`Inner::unref`] once the caller is done with `self`.
     #[inline(always)]
-    pub(crate) fn put(&self, class: usize, elem: u32) -> usize {
+    pub(crate) fn put(&self, meta: &ElemMeta) -> usize {
+        let class = usize::from(meta.class);
         if !self.waiters.any(class) {
             if let Some(slot) = local::slot(self) {
-                let mag = slot.mag(class);
                 // SAFETY: this thread claimed `slot`.
-                if unsafe { mag.push(elem, self.cache_size) } {
+                if unsafe { slot.mag(class).push(meta, self.cache_size) } {
                     return 0;
                 }
-                return self.overflow(class, slot, elem);
+                return self.overflow(class, slot, meta);
             }
         }
-        self.put_slow(class, elem)
+        self.put_slow(class, meta.index)
     }
 
     #[cold]
-    fn overflow(&self, class: usize, slot: &CacheSlot, elem: u32) -> usize {
+    fn overflow(&self, class: usize, slot: &CacheSlot, meta: &ElemMeta) -> usize {
         let mut batch = [0u32; MAG_CAP];
-        let mag = slot.mag(class);
-        // SAFETY: this thread claimed `slot`.
-        let n = unsafe { mag.drain_oldest(self.batch, &mut batch) };
-        // SAFETY: as above; the drain made room.
-        let cached = unsafe { mag.push(elem, self.cache_size) };
+        let n = self.drain_mag(slot, class, self.batch, &mut batch);
+        // SAFETY: this thread claimed `slot`, and the drain made room.
+        let cached = unsafe { slot.mag(class).push(meta, self.cache_size) };
         debug_assert!(cached);
         self.give_back(class, &batch[..n])
     }
@@ -335,11 +338,23 @@ impl Inner {
         let mut batch = [0u32; MAG_CAP + 1];
         let mut n = 0;
         if let Some(slot) = local::slot(self) {
-            // SAFETY: this thread claimed `slot`.
-            n = unsafe { slot.mag(class).drain_oldest(MAG_CAP, &mut batch) };
+            n = self.drain_mag(slot, class, MAG_CAP, &mut batch);
         }
         batch[n] = elem;
         self.give_back(class, &batch[..=n])
+    }
+
+    /// Moves up to `count` of the oldest elements of `slot`'s magazine for `class` into `out`,
+    /// as indices. The calling thread must own `slot` (or be its exiting owner).
+    fn drain_mag(&self, slot: &CacheSlot, class: usize, count: usize, out: &mut [u32]) -> usize {
+        let mut metas: [Cached; MAG_CAP] = [std::ptr::null(); MAG_CAP];
+        // SAFETY: the caller owns `slot`.
+        let n = unsafe { slot.mag(class).drain_oldest(count, &mut metas) };
+        for (elem, &meta) in out.iter_mut().zip(&metas[..n]) {
+            // SAFETY: magazines hold pointers to this pool's live metadata.
+            *elem = unsafe { (*meta).index };
+        }
+        n
     }
 
     /// Gives `items` (free, counted elements) to waiters, then to the shared store. Returns how
@@ -373,27 +388,21 @@ impl Inner {
     /// Empties a cache slot that this thread owns into the shared stores, and drops the users
     /// it counted.
     pub(crate) fn flush_slot(self: &Arc<Self>, slot: &CacheSlot) {
-        let mut users = 0;
-        let mut batch = [0u32; MAG_CAP];
-        for (class, mag) in slot.mags().iter().enumerate() {
-            // SAFETY: the caller owns `slot` (it is this thread's, or the thread is exiting).
-            let n = unsafe { mag.drain_oldest(MAG_CAP, &mut batch) };
-            users += self.give_back(class, &batch[..n]);
-        }
+        let users = self.drain_slot(slot);
         // SAFETY: the caller's `Arc` keeps the allocation alive past a drop to zero.
         unsafe { Inner::unref(Arc::as_ptr(self), users) };
     }
 
-    /// Empties the calling thread's cache slot in this pool.
+    /// Empties the calling thread's cache slot in this pool. Returns the users to drop.
     pub(crate) fn flush_local(&self) -> usize {
-        let Some(slot) = local::slot(self) else {
-            return 0;
-        };
+        local::slot(self).map_or(0, |slot| self.drain_slot(slot))
+    }
+
+    fn drain_slot(&self, slot: &CacheSlot) -> usize {
         let mut users = 0;
         let mut batch = [0u32; MAG_CAP];
-        for (class, mag) in slot.mags().iter().enumerate() {
-            // SAFETY: this thread claimed `slot`.
-            let n = unsafe { mag.drain_oldest(MAG_CAP, &mut batch) };
+        for class in 0..slot.mags().len() {
+            let n = self.drain_mag(slot, class, MAG_CAP, &mut batch);
             users += self.give_back(class, &batch[..n]);
         }
         users
@@ -436,11 +445,10 @@ impl Inner {
         self.users.load(Ordering::Acquire)
     }
 
-    /// Turns the free element `elem`, held by the caller, into a single-buffer message.
-    /// Returns its metadata and new generation.
+    /// Turns the free element `meta`, held by the caller, into a single-buffer message.
+    /// Returns its new generation.
     #[inline(always)]
-    pub(crate) fn activate_one(&self, elem: u32) -> (&ElemMeta, u32) {
-        let meta = self.dir.held(elem);
+    pub(crate) fn activate_one(&self, meta: &ElemMeta) -> u32 {
         // Relaxed: the caller holds the element exclusively (it came out of a store, a
         // magazine or a grant, each of which ordered the previous holder's accesses first);
         // validators on other threads get the message through a synchronising hand-off.
@@ -449,12 +457,13 @@ impl Inner {
         meta.gen.store(g, Ordering::Relaxed);
         let owner = ElemRef {
             pool: self.uid,
-            index: elem,
+            index: meta.index,
             gen: g,
         };
-        // SAFETY: the caller holds `elem` exclusively, so nobody else touches its descriptor.
+        // SAFETY: the caller holds the element exclusively, so nobody else touches its
+        // descriptor.
         unsafe { (*meta.desc.get()).reset(owner, std::slice::from_ref(&meta.key)) };
-        (meta, g)
+        g
     }
 
     /// Turns the free elements `members`, held by the caller, into one scatter message headed
@@ -473,7 +482,8 @@ impl Inner {
             meta.head.store(head, Ordering::Relaxed);
             keys[k] = meta.key;
         }
-        let (meta, g) = self.activate_one(head);
+        let meta = self.dir.held(head);
+        let g = self.activate_one(meta);
         // SAFETY: the caller holds `head` exclusively, so nobody else touches its cells.
         unsafe {
             let group = &mut *meta.group.get();

@@ -78,6 +78,8 @@ pub(crate) struct ElemMeta {
     pub(crate) head: AtomicU32,
     /// The size class.
     pub(crate) class: u8,
+    /// This element's index.
+    pub(crate) index: u32,
     /// The buffer's key (fixed for the element's life).
     pub(crate) key: BufKey,
     /// The buffer's first byte.
@@ -100,6 +102,7 @@ impl Segment {
     /// Carves `region` into `count` buffers of `buf_size` bytes for class `class`.
     pub(crate) fn new(id: RegionId, class: u8, region: Region, buf_size: u32, count: u32) -> Self {
         let base = region.base();
+        let first = u32::from(id.0) << LOCAL_BITS;
         let metas = (0..count)
             .map(|local| {
                 let offset = local * buf_size;
@@ -108,6 +111,7 @@ impl Segment {
                     gen: AtomicU32::new(gen::FREE),
                     head: AtomicU32::new(NIL),
                     class,
+                    index: first | local,
                     key: BufKey {
                         region: id,
                         offset,
