@@ -1,4 +1,14 @@
 //! `MessagePool` and `PoolBuilder`: the public face of the pool.
+//!
+//! # Synchronization
+//!
+//! The lock-free work happens in [`crate::pool`] (stores, magazines, user counting) and
+//! [`crate::waiters`] (the hand-off). This module adds two patterns:
+//! - **Redeeming a raw message** is a CAS from the lent generation to a new held one (Acquire,
+//!   pairing with the Release in `into_raw`): of two redeemers of one raw message, one wins.
+//! - **Validation reads generations with Relaxed loads.** The validating thread holds the message
+//!   (or received it through a synchronising hand-off), so it sees the generation it was stamped
+//!   with; a different value means the handle is stale.
 
 use std::fmt;
 use std::ptr::NonNull;

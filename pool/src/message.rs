@@ -1,4 +1,13 @@
 //! `Message`: the guard over one element (a descriptor and its buffers).
+//!
+//! # Synchronization
+//!
+//! - **Exclusive ownership.** A message holds its elements alone, so it writes their generations
+//!   with Relaxed stores; the hand-off that follows a release (a magazine, the store's Release
+//!   CAS, the waiter list's mutex) orders those writes before the next holder's.
+//! - **Raw round trips.** [`Message::into_raw`] publishes with a Release store, and
+//!   [`MessagePool::from_raw`](crate::MessagePool::from_raw) redeems with an Acquire CAS from that
+//!   exact generation, so a raw message is redeemed at most once.
 
 use std::fmt;
 use std::mem::ManuallyDrop;

@@ -86,6 +86,8 @@ pub(crate) struct Config {
     pub(crate) domain: Option<regio_sync::primitive::sync::Arc<regio_sync::Domain>>,
 }
 
+/// The id of the next pool (0 is [`ElemRef::NONE`]'s). A plain std atomic: it is not part of
+/// any loom model, and loom atomics cannot be statics.
 static NEXT_UID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
 impl Inner {
@@ -137,6 +139,7 @@ impl Inner {
             .take()
             .unwrap_or_else(|| regio_sync::primitive::sync::Arc::new(regio_sync::Domain::new()));
         let inner = Arc::new(Inner {
+            // Relaxed: only uniqueness matters, which the read-modify-write gives by itself.
             uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             users: AtomicUsize::new(1),
             classes,
