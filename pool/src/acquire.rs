@@ -33,7 +33,23 @@ impl<'a> Acquire<'a> {
 impl Future for Acquire<'_> {
     type Output = Message;
 
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Message> {
+        let inner = self.pool.inner();
+        // The fast path, inlined into the caller: nobody waits and an element is at hand.
+        // FIFO: while others wait, a newcomer queues behind them.
+        if self.ticket.is_none() && !inner.waiters.any(self.class) {
+            if let Some(meta) = inner.take(self.class) {
+                return Poll::Ready(self.pool.wrap_meta(meta));
+            }
+        }
+        self.poll_wait(cx)
+    }
+}
+
+impl Acquire<'_> {
+    #[cold]
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Message> {
         let inner = self.pool.inner();
         let class = self.class;
         if let Some(ticket) = &self.ticket {
@@ -44,12 +60,6 @@ impl Future for Acquire<'_> {
                 }
                 None => Poll::Pending,
             };
-        }
-        // FIFO: while others wait, a newcomer queues behind them.
-        if !inner.waiters.any(class) {
-            if let Some(meta) = inner.take(class) {
-                return Poll::Ready(self.pool.wrap_meta(meta));
-            }
         }
         match inner
             .waiters
@@ -65,6 +75,7 @@ impl Future for Acquire<'_> {
 }
 
 impl Drop for Acquire<'_> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
             if let Some(elem) = self.pool.inner().waiters.cancel(self.class, ticket) {

@@ -62,7 +62,7 @@ impl fmt::Debug for PoolBuilder {
 }
 
 impl PoolBuilder {
-    /// A builder with no size class, 32-element caches, room for 64 caching threads and 64
+    /// A builder with no size class, 64-element caches, room for 64 caching threads and 64
     /// regions.
     pub fn new() -> Self {
         Self {
@@ -70,7 +70,7 @@ impl PoolBuilder {
                 classes: Vec::new(),
                 watermarks: Vec::new(),
                 options: RegionOptions::default(),
-                cache_size: 32,
+                cache_size: 64,
                 max_threads: 64,
                 max_regions: 64,
                 max_waiters: 64,
@@ -98,7 +98,12 @@ impl PoolBuilder {
         self
     }
 
-    /// The most elements a thread caches per class (at most 64; 0 turns caching off).
+    /// The most elements a thread caches per class (at most 128; 0 turns caching off). A
+    /// thread moves half of this between its cache and the shared store at a time.
+    ///
+    /// Elements in a thread's cache are that thread's until it releases while others wait,
+    /// flushes ([`MessagePool::flush_local`]) or exits, so size the pool for
+    /// `threads * cache_size` elements more than the working set, as with DPDK's mempool caches.
     pub fn cache_size(mut self, size: usize) -> Self {
         self.config.cache_size = size;
         self
@@ -166,6 +171,11 @@ impl PoolBuilder {
 /// A handle is cheap to clone; the pool lives until the last handle and the last message are
 /// gone (elements cached by threads that are still running count too: see
 /// [`flush_local`](Self::flush_local)).
+///
+/// Each thread keeps a small cache of elements per class (see [`PoolBuilder::cache_size`]):
+/// acquiring and releasing touch only that cache, and move half of it to or from the shared
+/// lock-free store when it runs empty or full. While tasks wait for a class, releases skip the
+/// caches and go to the oldest waiter, and a releasing thread also hands over what it has cached.
 pub struct MessagePool {
     inner: NonNull<Inner>,
 }
@@ -317,6 +327,7 @@ impl MessagePool {
     }
 
     /// Waits for a message of class 0. See [`acquire_class`](Self::acquire_class).
+    #[inline]
     pub fn acquire(&self) -> Acquire<'_> {
         self.acquire_class(0)
     }
@@ -327,6 +338,7 @@ impl MessagePool {
     /// # Panics
     ///
     /// If the class does not exist.
+    #[inline]
     pub fn acquire_class(&self, class: usize) -> Acquire<'_> {
         assert!(class < self.classes(), "no size class {class}");
         Acquire::new(self, class)

@@ -20,7 +20,7 @@ use regio_sync::primitive::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use crate::segment::ElemMeta;
 
 /// The most elements one magazine holds.
-pub(crate) const MAG_CAP: usize = 64;
+pub(crate) const MAG_CAP: usize = 128;
 
 /// One size class's cache in one thread, of `T`s (element metadata pointers in the pool).
 /// Aligned to two cache lines (the unit of the adjacent-line prefetcher), so that the magazines

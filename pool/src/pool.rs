@@ -396,9 +396,10 @@ impl Inner {
         unsafe { Inner::unref(Arc::as_ptr(self), users) };
     }
 
-    /// Empties the calling thread's cache slot in this pool. Returns the users to drop.
+    /// Empties the calling thread's cache slot in this pool, if it has one. Returns the users
+    /// to drop.
     pub(crate) fn flush_local(&self) -> usize {
-        local::slot(self).map_or(0, |slot| self.drain_slot(slot))
+        local::existing_slot(self).map_or(0, |slot| self.drain_slot(slot))
     }
 
     fn drain_slot(&self, slot: &CacheSlot) -> usize {

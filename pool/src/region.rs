@@ -207,6 +207,19 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_mmap_names_rlimit_memlock() {
+        // Far beyond the 47-bit user address space: the kernel refuses with ENOMEM.
+        let err = Region::map(1 << 50, RegionOptions::default()).unwrap_err();
+        assert!(matches!(err, Error::Map { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("RLIMIT_MEMLOCK is "), "{text}");
+        assert_eq!(
+            std::io::Error::from(err).kind(),
+            std::io::ErrorKind::OutOfMemory
+        );
+    }
+
+    #[test]
     fn zero_length_is_a_config_error() {
         assert!(matches!(
             Region::map(0, RegionOptions::default()),

@@ -475,7 +475,7 @@ fn released_buffers_are_poisoned_in_debug_builds() {
 fn bad_configurations_are_errors() {
     assert!(matches!(PoolBuilder::new().build(), Err(Error::Config(_))));
     assert!(matches!(
-        PoolBuilder::new().class(64, 1).cache_size(65).build(),
+        PoolBuilder::new().class(64, 1).cache_size(129).build(),
         Err(Error::Config(_))
     ));
     assert!(matches!(
