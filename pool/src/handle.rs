@@ -129,6 +129,11 @@ impl PoolBuilder {
 
     /// Calls `notify` once when the shared store of `class` drops below `limit` free elements,
     /// like an SRQ limit event; re-arm with [`MessagePool::arm_low_watermark`].
+    ///
+    /// The count is the shared store's, not the threads' caches: it is what other threads can
+    /// still get. `notify` runs on the thread that took the store below the limit, possibly while
+    /// the pool's wait list is locked, so it must not acquire or release messages of this pool;
+    /// let it wake a task that grows the pool or sheds load.
     pub fn low_watermark(
         mut self,
         class: usize,
