@@ -217,9 +217,12 @@ impl Inner {
     pub(crate) fn attach(&self, registrar: Arc<dyn Registrar>) -> Result<()> {
         let mut registrars = lock(&self.registrars);
         for (id, seg) in self.dir.iter() {
-            registrar
-                .register(id, seg.region.base(), seg.region.len())
-                .map_err(|source| Error::Register { region: id, source })?;
+            if let Err(source) = registrar.register(id, seg.region.base(), seg.region.len()) {
+                for (done, _) in self.dir.iter().take(usize::from(id.0)) {
+                    registrar.unregister(done);
+                }
+                return Err(Error::Register { region: id, source });
+            }
         }
         registrars.push(registrar);
         Ok(())

@@ -338,6 +338,38 @@ fn registrars_see_every_region_and_growth() {
 }
 
 #[test]
+fn a_refused_attach_undoes_its_registrations() {
+    let pool = PoolBuilder::new()
+        .class(4096, 1)
+        .class(4096, 1)
+        .class(4096, 1)
+        .build()
+        .unwrap();
+    let rec = Arc::new(Recorder::refusing_from(2));
+    rec.refuse.store(true, Ordering::Relaxed);
+    let err = pool.attach(rec.clone()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Register {
+                region: RegionId(2),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(rec.registered.lock().unwrap().len(), 2);
+    assert_eq!(
+        *rec.unregistered.lock().unwrap(),
+        [RegionId(0), RegionId(1)]
+    );
+    // Not attached: growth does not call it.
+    rec.refuse.store(false, Ordering::Relaxed);
+    pool.grow(0, 1).unwrap();
+    assert_eq!(rec.registered.lock().unwrap().len(), 2);
+}
+
+#[test]
 fn low_watermark_fires_once_until_rearmed() {
     let fired = Arc::new(AtomicUsize::new(0));
     let f = fired.clone();
