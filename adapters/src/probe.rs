@@ -269,7 +269,8 @@ impl KernelProbe {
 
     fn find_degradations(&self) -> Vec<Degradation> {
         let mut found = Vec::new();
-        let mut add = |missing: String, instead: String| found.push(Degradation { missing, instead });
+        let mut add =
+            |missing: String, instead: String| found.push(Degradation { missing, instead });
         if let IoUringStatus::Disabled { reason, .. } = &self.io_uring {
             add(
                 "io_uring".into(),
@@ -277,14 +278,21 @@ impl KernelProbe {
             );
             return found;
         }
-        for r in self.setup_flags.iter().filter(|r| !r.outcome.is_supported()) {
+        for r in self
+            .setup_flags
+            .iter()
+            .filter(|r| !r.outcome.is_supported())
+        {
             add(
                 format!("setup flag {} (Linux {})", r.flag, r.flag.since()),
                 r.flag.instead().into(),
             );
         }
         for f in self.features.iter().filter(|f| !f.present) {
-            add(format!("feature {} (Linux {})", f.name, f.since), f.instead.into());
+            add(
+                format!("feature {} (Linux {})", f.name, f.since),
+                f.instead.into(),
+            );
         }
         if !self.opcode_probe.is_supported() {
             add(
@@ -295,7 +303,12 @@ impl KernelProbe {
         for o in self.opcodes.iter().filter(|o| !o.supported) {
             let op = o.opcode;
             let instead = op.instead.map_or_else(
-                || format!("regio cannot run without it: use Linux {} or newer", op.since),
+                || {
+                    format!(
+                        "regio cannot run without it: use Linux {} or newer",
+                        op.since
+                    )
+                },
                 str::to_owned,
             );
             add(format!("opcode {} (Linux {})", op.name, op.since), instead);
@@ -330,7 +343,7 @@ impl KernelProbe {
             }
         }
         if let Some(advice) = self.memlock.advice() {
-            add("unlimited locked memory (RLIMIT_MEMLOCK)".into(), advice);
+            add("an unlimited RLIMIT_MEMLOCK".into(), advice);
         }
         found
     }

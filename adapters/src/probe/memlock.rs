@@ -48,20 +48,22 @@ impl MemlockLimit {
         }
     }
 
-    /// What to run to register more, when the limit applies.
+    /// The limit and how to raise it, when the limit applies.
     pub fn advice(&self) -> Option<String> {
         let soft = self.registrable_bytes()?;
+        let beyond = "set `LimitMEMLOCK=` (systemd) or `memlock` in /etc/security/limits.conf, \
+                      or grant CAP_IPC_LOCK";
         let raise = match self.hard {
+            None => "`ulimit -l unlimited` lifts it, since the hard limit is unlimited".to_owned(),
             Some(hard) if hard > soft => format!(
-                "`ulimit -l {}` raises it up to the hard limit; beyond that",
+                "`ulimit -l {}` raises it to the hard limit; beyond that, {beyond}",
                 hard / 1024
             ),
-            _ => "to raise it".to_owned(),
+            Some(_) => format!("To raise it, {beyond}"),
         };
         Some(format!(
-            "registered buffers may pin at most {} per user; a larger message pool fails with \
-             ENOMEM. {raise}, set `LimitMEMLOCK=` (systemd) or `memlock` in \
-             /etc/security/limits.conf, or grant CAP_IPC_LOCK",
+            "registered buffers may pin at most {} per user, and a larger message pool fails \
+             with ENOMEM. {raise}.",
             Bytes(soft)
         ))
     }

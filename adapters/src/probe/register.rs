@@ -92,9 +92,8 @@ fn try_pbuf_ring(page: &AnonPage) -> Outcome {
     let submitter = ring.submitter();
     // SAFETY: the ring of `PBUF_ENTRIES` 16-byte entries fits in the page-aligned page, which
     // outlives the registration: it is unregistered below, and `ring` is dropped before `page`.
-    let registered = unsafe {
-        submitter.register_buf_ring_with_flags(page.addr(), PBUF_ENTRIES, PBUF_GROUP, 0)
-    };
+    let registered =
+        unsafe { submitter.register_buf_ring_with_flags(page.addr(), PBUF_ENTRIES, PBUF_GROUP, 0) };
     match registered {
         Ok(()) => match submitter.unregister_buf_ring(PBUF_GROUP) {
             Ok(()) => Outcome::Supported,

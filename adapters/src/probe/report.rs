@@ -15,7 +15,10 @@ fn mark(yes: bool) -> &'static str {
 
 impl fmt::Display for KernelProbe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "regio probe: io_uring on this machine, as the kernel answered")?;
+        writeln!(
+            f,
+            "regio probe: io_uring on this machine, as the kernel answered"
+        )?;
         writeln!(f)?;
         let k = &self.kernel;
         writeln!(f, "Kernel      Linux {} ({})", k.release, k.machine)?;
@@ -43,7 +46,10 @@ impl fmt::Display for KernelProbe {
         }
 
         writeln!(f)?;
-        writeln!(f, "Locked memory (RLIMIT_MEMLOCK, charged for registered buffers)")?;
+        writeln!(
+            f,
+            "Locked memory (RLIMIT_MEMLOCK, charged for registered buffers)"
+        )?;
         writeln!(f, "  {}", self.memlock)?;
 
         writeln!(f)?;
@@ -70,7 +76,12 @@ impl KernelProbe {
         writeln!(f)?;
         writeln!(f, "Setup flags (a ring was created with each)")?;
         for r in &self.setup_flags {
-            write!(f, "  {}  {:<14} ", mark(r.outcome.is_supported()), r.flag.name())?;
+            write!(
+                f,
+                "  {}  {:<14} ",
+                mark(r.outcome.is_supported()),
+                r.flag.name()
+            )?;
             match &r.outcome {
                 Outcome::Supported => writeln!(f, "tried {}", r.tried)?,
                 other => writeln!(f, "{other}; tried {}", r.tried)?,
@@ -109,7 +120,10 @@ impl KernelProbe {
         writeln!(f, "Registrations (each tried on fresh rings)")?;
         let r = &self.registrations;
         for (outcome, what) in [
-            (&r.fixed_buffers, "fixed buffers       IORING_REGISTER_BUFFERS, one page"),
+            (
+                &r.fixed_buffers,
+                "fixed buffers       IORING_REGISTER_BUFFERS, one page",
+            ),
             (
                 &r.clone_buffers,
                 "buffer cloning      IORING_REGISTER_CLONE_BUFFERS, into a second ring",

@@ -113,11 +113,18 @@ pub(super) fn try_all(cpu: Option<u32>) -> Vec<FlagResult> {
     let sqpoll_ok = sqpoll.outcome.is_supported();
 
     let sq_aff = match (sqpoll_ok, cpu) {
-        (true, Some(cpu)) => attempt(SetupFlag::SqAff, format!("SQPOLL|SQ_AFF (cpu {cpu})"), |b| {
-            b.setup_sqpoll(SQ_IDLE_MS).setup_sqpoll_cpu(cpu);
-        }),
+        (true, Some(cpu)) => attempt(
+            SetupFlag::SqAff,
+            format!("SQPOLL|SQ_AFF (cpu {cpu})"),
+            |b| {
+                b.setup_sqpoll(SQ_IDLE_MS).setup_sqpoll_cpu(cpu);
+            },
+        ),
         (false, _) => not_tried(SetupFlag::SqAff, "SQ_AFF needs SQPOLL"),
-        (true, None) => not_tried(SetupFlag::SqAff, "no allowed CPU found in /proc/self/status"),
+        (true, None) => not_tried(
+            SetupFlag::SqAff,
+            "no allowed CPU found in /proc/self/status",
+        ),
     };
 
     let single = attempt(SetupFlag::SingleIssuer, "SINGLE_ISSUER".into(), |b| {
@@ -138,21 +145,14 @@ pub(super) fn try_all(cpu: Option<u32>) -> Vec<FlagResult> {
         b.setup_coop_taskrun();
     });
 
-    vec![
-        sqpoll,
-        sq_aff,
-        attach_wq(sqpoll_ok),
-        single,
-        defer,
-        coop,
-    ]
+    vec![sqpoll, sq_aff, attach_wq(sqpoll_ok), single, defer, coop]
 }
 
 /// Creates a ring, then a second ring attached to it. With SQPOLL, both rings poll, so the
 /// second shares the first's SQPOLL thread, which is how an adapter's rings use it.
 fn attach_wq(sqpoll: bool) -> FlagResult {
-    let flags = if sqpoll { "SQPOLL|" } else { "" };
-    let tried = format!("a second {flags}ATTACH_WQ ring attached to a first {flags}ring");
+    let kind = if sqpoll { "SQPOLL ring" } else { "ring" };
+    let tried = format!("a {kind} attached with ATTACH_WQ to another {kind}");
     let configure = |b: &mut Builder| {
         if sqpoll {
             b.setup_sqpoll(SQ_IDLE_MS);

@@ -114,7 +114,11 @@ impl fmt::Display for IoUringStatus {
         match self {
             IoUringStatus::Enabled => f.write_str("enabled (io_uring_setup created a ring)"),
             IoUringStatus::Disabled { error, reason, .. } => {
-                write!(f, "DISABLED: io_uring_setup failed with {error}; {}", reason.remedy())
+                write!(
+                    f,
+                    "DISABLED: io_uring_setup failed with {error}; {}",
+                    reason.remedy()
+                )
             }
         }
     }
