@@ -41,9 +41,17 @@ pub(crate) struct Slot {
 
 /// A value retired by a writer, freed once the grace period `target` is over.
 struct Deferred {
+    /// [`UNASSIGNED`] until a grace period that started after the value was retired is chosen.
     target: u64,
     value: Box<dyn Send>,
 }
+
+/// The target of a deferred value whose grace period has not started yet.
+const UNASSIGNED: u64 = 0;
+
+/// Deferred values are reclaimed in batches of this many, so that one grace-period start and one
+/// walk of the reader slots are shared by the whole batch.
+const DEFER_BATCH: usize = 32;
 
 /// An RCU domain: the set of readers whose quiescent states end a grace period.
 ///
@@ -100,8 +108,9 @@ impl Domain {
 
     /// Hands `value` over, to be dropped once every reader has passed a quiescent state.
     ///
-    /// This never blocks on readers: it is the `call_rcu` of this domain. Values whose grace
-    /// period is already over are dropped now, on this thread.
+    /// This never blocks on readers: it is the `call_rcu` of this domain. Values are reclaimed
+    /// in batches: every few deferrals, those whose grace period is over are dropped, on the
+    /// deferring thread. [`reclaim`](Self::reclaim) and [`barrier`](Self::barrier) force it.
     pub fn defer(&self, value: Box<dyn Send>) {
         self.state.defer(value);
     }
@@ -114,6 +123,9 @@ impl Domain {
 
     /// Waits for the grace period of every deferred value, then drops them all.
     pub fn barrier(&self) {
+        // The first reclaim starts the grace period of values retired since the last one; the
+        // wait then covers every target, and the second reclaim drops everything.
+        self.state.reclaim();
         self.state.synchronize();
         self.state.reclaim();
     }
@@ -257,19 +269,45 @@ impl State {
 
     /// See [`Domain::defer`].
     fn defer(&self, value: Box<dyn Send>) {
-        let target = self.start_grace_period();
-        self.lock_deferred().push(Deferred { target, value });
-        self.reclaim();
+        let batch_full = {
+            let mut deferred = self.lock_deferred();
+            deferred.push(Deferred {
+                target: UNASSIGNED,
+                value,
+            });
+            deferred.len() % DEFER_BATCH == 0
+        };
+        if batch_full {
+            self.reclaim();
+        }
     }
 
     /// See [`Domain::reclaim`].
     fn reclaim(&self) -> usize {
         let ready: Vec<Box<dyn Send>> = {
             let mut deferred = self.lock_deferred();
-            // Targets grow in push order, so the ready ones are a prefix.
+            // Values retired since the last reclaim share one new grace period. It starts after
+            // their retirement: each was pushed under this lock after its publication.
+            if deferred.last().is_some_and(|d| d.target == UNASSIGNED) {
+                let target = self.start_grace_period();
+                for d in deferred.iter_mut().rev() {
+                    if d.target != UNASSIGNED {
+                        break;
+                    }
+                    d.target = target;
+                }
+            }
+            // Targets grow in push order, so the ready values are a prefix; one walk of the
+            // slots answers for every value of the same target.
+            let mut checked = (UNASSIGNED, false);
             let ready = deferred
                 .iter()
-                .take_while(|d| self.grace_period_over(d.target))
+                .take_while(|d| {
+                    if checked.0 != d.target {
+                        checked = (d.target, self.grace_period_over(d.target));
+                    }
+                    checked.1
+                })
                 .count();
             deferred.drain(..ready).map(|d| d.value).collect()
         };
