@@ -144,27 +144,15 @@ impl KernelProbe {
                 }
             }
             Err(e) => {
-                let skipped = || Outcome::not_tried("io_uring is disabled");
+                const DISABLED: &str = "io_uring is disabled";
                 KernelProbe {
                     io_uring: IoUringStatus::disabled(&e, &sysctl, &process),
-                    setup_flags: SetupFlag::ALL
-                        .iter()
-                        .map(|&flag| FlagResult {
-                            flag,
-                            tried: String::new(),
-                            outcome: skipped(),
-                        })
-                        .collect(),
+                    setup_flags: setup::not_tried_all(DISABLED),
                     features: Vec::new(),
-                    opcode_probe: skipped(),
+                    opcode_probe: Outcome::not_tried(DISABLED),
                     opcodes: Vec::new(),
                     supported_opcodes: Vec::new(),
-                    registrations: Registrations {
-                        fixed_buffers: skipped(),
-                        clone_buffers: skipped(),
-                        pbuf_ring: skipped(),
-                        sparse_files: skipped(),
-                    },
+                    registrations: Registrations::not_tried(DISABLED),
                     kernel,
                     sysctl,
                     process,

@@ -41,10 +41,8 @@ impl Registrations {
             Err(e) => {
                 let reason = format!("mmap of one page failed: {}", describe(&e));
                 return Registrations {
-                    fixed_buffers: Outcome::not_tried(&reason),
-                    clone_buffers: Outcome::not_tried(&reason),
-                    pbuf_ring: Outcome::not_tried(&reason),
                     sparse_files: try_sparse_files(),
+                    ..Registrations::not_tried(&reason)
                 };
             }
         };
@@ -54,6 +52,16 @@ impl Registrations {
             clone_buffers,
             pbuf_ring: try_pbuf_ring(&page),
             sparse_files: try_sparse_files(),
+        }
+    }
+
+    /// Every registration, none tried, for `reason`.
+    pub(super) fn not_tried(reason: &str) -> Self {
+        Registrations {
+            fixed_buffers: Outcome::not_tried(reason),
+            clone_buffers: Outcome::not_tried(reason),
+            pbuf_ring: Outcome::not_tried(reason),
+            sparse_files: Outcome::not_tried(reason),
         }
     }
 }

@@ -190,6 +190,14 @@ fn attempt(flag: SetupFlag, tried: String, configure: impl FnOnce(&mut Builder))
     }
 }
 
+/// Every flag, none tried, for `reason`.
+pub(super) fn not_tried_all(reason: &str) -> Vec<FlagResult> {
+    SetupFlag::ALL
+        .iter()
+        .map(|&flag| not_tried(flag, reason))
+        .collect()
+}
+
 fn not_tried(flag: SetupFlag, reason: &str) -> FlagResult {
     FlagResult {
         flag,
