@@ -52,6 +52,9 @@ pub use register::Registrations;
 pub use setup::{FlagResult, SetupFlag};
 pub use status::{DisabledReason, IoUringStatus};
 
+/// Entries in each ring the probe creates: small, so the probe pins almost nothing.
+const RING_ENTRIES: u32 = 8;
+
 /// Why the probe could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -106,7 +109,7 @@ pub struct KernelProbe {
 }
 
 impl KernelProbe {
-    /// Asks the running kernel. Creates and drops a few rings with 8 entries each.
+    /// Asks the running kernel. Creates and drops a few small rings.
     ///
     /// A disabled io_uring is not an error: it is reported in [`io_uring`](Self::io_uring), with
     /// its cause. Errors come only from procfs or the system calls that describe the process.
@@ -117,7 +120,7 @@ impl KernelProbe {
         let memlock = MemlockLimit::read(process.has_capability(procfs::CAP_IPC_LOCK))
             .map_err(ProbeError::Rlimit)?;
 
-        let mut probe = match IoUring::new(8) {
+        let mut probe = match IoUring::new(RING_ENTRIES) {
             Ok(ring) => {
                 let mut kernel_probe = io_uring::Probe::new();
                 let opcode_probe = Outcome::of(ring.submitter().register_probe(&mut kernel_probe));

@@ -8,6 +8,7 @@ use io_uring::IoUring;
 use serde::Serialize;
 
 use super::outcome::{describe, Outcome};
+use super::RING_ENTRIES;
 
 /// Bytes in the probe's buffer: one page on every Linux target.
 const BUF_LEN: usize = 4096;
@@ -68,7 +69,7 @@ impl Registrations {
 
 /// Registers `page` as a fixed buffer on one ring, then clones that ring's buffers into another.
 fn try_buffers(page: &AnonPage) -> (Outcome, Outcome) {
-    let rings = IoUring::new(8).and_then(|src| Ok((src, IoUring::new(8)?)));
+    let rings = IoUring::new(RING_ENTRIES).and_then(|src| Ok((src, IoUring::new(RING_ENTRIES)?)));
     let (src, dst) = match rings {
         Ok(rings) => rings,
         Err(e) => {
@@ -93,7 +94,7 @@ fn try_buffers(page: &AnonPage) -> (Outcome, Outcome) {
 
 /// Registers a provided-buffer ring that lives in `page`, then unregisters it.
 fn try_pbuf_ring(page: &AnonPage) -> Outcome {
-    let ring = match IoUring::new(8) {
+    let ring = match IoUring::new(RING_ENTRIES) {
         Ok(ring) => ring,
         Err(e) => return Outcome::not_tried(format!("io_uring_setup failed: {}", describe(&e))),
     };
@@ -113,7 +114,7 @@ fn try_pbuf_ring(page: &AnonPage) -> Outcome {
 
 /// Registers an empty fixed-file table.
 fn try_sparse_files() -> Outcome {
-    match IoUring::new(8) {
+    match IoUring::new(RING_ENTRIES) {
         Ok(ring) => Outcome::of(ring.submitter().register_files_sparse(SPARSE_FILES)),
         Err(e) => Outcome::not_tried(format!("io_uring_setup failed: {}", describe(&e))),
     }

@@ -7,9 +7,8 @@ use io_uring::IoUring;
 use serde::Serialize;
 
 use super::outcome::Outcome;
+use super::RING_ENTRIES;
 
-/// Entries in each probe ring: small, so the probe pins almost nothing.
-const ENTRIES: u32 = 8;
 /// How long the probe's SQPOLL threads spin before sleeping, in milliseconds.
 const SQ_IDLE_MS: u32 = 10;
 
@@ -160,12 +159,12 @@ fn attach_wq(sqpoll: bool) -> FlagResult {
     };
     let mut first = IoUring::builder();
     configure(&mut first);
-    let outcome = match first.build(ENTRIES) {
+    let outcome = match first.build(RING_ENTRIES) {
         Ok(first) => {
             let mut second = IoUring::builder();
             configure(&mut second);
             second.setup_attach_wq(first.as_raw_fd());
-            Outcome::of(second.build(ENTRIES))
+            Outcome::of(second.build(RING_ENTRIES))
         }
         Err(e) => Outcome::not_tried(format!(
             "the first ring could not be created: {}",
@@ -186,7 +185,7 @@ fn attempt(flag: SetupFlag, tried: String, configure: impl FnOnce(&mut Builder))
     FlagResult {
         flag,
         tried,
-        outcome: Outcome::of(builder.build(ENTRIES)),
+        outcome: Outcome::of(builder.build(RING_ENTRIES)),
     }
 }
 
