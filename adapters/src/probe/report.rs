@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::procfs::CAP_SYS_ADMIN;
 use super::{KernelProbe, Outcome};
 
 /// The mark in front of each line: whether the kernel said yes.
@@ -39,6 +40,17 @@ impl fmt::Display for KernelProbe {
                 self.process.seccomp_filters.unwrap_or(0)
             ),
         };
+        if self.sysctl.io_uring_disabled == Some(1) && self.io_uring.is_enabled() {
+            let through = if self.process.has_capability(CAP_SYS_ADMIN) {
+                "CAP_SYS_ADMIN"
+            } else {
+                "membership of kernel.io_uring_group"
+            };
+            writeln!(
+                f,
+                "            restricted by the sysctl; allowed here through {through}"
+            )?;
+        }
         writeln!(f, "            seccomp {seccomp}")?;
 
         if self.io_uring.is_enabled() {
