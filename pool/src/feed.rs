@@ -173,10 +173,10 @@ impl Received {
         self.bid
     }
 
-    /// The received bytes: the first slice of the descriptor.
+    /// The received bytes: the buffer, cut to the length the descriptor's slices cover.
     pub fn data(&self) -> &[u8] {
-        let len = self.descriptor().len();
-        &self.as_slice()[..len]
+        let buf = self.as_slice();
+        &buf[..self.descriptor().len().min(buf.len())]
     }
 }
 
