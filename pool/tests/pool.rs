@@ -544,3 +544,47 @@ fn growth_serves_waiting_tasks() {
     };
     assert_eq!(m.key().region, RegionId(1));
 }
+
+#[test]
+fn translation_goes_on_while_the_pool_grows() {
+    let pool = PoolBuilder::new()
+        .class(4096, 4)
+        .max_regions(16)
+        .build()
+        .unwrap();
+    let msg = pool.try_acquire().unwrap();
+    let (addr, key) = (msg.as_ptr() as usize, msg.key());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let table = pool.key_table();
+                    let mut reader = table.domain().register();
+                    let mut rounds = 0u64;
+                    while !done.load(Ordering::Relaxed) || rounds == 0 {
+                        let got = table.translate(&reader, addr as *const u8, 4096).unwrap();
+                        assert_eq!(got, key, "a region's keys never change as the table grows");
+                        reader.quiescent();
+                        rounds += 1;
+                    }
+                    // After the last growth, every region is visible.
+                    assert_eq!(table.regions(), 11);
+                })
+            })
+            .collect();
+        for _ in 0..10 {
+            pool.grow(0, 2).unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
+    });
+    assert_eq!(pool.capacity(0), 24);
+    let grown: Vec<_> = (0..23).map(|_| pool.try_acquire().unwrap()).collect();
+    for m in &grown {
+        let key = pool.key_table().translate_guarded(m.as_ptr(), 1).unwrap();
+        assert_eq!(key.region, m.key().region);
+    }
+}
