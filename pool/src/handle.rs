@@ -180,7 +180,9 @@ impl PoolBuilder {
 /// Each thread keeps a small cache of elements per class (see [`PoolBuilder::cache_size`]):
 /// acquiring and releasing touch only that cache, and move half of it to or from the shared
 /// lock-free store when it runs empty or full. While tasks wait for a class, releases skip the
-/// caches and go to the oldest waiter, and a releasing thread also hands over what it has cached.
+/// caches and go to the oldest waiter, and a thread that releases or acquires also hands over
+/// what it has cached. Only a thread that stays idle keeps its cache (see
+/// [`PoolBuilder::cache_size`]).
 pub struct MessagePool {
     inner: NonNull<Inner>,
 }

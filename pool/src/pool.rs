@@ -7,7 +7,8 @@
 //!   magazine; the store is used in batches of half a magazine.
 //! - **Hand-off to waiters.** When a class has waiters, releases bypass the magazines and go
 //!   through [`Waiters`], whose Dekker pair (SeqCst fences on both sides) rules out a lost
-//!   wake-up; see [`crate::waiters`].
+//!   wake-up; see [`crate::waiters`]. A thread that releases or acquires while others wait also
+//!   hands over what its magazine holds.
 //! - **Lifetime by counting users.** `users` counts pool handles plus elements outside the
 //!   shared stores (in magazines, in messages, granted to waiters). Elements move in and out of
 //!   the stores in batches, so the count moves in batches too, off the fast path. Increments are
@@ -245,11 +246,25 @@ impl Inner {
         };
         // SAFETY: this thread claimed `slot`.
         if let Some(meta) = unsafe { slot.mag(class).pop() } {
+            if self.waiters.any(class) {
+                self.share_cache(class, slot);
+            }
             // SAFETY: magazines hold pointers to this pool's metadata, which lives as long as
             // the pool.
             return Some(unsafe { &*meta });
         }
         self.refill(class, slot)
+    }
+
+    /// Others wait for `class` while this thread has some cached: hand them over.
+    #[cold]
+    fn share_cache(&self, class: usize, slot: &CacheSlot) {
+        let mut batch = [0u32; MAG_CAP];
+        let n = self.drain_mag(slot, class, MAG_CAP, &mut batch);
+        let users = self.give_back(class, &batch[..n]);
+        // SAFETY: the caller reached this through a pool handle, which is a user itself, so the
+        // count cannot reach zero here.
+        unsafe { Inner::unref(self, users) };
     }
 
     #[cold]

@@ -588,3 +588,38 @@ fn translation_goes_on_while_the_pool_grows() {
         assert_eq!(key.region, m.key().region);
     }
 }
+
+#[test]
+fn an_acquiring_thread_hands_its_cache_to_waiters() {
+    let pool = PoolBuilder::new()
+        .class(64, 8)
+        .cache_size(8)
+        .build()
+        .unwrap();
+    let mut held: Vec<_> = (0..8).map(|_| pool.try_acquire().unwrap()).collect();
+    held.truncate(1); // the other 7 sit in this thread's cache
+    assert_eq!(pool.available(0), 7);
+    let served = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // The timeout ends the test's threads even if the hand-over never happens.
+            if let Ok(m) = pool.acquire_blocking(Duration::from_secs(10)) {
+                served.store(true, Ordering::Relaxed);
+                drop(m);
+            }
+        });
+        // This thread never releases here; it only acquires. Once the other thread waits, an
+        // acquire hands the rest of the cache over.
+        let start = Instant::now();
+        while !served.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+            if let Ok(m) = pool.try_acquire() {
+                held.push(m);
+            }
+        }
+    });
+    assert!(
+        served.load(Ordering::Relaxed),
+        "the waiter got an element this thread had cached"
+    );
+}
