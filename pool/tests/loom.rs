@@ -162,3 +162,32 @@ fn cache_flush_races_release() {
         assert_eq!(pool.available(0), 3);
     });
 }
+
+/// A thread fills its cache and acquires again while another thread may be waiting: the cached
+/// element is handed over (or stays cached until the thread exits), never lost or given twice.
+#[test]
+fn acquiring_owner_shares_its_cache() {
+    loom::model(|| {
+        let pool = tiny_pool(2, 2);
+        let owner = {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                // The waiter may take one first; whatever this thread got ends up in its cache.
+                let (a, b) = (pool.try_acquire(), pool.try_acquire());
+                drop((a, b));
+                // An acquire from the cache shares the rest if someone waits now.
+                drop(pool.try_acquire());
+            })
+        };
+        let waiter = {
+            let pool = pool.clone();
+            thread::spawn(move || drop(block_on(pool.acquire())))
+        };
+        owner.join().unwrap();
+        waiter.join().unwrap();
+        while pool.users() != 1 {
+            thread::yield_now();
+        }
+        assert_eq!(pool.available(0), 2);
+    });
+}
