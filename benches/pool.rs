@@ -1,7 +1,8 @@
 //! `pool`: acquiring and releasing a message from `regio_pool::MessagePool` against a pool built
 //! on crossbeam's `ArrayQueue` and one built on `Mutex<Vec<_>>`, with 1 thread and with 2
 //! threads sharing the pool; plus bulk acquire/release and the async round trips. Prints the
-//! `COMPARE pool_acq_rel_1t` and `pool_acq_rel_2t` lines of DESIGN §6.
+//! `COMPARE pool_acq_rel_1t` and `pool_acq_rel_2t` lines of DESIGN §6, and `pool_xthread`: one
+//! thread acquires and another releases, as when completions are reaped on another thread.
 //!
 //! Run: `cargo bench --bench pool` (add `-- --warm-up-time 1 --measurement-time 3` for a quick
 //! run).
@@ -264,6 +265,59 @@ fn bulk(c: &mut Criterion, samples: &Samples) {
     group.finish();
 }
 
+/// One thread acquires and passes each buffer through a bounded queue to a second thread, which
+/// drops it. Returns the producer's time for `iters` buffers.
+fn relay<B: Send>(iters: u64, acquire: impl Fn() -> Option<B> + Sync) -> Duration {
+    let channel = ArrayQueue::<B>::new(256);
+    thread::scope(|s| {
+        let consumer = s.spawn(|| {
+            let mut left = iters;
+            while left > 0 {
+                match channel.pop() {
+                    Some(buf) => {
+                        drop(buf);
+                        left -= 1;
+                    }
+                    None => std::hint::spin_loop(),
+                }
+            }
+        });
+        let start = Instant::now();
+        for _ in 0..iters {
+            let mut buf = loop {
+                match acquire() {
+                    Some(buf) => break buf,
+                    None => std::hint::spin_loop(),
+                }
+            };
+            while let Err(back) = channel.push(buf) {
+                buf = back;
+                std::hint::spin_loop();
+            }
+        }
+        consumer.join().expect("the consumer panicked");
+        start.elapsed()
+    })
+}
+
+fn cross_thread(c: &mut Criterion, samples: &Samples) {
+    let group_name = "pool_xthread";
+    let mut group = c.benchmark_group(group_name);
+    let pool = regio_pool();
+    samples.bench(&mut group, group_name, "regio", |iters| {
+        relay(iters, || pool.try_acquire().ok())
+    });
+    let queue = QueuePool::new();
+    samples.bench(&mut group, group_name, "arrayqueue", |iters| {
+        relay(iters, || queue.acquire())
+    });
+    let lock = LockPool::new();
+    samples.bench(&mut group, group_name, "mutex_vec", |iters| {
+        relay(iters, || lock.acquire())
+    });
+    group.finish();
+}
+
 /// `acquire().await` when an element is free (one poll), and the hand-off to a waiting task
 /// (poll pending, release, poll ready).
 fn async_round_trip(c: &mut Criterion, samples: &Samples) {
@@ -307,6 +361,7 @@ fn main() {
     acq_rel(&mut c, &samples, 1);
     acq_rel(&mut c, &samples, 2);
     bulk(&mut c, &samples);
+    cross_thread(&mut c, &samples);
     async_round_trip(&mut c, &samples);
     c.final_summary();
 
@@ -324,6 +379,14 @@ fn main() {
         &[
             ("arrayqueue", "pool_bulk_64/arrayqueue"),
             ("mutex_vec", "pool_bulk_64/mutex_vec"),
+        ],
+    );
+    samples.compare_times(
+        "pool_xthread",
+        "pool_xthread/regio",
+        &[
+            ("arrayqueue", "pool_xthread/arrayqueue"),
+            ("mutex_vec", "pool_xthread/mutex_vec"),
         ],
     );
     samples.report("pool_async_ready_1t", "pool_async/ready");
