@@ -45,6 +45,7 @@
 #![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod acquire;
+mod depot;
 mod descriptor;
 mod error;
 mod feed;

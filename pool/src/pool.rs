@@ -3,8 +3,9 @@
 //! # Synchronization
 //!
 //! - **Two levels.** Elements live in a per-class [`IndexStack`] (lock-free, bulk transfers)
-//!   and in per-thread magazines ([`crate::magazine`]). The fast path touches only the caller's
-//!   magazine; the store is used in batches of half a magazine.
+//!   with a depot of whole batches in front of it ([`crate::depot`]), and in per-thread
+//!   magazines ([`crate::magazine`]). The fast path touches only the caller's magazine; the
+//!   shared side is used in batches of half a magazine.
 //! - **Hand-off to waiters.** When a class has waiters, releases bypass the magazines and go
 //!   through [`Waiters`], whose Dekker pair (SeqCst fences on both sides) rules out a lost
 //!   wake-up; see [`crate::waiters`]. A thread that releases or acquires while others wait also
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use regio_sync::primitive::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 
+use crate::depot::Depot;
 use crate::descriptor::MAX_SG;
 use crate::error::{Error, Result};
 use crate::key::{ElemRef, RegionId};
@@ -56,8 +58,18 @@ pub(crate) struct Watermark {
 pub(crate) struct Class {
     pub(crate) buf_size: u32,
     pub(crate) store: IndexStack,
+    /// Whole batches, in front of `store` (see [`crate::depot`]). Only magazine overflows
+    /// fill it, so a bin never holds more than one batch.
+    depot: Depot,
     capacity: AtomicUsize,
     watermark: Option<Watermark>,
+}
+
+impl Class {
+    /// About how many free elements the shared side holds: the stack and the depot.
+    fn shared_len(&self) -> usize {
+        self.store.len() + self.depot.len()
+    }
 }
 
 /// The shared state behind [`MessagePool`](crate::MessagePool) handles and messages.
@@ -131,6 +143,7 @@ impl Inner {
             .map(|(&(buf_size, _), watermark)| Class {
                 buf_size,
                 store: IndexStack::new(),
+                depot: Depot::new(config.max_threads.clamp(1, 8)),
                 capacity: AtomicUsize::new(0),
                 watermark,
             })
@@ -271,7 +284,11 @@ impl Inner {
     fn refill(&self, class: usize, slot: &CacheSlot) -> Option<&ElemMeta> {
         let mut batch = [0u32; MAG_CAP];
         let c = &self.classes[class];
-        let n = c.store.pop_into(&self.dir, &mut batch[..self.batch]);
+        let mut n = c.depot.take(&mut batch);
+        debug_assert!(n <= self.batch, "only overflows fill bins, one batch each");
+        if n == 0 {
+            n = c.store.pop_into(&self.dir, &mut batch[..self.batch]);
+        }
         if n == 0 {
             return None;
         }
@@ -287,9 +304,22 @@ impl Inner {
         Some(self.dir.held(batch[0]))
     }
 
-    /// Takes one element straight from the shared store.
+    /// Takes one element straight from the shared store (the stack, else a depot batch whose
+    /// rest goes to the stack).
     pub(crate) fn take_shared(&self, class: usize) -> Option<u32> {
-        let elem = self.classes[class].store.pop(&self.dir)?;
+        let c = &self.classes[class];
+        let elem = match c.store.pop(&self.dir) {
+            Some(elem) => elem,
+            None => {
+                let mut batch = [0u32; MAG_CAP];
+                let n = c.depot.take(&mut batch);
+                if n == 0 {
+                    return None;
+                }
+                c.store.push_slice(&self.dir, &batch[1..n]);
+                batch[0]
+            }
+        };
         // Relaxed: see "Lifetime by counting users".
         self.users.fetch_add(1, Ordering::Relaxed);
         self.check_watermark(class);
@@ -302,12 +332,12 @@ impl Inner {
             return;
         };
         // Relaxed: `armed` guards only the one-shot callback; no data is published through it.
-        if w.armed.load(Ordering::Relaxed) && c.store.len() < w.limit {
+        if w.armed.load(Ordering::Relaxed) && c.shared_len() < w.limit {
             // Relaxed: as above; the swap makes exactly one thread fire the event.
             if w.armed.swap(false, Ordering::Relaxed) {
                 (w.notify)(LowWatermark {
                     class,
-                    available: c.store.len(),
+                    available: c.shared_len(),
                 });
             }
         }
@@ -349,7 +379,15 @@ impl Inner {
         // SAFETY: this thread claimed `slot`, and the drain made room.
         let cached = unsafe { slot.mag(class).push(meta, self.cache_size) };
         debug_assert!(cached);
-        self.give_back(class, &batch[..n])
+        if n == 0 || self.waiters.any(class) || !self.classes[class].depot.put(&batch[..n]) {
+            return self.give_back(class, &batch[..n]);
+        }
+        // The batch is in the depot, on the store's side: the same Dekker half as in
+        // `give_back` applies to it.
+        if self.waiters.any_after_publish(class) {
+            self.serve_waiters(class);
+        }
+        n
     }
 
     #[cold]
@@ -525,7 +563,7 @@ impl Inner {
 
     /// The number of elements free in `class`: in its store and in every thread's magazine.
     pub(crate) fn available(&self, class: usize) -> usize {
-        self.classes[class].store.len()
+        self.classes[class].shared_len()
             + self.slots.iter().map(|s| s.mag(class).len()).sum::<usize>()
     }
 

@@ -66,8 +66,22 @@ pub(crate) struct Group {
 }
 
 /// Everything the pool knows about one element besides its buffer's bytes.
-#[repr(align(64))]
+///
+/// Laid out in three parts so that threads that only read a part never share a cache line
+/// with threads that write another: the fixed identity (read by everyone, written once), the
+/// synchronisation words (written on every acquire and release, often by different threads),
+/// and the holder's descriptor and scatter list.
+#[repr(C, align(64))]
 pub(crate) struct ElemMeta {
+    /// The buffer's key (fixed for the element's life).
+    pub(crate) key: BufKey,
+    /// This element's index.
+    pub(crate) index: u32,
+    /// The buffer's first byte.
+    pub(crate) data: NonNull<u8>,
+    /// The size class.
+    pub(crate) class: u8,
+    _fixed_end: CacheLineEnd,
     /// The shared store's link.
     pub(crate) link: AtomicU32,
     /// See [`gen`].
@@ -76,20 +90,18 @@ pub(crate) struct ElemMeta {
     /// otherwise (a single-buffer message does not write it; a scatter message resets it for its
     /// members when it drops).
     pub(crate) head: AtomicU32,
-    /// The size class.
-    pub(crate) class: u8,
-    /// This element's index.
-    pub(crate) index: u32,
-    /// The buffer's key (fixed for the element's life).
-    pub(crate) key: BufKey,
-    /// The buffer's first byte.
-    pub(crate) data: NonNull<u8>,
+    _sync_end: CacheLineEnd,
     /// The scatter list, when this element heads a scatter message; `len` is 1 otherwise
     /// (a scatter message resets it when it drops).
     pub(crate) group: UnsafeCell<Group>,
     /// The descriptor, when this element heads a message.
     pub(crate) desc: UnsafeCell<Descriptor>,
 }
+
+/// A zero-sized field that makes the next field of a `repr(C)` struct start on a new cache line.
+#[derive(Default)]
+#[repr(align(64))]
+struct CacheLineEnd;
 
 /// One region and the metadata of its buffers.
 pub(crate) struct Segment {
@@ -110,6 +122,8 @@ impl Segment {
                     link: AtomicU32::new(NIL),
                     gen: AtomicU32::new(gen::FREE),
                     head: AtomicU32::new(NIL),
+                    _fixed_end: CacheLineEnd,
+                    _sync_end: CacheLineEnd,
                     class,
                     index: first | local,
                     key: BufKey {
