@@ -266,7 +266,8 @@ fn bulk(c: &mut Criterion, samples: &Samples) {
 }
 
 /// One thread acquires and passes each buffer through a bounded queue to a second thread, which
-/// drops it. Returns the producer's time for `iters` buffers.
+/// drops it. Returns the producer's time for `iters` buffers. Both sides yield while they wait,
+/// so that an oversubscribed machine measures the pools rather than the scheduler.
 fn relay<B: Send>(iters: u64, acquire: impl Fn() -> Option<B> + Sync) -> Duration {
     let channel = ArrayQueue::<B>::new(256);
     thread::scope(|s| {
@@ -278,7 +279,7 @@ fn relay<B: Send>(iters: u64, acquire: impl Fn() -> Option<B> + Sync) -> Duratio
                         drop(buf);
                         left -= 1;
                     }
-                    None => std::hint::spin_loop(),
+                    None => thread::yield_now(),
                 }
             }
         });
@@ -287,12 +288,12 @@ fn relay<B: Send>(iters: u64, acquire: impl Fn() -> Option<B> + Sync) -> Duratio
             let mut buf = loop {
                 match acquire() {
                     Some(buf) => break buf,
-                    None => std::hint::spin_loop(),
+                    None => thread::yield_now(),
                 }
             };
             while let Err(back) = channel.push(buf) {
                 buf = back;
-                std::hint::spin_loop();
+                thread::yield_now();
             }
         }
         consumer.join().expect("the consumer panicked");
