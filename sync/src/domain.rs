@@ -23,7 +23,7 @@
 use std::fmt;
 
 use crate::primitive::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
-use crate::primitive::sync::Mutex;
+use crate::primitive::sync::{Arc, Mutex};
 use crate::primitive::thread;
 
 /// The value of a slot's counter while its reader is offline.
@@ -41,16 +41,30 @@ pub(crate) struct Slot {
 
 /// A value retired by a writer, freed once the grace period `target` is over.
 struct Deferred {
+    /// [`UNASSIGNED`] until a grace period that started after the value was retired is chosen.
     target: u64,
     value: Box<dyn Send>,
 }
+
+/// The target of a deferred value whose grace period has not started yet.
+const UNASSIGNED: u64 = 0;
+
+/// Deferred values are reclaimed in batches of this many, so that one grace-period start and one
+/// walk of the reader slots are shared by the whole batch.
+const DEFER_BATCH: usize = 32;
 
 /// An RCU domain: the set of readers whose quiescent states end a grace period.
 ///
 /// Create one with [`Domain::new`], register each executor thread with [`Domain::register`], and
 /// share it with the [`Rcu`](crate::Rcu) cells it protects. Threads that are not registered read
-/// through a [`Domain::guard`].
+/// through a [`Domain::guard`]. A `Domain` is a handle: clones share one set of readers.
+#[derive(Clone, Default)]
 pub struct Domain {
+    pub(crate) state: Arc<State>,
+}
+
+/// The state a [`Domain`] handle shares.
+pub(crate) struct State {
     /// The grace-period counter. Starts at 1, so that no announcement equals [`OFFLINE`].
     gp: AtomicU64,
     /// The head of an append-only list of slots. Slots are reused, never unlinked before drop.
@@ -60,37 +74,79 @@ pub struct Domain {
     deferred: Mutex<Vec<Deferred>>,
 }
 
-// SAFETY: the raw `next` pointers in the slot list point to slots owned by this domain, which are
+// SAFETY: the raw `next` pointers in the slot list point to slots owned by this state, which are
 // written once before publication and freed only in `Drop`, when no other reference exists.
-unsafe impl Send for Domain {}
+unsafe impl Send for State {}
 // SAFETY: as above; every shared mutation goes through atomics or the `deferred` mutex.
-unsafe impl Sync for Domain {}
+unsafe impl Sync for State {}
 
 impl fmt::Debug for Domain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Domain")
             // Relaxed: a diagnostic snapshot, ordering nothing.
-            .field("gp", &self.gp.load(Ordering::Relaxed))
+            .field("gp", &self.state.gp.load(Ordering::Relaxed))
+            .field("pending", &self.pending())
             .finish_non_exhaustive()
-    }
-}
-
-impl Default for Domain {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
 impl Domain {
     /// Creates a domain with no readers.
     pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Waits until every reader that was online when this call began has passed a quiescent
+    /// state or gone offline.
+    ///
+    /// The calling thread must not be an online reader of this domain, or it waits for itself
+    /// forever: use [`QsbrReader::synchronize`](crate::QsbrReader::synchronize) there. Readers
+    /// never wait on this.
+    pub fn synchronize(&self) {
+        self.state.synchronize();
+    }
+
+    /// Hands `value` over, to be dropped once every reader has passed a quiescent state.
+    ///
+    /// This never blocks on readers: it is the `call_rcu` of this domain. Values are reclaimed
+    /// in batches: every few deferrals, those whose grace period is over are dropped, on the
+    /// deferring thread. [`reclaim`](Self::reclaim) and [`barrier`](Self::barrier) force it.
+    pub fn defer(&self, value: Box<dyn Send>) {
+        self.state.defer(value);
+    }
+
+    /// Drops the deferred values whose grace period is over, and returns how many it dropped.
+    /// It never waits for readers.
+    pub fn reclaim(&self) -> usize {
+        self.state.reclaim()
+    }
+
+    /// Waits for the grace period of every deferred value, then drops them all.
+    pub fn barrier(&self) {
+        // The first reclaim starts the grace period of values retired since the last one; the
+        // wait then covers every target, and the second reclaim drops everything.
+        self.state.reclaim();
+        self.state.synchronize();
+        self.state.reclaim();
+    }
+
+    /// The number of deferred values not yet dropped.
+    pub fn pending(&self) -> usize {
+        self.state.lock_deferred().len()
+    }
+}
+
+impl Default for State {
+    fn default() -> Self {
         Self {
             gp: AtomicU64::new(1),
             slots: AtomicPtr::new(std::ptr::null_mut()),
             deferred: Mutex::new(Vec::new()),
         }
     }
+}
 
+impl State {
     /// Claims a free slot, or appends a new one. The slot is returned claimed and offline.
     pub(crate) fn claim_slot(&self) -> &Slot {
         // Acquire on success: the previous owner's final stores to `ctr` (Release) are visible
@@ -196,13 +252,8 @@ impl Domain {
         )
     }
 
-    /// Waits until every reader that was online when this call began has passed a quiescent
-    /// state or gone offline.
-    ///
-    /// The calling thread must not be an online reader of this domain, or it waits for itself
-    /// forever: take a [`QsbrReader`](crate::QsbrReader) offline first, or use
-    /// [`QsbrReader::synchronize`](crate::QsbrReader::synchronize). Readers never wait on this.
-    pub fn synchronize(&self) {
+    /// See [`Domain::synchronize`].
+    pub(crate) fn synchronize(&self) {
         let target = self.start_grace_period();
         let mut backoff = Backoff::default();
         // One walk suffices: a slot that has passed stays passed for this target, because its
@@ -216,26 +267,47 @@ impl Domain {
         }
     }
 
-    /// Hands `value` over, to be dropped once every reader has passed a quiescent state.
-    ///
-    /// This never blocks on readers: it is the `call_rcu` of this domain. Values whose grace
-    /// period is already over are dropped now, on this thread.
-    pub fn defer(&self, value: Box<dyn Send>) {
-        let target = self.start_grace_period();
-        self.lock_deferred().push(Deferred { target, value });
-        self.reclaim();
+    /// See [`Domain::defer`].
+    fn defer(&self, value: Box<dyn Send>) {
+        let batch_full = {
+            let mut deferred = self.lock_deferred();
+            deferred.push(Deferred {
+                target: UNASSIGNED,
+                value,
+            });
+            deferred.len() % DEFER_BATCH == 0
+        };
+        if batch_full {
+            self.reclaim();
+        }
     }
 
-    /// Drops the deferred values whose grace period is over, and returns how many it dropped.
-    ///
-    /// It never waits for readers.
-    pub fn reclaim(&self) -> usize {
+    /// See [`Domain::reclaim`].
+    fn reclaim(&self) -> usize {
         let ready: Vec<Box<dyn Send>> = {
             let mut deferred = self.lock_deferred();
-            // Targets grow in push order, so the ready ones are a prefix.
+            // Values retired since the last reclaim share one new grace period. It starts after
+            // their retirement: each was pushed under this lock after its publication.
+            if deferred.last().is_some_and(|d| d.target == UNASSIGNED) {
+                let target = self.start_grace_period();
+                for d in deferred.iter_mut().rev() {
+                    if d.target != UNASSIGNED {
+                        break;
+                    }
+                    d.target = target;
+                }
+            }
+            // Targets grow in push order, so the ready values are a prefix; one walk of the
+            // slots answers for every value of the same target.
+            let mut checked = (UNASSIGNED, false);
             let ready = deferred
                 .iter()
-                .take_while(|d| self.grace_period_over(d.target))
+                .take_while(|d| {
+                    if checked.0 != d.target {
+                        checked = (d.target, self.grace_period_over(d.target));
+                    }
+                    checked.1
+                })
                 .count();
             deferred.drain(..ready).map(|d| d.value).collect()
         };
@@ -245,17 +317,6 @@ impl Domain {
         dropped
     }
 
-    /// Waits for the grace period of every deferred value, then drops them all.
-    pub fn barrier(&self) {
-        self.synchronize();
-        self.reclaim();
-    }
-
-    /// The number of deferred values not yet dropped.
-    pub fn pending(&self) -> usize {
-        self.lock_deferred().len()
-    }
-
     fn lock_deferred(&self) -> crate::primitive::sync::MutexGuard<'_, Vec<Deferred>> {
         // A destructor that panicked while the list was locked cannot have left it half-updated:
         // pushes and drains are single calls. So a poisoned lock is still usable.
@@ -263,7 +324,7 @@ impl Domain {
     }
 }
 
-impl Drop for Domain {
+impl Drop for State {
     fn drop(&mut self) {
         // `&mut self`: no reader or writer can exist, so every deferred value may go now.
         self.deferred

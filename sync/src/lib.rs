@@ -19,11 +19,11 @@
 //! use std::thread;
 //! use regio_sync::{Domain, Rcu};
 //!
-//! let domain = Arc::new(Domain::new());
+//! let domain = Domain::new();
 //! let table = Arc::new(Rcu::new(&domain, vec![0u32; 4]));
 //!
 //! let worker = {
-//!     let (domain, table) = (Arc::clone(&domain), Arc::clone(&table));
+//!     let (domain, table) = (domain.clone(), Arc::clone(&table));
 //!     thread::spawn(move || {
 //!         let mut reader = domain.register();
 //!         for _ in 0..1000 {

@@ -12,7 +12,7 @@ use std::marker::PhantomData;
 
 use crate::domain::Domain;
 use crate::primitive::sync::atomic::{AtomicPtr, Ordering};
-use crate::primitive::sync::{Arc, Mutex};
+use crate::primitive::sync::Mutex;
 use crate::reader::ReadSide;
 
 /// A shared value that many threads read while one writer at a time replaces it.
@@ -23,10 +23,9 @@ use crate::reader::ReadSide;
 /// the domain to drop later ([`Retired::defer`], also what dropping it does).
 ///
 /// ```
-/// use std::sync::Arc;
 /// use regio_sync::{Domain, Rcu};
 ///
-/// let domain = Arc::new(Domain::new());
+/// let domain = Domain::new();
 /// let routes = Rcu::new(&domain, vec!["eth0"]);
 ///
 /// let mut reader = domain.register();
@@ -43,7 +42,7 @@ use crate::reader::ReadSide;
 /// ```
 pub struct Rcu<T> {
     current: AtomicPtr<T>,
-    domain: Arc<Domain>,
+    domain: Domain,
     writer: Mutex<()>,
     _owns: PhantomData<Box<T>>,
 }
@@ -56,17 +55,17 @@ unsafe impl<T: Send + Sync> Sync for Rcu<T> {}
 
 impl<T> Rcu<T> {
     /// Creates a cell holding `value`, protected by `domain`'s grace periods.
-    pub fn new(domain: &Arc<Domain>, value: T) -> Self {
+    pub fn new(domain: &Domain, value: T) -> Self {
         Self {
             current: AtomicPtr::new(Box::into_raw(Box::new(value))),
-            domain: Arc::clone(domain),
+            domain: domain.clone(),
             writer: Mutex::new(()),
             _owns: PhantomData,
         }
     }
 
     /// The domain whose grace periods protect this cell.
-    pub fn domain(&self) -> &Arc<Domain> {
+    pub fn domain(&self) -> &Domain {
         &self.domain
     }
 
@@ -84,7 +83,7 @@ impl<T> Rcu<T> {
     #[inline]
     pub fn read<'a>(&'a self, reader: &'a impl ReadSide) -> &'a T {
         assert!(
-            std::ptr::eq(reader.read_domain(), &*self.domain),
+            reader.protects(&self.domain),
             "Rcu::read through a reader of another domain"
         );
         // Acquire: pairs with the writer's AcqRel swap, so the version's contents are visible.
@@ -126,7 +125,7 @@ impl<T: Send + 'static> Rcu<T> {
             // SAFETY: `old` came from `Box::into_raw` and was current until the swap, so nothing
             // else owns it.
             value: Some(unsafe { Box::from_raw(old) }),
-            domain: Arc::clone(&self.domain),
+            domain: self.domain.clone(),
         }
     }
 
@@ -159,7 +158,7 @@ impl<T: fmt::Debug> fmt::Debug for Rcu<T> {
 #[must_use = "a retired version is reclaimed by `synchronize` (blocking) or `defer`"]
 pub struct Retired<T: Send + 'static> {
     value: Option<Box<T>>,
-    domain: Arc<Domain>,
+    domain: Domain,
 }
 
 impl<T: Send + 'static> Retired<T> {
@@ -199,6 +198,10 @@ impl<T: Send + 'static> Drop for Retired<T> {
 /// Under loom the allocation is leaked instead of freed: the models detect a premature
 /// reclamation as a race between the version's destructor and a reader, and the leaked storage
 /// keeps that detection free of real use-after-free in the models that expect it.
+#[allow(
+    clippy::boxed_local,
+    reason = "the box is the reclaimed allocation: freed here, leaked under loom"
+)]
 fn unbox<T>(value: Box<T>) -> T {
     #[cfg(not(loom))]
     {

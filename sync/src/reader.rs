@@ -1,7 +1,6 @@
 //! The two kinds of reader: registered QSBR threads and short-lived guards.
 
-use crate::domain::{Domain, Slot};
-use crate::primitive::sync::Arc;
+use crate::domain::{Domain, Slot, State};
 
 /// A registered reader: typically one per executor thread.
 ///
@@ -16,17 +15,16 @@ use crate::primitive::sync::Arc;
 /// A `QsbrReader` that can be read through is always online.
 ///
 /// ```
-/// use std::sync::Arc;
 /// use regio_sync::{Domain, Rcu};
 ///
-/// let domain = Arc::new(Domain::new());
+/// let domain = Domain::new();
 /// let table = Rcu::new(&domain, vec![1, 2, 3]);
 /// let mut reader = domain.register();
 /// assert_eq!(table.read(&reader).len(), 3);
 /// reader.quiescent(); // end of a loop turn: no references held
 /// ```
 pub struct QsbrReader {
-    domain: Arc<Domain>,
+    domain: Domain,
     slot: *const Slot,
 }
 
@@ -44,12 +42,12 @@ impl std::fmt::Debug for QsbrReader {
 
 impl Domain {
     /// Registers a QSBR reader. It is online from the start.
-    pub fn register(self: &Arc<Self>) -> QsbrReader {
-        let slot: *const Slot = self.claim_slot();
-        // SAFETY: the slot was just claimed and lives as long as the domain.
-        self.online(unsafe { &*slot });
+    pub fn register(&self) -> QsbrReader {
+        let slot: *const Slot = self.state.claim_slot();
+        // SAFETY: the slot was just claimed and lives as long as the domain's state.
+        self.state.online(unsafe { &*slot });
         QsbrReader {
-            domain: Arc::clone(self),
+            domain: self.clone(),
             slot,
         }
     }
@@ -59,18 +57,18 @@ impl Domain {
     /// It costs a slot claim and a fence; while the guard lives, writers wait for it.
     ///
     /// ```
-    /// use std::sync::Arc;
     /// use regio_sync::{Domain, Rcu};
     ///
-    /// let domain = Arc::new(Domain::new());
+    /// let domain = Domain::new();
     /// let config = Rcu::new(&domain, String::from("v1"));
     /// let guard = domain.guard();
     /// assert_eq!(config.read(&guard), "v1");
     /// ```
     pub fn guard(&self) -> Guard<'_> {
-        let slot = self.claim_slot();
-        self.online(slot);
-        Guard { domain: self, slot }
+        let state = &*self.state;
+        let slot = state.claim_slot();
+        state.online(slot);
+        Guard { state, slot }
     }
 }
 
@@ -86,7 +84,7 @@ impl QsbrReader {
     /// A load and a store, with no fence and no read-modify-write.
     #[inline]
     pub fn quiescent(&mut self) {
-        self.domain.quiescent(self.slot());
+        self.domain.state.quiescent(self.slot());
     }
 
     /// Runs `f` offline: writers do not wait for this reader until `f` returns.
@@ -98,10 +96,10 @@ impl QsbrReader {
         struct Rejoin<'a>(&'a QsbrReader);
         impl Drop for Rejoin<'_> {
             fn drop(&mut self) {
-                self.0.domain.online(self.0.slot());
+                self.0.domain.state.online(self.0.slot());
             }
         }
-        self.domain.offline(self.slot());
+        self.domain.state.offline(self.slot());
         let _rejoin = Rejoin(self);
         f()
     }
@@ -109,26 +107,26 @@ impl QsbrReader {
     /// Waits for a grace period from a registered thread, offline for the wait so that the
     /// thread does not wait for itself.
     pub fn synchronize(&mut self) {
-        let domain = Arc::clone(&self.domain);
-        self.offline_while(|| domain.synchronize());
+        let state = self.domain.state.clone();
+        self.offline_while(|| state.synchronize());
     }
 
     /// The domain this reader belongs to.
-    pub fn domain(&self) -> &Arc<Domain> {
+    pub fn domain(&self) -> &Domain {
         &self.domain
     }
 }
 
 impl Drop for QsbrReader {
     fn drop(&mut self) {
-        self.domain.offline(self.slot());
-        self.domain.release_slot(self.slot());
+        self.domain.state.offline(self.slot());
+        self.domain.state.release_slot(self.slot());
     }
 }
 
 /// A guarded read section for a thread that is not a registered reader. See [`Domain::guard`].
 pub struct Guard<'d> {
-    domain: &'d Domain,
+    state: &'d State,
     slot: &'d Slot,
 }
 
@@ -140,8 +138,8 @@ impl std::fmt::Debug for Guard<'_> {
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        self.domain.offline(self.slot);
-        self.domain.release_slot(self.slot);
+        self.state.offline(self.slot);
+        self.state.release_slot(self.slot);
     }
 }
 
@@ -149,21 +147,21 @@ impl Drop for Guard<'_> {
 ///
 /// Implemented by [`QsbrReader`] and [`Guard`]; sealed.
 pub trait ReadSide: sealed::Sealed {
-    /// The domain whose grace periods protect reads made through this.
-    fn read_domain(&self) -> &Domain;
+    /// Whether reads made through this are protected by `domain`'s grace periods.
+    fn protects(&self, domain: &Domain) -> bool;
 }
 
 impl ReadSide for QsbrReader {
     #[inline]
-    fn read_domain(&self) -> &Domain {
-        &self.domain
+    fn protects(&self, domain: &Domain) -> bool {
+        std::ptr::eq(&*self.domain.state, &*domain.state)
     }
 }
 
 impl ReadSide for Guard<'_> {
     #[inline]
-    fn read_domain(&self) -> &Domain {
-        self.domain
+    fn protects(&self, domain: &Domain) -> bool {
+        std::ptr::eq(self.state, &*domain.state)
     }
 }
 

@@ -1,0 +1,220 @@
+//! `rcu`: the cost of reading an `Rcu<T>` (QSBR and guard readers) against `arc_swap::ArcSwap`
+//! and `parking_lot::RwLock`, with 1 and 2 threads reading, and the writer's update latency while
+//! a reader is active. Prints the `COMPARE rcu_read_1t`, `rcu_read_2t` and `rcu_update_1r` lines
+//! of DESIGN §6.
+//!
+//! Run: `cargo bench --bench rcu` (add `-- --warm-up-time 1 --measurement-time 3` for a quick run).
+
+mod support;
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use criterion::Criterion;
+use parking_lot::RwLock;
+use regio_sync::{Domain, Rcu};
+use support::Samples;
+
+/// What every contender protects: a small routing table.
+#[derive(Clone, Default)]
+struct Table {
+    entries: [u64; 8],
+}
+
+/// Runs `work` on `threads` background threads until the returned stopper is dropped.
+struct Background {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Background {
+    fn spawn(threads: usize, work: impl Fn(&AtomicBool) + Send + Sync + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let work = Arc::new(work);
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, work) = (Arc::clone(&stop), Arc::clone(&work));
+                thread::spawn(move || work(&stop))
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // Relaxed: the flag only ends loops; the joins below synchronise.
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            t.join().expect("background thread panicked");
+        }
+    }
+}
+
+fn running(stop: &AtomicBool) -> bool {
+    // Relaxed: see `Background::drop`.
+    !stop.load(Ordering::Relaxed)
+}
+
+/// Times `iters` calls of `op`.
+fn timed(iters: u64, mut op: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        op();
+    }
+    start.elapsed()
+}
+
+fn reads(c: &mut Criterion, samples: &Samples, threads: usize) {
+    let group_name = format!("rcu_read_{threads}t");
+    let mut group = c.benchmark_group(&group_name);
+    let others = threads - 1;
+
+    let domain = Domain::new();
+    let cell = Arc::new(Rcu::new(&domain, Table::default()));
+    {
+        let (d, rcu) = (domain.clone(), Arc::clone(&cell));
+        let _others = Background::spawn(others, move |stop| {
+            let mut reader = d.register();
+            while running(stop) {
+                for _ in 0..64 {
+                    black_box(rcu.read(&reader).entries[0]);
+                }
+                reader.quiescent();
+            }
+        });
+        let mut reader = domain.register();
+        samples.bench(&mut group, &group_name, "qsbr", |iters| {
+            let took = timed(iters, || {
+                black_box(cell.read(&reader).entries[0]);
+            });
+            reader.quiescent();
+            took
+        });
+        samples.bench(&mut group, &group_name, "guard", |iters| {
+            timed(iters, || {
+                let guard = domain.guard();
+                black_box(cell.read(&guard).entries[0]);
+            })
+        });
+    }
+
+    let swap = Arc::new(ArcSwap::from_pointee(Table::default()));
+    {
+        let peer = Arc::clone(&swap);
+        let _others = Background::spawn(others, move |stop| {
+            while running(stop) {
+                black_box(peer.load().entries[0]);
+            }
+        });
+        samples.bench(&mut group, &group_name, "arc_swap", |iters| {
+            timed(iters, || {
+                black_box(swap.load().entries[0]);
+            })
+        });
+    }
+
+    let lock = Arc::new(RwLock::new(Table::default()));
+    {
+        let peer = Arc::clone(&lock);
+        let _others = Background::spawn(others, move |stop| {
+            while running(stop) {
+                black_box(peer.read().entries[0]);
+            }
+        });
+        samples.bench(&mut group, &group_name, "rwlock", |iters| {
+            timed(iters, || {
+                black_box(lock.read().entries[0]);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn updates(c: &mut Criterion, samples: &Samples) {
+    let group_name = "rcu_update_1r";
+    let mut group = c.benchmark_group(group_name);
+
+    let domain = Domain::new();
+    let cell = Arc::new(Rcu::new(&domain, Table::default()));
+    {
+        let (d, rcu) = (domain.clone(), Arc::clone(&cell));
+        let _reader = Background::spawn(1, move |stop| {
+            let mut reader = d.register();
+            while running(stop) {
+                for _ in 0..64 {
+                    black_box(rcu.read(&reader).entries[0]);
+                }
+                reader.quiescent();
+            }
+        });
+        samples.bench(&mut group, group_name, "synchronize", |iters| {
+            timed(iters, || {
+                black_box(cell.replace(Table::default()).synchronize());
+            })
+        });
+        samples.bench(&mut group, group_name, "defer", |iters| {
+            timed(iters, || cell.replace(Table::default()).defer())
+        });
+        domain.barrier();
+    }
+
+    let swap = Arc::new(ArcSwap::from_pointee(Table::default()));
+    {
+        let peer = Arc::clone(&swap);
+        let _reader = Background::spawn(1, move |stop| {
+            while running(stop) {
+                black_box(peer.load().entries[0]);
+            }
+        });
+        samples.bench(&mut group, group_name, "arc_swap", |iters| {
+            timed(iters, || swap.store(Arc::new(Table::default())))
+        });
+    }
+
+    let lock = Arc::new(RwLock::new(Table::default()));
+    {
+        let peer = Arc::clone(&lock);
+        let _reader = Background::spawn(1, move |stop| {
+            while running(stop) {
+                black_box(peer.read().entries[0]);
+            }
+        });
+        samples.bench(&mut group, group_name, "rwlock", |iters| {
+            timed(iters, || *lock.write() = Table::default())
+        });
+    }
+    group.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let samples = Samples::default();
+    reads(&mut c, &samples, 1);
+    reads(&mut c, &samples, 2);
+    updates(&mut c, &samples);
+    c.final_summary();
+
+    for t in ["rcu_read_1t", "rcu_read_2t"] {
+        let peers = [
+            ("arcswap", format!("{t}/arc_swap")),
+            ("rwlock", format!("{t}/rwlock")),
+        ];
+        let peers: Vec<(&str, &str)> = peers.iter().map(|(l, k)| (*l, k.as_str())).collect();
+        samples.compare_times(t, &format!("{t}/qsbr"), &peers);
+        samples.report(&format!("rcu_guard_read_{}", &t[9..]), &format!("{t}/guard"));
+    }
+    samples.compare_times(
+        "rcu_update_1r",
+        "rcu_update_1r/defer",
+        &[
+            ("arcswap", "rcu_update_1r/arc_swap"),
+            ("rwlock", "rcu_update_1r/rwlock"),
+        ],
+    );
+    samples.report("rcu_update_synchronize_1r", "rcu_update_1r/synchronize");
+}
