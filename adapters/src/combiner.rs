@@ -8,22 +8,24 @@
 //!
 //! # Synchronization
 //!
-//! - `locked` is a test-and-set lock taken with an Acquire CAS and released with a SeqCst store;
-//!   the Acquire/Release pair hands the state from one owner to the next.
-//! - The hand-off is a Dekker pair on `locked` and `queued`, both SeqCst: a poster increments
-//!   `queued` and then tries the lock; an owner releases the lock and then reads `queued`. In the
-//!   single total order of SeqCst operations, either the poster's lock attempt comes after the
-//!   release (and the poster drains its own item), or the owner's read comes after the increment
+//! - `locked` is a test-and-set lock taken with an Acquire CAS and released with a Release
+//!   store; the pair hands the state from one owner to the next.
+//! - The hand-off is a Dekker pair on `queued` and `locked`, made with SeqCst fences: a poster
+//!   increments `queued`, issues a fence, then tries the lock; an owner releases the lock,
+//!   issues a fence, then reads `queued`. By the fence rules, either the poster's attempt sees
+//!   the lock free (and the poster drains its own item), or the owner's read sees the increment
 //!   (and the owner takes the lock back and drains it). No item is left behind with nobody to
-//!   drain it: there is no lost wake-up.
-//! - The inbox itself is a short mutex-protected deque; the mutex orders the items.
+//!   drain it: there is no lost wake-up. (Fences rather than SeqCst accesses, because loom
+//!   models SeqCst accesses only as AcqRel and so cannot verify that form; it verifies this one.)
+//! - The inbox itself is a short mutex-protected deque; `queued` changes only under its mutex,
+//!   together with the deque, so it always equals the deque's length when the mutex is free.
 //!
-//! The loom model in `tests/loom.rs` checks both properties.
+//! The loom models in `tests/loom.rs` check both properties.
 
 use std::collections::VecDeque;
 
 use regio_sync::primitive::cell::UnsafeCell;
-use regio_sync::primitive::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use regio_sync::primitive::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use regio_sync::primitive::sync::Mutex;
 
 /// A state that takes items from the inbox.
@@ -66,7 +68,8 @@ impl<S: Absorb<T>, T> Combiner<S, T> {
     /// Takes ownership if nobody has it. Never waits. The guard drains the inbox when dropped.
     pub fn try_lock(&self) -> Option<CombinerGuard<'_, S, T>> {
         // Acquire on success: everything the previous owner did to the state (before its
-        // release store) is visible to us. Relaxed on failure: we touch nothing.
+        // Release store) is visible to us. Relaxed on failure: we touch nothing; the SeqCst
+        // fence before a poster's attempt (in `post`) is what the hand-off rests on.
         self.locked
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .ok()
@@ -75,10 +78,16 @@ impl<S: Absorb<T>, T> Combiner<S, T> {
 
     /// Leaves `item` for the owner, or absorbs it now if nobody owns the state.
     pub fn post(&self, item: T) {
-        self.lock_inbox().push_back(item);
-        // SeqCst: the poster half of the Dekker pair (module docs). It also orders the push,
-        // made under the mutex, before any owner that sees the count.
-        self.queued.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut inbox = self.lock_inbox();
+            inbox.push_back(item);
+            // Relaxed: changed under the inbox mutex together with the deque; the fence below
+            // orders it for the hand-off.
+            self.queued.fetch_add(1, Ordering::Relaxed);
+        }
+        // SeqCst fence: the poster half of the Dekker pair (module docs), between our count
+        // increment and our lock attempt.
+        fence(Ordering::SeqCst);
         if let Some(guard) = self.try_lock() {
             drop(guard);
         }
@@ -99,21 +108,28 @@ impl<S: Absorb<T>, T> Combiner<S, T> {
     /// Absorbs the inbox into the state. Returns false if the state refused an item.
     fn drain(&self) -> bool {
         loop {
-            let Some(item) = self.lock_inbox().pop_front() else {
+            let item = {
+                let mut inbox = self.lock_inbox();
+                let item = inbox.pop_front();
+                if item.is_some() {
+                    // Relaxed: changed under the inbox mutex together with the deque, and
+                    // the mutex orders it; the SeqCst pair lives in `post` and the release.
+                    self.queued.fetch_sub(1, Ordering::Relaxed);
+                }
+                item
+            };
+            let Some(item) = item else {
                 return true;
             };
             // SAFETY: only called by the owner (from `CombinerGuard`), so no other reference
             // to the state exists.
             let taken = self.state.with_mut(|s| unsafe { &mut *s }.absorb(item));
-            match taken {
-                // Relaxed: the count only needs to stay >= the number of items in the inbox;
-                // decrementing after the pop keeps it so, and the SeqCst pair lives in
-                // `post`/`release`.
-                Ok(()) => drop(self.queued.fetch_sub(1, Ordering::Relaxed)),
-                Err(item) => {
-                    self.lock_inbox().push_front(item);
-                    return false;
-                }
+            if let Err(item) = taken {
+                let mut inbox = self.lock_inbox();
+                inbox.push_front(item);
+                // Relaxed: as for the decrement above.
+                self.queued.fetch_add(1, Ordering::Relaxed);
+                return false;
             }
         }
     }
@@ -145,12 +161,14 @@ impl<S: Absorb<T>, T> Drop for CombinerGuard<'_, S, T> {
             let drained = owner.drain();
             // SAFETY: we still own the state.
             owner.state.with_mut(|s| unsafe { &mut *s }.settle());
-            // SeqCst: the owner half of the Dekker pair (module docs); also a Release that hands
-            // our state changes to the next owner.
-            owner.locked.store(false, Ordering::SeqCst);
-            // SeqCst: see the module docs. A refused item (full SQ) stays queued for the next
-            // owner rather than being retried in a loop here.
-            if !drained || owner.queued.load(Ordering::SeqCst) == 0 {
+            // Release: hands our state changes to the next owner's Acquire CAS.
+            owner.locked.store(false, Ordering::Release);
+            // SeqCst fence: the owner half of the Dekker pair (module docs), between our unlock
+            // and our read of the count.
+            fence(Ordering::SeqCst);
+            // Relaxed: ordered by the fence above. A refused item (full SQ) stays queued for
+            // the next owner rather than being retried in a loop here.
+            if !drained || owner.queued.load(Ordering::Relaxed) == 0 {
                 return;
             }
             // Acquire on success, as in `try_lock`. On failure another thread owns the state
