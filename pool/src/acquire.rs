@@ -1,0 +1,75 @@
+//! The future behind `MessagePool::acquire`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::handle::MessagePool;
+use crate::message::Message;
+use crate::waiters::Ticket;
+
+/// Waits for a message; see [`MessagePool::acquire_class`].
+///
+/// Dropping it before it completes withdraws the waiter. If an element had already been handed
+/// to it, that element goes to the next waiter or back to the pool.
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct Acquire<'a> {
+    pool: &'a MessagePool,
+    class: usize,
+    ticket: Option<Ticket>,
+}
+
+impl<'a> Acquire<'a> {
+    pub(crate) fn new(pool: &'a MessagePool, class: usize) -> Self {
+        Self {
+            pool,
+            class,
+            ticket: None,
+        }
+    }
+}
+
+impl Future for Acquire<'_> {
+    type Output = Message;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Message> {
+        let inner = self.pool.inner();
+        let class = self.class;
+        if let Some(ticket) = &self.ticket {
+            return match inner.waiters.poll(ticket, cx.waker()) {
+                Some(elem) => {
+                    self.ticket = None;
+                    Poll::Ready(self.pool.wrap(&[elem]))
+                }
+                None => Poll::Pending,
+            };
+        }
+        // FIFO: while others wait, a newcomer queues behind them.
+        if !inner.waiters.any(class) {
+            if let Some(elem) = inner.take(class) {
+                return Poll::Ready(self.pool.wrap(&[elem]));
+            }
+        }
+        match inner
+            .waiters
+            .enqueue(class, Some(cx.waker()), || inner.take_shared(class))
+        {
+            Ok(elem) => Poll::Ready(self.pool.wrap(&[elem])),
+            Err(ticket) => {
+                self.ticket = Some(ticket);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Acquire<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            if let Some(elem) = self.pool.inner().waiters.cancel(self.class, ticket) {
+                self.pool.give_back_one(self.class, elem);
+            }
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! The operation record that an adapter turns into an SQE.
+
+use crate::error::{Error, Result};
+use crate::key::{BufKey, ElemRef};
+use crate::slots::FileSlot;
+
+/// The most buffer slices one descriptor (and so one message) carries.
+pub const MAX_SG: usize = 4;
+
+/// What a descriptor asks the kernel to do. One variant per io_uring operation the adapters
+/// support.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Opcode {
+    /// Nothing: completes at once (used to wake a ring or measure overhead).
+    #[default]
+    Nop,
+    /// Read from `file` at `offset` into the slices (`READ_FIXED`).
+    ReadFixed,
+    /// Write the slices to `file` at `offset` (`WRITE_FIXED`).
+    WriteFixed,
+    /// Send the slices on the socket `file`.
+    Send,
+    /// Receive into the slices from the socket `file`.
+    Recv,
+    /// Zero-copy send of the slices; its final completion is the `F_NOTIF` one.
+    SendZc,
+    /// `fsync` of `file`.
+    Fsync,
+    /// `fdatasync` of `file`.
+    Fdatasync,
+    /// `fallocate` of `file`: `offset`, length in `aux` (mode in the upper 32 bits of `flags`).
+    Fallocate,
+    /// Splice `aux` bytes from `file` (at `offset`) to the slot named by the low 32 bits of `cookie`.
+    Splice,
+    /// Accept a connection on the listening socket `file` into a fixed-file slot.
+    Accept,
+    /// Connect the socket `file`; the address is in the first slice.
+    Connect,
+    /// Close the fixed-file slot `file`.
+    Close,
+    /// A timeout of `aux` nanoseconds.
+    Timeout,
+    /// Cancel the operation whose `user_data` is `aux`.
+    Cancel,
+    /// Post a completion carrying `aux` to the ring whose fd is in the slot `file`.
+    MsgRing,
+}
+
+impl Opcode {
+    /// Whether the operation reads or writes the descriptor's buffers, so that it needs at
+    /// least one slice.
+    pub fn needs_buffers(self) -> bool {
+        matches!(
+            self,
+            Opcode::ReadFixed
+                | Opcode::WriteFixed
+                | Opcode::Send
+                | Opcode::Recv
+                | Opcode::SendZc
+                | Opcode::Connect
+        )
+    }
+}
+
+/// Flags on a descriptor: io_uring SQE flags plus regio's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct DescFlags(pub u32);
+
+impl DescFlags {
+    /// No flags.
+    pub const NONE: DescFlags = DescFlags(0);
+    /// Link the next descriptor of the same work queue to this one (`IOSQE_IO_LINK`).
+    pub const LINK: DescFlags = DescFlags(1 << 0);
+    /// Start only after every earlier operation completes (`IOSQE_IO_DRAIN`).
+    pub const DRAIN: DescFlags = DescFlags(1 << 1);
+    /// Go to the async worker at once (`IOSQE_ASYNC`).
+    pub const ASYNC: DescFlags = DescFlags(1 << 2);
+    /// Post no completion on success (`IOSQE_CQE_SKIP_SUCCESS`).
+    pub const SKIP_SUCCESS: DescFlags = DescFlags(1 << 3);
+    /// Write with FUA semantics: durable before the completion (`RWF_DSYNC`).
+    pub const FUA: DescFlags = DescFlags(1 << 4);
+    /// Notify the completion queue's eventfd or waker for this completion.
+    pub const NOTIFY: DescFlags = DescFlags(1 << 5);
+
+    /// Whether every flag of `other` is set.
+    pub fn contains(self, other: DescFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl std::ops::BitOr for DescFlags {
+    type Output = DescFlags;
+    fn bitor(self, rhs: DescFlags) -> DescFlags {
+        DescFlags(self.0 | rhs.0)
+    }
+}
+
+/// One operation, as an adapter needs it to build an SQE.
+///
+/// A message's descriptor starts as a `Nop` whose slices cover the message's buffers; the owner
+/// fills in the rest. Descriptors that carry no buffers can also be made with
+/// [`Descriptor::new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    /// The operation.
+    pub opcode: Opcode,
+    /// SQE and regio flags.
+    pub flags: DescFlags,
+    /// The fixed file the operation acts on.
+    pub file: Option<FileSlot>,
+    /// The file offset, where the operation has one.
+    pub offset: u64,
+    /// The operation's extra argument; each [`Opcode`] says what it means.
+    pub aux: u64,
+    /// The caller's cookie, returned with the completion.
+    pub cookie: u64,
+    sg: [BufKey; MAX_SG],
+    nsg: u8,
+    owner: ElemRef,
+}
+
+const EMPTY_KEY: BufKey = BufKey {
+    region: crate::key::RegionId(0),
+    offset: 0,
+    len: 0,
+};
+
+impl Descriptor {
+    /// A descriptor with no buffer slices and no owner.
+    pub const fn new(opcode: Opcode) -> Descriptor {
+        Descriptor {
+            opcode,
+            flags: DescFlags::NONE,
+            file: None,
+            offset: 0,
+            aux: 0,
+            cookie: 0,
+            sg: [EMPTY_KEY; MAX_SG],
+            nsg: 0,
+            owner: ElemRef::NONE,
+        }
+    }
+
+    /// The message this descriptor belongs to.
+    pub fn owner(&self) -> ElemRef {
+        self.owner
+    }
+
+    /// The buffer slices, in order.
+    pub fn slices(&self) -> &[BufKey] {
+        &self.sg[..usize::from(self.nsg)]
+    }
+
+    /// Replaces the slices. They are validated by
+    /// [`MessagePool::validate`](crate::MessagePool::validate), not here.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManySlices`] if there are more than [`MAX_SG`].
+    pub fn set_slices(&mut self, slices: &[BufKey]) -> Result<()> {
+        if slices.len() > MAX_SG {
+            return Err(Error::TooManySlices { max: MAX_SG });
+        }
+        self.sg[..slices.len()].copy_from_slice(slices);
+        self.nsg = slices.len() as u8;
+        Ok(())
+    }
+
+    /// Shortens the slices so that they cover at most `len` bytes in total: the length of a
+    /// read, or of a received message.
+    pub fn truncate(&mut self, len: usize) {
+        let mut left = len;
+        let mut keep = 0;
+        for key in &mut self.sg[..usize::from(self.nsg)] {
+            if left == 0 {
+                break;
+            }
+            let take = (key.len as usize).min(left);
+            key.len = take as u32;
+            left -= take;
+            keep += 1;
+        }
+        self.nsg = keep;
+    }
+
+    /// The total length of the slices.
+    pub fn len(&self) -> usize {
+        self.slices().iter().map(|k| k.len as usize).sum()
+    }
+
+    /// Whether the slices cover no byte.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Moves the owner stamp to a new generation of the same message (after a raw round trip).
+    pub(crate) fn restamp(&mut self, owner: ElemRef) {
+        self.owner = owner;
+    }
+
+    /// Resets the descriptor of a freshly acquired message.
+    pub(crate) fn reset(&mut self, owner: ElemRef, keys: &[BufKey]) {
+        *self = Descriptor::new(Opcode::Nop);
+        self.owner = owner;
+        self.sg[..keys.len()].copy_from_slice(keys);
+        self.nsg = keys.len() as u8;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::RegionId;
+
+    fn key(offset: u32, len: u32) -> BufKey {
+        BufKey {
+            region: RegionId(1),
+            offset,
+            len,
+        }
+    }
+
+    #[test]
+    fn truncate_shortens_across_slices() {
+        let mut d = Descriptor::new(Opcode::Recv);
+        d.set_slices(&[key(0, 100), key(4096, 100), key(8192, 100)])
+            .unwrap();
+        assert_eq!(d.len(), 300);
+        d.truncate(150);
+        assert_eq!(d.slices(), &[key(0, 100), key(4096, 50)]);
+        d.truncate(0);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn too_many_slices_is_an_error() {
+        let mut d = Descriptor::new(Opcode::Send);
+        let keys = [key(0, 1); MAX_SG + 1];
+        assert!(matches!(
+            d.set_slices(&keys),
+            Err(Error::TooManySlices { max: MAX_SG })
+        ));
+        assert!(d.set_slices(&keys[..MAX_SG]).is_ok());
+    }
+
+    #[test]
+    fn flags_combine() {
+        let f = DescFlags::LINK | DescFlags::FUA;
+        assert!(f.contains(DescFlags::FUA));
+        assert!(!f.contains(DescFlags::DRAIN));
+        assert!(Opcode::WriteFixed.needs_buffers());
+        assert!(!Opcode::Fsync.needs_buffers());
+    }
+}

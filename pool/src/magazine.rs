@@ -1,0 +1,197 @@
+//! Magazines: the per-thread caches in front of the shared store.
+//!
+//! Each thread that uses a pool claims one [`CacheSlot`], which holds one magazine per size
+//! class. Only the owning thread takes or puts elements; other threads only read the length, for
+//! statistics. A full magazine flushes half of itself to the shared store in one bulk push, and an
+//! empty one refills half in one bulk pop, in the way DPDK's mempool caches work.
+//!
+//! # Synchronization
+//!
+//! - **Single owner.** The items live in an `UnsafeCell` that only the claiming thread touches,
+//!   so they need no atomics; the claim (`claimed`, an Acquire CAS) orders a new owner after the
+//!   previous owner's Release store that gave the slot up.
+//! - **Advisory length.** `len` is an atomic only so that other threads may read it (Relaxed) for
+//!   [`MessagePool::available`](crate::MessagePool::available); the owner writes it with Relaxed
+//!   stores, which cost a plain move.
+
+use regio_sync::primitive::cell::UnsafeCell;
+use regio_sync::primitive::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+/// The most elements one magazine holds.
+pub(crate) const MAG_CAP: usize = 64;
+
+/// One size class's cache in one thread.
+pub(crate) struct Magazine {
+    len: AtomicU32,
+    items: UnsafeCell<[u32; MAG_CAP]>,
+}
+
+impl Magazine {
+    fn new() -> Self {
+        Self {
+            len: AtomicU32::new(0),
+            items: UnsafeCell::new([0; MAG_CAP]),
+        }
+    }
+
+    /// How many elements it holds (exact for the owner, a snapshot for others).
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        // Relaxed: see "Advisory length".
+        self.len.load(Ordering::Relaxed) as usize
+    }
+
+    /// Takes the most recently cached element.
+    ///
+    /// # Safety
+    ///
+    /// Only the thread that claimed the magazine's slot may call this.
+    #[inline]
+    pub(crate) unsafe fn pop(&self) -> Option<u32> {
+        let n = self.len();
+        if n == 0 {
+            return None;
+        }
+        // SAFETY: single owner (the caller's contract), and `n - 1 < MAG_CAP`.
+        let item = self.items.with(|items| unsafe { (*items)[n - 1] });
+        // Relaxed: see "Advisory length".
+        self.len.store(n as u32 - 1, Ordering::Relaxed);
+        Some(item)
+    }
+
+    /// Caches `item` unless the magazine already holds `limit` elements.
+    ///
+    /// # Safety
+    ///
+    /// Only the thread that claimed the magazine's slot may call this.
+    #[inline]
+    pub(crate) unsafe fn push(&self, item: u32, limit: usize) -> bool {
+        let n = self.len();
+        if n >= limit.min(MAG_CAP) {
+            return false;
+        }
+        // SAFETY: single owner (the caller's contract), and `n < MAG_CAP`.
+        self.items.with_mut(|items| unsafe { (*items)[n] = item });
+        // Relaxed: see "Advisory length".
+        self.len.store(n as u32 + 1, Ordering::Relaxed);
+        true
+    }
+
+    /// Appends `items`, which must fit.
+    ///
+    /// # Safety
+    ///
+    /// Only the thread that claimed the magazine's slot may call this.
+    pub(crate) unsafe fn fill(&self, items: &[u32]) {
+        let n = self.len();
+        assert!(n + items.len() <= MAG_CAP, "magazine overfilled");
+        // SAFETY: single owner (the caller's contract); the range was checked above.
+        self.items
+            .with_mut(|all| unsafe { (&mut *all)[n..n + items.len()].copy_from_slice(items) });
+        // Relaxed: see "Advisory length".
+        self.len.store((n + items.len()) as u32, Ordering::Relaxed);
+    }
+
+    /// Moves the `count` oldest elements (or all, if fewer) into `out` and returns how many:
+    /// the ones least likely to be warm in this CPU's cache.
+    ///
+    /// # Safety
+    ///
+    /// Only the thread that claimed the magazine's slot may call this.
+    pub(crate) unsafe fn drain_oldest(&self, count: usize, out: &mut [u32]) -> usize {
+        let n = self.len();
+        let k = count.min(n).min(out.len());
+        // SAFETY: single owner (the caller's contract); `k <= n <= MAG_CAP`.
+        self.items.with_mut(|all| unsafe {
+            let all = &mut *all;
+            out[..k].copy_from_slice(&all[..k]);
+            all.copy_within(k..n, 0);
+        });
+        // Relaxed: see "Advisory length".
+        self.len.store((n - k) as u32, Ordering::Relaxed);
+        k
+    }
+}
+
+/// One thread's caches for one pool: a magazine per size class.
+#[repr(align(128))]
+pub(crate) struct CacheSlot {
+    claimed: AtomicBool,
+    mags: Box<[Magazine]>,
+}
+
+// SAFETY: the items of each magazine are touched only by the thread that claimed the slot (the
+// claim is an Acquire CAS, the give-up a Release store); other threads only read the atomic
+// lengths. So sharing `&CacheSlot` between threads cannot race on the cells.
+unsafe impl Sync for CacheSlot {}
+// SAFETY: as above; the slot owns plain integers.
+unsafe impl Send for CacheSlot {}
+
+impl CacheSlot {
+    pub(crate) fn new(classes: usize) -> Self {
+        Self {
+            claimed: AtomicBool::new(false),
+            mags: (0..classes).map(|_| Magazine::new()).collect(),
+        }
+    }
+
+    /// Claims the slot for the calling thread.
+    pub(crate) fn try_claim(&self) -> bool {
+        // Acquire on success: the previous owner's accesses (before its Release in `release`)
+        // happen-before ours. Relaxed on failure: we move on to another slot.
+        self.claimed
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Gives the slot up. The owner must have emptied its magazines.
+    pub(crate) fn release(&self) {
+        // Release: see `try_claim`.
+        self.claimed.store(false, Ordering::Release);
+    }
+
+    /// The magazine of `class`.
+    #[inline]
+    pub(crate) fn mag(&self, class: usize) -> &Magazine {
+        &self.mags[class]
+    }
+
+    /// All magazines, by class.
+    pub(crate) fn mags(&self) -> &[Magazine] {
+        &self.mags
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_pop_fill_drain() {
+        let m = Magazine::new();
+        // SAFETY: this test thread is the only user of `m`.
+        unsafe {
+            assert_eq!(m.pop(), None);
+            assert!(m.push(1, 2));
+            assert!(m.push(2, 2));
+            assert!(!m.push(3, 2));
+            m.fill(&[3, 4]);
+            assert_eq!(m.len(), 4);
+            let mut out = [0; 8];
+            assert_eq!(m.drain_oldest(3, &mut out), 3);
+            assert_eq!(&out[..3], &[1, 2, 3]);
+            assert_eq!(m.pop(), Some(4));
+            assert_eq!(m.len(), 0);
+        }
+    }
+
+    #[test]
+    fn a_slot_is_claimed_once() {
+        let s = CacheSlot::new(2);
+        assert!(s.try_claim());
+        assert!(!s.try_claim());
+        s.release();
+        assert!(s.try_claim());
+        assert_eq!(s.mags().len(), 2);
+    }
+}

@@ -1,0 +1,247 @@
+//! `Message`: the guard over one element (a descriptor and its buffers).
+
+use std::fmt;
+use std::mem::ManuallyDrop;
+use std::ptr::NonNull;
+
+use regio_sync::primitive::sync::atomic::Ordering;
+
+use crate::descriptor::Descriptor;
+use crate::key::{BufKey, ElemRef};
+use crate::pool::Inner;
+use crate::segment::{gen, ElemMeta, Group};
+
+/// One element of the pool: a [`Descriptor`] plus one or more registered buffers (a scatter
+/// list). It goes back to its pool when dropped, on any thread.
+///
+/// The buffers are registered memory: [`key`](Self::key) and [`keys`](Self::keys) name them the
+/// way the kernel does, and [`as_ptr`](Self::as_ptr) gives the address for building an SQE.
+pub struct Message {
+    pool: NonNull<Inner>,
+    head: NonNull<ElemMeta>,
+    index: u32,
+    gen: u32,
+}
+
+// SAFETY: a message owns its element exclusively; the pool is `Sync` and accepts releases from
+// any thread, and the buffers are plain bytes.
+unsafe impl Send for Message {}
+// SAFETY: `&Message` gives only shared access to the descriptor and the bytes.
+unsafe impl Sync for Message {}
+
+/// A message lent out as a number, for an API that carries only integers (an SQE's
+/// `user_data`, a provided-buffer ring slot). Redeem it with
+/// [`MessagePool::from_raw`](crate::MessagePool::from_raw); a stale or doubled raw message is an
+/// error there, never a second owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RawMessage(pub u64);
+
+impl RawMessage {
+    pub(crate) fn new(index: u32, gen: u32) -> Self {
+        RawMessage((u64::from(index) << 32) | u64::from(gen))
+    }
+
+    pub(crate) fn index(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    pub(crate) fn gen(self) -> u32 {
+        self.0 as u32
+    }
+}
+
+impl Message {
+    /// Wraps the head element `index`, already activated with generation `gen`.
+    pub(crate) fn from_parts(pool: &Inner, index: u32, gen: u32) -> Message {
+        Message {
+            pool: NonNull::from(pool),
+            head: NonNull::from(pool.dir.held(index)),
+            index,
+            gen,
+        }
+    }
+
+    fn meta(&self) -> &ElemMeta {
+        // SAFETY: the message counts as a user of the pool, so the metadata is alive.
+        unsafe { self.head.as_ref() }
+    }
+
+    fn pool(&self) -> &Inner {
+        // SAFETY: the message counts as a user of the pool, so it is alive.
+        unsafe { self.pool.as_ref() }
+    }
+
+    fn group(&self) -> &Group {
+        // SAFETY: the message holds its head element, and only `activate` (before the message
+        // existed) writes the group.
+        unsafe { &*self.meta().group.get() }
+    }
+
+    /// The descriptor.
+    pub fn descriptor(&self) -> &Descriptor {
+        // SAFETY: the message holds its head element exclusively; `&self` excludes `&mut`.
+        unsafe { &*self.meta().desc.get() }
+    }
+
+    /// The descriptor, to fill in.
+    pub fn descriptor_mut(&mut self) -> &mut Descriptor {
+        // SAFETY: as above, and `&mut self` makes the access exclusive.
+        unsafe { &mut *self.meta().desc.get() }
+    }
+
+    /// The handle the descriptor is stamped with.
+    pub fn handle(&self) -> ElemRef {
+        ElemRef {
+            pool: self.pool().uid,
+            index: self.index,
+            gen: self.gen,
+        }
+    }
+
+    /// The number of buffers.
+    pub fn buf_count(&self) -> usize {
+        usize::from(self.group().len)
+    }
+
+    /// The size class of the buffers.
+    pub fn class(&self) -> usize {
+        usize::from(self.meta().class)
+    }
+
+    fn member(&self, i: usize) -> &ElemMeta {
+        let group = self.group();
+        assert!(i < usize::from(group.len), "buffer {i} of {}", group.len);
+        self.pool().dir.held(group.elems[i])
+    }
+
+    /// The key of the first buffer, whole.
+    pub fn key(&self) -> BufKey {
+        self.meta().key
+    }
+
+    /// The keys of all buffers, whole, in scatter order.
+    pub fn keys(&self) -> impl Iterator<Item = BufKey> + '_ {
+        (0..self.buf_count()).map(|i| self.member(i).key)
+    }
+
+    /// The key of buffer `i`.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= buf_count()`.
+    pub fn key_of(&self, i: usize) -> BufKey {
+        self.member(i).key
+    }
+
+    /// The address of the first buffer, for building an SQE.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.meta().data.as_ptr()
+    }
+
+    /// The address of buffer `i`.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= buf_count()`.
+    pub fn ptr_of(&self, i: usize) -> *mut u8 {
+        self.member(i).data.as_ptr()
+    }
+
+    /// The bytes of the first buffer.
+    pub fn as_slice(&self) -> &[u8] {
+        let m = self.meta();
+        // SAFETY: the buffer belongs to this message alone and is `key.len` bytes long; `&self`
+        // excludes writers.
+        unsafe { std::slice::from_raw_parts(m.data.as_ptr(), m.key.len as usize) }
+    }
+
+    /// The bytes of the first buffer, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let m = self.meta();
+        // SAFETY: as above, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(m.data.as_ptr(), m.key.len as usize) }
+    }
+
+    /// The bytes of buffer `i`.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= buf_count()`.
+    pub fn buf(&self, i: usize) -> &[u8] {
+        let m = self.member(i);
+        // SAFETY: as in `as_slice`: every member buffer belongs to this message alone.
+        unsafe { std::slice::from_raw_parts(m.data.as_ptr(), m.key.len as usize) }
+    }
+
+    /// The bytes of buffer `i`, writable.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= buf_count()`.
+    pub fn buf_mut(&mut self, i: usize) -> &mut [u8] {
+        let m = self.member(i);
+        // SAFETY: as in `as_mut_slice`.
+        unsafe { std::slice::from_raw_parts_mut(m.data.as_ptr(), m.key.len as usize) }
+    }
+
+    /// The total size of the buffers.
+    pub fn capacity(&self) -> usize {
+        self.keys().map(|k| k.len as usize).sum()
+    }
+
+    /// Lends the message out as a number. Until it is redeemed, the element stays out of the
+    /// pool (and keeps the pool alive).
+    pub fn into_raw(self) -> RawMessage {
+        let this = ManuallyDrop::new(self);
+        let g = gen::next(this.gen, gen::RAW);
+        // Release: pairs with the Acquire CAS in `from_raw`, possibly on another thread, so
+        // that whatever was written to the message is visible to its next holder.
+        this.meta().gen.store(g, Ordering::Release);
+        RawMessage::new(this.index, g)
+    }
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        let pool = self.pool.as_ptr().cast_const();
+        let users = {
+            let inner = self.pool();
+            let group = *self.group();
+            let class = self.class();
+            let mut users = 0;
+            for &elem in &group.elems[..usize::from(group.len)] {
+                let meta = inner.dir.held(elem);
+                #[cfg(debug_assertions)]
+                // SAFETY: the message still holds the buffer, which is `key.len` bytes long.
+                unsafe {
+                    std::ptr::write_bytes(meta.data.as_ptr(), POISON, meta.key.len as usize);
+                }
+                // Relaxed: the message holds the element exclusively; the store or magazine
+                // hand-off that follows orders this store before the next holder's accesses.
+                let g = meta.gen.load(Ordering::Relaxed);
+                debug_assert_eq!(gen::state(g), gen::HELD);
+                // Relaxed: as above.
+                meta.gen.store(gen::next(g, gen::FREE), Ordering::Relaxed);
+                users += inner.put(class, elem);
+            }
+            users
+        };
+        // SAFETY: `pool` came from `create` (messages point at live pools); the message held
+        // its elements as users, and `users` of them went back to the stores; nothing touches the
+        // pool after this.
+        unsafe { Inner::unref(pool, users) };
+    }
+}
+
+/// The byte that returned buffers are filled with in debug builds, so that a use after release
+/// shows up as garbage rather than as plausible old data.
+pub const POISON: u8 = 0xA5;
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("handle", &self.handle())
+            .field("descriptor", self.descriptor())
+            .finish()
+    }
+}

@@ -1,0 +1,519 @@
+//! The pool: size classes, the shared stores, the caches and growth.
+//!
+//! # Synchronization
+//!
+//! - **Two levels.** Elements live in a per-class [`IndexStack`] (lock-free, bulk transfers)
+//!   and in per-thread magazines ([`crate::magazine`]). The fast path touches only the caller's
+//!   magazine; the store is used in batches of half a magazine.
+//! - **Hand-off to waiters.** When a class has waiters, releases bypass the magazines and go
+//!   through [`Waiters`], whose Dekker pair (SeqCst fences on both sides) rules out a lost
+//!   wake-up; see [`crate::waiters`].
+//! - **Lifetime by counting users.** `users` counts pool handles plus elements outside the
+//!   shared stores (in magazines, in messages, granted to waiters). Elements move in and out of
+//!   the stores in batches, so the count moves in batches too, off the fast path. Increments are
+//!   Relaxed (the caller already holds a counted reference, as with `Arc::clone`); the decrement
+//!   that reaches zero is Release and is followed by an Acquire fence before the pool is freed, as
+//!   in `Arc::drop`.
+//! - **Growth** is serialised by a mutex and publishes each new segment before its elements
+//!   reach a store; see [`crate::segment`].
+
+use std::sync::{Arc, Mutex};
+
+use regio_sync::primitive::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+
+use crate::descriptor::MAX_SG;
+use crate::error::{Error, Result};
+use crate::key::{ElemRef, RegionId};
+use crate::keytable::KeyTable;
+use crate::local;
+use crate::magazine::{CacheSlot, MAG_CAP};
+use crate::region::{Region, RegionOptions};
+use crate::registrar::Registrar;
+use crate::segment::{gen, Directory, Segment, MAX_PER_REGION};
+use crate::stack::IndexStack;
+use crate::waiters::Waiters;
+
+/// What a low-watermark notification reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LowWatermark {
+    /// The size class that ran low.
+    pub class: usize,
+    /// How many elements its shared store held when the event fired.
+    pub available: usize,
+}
+
+/// The notification callback for [`LowWatermark`] events.
+pub type WatermarkFn = Box<dyn Fn(LowWatermark) + Send + Sync>;
+
+pub(crate) struct Watermark {
+    limit: usize,
+    armed: AtomicBool,
+    notify: WatermarkFn,
+}
+
+/// One size class.
+pub(crate) struct Class {
+    pub(crate) buf_size: u32,
+    pub(crate) store: IndexStack,
+    capacity: AtomicUsize,
+    watermark: Option<Watermark>,
+}
+
+/// The shared state behind [`MessagePool`](crate::MessagePool) handles and messages.
+pub(crate) struct Inner {
+    pub(crate) uid: u32,
+    users: AtomicUsize,
+    pub(crate) classes: Box<[Class]>,
+    pub(crate) dir: Directory,
+    slots: Box<[CacheSlot]>,
+    pub(crate) waiters: Waiters,
+    pub(crate) keys: KeyTable,
+    registrars: Mutex<Vec<Arc<dyn Registrar>>>,
+    options: RegionOptions,
+    cache_size: usize,
+    batch: usize,
+}
+
+/// How a pool is built; see [`PoolBuilder`](crate::PoolBuilder).
+pub(crate) struct Config {
+    pub(crate) classes: Vec<(u32, u32)>,
+    pub(crate) watermarks: Vec<(usize, usize, WatermarkFn)>,
+    pub(crate) options: RegionOptions,
+    pub(crate) cache_size: usize,
+    pub(crate) max_threads: usize,
+    pub(crate) max_regions: usize,
+    pub(crate) max_waiters: usize,
+    pub(crate) domain: Option<regio_sync::primitive::sync::Arc<regio_sync::Domain>>,
+}
+
+static NEXT_UID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+impl Inner {
+    /// Builds the pool and returns it with one user (the first handle), as a raw pointer that
+    /// owns one strong count of its `Arc`.
+    pub(crate) fn create(mut config: Config) -> Result<*const Inner> {
+        if config.classes.is_empty() {
+            return Err(Error::Config("a pool needs at least one size class".into()));
+        }
+        if config.classes.len() > usize::from(u8::MAX) {
+            return Err(Error::Config("at most 255 size classes".into()));
+        }
+        if config.cache_size > MAG_CAP {
+            return Err(Error::Config(format!(
+                "cache size {} is above the maximum of {MAG_CAP}",
+                config.cache_size
+            )));
+        }
+        if config.max_regions == 0 || config.max_regions > crate::segment::MAX_REGIONS {
+            return Err(Error::Config(format!(
+                "max_regions must be in 1..={}",
+                crate::segment::MAX_REGIONS
+            )));
+        }
+        let mut watermarks: Vec<Option<Watermark>> = config.classes.iter().map(|_| None).collect();
+        for (class, limit, notify) in config.watermarks.drain(..) {
+            let slot = watermarks
+                .get_mut(class)
+                .ok_or_else(|| Error::Config(format!("low watermark for unknown class {class}")))?;
+            *slot = Some(Watermark {
+                limit,
+                armed: AtomicBool::new(true),
+                notify,
+            });
+        }
+        let classes = config
+            .classes
+            .iter()
+            .zip(watermarks)
+            .map(|(&(buf_size, _), watermark)| Class {
+                buf_size,
+                store: IndexStack::new(),
+                capacity: AtomicUsize::new(0),
+                watermark,
+            })
+            .collect();
+        let domain = config
+            .domain
+            .take()
+            .unwrap_or_else(|| regio_sync::primitive::sync::Arc::new(regio_sync::Domain::new()));
+        let inner = Arc::new(Inner {
+            uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            users: AtomicUsize::new(1),
+            classes,
+            dir: Directory::new(config.max_regions),
+            slots: (0..config.max_threads)
+                .map(|_| CacheSlot::new(config.classes.len()))
+                .collect(),
+            waiters: Waiters::new(config.classes.len(), config.max_waiters),
+            keys: KeyTable::new(&domain),
+            registrars: Mutex::new(Vec::new()),
+            options: config.options,
+            cache_size: config.cache_size,
+            batch: config.cache_size.div_ceil(2),
+        });
+        for (class, &(_, count)) in config.classes.iter().enumerate() {
+            inner.grow(class, count)?;
+        }
+        Ok(Arc::into_raw(inner))
+    }
+
+    /// Adds a region of `count` buffers to `class`, registers it everywhere, and puts its
+    /// elements in the class's store.
+    pub(crate) fn grow(&self, class: usize, count: u32) -> Result<RegionId> {
+        let buf_size = self
+            .classes
+            .get(class)
+            .ok_or_else(|| Error::Config(format!("unknown size class {class}")))?
+            .buf_size;
+        if count == 0 || count as usize > MAX_PER_REGION {
+            return Err(Error::Config(format!(
+                "a region holds 1..={MAX_PER_REGION} buffers, not {count}"
+            )));
+        }
+        let len = u64::from(count) * u64::from(buf_size);
+        if len > u64::from(u32::MAX) {
+            return Err(Error::Config(format!(
+                "a region of {len} bytes is too large: keys address at most 4 GiB per region"
+            )));
+        }
+        let registrars = lock(&self.registrars);
+        let next = self.dir.len();
+        if next >= self.dir.capacity() {
+            return Err(Error::TooManyRegions {
+                max: self.dir.capacity(),
+            });
+        }
+        let id = RegionId(next as u16);
+        let region = Region::map(len as usize, self.options)?;
+        register_all(&registrars, id, &region)?;
+        let (base, region_len) = (region.base(), region.len());
+        let published = self
+            .dir
+            .publish(Segment::new(id, class as u8, region, buf_size, count));
+        debug_assert_eq!(published, id);
+        self.keys.insert(id, base, region_len);
+        let c = &self.classes[class];
+        // Relaxed: a statistic.
+        c.capacity.fetch_add(count as usize, Ordering::Relaxed);
+        let first = u32::from(id.0) << crate::segment::LOCAL_BITS;
+        let mut chunk = [0u32; 256];
+        for start in (0..count).step_by(chunk.len()) {
+            let n = (count - start).min(chunk.len() as u32) as usize;
+            for (k, slot) in chunk[..n].iter_mut().enumerate() {
+                *slot = first + start + k as u32;
+            }
+            c.store.push_slice(&self.dir, &chunk[..n]);
+        }
+        if self.waiters.any_after_publish(class) {
+            self.serve_waiters(class);
+        }
+        Ok(id)
+    }
+
+    /// Attaches a registrar: registers every region now, and every later one as it is added.
+    pub(crate) fn attach(&self, registrar: Arc<dyn Registrar>) -> Result<()> {
+        let mut registrars = lock(&self.registrars);
+        for (id, seg) in self.dir.iter() {
+            registrar
+                .register(id, seg.region.base(), seg.region.len())
+                .map_err(|source| Error::Register { region: id, source })?;
+        }
+        registrars.push(registrar);
+        Ok(())
+    }
+
+    /// Claims a free cache slot for the calling thread.
+    pub(crate) fn claim_slot(&self) -> Option<&CacheSlot> {
+        if self.cache_size == 0 {
+            return None;
+        }
+        self.slots.iter().find(|s| s.try_claim())
+    }
+
+    /// Takes one element of `class` for the caller: from its magazine, else a batch from the
+    /// store. The element is counted as a user.
+    #[inline]
+    pub(crate) fn take(&self, class: usize) -> Option<u32> {
+        let Some(slot) = local::slot(self) else {
+            return self.take_shared(class);
+        };
+        let mag = slot.mag(class);
+        // SAFETY: this thread claimed `slot`.
+        if let Some(elem) = unsafe { mag.pop() } {
+            return Some(elem);
+        }
+        self.refill(class, slot)
+    }
+
+    #[cold]
+    fn refill(&self, class: usize, slot: &CacheSlot) -> Option<u32> {
+        let mut batch = [0u32; MAG_CAP];
+        let c = &self.classes[class];
+        let n = c.store.pop_into(&self.dir, &mut batch[..self.batch]);
+        if n == 0 {
+            return None;
+        }
+        // Relaxed: see "Lifetime by counting users".
+        self.users.fetch_add(n, Ordering::Relaxed);
+        self.check_watermark(class);
+        // SAFETY: this thread claimed `slot`; the magazine was empty and `n <= MAG_CAP`.
+        unsafe { slot.mag(class).fill(&batch[1..n]) };
+        Some(batch[0])
+    }
+
+    /// Takes one element straight from the shared store.
+    pub(crate) fn take_shared(&self, class: usize) -> Option<u32> {
+        let elem = self.classes[class].store.pop(&self.dir)?;
+        // Relaxed: see "Lifetime by counting users".
+        self.users.fetch_add(1, Ordering::Relaxed);
+        self.check_watermark(class);
+        Some(elem)
+    }
+
+    fn check_watermark(&self, class: usize) {
+        let c = &self.classes[class];
+        let Some(w) = &c.watermark else {
+            return;
+        };
+        // Relaxed: `armed` guards only the one-shot callback; no data is published through it.
+        if w.armed.load(Ordering::Relaxed) && c.store.len() < w.limit {
+            // Relaxed: as above; the swap makes exactly one thread fire the event.
+            if w.armed.swap(false, Ordering::Relaxed) {
+                (w.notify)(LowWatermark {
+                    class,
+                    available: c.store.len(),
+                });
+            }
+        }
+    }
+
+    /// Re-arms the low watermark of `class`.
+    pub(crate) fn arm_watermark(&self, class: usize) -> bool {
+        match self.classes.get(class).and_then(|c| c.watermark.as_ref()) {
+            Some(w) => {
+                // Relaxed: see `check_watermark`.
+                w.armed.store(true, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Returns a free element (its generation already says so) to the pool. Returns how many
+    /// users to drop with [`Inner::unref`] once the caller is done with `self`.
+    #[inline]
+    pub(crate) fn put(&self, class: usize, elem: u32) -> usize {
+        if !self.waiters.any(class) {
+            if let Some(slot) = local::slot(self) {
+                let mag = slot.mag(class);
+                // SAFETY: this thread claimed `slot`.
+                if unsafe { mag.push(elem, self.cache_size) } {
+                    return 0;
+                }
+                return self.overflow(class, slot, elem);
+            }
+        }
+        self.put_slow(class, elem)
+    }
+
+    #[cold]
+    fn overflow(&self, class: usize, slot: &CacheSlot, elem: u32) -> usize {
+        let mut batch = [0u32; MAG_CAP];
+        let mag = slot.mag(class);
+        // SAFETY: this thread claimed `slot`.
+        let n = unsafe { mag.drain_oldest(self.batch, &mut batch) };
+        // SAFETY: as above; the drain made room.
+        let cached = unsafe { mag.push(elem, self.cache_size) };
+        debug_assert!(cached);
+        self.give_back(class, &batch[..n])
+    }
+
+    #[cold]
+    fn put_slow(&self, class: usize, elem: u32) -> usize {
+        // Waiters, or no cache: this thread's cached elements of the class go too, so that they
+        // reach the waiters rather than idle here.
+        let mut batch = [0u32; MAG_CAP + 1];
+        let mut n = 0;
+        if let Some(slot) = local::slot(self) {
+            // SAFETY: this thread claimed `slot`.
+            n = unsafe { slot.mag(class).drain_oldest(MAG_CAP, &mut batch) };
+        }
+        batch[n] = elem;
+        self.give_back(class, &batch[..=n])
+    }
+
+    /// Gives `items` (free, counted elements) to waiters, then to the shared store. Returns how
+    /// many users to drop: the elements that went into the store.
+    pub(crate) fn give_back(&self, class: usize, items: &[u32]) -> usize {
+        let mut rest = items;
+        if self.waiters.any(class) {
+            while let Some((&first, tail)) = rest.split_first() {
+                if self.waiters.grant(class, first).is_err() {
+                    break;
+                }
+                rest = tail;
+            }
+        }
+        if rest.is_empty() {
+            return 0;
+        }
+        self.classes[class].store.push_slice(&self.dir, rest);
+        if self.waiters.any_after_publish(class) {
+            self.serve_waiters(class);
+        }
+        rest.len()
+    }
+
+    /// Hands elements from the store to the queued waiters of `class`.
+    #[cold]
+    fn serve_waiters(&self, class: usize) {
+        self.waiters.grant_from(class, || self.take_shared(class));
+    }
+
+    /// Empties a cache slot that this thread owns into the shared stores, and drops the users
+    /// it counted.
+    pub(crate) fn flush_slot(self: &Arc<Self>, slot: &CacheSlot) {
+        let mut users = 0;
+        let mut batch = [0u32; MAG_CAP];
+        for (class, mag) in slot.mags().iter().enumerate() {
+            // SAFETY: the caller owns `slot` (it is this thread's, or the thread is exiting).
+            let n = unsafe { mag.drain_oldest(MAG_CAP, &mut batch) };
+            users += self.give_back(class, &batch[..n]);
+        }
+        // SAFETY: the caller's `Arc` keeps the allocation alive past a drop to zero.
+        unsafe { Inner::unref(Arc::as_ptr(self), users) };
+    }
+
+    /// Empties the calling thread's cache slot in this pool.
+    pub(crate) fn flush_local(&self) -> usize {
+        let Some(slot) = local::slot(self) else {
+            return 0;
+        };
+        let mut users = 0;
+        let mut batch = [0u32; MAG_CAP];
+        for (class, mag) in slot.mags().iter().enumerate() {
+            // SAFETY: this thread claimed `slot`.
+            let n = unsafe { mag.drain_oldest(MAG_CAP, &mut batch) };
+            users += self.give_back(class, &batch[..n]);
+        }
+        users
+    }
+
+    /// Adds one user (a new handle). The caller already holds one.
+    pub(crate) fn add_user(&self) {
+        // Relaxed: see "Lifetime by counting users".
+        self.users.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops `n` users and frees the pool if they were the last.
+    ///
+    /// # Safety
+    ///
+    /// `this` came from [`Inner::create`], the caller holds the `n` users it drops, and it does
+    /// not touch the pool afterwards unless it keeps another strong `Arc`.
+    #[inline]
+    pub(crate) unsafe fn unref(this: *const Inner, n: usize) {
+        if n == 0 {
+            return;
+        }
+        // SAFETY: the caller holds `n` users, so the pool is alive here.
+        let users = unsafe { &(*this).users };
+        // Release: everything this thread did with the pool happens-before the free below,
+        // on whichever thread drops the last user.
+        if users.fetch_sub(n, Ordering::Release) == n {
+            // Acquire: pairs with every other user's Release decrement.
+            fence(Ordering::Acquire);
+            // SAFETY: the users together owned the strong count that `create` leaked into the
+            // raw pointer; the last one gives it back.
+            drop(unsafe { Arc::from_raw(this) });
+        }
+    }
+
+    /// The number of users: handles plus elements outside the stores.
+    pub(crate) fn users(&self) -> usize {
+        // Relaxed: a statistic.
+        self.users.load(Ordering::Relaxed)
+    }
+
+    /// Turns the free element `index` (held by the caller) into the head of a new message whose
+    /// scatter list is `members` (including `index` first). Returns the head's new generation.
+    pub(crate) fn activate(&self, members: &[u32]) -> u32 {
+        debug_assert!(!members.is_empty() && members.len() <= MAX_SG);
+        let head = members[0];
+        let mut keys = [crate::key::BufKey {
+            region: RegionId(0),
+            offset: 0,
+            len: 0,
+        }; MAX_SG];
+        let mut head_gen = 0;
+        for (k, &elem) in members.iter().enumerate() {
+            let meta = self.dir.held(elem);
+            // Relaxed: the caller holds the element exclusively (it came out of a store, a
+            // magazine or a grant, each of which ordered the previous holder's accesses first);
+            // validators on other threads get the message through a synchronising hand-off.
+            let g = gen::next(meta.gen.load(Ordering::Relaxed), gen::HELD);
+            // Relaxed: as above.
+            meta.gen.store(g, Ordering::Relaxed);
+            // Relaxed: as above.
+            meta.head.store(head, Ordering::Relaxed);
+            keys[k] = meta.key;
+            if k == 0 {
+                head_gen = g;
+            }
+        }
+        let meta = self.dir.held(head);
+        let owner = ElemRef {
+            pool: self.uid,
+            index: head,
+            gen: head_gen,
+        };
+        // SAFETY: the caller holds `head` exclusively, so nobody else touches its cells.
+        unsafe {
+            let group = &mut *meta.group.get();
+            group.len = members.len() as u8;
+            group.elems[..members.len()].copy_from_slice(members);
+            (*meta.desc.get()).reset(owner, &keys[..members.len()]);
+        }
+        head_gen
+    }
+
+    /// The number of elements free in `class`: in its store and in every thread's magazine.
+    pub(crate) fn available(&self, class: usize) -> usize {
+        self.classes[class].store.len()
+            + self.slots.iter().map(|s| s.mag(class).len()).sum::<usize>()
+    }
+
+    /// The number of elements `class` has in all.
+    pub(crate) fn capacity(&self, class: usize) -> usize {
+        // Relaxed: a statistic.
+        self.classes[class].capacity.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let registrars = self.registrars.get_mut().unwrap_or_else(|e| e.into_inner());
+        for (id, _) in self.dir.iter() {
+            for r in registrars.iter() {
+                r.unregister(id);
+            }
+        }
+    }
+}
+
+fn register_all(registrars: &[Arc<dyn Registrar>], id: RegionId, region: &Region) -> Result<()> {
+    for (k, r) in registrars.iter().enumerate() {
+        if let Err(source) = r.register(id, region.base(), region.len()) {
+            for done in &registrars[..k] {
+                done.unregister(id);
+            }
+            return Err(Error::Register { region: id, source });
+        }
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The registrar list is only pushed to, so a panic elsewhere cannot leave it torn.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

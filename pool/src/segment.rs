@@ -1,0 +1,232 @@
+//! Segments: one region carved into equal buffers, with the per-element metadata, and the
+//! directory that names elements by index.
+//!
+//! An element index is `region << 24 | local`, so a region holds at most 2^24 buffers and the
+//! index of any element leads straight to its region and its metadata.
+//!
+//! # Synchronization
+//!
+//! - **Publish once.** The directory is an array of `AtomicPtr<Segment>`; a segment is fully
+//!   built, then stored with Release by the single grower, and never changes or moves until the
+//!   pool is freed. Readers load with Acquire, so they see it whole.
+//! - **Metadata ownership.** An element's descriptor and scatter list (`UnsafeCell`s) belong to
+//!   whoever holds the element: the thread that popped it from the shared store or a magazine,
+//!   or the message that owns it. Those hand-offs (the store's Release/Acquire CAS pair, a
+//!   magazine's single owner, the waiter list's mutex) order every access.
+//! - **Generations** are stored by the holder and read by validators; see [`gen`].
+
+use std::cell::UnsafeCell;
+use std::ptr::NonNull;
+
+use regio_sync::primitive::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+
+use crate::descriptor::{Descriptor, Opcode, MAX_SG};
+use crate::key::{BufKey, RegionId};
+use crate::region::Region;
+use crate::stack::{Links, NIL};
+
+/// Bits of an element index that name the buffer inside its region.
+pub(crate) const LOCAL_BITS: u32 = 24;
+/// The most buffers one region may hold.
+pub(crate) const MAX_PER_REGION: usize = 1 << LOCAL_BITS;
+/// The most regions one pool may hold.
+pub(crate) const MAX_REGIONS: usize = 256;
+
+/// Element generations: a counter in the upper 30 bits and a state in the lower 2.
+///
+/// Every transition bumps the counter, so each (index, generation) pair names one lifetime of
+/// one element, and any handle from an earlier lifetime is detected as stale (up to a wrap
+/// after 2^30 transitions of that element).
+pub(crate) mod gen {
+    /// In the shared store or a magazine.
+    pub(crate) const FREE: u32 = 0;
+    /// Held by a [`Message`](crate::Message).
+    pub(crate) const HELD: u32 = 1;
+    /// Lent out as a [`RawMessage`](crate::RawMessage).
+    pub(crate) const RAW: u32 = 2;
+
+    /// The generation after `g`, in `state`.
+    #[inline]
+    pub(crate) fn next(g: u32, state: u32) -> u32 {
+        (g & !3).wrapping_add(4) | state
+    }
+
+    /// The state part of `g`.
+    #[inline]
+    pub(crate) fn state(g: u32) -> u32 {
+        g & 3
+    }
+}
+
+/// The elements of a scatter message, kept in its head element's metadata.
+#[derive(Clone, Copy)]
+pub(crate) struct Group {
+    pub(crate) len: u8,
+    pub(crate) elems: [u32; MAX_SG],
+}
+
+/// Everything the pool knows about one element besides its buffer's bytes.
+#[repr(align(64))]
+pub(crate) struct ElemMeta {
+    /// The shared store's link.
+    pub(crate) link: AtomicU32,
+    /// See [`gen`].
+    pub(crate) gen: AtomicU32,
+    /// The head element of the message that holds this one.
+    pub(crate) head: AtomicU32,
+    /// The size class.
+    pub(crate) class: u8,
+    /// The buffer's key (fixed for the element's life).
+    pub(crate) key: BufKey,
+    /// The buffer's first byte.
+    pub(crate) data: NonNull<u8>,
+    /// The scatter list, when this element heads a message.
+    pub(crate) group: UnsafeCell<Group>,
+    /// The descriptor, when this element heads a message.
+    pub(crate) desc: UnsafeCell<Descriptor>,
+}
+
+/// One region and the metadata of its buffers.
+pub(crate) struct Segment {
+    pub(crate) region: Region,
+    pub(crate) buf_size: u32,
+    pub(crate) metas: Box<[ElemMeta]>,
+}
+
+impl Segment {
+    /// Carves `region` into `count` buffers of `buf_size` bytes for class `class`.
+    pub(crate) fn new(id: RegionId, class: u8, region: Region, buf_size: u32, count: u32) -> Self {
+        let base = region.base();
+        let metas = (0..count)
+            .map(|local| {
+                let offset = local * buf_size;
+                ElemMeta {
+                    link: AtomicU32::new(NIL),
+                    gen: AtomicU32::new(gen::FREE),
+                    head: AtomicU32::new(NIL),
+                    class,
+                    key: BufKey {
+                        region: id,
+                        offset,
+                        len: buf_size,
+                    },
+                    // SAFETY: `count * buf_size` bytes fit in the region (checked by the grower),
+                    // so the offset stays inside the mapping.
+                    data: unsafe { base.add(offset as usize) },
+                    group: UnsafeCell::new(Group {
+                        len: 0,
+                        elems: [NIL; MAX_SG],
+                    }),
+                    desc: UnsafeCell::new(Descriptor::new(Opcode::Nop)),
+                }
+            })
+            .collect();
+        Segment {
+            region,
+            buf_size,
+            metas,
+        }
+    }
+
+    /// The bytes of the region that are carved into buffers.
+    pub(crate) fn carved_len(&self) -> u64 {
+        self.metas.len() as u64 * u64::from(self.buf_size)
+    }
+}
+
+/// The append-only table of segments, indexed by region id.
+pub(crate) struct Directory {
+    segs: Box<[AtomicPtr<Segment>]>,
+    count: AtomicUsize,
+}
+
+// SAFETY: the directory owns its segments (through the raw pointers); the only interior
+// mutability reachable from `&Directory` goes through atomics or through the metadata cells,
+// whose accesses are ordered by element ownership (module docs).
+unsafe impl Send for Directory {}
+// SAFETY: as above.
+unsafe impl Sync for Directory {}
+
+impl Directory {
+    pub(crate) fn new(max_regions: usize) -> Self {
+        Self {
+            segs: (0..max_regions)
+                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+                .collect(),
+            count: AtomicUsize::new(0),
+        }
+    }
+
+    /// The number of published regions.
+    pub(crate) fn len(&self) -> usize {
+        // Acquire: a caller that sees `n` regions may look them up (pairs with `publish`).
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// The most regions this directory can hold.
+    pub(crate) fn capacity(&self) -> usize {
+        self.segs.len()
+    }
+
+    /// The segment of region `id`, if published.
+    #[inline]
+    pub(crate) fn get(&self, id: u16) -> Option<&Segment> {
+        // Acquire: pairs with the Release store in `publish`, so the segment is seen whole.
+        let ptr = self.segs.get(usize::from(id))?.load(Ordering::Acquire);
+        // SAFETY: a published segment stays allocated and unchanged until the directory drops.
+        unsafe { ptr.as_ref() }
+    }
+
+    /// The metadata of element `index`, if it exists.
+    #[inline]
+    pub(crate) fn meta(&self, index: u32) -> Option<&ElemMeta> {
+        let seg = self.get((index >> LOCAL_BITS) as u16)?;
+        seg.metas
+            .get((index & (MAX_PER_REGION as u32 - 1)) as usize)
+    }
+
+    /// The metadata of an element the caller holds.
+    #[inline]
+    pub(crate) fn held(&self, index: u32) -> &ElemMeta {
+        self.meta(index)
+            .expect("an element that was handed out belongs to a published region")
+    }
+
+    /// Publishes `seg` as the next region and returns its id. Only the grower calls this, one at a
+    /// time (under the pool's grow lock).
+    pub(crate) fn publish(&self, seg: Segment) -> RegionId {
+        // Relaxed: only the grower, serialised by its lock, writes `count`.
+        let id = self.count.load(Ordering::Relaxed);
+        let ptr = Box::into_raw(Box::new(seg));
+        // Release: the segment's contents happen-before any Acquire load that sees the pointer.
+        self.segs[id].store(ptr, Ordering::Release);
+        // Release: pairs with the Acquire load in `len`.
+        self.count.store(id + 1, Ordering::Release);
+        RegionId(id as u16)
+    }
+
+    /// Every published segment with its id.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (RegionId, &Segment)> {
+        (0..self.len()).filter_map(|i| self.get(i as u16).map(|s| (RegionId(i as u16), s)))
+    }
+}
+
+impl Links for Directory {
+    #[inline]
+    fn link(&self, index: u32) -> Option<&AtomicU32> {
+        self.meta(index).map(|m| &m.link)
+    }
+}
+
+impl Drop for Directory {
+    fn drop(&mut self) {
+        for slot in self.segs.iter() {
+            // Relaxed: `&mut self`, so no other thread can reach the directory.
+            let ptr = slot.load(Ordering::Relaxed);
+            if !ptr.is_null() {
+                // SAFETY: `ptr` came from `Box::into_raw` in `publish` and is freed only here.
+                drop(unsafe { Box::from_raw(ptr) });
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Helpers shared by the integration tests: a tiny executor and a recording registrar.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::future::Future;
+use std::io;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+
+use regio_pool::{RegionId, Registrar};
+
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs `fut` to completion on this thread, parking while it is pending.
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        thread::park();
+    }
+}
+
+/// Polls `fut` once with a waker that does nothing.
+pub fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    let mut cx = Context::from_waker(Waker::noop());
+    std::pin::Pin::new(fut).poll(&mut cx)
+}
+
+/// A registrar that records what it was given, and can be told to refuse.
+#[derive(Default)]
+pub struct Recorder {
+    pub registered: Mutex<Vec<(RegionId, usize, usize)>>,
+    pub unregistered: Mutex<Vec<RegionId>>,
+    pub refuse: std::sync::atomic::AtomicBool,
+}
+
+impl Registrar for Recorder {
+    fn register(&self, id: RegionId, base: NonNull<u8>, len: usize) -> io::Result<()> {
+        if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io::Error::from_raw_os_error(libc_enomem()));
+        }
+        self.registered
+            .lock()
+            .unwrap()
+            .push((id, base.as_ptr() as usize, len));
+        Ok(())
+    }
+
+    fn unregister(&self, id: RegionId) {
+        self.unregistered.lock().unwrap().push(id);
+    }
+}
+
+fn libc_enomem() -> i32 {
+    12
+}

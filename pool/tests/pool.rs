@@ -1,0 +1,506 @@
+//! Behaviour of the pool through its public API.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use common::{block_on, poll_once, Recorder};
+use regio_pool::{
+    BufFeed, BufKey, BufRingSink, Descriptor, Error, MessagePool, Opcode, PoolBuilder, RegionId,
+    MAX_SG,
+};
+
+fn pool(count: u32) -> MessagePool {
+    PoolBuilder::new().class(4096, count).build().unwrap()
+}
+
+#[test]
+fn acquire_release_restores_capacity() {
+    let pool = pool(8);
+    let msgs: Vec<_> = (0..8).map(|_| pool.try_acquire().unwrap()).collect();
+    assert_eq!(pool.available(0), 0);
+    let mut keys: Vec<_> = msgs.iter().map(|m| m.key().offset).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), 8, "every message has its own buffer");
+    drop(msgs);
+    assert_eq!(pool.available(0), 8);
+    assert_eq!(pool.capacity(0), 8);
+}
+
+#[test]
+fn exhausted_pool_would_block_and_loses_nothing() {
+    let pool = pool(2);
+    let a = pool.try_acquire().unwrap();
+    let b = pool.try_acquire().unwrap();
+    let err = pool.try_acquire().unwrap_err();
+    assert!(err.is_would_block(), "{err}");
+    assert!(matches!(err, Error::Exhausted { class: 0 }));
+    assert_eq!(
+        std::io::Error::from(err).kind(),
+        std::io::ErrorKind::WouldBlock
+    );
+    drop((a, b));
+    assert_eq!(pool.available(0), 2);
+    assert!(pool.try_acquire().is_ok());
+}
+
+#[test]
+fn blocking_acquire_times_out_then_gets_a_release() {
+    let pool = pool(1);
+    let held = pool.try_acquire().unwrap();
+    let start = Instant::now();
+    let err = pool
+        .acquire_blocking(Duration::from_millis(30))
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { class: 0, .. }), "{err}");
+    assert!(start.elapsed() >= Duration::from_millis(30));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            drop(held);
+        });
+        let got = pool.acquire_blocking(Duration::from_secs(10)).unwrap();
+        assert_eq!(got.key().len, 4096);
+    });
+    assert_eq!(pool.available(0), 1);
+}
+
+#[test]
+fn async_waiters_are_served_in_fifo_order() {
+    let pool = pool(1);
+    let held = pool.try_acquire().unwrap();
+    let mut first = pool.acquire();
+    let mut second = pool.acquire();
+    assert!(poll_once(&mut first).is_pending());
+    assert!(poll_once(&mut second).is_pending());
+    drop(held);
+    assert!(
+        poll_once(&mut second).is_pending(),
+        "the second waiter must not jump the queue"
+    );
+    let Poll::Ready(m) = poll_once(&mut first) else {
+        panic!("the first waiter was granted the element");
+    };
+    drop(m);
+    assert!(poll_once(&mut second).is_ready());
+}
+
+#[test]
+fn dropped_future_passes_its_grant_on() {
+    let pool = pool(1);
+    let held = pool.try_acquire().unwrap();
+    let mut first = pool.acquire();
+    let mut second = pool.acquire();
+    assert!(poll_once(&mut first).is_pending());
+    assert!(poll_once(&mut second).is_pending());
+    drop(held); // granted to `first`
+    drop(first); // cancelled with a grant: it must go to `second`
+    assert!(poll_once(&mut second).is_ready());
+    assert_eq!(pool.available(0), 1);
+
+    // A cancelled waiter with no grant and no successor: the element goes back to the store.
+    let held = pool.try_acquire().unwrap();
+    let mut lone = pool.acquire();
+    assert!(poll_once(&mut lone).is_pending());
+    drop(held);
+    drop(lone);
+    assert_eq!(pool.available(0), 1);
+}
+
+#[test]
+fn a_release_on_another_thread_wakes_the_task() {
+    let pool = pool(1);
+    let held = pool.try_acquire().unwrap();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            drop(held);
+        });
+        let m = block_on(pool.acquire());
+        assert_eq!(m.buf_count(), 1);
+    });
+}
+
+#[test]
+fn raw_round_trip_detects_stale_and_double_release() {
+    let pool = pool(2);
+    let mut msg = pool.try_acquire().unwrap();
+    msg.as_mut_slice()[0] = 42;
+    let raw = msg.into_raw();
+    assert_eq!(pool.available(0), 1, "a lent message stays out of the pool");
+    let back = pool.from_raw(raw).unwrap();
+    assert_eq!(back.as_slice()[0], 42);
+    pool.validate(back.descriptor()).unwrap();
+    assert!(matches!(pool.from_raw(raw), Err(Error::StaleHandle { .. })));
+    let raw2 = back.into_raw();
+    pool.release_raw(raw2).unwrap();
+    let err = pool.release_raw(raw2).unwrap_err();
+    assert!(matches!(err, Error::StaleHandle { .. }), "{err}");
+    assert!(pool.from_raw(regio_pool::RawMessage(u64::MAX)).is_err());
+    assert_eq!(pool.available(0), 2);
+}
+
+#[test]
+fn validate_accepts_own_slices_and_rejects_the_rest() {
+    let pool = PoolBuilder::new().class(1024, 4).build().unwrap();
+    let other_pool = PoolBuilder::new().class(1024, 4).build().unwrap();
+    let mut a = pool.try_acquire().unwrap();
+    let b = pool.try_acquire().unwrap();
+    let own = a.key();
+
+    a.descriptor_mut().opcode = Opcode::WriteFixed;
+    pool.validate(a.descriptor()).unwrap();
+
+    let sub = BufKey {
+        offset: own.offset + 100,
+        len: 200,
+        ..own
+    };
+    a.descriptor_mut().set_slices(&[sub]).unwrap();
+    pool.validate(a.descriptor()).unwrap();
+
+    let cases: [(BufKey, fn(&Error) -> bool); 5] = [
+        (b.key(), |e| matches!(e, Error::NotOwned { .. })),
+        (
+            BufKey {
+                region: RegionId(9),
+                ..own
+            },
+            |e| matches!(e, Error::UnknownRegion(RegionId(9))),
+        ),
+        (
+            BufKey {
+                offset: own.offset + 1000,
+                len: 100,
+                ..own
+            },
+            |e| matches!(e, Error::OutOfBounds { .. }),
+        ),
+        (
+            BufKey {
+                offset: 3 * 1024,
+                len: 2048,
+                ..own
+            },
+            |e| matches!(e, Error::OutOfBounds { .. }),
+        ),
+        (BufKey { len: 0, ..own }, |e| {
+            matches!(e, Error::OutOfBounds { .. })
+        }),
+    ];
+    for (key, expect) in cases {
+        a.descriptor_mut().set_slices(&[key]).unwrap();
+        let err = pool.validate(a.descriptor()).unwrap_err();
+        assert!(expect(&err), "{key:?}: {err}");
+    }
+
+    a.descriptor_mut().set_slices(&[]).unwrap();
+    assert!(matches!(
+        pool.validate(a.descriptor()),
+        Err(Error::NoBuffers(Opcode::WriteFixed))
+    ));
+    assert!(pool.validate(&Descriptor::new(Opcode::Fsync)).is_ok());
+
+    let foreign = other_pool.try_acquire().unwrap();
+    assert!(matches!(
+        pool.validate(foreign.descriptor()),
+        Err(Error::ForeignPool { .. })
+    ));
+
+    // A descriptor kept past its message's release is stale.
+    let mut kept = b.descriptor().clone();
+    drop(b);
+    assert!(matches!(
+        pool.validate(&kept),
+        Err(Error::StaleHandle { .. })
+    ));
+    // ... and stays stale when the element is acquired again.
+    let _again: Vec<_> = (0..3).map(|_| pool.try_acquire().unwrap()).collect();
+    assert!(pool.validate(&kept).is_err());
+    kept.opcode = Opcode::Nop;
+    assert!(pool.validate(&kept).is_err());
+}
+
+#[test]
+fn scatter_messages_span_several_buffers() {
+    let pool = PoolBuilder::new()
+        .class(512, 8)
+        .class(4096, 8)
+        .build()
+        .unwrap();
+    let small = pool.try_acquire_len(100).unwrap();
+    assert_eq!((small.class(), small.buf_count()), (0, 1));
+    let one = pool.try_acquire_len(4096).unwrap();
+    assert_eq!((one.class(), one.buf_count()), (1, 1));
+    let mut big = pool.try_acquire_len(3 * 4096 + 1).unwrap();
+    assert_eq!((big.class(), big.buf_count()), (1, 4));
+    assert_eq!(big.capacity(), 4 * 4096);
+    assert_eq!(big.descriptor().slices().len(), 4);
+    assert_eq!(big.keys().collect::<Vec<_>>(), big.descriptor().slices());
+    big.buf_mut(3)[0] = 9;
+    assert_eq!(big.buf(3)[0], 9);
+    assert_ne!(big.ptr_of(0), big.ptr_of(1));
+    big.descriptor_mut().opcode = Opcode::Send;
+    pool.validate(big.descriptor()).unwrap();
+    // Another message's slice cannot be smuggled into this scatter list.
+    let mut slices = big.keys().collect::<Vec<_>>();
+    slices[2] = one.key();
+    big.descriptor_mut().set_slices(&slices).unwrap();
+    assert!(matches!(
+        pool.validate(big.descriptor()),
+        Err(Error::NotOwned { .. })
+    ));
+
+    // All-or-nothing: 3 of class 1 are free, 4 are needed.
+    assert!(matches!(
+        pool.try_acquire_len(4 * 4096),
+        Err(Error::Exhausted { class: 1 })
+    ));
+    assert_eq!(pool.available(1), 3);
+    assert!(matches!(
+        pool.try_acquire_len((MAX_SG + 1) * 4096),
+        Err(Error::TooManySlices { .. })
+    ));
+    drop((small, one, big));
+    assert_eq!(pool.available(0), 8);
+    assert_eq!(pool.available(1), 8);
+}
+
+#[test]
+fn key_table_translates_and_grows() {
+    let pool = pool(4);
+    let msg = pool.try_acquire().unwrap();
+    let table = pool.key_table();
+    let key = table.translate_guarded(msg.as_ptr(), 4096).unwrap();
+    assert_eq!(key, msg.key());
+    let base = msg.as_ptr() as usize - msg.key().offset as usize;
+    assert!(table.translate_guarded((base - 1) as *const u8, 1).is_err());
+    assert!(matches!(
+        table.translate_guarded(base as *const u8, 1 << 30),
+        Err(Error::Unmapped { .. })
+    ));
+    let id = pool.grow(0, 4).unwrap();
+    assert_eq!(id, RegionId(1));
+    assert_eq!(table.regions(), 2);
+    assert_eq!(pool.capacity(0), 8);
+    let held: Vec<_> = (0..7).map(|_| pool.try_acquire().unwrap()).collect();
+    let grown = held.iter().find(|m| m.key().region == id).unwrap();
+    let mut reader = table.domain().register();
+    assert_eq!(
+        table.translate(&reader, grown.as_ptr(), 10).unwrap().region,
+        id
+    );
+    reader.quiescent();
+    drop(msg);
+}
+
+#[test]
+fn registrars_see_every_region_and_growth() {
+    let pool = PoolBuilder::new()
+        .class(4096, 4)
+        .class(8192, 2)
+        .build()
+        .unwrap();
+    let rec = Arc::new(Recorder::default());
+    pool.attach(rec.clone()).unwrap();
+    {
+        let regs = rec.registered.lock().unwrap();
+        assert_eq!(
+            regs.iter().map(|r| r.0).collect::<Vec<_>>(),
+            [RegionId(0), RegionId(1)]
+        );
+        assert!(regs.iter().all(|r| r.2 % regio_pool::page_size() == 0));
+    }
+    pool.grow(1, 2).unwrap();
+    assert_eq!(rec.registered.lock().unwrap().len(), 3);
+
+    rec.refuse.store(true, Ordering::Relaxed);
+    let err = pool.grow(0, 1).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Register {
+                region: RegionId(3),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(pool.regions(), 3, "a refused region is not added");
+    drop(pool);
+    assert_eq!(rec.unregistered.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn low_watermark_fires_once_until_rearmed() {
+    let fired = Arc::new(AtomicUsize::new(0));
+    let f = fired.clone();
+    let pool = PoolBuilder::new()
+        .class(256, 16)
+        .cache_size(0)
+        .low_watermark(0, 4, move |ev| {
+            assert_eq!(ev.class, 0);
+            assert!(ev.available < 4);
+            f.fetch_add(1, Ordering::Relaxed);
+        })
+        .build()
+        .unwrap();
+    let mut held: Vec<_> = (0..12).map(|_| pool.try_acquire().unwrap()).collect();
+    assert_eq!(fired.load(Ordering::Relaxed), 0);
+    held.push(pool.try_acquire().unwrap());
+    assert_eq!(fired.load(Ordering::Relaxed), 1);
+    held.push(pool.try_acquire().unwrap());
+    assert_eq!(fired.load(Ordering::Relaxed), 1, "one event until re-armed");
+    held.truncate(8);
+    assert!(pool.arm_low_watermark(0));
+    assert!(!pool.arm_low_watermark(5));
+    let _more: Vec<_> = (0..6).map(|_| pool.try_acquire().unwrap()).collect();
+    assert_eq!(fired.load(Ordering::Relaxed), 2);
+}
+
+#[derive(Default)]
+struct Ring(std::sync::Mutex<Vec<(usize, u32, u16)>>);
+
+struct Sink(Arc<Ring>);
+
+impl BufRingSink for Sink {
+    fn push(&self, addr: std::ptr::NonNull<u8>, len: u32, bid: u16) {
+        self.0
+             .0
+            .lock()
+            .unwrap()
+            .push((addr.as_ptr() as usize, len, bid));
+    }
+}
+
+#[test]
+fn feed_lends_buffers_and_takes_them_back() {
+    let pool = pool(8);
+    let ring = Arc::new(Ring::default());
+    let feed = BufFeed::new(&pool, 0, 4, Sink(ring.clone())).unwrap();
+    assert_eq!(feed.count(), 4);
+    assert_eq!(pool.available(0), 4);
+    let pushed = ring.0.lock().unwrap().clone();
+    assert_eq!(pushed.iter().map(|p| p.2).collect::<Vec<_>>(), [0, 1, 2, 3]);
+
+    // The kernel wrote 5 bytes into buffer 2.
+    let addr = pushed[2].0 as *mut u8;
+    // SAFETY: the buffer is in the ring, lent to the "kernel" that this test plays.
+    unsafe { std::ptr::copy_nonoverlapping(b"hello".as_ptr(), addr, 5) };
+    let got = feed.take(2, 5).unwrap();
+    assert_eq!(got.bid(), 2);
+    assert_eq!(got.data(), b"hello");
+    pool.validate(got.descriptor()).unwrap();
+    assert!(matches!(feed.take(2, 5), Err(Error::NotInRing { bid: 2 })));
+    assert!(matches!(
+        feed.take(99, 5),
+        Err(Error::NotInRing { bid: 99 })
+    ));
+    drop(got);
+    assert_eq!(
+        ring.0.lock().unwrap().last().unwrap().2,
+        2,
+        "back in the ring"
+    );
+    assert!(feed.take(2, 1).is_ok());
+
+    drop(feed);
+    assert_eq!(pool.available(0), 8);
+    assert!(matches!(
+        BufFeed::new(&pool, 0, 9, Sink(ring)),
+        Err(Error::Exhausted { .. })
+    ));
+    assert_eq!(pool.available(0), 8);
+}
+
+#[test]
+fn caches_flow_back_when_threads_exit() {
+    let pool = PoolBuilder::new()
+        .class(64, 256)
+        .cache_size(32)
+        .build()
+        .unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                let held: Vec<_> = (0..40).map(|_| pool.try_acquire().unwrap()).collect();
+                drop(held);
+            });
+        }
+    });
+    assert_eq!(pool.available(0), 256);
+    assert_eq!(pool.users(), 1, "only the handle is left");
+    let m = pool.try_acquire().unwrap();
+    drop(m);
+    pool.flush_local();
+    assert_eq!(pool.users(), 1);
+}
+
+#[test]
+fn the_pool_outlives_its_handle_while_messages_live() {
+    let pool = pool(2);
+    let mut msg = pool.try_acquire().unwrap();
+    drop(pool);
+    msg.as_mut_slice()[4095] = 1;
+    assert_eq!(msg.as_slice()[4095], 1);
+    drop(msg); // the last user frees the pool
+}
+
+#[cfg(debug_assertions)]
+#[test]
+fn released_buffers_are_poisoned_in_debug_builds() {
+    let pool = PoolBuilder::new().class(64, 1).build().unwrap();
+    let mut msg = pool.try_acquire().unwrap();
+    msg.as_mut_slice().fill(7);
+    let ptr = msg.as_ptr();
+    drop(msg);
+    // SAFETY: the region is still mapped (the pool lives) and no message holds the buffer.
+    let bytes = unsafe { std::slice::from_raw_parts(ptr, 64) };
+    assert!(bytes.iter().all(|&b| b == regio_pool::POISON));
+}
+
+#[test]
+fn bad_configurations_are_errors() {
+    assert!(matches!(PoolBuilder::new().build(), Err(Error::Config(_))));
+    assert!(matches!(
+        PoolBuilder::new().class(64, 1).cache_size(65).build(),
+        Err(Error::Config(_))
+    ));
+    assert!(matches!(
+        PoolBuilder::new().class(64, 0).build(),
+        Err(Error::Config(_))
+    ));
+    assert!(matches!(
+        PoolBuilder::new()
+            .class(64, 1)
+            .low_watermark(3, 1, |_| {})
+            .build(),
+        Err(Error::Config(_))
+    ));
+    let pool = PoolBuilder::new()
+        .class(64, 1)
+        .max_regions(1)
+        .build()
+        .unwrap();
+    assert!(matches!(
+        pool.grow(0, 1),
+        Err(Error::TooManyRegions { max: 1 })
+    ));
+}
+
+#[test]
+fn growth_serves_waiting_tasks() {
+    let pool = PoolBuilder::new().class(4096, 1).build().unwrap();
+    let _held = pool.try_acquire().unwrap();
+    let mut waiting = pool.acquire();
+    assert!(poll_once(&mut waiting).is_pending());
+    pool.grow(0, 2).unwrap();
+    let Poll::Ready(m) = poll_once(&mut waiting) else {
+        panic!("growth must serve the waiter");
+    };
+    assert_eq!(m.key().region, RegionId(1));
+}
