@@ -9,7 +9,8 @@ use std::time::Duration;
 use io_uring::{opcode, types::CloneBuffersFlags, IoUring, Probe};
 use regio_sync::Domain;
 
-use crate::buf::RegionId;
+use std::ptr::NonNull;
+
 use crate::cq::CompletionQueue;
 use crate::error::{memlock_limit, setup_error, Error};
 use crate::ops::{FileSlot, Side, Target};
@@ -18,6 +19,7 @@ use crate::stats::Stats;
 use crate::tables::{Region, Tables, WqId, WqShared};
 use crate::wq::WorkQueue;
 use crate::IoBuf;
+use regio_pool::{RegionId, Registrar};
 
 /// The SQPOLL kernel thread's settings.
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +114,10 @@ fn next_generation() -> u32 {
 /// # Ok(()) }
 /// ```
 pub struct Adapter<B> {
+    inner: Arc<Inner<B>>,
+}
+
+struct Inner<B> {
     rings: Vec<Arc<Ring<B>>>,
     tables: Arc<Tables>,
     sqpoll: bool,
@@ -119,16 +125,29 @@ pub struct Adapter<B> {
     span: tracing::Span,
 }
 
+impl<B> Clone for Adapter<B> {
+    /// Another handle to the same adapter.
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
 impl<B> fmt::Debug for Adapter<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Adapter")
-            .field("rings", &self.rings.len())
-            .field("sqpoll", &self.sqpoll)
+            .field("rings", &self.inner.rings.len())
+            .field("sqpoll", &self.inner.sqpoll)
             .finish_non_exhaustive()
     }
 }
 
-fn build_ring(cfg: &Config, sqpoll: Option<SqPoll>, attach: Option<RawFd>) -> std::io::Result<IoUring> {
+fn build_ring(
+    cfg: &Config,
+    sqpoll: Option<SqPoll>,
+    attach: Option<RawFd>,
+) -> std::io::Result<IoUring> {
     let mut b = IoUring::builder();
     b.setup_cqsize(cfg.cq_entries.max(cfg.sq_entries));
     match sqpoll {
@@ -171,7 +190,11 @@ impl<B: IoBuf> Adapter<B> {
         let span = tracing::info_span!("adapter", rings = cfg.rings);
         let first = match build_ring(&cfg, cfg.sqpoll, None) {
             Ok(r) => r,
-            Err(e) if cfg.sqpoll.is_some() && cfg.sqpoll_fallback && e.raw_os_error() != Some(libc::ENOSYS) => {
+            Err(e)
+                if cfg.sqpoll.is_some()
+                    && cfg.sqpoll_fallback
+                    && e.raw_os_error() != Some(libc::ENOSYS) =>
+            {
                 tracing::warn!(parent: &span, error = %e, "SQPOLL refused; falling back to interrupt-driven submission");
                 build_ring(&cfg, None, None).map_err(setup_error)?
             }
@@ -192,7 +215,10 @@ impl<B: IoBuf> Adapter<B> {
             }
         }
         let supported = Arc::new(supported);
-        let domain = cfg.domain.clone().unwrap_or_else(|| Arc::new(Domain::new()));
+        let domain = cfg
+            .domain
+            .clone()
+            .unwrap_or_else(|| Arc::new(Domain::new()));
         let tables = Arc::new(Tables::new(domain, cfg.max_regions, cfg.max_files));
         let mut rings = Vec::with_capacity(urings.len());
         for (index, uring) in urings.into_iter().enumerate() {
@@ -218,42 +244,49 @@ impl<B: IoBuf> Adapter<B> {
         }
         tracing::info!(parent: &span, sqpoll, rings = rings.len(), "adapter up");
         Ok(Self {
-            rings,
-            tables,
-            sqpoll,
-            clone_ok: AtomicBool::new(true),
-            span,
+            inner: Arc::new(Inner {
+                rings,
+                tables,
+                sqpoll,
+                clone_ok: AtomicBool::new(true),
+                span,
+            }),
         })
     }
 
     /// Whether the rings run on an SQPOLL thread (false after a fallback).
     pub fn sqpoll(&self) -> bool {
-        self.sqpoll
+        self.inner.sqpoll
     }
 
     /// Whether registered buffers are cloned from ring 0 (false once the kernel refused, and each
     /// ring registers them itself).
     pub fn buffer_cloning(&self) -> bool {
         // Relaxed: a hint that only picks the registration path; both paths are correct.
-        self.clone_ok.load(Ordering::Relaxed)
+        self.inner.clone_ok.load(Ordering::Relaxed)
     }
 
     /// The completion queues, one per ring.
     pub fn completion_queues(&self) -> Vec<CompletionQueue<B>> {
-        self.rings
+        self.inner
+            .rings
             .iter()
-            .map(|r| CompletionQueue { ring: Arc::clone(r) })
+            .map(|r| CompletionQueue {
+                ring: Arc::clone(r),
+            })
             .collect()
     }
 
     /// Completion queue `i`.
     pub fn completion_queue(&self, i: usize) -> Option<CompletionQueue<B>> {
-        self.rings.get(i).map(|r| CompletionQueue { ring: Arc::clone(r) })
+        self.inner.rings.get(i).map(|r| CompletionQueue {
+            ring: Arc::clone(r),
+        })
     }
 
     /// The RCU domain of this adapter's tables.
     pub fn domain(&self) -> &Arc<Domain> {
-        &self.tables.domain
+        &self.inner.tables.domain
     }
 
     /// Counters summed over every CQ.
@@ -276,9 +309,21 @@ impl<B: IoBuf> Adapter<B> {
     ///
     /// [`Error::MemlockTooLow`] when pinning exceeds RLIMIT_MEMLOCK; [`Error::Invalid`] for an
     /// id outside the table.
-    pub unsafe fn register_region(&self, id: RegionId, base: *mut u8, len: usize) -> Result<u32, Error> {
-        let _w = self.tables.write_lock();
-        if u32::from(id.0) >= self.tables.regions.read(&self.tables.domain.guard()).len() as u32 {
+    pub unsafe fn register_region(
+        &self,
+        id: RegionId,
+        base: *mut u8,
+        len: usize,
+    ) -> Result<u32, Error> {
+        let _w = self.inner.tables.write_lock();
+        if u32::from(id.0)
+            >= self
+                .inner
+                .tables
+                .regions
+                .read(&self.inner.tables.domain.guard())
+                .len() as u32
+        {
             return Err(Error::Invalid("region id outside Config::max_regions"));
         }
         let iov = libc::iovec {
@@ -295,12 +340,15 @@ impl<B: IoBuf> Adapter<B> {
                 source: e,
             },
         };
-        let src = self.rings[0].fd;
+        let src = self.inner.rings[0].fd;
         // SAFETY: the caller keeps the memory valid while it is registered.
-        self.rings[0]
-            .with_uring(|u| unsafe { u.submitter().register_buffers_update(u32::from(id.0), &[iov], None) })
+        self.inner.rings[0]
+            .with_uring(|u| unsafe {
+                u.submitter()
+                    .register_buffers_update(u32::from(id.0), &[iov], None)
+            })
             .map_err(pin_err)?;
-        for ring in &self.rings[1..] {
+        for ring in &self.inner.rings[1..] {
             let cloned = self.buffer_cloning()
                 && ring
                     .with_uring(|u| {
@@ -313,16 +361,17 @@ impl<B: IoBuf> Adapter<B> {
                         )
                     })
                     .map_err(|e| {
-                        tracing::warn!(parent: &self.span, error = %e,
+                        tracing::warn!(parent: &self.inner.span, error = %e,
                             "IORING_REGISTER_CLONE_BUFFERS refused (Linux 6.12+); registering on each ring");
                         // Relaxed: see `buffer_cloning`.
-                        self.clone_ok.store(false, Ordering::Relaxed);
+                        self.inner.clone_ok.store(false, Ordering::Relaxed);
                     })
                     .is_ok();
             if !cloned {
                 // SAFETY: as above.
                 ring.with_uring(|u| unsafe {
-                    u.submitter().register_buffers_update(u32::from(id.0), &[iov], None)
+                    u.submitter()
+                        .register_buffers_update(u32::from(id.0), &[iov], None)
                 })
                 .map_err(pin_err)?;
             }
@@ -333,7 +382,8 @@ impl<B: IoBuf> Adapter<B> {
             size: len as u64,
             generation,
         };
-        self.tables
+        self.inner
+            .tables
             .regions
             .update(|t| {
                 let mut t = t.clone();
@@ -341,15 +391,16 @@ impl<B: IoBuf> Adapter<B> {
                 t
             })
             .defer();
-        tracing::debug!(parent: &self.span, region = id.0, len, generation, "region registered");
+        tracing::debug!(parent: &self.inner.span, region = id.0, len, generation, "region registered");
         Ok(generation)
     }
 
     /// Unregisters region `id`: new posts naming it are rejected at once; operations already in
     /// flight keep the kernel's reference until they complete.
     pub fn unregister_region(&self, id: RegionId) -> Result<(), Error> {
-        let _w = self.tables.write_lock();
-        self.tables
+        let _w = self.inner.tables.write_lock();
+        self.inner
+            .tables
             .regions
             .update(|t| {
                 let mut t = t.clone();
@@ -363,10 +414,11 @@ impl<B: IoBuf> Adapter<B> {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         };
-        for ring in &self.rings {
+        for ring in &self.inner.rings {
             // SAFETY: an empty iovec removes the buffer; no memory is handed to the kernel.
             ring.with_uring(|u| unsafe {
-                u.submitter().register_buffers_update(u32::from(id.0), &[iov], None)
+                u.submitter()
+                    .register_buffers_update(u32::from(id.0), &[iov], None)
             })
             .map_err(sys("IORING_REGISTER_BUFFERS_UPDATE (remove)"))?;
         }
@@ -385,15 +437,17 @@ impl<B: IoBuf> Adapter<B> {
     }
 
     fn update_file(&self, slot: FileSlot, fd: RawFd, set: bool) -> Result<(), Error> {
-        let _w = self.tables.write_lock();
-        self.tables
-            .check_target(&self.tables.domain.guard(), Target::Fixed(slot))
+        let _w = self.inner.tables.write_lock();
+        self.inner
+            .tables
+            .check_target(&self.inner.tables.domain.guard(), Target::Fixed(slot))
             .map_err(|_| Error::Invalid("file slot outside Config::max_files"))?;
-        for ring in &self.rings {
+        for ring in &self.inner.rings {
             ring.with_uring(|u| u.submitter().register_files_update(slot.0, &[fd]))
                 .map_err(sys("IORING_REGISTER_FILES_UPDATE"))?;
         }
-        self.tables
+        self.inner
+            .tables
             .files
             .update(|t| {
                 let mut t = t.clone();
@@ -414,15 +468,18 @@ impl<B: IoBuf> Adapter<B> {
         recv_depth: u32,
     ) -> Result<WorkQueue<B>, Error> {
         let ring = self
+            .inner
             .rings
             .get(cq)
             .ok_or(Error::Invalid("completion queue index out of range"))?;
-        let _w = self.tables.write_lock();
-        self.tables
-            .check_target(&self.tables.domain.guard(), target)
+        let _w = self.inner.tables.write_lock();
+        self.inner
+            .tables
+            .check_target(&self.inner.tables.domain.guard(), target)
             .map_err(|_| Error::Invalid("file slot outside Config::max_files"))?;
         let mut created = None;
-        self.tables
+        self.inner
+            .tables
             .wqs
             .update(|t| {
                 let mut t = t.clone();
@@ -451,9 +508,10 @@ impl<B: IoBuf> Adapter<B> {
     /// Removes a work queue. Later posts to it are handed back with
     /// [`PostError::Closed`](crate::PostError::Closed); operations in flight still complete.
     pub fn remove_work_queue(&self, wq: &WorkQueue<B>) {
-        let _w = self.tables.write_lock();
+        let _w = self.inner.tables.write_lock();
         let id = wq.id();
-        self.tables
+        self.inner
+            .tables
             .wqs
             .update(|t| {
                 let mut t = t.clone();
@@ -471,12 +529,42 @@ impl<B: IoBuf> Adapter<B> {
     /// Changes a work queue's depths. Growth is immediate; a shrink holds back new posts until
     /// enough in-flight operations complete.
     pub fn resize_work_queue(&self, wq: &WorkQueue<B>, send_depth: u32, recv_depth: u32) {
-        let _w = self.tables.write_lock();
+        let _w = self.inner.tables.write_lock();
         let mut depth = wq.shared.depth.lock().unwrap_or_else(|p| p.into_inner());
         wq.shared
             .adjust(Side::Send, i64::from(send_depth) - i64::from(depth.0));
         wq.shared
             .adjust(Side::Recv, i64::from(recv_depth) - i64::from(depth.1));
         *depth = (send_depth, recv_depth);
+    }
+}
+
+/// The pool's view of an adapter: registers every region of the pool as the fixed buffer of the
+/// same index on every ring of the adapter.
+impl<B: IoBuf> Registrar for Adapter<B> {
+    fn register(&self, id: RegionId, base: NonNull<u8>, len: usize) -> std::io::Result<()> {
+        // SAFETY: the pool keeps the region mapped until it calls `unregister(id)`.
+        unsafe { self.register_region(id, base.as_ptr(), len) }
+            .map(drop)
+            .map_err(|e| match e {
+                Error::MemlockTooLow { .. } => {
+                    std::io::Error::new(std::io::ErrorKind::OutOfMemory, e)
+                }
+                Error::Sys { source, .. } => source,
+                other => std::io::Error::other(other),
+            })
+    }
+
+    fn unregister(&self, id: RegionId) {
+        if let Err(e) = self.unregister_region(id) {
+            tracing::warn!(parent: &self.inner.span, region = id.0, error = %e, "unregistering a pool region failed");
+        }
+    }
+}
+
+impl<B: IoBuf> Adapter<B> {
+    /// This adapter as a [`Registrar`] for [`MessagePool::attach`](regio_pool::MessagePool::attach).
+    pub fn registrar(&self) -> Arc<dyn Registrar> {
+        Arc::new(self.clone())
     }
 }

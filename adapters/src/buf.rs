@@ -5,20 +5,8 @@
 //! adapter turns the key into an address from its own region table, after checking it, so a
 //! corrupt key can never make the kernel touch memory outside the region.
 
-/// The index of a registered region; also its fixed-buffer index on every ring of an adapter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RegionId(pub u16);
-
-/// A slice of a registered region.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BufKey {
-    /// The region.
-    pub region: RegionId,
-    /// Byte offset of the slice in the region.
-    pub offset: u32,
-    /// Length of the slice in bytes.
-    pub len: u32,
-}
+use regio_pool::Message;
+pub use regio_pool::{BufKey, RegionId};
 
 /// An owned handle to a slice of registered memory: what an operation holds until its final
 /// completion, and hands back then.
@@ -32,6 +20,26 @@ pub struct BufKey {
 pub unsafe trait IoBuf: Send + 'static {
     /// The slice this buffer covers.
     fn key(&self) -> BufKey;
-    /// The generation of the region registration the key belongs to.
-    fn generation(&self) -> u32;
+    /// The generation of the region registration the key was issued under (returned by
+    /// [`Adapter::register_region`](crate::Adapter::register_region)), if the buffer tracks it;
+    /// the adapter then rejects a key from an older registration or another adapter. `None`
+    /// skips that check (a pool [`Message`] is a live owner by construction).
+    fn generation(&self) -> Option<u32>;
+}
+
+// SAFETY: a `Message` owns its elements until it drops, the pool keeps their region mapped while
+// any message lives, and its key is fixed at acquisition.
+unsafe impl IoBuf for Message {
+    /// The descriptor's first slice (the whole first buffer if the descriptor names none).
+    fn key(&self) -> BufKey {
+        self.descriptor()
+            .slices()
+            .first()
+            .copied()
+            .unwrap_or_else(|| Message::key(self))
+    }
+
+    fn generation(&self) -> Option<u32> {
+        None
+    }
 }

@@ -102,7 +102,9 @@ impl<S: Absorb<T>, T> Combiner<S, T> {
     fn lock_inbox(&self) -> regio_sync::primitive::sync::MutexGuard<'_, VecDeque<T>> {
         // A panic while holding the inbox lock can only come from a push or pop, which leave the
         // deque whole; carry on with it.
-        self.inbox.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.inbox
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Absorbs the inbox into the state. Returns false if the state refused an item.

@@ -263,10 +263,12 @@ impl<B: IoBuf> Batch<'_, B> {
 
     /// Submits everything pushed so far.
     pub fn commit(&mut self) -> Result<(), Error> {
-        self.guard.with(|s| s.submit()).map_err(|source| Error::Sys {
-            what: "io_uring_enter (commit)",
-            source,
-        })
+        self.guard
+            .with(|s| s.submit())
+            .map_err(|source| Error::Sys {
+                what: "io_uring_enter (commit)",
+                source,
+            })
     }
 
     /// Reaps completions while the batch owns the ring.

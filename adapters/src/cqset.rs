@@ -32,7 +32,9 @@ pub struct CqSet<B> {
 
 impl<B> std::fmt::Debug for CqSet<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CqSet").field("cqs", &self.rings.len()).finish()
+        f.debug_struct("CqSet")
+            .field("cqs", &self.rings.len())
+            .finish()
     }
 }
 

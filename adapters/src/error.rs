@@ -32,7 +32,9 @@ pub enum Error {
         bytes: u64,
     },
     /// The kernel lacks an operation or a feature this adapter was asked to use.
-    #[error("the kernel lacks {what}, which Linux {since} brings; upgrade the kernel or do without it")]
+    #[error(
+        "the kernel lacks {what}, which Linux {since} brings; upgrade the kernel or do without it"
+    )]
     Unsupported {
         /// The operation or feature.
         what: &'static str,

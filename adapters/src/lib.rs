@@ -21,31 +21,29 @@
 //! multishot the one without `F_MORE`), and the [`Completion`] hands the buffer back. Failed posts
 //! hand the operation back ([`PostError`]).
 //!
-//! ```no_run
-//! use regio_adapters::{Adapter, BufKey, Config, IoBuf, Op, RegionId, Target};
-//!
-//! // A buffer type: here a whole 4 KiB region. (regio-pool's messages play this role.)
-//! struct Page { generation: u32 }
-//! // SAFETY: the region outlives every `Page` in this example and each `Page` is used once.
-//! unsafe impl IoBuf for Page {
-//!     fn key(&self) -> BufKey { BufKey { region: RegionId(0), offset: 0, len: 4096 } }
-//!     fn generation(&self) -> u32 { self.generation }
-//! }
+//! ```
+//! use std::os::fd::AsRawFd;
+//! use regio_adapters::{Adapter, Config, Op, Target};
+//! use regio_pool::{Message, MessagePool};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let adapter = Adapter::<Page>::new(Config::default())?;
-//! let memory = Box::leak(vec![0u8; 4096].into_boxed_slice());
-//! // SAFETY: `memory` is leaked, so it stays valid for the adapter's life.
-//! let generation = unsafe { adapter.register_region(RegionId(0), memory.as_mut_ptr(), 4096)? };
-//! let file = std::fs::File::open("/etc/hostname")?;
-//! use std::os::fd::AsRawFd;
+//! let adapter = Adapter::<Message>::new(Config::default())?;
+//! let pool = MessagePool::builder().class(4096, 64).build()?;
+//! pool.attach(adapter.registrar())?; // each pool region becomes a fixed buffer on every ring
+//!
+//! let path = std::env::temp_dir().join(format!("regio-doc-{}", std::process::id()));
+//! std::fs::write(&path, b"hello, registered I/O")?;
+//! let file = std::fs::File::open(&path)?;
 //! let wq = adapter.work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)?;
-//! wq.post(Op::read_fixed(Page { generation }, 0, 7)).map_err(|e| e.to_string())?;
-//! let cq = adapter.completion_queue(0).unwrap();
+//!
+//! wq.post(Op::read_fixed(pool.try_acquire()?, 0, 7)).map_err(|e| e.to_string())?;
+//! let cq = wq.completion_queue();
 //! let mut done = Vec::new();
 //! cq.wait(&mut done, 16, None)?;
-//! assert_eq!(done[0].cookie, 7);
-//! assert!(done[0].buf.is_some()); // the buffer is back
+//! assert_eq!((done[0].cookie, done[0].result), (7, 21));
+//! let msg = done[0].buf.take().expect("the buffer comes back with the final completion");
+//! assert_eq!(&msg.as_slice()[..5], b"hello");
+//! # std::fs::remove_file(path)?;
 //! # Ok(()) }
 //! ```
 #![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]

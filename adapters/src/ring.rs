@@ -156,8 +156,21 @@ impl<B> RingState<B> {
     /// Pushes one checked post. On a full SQ it submits (if allowed) and tries once more, then
     /// hands the post back.
     fn push(&mut self, post: Post<B>) -> Result<(), Post<B>> {
-        let Post::Ready { wq, side, target, op, buf } = post else {
-            let Post::Reject { wq, side, op, error } = post else {
+        let Post::Ready {
+            wq,
+            side,
+            target,
+            op,
+            buf,
+        } = post
+        else {
+            let Post::Reject {
+                wq,
+                side,
+                op,
+                error,
+            } = post
+            else {
                 unreachable!("the other variant was matched above")
             };
             let cookie = op.cookie();
@@ -172,7 +185,13 @@ impl<B> RingState<B> {
                 let _ = self.submit();
             }
             if self.uring.submission().is_full() {
-                return Err(Post::Ready { wq, side, target, op, buf });
+                return Err(Post::Ready {
+                    wq,
+                    side,
+                    target,
+                    op,
+                    buf,
+                });
             }
         }
         let cookie = op.cookie();
@@ -180,10 +199,8 @@ impl<B> RingState<B> {
             match self.find(wq, victim) {
                 Some(ud) => (opcode::AsyncCancel::new(u64::from(ud)).build(), None, None),
                 None => {
-                    self.local.push_back((
-                        Completion::failed(wq, cookie, -libc::ENOENT),
-                        side,
-                    ));
+                    self.local
+                        .push_back((Completion::failed(wq, cookie, -libc::ENOENT), side));
                     return Ok(());
                 }
             }
@@ -242,7 +259,10 @@ impl<B> RingState<B> {
             // The kernel parked completions in its overflow list (NODROP): count it, and have
             // the kernel move them into the CQ as room frees up.
             Counters::add(&self.counters.cq_overflows, 1);
-            tracing::warn!(in_flight = self.in_flight(), "CQ overflow: flushing the kernel's overflow list");
+            tracing::warn!(
+                in_flight = self.in_flight(),
+                "CQ overflow: flushing the kernel's overflow list"
+            );
             self.enter(0, ENTER_GETEVENTS)
                 .map_err(|source| Error::Sys {
                     what: "io_uring_enter to flush CQ overflow",
@@ -400,7 +420,18 @@ pub(crate) fn check<B: crate::IoBuf>(
         Ok(buf)
     });
     match result {
-        Ok(buf) => Post::Ready { wq, side, target, op, buf },
-        Err(error) => Post::Reject { wq, side, op, error },
+        Ok(buf) => Post::Ready {
+            wq,
+            side,
+            target,
+            op,
+            buf,
+        },
+        Err(error) => Post::Reject {
+            wq,
+            side,
+            op,
+            error,
+        },
     }
 }

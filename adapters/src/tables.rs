@@ -65,7 +65,9 @@ impl WqShared {
         // Relaxed: a credit is a count, not a publication; the RMW alone keeps it from going
         // below zero, and the operation's data is ordered by the ring lock and the kernel.
         self.credit(side)
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| (c > 0).then(|| c - 1))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                (c > 0).then(|| c - 1)
+            })
             .is_ok()
     }
 
@@ -131,11 +133,14 @@ impl Tables {
             .copied()
             .flatten()
             .ok_or(DescriptorError::UnknownRegion(region.0))?;
-        if r.generation != buf.generation() {
-            return Err(DescriptorError::StaleGeneration {
-                expected: r.generation,
-                found: buf.generation(),
-            });
+        match buf.generation() {
+            Some(found) if found != r.generation => {
+                return Err(DescriptorError::StaleGeneration {
+                    expected: r.generation,
+                    found,
+                });
+            }
+            _ => {}
         }
         if len == 0 || u64::from(offset) + u64::from(len) > r.size {
             return Err(DescriptorError::OutOfBounds {

@@ -29,11 +29,16 @@ fn read_and_write_fixed_on_a_file_with_and_without_sqpoll() {
             .work_queue(0, Target::Fd(file.as_raw_fd()), 4, 4)
             .unwrap();
         let cq = wq.completion_queue();
-        wq.post(Op::read_fixed(region.buf(4096, 4096), 4096, 1)).unwrap();
+        wq.post(Op::read_fixed(region.buf(4096, 4096), 4096, 1))
+            .unwrap();
         let c = wait_one(&cq);
         assert_eq!((c.cookie, c.result, c.wq), (1, 4096, Some(wq.id())));
         let buf = c.buf.expect("buffer handed back");
-        assert!(buf.bytes().iter().enumerate().all(|(i, b)| *b == ((4096 + i) % 251) as u8));
+        assert!(buf
+            .bytes()
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == ((4096 + i) % 251) as u8));
         buf.bytes().fill(0xAB);
         wq.post(Op::write_fixed(buf, 0, 2)).unwrap();
         let c = wait_one(&cq);
@@ -130,7 +135,8 @@ fn tcp_send_recv_send_zc_connect_and_accept_direct() {
     swq.post(Op::send_zc(z, 0, 14)).unwrap();
     let mut seen = Vec::new();
     while !seen.iter().any(|c: &Completion<TestBuf>| c.is_final()) {
-        cq.wait(&mut seen, 8, Some(Duration::from_secs(10))).unwrap();
+        cq.wait(&mut seen, 8, Some(Duration::from_secs(10)))
+            .unwrap();
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[0].result, 3);

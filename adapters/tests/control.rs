@@ -14,7 +14,8 @@ fn collect(cq: &CompletionQueue<TestBuf>, n: usize) -> Vec<Completion<TestBuf>> 
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while out.len() < n && Instant::now() < deadline {
-        cq.wait(&mut out, 64, Some(Duration::from_millis(100))).unwrap();
+        cq.wait(&mut out, 64, Some(Duration::from_millis(100)))
+            .unwrap();
     }
     assert_eq!(out.len(), n, "{out:?}");
     out
@@ -53,7 +54,10 @@ fn msg_ring_posts_a_message_on_another_cq() {
     let sent = collect(&wq.completion_queue(), 1);
     assert_eq!((sent[0].cookie, sent[0].result), (9, 0));
     let got = collect(&other, 1);
-    assert_eq!((got[0].wq, got[0].cookie, got[0].result), (None, 0xfeed, 42));
+    assert_eq!(
+        (got[0].wq, got[0].cookie, got[0].result),
+        (None, 0xfeed, 42)
+    );
 }
 
 #[test]
@@ -66,14 +70,18 @@ fn splice_moves_file_bytes_into_a_pipe() {
     let wq = adapter
         .work_queue(0, Target::Fd(file.as_raw_fd()), 4, 4)
         .unwrap();
-    wq.post(Op::splice(10, Target::Fd(fds[1]), -1, 100, 1)).unwrap();
+    wq.post(Op::splice(10, Target::Fd(fds[1]), -1, 100, 1))
+        .unwrap();
     let c = collect(&wq.completion_queue(), 1);
     assert_eq!(c[0].result, 100);
     let mut buf = [0u8; 100];
     // SAFETY: reads into a valid 100-byte buffer.
     let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), 100) };
     assert_eq!(n, 100);
-    assert!(buf.iter().enumerate().all(|(i, b)| *b == ((10 + i) % 251) as u8));
+    assert!(buf
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == ((10 + i) % 251) as u8));
     // SAFETY: closing the pipe this test opened.
     unsafe {
         libc::close(fds[0]);
@@ -103,7 +111,11 @@ fn multishot_accept_fills_slots_until_cancelled_and_close_empties_one() {
     slots.sort();
     slots.dedup();
     assert_eq!(slots.len(), 3, "three distinct fixed slots");
-    assert_eq!(lwq.credits().1, 3, "a multishot holds its credit until its last CQE");
+    assert_eq!(
+        lwq.credits().1,
+        3,
+        "a multishot holds its credit until its last CQE"
+    );
 
     // Close one accepted connection through its fixed slot: the client sees EOF.
     let cwq = adapter
@@ -115,12 +127,16 @@ fn multishot_accept_fills_slots_until_cancelled_and_close_empties_one() {
     lwq.post(Op::cancel(1, 3)).unwrap();
     let done = collect(&cq, 2);
     let last = done.iter().find(|c| c.cookie == 1).unwrap();
-    assert!(last.is_final(), "the cancelled multishot ends without F_MORE");
+    assert!(
+        last.is_final(),
+        "the cancelled multishot ends without F_MORE"
+    );
     assert_eq!(lwq.credits().1, 4);
 
     let mut eof = 0;
     for mut c in clients {
-        c.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         if matches!(c.read(&mut [0u8; 1]), Ok(0)) {
             eof += 1;
         }

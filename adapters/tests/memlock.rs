@@ -61,7 +61,10 @@ fn child() {
     // not, the adapter is dropped before `mem`).
     let err = unsafe { adapter.register_region(RegionId(0), mem.as_mut_ptr(), len) }
         .expect_err("registration must exceed the limit");
-    assert!(matches!(err, Error::MemlockTooLow { limit: LIMIT, .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::MemlockTooLow { limit: LIMIT, .. }),
+        "{err:?}"
+    );
     println!("CHILD-ERROR: {err}");
     drop(adapter);
     drop(mem);

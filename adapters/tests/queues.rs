@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{config, Region, TestBuf};
 use regio_adapters::{
-    Adapter, BufKey, Completion, CqSet, DescriptorError, Op, PostError, RegionId, Target,
-    WorkQueue,
+    Adapter, BufKey, Completion, CqSet, DescriptorError, Op, PostError, RegionId, Target, WorkQueue,
 };
 
 /// Posts `op`, reaping from `cq` while the queue is out of credit or the SQ is full.
@@ -45,13 +44,18 @@ fn many_work_queues_on_one_cq_each_completion_routed_to_its_own() {
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while out.len() < 16 * 40 && Instant::now() < deadline {
-        cq.wait(&mut out, 256, Some(Duration::from_millis(100))).unwrap();
+        cq.wait(&mut out, 256, Some(Duration::from_millis(100)))
+            .unwrap();
     }
     assert_eq!(out.len(), 16 * 40);
     let mut seen = HashSet::new();
     for c in &out {
         let owner = (c.cookie / 1000) as usize;
-        assert_eq!(c.wq, Some(wqs[owner].id()), "completion routed to the wrong queue");
+        assert_eq!(
+            c.wq,
+            Some(wqs[owner].id()),
+            "completion routed to the wrong queue"
+        );
         assert_eq!(c.result, 0);
         assert!(seen.insert(c.cookie), "completion seen twice");
     }
@@ -196,7 +200,10 @@ fn work_queues_added_and_removed_while_others_post() {
     }
     reaper.join().unwrap();
     assert!(churned > 10, "only {churned} add/remove rounds");
-    assert_eq!(reaped.load(Ordering::Relaxed), posted.load(Ordering::Relaxed));
+    assert_eq!(
+        reaped.load(Ordering::Relaxed),
+        posted.load(Ordering::Relaxed)
+    );
     let stats = adapter.stats();
     assert_eq!(stats.completed, posted.load(Ordering::Relaxed));
 }
@@ -300,8 +307,12 @@ fn a_corrupted_descriptor_is_rejected_on_its_own_queue_only() {
     for (i, (key, generation)) in forged.into_iter().enumerate() {
         let buf = region.buf(0, 512).forged(key, generation);
         bad.post(Op::read_fixed(buf, 0, 100 + i as u64)).unwrap();
-        good.post(Op::read_fixed(region.buf(512 * i as u32, 512), 0, 200 + i as u64))
-            .unwrap();
+        good.post(Op::read_fixed(
+            region.buf(512 * i as u32, 512),
+            0,
+            200 + i as u64,
+        ))
+        .unwrap();
     }
     let cq = bad.completion_queue();
     let mut out = Vec::new();
@@ -325,7 +336,11 @@ fn a_corrupted_descriptor_is_rejected_on_its_own_queue_only() {
         }
     }
     let s = adapter.stats();
-    assert_eq!((s.rejected, s.submitted), (3, 3), "rejected posts never reach the kernel");
+    assert_eq!(
+        (s.rejected, s.submitted),
+        (3, 3),
+        "rejected posts never reach the kernel"
+    );
     assert_eq!(bad.credits(), (8, 8));
     std::fs::remove_file(path).unwrap();
 }
@@ -343,7 +358,10 @@ fn an_unregistered_region_is_rejected_afterwards() {
     wq.post(Op::read_fixed(region.buf(0, 4096), 0, 1)).unwrap();
     let mut out = Vec::new();
     cq.wait(&mut out, 4, Some(Duration::from_secs(5))).unwrap();
-    assert_eq!(out[0].result, 4096, "ring 1 sees the region registered on ring 0");
+    assert_eq!(
+        out[0].result, 4096,
+        "ring 1 sees the region registered on ring 0"
+    );
     if adapter.buffer_cloning() {
         println!("buffers were cloned with IORING_REGISTER_CLONE_BUFFERS");
     } else {

@@ -60,21 +60,59 @@ impl<B> std::fmt::Debug for Op<B> {
 
 pub(crate) enum Kind<B> {
     Nop,
-    ReadFixed { buf: B, offset: u64 },
-    WriteFixed { buf: B, offset: u64 },
-    Send { buf: B, flags: i32 },
-    Recv { buf: B, flags: i32 },
-    SendZc { buf: B, flags: i32 },
-    Accept { slot: FileSlot },
+    ReadFixed {
+        buf: B,
+        offset: u64,
+    },
+    WriteFixed {
+        buf: B,
+        offset: u64,
+    },
+    Send {
+        buf: B,
+        flags: i32,
+    },
+    Recv {
+        buf: B,
+        flags: i32,
+    },
+    SendZc {
+        buf: B,
+        flags: i32,
+    },
+    Accept {
+        slot: FileSlot,
+    },
     AcceptMulti,
-    Connect { addr: Box<net::SockAddr> },
-    Splice { out: Target, off_in: i64, off_out: i64, len: u32 },
-    Fsync { datasync: bool },
-    Fallocate { mode: i32, offset: u64, len: u64 },
+    Connect {
+        addr: Box<net::SockAddr>,
+    },
+    Splice {
+        out: Target,
+        off_in: i64,
+        off_out: i64,
+        len: u32,
+    },
+    Fsync {
+        datasync: bool,
+    },
+    Fallocate {
+        mode: i32,
+        offset: u64,
+        len: u64,
+    },
     Close,
-    Timeout { ts: Box<types::Timespec> },
-    Cancel { target: u64 },
-    MsgRing { keep: control::RingRef, cookie: u64, result: i32 },
+    Timeout {
+        ts: Box<types::Timespec>,
+    },
+    Cancel {
+        target: u64,
+    },
+    MsgRing {
+        keep: control::RingRef,
+        cookie: u64,
+        result: i32,
+    },
 }
 
 /// What the SQE needs from the adapter's tables: a resolved buffer.
@@ -185,7 +223,10 @@ impl<B> Op<B> {
         fd: Target,
         buf: Option<Resolved>,
     ) -> Result<(Entry, Option<B>, Keep), DescriptorError> {
-        let need = || buf.as_ref().ok_or(DescriptorError::WrongQueue("missing buffer"));
+        let need = || {
+            buf.as_ref()
+                .ok_or(DescriptorError::WrongQueue("missing buffer"))
+        };
         macro_rules! on {
             ($build:expr) => {
                 match fd {
@@ -237,13 +278,17 @@ impl<B> Op<B> {
             Kind::Accept { slot } => {
                 let dest = types::DestinationSlot::try_from_slot_target(slot.0)
                     .map_err(|_| DescriptorError::BadFileSlot(slot.0))?;
-                let e = on!(|f| opcode::Accept::new(f, std::ptr::null_mut(), std::ptr::null_mut())
-                    .file_index(Some(dest))
-                    .build());
+                let e = on!(
+                    |f| opcode::Accept::new(f, std::ptr::null_mut(), std::ptr::null_mut())
+                        .file_index(Some(dest))
+                        .build()
+                );
                 (e, None, None)
             }
             Kind::AcceptMulti => {
-                let e = on!(|f| opcode::AcceptMulti::new(f).allocate_file_index(true).build());
+                let e = on!(|f| opcode::AcceptMulti::new(f)
+                    .allocate_file_index(true)
+                    .build());
                 (e, None, None)
             }
             Kind::Connect { addr } => {
@@ -283,7 +328,11 @@ impl<B> Op<B> {
                 } else {
                     types::FsyncFlags::empty()
                 };
-                (on!(|f| opcode::Fsync::new(f).flags(flags).build()), None, None)
+                (
+                    on!(|f| opcode::Fsync::new(f).flags(flags).build()),
+                    None,
+                    None,
+                )
             }
             Kind::Fallocate { mode, offset, len } => {
                 let e = on!(|f| opcode::Fallocate::new(f, len)

@@ -35,8 +35,8 @@ impl Region {
         let base = base as *mut u8;
         // SAFETY: the mapping lives until `Region` drops, which the Arc in every TestBuf delays
         // until no buffer is left.
-        let generation = unsafe { adapter.register_region(RegionId(id), base, len) }
-            .expect("register region");
+        let generation =
+            unsafe { adapter.register_region(RegionId(id), base, len) }.expect("register region");
         Arc::new(Self {
             id: RegionId(id),
             generation,
@@ -96,8 +96,8 @@ unsafe impl IoBuf for TestBuf {
     fn key(&self) -> BufKey {
         self.key
     }
-    fn generation(&self) -> u32 {
-        self.generation
+    fn generation(&self) -> Option<u32> {
+        Some(self.generation)
     }
 }
 

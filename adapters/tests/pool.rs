@@ -1,0 +1,98 @@
+//! The adapter with regio-pool: the pool registers its regions through the adapter, messages are
+//! the operations' buffers, and a send_zc buffer returns to the pool only after `F_NOTIF`.
+
+mod common;
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use regio_adapters::{Adapter, Completion, Config, Op, Target};
+use regio_pool::{Message, MessagePool};
+
+fn pool_on(adapter: &Adapter<Message>) -> MessagePool {
+    let pool = MessagePool::builder()
+        .class(4096, 16)
+        .cache_size(0)
+        .build()
+        .unwrap();
+    pool.attach(adapter.registrar()).unwrap();
+    pool
+}
+
+fn one(cq: &regio_adapters::CompletionQueue<Message>) -> Completion<Message> {
+    let mut out = Vec::new();
+    assert_eq!(
+        cq.wait(&mut out, 1, Some(Duration::from_secs(10))).unwrap(),
+        1,
+        "timed out"
+    );
+    out.pop().unwrap()
+}
+
+#[test]
+fn pool_messages_are_fixed_buffers_on_every_ring() {
+    let adapter = Adapter::<Message>::new(Config {
+        rings: 2,
+        ..Config::default()
+    })
+    .unwrap();
+    let pool = pool_on(&adapter);
+    let (file, path) = common::temp_file(0);
+    for cq in 0..2 {
+        let wq = adapter
+            .work_queue(cq, Target::Fd(file.as_raw_fd()), 4, 4)
+            .unwrap();
+        let mut msg = pool.try_acquire().unwrap();
+        msg.as_mut_slice().fill(b'a' + cq as u8);
+        wq.post(Op::write_fixed(msg, 4096 * cq as u64, 1)).unwrap();
+        let c = one(&wq.completion_queue());
+        assert_eq!(c.result, 4096, "{c:?}");
+        let back = c.buf.expect("the message comes back");
+        assert_eq!(back.as_slice()[0], b'a' + cq as u8);
+        wq.post(Op::read_fixed(back, 0, 2)).unwrap();
+        let c = one(&wq.completion_queue());
+        assert_eq!(c.result, 4096);
+        assert!(c.buf.unwrap().as_slice().iter().all(|b| *b == b'a'));
+    }
+    assert_eq!(pool.available(0), 16, "every message went back to the pool");
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn a_send_zc_buffer_returns_to_the_pool_only_after_f_notif() {
+    let adapter = Adapter::<Message>::new(Config::default()).unwrap();
+    let pool = pool_on(&adapter);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let wq = adapter
+        .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
+        .unwrap();
+    let cq = wq.completion_queue();
+    let mut msg = pool.try_acquire().unwrap();
+    msg.as_mut_slice().fill(7);
+    assert_eq!(pool.available(0), 15);
+    wq.post(Op::send_zc(msg, 0, 1)).unwrap();
+    let first = one(&cq);
+    assert_eq!(first.result, 4096);
+    assert!(!first.is_final() && first.buf.is_none(), "{first:?}");
+    assert_eq!(
+        pool.available(0),
+        15,
+        "the kernel may still read the buffer: it is not back"
+    );
+    let mut data = vec![0u8; 4096];
+    (&client).read_exact(&mut data).unwrap();
+    assert!(data.iter().all(|b| *b == 7));
+    let notif = one(&cq);
+    assert!(notif.is_notification() && notif.is_final(), "{notif:?}");
+    assert_eq!(
+        pool.available(0),
+        15,
+        "held by the completion until dropped"
+    );
+    drop(notif);
+    assert_eq!(pool.available(0), 16);
+}
