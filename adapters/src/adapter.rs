@@ -3,7 +3,7 @@
 use std::fmt;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use io_uring::{opcode, types::CloneBuffersFlags, IoUring, Probe};
@@ -540,11 +540,21 @@ impl<B: IoBuf> Adapter<B> {
 }
 
 /// The pool's view of an adapter: registers every region of the pool as the fixed buffer of the
-/// same index on every ring of the adapter.
-impl<B: IoBuf> Registrar for Adapter<B> {
+/// same index on every ring of the adapter. It holds the adapter weakly, so a pool (which the
+/// buffers of in-flight operations keep alive) never keeps its adapter alive.
+struct PoolRegistrar<B> {
+    adapter: Weak<Inner<B>>,
+}
+
+impl<B: IoBuf> Registrar for PoolRegistrar<B> {
     fn register(&self, id: RegionId, base: NonNull<u8>, len: usize) -> std::io::Result<()> {
+        let inner = self
+            .adapter
+            .upgrade()
+            .ok_or_else(|| std::io::Error::other("the adapter was dropped"))?;
+        let adapter = Adapter { inner };
         // SAFETY: the pool keeps the region mapped until it calls `unregister(id)`.
-        unsafe { self.register_region(id, base.as_ptr(), len) }
+        unsafe { adapter.register_region(id, base.as_ptr(), len) }
             .map(drop)
             .map_err(|e| match e {
                 Error::MemlockTooLow { .. } => {
@@ -556,15 +566,24 @@ impl<B: IoBuf> Registrar for Adapter<B> {
     }
 
     fn unregister(&self, id: RegionId) {
-        if let Err(e) = self.unregister_region(id) {
-            tracing::warn!(parent: &self.inner.span, region = id.0, error = %e, "unregistering a pool region failed");
+        // A dropped adapter took its registrations with its rings.
+        let Some(inner) = self.adapter.upgrade() else {
+            return;
+        };
+        let adapter = Adapter { inner };
+        if let Err(e) = adapter.unregister_region(id) {
+            tracing::warn!(parent: &adapter.inner.span, region = id.0, error = %e,
+                "unregistering a pool region failed");
         }
     }
 }
 
 impl<B: IoBuf> Adapter<B> {
-    /// This adapter as a [`Registrar`] for [`MessagePool::attach`](regio_pool::MessagePool::attach).
+    /// This adapter as a [`Registrar`] for
+    /// [`MessagePool::attach`](regio_pool::MessagePool::attach). It holds the adapter weakly.
     pub fn registrar(&self) -> Arc<dyn Registrar> {
-        Arc::new(self.clone())
+        Arc::new(PoolRegistrar {
+            adapter: Arc::downgrade(&self.inner),
+        })
     }
 }

@@ -28,6 +28,9 @@ const ENTER_GETEVENTS: u32 = 1 << 0;
 /// `IORING_ENTER_SQ_WAKEUP`: wake the sleeping SQPOLL thread.
 const ENTER_SQ_WAKEUP: u32 = 1 << 1;
 
+/// The `user_data` of the cancel-everything request a ring makes when it is dropped.
+const CANCEL_ALL: u64 = 1 << 62;
+
 /// A validated post on its way to the SQ.
 pub(crate) enum Post<B> {
     /// A checked operation; `buf` is its resolved buffer.
@@ -245,6 +248,10 @@ impl<B> RingState<B> {
         max: usize,
     ) -> Result<usize, Error> {
         let start = out.len();
+        let overflow = self.uring.submission().cq_overflow();
+        if self.local.is_empty() && !overflow && self.uring.completion().is_empty() {
+            return Ok(0);
+        }
         let guard = tables.domain.guard();
         while out.len() - start < max {
             let Some((c, side)) = self.local.pop_front() else {
@@ -255,7 +262,7 @@ impl<B> RingState<B> {
             }
             out.push(c);
         }
-        if self.uring.submission().cq_overflow() {
+        if overflow {
             // The kernel parked completions in its overflow list (NODROP): count it, and have
             // the kernel move them into the CQ as room frees up.
             Counters::add(&self.counters.cq_overflows, 1);
@@ -317,6 +324,47 @@ impl<B> RingState<B> {
             (f.wq, f.cookie, None)
         };
         Completion::from_cqe(wq, cookie, cqe.result(), cqe.flags(), buf)
+    }
+}
+
+impl<B> Drop for RingState<B> {
+    /// Cancels every operation still in flight and waits (up to a second) for their final
+    /// CQEs before their buffers are dropped, so the kernel never writes into a buffer that went
+    /// back to its pool. A buffer whose operation outlives the wait is leaked, not freed.
+    fn drop(&mut self) {
+        if self.in_flight() == 0 {
+            return;
+        }
+        let cancel = opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::any())
+            .build()
+            .user_data(CANCEL_ALL);
+        // SAFETY: a cancel request references no memory.
+        if unsafe { self.uring.submission().push(&cancel) }.is_ok() {
+            self.pushed += 1;
+        }
+        if let Err(e) = self.submit() {
+            tracing::warn!(error = %e, "cancel at ring drop could not be submitted");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let ts = io_uring::types::Timespec::new().nsec(10_000_000);
+        let args = io_uring::types::SubmitArgs::new().timespec(&ts);
+        while self.in_flight() > 0 && std::time::Instant::now() < deadline {
+            let _ = self.uring.submitter().submit_with_args(1, &args);
+            let cqes: Vec<_> = self.uring.completion().collect();
+            for cqe in cqes {
+                let ud = cqe.user_data();
+                if ud & (MESSAGE_BIT | CANCEL_ALL) == 0 && !cqueue::more(cqe.flags()) {
+                    drop(self.remove(ud as u32));
+                }
+            }
+        }
+        let stuck = self.in_flight();
+        if stuck > 0 {
+            tracing::error!(stuck, "operations outlived the ring; leaking their buffers");
+            for f in self.slab.drain(..).flatten() {
+                std::mem::forget(f);
+            }
+        }
     }
 }
 

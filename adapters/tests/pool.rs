@@ -96,3 +96,31 @@ fn a_send_zc_buffer_returns_to_the_pool_only_after_f_notif() {
     drop(notif);
     assert_eq!(pool.available(0), 16);
 }
+
+#[test]
+fn dropping_the_adapter_cancels_in_flight_operations_and_returns_their_buffers() {
+    let adapter = Adapter::<Message>::new(Config::default()).unwrap();
+    let pool = pool_on(&adapter);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let wq = adapter
+        .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
+        .unwrap();
+    for i in 0..3 {
+        wq.post(Op::recv(pool.try_acquire().unwrap(), 0, i)).unwrap();
+    }
+    let mut out = Vec::new();
+    wq.completion_queue()
+        .wait(&mut out, 4, Some(Duration::from_millis(50)))
+        .unwrap();
+    assert!(out.is_empty(), "nothing was sent: the receives are pending");
+    assert_eq!(pool.available(0), 13);
+    drop(wq);
+    drop(adapter);
+    assert_eq!(
+        pool.available(0),
+        16,
+        "the ring cancelled its receives and gave the buffers back after their final CQEs"
+    );
+}
