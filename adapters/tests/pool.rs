@@ -108,7 +108,8 @@ fn dropping_the_adapter_cancels_in_flight_operations_and_returns_their_buffers()
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();
     for i in 0..3 {
-        wq.post(Op::recv(pool.try_acquire().unwrap(), 0, i)).unwrap();
+        wq.post(Op::recv(pool.try_acquire().unwrap(), 0, i))
+            .unwrap();
     }
     let mut out = Vec::new();
     wq.completion_queue()
