@@ -4,6 +4,9 @@
 //!
 //! Prints `COMPARE adapters_nop_batch32`, `COMPARE adapters_read4k_qd32` (SQPOLL on; the SQPOLL
 //! off figures follow as `_nosqpoll` lines), `cqset_reap_16cq_{1,2}t` and `syscalls_per_op`.
+//! The criterion groups record each side alone; the `COMPARE` lines come from a separate
+//! interleaved measurement (regio and raw alternating in 300 ms rounds), because on a shared
+//! machine the load drifts between criterion's back-to-back groups.
 //!
 //! Run: `cargo bench --bench adapters -- --warm-up-time 1 --measurement-time 3`.
 //! Cross-check the syscall figure by hand with
@@ -307,22 +310,27 @@ fn cqset(c: &mut Criterion, s: &Samples, threads: usize) {
         for _ in 0..iters {
             fill();
             let left = AtomicU64::new((CQS * PER_CQ) as u64);
-            let start = Barrier::new(threads + 1);
+            let start = Barrier::new(threads);
+            let reap = || {
+                let mut out = Vec::with_capacity(256);
+                // Relaxed: a work counter; the scope's join orders the rest.
+                while left.load(Ordering::Relaxed) > 0 {
+                    out.clear();
+                    let n = set.reap(&mut out, 256).unwrap();
+                    left.fetch_sub(n as u64, Ordering::Relaxed);
+                }
+            };
+            // This thread is one of the reapers; the others start with it at the barrier.
             total += std::thread::scope(|sc| {
-                for _ in 0..threads {
+                for _ in 1..threads {
                     sc.spawn(|| {
-                        let mut out = Vec::with_capacity(256);
                         start.wait();
-                        // Relaxed: a work counter; the scope's join orders the rest.
-                        while left.load(Ordering::Relaxed) > 0 {
-                            out.clear();
-                            let n = set.reap(&mut out, 256).unwrap();
-                            left.fetch_sub(n as u64, Ordering::Relaxed);
-                        }
+                        reap();
                     });
                 }
                 start.wait();
                 let t = Instant::now();
+                reap();
                 while left.load(Ordering::Relaxed) > 0 {
                     std::hint::spin_loop();
                 }
@@ -355,18 +363,75 @@ fn steady(file: &std::fs::File, dur: Duration) -> (u64, f64) {
     (ops, enters as f64 / submitted.max(1) as f64)
 }
 
-fn compare_rate(s: &Samples, name: &str, ops_per_iter: f64) {
-    let (Some(regio), Some(raw)) = (
-        s.median_ns(&format!("{name}/regio")),
-        s.median_ns(&format!("{name}/raw")),
-    ) else {
-        return;
-    };
-    let (regio, raw) = (ops_per_iter / regio * 1e9, ops_per_iter / raw * 1e9);
-    let short = name.trim_end_matches("_sqpoll");
+/// Something measured in the interleaved comparison: runs one unit of `ops` operations.
+trait Engine {
+    fn unit(&mut self);
+}
+
+impl Engine for RegioNop {
+    fn unit(&mut self) {
+        self.round_trip();
+    }
+}
+
+impl Engine for RawNop {
+    fn unit(&mut self) {
+        self.round_trip();
+    }
+}
+
+impl Engine for RegioRead {
+    fn unit(&mut self) {
+        self.run(QD);
+    }
+}
+
+impl Engine for RawRead {
+    fn unit(&mut self) {
+        self.run(QD);
+    }
+}
+
+/// Runs `engine` for `dur` after a short warm-up; returns units done and the time taken.
+fn run_for(engine: &mut dyn Engine, dur: Duration) -> (u64, Duration) {
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_millis(100) {
+        engine.unit();
+    }
+    let t = Instant::now();
+    let mut units = 0;
+    while t.elapsed() < dur {
+        for _ in 0..16 {
+            engine.unit();
+        }
+        units += 16;
+    }
+    (units, t.elapsed())
+}
+
+/// The same-run comparison: regio and raw alternate in short rounds, each built fresh so that
+/// only one SQPOLL thread runs at a time, and the machine's load drifts over both alike.
+/// Prints `COMPARE <name>: regio=<r>ops/s raw=<r>ops/s ratio=<regio/raw>`.
+fn compare(
+    name: &str,
+    ops_per_unit: f64,
+    mut regio: impl FnMut() -> Box<dyn Engine>,
+    mut raw: impl FnMut() -> Box<dyn Engine>,
+) {
+    const ROUNDS: usize = 5;
+    let dur = Duration::from_millis(300);
+    let (mut ours, mut theirs) = ((0u64, Duration::ZERO), (0u64, Duration::ZERO));
+    for _ in 0..ROUNDS {
+        let (u, t) = run_for(regio().as_mut(), dur);
+        ours = (ours.0 + u, ours.1 + t);
+        let (u, t) = run_for(raw().as_mut(), dur);
+        theirs = (theirs.0 + u, theirs.1 + t);
+    }
+    let rate = |(u, t): (u64, Duration)| u as f64 * ops_per_unit / t.as_secs_f64();
+    let (r, p) = (rate(ours), rate(theirs));
     println!(
-        "COMPARE {short}: regio={regio:.0}ops/s raw={raw:.0}ops/s ratio={:.2}",
-        regio / raw
+        "COMPARE {name}: regio={r:.0}ops/s raw={p:.0}ops/s ratio={:.2}",
+        r / p
     );
 }
 
@@ -390,8 +455,19 @@ fn main() {
     cqset(&mut c, &s, 2);
     c.final_summary();
     for sqpoll in [true, false] {
-        compare_rate(&s, &format!("adapters_nop_batch32_{}", mode(sqpoll)), BATCH as f64);
-        compare_rate(&s, &format!("adapters_read4k_qd32_{}", mode(sqpoll)), QD as f64);
+        let suffix = if sqpoll { "" } else { "_nosqpoll" };
+        compare(
+            &format!("adapters_nop_batch32{suffix}"),
+            BATCH as f64,
+            || Box::new(RegioNop::new(sqpoll)),
+            || Box::new(RawNop(raw_ring(sqpoll))),
+        );
+        compare(
+            &format!("adapters_read4k_qd32{suffix}"),
+            QD as f64,
+            || Box::new(RegioRead::new(sqpoll, &file)),
+            || Box::new(RawRead::new(sqpoll, &file)),
+        );
     }
     let (ops, per_op) = steady(&file, Duration::from_secs(2));
     println!("steady SQPOLL read4k: {ops} ops in 2 s");

@@ -131,7 +131,9 @@ impl<B: IoBuf> CompletionQueue<B> {
     /// far are still in `out`.
     pub fn reap(&self, out: &mut Vec<Completion<B>>, max: usize) -> Result<usize, Error> {
         match self.ring.combiner.try_lock() {
-            Some(mut g) => reap_locked(&self.ring, &mut g, out, max),
+            Some(mut g) => {
+                reap_locked(&self.ring, &mut g, None::<&regio_sync::Guard<'_>>, out, max)
+            }
             None => Ok(0),
         }
     }
@@ -214,9 +216,10 @@ impl<B: Send + 'static> CompletionQueue<B> {
 }
 
 /// Reaps with the ring owned.
-pub(crate) fn reap_locked<B: IoBuf>(
+pub(crate) fn reap_locked<B: IoBuf, R: regio_sync::ReadSide>(
     ring: &Ring<B>,
     g: &mut CombinerGuard<'_, RingState<B>, Post<B>>,
+    reader: Option<&R>,
     out: &mut Vec<Completion<B>>,
     max: usize,
 ) -> Result<usize, Error> {
@@ -227,7 +230,7 @@ pub(crate) fn reap_locked<B: IoBuf>(
             what: "io_uring_enter (submit)",
             source,
         })?;
-        s.reap(tables, out, max)
+        s.reap(tables, reader, out, max)
     })?;
     if n > 0 {
         tracing::trace!(parent: &ring.span, n, "reaped");
@@ -256,7 +259,7 @@ impl<B: IoBuf> Batch<'_, B> {
         }
         let post = wq.checked(&self.reader, op)?;
         self.guard.with(|s| s.absorb_direct(post)).map_err(|op| {
-            wq.shared.return_credit(op.side());
+            wq.shared.adjust(op.side(), 1);
             PostError::Full(op)
         })
     }
@@ -273,7 +276,7 @@ impl<B: IoBuf> Batch<'_, B> {
 
     /// Reaps completions while the batch owns the ring.
     pub fn reap(&mut self, out: &mut Vec<Completion<B>>, max: usize) -> Result<usize, Error> {
-        reap_locked(self.ring, &mut self.guard, out, max)
+        reap_locked(self.ring, &mut self.guard, Some(&self.reader), out, max)
     }
 }
 

@@ -87,7 +87,7 @@ impl<B: IoBuf> CqSet<B> {
             }
             let ring = &self.rings[(start + k) % n];
             if let Some(mut g) = ring.combiner.try_lock() {
-                got += reap_locked(ring, &mut g, out, max - got)?;
+                got += reap_locked(ring, &mut g, None::<&regio_sync::Guard<'_>>, out, max - got)?;
             }
         }
         Ok(got)

@@ -55,6 +55,34 @@ pub(crate) enum Post<B> {
 // build the SQE, by whichever thread owns the ring.
 unsafe impl<B: Send> Send for Post<B> {}
 
+/// Credits to give back, coalesced while consecutive completions belong to one work queue, so a
+/// batch of completions costs one atomic add instead of one each.
+#[derive(Default)]
+pub(crate) struct Returns {
+    run: Option<(WqId, Side)>,
+    n: i64,
+}
+
+impl Returns {
+    fn add(&mut self, tables: &Tables, reader: &impl regio_sync::ReadSide, wq: WqId, side: Side) {
+        if self.run != Some((wq, side)) {
+            self.flush(tables, reader);
+            self.run = Some((wq, side));
+        }
+        self.n += 1;
+    }
+
+    fn flush(&mut self, tables: &Tables, reader: &impl regio_sync::ReadSide) {
+        if let Some((wq, side)) = self.run.take() {
+            // A removed work queue takes no credit back.
+            if let Some(w) = tables.wq(reader, wq) {
+                w.adjust(side, self.n);
+            }
+        }
+        self.n = 0;
+    }
+}
+
 /// An operation between its SQE and its final CQE.
 struct InFlight<B> {
     wq: WqId,
@@ -249,9 +277,12 @@ impl<B> RingState<B> {
     }
 
     /// Moves up to `max` completions into `out`; returns how many, and the credits to return.
-    pub(crate) fn reap(
+    /// `reader` is the caller's read-side section, if it has one; otherwise a guard is taken,
+    /// and only when there is something to route.
+    pub(crate) fn reap<R: regio_sync::ReadSide>(
         &mut self,
         tables: &Tables,
+        reader: Option<&R>,
         out: &mut Vec<Completion<B>>,
         max: usize,
     ) -> Result<usize, Error> {
@@ -269,13 +300,27 @@ impl<B> RingState<B> {
         if len == 0 && self.local.is_empty() && !self.overflow_suspect {
             return Ok(0);
         }
-        let guard = tables.domain.guard();
+        match reader {
+            Some(r) => self.reap_with(tables, r, out, max, start),
+            None => self.reap_with(tables, &tables.domain.guard(), out, max, start),
+        }
+    }
+
+    fn reap_with(
+        &mut self,
+        tables: &Tables,
+        guard: &impl regio_sync::ReadSide,
+        out: &mut Vec<Completion<B>>,
+        max: usize,
+        start: usize,
+    ) -> Result<usize, Error> {
+        let mut returns = Returns::default();
         while out.len() - start < max {
             let Some((c, side)) = self.local.pop_front() else {
                 break;
             };
-            if let Some(w) = c.wq.and_then(|id| tables.wq(&guard, id)) {
-                w.return_credit(side);
+            if let Some(id) = c.wq {
+                returns.add(tables, guard, id, side);
             }
             out.push(c);
         }
@@ -308,8 +353,9 @@ impl<B> RingState<B> {
             };
             drop(cq);
             n += 1;
-            out.push(self.route(tables, &guard, cqe));
+            out.push(self.route(tables, guard, &mut returns, cqe));
         }
+        returns.flush(tables, guard);
         Counters::add(&self.counters.completed, n);
         let dropped = self.uring.completion().overflow();
         if dropped != self.dropped_seen {
@@ -325,6 +371,7 @@ impl<B> RingState<B> {
         &mut self,
         tables: &Tables,
         reader: &impl regio_sync::ReadSide,
+        returns: &mut Returns,
         cqe: cqueue::Entry,
     ) -> Completion<B> {
         let ud = cqe.user_data();
@@ -337,9 +384,7 @@ impl<B> RingState<B> {
             let f = self
                 .remove(slot)
                 .expect("a final CQE names a live slab entry");
-            if let Some(w) = tables.wq(reader, f.wq) {
-                w.return_credit(f.side);
-            }
+            returns.add(tables, reader, f.wq, f.side);
             (f.wq, f.cookie, f.buf)
         } else {
             let f = self.slab[slot as usize]

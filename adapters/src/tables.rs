@@ -71,13 +71,8 @@ impl WqShared {
             .is_ok()
     }
 
-    /// Gives one credit of `side` back.
-    pub fn return_credit(&self, side: Side) {
-        // Relaxed: as in `take_credit`.
-        self.credit(side).fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Changes the depth of `side` by `delta`: a shrink takes effect as operations complete.
+    /// Adds `delta` credits to `side`: returned credits, or a depth change (a shrink takes
+    /// effect as operations complete).
     pub fn adjust(&self, side: Side, delta: i64) {
         // Relaxed: as in `take_credit`.
         self.credit(side).fetch_add(delta, Ordering::Relaxed);

@@ -62,7 +62,7 @@ impl<B: IoBuf> WorkQueue<B> {
             Some(mut g) => {
                 g.drain();
                 g.with(|s| s.absorb_direct(post)).map_err(|op| {
-                    self.shared.return_credit(op.side());
+                    self.shared.adjust(op.side(), 1);
                     PostError::Full(op)
                 })
             }
