@@ -168,6 +168,22 @@ fn build_ring(
     b.build(cfg.sq_entries)
 }
 
+/// Installs `iov` as fixed buffer `id` of `ring` (an empty `iov` removes it).
+///
+/// # Safety
+///
+/// The memory `iov` describes must stay valid until the buffer is replaced or removed, or the
+/// ring is dropped.
+unsafe fn update_buffer<B>(ring: &Ring<B>, id: RegionId, iov: libc::iovec) -> std::io::Result<()> {
+    ring.with_uring(|u| {
+        // SAFETY: the caller's promise about `iov`.
+        unsafe {
+            u.submitter()
+                .register_buffers_update(u32::from(id.0), &[iov], None)
+        }
+    })
+}
+
 fn sys(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Sys { what, source }
 }
@@ -342,12 +358,7 @@ impl<B: IoBuf> Adapter<B> {
         };
         let src = self.inner.rings[0].fd;
         // SAFETY: the caller keeps the memory valid while it is registered.
-        self.inner.rings[0]
-            .with_uring(|u| unsafe {
-                u.submitter()
-                    .register_buffers_update(u32::from(id.0), &[iov], None)
-            })
-            .map_err(pin_err)?;
+        unsafe { update_buffer(&self.inner.rings[0], id, iov) }.map_err(pin_err)?;
         for ring in &self.inner.rings[1..] {
             let cloned = self.buffer_cloning()
                 && ring
@@ -369,11 +380,7 @@ impl<B: IoBuf> Adapter<B> {
                     .is_ok();
             if !cloned {
                 // SAFETY: as above.
-                ring.with_uring(|u| unsafe {
-                    u.submitter()
-                        .register_buffers_update(u32::from(id.0), &[iov], None)
-                })
-                .map_err(pin_err)?;
+                unsafe { update_buffer(ring, id, iov) }.map_err(pin_err)?;
             }
         }
         let generation = next_generation();
@@ -416,11 +423,8 @@ impl<B: IoBuf> Adapter<B> {
         };
         for ring in &self.inner.rings {
             // SAFETY: an empty iovec removes the buffer; no memory is handed to the kernel.
-            ring.with_uring(|u| unsafe {
-                u.submitter()
-                    .register_buffers_update(u32::from(id.0), &[iov], None)
-            })
-            .map_err(sys("IORING_REGISTER_BUFFERS_UPDATE (remove)"))?;
+            unsafe { update_buffer(ring, id, iov) }
+                .map_err(sys("IORING_REGISTER_BUFFERS_UPDATE (remove)"))?;
         }
         Ok(())
     }

@@ -35,11 +35,11 @@ fn read_and_write_fixed_on_a_file_with_and_without_sqpoll() {
         assert_eq!((c.cookie, c.result, c.wq), (1, 4096, Some(wq.id())));
         let buf = c.buf.expect("buffer handed back");
         assert!(buf
-            .bytes()
+            .contents()
             .iter()
             .enumerate()
             .all(|(i, b)| *b == ((4096 + i) % 251) as u8));
-        buf.bytes().fill(0xAB);
+        buf.write(&[0xAB; 4096]);
         wq.post(Op::write_fixed(buf, 0, 2)).unwrap();
         let c = wait_one(&cq);
         assert_eq!((c.cookie, c.result), (2, 4096));
@@ -117,7 +117,7 @@ fn tcp_send_recv_send_zc_connect_and_accept_direct() {
         .work_queue(0, Target::Fixed(regio_adapters::FileSlot(3)), 8, 8)
         .unwrap();
     let b = region.buf(0, 5);
-    b.bytes().copy_from_slice(b"hello");
+    b.write(b"hello");
     cwq.post(Op::send(b, 0, 12)).unwrap();
     swq.post(Op::recv(region.buf(100, 64), 0, 13)).unwrap();
     let mut got = Vec::new();
@@ -127,11 +127,11 @@ fn tcp_send_recv_send_zc_connect_and_accept_direct() {
     let r = got.iter().find(|c| c.cookie == 13).unwrap();
     assert_eq!(r.wq, Some(swq.id()));
     assert_eq!(r.result, 5);
-    assert_eq!(&r.buf.as_ref().unwrap().bytes()[..5], b"hello");
+    assert_eq!(&r.buf.as_ref().unwrap().contents()[..5], b"hello");
 
     // Zero-copy send: two completions, the buffer only with the F_NOTIF one.
     let z = region.buf(4096, 3);
-    z.bytes().copy_from_slice(b"zc!");
+    z.write(b"zc!");
     swq.post(Op::send_zc(z, 0, 14)).unwrap();
     let mut seen = Vec::new();
     while !seen.iter().any(|c: &Completion<TestBuf>| c.is_final()) {

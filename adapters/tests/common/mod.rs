@@ -57,10 +57,24 @@ impl Region {
         }
     }
 
-    pub fn bytes(&self, offset: u32, len: u32) -> &mut [u8] {
+    /// A copy of `len` bytes at `offset`.
+    pub fn read(&self, offset: u32, len: u32) -> Vec<u8> {
         assert!(offset as usize + len as usize <= self.len);
-        // SAFETY: in bounds; tests only touch a slice while no operation owns it.
-        unsafe { std::slice::from_raw_parts_mut(self.base.add(offset as usize), len as usize) }
+        let mut v = vec![0u8; len as usize];
+        // SAFETY: in bounds of the mapping; tests only read a slice no operation owns.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.base.add(offset as usize), v.as_mut_ptr(), v.len())
+        };
+        v
+    }
+
+    /// Copies `data` to `offset`.
+    pub fn write(&self, offset: u32, data: &[u8]) {
+        assert!(offset as usize + data.len() <= self.len);
+        // SAFETY: in bounds of the mapping; tests only write a slice no operation owns.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(offset as usize), data.len())
+        };
     }
 }
 
@@ -85,8 +99,15 @@ impl TestBuf {
         self
     }
 
-    pub fn bytes(&self) -> &mut [u8] {
-        self.region.bytes(self.key.offset, self.key.len)
+    /// A copy of the slice's bytes.
+    pub fn contents(&self) -> Vec<u8> {
+        self.region.read(self.key.offset, self.key.len)
+    }
+
+    /// Writes `data` at the start of the slice.
+    pub fn write(&self, data: &[u8]) {
+        assert!(data.len() <= self.key.len as usize);
+        self.region.write(self.key.offset, data);
     }
 }
 
