@@ -14,6 +14,7 @@ use std::ptr::NonNull;
 use crate::cq::CompletionQueue;
 use crate::error::{memlock_limit, setup_error, Error};
 use crate::ops::{FileSlot, Side, Target};
+use crate::pbuf::ProvidedRing;
 use crate::ring::Ring;
 use crate::stats::Stats;
 use crate::tables::{Region, Tables, WqId, WqShared};
@@ -87,7 +88,7 @@ pub(crate) fn since(code: u8) -> (&'static str, &'static str) {
         opcode::Fallocate::CODE => ("fallocate", "5.6"),
         opcode::Close::CODE => ("close", "5.6"),
         opcode::Send::CODE => ("send", "5.6"),
-        opcode::Recv::CODE => ("recv", "5.6"),
+        opcode::Recv::CODE => ("recv (multishot: 6.0)", "5.6"),
         opcode::Splice::CODE => ("splice", "5.7"),
         opcode::MsgRingData::CODE => ("msg_ring", "5.18"),
         opcode::SendZc::CODE => ("send_zc", "6.0"),
@@ -460,6 +461,23 @@ impl<B: IoBuf> Adapter<B> {
             })
             .defer();
         Ok(())
+    }
+
+    /// Registers a provided-buffer ring of `entries` buffers as group `bgid` on completion queue
+    /// `cq`'s ring, for multishot receives on that CQ's work queues. Fill it with a
+    /// [`BufFeed`](regio_pool::BufFeed).
+    pub fn provided_ring(
+        &self,
+        cq: usize,
+        bgid: u16,
+        entries: u16,
+    ) -> Result<ProvidedRing<B>, Error> {
+        let ring = self
+            .inner
+            .rings
+            .get(cq)
+            .ok_or(Error::Invalid("completion queue index out of range"))?;
+        ProvidedRing::new(Arc::clone(ring), bgid, entries)
     }
 
     /// Creates a work queue on completion queue `cq` for `target`, with `send_depth` and

@@ -89,6 +89,11 @@ impl<B> Completion<B> {
         !cqueue::more(self.flags)
     }
 
+    /// The provided buffer the kernel picked for this completion (multishot receive), if any.
+    pub fn buffer_id(&self) -> Option<u16> {
+        cqueue::buffer_select(self.flags)
+    }
+
     /// Whether this is a send_zc notification (`F_NOTIF`).
     pub fn is_notification(&self) -> bool {
         cqueue::notif(self.flags)

@@ -125,3 +125,59 @@ fn dropping_the_adapter_cancels_in_flight_operations_and_returns_their_buffers()
         "the ring cancelled its receives and gave the buffers back after their final CQEs"
     );
 }
+
+#[test]
+fn multishot_recv_fills_pool_buffers_from_a_provided_ring() {
+    use regio_pool::BufFeed;
+    use std::io::Write;
+
+    let adapter = Adapter::<Message>::new(Config::default()).unwrap();
+    let pool = MessagePool::builder()
+        .class(2048, 16)
+        .cache_size(0)
+        .build()
+        .unwrap();
+    pool.attach(adapter.registrar()).unwrap();
+    let ring = match adapter.provided_ring(0, 7, 8) {
+        Ok(r) => r,
+        Err(regio_adapters::Error::Unsupported { what, since }) => {
+            return common::skip(&format!("{what} needs Linux {since}"));
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let feed = BufFeed::new(&pool, 0, 8, ring).unwrap();
+    assert_eq!(pool.available(0), 8, "eight buffers lent to the ring");
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let wq = adapter
+        .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
+        .unwrap();
+    let cq = wq.completion_queue();
+    wq.post(Op::recv_multishot(7, 1)).unwrap();
+
+    let mut got = Vec::new();
+    for word in ["one", "two", "three"] {
+        client.write_all(word.as_bytes()).unwrap();
+        let c = one(&cq);
+        assert!(c.result > 0 && !c.is_final(), "{c:?}");
+        let bid = c.buffer_id().expect("a provided buffer");
+        let msg = feed.take(bid, c.result as u32).unwrap();
+        got.push(String::from_utf8(msg.data().to_vec()).unwrap());
+        // Dropping the received message puts its buffer back into the ring.
+    }
+    assert_eq!(got.concat(), "onetwothree");
+    assert_eq!(wq.credits().1, 3, "the multishot holds one receive credit");
+
+    wq.post(Op::cancel(1, 2)).unwrap();
+    let mut out = Vec::new();
+    while !out
+        .iter()
+        .any(|c: &Completion<Message>| c.cookie == 1 && c.is_final())
+    {
+        cq.wait(&mut out, 4, Some(Duration::from_secs(5))).unwrap();
+    }
+    drop(feed);
+    assert_eq!(pool.available(0), 16, "every buffer is back in the pool");
+}

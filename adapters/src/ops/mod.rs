@@ -84,6 +84,9 @@ pub(crate) enum Kind<B> {
         slot: FileSlot,
     },
     AcceptMulti,
+    RecvMulti {
+        group: u16,
+    },
     Connect {
         addr: Box<net::SockAddr>,
     },
@@ -146,6 +149,7 @@ impl<B> Op<B> {
             Kind::SendZc { .. } => "send_zc",
             Kind::Accept { .. } => "accept_direct",
             Kind::AcceptMulti => "accept_multishot",
+            Kind::RecvMulti { .. } => "recv_multishot",
             Kind::Connect { .. } => "connect",
             Kind::Splice { .. } => "splice",
             Kind::Fsync { datasync: false } => "fsync",
@@ -163,6 +167,7 @@ impl<B> Op<B> {
         match &self.kind {
             Kind::ReadFixed { .. }
             | Kind::Recv { .. }
+            | Kind::RecvMulti { .. }
             | Kind::Accept { .. }
             | Kind::AcceptMulti => Side::Recv,
             _ => Side::Send,
@@ -176,7 +181,7 @@ impl<B> Op<B> {
             Kind::ReadFixed { .. } => opcode::ReadFixed::CODE,
             Kind::WriteFixed { .. } => opcode::WriteFixed::CODE,
             Kind::Send { .. } => opcode::Send::CODE,
-            Kind::Recv { .. } => opcode::Recv::CODE,
+            Kind::Recv { .. } | Kind::RecvMulti { .. } => opcode::Recv::CODE,
             Kind::SendZc { .. } => opcode::SendZc::CODE,
             Kind::Accept { .. } | Kind::AcceptMulti => opcode::Accept::CODE,
             Kind::Connect { .. } => opcode::Connect::CODE,
@@ -291,6 +296,11 @@ impl<B> Op<B> {
                     .build());
                 (e, None, None)
             }
+            Kind::RecvMulti { group } => (
+                on!(|f| opcode::RecvMulti::new(f, group).build()),
+                None,
+                None,
+            ),
             Kind::Connect { addr } => {
                 let (ptr, len) = addr.raw();
                 let e = on!(|f| opcode::Connect::new(f, ptr, len).build());

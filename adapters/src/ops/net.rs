@@ -85,6 +85,14 @@ impl<B> Op<B> {
         Self::new(Kind::AcceptMulti, cookie)
     }
 
+    /// Receives until cancelled (or until the group runs dry), each completion into a buffer the
+    /// kernel picks from provided-buffer group `group` (a [`ProvidedRing`](crate::ProvidedRing)
+    /// on this work queue's CQ); [`Completion::buffer_id`](crate::Completion::buffer_id) names
+    /// it. The last completion has no `F_MORE`.
+    pub fn recv_multishot(group: u16, cookie: u64) -> Self {
+        Self::new(Kind::RecvMulti { group }, cookie)
+    }
+
     /// Connects the work queue's socket to `addr`.
     pub fn connect(addr: SocketAddr, cookie: u64) -> Self {
         Self::new(
