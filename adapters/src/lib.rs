@@ -75,4 +75,4 @@ pub use ops::{FileSlot, Op, Side, Target};
 pub use pbuf::ProvidedRing;
 pub use stats::Stats;
 pub use tables::WqId;
-pub use wq::WorkQueue;
+pub use wq::{MessageError, WorkQueue};

@@ -125,3 +125,58 @@ impl<B: IoBuf> WorkQueue<B> {
         self.shared.credits()
     }
 }
+
+impl WorkQueue<regio_pool::Message> {
+    /// Posts the operation a pool message's descriptor describes ([`Op::from_message`]).
+    ///
+    /// The descriptor's `file`, if set, must be this work queue's fixed file; a message whose
+    /// descriptor fails that, or names an opcode without a buffer, comes back at once.
+    ///
+    /// # Errors
+    ///
+    /// [`MessageError::Descriptor`] for a descriptor this queue cannot take, or
+    /// [`MessageError::Post`] as for [`post`](Self::post); either way the message comes back.
+    pub fn post_message(&self, msg: regio_pool::Message) -> Result<(), MessageError> {
+        if let Some(slot) = msg.descriptor().file {
+            if self.shared.target != Target::Fixed(slot) {
+                return Err(MessageError::Descriptor(
+                    msg,
+                    crate::DescriptorError::WrongQueue("descriptor names another file"),
+                ));
+            }
+        }
+        let op = Op::from_message(msg).map_err(|(m, e)| MessageError::Descriptor(m, e))?;
+        self.post(op).map_err(|e| {
+            let kind = match &e {
+                PostError::Full(_) => "the submission queue is full",
+                PostError::NoCredit(_) => "the work queue has no credit left",
+                PostError::Closed(_) => "the work queue was removed",
+            };
+            let msg = e
+                .into_inner()
+                .into_buf()
+                .expect("message operations carry their message");
+            MessageError::Post(msg, kind)
+        })
+    }
+}
+
+/// A message that [`WorkQueue::post_message`] could not take, handed back.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// The descriptor does not fit this queue.
+    #[error("descriptor rejected: {1}")]
+    Descriptor(regio_pool::Message, crate::DescriptorError),
+    /// The post failed (full SQ, no credit, removed queue); post again later.
+    #[error("post failed: {1}")]
+    Post(regio_pool::Message, &'static str),
+}
+
+impl MessageError {
+    /// Takes the message back.
+    pub fn into_message(self) -> regio_pool::Message {
+        match self {
+            Self::Descriptor(m, _) | Self::Post(m, _) => m,
+        }
+    }
+}

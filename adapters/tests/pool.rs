@@ -181,3 +181,41 @@ fn multishot_recv_fills_pool_buffers_from_a_provided_ring() {
     drop(feed);
     assert_eq!(pool.available(0), 16, "every buffer is back in the pool");
 }
+
+#[test]
+fn a_pool_descriptor_becomes_an_operation_on_its_work_queue() {
+    use regio_pool::{FileSlot, Opcode};
+
+    let adapter = Adapter::<Message>::new(Config::default()).unwrap();
+    let pool = pool_on(&adapter);
+    let (file, path) = common::temp_file(8192);
+    let wq = adapter
+        .work_queue(0, Target::Fd(file.as_raw_fd()), 4, 4)
+        .unwrap();
+    let mut msg = pool.try_acquire().unwrap();
+    msg.as_mut_slice().fill(b'z');
+    let d = msg.descriptor_mut();
+    d.opcode = Opcode::WriteFixed;
+    d.offset = 4096;
+    d.cookie = 42;
+    wq.post_message(msg).unwrap();
+    let c = one(&wq.completion_queue());
+    assert_eq!((c.cookie, c.result), (42, 4096));
+    assert!(std::fs::read(&path).unwrap()[4096..]
+        .iter()
+        .all(|b| *b == b'z'));
+
+    // A descriptor naming another file, or an opcode without a buffer, comes straight back.
+    let mut msg = c.buf.unwrap();
+    msg.descriptor_mut().file = Some(FileSlot(3));
+    let back = wq.post_message(msg).unwrap_err();
+    assert!(
+        matches!(back, regio_adapters::MessageError::Descriptor(..)),
+        "{back}"
+    );
+    let mut msg = back.into_message();
+    msg.descriptor_mut().file = None;
+    msg.descriptor_mut().opcode = Opcode::Fsync;
+    assert!(wq.post_message(msg).is_err());
+    std::fs::remove_file(path).unwrap();
+}

@@ -7,10 +7,12 @@
 //!
 //! Constructors live by area: [`file`] (read/write fixed, fsync, fdatasync, fallocate, splice,
 //! close), [`net`] (send, recv, send_zc, accept, connect) and [`control`] (nop, timeout, cancel,
-//! msg_ring).
+//! msg_ring). A pool message's descriptor becomes an operation with
+//! [`Op::from_message`].
 
 pub mod control;
 pub mod file;
+mod message;
 pub mod net;
 
 use std::any::Any;
@@ -20,9 +22,7 @@ use io_uring::{opcode, squeue::Entry, types};
 
 use crate::error::DescriptorError;
 
-/// A slot of an adapter's sparse fixed-file table (a direct descriptor).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileSlot(pub u32);
+pub use regio_pool::FileSlot;
 
 /// What a work queue, or the output of a splice, acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
