@@ -102,6 +102,10 @@ pub(crate) struct RingState<B> {
     /// SQEs built since the last submit. They reach the SQ together, with one tail store, so
     /// the SQPOLL thread takes a batch in one pass instead of one SQE per pass.
     staged: Vec<Entry>,
+    /// SQ slots known to be free beside `staged` (refreshed from the kernel's head at 0).
+    room: usize,
+    /// Scratch space for a batch of CQEs.
+    cqes: Vec<cqueue::Entry>,
     /// Whether a full SQ may be submitted to make room (false inside a deferred batch).
     pub(crate) auto_submit: bool,
     sqpoll: bool,
@@ -140,8 +144,18 @@ impl<B> RingState<B> {
 
     /// Whether one more SQE fits beside the queued and staged ones.
     fn has_room(&mut self) -> bool {
-        let sq = self.uring.submission();
-        sq.len() + self.staged.len() < sq.capacity()
+        if self.room == 0 {
+            // Only now look at the kernel's head: the room we knew of is used up.
+            let sq = self.uring.submission();
+            self.room = sq.capacity() - sq.len() - self.staged.len();
+        }
+        self.room > 0
+    }
+
+    fn stage(&mut self, entry: Entry) {
+        debug_assert!(self.room > 0, "has_room() first");
+        self.room -= 1;
+        self.staged.push(entry);
     }
 
     /// Operations between SQE and final CQE.
@@ -265,7 +279,7 @@ impl<B> RingState<B> {
         });
         // Every pointer in the SQE refers to registered memory owned by the buffer now in the
         // slab entry, or to memory in `_keep`; both live until the final CQE for `ud`.
-        self.staged.push(entry.user_data(u64::from(ud)));
+        self.stage(entry.user_data(u64::from(ud)));
         Ok(())
     }
 
@@ -325,36 +339,45 @@ impl<B> RingState<B> {
             out.push(c);
         }
         let mut n = 0u64;
+        let mut batch = std::mem::take(&mut self.cqes);
         loop {
-            let mut cq = self.uring.completion();
-            let Some(cqe) = (out.len() - start < max).then(|| cq.next()).flatten() else {
-                let empty = cq.is_empty();
-                drop(cq);
-                if empty && self.overflow_suspect && out.len() - start < max {
-                    if !self.uring.submission().cq_overflow() {
-                        self.overflow_suspect = false;
-                        break;
-                    }
-                    // The kernel parked completions in its overflow list (NODROP): count it, and
-                    // have the kernel move them into the CQ, then keep reaping.
-                    Counters::add(&self.counters.cq_overflows, 1);
-                    tracing::warn!(
-                        in_flight = self.in_flight(),
-                        "CQ overflow: flushing the kernel's overflow list"
-                    );
-                    self.enter(0, ENTER_GETEVENTS)
-                        .map_err(|source| Error::Sys {
-                            what: "io_uring_enter to flush CQ overflow",
-                            source,
-                        })?;
-                    continue;
-                }
-                break;
+            // Take a batch of CQEs with one head store, then route them.
+            let want = max - (out.len() - start);
+            let empty = {
+                let mut cq = self.uring.completion();
+                batch.extend(cq.by_ref().take(want));
+                cq.is_empty()
             };
-            drop(cq);
-            n += 1;
-            out.push(self.route(tables, guard, &mut returns, cqe));
+            n += batch.len() as u64;
+            for cqe in batch.drain(..) {
+                out.push(self.route(tables, guard, &mut returns, cqe));
+            }
+            if out.len() - start >= max {
+                break;
+            }
+            if !(empty && self.overflow_suspect) {
+                break;
+            }
+            if !self.uring.submission().cq_overflow() {
+                self.overflow_suspect = false;
+                break;
+            }
+            // The kernel parked completions in its overflow list (NODROP): count it, and have
+            // the kernel move them into the CQ, then keep reaping.
+            Counters::add(&self.counters.cq_overflows, 1);
+            tracing::warn!(
+                in_flight = self.in_flight(),
+                "CQ overflow: flushing the kernel's overflow list"
+            );
+            if let Err(source) = self.enter(0, ENTER_GETEVENTS) {
+                self.cqes = batch;
+                return Err(Error::Sys {
+                    what: "io_uring_enter to flush CQ overflow",
+                    source,
+                });
+            }
         }
+        self.cqes = batch;
         returns.flush(tables, guard);
         Counters::add(&self.counters.completed, n);
         let dropped = self.uring.completion().overflow();
@@ -408,7 +431,7 @@ impl<B> Drop for RingState<B> {
             .build()
             .user_data(CANCEL_ALL);
         if self.has_room() {
-            self.staged.push(cancel);
+            self.stage(cancel);
         }
         if let Err(e) = self.submit() {
             tracing::warn!(error = %e, "cancel at ring drop could not be submitted");
@@ -481,6 +504,8 @@ impl<B> Ring<B> {
                 free: Vec::new(),
                 local: VecDeque::new(),
                 staged: Vec::new(),
+                room: 0,
+                cqes: Vec::new(),
                 auto_submit: true,
                 sqpoll,
                 overflow_suspect: false,
