@@ -1,4 +1,11 @@
 //! [`Adapter`]: N rings sharing one SQPOLL kernel thread, with registered buffers and files.
+//!
+//! # Synchronization
+//!
+//! Registration calls own each ring in turn through its lock (never held across a block), and
+//! table updates go through the RCU tables (the `tables` module). The two atomics here are
+//! Relaxed: the process-wide generation counter needs only uniqueness, and the buffer-cloning
+//! flag only chooses between two correct registration paths.
 
 use std::fmt;
 use std::os::fd::{AsRawFd, RawFd};

@@ -19,7 +19,43 @@
 //!
 //! An operation owns its buffer until its *final* completion (for send_zc the `F_NOTIF` one, for
 //! multishot the one without `F_MORE`), and the [`Completion`] hands the buffer back. Failed posts
-//! hand the operation back ([`PostError`]).
+//! hand the operation back ([`PostError`]). Dropping an adapter cancels what is still in flight
+//! and waits for the final CQEs before the buffers go back to their pool.
+//!
+//! # Threading
+//!
+//! Each ring has one owner at a time: the thread that takes its lock (a `try_lock`, never a
+//! wait) to post, reap or register. A post from another thread goes into the ring's inbox, and
+//! the owner pushes it into the SQ before it lets go; the hand-off is a fence-based Dekker pair
+//! checked by loom (`tests/loom.rs`), so no post is stranded and nobody has to be woken. Owners
+//! never block while they own a ring; sleeping is done on the CQ eventfds
+//! ([`CompletionQueue::wait`], [`CqSet::wait`]).
+//!
+//! Because any thread may submit and reap, the rings are not set up with `SINGLE_ISSUER` or
+//! `DEFER_TASKRUN` (both would tie the ring to one task). Without SQPOLL the rings use the
+//! kernel's default task-work notification, or `COOP_TASKRUN` when [`Config::coop_taskrun`]
+//! says the posting threads also reap.
+//!
+//! # Integrity and kernel support
+//!
+//! - Buffers are named by key; the adapter checks the region, the bounds and the registration
+//!   generation, and computes the address itself. Fixed-file slots are bounds-checked. A failed
+//!   check is an error completion on the poster's own work queue (the `rejected` field of [`Completion`]).
+//! - CQ overflow: the kernel's overflow flag is read after the CQ was seen full, its overflow
+//!   list is flushed, and each event is counted in [`Stats::cq_overflows`]; a completion the
+//!   kernel dropped is reported as [`Error::CompletionsLost`].
+//! - Operations are checked against `IORING_REGISTER_PROBE`; one the kernel lacks completes with
+//!   [`DescriptorError::Unsupported`], naming the kernel version that brings it. Setup errors
+//!   name their cause: [`Error::IoUringDisabled`], [`Error::MemlockTooLow`] (with RLIMIT_MEMLOCK's
+//!   value), [`Error::Unsupported`]. A refused SQPOLL falls back to interrupt-driven submission
+//!   ([`Config::sqpoll_fallback`]); a kernel without buffer cloning registers on each ring.
+//!
+//! # Observability
+//!
+//! Each adapter has a `tracing` span (`adapter`) and each CQ a child span (`cq`); setup,
+//! registration, queue changes, overflows and reaps are events in them. [`Adapter::stats`] and
+//! [`CompletionQueue::stats`] count submissions, completions, `io_uring_enter` calls, SQ-full
+//! events, CQ overflows, rejections and the inbox depth.
 //!
 //! ```
 //! use std::os::fd::AsRawFd;

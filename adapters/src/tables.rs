@@ -3,6 +3,15 @@
 //! Every table sits behind a [`regio_sync::Rcu`]: posting and reaping threads read them with no
 //! lock while one writer at a time (serialised by `writer`) publishes a new version and waits for
 //! a grace period before the old one is dropped.
+//!
+//! # Synchronization
+//!
+//! - Table versions: published and read through [`Rcu`] (its own docs give the orderings);
+//!   writers are serialised by the `writer` mutex, and old versions are handed to the domain
+//!   with `defer`, so no writer ever waits on a reader that is itself inside a batch.
+//! - Work-queue credits: Relaxed read-modify-writes on one counter per side. A credit is a
+//!   count, not a publication: the RMW alone keeps the count exact, and the operation's data
+//!   travels through the ring lock and the kernel, not through the credit.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -5,7 +5,7 @@
 //! operation holds them until its final completion and hands them back then. Each operation
 //! carries a caller-chosen `cookie` that comes back in its completions.
 //!
-//! Constructors live by area: [`file`] (read/write fixed, fsync, fdatasync, fallocate, splice,
+//! Constructors live by area: [`file`](mod@file) (read/write fixed, fsync, fdatasync, fallocate, splice,
 //! close), [`net`] (send, recv, send_zc, accept, connect) and [`control`] (nop, timeout, cancel,
 //! msg_ring). A pool message's descriptor becomes an operation with
 //! [`Op::from_message`].
