@@ -283,6 +283,12 @@ impl<B: IoBuf> Adapter<B> {
         self.inner.sqpoll
     }
 
+    /// Whether the kernel has `op`'s opcode (from `IORING_REGISTER_PROBE`). An operation it
+    /// lacks completes with [`DescriptorError::Unsupported`](crate::DescriptorError::Unsupported).
+    pub fn supports(&self, op: &crate::Op<B>) -> bool {
+        self.inner.rings[0].supported[usize::from(op.opcode())]
+    }
+
     /// Whether registered buffers are cloned from ring 0 (false once the kernel refused, and each
     /// ring registers them itself).
     pub fn buffer_cloning(&self) -> bool {

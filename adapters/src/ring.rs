@@ -188,7 +188,10 @@ impl<B> RingState<B> {
             }
             return self.enter(0, ENTER_SQ_WAKEUP);
         }
-        self.enter(n, 0)
+        // Everything in the SQ, not just this batch: SQEs an earlier enter left behind (it may
+        // submit fewer than asked) go in first.
+        let queued = self.uring.submission().len() as u32;
+        self.enter(queued, 0)
     }
 
     fn enter(&mut self, to_submit: u32, flags: u32) -> io::Result<()> {
