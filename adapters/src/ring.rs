@@ -308,9 +308,10 @@ impl<B> RingState<B> {
             let cq = self.uring.completion();
             (cq.len(), cq.capacity())
         };
-        // The kernel parks a CQE in its overflow list only when the CQ is full, and only we
-        // consume it, so the next reap sees it full. Only then is the overflow flag read: in the
-        // steady state this reap touches no SQ memory, which the SQPOLL thread polls.
+        // The kernel parks a CQE in its overflow list only when the CQ is full relative to the
+        // head we last stored. We watch for that (here and after each batch) and read the
+        // overflow flag only then: in the steady state a reap touches no SQ memory, which the
+        // SQPOLL thread polls.
         if len == capacity {
             self.overflow_suspect = true;
         }
@@ -342,15 +343,20 @@ impl<B> RingState<B> {
             out.push(c);
         }
         let mut n = 0u64;
+        let capacity = self.uring.completion().capacity();
         let mut batch = std::mem::take(&mut self.cqes);
         loop {
             // Take a batch of CQEs with one head store, then route them.
             let want = max - (out.len() - start);
-            let empty = {
-                let mut cq = self.uring.completion();
-                batch.extend(cq.by_ref().take(want));
-                cq.is_empty()
-            };
+            batch.extend(self.uring.completion().take(want));
+            // The head store (when that `completion()` dropped) ends an interval in which the
+            // kernel saw our old head. If the CQ filled up relative to it, the kernel may have
+            // parked CQEs, and the tail now shows it: taken + still queued >= capacity.
+            let after = self.uring.completion().len();
+            if batch.len() + after >= capacity {
+                self.overflow_suspect = true;
+            }
+            let empty = after == 0;
             n += batch.len() as u64;
             for cqe in batch.drain(..) {
                 out.push(self.route(tables, guard, &mut returns, cqe));

@@ -205,6 +205,7 @@ fn work_queues_added_and_removed_while_others_post() {
         posted.load(Ordering::Relaxed)
     );
     let stats = adapter.stats();
+    println!("{churned} add/remove rounds; {stats:?}");
     assert_eq!(stats.completed, posted.load(Ordering::Relaxed));
 }
 
