@@ -330,6 +330,9 @@ impl<B: IoBuf> Adapter<B> {
     /// Registers `len` bytes at `base` as region `id`: fixed buffer `id` on every ring. Returns
     /// the registration's generation, which buffers of this region must carry.
     ///
+    /// Registration owns each ring in turn, so it must not be called from a thread that holds a
+    /// [`Batch`](crate::Batch) of this adapter (it would wait for itself).
+    ///
     /// # Safety
     ///
     /// `base..base + len` must be one allocation that stays valid, and is not unmapped, until

@@ -293,7 +293,8 @@ impl<B> RingState<B> {
         })
     }
 
-    /// Moves up to `max` completions into `out`; returns how many, and the credits to return.
+    /// Moves up to `max` completions into `out` and returns how many; their credits go back to
+    /// their work queues.
     /// `reader` is the caller's read-side section, if it has one; otherwise a guard is taken,
     /// and only when there is something to route.
     pub(crate) fn reap<R: regio_sync::ReadSide>(
@@ -364,7 +365,10 @@ impl<B> RingState<B> {
             if out.len() - start >= max {
                 break;
             }
-            if !(empty && self.overflow_suspect) {
+            if !empty {
+                continue;
+            }
+            if !self.overflow_suspect {
                 break;
             }
             if !self.uring.submission().cq_overflow() {
@@ -380,6 +384,8 @@ impl<B> RingState<B> {
             );
             if let Err(source) = self.enter(0, ENTER_GETEVENTS) {
                 self.cqes = batch;
+                returns.flush(tables, guard);
+                Counters::add(&self.counters.completed, n);
                 return Err(Error::Sys {
                     what: "io_uring_enter to flush CQ overflow",
                     source,
