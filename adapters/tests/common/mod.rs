@@ -1,5 +1,5 @@
 //! Test helpers: an anonymous registered region and a buffer type over it.
-#![allow(dead_code)]
+#![allow(dead_code)] // each test binary uses a different subset of these helpers
 
 use std::sync::Arc;
 
