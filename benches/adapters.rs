@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use io_uring::{opcode, types, IoUring};
-use regio_adapters::{Adapter, Completion, CompletionQueue, Config, CqSet, Op, SqPoll, Target, WorkQueue};
+use regio_adapters::{
+    Adapter, Completion, CompletionQueue, Config, CqSet, Op, SqPoll, Target, WorkQueue,
+};
 use regio_pool::{Message, MessagePool};
 use support::Samples;
 
@@ -107,7 +109,10 @@ impl RegioNop {
     }
 
     fn round_trip(&mut self) {
-        let mut batch = self.cq.batch().expect("single-threaded bench owns the ring");
+        let mut batch = self
+            .cq
+            .batch()
+            .expect("single-threaded bench owns the ring");
         for i in 0..BATCH {
             batch.post(&self.wq, Op::nop(i as u64)).unwrap();
         }
@@ -166,8 +171,12 @@ impl RegioRead {
         let cq = wq.completion_queue();
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for i in 0..QD {
-            wq.post(Op::read_fixed(pool.try_acquire().unwrap(), rng.block(), i as u64))
-                .unwrap();
+            wq.post(Op::read_fixed(
+                pool.try_acquire().unwrap(),
+                rng.block(),
+                i as u64,
+            ))
+            .unwrap();
         }
         Self {
             adapter,
@@ -183,7 +192,10 @@ impl RegioRead {
     fn run(&mut self, n: usize) {
         let mut done = 0;
         while done < n {
-            let mut batch = self.cq.batch().expect("single-threaded bench owns the ring");
+            let mut batch = self
+                .cq
+                .batch()
+                .expect("single-threaded bench owns the ring");
             batch.reap(&mut self.out, QD).unwrap();
             for c in self.out.drain(..) {
                 assert_eq!(c.result, BLOCK as i32);
@@ -280,10 +292,14 @@ fn nop(c: &mut Criterion, s: &Samples, sqpoll: bool) {
     let name = format!("adapters_nop_batch32_{}", mode(sqpoll));
     let mut group = c.benchmark_group(&name);
     let mut regio = RegioNop::new(sqpoll);
-    s.bench(&mut group, &name, "regio", |iters| timed(iters, || regio.round_trip()));
+    s.bench(&mut group, &name, "regio", |iters| {
+        timed(iters, || regio.round_trip())
+    });
     drop(regio);
     let mut raw = RawNop(raw_ring(sqpoll));
-    s.bench(&mut group, &name, "raw", |iters| timed(iters, || raw.round_trip()));
+    s.bench(&mut group, &name, "raw", |iters| {
+        timed(iters, || raw.round_trip())
+    });
     group.finish();
 }
 
@@ -291,10 +307,14 @@ fn read(c: &mut Criterion, s: &Samples, sqpoll: bool, file: &std::fs::File) {
     let name = format!("adapters_read4k_qd32_{}", mode(sqpoll));
     let mut group = c.benchmark_group(&name);
     let mut regio = RegioRead::new(sqpoll, file);
-    s.bench(&mut group, &name, "regio", |iters| timed(iters, || regio.run(QD)));
+    s.bench(&mut group, &name, "regio", |iters| {
+        timed(iters, || regio.run(QD))
+    });
     drop(regio);
     let mut raw = RawRead::new(sqpoll, file);
-    s.bench(&mut group, &name, "raw", |iters| timed(iters, || raw.run(QD)));
+    s.bench(&mut group, &name, "raw", |iters| {
+        timed(iters, || raw.run(QD))
+    });
     group.finish();
 }
 
@@ -306,7 +326,11 @@ fn cqset(c: &mut Criterion, s: &Samples, threads: usize) {
     let mut group = c.benchmark_group(&name);
     let adapter = Adapter::<Message>::new(config(false, CQS)).unwrap();
     let wqs: Vec<_> = (0..CQS)
-        .map(|i| adapter.work_queue(i, Target::Fd(-1), PER_CQ as u32, 8).unwrap())
+        .map(|i| {
+            adapter
+                .work_queue(i, Target::Fd(-1), PER_CQ as u32, 8)
+                .unwrap()
+        })
         .collect();
     let set = CqSet::new(adapter.completion_queues()).unwrap();
     let fill = || {
