@@ -206,7 +206,10 @@ fn main() {
         ];
         let peers: Vec<(&str, &str)> = peers.iter().map(|(l, k)| (*l, k.as_str())).collect();
         samples.compare_times(t, &format!("{t}/qsbr"), &peers);
-        samples.report(&format!("rcu_guard_read_{}", &t[9..]), &format!("{t}/guard"));
+        samples.report(
+            &format!("rcu_guard_read_{}", &t[9..]),
+            &format!("{t}/guard"),
+        );
     }
     samples.compare_times(
         "rcu_update_1r",

@@ -96,6 +96,7 @@ mod cqset;
 mod error;
 pub mod ops;
 mod pbuf;
+pub mod probe;
 mod ring;
 mod stats;
 mod sys;

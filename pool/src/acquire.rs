@@ -33,29 +33,39 @@ impl<'a> Acquire<'a> {
 impl Future for Acquire<'_> {
     type Output = Message;
 
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Message> {
+        let inner = self.pool.inner();
+        // The fast path, inlined into the caller: nobody waits and an element is at hand.
+        // FIFO: while others wait, a newcomer queues behind them.
+        if self.ticket.is_none() && !inner.waiters.any(self.class) {
+            if let Some(meta) = inner.take(self.class) {
+                return Poll::Ready(self.pool.wrap_meta(meta));
+            }
+        }
+        self.poll_wait(cx)
+    }
+}
+
+impl Acquire<'_> {
+    #[cold]
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Message> {
         let inner = self.pool.inner();
         let class = self.class;
         if let Some(ticket) = &self.ticket {
             return match inner.waiters.poll(ticket, cx.waker()) {
                 Some(elem) => {
                     self.ticket = None;
-                    Poll::Ready(self.pool.wrap(&[elem]))
+                    Poll::Ready(self.pool.wrap(elem))
                 }
                 None => Poll::Pending,
             };
-        }
-        // FIFO: while others wait, a newcomer queues behind them.
-        if !inner.waiters.any(class) {
-            if let Some(elem) = inner.take(class) {
-                return Poll::Ready(self.pool.wrap(&[elem]));
-            }
         }
         match inner
             .waiters
             .enqueue(class, Some(cx.waker()), || inner.take_shared(class))
         {
-            Ok(elem) => Poll::Ready(self.pool.wrap(&[elem])),
+            Ok(elem) => Poll::Ready(self.pool.wrap(elem)),
             Err(ticket) => {
                 self.ticket = Some(ticket);
                 Poll::Pending
@@ -65,6 +75,7 @@ impl Future for Acquire<'_> {
 }
 
 impl Drop for Acquire<'_> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
             if let Some(elem) = self.pool.inner().waiters.cancel(self.class, ticket) {

@@ -7,6 +7,16 @@
 //!
 //! Each ring slot parks its message as a [`RawMessage`] in an atomic word, so a duplicate or
 //! stale buffer id is reported as [`Error::NotInRing`] and the generation check catches the rest.
+//!
+//! # Synchronization
+//!
+//! - **One parking word per buffer id.** [`park`](Shared::park) turns the message into a raw
+//!   message and stores it with Release; [`BufFeed::take`] swaps it out with Acquire. The swap
+//!   gives the parked message to exactly one taker, and the pair orders the previous holder's
+//!   writes before the taker's reads.
+//! - **Generations back it up.** Redeeming goes through
+//!   [`MessagePool::from_raw`](crate::MessagePool::from_raw), whose CAS rejects a raw message that
+//!   is stale, so even a corrupted word cannot make two owners.
 
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
@@ -163,10 +173,10 @@ impl Received {
         self.bid
     }
 
-    /// The received bytes: the first slice of the descriptor.
+    /// The received bytes: the buffer, cut to the length the descriptor's slices cover.
     pub fn data(&self) -> &[u8] {
-        let len = self.descriptor().len();
-        &self.as_slice()[..len]
+        let buf = self.as_slice();
+        &buf[..self.descriptor().len().min(buf.len())]
     }
 }
 

@@ -1,4 +1,14 @@
 //! `MessagePool` and `PoolBuilder`: the public face of the pool.
+//!
+//! # Synchronization
+//!
+//! The lock-free work happens in [`crate::pool`] (stores, magazines, user counting) and
+//! [`crate::waiters`] (the hand-off). This module adds two patterns:
+//! - **Redeeming a raw message** is a CAS from the lent generation to a new held one (Acquire,
+//!   pairing with the Release in `into_raw`): of two redeemers of one raw message, one wins.
+//! - **Validation reads generations with Relaxed loads.** The validating thread holds the message
+//!   (or received it through a synchronising hand-off), so it sees the generation it was stamped
+//!   with; a different value means the handle is stale.
 
 use std::fmt;
 use std::ptr::NonNull;
@@ -16,7 +26,7 @@ use crate::message::{Message, RawMessage};
 use crate::pool::{Config, Inner, LowWatermark};
 use crate::region::RegionOptions;
 use crate::registrar::Registrar;
-use crate::segment::gen;
+use crate::segment::{gen, ElemMeta, LOCAL_BITS};
 
 /// Builds a [`MessagePool`].
 ///
@@ -52,7 +62,7 @@ impl fmt::Debug for PoolBuilder {
 }
 
 impl PoolBuilder {
-    /// A builder with no size class, 32-element caches, room for 64 caching threads and 64
+    /// A builder with no size class, 64-element caches, room for 64 caching threads and 64
     /// regions.
     pub fn new() -> Self {
         Self {
@@ -60,7 +70,7 @@ impl PoolBuilder {
                 classes: Vec::new(),
                 watermarks: Vec::new(),
                 options: RegionOptions::default(),
-                cache_size: 32,
+                cache_size: 64,
                 max_threads: 64,
                 max_regions: 64,
                 max_waiters: 64,
@@ -88,7 +98,12 @@ impl PoolBuilder {
         self
     }
 
-    /// The most elements a thread caches per class (at most 64; 0 turns caching off).
+    /// The most elements a thread caches per class (at most 128; 0 turns caching off). A
+    /// thread moves half of this between its cache and the shared store at a time.
+    ///
+    /// Elements in a thread's cache are that thread's until it releases while others wait,
+    /// flushes ([`MessagePool::flush_local`]) or exits, so size the pool for
+    /// `threads * cache_size` elements more than the working set, as with DPDK's mempool caches.
     pub fn cache_size(mut self, size: usize) -> Self {
         self.config.cache_size = size;
         self
@@ -114,6 +129,11 @@ impl PoolBuilder {
 
     /// Calls `notify` once when the shared store of `class` drops below `limit` free elements,
     /// like an SRQ limit event; re-arm with [`MessagePool::arm_low_watermark`].
+    ///
+    /// The count is the shared store's, not the threads' caches: it is what other threads can
+    /// still get. `notify` runs on the thread that took the store below the limit, possibly while
+    /// the pool's wait list is locked, so it must not acquire or release messages of this pool;
+    /// let it wake a task that grows the pool or sheds load.
     pub fn low_watermark(
         mut self,
         class: usize,
@@ -156,6 +176,13 @@ impl PoolBuilder {
 /// A handle is cheap to clone; the pool lives until the last handle and the last message are
 /// gone (elements cached by threads that are still running count too: see
 /// [`flush_local`](Self::flush_local)).
+///
+/// Each thread keeps a small cache of elements per class (see [`PoolBuilder::cache_size`]):
+/// acquiring and releasing touch only that cache, and move half of it to or from the shared
+/// lock-free store when it runs empty or full. While tasks wait for a class, releases skip the
+/// caches and go to the oldest waiter, and a thread that releases or acquires also hands over
+/// what it has cached. Only a thread that stays idle keeps its cache (see
+/// [`PoolBuilder::cache_size`]).
 pub struct MessagePool {
     inner: NonNull<Inner>,
 }
@@ -240,7 +267,7 @@ impl MessagePool {
     /// # Errors
     ///
     /// [`Error::Exhausted`] (a would-block) when no element is free.
-    #[inline]
+    #[inline(always)]
     pub fn try_acquire(&self) -> Result<Message> {
         self.try_acquire_class(0)
     }
@@ -254,11 +281,11 @@ impl MessagePool {
     /// # Panics
     ///
     /// If the class does not exist.
-    #[inline]
+    #[inline(always)]
     pub fn try_acquire_class(&self, class: usize) -> Result<Message> {
         let inner = self.inner();
         match inner.take(class) {
-            Some(elem) => Ok(self.wrap(&[elem])),
+            Some(meta) => Ok(self.wrap_meta(meta)),
             None => Err(Error::Exhausted { class }),
         }
     }
@@ -289,11 +316,11 @@ impl MessagePool {
         let mut elems = [0u32; MAX_SG];
         for k in 0..n {
             match inner.take(class) {
-                Some(e) => elems[k] = e,
+                Some(meta) => elems[k] = meta.index,
                 None => {
                     let mut users = 0;
                     for &e in &elems[..k] {
-                        users += inner.put(class, e);
+                        users += inner.put(inner.dir.held(e));
                     }
                     // SAFETY: the handle keeps the pool alive, so this never frees it; the
                     // `users` dropped were counted by the elements just put back.
@@ -302,10 +329,12 @@ impl MessagePool {
                 }
             }
         }
-        Ok(self.wrap(&elems[..n]))
+        let (meta, gen) = inner.activate_group(&elems[..n]);
+        Ok(Message::from_parts(inner, meta, elems[0], gen, n as u8))
     }
 
     /// Waits for a message of class 0. See [`acquire_class`](Self::acquire_class).
+    #[inline]
     pub fn acquire(&self) -> Acquire<'_> {
         self.acquire_class(0)
     }
@@ -316,6 +345,7 @@ impl MessagePool {
     /// # Panics
     ///
     /// If the class does not exist.
+    #[inline]
     pub fn acquire_class(&self, class: usize) -> Acquire<'_> {
         assert!(class < self.classes(), "no size class {class}");
         Acquire::new(self, class)
@@ -340,22 +370,22 @@ impl MessagePool {
         let inner = self.inner();
         let start = Instant::now();
         if !inner.waiters.any(class) {
-            if let Some(elem) = inner.take(class) {
-                return Ok(self.wrap(&[elem]));
+            if let Some(meta) = inner.take(class) {
+                return Ok(self.wrap_meta(meta));
             }
         }
         let ticket = match inner
             .waiters
             .enqueue(class, None, || inner.take_shared(class))
         {
-            Ok(elem) => return Ok(self.wrap(&[elem])),
+            Ok(elem) => return Ok(self.wrap(elem)),
             Err(ticket) => ticket,
         };
         if let Some(elem) = inner.waiters.wait(&ticket, start + timeout) {
-            return Ok(self.wrap(&[elem]));
+            return Ok(self.wrap(elem));
         }
         match inner.waiters.cancel(class, ticket) {
-            Some(elem) => Ok(self.wrap(&[elem])),
+            Some(elem) => Ok(self.wrap(elem)),
             None => Err(Error::Timeout {
                 class,
                 waited: start.elapsed(),
@@ -363,11 +393,18 @@ impl MessagePool {
         }
     }
 
-    /// Makes a message of elements the caller holds (counted as users).
-    pub(crate) fn wrap(&self, elems: &[u32]) -> Message {
+    /// Makes a single-buffer message of the element `elem`, which the caller holds (counted
+    /// as a user).
+    pub(crate) fn wrap(&self, elem: u32) -> Message {
+        self.wrap_meta(self.inner().dir.held(elem))
+    }
+
+    /// [`wrap`](Self::wrap), given the element's metadata.
+    #[inline(always)]
+    pub(crate) fn wrap_meta(&self, meta: &ElemMeta) -> Message {
         let inner = self.inner();
-        let gen = inner.activate(elems);
-        Message::from_parts(inner, elems[0], gen)
+        let gen = inner.activate_one(meta);
+        Message::from_parts(inner, meta, meta.index, gen, 1)
     }
 
     /// Gives an element that a cancelled waiter held back to the pool.
@@ -409,7 +446,10 @@ impl MessagePool {
             index,
             gen: held,
         });
-        Ok(Message::from_parts(inner, index, held))
+        // SAFETY: as above; the group's length is accurate while the element is held or lent
+        // (see `ElemMeta::group`).
+        let nbufs = unsafe { (*meta.group.get()).len };
+        Ok(Message::from_parts(inner, meta, index, held, nbufs))
     }
 
     /// Returns a raw message to the pool: [`from_raw`](Self::from_raw) and drop. A second
@@ -484,11 +524,15 @@ impl MessagePool {
                     why: "it crosses a buffer boundary",
                 });
             }
+            let elem = (u32::from(key.region.0) << LOCAL_BITS) | local as u32;
             let meta = &seg.metas[local as usize];
+            // The head's own buffer is covered by the generation check above; any other buffer
+            // must be a held member of this scatter message.
             // Relaxed: as for the head's generation above.
-            let held = gen::state(meta.gen.load(Ordering::Relaxed)) == gen::HELD
-                // Relaxed: as above.
-                && meta.head.load(Ordering::Relaxed) == owner.index;
+            let held = elem == owner.index
+                || (gen::state(meta.gen.load(Ordering::Relaxed)) == gen::HELD
+                    // Relaxed: as above.
+                    && meta.head.load(Ordering::Relaxed) == owner.index);
             if !held {
                 return Err(Error::NotOwned { key });
             }

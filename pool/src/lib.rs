@@ -14,7 +14,9 @@
 //!   loses an element. A low-watermark event ([`PoolBuilder::low_watermark`]) tells the owner
 //!   when a class runs low, like an SRQ limit event.
 //! - **Speed.** Each thread caches elements in magazines in front of a shared lock-free store
-//!   ([`IndexStack`]) and moves them in batches, as DPDK's mempool does.
+//!   ([`IndexStack`], with a depot of whole batches in front of it) and moves them in batches, as
+//!   DPDK's mempool does. Acquire plus release on one thread costs about as much as one
+//!   uncontended atomic operation.
 //! - **Integrity.** [`MessagePool::validate`] checks a descriptor before it becomes an SQE;
 //!   generation counters turn stale handles and double frees into errors. Returned buffers are
 //!   poisoned with [`POISON`] in debug builds.
@@ -45,6 +47,7 @@
 #![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod acquire;
+mod depot;
 mod descriptor;
 mod error;
 mod feed;

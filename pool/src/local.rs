@@ -87,9 +87,25 @@ loom::thread_local! {
     static LOCAL: LocalCaches = LocalCaches::new();
 }
 
+/// The calling thread's cache slot in `pool` if it already has one; never claims.
+pub(crate) fn existing_slot(pool: &Inner) -> Option<&CacheSlot> {
+    let me: *const Inner = pool;
+    let ptr = LOCAL
+        .try_with(|local| {
+            let entries = local.entries.borrow();
+            entries
+                .iter()
+                .find(|e| e.pool == me)
+                .map_or(std::ptr::null(), |e| e.slot)
+        })
+        .unwrap_or(std::ptr::null());
+    // SAFETY: as in `slot`.
+    unsafe { ptr.as_ref() }
+}
+
 /// The calling thread's cache slot in `pool`, or `None` if every slot is taken by other
 /// threads or the thread is shutting down.
-#[inline]
+#[inline(always)]
 pub(crate) fn slot(pool: &Inner) -> Option<&CacheSlot> {
     let me: *const Inner = pool;
     let ptr = LOCAL

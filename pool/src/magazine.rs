@@ -17,20 +17,26 @@
 use regio_sync::primitive::cell::UnsafeCell;
 use regio_sync::primitive::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-/// The most elements one magazine holds.
-pub(crate) const MAG_CAP: usize = 64;
+use crate::segment::ElemMeta;
 
-/// One size class's cache in one thread.
-pub(crate) struct Magazine {
+/// The most elements one magazine holds.
+pub(crate) const MAG_CAP: usize = 128;
+
+/// One size class's cache in one thread, of `T`s (element metadata pointers in the pool).
+/// Aligned to two cache lines (the unit of the adjacent-line prefetcher), so that the magazines
+/// of different threads never share a line.
+#[repr(align(128))]
+pub(crate) struct Magazine<T> {
     len: AtomicU32,
-    items: UnsafeCell<[u32; MAG_CAP]>,
+    items: UnsafeCell<[T; MAG_CAP]>,
 }
 
-impl Magazine {
-    fn new() -> Self {
+impl<T: Copy> Magazine<T> {
+    /// An empty magazine; `blank` fills the unused entries.
+    fn new(blank: T) -> Self {
         Self {
             len: AtomicU32::new(0),
-            items: UnsafeCell::new([0; MAG_CAP]),
+            items: UnsafeCell::new([blank; MAG_CAP]),
         }
     }
 
@@ -47,7 +53,7 @@ impl Magazine {
     ///
     /// Only the thread that claimed the magazine's slot may call this.
     #[inline]
-    pub(crate) unsafe fn pop(&self) -> Option<u32> {
+    pub(crate) unsafe fn pop(&self) -> Option<T> {
         let n = self.len();
         if n == 0 {
             return None;
@@ -65,7 +71,7 @@ impl Magazine {
     ///
     /// Only the thread that claimed the magazine's slot may call this.
     #[inline]
-    pub(crate) unsafe fn push(&self, item: u32, limit: usize) -> bool {
+    pub(crate) unsafe fn push(&self, item: T, limit: usize) -> bool {
         let n = self.len();
         if n >= limit.min(MAG_CAP) {
             return false;
@@ -82,7 +88,7 @@ impl Magazine {
     /// # Safety
     ///
     /// Only the thread that claimed the magazine's slot may call this.
-    pub(crate) unsafe fn fill(&self, items: &[u32]) {
+    pub(crate) unsafe fn fill(&self, items: &[T]) {
         let n = self.len();
         assert!(n + items.len() <= MAG_CAP, "magazine overfilled");
         // SAFETY: single owner (the caller's contract); the range was checked above.
@@ -98,7 +104,7 @@ impl Magazine {
     /// # Safety
     ///
     /// Only the thread that claimed the magazine's slot may call this.
-    pub(crate) unsafe fn drain_oldest(&self, count: usize, out: &mut [u32]) -> usize {
+    pub(crate) unsafe fn drain_oldest(&self, count: usize, out: &mut [T]) -> usize {
         let n = self.len();
         let k = count.min(n).min(out.len());
         // SAFETY: single owner (the caller's contract); `k <= n <= MAG_CAP`.
@@ -117,21 +123,28 @@ impl Magazine {
 #[repr(align(128))]
 pub(crate) struct CacheSlot {
     claimed: AtomicBool,
-    mags: Box<[Magazine]>,
+    mags: Box<[Magazine<Cached>]>,
 }
+
+/// What a pool's magazines hold: pointers to element metadata, so that a cached element needs
+/// no lookup in the segment directory.
+pub(crate) type Cached = *const ElemMeta;
 
 // SAFETY: the items of each magazine are touched only by the thread that claimed the slot (the
 // claim is an Acquire CAS, the give-up a Release store); other threads only read the atomic
-// lengths. So sharing `&CacheSlot` between threads cannot race on the cells.
+// lengths. So sharing `&CacheSlot` between threads cannot race on the cells. The pointers name
+// element metadata of the pool that owns the slot, which is `Sync`.
 unsafe impl Sync for CacheSlot {}
-// SAFETY: as above; the slot owns plain integers.
+// SAFETY: as above; the pointers are plain addresses of the pool's own metadata.
 unsafe impl Send for CacheSlot {}
 
 impl CacheSlot {
     pub(crate) fn new(classes: usize) -> Self {
         Self {
             claimed: AtomicBool::new(false),
-            mags: (0..classes).map(|_| Magazine::new()).collect(),
+            mags: (0..classes)
+                .map(|_| Magazine::new(std::ptr::null()))
+                .collect(),
         }
     }
 
@@ -152,12 +165,12 @@ impl CacheSlot {
 
     /// The magazine of `class`.
     #[inline]
-    pub(crate) fn mag(&self, class: usize) -> &Magazine {
+    pub(crate) fn mag(&self, class: usize) -> &Magazine<Cached> {
         &self.mags[class]
     }
 
     /// All magazines, by class.
-    pub(crate) fn mags(&self) -> &[Magazine] {
+    pub(crate) fn mags(&self) -> &[Magazine<Cached>] {
         &self.mags
     }
 }
@@ -168,7 +181,7 @@ mod tests {
 
     #[test]
     fn push_pop_fill_drain() {
-        let m = Magazine::new();
+        let m = Magazine::new(0u32);
         // SAFETY: this test thread is the only user of `m`.
         unsafe {
             assert_eq!(m.pop(), None);

@@ -1,4 +1,13 @@
 //! `Message`: the guard over one element (a descriptor and its buffers).
+//!
+//! # Synchronization
+//!
+//! - **Exclusive ownership.** A message holds its elements alone, so it writes their generations
+//!   with Relaxed stores; the hand-off that follows a release (a magazine, the store's Release
+//!   CAS, the waiter list's mutex) orders those writes before the next holder's.
+//! - **Raw round trips.** [`Message::into_raw`] publishes with a Release store, and
+//!   [`MessagePool::from_raw`](crate::MessagePool::from_raw) redeems with an Acquire CAS from that
+//!   exact generation, so a raw message is redeemed at most once.
 
 use std::fmt;
 use std::mem::ManuallyDrop;
@@ -21,6 +30,7 @@ pub struct Message {
     head: NonNull<ElemMeta>,
     index: u32,
     gen: u32,
+    nbufs: u8,
 }
 
 // SAFETY: a message owns its element exclusively; the pool is `Sync` and accepts releases from
@@ -51,13 +61,22 @@ impl RawMessage {
 }
 
 impl Message {
-    /// Wraps the head element `index`, already activated with generation `gen`.
-    pub(crate) fn from_parts(pool: &Inner, index: u32, gen: u32) -> Message {
+    /// Wraps the head element `index` (whose metadata is `head`), already activated with
+    /// generation `gen`, heading `nbufs` buffers.
+    #[inline]
+    pub(crate) fn from_parts(
+        pool: &Inner,
+        head: &ElemMeta,
+        index: u32,
+        gen: u32,
+        nbufs: u8,
+    ) -> Message {
         Message {
             pool: NonNull::from(pool),
-            head: NonNull::from(pool.dir.held(index)),
+            head: NonNull::from(head),
             index,
             gen,
+            nbufs,
         }
     }
 
@@ -72,8 +91,8 @@ impl Message {
     }
 
     fn group(&self) -> &Group {
-        // SAFETY: the message holds its head element, and only `activate` (before the message
-        // existed) writes the group.
+        // SAFETY: the message holds its head element, and only `activate_group` (before the
+        // message existed) and the message's own drop write the group.
         unsafe { &*self.meta().group.get() }
     }
 
@@ -100,7 +119,7 @@ impl Message {
 
     /// The number of buffers.
     pub fn buf_count(&self) -> usize {
-        usize::from(self.group().len)
+        usize::from(self.nbufs)
     }
 
     /// The size class of the buffers.
@@ -109,9 +128,11 @@ impl Message {
     }
 
     fn member(&self, i: usize) -> &ElemMeta {
-        let group = self.group();
-        assert!(i < usize::from(group.len), "buffer {i} of {}", group.len);
-        self.pool().dir.held(group.elems[i])
+        assert!(i < self.buf_count(), "buffer {i} of {}", self.nbufs);
+        if i == 0 {
+            return self.meta();
+        }
+        self.pool().dir.held(self.group().elems[i])
     }
 
     /// The key of the first buffer, whole.
@@ -202,35 +223,57 @@ impl Message {
 }
 
 impl Drop for Message {
+    #[inline(always)]
     fn drop(&mut self) {
         let pool = self.pool.as_ptr().cast_const();
-        let users = {
-            let inner = self.pool();
-            let group = *self.group();
-            let class = self.class();
-            let mut users = 0;
-            for &elem in &group.elems[..usize::from(group.len)] {
-                let meta = inner.dir.held(elem);
-                #[cfg(debug_assertions)]
-                // SAFETY: the message still holds the buffer, which is `key.len` bytes long.
-                unsafe {
-                    std::ptr::write_bytes(meta.data.as_ptr(), POISON, meta.key.len as usize);
-                }
-                // Relaxed: the message holds the element exclusively; the store or magazine
-                // hand-off that follows orders this store before the next holder's accesses.
-                let g = meta.gen.load(Ordering::Relaxed);
-                debug_assert_eq!(gen::state(g), gen::HELD);
-                // Relaxed: as above.
-                meta.gen.store(gen::next(g, gen::FREE), Ordering::Relaxed);
-                users += inner.put(class, elem);
-            }
-            users
+        let users = if self.nbufs == 1 {
+            release(self.pool(), self.meta())
+        } else {
+            self.release_group()
         };
         // SAFETY: `pool` came from `create` (messages point at live pools); the message held
         // its elements as users, and `users` of them went back to the stores; nothing touches the
         // pool after this.
         unsafe { Inner::unref(pool, users) };
     }
+}
+
+impl Message {
+    /// Releases every buffer of a scatter message, and resets the head's group and the
+    /// members' head links (see `ElemMeta::head`). Returns the users to drop.
+    #[cold]
+    fn release_group(&mut self) -> usize {
+        let inner = self.pool();
+        let group = *self.group();
+        // SAFETY: the message holds its head element exclusively until the release below.
+        unsafe { (*self.meta().group.get()).len = 1 };
+        let mut users = 0;
+        for &elem in &group.elems[1..usize::from(group.len)] {
+            let meta = inner.dir.held(elem);
+            // Relaxed: the member is still held by this message; see `release`.
+            meta.head.store(crate::stack::NIL, Ordering::Relaxed);
+            users += release(inner, meta);
+        }
+        users + release(inner, self.meta())
+    }
+}
+
+/// Marks the held element `meta` free (poisoning its buffer in debug builds) and returns it to
+/// the pool. Returns the users to drop.
+#[inline(always)]
+fn release(inner: &Inner, meta: &ElemMeta) -> usize {
+    #[cfg(debug_assertions)]
+    // SAFETY: the message still holds the buffer, which is `key.len` bytes long.
+    unsafe {
+        std::ptr::write_bytes(meta.data.as_ptr(), POISON, meta.key.len as usize);
+    }
+    // Relaxed: the message holds the element exclusively; the store or magazine hand-off that
+    // follows orders this store before the next holder's accesses.
+    let g = meta.gen.load(Ordering::Relaxed);
+    debug_assert_eq!(gen::state(g), gen::HELD);
+    // Relaxed: as above.
+    meta.gen.store(gen::next(g, gen::FREE), Ordering::Relaxed);
+    inner.put(meta)
 }
 
 /// The byte that returned buffers are filled with in debug builds, so that a use after release

@@ -3,11 +3,13 @@
 //! # Synchronization
 //!
 //! - **Two levels.** Elements live in a per-class [`IndexStack`] (lock-free, bulk transfers)
-//!   and in per-thread magazines ([`crate::magazine`]). The fast path touches only the caller's
-//!   magazine; the store is used in batches of half a magazine.
+//!   with a depot of whole batches in front of it ([`crate::depot`]), and in per-thread
+//!   magazines ([`crate::magazine`]). The fast path touches only the caller's magazine; the
+//!   shared side is used in batches of half a magazine.
 //! - **Hand-off to waiters.** When a class has waiters, releases bypass the magazines and go
 //!   through [`Waiters`], whose Dekker pair (SeqCst fences on both sides) rules out a lost
-//!   wake-up; see [`crate::waiters`].
+//!   wake-up; see [`crate::waiters`]. A thread that releases or acquires while others wait also
+//!   hands over what its magazine holds.
 //! - **Lifetime by counting users.** `users` counts pool handles plus elements outside the
 //!   shared stores (in magazines, in messages, granted to waiters). Elements move in and out of
 //!   the stores in batches, so the count moves in batches too, off the fast path. Increments are
@@ -21,15 +23,16 @@ use std::sync::{Arc, Mutex};
 
 use regio_sync::primitive::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 
+use crate::depot::Depot;
 use crate::descriptor::MAX_SG;
 use crate::error::{Error, Result};
 use crate::key::{ElemRef, RegionId};
 use crate::keytable::KeyTable;
 use crate::local;
-use crate::magazine::{CacheSlot, MAG_CAP};
+use crate::magazine::{CacheSlot, Cached, MAG_CAP};
 use crate::region::{Region, RegionOptions};
 use crate::registrar::Registrar;
-use crate::segment::{gen, Directory, Segment, MAX_PER_REGION};
+use crate::segment::{gen, Directory, ElemMeta, Segment, MAX_PER_REGION};
 use crate::stack::IndexStack;
 use crate::waiters::Waiters;
 
@@ -55,8 +58,18 @@ pub(crate) struct Watermark {
 pub(crate) struct Class {
     pub(crate) buf_size: u32,
     pub(crate) store: IndexStack,
+    /// Whole batches, in front of `store` (see [`crate::depot`]). Only magazine overflows
+    /// fill it, so a bin never holds more than one batch.
+    depot: Depot,
     capacity: AtomicUsize,
     watermark: Option<Watermark>,
+}
+
+impl Class {
+    /// About how many free elements the shared side holds: the stack and the depot.
+    fn shared_len(&self) -> usize {
+        self.store.len() + self.depot.len()
+    }
 }
 
 /// The shared state behind [`MessagePool`](crate::MessagePool) handles and messages.
@@ -86,6 +99,8 @@ pub(crate) struct Config {
     pub(crate) domain: Option<regio_sync::primitive::sync::Arc<regio_sync::Domain>>,
 }
 
+/// The id of the next pool (0 is [`ElemRef::NONE`]'s). A plain std atomic: it is not part of
+/// any loom model, and loom atomics cannot be statics.
 static NEXT_UID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
 impl Inner {
@@ -128,6 +143,7 @@ impl Inner {
             .map(|(&(buf_size, _), watermark)| Class {
                 buf_size,
                 store: IndexStack::new(),
+                depot: Depot::new(config.max_threads.clamp(1, 8)),
                 capacity: AtomicUsize::new(0),
                 watermark,
             })
@@ -137,6 +153,7 @@ impl Inner {
             .take()
             .unwrap_or_else(|| regio_sync::primitive::sync::Arc::new(regio_sync::Domain::new()));
         let inner = Arc::new(Inner {
+            // Relaxed: only uniqueness matters, which the read-modify-write gives by itself.
             uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             users: AtomicUsize::new(1),
             classes,
@@ -214,9 +231,12 @@ impl Inner {
     pub(crate) fn attach(&self, registrar: Arc<dyn Registrar>) -> Result<()> {
         let mut registrars = lock(&self.registrars);
         for (id, seg) in self.dir.iter() {
-            registrar
-                .register(id, seg.region.base(), seg.region.len())
-                .map_err(|source| Error::Register { region: id, source })?;
+            if let Err(source) = registrar.register(id, seg.region.base(), seg.region.len()) {
+                for (done, _) in self.dir.iter().take(usize::from(id.0)) {
+                    registrar.unregister(done);
+                }
+                return Err(Error::Register { region: id, source });
+            }
         }
         registrars.push(registrar);
         Ok(())
@@ -232,38 +252,74 @@ impl Inner {
 
     /// Takes one element of `class` for the caller: from its magazine, else a batch from the
     /// store. The element is counted as a user.
-    #[inline]
-    pub(crate) fn take(&self, class: usize) -> Option<u32> {
+    #[inline(always)]
+    pub(crate) fn take(&self, class: usize) -> Option<&ElemMeta> {
         let Some(slot) = local::slot(self) else {
-            return self.take_shared(class);
+            return self.take_shared(class).map(|elem| self.dir.held(elem));
         };
-        let mag = slot.mag(class);
         // SAFETY: this thread claimed `slot`.
-        if let Some(elem) = unsafe { mag.pop() } {
-            return Some(elem);
+        if let Some(meta) = unsafe { slot.mag(class).pop() } {
+            if self.waiters.any(class) {
+                self.share_cache(class, slot);
+            }
+            // SAFETY: magazines hold pointers to this pool's metadata, which lives as long as
+            // the pool.
+            return Some(unsafe { &*meta });
         }
         self.refill(class, slot)
     }
 
+    /// Others wait for `class` while this thread has some cached: hand them over.
     #[cold]
-    fn refill(&self, class: usize, slot: &CacheSlot) -> Option<u32> {
+    fn share_cache(&self, class: usize, slot: &CacheSlot) {
+        let mut batch = [0u32; MAG_CAP];
+        let n = self.drain_mag(slot, class, MAG_CAP, &mut batch);
+        let users = self.give_back(class, &batch[..n]);
+        // SAFETY: the caller reached this through a pool handle, which is a user itself, so the
+        // count cannot reach zero here.
+        unsafe { Inner::unref(self, users) };
+    }
+
+    #[cold]
+    fn refill(&self, class: usize, slot: &CacheSlot) -> Option<&ElemMeta> {
         let mut batch = [0u32; MAG_CAP];
         let c = &self.classes[class];
-        let n = c.store.pop_into(&self.dir, &mut batch[..self.batch]);
+        let mut n = c.depot.take(&mut batch);
+        debug_assert!(n <= self.batch, "only overflows fill bins, one batch each");
+        if n == 0 {
+            n = c.store.pop_into(&self.dir, &mut batch[..self.batch]);
+        }
         if n == 0 {
             return None;
         }
         // Relaxed: see "Lifetime by counting users".
         self.users.fetch_add(n, Ordering::Relaxed);
         self.check_watermark(class);
+        let mut metas: [Cached; MAG_CAP] = [std::ptr::null(); MAG_CAP];
+        for (meta, &elem) in metas.iter_mut().zip(&batch[..n]) {
+            *meta = self.dir.held(elem);
+        }
         // SAFETY: this thread claimed `slot`; the magazine was empty and `n <= MAG_CAP`.
-        unsafe { slot.mag(class).fill(&batch[1..n]) };
-        Some(batch[0])
+        unsafe { slot.mag(class).fill(&metas[1..n]) };
+        Some(self.dir.held(batch[0]))
     }
 
-    /// Takes one element straight from the shared store.
+    /// Takes one element straight from the shared store (the stack, else a depot batch whose
+    /// rest goes to the stack).
     pub(crate) fn take_shared(&self, class: usize) -> Option<u32> {
-        let elem = self.classes[class].store.pop(&self.dir)?;
+        let c = &self.classes[class];
+        let elem = match c.store.pop(&self.dir) {
+            Some(elem) => elem,
+            None => {
+                let mut batch = [0u32; MAG_CAP];
+                let n = c.depot.take(&mut batch);
+                if n == 0 {
+                    return None;
+                }
+                c.store.push_slice(&self.dir, &batch[1..n]);
+                batch[0]
+            }
+        };
         // Relaxed: see "Lifetime by counting users".
         self.users.fetch_add(1, Ordering::Relaxed);
         self.check_watermark(class);
@@ -276,12 +332,12 @@ impl Inner {
             return;
         };
         // Relaxed: `armed` guards only the one-shot callback; no data is published through it.
-        if w.armed.load(Ordering::Relaxed) && c.store.len() < w.limit {
+        if w.armed.load(Ordering::Relaxed) && c.shared_len() < w.limit {
             // Relaxed: as above; the swap makes exactly one thread fire the event.
             if w.armed.swap(false, Ordering::Relaxed) {
                 (w.notify)(LowWatermark {
                     class,
-                    available: c.store.len(),
+                    available: c.shared_len(),
                 });
             }
         }
@@ -301,31 +357,37 @@ impl Inner {
 
     /// Returns a free element (its generation already says so) to the pool. Returns how many
     /// users to drop with [`Inner::unref`] once the caller is done with `self`.
-    #[inline]
-    pub(crate) fn put(&self, class: usize, elem: u32) -> usize {
+    #[inline(always)]
+    pub(crate) fn put(&self, meta: &ElemMeta) -> usize {
+        let class = usize::from(meta.class);
         if !self.waiters.any(class) {
             if let Some(slot) = local::slot(self) {
-                let mag = slot.mag(class);
                 // SAFETY: this thread claimed `slot`.
-                if unsafe { mag.push(elem, self.cache_size) } {
+                if unsafe { slot.mag(class).push(meta, self.cache_size) } {
                     return 0;
                 }
-                return self.overflow(class, slot, elem);
+                return self.overflow(class, slot, meta);
             }
         }
-        self.put_slow(class, elem)
+        self.put_slow(class, meta.index)
     }
 
     #[cold]
-    fn overflow(&self, class: usize, slot: &CacheSlot, elem: u32) -> usize {
+    fn overflow(&self, class: usize, slot: &CacheSlot, meta: &ElemMeta) -> usize {
         let mut batch = [0u32; MAG_CAP];
-        let mag = slot.mag(class);
-        // SAFETY: this thread claimed `slot`.
-        let n = unsafe { mag.drain_oldest(self.batch, &mut batch) };
-        // SAFETY: as above; the drain made room.
-        let cached = unsafe { mag.push(elem, self.cache_size) };
+        let n = self.drain_mag(slot, class, self.batch, &mut batch);
+        // SAFETY: this thread claimed `slot`, and the drain made room.
+        let cached = unsafe { slot.mag(class).push(meta, self.cache_size) };
         debug_assert!(cached);
-        self.give_back(class, &batch[..n])
+        if n == 0 || self.waiters.any(class) || !self.classes[class].depot.put(&batch[..n]) {
+            return self.give_back(class, &batch[..n]);
+        }
+        // The batch is in the depot, on the store's side: the same Dekker half as in
+        // `give_back` applies to it.
+        if self.waiters.any_after_publish(class) {
+            self.serve_waiters(class);
+        }
+        n
     }
 
     #[cold]
@@ -335,11 +397,23 @@ impl Inner {
         let mut batch = [0u32; MAG_CAP + 1];
         let mut n = 0;
         if let Some(slot) = local::slot(self) {
-            // SAFETY: this thread claimed `slot`.
-            n = unsafe { slot.mag(class).drain_oldest(MAG_CAP, &mut batch) };
+            n = self.drain_mag(slot, class, MAG_CAP, &mut batch);
         }
         batch[n] = elem;
         self.give_back(class, &batch[..=n])
+    }
+
+    /// Moves up to `count` of the oldest elements of `slot`'s magazine for `class` into `out`,
+    /// as indices. The calling thread must own `slot` (or be its exiting owner).
+    fn drain_mag(&self, slot: &CacheSlot, class: usize, count: usize, out: &mut [u32]) -> usize {
+        let mut metas: [Cached; MAG_CAP] = [std::ptr::null(); MAG_CAP];
+        // SAFETY: the caller owns `slot`.
+        let n = unsafe { slot.mag(class).drain_oldest(count, &mut metas) };
+        for (elem, &meta) in out.iter_mut().zip(&metas[..n]) {
+            // SAFETY: magazines hold pointers to this pool's live metadata.
+            *elem = unsafe { (*meta).index };
+        }
+        n
     }
 
     /// Gives `items` (free, counted elements) to waiters, then to the shared store. Returns how
@@ -373,27 +447,22 @@ impl Inner {
     /// Empties a cache slot that this thread owns into the shared stores, and drops the users
     /// it counted.
     pub(crate) fn flush_slot(self: &Arc<Self>, slot: &CacheSlot) {
-        let mut users = 0;
-        let mut batch = [0u32; MAG_CAP];
-        for (class, mag) in slot.mags().iter().enumerate() {
-            // SAFETY: the caller owns `slot` (it is this thread's, or the thread is exiting).
-            let n = unsafe { mag.drain_oldest(MAG_CAP, &mut batch) };
-            users += self.give_back(class, &batch[..n]);
-        }
+        let users = self.drain_slot(slot);
         // SAFETY: the caller's `Arc` keeps the allocation alive past a drop to zero.
         unsafe { Inner::unref(Arc::as_ptr(self), users) };
     }
 
-    /// Empties the calling thread's cache slot in this pool.
+    /// Empties the calling thread's cache slot in this pool, if it has one. Returns the users
+    /// to drop.
     pub(crate) fn flush_local(&self) -> usize {
-        let Some(slot) = local::slot(self) else {
-            return 0;
-        };
+        local::existing_slot(self).map_or(0, |slot| self.drain_slot(slot))
+    }
+
+    fn drain_slot(&self, slot: &CacheSlot) -> usize {
         let mut users = 0;
         let mut batch = [0u32; MAG_CAP];
-        for (class, mag) in slot.mags().iter().enumerate() {
-            // SAFETY: this thread claimed `slot`.
-            let n = unsafe { mag.drain_oldest(MAG_CAP, &mut batch) };
+        for class in 0..slot.mags().len() {
+            let n = self.drain_mag(slot, class, MAG_CAP, &mut batch);
             users += self.give_back(class, &batch[..n]);
         }
         users
@@ -431,55 +500,70 @@ impl Inner {
 
     /// The number of users: handles plus elements outside the stores.
     pub(crate) fn users(&self) -> usize {
-        // Relaxed: a statistic.
-        self.users.load(Ordering::Relaxed)
+        // Acquire: pairs with the Release decrements in `unref`, so a caller that sees the count
+        // fall also sees the stores and magazines as the decrementing thread left them.
+        self.users.load(Ordering::Acquire)
     }
 
-    /// Turns the free element `index` (held by the caller) into the head of a new message whose
-    /// scatter list is `members` (including `index` first). Returns the head's new generation.
-    pub(crate) fn activate(&self, members: &[u32]) -> u32 {
-        debug_assert!(!members.is_empty() && members.len() <= MAX_SG);
-        let head = members[0];
-        let mut keys = [crate::key::BufKey {
-            region: RegionId(0),
-            offset: 0,
-            len: 0,
-        }; MAX_SG];
-        let mut head_gen = 0;
-        for (k, &elem) in members.iter().enumerate() {
-            let meta = self.dir.held(elem);
-            // Relaxed: the caller holds the element exclusively (it came out of a store, a
-            // magazine or a grant, each of which ordered the previous holder's accesses first);
-            // validators on other threads get the message through a synchronising hand-off.
-            let g = gen::next(meta.gen.load(Ordering::Relaxed), gen::HELD);
-            // Relaxed: as above.
-            meta.gen.store(g, Ordering::Relaxed);
-            // Relaxed: as above.
-            meta.head.store(head, Ordering::Relaxed);
-            keys[k] = meta.key;
-            if k == 0 {
-                head_gen = g;
-            }
-        }
-        let meta = self.dir.held(head);
+    /// Turns the free element `meta`, held by the caller, into a single-buffer message.
+    /// Returns its new generation.
+    #[inline(always)]
+    pub(crate) fn activate_one(&self, meta: &ElemMeta) -> u32 {
+        // Relaxed: the caller holds the element exclusively (it came out of a store, a
+        // magazine or a grant, each of which ordered the previous holder's accesses first);
+        // validators on other threads get the message through a synchronising hand-off.
+        let g = gen::next(meta.gen.load(Ordering::Relaxed), gen::HELD);
+        // Relaxed: as above.
+        meta.gen.store(g, Ordering::Relaxed);
         let owner = ElemRef {
             pool: self.uid,
-            index: head,
-            gen: head_gen,
+            index: meta.index,
+            gen: g,
         };
+        // SAFETY: the caller holds the element exclusively, so nobody else touches its
+        // descriptor.
+        unsafe { (*meta.desc.get()).reset(owner, std::slice::from_ref(&meta.key)) };
+        g
+    }
+
+    /// Turns the free elements `members`, held by the caller, into one scatter message headed
+    /// by `members[0]`. Returns the head's metadata and new generation.
+    pub(crate) fn activate_group(&self, members: &[u32]) -> (&ElemMeta, u32) {
+        debug_assert!(members.len() > 1 && members.len() <= MAX_SG);
+        let head = members[0];
+        let mut keys = [self.dir.held(head).key; MAX_SG];
+        for (k, &elem) in members.iter().enumerate().skip(1) {
+            let meta = self.dir.held(elem);
+            // Relaxed: as in `activate_one`.
+            let g = gen::next(meta.gen.load(Ordering::Relaxed), gen::HELD);
+            // Relaxed: as in `activate_one`.
+            meta.gen.store(g, Ordering::Relaxed);
+            // Relaxed: as in `activate_one`.
+            meta.head.store(head, Ordering::Relaxed);
+            keys[k] = meta.key;
+        }
+        let meta = self.dir.held(head);
+        let g = self.activate_one(meta);
         // SAFETY: the caller holds `head` exclusively, so nobody else touches its cells.
         unsafe {
             let group = &mut *meta.group.get();
             group.len = members.len() as u8;
             group.elems[..members.len()].copy_from_slice(members);
-            (*meta.desc.get()).reset(owner, &keys[..members.len()]);
+            (*meta.desc.get()).reset(
+                ElemRef {
+                    pool: self.uid,
+                    index: head,
+                    gen: g,
+                },
+                &keys[..members.len()],
+            );
         }
-        head_gen
+        (meta, g)
     }
 
     /// The number of elements free in `class`: in its store and in every thread's magazine.
     pub(crate) fn available(&self, class: usize) -> usize {
-        self.classes[class].store.len()
+        self.classes[class].shared_len()
             + self.slots.iter().map(|s| s.mag(class).len()).sum::<usize>()
     }
 

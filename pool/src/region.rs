@@ -66,8 +66,11 @@ impl Region {
     }
 
     fn lock(mut self) -> Result<Region> {
-        // SAFETY: the range is exactly this region's mapping.
-        if unsafe { libc::mlock(self.base.as_ptr().cast(), self.len) } != 0 {
+        // The raw system call rather than libc's `mlock`: sanitizers intercept `mlock` and turn
+        // it into a no-op that always succeeds, which would hide RLIMIT_MEMLOCK failures.
+        // SAFETY: the range is exactly this region's mapping; mlock only pins it.
+        let rc = unsafe { libc::syscall(libc::SYS_mlock, self.base.as_ptr(), self.len) };
+        if rc != 0 {
             return Err(Error::Lock {
                 len: self.len,
                 source: io::Error::last_os_error(),
@@ -201,6 +204,19 @@ mod tests {
             Ok(r) => assert!(r.is_locked()),
             Err(e) => assert!(e.to_string().contains("RLIMIT_MEMLOCK"), "{e}"),
         }
+    }
+
+    #[test]
+    fn a_failed_mmap_names_rlimit_memlock() {
+        // Far beyond the 47-bit user address space: the kernel refuses with ENOMEM.
+        let err = Region::map(1 << 50, RegionOptions::default()).unwrap_err();
+        assert!(matches!(err, Error::Map { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("RLIMIT_MEMLOCK is "), "{text}");
+        assert_eq!(
+            std::io::Error::from(err).kind(),
+            std::io::ErrorKind::OutOfMemory
+        );
     }
 
     #[test]

@@ -66,25 +66,42 @@ pub(crate) struct Group {
 }
 
 /// Everything the pool knows about one element besides its buffer's bytes.
-#[repr(align(64))]
+///
+/// Laid out in three parts so that threads that only read a part never share a cache line
+/// with threads that write another: the fixed identity (read by everyone, written once), the
+/// synchronisation words (written on every acquire and release, often by different threads),
+/// and the holder's descriptor and scatter list.
+#[repr(C, align(64))]
 pub(crate) struct ElemMeta {
+    /// The buffer's key (fixed for the element's life).
+    pub(crate) key: BufKey,
+    /// This element's index.
+    pub(crate) index: u32,
+    /// The buffer's first byte.
+    pub(crate) data: NonNull<u8>,
+    /// The size class.
+    pub(crate) class: u8,
+    _fixed_end: CacheLineEnd,
     /// The shared store's link.
     pub(crate) link: AtomicU32,
     /// See [`gen`].
     pub(crate) gen: AtomicU32,
-    /// The head element of the message that holds this one.
+    /// The head element of the scatter message this element is a member of, and [`NIL`]
+    /// otherwise (a single-buffer message does not write it; a scatter message resets it for its
+    /// members when it drops).
     pub(crate) head: AtomicU32,
-    /// The size class.
-    pub(crate) class: u8,
-    /// The buffer's key (fixed for the element's life).
-    pub(crate) key: BufKey,
-    /// The buffer's first byte.
-    pub(crate) data: NonNull<u8>,
-    /// The scatter list, when this element heads a message.
+    _sync_end: CacheLineEnd,
+    /// The scatter list, when this element heads a scatter message; `len` is 1 otherwise
+    /// (a scatter message resets it when it drops).
     pub(crate) group: UnsafeCell<Group>,
     /// The descriptor, when this element heads a message.
     pub(crate) desc: UnsafeCell<Descriptor>,
 }
+
+/// A zero-sized field that makes the next field of a `repr(C)` struct start on a new cache line.
+#[derive(Default)]
+#[repr(align(64))]
+struct CacheLineEnd;
 
 /// One region and the metadata of its buffers.
 pub(crate) struct Segment {
@@ -97,6 +114,7 @@ impl Segment {
     /// Carves `region` into `count` buffers of `buf_size` bytes for class `class`.
     pub(crate) fn new(id: RegionId, class: u8, region: Region, buf_size: u32, count: u32) -> Self {
         let base = region.base();
+        let first = u32::from(id.0) << LOCAL_BITS;
         let metas = (0..count)
             .map(|local| {
                 let offset = local * buf_size;
@@ -104,7 +122,10 @@ impl Segment {
                     link: AtomicU32::new(NIL),
                     gen: AtomicU32::new(gen::FREE),
                     head: AtomicU32::new(NIL),
+                    _fixed_end: CacheLineEnd,
+                    _sync_end: CacheLineEnd,
                     class,
+                    index: first | local,
                     key: BufKey {
                         region: id,
                         offset,
@@ -114,7 +135,7 @@ impl Segment {
                     // so the offset stays inside the mapping.
                     data: unsafe { base.add(offset as usize) },
                     group: UnsafeCell::new(Group {
-                        len: 0,
+                        len: 1,
                         elems: [NIL; MAX_SG],
                     }),
                     desc: UnsafeCell::new(Descriptor::new(Opcode::Nop)),

@@ -120,6 +120,34 @@ mod tests {
     }
 
     #[test]
+    fn threads_share_the_slots_without_duplicates() {
+        let slots = FileSlots::new(8);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    for round in 0..2_000 {
+                        if round % 3 != 2 {
+                            if let Ok(slot) = slots.alloc() {
+                                mine.push(slot);
+                            }
+                        } else if let Some(slot) = mine.pop() {
+                            slots.free(slot).unwrap();
+                        }
+                    }
+                    for slot in mine {
+                        slots.free(slot).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(slots.available(), 8);
+        let mut all: Vec<u32> = (0..8).map(|_| slots.alloc().unwrap().0).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn bad_frees_are_reported() {
         let slots = FileSlots::new(1);
         assert!(matches!(

@@ -144,6 +144,8 @@ fn raw_round_trip_detects_stale_and_double_release() {
     assert_eq!(pool.available(0), 2);
 }
 
+type ErrorCheck = fn(&Error) -> bool;
+
 #[test]
 fn validate_accepts_own_slices_and_rejects_the_rest() {
     let pool = PoolBuilder::new().class(1024, 4).build().unwrap();
@@ -163,7 +165,7 @@ fn validate_accepts_own_slices_and_rejects_the_rest() {
     a.descriptor_mut().set_slices(&[sub]).unwrap();
     pool.validate(a.descriptor()).unwrap();
 
-    let cases: [(BufKey, fn(&Error) -> bool); 5] = [
+    let cases: [(BufKey, ErrorCheck); 5] = [
         (b.key(), |e| matches!(e, Error::NotOwned { .. })),
         (
             BufKey {
@@ -336,6 +338,38 @@ fn registrars_see_every_region_and_growth() {
 }
 
 #[test]
+fn a_refused_attach_undoes_its_registrations() {
+    let pool = PoolBuilder::new()
+        .class(4096, 1)
+        .class(4096, 1)
+        .class(4096, 1)
+        .build()
+        .unwrap();
+    let rec = Arc::new(Recorder::refusing_from(2));
+    rec.refuse.store(true, Ordering::Relaxed);
+    let err = pool.attach(rec.clone()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Register {
+                region: RegionId(2),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(rec.registered.lock().unwrap().len(), 2);
+    assert_eq!(
+        *rec.unregistered.lock().unwrap(),
+        [RegionId(0), RegionId(1)]
+    );
+    // Not attached: growth does not call it.
+    rec.refuse.store(false, Ordering::Relaxed);
+    pool.grow(0, 1).unwrap();
+    assert_eq!(rec.registered.lock().unwrap().len(), 2);
+}
+
+#[test]
 fn low_watermark_fires_once_until_rearmed() {
     let fired = Arc::new(AtomicUsize::new(0));
     let f = fired.clone();
@@ -425,11 +459,17 @@ fn caches_flow_back_when_threads_exit() {
         .build()
         .unwrap();
     std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| {
-                let held: Vec<_> = (0..40).map(|_| pool.try_acquire().unwrap()).collect();
-                drop(held);
-            });
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let held: Vec<_> = (0..40).map(|_| pool.try_acquire().unwrap()).collect();
+                    drop(held);
+                })
+            })
+            .collect();
+        // Explicit joins wait for the thread-local destructors that flush the caches.
+        for t in threads {
+            t.join().unwrap();
         }
     });
     assert_eq!(pool.available(0), 256);
@@ -467,7 +507,7 @@ fn released_buffers_are_poisoned_in_debug_builds() {
 fn bad_configurations_are_errors() {
     assert!(matches!(PoolBuilder::new().build(), Err(Error::Config(_))));
     assert!(matches!(
-        PoolBuilder::new().class(64, 1).cache_size(65).build(),
+        PoolBuilder::new().class(64, 1).cache_size(129).build(),
         Err(Error::Config(_))
     ));
     assert!(matches!(
@@ -503,4 +543,83 @@ fn growth_serves_waiting_tasks() {
         panic!("growth must serve the waiter");
     };
     assert_eq!(m.key().region, RegionId(1));
+}
+
+#[test]
+fn translation_goes_on_while_the_pool_grows() {
+    let pool = PoolBuilder::new()
+        .class(4096, 4)
+        .max_regions(16)
+        .build()
+        .unwrap();
+    let msg = pool.try_acquire().unwrap();
+    let (addr, key) = (msg.as_ptr() as usize, msg.key());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let table = pool.key_table();
+                    let mut reader = table.domain().register();
+                    let mut rounds = 0u64;
+                    while !done.load(Ordering::Relaxed) || rounds == 0 {
+                        let got = table.translate(&reader, addr as *const u8, 4096).unwrap();
+                        assert_eq!(got, key, "a region's keys never change as the table grows");
+                        reader.quiescent();
+                        rounds += 1;
+                    }
+                    // After the last growth, every region is visible.
+                    assert_eq!(table.regions(), 11);
+                })
+            })
+            .collect();
+        for _ in 0..10 {
+            pool.grow(0, 2).unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
+    });
+    assert_eq!(pool.capacity(0), 24);
+    let grown: Vec<_> = (0..23).map(|_| pool.try_acquire().unwrap()).collect();
+    for m in &grown {
+        let key = pool.key_table().translate_guarded(m.as_ptr(), 1).unwrap();
+        assert_eq!(key.region, m.key().region);
+    }
+}
+
+#[test]
+fn an_acquiring_thread_hands_its_cache_to_waiters() {
+    let pool = PoolBuilder::new()
+        .class(64, 8)
+        .cache_size(8)
+        .build()
+        .unwrap();
+    let mut held: Vec<_> = (0..8).map(|_| pool.try_acquire().unwrap()).collect();
+    held.truncate(1); // the other 7 sit in this thread's cache
+    assert_eq!(pool.available(0), 7);
+    let served = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // The timeout ends the test's threads even if the hand-over never happens.
+            if let Ok(m) = pool.acquire_blocking(Duration::from_secs(10)) {
+                served.store(true, Ordering::Relaxed);
+                drop(m);
+            }
+        });
+        // This thread never releases here; it only acquires. Once the other thread waits, an
+        // acquire hands the rest of the cache over.
+        let start = Instant::now();
+        while !served.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+            if let Ok(m) = pool.try_acquire() {
+                held.push(m);
+            }
+        }
+    });
+    assert!(
+        served.load(Ordering::Relaxed),
+        "the waiter got an element this thread had cached"
+    );
 }

@@ -38,17 +38,36 @@ pub fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     std::pin::Pin::new(fut).poll(&mut cx)
 }
 
-/// A registrar that records what it was given, and can be told to refuse.
-#[derive(Default)]
+/// A registrar that records what it was given, and can be told to refuse, from a given region
+/// id on.
 pub struct Recorder {
     pub registered: Mutex<Vec<(RegionId, usize, usize)>>,
     pub unregistered: Mutex<Vec<RegionId>>,
     pub refuse: std::sync::atomic::AtomicBool,
+    pub refuse_from: u16,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::refusing_from(0)
+    }
+}
+
+impl Recorder {
+    /// A recorder that, once `refuse` is set, refuses regions `from` and later.
+    pub fn refusing_from(from: u16) -> Self {
+        Self {
+            registered: Mutex::default(),
+            unregistered: Mutex::default(),
+            refuse: std::sync::atomic::AtomicBool::new(false),
+            refuse_from: from,
+        }
+    }
 }
 
 impl Registrar for Recorder {
     fn register(&self, id: RegionId, base: NonNull<u8>, len: usize) -> io::Result<()> {
-        if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.refuse.load(std::sync::atomic::Ordering::Relaxed) && id.0 >= self.refuse_from {
             return Err(io::Error::from_raw_os_error(libc_enomem()));
         }
         self.registered

@@ -1,0 +1,395 @@
+//! `pool`: acquiring and releasing a message from `regio_pool::MessagePool` against a pool built
+//! on crossbeam's `ArrayQueue` and one built on `Mutex<Vec<_>>`, with 1 thread and with 2
+//! threads sharing the pool; plus bulk acquire/release and the async round trips. Prints the
+//! `COMPARE pool_acq_rel_1t` and `pool_acq_rel_2t` lines of DESIGN §6, and `pool_xthread`: one
+//! thread acquires and another releases, as when completions are reaped on another thread.
+//!
+//! Run: `cargo bench --bench pool` (add `-- --warm-up-time 1 --measurement-time 3` for a quick
+//! run).
+
+mod support;
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use crossbeam_queue::ArrayQueue;
+use regio_pool::{Message, MessagePool, PoolBuilder};
+use support::Samples;
+
+const BUFS: u32 = 1024;
+const BUF_SIZE: usize = 4096;
+
+/// The memory every peer hands out: `BUFS` buffers of `BUF_SIZE` bytes.
+struct Slab {
+    bytes: Box<[u8]>,
+}
+
+impl Slab {
+    fn new() -> Self {
+        Self {
+            bytes: vec![0; BUFS as usize * BUF_SIZE].into_boxed_slice(),
+        }
+    }
+
+    fn buf(&self, index: u32) -> *const u8 {
+        self.bytes[index as usize * BUF_SIZE..].as_ptr()
+    }
+}
+
+/// A buffer pool on crossbeam's bounded lock-free MPMC queue of indices.
+struct QueuePool {
+    free: ArrayQueue<u32>,
+    slab: Slab,
+}
+
+/// A buffer from [`QueuePool`]; goes back on drop.
+struct QueueBuf<'a> {
+    pool: &'a QueuePool,
+    index: u32,
+}
+
+impl QueuePool {
+    fn new() -> Self {
+        let free = ArrayQueue::new(BUFS as usize);
+        for i in 0..BUFS {
+            free.push(i).expect("sized for every buffer");
+        }
+        Self {
+            free,
+            slab: Slab::new(),
+        }
+    }
+
+    fn acquire(&self) -> Option<QueueBuf<'_>> {
+        self.free.pop().map(|index| QueueBuf { pool: self, index })
+    }
+}
+
+impl QueueBuf<'_> {
+    fn as_ptr(&self) -> *const u8 {
+        self.pool.slab.buf(self.index)
+    }
+}
+
+impl Drop for QueueBuf<'_> {
+    fn drop(&mut self) {
+        self.pool
+            .free
+            .push(self.index)
+            .expect("only taken indices come back");
+    }
+}
+
+/// A buffer pool on a mutex-protected stack of indices.
+struct LockPool {
+    free: Mutex<Vec<u32>>,
+    slab: Slab,
+}
+
+/// A buffer from [`LockPool`]; goes back on drop.
+struct LockBuf<'a> {
+    pool: &'a LockPool,
+    index: u32,
+}
+
+impl LockPool {
+    fn new() -> Self {
+        Self {
+            free: Mutex::new((0..BUFS).collect()),
+            slab: Slab::new(),
+        }
+    }
+
+    fn acquire(&self) -> Option<LockBuf<'_>> {
+        let index = self.free.lock().unwrap().pop()?;
+        Some(LockBuf { pool: self, index })
+    }
+}
+
+impl LockBuf<'_> {
+    fn as_ptr(&self) -> *const u8 {
+        self.pool.slab.buf(self.index)
+    }
+}
+
+impl Drop for LockBuf<'_> {
+    fn drop(&mut self) {
+        self.pool.free.lock().unwrap().push(self.index);
+    }
+}
+
+fn regio_pool() -> Arc<MessagePool> {
+    Arc::new(
+        PoolBuilder::new()
+            .class(BUF_SIZE as u32, BUFS)
+            .build()
+            .expect("a 4 MiB pool"),
+    )
+}
+
+/// Runs `work` on `threads` background threads until dropped.
+struct Background {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Background {
+    fn spawn(threads: usize, work: impl Fn() + Send + Sync + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let work = Arc::new(work);
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, work) = (Arc::clone(&stop), Arc::clone(&work));
+                thread::spawn(move || {
+                    // Relaxed: a stop flag; nothing else is published through it.
+                    while !stop.load(Ordering::Relaxed) {
+                        for _ in 0..64 {
+                            work();
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // Relaxed: see `spawn`.
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            t.join().expect("a background thread panicked");
+        }
+    }
+}
+
+/// Times `iters` calls of `op`.
+fn timed(iters: u64, mut op: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        op();
+    }
+    start.elapsed()
+}
+
+fn acq_rel(c: &mut Criterion, samples: &Samples, threads: usize) {
+    let group_name = format!("pool_acq_rel_{threads}t");
+    let mut group = c.benchmark_group(&group_name);
+    let others = threads - 1;
+
+    let pool = regio_pool();
+    {
+        let peer = Arc::clone(&pool);
+        let _others = Background::spawn(others, move || {
+            black_box(peer.try_acquire().expect("never exhausted").as_ptr());
+        });
+        samples.bench(&mut group, &group_name, "regio", |iters| {
+            timed(iters, || {
+                black_box(pool.try_acquire().expect("never exhausted").as_ptr());
+            })
+        });
+    }
+
+    let queue = Arc::new(QueuePool::new());
+    {
+        let peer = Arc::clone(&queue);
+        let _others = Background::spawn(others, move || {
+            black_box(peer.acquire().expect("never exhausted").as_ptr());
+        });
+        samples.bench(&mut group, &group_name, "arrayqueue", |iters| {
+            timed(iters, || {
+                black_box(queue.acquire().expect("never exhausted").as_ptr());
+            })
+        });
+    }
+
+    let lock = Arc::new(LockPool::new());
+    {
+        let peer = Arc::clone(&lock);
+        let _others = Background::spawn(others, move || {
+            black_box(peer.acquire().expect("never exhausted").as_ptr());
+        });
+        samples.bench(&mut group, &group_name, "mutex_vec", |iters| {
+            timed(iters, || {
+                black_box(lock.acquire().expect("never exhausted").as_ptr());
+            })
+        });
+    }
+    group.finish();
+}
+
+/// 64 acquires then 64 releases per iteration: the path that moves whole batches between the
+/// magazines and the shared store.
+fn bulk(c: &mut Criterion, samples: &Samples) {
+    const N: usize = 64;
+    let group_name = "pool_bulk_64";
+    let mut group = c.benchmark_group(group_name);
+
+    let pool = regio_pool();
+    let mut held: Vec<Message> = Vec::with_capacity(N);
+    samples.bench(&mut group, group_name, "regio", |iters| {
+        timed(iters, || {
+            held.extend((0..N).map(|_| pool.try_acquire().expect("never exhausted")));
+            black_box(&held);
+            held.clear();
+        })
+    });
+
+    let queue = QueuePool::new();
+    let mut held_q = Vec::with_capacity(N);
+    samples.bench(&mut group, group_name, "arrayqueue", |iters| {
+        timed(iters, || {
+            held_q.extend((0..N).map(|_| queue.acquire().expect("never exhausted")));
+            black_box(&held_q);
+            held_q.clear();
+        })
+    });
+
+    let lock = LockPool::new();
+    let mut held_l = Vec::with_capacity(N);
+    samples.bench(&mut group, group_name, "mutex_vec", |iters| {
+        timed(iters, || {
+            held_l.extend((0..N).map(|_| lock.acquire().expect("never exhausted")));
+            black_box(&held_l);
+            held_l.clear();
+        })
+    });
+    group.finish();
+}
+
+/// One thread acquires and passes each buffer through a bounded queue to a second thread, which
+/// drops it. Returns the producer's time for `iters` buffers. Both sides yield while they wait,
+/// so that an oversubscribed machine measures the pools rather than the scheduler.
+fn relay<B: Send>(iters: u64, acquire: impl Fn() -> Option<B> + Sync) -> Duration {
+    let channel = ArrayQueue::<B>::new(256);
+    thread::scope(|s| {
+        let consumer = s.spawn(|| {
+            let mut left = iters;
+            while left > 0 {
+                match channel.pop() {
+                    Some(buf) => {
+                        drop(buf);
+                        left -= 1;
+                    }
+                    None => thread::yield_now(),
+                }
+            }
+        });
+        let start = Instant::now();
+        for _ in 0..iters {
+            let mut buf = loop {
+                match acquire() {
+                    Some(buf) => break buf,
+                    None => thread::yield_now(),
+                }
+            };
+            while let Err(back) = channel.push(buf) {
+                buf = back;
+                thread::yield_now();
+            }
+        }
+        consumer.join().expect("the consumer panicked");
+        start.elapsed()
+    })
+}
+
+fn cross_thread(c: &mut Criterion, samples: &Samples) {
+    let group_name = "pool_xthread";
+    let mut group = c.benchmark_group(group_name);
+    let pool = regio_pool();
+    samples.bench(&mut group, group_name, "regio", |iters| {
+        relay(iters, || pool.try_acquire().ok())
+    });
+    let queue = QueuePool::new();
+    samples.bench(&mut group, group_name, "arrayqueue", |iters| {
+        relay(iters, || queue.acquire())
+    });
+    let lock = LockPool::new();
+    samples.bench(&mut group, group_name, "mutex_vec", |iters| {
+        relay(iters, || lock.acquire())
+    });
+    group.finish();
+}
+
+/// `acquire().await` when an element is free (one poll), and the hand-off to a waiting task
+/// (poll pending, release, poll ready).
+fn async_round_trip(c: &mut Criterion, samples: &Samples) {
+    let group_name = "pool_async";
+    let mut group = c.benchmark_group(group_name);
+    let mut cx = Context::from_waker(Waker::noop());
+
+    let pool = regio_pool();
+    samples.bench(&mut group, group_name, "ready", |iters| {
+        timed(iters, || {
+            let fut = pin!(pool.acquire());
+            let Poll::Ready(msg) = fut.poll(&mut cx) else {
+                panic!("an element is free");
+            };
+            black_box(msg.as_ptr());
+        })
+    });
+
+    let single = PoolBuilder::new()
+        .class(BUF_SIZE as u32, 1)
+        .build()
+        .expect("a one-buffer pool");
+    let mut held = Some(single.try_acquire().expect("one free"));
+    samples.bench(&mut group, group_name, "handoff", |iters| {
+        timed(iters, || {
+            let mut fut = pin!(single.acquire());
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+            drop(held.take());
+            let Poll::Ready(msg) = fut.poll(&mut cx) else {
+                panic!("the release was handed to the waiter");
+            };
+            held = Some(msg);
+        })
+    });
+    group.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let samples = Samples::default();
+    acq_rel(&mut c, &samples, 1);
+    acq_rel(&mut c, &samples, 2);
+    bulk(&mut c, &samples);
+    cross_thread(&mut c, &samples);
+    async_round_trip(&mut c, &samples);
+    c.final_summary();
+
+    for t in ["pool_acq_rel_1t", "pool_acq_rel_2t"] {
+        let peers = [
+            ("arrayqueue", format!("{t}/arrayqueue")),
+            ("mutex_vec", format!("{t}/mutex_vec")),
+        ];
+        let peers: Vec<(&str, &str)> = peers.iter().map(|(l, k)| (*l, k.as_str())).collect();
+        samples.compare_times(t, &format!("{t}/regio"), &peers);
+    }
+    samples.compare_times(
+        "pool_bulk_64",
+        "pool_bulk_64/regio",
+        &[
+            ("arrayqueue", "pool_bulk_64/arrayqueue"),
+            ("mutex_vec", "pool_bulk_64/mutex_vec"),
+        ],
+    );
+    samples.compare_times(
+        "pool_xthread",
+        "pool_xthread/regio",
+        &[
+            ("arrayqueue", "pool_xthread/arrayqueue"),
+            ("mutex_vec", "pool_xthread/mutex_vec"),
+        ],
+    );
+    samples.report("pool_async_ready_1t", "pool_async/ready");
+    samples.report("pool_async_handoff_1t", "pool_async/handoff");
+}

@@ -1,0 +1,158 @@
+//! Runs the `regio` binary as a user would.
+
+use std::process::Command;
+
+fn regio(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_regio"))
+        .args(args)
+        .output()
+        .expect("the regio binary runs")
+}
+
+#[test]
+fn probe_json_parses_and_agrees_with_the_exit_status() {
+    let out = regio(&["probe", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "probe --json printed invalid JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    let enabled = json["io_uring"]["state"] == "enabled";
+    assert_eq!(out.status.success(), enabled, "{json:#}");
+    assert!(json["kernel"]["release"].is_string(), "{json:#}");
+    assert_eq!(json["setup_flags"].as_array().map(Vec::len), Some(6));
+    assert!(json["degradations"].is_array());
+    if enabled {
+        let nop = &json["opcodes"][0];
+        assert_eq!(
+            (nop["name"].as_str(), nop["supported"].as_bool()),
+            (Some("NOP"), Some(true))
+        );
+    }
+}
+
+#[test]
+fn probe_prints_a_report() {
+    let out = regio(&["probe"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for section in ["Kernel", "io_uring", "Locked memory", "What regio will do"] {
+        assert!(text.contains(section), "no {section:?} in:\n{text}");
+    }
+}
+
+/// Runs `regio probe` under a seccomp filter that fails `io_uring_setup` with `EPERM`, as
+/// container runtimes' default profiles do, and checks that the probe names seccomp as the cause.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn probe_names_a_seccomp_denial() {
+    let out = regio_denied_io_uring(&["probe", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!out.status.success(), "{json:#}");
+    let status = &json["io_uring"];
+    assert_eq!(status["state"], "disabled", "{json:#}");
+    assert_eq!(status["errno"], libc::EPERM, "{json:#}");
+    assert_eq!(status["reason"], "seccomp", "{json:#}");
+    assert_eq!(json["process"]["seccomp"], 2, "{json:#}");
+
+    let out = regio_denied_io_uring(&["probe"]);
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert!(report.contains("DISABLED"), "{report}");
+    assert!(
+        report.contains("a seccomp filter denies io_uring"),
+        "{report}"
+    );
+}
+
+/// Runs `regio` with `args` under a seccomp filter that fails `io_uring_setup` with `EPERM`.
+#[cfg(target_arch = "x86_64")]
+fn regio_denied_io_uring(args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+
+    let bpf = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    // Classic BPF over `struct seccomp_data`, whose first field is the syscall number. The test
+    // process runs natively on x86_64, so the architecture field need not be checked.
+    let filter = [
+        bpf(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
+        bpf(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            0,
+            1,
+            libc::SYS_io_uring_setup as u32,
+        ),
+        bpf(
+            libc::BPF_RET | libc::BPF_K,
+            0,
+            0,
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        ),
+        bpf(libc::BPF_RET | libc::BPF_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ];
+    let mut command = Command::new(env!("CARGO_BIN_EXE_regio"));
+    command.args(args);
+    // SAFETY: between fork and exec the closure makes only the prctl system calls, which are
+    // async-signal-safe, and reads its own copy of `filter`.
+    unsafe {
+        command.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr().cast_mut(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    command.output().expect("regio runs under the filter")
+}
+
+/// Runs `regio probe` as an unprivileged user, whose registered buffers are capped by
+/// `RLIMIT_MEMLOCK`, and checks that the report says so and what to raise.
+#[test]
+fn probe_as_an_unprivileged_user_reports_the_memlock_cap() {
+    use std::os::unix::process::CommandExt;
+
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var_os("REGIO_REQUIRE_ALL").is_none_or(|v| v != "1"),
+            "REGIO_REQUIRE_ALL=1 but this test needs root to switch to an unprivileged user"
+        );
+        println!("SKIP: needs root to switch to an unprivileged user");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    // The build directory may sit under a home that `nobody` cannot enter, so run a copy.
+    let dir = std::env::temp_dir().join(format!("regio-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let binary = dir.join("regio");
+    std::fs::copy(env!("CARGO_BIN_EXE_regio"), &binary).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = Command::new(&binary)
+        .args(["probe", "--json"])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let out = out.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    let memlock = &json["memlock"];
+    assert_eq!(memlock["cap_ipc_lock"], false, "{json:#}");
+    let limited = memlock["soft"].is_u64();
+    let advised = json["degradations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["missing"].as_str().unwrap().contains("RLIMIT_MEMLOCK"));
+    assert_eq!(limited, advised, "{json:#}");
+}
