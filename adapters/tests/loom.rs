@@ -116,3 +116,85 @@ fn a_refused_post_stays_queued_for_the_next_owner() {
         assert_eq!(g.with(|r| r.absorbed.clone()), vec![7]);
     });
 }
+
+/// The hand-off without its two SeqCst fences: loom must find the stranded post. This shows the
+/// model above is sensitive to the ordering it relies on.
+mod broken {
+    use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use loom::sync::Mutex;
+
+    #[derive(Default)]
+    pub struct Handoff {
+        locked: AtomicBool,
+        queued: AtomicUsize,
+        inbox: Mutex<Vec<u32>>,
+        pub absorbed: Mutex<Vec<u32>>,
+    }
+
+    impl Handoff {
+        fn try_lock(&self) -> bool {
+            self.locked
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        }
+
+        fn drain(&self) {
+            let mut inbox = self.inbox.lock().unwrap();
+            self.queued.fetch_sub(inbox.len(), Ordering::Relaxed);
+            self.absorbed.lock().unwrap().append(&mut inbox);
+        }
+
+        /// Drains, unlocks, and takes the lock back while posts are queued: as in the crate, but
+        /// with no fence between the unlock and the read of the count.
+        pub fn unlock(&self) {
+            loop {
+                self.drain();
+                self.locked.store(false, Ordering::Release);
+                if self.queued.load(Ordering::Relaxed) == 0 || !self.try_lock() {
+                    return;
+                }
+            }
+        }
+
+        /// Posts, with no fence between the count increment and the lock attempt.
+        pub fn post(&self, item: u32) {
+            {
+                let mut inbox = self.inbox.lock().unwrap();
+                inbox.push(item);
+                self.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            if self.try_lock() {
+                self.unlock();
+            }
+        }
+
+        pub fn own_and_release(&self) {
+            if self.try_lock() {
+                self.unlock();
+            }
+        }
+
+        pub fn queued(&self) -> usize {
+            self.queued.load(Ordering::Relaxed)
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "stranded")]
+fn without_the_fences_loom_finds_a_stranded_post() {
+    loom::model(|| {
+        let h = Arc::new(broken::Handoff::default());
+        let poster = {
+            let h = Arc::clone(&h);
+            thread::spawn(move || h.post(1))
+        };
+        let owner = {
+            let h = Arc::clone(&h);
+            thread::spawn(move || h.own_and_release())
+        };
+        poster.join().unwrap();
+        owner.join().unwrap();
+        assert_eq!(h.queued(), 0, "a post was stranded in the inbox");
+    });
+}
