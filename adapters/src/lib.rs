@@ -1,4 +1,115 @@
-//! RIO-style adapters on io_uring (being built by the adapters issue).
+//! RIO-style adapters on io_uring.
+//!
+//! This crate is the Registered I/O / InfiniBand-verbs layer of regio, usable without any
+//! executor:
+//!
+//! - An [`Adapter`] owns N io_uring rings that share one SQPOLL kernel thread
+//!   (`IORING_SETUP_ATTACH_WQ`), a sparse registered-buffer table (regions registered on ring 0
+//!   and cloned to the others with `IORING_REGISTER_CLONE_BUFFERS`) and a sparse fixed-file table.
+//! - Each ring is one [`CompletionQueue`]. It coalesces the completions of every [`WorkQueue`]
+//!   bound to it; reaping reads the shared CQ with no system call.
+//! - A [`WorkQueue`] is a request queue for one socket or file, with send and receive depth
+//!   credits. Any thread may post to it: the thread that owns the ring at that moment pushes
+//!   straight into the SQ, the others leave the post in the ring's inbox and the owner pushes it
+//!   before letting go. Every descriptor is validated first; a bad one becomes an error
+//!   completion on its own work queue.
+//! - A [`CqSet`] reaps many CQs, from one thread or several, with each CQ held by at most one
+//!   reaper at a time, and idle reapers asleep in one epoll on the CQs' eventfds.
+//! - The tables (regions, files, work queues) sit behind [`regio_sync::Rcu`].
+//!
+//! An operation owns its buffer until its *final* completion (for send_zc the `F_NOTIF` one, for
+//! multishot the one without `F_MORE`), and the [`Completion`] hands the buffer back. Failed posts
+//! hand the operation back ([`PostError`]). Dropping an adapter cancels what is still in flight
+//! and waits for the final CQEs before the buffers go back to their pool.
+//!
+//! # Threading
+//!
+//! Each ring has one owner at a time: the thread that takes its lock (a `try_lock`, never a
+//! wait) to post, reap or register. A post from another thread goes into the ring's inbox, and
+//! the owner pushes it into the SQ before it lets go; the hand-off is a fence-based Dekker pair
+//! checked by loom (`tests/loom.rs`), so no post is stranded and nobody has to be woken. Owners
+//! never block while they own a ring; sleeping is done on the CQ eventfds
+//! ([`CompletionQueue::wait`], [`CqSet::wait`]).
+//!
+//! Because any thread may submit and reap, the rings are not set up with `SINGLE_ISSUER` or
+//! `DEFER_TASKRUN` (both would tie the ring to one task). Without SQPOLL the rings use the
+//! kernel's default task-work notification, or `COOP_TASKRUN` when [`Config::coop_taskrun`]
+//! says the posting threads also reap.
+//!
+//! # Integrity and kernel support
+//!
+//! - Buffers are named by key; the adapter checks the region, the bounds and the registration
+//!   generation, and computes the address itself. Fixed-file slots are bounds-checked. A failed
+//!   check is an error completion on the poster's own work queue (the `rejected` field of [`Completion`]).
+//! - CQ overflow: the kernel's overflow flag is read after the CQ was seen full, its overflow
+//!   list is flushed, and each event is counted in [`Stats::cq_overflows`]; a completion the
+//!   kernel dropped is reported as [`Error::CompletionsLost`].
+//! - Operations are checked against `IORING_REGISTER_PROBE`; one the kernel lacks completes with
+//!   [`DescriptorError::Unsupported`], naming the kernel version that brings it. Setup errors
+//!   name their cause: [`Error::IoUringDisabled`], [`Error::MemlockTooLow`] (with RLIMIT_MEMLOCK's
+//!   value), [`Error::Unsupported`]. A refused SQPOLL falls back to interrupt-driven submission
+//!   ([`Config::sqpoll_fallback`]); a kernel without buffer cloning registers on each ring.
+//!
+//! # Observability
+//!
+//! Each adapter has a `tracing` span (`adapter`) and each CQ a child span (`cq`); setup,
+//! registration, queue changes, overflows and reaps are events in them. [`Adapter::stats`] and
+//! [`CompletionQueue::stats`] count submissions, completions, `io_uring_enter` calls, SQ-full
+//! events, CQ overflows, rejections and the inbox depth.
+//!
+//! ```
+//! use std::os::fd::AsRawFd;
+//! use regio_adapters::{Adapter, Config, Op, Target};
+//! use regio_pool::{Message, MessagePool};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let adapter = Adapter::<Message>::new(Config::default())?;
+//! let pool = MessagePool::builder().class(4096, 64).build()?;
+//! pool.attach(adapter.registrar())?; // each pool region becomes a fixed buffer on every ring
+//!
+//! let path = std::env::temp_dir().join(format!("regio-doc-{}", std::process::id()));
+//! std::fs::write(&path, b"hello, registered I/O")?;
+//! let file = std::fs::File::open(&path)?;
+//! let wq = adapter.work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)?;
+//!
+//! wq.post(Op::read_fixed(pool.try_acquire()?, 0, 7)).map_err(|e| e.to_string())?;
+//! let cq = wq.completion_queue();
+//! let mut done = Vec::new();
+//! cq.wait(&mut done, 16, None)?;
+//! assert_eq!((done[0].cookie, done[0].result), (7, 21));
+//! let msg = done[0].buf.take().expect("the buffer comes back with the final completion");
+//! assert_eq!(&msg.as_slice()[..5], b"hello");
+//! # std::fs::remove_file(path)?;
+//! # Ok(()) }
+//! ```
 #![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+mod adapter;
+mod buf;
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod combiner;
+#[cfg(not(loom))]
+mod combiner;
+mod cq;
+mod cqset;
+mod error;
+pub mod ops;
+mod pbuf;
 pub mod probe;
+mod ring;
+mod stats;
+mod sys;
+mod tables;
+mod wq;
+
+pub use adapter::{Adapter, Config, SqPoll};
+pub use buf::{BufKey, IoBuf, RegionId};
+pub use cq::{Batch, Completion, CompletionQueue};
+pub use cqset::CqSet;
+pub use error::{DescriptorError, Error, PostError};
+pub use ops::{FileSlot, Op, Side, Target};
+pub use pbuf::ProvidedRing;
+pub use stats::Stats;
+pub use tables::WqId;
+pub use wq::{MessageError, WorkQueue};

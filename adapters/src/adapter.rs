@@ -1,0 +1,627 @@
+//! [`Adapter`]: N rings sharing one SQPOLL kernel thread, with registered buffers and files.
+//!
+//! # Synchronization
+//!
+//! Registration calls own each ring in turn through its lock (never held across a block), and
+//! table updates go through the RCU tables (the `tables` module). The two atomics here are
+//! Relaxed: the process-wide generation counter needs only uniqueness, and the buffer-cloning
+//! flag only chooses between two correct registration paths.
+
+use std::fmt;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use io_uring::{opcode, types::CloneBuffersFlags, IoUring, Probe};
+use regio_sync::Domain;
+
+use std::ptr::NonNull;
+
+use crate::cq::CompletionQueue;
+use crate::error::{memlock_limit, setup_error, Error};
+use crate::ops::{FileSlot, Side, Target};
+use crate::pbuf::ProvidedRing;
+use crate::ring::Ring;
+use crate::stats::Stats;
+use crate::tables::{Region, Tables, WqId, WqShared};
+use crate::wq::WorkQueue;
+use crate::IoBuf;
+use regio_pool::{RegionId, Registrar};
+
+/// The SQPOLL kernel thread's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct SqPoll {
+    /// How long the thread spins with nothing to do before it sleeps (`sq_thread_idle`).
+    pub idle: Duration,
+    /// The CPU it is pinned to (`sq_thread_cpu`), if any.
+    pub cpu: Option<u32>,
+}
+
+/// How to build an [`Adapter`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Number of rings, one completion queue each.
+    pub rings: usize,
+    /// SQ entries per ring.
+    pub sq_entries: u32,
+    /// CQ entries per ring (at least `sq_entries`).
+    pub cq_entries: u32,
+    /// The SQPOLL thread, or `None` for interrupt-driven submission.
+    pub sqpoll: Option<SqPoll>,
+    /// Fall back to interrupt-driven submission if the kernel refuses SQPOLL.
+    pub sqpoll_fallback: bool,
+    /// Without SQPOLL: set `COOP_TASKRUN` and `TASKRUN_FLAG`. Only sound when the threads that
+    /// post also reap (completions then wait for the submitting thread's next kernel entry).
+    pub coop_taskrun: bool,
+    /// Size of the sparse registered-buffer table (region ids `0..max_regions`).
+    pub max_regions: u32,
+    /// Size of the sparse fixed-file table.
+    pub max_files: u32,
+    /// The RCU domain of the tables; a fresh one if `None`.
+    pub domain: Option<Arc<Domain>>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            rings: 1,
+            sq_entries: 256,
+            cq_entries: 1024,
+            sqpoll: Some(SqPoll {
+                idle: Duration::from_millis(100),
+                cpu: None,
+            }),
+            sqpoll_fallback: true,
+            coop_taskrun: false,
+            max_regions: 64,
+            max_files: 256,
+            domain: None,
+        }
+    }
+}
+
+/// An operation's name and the kernel version that brought it.
+pub(crate) fn since(code: u8) -> (&'static str, &'static str) {
+    match code {
+        opcode::Nop::CODE => ("nop", "5.1"),
+        opcode::ReadFixed::CODE => ("read_fixed", "5.1"),
+        opcode::WriteFixed::CODE => ("write_fixed", "5.1"),
+        opcode::Fsync::CODE => ("fsync", "5.1"),
+        opcode::Timeout::CODE => ("timeout", "5.4"),
+        opcode::Accept::CODE => ("accept", "5.5"),
+        opcode::AsyncCancel::CODE => ("async_cancel", "5.5"),
+        opcode::Connect::CODE => ("connect", "5.5"),
+        opcode::Fallocate::CODE => ("fallocate", "5.6"),
+        opcode::Close::CODE => ("close", "5.6"),
+        opcode::Send::CODE => ("send", "5.6"),
+        opcode::Recv::CODE => ("recv (multishot: 6.0)", "5.6"),
+        opcode::Splice::CODE => ("splice", "5.7"),
+        opcode::MsgRingData::CODE => ("msg_ring", "5.18"),
+        opcode::SendZc::CODE => ("send_zc", "6.0"),
+        _ => ("an io_uring operation", "a later"),
+    }
+}
+
+/// Distinct generations across every adapter of the process, so a key from one adapter never
+/// passes for a key of another.
+static GENERATION: AtomicU32 = AtomicU32::new(1);
+
+fn next_generation() -> u32 {
+    // Relaxed: only uniqueness matters, which the RMW gives.
+    GENERATION.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One adapter: a set of rings served by one SQPOLL thread (one per NIC, typically).
+///
+/// ```no_run
+/// # use regio_adapters::{Adapter, Config, Target};
+/// # fn demo<B: regio_adapters::IoBuf>(file: std::os::fd::RawFd) -> Result<(), regio_adapters::Error> {
+/// let adapter = Adapter::<B>::new(Config { rings: 2, ..Config::default() })?;
+/// let wq = adapter.work_queue(0, Target::Fd(file), 32, 32)?;
+/// # Ok(()) }
+/// ```
+pub struct Adapter<B> {
+    inner: Arc<Inner<B>>,
+}
+
+struct Inner<B> {
+    rings: Vec<Arc<Ring<B>>>,
+    tables: Arc<Tables>,
+    sqpoll: bool,
+    clone_ok: AtomicBool,
+    span: tracing::Span,
+}
+
+impl<B> Clone for Adapter<B> {
+    /// Another handle to the same adapter.
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<B> fmt::Debug for Adapter<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Adapter")
+            .field("rings", &self.inner.rings.len())
+            .field("sqpoll", &self.inner.sqpoll)
+            .finish_non_exhaustive()
+    }
+}
+
+fn build_ring(
+    cfg: &Config,
+    sqpoll: Option<SqPoll>,
+    attach: Option<RawFd>,
+) -> std::io::Result<IoUring> {
+    let mut b = IoUring::builder();
+    b.setup_cqsize(cfg.cq_entries.max(cfg.sq_entries));
+    match sqpoll {
+        Some(sp) => {
+            b.setup_sqpoll(sp.idle.as_millis().min(u128::from(u32::MAX)) as u32);
+            if let Some(cpu) = sp.cpu {
+                b.setup_sqpoll_cpu(cpu);
+            }
+            if let Some(fd) = attach {
+                b.setup_attach_wq(fd);
+            }
+        }
+        None if cfg.coop_taskrun => {
+            b.setup_coop_taskrun().setup_taskrun_flag();
+        }
+        None => {}
+    }
+    b.build(cfg.sq_entries)
+}
+
+/// Installs `iov` as fixed buffer `id` of `ring` (an empty `iov` removes it).
+///
+/// # Safety
+///
+/// The memory `iov` describes must stay valid until the buffer is replaced or removed, or the
+/// ring is dropped.
+unsafe fn update_buffer<B>(ring: &Ring<B>, id: RegionId, iov: libc::iovec) -> std::io::Result<()> {
+    ring.with_uring(|u| {
+        // SAFETY: the caller's promise about `iov`.
+        unsafe {
+            u.submitter()
+                .register_buffers_update(u32::from(id.0), &[iov], None)
+        }
+    })
+}
+
+fn sys(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Sys { what, source }
+}
+
+impl<B: IoBuf> Adapter<B> {
+    /// Builds the rings, attaches them to one SQPOLL thread, and sets up sparse buffer and file
+    /// tables and an eventfd on each.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IoUringDisabled`] when io_uring is off on this host, [`Error::Sys`] for other
+    /// setup failures, [`Error::Invalid`] for a bad config.
+    pub fn new(cfg: Config) -> Result<Self, Error> {
+        if cfg.rings == 0 || cfg.rings > 1024 {
+            return Err(Error::Invalid("Config::rings must be in 1..=1024"));
+        }
+        if cfg.max_regions == 0 || cfg.max_regions > u32::from(u16::MAX) + 1 {
+            return Err(Error::Invalid("Config::max_regions must be in 1..=65536"));
+        }
+        let span = tracing::info_span!("adapter", rings = cfg.rings);
+        let first = match build_ring(&cfg, cfg.sqpoll, None) {
+            Ok(r) => r,
+            Err(e)
+                if cfg.sqpoll.is_some()
+                    && cfg.sqpoll_fallback
+                    && e.raw_os_error() != Some(libc::ENOSYS) =>
+            {
+                tracing::warn!(parent: &span, error = %e, "SQPOLL refused; falling back to interrupt-driven submission");
+                build_ring(&cfg, None, None).map_err(setup_error)?
+            }
+            Err(e) => return Err(setup_error(e)),
+        };
+        let sqpoll = first.params().is_setup_sqpoll();
+        let sp = if sqpoll { cfg.sqpoll } else { None };
+        let mut urings = vec![first];
+        for _ in 1..cfg.rings {
+            let r = build_ring(&cfg, sp, Some(urings[0].as_raw_fd())).map_err(setup_error)?;
+            urings.push(r);
+        }
+        let mut supported = [true; 256];
+        let mut probe = Probe::new();
+        if urings[0].submitter().register_probe(&mut probe).is_ok() {
+            for (code, s) in supported.iter_mut().enumerate() {
+                *s = probe.is_supported(code as u8);
+            }
+        }
+        let supported = Arc::new(supported);
+        let domain = cfg
+            .domain
+            .clone()
+            .unwrap_or_else(|| Arc::new(Domain::new()));
+        let tables = Arc::new(Tables::new(domain, cfg.max_regions, cfg.max_files));
+        let mut rings = Vec::with_capacity(urings.len());
+        for (index, uring) in urings.into_iter().enumerate() {
+            let s = uring.submitter();
+            s.register_buffers_sparse(cfg.max_regions)
+                .map_err(sys("IORING_REGISTER_BUFFERS2 (sparse buffer table)"))?;
+            if cfg.max_files > 0 {
+                s.register_files_sparse(cfg.max_files)
+                    .map_err(sys("IORING_REGISTER_FILES2 (sparse file table)"))?;
+            }
+            let efd = crate::sys::eventfd().map_err(sys("eventfd"))?;
+            s.register_eventfd(efd.as_raw_fd())
+                .map_err(sys("IORING_REGISTER_EVENTFD"))?;
+            let cq_span = tracing::debug_span!(parent: &span, "cq", index, fd = uring.as_raw_fd());
+            rings.push(Arc::new(Ring::new(
+                uring,
+                efd,
+                Arc::clone(&tables),
+                Arc::clone(&supported),
+                index,
+                cq_span,
+            )));
+        }
+        tracing::info!(parent: &span, sqpoll, rings = rings.len(), "adapter up");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                rings,
+                tables,
+                sqpoll,
+                clone_ok: AtomicBool::new(true),
+                span,
+            }),
+        })
+    }
+
+    /// Whether the rings run on an SQPOLL thread (false after a fallback).
+    pub fn sqpoll(&self) -> bool {
+        self.inner.sqpoll
+    }
+
+    /// Whether the kernel has `op`'s opcode (from `IORING_REGISTER_PROBE`). An operation it
+    /// lacks completes with [`DescriptorError::Unsupported`](crate::DescriptorError::Unsupported).
+    pub fn supports(&self, op: &crate::Op<B>) -> bool {
+        self.inner.rings[0].supported[usize::from(op.opcode())]
+    }
+
+    /// Whether registered buffers are cloned from ring 0 (false once the kernel refused, and each
+    /// ring registers them itself).
+    pub fn buffer_cloning(&self) -> bool {
+        // Relaxed: a hint that only picks the registration path; both paths are correct.
+        self.inner.clone_ok.load(Ordering::Relaxed)
+    }
+
+    /// The completion queues, one per ring.
+    pub fn completion_queues(&self) -> Vec<CompletionQueue<B>> {
+        self.inner
+            .rings
+            .iter()
+            .map(|r| CompletionQueue {
+                ring: Arc::clone(r),
+            })
+            .collect()
+    }
+
+    /// Completion queue `i`.
+    pub fn completion_queue(&self, i: usize) -> Option<CompletionQueue<B>> {
+        self.inner.rings.get(i).map(|r| CompletionQueue {
+            ring: Arc::clone(r),
+        })
+    }
+
+    /// The RCU domain of this adapter's tables.
+    pub fn domain(&self) -> &Arc<Domain> {
+        &self.inner.tables.domain
+    }
+
+    /// Counters summed over every CQ.
+    pub fn stats(&self) -> Stats {
+        self.completion_queues()
+            .iter()
+            .map(|c| c.stats())
+            .fold(Stats::default(), |a, b| a + b)
+    }
+
+    /// Registers `len` bytes at `base` as region `id`: fixed buffer `id` on every ring. Returns
+    /// the registration's generation, which buffers of this region must carry.
+    ///
+    /// Registration owns each ring in turn, so it must not be called from a thread that holds a
+    /// [`Batch`](crate::Batch) of this adapter (it would wait for itself).
+    ///
+    /// # Safety
+    ///
+    /// `base..base + len` must be one allocation that stays valid, and is not unmapped, until
+    /// [`unregister_region`](Self::unregister_region) returns or the adapter is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MemlockTooLow`] when pinning exceeds RLIMIT_MEMLOCK; [`Error::Invalid`] for an
+    /// id outside the table.
+    pub unsafe fn register_region(
+        &self,
+        id: RegionId,
+        base: *mut u8,
+        len: usize,
+    ) -> Result<u32, Error> {
+        let _w = self.inner.tables.write_lock();
+        if u32::from(id.0)
+            >= self
+                .inner
+                .tables
+                .regions
+                .read(&self.inner.tables.domain.guard())
+                .len() as u32
+        {
+            return Err(Error::Invalid("region id outside Config::max_regions"));
+        }
+        let iov = libc::iovec {
+            iov_base: base.cast(),
+            iov_len: len,
+        };
+        let pin_err = |e: std::io::Error| match e.raw_os_error() {
+            Some(libc::ENOMEM) => Error::MemlockTooLow {
+                limit: memlock_limit(),
+                bytes: len as u64,
+            },
+            _ => Error::Sys {
+                what: "IORING_REGISTER_BUFFERS_UPDATE",
+                source: e,
+            },
+        };
+        let src = self.inner.rings[0].fd;
+        // SAFETY: the caller keeps the memory valid while it is registered.
+        unsafe { update_buffer(&self.inner.rings[0], id, iov) }.map_err(pin_err)?;
+        for ring in &self.inner.rings[1..] {
+            let cloned = self.buffer_cloning()
+                && ring
+                    .with_uring(|u| {
+                        u.submitter().register_buffers_clone_offset(
+                            src,
+                            u32::from(id.0),
+                            u32::from(id.0),
+                            1,
+                            CloneBuffersFlags::DST_REPLACE,
+                        )
+                    })
+                    .map_err(|e| {
+                        tracing::warn!(parent: &self.inner.span, error = %e,
+                            "IORING_REGISTER_CLONE_BUFFERS refused (Linux 6.12+); registering on each ring");
+                        // Relaxed: see `buffer_cloning`.
+                        self.inner.clone_ok.store(false, Ordering::Relaxed);
+                    })
+                    .is_ok();
+            if !cloned {
+                // SAFETY: as above.
+                unsafe { update_buffer(ring, id, iov) }.map_err(pin_err)?;
+            }
+        }
+        let generation = next_generation();
+        let region = Region {
+            base: base as usize,
+            size: len as u64,
+            generation,
+        };
+        self.inner
+            .tables
+            .regions
+            .update(|t| {
+                let mut t = t.clone();
+                t[id.0 as usize] = Some(region);
+                t
+            })
+            .defer();
+        tracing::debug!(parent: &self.inner.span, region = id.0, len, generation, "region registered");
+        Ok(generation)
+    }
+
+    /// Unregisters region `id`: new posts naming it are rejected at once; operations already in
+    /// flight keep the kernel's reference until they complete.
+    pub fn unregister_region(&self, id: RegionId) -> Result<(), Error> {
+        let _w = self.inner.tables.write_lock();
+        self.inner
+            .tables
+            .regions
+            .update(|t| {
+                let mut t = t.clone();
+                if let Some(slot) = t.get_mut(id.0 as usize) {
+                    *slot = None;
+                }
+                t
+            })
+            .defer();
+        let iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        for ring in &self.inner.rings {
+            // SAFETY: an empty iovec removes the buffer; no memory is handed to the kernel.
+            unsafe { update_buffer(ring, id, iov) }
+                .map_err(sys("IORING_REGISTER_BUFFERS_UPDATE (remove)"))?;
+        }
+        Ok(())
+    }
+
+    /// Installs `fd` in fixed-file slot `slot` on every ring (the kernel takes its own
+    /// reference; the caller may close `fd` afterwards).
+    pub fn set_file(&self, slot: FileSlot, fd: RawFd) -> Result<(), Error> {
+        self.update_file(slot, fd, true)
+    }
+
+    /// Empties fixed-file slot `slot` on every ring.
+    pub fn clear_file(&self, slot: FileSlot) -> Result<(), Error> {
+        self.update_file(slot, -1, false)
+    }
+
+    fn update_file(&self, slot: FileSlot, fd: RawFd, set: bool) -> Result<(), Error> {
+        let _w = self.inner.tables.write_lock();
+        self.inner
+            .tables
+            .check_target(&self.inner.tables.domain.guard(), Target::Fixed(slot))
+            .map_err(|_| Error::Invalid("file slot outside Config::max_files"))?;
+        for ring in &self.inner.rings {
+            ring.with_uring(|u| u.submitter().register_files_update(slot.0, &[fd]))
+                .map_err(sys("IORING_REGISTER_FILES_UPDATE"))?;
+        }
+        self.inner
+            .tables
+            .files
+            .update(|t| {
+                let mut t = t.clone();
+                t[slot.0 as usize] = set;
+                t
+            })
+            .defer();
+        Ok(())
+    }
+
+    /// Registers a provided-buffer ring of `entries` buffers as group `bgid` on completion queue
+    /// `cq`'s ring, for multishot receives on that CQ's work queues. Fill it with a
+    /// [`BufFeed`](regio_pool::BufFeed).
+    pub fn provided_ring(
+        &self,
+        cq: usize,
+        bgid: u16,
+        entries: u16,
+    ) -> Result<ProvidedRing<B>, Error> {
+        let ring = self
+            .inner
+            .rings
+            .get(cq)
+            .ok_or(Error::Invalid("completion queue index out of range"))?;
+        ProvidedRing::new(Arc::clone(ring), bgid, entries)
+    }
+
+    /// Creates a work queue on completion queue `cq` for `target`, with `send_depth` and
+    /// `recv_depth` credits (RIOCreateRequestQueue).
+    pub fn work_queue(
+        &self,
+        cq: usize,
+        target: Target,
+        send_depth: u32,
+        recv_depth: u32,
+    ) -> Result<WorkQueue<B>, Error> {
+        let ring = self
+            .inner
+            .rings
+            .get(cq)
+            .ok_or(Error::Invalid("completion queue index out of range"))?;
+        let _w = self.inner.tables.write_lock();
+        self.inner
+            .tables
+            .check_target(&self.inner.tables.domain.guard(), target)
+            .map_err(|_| Error::Invalid("file slot outside Config::max_files"))?;
+        let mut created = None;
+        self.inner
+            .tables
+            .wqs
+            .update(|t| {
+                let mut t = t.clone();
+                let index = t.iter().position(Option::is_none).unwrap_or(t.len());
+                if index == t.len() {
+                    t.push(None);
+                }
+                let id = WqId {
+                    index: index as u32,
+                    generation: next_generation(),
+                };
+                let shared = Arc::new(WqShared::new(id, target, send_depth, recv_depth));
+                t[index] = Some(Arc::clone(&shared));
+                created = Some(shared);
+                t
+            })
+            .defer();
+        let shared = created.expect("the update ran");
+        tracing::debug!(parent: &ring.span, wq = shared.id.index, ?target, "work queue added");
+        Ok(WorkQueue {
+            shared,
+            ring: Arc::clone(ring),
+        })
+    }
+
+    /// Removes a work queue. Later posts to it are handed back with
+    /// [`PostError::Closed`](crate::PostError::Closed); operations in flight still complete.
+    pub fn remove_work_queue(&self, wq: &WorkQueue<B>) {
+        let _w = self.inner.tables.write_lock();
+        let id = wq.id();
+        self.inner
+            .tables
+            .wqs
+            .update(|t| {
+                let mut t = t.clone();
+                if let Some(slot) = t.get_mut(id.index as usize) {
+                    if slot.as_ref().is_some_and(|w| w.id == id) {
+                        *slot = None;
+                    }
+                }
+                t
+            })
+            .defer();
+        tracing::debug!(parent: &wq.ring.span, wq = id.index, "work queue removed");
+    }
+
+    /// Changes a work queue's depths. Growth is immediate; a shrink holds back new posts until
+    /// enough in-flight operations complete.
+    pub fn resize_work_queue(&self, wq: &WorkQueue<B>, send_depth: u32, recv_depth: u32) {
+        let _w = self.inner.tables.write_lock();
+        let mut depth = wq.shared.depth.lock().unwrap_or_else(|p| p.into_inner());
+        wq.shared
+            .adjust(Side::Send, i64::from(send_depth) - i64::from(depth.0));
+        wq.shared
+            .adjust(Side::Recv, i64::from(recv_depth) - i64::from(depth.1));
+        *depth = (send_depth, recv_depth);
+    }
+}
+
+/// The pool's view of an adapter: registers every region of the pool as the fixed buffer of the
+/// same index on every ring of the adapter. It holds the adapter weakly, so a pool (which the
+/// buffers of in-flight operations keep alive) never keeps its adapter alive.
+struct PoolRegistrar<B> {
+    adapter: Weak<Inner<B>>,
+}
+
+impl<B: IoBuf> Registrar for PoolRegistrar<B> {
+    fn register(&self, id: RegionId, base: NonNull<u8>, len: usize) -> std::io::Result<()> {
+        let inner = self
+            .adapter
+            .upgrade()
+            .ok_or_else(|| std::io::Error::other("the adapter was dropped"))?;
+        let adapter = Adapter { inner };
+        // SAFETY: the pool keeps the region mapped until it calls `unregister(id)`.
+        unsafe { adapter.register_region(id, base.as_ptr(), len) }
+            .map(drop)
+            .map_err(|e| match e {
+                Error::MemlockTooLow { .. } => {
+                    std::io::Error::new(std::io::ErrorKind::OutOfMemory, e)
+                }
+                Error::Sys { source, .. } => source,
+                other => std::io::Error::other(other),
+            })
+    }
+
+    fn unregister(&self, id: RegionId) {
+        // A dropped adapter took its registrations with its rings.
+        let Some(inner) = self.adapter.upgrade() else {
+            return;
+        };
+        let adapter = Adapter { inner };
+        if let Err(e) = adapter.unregister_region(id) {
+            tracing::warn!(parent: &adapter.inner.span, region = id.0, error = %e,
+                "unregistering a pool region failed");
+        }
+    }
+}
+
+impl<B: IoBuf> Adapter<B> {
+    /// This adapter as a [`Registrar`] for
+    /// [`MessagePool::attach`](regio_pool::MessagePool::attach). It holds the adapter weakly.
+    pub fn registrar(&self) -> Arc<dyn Registrar> {
+        Arc::new(PoolRegistrar {
+            adapter: Arc::downgrade(&self.inner),
+        })
+    }
+}

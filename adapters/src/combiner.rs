@@ -1,0 +1,193 @@
+//! Exclusive ownership of a ring, with an inbox for the threads that do not own it.
+//!
+//! A [`Combiner`] guards a state `S` (for a ring: its SQ, CQ and in-flight table). At most one
+//! thread owns it at a time, through [`Combiner::try_lock`]; nobody ever waits for it. A thread
+//! that finds it owned leaves its item in the inbox ([`Combiner::post`]), and whoever owns the
+//! state absorbs the inbox before letting go. So a ring's CQ is never reaped by two threads at
+//! once, and a post is never stranded in the inbox.
+//!
+//! # Synchronization
+//!
+//! - `locked` is a test-and-set lock taken with an Acquire CAS and released with a Release
+//!   store; the pair hands the state from one owner to the next.
+//! - The hand-off is a Dekker pair on `queued` and `locked`, made with SeqCst fences: a poster
+//!   increments `queued`, issues a fence, then tries the lock; an owner releases the lock,
+//!   issues a fence, then reads `queued`. By the fence rules, either the poster's attempt sees
+//!   the lock free (and the poster drains its own item), or the owner's read sees the increment
+//!   (and the owner takes the lock back and drains it). No item is left behind with nobody to
+//!   drain it: there is no lost wake-up. (Fences rather than SeqCst accesses, because loom
+//!   models SeqCst accesses only as AcqRel and so cannot verify that form; it verifies this one.)
+//! - The inbox itself is a short mutex-protected deque; `queued` changes only under its mutex,
+//!   together with the deque, so it always equals the deque's length when the mutex is free.
+//!
+//! The loom models in `tests/loom.rs` check both properties.
+
+use std::collections::VecDeque;
+
+use regio_sync::primitive::cell::UnsafeCell;
+use regio_sync::primitive::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use regio_sync::primitive::sync::Mutex;
+
+/// A state that takes items from the inbox.
+pub trait Absorb<T> {
+    /// Takes `item`, or hands it back if the state cannot take it now (its SQ is full). A
+    /// handed-back item stays first in the inbox for the next owner.
+    fn absorb(&mut self, item: T) -> Result<(), T>;
+
+    /// Runs once after each drain, just before the lock is released (a ring submits here).
+    fn settle(&mut self) {}
+}
+
+/// A state owned by one thread at a time, plus the inbox of the others.
+pub struct Combiner<S, T> {
+    locked: AtomicBool,
+    queued: AtomicUsize,
+    inbox: Mutex<VecDeque<T>>,
+    state: UnsafeCell<S>,
+}
+
+// SAFETY: the state is only reached through a `CombinerGuard`, and `locked` lets at most one
+// guard exist at a time, so moving the combiner to another thread moves `S` and `T` values
+// that are `Send`.
+unsafe impl<S: Send, T: Send> Send for Combiner<S, T> {}
+// SAFETY: shared access reaches `S` only through the lock (one thread at a time) and `T` only
+// through the inbox mutex; both just need `Send`.
+unsafe impl<S: Send, T: Send> Sync for Combiner<S, T> {}
+
+impl<S: Absorb<T>, T> Combiner<S, T> {
+    /// Wraps `state`, unowned, with an empty inbox.
+    pub fn new(state: S) -> Self {
+        Self {
+            locked: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            inbox: Mutex::new(VecDeque::new()),
+            state: UnsafeCell::new(state),
+        }
+    }
+
+    /// Takes ownership if nobody has it. Never waits. The guard drains the inbox when dropped.
+    pub fn try_lock(&self) -> Option<CombinerGuard<'_, S, T>> {
+        // Acquire on success: everything the previous owner did to the state (before its
+        // Release store) is visible to us. Relaxed on failure: we touch nothing; the SeqCst
+        // fence before a poster's attempt (in `post`) is what the hand-off rests on.
+        self.locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| CombinerGuard { owner: self })
+    }
+
+    /// Leaves `item` for the owner, or absorbs it now if nobody owns the state.
+    pub fn post(&self, item: T) {
+        {
+            let mut inbox = self.lock_inbox();
+            inbox.push_back(item);
+            // Relaxed: changed under the inbox mutex together with the deque; the fence below
+            // orders it for the hand-off.
+            self.queued.fetch_add(1, Ordering::Relaxed);
+        }
+        // SeqCst fence: the poster half of the Dekker pair (module docs), between our count
+        // increment and our lock attempt.
+        fence(Ordering::SeqCst);
+        if let Some(guard) = self.try_lock() {
+            drop(guard);
+        }
+    }
+
+    /// How many items wait in the inbox.
+    pub fn queued(&self) -> usize {
+        // Relaxed: an estimate for statistics; correctness never rests on it.
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    fn lock_inbox(&self) -> regio_sync::primitive::sync::MutexGuard<'_, VecDeque<T>> {
+        // A panic while holding the inbox lock can only come from a push or pop, which leave the
+        // deque whole; carry on with it.
+        self.inbox
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Absorbs the inbox into the state. Returns false if the state refused an item.
+    fn drain(&self) -> bool {
+        // Relaxed: a fast path for the common empty inbox. A post this misses is caught by the
+        // release protocol (the fence pair in `post` and in the guard's drop), and a later
+        // load cannot read an older count than the one that made us take the lock back.
+        if self.queued.load(Ordering::Relaxed) == 0 {
+            return true;
+        }
+        loop {
+            let item = {
+                let mut inbox = self.lock_inbox();
+                let item = inbox.pop_front();
+                if item.is_some() {
+                    // Relaxed: changed under the inbox mutex together with the deque, and
+                    // the mutex orders it; the SeqCst pair lives in `post` and the release.
+                    self.queued.fetch_sub(1, Ordering::Relaxed);
+                }
+                item
+            };
+            let Some(item) = item else {
+                return true;
+            };
+            // SAFETY: only called by the owner (from `CombinerGuard`), so no other reference
+            // to the state exists.
+            let taken = self.state.with_mut(|s| unsafe { &mut *s }.absorb(item));
+            if let Err(item) = taken {
+                let mut inbox = self.lock_inbox();
+                inbox.push_front(item);
+                // Relaxed: as for the decrement above.
+                self.queued.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        }
+    }
+}
+
+/// Ownership of a [`Combiner`]'s state. Dropping it drains the inbox and lets go.
+pub struct CombinerGuard<'a, S: Absorb<T>, T> {
+    owner: &'a Combiner<S, T>,
+}
+
+impl<S: Absorb<T>, T> CombinerGuard<'_, S, T> {
+    /// Runs `f` on the state.
+    pub fn with<R>(&mut self, f: impl FnOnce(&mut S) -> R) -> R {
+        // SAFETY: this guard is the only owner (`locked` is held), and `&mut self` keeps the
+        // reference from escaping or aliasing another one made through this guard.
+        self.owner.state.with_mut(|s| f(unsafe { &mut *s }))
+    }
+
+    /// Absorbs whatever waits in the inbox now.
+    pub fn drain(&mut self) -> bool {
+        self.owner.drain()
+    }
+}
+
+impl<S: Absorb<T>, T> Drop for CombinerGuard<'_, S, T> {
+    fn drop(&mut self) {
+        let owner = self.owner;
+        loop {
+            let drained = owner.drain();
+            // SAFETY: we still own the state.
+            owner.state.with_mut(|s| unsafe { &mut *s }.settle());
+            // Release: hands our state changes to the next owner's Acquire CAS.
+            owner.locked.store(false, Ordering::Release);
+            // SeqCst fence: the owner half of the Dekker pair (module docs), between our unlock
+            // and our read of the count.
+            fence(Ordering::SeqCst);
+            // Relaxed: ordered by the fence above. A refused item (full SQ) stays queued for
+            // the next owner rather than being retried in a loop here.
+            if !drained || owner.queued.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            // Acquire on success, as in `try_lock`. On failure another thread owns the state
+            // now, and it drains the inbox before it lets go.
+            if owner
+                .locked
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! [`CompletionQueue`]: one ring's CQ, which coalesces the completions of every work queue bound
+//! to it, and [`Completion`], what reaping yields.
+
+use std::fmt;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::cqueue;
+
+use crate::combiner::CombinerGuard;
+use crate::error::{DescriptorError, Error, PostError};
+use crate::ops::Op;
+use crate::ring::{Post, Ring, RingState};
+use crate::stats::Stats;
+use crate::tables::WqId;
+use crate::wq::WorkQueue;
+use crate::IoBuf;
+
+/// One completion, routed to the work queue that posted its operation.
+pub struct Completion<B> {
+    /// The work queue whose operation completed; `None` for a msg_ring message.
+    pub wq: Option<WqId>,
+    /// The operation's cookie (for a message: the message value).
+    pub cookie: u64,
+    /// The kernel's result: a count or a negated errno.
+    pub result: i32,
+    /// The CQE flags (`F_MORE`, `F_NOTIF`, ...).
+    pub flags: u32,
+    /// The operation's buffer, handed back with its final completion only.
+    pub buf: Option<B>,
+    /// Set when the descriptor was rejected before it reached the kernel.
+    pub rejected: Option<DescriptorError>,
+}
+
+impl<B> fmt::Debug for Completion<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completion")
+            .field("wq", &self.wq)
+            .field("cookie", &self.cookie)
+            .field("result", &self.result)
+            .field("flags", &self.flags)
+            .field("buf", &self.buf.is_some())
+            .field("rejected", &self.rejected)
+            .finish()
+    }
+}
+
+impl<B> Completion<B> {
+    pub(crate) fn from_cqe(wq: WqId, cookie: u64, result: i32, flags: u32, buf: Option<B>) -> Self {
+        Self {
+            wq: Some(wq),
+            cookie,
+            result,
+            flags,
+            buf,
+            rejected: None,
+        }
+    }
+
+    pub(crate) fn rejected(wq: WqId, cookie: u64, error: DescriptorError, buf: Option<B>) -> Self {
+        Self {
+            wq: Some(wq),
+            cookie,
+            result: error.errno(),
+            flags: 0,
+            buf,
+            rejected: Some(error),
+        }
+    }
+
+    pub(crate) fn failed(wq: WqId, cookie: u64, result: i32) -> Self {
+        Self::from_cqe(wq, cookie, result, 0, None)
+    }
+
+    pub(crate) fn message(value: u64, result: i32, flags: u32) -> Self {
+        Self {
+            wq: None,
+            cookie: value,
+            result,
+            flags,
+            buf: None,
+            rejected: None,
+        }
+    }
+
+    /// Whether this is the operation's last completion (no `F_MORE`): its buffer is back.
+    pub fn is_final(&self) -> bool {
+        !cqueue::more(self.flags)
+    }
+
+    /// The provided buffer the kernel picked for this completion (multishot receive), if any.
+    pub fn buffer_id(&self) -> Option<u16> {
+        cqueue::buffer_select(self.flags)
+    }
+
+    /// Whether this is a send_zc notification (`F_NOTIF`).
+    pub fn is_notification(&self) -> bool {
+        cqueue::notif(self.flags)
+    }
+}
+
+/// One completion queue of an adapter (one io_uring).
+///
+/// Reaping reads CQEs from the shared ring with no system call. At most one thread reaps a CQ at
+/// a time: [`reap`](Self::reap) returns 0 at once when another thread (a [`CqSet`](crate::CqSet)
+/// reaper, say) owns it.
+pub struct CompletionQueue<B> {
+    pub(crate) ring: Arc<Ring<B>>,
+}
+
+impl<B> Clone for CompletionQueue<B> {
+    fn clone(&self) -> Self {
+        Self {
+            ring: Arc::clone(&self.ring),
+        }
+    }
+}
+
+impl<B> fmt::Debug for CompletionQueue<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompletionQueue")
+            .field("index", &self.ring.index)
+            .field("ring_fd", &self.ring.fd)
+            .finish()
+    }
+}
+
+impl<B: IoBuf> CompletionQueue<B> {
+    /// Reaps up to `max` completions into `out` and returns how many. No system call unless the
+    /// kernel flagged a CQ overflow (then one `io_uring_enter` flushes its overflow list).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CompletionsLost`] if the kernel reports dropped CQEs; the completions reaped so
+    /// far are still in `out`.
+    pub fn reap(&self, out: &mut Vec<Completion<B>>, max: usize) -> Result<usize, Error> {
+        match self.ring.combiner.try_lock() {
+            Some(mut g) => {
+                reap_locked(&self.ring, &mut g, None::<&regio_sync::Guard<'_>>, out, max)
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Reaps like [`reap`](Self::reap), and if nothing is there, sleeps on the CQ's eventfd
+    /// until a completion arrives or `timeout` passes (RIONotify with a wait).
+    pub fn wait(
+        &self,
+        out: &mut Vec<Completion<B>>,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize, Error> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let n = self.reap(out, max)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            crate::sys::eventfd_drain(&self.ring.eventfd);
+            let n = self.reap(out, max)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) => Some(left),
+                    None => return Ok(0),
+                },
+                None => None,
+            };
+            crate::sys::poll_readable(self.ring.eventfd.as_raw_fd(), left).map_err(|source| {
+                Error::Sys {
+                    what: "poll on the CQ eventfd",
+                    source,
+                }
+            })?;
+        }
+    }
+
+    /// The eventfd the kernel signals when it posts completions to this CQ. Poll it for
+    /// readability to sleep until completions arrive (the RIONotify of this CQ); read it to
+    /// re-arm.
+    pub fn notify_fd(&self) -> RawFd {
+        self.ring.eventfd.as_raw_fd()
+    }
+
+    /// Owns the ring for a batch of posts that are pushed to the SQ but not submitted until
+    /// [`Batch::commit`] or the end of the batch (RIO's `RIO_MSG_DEFER` and `COMMIT_ONLY`).
+    /// `None` if another thread owns the ring now; post with [`WorkQueue::post`] instead.
+    pub fn batch(&self) -> Option<Batch<'_, B>> {
+        let mut guard = self.ring.combiner.try_lock()?;
+        guard.with(|s| s.auto_submit = false);
+        Some(Batch {
+            ring: &self.ring,
+            guard,
+            reader: self.ring.tables.domain.guard(),
+        })
+    }
+
+    /// This CQ's counters.
+    pub fn stats(&self) -> Stats {
+        self.ring.counters.snapshot(self.ring.combiner.queued())
+    }
+
+    /// The CQ's index in its adapter.
+    pub fn index(&self) -> usize {
+        self.ring.index
+    }
+
+    /// The ring's file descriptor (the target of msg_ring).
+    pub fn ring_fd(&self) -> RawFd {
+        self.ring.fd
+    }
+}
+
+impl<B: Send + 'static> CompletionQueue<B> {
+    pub(crate) fn ring_ref(&self) -> crate::ops::control::RingRef {
+        crate::ops::control::RingRef::new(self.ring.fd, Arc::clone(&self.ring) as Arc<_>)
+    }
+}
+
+/// Reaps with the ring owned.
+pub(crate) fn reap_locked<B: IoBuf, R: regio_sync::ReadSide>(
+    ring: &Ring<B>,
+    g: &mut CombinerGuard<'_, RingState<B>, Post<B>>,
+    reader: Option<&R>,
+    out: &mut Vec<Completion<B>>,
+    max: usize,
+) -> Result<usize, Error> {
+    g.drain();
+    let tables = &ring.tables;
+    let n = g.with(|s| {
+        s.submit().map_err(|source| Error::Sys {
+            what: "io_uring_enter (submit)",
+            source,
+        })?;
+        s.reap(tables, reader, out, max)
+    })?;
+    if n > 0 {
+        tracing::trace!(parent: &ring.span, n, "reaped");
+    }
+    Ok(n)
+}
+
+/// A batch of deferred posts on one ring. See [`CompletionQueue::batch`].
+pub struct Batch<'a, B: IoBuf> {
+    ring: &'a Ring<B>,
+    guard: CombinerGuard<'a, RingState<B>, Post<B>>,
+    reader: regio_sync::Guard<'a>,
+}
+
+impl<B: IoBuf> Batch<'_, B> {
+    /// Pushes `op` on `wq` (which must be bound to this CQ) without submitting it.
+    ///
+    /// # Errors
+    ///
+    /// Hands `op` back: [`PostError::Full`] when the SQ is full (commit, then post again),
+    /// [`PostError::NoCredit`] when `wq` has no credit, [`PostError::Closed`] when `wq` was
+    /// removed or belongs to another CQ.
+    pub fn post(&mut self, wq: &WorkQueue<B>, op: Op<B>) -> Result<(), PostError<Op<B>>> {
+        if !std::ptr::eq(Arc::as_ptr(&wq.ring), self.ring) {
+            return Err(PostError::Closed(op));
+        }
+        let post = wq.checked(&self.reader, op)?;
+        self.guard.with(|s| s.absorb_direct(post)).map_err(|op| {
+            wq.shared.adjust(op.side(), 1);
+            PostError::Full(op)
+        })
+    }
+
+    /// Submits everything pushed so far.
+    pub fn commit(&mut self) -> Result<(), Error> {
+        self.guard
+            .with(|s| s.submit())
+            .map_err(|source| Error::Sys {
+                what: "io_uring_enter (commit)",
+                source,
+            })
+    }
+
+    /// Reaps completions while the batch owns the ring.
+    pub fn reap(&mut self, out: &mut Vec<Completion<B>>, max: usize) -> Result<usize, Error> {
+        reap_locked(self.ring, &mut self.guard, Some(&self.reader), out, max)
+    }
+}
+
+impl<B: IoBuf> Drop for Batch<'_, B> {
+    fn drop(&mut self) {
+        self.guard.with(|s| s.auto_submit = true);
+    }
+}

@@ -1,0 +1,167 @@
+//! The crate's error types.
+//!
+//! [`Error`] is the one error type of the crate. Failed posts hand the operation back inside a
+//! [`PostError`], so a post is never lost. A descriptor that fails validation is not an `Error`:
+//! it becomes an error completion on its own work queue, carrying a [`DescriptorError`].
+
+use std::io;
+
+/// Errors from setting up and running an adapter. Each one says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `io_uring_setup` is refused: io_uring is disabled on this host.
+    #[error(
+        "io_uring is disabled on this host ({source}); check the sysctl kernel.io_uring_disabled \
+         (it must be 0, or 1 with this user in kernel.io_uring_group) and any seccomp filter \
+         or container profile that blocks io_uring_setup"
+    )]
+    IoUringDisabled {
+        /// The error from `io_uring_setup`.
+        source: io::Error,
+    },
+    /// Pinning registered memory failed because the locked-memory limit is too low.
+    #[error(
+        "registering {bytes} bytes of buffers failed: RLIMIT_MEMLOCK is {limit} (soft limit, \
+         bytes) and this process lacks CAP_IPC_LOCK; raise it (ulimit -l, LimitMEMLOCK= in a \
+         systemd unit, memlock in limits.conf) to at least the pool size"
+    )]
+    MemlockTooLow {
+        /// The soft RLIMIT_MEMLOCK in bytes (`u64::MAX` for unlimited).
+        limit: u64,
+        /// The size of the registration that failed.
+        bytes: u64,
+    },
+    /// The kernel lacks an operation or a feature this adapter was asked to use.
+    #[error(
+        "the kernel lacks {what}, which Linux {since} brings; upgrade the kernel or do without it"
+    )]
+    Unsupported {
+        /// The operation or feature.
+        what: &'static str,
+        /// The first kernel version that has it.
+        since: &'static str,
+    },
+    /// A system call at setup or registration failed for another reason.
+    #[error("{what} failed: {source}")]
+    Sys {
+        /// What was being done.
+        what: &'static str,
+        /// The error from the kernel.
+        source: io::Error,
+    },
+    /// The kernel reports that it dropped completions: the CQ overflowed without NODROP space.
+    #[error(
+        "the kernel dropped {lost} completions after a CQ overflow; make the CQ larger \
+         (Config::cq_entries) or reap more often"
+    )]
+    CompletionsLost {
+        /// How many completions the kernel dropped since the last check.
+        lost: u32,
+    },
+    /// An argument is out of range; the message names it.
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+}
+
+/// A post that could not be accepted. The operation is handed back unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError<T> {
+    /// The submission ring is full. Commit or reap, then post again.
+    #[error("the submission queue is full")]
+    Full(T),
+    /// The work queue has no credit left on this side. Reap completions, then post again.
+    #[error("the work queue has no credit left")]
+    NoCredit(T),
+    /// The work queue was removed from its adapter.
+    #[error("the work queue was removed")]
+    Closed(T),
+}
+
+impl<T> PostError<T> {
+    /// Takes the operation back.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Full(t) | Self::NoCredit(t) | Self::Closed(t) => t,
+        }
+    }
+}
+
+/// Why a descriptor was rejected before it became an SQE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DescriptorError {
+    /// The buffer names a region that is not registered on this adapter.
+    #[error("buffer region {0} is not registered on this adapter")]
+    UnknownRegion(u16),
+    /// The slice runs past the end of its region, or is empty where data is needed.
+    #[error("buffer slice offset {offset} len {len} is out of bounds of a region of {size} bytes")]
+    OutOfBounds {
+        /// The slice's offset.
+        offset: u32,
+        /// The slice's length.
+        len: u32,
+        /// The region's size.
+        size: u64,
+    },
+    /// The buffer's generation does not match the region's: it is stale, or from another adapter.
+    #[error("buffer generation {found} does not match region generation {expected}")]
+    StaleGeneration {
+        /// The region's current generation.
+        expected: u32,
+        /// The generation the buffer carries.
+        found: u32,
+    },
+    /// The fixed-file slot is outside the adapter's file table.
+    #[error("fixed-file slot {0} is outside the file table")]
+    BadFileSlot(u32),
+    /// The kernel lacks this operation.
+    #[error("the kernel lacks {op}, which Linux {since} brings")]
+    Unsupported {
+        /// The operation.
+        op: &'static str,
+        /// The first kernel version that has it.
+        since: &'static str,
+    },
+    /// The operation does not belong on this kind of work queue.
+    #[error("operation not allowed on this work queue: {0}")]
+    WrongQueue(&'static str),
+}
+
+impl DescriptorError {
+    /// The errno the error completion carries (negated, as io_uring results are).
+    pub fn errno(self) -> i32 {
+        match self {
+            Self::UnknownRegion(_) | Self::StaleGeneration { .. } | Self::BadFileSlot(_) => {
+                -libc::EBADF
+            }
+            Self::OutOfBounds { .. } => -libc::EFAULT,
+            Self::WrongQueue(_) => -libc::EINVAL,
+            Self::Unsupported { .. } => -libc::EOPNOTSUPP,
+        }
+    }
+}
+
+/// The soft RLIMIT_MEMLOCK of this process, in bytes.
+pub(crate) fn memlock_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+    if rc != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+        u64::MAX
+    } else {
+        lim.rlim_cur
+    }
+}
+
+/// Maps an `io_uring_setup` failure to an [`Error`].
+pub(crate) fn setup_error(source: io::Error) -> Error {
+    match source.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::ENOSYS) => Error::IoUringDisabled { source },
+        _ => Error::Sys {
+            what: "io_uring_setup",
+            source,
+        },
+    }
+}

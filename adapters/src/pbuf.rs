@@ -1,0 +1,158 @@
+//! Provided-buffer rings (`IORING_REGISTER_PBUF_RING`) for multishot receive, filled by the
+//! pool's [`BufFeed`](regio_pool::BufFeed) through [`BufRingSink`].
+//!
+//! # Synchronization
+//!
+//! The ring is an array of `io_uring_buf {addr, len, bid, resv}` shared with the kernel; the
+//! `resv` field of entry 0 is the ring's tail. Producers (whichever threads drop received
+//! messages) are serialised by a mutex that owns the user-side tail copy: each writes its entry
+//! with plain stores, then publishes it with a Release store of the new tail, which pairs with
+//! the kernel's acquire load of the tail before it reads the entry.
+
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+use regio_pool::BufRingSink;
+
+use crate::error::Error;
+use crate::ring::Ring;
+
+/// `sizeof(struct io_uring_buf)`.
+const ENTRY: usize = 16;
+/// Offset of `resv` in entry 0: the ring's tail.
+const TAIL: usize = 14;
+
+/// A provided-buffer ring registered on one completion queue's ring, as buffer group `bgid`.
+/// Hand it to [`BufFeed::new`](regio_pool::BufFeed::new) and post
+/// [`Op::recv_multishot`](crate::Op::recv_multishot) with the same `bgid` on a work queue of
+/// that CQ.
+///
+/// End the multishot receives that use the group (cancel them and reap their final
+/// completion) before the feed, and with it this ring, is dropped: dropping unregisters the group
+/// and unmaps the ring.
+pub struct ProvidedRing<B> {
+    ring: Arc<Ring<B>>,
+    base: NonNull<u8>,
+    entries: u16,
+    bgid: u16,
+    tail: Mutex<u16>,
+}
+
+// SAFETY: `base` is a private mapping owned by this value; entries are only written under the
+// `tail` mutex and published through an atomic, so shared use from many threads is sound.
+unsafe impl<B: Send> Send for ProvidedRing<B> {}
+// SAFETY: as above.
+unsafe impl<B: Send> Sync for ProvidedRing<B> {}
+
+impl<B> fmt::Debug for ProvidedRing<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProvidedRing")
+            .field("bgid", &self.bgid)
+            .field("entries", &self.entries)
+            .finish()
+    }
+}
+
+impl<B> ProvidedRing<B> {
+    pub(crate) fn new(ring: Arc<Ring<B>>, bgid: u16, entries: u16) -> Result<Self, Error> {
+        if !entries.is_power_of_two() || entries > 32768 {
+            return Err(Error::Invalid(
+                "provided-ring entries must be a power of two up to 32768",
+            ));
+        }
+        let len = usize::from(entries) * ENTRY;
+        // SAFETY: an anonymous private mapping; the result is checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Error::Sys {
+                what: "mmap of a provided-buffer ring",
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let base = NonNull::new(p.cast::<u8>()).expect("mmap never returns null on success");
+        let registered = ring.with_uring(|u| {
+            // SAFETY: the mapping stays valid until `Drop` unregisters the group first.
+            unsafe {
+                u.submitter()
+                    .register_buf_ring_with_flags(base.as_ptr() as u64, entries, bgid, 0)
+            }
+        });
+        if let Err(source) = registered {
+            // SAFETY: the mapping was made above and nobody else knows of it.
+            unsafe { libc::munmap(p, len) };
+            return Err(match source.raw_os_error() {
+                Some(libc::EINVAL) | Some(libc::ENOSYS) => Error::Unsupported {
+                    what: "provided-buffer rings (IORING_REGISTER_PBUF_RING)",
+                    since: "5.19",
+                },
+                _ => Error::Sys {
+                    what: "IORING_REGISTER_PBUF_RING",
+                    source,
+                },
+            });
+        }
+        Ok(Self {
+            ring,
+            base,
+            entries,
+            bgid,
+            tail: Mutex::new(0),
+        })
+    }
+
+    /// The buffer group id.
+    pub fn bgid(&self) -> u16 {
+        self.bgid
+    }
+
+    fn tail_word(&self) -> &AtomicU16 {
+        // SAFETY: offset 14 of the mapping is the 2-byte-aligned `resv` of entry 0, which the
+        // kernel reads as the tail and never writes; it lives as long as `self`.
+        unsafe { &*self.base.as_ptr().add(TAIL).cast::<AtomicU16>() }
+    }
+}
+
+impl<B: Send> BufRingSink for ProvidedRing<B> {
+    fn push(&self, addr: NonNull<u8>, len: u32, bid: u16) {
+        let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = usize::from(*tail & (self.entries - 1));
+        // SAFETY: `slot < entries`, so the entry is inside the mapping; the kernel reads it only
+        // after the tail store below, and the mutex keeps other producers off it.
+        unsafe {
+            let e = self.base.as_ptr().add(slot * ENTRY);
+            e.cast::<u64>().write(addr.as_ptr() as u64);
+            e.add(8).cast::<u32>().write(len);
+            e.add(12).cast::<u16>().write(bid);
+        }
+        *tail = tail.wrapping_add(1);
+        // Release: publishes the entry written above to the kernel's acquire load of the tail.
+        self.tail_word().store(*tail, Ordering::Release);
+    }
+}
+
+impl<B> Drop for ProvidedRing<B> {
+    fn drop(&mut self) {
+        let bgid = self.bgid;
+        if let Err(e) = self
+            .ring
+            .with_uring(|u| u.submitter().unregister_buf_ring(bgid))
+        {
+            // Unmapping memory the kernel may still read would be unsound: leak it instead.
+            tracing::error!(bgid, error = %e, "unregistering a provided-buffer ring failed; leaking it");
+            return;
+        }
+        // SAFETY: the group is unregistered, so nothing else uses the mapping.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), usize::from(self.entries) * ENTRY) };
+    }
+}

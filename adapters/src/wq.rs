@@ -1,0 +1,182 @@
+//! [`WorkQueue`]: a logical request queue for one socket or file, with depth credits.
+
+use std::fmt;
+use std::sync::Arc;
+
+use regio_sync::ReadSide;
+
+use crate::cq::CompletionQueue;
+use crate::error::PostError;
+use crate::ops::{Op, Target};
+use crate::ring::{check, Post, Ring};
+use crate::tables::{WqId, WqShared};
+use crate::IoBuf;
+
+/// A request queue for one socket or file, bound to one completion queue (RIO's request queue).
+///
+/// It has a send and a receive depth: each posted operation takes one credit of its
+/// [`Side`](crate::Side), which comes back with the operation's final completion. Any thread may
+/// post to it; see [`post`](Self::post).
+pub struct WorkQueue<B> {
+    pub(crate) shared: Arc<WqShared>,
+    pub(crate) ring: Arc<Ring<B>>,
+}
+
+impl<B> fmt::Debug for WorkQueue<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkQueue")
+            .field("id", &self.shared.id)
+            .field("cq", &self.ring.index)
+            .field("target", &self.shared.target)
+            .finish()
+    }
+}
+
+impl<B> Clone for WorkQueue<B> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            ring: Arc::clone(&self.ring),
+        }
+    }
+}
+
+impl<B: IoBuf> WorkQueue<B> {
+    /// Posts `op` and submits it.
+    ///
+    /// If no other thread owns the ring, this thread takes it and the SQE goes straight into the
+    /// SQ. Otherwise the post goes into the ring's inbox, and the owning thread pushes it before
+    /// it lets go. Either way the descriptor is validated first: a bad buffer key, slice,
+    /// generation or file slot gives an error completion on this work queue (with the buffer
+    /// handed back) and reaches neither the kernel nor any other queue.
+    ///
+    /// # Errors
+    ///
+    /// Hands `op` back: [`PostError::NoCredit`] when this queue's depth on `op`'s side is used
+    /// up, [`PostError::Closed`] after removal, [`PostError::Full`] when the SQ stays full even
+    /// after a submit.
+    pub fn post(&self, op: Op<B>) -> Result<(), PostError<Op<B>>> {
+        let reader = self.ring.tables.domain.guard();
+        let post = self.checked(&reader, op)?;
+        match self.ring.combiner.try_lock() {
+            Some(mut g) => {
+                g.drain();
+                g.with(|s| s.absorb_direct(post)).map_err(|op| {
+                    self.shared.adjust(op.side(), 1);
+                    PostError::Full(op)
+                })
+            }
+            None => {
+                self.ring.combiner.post(post);
+                Ok(())
+            }
+        }
+    }
+
+    /// Validates `op` and takes its credit.
+    pub(crate) fn checked(
+        &self,
+        reader: &impl ReadSide,
+        op: Op<B>,
+    ) -> Result<Post<B>, PostError<Op<B>>> {
+        let tables = &self.ring.tables;
+        match tables.wq(reader, self.shared.id) {
+            Some(w) if std::ptr::eq(w, &*self.shared) => {}
+            _ => return Err(PostError::Closed(op)),
+        }
+        let side = op.side();
+        if !self.shared.take_credit(side) {
+            return Err(PostError::NoCredit(op));
+        }
+        let post = check(
+            tables,
+            &self.ring.supported,
+            reader,
+            self.shared.id,
+            side,
+            self.shared.target,
+            op,
+        );
+        if matches!(post, Post::Reject { .. }) {
+            crate::stats::Counters::add(&self.ring.counters.rejected, 1);
+        }
+        Ok(post)
+    }
+
+    /// This queue's identity, as found in its completions.
+    pub fn id(&self) -> WqId {
+        self.shared.id
+    }
+
+    /// The socket or file this queue acts on.
+    pub fn target(&self) -> Target {
+        self.shared.target
+    }
+
+    /// The completion queue this work queue is bound to.
+    pub fn completion_queue(&self) -> CompletionQueue<B> {
+        CompletionQueue {
+            ring: Arc::clone(&self.ring),
+        }
+    }
+
+    /// Credits left: `(send, receive)`.
+    pub fn credits(&self) -> (u32, u32) {
+        self.shared.credits()
+    }
+}
+
+impl WorkQueue<regio_pool::Message> {
+    /// Posts the operation a pool message's descriptor describes ([`Op::from_message`]).
+    ///
+    /// The descriptor's `file`, if set, must be this work queue's fixed file; a message whose
+    /// descriptor fails that, or names an opcode without a buffer, comes back at once.
+    ///
+    /// # Errors
+    ///
+    /// [`MessageError::Descriptor`] for a descriptor this queue cannot take, or
+    /// [`MessageError::Post`] as for [`post`](Self::post); either way the message comes back.
+    pub fn post_message(&self, msg: regio_pool::Message) -> Result<(), MessageError> {
+        if let Some(slot) = msg.descriptor().file {
+            if self.shared.target != Target::Fixed(slot) {
+                return Err(MessageError::Descriptor(
+                    msg,
+                    crate::DescriptorError::WrongQueue("descriptor names another file"),
+                ));
+            }
+        }
+        let op = Op::from_message(msg).map_err(|(m, e)| MessageError::Descriptor(m, e))?;
+        self.post(op).map_err(|e| {
+            let kind = match &e {
+                PostError::Full(_) => "the submission queue is full",
+                PostError::NoCredit(_) => "the work queue has no credit left",
+                PostError::Closed(_) => "the work queue was removed",
+            };
+            let msg = e
+                .into_inner()
+                .into_buf()
+                .expect("message operations carry their message");
+            MessageError::Post(msg, kind)
+        })
+    }
+}
+
+/// A message that [`WorkQueue::post_message`] could not take, handed back.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// The descriptor does not fit this queue.
+    #[error("descriptor rejected: {1}")]
+    Descriptor(regio_pool::Message, crate::DescriptorError),
+    /// The post failed (full SQ, no credit, removed queue); post again later.
+    #[error("post failed: {1}")]
+    Post(regio_pool::Message, &'static str),
+}
+
+impl MessageError {
+    /// Takes the message back.
+    pub fn into_message(self) -> regio_pool::Message {
+        match self {
+            Self::Descriptor(m, _) | Self::Post(m, _) => m,
+        }
+    }
+}

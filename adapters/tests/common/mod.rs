@@ -1,0 +1,171 @@
+//! Test helpers: an anonymous registered region and a buffer type over it.
+#![allow(dead_code)] // each test binary uses a different subset of these helpers
+
+use std::sync::Arc;
+
+use regio_adapters::{Adapter, BufKey, Config, IoBuf, RegionId};
+
+/// Anonymous memory registered as one region of an adapter.
+pub struct Region {
+    pub id: RegionId,
+    pub generation: u32,
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory; tests synchronise their own accesses.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Region {
+    pub fn new(adapter: &Adapter<TestBuf>, id: u16, len: usize) -> Arc<Self> {
+        // SAFETY: anonymous private mapping, checked below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        let base = base as *mut u8;
+        // SAFETY: the mapping lives until `Region` drops, which the Arc in every TestBuf delays
+        // until no buffer is left.
+        let generation =
+            unsafe { adapter.register_region(RegionId(id), base, len) }.expect("register region");
+        Arc::new(Self {
+            id: RegionId(id),
+            generation,
+            base,
+            len,
+        })
+    }
+
+    pub fn buf(self: &Arc<Self>, offset: u32, len: u32) -> TestBuf {
+        TestBuf {
+            key: BufKey {
+                region: self.id,
+                offset,
+                len,
+            },
+            generation: self.generation,
+            region: Arc::clone(self),
+        }
+    }
+
+    /// A copy of `len` bytes at `offset`.
+    pub fn read(&self, offset: u32, len: u32) -> Vec<u8> {
+        assert!(offset as usize + len as usize <= self.len);
+        let mut v = vec![0u8; len as usize];
+        // SAFETY: in bounds of the mapping; tests only read a slice no operation owns.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.base.add(offset as usize), v.as_mut_ptr(), v.len())
+        };
+        v
+    }
+
+    /// Copies `data` to `offset`.
+    pub fn write(&self, offset: u32, data: &[u8]) {
+        assert!(offset as usize + data.len() <= self.len);
+        // SAFETY: in bounds of the mapping; tests only write a slice no operation owns.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(offset as usize), data.len())
+        };
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made in `new` with this length.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+/// A slice of a test region. Its key may be forged with `with_key` to test validation.
+pub struct TestBuf {
+    pub key: BufKey,
+    pub generation: u32,
+    pub region: Arc<Region>,
+}
+
+impl TestBuf {
+    pub fn forged(mut self, key: BufKey, generation: u32) -> Self {
+        self.key = key;
+        self.generation = generation;
+        self
+    }
+
+    /// A copy of the slice's bytes.
+    pub fn contents(&self) -> Vec<u8> {
+        self.region.read(self.key.offset, self.key.len)
+    }
+
+    /// Writes `data` at the start of the slice.
+    pub fn write(&self, data: &[u8]) {
+        assert!(data.len() <= self.key.len as usize);
+        self.region.write(self.key.offset, data);
+    }
+}
+
+// SAFETY: the buffer keeps its region mapped; a forged key is only ever checked by the
+// adapter, which rejects it before any SQE is built.
+unsafe impl IoBuf for TestBuf {
+    fn key(&self) -> BufKey {
+        self.key
+    }
+    fn generation(&self) -> Option<u32> {
+        Some(self.generation)
+    }
+}
+
+/// A config for tests: SQPOLL on or off, small rings.
+pub fn config(rings: usize, sqpoll: bool) -> Config {
+    let mut c = Config {
+        rings,
+        sq_entries: 64,
+        cq_entries: 256,
+        ..Config::default()
+    };
+    if !sqpoll {
+        c.sqpoll = None;
+    }
+    c
+}
+
+/// Prints a skip, or fails when REGIO_REQUIRE_ALL=1.
+pub fn skip(reason: &str) {
+    if std::env::var("REGIO_REQUIRE_ALL").as_deref() == Ok("1") {
+        panic!("required test skipped: {reason}");
+    }
+    println!("SKIP: {reason}");
+}
+
+/// A temporary file with `len` bytes of a known pattern.
+pub fn temp_file(len: usize) -> (std::fs::File, std::path::PathBuf) {
+    use std::io::Write;
+    let path = std::env::temp_dir().join(format!(
+        "regio-adapters-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    f.write_all(&data).unwrap();
+    (f, path)
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}

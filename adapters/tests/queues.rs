@@ -1,0 +1,377 @@
+//! Work queues, completion queues and CQ sets: routing, exactly-once reaping, table changes
+//! under load, a full SQ and an overflowing CQ, corrupted descriptors.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{config, Region, TestBuf};
+use regio_adapters::{
+    Adapter, BufKey, Completion, CqSet, DescriptorError, Op, PostError, RegionId, Target, WorkQueue,
+};
+
+/// Posts `op`, reaping from `cq` while the queue is out of credit or the SQ is full.
+fn post_retry(wq: &WorkQueue<TestBuf>, mut op: Op<TestBuf>, sink: &mut Vec<Completion<TestBuf>>) {
+    let cq = wq.completion_queue();
+    loop {
+        match wq.post(op) {
+            Ok(()) => return,
+            Err(PostError::Closed(_)) => panic!("queue closed"),
+            Err(e) => {
+                op = e.into_inner();
+                cq.reap(sink, 64).unwrap();
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+#[test]
+fn many_work_queues_on_one_cq_each_completion_routed_to_its_own() {
+    let adapter = Adapter::<TestBuf>::new(config(1, true)).unwrap();
+    let wqs: Vec<_> = (0..16)
+        .map(|_| adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap())
+        .collect();
+    let cq = adapter.completion_queue(0).unwrap();
+    let mut out = Vec::new();
+    for round in 0..40u64 {
+        for (i, wq) in wqs.iter().enumerate() {
+            post_retry(wq, Op::nop(i as u64 * 1000 + round), &mut out);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while out.len() < 16 * 40 && Instant::now() < deadline {
+        cq.wait(&mut out, 256, Some(Duration::from_millis(100)))
+            .unwrap();
+    }
+    assert_eq!(out.len(), 16 * 40);
+    let mut seen = HashSet::new();
+    for c in &out {
+        let owner = (c.cookie / 1000) as usize;
+        assert_eq!(
+            c.wq,
+            Some(wqs[owner].id()),
+            "completion routed to the wrong queue"
+        );
+        assert_eq!(c.result, 0);
+        assert!(seen.insert(c.cookie), "completion seen twice");
+    }
+    for wq in &wqs {
+        assert_eq!(wq.credits(), (8, 8));
+    }
+}
+
+fn cqset_exactly_once(reapers: usize) {
+    const POSTERS: usize = 2;
+    const PER_POSTER: u64 = 4000;
+    let adapter = Adapter::<TestBuf>::new(config(4, true)).unwrap();
+    let set = Arc::new(CqSet::new(adapter.completion_queues()).unwrap());
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let done = Arc::new(AtomicU64::new(0));
+    let total = POSTERS as u64 * PER_POSTER;
+    let reaper_threads: Vec<_> = (0..reapers)
+        .map(|_| {
+            let (set, seen, done) = (Arc::clone(&set), Arc::clone(&seen), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                while done.load(Ordering::Relaxed) < total {
+                    out.clear();
+                    set.wait(&mut out, 128, Some(Duration::from_millis(20)))
+                        .unwrap();
+                    let mut s = seen.lock().unwrap();
+                    for c in &out {
+                        assert!(s.insert(c.cookie), "cookie {} reaped twice", c.cookie);
+                    }
+                    done.fetch_add(out.len() as u64, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let posters: Vec<_> = (0..POSTERS)
+        .map(|p| {
+            let wqs: Vec<_> = (0..4)
+                .map(|cq| adapter.work_queue(cq, Target::Fd(-1), 32, 32).unwrap())
+                .collect();
+            std::thread::spawn(move || {
+                for i in 0..PER_POSTER {
+                    let wq = &wqs[(i % 4) as usize];
+                    let mut op = Op::nop(p as u64 * PER_POSTER + i);
+                    loop {
+                        match wq.post(op) {
+                            Ok(()) => break,
+                            Err(e) => {
+                                op = e.into_inner();
+                                std::thread::yield_now();
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for p in posters {
+        p.join().unwrap();
+    }
+    for r in reaper_threads {
+        r.join().unwrap();
+    }
+    assert_eq!(seen.lock().unwrap().len() as u64, total);
+    assert_eq!(done.load(Ordering::Relaxed), total);
+}
+
+#[test]
+fn cqset_reaped_by_one_thread_sees_each_completion_once() {
+    cqset_exactly_once(1);
+}
+
+#[test]
+fn cqset_reaped_by_three_threads_sees_each_completion_once() {
+    cqset_exactly_once(3);
+}
+
+#[test]
+fn work_queues_added_and_removed_while_others_post() {
+    let adapter = Arc::new(Adapter::<TestBuf>::new(config(2, true)).unwrap());
+    let set = Arc::new(CqSet::new(adapter.completion_queues()).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let posted = Arc::new(AtomicU64::new(0));
+    let reaped = Arc::new(AtomicU64::new(0));
+    let reaper = {
+        let (set, stop, reaped, posted) = (
+            Arc::clone(&set),
+            Arc::clone(&stop),
+            Arc::clone(&reaped),
+            Arc::clone(&posted),
+        );
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            loop {
+                out.clear();
+                set.wait(&mut out, 256, Some(Duration::from_millis(10)))
+                    .unwrap();
+                reaped.fetch_add(out.len() as u64, Ordering::Relaxed);
+                if stop.load(Ordering::Acquire)
+                    && reaped.load(Ordering::Relaxed) == posted.load(Ordering::Relaxed)
+                {
+                    return;
+                }
+            }
+        })
+    };
+    let steady: Vec<_> = (0..2)
+        .map(|t| {
+            let wq = adapter.work_queue(t % 2, Target::Fd(-1), 16, 16).unwrap();
+            let (stop, posted) = (Arc::clone(&stop), Arc::clone(&posted));
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    if wq.post(Op::nop(i)).is_ok() {
+                        posted.fetch_add(1, Ordering::Relaxed);
+                        i += 1;
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut churned = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let wq = adapter
+            .work_queue(churned % 2, Target::Fd(-1), 4, 4)
+            .unwrap();
+        for k in 0..4 {
+            if wq.post(Op::nop(k)).is_ok() {
+                posted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        adapter.resize_work_queue(&wq, 8, 8);
+        adapter.remove_work_queue(&wq);
+        assert!(matches!(wq.post(Op::nop(99)), Err(PostError::Closed(_))));
+        churned += 1;
+    }
+    stop.store(true, Ordering::Release);
+    for s in steady {
+        s.join().unwrap();
+    }
+    reaper.join().unwrap();
+    assert!(churned > 10, "only {churned} add/remove rounds");
+    assert_eq!(
+        reaped.load(Ordering::Relaxed),
+        posted.load(Ordering::Relaxed)
+    );
+    let stats = adapter.stats();
+    println!("{churned} add/remove rounds; {stats:?}");
+    assert_eq!(stats.completed, posted.load(Ordering::Relaxed));
+}
+
+#[test]
+fn a_full_sq_hands_the_operation_back() {
+    let mut cfg = config(1, false);
+    cfg.sq_entries = 8;
+    let adapter = Adapter::<TestBuf>::new(cfg).unwrap();
+    let wq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
+    let cq = wq.completion_queue();
+    let mut batch = cq.batch().expect("nobody else owns the ring");
+    for i in 0..8 {
+        batch.post(&wq, Op::nop(i)).unwrap();
+    }
+    let back = match batch.post(&wq, Op::nop(8)) {
+        Err(PostError::Full(op)) => op,
+        other => panic!("expected Full, got {other:?}"),
+    };
+    assert_eq!(back.cookie(), 8);
+    assert_eq!(wq.credits().0, 56, "the refused post's credit came back");
+    batch.commit().unwrap();
+    batch.post(&wq, back).unwrap();
+    drop(batch);
+    let mut out = Vec::new();
+    while out.len() < 9 {
+        cq.wait(&mut out, 64, Some(Duration::from_secs(5))).unwrap();
+    }
+    let mut cookies: Vec<_> = out.iter().map(|c| c.cookie).collect();
+    cookies.sort();
+    assert_eq!(cookies, (0..9).collect::<Vec<_>>());
+    assert!(adapter.stats().sq_full >= 1);
+}
+
+#[test]
+fn an_overflowing_cq_is_reported_and_loses_nothing() {
+    let mut cfg = config(1, false);
+    cfg.sq_entries = 8;
+    cfg.cq_entries = 8;
+    let adapter = Adapter::<TestBuf>::new(cfg).unwrap();
+    let wq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
+    let cq = wq.completion_queue();
+    {
+        let mut batch = cq.batch().unwrap();
+        for round in 0..4u64 {
+            for i in 0..8 {
+                batch.post(&wq, Op::nop(round * 8 + i)).unwrap();
+            }
+            batch.commit().unwrap();
+        }
+    }
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while out.len() < 32 && Instant::now() < deadline {
+        cq.reap(&mut out, 64).unwrap();
+    }
+    assert_eq!(out.len(), 32, "a completion was lost");
+    let unique: HashSet<_> = out.iter().map(|c| c.cookie).collect();
+    assert_eq!(unique.len(), 32);
+    assert!(adapter.stats().cq_overflows >= 1, "overflow not reported");
+}
+
+#[test]
+fn a_corrupted_descriptor_is_rejected_on_its_own_queue_only() {
+    let adapter = Adapter::<TestBuf>::new(config(1, true)).unwrap();
+    let region = Region::new(&adapter, 2, 8192);
+    let (file, path) = common::temp_file(8192);
+    use std::os::fd::AsRawFd;
+    let bad = adapter
+        .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
+        .unwrap();
+    let good = adapter
+        .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
+        .unwrap();
+    let forged = [
+        (
+            BufKey {
+                region: RegionId(9),
+                offset: 0,
+                len: 512,
+            },
+            region.generation,
+        ),
+        (
+            BufKey {
+                region: region.id,
+                offset: 8000,
+                len: 512,
+            },
+            region.generation,
+        ),
+        (
+            BufKey {
+                region: region.id,
+                offset: 0,
+                len: 512,
+            },
+            region.generation + 1_000_000,
+        ),
+    ];
+    for (i, (key, generation)) in forged.into_iter().enumerate() {
+        let buf = region.buf(0, 512).forged(key, generation);
+        bad.post(Op::read_fixed(buf, 0, 100 + i as u64)).unwrap();
+        good.post(Op::read_fixed(
+            region.buf(512 * i as u32, 512),
+            0,
+            200 + i as u64,
+        ))
+        .unwrap();
+    }
+    let cq = bad.completion_queue();
+    let mut out = Vec::new();
+    while out.len() < 6 {
+        cq.wait(&mut out, 64, Some(Duration::from_secs(5))).unwrap();
+    }
+    for c in &out {
+        if c.cookie >= 200 {
+            assert_eq!(c.wq, Some(good.id()));
+            assert_eq!((c.result, c.rejected), (512, None));
+        } else {
+            assert_eq!(c.wq, Some(bad.id()));
+            assert!(c.buf.is_some(), "the rejected buffer comes back");
+            let expected = match c.cookie {
+                100 => matches!(c.rejected, Some(DescriptorError::UnknownRegion(9))),
+                101 => matches!(c.rejected, Some(DescriptorError::OutOfBounds { .. })),
+                _ => matches!(c.rejected, Some(DescriptorError::StaleGeneration { .. })),
+            };
+            assert!(expected, "{c:?}");
+            assert!(c.result < 0);
+        }
+    }
+    let s = adapter.stats();
+    assert_eq!(
+        (s.rejected, s.submitted),
+        (3, 3),
+        "rejected posts never reach the kernel"
+    );
+    assert_eq!(bad.credits(), (8, 8));
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn an_unregistered_region_is_rejected_afterwards() {
+    let adapter = Adapter::<TestBuf>::new(config(2, true)).unwrap();
+    let region = Region::new(&adapter, 0, 4096);
+    let (file, path) = common::temp_file(4096);
+    use std::os::fd::AsRawFd;
+    let wq = adapter
+        .work_queue(1, Target::Fd(file.as_raw_fd()), 4, 4)
+        .unwrap();
+    let cq = wq.completion_queue();
+    wq.post(Op::read_fixed(region.buf(0, 4096), 0, 1)).unwrap();
+    let mut out = Vec::new();
+    cq.wait(&mut out, 4, Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(
+        out[0].result, 4096,
+        "ring 1 sees the region registered on ring 0"
+    );
+    if adapter.buffer_cloning() {
+        println!("buffers were cloned with IORING_REGISTER_CLONE_BUFFERS");
+    } else {
+        common::skip("the kernel lacks IORING_REGISTER_CLONE_BUFFERS (Linux 6.12)");
+    }
+    adapter.unregister_region(region.id).unwrap();
+    wq.post(Op::read_fixed(region.buf(0, 4096), 0, 2)).unwrap();
+    out.clear();
+    cq.wait(&mut out, 4, Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(out[0].rejected, Some(DescriptorError::UnknownRegion(0)));
+    std::fs::remove_file(path).unwrap();
+}
