@@ -7,12 +7,12 @@
 //! Run: `cargo bench --bench pool` (add `-- --warm-up-time 1 --measurement-time 3` for a quick
 //! run).
 
+#[allow(dead_code)] // shared with the other benches; each uses part of it
 mod support;
 
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread;
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use crossbeam_queue::ArrayQueue;
 use regio_pool::{Message, MessagePool, PoolBuilder};
-use support::Samples;
+use support::{timed, Background, Samples};
 
 const BUFS: u32 = 1024;
 const BUF_SIZE: usize = 4096;
@@ -134,52 +134,6 @@ fn regio_pool() -> Arc<MessagePool> {
     )
 }
 
-/// Runs `work` on `threads` background threads until dropped.
-struct Background {
-    stop: Arc<AtomicBool>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
-
-impl Background {
-    fn spawn(threads: usize, work: impl Fn() + Send + Sync + 'static) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let work = Arc::new(work);
-        let threads = (0..threads)
-            .map(|_| {
-                let (stop, work) = (Arc::clone(&stop), Arc::clone(&work));
-                thread::spawn(move || {
-                    // Relaxed: a stop flag; nothing else is published through it.
-                    while !stop.load(Ordering::Relaxed) {
-                        for _ in 0..64 {
-                            work();
-                        }
-                    }
-                })
-            })
-            .collect();
-        Self { stop, threads }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        // Relaxed: see `spawn`.
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            t.join().expect("a background thread panicked");
-        }
-    }
-}
-
-/// Times `iters` calls of `op`.
-fn timed(iters: u64, mut op: impl FnMut()) -> Duration {
-    let start = Instant::now();
-    for _ in 0..iters {
-        op();
-    }
-    start.elapsed()
-}
-
 fn acq_rel(c: &mut Criterion, samples: &Samples, threads: usize) {
     let group_name = format!("pool_acq_rel_{threads}t");
     let mut group = c.benchmark_group(&group_name);
@@ -188,9 +142,15 @@ fn acq_rel(c: &mut Criterion, samples: &Samples, threads: usize) {
     let pool = regio_pool();
     {
         let peer = Arc::clone(&pool);
-        let _others = Background::spawn(others, move || {
-            black_box(peer.try_acquire().expect("never exhausted").as_ptr());
-        });
+        let _others = Background::spawn(
+            others,
+            || (),
+            move |_| {
+                for _ in 0..64 {
+                    black_box(peer.try_acquire().expect("never exhausted").as_ptr());
+                }
+            },
+        );
         samples.bench(&mut group, &group_name, "regio", |iters| {
             timed(iters, || {
                 black_box(pool.try_acquire().expect("never exhausted").as_ptr());
@@ -201,9 +161,15 @@ fn acq_rel(c: &mut Criterion, samples: &Samples, threads: usize) {
     let queue = Arc::new(QueuePool::new());
     {
         let peer = Arc::clone(&queue);
-        let _others = Background::spawn(others, move || {
-            black_box(peer.acquire().expect("never exhausted").as_ptr());
-        });
+        let _others = Background::spawn(
+            others,
+            || (),
+            move |_| {
+                for _ in 0..64 {
+                    black_box(peer.acquire().expect("never exhausted").as_ptr());
+                }
+            },
+        );
         samples.bench(&mut group, &group_name, "arrayqueue", |iters| {
             timed(iters, || {
                 black_box(queue.acquire().expect("never exhausted").as_ptr());
@@ -214,9 +180,15 @@ fn acq_rel(c: &mut Criterion, samples: &Samples, threads: usize) {
     let lock = Arc::new(LockPool::new());
     {
         let peer = Arc::clone(&lock);
-        let _others = Background::spawn(others, move || {
-            black_box(peer.acquire().expect("never exhausted").as_ptr());
-        });
+        let _others = Background::spawn(
+            others,
+            || (),
+            move |_| {
+                for _ in 0..64 {
+                    black_box(peer.acquire().expect("never exhausted").as_ptr());
+                }
+            },
+        );
         samples.bench(&mut group, &group_name, "mutex_vec", |iters| {
             timed(iters, || {
                 black_box(lock.acquire().expect("never exhausted").as_ptr());

@@ -5,68 +5,22 @@
 //!
 //! Run: `cargo bench --bench rcu` (add `-- --warm-up-time 1 --measurement-time 3` for a quick run).
 
+#[allow(dead_code)] // shared with the other benches; each uses part of it
 mod support;
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use criterion::Criterion;
 use parking_lot::RwLock;
 use regio_sync::{Domain, Rcu};
-use support::Samples;
+use support::{timed, Background, Samples};
 
 /// What every contender protects: a small routing table.
 #[derive(Clone, Default)]
 struct Table {
     entries: [u64; 8],
-}
-
-/// Runs `work` on `threads` background threads until the returned stopper is dropped.
-struct Background {
-    stop: Arc<AtomicBool>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
-
-impl Background {
-    fn spawn(threads: usize, work: impl Fn(&AtomicBool) + Send + Sync + 'static) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let work = Arc::new(work);
-        let threads = (0..threads)
-            .map(|_| {
-                let (stop, work) = (Arc::clone(&stop), Arc::clone(&work));
-                thread::spawn(move || work(&stop))
-            })
-            .collect();
-        Self { stop, threads }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        // Relaxed: the flag only ends loops; the joins below synchronise.
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            t.join().expect("background thread panicked");
-        }
-    }
-}
-
-fn running(stop: &AtomicBool) -> bool {
-    // Relaxed: see `Background::drop`.
-    !stop.load(Ordering::Relaxed)
-}
-
-/// Times `iters` calls of `op`.
-fn timed(iters: u64, mut op: impl FnMut()) -> Duration {
-    let start = Instant::now();
-    for _ in 0..iters {
-        op();
-    }
-    start.elapsed()
 }
 
 fn reads(c: &mut Criterion, samples: &Samples, threads: usize) {
@@ -78,15 +32,16 @@ fn reads(c: &mut Criterion, samples: &Samples, threads: usize) {
     let cell = Arc::new(Rcu::new(&domain, Table::default()));
     {
         let (d, rcu) = (domain.clone(), Arc::clone(&cell));
-        let _others = Background::spawn(others, move |stop| {
-            let mut reader = d.register();
-            while running(stop) {
+        let _others = Background::spawn(
+            others,
+            move || d.register(),
+            move |reader| {
                 for _ in 0..64 {
-                    black_box(rcu.read(&reader).entries[0]);
+                    black_box(rcu.read(reader).entries[0]);
                 }
                 reader.quiescent();
-            }
-        });
+            },
+        );
         let mut reader = domain.register();
         samples.bench(&mut group, &group_name, "qsbr", |iters| {
             let took = timed(iters, || {
@@ -106,11 +61,13 @@ fn reads(c: &mut Criterion, samples: &Samples, threads: usize) {
     let swap = Arc::new(ArcSwap::from_pointee(Table::default()));
     {
         let peer = Arc::clone(&swap);
-        let _others = Background::spawn(others, move |stop| {
-            while running(stop) {
+        let _others = Background::spawn(
+            others,
+            || (),
+            move |_| {
                 black_box(peer.load().entries[0]);
-            }
-        });
+            },
+        );
         samples.bench(&mut group, &group_name, "arc_swap", |iters| {
             timed(iters, || {
                 black_box(swap.load().entries[0]);
@@ -121,11 +78,13 @@ fn reads(c: &mut Criterion, samples: &Samples, threads: usize) {
     let lock = Arc::new(RwLock::new(Table::default()));
     {
         let peer = Arc::clone(&lock);
-        let _others = Background::spawn(others, move |stop| {
-            while running(stop) {
+        let _others = Background::spawn(
+            others,
+            || (),
+            move |_| {
                 black_box(peer.read().entries[0]);
-            }
-        });
+            },
+        );
         samples.bench(&mut group, &group_name, "rwlock", |iters| {
             timed(iters, || {
                 black_box(lock.read().entries[0]);
@@ -143,15 +102,16 @@ fn updates(c: &mut Criterion, samples: &Samples) {
     let cell = Arc::new(Rcu::new(&domain, Table::default()));
     {
         let (d, rcu) = (domain.clone(), Arc::clone(&cell));
-        let _reader = Background::spawn(1, move |stop| {
-            let mut reader = d.register();
-            while running(stop) {
+        let _reader = Background::spawn(
+            1,
+            move || d.register(),
+            move |reader| {
                 for _ in 0..64 {
-                    black_box(rcu.read(&reader).entries[0]);
+                    black_box(rcu.read(reader).entries[0]);
                 }
                 reader.quiescent();
-            }
-        });
+            },
+        );
         samples.bench(&mut group, group_name, "synchronize", |iters| {
             timed(iters, || {
                 black_box(cell.replace(Table::default()).synchronize());
@@ -166,11 +126,13 @@ fn updates(c: &mut Criterion, samples: &Samples) {
     let swap = Arc::new(ArcSwap::from_pointee(Table::default()));
     {
         let peer = Arc::clone(&swap);
-        let _reader = Background::spawn(1, move |stop| {
-            while running(stop) {
+        let _reader = Background::spawn(
+            1,
+            || (),
+            move |_| {
                 black_box(peer.load().entries[0]);
-            }
-        });
+            },
+        );
         samples.bench(&mut group, group_name, "arc_swap", |iters| {
             timed(iters, || swap.store(Arc::new(Table::default())))
         });
@@ -179,11 +141,13 @@ fn updates(c: &mut Criterion, samples: &Samples) {
     let lock = Arc::new(RwLock::new(Table::default()));
     {
         let peer = Arc::clone(&lock);
-        let _reader = Background::spawn(1, move |stop| {
-            while running(stop) {
+        let _reader = Background::spawn(
+            1,
+            || (),
+            move |_| {
                 black_box(peer.read().entries[0]);
-            }
-        });
+            },
+        );
         samples.bench(&mut group, group_name, "rwlock", |iters| {
             timed(iters, || *lock.write() = Table::default())
         });

@@ -1,9 +1,13 @@
-//! What every regio benchmark shares: recording criterion's samples and printing the one
-//! `COMPARE` summary line per comparison that DESIGN §6 specifies.
+//! What the regio benchmarks share: recording criterion's samples, printing the one `COMPARE`
+//! summary line per comparison that DESIGN §6 specifies, timing a loop, and loading other cores
+//! with background threads.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use criterion::{measurement::WallTime, BenchmarkGroup};
 
@@ -70,6 +74,57 @@ impl Samples {
     pub fn report(&self, label: &str, key: &str) {
         if let Some(ns) = self.median_ns(key) {
             println!("{label}: {ns:.2}ns");
+        }
+    }
+}
+
+/// Times `iters` calls of `op`.
+pub fn timed(iters: u64, mut op: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        op();
+    }
+    start.elapsed()
+}
+
+/// Background threads that contend with the measured one until dropped.
+pub struct Background {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Starts `threads` threads. Each runs `setup` once, then `turn` on its result over and over
+    /// until the `Background` is dropped.
+    pub fn spawn<S>(
+        threads: usize,
+        setup: impl Fn() -> S + Send + Sync + 'static,
+        turn: impl Fn(&mut S) + Send + Sync + 'static,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let work = Arc::new((setup, turn));
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, work) = (Arc::clone(&stop), Arc::clone(&work));
+                thread::spawn(move || {
+                    let mut state = (work.0)();
+                    // Relaxed: the flag only ends the loop; `join` orders everything else.
+                    while !stop.load(Ordering::Relaxed) {
+                        (work.1)(&mut state);
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // Relaxed: see `spawn`.
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            t.join().expect("a background thread panicked");
         }
     }
 }
