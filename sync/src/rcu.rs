@@ -164,8 +164,9 @@ pub struct Retired<T: Send + 'static> {
 impl<T: Send + 'static> Retired<T> {
     /// Waits for a grace period, then hands the old version back, now unshared.
     ///
-    /// The calling thread must not be an online reader of the domain: see
-    /// [`Domain::synchronize`] and [`QsbrReader::synchronize`](crate::QsbrReader::synchronize).
+    /// The calling thread must not be an online reader of the domain, or it waits for itself
+    /// forever: a registered thread calls it inside
+    /// [`QsbrReader::offline_while`](crate::QsbrReader::offline_while).
     pub fn synchronize(mut self) -> T {
         self.domain.synchronize();
         unbox(

@@ -62,27 +62,32 @@ fn wait_for(flag: &AtomicBool) {
     }
 }
 
-#[test]
-fn reader_never_sees_freed_memory() {
-    loom::model(|| {
+/// Runs `reader` on its own thread against a cell holding version 1, while this thread publishes
+/// version 2, waits for a grace period and drops version 1.
+fn model_reader_against_synchronized_update(reader: fn(&Domain, &Rcu<Version>)) {
+    loom::model(move || {
         let domain = Domain::new();
         let cell = Arc::new(Rcu::new(&domain, Version::new(1)));
-        let mut reader = domain.register();
 
         let reader_thread = {
-            let cell = Arc::clone(&cell);
-            thread::spawn(move || {
-                for _ in 0..2 {
-                    let (a, _) = cell.read(&reader).get();
-                    assert_ne!(a, POISON);
-                    reader.quiescent();
-                }
-            })
+            let (domain, cell) = (domain.clone(), Arc::clone(&cell));
+            thread::spawn(move || reader(&domain, &cell))
         };
 
-        let old = cell.replace(Version::new(2)).synchronize();
-        drop(old);
+        drop(cell.replace(Version::new(2)).synchronize());
         reader_thread.join().unwrap();
+    });
+}
+
+#[test]
+fn reader_never_sees_freed_memory() {
+    model_reader_against_synchronized_update(|domain, cell| {
+        let mut reader = domain.register();
+        for _ in 0..2 {
+            let (a, _) = cell.read(&reader).get();
+            assert_ne!(a, POISON);
+            reader.quiescent();
+        }
     });
 }
 
@@ -174,22 +179,11 @@ fn offline_reader_does_not_hold_up_the_writer() {
 
 #[test]
 fn guard_reader_is_protected_like_a_registered_one() {
-    loom::model(|| {
-        let domain = Domain::new();
-        let cell = Arc::new(Rcu::new(&domain, Version::new(1)));
-
-        let foreign = {
-            let (domain, cell) = (domain.clone(), Arc::clone(&cell));
-            thread::spawn(move || {
-                let guard = domain.guard();
-                let (a, b) = cell.read(&guard).get();
-                assert_eq!(a, b);
-                assert_ne!(a, POISON);
-            })
-        };
-
-        drop(cell.replace(Version::new(2)).synchronize());
-        foreign.join().unwrap();
+    model_reader_against_synchronized_update(|domain, cell| {
+        let guard = domain.guard();
+        let (a, b) = cell.read(&guard).get();
+        assert_eq!(a, b);
+        assert_ne!(a, POISON);
     });
 }
 
@@ -225,25 +219,14 @@ fn deferred_reclamation_waits_for_the_reader() {
 #[test]
 #[should_panic]
 fn broken_use_after_quiescent_state_is_caught() {
-    loom::model(|| {
-        let domain = Domain::new();
-        let cell = Arc::new(Rcu::new(&domain, Version::new(1)));
+    model_reader_against_synchronized_update(|domain, cell| {
         let mut reader = domain.register();
-
-        let reader_thread = {
-            let cell = Arc::clone(&cell);
-            thread::spawn(move || {
-                let stale: *const Version = cell.read(&reader);
-                reader.quiescent();
-                // SAFETY: none; this is the bug the model exists to catch. The storage stays
-                // allocated under loom (see the module docs), so only loom's check fires.
-                let (a, _) = unsafe { &*stale }.get();
-                assert_ne!(a, POISON);
-            })
-        };
-
-        drop(cell.replace(Version::new(2)).synchronize());
-        reader_thread.join().unwrap();
+        let stale: *const Version = cell.read(&reader);
+        reader.quiescent();
+        // SAFETY: none; this is the bug the model exists to catch. The storage stays allocated
+        // under loom (see the module docs), so only loom's check fires.
+        let (a, _) = unsafe { &*stale }.get();
+        assert_ne!(a, POISON);
     });
 }
 
