@@ -323,14 +323,14 @@ fn a_corrupted_descriptor_is_rejected_on_its_own_queue_only() {
     for c in &out {
         if c.cookie >= 200 {
             assert_eq!(c.wq, Some(good.id()));
-            assert_eq!((c.result, c.rejected), (512, None));
+            assert_eq!((c.result, c.rejected()), (512, None));
         } else {
             assert_eq!(c.wq, Some(bad.id()));
             assert!(c.buf.is_some(), "the rejected buffer comes back");
             let expected = match c.cookie {
-                100 => matches!(c.rejected, Some(DescriptorError::UnknownRegion(9))),
-                101 => matches!(c.rejected, Some(DescriptorError::OutOfBounds { .. })),
-                _ => matches!(c.rejected, Some(DescriptorError::StaleGeneration { .. })),
+                100 => matches!(c.rejected(), Some(&DescriptorError::UnknownRegion(9))),
+                101 => matches!(c.rejected(), Some(&DescriptorError::OutOfBounds { .. })),
+                _ => matches!(c.rejected(), Some(&DescriptorError::StaleGeneration { .. })),
             };
             assert!(expected, "{c:?}");
             assert!(c.result < 0);
@@ -372,6 +372,6 @@ fn an_unregistered_region_is_rejected_afterwards() {
     wq.post(Op::read_fixed(region.buf(0, 4096), 0, 2)).unwrap();
     out.clear();
     cq.wait(&mut out, 4, Some(Duration::from_secs(5))).unwrap();
-    assert_eq!(out[0].rejected, Some(DescriptorError::UnknownRegion(0)));
+    assert_eq!(out[0].rejected(), Some(&DescriptorError::UnknownRegion(0)));
     std::fs::remove_file(path).unwrap();
 }
