@@ -229,7 +229,10 @@ impl<B: Send + 'static> CompletionQueue<B> {
     }
 }
 
-/// Reaps with the ring owned.
+/// Reaps with the ring owned, after pushing and submitting what waits in the inbox.
+///
+/// A post the SQ was too full to take stays first in the inbox; the submit here makes room, so
+/// this reap pushes it (a second drain) rather than leaving it for the next post or reap.
 pub(crate) fn reap_locked<B: IoBuf, R: regio_sync::ReadSide>(
     ring: &Ring<B>,
     g: &mut CombinerGuard<'_, RingState<B>, Post<B>>,
@@ -237,15 +240,19 @@ pub(crate) fn reap_locked<B: IoBuf, R: regio_sync::ReadSide>(
     out: &mut Vec<Completion<B>>,
     max: usize,
 ) -> Result<usize, Error> {
-    g.drain();
-    let tables = &ring.tables;
-    let n = g.with(|s| {
+    let submit = |s: &mut RingState<B>| {
         s.submit().map_err(|source| Error::Sys {
             what: "io_uring_enter (submit)",
             source,
-        })?;
-        s.reap(tables, reader, out, max)
-    })?;
+        })
+    };
+    let drained = g.drain();
+    g.with(submit)?;
+    if !drained && g.drain() {
+        g.with(submit)?;
+    }
+    let tables = &ring.tables;
+    let n = g.with(|s| s.reap(tables, reader, out, max))?;
     if n > 0 {
         tracing::trace!(parent: &ring.span, n, "reaped");
     }

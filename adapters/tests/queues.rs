@@ -375,3 +375,38 @@ fn an_unregistered_region_is_rejected_afterwards() {
     assert_eq!(out[0].rejected(), Some(&DescriptorError::UnknownRegion(0)));
     std::fs::remove_file(path).unwrap();
 }
+
+#[test]
+fn a_post_left_in_the_inbox_by_a_full_sq_is_pushed_by_the_next_reap() {
+    let adapter = Adapter::<TestBuf>::new(config(1, false)).unwrap();
+    let sq = config(1, false).sq_entries as u64;
+    let wq = adapter
+        .work_queue(0, Target::Fd(-1), 2 * sq as u32, 8)
+        .unwrap();
+    let cq = wq.completion_queue();
+    let mut batch = cq.batch().expect("nobody else owns the ring");
+    for i in 0..sq {
+        batch.post(&wq, Op::nop(i)).unwrap();
+    }
+    // The batch owns the ring and its SQ is full: this post waits in the inbox.
+    wq.post(Op::nop(sq)).unwrap();
+    assert_eq!(cq.stats().inbox_depth, 1);
+    let mut out = Vec::new();
+    batch.reap(&mut out, 64).unwrap();
+    assert_eq!(
+        cq.stats().inbox_depth,
+        0,
+        "the reap submitted the full SQ, then pushed the waiting post"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while out.len() < sq as usize + 1 && Instant::now() < deadline {
+        batch.reap(&mut out, 64).unwrap();
+    }
+    let mut cookies: Vec<u64> = out.iter().map(|c| c.cookie).collect();
+    cookies.sort_unstable();
+    assert_eq!(
+        cookies,
+        (0..=sq).collect::<Vec<_>>(),
+        "every post completed once"
+    );
+}
