@@ -92,7 +92,10 @@ pub(crate) struct RingState<B> {
     /// Completions made in user space (rejections), with the credit they return.
     local: VecDeque<(Completion<B>, Side)>,
     /// SQEs built since the last submit. They reach the SQ together, with one tail store, so
-    /// the SQPOLL thread takes a batch in one pass instead of one SQE per pass.
+    /// the SQPOLL thread takes a batch in one pass instead of one SQE per pass. They cannot be
+    /// written into the SQ as they are built: with SQPOLL, storing the tail *is* submitting, and
+    /// a deferred batch ([`crate::Batch`]) must not reach the kernel before its commit; the
+    /// io-uring crate publishes the tail whenever its SQ handle drops.
     staged: Vec<Entry>,
     /// SQ slots known to be free beside `staged` (refreshed from the kernel's head at 0).
     room: usize,
