@@ -18,6 +18,9 @@ use crate::wq::WorkQueue;
 use crate::IoBuf;
 
 /// One completion, routed to the work queue that posted its operation.
+///
+/// It is kept small (72 bytes with a pool [`Message`](regio_pool::Message) as the buffer),
+/// because every CQE becomes one: the rare rejection reason is boxed.
 pub struct Completion<B> {
     /// The work queue whose operation completed; `None` for a msg_ring message.
     pub wq: Option<WqId>,
@@ -29,8 +32,8 @@ pub struct Completion<B> {
     pub flags: u32,
     /// The operation's buffer, handed back with its final completion only.
     pub buf: Option<B>,
-    /// Set when the descriptor was rejected before it reached the kernel.
-    pub rejected: Option<DescriptorError>,
+    /// Why the descriptor was rejected before it reached the kernel, if it was.
+    rejection: Option<Box<DescriptorError>>,
 }
 
 impl<B> fmt::Debug for Completion<B> {
@@ -41,7 +44,7 @@ impl<B> fmt::Debug for Completion<B> {
             .field("result", &self.result)
             .field("flags", &self.flags)
             .field("buf", &self.buf.is_some())
-            .field("rejected", &self.rejected)
+            .field("rejected", &self.rejection)
             .finish()
     }
 }
@@ -54,18 +57,18 @@ impl<B> Completion<B> {
             result,
             flags,
             buf,
-            rejected: None,
+            rejection: None,
         }
     }
 
-    pub(crate) fn rejected(wq: WqId, cookie: u64, error: DescriptorError, buf: Option<B>) -> Self {
+    pub(crate) fn reject(wq: WqId, cookie: u64, error: DescriptorError, buf: Option<B>) -> Self {
         Self {
             wq: Some(wq),
             cookie,
             result: error.errno(),
             flags: 0,
             buf,
-            rejected: Some(error),
+            rejection: Some(Box::new(error)),
         }
     }
 
@@ -80,8 +83,14 @@ impl<B> Completion<B> {
             result,
             flags,
             buf: None,
-            rejected: None,
+            rejection: None,
         }
+    }
+
+    /// Why the descriptor was rejected before it reached the kernel; `None` for a completion
+    /// from the kernel.
+    pub fn rejected(&self) -> Option<&DescriptorError> {
+        self.rejection.as_deref()
     }
 
     /// Whether this is the operation's last completion (no `F_MORE`): its buffer is back.
@@ -220,7 +229,10 @@ impl<B: Send + 'static> CompletionQueue<B> {
     }
 }
 
-/// Reaps with the ring owned.
+/// Reaps with the ring owned, after pushing and submitting what waits in the inbox.
+///
+/// A post the SQ was too full to take stays first in the inbox; the submit here makes room, so
+/// this reap pushes it (a second drain) rather than leaving it for the next post or reap.
 pub(crate) fn reap_locked<B: IoBuf, R: regio_sync::ReadSide>(
     ring: &Ring<B>,
     g: &mut CombinerGuard<'_, RingState<B>, Post<B>>,
@@ -228,15 +240,19 @@ pub(crate) fn reap_locked<B: IoBuf, R: regio_sync::ReadSide>(
     out: &mut Vec<Completion<B>>,
     max: usize,
 ) -> Result<usize, Error> {
-    g.drain();
-    let tables = &ring.tables;
-    let n = g.with(|s| {
+    let submit = |s: &mut RingState<B>| {
         s.submit().map_err(|source| Error::Sys {
             what: "io_uring_enter (submit)",
             source,
-        })?;
-        s.reap(tables, reader, out, max)
-    })?;
+        })
+    };
+    let drained = g.drain();
+    g.with(submit)?;
+    if !drained && g.drain() {
+        g.with(submit)?;
+    }
+    let tables = &ring.tables;
+    let n = g.with(|s| s.reap(tables, reader, out, max))?;
     if n > 0 {
         tracing::trace!(parent: &ring.span, n, "reaped");
     }

@@ -40,7 +40,7 @@
 //!
 //! - Buffers are named by key; the adapter checks the region, the bounds and the registration
 //!   generation, and computes the address itself. Fixed-file slots are bounds-checked. A failed
-//!   check is an error completion on the poster's own work queue (the `rejected` field of [`Completion`]).
+//!   check is an error completion on the poster's own work queue ([`Completion::rejected`]).
 //! - CQ overflow: the kernel's overflow flag is read after the CQ was seen full, its overflow
 //!   list is flushed, and each event is counted in [`Stats::cq_overflows`]; a completion the
 //!   kernel dropped is reported as [`Error::CompletionsLost`].

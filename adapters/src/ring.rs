@@ -31,23 +31,15 @@ const ENTER_SQ_WAKEUP: u32 = 1 << 1;
 /// The `user_data` of the cancel-everything request a ring makes when it is dropped.
 const CANCEL_ALL: u64 = 1 << 62;
 
-/// A validated post on its way to the SQ.
-pub(crate) enum Post<B> {
-    /// A checked operation; `buf` is its resolved buffer.
-    Ready {
-        wq: WqId,
-        side: Side,
-        target: Target,
-        op: Op<B>,
-        buf: Option<Resolved>,
-    },
-    /// A descriptor that failed validation: it completes with an error, and touches nothing.
-    Reject {
-        wq: WqId,
-        side: Side,
-        op: Op<B>,
-        error: DescriptorError,
-    },
+/// A post on its way to the SQ: its work queue and credit were checked, and `checked` is the
+/// outcome of the descriptor's validation (its resolved buffer, or why it was rejected: then it
+/// completes with that error and touches nothing else).
+pub(crate) struct Post<B> {
+    pub wq: WqId,
+    pub side: Side,
+    pub target: Target,
+    pub op: Op<B>,
+    pub checked: Result<Option<Resolved>, DescriptorError>,
 }
 
 // SAFETY: the only non-Send field is `Resolved`'s address, which points into registered memory
@@ -100,7 +92,10 @@ pub(crate) struct RingState<B> {
     /// Completions made in user space (rejections), with the credit they return.
     local: VecDeque<(Completion<B>, Side)>,
     /// SQEs built since the last submit. They reach the SQ together, with one tail store, so
-    /// the SQPOLL thread takes a batch in one pass instead of one SQE per pass.
+    /// the SQPOLL thread takes a batch in one pass instead of one SQE per pass. They cannot be
+    /// written into the SQ as they are built: with SQPOLL, storing the tail *is* submitting, and
+    /// a deferred batch ([`crate::Batch`]) must not reach the kernel before its commit; the
+    /// io-uring crate publishes the tail whenever its SQ handle drops.
     staged: Vec<Entry>,
     /// SQ slots known to be free beside `staged` (refreshed from the kernel's head at 0).
     room: usize,
@@ -116,10 +111,17 @@ pub(crate) struct RingState<B> {
 }
 
 impl<B> RingState<B> {
+    #[inline]
     fn insert(&mut self, f: InFlight<B>) -> u32 {
         match self.free.pop() {
             Some(i) => {
-                self.slab[i as usize] = Some(f);
+                let slot = &mut self.slab[i as usize];
+                // Matching on the empty slot (rather than assigning over it) spares the drop of
+                // an old entry that cannot be there.
+                match slot {
+                    None => *slot = Some(f),
+                    Some(_) => unreachable!("the free list holds only empty slots"),
+                }
                 i
             }
             None => {
@@ -129,6 +131,7 @@ impl<B> RingState<B> {
         }
     }
 
+    #[inline]
     fn remove(&mut self, i: u32) -> Option<InFlight<B>> {
         let f = self.slab.get_mut(i as usize)?.take()?;
         self.free.push(i);
@@ -152,6 +155,7 @@ impl<B> RingState<B> {
         self.room > 0
     }
 
+    #[inline]
     fn stage(&mut self, entry: Entry) {
         debug_assert!(self.room > 0, "has_room() first");
         self.room -= 1;
@@ -214,53 +218,56 @@ impl<B> RingState<B> {
 
     /// Pushes one checked post. On a full SQ it submits (if allowed) and tries once more, then
     /// hands the post back.
+    #[inline]
     fn push(&mut self, post: Post<B>) -> Result<(), Post<B>> {
-        let Post::Ready {
+        // A rejection needs no SQE, so it never waits for room.
+        if post.checked.is_ok() && self.room == 0 && !self.make_room() {
+            return Err(post);
+        }
+        self.enqueue(post);
+        Ok(())
+    }
+
+    /// Finds room for one more SQE, submitting a full SQ first if allowed.
+    #[cold]
+    fn make_room(&mut self) -> bool {
+        if self.has_room() {
+            return true;
+        }
+        Counters::add(&self.counters.sq_full, 1);
+        if self.auto_submit {
+            // A failed enter leaves the SQ full, and the post goes back to its owner.
+            let _ = self.submit();
+        }
+        self.has_room()
+    }
+
+    /// Turns a post into an SQE (room was made) or into a local completion.
+    #[inline]
+    fn enqueue(&mut self, post: Post<B>) {
+        let Post {
             wq,
             side,
             target,
             op,
-            buf,
-        } = post
-        else {
-            let Post::Reject {
-                wq,
-                side,
-                op,
-                error,
-            } = post
-            else {
-                unreachable!("the other variant was matched above")
-            };
-            let cookie = op.cookie();
-            self.local
-                .push_back((Completion::rejected(wq, cookie, error, op.into_buf()), side));
-            return Ok(());
-        };
-        if !self.has_room() {
-            Counters::add(&self.counters.sq_full, 1);
-            if self.auto_submit {
-                // A failed enter leaves the SQ full, and the post goes back to its owner.
-                let _ = self.submit();
-            }
-            if !self.has_room() {
-                return Err(Post::Ready {
-                    wq,
-                    side,
-                    target,
-                    op,
-                    buf,
-                });
-            }
-        }
+            checked,
+        } = post;
         let cookie = op.cookie();
+        let buf = match checked {
+            Ok(buf) => buf,
+            Err(error) => {
+                let c = Completion::reject(wq, cookie, error, op.into_buf());
+                self.local.push_back((c, side));
+                return;
+            }
+        };
         let (entry, owned, keep) = if let crate::ops::Kind::Cancel { target: victim } = op.kind {
             match self.find(wq, victim) {
                 Some(ud) => (opcode::AsyncCancel::new(u64::from(ud)).build(), None, None),
                 None => {
                     self.local
                         .push_back((Completion::failed(wq, cookie, -libc::ENOENT), side));
-                    return Ok(());
+                    return;
                 }
             }
         } else {
@@ -269,7 +276,7 @@ impl<B> RingState<B> {
                 Err(error) => {
                     self.local
                         .push_back((Completion::failed(wq, cookie, error.errno()), side));
-                    return Ok(());
+                    return;
                 }
             }
         };
@@ -283,14 +290,12 @@ impl<B> RingState<B> {
         // Every pointer in the SQE refers to registered memory owned by the buffer now in the
         // slab entry, or to memory in `_keep`; both live until the final CQE for `ud`.
         self.stage(entry.user_data(u64::from(ud)));
-        Ok(())
     }
 
     /// Pushes a post from the ring's owner; a full SQ hands the operation back.
+    #[inline]
     pub(crate) fn absorb_direct(&mut self, post: Post<B>) -> Result<(), Op<B>> {
-        self.push(post).map_err(|p| match p {
-            Post::Ready { op, .. } | Post::Reject { op, .. } => op,
-        })
+        self.push(post).map_err(|p| p.op)
     }
 
     /// Moves up to `max` completions into `out` and returns how many; their credits go back to
@@ -405,6 +410,7 @@ impl<B> RingState<B> {
         Ok(out.len() - start)
     }
 
+    #[inline]
     fn route(
         &mut self,
         tables: &Tables,
@@ -551,44 +557,26 @@ impl<B> Ring<B> {
     }
 }
 
-/// Checks a post for the ring and turns it into a [`Post`].
+/// Validates `op`'s descriptor for the ring: the kernel has its opcode, its buffer key names a
+/// registered region of the right generation with the slice in bounds (the result is the
+/// buffer's address), and a splice's second file slot exists.
+#[inline]
 pub(crate) fn check<B: crate::IoBuf>(
     tables: &Tables,
     supported: &[bool; 256],
     reader: &impl regio_sync::ReadSide,
-    wq: WqId,
-    side: Side,
-    target: Target,
-    op: Op<B>,
-) -> Post<B> {
-    let result = if !supported[op.opcode() as usize] {
+    op: &Op<B>,
+) -> Result<Option<Resolved>, DescriptorError> {
+    if !supported[op.opcode() as usize] {
         let (op_name, since) = crate::adapter::since(op.opcode());
-        Err(DescriptorError::Unsupported { op: op_name, since })
-    } else {
-        match op.buf() {
-            Some(b) => tables.resolve(reader, b).map(Some),
-            None => Ok(None),
-        }
-    };
-    let result = result.and_then(|buf| {
-        if let crate::ops::Kind::Splice { out, .. } = &op.kind {
-            tables.check_target(reader, *out)?;
-        }
-        Ok(buf)
-    });
-    match result {
-        Ok(buf) => Post::Ready {
-            wq,
-            side,
-            target,
-            op,
-            buf,
-        },
-        Err(error) => Post::Reject {
-            wq,
-            side,
-            op,
-            error,
-        },
+        return Err(DescriptorError::Unsupported { op: op_name, since });
     }
+    let buf = match op.buf() {
+        Some(b) => Some(tables.resolve(reader, b)?),
+        None => None,
+    };
+    if let crate::ops::Kind::Splice { out, .. } = &op.kind {
+        tables.check_target(reader, *out)?;
+    }
+    Ok(buf)
 }

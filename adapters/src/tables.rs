@@ -70,6 +70,7 @@ impl WqShared {
     }
 
     /// Takes one credit of `side`, if any is left.
+    #[inline]
     pub fn take_credit(&self, side: Side) -> bool {
         // Relaxed: a credit is a count, not a publication; the RMW alone keeps it from going
         // below zero, and the operation's data is ordered by the ring lock and the kernel.

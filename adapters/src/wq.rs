@@ -73,14 +73,16 @@ impl<B: IoBuf> WorkQueue<B> {
         }
     }
 
-    /// Validates `op` and takes its credit.
+    /// Checks that this queue is still in its adapter's table, takes `op`'s credit, and
+    /// validates its descriptor (a rejection is counted here and completes on the ring).
+    #[inline]
     pub(crate) fn checked(
         &self,
         reader: &impl ReadSide,
         op: Op<B>,
     ) -> Result<Post<B>, PostError<Op<B>>> {
-        let tables = &self.ring.tables;
-        match tables.wq(reader, self.shared.id) {
+        let ring = &*self.ring;
+        match ring.tables.wq(reader, self.shared.id) {
             Some(w) if std::ptr::eq(w, &*self.shared) => {}
             _ => return Err(PostError::Closed(op)),
         }
@@ -88,19 +90,17 @@ impl<B: IoBuf> WorkQueue<B> {
         if !self.shared.take_credit(side) {
             return Err(PostError::NoCredit(op));
         }
-        let post = check(
-            tables,
-            &self.ring.supported,
-            reader,
-            self.shared.id,
-            side,
-            self.shared.target,
-            op,
-        );
-        if matches!(post, Post::Reject { .. }) {
-            crate::stats::Counters::add(&self.ring.counters.rejected, 1);
+        let checked = check(&ring.tables, &ring.supported, reader, &op);
+        if checked.is_err() {
+            crate::stats::Counters::add(&ring.counters.rejected, 1);
         }
-        Ok(post)
+        Ok(Post {
+            wq: self.shared.id,
+            side,
+            target: self.shared.target,
+            op,
+            checked,
+        })
     }
 
     /// This queue's identity, as found in its completions.

@@ -151,3 +151,10 @@ fn tcp_send_recv_send_zc_connect_and_accept_direct() {
     assert_eq!(&buf, b"zc!");
     client.write_all(b"x").unwrap();
 }
+
+#[test]
+fn a_completion_with_a_pool_message_fits_in_72_bytes() {
+    // Every CQE becomes a `Completion`; the rare rejection reason is boxed so that the common
+    // case stays small.
+    assert!(std::mem::size_of::<Completion<regio_pool::Message>>() <= 72);
+}

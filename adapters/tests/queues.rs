@@ -323,14 +323,14 @@ fn a_corrupted_descriptor_is_rejected_on_its_own_queue_only() {
     for c in &out {
         if c.cookie >= 200 {
             assert_eq!(c.wq, Some(good.id()));
-            assert_eq!((c.result, c.rejected), (512, None));
+            assert_eq!((c.result, c.rejected()), (512, None));
         } else {
             assert_eq!(c.wq, Some(bad.id()));
             assert!(c.buf.is_some(), "the rejected buffer comes back");
             let expected = match c.cookie {
-                100 => matches!(c.rejected, Some(DescriptorError::UnknownRegion(9))),
-                101 => matches!(c.rejected, Some(DescriptorError::OutOfBounds { .. })),
-                _ => matches!(c.rejected, Some(DescriptorError::StaleGeneration { .. })),
+                100 => matches!(c.rejected(), Some(&DescriptorError::UnknownRegion(9))),
+                101 => matches!(c.rejected(), Some(&DescriptorError::OutOfBounds { .. })),
+                _ => matches!(c.rejected(), Some(&DescriptorError::StaleGeneration { .. })),
             };
             assert!(expected, "{c:?}");
             assert!(c.result < 0);
@@ -372,6 +372,41 @@ fn an_unregistered_region_is_rejected_afterwards() {
     wq.post(Op::read_fixed(region.buf(0, 4096), 0, 2)).unwrap();
     out.clear();
     cq.wait(&mut out, 4, Some(Duration::from_secs(5))).unwrap();
-    assert_eq!(out[0].rejected, Some(DescriptorError::UnknownRegion(0)));
+    assert_eq!(out[0].rejected(), Some(&DescriptorError::UnknownRegion(0)));
     std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn a_post_left_in_the_inbox_by_a_full_sq_is_pushed_by_the_next_reap() {
+    let adapter = Adapter::<TestBuf>::new(config(1, false)).unwrap();
+    let sq = config(1, false).sq_entries as u64;
+    let wq = adapter
+        .work_queue(0, Target::Fd(-1), 2 * sq as u32, 8)
+        .unwrap();
+    let cq = wq.completion_queue();
+    let mut batch = cq.batch().expect("nobody else owns the ring");
+    for i in 0..sq {
+        batch.post(&wq, Op::nop(i)).unwrap();
+    }
+    // The batch owns the ring and its SQ is full: this post waits in the inbox.
+    wq.post(Op::nop(sq)).unwrap();
+    assert_eq!(cq.stats().inbox_depth, 1);
+    let mut out = Vec::new();
+    batch.reap(&mut out, 64).unwrap();
+    assert_eq!(
+        cq.stats().inbox_depth,
+        0,
+        "the reap submitted the full SQ, then pushed the waiting post"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while out.len() < sq as usize + 1 && Instant::now() < deadline {
+        batch.reap(&mut out, 64).unwrap();
+    }
+    let mut cookies: Vec<u64> = out.iter().map(|c| c.cookie).collect();
+    cookies.sort_unstable();
+    assert_eq!(
+        cookies,
+        (0..=sq).collect::<Vec<_>>(),
+        "every post completed once"
+    );
 }

@@ -223,6 +223,7 @@ impl<B> Op<B> {
     ///
     /// `fd` is the work queue's target; `buf` is the resolved buffer when the op has one.
     /// Cancel is built by the ring, which knows the target's `user_data`.
+    #[inline]
     pub(crate) fn prepare(
         self,
         fd: Target,
