@@ -351,6 +351,7 @@ fn cqset(c: &mut Criterion, s: &Samples, threads: usize) {
             let reap = || {
                 let mut out = Vec::with_capacity(256);
                 // Relaxed: a work counter; the scope's join orders the rest.
+                // Relaxed: a countdown to wait on; the reapers' work is not read through it.
                 while left.load(Ordering::Relaxed) > 0 {
                     out.clear();
                     let n = set.reap(&mut out, 256).unwrap();
@@ -369,6 +370,7 @@ fn cqset(c: &mut Criterion, s: &Samples, threads: usize) {
                 start.wait();
                 let t = Instant::now();
                 reap();
+                // Relaxed: a countdown to wait on; the reapers' work is not read through it.
                 while left.load(Ordering::Relaxed) > 0 {
                     std::hint::spin_loop();
                 }

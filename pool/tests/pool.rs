@@ -320,6 +320,7 @@ fn registrars_see_every_region_and_growth() {
     pool.grow(1, 2).unwrap();
     assert_eq!(rec.registered.lock().unwrap().len(), 3);
 
+    // Relaxed: read by the registrar on this thread, during the call below.
     rec.refuse.store(true, Ordering::Relaxed);
     let err = pool.grow(0, 1).unwrap_err();
     assert!(
@@ -346,6 +347,7 @@ fn a_refused_attach_undoes_its_registrations() {
         .build()
         .unwrap();
     let rec = Arc::new(Recorder::refusing_from(2));
+    // Relaxed: read by the registrar on this thread, during the call below.
     rec.refuse.store(true, Ordering::Relaxed);
     let err = pool.attach(rec.clone()).unwrap_err();
     assert!(
@@ -379,11 +381,13 @@ fn low_watermark_fires_once_until_rearmed() {
         .low_watermark(0, 4, move |ev| {
             assert_eq!(ev.class, 0);
             assert!(ev.available < 4);
+            // Relaxed: the callback runs on this test's thread; the counter orders nothing.
             f.fetch_add(1, Ordering::Relaxed);
         })
         .build()
         .unwrap();
     let mut held: Vec<_> = (0..12).map(|_| pool.try_acquire().unwrap()).collect();
+    // Relaxed (here and below): the callback ran on this thread, so program order suffices.
     assert_eq!(fired.load(Ordering::Relaxed), 0);
     held.push(pool.try_acquire().unwrap());
     assert_eq!(fired.load(Ordering::Relaxed), 1);
@@ -562,7 +566,9 @@ fn translation_goes_on_while_the_pool_grows() {
                     let table = pool.key_table();
                     let mut reader = table.domain().register();
                     let mut rounds = 0u64;
-                    while !done.load(Ordering::Relaxed) || rounds == 0 {
+                    // Acquire: pairs with the Release store after the last growth, so the
+                    // final check below sees every region.
+                    while !done.load(Ordering::Acquire) || rounds == 0 {
                         let got = table.translate(&reader, addr as *const u8, 4096).unwrap();
                         assert_eq!(got, key, "a region's keys never change as the table grows");
                         reader.quiescent();
@@ -576,7 +582,8 @@ fn translation_goes_on_while_the_pool_grows() {
         for _ in 0..10 {
             pool.grow(0, 2).unwrap();
         }
-        done.store(true, Ordering::Relaxed);
+        // Release: publishes the growths above to readers that see the flag.
+        done.store(true, Ordering::Release);
         for r in readers {
             r.join().unwrap();
         }
@@ -604,6 +611,7 @@ fn an_acquiring_thread_hands_its_cache_to_waiters() {
         s.spawn(|| {
             // The timeout ends the test's threads even if the hand-over never happens.
             if let Ok(m) = pool.acquire_blocking(Duration::from_secs(10)) {
+                // Relaxed: a flag that only ends the loop below; the scope's join orders the rest.
                 served.store(true, Ordering::Relaxed);
                 drop(m);
             }
@@ -611,6 +619,7 @@ fn an_acquiring_thread_hands_its_cache_to_waiters() {
         // This thread never releases here; it only acquires. Once the other thread waits, an
         // acquire hands the rest of the cache over.
         let start = Instant::now();
+        // Relaxed: see the store above.
         while !served.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(5));
             if let Ok(m) = pool.try_acquire() {
@@ -619,6 +628,7 @@ fn an_acquiring_thread_hands_its_cache_to_waiters() {
         }
     });
     assert!(
+        // Relaxed: the scope joined the waiter's thread, which ordered its store before this.
         served.load(Ordering::Relaxed),
         "the waiter got an element this thread had cached"
     );

@@ -67,6 +67,7 @@ impl Recorder {
 
 impl Registrar for Recorder {
     fn register(&self, id: RegionId, base: NonNull<u8>, len: usize) -> io::Result<()> {
+        // Relaxed: the test sets the flag on this same thread before the call it affects.
         if self.refuse.load(std::sync::atomic::Ordering::Relaxed) && id.0 >= self.refuse_from {
             return Err(io::Error::from_raw_os_error(libc_enomem()));
         }
