@@ -133,6 +133,7 @@ mod broken {
 
     impl Handoff {
         fn try_lock(&self) -> bool {
+            // Acquire on success, Relaxed on failure: as in the crate's combiner.
             self.locked
                 .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
@@ -140,6 +141,7 @@ mod broken {
 
         fn drain(&self) {
             let mut inbox = self.inbox.lock().unwrap();
+            // Relaxed: as in the crate; the missing fences are this model's deliberate bug.
             self.queued.fetch_sub(inbox.len(), Ordering::Relaxed);
             self.absorbed.lock().unwrap().append(&mut inbox);
         }
@@ -149,6 +151,7 @@ mod broken {
         pub fn unlock(&self) {
             loop {
                 self.drain();
+                // Release, then a Relaxed read with no fence between: the broken ordering.
                 self.locked.store(false, Ordering::Release);
                 if self.queued.load(Ordering::Relaxed) == 0 || !self.try_lock() {
                     return;
@@ -161,6 +164,7 @@ mod broken {
             {
                 let mut inbox = self.inbox.lock().unwrap();
                 inbox.push(item);
+                // Relaxed with no fence before the lock attempt: the broken ordering.
                 self.queued.fetch_add(1, Ordering::Relaxed);
             }
             if self.try_lock() {
@@ -175,6 +179,7 @@ mod broken {
         }
 
         pub fn queued(&self) -> usize {
+            // Relaxed: read after the model's threads were joined.
             self.queued.load(Ordering::Relaxed)
         }
     }

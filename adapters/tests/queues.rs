@@ -77,6 +77,7 @@ fn cqset_exactly_once(reapers: usize) {
             let (set, seen, done) = (Arc::clone(&set), Arc::clone(&seen), Arc::clone(&done));
             std::thread::spawn(move || {
                 let mut out = Vec::new();
+                // Relaxed: `done` only counts; the `seen` mutex orders the cookies themselves.
                 while done.load(Ordering::Relaxed) < total {
                     out.clear();
                     set.wait(&mut out, 128, Some(Duration::from_millis(20)))
@@ -85,6 +86,7 @@ fn cqset_exactly_once(reapers: usize) {
                     for c in &out {
                         assert!(s.insert(c.cookie), "cookie {} reaped twice", c.cookie);
                     }
+                    // Relaxed: see the loop condition.
                     done.fetch_add(out.len() as u64, Ordering::Relaxed);
                 }
             })
@@ -119,6 +121,7 @@ fn cqset_exactly_once(reapers: usize) {
         r.join().unwrap();
     }
     assert_eq!(seen.lock().unwrap().len() as u64, total);
+    // Relaxed: every reaper was joined.
     assert_eq!(done.load(Ordering::Relaxed), total);
 }
 
@@ -136,13 +139,15 @@ fn cqset_reaped_by_three_threads_sees_each_completion_once() {
 fn work_queues_added_and_removed_while_others_post() {
     let adapter = Arc::new(Adapter::<TestBuf>::new(config(2, true)).unwrap());
     let set = Arc::new(CqSet::new(adapter.completion_queues()).unwrap());
+    // `stop` ends the posters; `all_posted` tells the reaper that `posted` is final.
     let stop = Arc::new(AtomicBool::new(false));
+    let all_posted = Arc::new(AtomicBool::new(false));
     let posted = Arc::new(AtomicU64::new(0));
     let reaped = Arc::new(AtomicU64::new(0));
     let reaper = {
-        let (set, stop, reaped, posted) = (
+        let (set, all_posted, reaped, posted) = (
             Arc::clone(&set),
-            Arc::clone(&stop),
+            Arc::clone(&all_posted),
             Arc::clone(&reaped),
             Arc::clone(&posted),
         );
@@ -152,8 +157,11 @@ fn work_queues_added_and_removed_while_others_post() {
                 out.clear();
                 set.wait(&mut out, 256, Some(Duration::from_millis(10)))
                     .unwrap();
+                // Relaxed: a count only this thread writes.
                 reaped.fetch_add(out.len() as u64, Ordering::Relaxed);
-                if stop.load(Ordering::Acquire)
+                // Acquire: pairs with the Release store made after every poster was joined,
+                // so the Relaxed load of `posted` below reads its final value.
+                if all_posted.load(Ordering::Acquire)
                     && reaped.load(Ordering::Relaxed) == posted.load(Ordering::Relaxed)
                 {
                     return;
@@ -167,8 +175,10 @@ fn work_queues_added_and_removed_while_others_post() {
             let (stop, posted) = (Arc::clone(&stop), Arc::clone(&posted));
             std::thread::spawn(move || {
                 let mut i = 0u64;
-                while !stop.load(Ordering::Acquire) {
+                // Relaxed: the flag only ends the loop; the join orders the rest.
+                while !stop.load(Ordering::Relaxed) {
                     if wq.post(Op::nop(i)).is_ok() {
+                        // Relaxed: read only after the join or after `all_posted` (Acquire).
                         posted.fetch_add(1, Ordering::Relaxed);
                         i += 1;
                     } else {
@@ -186,6 +196,7 @@ fn work_queues_added_and_removed_while_others_post() {
             .unwrap();
         for k in 0..4 {
             if wq.post(Op::nop(k)).is_ok() {
+                // Relaxed: see the posters above.
                 posted.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -194,12 +205,16 @@ fn work_queues_added_and_removed_while_others_post() {
         assert!(matches!(wq.post(Op::nop(99)), Err(PostError::Closed(_))));
         churned += 1;
     }
-    stop.store(true, Ordering::Release);
+    // Relaxed: see the posters' loop.
+    stop.store(true, Ordering::Relaxed);
     for s in steady {
         s.join().unwrap();
     }
+    // Release: every post (and its count) is done; the reaper may stop once it caught up.
+    all_posted.store(true, Ordering::Release);
     reaper.join().unwrap();
     assert!(churned > 10, "only {churned} add/remove rounds");
+    // Relaxed (here and below): every thread was joined.
     assert_eq!(
         reaped.load(Ordering::Relaxed),
         posted.load(Ordering::Relaxed)

@@ -167,5 +167,6 @@ pub fn temp_file(len: usize) -> (std::fs::File, std::path::PathBuf) {
 fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
+    // Relaxed: only uniqueness matters, which the read-modify-write gives at any ordering.
     N.fetch_add(1, Ordering::Relaxed)
 }
