@@ -31,7 +31,12 @@ fn four_rings_share_one_sqpoll_thread_and_it_sleeps_when_idle() {
     })
     .unwrap();
     assert!(adapter.sqpoll());
-    // The thread starts with its creator's name and renames itself once it runs.
+    // The thread starts with its creator's name and renames itself once it runs: give a loaded
+    // machine up to 5 s for that, then a moment more for any second thread to show up too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while sqpoll_threads() == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
         sqpoll_threads() - before,
