@@ -18,6 +18,8 @@ use regio_sync::Domain;
 
 use std::ptr::NonNull;
 
+mod resize;
+
 use crate::cq::CompletionQueue;
 use crate::error::{memlock_limit, setup_error, Error};
 use crate::ops::{FileSlot, Side, Target};
@@ -129,6 +131,8 @@ struct Inner<B> {
     rings: Vec<Arc<Ring<B>>>,
     tables: Arc<Tables>,
     sqpoll: bool,
+    /// The configuration the rings were built with (SQPOLL as it ended up), for resizes.
+    cfg: Config,
     clone_ok: AtomicBool,
     span: tracing::Span,
 }
@@ -183,13 +187,22 @@ fn build_ring(
 /// The memory `iov` describes must stay valid until the buffer is replaced or removed, or the
 /// ring is dropped.
 unsafe fn update_buffer<B>(ring: &Ring<B>, id: RegionId, iov: libc::iovec) -> std::io::Result<()> {
-    ring.with_uring(|u| {
-        // SAFETY: the caller's promise about `iov`.
-        unsafe {
-            u.submitter()
-                .register_buffers_update(u32::from(id.0), &[iov], None)
-        }
-    })
+    // SAFETY: the caller's promise about `iov`.
+    ring.with_uring(|u| unsafe { install_buffer(u, id, iov) })
+}
+
+/// Installs `iov` as fixed buffer `id` of `uring`, which the caller owns.
+///
+/// # Safety
+///
+/// As for [`update_buffer`].
+unsafe fn install_buffer(uring: &IoUring, id: RegionId, iov: libc::iovec) -> std::io::Result<()> {
+    // SAFETY: the caller's promise about `iov`.
+    unsafe {
+        uring
+            .submitter()
+            .register_buffers_update(u32::from(id.0), &[iov], None)
+    }
 }
 
 fn sys(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
@@ -267,11 +280,13 @@ impl<B: IoBuf> Adapter<B> {
             )));
         }
         tracing::info!(parent: &span, sqpoll, rings = rings.len(), "adapter up");
+        let cfg = Config { sqpoll: sp, ..cfg };
         Ok(Self {
             inner: Arc::new(Inner {
                 rings,
                 tables,
                 sqpoll,
+                cfg,
                 clone_ok: AtomicBool::new(true),
                 span,
             }),
@@ -373,7 +388,7 @@ impl<B: IoBuf> Adapter<B> {
                 source: e,
             },
         };
-        let src = self.inner.rings[0].fd;
+        let src = self.inner.rings[0].fd();
         // SAFETY: the caller keeps the memory valid while it is registered.
         unsafe { update_buffer(&self.inner.rings[0], id, iov) }.map_err(pin_err)?;
         for ring in &self.inner.rings[1..] {

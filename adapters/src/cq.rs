@@ -130,7 +130,7 @@ impl<B> fmt::Debug for CompletionQueue<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CompletionQueue")
             .field("index", &self.ring.index)
-            .field("ring_fd", &self.ring.fd)
+            .field("ring_fd", &self.ring.fd())
             .finish()
     }
 }
@@ -212,6 +212,13 @@ impl<B: IoBuf> CompletionQueue<B> {
         self.ring.counters.snapshot(self.ring.combiner.queued())
     }
 
+    /// The CQ's size in entries; [`Adapter::resize_completion_queue`] changes it.
+    ///
+    /// [`Adapter::resize_completion_queue`]: crate::Adapter::resize_completion_queue
+    pub fn entries(&self) -> u32 {
+        self.ring.cq_entries()
+    }
+
     /// The CQ's index in its adapter.
     pub fn index(&self) -> usize {
         self.ring.index
@@ -219,13 +226,13 @@ impl<B: IoBuf> CompletionQueue<B> {
 
     /// The ring's file descriptor (the target of msg_ring).
     pub fn ring_fd(&self) -> RawFd {
-        self.ring.fd
+        self.ring.fd()
     }
 }
 
 impl<B: Send + 'static> CompletionQueue<B> {
     pub(crate) fn ring_ref(&self) -> crate::ops::control::RingRef {
-        crate::ops::control::RingRef::new(self.ring.fd, Arc::clone(&self.ring) as Arc<_>)
+        crate::ops::control::RingRef::new(Arc::clone(&self.ring) as Arc<_>)
     }
 }
 

@@ -58,6 +58,27 @@ pub enum Error {
         /// How many completions the kernel dropped since the last check.
         lost: u32,
     },
+    /// A completion queue cannot be resized to fewer entries than it has operations in flight.
+    #[error(
+        "cannot resize the completion queue to {entries} entries: {in_flight} operations are in \
+         flight; reap until fewer are, or ask for more entries"
+    )]
+    CqTooSmall {
+        /// The CQ size asked for, as the kernel rounded it.
+        entries: u32,
+        /// Operations in flight on the completion queue.
+        in_flight: usize,
+    },
+    /// The ring an earlier resize replaced still has operations in flight.
+    #[error(
+        "the completion queue's previous ring still has {in_flight} operations in flight, or \
+         completions not yet reaped, after an earlier resize; reap them (or cancel the \
+         operations), then resize again"
+    )]
+    ResizeDraining {
+        /// Operations still in flight on the replaced ring.
+        in_flight: usize,
+    },
     /// An argument is out of range; the message names it.
     #[error("invalid argument: {0}")]
     Invalid(&'static str),

@@ -16,6 +16,10 @@
 //! - A [`CqSet`] reaps many CQs, from one thread or several, with each CQ held by at most one
 //!   reaper at a time, and idle reapers asleep in one epoll on the CQs' eventfds.
 //! - The tables (regions, files, work queues) sit behind [`regio_sync::Rcu`].
+//! - A CQ can be resized ([`Adapter::resize_completion_queue`]) while threads post and reap: a
+//!   new io_uring with the new CQ size, set up like the old one (shared SQPOLL thread, cloned
+//!   buffers, the same eventfd), takes over under the same [`CompletionQueue`], and the old one
+//!   is reaped through it until its last operation's final CQE, then closed.
 //!
 //! An operation owns its buffer until its *final* completion (for send_zc the `F_NOTIF` one, for
 //! multishot the one without `F_MORE`), and the [`Completion`] hands the buffer back. Failed posts

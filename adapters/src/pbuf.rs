@@ -81,6 +81,8 @@ impl<B> ProvidedRing<B> {
             });
         }
         let base = NonNull::new(p.cast::<u8>()).expect("mmap never returns null on success");
+        // Under the tables' write lock, so a resize sees every provided ring of its CQ.
+        let w = ring.tables.write_lock();
         let registered = ring.with_uring(|u| {
             // SAFETY: the mapping stays valid until `Drop` unregisters the group first.
             unsafe {
@@ -88,6 +90,11 @@ impl<B> ProvidedRing<B> {
                     .register_buf_ring_with_flags(base.as_ptr() as u64, entries, bgid, 0)
             }
         });
+        if registered.is_ok() {
+            // Relaxed: the count is read under the write lock held here (`provided`).
+            ring.provided.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(w);
         if let Err(source) = registered {
             // SAFETY: the mapping was made above and nobody else knows of it.
             unsafe { libc::munmap(p, len) };
@@ -152,6 +159,9 @@ impl<B> Drop for ProvidedRing<B> {
             tracing::error!(bgid, error = %e, "unregistering a provided-buffer ring failed; leaking it");
             return;
         }
+        // Relaxed: a resize reads the count under the tables' write lock; a stale 1 there only
+        // refuses a resize that could have gone ahead.
+        self.ring.provided.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: the group is unregistered, so nothing else uses the mapping.
         unsafe { libc::munmap(self.base.as_ptr().cast(), usize::from(self.entries) * ENTRY) };
     }

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, squeue::Entry, IoUring};
@@ -20,6 +21,10 @@ use crate::ops::{Keep, Op, Resolved, Side, Target};
 use crate::stats::Counters;
 use crate::tables::{Tables, WqId};
 
+mod retire;
+
+use retire::Retiring;
+
 /// Set in the `user_data` of a completion that another ring posted with msg_ring.
 pub(crate) const MESSAGE_BIT: u64 = 1 << 63;
 
@@ -27,6 +32,8 @@ pub(crate) const MESSAGE_BIT: u64 = 1 << 63;
 const ENTER_GETEVENTS: u32 = 1 << 0;
 /// `IORING_ENTER_SQ_WAKEUP`: wake the sleeping SQPOLL thread.
 const ENTER_SQ_WAKEUP: u32 = 1 << 1;
+/// `IORING_ENTER_SQ_WAIT`: wait until the SQPOLL thread has made room in the SQ.
+const ENTER_SQ_WAIT: u32 = 1 << 2;
 
 /// The `user_data` of the cancel-everything request a ring makes when it is dropped.
 const CANCEL_ALL: u64 = 1 << 62;
@@ -81,6 +88,8 @@ struct InFlight<B> {
     side: Side,
     cookie: u64,
     buf: Option<B>,
+    /// The ring generation it was submitted to: the current one, or the retiring one.
+    epoch: u32,
     _keep: Keep,
 }
 
@@ -107,6 +116,9 @@ pub(crate) struct RingState<B> {
     /// The CQ was seen full since the overflow flag was last found clear.
     overflow_suspect: bool,
     dropped_seen: u32,
+    /// Bumped by each resize; stamps every in-flight operation with the ring it went to.
+    epoch: u32,
+    retiring: Option<Retiring>,
     counters: Arc<Counters>,
 }
 
@@ -263,6 +275,10 @@ impl<B> RingState<B> {
         };
         let (entry, owned, keep) = if let crate::ops::Kind::Cancel { target: victim } = op.kind {
             match self.find(wq, victim) {
+                Some(ud) if self.epoch_of(ud) != self.epoch => {
+                    self.cancel_on_retiring(wq, side, cookie, ud);
+                    return;
+                }
                 Some(ud) => (opcode::AsyncCancel::new(u64::from(ud)).build(), None, None),
                 None => {
                     self.local
@@ -280,16 +296,34 @@ impl<B> RingState<B> {
                 }
             }
         };
+        let epoch = self.epoch;
         let ud = self.insert(InFlight {
             wq,
             side,
             cookie,
             buf: owned,
+            epoch,
             _keep: keep,
         });
         // Every pointer in the SQE refers to registered memory owned by the buffer now in the
         // slab entry, or to memory in `_keep`; both live until the final CQE for `ud`.
         self.stage(entry.user_data(u64::from(ud)));
+    }
+
+    /// Hands the kernel the SQEs already in the SQ (not the staged ones): a wake-up for a
+    /// sleeping SQPOLL thread, or one `io_uring_enter`.
+    fn flush_sq(&mut self) -> io::Result<()> {
+        if self.sqpoll {
+            if self.uring.submission().need_wakeup() {
+                return self.enter(0, ENTER_SQ_WAKEUP);
+            }
+            return Ok(());
+        }
+        let queued = self.uring.submission().len() as u32;
+        if queued == 0 {
+            return Ok(());
+        }
+        self.enter(queued, 0)
     }
 
     /// Pushes a post from the ring's owner; a full SQ hands the operation back.
@@ -321,7 +355,7 @@ impl<B> RingState<B> {
         if len == capacity {
             self.overflow_suspect = true;
         }
-        if len == 0 && self.local.is_empty() && !self.overflow_suspect {
+        if len == 0 && self.local.is_empty() && !self.overflow_suspect && self.retiring.is_none() {
             return Ok(0);
         }
         match reader {
@@ -349,9 +383,47 @@ impl<B> RingState<B> {
             out.push(c);
         }
         let mut n = 0u64;
+        // The retiring ring first: its operations are the older ones.
+        let mut result = Ok(());
+        if self.retiring.is_some() {
+            self.swap_retiring();
+            result = self
+                .flush_sq()
+                .map_err(|source| Error::Sys {
+                    what: "io_uring_enter (submit on the retiring ring)",
+                    source,
+                })
+                .and_then(|()| self.drain_cq(tables, guard, &mut returns, out, max, start, &mut n));
+            let done = self.retiring_drained();
+            self.swap_retiring();
+            if done && result.is_ok() {
+                self.retire();
+            }
+        }
+        if result.is_ok() {
+            result = self.drain_cq(tables, guard, &mut returns, out, max, start, &mut n);
+        }
+        returns.flush(tables, guard);
+        Counters::add(&self.counters.completed, n);
+        result.map(|()| out.len() - start)
+    }
+
+    /// Routes CQEs of `self.uring` into `out` until it is empty or `out` holds `max` new ones,
+    /// flushing the kernel's overflow list when the CQ was seen full; counts them in `n`.
+    #[allow(clippy::too_many_arguments)]
+    fn drain_cq(
+        &mut self,
+        tables: &Tables,
+        guard: &impl regio_sync::ReadSide,
+        returns: &mut Returns,
+        out: &mut Vec<Completion<B>>,
+        max: usize,
+        start: usize,
+        n: &mut u64,
+    ) -> Result<(), Error> {
         let capacity = self.uring.completion().capacity();
         let mut batch = std::mem::take(&mut self.cqes);
-        loop {
+        while out.len() - start < max {
             // Take a batch of CQEs with one head store, then route them.
             let want = max - (out.len() - start);
             batch.extend(self.uring.completion().take(want));
@@ -363,14 +435,11 @@ impl<B> RingState<B> {
                 self.overflow_suspect = true;
             }
             let empty = after == 0;
-            n += batch.len() as u64;
+            *n += batch.len() as u64;
             for cqe in batch.drain(..) {
-                out.push(self.route(tables, guard, &mut returns, cqe));
+                out.push(self.route(tables, guard, returns, cqe));
             }
-            if out.len() - start >= max {
-                break;
-            }
-            if !empty {
+            if out.len() - start >= max || !empty {
                 continue;
             }
             if !self.overflow_suspect {
@@ -389,8 +458,6 @@ impl<B> RingState<B> {
             );
             if let Err(source) = self.enter(0, ENTER_GETEVENTS) {
                 self.cqes = batch;
-                returns.flush(tables, guard);
-                Counters::add(&self.counters.completed, n);
                 return Err(Error::Sys {
                     what: "io_uring_enter to flush CQ overflow",
                     source,
@@ -398,8 +465,6 @@ impl<B> RingState<B> {
             }
         }
         self.cqes = batch;
-        returns.flush(tables, guard);
-        Counters::add(&self.counters.completed, n);
         let dropped = self.uring.completion().overflow();
         if dropped != self.dropped_seen {
             let lost = dropped.wrapping_sub(self.dropped_seen);
@@ -407,7 +472,7 @@ impl<B> RingState<B> {
             tracing::error!(lost, "the kernel dropped completions");
             return Err(Error::CompletionsLost { lost });
         }
-        Ok(out.len() - start)
+        Ok(())
     }
 
     #[inline]
@@ -429,6 +494,11 @@ impl<B> RingState<B> {
                 .remove(slot)
                 .expect("a final CQE names a live slab entry");
             returns.add(tables, reader, f.wq, f.side);
+            if f.epoch != self.epoch {
+                if let Some(r) = self.retiring.as_mut() {
+                    r.in_flight -= 1;
+                }
+            }
             (f.wq, f.cookie, f.buf)
         } else {
             let f = self.slab[slot as usize]
@@ -448,6 +518,36 @@ impl<B> Drop for RingState<B> {
         if self.in_flight() == 0 {
             return;
         }
+        self.cancel_all();
+        if self.retiring.is_some() {
+            self.swap_retiring();
+            self.room = 0;
+            self.cancel_all();
+            self.swap_retiring();
+            self.room = 0;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while self.in_flight() > 0 && std::time::Instant::now() < deadline {
+            self.collect_final();
+            if self.retiring.is_some() {
+                self.swap_retiring();
+                self.collect_final();
+                self.swap_retiring();
+            }
+        }
+        let stuck = self.in_flight();
+        if stuck > 0 {
+            tracing::error!(stuck, "operations outlived the ring; leaking their buffers");
+            for f in self.slab.drain(..).flatten() {
+                std::mem::forget(f);
+            }
+        }
+    }
+}
+
+impl<B> RingState<B> {
+    /// At drop: asks `self.uring` to cancel everything it has in flight.
+    fn cancel_all(&mut self) {
         let cancel = opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::any())
             .build()
             .user_data(CANCEL_ALL);
@@ -457,24 +557,19 @@ impl<B> Drop for RingState<B> {
         if let Err(e) = self.submit() {
             tracing::warn!(error = %e, "cancel at ring drop could not be submitted");
         }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    }
+
+    /// At drop: waits a little for `self.uring`'s CQEs and frees the slab entries whose final
+    /// CQE came.
+    fn collect_final(&mut self) {
         let ts = io_uring::types::Timespec::new().nsec(10_000_000);
         let args = io_uring::types::SubmitArgs::new().timespec(&ts);
-        while self.in_flight() > 0 && std::time::Instant::now() < deadline {
-            let _ = self.uring.submitter().submit_with_args(1, &args);
-            let cqes: Vec<_> = self.uring.completion().collect();
-            for cqe in cqes {
-                let ud = cqe.user_data();
-                if ud & (MESSAGE_BIT | CANCEL_ALL) == 0 && !cqueue::more(cqe.flags()) {
-                    drop(self.remove(ud as u32));
-                }
-            }
-        }
-        let stuck = self.in_flight();
-        if stuck > 0 {
-            tracing::error!(stuck, "operations outlived the ring; leaking their buffers");
-            for f in self.slab.drain(..).flatten() {
-                std::mem::forget(f);
+        let _ = self.uring.submitter().submit_with_args(1, &args);
+        let cqes: Vec<_> = self.uring.completion().collect();
+        for cqe in cqes {
+            let ud = cqe.user_data();
+            if ud & (MESSAGE_BIT | CANCEL_ALL) == 0 && !cqueue::more(cqe.flags()) {
+                drop(self.remove(ud as u32));
             }
         }
     }
@@ -497,7 +592,13 @@ impl<B> Absorb<Post<B>> for RingState<B> {
 /// One ring of an adapter: one completion queue.
 pub(crate) struct Ring<B> {
     pub(crate) combiner: Combiner<RingState<B>, Post<B>>,
-    pub(crate) fd: RawFd,
+    /// The current io_uring's fd; a resize replaces it (see [`Ring::fd`]).
+    fd: AtomicI32,
+    /// The current io_uring's CQ size.
+    cq_entries: AtomicU32,
+    /// Provided-buffer rings registered on the current io_uring; changed only under the tables'
+    /// write lock.
+    pub(crate) provided: AtomicUsize,
     pub(crate) eventfd: OwnedFd,
     pub(crate) counters: Arc<Counters>,
     pub(crate) tables: Arc<Tables>,
@@ -517,6 +618,7 @@ impl<B> Ring<B> {
     ) -> Self {
         let counters = Arc::new(Counters::default());
         let fd = uring.as_raw_fd();
+        let cq_entries = uring.params().cq_entries();
         let sqpoll = uring.params().is_setup_sqpoll();
         Self {
             combiner: Combiner::new(RingState {
@@ -531,9 +633,13 @@ impl<B> Ring<B> {
                 sqpoll,
                 overflow_suspect: false,
                 dropped_seen: 0,
+                epoch: 0,
+                retiring: None,
                 counters: Arc::clone(&counters),
             }),
-            fd,
+            fd: AtomicI32::new(fd),
+            cq_entries: AtomicU32::new(cq_entries),
+            provided: AtomicUsize::new(0),
             eventfd,
             counters,
             tables,
@@ -546,14 +652,51 @@ impl<B> Ring<B> {
     /// Runs `f` with the io_uring, owning the ring for the call (for registration calls, which
     /// are rare; it yields while a reaper owns the ring, and reapers never block while owning).
     pub(crate) fn with_uring<R>(&self, f: impl FnOnce(&IoUring) -> R) -> R {
+        self.with_state(|s| f(&s.uring))
+    }
+
+    /// Runs `f` with the ring's state, owning the ring for the call, as `with_uring` does.
+    pub(crate) fn with_state<R>(&self, f: impl FnOnce(&mut RingState<B>) -> R) -> R {
         let mut f = Some(f);
         loop {
             if let Some(mut g) = self.combiner.try_lock() {
                 let f = f.take().expect("called once");
-                return g.with(|s| f(&s.uring));
+                return g.with(f);
             }
             std::thread::yield_now();
         }
+    }
+
+    /// The current io_uring's fd. A resize replaces it; the old fd stays open until the old
+    /// ring retires.
+    pub(crate) fn fd(&self) -> RawFd {
+        // Relaxed: only the number is read. The ring behind it was set up by system calls
+        // before the store, and the kernel, not this atomic, orders that state.
+        self.fd.load(Ordering::Relaxed)
+    }
+
+    /// Makes `uring` the current io_uring (see [`RingState::replace_uring`]).
+    pub(crate) fn replace_uring(&self, uring: IoUring) -> Result<(), Error> {
+        let fd = uring.as_raw_fd();
+        let entries = uring.params().cq_entries();
+        self.with_state(|s| s.replace_uring(uring))?;
+        // Relaxed (both): as in `fd`; the table writer, which alone replaces rings, is
+        // serialised by the tables' write lock.
+        self.fd.store(fd, Ordering::Relaxed);
+        self.cq_entries.store(entries, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The current io_uring's CQ size.
+    pub(crate) fn cq_entries(&self) -> u32 {
+        // Relaxed: a size, read on its own.
+        self.cq_entries.load(Ordering::Relaxed)
+    }
+}
+
+impl<B: Send> crate::ops::control::RingFd for Ring<B> {
+    fn ring_fd(&self) -> RawFd {
+        self.fd()
     }
 }
 

@@ -8,19 +8,26 @@ use io_uring::types::Timespec;
 
 use super::{Kind, Op};
 
+/// A ring whose io_uring fd a resize may replace.
+pub(crate) trait RingFd: Send + Sync {
+    /// The current io_uring's fd.
+    fn ring_fd(&self) -> RawFd;
+}
+
 /// Keeps a target ring open while a `msg_ring` to it is in flight.
 pub(crate) struct RingRef {
-    fd: RawFd,
-    _keep: Arc<dyn Send + Sync>,
+    ring: Arc<dyn RingFd>,
 }
 
 impl RingRef {
-    pub(crate) fn new(fd: RawFd, keep: Arc<dyn Send + Sync>) -> Self {
-        Self { fd, _keep: keep }
+    pub(crate) fn new(ring: Arc<dyn RingFd>) -> Self {
+        Self { ring }
     }
 
+    /// The target's current fd, read when the SQE is built, so a message posted after the
+    /// target was resized goes to its new ring.
     pub(crate) fn fd(&self) -> RawFd {
-        self.fd
+        self.ring.ring_fd()
     }
 }
 

@@ -1,0 +1,145 @@
+//! Resizing a completion queue: [`Adapter::resize_completion_queue`].
+//!
+//! # Design
+//!
+//! The kernel's own resize (`IORING_REGISTER_RESIZE_RINGS`, Linux 6.13) is not used: it is
+//! limited to `DEFER_TASKRUN` rings, which these rings cannot be (any thread may submit and
+//! reap), and it moves the rings to new memory that the io-uring crate, which owns the
+//! mappings, would not map again.
+//!
+//! Instead a resize builds a new io_uring with the larger CQ and swaps it in *under the same
+//! [`Ring`]*. Everything that names the completion queue holds that `Ring`, not the io_uring:
+//! work queues, [`CompletionQueue`] handles, [`CqSet`](crate::CqSet)s and msg_ring operations
+//! aimed at it. So nothing has to be switched over, and no table changes:
+//!
+//! - The new ring is set up like the others: SQPOLL attached to the adapter's shared thread
+//!   (`ATTACH_WQ`), the registered-buffer table cloned from the ring it replaces (or each region
+//!   registered again where the kernel cannot clone), a sparse file table of the same size, and
+//!   *the same eventfd*. A sleeper on [`CompletionQueue::notify_fd`] or in a `CqSet`'s epoll is
+//!   woken by either ring, and never has to learn of the resize.
+//! - The swap happens with the ring owned (its lock), after the staged SQEs were submitted to
+//!   the old ring. From then on every post goes to the new ring.
+//! - The old ring *retires*: each in-flight operation carries the epoch of the ring it went to,
+//!   and the owner keeps reaping the retiring ring (before the current one, in the same reap)
+//!   until the final CQE of its last operation has come and its CQ is empty. Both rings route
+//!   through the one slab, so a completion is routed once, wherever it arrives. Then the old
+//!   ring is closed. A cancel of an operation on the retiring ring is submitted to that ring,
+//!   since a cancel by `user_data` only finds operations of its own ring.
+//! - Stats continue: the counters belong to the `Ring`, not to the io_uring.
+//!
+//! # Limits
+//!
+//! - One resize at a time per CQ: another one fails with [`Error::ResizeDraining`] until the
+//!   retiring ring is drained.
+//! - The new size must hold the operations in flight ([`Error::CqTooSmall`] otherwise): a
+//!   smaller CQ would overflow as soon as the same load moved over. It must also be at least the
+//!   SQ size, as the kernel requires.
+//! - Fixed files live in each ring's own table, and the adapter does not keep their fds, so they
+//!   cannot be carried over: a resize is refused while a slot installed by
+//!   [`Adapter::set_file`] is set, and slots that a direct accept filled stay with the old ring.
+//!   Provided-buffer rings are registered on one io_uring as well: a resize is refused while the
+//!   CQ has one.
+//! - A msg_ring operation reads its target's fd when its SQE is built; one built just before the
+//!   target's resize reaches the retiring ring, which delivers it if it is still being reaped.
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+
+use io_uring::IoUring;
+
+use super::{build_ring, install_buffer, sys, Adapter};
+use crate::error::{setup_error, Error};
+use crate::ring::Ring;
+use crate::IoBuf;
+
+impl<B: IoBuf> Adapter<B> {
+    /// Gives completion queue `cq` a CQ of `cq_entries` entries (rounded up to a power of two
+    /// by the kernel), growing or shrinking it, while other threads keep posting and reaping.
+    ///
+    /// Operations in flight complete on the ring they were submitted to, which is reaped
+    /// through the same [`CompletionQueue`](crate::CompletionQueue) until they are done; none
+    /// is lost and none is reaped twice. Work queues, [`CqSet`](crate::CqSet)s and sleepers on
+    /// [`notify_fd`](crate::CompletionQueue::notify_fd) carry on unchanged: the new ring has the
+    /// same eventfd. [`ring_fd`](crate::CompletionQueue::ring_fd) changes.
+    ///
+    /// Like the other table changes, it owns the ring for a moment, so it must not be called
+    /// from a thread that holds a [`Batch`](crate::Batch) of this CQ.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CqTooSmall`] when more operations are in flight than `cq_entries`;
+    /// [`Error::ResizeDraining`] while an earlier resize of this CQ is still draining;
+    /// [`Error::Invalid`] for a bad index, a size below the SQ size, or a CQ with fixed files or
+    /// provided-buffer rings; [`Error::Sys`] when the new ring cannot be set up.
+    pub fn resize_completion_queue(&self, cq: usize, cq_entries: u32) -> Result<(), Error> {
+        let inner = &self.inner;
+        let ring = inner
+            .rings
+            .get(cq)
+            .ok_or(Error::Invalid("completion queue index out of range"))?;
+        if cq_entries < inner.cfg.sq_entries {
+            return Err(Error::Invalid(
+                "a completion queue cannot be smaller than Config::sq_entries",
+            ));
+        }
+        let _w = inner.tables.write_lock();
+        // Relaxed: the count changes only under the write lock held here.
+        if ring.provided.load(Ordering::Relaxed) > 0 {
+            return Err(Error::Invalid(
+                "a completion queue with provided-buffer rings cannot be resized; drop them first",
+            ));
+        }
+        let guard = inner.tables.domain.guard();
+        if inner.tables.files.read(&guard).iter().any(|&set| set) {
+            return Err(Error::Invalid(
+                "fixed files cannot be carried to a resized ring; clear them first",
+            ));
+        }
+        drop(guard);
+        let uring = self.new_uring(ring, cq_entries)?;
+        let fd = uring.as_raw_fd();
+        ring.replace_uring(uring)?;
+        tracing::info!(parent: &ring.span, cq_entries, fd, "completion queue resized");
+        Ok(())
+    }
+
+    /// A ring set up like `ring`, with a CQ of `cq_entries`. Runs with the tables' write lock
+    /// held, so the region table is stable.
+    fn new_uring(&self, ring: &Ring<B>, cq_entries: u32) -> Result<IoUring, Error> {
+        let inner = &self.inner;
+        let cfg = super::Config {
+            cq_entries,
+            ..inner.cfg.clone()
+        };
+        let attach = inner.sqpoll.then(|| inner.rings[0].fd());
+        let uring = build_ring(&cfg, cfg.sqpoll, attach).map_err(setup_error)?;
+        let s = uring.submitter();
+        // Relaxed: see `buffer_cloning`.
+        let cloned =
+            inner.clone_ok.load(Ordering::Relaxed) && s.register_buffers_clone(ring.fd()).is_ok();
+        if !cloned {
+            s.register_buffers_sparse(cfg.max_regions)
+                .map_err(sys("IORING_REGISTER_BUFFERS2 (sparse buffer table)"))?;
+            let guard = inner.tables.domain.guard();
+            for (id, region) in inner.tables.regions.read(&guard).iter().enumerate() {
+                let Some(region) = region else { continue };
+                let iov = libc::iovec {
+                    iov_base: region.base as *mut libc::c_void,
+                    iov_len: region.size as usize,
+                };
+                // SAFETY: the region is registered, so its owner keeps it valid until it is
+                // unregistered, which removes it from every ring, this one included (the write
+                // lock held by the caller orders the two).
+                unsafe { install_buffer(&uring, regio_pool::RegionId(id as u16), iov) }
+                    .map_err(sys("IORING_REGISTER_BUFFERS_UPDATE (resized ring)"))?;
+            }
+        }
+        if cfg.max_files > 0 {
+            s.register_files_sparse(cfg.max_files)
+                .map_err(sys("IORING_REGISTER_FILES2 (sparse file table)"))?;
+        }
+        s.register_eventfd(ring.eventfd.as_raw_fd())
+            .map_err(sys("IORING_REGISTER_EVENTFD"))?;
+        Ok(uring)
+    }
+}
