@@ -4,7 +4,7 @@
 use std::fmt;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use io_uring::cqueue;
 
@@ -160,31 +160,21 @@ impl<B: IoBuf> CompletionQueue<B> {
         max: usize,
         timeout: Option<Duration>,
     ) -> Result<usize, Error> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            let n = self.reap(out, max)?;
-            if n > 0 {
-                return Ok(n);
-            }
-            crate::sys::eventfd_drain(&self.ring.eventfd);
-            let n = self.reap(out, max)?;
-            if n > 0 {
-                return Ok(n);
-            }
-            let left = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) => Some(left),
-                    None => return Ok(0),
-                },
-                None => None,
-            };
-            crate::sys::poll_readable(self.ring.eventfd.as_raw_fd(), left).map_err(|source| {
-                Error::Sys {
-                    what: "poll on the CQ eventfd",
-                    source,
-                }
-            })?;
-        }
+        crate::wait::reap_or_sleep(
+            timeout,
+            || self.reap(out, max),
+            || {
+                crate::sys::eventfd_drain(&self.ring.eventfd);
+            },
+            |left| {
+                crate::sys::poll_readable(self.ring.eventfd.as_raw_fd(), left)
+                    .map(drop)
+                    .map_err(|source| Error::Sys {
+                        what: "poll on the CQ eventfd",
+                        source,
+                    })
+            },
+        )
     }
 
     /// The eventfd the kernel signals when it posts completions to this CQ. Poll it for

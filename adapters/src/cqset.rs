@@ -15,7 +15,7 @@
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cq::{reap_locked, Completion, CompletionQueue};
 use crate::error::Error;
@@ -101,30 +101,23 @@ impl<B: IoBuf> CqSet<B> {
         max: usize,
         timeout: Option<Duration>,
     ) -> Result<usize, Error> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            let got = self.reap(out, max)?;
-            if got > 0 {
-                return Ok(got);
-            }
-            for r in &self.rings {
-                crate::sys::eventfd_drain(&r.eventfd);
-            }
-            let got = self.reap(out, max)?;
-            if got > 0 {
-                return Ok(got);
-            }
-            let left = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) => Some(left),
-                    None => return Ok(0),
-                },
-                None => None,
-            };
-            self.epoll.wait(left).map_err(|source| Error::Sys {
-                what: "epoll_wait",
-                source,
-            })?;
-        }
+        crate::wait::reap_or_sleep(
+            timeout,
+            || self.reap(out, max),
+            || {
+                for r in &self.rings {
+                    crate::sys::eventfd_drain(&r.eventfd);
+                }
+            },
+            |left| {
+                self.epoll
+                    .wait(left)
+                    .map(drop)
+                    .map_err(|source| Error::Sys {
+                        what: "epoll_wait",
+                        source,
+                    })
+            },
+        )
     }
 }

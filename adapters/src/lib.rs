@@ -105,6 +105,7 @@ mod ring;
 mod stats;
 mod sys;
 mod tables;
+mod wait;
 mod wq;
 
 pub use adapter::{Adapter, Config, SqPoll};
