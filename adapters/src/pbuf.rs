@@ -10,11 +10,12 @@
 //! the kernel's acquire load of the tail before it reads the entry.
 
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
-use regio_pool::BufRingSink;
+use regio_pool::{BufRingSink, Region, RegionOptions};
 
 use crate::error::Error;
 use crate::ring::Ring;
@@ -34,13 +35,15 @@ const TAIL: usize = 14;
 /// and unmaps the ring.
 pub struct ProvidedRing<B> {
     ring: Arc<Ring<B>>,
+    /// The ring's memory. `ManuallyDrop`: it is unmapped only once the kernel has let go of it.
+    memory: ManuallyDrop<Region>,
     base: NonNull<u8>,
     entries: u16,
     bgid: u16,
     tail: Mutex<u16>,
 }
 
-// SAFETY: `base` is a private mapping owned by this value; entries are only written under the
+// SAFETY: `base` points into `memory`, a private mapping owned by this value; entries are only written under the
 // `tail` mutex and published through an atomic, so shared use from many threads is sound.
 unsafe impl<B: Send> Send for ProvidedRing<B> {}
 // SAFETY: as above.
@@ -62,25 +65,14 @@ impl<B> ProvidedRing<B> {
                 "provided-ring entries must be a power of two up to 32768",
             ));
         }
-        let len = usize::from(entries) * ENTRY;
-        // SAFETY: an anonymous private mapping; the result is checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(Error::Sys {
-                what: "mmap of a provided-buffer ring",
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        let base = NonNull::new(p.cast::<u8>()).expect("mmap never returns null on success");
+        let memory =
+            Region::map(usize::from(entries) * ENTRY, RegionOptions::default()).map_err(|e| {
+                Error::Sys {
+                    what: "mmap of a provided-buffer ring",
+                    source: e.into(),
+                }
+            })?;
+        let base = memory.base();
         // Under the tables' write lock, so a resize sees every provided ring of its CQ.
         let w = ring.tables.write_lock();
         let registered = ring.with_uring(|u| {
@@ -96,8 +88,6 @@ impl<B> ProvidedRing<B> {
         }
         drop(w);
         if let Err(source) = registered {
-            // SAFETY: the mapping was made above and nobody else knows of it.
-            unsafe { libc::munmap(p, len) };
             return Err(match source.raw_os_error() {
                 Some(libc::EINVAL) | Some(libc::ENOSYS) => Error::Unsupported {
                     what: "provided-buffer rings (IORING_REGISTER_PBUF_RING)",
@@ -111,6 +101,7 @@ impl<B> ProvidedRing<B> {
         }
         Ok(Self {
             ring,
+            memory: ManuallyDrop::new(memory),
             base,
             entries,
             bgid,
@@ -162,7 +153,8 @@ impl<B> Drop for ProvidedRing<B> {
         // Relaxed: a resize reads the count under the tables' write lock; a stale 1 there only
         // refuses a resize that could have gone ahead.
         self.ring.provided.fetch_sub(1, Ordering::Relaxed);
-        // SAFETY: the group is unregistered, so nothing else uses the mapping.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), usize::from(self.entries) * ENTRY) };
+        // SAFETY: the group is unregistered, so nothing else uses the mapping, and `memory` is
+        // dropped only here.
+        unsafe { ManuallyDrop::drop(&mut self.memory) };
     }
 }
