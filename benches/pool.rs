@@ -18,7 +18,7 @@ use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use criterion::Criterion;
+use criterion::{measurement::WallTime, BenchmarkGroup, Criterion};
 use crossbeam_queue::ArrayQueue;
 use regio_pool::{Message, MessagePool, PoolBuilder};
 use support::{timed, Background, Samples};
@@ -138,64 +138,56 @@ fn acq_rel(c: &mut Criterion, samples: &Samples, threads: usize) {
     let group_name = format!("pool_acq_rel_{threads}t");
     let mut group = c.benchmark_group(&group_name);
     let others = threads - 1;
-
+    // Each cycle acquires one buffer and releases it again at the end of the statement.
     let pool = regio_pool();
-    {
-        let peer = Arc::clone(&pool);
-        let _others = Background::spawn(
-            others,
-            || (),
-            move |_| {
-                for _ in 0..64 {
-                    black_box(peer.try_acquire().expect("never exhausted").as_ptr());
-                }
-            },
-        );
-        samples.bench(&mut group, &group_name, "regio", |iters| {
-            timed(iters, || {
-                black_box(pool.try_acquire().expect("never exhausted").as_ptr());
-            })
-        });
-    }
-
-    let queue = Arc::new(QueuePool::new());
-    {
-        let peer = Arc::clone(&queue);
-        let _others = Background::spawn(
-            others,
-            || (),
-            move |_| {
-                for _ in 0..64 {
-                    black_box(peer.acquire().expect("never exhausted").as_ptr());
-                }
-            },
-        );
-        samples.bench(&mut group, &group_name, "arrayqueue", |iters| {
-            timed(iters, || {
-                black_box(queue.acquire().expect("never exhausted").as_ptr());
-            })
-        });
-    }
-
-    let lock = Arc::new(LockPool::new());
-    {
-        let peer = Arc::clone(&lock);
-        let _others = Background::spawn(
-            others,
-            || (),
-            move |_| {
-                for _ in 0..64 {
-                    black_box(peer.acquire().expect("never exhausted").as_ptr());
-                }
-            },
-        );
-        samples.bench(&mut group, &group_name, "mutex_vec", |iters| {
-            timed(iters, || {
-                black_box(lock.acquire().expect("never exhausted").as_ptr());
-            })
-        });
-    }
+    let cycle = move || {
+        pool.try_acquire()
+            .expect("never exhausted")
+            .as_ptr()
+            .cast_const()
+    };
+    contended(samples, &mut group, &group_name, "regio", others, cycle);
+    let queue = QueuePool::new();
+    let cycle = move || queue.acquire().expect("never exhausted").as_ptr();
+    contended(
+        samples,
+        &mut group,
+        &group_name,
+        "arrayqueue",
+        others,
+        cycle,
+    );
+    let lock = LockPool::new();
+    let cycle = move || lock.acquire().expect("never exhausted").as_ptr();
+    contended(samples, &mut group, &group_name, "mutex_vec", others, cycle);
     group.finish();
+}
+
+/// Times `cycle` on this thread while `others` threads run it too.
+fn contended(
+    samples: &Samples,
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    group_name: &str,
+    name: &str,
+    others: usize,
+    cycle: impl Fn() -> *const u8 + Send + Sync + 'static,
+) {
+    let cycle = Arc::new(cycle);
+    let peer = Arc::clone(&cycle);
+    let _others = Background::spawn(
+        others,
+        || (),
+        move |_| {
+            for _ in 0..64 {
+                black_box(peer());
+            }
+        },
+    );
+    samples.bench(group, group_name, name, |iters| {
+        timed(iters, || {
+            black_box(cycle());
+        })
+    });
 }
 
 /// 64 acquires then 64 releases per iteration: the path that moves whole batches between the
