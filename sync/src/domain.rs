@@ -112,22 +112,62 @@ impl Domain {
     /// in batches: every few deferrals, those whose grace period is over are dropped, on the
     /// deferring thread. [`reclaim`](Self::reclaim) and [`barrier`](Self::barrier) force it.
     pub fn defer(&self, value: Box<dyn Send>) {
-        self.state.defer(value);
+        let batch_full = {
+            let mut deferred = self.state.lock_deferred();
+            deferred.push(Deferred {
+                target: UNASSIGNED,
+                value,
+            });
+            deferred.len() % DEFER_BATCH == 0
+        };
+        if batch_full {
+            self.reclaim();
+        }
     }
 
     /// Drops the deferred values whose grace period is over, and returns how many it dropped.
     /// It never waits for readers.
     pub fn reclaim(&self) -> usize {
-        self.state.reclaim()
+        let ready: Vec<Box<dyn Send>> = {
+            let mut deferred = self.state.lock_deferred();
+            // Values retired since the last reclaim share one new grace period. It starts after
+            // their retirement: each was pushed under this lock after its publication.
+            if deferred.last().is_some_and(|d| d.target == UNASSIGNED) {
+                let target = self.state.start_grace_period();
+                for d in deferred.iter_mut().rev() {
+                    if d.target != UNASSIGNED {
+                        break;
+                    }
+                    d.target = target;
+                }
+            }
+            // Targets grow in push order, so the ready values are a prefix; one walk of the
+            // slots answers for every value of the same target.
+            let mut checked = (UNASSIGNED, false);
+            let ready = deferred
+                .iter()
+                .take_while(|d| {
+                    if checked.0 != d.target {
+                        checked = (d.target, self.state.grace_period_over(d.target));
+                    }
+                    checked.1
+                })
+                .count();
+            deferred.drain(..ready).map(|d| d.value).collect()
+        };
+        // Dropped outside the lock, so a value's destructor may itself defer.
+        let dropped = ready.len();
+        drop(ready);
+        dropped
     }
 
     /// Waits for the grace period of every deferred value, then drops them all.
     pub fn barrier(&self) {
         // The first reclaim starts the grace period of values retired since the last one; the
         // wait then covers every target, and the second reclaim drops everything.
-        self.state.reclaim();
+        self.reclaim();
         self.state.synchronize();
-        self.state.reclaim();
+        self.reclaim();
     }
 
     /// The number of deferred values not yet dropped.
@@ -265,56 +305,6 @@ impl State {
                 backoff.snooze();
             }
         }
-    }
-
-    /// See [`Domain::defer`].
-    fn defer(&self, value: Box<dyn Send>) {
-        let batch_full = {
-            let mut deferred = self.lock_deferred();
-            deferred.push(Deferred {
-                target: UNASSIGNED,
-                value,
-            });
-            deferred.len() % DEFER_BATCH == 0
-        };
-        if batch_full {
-            self.reclaim();
-        }
-    }
-
-    /// See [`Domain::reclaim`].
-    fn reclaim(&self) -> usize {
-        let ready: Vec<Box<dyn Send>> = {
-            let mut deferred = self.lock_deferred();
-            // Values retired since the last reclaim share one new grace period. It starts after
-            // their retirement: each was pushed under this lock after its publication.
-            if deferred.last().is_some_and(|d| d.target == UNASSIGNED) {
-                let target = self.start_grace_period();
-                for d in deferred.iter_mut().rev() {
-                    if d.target != UNASSIGNED {
-                        break;
-                    }
-                    d.target = target;
-                }
-            }
-            // Targets grow in push order, so the ready values are a prefix; one walk of the
-            // slots answers for every value of the same target.
-            let mut checked = (UNASSIGNED, false);
-            let ready = deferred
-                .iter()
-                .take_while(|d| {
-                    if checked.0 != d.target {
-                        checked = (d.target, self.grace_period_over(d.target));
-                    }
-                    checked.1
-                })
-                .count();
-            deferred.drain(..ready).map(|d| d.value).collect()
-        };
-        // Dropped outside the lock, so a value's destructor may itself defer.
-        let dropped = ready.len();
-        drop(ready);
-        dropped
     }
 
     fn lock_deferred(&self) -> crate::primitive::sync::MutexGuard<'_, Vec<Deferred>> {
