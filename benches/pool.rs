@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{measurement::WallTime, BenchmarkGroup, Criterion};
 use crossbeam_queue::ArrayQueue;
-use regio_pool::{Message, MessagePool, PoolBuilder};
+use regio_pool::{MessagePool, PoolBuilder};
 use support::{timed, Background, Samples};
 
 const BUFS: u32 = 1024;
@@ -190,43 +190,46 @@ fn contended(
     });
 }
 
+/// How many buffers [`bulk`] holds at once.
+const BULK: usize = 64;
+
 /// 64 acquires then 64 releases per iteration: the path that moves whole batches between the
 /// magazines and the shared store.
 fn bulk(c: &mut Criterion, samples: &Samples) {
-    const N: usize = 64;
     let group_name = "pool_bulk_64";
     let mut group = c.benchmark_group(group_name);
 
     let pool = regio_pool();
-    let mut held: Vec<Message> = Vec::with_capacity(N);
-    samples.bench(&mut group, group_name, "regio", |iters| {
+    bulk_peer(samples, &mut group, group_name, "regio", || {
+        pool.try_acquire().ok()
+    });
+    let queue = QueuePool::new();
+    bulk_peer(samples, &mut group, group_name, "arrayqueue", || {
+        queue.acquire()
+    });
+    let lock = LockPool::new();
+    bulk_peer(samples, &mut group, group_name, "mutex_vec", || {
+        lock.acquire()
+    });
+    group.finish();
+}
+
+/// Times one peer in [`bulk`]: `BULK` acquires, then `BULK` releases, per iteration.
+fn bulk_peer<B>(
+    samples: &Samples,
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    group_name: &str,
+    name: &str,
+    acquire: impl Fn() -> Option<B>,
+) {
+    let mut held = Vec::with_capacity(BULK);
+    samples.bench(group, group_name, name, |iters| {
         timed(iters, || {
-            held.extend((0..N).map(|_| pool.try_acquire().expect("never exhausted")));
+            held.extend((0..BULK).map(|_| acquire().expect("never exhausted")));
             black_box(&held);
             held.clear();
         })
     });
-
-    let queue = QueuePool::new();
-    let mut held_q = Vec::with_capacity(N);
-    samples.bench(&mut group, group_name, "arrayqueue", |iters| {
-        timed(iters, || {
-            held_q.extend((0..N).map(|_| queue.acquire().expect("never exhausted")));
-            black_box(&held_q);
-            held_q.clear();
-        })
-    });
-
-    let lock = LockPool::new();
-    let mut held_l = Vec::with_capacity(N);
-    samples.bench(&mut group, group_name, "mutex_vec", |iters| {
-        timed(iters, || {
-            held_l.extend((0..N).map(|_| lock.acquire().expect("never exhausted")));
-            black_box(&held_l);
-            held_l.clear();
-        })
-    });
-    group.finish();
 }
 
 /// One thread acquires and passes each buffer through a bounded queue to a second thread, which
@@ -330,7 +333,12 @@ fn main() {
     async_round_trip(&mut c, &samples);
     c.final_summary();
 
-    for t in ["pool_acq_rel_1t", "pool_acq_rel_2t"] {
+    for t in [
+        "pool_acq_rel_1t",
+        "pool_acq_rel_2t",
+        "pool_bulk_64",
+        "pool_xthread",
+    ] {
         let peers = [
             ("arrayqueue", format!("{t}/arrayqueue")),
             ("mutex_vec", format!("{t}/mutex_vec")),
@@ -338,22 +346,6 @@ fn main() {
         let peers: Vec<(&str, &str)> = peers.iter().map(|(l, k)| (*l, k.as_str())).collect();
         samples.compare_times(t, &format!("{t}/regio"), &peers);
     }
-    samples.compare_times(
-        "pool_bulk_64",
-        "pool_bulk_64/regio",
-        &[
-            ("arrayqueue", "pool_bulk_64/arrayqueue"),
-            ("mutex_vec", "pool_bulk_64/mutex_vec"),
-        ],
-    );
-    samples.compare_times(
-        "pool_xthread",
-        "pool_xthread/regio",
-        &[
-            ("arrayqueue", "pool_xthread/arrayqueue"),
-            ("mutex_vec", "pool_xthread/mutex_vec"),
-        ],
-    );
     samples.report("pool_async_ready_1t", "pool_async/ready");
     samples.report("pool_async_handoff_1t", "pool_async/handoff");
 }

@@ -132,8 +132,9 @@ impl PoolBuilder {
     ///
     /// The count is the shared store's, not the threads' caches: it is what other threads can
     /// still get. `notify` runs on the thread that took the store below the limit, possibly while
-    /// the pool's wait list is locked, so it must not acquire or release messages of this pool;
-    /// let it wake a task that grows the pool or sheds load.
+    /// the pool's wait list is locked, so it must not acquire or release messages of this pool,
+    /// nor grow it (growth serves waiters, which takes that lock); let it wake a task that grows
+    /// the pool or sheds load.
     pub fn low_watermark(
         mut self,
         class: usize,

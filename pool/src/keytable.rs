@@ -27,7 +27,7 @@ struct Span {
 /// ```
 /// let pool = regio_pool::PoolBuilder::new().class(4096, 8).build().unwrap();
 /// let msg = pool.try_acquire().unwrap();
-/// let inside = unsafe { msg.as_ptr().add(100) };
+/// let inside = msg.as_slice()[100..].as_ptr();
 /// let key = pool.key_table().translate_guarded(inside, 50).unwrap();
 /// assert_eq!(key.region, msg.key().region);
 /// assert_eq!(key.offset, msg.key().offset + 100);

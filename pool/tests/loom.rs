@@ -4,35 +4,18 @@
 //! --test loom`.
 #![cfg(loom)]
 
+mod common;
+
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Waker};
 
 use loom::sync::atomic::AtomicU32;
 use loom::sync::Arc;
 use loom::thread;
 
+use common::block_on;
 use regio_pool::{IndexStack, MessagePool, PoolBuilder, NIL};
-
-/// Runs `fut` on this loom thread, parking while it is pending. A wake-up that never comes
-/// leaves the thread parked, which loom reports as a deadlock.
-fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let mut fut = std::pin::pin!(fut);
-    let waker = Waker::from(std::sync::Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        thread::park();
-    }
-}
 
 fn links(n: u32) -> Arc<Box<[AtomicU32]>> {
     Arc::new((0..n).map(|_| AtomicU32::new(NIL)).collect())

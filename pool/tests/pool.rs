@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::{block_on, poll_once, Recorder};
 use regio_pool::{
-    BufFeed, BufKey, BufRingSink, Descriptor, Error, MessagePool, Opcode, PoolBuilder, RegionId,
-    MAX_SG,
+    Acquire, BufFeed, BufKey, BufRingSink, Descriptor, Error, Message, MessagePool, Opcode,
+    PoolBuilder, RegionId, MAX_SG,
 };
 
 fn pool(count: u32) -> MessagePool {
@@ -69,14 +69,20 @@ fn blocking_acquire_times_out_then_gets_a_release() {
     assert_eq!(pool.available(0), 1);
 }
 
-#[test]
-fn async_waiters_are_served_in_fifo_order() {
-    let pool = pool(1);
+/// Takes `pool`'s only element and queues two async waiters behind it, first then second.
+fn held_and_two_waiters(pool: &MessagePool) -> (Message, Acquire<'_>, Acquire<'_>) {
     let held = pool.try_acquire().unwrap();
     let mut first = pool.acquire();
     let mut second = pool.acquire();
     assert!(poll_once(&mut first).is_pending());
     assert!(poll_once(&mut second).is_pending());
+    (held, first, second)
+}
+
+#[test]
+fn async_waiters_are_served_in_fifo_order() {
+    let pool = pool(1);
+    let (held, mut first, mut second) = held_and_two_waiters(&pool);
     drop(held);
     assert!(
         poll_once(&mut second).is_pending(),
@@ -92,11 +98,7 @@ fn async_waiters_are_served_in_fifo_order() {
 #[test]
 fn dropped_future_passes_its_grant_on() {
     let pool = pool(1);
-    let held = pool.try_acquire().unwrap();
-    let mut first = pool.acquire();
-    let mut second = pool.acquire();
-    assert!(poll_once(&mut first).is_pending());
-    assert!(poll_once(&mut second).is_pending());
+    let (held, first, mut second) = held_and_two_waiters(&pool);
     drop(held); // granted to `first`
     drop(first); // cancelled with a grant: it must go to `second`
     assert!(poll_once(&mut second).is_ready());
@@ -366,6 +368,7 @@ fn a_refused_attach_undoes_its_registrations() {
         [RegionId(0), RegionId(1)]
     );
     // Not attached: growth does not call it.
+    // Relaxed: as above; the registrar would read it on this thread.
     rec.refuse.store(false, Ordering::Relaxed);
     pool.grow(0, 1).unwrap();
     assert_eq!(rec.registered.lock().unwrap().len(), 2);

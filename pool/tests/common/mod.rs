@@ -7,9 +7,10 @@ use std::io;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
 
 use regio_pool::{RegionId, Registrar};
+// loom's threads under `--cfg loom`, so that the loom models park and wake through loom.
+use regio_sync::primitive::thread::{self, Thread};
 
 struct Unpark(Thread);
 
@@ -19,7 +20,8 @@ impl Wake for Unpark {
     }
 }
 
-/// Runs `fut` to completion on this thread, parking while it is pending.
+/// Runs `fut` to completion on this thread, parking while it is pending. Under loom, a wake-up
+/// that never comes leaves the thread parked, which loom reports as a deadlock.
 pub fn block_on<F: Future>(fut: F) -> F::Output {
     let mut fut = std::pin::pin!(fut);
     let waker = Waker::from(Arc::new(Unpark(thread::current())));
