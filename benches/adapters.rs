@@ -27,7 +27,7 @@ use regio_adapters::{
     Adapter, Completion, CompletionQueue, Config, CqSet, Op, SqPoll, Target, WorkQueue,
 };
 use regio_pool::{Message, MessagePool};
-use support::Samples;
+use support::{timed, Samples};
 
 const BATCH: usize = 32;
 const QD: usize = 32;
@@ -270,14 +270,6 @@ impl RawRead {
             self.ring.submit().unwrap();
         }
     }
-}
-
-fn timed(iters: u64, mut f: impl FnMut()) -> Duration {
-    let t = Instant::now();
-    for _ in 0..iters {
-        f();
-    }
-    t.elapsed()
 }
 
 fn mode(sqpoll: bool) -> &'static str {

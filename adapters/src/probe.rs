@@ -135,7 +135,7 @@ impl KernelProbe {
                     setup_flags: setup::try_all(process.first_allowed_cpu),
                     features: features::read(ring.params()),
                     opcode_probe,
-                    opcodes: Vec::new(),
+                    opcodes: opcodes::support(&supported_opcodes),
                     supported_opcodes,
                     registrations: Registrations::try_all(),
                     io_uring: IoUringStatus::Enabled,
@@ -153,7 +153,7 @@ impl KernelProbe {
                     setup_flags: setup::not_tried_all(DISABLED),
                     features: Vec::new(),
                     opcode_probe: Outcome::not_tried(DISABLED),
-                    opcodes: Vec::new(),
+                    opcodes: opcodes::support(&[]),
                     supported_opcodes: Vec::new(),
                     registrations: Registrations::not_tried(DISABLED),
                     kernel,
@@ -164,13 +164,6 @@ impl KernelProbe {
                 }
             }
         };
-        probe.opcodes = REGIO_OPCODES
-            .iter()
-            .map(|&opcode| OpcodeSupport {
-                opcode,
-                supported: probe.supports_opcode(opcode.code),
-            })
-            .collect();
         probe.degradations = probe.find_degradations();
         Ok(probe)
     }

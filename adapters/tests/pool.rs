@@ -21,6 +21,14 @@ fn pool_on(adapter: &Adapter<Message>) -> MessagePool {
     pool
 }
 
+/// A connected TCP pair on the loopback interface: (client, server).
+fn loopback() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
 fn one(cq: &regio_adapters::CompletionQueue<Message>) -> Completion<Message> {
     let mut out = Vec::new();
     assert_eq!(
@@ -64,9 +72,7 @@ fn pool_messages_are_fixed_buffers_on_every_ring() {
 fn a_send_zc_buffer_returns_to_the_pool_only_after_f_notif() {
     let adapter = Adapter::<Message>::new(Config::default()).unwrap();
     let pool = pool_on(&adapter);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
+    let (client, server) = loopback();
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();
@@ -104,9 +110,7 @@ fn a_send_zc_buffer_returns_to_the_pool_only_after_f_notif() {
 fn dropping_the_adapter_cancels_in_flight_operations_and_returns_their_buffers() {
     let adapter = Adapter::<Message>::new(Config::default()).unwrap();
     let pool = pool_on(&adapter);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
+    let (_client, server) = loopback();
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();
@@ -151,9 +155,7 @@ fn multishot_recv_fills_pool_buffers_from_a_provided_ring() {
     let feed = BufFeed::new(&pool, 0, 8, ring).unwrap();
     assert_eq!(pool.available(0), 8, "eight buffers lent to the ring");
 
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
+    let (mut client, server) = loopback();
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();

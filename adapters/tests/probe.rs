@@ -1,23 +1,10 @@
 //! Runs the kernel probe on this machine and checks that its answers agree with each other and
 //! with what the kernel does.
 
+mod common;
+
 use io_uring::{opcode, IoUring};
 use regio_adapters::probe::{KernelProbe, Outcome, SetupFlag, REGIO_OPCODES};
-
-/// Returns early from a test that needs something absent, unless `REGIO_REQUIRE_ALL=1`.
-macro_rules! skip_unless {
-    ($cond:expr, $($reason:tt)+) => {
-        if !$cond {
-            let reason = format!($($reason)+);
-            assert!(
-                std::env::var_os("REGIO_REQUIRE_ALL").is_none_or(|v| v != "1"),
-                "REGIO_REQUIRE_ALL=1 but: {reason}"
-            );
-            println!("SKIP: {reason}");
-            return;
-        }
-    };
-}
 
 fn probe() -> KernelProbe {
     KernelProbe::run().expect("the probe runs wherever /proc is mounted")
@@ -36,11 +23,9 @@ fn the_status_matches_what_io_uring_setup_does() {
 #[test]
 fn an_enabled_io_uring_runs_a_nop() {
     let probe = probe();
-    skip_unless!(
-        probe.io_uring().is_enabled(),
-        "io_uring is disabled here: {}",
-        probe.io_uring()
-    );
+    if !probe.io_uring().is_enabled() {
+        return common::skip(&format!("io_uring is disabled here: {}", probe.io_uring()));
+    }
     assert!(probe.opcode_probe().is_supported(), "{probe}");
     assert!(probe.supports_opcode(opcode::Nop::CODE), "{probe}");
 
@@ -56,11 +41,9 @@ fn an_enabled_io_uring_runs_a_nop() {
 #[test]
 fn dependent_answers_agree() {
     let probe = probe();
-    skip_unless!(
-        probe.io_uring().is_enabled(),
-        "io_uring is disabled here: {}",
-        probe.io_uring()
-    );
+    if !probe.io_uring().is_enabled() {
+        return common::skip(&format!("io_uring is disabled here: {}", probe.io_uring()));
+    }
     if probe.setup_flag(SetupFlag::SqAff) {
         assert!(probe.setup_flag(SetupFlag::Sqpoll));
     }

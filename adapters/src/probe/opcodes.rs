@@ -182,6 +182,17 @@ pub struct OpcodeSupport {
     pub supported: bool,
 }
 
+/// Each of [`REGIO_OPCODES`], supported when its code is in `supported` (sorted).
+pub(super) fn support(supported: &[u8]) -> Vec<OpcodeSupport> {
+    REGIO_OPCODES
+        .iter()
+        .map(|&opcode| OpcodeSupport {
+            opcode,
+            supported: supported.binary_search(&opcode.code).is_ok(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

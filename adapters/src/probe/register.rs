@@ -1,16 +1,15 @@
 //! The registrations regio uses, each tried for real on small, short-lived rings.
 
-use std::io;
 use std::os::fd::AsRawFd;
-use std::ptr::{self, NonNull};
 
 use io_uring::IoUring;
+use regio_pool::{Region, RegionOptions};
 use serde::Serialize;
 
 use super::outcome::{describe, Outcome};
 use super::RING_ENTRIES;
 
-/// Bytes in the probe's buffer: one page on every Linux target.
+/// Bytes in the probe's buffer (a [`Region`], so at least one page).
 const BUF_LEN: usize = 4096;
 /// Entries in the probe's provided-buffer ring (each 16 bytes, so the ring fits in `BUF_LEN`).
 const PBUF_ENTRIES: u16 = 8;
@@ -37,10 +36,10 @@ pub struct Registrations {
 impl Registrations {
     /// Tries each registration on fresh rings.
     pub(super) fn try_all() -> Self {
-        let page = match AnonPage::new() {
+        let page = match Region::map(BUF_LEN, RegionOptions::default()) {
             Ok(page) => page,
             Err(e) => {
-                let reason = format!("mmap of one page failed: {}", describe(&e));
+                let reason = format!("mmap of one page failed: {e}");
                 return Registrations {
                     sparse_files: try_sparse_files(),
                     ..Registrations::not_tried(&reason)
@@ -68,7 +67,7 @@ impl Registrations {
 }
 
 /// Registers `page` as a fixed buffer on one ring, then clones that ring's buffers into another.
-fn try_buffers(page: &AnonPage) -> (Outcome, Outcome) {
+fn try_buffers(page: &Region) -> (Outcome, Outcome) {
     let rings = IoUring::new(RING_ENTRIES).and_then(|src| Ok((src, IoUring::new(RING_ENTRIES)?)));
     let (src, dst) = match rings {
         Ok(rings) => rings,
@@ -78,10 +77,10 @@ fn try_buffers(page: &AnonPage) -> (Outcome, Outcome) {
         }
     };
     let iov = [libc::iovec {
-        iov_base: page.ptr.as_ptr().cast(),
-        iov_len: BUF_LEN,
+        iov_base: page.base().as_ptr().cast(),
+        iov_len: page.len(),
     }];
-    // SAFETY: the iovec covers exactly the one page `page` maps, and `page` outlives both rings:
+    // SAFETY: the iovec covers exactly the mapping `page` owns, and `page` outlives both rings:
     // it is borrowed for this whole function, and `src` and `dst` are dropped at its end.
     let registered = unsafe { src.submitter().register_buffers(&iov) };
     if let Err(e) = registered {
@@ -93,7 +92,7 @@ fn try_buffers(page: &AnonPage) -> (Outcome, Outcome) {
 }
 
 /// Registers a provided-buffer ring that lives in `page`, then unregisters it.
-fn try_pbuf_ring(page: &AnonPage) -> Outcome {
+fn try_pbuf_ring(page: &Region) -> Outcome {
     let ring = match IoUring::new(RING_ENTRIES) {
         Ok(ring) => ring,
         Err(e) => return Outcome::not_tried(format!("io_uring_setup failed: {}", describe(&e))),
@@ -101,8 +100,14 @@ fn try_pbuf_ring(page: &AnonPage) -> Outcome {
     let submitter = ring.submitter();
     // SAFETY: the ring of `PBUF_ENTRIES` 16-byte entries fits in the page-aligned page, which
     // outlives the registration: it is unregistered below, and `ring` is dropped before `page`.
-    let registered =
-        unsafe { submitter.register_buf_ring_with_flags(page.addr(), PBUF_ENTRIES, PBUF_GROUP, 0) };
+    let registered = unsafe {
+        submitter.register_buf_ring_with_flags(
+            page.base().as_ptr() as u64,
+            PBUF_ENTRIES,
+            PBUF_GROUP,
+            0,
+        )
+    };
     match registered {
         Ok(()) => match submitter.unregister_buf_ring(PBUF_GROUP) {
             Ok(()) => Outcome::Supported,
@@ -117,46 +122,5 @@ fn try_sparse_files() -> Outcome {
     match IoUring::new(RING_ENTRIES) {
         Ok(ring) => Outcome::of(ring.submitter().register_files_sparse(SPARSE_FILES)),
         Err(e) => Outcome::not_tried(format!("io_uring_setup failed: {}", describe(&e))),
-    }
-}
-
-/// One private anonymous page, unmapped on drop.
-struct AnonPage {
-    ptr: NonNull<u8>,
-}
-
-impl AnonPage {
-    fn new() -> io::Result<Self> {
-        // SAFETY: a private anonymous mapping with no address hint creates new memory and touches
-        // none that exists; the result is checked before use.
-        let ptr = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                BUF_LEN,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        NonNull::new(ptr.cast())
-            .map(|ptr| AnonPage { ptr })
-            .ok_or_else(|| io::Error::other("mmap returned a null mapping"))
-    }
-
-    /// The page's address, as io_uring's registration structs take it.
-    fn addr(&self) -> u64 {
-        self.ptr.as_ptr() as u64
-    }
-}
-
-impl Drop for AnonPage {
-    fn drop(&mut self) {
-        // SAFETY: `ptr` and `BUF_LEN` are exactly the mapping `new` created, and every ring that
-        // registered it has been dropped (each borrowed the page only inside one function).
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), BUF_LEN) };
     }
 }
