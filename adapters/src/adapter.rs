@@ -137,6 +137,15 @@ struct Inner<B> {
     span: tracing::Span,
 }
 
+impl<B> Inner<B> {
+    /// Ring `cq`, or the error for a bad index.
+    fn ring(&self, cq: usize) -> Result<&Arc<Ring<B>>, Error> {
+        self.rings
+            .get(cq)
+            .ok_or(Error::Invalid("completion queue index out of range"))
+    }
+}
+
 impl<B> Clone for Adapter<B> {
     /// Another handle to the same adapter.
     fn clone(&self) -> Self {
@@ -503,11 +512,7 @@ impl<B: IoBuf> Adapter<B> {
         bgid: u16,
         entries: u16,
     ) -> Result<ProvidedRing<B>, Error> {
-        let ring = self
-            .inner
-            .rings
-            .get(cq)
-            .ok_or(Error::Invalid("completion queue index out of range"))?;
+        let ring = self.inner.ring(cq)?;
         ProvidedRing::new(Arc::clone(ring), bgid, entries)
     }
 
@@ -520,11 +525,7 @@ impl<B: IoBuf> Adapter<B> {
         send_depth: u32,
         recv_depth: u32,
     ) -> Result<WorkQueue<B>, Error> {
-        let ring = self
-            .inner
-            .rings
-            .get(cq)
-            .ok_or(Error::Invalid("completion queue index out of range"))?;
+        let ring = self.inner.ring(cq)?;
         let _w = self.inner.tables.write_lock();
         self.inner
             .tables
