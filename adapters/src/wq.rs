@@ -61,10 +61,8 @@ impl<B: IoBuf> WorkQueue<B> {
         match self.ring.combiner.try_lock() {
             Some(mut g) => {
                 g.drain();
-                g.with(|s| s.absorb_direct(post)).map_err(|op| {
-                    self.shared.adjust(op.side(), 1);
-                    PostError::Full(op)
-                })
+                g.with(|s| s.absorb_direct(post))
+                    .map_err(|op| self.full(op))
             }
             None => {
                 self.ring.combiner.post(post);
@@ -101,6 +99,13 @@ impl<B: IoBuf> WorkQueue<B> {
             op,
             checked,
         })
+    }
+
+    /// The error for `op`, which a full SQ handed back: its credit, taken by
+    /// [`checked`](Self::checked), comes back first.
+    pub(crate) fn full(&self, op: Op<B>) -> PostError<Op<B>> {
+        self.shared.adjust(op.side(), 1);
+        PostError::Full(op)
     }
 
     /// This queue's identity, as found in its completions.
