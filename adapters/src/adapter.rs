@@ -345,9 +345,10 @@ impl<B: IoBuf> Adapter<B> {
 
     /// Counters summed over every CQ.
     pub fn stats(&self) -> Stats {
-        self.completion_queues()
+        self.inner
+            .rings
             .iter()
-            .map(|c| c.stats())
+            .map(|r| r.counters.snapshot(r.combiner.queued()))
             .fold(Stats::default(), |a, b| a + b)
     }
 
@@ -373,14 +374,7 @@ impl<B: IoBuf> Adapter<B> {
         len: usize,
     ) -> Result<u32, Error> {
         let _w = self.inner.tables.write_lock();
-        if u32::from(id.0)
-            >= self
-                .inner
-                .tables
-                .regions
-                .read(&self.inner.tables.domain.guard())
-                .len() as u32
-        {
+        if u32::from(id.0) >= self.inner.cfg.max_regions {
             return Err(Error::Invalid("region id outside Config::max_regions"));
         }
         let iov = libc::iovec {
