@@ -21,7 +21,7 @@ use std::ptr::NonNull;
 mod resize;
 
 use crate::cq::CompletionQueue;
-use crate::error::{memlock_limit, setup_error, Error};
+use crate::error::{setup_error, Error};
 use crate::ops::{FileSlot, Side, Target};
 use crate::pbuf::ProvidedRing;
 use crate::ring::Ring;
@@ -383,7 +383,8 @@ impl<B: IoBuf> Adapter<B> {
         };
         let pin_err = |e: std::io::Error| match e.raw_os_error() {
             Some(libc::ENOMEM) => Error::MemlockTooLow {
-                limit: memlock_limit(),
+                // The soft limit, `u64::MAX` for unlimited.
+                limit: regio_pool::MemlockLimit::current().soft.unwrap_or(u64::MAX),
                 bytes: len as u64,
             },
             _ => Error::Sys {

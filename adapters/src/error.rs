@@ -161,21 +161,6 @@ impl DescriptorError {
     }
 }
 
-/// The soft RLIMIT_MEMLOCK of this process, in bytes.
-pub(crate) fn memlock_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
-    if rc != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
-        u64::MAX
-    } else {
-        lim.rlim_cur
-    }
-}
-
 /// Maps an `io_uring_setup` failure to an [`Error`].
 pub(crate) fn setup_error(source: io::Error) -> Error {
     match source.raw_os_error() {
