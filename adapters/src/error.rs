@@ -171,3 +171,27 @@ pub(crate) fn setup_error(source: io::Error) -> Error {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_setup_says_io_uring_is_disabled() {
+        for errno in [libc::EPERM, libc::ENOSYS] {
+            let e = setup_error(io::Error::from_raw_os_error(errno));
+            assert!(matches!(e, Error::IoUringDisabled { .. }), "{errno}: {e:?}");
+        }
+        let e = setup_error(io::Error::from_raw_os_error(libc::EINVAL));
+        assert!(
+            matches!(
+                e,
+                Error::Sys {
+                    what: "io_uring_setup",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+}
