@@ -105,6 +105,15 @@ impl<T> PostError<T> {
             Self::Full(t) | Self::NoCredit(t) | Self::Closed(t) => t,
         }
     }
+
+    /// Takes the operation back, leaving which error it was.
+    pub fn split(self) -> (T, PostError<()>) {
+        match self {
+            Self::Full(t) => (t, PostError::Full(())),
+            Self::NoCredit(t) => (t, PostError::NoCredit(())),
+            Self::Closed(t) => (t, PostError::Closed(())),
+        }
+    }
 }
 
 /// Why a descriptor was rejected before it became an SQE.
