@@ -21,7 +21,7 @@ use std::ptr::NonNull;
 mod resize;
 
 use crate::cq::CompletionQueue;
-use crate::error::{memlock_limit, setup_error, Error};
+use crate::error::{setup_error, Error};
 use crate::ops::{FileSlot, Side, Target};
 use crate::pbuf::ProvidedRing;
 use crate::ring::Ring;
@@ -135,6 +135,15 @@ struct Inner<B> {
     cfg: Config,
     clone_ok: AtomicBool,
     span: tracing::Span,
+}
+
+impl<B> Inner<B> {
+    /// Ring `cq`, or the error for a bad index.
+    fn ring(&self, cq: usize) -> Result<&Arc<Ring<B>>, Error> {
+        self.rings
+            .get(cq)
+            .ok_or(Error::Invalid("completion queue index out of range"))
+    }
 }
 
 impl<B> Clone for Adapter<B> {
@@ -336,9 +345,10 @@ impl<B: IoBuf> Adapter<B> {
 
     /// Counters summed over every CQ.
     pub fn stats(&self) -> Stats {
-        self.completion_queues()
+        self.inner
+            .rings
             .iter()
-            .map(|c| c.stats())
+            .map(|r| r.counters.snapshot(r.combiner.queued()))
             .fold(Stats::default(), |a, b| a + b)
     }
 
@@ -364,14 +374,7 @@ impl<B: IoBuf> Adapter<B> {
         len: usize,
     ) -> Result<u32, Error> {
         let _w = self.inner.tables.write_lock();
-        if u32::from(id.0)
-            >= self
-                .inner
-                .tables
-                .regions
-                .read(&self.inner.tables.domain.guard())
-                .len() as u32
-        {
+        if u32::from(id.0) >= self.inner.cfg.max_regions {
             return Err(Error::Invalid("region id outside Config::max_regions"));
         }
         let iov = libc::iovec {
@@ -380,7 +383,8 @@ impl<B: IoBuf> Adapter<B> {
         };
         let pin_err = |e: std::io::Error| match e.raw_os_error() {
             Some(libc::ENOMEM) => Error::MemlockTooLow {
-                limit: memlock_limit(),
+                // The soft limit, `u64::MAX` for unlimited.
+                limit: regio_pool::MemlockLimit::current().soft.unwrap_or(u64::MAX),
                 bytes: len as u64,
             },
             _ => Error::Sys {
@@ -503,11 +507,7 @@ impl<B: IoBuf> Adapter<B> {
         bgid: u16,
         entries: u16,
     ) -> Result<ProvidedRing<B>, Error> {
-        let ring = self
-            .inner
-            .rings
-            .get(cq)
-            .ok_or(Error::Invalid("completion queue index out of range"))?;
+        let ring = self.inner.ring(cq)?;
         ProvidedRing::new(Arc::clone(ring), bgid, entries)
     }
 
@@ -520,11 +520,7 @@ impl<B: IoBuf> Adapter<B> {
         send_depth: u32,
         recv_depth: u32,
     ) -> Result<WorkQueue<B>, Error> {
-        let ring = self
-            .inner
-            .rings
-            .get(cq)
-            .ok_or(Error::Invalid("completion queue index out of range"))?;
+        let ring = self.inner.ring(cq)?;
         let _w = self.inner.tables.write_lock();
         self.inner
             .tables

@@ -276,10 +276,9 @@ impl<B: IoBuf> Batch<'_, B> {
             return Err(PostError::Closed(op));
         }
         let post = wq.checked(&self.reader, op)?;
-        self.guard.with(|s| s.absorb_direct(post)).map_err(|op| {
-            wq.shared.adjust(op.side(), 1);
-            PostError::Full(op)
-        })
+        self.guard
+            .with(|s| s.absorb_direct(post))
+            .map_err(|op| wq.full(op))
     }
 
     /// Submits everything pushed so far.

@@ -105,6 +105,15 @@ impl<T> PostError<T> {
             Self::Full(t) | Self::NoCredit(t) | Self::Closed(t) => t,
         }
     }
+
+    /// Takes the operation back, leaving which error it was.
+    pub fn split(self) -> (T, PostError<()>) {
+        match self {
+            Self::Full(t) => (t, PostError::Full(())),
+            Self::NoCredit(t) => (t, PostError::NoCredit(())),
+            Self::Closed(t) => (t, PostError::Closed(())),
+        }
+    }
 }
 
 /// Why a descriptor was rejected before it became an SQE.
@@ -161,21 +170,6 @@ impl DescriptorError {
     }
 }
 
-/// The soft RLIMIT_MEMLOCK of this process, in bytes.
-pub(crate) fn memlock_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
-    if rc != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
-        u64::MAX
-    } else {
-        lim.rlim_cur
-    }
-}
-
 /// Maps an `io_uring_setup` failure to an [`Error`].
 pub(crate) fn setup_error(source: io::Error) -> Error {
     match source.raw_os_error() {
@@ -184,5 +178,29 @@ pub(crate) fn setup_error(source: io::Error) -> Error {
             what: "io_uring_setup",
             source,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_setup_says_io_uring_is_disabled() {
+        for errno in [libc::EPERM, libc::ENOSYS] {
+            let e = setup_error(io::Error::from_raw_os_error(errno));
+            assert!(matches!(e, Error::IoUringDisabled { .. }), "{errno}: {e:?}");
+        }
+        let e = setup_error(io::Error::from_raw_os_error(libc::EINVAL));
+        assert!(
+            matches!(
+                e,
+                Error::Sys {
+                    what: "io_uring_setup",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 }

@@ -37,13 +37,12 @@ pub struct ProvidedRing<B> {
     ring: Arc<Ring<B>>,
     /// The ring's memory. `ManuallyDrop`: it is unmapped only once the kernel has let go of it.
     memory: ManuallyDrop<Region>,
-    base: NonNull<u8>,
     entries: u16,
     bgid: u16,
     tail: Mutex<u16>,
 }
 
-// SAFETY: `base` points into `memory`, a private mapping owned by this value; entries are only written under the
+// SAFETY: `memory` is a private mapping owned by this value; entries are only written under the
 // `tail` mutex and published through an atomic, so shared use from many threads is sound.
 unsafe impl<B: Send> Send for ProvidedRing<B> {}
 // SAFETY: as above.
@@ -102,7 +101,6 @@ impl<B> ProvidedRing<B> {
         Ok(Self {
             ring,
             memory: ManuallyDrop::new(memory),
-            base,
             entries,
             bgid,
             tail: Mutex::new(0),
@@ -117,7 +115,7 @@ impl<B> ProvidedRing<B> {
     fn tail_word(&self) -> &AtomicU16 {
         // SAFETY: offset 14 of the mapping is the 2-byte-aligned `resv` of entry 0, which the
         // kernel reads as the tail and never writes; it lives as long as `self`.
-        unsafe { &*self.base.as_ptr().add(TAIL).cast::<AtomicU16>() }
+        unsafe { &*self.memory.base().as_ptr().add(TAIL).cast::<AtomicU16>() }
     }
 }
 
@@ -128,7 +126,7 @@ impl<B: Send> BufRingSink for ProvidedRing<B> {
         // SAFETY: `slot < entries`, so the entry is inside the mapping; the kernel reads it only
         // after the tail store below, and the mutex keeps other producers off it.
         unsafe {
-            let e = self.base.as_ptr().add(slot * ENTRY);
+            let e = self.memory.base().as_ptr().add(slot * ENTRY);
             e.cast::<u64>().write(addr.as_ptr() as u64);
             e.add(8).cast::<u32>().write(len);
             e.add(12).cast::<u16>().write(bid);

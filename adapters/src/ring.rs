@@ -183,31 +183,18 @@ impl<B> RingState<B> {
     /// without, one `io_uring_enter`.
     pub(crate) fn submit(&mut self) -> io::Result<()> {
         let n = self.staged.len() as u32;
-        if n > 0 {
-            let mut sq = self.uring.submission();
-            // SAFETY: every staged SQE points only at memory its slab entry keeps alive until
-            // the final CQE; `has_room` kept staged + queued within the SQ's capacity.
-            let pushed = unsafe { sq.push_multiple(&self.staged) };
-            debug_assert!(pushed.is_ok(), "room was checked when staging");
-            drop(sq); // publishes the tail
-            self.staged.clear();
-        }
         if n == 0 {
             return Ok(());
         }
+        let mut sq = self.uring.submission();
+        // SAFETY: every staged SQE points only at memory its slab entry keeps alive until the
+        // final CQE; `has_room` kept staged + queued within the SQ's capacity.
+        let pushed = unsafe { sq.push_multiple(&self.staged) };
+        debug_assert!(pushed.is_ok(), "room was checked when staging");
+        drop(sq); // publishes the tail
+        self.staged.clear();
         Counters::add(&self.counters.submitted, u64::from(n));
-        if self.sqpoll {
-            // `need_wakeup` issues the SeqCst fence that pairs with the kernel thread's barrier
-            // before it sleeps, after our tail store (made when `sq` dropped above).
-            if !self.uring.submission().need_wakeup() {
-                return Ok(());
-            }
-            return self.enter(0, ENTER_SQ_WAKEUP);
-        }
-        // Everything in the SQ, not just this batch: SQEs an earlier enter left behind (it may
-        // submit fewer than asked) go in first.
-        let queued = self.uring.submission().len() as u32;
-        self.enter(queued, 0)
+        self.flush_sq()
     }
 
     fn enter(&mut self, to_submit: u32, flags: u32) -> io::Result<()> {
@@ -314,11 +301,15 @@ impl<B> RingState<B> {
     /// sleeping SQPOLL thread, or one `io_uring_enter`.
     fn flush_sq(&mut self) -> io::Result<()> {
         if self.sqpoll {
+            // `need_wakeup` issues the SeqCst fence that pairs with the kernel thread's barrier
+            // before it sleeps, after our tail store (made when the SQ handle last dropped).
             if self.uring.submission().need_wakeup() {
                 return self.enter(0, ENTER_SQ_WAKEUP);
             }
             return Ok(());
         }
+        // Everything in the SQ, not just the last batch: SQEs an earlier enter left behind (it
+        // may submit fewer than asked) go in first.
         let queued = self.uring.submission().len() as u32;
         if queued == 0 {
             return Ok(());

@@ -12,6 +12,14 @@ fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// `timeout` in whole milliseconds for poll and epoll_wait: -1 for none, rounded up so that a
+/// timeout under a millisecond sleeps rather than spins until its deadline.
+fn millis(timeout: Option<Duration>) -> libc::c_int {
+    timeout.map_or(-1, |t| {
+        t.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int
+    })
+}
+
 /// A non-blocking eventfd.
 pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with constant flags.
@@ -35,9 +43,8 @@ pub(crate) fn poll_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<
         events: libc::POLLIN,
         revents: 0,
     };
-    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
     // SAFETY: one valid pollfd.
-    match cvt(unsafe { libc::poll(&mut p, 1, ms) }) {
+    match cvt(unsafe { libc::poll(&mut p, 1, millis(timeout)) }) {
         Ok(n) => Ok(n > 0),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
         Err(e) => Err(e),
@@ -69,13 +76,28 @@ impl Epoll {
     /// Waits for any watched fd; returns how many are ready (0 on timeout or signal).
     pub fn wait(&self, timeout: Option<Duration>) -> io::Result<usize> {
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
-        let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
         // SAFETY: `evs` is valid for 16 entries.
-        let rc = unsafe { libc::epoll_wait(self.0.as_raw_fd(), evs.as_mut_ptr(), 16, ms) };
+        let rc =
+            unsafe { libc::epoll_wait(self.0.as_raw_fd(), evs.as_mut_ptr(), 16, millis(timeout)) };
         match cvt(rc) {
             Ok(n) => Ok(n as usize),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_rounds_up_to_whole_milliseconds() {
+        assert_eq!(millis(None), -1);
+        assert_eq!(millis(Some(Duration::ZERO)), 0);
+        assert_eq!(millis(Some(Duration::from_micros(500))), 1);
+        assert_eq!(millis(Some(Duration::from_micros(2_001))), 3);
+        assert_eq!(millis(Some(Duration::from_millis(2))), 2);
+        assert_eq!(millis(Some(Duration::MAX)), libc::c_int::MAX);
     }
 }

@@ -61,10 +61,8 @@ impl<B: IoBuf> WorkQueue<B> {
         match self.ring.combiner.try_lock() {
             Some(mut g) => {
                 g.drain();
-                g.with(|s| s.absorb_direct(post)).map_err(|op| {
-                    self.shared.adjust(op.side(), 1);
-                    PostError::Full(op)
-                })
+                g.with(|s| s.absorb_direct(post))
+                    .map_err(|op| self.full(op))
             }
             None => {
                 self.ring.combiner.post(post);
@@ -101,6 +99,13 @@ impl<B: IoBuf> WorkQueue<B> {
             op,
             checked,
         })
+    }
+
+    /// The error for `op`, which a full SQ handed back: its credit, taken by
+    /// [`checked`](Self::checked), comes back first.
+    pub(crate) fn full(&self, op: Op<B>) -> PostError<Op<B>> {
+        self.shared.adjust(op.side(), 1);
+        PostError::Full(op)
     }
 
     /// This queue's identity, as found in its completions.
@@ -147,13 +152,8 @@ impl WorkQueue<regio_pool::Message> {
         }
         let op = Op::from_message(msg).map_err(|(m, e)| MessageError::Descriptor(m, e))?;
         self.post(op).map_err(|e| {
-            let kind = match &e {
-                PostError::Full(_) => "the submission queue is full",
-                PostError::NoCredit(_) => "the work queue has no credit left",
-                PostError::Closed(_) => "the work queue was removed",
-            };
-            let msg = e
-                .into_inner()
+            let (op, kind) = e.split();
+            let msg = op
                 .into_buf()
                 .expect("message operations carry their message");
             MessageError::Post(msg, kind)
@@ -167,9 +167,10 @@ pub enum MessageError {
     /// The descriptor does not fit this queue.
     #[error("descriptor rejected: {1}")]
     Descriptor(regio_pool::Message, crate::DescriptorError),
-    /// The post failed (full SQ, no credit, removed queue); post again later.
+    /// The post failed (full SQ, no credit, removed queue: the [`PostError`] says which, with the
+    /// message taken out); post again later.
     #[error("post failed: {1}")]
-    Post(regio_pool::Message, &'static str),
+    Post(regio_pool::Message, PostError<()>),
 }
 
 impl MessageError {

@@ -221,6 +221,25 @@ fn a_pool_descriptor_becomes_an_operation_on_its_work_queue() {
     let mut msg = back.into_message();
     msg.descriptor_mut().file = None;
     msg.descriptor_mut().opcode = Opcode::Fsync;
-    assert!(wq.post_message(msg).is_err());
+    let back = wq.post_message(msg).unwrap_err();
+    assert!(
+        matches!(back, regio_adapters::MessageError::Descriptor(..)),
+        "{back}"
+    );
+
+    // A post the work queue refuses hands the message back with the reason.
+    let mut msg = back.into_message();
+    msg.descriptor_mut().opcode = Opcode::WriteFixed;
+    adapter.remove_work_queue(&wq);
+    let back = wq.post_message(msg).unwrap_err();
+    assert!(
+        matches!(
+            back,
+            regio_adapters::MessageError::Post(_, regio_adapters::PostError::Closed(()))
+        ),
+        "{back}"
+    );
+    assert_eq!(back.to_string(), "post failed: the work queue was removed");
+    assert_eq!(back.into_message().descriptor().cookie, 42);
     std::fs::remove_file(path).unwrap();
 }

@@ -425,3 +425,36 @@ fn a_post_left_in_the_inbox_by_a_full_sq_is_pushed_by_the_next_reap() {
         "every post completed once"
     );
 }
+
+#[test]
+fn a_file_slot_outside_the_table_is_refused_and_touches_nothing() {
+    let mut cfg = config(1, false);
+    cfg.max_files = 4;
+    let adapter = Adapter::<TestBuf>::new(cfg).unwrap();
+    // A work queue on a slot past Config::max_files is refused when it is created.
+    let err = adapter
+        .work_queue(0, Target::Fixed(regio_adapters::FileSlot(4)), 8, 8)
+        .unwrap_err();
+    assert!(
+        matches!(err, regio_adapters::Error::Invalid(_)),
+        "got {err:?}"
+    );
+    // A splice whose output slot is past the table completes with BadFileSlot, on its own queue.
+    let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
+    let out_slot = Target::Fixed(regio_adapters::FileSlot(9));
+    wq.post(Op::splice(-1, out_slot, -1, 16, 7)).unwrap();
+    let cq = wq.completion_queue();
+    let mut out = Vec::new();
+    while out.is_empty() {
+        cq.wait(&mut out, 8, Some(Duration::from_secs(5))).unwrap();
+    }
+    assert_eq!((out[0].cookie, out[0].wq), (7, Some(wq.id())));
+    assert!(
+        matches!(out[0].rejected(), Some(&DescriptorError::BadFileSlot(9))),
+        "got {:?}",
+        out[0].rejected()
+    );
+    assert_eq!(adapter.stats().rejected, 1);
+    assert_eq!(adapter.stats().submitted, 0, "nothing reached the kernel");
+    assert_eq!(wq.credits(), (8, 8), "the rejection gave its credit back");
+}

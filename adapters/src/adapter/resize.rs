@@ -73,10 +73,7 @@ impl<B: IoBuf> Adapter<B> {
     /// provided-buffer rings; [`Error::Sys`] when the new ring cannot be set up.
     pub fn resize_completion_queue(&self, cq: usize, cq_entries: u32) -> Result<(), Error> {
         let inner = &self.inner;
-        let ring = inner
-            .rings
-            .get(cq)
-            .ok_or(Error::Invalid("completion queue index out of range"))?;
+        let ring = inner.ring(cq)?;
         if cq_entries < inner.cfg.sq_entries {
             return Err(Error::Invalid(
                 "a completion queue cannot be smaller than Config::sq_entries",

@@ -313,25 +313,14 @@ impl<B> Op<B> {
                 off_out,
                 len,
             } => {
-                let e = match (fd, out) {
-                    (Target::Fd(i), Target::Fd(o)) => {
-                        opcode::Splice::new(types::Fd(i), off_in, types::Fd(o), off_out, len)
+                let e = on!(|f| match out {
+                    Target::Fd(o) => opcode::Splice::new(f, off_in, types::Fd(o), off_out, len),
+                    Target::Fixed(FileSlot(o)) => {
+                        opcode::Splice::new(f, off_in, types::Fixed(o), off_out, len)
                     }
-                    (Target::Fd(i), Target::Fixed(o)) => {
-                        opcode::Splice::new(types::Fd(i), off_in, types::Fixed(o.0), off_out, len)
-                    }
-                    (Target::Fixed(i), Target::Fd(o)) => {
-                        opcode::Splice::new(types::Fixed(i.0), off_in, types::Fd(o), off_out, len)
-                    }
-                    (Target::Fixed(i), Target::Fixed(o)) => opcode::Splice::new(
-                        types::Fixed(i.0),
-                        off_in,
-                        types::Fixed(o.0),
-                        off_out,
-                        len,
-                    ),
-                };
-                (e.build(), None, None)
+                }
+                .build());
+                (e, None, None)
             }
             Kind::Fsync { datasync } => {
                 let flags = if datasync {
@@ -352,13 +341,7 @@ impl<B> Op<B> {
                     .build());
                 (e, None, None)
             }
-            Kind::Close => {
-                let e = match fd {
-                    Target::Fd(fd) => opcode::Close::new(types::Fd(fd)).build(),
-                    Target::Fixed(slot) => opcode::Close::new(types::Fixed(slot.0)).build(),
-                };
-                (e, None, None)
-            }
+            Kind::Close => (on!(|f| opcode::Close::new(f).build()), None, None),
             Kind::Timeout { ts } => {
                 let e = opcode::Timeout::new(&*ts as *const types::Timespec).build();
                 (e, None, Some(ts as Box<dyn Any + Send>))
