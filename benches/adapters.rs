@@ -465,9 +465,28 @@ fn compare(
     println!("COMPARE {name}: regio={r:.0}ops/s raw={p:.0}ops/s ratio={ratio:.2}");
 }
 
+/// Runs one engine alone for 5 s, for a profiler: `REGIO_BENCH_PROFILE=<regio|raw>_<nop|read>_<sqpoll|nosqpoll>`.
+fn profile(which: &str, file: &std::fs::File) {
+    let sqpoll = !which.ends_with("_nosqpoll");
+    let mut engine: Box<dyn Engine> = match which.split('_').take(2).collect::<Vec<_>>()[..] {
+        ["regio", "nop"] => Box::new(RegioNop::new(sqpoll)),
+        ["raw", "nop"] => Box::new(RawNop(raw_ring(sqpoll))),
+        ["regio", "read"] => Box::new(RegioRead::new(sqpoll, file)),
+        ["raw", "read"] => Box::new(RawRead::new(sqpoll, file)),
+        _ => panic!("REGIO_BENCH_PROFILE=<regio|raw>_<nop|read>_<sqpoll|nosqpoll>, not {which}"),
+    };
+    let (units, t) = run_for(engine.as_mut(), Duration::from_secs(5));
+    println!("{which}: {:.0} units/s", units as f64 / t.as_secs_f64());
+}
+
 fn main() {
     pin_to(0);
     let (file, path) = data_file();
+    if let Ok(which) = std::env::var("REGIO_BENCH_PROFILE") {
+        profile(&which, &file);
+        std::fs::remove_file(path).unwrap();
+        return;
+    }
     if let Ok(secs) = std::env::var("REGIO_BENCH_STEADY") {
         let secs: u64 = secs.parse().expect("REGIO_BENCH_STEADY=<seconds>");
         let (ops, per_op) = steady(&file, Duration::from_secs(secs));
