@@ -559,6 +559,7 @@ impl<B: IoBuf> Adapter<B> {
     pub fn remove_work_queue(&self, wq: &WorkQueue<B>) {
         let _w = self.inner.tables.write_lock();
         let id = wq.id();
+        wq.shared.close();
         self.inner
             .tables
             .wqs

@@ -156,6 +156,16 @@ impl<S: Absorb<T>, T> CombinerGuard<'_, S, T> {
         self.owner.state.with_mut(|s| f(unsafe { &mut *s }))
     }
 
+    /// The state, borrowed for as long as the guard is: for an owner that works on it call after
+    /// call (a batch of posts), with no closure to move each argument through.
+    #[inline(always)]
+    pub fn state_mut(&mut self) -> &mut S {
+        // SAFETY: as in `with`: this guard is the only owner, and the reference lives no longer
+        // than the `&mut self` borrow of the guard. (Under loom the access is tracked only while
+        // the pointer is taken; the loom models go through `with`.)
+        self.owner.state.with_mut(|s| unsafe { &mut *s })
+    }
+
     /// Absorbs whatever waits in the inbox now.
     pub fn drain(&mut self) -> bool {
         self.owner.drain()

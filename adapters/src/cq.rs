@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use io_uring::cqueue;
 
+use crate::batch::Batch;
 use crate::combiner::CombinerGuard;
-use crate::error::{DescriptorError, Error, PostError};
-use crate::ops::Op;
+use crate::error::{DescriptorError, Error};
 use crate::ring::{Post, Ring, RingState};
 use crate::stats::Stats;
 use crate::tables::WqId;
-use crate::wq::WorkQueue;
 use crate::IoBuf;
 
 /// One completion, routed to the work queue that posted its operation.
@@ -188,13 +187,7 @@ impl<B: IoBuf> CompletionQueue<B> {
     /// [`Batch::commit`] or the end of the batch (RIO's `RIO_MSG_DEFER` and `COMMIT_ONLY`).
     /// `None` if another thread owns the ring now; post with [`WorkQueue::post`] instead.
     pub fn batch(&self) -> Option<Batch<'_, B>> {
-        let mut guard = self.ring.combiner.try_lock()?;
-        guard.with(|s| s.auto_submit = false);
-        Some(Batch {
-            ring: &self.ring,
-            guard,
-            reader: self.ring.tables.domain.guard(),
-        })
+        Batch::new(&self.ring)
     }
 
     /// This CQ's counters.
@@ -254,51 +247,4 @@ pub(crate) fn reap_locked<B: IoBuf, R: regio_sync::ReadSide>(
         tracing::trace!(parent: &ring.span, n, "reaped");
     }
     Ok(n)
-}
-
-/// A batch of deferred posts on one ring. See [`CompletionQueue::batch`].
-pub struct Batch<'a, B: IoBuf> {
-    ring: &'a Ring<B>,
-    guard: CombinerGuard<'a, RingState<B>, Post<B>>,
-    reader: regio_sync::Guard<'a>,
-}
-
-impl<B: IoBuf> Batch<'_, B> {
-    /// Pushes `op` on `wq` (which must be bound to this CQ) without submitting it.
-    ///
-    /// # Errors
-    ///
-    /// Hands `op` back: [`PostError::Full`] when the SQ is full (commit, then post again),
-    /// [`PostError::NoCredit`] when `wq` has no credit, [`PostError::Closed`] when `wq` was
-    /// removed or belongs to another CQ.
-    pub fn post(&mut self, wq: &WorkQueue<B>, op: Op<B>) -> Result<(), PostError<Op<B>>> {
-        if !std::ptr::eq(Arc::as_ptr(&wq.ring), self.ring) {
-            return Err(PostError::Closed(op));
-        }
-        let post = wq.checked(&self.reader, op)?;
-        self.guard
-            .with(|s| s.absorb_direct(post))
-            .map_err(|op| wq.full(op))
-    }
-
-    /// Submits everything pushed so far.
-    pub fn commit(&mut self) -> Result<(), Error> {
-        self.guard
-            .with(|s| s.submit())
-            .map_err(|source| Error::Sys {
-                what: "io_uring_enter (commit)",
-                source,
-            })
-    }
-
-    /// Reaps completions while the batch owns the ring.
-    pub fn reap(&mut self, out: &mut Vec<Completion<B>>, max: usize) -> Result<usize, Error> {
-        reap_locked(self.ring, &mut self.guard, Some(&self.reader), out, max)
-    }
-}
-
-impl<B: IoBuf> Drop for Batch<'_, B> {
-    fn drop(&mut self) {
-        self.guard.with(|s| s.auto_submit = true);
-    }
 }

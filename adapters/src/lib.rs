@@ -89,6 +89,7 @@
 #![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod adapter;
+mod batch;
 mod buf;
 #[cfg(loom)]
 #[doc(hidden)]
@@ -109,8 +110,9 @@ mod wait;
 mod wq;
 
 pub use adapter::{Adapter, Config, SqPoll};
+pub use batch::Batch;
 pub use buf::{BufKey, IoBuf, RegionId};
-pub use cq::{Batch, Completion, CompletionQueue};
+pub use cq::{Completion, CompletionQueue};
 pub use cqset::CqSet;
 pub use error::{DescriptorError, Error, PostError};
 pub use ops::{FileSlot, Op, Side, Target};

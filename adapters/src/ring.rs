@@ -12,12 +12,12 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use io_uring::{cqueue, opcode, squeue::Entry, IoUring};
+use io_uring::{cqueue, opcode, IoUring};
 
 use crate::combiner::{Absorb, Combiner};
 use crate::cq::Completion;
 use crate::error::{DescriptorError, Error};
-use crate::ops::{Keep, Op, Resolved, Side, Target};
+use crate::ops::{FileUse, Keep, Op, Resolved, Side, Special, Sqe, Target};
 use crate::stats::Counters;
 use crate::tables::{Tables, WqId};
 
@@ -90,7 +90,7 @@ struct InFlight<B> {
     buf: Option<B>,
     /// The ring generation it was submitted to: the current one, or the retiring one.
     epoch: u32,
-    _keep: Keep,
+    _keep: Option<Box<Keep>>,
 }
 
 /// The state the ring's owner works on.
@@ -105,11 +105,9 @@ pub(crate) struct RingState<B> {
     /// written into the SQ as they are built: with SQPOLL, storing the tail *is* submitting, and
     /// a deferred batch ([`crate::Batch`]) must not reach the kernel before its commit; the
     /// io-uring crate publishes the tail whenever its SQ handle drops.
-    staged: Vec<Entry>,
+    staged: Vec<Sqe>,
     /// SQ slots known to be free beside `staged` (refreshed from the kernel's head at 0).
     room: usize,
-    /// Scratch space for a batch of CQEs.
-    cqes: Vec<cqueue::Entry>,
     /// Whether a full SQ may be submitted to make room (false inside a deferred batch).
     pub(crate) auto_submit: bool,
     sqpoll: bool,
@@ -123,24 +121,27 @@ pub(crate) struct RingState<B> {
 }
 
 impl<B> RingState<B> {
-    #[inline]
-    fn insert(&mut self, f: InFlight<B>) -> u32 {
-        match self.free.pop() {
-            Some(i) => {
-                let slot = &mut self.slab[i as usize];
-                // Matching on the empty slot (rather than assigning over it) spares the drop of
-                // an old entry that cannot be there.
-                match slot {
-                    None => *slot = Some(f),
-                    Some(_) => unreachable!("the free list holds only empty slots"),
-                }
-                i
-            }
+    /// A free slab entry: its index (the `user_data` of the operation put there) and the place
+    /// to put it. Filling the place directly, rather than passing an `InFlight` in, lets the
+    /// compiler write the fields straight into the slab.
+    #[inline(always)]
+    fn vacant(&mut self) -> (u32, &mut Option<InFlight<B>>) {
+        let i = match self.free.pop() {
+            Some(i) => i,
             None => {
-                self.slab.push(Some(f));
+                self.slab.push(None);
                 (self.slab.len() - 1) as u32
             }
-        }
+        };
+        let slot = &mut self.slab[i as usize];
+        debug_assert!(slot.is_none(), "the free list holds only empty entries");
+        (i, slot)
+    }
+
+    fn insert(&mut self, f: InFlight<B>) -> u32 {
+        let (i, slot) = self.vacant();
+        *slot = Some(f);
+        i
     }
 
     #[inline]
@@ -167,11 +168,12 @@ impl<B> RingState<B> {
         self.room > 0
     }
 
-    #[inline]
-    fn stage(&mut self, entry: Entry) {
+    #[inline(always)]
+    fn stage(&mut self, sqe: Sqe) -> &mut Sqe {
         debug_assert!(self.room > 0, "has_room() first");
         self.room -= 1;
-        self.staged.push(entry);
+        self.staged.push(sqe);
+        self.staged.last_mut().expect("just pushed")
     }
 
     /// Operations between SQE and final CQE.
@@ -189,7 +191,7 @@ impl<B> RingState<B> {
         let mut sq = self.uring.submission();
         // SAFETY: every staged SQE points only at memory its slab entry keeps alive until the
         // final CQE; `has_room` kept staged + queued within the SQ's capacity.
-        let pushed = unsafe { sq.push_multiple(&self.staged) };
+        let pushed = unsafe { sq.push_multiple(Sqe::as_entries(&self.staged)) };
         debug_assert!(pushed.is_ok(), "room was checked when staging");
         drop(sq); // publishes the tail
         self.staged.clear();
@@ -217,14 +219,21 @@ impl<B> RingState<B> {
 
     /// Pushes one checked post. On a full SQ it submits (if allowed) and tries once more, then
     /// hands the post back.
-    #[inline]
-    fn push(&mut self, post: Post<B>) -> Result<(), Post<B>> {
-        // A rejection needs no SQE, so it never waits for room.
-        if post.checked.is_ok() && self.room == 0 && !self.make_room() {
+    // The refused post comes back whole, by value: that is the rare path (a full SQ), and the
+    // common one returns nothing.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn push(&mut self, post: Post<B>) -> Result<(), Post<B>> {
+        if post.checked.is_ok() && !self.ensure_room() {
             return Err(post);
         }
-        self.enqueue(post);
+        self.enqueue(post.wq, post.side, post.target, post.op, post.checked);
         Ok(())
+    }
+
+    /// Whether one more SQE fits; on a full SQ it submits (if allowed) and looks again.
+    #[inline(always)]
+    pub(crate) fn ensure_room(&mut self) -> bool {
+        self.room > 0 || self.make_room()
     }
 
     /// Finds room for one more SQE, submitting a full SQ first if allowed.
@@ -241,60 +250,119 @@ impl<B> RingState<B> {
         self.has_room()
     }
 
-    /// Turns a post into an SQE (room was made) or into a local completion.
-    #[inline]
-    fn enqueue(&mut self, post: Post<B>) {
-        let Post {
+    /// Turns an operation of work queue `wq`, whose credit was taken and whose descriptor was
+    /// checked (`checked`), into an SQE ([`ensure_room`](Self::ensure_room) first), or into a
+    /// local completion.
+    #[inline(always)]
+    pub(crate) fn enqueue(
+        &mut self,
+        wq: WqId,
+        side: Side,
+        target: Target,
+        op: Op<B>,
+        checked: Result<Option<Resolved>, DescriptorError>,
+    ) {
+        let resolved = match checked {
+            Ok(r) => r,
+            Err(error) => return self.reject(wq, side, op, error),
+        };
+        if !matches!(op.special, Special::None) || op.file > FileUse::Fd {
+            return self.enqueue_special(wq, side, target, op, resolved);
+        }
+        let epoch = self.epoch;
+        let (ud, slot) = self.vacant();
+        *slot = Some(InFlight {
             wq,
             side,
-            target,
-            op,
-            checked,
-        } = post;
-        let cookie = op.cookie();
-        let buf = match checked {
-            Ok(buf) => buf,
-            Err(error) => {
-                let c = Completion::reject(wq, cookie, error, op.into_buf());
-                self.local.push_back((c, side));
-                return;
-            }
-        };
-        let (entry, owned, keep) = if let crate::ops::Kind::Cancel { target: victim } = op.kind {
-            match self.find(wq, victim) {
+            cookie: op.sqe.user_data,
+            buf: op.buf,
+            epoch,
+            _keep: op.keep,
+        });
+        // The SQE goes into the staging area as it is and is finished in place. Every pointer
+        // in it refers to registered memory owned by the buffer now in the slab entry, or to
+        // memory in `_keep`; both live until the final CQE for `ud`.
+        let sqe = self.stage(op.sqe);
+        sqe.user_data = u64::from(ud);
+        if op.file == FileUse::Fd {
+            sqe.set_file(target);
+        }
+        if let Some(r) = resolved {
+            sqe.set_buf(r, op.buf_use);
+        }
+    }
+
+    /// A descriptor that failed its check completes here, with its buffer, and reaches neither
+    /// the kernel nor any other work queue.
+    #[cold]
+    fn reject(&mut self, wq: WqId, side: Side, op: Op<B>, error: DescriptorError) {
+        let c = Completion::reject(wq, op.cookie(), error, op.buf);
+        self.local.push_back((c, side));
+    }
+
+    /// [`enqueue`](Self::enqueue) for the operations that need more than their file and buffer
+    /// filled in: splice, close, cancel and msg_ring.
+    #[cold]
+    fn enqueue_special(
+        &mut self,
+        wq: WqId,
+        side: Side,
+        target: Target,
+        op: Op<B>,
+        resolved: Option<Resolved>,
+    ) {
+        let Op {
+            mut sqe,
+            buf,
+            keep,
+            special,
+            file,
+            buf_use,
+            ..
+        } = op;
+        let cookie = sqe.user_data;
+        match file {
+            FileUse::None => {}
+            FileUse::Fd => sqe.set_file(target),
+            FileUse::SpliceIn => sqe.set_splice_in(target),
+            FileUse::Close => sqe.set_close(target),
+        }
+        if let Some(r) = resolved {
+            sqe.set_buf(r, buf_use);
+        }
+        match special {
+            // Splice outputs and accept slots were checked with the descriptor.
+            Special::None | Special::SpliceOut(_) | Special::BadSlot(_) => {}
+            Special::Cancel => match self.find(wq, sqe.addr) {
                 Some(ud) if self.epoch_of(ud) != self.epoch => {
                     self.cancel_on_retiring(wq, side, cookie, ud);
                     return;
                 }
-                Some(ud) => (opcode::AsyncCancel::new(u64::from(ud)).build(), None, None),
+                Some(ud) => sqe.addr = u64::from(ud),
                 None => {
                     self.local
                         .push_back((Completion::failed(wq, cookie, -libc::ENOENT), side));
                     return;
                 }
-            }
-        } else {
-            match op.prepare(target, buf) {
-                Ok(p) => p,
-                Err(error) => {
-                    self.local
-                        .push_back((Completion::failed(wq, cookie, error.errno()), side));
-                    return;
+            },
+            Special::MsgRing => {
+                if let Some(Keep::Ring(target)) = keep.as_deref() {
+                    sqe.fd = target.fd();
                 }
             }
-        };
+        }
         let epoch = self.epoch;
         let ud = self.insert(InFlight {
             wq,
             side,
             cookie,
-            buf: owned,
+            buf,
             epoch,
             _keep: keep,
         });
-        // Every pointer in the SQE refers to registered memory owned by the buffer now in the
-        // slab entry, or to memory in `_keep`; both live until the final CQE for `ud`.
-        self.stage(entry.user_data(u64::from(ud)));
+        // As in `enqueue`: what the SQE points at lives in the slab entry.
+        sqe.user_data = u64::from(ud);
+        self.stage(sqe);
     }
 
     /// Hands the kernel the SQEs already in the SQ (not the staged ones): a wake-up for a
@@ -315,12 +383,6 @@ impl<B> RingState<B> {
             return Ok(());
         }
         self.enter(queued, 0)
-    }
-
-    /// Pushes a post from the ring's owner; a full SQ hands the operation back.
-    #[inline]
-    pub(crate) fn absorb_direct(&mut self, post: Post<B>) -> Result<(), Op<B>> {
-        self.push(post).map_err(|p| p.op)
     }
 
     /// Moves up to `max` completions into `out` and returns how many; their credits go back to
@@ -413,23 +475,52 @@ impl<B> RingState<B> {
         n: &mut u64,
     ) -> Result<(), Error> {
         let capacity = self.uring.completion().capacity();
-        let mut batch = std::mem::take(&mut self.cqes);
         while out.len() - start < max {
-            // Take a batch of CQEs with one head store, then route them.
+            // Route CQEs straight from the ring, then store the head once.
             let want = max - (out.len() - start);
-            batch.extend(self.uring.completion().take(want));
-            // The head store (when that `completion()` dropped) ends an interval in which the
-            // kernel saw our old head. If the CQ filled up relative to it, the kernel may have
-            // parked CQEs, and the tail now shows it: taken + still queued >= capacity.
-            let after = self.uring.completion().len();
-            if batch.len() + after >= capacity {
+            let (taken, after) = {
+                let RingState {
+                    uring,
+                    slab,
+                    free,
+                    epoch,
+                    retiring,
+                    ..
+                } = &mut *self;
+                let mut book = Book {
+                    slab,
+                    free,
+                    epoch: *epoch,
+                    retiring,
+                };
+                let mut cq = uring.completion();
+                let mut taken = 0usize;
+                // Each completion is written straight into `out`'s spare room, not built
+                // aside and copied in.
+                out.reserve(want);
+                for (place, cqe) in out
+                    .spare_capacity_mut()
+                    .iter_mut()
+                    .zip(cq.by_ref().take(want))
+                {
+                    place.write(book.route(tables, guard, returns, &cqe));
+                    taken += 1;
+                }
+                // SAFETY: the `taken` places after the length were written just above, and
+                // `reserve` made them part of the allocation.
+                unsafe { out.set_len(out.len() + taken) };
+                // Stores the head and reads the tail again.
+                cq.sync();
+                (taken, cq.len())
+            };
+            // The head store ends an interval in which the kernel saw our old head. If the CQ
+            // filled up relative to it, the kernel may have parked CQEs, and the tail now shows
+            // it: taken + still queued >= capacity.
+            if taken + after >= capacity {
                 self.overflow_suspect = true;
             }
             let empty = after == 0;
-            *n += batch.len() as u64;
-            for cqe in batch.drain(..) {
-                out.push(self.route(tables, guard, returns, cqe));
-            }
+            *n += taken as u64;
             if out.len() - start >= max || !empty {
                 continue;
             }
@@ -448,14 +539,12 @@ impl<B> RingState<B> {
                 "CQ overflow: flushing the kernel's overflow list"
             );
             if let Err(source) = self.enter(0, ENTER_GETEVENTS) {
-                self.cqes = batch;
                 return Err(Error::Sys {
                     what: "io_uring_enter to flush CQ overflow",
                     source,
                 });
             }
         }
-        self.cqes = batch;
         let dropped = self.uring.completion().overflow();
         if dropped != self.dropped_seen {
             let lost = dropped.wrapping_sub(self.dropped_seen);
@@ -465,38 +554,59 @@ impl<B> RingState<B> {
         }
         Ok(())
     }
+}
 
-    #[inline]
+/// The parts of a ring's state that routing a CQE touches, borrowed beside its CQ.
+struct Book<'a, B> {
+    slab: &'a mut Vec<Option<InFlight<B>>>,
+    free: &'a mut Vec<u32>,
+    epoch: u32,
+    retiring: &'a mut Option<Retiring>,
+}
+
+impl<B> Book<'_, B> {
+    /// Turns a CQE into the completion of the work queue that posted it. Its final CQE frees
+    /// the slab entry, hands the buffer back and returns the credit.
+    #[inline(always)]
     fn route(
         &mut self,
         tables: &Tables,
         reader: &impl regio_sync::ReadSide,
         returns: &mut Returns,
-        cqe: cqueue::Entry,
+        cqe: &cqueue::Entry,
     ) -> Completion<B> {
         let ud = cqe.user_data();
         if ud & MESSAGE_BIT != 0 {
             return Completion::message(ud & !MESSAGE_BIT, cqe.result(), cqe.flags());
         }
-        let last = !cqueue::more(cqe.flags());
         let slot = ud as u32;
-        let (wq, cookie, buf) = if last {
-            let f = self
-                .remove(slot)
-                .expect("a final CQE names a live slab entry");
-            returns.add(tables, reader, f.wq, f.side);
-            if f.epoch != self.epoch {
-                if let Some(r) = self.retiring.as_mut() {
-                    r.in_flight -= 1;
-                }
-            }
-            (f.wq, f.cookie, f.buf)
-        } else {
+        if cqueue::more(cqe.flags()) {
             let f = self.slab[slot as usize]
                 .as_ref()
                 .expect("a CQE names a live slab entry");
-            (f.wq, f.cookie, None)
-        };
+            return Completion::from_cqe(f.wq, f.cookie, cqe.result(), cqe.flags(), None);
+        }
+        // The fields are read where they are and the buffer moved straight from the entry
+        // into the completion, rather than the whole entry moved out first.
+        let entry = &mut self.slab[slot as usize];
+        let f = entry.as_mut().expect("a final CQE names a live slab entry");
+        let (wq, side, cookie, epoch) = (f.wq, f.side, f.cookie, f.epoch);
+        // SAFETY: the buffer is read out once, and the entry is overwritten with `None` just
+        // below without dropping it, so the buffer has exactly one owner again: the completion.
+        let buf = unsafe { std::ptr::read(&f.buf) };
+        // SAFETY: as for the buffer.
+        let keep = unsafe { std::ptr::read(&f._keep) };
+        // SAFETY: `entry` is a valid place; its old value's parts were moved out above, so it
+        // must not be dropped.
+        unsafe { std::ptr::write(entry, None) };
+        drop(keep);
+        self.free.push(slot);
+        returns.add(tables, reader, wq, side);
+        if epoch != self.epoch {
+            if let Some(r) = self.retiring.as_mut() {
+                r.in_flight -= 1;
+            }
+        }
         Completion::from_cqe(wq, cookie, cqe.result(), cqe.flags(), buf)
     }
 }
@@ -543,7 +653,7 @@ impl<B> RingState<B> {
             .build()
             .user_data(CANCEL_ALL);
         if self.has_room() {
-            self.stage(cancel);
+            self.stage(Sqe::from_entry(cancel));
         }
         if let Err(e) = self.submit() {
             tracing::warn!(error = %e, "cancel at ring drop could not be submitted");
@@ -619,7 +729,6 @@ impl<B> Ring<B> {
                 local: VecDeque::new(),
                 staged: Vec::new(),
                 room: 0,
-                cqes: Vec::new(),
                 auto_submit: true,
                 sqpoll,
                 overflow_suspect: false,
@@ -691,26 +800,50 @@ impl<B: Send> crate::ops::control::RingFd for Ring<B> {
     }
 }
 
-/// Validates `op`'s descriptor for the ring: the kernel has its opcode, its buffer key names a
-/// registered region of the right generation with the slice in bounds (the result is the
-/// buffer's address), and a splice's second file slot exists.
-#[inline]
-pub(crate) fn check<B: crate::IoBuf>(
-    tables: &Tables,
-    supported: &[bool; 256],
-    reader: &impl regio_sync::ReadSide,
-    op: &Op<B>,
-) -> Result<Option<Resolved>, DescriptorError> {
-    if !supported[op.opcode() as usize] {
-        let (op_name, since) = crate::adapter::since(op.opcode());
-        return Err(DescriptorError::Unsupported { op: op_name, since });
+impl<B: crate::IoBuf> Ring<B> {
+    /// Validates `op`'s descriptor for this ring: the kernel has its opcode, its buffer key
+    /// names a registered region of the right generation with the slice in bounds (the result
+    /// is the buffer's address), and a splice's second file slot exists. A rejection is counted.
+    #[inline(always)]
+    pub(crate) fn check(
+        &self,
+        reader: &impl regio_sync::ReadSide,
+        op: &Op<B>,
+    ) -> Result<Option<Resolved>, DescriptorError> {
+        if !self.supported[op.opcode() as usize] {
+            return Err(self.rejected(unsupported(op.opcode())));
+        }
+        let buf = match op.buf() {
+            Some(b) => Some(
+                self.tables
+                    .resolve(reader, b)
+                    .map_err(|e| self.rejected(e))?,
+            ),
+            None => None,
+        };
+        match op.special {
+            Special::None => {}
+            Special::SpliceOut(out) => self
+                .tables
+                .check_target(reader, out)
+                .map_err(|e| self.rejected(e))?,
+            Special::BadSlot(slot) => return Err(self.rejected(DescriptorError::BadFileSlot(slot))),
+            Special::Cancel | Special::MsgRing => {}
+        }
+        Ok(buf)
     }
-    let buf = match op.buf() {
-        Some(b) => Some(tables.resolve(reader, b)?),
-        None => None,
-    };
-    if let crate::ops::Kind::Splice { out, .. } = &op.kind {
-        tables.check_target(reader, *out)?;
+
+    /// Counts a rejection.
+    #[cold]
+    fn rejected(&self, e: DescriptorError) -> DescriptorError {
+        Counters::add(&self.counters.rejected, 1);
+        e
     }
-    Ok(buf)
+}
+
+/// The rejection of an opcode the kernel lacks.
+#[cold]
+fn unsupported(opcode: u8) -> DescriptorError {
+    let (op, since) = crate::adapter::since(opcode);
+    DescriptorError::Unsupported { op, since }
 }

@@ -12,8 +12,11 @@
 //! - Work-queue credits: Relaxed read-modify-writes on one counter per side. A credit is a
 //!   count, not a publication: the RMW alone keeps the count exact, and the operation's data
 //!   travels through the ring lock and the kernel, not through the credit.
+//! - A work queue's `open` flag: Relaxed. A post racing with the removal may go either way
+//!   (both outcomes are correct: an accepted post completes normally); a post that comes after
+//!   the removal in any happens-before order sees the flag clear.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use regio_sync::{Domain, Rcu, ReadSide};
@@ -49,6 +52,8 @@ pub(crate) struct WqShared {
     /// Depth minus operations in flight; negative after a shrink until completions catch up.
     send_credit: AtomicI64,
     recv_credit: AtomicI64,
+    /// Cleared when the queue is removed from the table; posts then fail with `Closed`.
+    open: AtomicBool,
 }
 
 impl WqShared {
@@ -59,7 +64,21 @@ impl WqShared {
             depth: Mutex::new((send, recv)),
             send_credit: AtomicI64::new(i64::from(send)),
             recv_credit: AtomicI64::new(i64::from(recv)),
+            open: AtomicBool::new(true),
         }
+    }
+
+    /// Whether the queue still takes posts.
+    #[inline]
+    pub fn is_open(&self) -> bool {
+        // Relaxed: see the module docs; the flag publishes nothing.
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Refuses every later post (the queue is being removed).
+    pub fn close(&self) {
+        // Relaxed: see the module docs.
+        self.open.store(false, Ordering::Relaxed);
     }
 
     fn credit(&self, side: Side) -> &AtomicI64 {
@@ -69,22 +88,27 @@ impl WqShared {
         }
     }
 
-    /// Takes one credit of `side`, if any is left.
+    /// Takes up to `max` credits of `side` at once and returns how many it took (0 when none is
+    /// left). A [`Batch`](crate::Batch) reserves this way so that each post does not pay for an
+    /// atomic read-modify-write.
     #[inline]
-    pub fn take_credit(&self, side: Side) -> bool {
+    pub fn reserve(&self, side: Side, max: i64) -> i64 {
+        let mut taken = 0;
         // Relaxed: a credit is a count, not a publication; the RMW alone keeps it from going
         // below zero, and the operation's data is ordered by the ring lock and the kernel.
-        self.credit(side)
+        let _ = self
+            .credit(side)
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-                (c > 0).then(|| c - 1)
-            })
-            .is_ok()
+                taken = c.min(max);
+                (taken > 0).then(|| c - taken)
+            });
+        taken.max(0)
     }
 
     /// Adds `delta` credits to `side`: returned credits, or a depth change (a shrink takes
     /// effect as operations complete).
     pub fn adjust(&self, side: Side, delta: i64) {
-        // Relaxed: as in `take_credit`.
+        // Relaxed: as in `reserve`.
         self.credit(side).fetch_add(delta, Ordering::Relaxed);
     }
 

@@ -8,7 +8,7 @@ use regio_sync::ReadSide;
 use crate::cq::CompletionQueue;
 use crate::error::PostError;
 use crate::ops::{Op, Target};
-use crate::ring::{check, Post, Ring};
+use crate::ring::{Post, Ring};
 use crate::tables::{WqId, WqShared};
 use crate::IoBuf;
 
@@ -58,11 +58,12 @@ impl<B: IoBuf> WorkQueue<B> {
     pub fn post(&self, op: Op<B>) -> Result<(), PostError<Op<B>>> {
         let reader = self.ring.tables.domain.guard();
         let post = self.checked(&reader, op)?;
+        // A full SQ hands the whole post back (see `RingState::push`).
+        #[allow(clippy::result_large_err)]
         match self.ring.combiner.try_lock() {
             Some(mut g) => {
                 g.drain();
-                g.with(|s| s.absorb_direct(post))
-                    .map_err(|op| self.full(op))
+                g.with(|s| s.push(post)).map_err(|p| self.full(p.op))
             }
             None => {
                 self.ring.combiner.post(post);
@@ -71,27 +72,17 @@ impl<B: IoBuf> WorkQueue<B> {
         }
     }
 
-    /// Checks that this queue is still in its adapter's table, takes `op`'s credit, and
-    /// validates its descriptor (a rejection is counted here and completes on the ring).
-    #[inline]
-    pub(crate) fn checked(
-        &self,
-        reader: &impl ReadSide,
-        op: Op<B>,
-    ) -> Result<Post<B>, PostError<Op<B>>> {
-        let ring = &*self.ring;
-        match ring.tables.wq(reader, self.shared.id) {
-            Some(w) if std::ptr::eq(w, &*self.shared) => {}
-            _ => return Err(PostError::Closed(op)),
+    /// Checks that this queue is still open, takes `op`'s credit, and validates its descriptor
+    /// (a rejection is counted here and completes on the ring).
+    fn checked(&self, reader: &impl ReadSide, op: Op<B>) -> Result<Post<B>, PostError<Op<B>>> {
+        if !self.shared.is_open() {
+            return Err(PostError::Closed(op));
         }
         let side = op.side();
-        if !self.shared.take_credit(side) {
+        if self.shared.reserve(side, 1) == 0 {
             return Err(PostError::NoCredit(op));
         }
-        let checked = check(&ring.tables, &ring.supported, reader, &op);
-        if checked.is_err() {
-            crate::stats::Counters::add(&ring.counters.rejected, 1);
-        }
+        let checked = self.ring.check(reader, &op);
         Ok(Post {
             wq: self.shared.id,
             side,

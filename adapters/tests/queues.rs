@@ -240,8 +240,9 @@ fn a_full_sq_hands_the_operation_back() {
         other => panic!("expected Full, got {other:?}"),
     };
     assert_eq!(back.cookie(), 8);
-    assert_eq!(wq.credits().0, 56, "the refused post's credit came back");
     batch.commit().unwrap();
+    // The batch reserves credits in blocks and gives back what it did not use at the commit.
+    assert_eq!(wq.credits().0, 56, "the refused post's credit came back");
     batch.post(&wq, back).unwrap();
     drop(batch);
     let mut out = Vec::new();
@@ -457,4 +458,57 @@ fn a_file_slot_outside_the_table_is_refused_and_touches_nothing() {
     assert_eq!(adapter.stats().rejected, 1);
     assert_eq!(adapter.stats().submitted, 0, "nothing reached the kernel");
     assert_eq!(wq.credits(), (8, 8), "the rejection gave its credit back");
+}
+
+#[test]
+fn a_batch_never_exceeds_a_depth_and_gives_back_what_it_reserved() {
+    let adapter = Adapter::<TestBuf>::new(config(1, false)).unwrap();
+    // More work queues than a batch keeps reservations for, with depths below and above the
+    // reservation block.
+    let depths = [3u32, 1, 20, 5, 2, 40];
+    let wqs: Vec<_> = depths
+        .iter()
+        .map(|&d| adapter.work_queue(0, Target::Fd(-1), d, 1).unwrap())
+        .collect();
+    let cq = wqs[0].completion_queue();
+    let mut batch = cq.batch().expect("nobody else owns the ring");
+    let mut posted = vec![0u32; wqs.len()];
+    // Round-robin until every queue refuses: each takes exactly its depth.
+    let mut refused = vec![false; wqs.len()];
+    let mut cookie = 0;
+    while refused.iter().any(|r| !r) {
+        for (i, wq) in wqs.iter().enumerate() {
+            if refused[i] {
+                continue;
+            }
+            match batch.post(wq, Op::nop(cookie)) {
+                Ok(()) => posted[i] += 1,
+                Err(PostError::NoCredit(_)) => refused[i] = true,
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+            cookie += 1;
+        }
+        if posted.iter().sum::<u32>() % 16 == 0 {
+            batch.commit().unwrap();
+        }
+    }
+    assert_eq!(posted, depths);
+    batch.commit().unwrap();
+    for wq in &wqs {
+        assert_eq!(wq.credits().0, 0, "all of the depth is in flight");
+    }
+    let mut out = Vec::new();
+    let total: u32 = depths.iter().sum();
+    while out.len() < total as usize {
+        batch.reap(&mut out, 256).unwrap();
+    }
+    drop(batch);
+    for (wq, d) in wqs.iter().zip(depths) {
+        assert_eq!(wq.credits().0, d, "every credit came back");
+    }
+    // A batch that reserved a block and used one credit gives the rest back when it ends.
+    let mut batch = cq.batch().unwrap();
+    batch.post(&wqs[5], Op::nop(1)).unwrap();
+    drop(batch);
+    assert_eq!(wqs[5].credits().0, 39);
 }

@@ -4,9 +4,9 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use io_uring::types::Timespec;
+use io_uring::{opcode, types::Timespec};
 
-use super::{Kind, Op};
+use super::{Keep, Op, Side, Special};
 
 /// A ring whose io_uring fd a resize may replace.
 pub(crate) trait RingFd: Send + Sync {
@@ -34,7 +34,7 @@ impl RingRef {
 impl<B> Op<B> {
     /// Does nothing, and completes with 0.
     pub fn nop(cookie: u64) -> Self {
-        Self::new(Kind::Nop, cookie)
+        Self::new(opcode::Nop::new().build(), &"nop", Side::Send, cookie)
     }
 
     /// Completes with `-ETIME` after `after`.
@@ -42,7 +42,13 @@ impl<B> Op<B> {
         let ts = Timespec::new()
             .sec(after.as_secs())
             .nsec(after.subsec_nanos());
-        Self::new(Kind::Timeout { ts: Box::new(ts) }, cookie)
+        let keep = Box::new(Keep::Timespec(ts));
+        let Keep::Timespec(ts) = &*keep else {
+            unreachable!("just made")
+        };
+        // The SQE points into the box, which the operation keeps until its final completion.
+        let e = opcode::Timeout::new(ts as *const Timespec).build();
+        Self::new(e, &"timeout", Side::Send, cookie).keeping(keep)
     }
 
     /// Cancels the in-flight operation that was posted on the same work queue with cookie
@@ -50,7 +56,9 @@ impl<B> Op<B> {
     /// the cancelled operation still delivers its own final completion (usually `-ECANCELED`),
     /// and its buffer comes back only then.
     pub fn cancel(target: u64, cookie: u64) -> Self {
-        Self::new(Kind::Cancel { target }, cookie)
+        // The target's cookie waits in `addr` for the ring to swap in its `user_data`.
+        let e = opcode::AsyncCancel::new(target).build();
+        Self::new(e, &"async_cancel", Side::Send, cookie).special(Special::Cancel)
     }
 
     /// Posts a completion with `message` as its cookie and `result` as its result on another
@@ -62,13 +70,10 @@ impl<B> Op<B> {
         result: i32,
         cookie: u64,
     ) -> Self {
-        Self::new(
-            Kind::MsgRing {
-                keep: target.ring_ref(),
-                cookie: message & !crate::ring::MESSAGE_BIT,
-                result,
-            },
-            cookie,
-        )
+        let data = (message & !crate::ring::MESSAGE_BIT) | crate::ring::MESSAGE_BIT;
+        let e = opcode::MsgRingData::new(super::file::UNSET, result, data, None).build();
+        Self::new(e, &"msg_ring", Side::Send, cookie)
+            .keeping(Box::new(Keep::Ring(target.ring_ref())))
+            .special(Special::MsgRing)
     }
 }

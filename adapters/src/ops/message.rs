@@ -2,7 +2,7 @@
 
 use regio_pool::{Message, Opcode};
 
-use super::{Kind, Op};
+use super::Op;
 use crate::error::DescriptorError;
 
 impl Op<Message> {
@@ -18,19 +18,18 @@ impl Op<Message> {
     pub fn from_message(msg: Message) -> Result<Self, (Message, DescriptorError)> {
         let d = msg.descriptor();
         let (offset, cookie) = (d.offset, d.cookie);
-        let kind = match d.opcode {
-            Opcode::ReadFixed => Kind::ReadFixed { buf: msg, offset },
-            Opcode::WriteFixed => Kind::WriteFixed { buf: msg, offset },
-            Opcode::Send => Kind::Send { buf: msg, flags: 0 },
-            Opcode::Recv => Kind::Recv { buf: msg, flags: 0 },
-            Opcode::SendZc => Kind::SendZc { buf: msg, flags: 0 },
+        Ok(match d.opcode {
+            Opcode::ReadFixed => Self::read_fixed(msg, offset, cookie),
+            Opcode::WriteFixed => Self::write_fixed(msg, offset, cookie),
+            Opcode::Send => Self::send(msg, 0, cookie),
+            Opcode::Recv => Self::recv(msg, 0, cookie),
+            Opcode::SendZc => Self::send_zc(msg, 0, cookie),
             _ => {
                 return Err((
                     msg,
                     DescriptorError::WrongQueue("this opcode carries no message buffer"),
                 ))
             }
-        };
-        Ok(Self::new(kind, cookie))
+        })
     }
 }

@@ -14,13 +14,13 @@ pub mod control;
 pub mod file;
 mod message;
 pub mod net;
+mod sqe;
 
-use std::any::Any;
 use std::os::fd::RawFd;
 
-use io_uring::{opcode, squeue::Entry, types};
+use io_uring::squeue::Entry;
 
-use crate::error::DescriptorError;
+pub(crate) use sqe::Sqe;
 
 pub use regio_pool::FileSlot;
 
@@ -44,78 +44,71 @@ pub enum Side {
 }
 
 /// One operation, ready to post on a [`WorkQueue`](crate::WorkQueue).
+///
+/// Its SQE is built when the operation is made; posting fills in only the fields that depend
+/// on the work queue and the buffer.
+///
+/// It is kept within 128 bytes (with a pool message as its buffer), so that moving it costs a
+/// few vector moves: the cookie waits in the SQE's `user_data`, and what the kernel reads late
+/// sits behind one thin box.
 pub struct Op<B> {
-    pub(crate) kind: Kind<B>,
-    pub(crate) cookie: u64,
+    /// The SQE; its `user_data` holds the cookie until the operation is posted.
+    pub(crate) sqe: Sqe,
+    pub(crate) buf: Option<B>,
+    pub(crate) keep: Option<Box<Keep>>,
+    pub(crate) special: Special,
+    pub(crate) file: FileUse,
+    pub(crate) buf_use: BufUse,
+    side: Side,
+    name: &'static &'static str,
 }
 
 impl<B> std::fmt::Debug for Op<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Op")
             .field("op", &self.name())
-            .field("cookie", &self.cookie)
+            .field("cookie", &self.cookie())
             .finish()
     }
 }
 
-pub(crate) enum Kind<B> {
-    Nop,
-    ReadFixed {
-        buf: B,
-        offset: u64,
-    },
-    WriteFixed {
-        buf: B,
-        offset: u64,
-    },
-    Send {
-        buf: B,
-        flags: i32,
-    },
-    Recv {
-        buf: B,
-        flags: i32,
-    },
-    SendZc {
-        buf: B,
-        flags: i32,
-    },
-    Accept {
-        slot: FileSlot,
-    },
-    AcceptMulti,
-    RecvMulti {
-        group: u16,
-    },
-    Connect {
-        addr: Box<net::SockAddr>,
-    },
-    Splice {
-        out: Target,
-        off_in: i64,
-        off_out: i64,
-        len: u32,
-    },
-    Fsync {
-        datasync: bool,
-    },
-    Fallocate {
-        mode: i32,
-        offset: u64,
-        len: u64,
-    },
+/// Where the work queue's file goes in the SQE (ordered: the common cases first).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum FileUse {
+    /// The operation acts on no file (nop, timeout, cancel, msg_ring).
+    None,
+    /// `fd`, with `IOSQE_FIXED_FILE` for a fixed slot.
+    Fd,
+    /// A splice's input (`splice_fd_in`); `fd` is the output, set when the op was made.
+    SpliceIn,
+    /// A close: `fd`, or `file_index` for a fixed slot.
     Close,
-    Timeout {
-        ts: Box<types::Timespec>,
-    },
-    Cancel {
-        target: u64,
-    },
-    MsgRing {
-        keep: control::RingRef,
-        cookie: u64,
-        result: i32,
-    },
+}
+
+/// How the resolved buffer goes into the SQE.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BufUse {
+    /// No buffer.
+    None,
+    /// `addr` and `len`: the kernel copies through the address.
+    Addr,
+    /// `addr`, `len` and `buf_index`: the registered buffer.
+    Fixed,
+}
+
+/// What posting needs to do beyond filling in the SQE.
+pub(crate) enum Special {
+    None,
+    /// Cancel the operation of the same work queue whose cookie waits in the SQE's `addr`
+    /// (the SQE needs that operation's `user_data`, known only on the ring).
+    Cancel,
+    /// A message to another ring (kept as [`Keep::Ring`]): its fd is read when posting, so a
+    /// message posted after the target was resized goes to its new ring.
+    MsgRing,
+    /// A splice whose output slot must be checked against the file table.
+    SpliceOut(Target),
+    /// An accept into a slot that cannot be named in an SQE.
+    BadSlot(u32),
 }
 
 /// What the SQE needs from the adapter's tables: a resolved buffer.
@@ -125,242 +118,101 @@ pub(crate) struct Resolved {
     pub index: u16,
 }
 
-/// What an operation keeps alive until its final completion, besides its buffer.
-pub(crate) type Keep = Option<Box<dyn Any + Send>>;
+/// What an operation keeps alive until its final completion, besides its buffer: memory the
+/// kernel reads after the SQE was consumed, or the ring a message goes to.
+pub(crate) enum Keep {
+    Timespec(io_uring::types::Timespec),
+    Addr(net::SockAddr),
+    Ring(control::RingRef),
+}
 
 impl<B> Op<B> {
-    pub(crate) fn new(kind: Kind<B>, cookie: u64) -> Self {
-        Self { kind, cookie }
+    /// An operation from its SQE (built with a placeholder file), acting on no file and carrying
+    /// no buffer; the `on_*`/`with_*` methods say the rest.
+    #[inline(always)]
+    pub(crate) fn new(entry: Entry, name: &'static &'static str, side: Side, cookie: u64) -> Self {
+        let mut sqe = Sqe::from_entry(entry);
+        sqe.user_data = cookie;
+        Self {
+            sqe,
+            buf: None,
+            keep: None,
+            special: Special::None,
+            file: FileUse::None,
+            buf_use: BufUse::None,
+            side,
+            name,
+        }
+    }
+
+    /// The work queue's file goes where `file` says.
+    #[inline(always)]
+    pub(crate) fn on(mut self, file: FileUse) -> Self {
+        self.file = file;
+        self
+    }
+
+    /// Carries `buf`, which goes into the SQE as `how` says.
+    #[inline(always)]
+    pub(crate) fn with_buf(mut self, buf: B, how: BufUse) -> Self {
+        self.buf = Some(buf);
+        self.buf_use = how;
+        self
+    }
+
+    /// Keeps `keep` alive until the final completion (memory the SQE points at).
+    #[inline(always)]
+    pub(crate) fn keeping(mut self, keep: Box<Keep>) -> Self {
+        self.keep = Some(keep);
+        self
+    }
+
+    /// Needs `special` handling when posted.
+    #[inline(always)]
+    pub(crate) fn special(mut self, special: Special) -> Self {
+        self.special = special;
+        self
     }
 
     /// The caller's cookie.
+    #[inline]
     pub fn cookie(&self) -> u64 {
-        self.cookie
+        self.sqe.user_data
     }
 
     /// The opcode's name, for logs and errors.
     pub fn name(&self) -> &'static str {
-        match &self.kind {
-            Kind::Nop => "nop",
-            Kind::ReadFixed { .. } => "read_fixed",
-            Kind::WriteFixed { .. } => "write_fixed",
-            Kind::Send { .. } => "send",
-            Kind::Recv { .. } => "recv",
-            Kind::SendZc { .. } => "send_zc",
-            Kind::Accept { .. } => "accept_direct",
-            Kind::AcceptMulti => "accept_multishot",
-            Kind::RecvMulti { .. } => "recv_multishot",
-            Kind::Connect { .. } => "connect",
-            Kind::Splice { .. } => "splice",
-            Kind::Fsync { datasync: false } => "fsync",
-            Kind::Fsync { datasync: true } => "fdatasync",
-            Kind::Fallocate { .. } => "fallocate",
-            Kind::Close => "close",
-            Kind::Timeout { .. } => "timeout",
-            Kind::Cancel { .. } => "async_cancel",
-            Kind::MsgRing { .. } => "msg_ring",
-        }
+        self.name
     }
 
     /// The depth credit this operation consumes.
+    #[inline]
     pub fn side(&self) -> Side {
-        match &self.kind {
-            Kind::ReadFixed { .. }
-            | Kind::Recv { .. }
-            | Kind::RecvMulti { .. }
-            | Kind::Accept { .. }
-            | Kind::AcceptMulti => Side::Recv,
-            _ => Side::Send,
-        }
+        self.side
     }
 
     /// The io_uring opcode, for the kernel-support probe.
+    #[inline]
     pub(crate) fn opcode(&self) -> u8 {
-        match &self.kind {
-            Kind::Nop => opcode::Nop::CODE,
-            Kind::ReadFixed { .. } => opcode::ReadFixed::CODE,
-            Kind::WriteFixed { .. } => opcode::WriteFixed::CODE,
-            Kind::Send { .. } => opcode::Send::CODE,
-            Kind::Recv { .. } | Kind::RecvMulti { .. } => opcode::Recv::CODE,
-            Kind::SendZc { .. } => opcode::SendZc::CODE,
-            Kind::Accept { .. } | Kind::AcceptMulti => opcode::Accept::CODE,
-            Kind::Connect { .. } => opcode::Connect::CODE,
-            Kind::Splice { .. } => opcode::Splice::CODE,
-            Kind::Fsync { .. } => opcode::Fsync::CODE,
-            Kind::Fallocate { .. } => opcode::Fallocate::CODE,
-            Kind::Close => opcode::Close::CODE,
-            Kind::Timeout { .. } => opcode::Timeout::CODE,
-            Kind::Cancel { .. } => opcode::AsyncCancel::CODE,
-            Kind::MsgRing { .. } => opcode::MsgRingData::CODE,
-        }
+        self.sqe.opcode
     }
 
     /// Takes the buffer out, dropping the rest.
     pub(crate) fn into_buf(self) -> Option<B> {
-        match self.kind {
-            Kind::ReadFixed { buf, .. }
-            | Kind::WriteFixed { buf, .. }
-            | Kind::Send { buf, .. }
-            | Kind::Recv { buf, .. }
-            | Kind::SendZc { buf, .. } => Some(buf),
-            _ => None,
-        }
+        self.buf
     }
 
     /// The buffer this operation carries, if any.
-    pub(crate) fn buf(&self) -> Option<&B> {
-        match &self.kind {
-            Kind::ReadFixed { buf, .. }
-            | Kind::WriteFixed { buf, .. }
-            | Kind::Send { buf, .. }
-            | Kind::Recv { buf, .. }
-            | Kind::SendZc { buf, .. } => Some(buf),
-            _ => None,
-        }
-    }
-
-    /// Builds the SQE (without `user_data`) and splits off what must live until the final CQE.
-    ///
-    /// `fd` is the work queue's target; `buf` is the resolved buffer when the op has one.
-    /// Cancel is built by the ring, which knows the target's `user_data`.
     #[inline]
-    pub(crate) fn prepare(
-        self,
-        fd: Target,
-        buf: Option<Resolved>,
-    ) -> Result<(Entry, Option<B>, Keep), DescriptorError> {
-        let need = || {
-            buf.as_ref()
-                .ok_or(DescriptorError::WrongQueue("missing buffer"))
-        };
-        macro_rules! on {
-            ($build:expr) => {
-                match fd {
-                    Target::Fd(fd) => {
-                        let f = types::Fd(fd);
-                        $build(f)
-                    }
-                    Target::Fixed(FileSlot(slot)) => {
-                        let f = types::Fixed(slot);
-                        $build(f)
-                    }
-                }
-            };
-        }
-        Ok(match self.kind {
-            Kind::Nop => (opcode::Nop::new().build(), None, None),
-            Kind::ReadFixed { buf: b, offset } => {
-                let r = need()?;
-                let e = on!(|f| opcode::ReadFixed::new(f, r.addr, r.len, r.index)
-                    .offset(offset)
-                    .build());
-                (e, Some(b), None)
-            }
-            Kind::WriteFixed { buf: b, offset } => {
-                let r = need()?;
-                let e = on!(|f| opcode::WriteFixed::new(f, r.addr, r.len, r.index)
-                    .offset(offset)
-                    .build());
-                (e, Some(b), None)
-            }
-            Kind::Send { buf: b, flags } => {
-                let r = need()?;
-                let e = on!(|f| opcode::Send::new(f, r.addr, r.len).flags(flags).build());
-                (e, Some(b), None)
-            }
-            Kind::Recv { buf: b, flags } => {
-                let r = need()?;
-                let e = on!(|f| opcode::Recv::new(f, r.addr, r.len).flags(flags).build());
-                (e, Some(b), None)
-            }
-            Kind::SendZc { buf: b, flags } => {
-                let r = need()?;
-                let e = on!(|f| opcode::SendZc::new(f, r.addr, r.len)
-                    .buf_index(Some(r.index))
-                    .flags(flags)
-                    .build());
-                (e, Some(b), None)
-            }
-            Kind::Accept { slot } => {
-                let dest = types::DestinationSlot::try_from_slot_target(slot.0)
-                    .map_err(|_| DescriptorError::BadFileSlot(slot.0))?;
-                let e = on!(
-                    |f| opcode::Accept::new(f, std::ptr::null_mut(), std::ptr::null_mut())
-                        .file_index(Some(dest))
-                        .build()
-                );
-                (e, None, None)
-            }
-            Kind::AcceptMulti => {
-                let e = on!(|f| opcode::AcceptMulti::new(f)
-                    .allocate_file_index(true)
-                    .build());
-                (e, None, None)
-            }
-            Kind::RecvMulti { group } => (
-                on!(|f| opcode::RecvMulti::new(f, group).build()),
-                None,
-                None,
-            ),
-            Kind::Connect { addr } => {
-                let (ptr, len) = addr.raw();
-                let e = on!(|f| opcode::Connect::new(f, ptr, len).build());
-                (e, None, Some(addr as Box<dyn Any + Send>))
-            }
-            Kind::Splice {
-                out,
-                off_in,
-                off_out,
-                len,
-            } => {
-                let e = on!(|f| match out {
-                    Target::Fd(o) => opcode::Splice::new(f, off_in, types::Fd(o), off_out, len),
-                    Target::Fixed(FileSlot(o)) => {
-                        opcode::Splice::new(f, off_in, types::Fixed(o), off_out, len)
-                    }
-                }
-                .build());
-                (e, None, None)
-            }
-            Kind::Fsync { datasync } => {
-                let flags = if datasync {
-                    types::FsyncFlags::DATASYNC
-                } else {
-                    types::FsyncFlags::empty()
-                };
-                (
-                    on!(|f| opcode::Fsync::new(f).flags(flags).build()),
-                    None,
-                    None,
-                )
-            }
-            Kind::Fallocate { mode, offset, len } => {
-                let e = on!(|f| opcode::Fallocate::new(f, len)
-                    .offset(offset)
-                    .mode(mode)
-                    .build());
-                (e, None, None)
-            }
-            Kind::Close => (on!(|f| opcode::Close::new(f).build()), None, None),
-            Kind::Timeout { ts } => {
-                let e = opcode::Timeout::new(&*ts as *const types::Timespec).build();
-                (e, None, Some(ts as Box<dyn Any + Send>))
-            }
-            Kind::Cancel { .. } => return Err(DescriptorError::WrongQueue("cancel")),
-            Kind::MsgRing {
-                keep,
-                cookie,
-                result,
-            } => {
-                let e = opcode::MsgRingData::new(
-                    types::Fd(keep.fd()),
-                    result,
-                    cookie | crate::ring::MESSAGE_BIT,
-                    None,
-                )
-                .build();
-                (e, None, Some(Box::new(keep) as Box<dyn Any + Send>))
-            }
-        })
+    pub(crate) fn buf(&self) -> Option<&B> {
+        self.buf.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_op_with_a_pool_message_fits_in_128_bytes() {
+        assert!(std::mem::size_of::<super::Op<regio_pool::Message>>() <= 128);
     }
 }

@@ -2,7 +2,10 @@
 
 use std::net::SocketAddr;
 
-use super::{FileSlot, Kind, Op};
+use io_uring::{opcode, types};
+
+use super::file::UNSET;
+use super::{BufUse, FileSlot, FileUse, Keep, Op, Side, Special};
 
 /// A socket address in the form the kernel reads, kept alive until the connect completes.
 pub(crate) struct SockAddr {
@@ -57,32 +60,59 @@ impl SockAddr {
 impl<B> Op<B> {
     /// Sends `buf` on the work queue's socket. The kernel copies from the registered slice.
     pub fn send(buf: B, flags: i32, cookie: u64) -> Self {
-        Self::new(Kind::Send { buf, flags }, cookie)
+        let e = opcode::Send::new(UNSET, std::ptr::null(), 0)
+            .flags(flags)
+            .build();
+        Self::new(e, &"send", Side::Send, cookie)
+            .on(FileUse::Fd)
+            .with_buf(buf, BufUse::Addr)
     }
 
     /// Receives into `buf` from the work queue's socket.
     pub fn recv(buf: B, flags: i32, cookie: u64) -> Self {
-        Self::new(Kind::Recv { buf, flags }, cookie)
+        let e = opcode::Recv::new(UNSET, std::ptr::null_mut(), 0)
+            .flags(flags)
+            .build();
+        Self::new(e, &"recv", Side::Recv, cookie)
+            .on(FileUse::Fd)
+            .with_buf(buf, BufUse::Addr)
     }
 
     /// Sends `buf` with zero copies, from the fixed buffer. It completes twice: first with the
     /// byte count (flag `F_MORE`), then with the `F_NOTIF` notification when the kernel no longer
     /// reads the buffer. The buffer comes back only with the second one.
     pub fn send_zc(buf: B, flags: i32, cookie: u64) -> Self {
-        Self::new(Kind::SendZc { buf, flags }, cookie)
+        let e = opcode::SendZc::new(UNSET, std::ptr::null(), 0)
+            .buf_index(Some(0))
+            .flags(flags)
+            .build();
+        Self::new(e, &"send_zc", Side::Send, cookie)
+            .on(FileUse::Fd)
+            .with_buf(buf, BufUse::Fixed)
     }
 
     /// Accepts one connection straight into fixed-file slot `slot` (a direct descriptor).
     /// Completes with 0. The slot is installed on the ring of this work queue.
     pub fn accept_direct(slot: FileSlot, cookie: u64) -> Self {
-        Self::new(Kind::Accept { slot }, cookie)
+        let op = |e| Self::new(e, &"accept_direct", Side::Recv, cookie).on(FileUse::Fd);
+        match types::DestinationSlot::try_from_slot_target(slot.0) {
+            Ok(dest) => op(
+                opcode::Accept::new(UNSET, std::ptr::null_mut(), std::ptr::null_mut())
+                    .file_index(Some(dest))
+                    .build(),
+            ),
+            Err(_) => op(opcode::Nop::new().build()).special(Special::BadSlot(slot.0)),
+        }
     }
 
     /// Accepts connections until cancelled, each into a fixed-file slot the kernel allocates on
     /// this work queue's ring; each completion's result is the slot number. The last
     /// completion has no `F_MORE`.
     pub fn accept_multishot(cookie: u64) -> Self {
-        Self::new(Kind::AcceptMulti, cookie)
+        let e = opcode::AcceptMulti::new(UNSET)
+            .allocate_file_index(true)
+            .build();
+        Self::new(e, &"accept_multishot", Side::Recv, cookie).on(FileUse::Fd)
     }
 
     /// Receives until cancelled (or until the group runs dry), each completion into a buffer the
@@ -90,16 +120,21 @@ impl<B> Op<B> {
     /// on this work queue's CQ); [`Completion::buffer_id`](crate::Completion::buffer_id) names
     /// it. The last completion has no `F_MORE`.
     pub fn recv_multishot(group: u16, cookie: u64) -> Self {
-        Self::new(Kind::RecvMulti { group }, cookie)
+        let e = opcode::RecvMulti::new(UNSET, group).build();
+        Self::new(e, &"recv_multishot", Side::Recv, cookie).on(FileUse::Fd)
     }
 
     /// Connects the work queue's socket to `addr`.
     pub fn connect(addr: SocketAddr, cookie: u64) -> Self {
-        Self::new(
-            Kind::Connect {
-                addr: Box::new(SockAddr::new(addr)),
-            },
-            cookie,
-        )
+        let keep = Box::new(Keep::Addr(SockAddr::new(addr)));
+        let Keep::Addr(addr) = &*keep else {
+            unreachable!("just made")
+        };
+        let (ptr, len) = addr.raw();
+        // The SQE points into the box, which the operation keeps until its final completion.
+        let e = opcode::Connect::new(UNSET, ptr, len).build();
+        Self::new(e, &"connect", Side::Send, cookie)
+            .on(FileUse::Fd)
+            .keeping(keep)
     }
 }

@@ -1,0 +1,166 @@
+//! [`Batch`]: deferred posts on one ring, submitted together (RIO's `RIO_MSG_DEFER` and
+//! `COMMIT_ONLY`).
+//!
+//! A batch owns its ring for its whole life, so its posts go straight into the SQ with no
+//! inbox and no lock per post. It also takes work-queue credits in blocks
+//! ([`WqShared::reserve`]) rather than one atomic read-modify-write per post: the credits it
+//! reserved but did not use go back at each [`Batch::commit`] and when the batch ends. While a
+//! batch holds such a block, another thread posting to the same work queue can see
+//! [`PostError::NoCredit`] a little early; the depth itself is never exceeded.
+
+use std::sync::Arc;
+
+use crate::combiner::CombinerGuard;
+use crate::cq::{reap_locked, Completion};
+use crate::error::{Error, PostError};
+use crate::ops::{Op, Side};
+use crate::ring::{Post, Ring, RingState};
+use crate::tables::WqShared;
+use crate::wq::WorkQueue;
+use crate::IoBuf;
+
+/// Credits a batch takes from a work queue at a time.
+const BLOCK: i64 = 16;
+
+/// How many work queues' reserved credits a batch keeps at once.
+const SLOTS: usize = 4;
+
+/// Credits reserved by a batch and not used yet.
+struct Reserved {
+    wq: Arc<WqShared>,
+    side: Side,
+    left: i64,
+}
+
+/// A batch of deferred posts on one ring. See [`CompletionQueue::batch`](crate::CompletionQueue::batch).
+pub struct Batch<'a, B: IoBuf> {
+    ring: &'a Ring<B>,
+    guard: CombinerGuard<'a, RingState<B>, Post<B>>,
+    reader: regio_sync::Guard<'a>,
+    reserved: [Option<Reserved>; SLOTS],
+    /// The slot the next reservation replaces.
+    evict: usize,
+}
+
+impl<'a, B: IoBuf> Batch<'a, B> {
+    pub(crate) fn new(ring: &'a Ring<B>) -> Option<Self> {
+        let mut guard = ring.combiner.try_lock()?;
+        guard.with(|s| s.auto_submit = false);
+        Some(Self {
+            ring,
+            guard,
+            reader: ring.tables.domain.guard(),
+            reserved: Default::default(),
+            evict: 0,
+        })
+    }
+
+    /// Pushes `op` on `wq` (which must be bound to this CQ) without submitting it.
+    ///
+    /// # Errors
+    ///
+    /// Hands `op` back: [`PostError::Full`] when the SQ is full (commit, then post again),
+    /// [`PostError::NoCredit`] when `wq` has no credit, [`PostError::Closed`] when `wq` was
+    /// removed or belongs to another CQ.
+    #[inline(always)]
+    pub fn post(&mut self, wq: &WorkQueue<B>, op: Op<B>) -> Result<(), PostError<Op<B>>> {
+        if !std::ptr::eq(Arc::as_ptr(&wq.ring), self.ring) || !wq.shared.is_open() {
+            return Err(PostError::Closed(op));
+        }
+        let side = op.side();
+        let Some(slot) = self.take_credit(&wq.shared, side) else {
+            return Err(PostError::NoCredit(op));
+        };
+        let checked = self.ring.check(&self.reader, &op);
+        let state = self.guard.state_mut();
+        // A rejection needs no SQE, so it never waits for room.
+        if checked.is_ok() && !state.ensure_room() {
+            if let Some(r) = self.reserved[slot].as_mut() {
+                r.left += 1;
+            }
+            return Err(PostError::Full(op));
+        }
+        state.enqueue(wq.shared.id, side, wq.shared.target, op, checked);
+        Ok(())
+    }
+
+    /// Takes one credit of `side` from `wq`, from this batch's reservation when it has one,
+    /// and returns the reservation slot it came from.
+    #[inline(always)]
+    fn take_credit(&mut self, wq: &Arc<WqShared>, side: Side) -> Option<usize> {
+        for (i, r) in self.reserved.iter_mut().enumerate() {
+            if let Some(r) = r {
+                if r.left > 0 && r.side == side && Arc::ptr_eq(&r.wq, wq) {
+                    r.left -= 1;
+                    return Some(i);
+                }
+            }
+        }
+        self.reserve_credit(wq, side)
+    }
+
+    /// Reserves a block of credits of `side` from `wq` and takes one of them.
+    #[cold]
+    fn reserve_credit(&mut self, wq: &Arc<WqShared>, side: Side) -> Option<usize> {
+        let left = wq.reserve(side, BLOCK);
+        if left == 0 {
+            return None;
+        }
+        let found = self
+            .reserved
+            .iter()
+            .position(|r| matches!(r, Some(r) if Arc::ptr_eq(&r.wq, wq) && r.side == side));
+        let i = found.unwrap_or_else(|| {
+            let i = self.evict;
+            self.evict = (i + 1) % SLOTS;
+            if let Some(old) = self.reserved[i].take() {
+                old.wq.adjust(old.side, old.left);
+            }
+            i
+        });
+        match &mut self.reserved[i] {
+            Some(r) => r.left += left - 1,
+            empty => {
+                *empty = Some(Reserved {
+                    wq: Arc::clone(wq),
+                    side,
+                    left: left - 1,
+                })
+            }
+        }
+        Some(i)
+    }
+
+    /// Gives back the credits reserved and not used.
+    fn release_credits(&mut self) {
+        for r in self.reserved.iter_mut().flatten() {
+            if r.left > 0 {
+                r.wq.adjust(r.side, r.left);
+                r.left = 0;
+            }
+        }
+    }
+
+    /// Submits everything pushed so far, and gives back the credits reserved and not used.
+    pub fn commit(&mut self) -> Result<(), Error> {
+        self.release_credits();
+        self.guard
+            .with(|s| s.submit())
+            .map_err(|source| Error::Sys {
+                what: "io_uring_enter (commit)",
+                source,
+            })
+    }
+
+    /// Reaps completions while the batch owns the ring.
+    pub fn reap(&mut self, out: &mut Vec<Completion<B>>, max: usize) -> Result<usize, Error> {
+        reap_locked(self.ring, &mut self.guard, Some(&self.reader), out, max)
+    }
+}
+
+impl<B: IoBuf> Drop for Batch<'_, B> {
+    fn drop(&mut self) {
+        self.release_credits();
+        self.guard.with(|s| s.auto_submit = true);
+    }
+}
