@@ -55,6 +55,13 @@ fn read_and_write_fixed_on_a_file_with_and_without_sqpoll() {
         let data = std::fs::read(&path).unwrap();
         assert!(data[..4096].iter().all(|b| *b == 0xAB));
         assert_eq!(adapter.sqpoll(), sqpoll);
+        if !sqpoll {
+            assert_eq!(
+                cq.sqpoll_sleeping(),
+                Some(false),
+                "no SQPOLL thread to sleep"
+            );
+        }
         let s = adapter.stats();
         assert_eq!((s.submitted, s.completed), (5, 5));
         std::fs::remove_file(path).unwrap();
