@@ -195,6 +195,19 @@ impl<B: IoBuf> CompletionQueue<B> {
         self.ring.counters.snapshot(self.ring.combiner.queued())
     }
 
+    /// Whether the SQPOLL thread serving this CQ's ring sleeps (the kernel has set
+    /// `IORING_SQ_NEED_WAKEUP`), so that the next post costs one `io_uring_enter` to wake it,
+    /// counted in [`Stats::enters`]. Always `Some(false)` without SQPOLL, and `None` while the
+    /// ring is owned (by a reaper or a [`Batch`]), when [`reap`](Self::reap) finds nothing too.
+    /// The answer can be stale at once: the thread falls asleep after an idle spell of
+    /// [`SqPoll::idle`](crate::SqPoll::idle) and wakes on the next submission.
+    ///
+    /// Like a reap, it owns the ring for a moment, and on letting go pushes any posts waiting in
+    /// the ring's inbox.
+    pub fn sqpoll_sleeping(&self) -> Option<bool> {
+        self.ring.sqpoll_sleeping()
+    }
+
     /// The CQ's size in entries; [`Adapter::resize_completion_queue`] changes it.
     ///
     /// [`Adapter::resize_completion_queue`]: crate::Adapter::resize_completion_queue

@@ -847,3 +847,15 @@ fn unsupported(opcode: u8) -> DescriptorError {
     let (op, since) = crate::adapter::since(opcode);
     DescriptorError::Unsupported { op, since }
 }
+
+impl<B> Ring<B> {
+    /// Whether the SQPOLL thread serving this ring has set `IORING_SQ_NEED_WAKEUP`, so the next
+    /// submission must wake it (always false without SQPOLL); `None` if another thread owns the
+    /// ring now.
+    pub(crate) fn sqpoll_sleeping(&self) -> Option<bool> {
+        let mut g = self.combiner.try_lock()?;
+        // `need_wakeup` issues a SeqCst fence, then a relaxed load of the SQ flags: the same read
+        // `flush_sq` makes before it decides to wake the thread.
+        Some(g.with(|s| s.sqpoll && s.uring.submission().need_wakeup()))
+    }
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{config, Region, TestBuf};
 use regio_adapters::{
-    Adapter, BufKey, Completion, CqSet, DescriptorError, Op, PostError, RegionId, Target, WorkQueue,
+    BufKey, Completion, CqSet, DescriptorError, Op, PostError, RegionId, Target, WorkQueue,
 };
 
 /// Posts `op`, reaping from `cq` while the queue is out of credit or the SQ is full.
@@ -31,7 +31,9 @@ fn post_retry(wq: &WorkQueue<TestBuf>, mut op: Op<TestBuf>, sink: &mut Vec<Compl
 
 #[test]
 fn many_work_queues_on_one_cq_each_completion_routed_to_its_own() {
-    let adapter = Adapter::<TestBuf>::new(config(1, true)).unwrap();
+    let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(1, true)) else {
+        return;
+    };
     let wqs: Vec<_> = (0..16)
         .map(|_| adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap())
         .collect();
@@ -67,7 +69,9 @@ fn many_work_queues_on_one_cq_each_completion_routed_to_its_own() {
 fn cqset_exactly_once(reapers: usize) {
     const POSTERS: usize = 2;
     const PER_POSTER: u64 = 4000;
-    let adapter = Adapter::<TestBuf>::new(config(4, true)).unwrap();
+    let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(4, true)) else {
+        return;
+    };
     let set = Arc::new(CqSet::new(adapter.completion_queues()).unwrap());
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let done = Arc::new(AtomicU64::new(0));
@@ -137,7 +141,10 @@ fn cqset_reaped_by_three_threads_sees_each_completion_once() {
 
 #[test]
 fn work_queues_added_and_removed_while_others_post() {
-    let adapter = Arc::new(Adapter::<TestBuf>::new(config(2, true)).unwrap());
+    let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(2, true)) else {
+        return;
+    };
+    let adapter = Arc::new(adapter);
     let set = Arc::new(CqSet::new(adapter.completion_queues()).unwrap());
     // `stop` ends the posters; `all_posted` tells the reaper that `posted` is final.
     let stop = Arc::new(AtomicBool::new(false));
@@ -228,7 +235,9 @@ fn work_queues_added_and_removed_while_others_post() {
 fn a_full_sq_hands_the_operation_back() {
     let mut cfg = config(1, false);
     cfg.sq_entries = 8;
-    let adapter = Adapter::<TestBuf>::new(cfg).unwrap();
+    let Some(adapter) = common::adapter_or_skip::<TestBuf>(cfg) else {
+        return;
+    };
     let wq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
     let cq = wq.completion_queue();
     let mut batch = cq.batch().expect("nobody else owns the ring");
@@ -260,7 +269,9 @@ fn an_overflowing_cq_is_reported_and_loses_nothing() {
     let mut cfg = config(1, false);
     cfg.sq_entries = 8;
     cfg.cq_entries = 8;
-    let adapter = Adapter::<TestBuf>::new(cfg).unwrap();
+    let Some(adapter) = common::adapter_or_skip::<TestBuf>(cfg) else {
+        return;
+    };
     let wq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
     let cq = wq.completion_queue();
     {
@@ -285,7 +296,9 @@ fn an_overflowing_cq_is_reported_and_loses_nothing() {
 
 #[test]
 fn a_corrupted_descriptor_is_rejected_on_its_own_queue_only() {
-    let adapter = Adapter::<TestBuf>::new(config(1, true)).unwrap();
+    let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(1, true)) else {
+        return;
+    };
     let region = Region::new(&adapter, 2, 8192);
     let (file, path) = common::temp_file(8192);
     use std::os::fd::AsRawFd;
@@ -364,7 +377,9 @@ fn a_corrupted_descriptor_is_rejected_on_its_own_queue_only() {
 
 #[test]
 fn an_unregistered_region_is_rejected_afterwards() {
-    let adapter = Adapter::<TestBuf>::new(config(2, true)).unwrap();
+    let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(2, true)) else {
+        return;
+    };
     let region = Region::new(&adapter, 0, 4096);
     let (file, path) = common::temp_file(4096);
     use std::os::fd::AsRawFd;
@@ -394,7 +409,9 @@ fn an_unregistered_region_is_rejected_afterwards() {
 
 #[test]
 fn a_post_left_in_the_inbox_by_a_full_sq_is_pushed_by_the_next_reap() {
-    let adapter = Adapter::<TestBuf>::new(config(1, false)).unwrap();
+    let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(1, false)) else {
+        return;
+    };
     let sq = config(1, false).sq_entries as u64;
     let wq = adapter
         .work_queue(0, Target::Fd(-1), 2 * sq as u32, 8)
@@ -431,7 +448,9 @@ fn a_post_left_in_the_inbox_by_a_full_sq_is_pushed_by_the_next_reap() {
 fn a_file_slot_outside_the_table_is_refused_and_touches_nothing() {
     let mut cfg = config(1, false);
     cfg.max_files = 4;
-    let adapter = Adapter::<TestBuf>::new(cfg).unwrap();
+    let Some(adapter) = common::adapter_or_skip::<TestBuf>(cfg) else {
+        return;
+    };
     // A work queue on a slot past Config::max_files is refused when it is created.
     let err = adapter
         .work_queue(0, Target::Fixed(regio_adapters::FileSlot(4)), 8, 8)

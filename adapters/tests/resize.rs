@@ -17,18 +17,19 @@ use regio_pool::{Message, MessagePool};
 
 const BUFS: usize = 64;
 
-fn adapter_and_pool(rings: usize, sqpoll: bool) -> (Adapter<Message>, MessagePool) {
+/// An adapter with a pool attached, or `None` after a skip when io_uring is disabled here.
+fn adapter_and_pool(rings: usize, sqpoll: bool) -> Option<(Adapter<Message>, MessagePool)> {
     let cfg = regio_adapters::Config {
         cq_entries: 128,
         ..config(rings, sqpoll)
     };
-    let adapter = Adapter::<Message>::new(cfg).unwrap();
+    let adapter = common::adapter_or_skip::<Message>(cfg)?;
     let pool = MessagePool::builder()
         .class(4096, BUFS as u32)
         .build()
         .unwrap();
     pool.attach(adapter.registrar()).unwrap();
-    (adapter, pool)
+    Some((adapter, pool))
 }
 
 /// Resizes `cq` to `entries`, retrying while the ring of an earlier resize drains.
@@ -49,7 +50,9 @@ fn resize_under_load(sqpoll: bool) {
     const POSTERS: u64 = 2;
     const PER_POSTER: u64 = 3000;
     let total = POSTERS * PER_POSTER;
-    let (adapter, pool) = adapter_and_pool(2, sqpoll);
+    let Some((adapter, pool)) = adapter_and_pool(2, sqpoll) else {
+        return;
+    };
     let (file, path) = common::temp_file(64 * 1024);
     let set = Arc::new(CqSet::new(adapter.completion_queues()).unwrap());
     let seen = Arc::new(Mutex::new(HashSet::new()));
@@ -168,7 +171,9 @@ fn tcp_pair() -> (TcpStream, TcpStream) {
 
 #[test]
 fn a_receive_in_flight_completes_on_the_replaced_ring() {
-    let (adapter, pool) = adapter_and_pool(1, true);
+    let Some((adapter, pool)) = adapter_and_pool(1, true) else {
+        return;
+    };
     let (mut client, server) = tcp_pair();
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
@@ -237,7 +242,9 @@ fn burst_of_nops(adapter: &Adapter<Message>, n: u64) -> u64 {
 fn a_larger_cq_holds_more_pending_completions_without_overflow() {
     // Interrupt-driven: every nop completes inside the submitting thread's io_uring_enter, so
     // all of them are pending before the first reap.
-    let (adapter, _pool) = adapter_and_pool(1, false);
+    let Some((adapter, _pool)) = adapter_and_pool(1, false) else {
+        return;
+    };
     assert_eq!(adapter.completion_queue(0).unwrap().entries(), 128);
     assert!(
         burst_of_nops(&adapter, 400) > 0,
@@ -268,7 +275,9 @@ fn post_when_room(wq: &WorkQueue<Message>, mut op: Op<Message>) {
 #[test]
 fn shrinking_below_the_operations_in_flight_is_refused() {
     const N: u64 = 100;
-    let (adapter, _pool) = adapter_and_pool(1, true);
+    let Some((adapter, _pool)) = adapter_and_pool(1, true) else {
+        return;
+    };
     adapter.resize_completion_queue(0, 256).unwrap();
     let wq = adapter
         .work_queue(0, Target::Fd(-1), 2 * N as u32, 2 * N as u32)
@@ -313,7 +322,9 @@ fn shrinking_below_the_operations_in_flight_is_refused() {
 
 #[test]
 fn a_message_reaches_the_resized_ring() {
-    let (adapter, _pool) = adapter_and_pool(2, true);
+    let Some((adapter, _pool)) = adapter_and_pool(2, true) else {
+        return;
+    };
     let wq = adapter.work_queue(0, Target::Fd(-1), 4, 4).unwrap();
     let target = adapter.completion_queue(1).unwrap();
     // Built before the resize, posted after: the target's fd is read when the SQE is built.
@@ -335,7 +346,9 @@ fn a_message_reaches_the_resized_ring() {
 
 #[test]
 fn a_resize_that_would_drop_ring_state_is_refused() {
-    let (adapter, _pool) = adapter_and_pool(1, true);
+    let Some((adapter, _pool)) = adapter_and_pool(1, true) else {
+        return;
+    };
     let provided = adapter.provided_ring(0, 1, 8).unwrap();
     assert!(matches!(
         adapter.resize_completion_queue(0, 512),

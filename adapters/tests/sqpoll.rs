@@ -1,26 +1,40 @@
 //! The rings of an adapter share one SQPOLL kernel thread (IORING_SETUP_ATTACH_WQ). Alone in its
-//! own test binary, so that no other test's rings are counted.
+//! own test binary, so that no other test's rings or threads are counted.
 
 mod common;
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use common::TestBuf;
-use regio_adapters::{Adapter, Config, Op, SqPoll, Target};
+use regio_adapters::{Config, Op, SqPoll, Target};
 
-/// The SQPOLL threads of this process: io_uring names them `iou-sqp-<pid>`.
-fn sqpoll_threads() -> usize {
+/// The ids of this process's threads.
+fn threads() -> HashSet<String> {
     std::fs::read_dir("/proc/self/task")
         .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.starts_with("iou-sqp"))
-        .count()
+        .map(|t| t.unwrap().file_name().into_string().unwrap())
+        .collect()
+}
+
+/// The name of thread `tid` of this process, if it still exists.
+fn thread_name(tid: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok()
+}
+
+/// Polls `done` every millisecond until it holds, failing with `what` after 5 s.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 #[test]
 fn four_rings_share_one_sqpoll_thread_and_it_sleeps_when_idle() {
-    let before = sqpoll_threads();
-    let adapter = Adapter::<TestBuf>::new(Config {
+    let before = threads();
+    let Some(adapter) = common::adapter_or_skip::<TestBuf>(Config {
         rings: 4,
         sqpoll: Some(SqPoll {
             idle: Duration::from_millis(10),
@@ -28,38 +42,49 @@ fn four_rings_share_one_sqpoll_thread_and_it_sleeps_when_idle() {
         }),
         sqpoll_fallback: false,
         ..Config::default()
-    })
-    .unwrap();
+    }) else {
+        return;
+    };
     assert!(adapter.sqpoll());
-    // The thread starts with its creator's name and renames itself once it runs: give a loaded
-    // machine up to 5 s for that, then a moment more for any second thread to show up too.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while sqpoll_threads() == before && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(100));
+    // io_uring_setup creates its kernel threads before it returns. Each starts with its
+    // creator's name and renames itself (`iou-sqp-<pid>` for an SQPOLL thread) once it runs.
+    let creator = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+    let new: Vec<String> = threads().difference(&before).cloned().collect();
+    wait_until("every new thread has named itself", || {
+        new.iter()
+            .all(|t| thread_name(t).is_none_or(|n| n != creator))
+    });
+    let sqpoll: Vec<String> = new
+        .iter()
+        .filter_map(|t| thread_name(t).filter(|n| n.starts_with("iou-sqp")))
+        .collect();
     assert_eq!(
-        sqpoll_threads() - before,
+        sqpoll.len(),
         1,
-        "one SQPOLL thread for four rings"
+        "one SQPOLL thread for four rings: {sqpoll:?}"
     );
 
-    // Every ring is served by it; after an idle spell it sleeps, and a post wakes it with one
-    // io_uring_enter(SQ_WAKEUP), counted in the stats.
+    // Every ring is served by it. After an idle spell it sets NEED_WAKEUP on each of its rings
+    // and sleeps; a post then wakes it with one io_uring_enter(SQ_WAKEUP), counted in the stats.
     for cq in 0..4 {
         let wq = adapter.work_queue(cq, Target::Fd(-1), 4, 4).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        let queue = wq.completion_queue();
+        wait_until("the SQPOLL thread sleeps", || {
+            queue.sqpoll_sleeping() == Some(true)
+        });
+        let enters = queue.stats().enters;
         wq.post(Op::nop(cq as u64)).unwrap();
+        assert_eq!(
+            queue.stats().enters - enters,
+            1,
+            "a post to the sleeping SQPOLL thread wakes it with one enter"
+        );
         let mut out = Vec::new();
-        wq.completion_queue()
+        queue
             .wait(&mut out, 1, Some(Duration::from_secs(5)))
             .unwrap();
-        assert_eq!(out.len(), 1);
+        assert_eq!((out.len(), out[0].cookie, out[0].result), (1, cq as u64, 0));
     }
     let s = adapter.stats();
-    assert_eq!((s.submitted, s.completed), (4, 4));
-    assert!(
-        s.enters >= 1,
-        "the sleeping SQPOLL thread needed a wake-up: {s:?}"
-    );
+    assert_eq!((s.submitted, s.completed, s.enters), (4, 4, 4), "{s:?}");
 }

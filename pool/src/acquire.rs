@@ -61,16 +61,21 @@ impl Acquire<'_> {
                 None => Poll::Pending,
             };
         }
-        match inner
-            .waiters
-            .enqueue(class, Some(cx.waker()), || inner.take_shared(class))
-        {
+        let mut low = None;
+        let queued = inner.waiters.enqueue(class, Some(cx.waker()), || {
+            inner.take_shared(class, &mut low)
+        });
+        let poll = match queued {
             Ok(elem) => Poll::Ready(self.pool.wrap(elem)),
             Err(ticket) => {
                 self.ticket = Some(ticket);
                 Poll::Pending
             }
-        }
+        };
+        // The recheck ran under the wait-list lock; its event is delivered now that the lock is
+        // free and the element or the ticket is in safe hands.
+        inner.notify_low(low);
+        poll
     }
 }
 

@@ -131,10 +131,11 @@ impl PoolBuilder {
     /// like an SRQ limit event; re-arm with [`MessagePool::arm_low_watermark`].
     ///
     /// The count is the shared store's, not the threads' caches: it is what other threads can
-    /// still get. `notify` runs on the thread that took the store below the limit, possibly while
-    /// the pool's wait list is locked, so it must not acquire or release messages of this pool,
-    /// nor grow it (growth serves waiters, which takes that lock); let it wake a task that grows
-    /// the pool or sheds load.
+    /// still get. `notify` runs on the thread that took the store below the limit, once that
+    /// thread holds none of the pool's locks, so it may use the pool: acquire and release
+    /// messages, grow the pool, re-arm the event. The pool call that crossed the limit (an
+    /// acquire, a release, a growth) returns only after `notify` does, so keep it short and do
+    /// not block in it; to shed load, or for growth that can wait, let it wake a task instead.
     pub fn low_watermark(
         mut self,
         class: usize,
@@ -375,12 +376,22 @@ impl MessagePool {
                 return Ok(self.wrap_meta(meta));
             }
         }
-        let ticket = match inner
+        let mut low = None;
+        let queued = inner
             .waiters
-            .enqueue(class, None, || inner.take_shared(class))
-        {
-            Ok(elem) => return Ok(self.wrap(elem)),
-            Err(ticket) => ticket,
+            .enqueue(class, None, || inner.take_shared(class, &mut low));
+        // The recheck ran under the wait-list lock; its event is delivered now that it is free
+        // (and before this thread waits).
+        let ticket = match queued {
+            Ok(elem) => {
+                let msg = self.wrap(elem);
+                inner.notify_low(low);
+                return Ok(msg);
+            }
+            Err(ticket) => {
+                inner.notify_low(low);
+                ticket
+            }
         };
         if let Some(elem) = inner.waiters.wait(&ticket, start + timeout) {
             return Ok(self.wrap(elem));

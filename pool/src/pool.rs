@@ -18,6 +18,11 @@
 //!   in `Arc::drop`.
 //! - **Growth** is serialised by a mutex and publishes each new segment before its elements
 //!   reach a store; see [`crate::segment`].
+//! - **The low-watermark callback runs with no lock held.** A take that finds the store below
+//!   the limit claims the one-shot event (a swap of `armed`) wherever it happens, even under
+//!   the wait-list lock; whoever called it delivers the event ([`Inner::notify_low`]) after
+//!   letting go of every lock and with no magazine half-changed, so the callback may acquire,
+//!   release and grow.
 
 use std::sync::{Arc, Mutex};
 
@@ -221,6 +226,9 @@ impl Inner {
             }
             c.store.push_slice(&self.dir, &chunk[..n]);
         }
+        // The growth is done. Serving waiters can deliver the low-watermark event, whose
+        // callback may grow the pool again, so the growth lock goes first.
+        drop(registrars);
         if self.waiters.any_after_publish(class) {
             self.serve_waiters(class);
         }
@@ -255,7 +263,10 @@ impl Inner {
     #[inline(always)]
     pub(crate) fn take(&self, class: usize) -> Option<&ElemMeta> {
         let Some(slot) = local::slot(self) else {
-            return self.take_shared(class).map(|elem| self.dir.held(elem));
+            let mut low = None;
+            let elem = self.take_shared(class, &mut low);
+            self.notify_low(low);
+            return elem.map(|elem| self.dir.held(elem));
         };
         // SAFETY: this thread claimed `slot`.
         if let Some(meta) = unsafe { slot.mag(class).pop() } {
@@ -294,19 +305,25 @@ impl Inner {
         }
         // Relaxed: see "Lifetime by counting users".
         self.users.fetch_add(n, Ordering::Relaxed);
-        self.check_watermark(class);
+        let low = self.low_watermark(class);
         let mut metas: [Cached; MAG_CAP] = [std::ptr::null(); MAG_CAP];
         for (meta, &elem) in metas.iter_mut().zip(&batch[..n]) {
             *meta = self.dir.held(elem);
         }
         // SAFETY: this thread claimed `slot`; the magazine was empty and `n <= MAG_CAP`.
         unsafe { slot.mag(class).fill(&metas[1..n]) };
+        // After the fill: the callback may use this thread's magazine.
+        self.notify_low(low);
         Some(self.dir.held(batch[0]))
     }
 
     /// Takes one element straight from the shared store (the stack, else a depot batch whose
     /// rest goes to the stack).
-    pub(crate) fn take_shared(&self, class: usize) -> Option<u32> {
+    ///
+    /// It may run under the wait-list lock, so it never calls the low-watermark callback: if
+    /// the take claims the event, the event goes into `low` (unless one is there already), and
+    /// the caller delivers it with [`notify_low`](Self::notify_low) once it holds no lock.
+    pub(crate) fn take_shared(&self, class: usize, low: &mut Option<LowWatermark>) -> Option<u32> {
         let c = &self.classes[class];
         let elem = match c.store.pop(&self.dir) {
             Some(elem) => elem,
@@ -322,24 +339,42 @@ impl Inner {
         };
         // Relaxed: see "Lifetime by counting users".
         self.users.fetch_add(1, Ordering::Relaxed);
-        self.check_watermark(class);
+        // With an event already claimed, leave the flag alone: a second claim (after a re-arm
+        // on another thread) would have nowhere to go, and stays for a later take instead.
+        if low.is_none() {
+            *low = self.low_watermark(class);
+        }
         Some(elem)
     }
 
-    fn check_watermark(&self, class: usize) {
+    /// Claims the low-watermark event of `class` if it is armed and the shared store is below
+    /// the limit. The caller must pass it to [`notify_low`](Self::notify_low).
+    #[must_use = "a claimed event is delivered only by notify_low"]
+    fn low_watermark(&self, class: usize) -> Option<LowWatermark> {
         let c = &self.classes[class];
-        let Some(w) = &c.watermark else {
-            return;
-        };
+        let w = c.watermark.as_ref()?;
         // Relaxed: `armed` guards only the one-shot callback; no data is published through it.
         if w.armed.load(Ordering::Relaxed) && c.shared_len() < w.limit {
-            // Relaxed: as above; the swap makes exactly one thread fire the event.
+            // Relaxed: as above; the swap makes exactly one thread claim the event.
             if w.armed.swap(false, Ordering::Relaxed) {
-                (w.notify)(LowWatermark {
+                return Some(LowWatermark {
                     class,
                     available: c.shared_len(),
                 });
             }
+        }
+        None
+    }
+
+    /// Runs the low-watermark callback for `event`, if there is one. The caller holds no lock
+    /// of the pool and has no magazine half-changed, so the callback may acquire, release and
+    /// grow.
+    pub(crate) fn notify_low(&self, event: Option<LowWatermark>) {
+        let Some(event) = event else {
+            return;
+        };
+        if let Some(w) = &self.classes[event.class].watermark {
+            (w.notify)(event);
         }
     }
 
@@ -347,7 +382,7 @@ impl Inner {
     pub(crate) fn arm_watermark(&self, class: usize) -> bool {
         match self.classes.get(class).and_then(|c| c.watermark.as_ref()) {
             Some(w) => {
-                // Relaxed: see `check_watermark`.
+                // Relaxed: see `low_watermark`.
                 w.armed.store(true, Ordering::Relaxed);
                 true
             }
@@ -441,7 +476,11 @@ impl Inner {
     /// Hands elements from the store to the queued waiters of `class`.
     #[cold]
     fn serve_waiters(&self, class: usize) {
-        self.waiters.grant_from(class, || self.take_shared(class));
+        let mut low = None;
+        // The takes run under the wait-list lock: the event they claim waits until it is free.
+        self.waiters
+            .grant_from(class, || self.take_shared(class, &mut low));
+        self.notify_low(low);
     }
 
     /// Empties a cache slot that this thread owns into the shared stores, and drops the users

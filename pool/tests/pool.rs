@@ -403,6 +403,92 @@ fn low_watermark_fires_once_until_rearmed() {
     assert_eq!(fired.load(Ordering::Relaxed), 2);
 }
 
+/// The low-watermark callback runs once the pool's locks are free, so it may use the pool.
+/// Here the event is claimed inside a growth that serves a waiter, where the growth lock and the
+/// wait-list lock are held; from the callback a task queues behind another waiter, the pool
+/// grows, and a message is acquired and released. Run on a thread under a watchdog, so that a
+/// deadlock fails the test instead of hanging it.
+#[test]
+fn the_low_watermark_callback_may_acquire_release_and_grow() {
+    let (done, finished) = std::sync::mpsc::channel();
+    let runner = std::thread::spawn(move || {
+        callback_uses_the_pool();
+        done.send(()).unwrap();
+    });
+    match finished.recv_timeout(Duration::from_secs(10)) {
+        Ok(()) => runner.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(runner.join().unwrap_err())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("deadlock: the scenario did not finish within 10 s")
+        }
+    }
+}
+
+fn callback_uses_the_pool() {
+    // The callback reaches the pool through a `Weak`, so that it keeps no cycle alive.
+    let cell: Arc<std::sync::OnceLock<MessagePool>> = Arc::default();
+    let weak = Arc::downgrade(&cell);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let used = Arc::new(AtomicUsize::new(0));
+    let (c, u) = (calls.clone(), used.clone());
+    let built = PoolBuilder::new()
+        .class(256, 2)
+        .cache_size(0)
+        .low_watermark(0, 1, move |ev| {
+            assert_eq!(
+                ev,
+                regio_pool::LowWatermark {
+                    class: 0,
+                    available: 0
+                }
+            );
+            // Relaxed (both counters, here and below): everything runs on one thread.
+            if c.fetch_add(1, Ordering::Relaxed) == 0 {
+                return; // the first event comes from setting the scene
+            }
+            let cell = weak.upgrade().unwrap();
+            let pool = cell.get().unwrap();
+            // Another waiter is queued, so this one queues behind it (the wait-list lock).
+            let mut mine = pool.acquire();
+            assert!(poll_once(&mut mine).is_pending());
+            // Growth (the growth lock) serves both waiters (the wait-list lock again).
+            pool.grow(0, 2).unwrap();
+            let Poll::Ready(m) = poll_once(&mut mine) else {
+                panic!("the growth must serve the callback's waiter");
+            };
+            drop(m);
+            u.fetch_add(1, Ordering::Relaxed);
+        })
+        .build()
+        .unwrap();
+    let pool = cell.get_or_init(|| built);
+
+    let held = [pool.try_acquire().unwrap(), pool.try_acquire().unwrap()];
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    let (mut first, mut second) = (pool.acquire(), pool.acquire());
+    assert!(poll_once(&mut first).is_pending());
+    assert!(poll_once(&mut second).is_pending());
+    assert!(pool.arm_low_watermark(0));
+    // The growth hands its one element to `first`, which takes the store below the limit while
+    // the growth and wait-list locks are held.
+    pool.grow(0, 1).unwrap();
+    assert_eq!(calls.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        used.load(Ordering::Relaxed),
+        1,
+        "the callback ran to its end"
+    );
+    let (Poll::Ready(a), Poll::Ready(b)) = (poll_once(&mut first), poll_once(&mut second)) else {
+        panic!("both waiters were served");
+    };
+    assert_eq!(pool.capacity(0), 5);
+    assert_eq!(pool.available(0), 1, "the callback's message came back");
+    drop((held, a, b));
+    assert_eq!(pool.available(0), 5);
+}
+
 #[derive(Default)]
 struct Ring(std::sync::Mutex<Vec<(usize, u32, u16)>>);
 

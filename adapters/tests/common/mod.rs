@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use regio_adapters::{Adapter, BufKey, Config, IoBuf, RegionId};
+use regio_adapters::{Adapter, BufKey, Config, Error, IoBuf, RegionId};
 
 /// Anonymous memory registered as one region of an adapter.
 pub struct Region {
@@ -142,6 +142,19 @@ pub fn skip(reason: &str) {
         panic!("required test skipped: {reason}");
     }
     println!("SKIP: {reason}");
+}
+
+/// An adapter built from `cfg`, or `None` after [`skip`] when io_uring is disabled on this host
+/// (by sysctl or seccomp). Any other setup error fails the test.
+pub fn adapter_or_skip<B: IoBuf>(cfg: Config) -> Option<Adapter<B>> {
+    match Adapter::new(cfg) {
+        Ok(adapter) => Some(adapter),
+        Err(e @ Error::IoUringDisabled { .. }) => {
+            skip(&e.to_string());
+            None
+        }
+        Err(e) => panic!("adapter setup failed: {e}"),
+    }
 }
 
 /// A temporary file with `len` bytes of a known pattern.
