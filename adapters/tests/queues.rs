@@ -481,7 +481,9 @@ fn a_file_slot_outside_the_table_is_refused_and_touches_nothing() {
 
 #[test]
 fn a_batch_never_exceeds_a_depth_and_gives_back_what_it_reserved() {
-    let adapter = Adapter::<TestBuf>::new(config(1, false)).unwrap();
+    let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(1, false)) else {
+        return;
+    };
     // More work queues than a batch keeps reservations for, with depths below and above the
     // reservation block.
     let depths = [3u32, 1, 20, 5, 2, 40];
