@@ -261,6 +261,9 @@ impl<B: IoBuf> Adapter<B> {
             }
         }
         let supported = Arc::new(supported);
+        // Whether send and recv use IORING_RECVSEND_FIXED_BUF or their fallbacks: tried once per
+        // process, here, so that no operation pays for it (see ops::net).
+        let fixed_recvsend = crate::ops::net::fixed_recvsend();
         let domain = cfg
             .domain
             .clone()
@@ -288,7 +291,7 @@ impl<B: IoBuf> Adapter<B> {
                 cq_span,
             )));
         }
-        tracing::info!(parent: &span, sqpoll, rings = rings.len(), "adapter up");
+        tracing::info!(parent: &span, sqpoll, rings = rings.len(), fixed_recvsend, "adapter up");
         let cfg = Config { sqpoll: sp, ..cfg };
         Ok(Self {
             inner: Arc::new(Inner {

@@ -185,7 +185,7 @@ impl<B: IoBuf> CompletionQueue<B> {
 
     /// Owns the ring for a batch of posts that are pushed to the SQ but not submitted until
     /// [`Batch::commit`] or the end of the batch (RIO's `RIO_MSG_DEFER` and `COMMIT_ONLY`).
-    /// `None` if another thread owns the ring now; post with [`WorkQueue::post`] instead.
+    /// `None` if another thread owns the ring now; post with [`WorkQueue::post`](crate::WorkQueue::post) instead.
     pub fn batch(&self) -> Option<Batch<'_, B>> {
         Batch::new(&self.ring)
     }

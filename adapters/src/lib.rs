@@ -53,6 +53,12 @@
 //!   name their cause: [`Error::IoUringDisabled`], [`Error::MemlockTooLow`] (with RLIMIT_MEMLOCK's
 //!   value), [`Error::Unsupported`]. A refused SQPOLL falls back to interrupt-driven submission
 //!   ([`Config::sqpoll_fallback`]); a kernel without buffer cloning registers on each ring.
+//! - [`Op::send`] and [`Op::recv`] use the buffer's registration: with
+//!   `IORING_RECVSEND_FIXED_BUF` where the kernel takes it on plain send and recv (Linux 7.2,
+//!   tried once per process), else, for flags 0, as `WRITE_FIXED`/`READ_FIXED` on the socket (a
+//!   send then can raise `SIGPIPE` on a broken stream, as `write(2)` does); a send or recv with
+//!   flags on an older kernel does not use the registration. See
+//!   [`ops::net`](ops::net#send-and-recv-on-registered-buffers).
 //!
 //! # Observability
 //!

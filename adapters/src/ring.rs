@@ -284,12 +284,7 @@ impl<B> RingState<B> {
         // memory in `_keep`; both live until the final CQE for `ud`.
         let sqe = self.stage(op.sqe);
         sqe.user_data = u64::from(ud);
-        if op.file == FileUse::Fd {
-            sqe.set_file(target);
-        }
-        if let Some(r) = resolved {
-            sqe.set_buf(r, op.buf_use);
-        }
+        sqe.fill(op.file, target, resolved, op.buf_use);
     }
 
     /// A descriptor that failed its check completes here, with its buffer, and reaches neither
@@ -321,15 +316,7 @@ impl<B> RingState<B> {
             ..
         } = op;
         let cookie = sqe.user_data;
-        match file {
-            FileUse::None => {}
-            FileUse::Fd => sqe.set_file(target),
-            FileUse::SpliceIn => sqe.set_splice_in(target),
-            FileUse::Close => sqe.set_close(target),
-        }
-        if let Some(r) = resolved {
-            sqe.set_buf(r, buf_use);
-        }
+        sqe.fill(file, target, resolved, buf_use);
         match special {
             // Splice outputs and accept slots were checked with the descriptor.
             Special::None | Special::SpliceOut(_) | Special::BadSlot(_) => {}

@@ -1,11 +1,50 @@
 //! Socket operations: send, recv and send_zc on registered buffers; accept; connect.
+//!
+//! # Send and recv on registered buffers
+//!
+//! [`Op::send`] and [`Op::recv`] have the kernel reach the buffer through its registration (pages
+//! pinned once, at registration) rather than through the process's page tables, wherever this
+//! kernel allows it. The bytes are still copied into or out of socket buffers; only
+//! [`Op::send_zc`] avoids that. The SQE depends on the kernel and the flags:
+//!
+//! | kernel | flags | SQE |
+//! |---|---|---|
+//! | Linux 7.2 and later | any | `SEND`/`RECV` with `IORING_RECVSEND_FIXED_BUF` and `buf_index` |
+//! | before 7.2 | `0` | `WRITE_FIXED`/`READ_FIXED` on the socket, at offset 0 |
+//! | before 7.2 | not `0` | plain `SEND`/`RECV` at the buffer's address: the registration is not used |
+//!
+//! Plain `SEND` and `RECV` take `IORING_RECVSEND_FIXED_BUF` from Linux 7.2 on (commit
+//! 57ed21fad402, "io_uring/net: support registered buffer for plain send and recv"); before
+//! that only the zero-copy sends accept the flag, and `SEND` or `RECV` with it fail with
+//! `EINVAL`. Which row applies is found out once per process, when the first
+//! [`Adapter`](crate::Adapter) is built, by sending and receiving a few bytes with the flag on a
+//! throwaway ring and socket pair; any failure there selects the fallback, which works on every
+//! kernel.
+//!
+//! The fallback for flags 0 is a fixed-buffer `write(2)` or `read(2)` on the socket, which the
+//! kernel carries out as `send(2)` or `recv(2)` with flags 0, with one difference on the send
+//! side: `IORING_OP_SEND` always adds `MSG_NOSIGNAL` and a write does not, so a send with flags 0
+//! on a stream whose peer has gone away completes with `-EPIPE` and also sends `SIGPIPE` to the
+//! thread that carried it out, as `write(2)` does. Without SQPOLL that is usually the program's
+//! thread that submitted it, and a process that keeps `SIGPIPE`'s default action dies of it
+//! (seen on Linux 6.18); with SQPOLL it is the kernel's SQPOLL thread, and the process lives.
+//! Rust programs ignore `SIGPIPE` unless they opt out; a program that restores the default action
+//! should send with `libc::MSG_NOSIGNAL`.
+//!
+//! A write or a read takes no flags, so before 7.2 a send or recv with flags (`MSG_NOSIGNAL`,
+//! `MSG_PEEK`, `MSG_WAITALL`, `MSG_DONTWAIT`, ...) keeps the plain form: the flags are honoured
+//! and the bytes are the same, only the registration goes unused. And on a work queue whose
+//! target is not a socket, the fallback reads or writes the file at offset 0 where `SEND`/`RECV`
+//! would fail with `ENOTSOCK`: use [`Op::write_fixed`] and [`Op::read_fixed`] for files.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::OnceLock;
 
-use io_uring::{opcode, types};
+use io_uring::{opcode, types, IoUring};
 
 use super::file::UNSET;
-use super::{BufUse, FileSlot, FileUse, Keep, Op, Side, Special};
+use super::{BufUse, FileSlot, FileUse, Keep, Op, Side, Special, Sqe};
 
 /// A socket address in the form the kernel reads, kept alive until the connect completes.
 pub(crate) struct SockAddr {
@@ -58,24 +97,64 @@ impl SockAddr {
 }
 
 impl<B> Op<B> {
-    /// Sends `buf` on the work queue's socket. The kernel copies from the registered slice.
+    /// Sends `buf` on the work queue's socket, through the buffer's registration: with
+    /// `IORING_RECVSEND_FIXED_BUF` (Linux 7.2), else, for flags 0, as a fixed-buffer write, which
+    /// can raise `SIGPIPE` on a broken stream; with other flags before 7.2, at the buffer's address
+    /// without the registration. See [the module docs](self#send-and-recv-on-registered-buffers).
     pub fn send(buf: B, flags: i32, cookie: u64) -> Self {
-        let e = opcode::Send::new(UNSET, std::ptr::null(), 0)
-            .flags(flags)
-            .build();
-        Self::new(e, &"send", Side::Send, cookie)
-            .on(FileUse::Fd)
-            .with_buf(buf, BufUse::Addr)
+        Self::send_as(buf, flags, cookie, fixed_recvsend())
     }
 
-    /// Receives into `buf` from the work queue's socket.
+    /// Receives into `buf` from the work queue's socket, through the buffer's registration: with
+    /// `IORING_RECVSEND_FIXED_BUF` (Linux 7.2), else, for flags 0, as a fixed-buffer read; with
+    /// other flags before 7.2, at the buffer's address without the registration. See
+    /// [the module docs](self#send-and-recv-on-registered-buffers).
     pub fn recv(buf: B, flags: i32, cookie: u64) -> Self {
-        let e = opcode::Recv::new(UNSET, std::ptr::null_mut(), 0)
-            .flags(flags)
-            .build();
+        Self::recv_as(buf, flags, cookie, fixed_recvsend())
+    }
+
+    /// [`send`](Self::send), for a kernel that takes `IORING_RECVSEND_FIXED_BUF` on `SEND`
+    /// (`fixed`) or not.
+    fn send_as(buf: B, flags: i32, cookie: u64, fixed: bool) -> Self {
+        let (e, how) = if fixed {
+            let e = opcode::Send::new(UNSET, std::ptr::null(), 0)
+                .ioprio(RECVSEND_FIXED_BUF)
+                .flags(flags);
+            (e.build(), BufUse::Fixed)
+        } else if flags == 0 {
+            // Offset 0: a socket's write_iter refuses any other position with ESPIPE.
+            let e = opcode::WriteFixed::new(UNSET, std::ptr::null(), 0, 0).offset(0);
+            (e.build(), BufUse::Fixed)
+        } else {
+            let e = opcode::Send::new(UNSET, std::ptr::null(), 0).flags(flags);
+            (e.build(), BufUse::Addr)
+        };
+        Self::new(e, &"send", Side::Send, cookie)
+            .on(FileUse::Fd)
+            .with_buf(buf, how)
+    }
+
+    /// [`recv`](Self::recv), as [`send_as`](Self::send_as) is for send.
+    fn recv_as(buf: B, flags: i32, cookie: u64, fixed: bool) -> Self {
+        let (e, how) = if fixed {
+            // The registration index goes in `buf_index`, which shares its place in the SQE with
+            // `buf_group`; without IOSQE_BUFFER_SELECT, a RECV with IORING_RECVSEND_FIXED_BUF
+            // reads it as `buf_index`.
+            let e = opcode::Recv::new(UNSET, std::ptr::null_mut(), 0)
+                .ioprio(RECVSEND_FIXED_BUF)
+                .flags(flags);
+            (e.build(), BufUse::Fixed)
+        } else if flags == 0 {
+            // Offset 0: a socket's read_iter refuses any other position with ESPIPE.
+            let e = opcode::ReadFixed::new(UNSET, std::ptr::null_mut(), 0, 0).offset(0);
+            (e.build(), BufUse::Fixed)
+        } else {
+            let e = opcode::Recv::new(UNSET, std::ptr::null_mut(), 0).flags(flags);
+            (e.build(), BufUse::Addr)
+        };
         Self::new(e, &"recv", Side::Recv, cookie)
             .on(FileUse::Fd)
-            .with_buf(buf, BufUse::Addr)
+            .with_buf(buf, how)
     }
 
     /// Sends `buf` with zero copies, from the fixed buffer. It completes twice: first with the
@@ -136,5 +215,181 @@ impl<B> Op<B> {
         Self::new(e, &"connect", Side::Send, cookie)
             .on(FileUse::Fd)
             .keeping(keep)
+    }
+}
+
+/// `IORING_RECVSEND_FIXED_BUF` (include/uapi/linux/io_uring.h), set in `sqe->ioprio`: the buffer
+/// is registered buffer `sqe->buf_index`.
+const RECVSEND_FIXED_BUF: u16 = 1 << 2;
+
+/// Whether this kernel takes `IORING_RECVSEND_FIXED_BUF` on plain `SEND` and `RECV`.
+static FIXED_RECVSEND: OnceLock<bool> = OnceLock::new();
+
+/// Whether plain `SEND` and `RECV` can use a registered buffer here (Linux 7.2), tried once per
+/// process; [`Adapter::new`](crate::Adapter::new) asks first, so that making an operation only
+/// reads the answer.
+pub(crate) fn fixed_recvsend() -> bool {
+    // OnceLock: the first caller runs the probe; the others read its answer after an acquire
+    // load that pairs with the release store publishing it.
+    *FIXED_RECVSEND.get_or_init(probe_fixed_recvsend)
+}
+
+/// Sends and receives a few bytes with `IORING_RECVSEND_FIXED_BUF` on a throwaway ring and
+/// non-blocking Unix socket pair. Any failure (the kernel's `EINVAL` for the flag, or a setup
+/// step such as a memlock limit too low for one registered page) means no: the fallback works
+/// everywhere.
+fn probe_fixed_recvsend() -> bool {
+    const MSG: &[u8] = b"regio";
+    let mut buf = [0u8; 16];
+    buf[..MSG.len()].copy_from_slice(MSG);
+    let base = buf.as_mut_ptr();
+    let Ok(mut ring) = IoUring::new(2) else {
+        return false;
+    };
+    let iov = libc::iovec {
+        iov_base: base.cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: `buf` outlives `ring` (declared first, dropped last), and the ring's registration
+    // goes with the ring; nothing else touches `buf` while the kernel may.
+    if unsafe { ring.submitter().register_buffers(&[iov]) }.is_err() {
+        return false;
+    }
+    let mut fds = [-1; 2];
+    let kind = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: `fds` has room for the two descriptors socketpair writes.
+    if unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: socketpair succeeded, so both are new descriptors owned by nobody else.
+    let pair = unsafe { [OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])] };
+    let len = MSG.len() as u32;
+    let mut run = |op: Op<()>, fd: &OwnedFd, offset: usize| -> i32 {
+        let mut sqe = op.sqe;
+        let at = super::Resolved {
+            // SAFETY: both offsets used below stay inside the 16-byte `buf`.
+            addr: unsafe { base.add(offset) },
+            len,
+            index: 0,
+        };
+        sqe.fill(
+            op.file,
+            super::Target::Fd(fd.as_raw_fd()),
+            Some(at),
+            op.buf_use,
+        );
+        let entry = &Sqe::as_entries(std::slice::from_ref(&sqe))[0];
+        // SAFETY: the SQE points into `buf`, which is registered and outlives the ring, and
+        // this closure waits for the completion before it returns.
+        if unsafe { ring.submission().push(entry) }.is_err() || ring.submit_and_wait(1).is_err() {
+            return -1;
+        }
+        ring.completion().next().map_or(-1, |c| c.result())
+    };
+    let sent = run(Op::send_as((), 0, 0, true), &pair[0], 0);
+    // Non-blocking sockets: had the send failed, the receive would end with EAGAIN, not wait.
+    let got = run(Op::recv_as((), 0, 0, true), &pair[1], 8);
+    let ok = sent == len as i32 && got == len as i32 && buf[8..8 + MSG.len()] == *MSG;
+    tracing::debug!(
+        sent,
+        got,
+        ok,
+        "probe: IORING_RECVSEND_FIXED_BUF on plain send/recv"
+    );
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{Resolved, Target};
+
+    /// The SQE `op` becomes when posted on `target` with a buffer at 0x7000_1234, 300 bytes,
+    /// registration 9.
+    fn posted(op: Op<()>, target: Target) -> Sqe {
+        let mut sqe = op.sqe;
+        let r = Resolved {
+            addr: 0x7000_1234 as *mut u8,
+            len: 300,
+            index: 9,
+        };
+        sqe.fill(op.file, target, Some(r), op.buf_use);
+        sqe
+    }
+
+    #[test]
+    fn send_and_recv_name_the_registered_buffer_when_the_kernel_takes_the_flag() {
+        for (op, code, flags) in [
+            (
+                Op::send_as((), libc::MSG_MORE, 1, true),
+                opcode::Send::CODE,
+                libc::MSG_MORE,
+            ),
+            (
+                Op::recv_as((), libc::MSG_PEEK, 1, true),
+                opcode::Recv::CODE,
+                libc::MSG_PEEK,
+            ),
+        ] {
+            let s = posted(op, Target::Fd(5));
+            assert_eq!(s.opcode, code);
+            assert_eq!(s.ioprio, RECVSEND_FIXED_BUF);
+            assert_eq!((s.fd, s.addr, s.len), (5, 0x7000_1234, 300));
+            assert_eq!(s.buf_index, 9);
+            assert_eq!(s.op_flags, flags as u32);
+        }
+    }
+
+    #[test]
+    fn without_the_flag_flags_zero_become_fixed_writes_and_reads_at_offset_zero() {
+        let w = posted(Op::send_as((), 0, 1, false), Target::Fd(5));
+        let r = posted(Op::recv_as((), 0, 1, false), Target::Fd(5));
+        assert_eq!(w.opcode, opcode::WriteFixed::CODE);
+        assert_eq!(r.opcode, opcode::ReadFixed::CODE);
+        for s in [w, r] {
+            assert_eq!((s.fd, s.addr, s.len, s.buf_index), (5, 0x7000_1234, 300, 9));
+            assert_eq!((s.off, s.ioprio, s.op_flags), (0, 0, 0));
+        }
+    }
+
+    #[test]
+    fn without_the_flag_other_flags_keep_the_copying_send_and_recv() {
+        let s = posted(Op::send_as((), libc::MSG_NOSIGNAL, 1, false), Target::Fd(5));
+        assert_eq!(s.opcode, opcode::Send::CODE);
+        assert_eq!(s.op_flags, libc::MSG_NOSIGNAL as u32);
+        assert_eq!((s.ioprio, s.buf_index), (0, 0), "not the fixed form");
+        let s = posted(Op::recv_as((), libc::MSG_WAITALL, 1, false), Target::Fd(5));
+        assert_eq!(s.opcode, opcode::Recv::CODE);
+        assert_eq!(s.op_flags, libc::MSG_WAITALL as u32);
+        assert_eq!((s.ioprio, s.buf_index), (0, 0), "not the fixed form");
+    }
+
+    #[test]
+    fn a_fixed_file_target_is_a_fixed_file_in_every_form() {
+        for fixed in [false, true] {
+            for flags in [0, libc::MSG_DONTWAIT] {
+                for op in [
+                    Op::send_as((), flags, 1, fixed),
+                    Op::recv_as((), flags, 1, fixed),
+                ] {
+                    let s = posted(op, Target::Fixed(FileSlot(4)));
+                    assert_eq!(s.fd, 4);
+                    assert_ne!(s.flags & io_uring::squeue::Flags::FIXED_FILE.bits(), 0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_send_with_flags_zero_uses_the_registration_on_this_kernel() {
+        let s = posted(Op::send((), 0, 1), Target::Fd(5));
+        assert!(
+            s.opcode == opcode::WriteFixed::CODE
+                || (s.opcode == opcode::Send::CODE && s.ioprio == RECVSEND_FIXED_BUF),
+            "opcode {} ioprio {}",
+            s.opcode,
+            s.ioprio
+        );
+        assert_eq!(s.buf_index, 9);
     }
 }

@@ -59,7 +59,7 @@ impl Sqe {
 
     /// Points the SQE's file at `target`.
     #[inline(always)]
-    pub fn set_file(&mut self, target: super::Target) {
+    fn set_file(&mut self, target: super::Target) {
         match target {
             super::Target::Fd(fd) => {
                 self.fd = fd;
@@ -72,10 +72,31 @@ impl Sqe {
         }
     }
 
+    /// Fills in what posting knows: the work queue's file, where `file` says, and the resolved
+    /// buffer, as `how` says.
+    #[inline(always)]
+    pub fn fill(
+        &mut self,
+        file: super::FileUse,
+        target: super::Target,
+        resolved: Option<super::Resolved>,
+        how: super::BufUse,
+    ) {
+        match file {
+            super::FileUse::Fd => self.set_file(target),
+            super::FileUse::None => {}
+            super::FileUse::SpliceIn => self.set_splice_in(target),
+            super::FileUse::Close => self.set_close(target),
+        }
+        if let Some(r) = resolved {
+            self.set_buf(r, how);
+        }
+    }
+
     /// Points the SQE at the resolved buffer: its address and length, and for a fixed-buffer
     /// operation its registration index.
     #[inline(always)]
-    pub fn set_buf(&mut self, r: super::Resolved, how: super::BufUse) {
+    fn set_buf(&mut self, r: super::Resolved, how: super::BufUse) {
         self.addr = r.addr as u64;
         self.len = r.len;
         if how == super::BufUse::Fixed {
@@ -84,7 +105,7 @@ impl Sqe {
     }
 
     /// Points a splice's input at `target`.
-    pub fn set_splice_in(&mut self, target: super::Target) {
+    fn set_splice_in(&mut self, target: super::Target) {
         match target {
             super::Target::Fd(fd) => {
                 self.fd_in = fd;
@@ -99,7 +120,7 @@ impl Sqe {
 
     /// Points a close at `target`: a plain fd in `fd`, or a fixed slot as `file_index` (slot
     /// plus one) with `fd` zero.
-    pub fn set_close(&mut self, target: super::Target) {
+    fn set_close(&mut self, target: super::Target) {
         match target {
             super::Target::Fd(fd) => {
                 self.fd = fd;

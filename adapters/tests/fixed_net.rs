@@ -1,0 +1,254 @@
+//! Send and recv on registered buffers, over real sockets, with pool messages as the buffers.
+//!
+//! Which SQE carries them depends on the kernel (`IORING_RECVSEND_FIXED_BUF` from Linux 7.2,
+//! else `WRITE_FIXED`/`READ_FIXED` for flags 0 and the copying `SEND`/`RECV` for other flags; the
+//! SQEs themselves are checked by the unit tests in `ops::net`). These tests check what the
+//! caller sees on any kernel: the bytes, the lengths, the flags' effects and the buffers' return,
+//! with the SQEs issued by the posting thread and by an SQPOLL thread.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use regio_adapters::{Adapter, BufKey, Completion, CompletionQueue, Op, Target, WorkQueue};
+use regio_pool::{Message, MessagePool, Opcode};
+
+const LEN: usize = 4096;
+
+fn pool_on(adapter: &Adapter<Message>) -> MessagePool {
+    let pool = MessagePool::builder()
+        .class(LEN as u32, 16)
+        .cache_size(0)
+        .build()
+        .unwrap();
+    pool.attach(adapter.registrar()).unwrap();
+    pool
+}
+
+/// A connected TCP pair on the loopback interface: (client, server).
+fn loopback() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
+fn one(cq: &CompletionQueue<Message>) -> Completion<Message> {
+    let mut out = Vec::new();
+    assert_eq!(
+        cq.wait(&mut out, 1, Some(Duration::from_secs(10))).unwrap(),
+        1,
+        "timed out"
+    );
+    out.pop().unwrap()
+}
+
+fn pattern(seed: u8) -> Vec<u8> {
+    (0..LEN).map(|i| (i % 251) as u8 ^ seed).collect()
+}
+
+/// Receives exactly `n` bytes on `wq` with `flags`, one pool message per receive.
+fn recv_exactly(wq: &WorkQueue<Message>, pool: &MessagePool, n: usize, flags: i32) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        wq.post(Op::recv(pool.try_acquire().unwrap(), flags, 1))
+            .unwrap();
+        let c = one(&wq.completion_queue());
+        assert!(c.result > 0, "{c:?}");
+        let msg = c.buf.expect("the message comes back");
+        got.extend_from_slice(&msg.as_slice()[..c.result as usize]);
+    }
+    assert_eq!(got.len(), n, "more bytes than were sent");
+    got
+}
+
+#[test]
+fn send_and_recv_with_flags_zero_move_pool_messages_over_loopback_tcp() {
+    for sqpoll in [false, true] {
+        round_trips_with_flags_zero(sqpoll);
+    }
+}
+
+fn round_trips_with_flags_zero(sqpoll: bool) {
+    let adapter = Adapter::<Message>::new(common::config(1, sqpoll)).unwrap();
+    let pool = pool_on(&adapter);
+    let (mut client, mut server) = loopback();
+    let cwq = adapter
+        .work_queue(0, Target::Fd(client.as_raw_fd()), 4, 4)
+        .unwrap();
+    let swq = adapter
+        .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
+        .unwrap();
+
+    // Out through the work queue, in through the plain socket.
+    let mut msg = pool.try_acquire().unwrap();
+    msg.as_mut_slice().copy_from_slice(&pattern(1));
+    cwq.post(Op::send(msg, 0, 7)).unwrap();
+    let c = one(&cwq.completion_queue());
+    assert_eq!((c.cookie, c.result), (7, LEN as i32), "{c:?}");
+    drop(c);
+    let mut data = vec![0u8; LEN];
+    server.read_exact(&mut data).unwrap();
+    assert_eq!(data, pattern(1));
+
+    // Out through the plain socket, in through the work queue.
+    client.write_all(&pattern(2)).unwrap();
+    assert_eq!(recv_exactly(&swq, &pool, LEN, 0), pattern(2));
+
+    // Work queue to work queue, both ways, several rounds on the same messages.
+    for round in 0..4u8 {
+        let mut msg = pool.try_acquire().unwrap();
+        msg.as_mut_slice().copy_from_slice(&pattern(round + 3));
+        let (from, to) = if round % 2 == 0 {
+            (&cwq, &swq)
+        } else {
+            (&swq, &cwq)
+        };
+        from.post(Op::send(msg, 0, 8)).unwrap();
+        assert_eq!(recv_exactly(to, &pool, LEN, 0), pattern(round + 3));
+        assert_eq!(one(&from.completion_queue()).result, LEN as i32);
+    }
+    assert_eq!(pool.available(0), 16, "every message went back to the pool");
+}
+
+#[test]
+fn descriptor_slices_inside_a_message_are_sent_and_received_in_place() {
+    for sqpoll in [false, true] {
+        slices_in_place(sqpoll);
+    }
+}
+
+fn slices_in_place(sqpoll: bool) {
+    let adapter = Adapter::<Message>::new(common::config(1, sqpoll)).unwrap();
+    let pool = pool_on(&adapter);
+    let (client, server) = loopback();
+    let cwq = adapter
+        .work_queue(0, Target::Fd(client.as_raw_fd()), 4, 4)
+        .unwrap();
+    let swq = adapter
+        .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
+        .unwrap();
+    let slice = |msg: &Message, offset: u32, len: u32| {
+        let whole = msg.key();
+        BufKey {
+            offset: whole.offset + offset,
+            len,
+            ..whole
+        }
+    };
+
+    // The receive is posted first, into bytes 1000..1100 of a message that is 0xaa elsewhere.
+    let mut rx = pool.try_acquire().unwrap();
+    rx.as_mut_slice().fill(0xaa);
+    let key = slice(&rx, 1000, 100);
+    let d = rx.descriptor_mut();
+    d.opcode = Opcode::Recv;
+    d.cookie = 21;
+    d.set_slices(&[key]).unwrap();
+    swq.post_message(rx).unwrap();
+
+    // The send takes bytes 3000..3100 of a message holding the pattern.
+    let mut tx = pool.try_acquire().unwrap();
+    tx.as_mut_slice().copy_from_slice(&pattern(9));
+    let key = slice(&tx, 3000, 100);
+    let d = tx.descriptor_mut();
+    d.opcode = Opcode::Send;
+    d.cookie = 22;
+    d.set_slices(&[key]).unwrap();
+    cwq.post_message(tx).unwrap();
+
+    let sent = one(&cwq.completion_queue());
+    assert_eq!((sent.cookie, sent.result), (22, 100), "{sent:?}");
+    let got = one(&swq.completion_queue());
+    assert_eq!((got.cookie, got.result), (21, 100), "{got:?}");
+    let rx = got.buf.as_ref().unwrap().as_slice();
+    assert_eq!(rx[1000..1100], pattern(9)[3000..3100]);
+    assert!(rx[..1000].iter().chain(&rx[1100..]).all(|b| *b == 0xaa));
+}
+
+#[test]
+fn flags_are_honoured() {
+    for sqpoll in [false, true] {
+        flags_honoured(sqpoll);
+    }
+}
+
+fn flags_honoured(sqpoll: bool) {
+    let adapter = Adapter::<Message>::new(common::config(1, sqpoll)).unwrap();
+    let pool = pool_on(&adapter);
+    let (mut client, mut server) = loopback();
+    let cwq = adapter
+        .work_queue(0, Target::Fd(client.as_raw_fd()), 4, 4)
+        .unwrap();
+    let swq = adapter
+        .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
+        .unwrap();
+    let scq = swq.completion_queue();
+
+    // MSG_PEEK leaves the bytes in the socket: the next receive sees them again.
+    client.write_all(b"peekaboo").unwrap();
+    swq.post(Op::recv(pool.try_acquire().unwrap(), libc::MSG_PEEK, 1))
+        .unwrap();
+    let c = one(&scq);
+    assert_eq!(c.result, 8, "{c:?}");
+    assert_eq!(&c.buf.as_ref().unwrap().as_slice()[..8], b"peekaboo");
+    drop(c);
+    assert_eq!(recv_exactly(&swq, &pool, 8, 0), b"peekaboo");
+
+    // MSG_WAITALL holds the receive until the whole message is there.
+    let mut rx = pool.try_acquire().unwrap();
+    let whole = rx.key();
+    rx.descriptor_mut()
+        .set_slices(&[BufKey { len: 8, ..whole }])
+        .unwrap();
+    swq.post(Op::recv(rx, libc::MSG_WAITALL, 2)).unwrap();
+    client.write_all(b"half").unwrap();
+    let mut early = Vec::new();
+    scq.wait(&mut early, 1, Some(Duration::from_millis(50)))
+        .unwrap();
+    assert!(early.is_empty(), "half the bytes completed it: {early:?}");
+    client.write_all(b"full").unwrap();
+    let c = one(&scq);
+    assert_eq!(c.result, 8, "{c:?}");
+    assert_eq!(&c.buf.as_ref().unwrap().as_slice()[..8], b"halffull");
+    drop(c);
+
+    // A send with flags reaches the peer like any other.
+    let mut msg = pool.try_acquire().unwrap();
+    msg.as_mut_slice().copy_from_slice(&pattern(5));
+    cwq.post(Op::send(msg, libc::MSG_NOSIGNAL, 3)).unwrap();
+    assert_eq!(one(&cwq.completion_queue()).result, LEN as i32);
+    let mut data = vec![0u8; LEN];
+    server.read_exact(&mut data).unwrap();
+    assert_eq!(data, pattern(5));
+    assert_eq!(pool.available(0), 16);
+}
+
+#[test]
+fn a_send_to_a_closed_peer_completes_with_epipe_with_or_without_flags() {
+    for sqpoll in [false, true] {
+        epipe(sqpoll);
+    }
+}
+
+fn epipe(sqpoll: bool) {
+    // Rust programs (this test binary too) ignore SIGPIPE, so the send with flags 0, a
+    // fixed-buffer write on kernels without fixed-buffer SEND, shows only its -EPIPE.
+    let adapter = Adapter::<Message>::new(common::config(1, sqpoll)).unwrap();
+    let pool = pool_on(&adapter);
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    drop(b);
+    let wq = adapter
+        .work_queue(0, Target::Fd(a.as_raw_fd()), 4, 4)
+        .unwrap();
+    for flags in [0, libc::MSG_NOSIGNAL] {
+        wq.post(Op::send(pool.try_acquire().unwrap(), flags, 1))
+            .unwrap();
+        let c = one(&wq.completion_queue());
+        assert_eq!(c.result, -libc::EPIPE, "flags {flags}: {c:?}");
+        assert!(c.buf.is_some(), "the message comes back with the error");
+    }
+}
