@@ -186,7 +186,14 @@ fn build_ring(
         }
         None => {}
     }
-    b.build(cfg.sq_entries)
+    // No SQ index array (Linux 6.6): the kernel takes SQE `i` from slot `i` directly, one load
+    // fewer per SQE. The io-uring crate writes SQEs in slot order either way.
+    let plain = b.clone();
+    b.setup_no_sqarray();
+    b.build(cfg.sq_entries).or_else(|e| match e.raw_os_error() {
+        Some(libc::EINVAL) => plain.build(cfg.sq_entries),
+        _ => Err(e),
+    })
 }
 
 /// Installs `iov` as fixed buffer `id` of `ring` (an empty `iov` removes it).

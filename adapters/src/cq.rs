@@ -60,6 +60,32 @@ impl<B> Completion<B> {
         }
     }
 
+    /// Writes a kernel completion straight into `place`, one field at a time, rather than
+    /// building it aside and copying it in (which the compiler does with vector loads over
+    /// fields it has just stored one by one: a store-forwarding stall per completion).
+    #[inline(always)]
+    pub(crate) fn write_from_cqe(
+        place: &mut std::mem::MaybeUninit<Self>,
+        wq: WqId,
+        cookie: u64,
+        result: i32,
+        flags: u32,
+        buf: Option<B>,
+    ) {
+        let p = place.as_mut_ptr();
+        // SAFETY: `p` points to memory valid for writes of a `Completion` (the place), and each
+        // field is written exactly once through its own raw pointer, never read; afterwards
+        // every field is initialised, so the place holds a valid `Completion`.
+        unsafe {
+            std::ptr::addr_of_mut!((*p).wq).write(Some(wq));
+            std::ptr::addr_of_mut!((*p).cookie).write(cookie);
+            std::ptr::addr_of_mut!((*p).result).write(result);
+            std::ptr::addr_of_mut!((*p).flags).write(flags);
+            std::ptr::addr_of_mut!((*p).buf).write(buf);
+            std::ptr::addr_of_mut!((*p).rejection).write(None);
+        }
+    }
+
     pub(crate) fn reject(wq: WqId, cookie: u64, error: DescriptorError, buf: Option<B>) -> Self {
         Self {
             wq: Some(wq),

@@ -22,8 +22,10 @@ use crate::stats::Counters;
 use crate::tables::{Tables, WqId};
 
 mod retire;
+mod slab;
 
 use retire::Retiring;
+use slab::{Finished, Slab};
 
 /// Set in the `user_data` of a completion that another ring posted with msg_ring.
 pub(crate) const MESSAGE_BIT: u64 = 1 << 63;
@@ -82,22 +84,10 @@ impl Returns {
     }
 }
 
-/// An operation between its SQE and its final CQE.
-struct InFlight<B> {
-    wq: WqId,
-    side: Side,
-    cookie: u64,
-    buf: Option<B>,
-    /// The ring generation it was submitted to: the current one, or the retiring one.
-    epoch: u32,
-    _keep: Option<Box<Keep>>,
-}
-
 /// The state the ring's owner works on.
 pub(crate) struct RingState<B> {
     uring: IoUring,
-    slab: Vec<Option<InFlight<B>>>,
-    free: Vec<u32>,
+    slab: Slab<B>,
     /// Completions made in user space (rejections), with the credit they return.
     local: VecDeque<(Completion<B>, Side)>,
     /// SQEs built since the last submit. They reach the SQ together, with one tail store, so
@@ -121,43 +111,6 @@ pub(crate) struct RingState<B> {
 }
 
 impl<B> RingState<B> {
-    /// A free slab entry: its index (the `user_data` of the operation put there) and the place
-    /// to put it. Filling the place directly, rather than passing an `InFlight` in, lets the
-    /// compiler write the fields straight into the slab.
-    #[inline(always)]
-    fn vacant(&mut self) -> (u32, &mut Option<InFlight<B>>) {
-        let i = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slab.push(None);
-                (self.slab.len() - 1) as u32
-            }
-        };
-        let slot = &mut self.slab[i as usize];
-        debug_assert!(slot.is_none(), "the free list holds only empty entries");
-        (i, slot)
-    }
-
-    fn insert(&mut self, f: InFlight<B>) -> u32 {
-        let (i, slot) = self.vacant();
-        *slot = Some(f);
-        i
-    }
-
-    #[inline]
-    fn remove(&mut self, i: u32) -> Option<InFlight<B>> {
-        let f = self.slab.get_mut(i as usize)?.take()?;
-        self.free.push(i);
-        Some(f)
-    }
-
-    fn find(&self, wq: WqId, cookie: u64) -> Option<u32> {
-        self.slab
-            .iter()
-            .position(|s| matches!(s, Some(f) if f.wq == wq && f.cookie == cookie))
-            .map(|i| i as u32)
-    }
-
     /// Whether one more SQE fits beside the queued and staged ones.
     fn has_room(&mut self) -> bool {
         if self.room == 0 {
@@ -169,16 +122,16 @@ impl<B> RingState<B> {
     }
 
     #[inline(always)]
-    fn stage(&mut self, sqe: Sqe) -> &mut Sqe {
+    fn stage(&mut self, sqe: &Sqe) -> &mut Sqe {
         debug_assert!(self.room > 0, "has_room() first");
         self.room -= 1;
-        self.staged.push(sqe);
+        self.staged.push(sqe.copy());
         self.staged.last_mut().expect("just pushed")
     }
 
     /// Operations between SQE and final CQE.
     pub(crate) fn in_flight(&self) -> usize {
-        self.slab.len() - self.free.len()
+        self.slab.len()
     }
 
     /// Hands the pushed SQEs to the kernel: with SQPOLL, a wake-up only when the thread sleeps;
@@ -269,20 +222,19 @@ impl<B> RingState<B> {
         if !matches!(op.special, Special::None) || op.file > FileUse::Fd {
             return self.enqueue_special(wq, side, target, op, resolved);
         }
-        let epoch = self.epoch;
-        let (ud, slot) = self.vacant();
-        *slot = Some(InFlight {
-            wq,
-            side,
-            cookie: op.sqe.user_data,
-            buf: op.buf,
-            epoch,
-            _keep: op.keep,
-        });
+        // The common case works on the operation where the caller built it: its buffer and
+        // keep-alive move out by hand, and the operation itself is never moved or dropped.
+        let op = std::mem::ManuallyDrop::new(op);
+        // SAFETY: `op` is never dropped (ManuallyDrop) and nothing else reads these two fields,
+        // so each value is moved out exactly once and has one owner: the slab entry.
+        let (buf, keep) = unsafe { (std::ptr::read(&op.buf), std::ptr::read(&op.keep)) };
+        let ud = self
+            .slab
+            .insert(wq, side, op.sqe.user_data, buf, self.epoch, keep);
         // The SQE goes into the staging area as it is and is finished in place. Every pointer
         // in it refers to registered memory owned by the buffer now in the slab entry, or to
         // memory in `_keep`; both live until the final CQE for `ud`.
-        let sqe = self.stage(op.sqe);
+        let sqe = self.stage(&op.sqe);
         sqe.user_data = u64::from(ud);
         sqe.fill(op.file, target, resolved, op.buf_use);
     }
@@ -320,7 +272,7 @@ impl<B> RingState<B> {
         match special {
             // Splice outputs and accept slots were checked with the descriptor.
             Special::None | Special::SpliceOut(_) | Special::BadSlot(_) => {}
-            Special::Cancel => match self.find(wq, sqe.addr) {
+            Special::Cancel => match self.slab.find(wq, sqe.addr) {
                 Some(ud) if self.epoch_of(ud) != self.epoch => {
                     self.cancel_on_retiring(wq, side, cookie, ud);
                     return;
@@ -338,18 +290,10 @@ impl<B> RingState<B> {
                 }
             }
         }
-        let epoch = self.epoch;
-        let ud = self.insert(InFlight {
-            wq,
-            side,
-            cookie,
-            buf,
-            epoch,
-            _keep: keep,
-        });
+        let ud = self.slab.insert(wq, side, cookie, buf, self.epoch, keep);
         // As in `enqueue`: what the SQE points at lives in the slab entry.
         sqe.user_data = u64::from(ud);
-        self.stage(sqe);
+        self.stage(&sqe);
     }
 
     /// Hands the kernel the SQEs already in the SQ (not the staged ones): a wake-up for a
@@ -469,14 +413,12 @@ impl<B> RingState<B> {
                 let RingState {
                     uring,
                     slab,
-                    free,
                     epoch,
                     retiring,
                     ..
                 } = &mut *self;
                 let mut book = Book {
                     slab,
-                    free,
                     epoch: *epoch,
                     retiring,
                 };
@@ -490,7 +432,7 @@ impl<B> RingState<B> {
                     .iter_mut()
                     .zip(cq.by_ref().take(want))
                 {
-                    place.write(book.route(tables, guard, returns, &cqe));
+                    book.route(tables, guard, returns, &cqe, place);
                     taken += 1;
                 }
                 // SAFETY: the `taken` places after the length were written just above, and
@@ -545,14 +487,13 @@ impl<B> RingState<B> {
 
 /// The parts of a ring's state that routing a CQE touches, borrowed beside its CQ.
 struct Book<'a, B> {
-    slab: &'a mut Vec<Option<InFlight<B>>>,
-    free: &'a mut Vec<u32>,
+    slab: &'a mut Slab<B>,
     epoch: u32,
     retiring: &'a mut Option<Retiring>,
 }
 
 impl<B> Book<'_, B> {
-    /// Turns a CQE into the completion of the work queue that posted it. Its final CQE frees
+    /// Turns a CQE into the completion of the work queue that posted it, written into `place`. Its final CQE frees
     /// the slab entry, hands the buffer back and returns the credit.
     #[inline(always)]
     fn route(
@@ -561,40 +502,40 @@ impl<B> Book<'_, B> {
         reader: &impl regio_sync::ReadSide,
         returns: &mut Returns,
         cqe: &cqueue::Entry,
-    ) -> Completion<B> {
+        place: &mut std::mem::MaybeUninit<Completion<B>>,
+    ) {
         let ud = cqe.user_data();
         if ud & MESSAGE_BIT != 0 {
-            return Completion::message(ud & !MESSAGE_BIT, cqe.result(), cqe.flags());
+            place.write(Completion::message(
+                ud & !MESSAGE_BIT,
+                cqe.result(),
+                cqe.flags(),
+            ));
+            return;
         }
         let slot = ud as u32;
         if cqueue::more(cqe.flags()) {
-            let f = self.slab[slot as usize]
-                .as_ref()
-                .expect("a CQE names a live slab entry");
-            return Completion::from_cqe(f.wq, f.cookie, cqe.result(), cqe.flags(), None);
+            let f = self.slab.get(slot).expect("a CQE names a live slab entry");
+            let (wq, cookie) = (f.wq, f.cookie);
+            return Completion::write_from_cqe(place, wq, cookie, cqe.result(), cqe.flags(), None);
         }
-        // The fields are read where they are and the buffer moved straight from the entry
-        // into the completion, rather than the whole entry moved out first.
-        let entry = &mut self.slab[slot as usize];
-        let f = entry.as_mut().expect("a final CQE names a live slab entry");
-        let (wq, side, cookie, epoch) = (f.wq, f.side, f.cookie, f.epoch);
-        // SAFETY: the buffer is read out once, and the entry is overwritten with `None` just
-        // below without dropping it, so the buffer has exactly one owner again: the completion.
-        let buf = unsafe { std::ptr::read(&f.buf) };
-        // SAFETY: as for the buffer.
-        let keep = unsafe { std::ptr::read(&f._keep) };
-        // SAFETY: `entry` is a valid place; its old value's parts were moved out above, so it
-        // must not be dropped.
-        unsafe { std::ptr::write(entry, None) };
-        drop(keep);
-        self.free.push(slot);
+        let Finished {
+            wq,
+            side,
+            cookie,
+            epoch,
+            buf,
+        } = self
+            .slab
+            .finish(slot)
+            .expect("a final CQE names a live slab entry");
         returns.add(tables, reader, wq, side);
         if epoch != self.epoch {
             if let Some(r) = self.retiring.as_mut() {
                 r.in_flight -= 1;
             }
         }
-        Completion::from_cqe(wq, cookie, cqe.result(), cqe.flags(), buf)
+        Completion::write_from_cqe(place, wq, cookie, cqe.result(), cqe.flags(), buf);
     }
 }
 
@@ -626,9 +567,7 @@ impl<B> Drop for RingState<B> {
         let stuck = self.in_flight();
         if stuck > 0 {
             tracing::error!(stuck, "operations outlived the ring; leaking their buffers");
-            for f in self.slab.drain(..).flatten() {
-                std::mem::forget(f);
-            }
+            self.slab.leak_all();
         }
     }
 }
@@ -640,7 +579,7 @@ impl<B> RingState<B> {
             .build()
             .user_data(CANCEL_ALL);
         if self.has_room() {
-            self.stage(Sqe::from_entry(cancel));
+            self.stage(&Sqe::from_entry(cancel));
         }
         if let Err(e) = self.submit() {
             tracing::warn!(error = %e, "cancel at ring drop could not be submitted");
@@ -657,7 +596,7 @@ impl<B> RingState<B> {
         for cqe in cqes {
             let ud = cqe.user_data();
             if ud & (MESSAGE_BIT | CANCEL_ALL) == 0 && !cqueue::more(cqe.flags()) {
-                drop(self.remove(ud as u32));
+                drop(self.slab.finish(ud as u32));
             }
         }
     }
@@ -711,8 +650,7 @@ impl<B> Ring<B> {
         Self {
             combiner: Combiner::new(RingState {
                 uring,
-                slab: Vec::new(),
-                free: Vec::new(),
+                slab: Slab::default(),
                 local: VecDeque::new(),
                 staged: Vec::new(),
                 room: 0,

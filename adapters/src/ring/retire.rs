@@ -8,7 +8,7 @@
 
 use io_uring::{opcode, squeue::Entry, IoUring};
 
-use super::{InFlight, RingState, ENTER_SQ_WAIT};
+use super::{RingState, ENTER_SQ_WAIT};
 use crate::cq::Completion;
 use crate::error::Error;
 use crate::ops::Side;
@@ -26,10 +26,7 @@ pub(super) struct Retiring {
 
 impl<B> RingState<B> {
     pub(super) fn epoch_of(&self, ud: u32) -> u32 {
-        self.slab[ud as usize]
-            .as_ref()
-            .expect("find returns live entries")
-            .epoch
+        self.slab.get(ud).expect("find returns live entries").epoch
     }
 
     /// Cancels operation `victim`, which went to the retiring ring: a cancel by `user_data`
@@ -38,14 +35,7 @@ impl<B> RingState<B> {
     #[cold]
     pub(super) fn cancel_on_retiring(&mut self, wq: WqId, side: Side, cookie: u64, victim: u32) {
         let epoch = self.epoch_of(victim);
-        let ud = self.insert(InFlight {
-            wq,
-            side,
-            cookie,
-            buf: None,
-            epoch,
-            _keep: None,
-        });
+        let ud = self.slab.insert(wq, side, cookie, None, epoch, None);
         let entry = opcode::AsyncCancel::new(u64::from(victim))
             .build()
             .user_data(u64::from(ud));
@@ -53,7 +43,7 @@ impl<B> RingState<B> {
         let pushed = self.push_now(&entry);
         self.swap_retiring();
         if !pushed {
-            drop(self.remove(ud));
+            drop(self.slab.finish(ud));
             self.local
                 .push_back((Completion::failed(wq, cookie, -libc::EBUSY), side));
             return;
