@@ -21,6 +21,7 @@ use crate::ops::{Keep, Op, Resolved, Side, Target};
 use crate::stats::Counters;
 use crate::tables::{Tables, WqId};
 
+mod carry;
 mod retire;
 
 use retire::Retiring;
@@ -428,6 +429,12 @@ impl<B> RingState<B> {
             let empty = after == 0;
             *n += batch.len() as u64;
             for cqe in batch.drain(..) {
+                if carry::is_internal(cqe.user_data()) {
+                    // A failed transfer of a resize's fixed-file carry: no work queue's.
+                    *n -= 1;
+                    carry::internal_cqe(&cqe);
+                    continue;
+                }
                 out.push(self.route(tables, guard, returns, cqe));
             }
             if out.len() - start >= max || !empty {
@@ -666,11 +673,12 @@ impl<B> Ring<B> {
         self.fd.load(Ordering::Relaxed)
     }
 
-    /// Makes `uring` the current io_uring (see [`RingState::replace_uring`]).
-    pub(crate) fn replace_uring(&self, uring: IoUring) -> Result<(), Error> {
+    /// Makes `uring` the current io_uring, carrying the fixed files over, `files` among them
+    /// (see [`RingState::replace_uring`]).
+    pub(crate) fn replace_uring(&self, uring: IoUring, files: &[u32]) -> Result<(), Error> {
         let fd = uring.as_raw_fd();
         let entries = uring.params().cq_entries();
-        self.with_state(|s| s.replace_uring(uring))?;
+        self.with_state(|s| s.replace_uring(uring, files))?;
         // Relaxed (both): as in `fd`; the table writer, which alone replaces rings, is
         // serialised by the tables' write lock.
         self.fd.store(fd, Ordering::Relaxed);

@@ -7,7 +7,7 @@
 //!
 //! Constructors live by area: [`file`](mod@file) (read/write fixed, fsync, fdatasync, fallocate, splice,
 //! close), [`net`] (send, recv, send_zc, accept, connect) and [`control`] (nop, timeout, cancel,
-//! msg_ring). A pool message's descriptor becomes an operation with
+//! msg_ring, share_file). A pool message's descriptor becomes an operation with
 //! [`Op::from_message`].
 
 pub mod control;
@@ -116,6 +116,11 @@ pub(crate) enum Kind<B> {
         cookie: u64,
         result: i32,
     },
+    ShareFile {
+        keep: control::RingRef,
+        slot: FileSlot,
+        dest: FileSlot,
+    },
 }
 
 /// What the SQE needs from the adapter's tables: a resolved buffer.
@@ -159,6 +164,7 @@ impl<B> Op<B> {
             Kind::Timeout { .. } => "timeout",
             Kind::Cancel { .. } => "async_cancel",
             Kind::MsgRing { .. } => "msg_ring",
+            Kind::ShareFile { .. } => "share_file",
         }
     }
 
@@ -192,6 +198,7 @@ impl<B> Op<B> {
             Kind::Timeout { .. } => opcode::Timeout::CODE,
             Kind::Cancel { .. } => opcode::AsyncCancel::CODE,
             Kind::MsgRing { .. } => opcode::MsgRingData::CODE,
+            Kind::ShareFile { .. } => opcode::MsgRingSendFd::CODE,
         }
     }
 
@@ -359,6 +366,17 @@ impl<B> Op<B> {
                     None,
                 )
                 .build();
+                (e, None, Some(Box::new(keep) as Box<dyn Any + Send>))
+            }
+            Kind::ShareFile { keep, slot, dest } => {
+                let to = types::DestinationSlot::try_from_slot_target(dest.0)
+                    .map_err(|_| DescriptorError::BadFileSlot(dest.0))?;
+                // No CQE on the target: the file is the message, and the outcome is this
+                // operation's own completion.
+                let e =
+                    opcode::MsgRingSendFd::new(types::Fd(keep.fd()), types::Fixed(slot.0), to, 0)
+                        .opcode_flags(control::MSG_RING_CQE_SKIP)
+                        .build();
                 (e, None, Some(Box::new(keep) as Box<dyn Any + Send>))
             }
         })

@@ -98,14 +98,17 @@ impl<B> RingState<B> {
     }
 
     /// Makes `uring` (a larger CQ, set up like the current ring) the current ring; the current
-    /// one retires. Whatever was staged is submitted to the old ring first.
+    /// one retires. Whatever was staged is submitted to the old ring first, then every occupied
+    /// fixed-file slot of the old ring, and each slot of `files`, is copied into `uring`
+    /// (`carry::carry_files`) before any operation can reach it.
     ///
     /// # Errors
     ///
     /// [`Error::ResizeDraining`] while an earlier resize's ring still has operations in flight,
     /// [`Error::CqTooSmall`] when more operations are in flight than `uring`'s CQ holds,
-    /// [`Error::Sys`] when the staged SQEs cannot be submitted.
-    pub(crate) fn replace_uring(&mut self, uring: IoUring) -> Result<(), Error> {
+    /// [`Error::Sys`] when the staged SQEs cannot be submitted or the files cannot be carried
+    /// (then the old ring stays current, and `uring` is closed with whatever reached it).
+    pub(crate) fn replace_uring(&mut self, mut uring: IoUring, files: &[u32]) -> Result<(), Error> {
         self.swap_retiring();
         let drained = self.retiring_drained();
         self.swap_retiring();
@@ -128,6 +131,8 @@ impl<B> RingState<B> {
             what: "io_uring_enter (submit before a resize)",
             source,
         })?;
+        let carried = self.carry_files(&mut uring, files)?;
+        tracing::debug!(carried, "fixed files carried to the new ring");
         let old = std::mem::replace(&mut self.uring, uring);
         self.retiring = Some(Retiring {
             uring: old,
