@@ -105,6 +105,9 @@ fn share_an_accepted_socket(sqpoll: bool) {
     assert_eq!(c.result, 0, "{c:?}");
     assert_eq!(c.wq, Some(wq0.id()));
     talk(&wq1, &region, &mut client, b"over on cq 1");
+    // A shared slot is carried through a resize of the CQ it was shared to.
+    adapter.resize_completion_queue(1, 1024).unwrap();
+    talk(&wq1, &region, &mut client, b"after the resize of cq 1");
 
     // And into another slot of CQ 1, from where the first copy is.
     let c = run(&wq0, Op::share_file(FileSlot(3), &cq1, FileSlot(9), 7));

@@ -1,5 +1,6 @@
-//! Resizing a completion queue: under load with every completion seen once, with operations in
-//! flight on the replaced ring, the new size in effect, and a shrink below the in-flight count.
+//! Resizing a completion queue: under load with every completion seen once (reads through a
+//! fixed file among them), with operations in flight on the replaced ring, the new size in
+//! effect, and a shrink below the in-flight count.
 
 mod common;
 
@@ -84,12 +85,19 @@ fn resize_under_load(sqpoll: bool) {
         })
         .collect();
     drop(returns);
+    // Poster 1 reads through a fixed file, which each resize of its CQ carries to the new ring
+    // while it posts.
+    adapter
+        .set_file(regio_adapters::FileSlot(0), file.as_raw_fd())
+        .unwrap();
     let posters: Vec<_> = (0..POSTERS)
         .zip(inboxes)
         .map(|(t, inbox)| {
-            let wq = adapter
-                .work_queue(t as usize % 2, Target::Fd(file.as_raw_fd()), 16, 16)
-                .unwrap();
+            let target = match t {
+                1 => Target::Fixed(regio_adapters::FileSlot(0)),
+                _ => Target::Fd(file.as_raw_fd()),
+            };
+            let wq = adapter.work_queue(t as usize % 2, target, 16, 16).unwrap();
             let mut own: Vec<Message> = (0..16).map(|_| pool.try_acquire().unwrap()).collect();
             std::thread::spawn(move || {
                 for i in 0..PER_POSTER {

@@ -36,10 +36,13 @@
 //!   SQ size, as the kernel requires.
 //! - Provided-buffer rings are registered on one io_uring: a resize is refused while the CQ has
 //!   one.
-//! - A fixed file that reaches the old ring's table after the carry (an accept, or a
-//!   [`share_file`](crate::Op::share_file) aimed at this CQ, still in flight at the resize) stays
-//!   there, and is closed with the old ring. Resize when no accept is in flight on the CQ, or
-//!   share such a slot again afterwards from a ring that has it.
+//! - A fixed file that reaches the old ring's table after the carry stays there, out of reach
+//!   (no work queue posts to the old ring any more), and is closed with the old ring. That is
+//!   what an accept still in flight at the resize does, a multishot accept above all: each
+//!   connection it accepts afterwards is completed as usual, but its slot exists only on the
+//!   old ring. Cancel such accepts before the resize and post them again after it. A
+//!   [`share_file`](crate::Op::share_file) aimed at this CQ and built before the resize may
+//!   land there too.
 //!
 //! # Fixed files
 //!
@@ -75,10 +78,16 @@ impl<B: IoBuf> Adapter<B> {
     /// same eventfd. [`ring_fd`](crate::CompletionQueue::ring_fd) changes. Fixed files come
     /// along: every occupied slot of the old ring's table, whether [`set_file`](Self::set_file),
     /// an accept or [`share_file`](crate::Op::share_file) filled it, is in the same slot of the
-    /// new ring before the first operation reaches it.
+    /// new ring before the first operation reaches it. But an accept still in flight (a
+    /// multishot accept, typically) went to the old ring, and installs what it accepts from now
+    /// on there, out of reach of every work queue: cancel such accepts before the resize and
+    /// post them again after it. To find the occupied slots the resize reads the ring's
+    /// `/proc/self/fdinfo` entry.
     ///
     /// Like the other table changes, it owns the ring for a moment, so it must not be called
-    /// from a thread that holds a [`Batch`](crate::Batch) of this CQ.
+    /// from a thread that holds a [`Batch`](crate::Batch) of this CQ. While it carries the
+    /// fixed files it waits for the kernel with the ring owned: meanwhile, posts from other
+    /// threads wait in the ring's inbox and reaps of this CQ find nothing.
     ///
     /// # Errors
     ///
