@@ -66,9 +66,17 @@ impl<B> RingState<B> {
     /// Pushes `entry`, which points at no memory, straight into the SQ and hands it to the
     /// kernel, waiting for room if the SQ is full (`IORING_ENTER_SQ_WAIT` with SQPOLL). Used on
     /// the retiring ring (swapped in), where nothing is staged.
+    ///
+    /// `IORING_ENTER_SQ_WAIT` returns once the SQPOLL thread has taken SQEs, which can be
+    /// before it publishes the SQ head that user space reads: the SQ may still look full then,
+    /// so the push is tried again, a bounded number of times.
     #[cold]
     pub(super) fn push_now(&mut self, entry: &Entry) -> bool {
-        for _ in 0..2 {
+        const ATTEMPTS: usize = 1000;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 1 {
+                std::thread::yield_now();
+            }
             // SAFETY: the SQE points at no memory.
             if unsafe { self.uring.submission().push(entry) }.is_ok() {
                 if let Err(e) = self.flush_sq() {
