@@ -22,10 +22,10 @@
 //! failed one (a slot a close emptied after it was listed) posts its CQE there with an internal
 //! `user_data` ([`is_internal`]), which the reap consumes and logs instead of routing it.
 //!
-//! Since Linux 6.12 or so the fdinfo is printed whole or not at all (when the kernel cannot take
-//! the ring's lock at once), and an absent listing is read again. Earlier kernels printed the
-//! `UserFiles:` header without the list when the lock was taken; there, a slot filled by an
-//! accept could be missed under contention (the `set_file` slots are always carried).
+//! Recent kernels (6.18 among them) print the fdinfo whole or not at all, as they can or cannot
+//! take the ring's lock at once, and an absent listing is read again. Older ones printed the
+//! `UserFiles:` header without the list when they could not take the lock; there a slot filled
+//! by an accept could be missed under contention (the `set_file` slots are always carried).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
