@@ -306,3 +306,37 @@ fn a_set_file_slot_closed_on_one_ring_is_not_resurrected_by_a_resize() {
     );
     std::fs::remove_file(path).unwrap();
 }
+
+#[test]
+fn an_accept_in_flight_across_a_resize_fills_the_old_ring_only() {
+    // The documented limit: a multishot accept posted before the resize keeps accepting on the
+    // old ring, whose table no work queue reaches any more.
+    let (adapter, region, listener) = setup(1, true);
+    let lwq = adapter
+        .work_queue(0, Target::Fd(listener.as_raw_fd()), 4, 4)
+        .unwrap();
+    lwq.post(Op::accept_multishot(10)).unwrap();
+    adapter.resize_completion_queue(0, 512).unwrap();
+    let _late = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let c = collect(&lwq.completion_queue(), 1);
+    assert!(c[0].result >= 0 && !c[0].is_final(), "{c:?}");
+    let wq = adapter
+        .work_queue(0, Target::Fixed(FileSlot(c[0].result as u32)), 4, 4)
+        .unwrap();
+    assert_eq!(
+        run(&wq, Op::recv(region.buf(0, 8), 0, 1)).result,
+        -libc::EBADF,
+        "the slot is on the old ring only"
+    );
+    // Posted again after the resize, the accept fills the current ring.
+    lwq.post(Op::cancel(10, 11)).unwrap();
+    assert_eq!(collect(&lwq.completion_queue(), 2).len(), 2);
+    let mut client = accept_into(&adapter, &listener, 0, FileSlot(7));
+    let wq7 = adapter
+        .work_queue(0, Target::Fixed(FileSlot(7)), 4, 4)
+        .unwrap();
+    talk(&wq7, &region, &mut client, b"accepted after the resize");
+    // The old ring retired with the late connection (a warning names its slot): another
+    // resize goes ahead.
+    adapter.resize_completion_queue(0, 256).unwrap();
+}

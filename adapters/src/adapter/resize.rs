@@ -40,7 +40,8 @@
 //!   (no work queue posts to the old ring any more), and is closed with the old ring. That is
 //!   what an accept still in flight at the resize does, a multishot accept above all: each
 //!   connection it accepts afterwards is completed as usual, but its slot exists only on the
-//!   old ring. Cancel such accepts before the resize and post them again after it. A
+//!   old ring. Cancel such accepts before the resize and post them again after it (when the old
+//!   ring retires with such files, a warning names their slots). A
 //!   [`share_file`](crate::Op::share_file) aimed at this CQ and built before the resize may
 //!   land there too.
 //!

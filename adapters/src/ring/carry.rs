@@ -78,11 +78,15 @@ pub(super) fn internal_cqe(cqe: &cqueue::Entry) {
 impl<B> RingState<B> {
     /// Copies every occupied slot of the current ring's fixed-file table, and every slot of
     /// `known`, into the same slot of `to` (a new ring with a file table of the same size, not
-    /// yet visible to any other thread). Returns how many slots were carried.
+    /// yet visible to any other thread). Returns the slots carried.
     ///
     /// Runs with the ring owned and nothing staged, and waits for the kernel (for the SQ to
     /// empty and for each chunk of transfers), up to [`CARRY_TIMEOUT`] in all.
-    pub(super) fn carry_files(&mut self, to: &mut IoUring, known: &[u32]) -> Result<usize, Error> {
+    pub(super) fn carry_files(
+        &mut self,
+        to: &mut IoUring,
+        known: &[u32],
+    ) -> Result<Vec<u32>, Error> {
         // The transfers go into the SQ behind the staging area's back: its room is recounted
         // on the next post, whatever happens here.
         self.room = 0;
@@ -94,8 +98,9 @@ impl<B> RingState<B> {
         slots.extend_from_slice(known);
         slots.sort_unstable();
         slots.dedup();
+        let mut carried = Vec::with_capacity(slots.len());
         if slots.is_empty() {
-            return Ok(0);
+            return Ok(carried);
         }
         let per_chunk = self.uring.submission().capacity().min(CHUNK) - 1;
         if per_chunk == 0 {
@@ -104,7 +109,6 @@ impl<B> RingState<B> {
             ));
         }
         let target = types::Fd(to.as_raw_fd());
-        let mut carried = 0;
         let mut chain = Vec::with_capacity(CHUNK);
         for chunk in slots.chunks(per_chunk) {
             chain.clear();
@@ -133,7 +137,7 @@ impl<B> RingState<B> {
                 what: "io_uring_enter (carrying fixed files)",
                 source,
             })?;
-            carried += wait_chunk(to, deadline)?;
+            wait_chunk(to, deadline, &mut carried)?;
             self.wait_sq_empty(deadline)?;
         }
         Ok(carried)
@@ -155,20 +159,20 @@ impl<B> RingState<B> {
     }
 }
 
-/// Waits for the end-of-chunk message on `to` and returns how many transfers of the chunk
-/// succeeded (their CQEs come before it: each transfer posts its CQE before the next one runs).
-fn wait_chunk(to: &mut IoUring, deadline: Instant) -> Result<usize, Error> {
-    let mut carried = 0;
+/// Waits for the end-of-chunk message on `to`, adding to `carried` the slot of each transfer of
+/// the chunk that succeeded (their CQEs come before it: each transfer posts its CQE before the
+/// next one runs).
+fn wait_chunk(to: &mut IoUring, deadline: Instant, carried: &mut Vec<u32>) -> Result<(), Error> {
     loop {
         let mut done = false;
         for cqe in to.completion() {
             match cqe.user_data() {
                 CHUNK_DONE => done = true,
-                _ => carried += 1,
+                slot => carried.push(slot as u32),
             }
         }
         if done {
-            return Ok(carried);
+            return Ok(());
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -186,6 +190,29 @@ fn wait_chunk(to: &mut IoUring, deadline: Instant) -> Result<usize, Error> {
                 })
             }
         }
+    }
+}
+
+/// Warns about the fixed files of a retiring ring (`uring`) that are not among the slots
+/// carried from it: an accept in flight at the resize put them there, out of reach, and they
+/// are closed with the ring. Says nothing if the kernel does not list the table at once.
+#[cold]
+pub(super) fn report_stranded(uring: &IoUring, carried: &[u32]) {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", uring.as_raw_fd()))
+    else {
+        return;
+    };
+    let stranded: Vec<u32> = parse_user_files(&text)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|slot| !carried.contains(slot))
+        .collect();
+    if !stranded.is_empty() {
+        tracing::warn!(
+            slots = ?stranded,
+            "fixed files that accepts still in flight at a resize installed on the old ring are \
+             closed with it; cancel accepts before a resize and post them again after it"
+        );
     }
 }
 

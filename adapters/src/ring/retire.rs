@@ -22,6 +22,8 @@ pub(super) struct Retiring {
     pub(super) dropped_seen: u32,
     /// Its operations still waiting for their final CQE.
     pub(super) in_flight: usize,
+    /// The fixed-file slots carried from it to the ring that replaced it.
+    pub(super) carried: Vec<u32>,
 }
 
 impl<B> RingState<B> {
@@ -140,13 +142,17 @@ impl<B> RingState<B> {
             source,
         })?;
         let carried = self.carry_files(&mut uring, files)?;
-        tracing::debug!(carried, "fixed files carried to the new ring");
+        tracing::debug!(
+            carried = carried.len(),
+            "fixed files carried to the new ring"
+        );
         let old = std::mem::replace(&mut self.uring, uring);
         self.retiring = Some(Retiring {
             uring: old,
             overflow_suspect: std::mem::take(&mut self.overflow_suspect),
             dropped_seen: std::mem::take(&mut self.dropped_seen),
             in_flight: self.in_flight(),
+            carried,
         });
         self.epoch = self.epoch.wrapping_add(1);
         self.room = 0;
@@ -161,9 +167,11 @@ impl<B> RingState<B> {
             && !self.overflow_suspect
     }
 
-    /// Closes the retiring ring.
+    /// Closes the retiring ring, warning about fixed files left on it (`carry::report_stranded`).
     pub(super) fn retire(&mut self) {
-        self.retiring = None;
+        if let Some(r) = self.retiring.take() {
+            super::carry::report_stranded(&r.uring, &r.carried);
+        }
         tracing::debug!("the ring a resize replaced is drained and closed");
     }
 }
