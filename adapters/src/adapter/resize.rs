@@ -15,8 +15,9 @@
 //! - The new ring is set up like the others: SQPOLL attached to the adapter's shared thread
 //!   (`ATTACH_WQ`), the registered-buffer table cloned from the ring it replaces (or each region
 //!   registered again where the kernel cannot clone), a sparse file table of the same size
-//!   holding the old ring's fixed files (below), and *the same eventfd*. A sleeper on [`CompletionQueue::notify_fd`] or in a `CqSet`'s epoll is
-//!   woken by either ring, and never has to learn of the resize.
+//!   holding the old ring's fixed files (below), and *the same eventfd*. A sleeper on
+//!   [`CompletionQueue::notify_fd`] or in a `CqSet`'s epoll is woken by either ring, and never
+//!   has to learn of the resize.
 //! - The swap happens with the ring owned (its lock), after the staged SQEs were submitted to
 //!   the old ring. From then on every post goes to the new ring.
 //! - The old ring *retires*: each in-flight operation carries the epoch of the ring it went to,
@@ -44,6 +45,8 @@
 //!   ring retires with such files, a warning names their slots). A
 //!   [`share_file`](crate::Op::share_file) aimed at this CQ and built before the resize may
 //!   land there too.
+//! - A msg_ring operation reads its target's fd when its SQE is built; one built just before the
+//!   target's resize reaches the retiring ring, which delivers it if it is still being reaped.
 //!
 //! # Fixed files
 //!
@@ -55,8 +58,6 @@
 //! from the kernel (the ring's fdinfo), plus the slots set with [`Adapter::set_file`]. The
 //! details are in `ring::carry`. The carry needs Linux 6.0 (`IORING_MSG_SEND_FD`); a resize that
 //! cannot carry the files fails and leaves the old ring in place.
-//! - A msg_ring operation reads its target's fd when its SQE is built; one built just before the
-//!   target's resize reaches the retiring ring, which delivers it if it is still being reaped.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;

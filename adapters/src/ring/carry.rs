@@ -266,7 +266,8 @@ mod tests {
 
     #[test]
     fn the_listing_is_read_up_to_the_next_section() {
-        let fdinfo = "SqThread:\t-1\nUserFiles:\t16\n    3: /etc/hostname\n   11: socket:[42]\nUserBufs:\t1\n    0: 0x1000/4096\nPollList:\n";
+        let fdinfo = "SqThread:\t-1\nUserFiles:\t16\n    3: /etc/hostname\n   11: socket:[42]\n\
+                      UserBufs:\t1\n    0: 0x1000/4096\nPollList:\n";
         assert_eq!(parse_user_files(fdinfo), Some(vec![3, 11]));
         assert_eq!(
             parse_user_files("UserFiles:\t16\nUserBufs:\t0\n"),
