@@ -15,8 +15,8 @@
 //! nobody else can see yet. The transfers of a chunk are hard-linked, so they run one after the
 //! other whatever fails, and end with a plain message to the new ring; when that message is in
 //! the new ring's CQ, every transfer of the chunk has run, and each one that succeeded has left
-//! its own CQE there (`user_data` = the slot). All this happens with the ring owned and before
-//! the swap, so the first operation on the new ring already finds the files.
+//! its own CQE there (its `user_data` names the slot). All this happens with the ring owned and
+//! before the swap, so the first operation on the new ring already finds the files.
 //!
 //! The transfers skip their CQE on the old ring when they succeed (`IOSQE_CQE_SKIP_SUCCESS`). A
 //! failed one (a slot a close emptied after it was listed) posts its CQE there with an internal
@@ -36,13 +36,12 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use super::{RingState, CANCEL_ALL, MESSAGE_BIT};
 use crate::error::Error;
 
-/// `user_data` of the transfers on the old ring: internal (bit 62 set, bit 63 clear, like
-/// [`CANCEL_ALL`]), with the slot in the low 32 bits.
+/// `user_data` of every CQE of a carry, on either ring: internal (bit 62 set, bit 63 clear,
+/// like [`CANCEL_ALL`]), with the slot in the low 32 bits. Should a CQE meant for the carry
+/// itself ever reach the new ring's CQ after the swap, the reap consumes it as well.
 const CARRY: u64 = CANCEL_ALL | (1 << 32);
-/// The slot field of the end-of-chunk message's own `user_data`.
+/// The slot field of the end-of-chunk message.
 const END: u32 = u32::MAX;
-/// `user_data` of the end-of-chunk message's CQE on the new ring (a slot is below 2^32).
-const CHUNK_DONE: u64 = u64::MAX;
 /// SQEs in one chunk. A SQPOLL thread that serves several rings takes at most 8 SQEs of a ring
 /// per pass (`IORING_SQPOLL_CAP_ENTRIES_VALUE`); a link chain must not straddle two passes.
 const CHUNK: usize = 8;
@@ -56,12 +55,15 @@ pub(super) fn is_internal(user_data: u64) -> bool {
     user_data & (MESSAGE_BIT | CANCEL_ALL) == CANCEL_ALL
 }
 
-/// Consumes an internal CQE: a transfer that failed on the old ring of a resize.
+/// Consumes an internal CQE: a transfer that failed on the old ring of a resize (or a late
+/// confirmation on the new ring, which the carry normally reads itself).
 #[cold]
 pub(super) fn internal_cqe(cqe: &cqueue::Entry) {
     let slot = cqe.user_data() as u32;
     let error = io::Error::from_raw_os_error(-cqe.result());
-    if slot == END {
+    if cqe.result() >= 0 {
+        tracing::debug!(slot, "a late confirmation of a fixed-file carry");
+    } else if slot == END {
         tracing::warn!(%error, "the end-of-chunk message of a fixed-file carry failed");
     } else if cqe.result() == -libc::EBADF {
         // A slot set with `set_file` that a close on this ring emptied, or one a close emptied
@@ -116,14 +118,19 @@ impl<B> RingState<B> {
                 let dest = types::DestinationSlot::try_from_slot_target(slot)
                     .map_err(|_| Error::Invalid("fixed-file slot out of range"))?;
                 chain.push(
-                    opcode::MsgRingSendFd::new(target, types::Fixed(slot), dest, u64::from(slot))
-                        .build()
-                        .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS)
-                        .user_data(CARRY | u64::from(slot)),
+                    opcode::MsgRingSendFd::new(
+                        target,
+                        types::Fixed(slot),
+                        dest,
+                        CARRY | u64::from(slot),
+                    )
+                    .build()
+                    .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS)
+                    .user_data(CARRY | u64::from(slot)),
                 );
             }
             chain.push(
-                opcode::MsgRingData::new(target, 0, CHUNK_DONE, None)
+                opcode::MsgRingData::new(target, 0, CARRY | u64::from(END), None)
                     .build()
                     .flags(squeue::Flags::SKIP_SUCCESS)
                     .user_data(CARRY | u64::from(END)),
@@ -166,9 +173,9 @@ fn wait_chunk(to: &mut IoUring, deadline: Instant, carried: &mut Vec<u32>) -> Re
     loop {
         let mut done = false;
         for cqe in to.completion() {
-            match cqe.user_data() {
-                CHUNK_DONE => done = true,
-                slot => carried.push(slot as u32),
+            match cqe.user_data() as u32 {
+                END => done = true,
+                slot => carried.push(slot),
             }
         }
         if done {
