@@ -476,7 +476,8 @@ impl<B: IoBuf> Adapter<B> {
     }
 
     /// Installs `fd` in fixed-file slot `slot` on every ring (the kernel takes its own
-    /// reference; the caller may close `fd` afterwards).
+    /// reference; the caller may close `fd` afterwards). A file that only one ring has, as an
+    /// accept leaves it, reaches another ring with [`Op::share_file`](crate::Op::share_file).
     pub fn set_file(&self, slot: FileSlot, fd: RawFd) -> Result<(), Error> {
         self.update_file(slot, fd, true)
     }

@@ -19,7 +19,12 @@
 //! - A CQ can be resized ([`Adapter::resize_completion_queue`]) while threads post and reap: a
 //!   new io_uring with the new CQ size, set up like the old one (shared SQPOLL thread, cloned
 //!   buffers, the same eventfd), takes over under the same [`CompletionQueue`], and the old one
-//!   is reaped through it until its last operation's final CQE, then closed.
+//!   is reaped through it until its last operation's final CQE, then closed. The old ring's
+//!   fixed files are carried into the new one first.
+//! - Fixed files are per ring: [`Adapter::set_file`] installs one on every ring, an accept
+//!   ([`Op::accept_direct`], [`Op::accept_multishot`]) on its own ring only, and
+//!   [`Op::share_file`] copies a slot into another ring's table (`IORING_MSG_SEND_FD`), for
+//!   work queues on that ring's completion queue.
 //!
 //! An operation owns its buffer until its *final* completion (for send_zc the `F_NOTIF` one, for
 //! multishot the one without `F_MORE`), and the [`Completion`] hands the buffer back. Failed posts

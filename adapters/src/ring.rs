@@ -21,6 +21,7 @@ use crate::ops::{FileUse, Keep, Op, Resolved, Side, Special, Sqe, Target};
 use crate::stats::Counters;
 use crate::tables::{Tables, WqId};
 
+mod carry;
 mod retire;
 mod slab;
 
@@ -409,7 +410,7 @@ impl<B> RingState<B> {
         while out.len() - start < max {
             // Route CQEs straight from the ring, then store the head once.
             let want = max - (out.len() - start);
-            let (taken, after) = {
+            let (consumed, taken, after) = {
                 let RingState {
                     uring,
                     slab,
@@ -423,29 +424,28 @@ impl<B> RingState<B> {
                     retiring,
                 };
                 let mut cq = uring.completion();
-                let mut taken = 0usize;
                 // Each completion is written straight into `out`'s spare room, not built
                 // aside and copied in.
                 out.reserve(want);
-                for (place, cqe) in out
-                    .spare_capacity_mut()
-                    .iter_mut()
-                    .zip(cq.by_ref().take(want))
-                {
-                    book.route(tables, guard, returns, &cqe, place);
-                    taken += 1;
+                let spare = out.spare_capacity_mut();
+                let (mut consumed, mut taken) = (0usize, 0usize);
+                for cqe in cq.by_ref().take(want) {
+                    consumed += 1;
+                    if book.route(tables, guard, returns, &cqe, &mut spare[taken]) {
+                        taken += 1;
+                    }
                 }
                 // SAFETY: the `taken` places after the length were written just above, and
                 // `reserve` made them part of the allocation.
                 unsafe { out.set_len(out.len() + taken) };
                 // Stores the head and reads the tail again.
                 cq.sync();
-                (taken, cq.len())
+                (consumed, taken, cq.len())
             };
             // The head store ends an interval in which the kernel saw our old head. If the CQ
             // filled up relative to it, the kernel may have parked CQEs, and the tail now shows
             // it: taken + still queued >= capacity.
-            if taken + after >= capacity {
+            if consumed + after >= capacity {
                 self.overflow_suspect = true;
             }
             let empty = after == 0;
@@ -493,8 +493,9 @@ struct Book<'a, B> {
 }
 
 impl<B> Book<'_, B> {
-    /// Turns a CQE into the completion of the work queue that posted it, written into `place`. Its final CQE frees
-    /// the slab entry, hands the buffer back and returns the credit.
+    /// Turns a CQE into the completion of the work queue that posted it, written into `place`
+    /// (and returns true; false for a CQE that makes no completion). Its final CQE frees the
+    /// slab entry, hands the buffer back and returns the credit.
     #[inline(always)]
     fn route(
         &mut self,
@@ -503,21 +504,17 @@ impl<B> Book<'_, B> {
         returns: &mut Returns,
         cqe: &cqueue::Entry,
         place: &mut std::mem::MaybeUninit<Completion<B>>,
-    ) {
+    ) -> bool {
         let ud = cqe.user_data();
-        if ud & MESSAGE_BIT != 0 {
-            place.write(Completion::message(
-                ud & !MESSAGE_BIT,
-                cqe.result(),
-                cqe.flags(),
-            ));
-            return;
+        if ud & (MESSAGE_BIT | CANCEL_ALL) != 0 {
+            return route_unowned(cqe, place);
         }
         let slot = ud as u32;
         if cqueue::more(cqe.flags()) {
             let f = self.slab.get(slot).expect("a CQE names a live slab entry");
             let (wq, cookie) = (f.wq, f.cookie);
-            return Completion::write_from_cqe(place, wq, cookie, cqe.result(), cqe.flags(), None);
+            Completion::write_from_cqe(place, wq, cookie, cqe.result(), cqe.flags(), None);
+            return true;
         }
         let Finished {
             wq,
@@ -536,7 +533,25 @@ impl<B> Book<'_, B> {
             }
         }
         Completion::write_from_cqe(place, wq, cookie, cqe.result(), cqe.flags(), buf);
+        true
     }
+}
+
+/// A CQE no work queue posted: a message from another ring (written into `place`, true), or
+/// an internal one of a resize's fixed-file carry (consumed here, false).
+#[cold]
+fn route_unowned<B>(cqe: &cqueue::Entry, place: &mut std::mem::MaybeUninit<Completion<B>>) -> bool {
+    let ud = cqe.user_data();
+    if carry::is_internal(ud) {
+        carry::internal_cqe(cqe);
+        return false;
+    }
+    place.write(Completion::message(
+        ud & !MESSAGE_BIT,
+        cqe.result(),
+        cqe.flags(),
+    ));
+    true
 }
 
 impl<B> Drop for RingState<B> {
@@ -700,11 +715,12 @@ impl<B> Ring<B> {
         self.fd.load(Ordering::Relaxed)
     }
 
-    /// Makes `uring` the current io_uring (see [`RingState::replace_uring`]).
-    pub(crate) fn replace_uring(&self, uring: IoUring) -> Result<(), Error> {
+    /// Makes `uring` the current io_uring, carrying the fixed files over, `files` among them
+    /// (see [`RingState::replace_uring`]).
+    pub(crate) fn replace_uring(&self, uring: IoUring, files: &[u32]) -> Result<(), Error> {
         let fd = uring.as_raw_fd();
         let entries = uring.params().cq_entries();
-        self.with_state(|s| s.replace_uring(uring))?;
+        self.with_state(|s| s.replace_uring(uring, files))?;
         // Relaxed (both): as in `fd`; the table writer, which alone replaces rings, is
         // serialised by the tables' write lock.
         self.fd.store(fd, Ordering::Relaxed);

@@ -14,9 +14,10 @@
 //!
 //! - The new ring is set up like the others: SQPOLL attached to the adapter's shared thread
 //!   (`ATTACH_WQ`), the registered-buffer table cloned from the ring it replaces (or each region
-//!   registered again where the kernel cannot clone), a sparse file table of the same size, and
-//!   *the same eventfd*. A sleeper on [`CompletionQueue::notify_fd`] or in a `CqSet`'s epoll is
-//!   woken by either ring, and never has to learn of the resize.
+//!   registered again where the kernel cannot clone), a sparse file table of the same size
+//!   holding the old ring's fixed files (below), and *the same eventfd*. A sleeper on
+//!   [`CompletionQueue::notify_fd`] or in a `CqSet`'s epoll is woken by either ring, and never
+//!   has to learn of the resize.
 //! - The swap happens with the ring owned (its lock), after the staged SQEs were submitted to
 //!   the old ring. From then on every post goes to the new ring.
 //! - The old ring *retires*: each in-flight operation carries the epoch of the ring it went to,
@@ -34,13 +35,29 @@
 //! - The new size must hold the operations in flight ([`Error::CqTooSmall`] otherwise): a
 //!   smaller CQ would overflow as soon as the same load moved over. It must also be at least the
 //!   SQ size, as the kernel requires.
-//! - Fixed files live in each ring's own table, and the adapter does not keep their fds, so they
-//!   cannot be carried over: a resize is refused while a slot installed by
-//!   [`Adapter::set_file`] is set, and slots that a direct accept filled stay with the old ring.
-//!   Provided-buffer rings are registered on one io_uring as well: a resize is refused while the
-//!   CQ has one.
+//! - Provided-buffer rings are registered on one io_uring: a resize is refused while the CQ has
+//!   one.
+//! - A fixed file that reaches the old ring's table after the carry stays there, out of reach
+//!   (no work queue posts to the old ring any more), and is closed with the old ring. That is
+//!   what an accept still in flight at the resize does, a multishot accept above all: each
+//!   connection it accepts afterwards is completed as usual, but its slot exists only on the
+//!   old ring. Cancel such accepts before the resize and post them again after it (when the old
+//!   ring retires with such files, a warning names their slots). A
+//!   [`share_file`](crate::Op::share_file) aimed at this CQ and built before the resize may
+//!   land there too.
 //! - A msg_ring operation reads its target's fd when its SQE is built; one built just before the
 //!   target's resize reaches the retiring ring, which delivers it if it is still being reaped.
+//!
+//! # Fixed files
+//!
+//! Fixed files live in each ring's own table, and the adapter keeps no fds, so the new ring gets
+//! them from the old one, with the ring owned and before the swap: every occupied slot of the
+//! old ring (whether [`Adapter::set_file`], a direct or multishot accept or a `share_file`
+//! filled it) is copied into the same slot of the new ring with `IORING_OP_MSG_RING` /
+//! `IORING_MSG_SEND_FD`. Nothing is tracked for this in user space: the occupied slots are read
+//! from the kernel (the ring's fdinfo), plus the slots set with [`Adapter::set_file`]. The
+//! details are in `ring::carry`. The carry needs Linux 6.0 (`IORING_MSG_SEND_FD`); a resize that
+//! cannot carry the files fails and leaves the old ring in place.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
@@ -60,17 +77,27 @@ impl<B: IoBuf> Adapter<B> {
     /// through the same [`CompletionQueue`](crate::CompletionQueue) until they are done; none
     /// is lost and none is reaped twice. Work queues, [`CqSet`](crate::CqSet)s and sleepers on
     /// [`notify_fd`](crate::CompletionQueue::notify_fd) carry on unchanged: the new ring has the
-    /// same eventfd. [`ring_fd`](crate::CompletionQueue::ring_fd) changes.
+    /// same eventfd. [`ring_fd`](crate::CompletionQueue::ring_fd) changes. Fixed files come
+    /// along: every occupied slot of the old ring's table, whether [`set_file`](Self::set_file),
+    /// an accept or [`share_file`](crate::Op::share_file) filled it, is in the same slot of the
+    /// new ring before the first operation reaches it. But an accept still in flight (a
+    /// multishot accept, typically) went to the old ring, and installs what it accepts from now
+    /// on there, out of reach of every work queue: cancel such accepts before the resize and
+    /// post them again after it. To find the occupied slots the resize reads the ring's
+    /// `/proc/self/fdinfo` entry.
     ///
     /// Like the other table changes, it owns the ring for a moment, so it must not be called
-    /// from a thread that holds a [`Batch`](crate::Batch) of this CQ.
+    /// from a thread that holds a [`Batch`](crate::Batch) of this CQ. While it carries the
+    /// fixed files it waits for the kernel with the ring owned: meanwhile, posts from other
+    /// threads wait in the ring's inbox and reaps of this CQ find nothing.
     ///
     /// # Errors
     ///
     /// [`Error::CqTooSmall`] when more operations are in flight than `cq_entries`;
     /// [`Error::ResizeDraining`] while an earlier resize of this CQ is still draining;
-    /// [`Error::Invalid`] for a bad index, a size below the SQ size, or a CQ with fixed files or
-    /// provided-buffer rings; [`Error::Sys`] when the new ring cannot be set up.
+    /// [`Error::Invalid`] for a bad index, a size below the SQ size, or a CQ with
+    /// provided-buffer rings; [`Error::Sys`] when the new ring cannot be set up or the fixed
+    /// files cannot be carried to it (the old ring then stays in place).
     pub fn resize_completion_queue(&self, cq: usize, cq_entries: u32) -> Result<(), Error> {
         let inner = &self.inner;
         let ring = inner.ring(cq)?;
@@ -86,16 +113,16 @@ impl<B: IoBuf> Adapter<B> {
                 "a completion queue with provided-buffer rings cannot be resized; drop them first",
             ));
         }
+        // The slots set with `set_file` are carried even if the kernel's listing missed them.
         let guard = inner.tables.domain.guard();
-        if inner.tables.files.read(&guard).iter().any(|&set| set) {
-            return Err(Error::Invalid(
-                "fixed files cannot be carried to a resized ring; clear them first",
-            ));
-        }
+        let set: Vec<u32> = (0u32..)
+            .zip(inner.tables.files.read(&guard).iter())
+            .filter_map(|(slot, &set)| set.then_some(slot))
+            .collect();
         drop(guard);
         let uring = self.new_uring(ring, cq_entries)?;
         let fd = uring.as_raw_fd();
-        ring.replace_uring(uring)?;
+        ring.replace_uring(uring, &set)?;
         tracing::info!(parent: &ring.span, cq_entries, fd, "completion queue resized");
         Ok(())
     }

@@ -1,12 +1,16 @@
-//! Control operations: nop, timeout, async cancel and msg_ring.
+//! Control operations: nop, timeout, async cancel, msg_ring and share_file (a fixed file sent to
+//! another ring's table).
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use io_uring::{opcode, types::Timespec};
+use io_uring::{opcode, types, types::Timespec};
 
-use super::{Keep, Op, Side, Special};
+use super::{FileSlot, Keep, Op, Side, Special};
+
+/// `IORING_MSG_RING_CQE_SKIP` (include/uapi/linux/io_uring.h): post no CQE on the target ring.
+pub(crate) const MSG_RING_CQE_SKIP: u32 = 1 << 0;
 
 /// A ring whose io_uring fd a resize may replace.
 pub(crate) trait RingFd: Send + Sync {
@@ -75,5 +79,46 @@ impl<B> Op<B> {
         Self::new(e, &"msg_ring", Side::Send, cookie)
             .keeping(Box::new(Keep::Ring(target.ring_ref())))
             .special(Special::MsgRing)
+    }
+
+    /// Copies fixed file `slot` of this work queue's ring into slot `dest` of `to`'s ring, so
+    /// that work queues of `to` can use it (`IORING_OP_MSG_RING` with `IORING_MSG_SEND_FD`,
+    /// Linux 6.0). Both rings then hold the file; each slot is closed on its own (a close, or
+    /// [`Adapter::clear_file`](crate::Adapter::clear_file), which empties the slot on every
+    /// ring). A file already in `dest` on `to` is replaced.
+    ///
+    /// This is how a connection accepted with [`accept_direct`](Op::accept_direct) or
+    /// [`accept_multishot`](Op::accept_multishot), which exists only in the table of the ring
+    /// that accepted it, reaches a work queue of another completion queue. The work queue's own
+    /// file plays no part: post it on any work queue of the ring that has the file.
+    ///
+    /// Completes with 0 once the file is in `to`'s table, or with a negated errno: `-EBADF` when
+    /// `slot` is empty or outside the table, `-EINVAL` when `dest` is outside `to`'s table or
+    /// `to` is this work queue's own completion queue. `to` sees no completion. Like
+    /// [`msg_ring`](Op::msg_ring), it reads `to`'s ring when the SQE is built: if `to` is
+    /// resized while the operation is in flight, the file may land in the replaced ring.
+    pub fn share_file<T: Send + Sync + 'static>(
+        slot: FileSlot,
+        to: &crate::CompletionQueue<T>,
+        dest: FileSlot,
+        cookie: u64,
+    ) -> Self {
+        let op = |e| {
+            Self::new(e, &"share_file", Side::Send, cookie)
+                .keeping(Box::new(Keep::Ring(to.ring_ref())))
+        };
+        match types::DestinationSlot::try_from_slot_target(dest.0) {
+            // No CQE on the target: the file is the message, and the outcome is this
+            // operation's own completion. The target ring's fd is filled in when posting.
+            Ok(to) => {
+                op(
+                    opcode::MsgRingSendFd::new(super::file::UNSET, types::Fixed(slot.0), to, 0)
+                        .opcode_flags(MSG_RING_CQE_SKIP)
+                        .build(),
+                )
+                .special(Special::MsgRing)
+            }
+            Err(_) => op(opcode::Nop::new().build()).special(Special::BadSlot(dest.0)),
+        }
     }
 }

@@ -171,7 +171,8 @@ impl<B> Op<B> {
     }
 
     /// Accepts one connection straight into fixed-file slot `slot` (a direct descriptor).
-    /// Completes with 0. The slot is installed on the ring of this work queue.
+    /// Completes with 0. The slot is installed on the ring of this work queue only;
+    /// [`share_file`](Op::share_file) copies it to another ring.
     pub fn accept_direct(slot: FileSlot, cookie: u64) -> Self {
         let op = |e| Self::new(e, &"accept_direct", Side::Recv, cookie).on(FileUse::Fd);
         match types::DestinationSlot::try_from_slot_target(slot.0) {
@@ -185,8 +186,8 @@ impl<B> Op<B> {
     }
 
     /// Accepts connections until cancelled, each into a fixed-file slot the kernel allocates on
-    /// this work queue's ring; each completion's result is the slot number. The last
-    /// completion has no `F_MORE`.
+    /// this work queue's ring (only; [`share_file`](Op::share_file) copies a slot to another
+    /// ring); each completion's result is the slot number. The last completion has no `F_MORE`.
     pub fn accept_multishot(cookie: u64) -> Self {
         let e = opcode::AcceptMulti::new(UNSET)
             .allocate_file_index(true)

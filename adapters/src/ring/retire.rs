@@ -22,6 +22,8 @@ pub(super) struct Retiring {
     pub(super) dropped_seen: u32,
     /// Its operations still waiting for their final CQE.
     pub(super) in_flight: usize,
+    /// The fixed-file slots carried from it to the ring that replaced it.
+    pub(super) carried: Vec<u32>,
 }
 
 impl<B> RingState<B> {
@@ -56,9 +58,17 @@ impl<B> RingState<B> {
     /// Pushes `entry`, which points at no memory, straight into the SQ and hands it to the
     /// kernel, waiting for room if the SQ is full (`IORING_ENTER_SQ_WAIT` with SQPOLL). Used on
     /// the retiring ring (swapped in), where nothing is staged.
+    ///
+    /// `IORING_ENTER_SQ_WAIT` returns once the SQPOLL thread has taken SQEs, which can be
+    /// before it publishes the SQ head that user space reads: the SQ may still look full then,
+    /// so the push is tried again, a bounded number of times.
     #[cold]
     pub(super) fn push_now(&mut self, entry: &Entry) -> bool {
-        for _ in 0..2 {
+        const ATTEMPTS: usize = 1000;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 1 {
+                std::thread::yield_now();
+            }
             // SAFETY: the SQE points at no memory.
             if unsafe { self.uring.submission().push(entry) }.is_ok() {
                 if let Err(e) = self.flush_sq() {
@@ -88,14 +98,17 @@ impl<B> RingState<B> {
     }
 
     /// Makes `uring` (a larger CQ, set up like the current ring) the current ring; the current
-    /// one retires. Whatever was staged is submitted to the old ring first.
+    /// one retires. Whatever was staged is submitted to the old ring first, then every occupied
+    /// fixed-file slot of the old ring, and each slot of `files`, is copied into `uring`
+    /// (`carry::carry_files`) before any operation can reach it.
     ///
     /// # Errors
     ///
     /// [`Error::ResizeDraining`] while an earlier resize's ring still has operations in flight,
     /// [`Error::CqTooSmall`] when more operations are in flight than `uring`'s CQ holds,
-    /// [`Error::Sys`] when the staged SQEs cannot be submitted.
-    pub(crate) fn replace_uring(&mut self, uring: IoUring) -> Result<(), Error> {
+    /// [`Error::Sys`] when the staged SQEs cannot be submitted or the files cannot be carried
+    /// (then the old ring stays current, and `uring` is closed with whatever reached it).
+    pub(crate) fn replace_uring(&mut self, mut uring: IoUring, files: &[u32]) -> Result<(), Error> {
         self.swap_retiring();
         let drained = self.retiring_drained();
         self.swap_retiring();
@@ -118,12 +131,18 @@ impl<B> RingState<B> {
             what: "io_uring_enter (submit before a resize)",
             source,
         })?;
+        let carried = self.carry_files(&mut uring, files)?;
+        tracing::debug!(
+            carried = carried.len(),
+            "fixed files carried to the new ring"
+        );
         let old = std::mem::replace(&mut self.uring, uring);
         self.retiring = Some(Retiring {
             uring: old,
             overflow_suspect: std::mem::take(&mut self.overflow_suspect),
             dropped_seen: std::mem::take(&mut self.dropped_seen),
             in_flight: self.in_flight(),
+            carried,
         });
         self.epoch = self.epoch.wrapping_add(1);
         self.room = 0;
@@ -138,9 +157,11 @@ impl<B> RingState<B> {
             && !self.overflow_suspect
     }
 
-    /// Closes the retiring ring.
+    /// Closes the retiring ring, warning about fixed files left on it (`carry::report_stranded`).
     pub(super) fn retire(&mut self) {
-        self.retiring = None;
+        if let Some(r) = self.retiring.take() {
+            super::carry::report_stranded(&r.uring, &r.carried);
+        }
         tracing::debug!("the ring a resize replaced is drained and closed");
     }
 }
