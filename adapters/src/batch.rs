@@ -20,7 +20,7 @@ use crate::wq::WorkQueue;
 use crate::IoBuf;
 
 /// Credits a batch takes from a work queue at a time.
-const BLOCK: i64 = 16;
+const BLOCK: i64 = 64;
 
 /// How many work queues' reserved credits a batch keeps at once.
 const SLOTS: usize = 4;
@@ -40,6 +40,8 @@ pub struct Batch<'a, B: IoBuf> {
     reserved: [Option<Reserved>; SLOTS],
     /// The slot the next reservation replaces.
     evict: usize,
+    /// The slot the last credit came from: looked at first.
+    last: usize,
 }
 
 impl<'a, B: IoBuf> Batch<'a, B> {
@@ -52,6 +54,7 @@ impl<'a, B: IoBuf> Batch<'a, B> {
             reader: ring.tables.domain.guard(),
             reserved: Default::default(),
             evict: 0,
+            last: 0,
         })
     }
 
@@ -88,10 +91,17 @@ impl<'a, B: IoBuf> Batch<'a, B> {
     /// and returns the reservation slot it came from.
     #[inline(always)]
     fn take_credit(&mut self, wq: &Arc<WqShared>, side: Side) -> Option<usize> {
+        if let Some(r) = &mut self.reserved[self.last] {
+            if r.left > 0 && r.side == side && Arc::ptr_eq(&r.wq, wq) {
+                r.left -= 1;
+                return Some(self.last);
+            }
+        }
         for (i, r) in self.reserved.iter_mut().enumerate() {
             if let Some(r) = r {
                 if r.left > 0 && r.side == side && Arc::ptr_eq(&r.wq, wq) {
                     r.left -= 1;
+                    self.last = i;
                     return Some(i);
                 }
             }
@@ -118,6 +128,7 @@ impl<'a, B: IoBuf> Batch<'a, B> {
             }
             i
         });
+        self.last = i;
         match &mut self.reserved[i] {
             Some(r) => r.left += left - 1,
             empty => {

@@ -26,7 +26,7 @@ mod retire;
 mod slab;
 
 use retire::Retiring;
-use slab::{Finished, Slab};
+use slab::Slab;
 
 /// Set in the `user_data` of a completion that another ring posted with msg_ring.
 pub(crate) const MESSAGE_BIT: u64 = 1 << 63;
@@ -61,23 +61,28 @@ unsafe impl<B: Send> Send for Post<B> {}
 /// batch of completions costs one atomic add instead of one each.
 #[derive(Default)]
 pub(crate) struct Returns {
-    run: Option<(WqId, Side)>,
+    /// The run's work queue, as [`WqId::key`]: one compare per completion instead of several.
+    key: u64,
+    side: Option<Side>,
     n: i64,
 }
 
 impl Returns {
+    #[inline(always)]
     fn add(&mut self, tables: &Tables, reader: &impl regio_sync::ReadSide, wq: WqId, side: Side) {
-        if self.run != Some((wq, side)) {
+        let key = wq.key();
+        if key != self.key || self.side != Some(side) {
             self.flush(tables, reader);
-            self.run = Some((wq, side));
+            self.key = key;
+            self.side = Some(side);
         }
         self.n += 1;
     }
 
     fn flush(&mut self, tables: &Tables, reader: &impl regio_sync::ReadSide) {
-        if let Some((wq, side)) = self.run.take() {
+        if let Some(side) = self.side.take() {
             // A removed work queue takes no credit back.
-            if let Some(w) = tables.wq(reader, wq) {
+            if let Some(w) = tables.wq(reader, WqId::from_key(self.key)) {
                 w.adjust(side, self.n);
             }
         }
@@ -516,16 +521,13 @@ impl<B> Book<'_, B> {
             Completion::write_from_cqe(place, wq, cookie, cqe.result(), cqe.flags(), None);
             return true;
         }
-        let Finished {
-            wq,
-            side,
-            cookie,
-            epoch,
-            buf,
-        } = self
+        let e = self
             .slab
             .finish(slot)
             .expect("a final CQE names a live slab entry");
+        let (wq, side, cookie, epoch) = (e.wq, e.side, e.cookie, e.epoch);
+        let buf = e.buf.take();
+        drop(e.keep.take());
         returns.add(tables, reader, wq, side);
         if epoch != self.epoch {
             if let Some(r) = self.retiring.as_mut() {
@@ -611,7 +613,9 @@ impl<B> RingState<B> {
         for cqe in cqes {
             let ud = cqe.user_data();
             if ud & (MESSAGE_BIT | CANCEL_ALL) == 0 && !cqueue::more(cqe.flags()) {
-                drop(self.slab.finish(ud as u32));
+                if let Some(e) = self.slab.finish(ud as u32) {
+                    drop((e.buf.take(), e.keep.take()));
+                }
             }
         }
     }

@@ -42,6 +42,22 @@ pub struct WqId {
     pub generation: u32,
 }
 
+impl WqId {
+    /// The identity as one number (index in the low half).
+    #[inline(always)]
+    pub(crate) fn key(self) -> u64 {
+        u64::from(self.index) | u64::from(self.generation) << 32
+    }
+
+    /// The identity [`key`](Self::key) made.
+    pub(crate) fn from_key(key: u64) -> Self {
+        Self {
+            index: key as u32,
+            generation: (key >> 32) as u32,
+        }
+    }
+}
+
 /// What the tables hold for one work queue.
 #[derive(Debug)]
 pub(crate) struct WqShared {

@@ -45,7 +45,7 @@ impl<B> RingState<B> {
         let pushed = self.push_now(&entry);
         self.swap_retiring();
         if !pushed {
-            drop(self.slab.finish(ud));
+            self.slab.finish(ud);
             self.local
                 .push_back((Completion::failed(wq, cookie, -libc::EBUSY), side));
             return;

@@ -25,15 +25,6 @@ pub(super) struct InFlight<B> {
     live: bool,
 }
 
-/// What a final completion takes out of its entry.
-pub(super) struct Finished<B> {
-    pub wq: WqId,
-    pub side: Side,
-    pub cookie: u64,
-    pub epoch: u32,
-    pub buf: Option<B>,
-}
-
 /// The in-flight table of one ring.
 pub(super) struct Slab<B> {
     entries: Vec<InFlight<B>>,
@@ -99,22 +90,16 @@ impl<B> Slab<B> {
         self.entries.get(i as usize).filter(|e| e.live)
     }
 
-    /// Frees entry `i` at its operation's final completion: the buffer comes out, the keep is
-    /// dropped.
+    /// Frees entry `i` at its operation's final completion and returns it, still holding its
+    /// buffer and keep: the caller takes both out (the next [`insert`](Self::insert) there
+    /// expects them gone).
     #[inline(always)]
-    pub fn finish(&mut self, i: u32) -> Option<Finished<B>> {
-        let e = self.entries.get_mut(i as usize).filter(|e| e.live)?;
+    pub fn finish(&mut self, i: u32) -> Option<&mut InFlight<B>> {
+        let Self { entries, free } = self;
+        let e = entries.get_mut(i as usize).filter(|e| e.live)?;
         e.live = false;
-        drop(e.keep.take());
-        let done = Finished {
-            wq: e.wq,
-            side: e.side,
-            cookie: e.cookie,
-            epoch: e.epoch,
-            buf: e.buf.take(),
-        };
-        self.free.push(i);
-        Some(done)
+        free.push(i);
+        Some(e)
     }
 
     /// The index of the live operation of `wq` with `cookie`.
