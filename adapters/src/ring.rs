@@ -24,9 +24,11 @@ use crate::tables::{Tables, WqId};
 mod carry;
 mod retire;
 mod slab;
+mod staging;
 
 use retire::Retiring;
 use slab::Slab;
+use staging::Staging;
 
 /// Set in the `user_data` of a completion that another ring posted with msg_ring.
 pub(crate) const MESSAGE_BIT: u64 = 1 << 63;
@@ -96,12 +98,8 @@ pub(crate) struct RingState<B> {
     slab: Slab<B>,
     /// Completions made in user space (rejections), with the credit they return.
     local: VecDeque<(Completion<B>, Side)>,
-    /// SQEs built since the last submit. They reach the SQ together, with one tail store, so
-    /// the SQPOLL thread takes a batch in one pass instead of one SQE per pass. They cannot be
-    /// written into the SQ as they are built: with SQPOLL, storing the tail *is* submitting, and
-    /// a deferred batch ([`crate::Batch`]) must not reach the kernel before its commit; the
-    /// io-uring crate publishes the tail whenever its SQ handle drops.
-    staged: Vec<Sqe>,
+    /// SQEs built since the last submit.
+    staged: Staging,
     /// SQ slots known to be free beside `staged` (refreshed from the kernel's head at 0).
     room: usize,
     /// Whether a full SQ may be submitted to make room (false inside a deferred batch).
@@ -131,8 +129,7 @@ impl<B> RingState<B> {
     fn stage(&mut self, sqe: &Sqe) -> &mut Sqe {
         debug_assert!(self.room > 0, "has_room() first");
         self.room -= 1;
-        self.staged.push(sqe.copy());
-        self.staged.last_mut().expect("just pushed")
+        self.staged.push(sqe)
     }
 
     /// Operations between SQE and final CQE.
@@ -150,16 +147,16 @@ impl<B> RingState<B> {
         let mut sq = self.uring.submission();
         // SAFETY: every staged SQE points only at memory its slab entry keeps alive until the
         // final CQE; `has_room` kept staged + queued within the SQ's capacity.
-        let pushed = unsafe { sq.push_multiple(Sqe::as_entries(&self.staged)) };
+        let pushed = unsafe { sq.push_multiple(self.staged.entries()) };
         debug_assert!(pushed.is_ok(), "room was checked when staging");
         drop(sq); // publishes the tail
         self.staged.clear();
-        Counters::add(&self.counters.submitted, u64::from(n));
+        Counters::add_owned(&self.counters.submitted, u64::from(n));
         self.flush_sq()
     }
 
     fn enter(&mut self, to_submit: u32, flags: u32) -> io::Result<()> {
-        Counters::add(&self.counters.enters, 1);
+        Counters::add_owned(&self.counters.enters, 1);
         loop {
             // SAFETY: no extra argument is passed; the SQEs handed over were built from memory
             // the slab keeps alive until their final CQE.
@@ -201,7 +198,7 @@ impl<B> RingState<B> {
         if self.has_room() {
             return true;
         }
-        Counters::add(&self.counters.sq_full, 1);
+        Counters::add_owned(&self.counters.sq_full, 1);
         if self.auto_submit {
             // A failed enter leaves the SQ full, and the post goes back to its owner.
             let _ = self.submit();
@@ -394,7 +391,7 @@ impl<B> RingState<B> {
             result = self.drain_cq(tables, guard, &mut returns, out, max, start, &mut n);
         }
         returns.flush(tables, guard);
-        Counters::add(&self.counters.completed, n);
+        Counters::add_owned(&self.counters.completed, n);
         result.map(|()| out.len() - start)
     }
 
@@ -467,7 +464,7 @@ impl<B> RingState<B> {
             }
             // The kernel parked completions in its overflow list (NODROP): count it, and have
             // the kernel move them into the CQ, then keep reaping.
-            Counters::add(&self.counters.cq_overflows, 1);
+            Counters::add_owned(&self.counters.cq_overflows, 1);
             tracing::warn!(
                 in_flight = self.in_flight(),
                 "CQ overflow: flushing the kernel's overflow list"
@@ -666,12 +663,13 @@ impl<B> Ring<B> {
         let fd = uring.as_raw_fd();
         let cq_entries = uring.params().cq_entries();
         let sqpoll = uring.params().is_setup_sqpoll();
+        let sq_entries = uring.params().sq_entries() as usize;
         Self {
             combiner: Combiner::new(RingState {
                 uring,
                 slab: Slab::default(),
                 local: VecDeque::new(),
-                staged: Vec::new(),
+                staged: Staging::new(sq_entries),
                 room: 0,
                 auto_submit: true,
                 sqpoll,

@@ -2,9 +2,12 @@
 //!
 //! # Synchronization
 //!
-//! Every counter is a statistic: it is updated with Relaxed read-modify-writes, which never lose
-//! an increment, and read with Relaxed loads. Nothing is published through these counters, so no
-//! stronger ordering is needed.
+//! Every counter is a statistic, read with Relaxed loads; nothing is published through these
+//! counters, so no stronger ordering is needed. The counters that only a ring's owner changes
+//! (all but `rejected`) are updated with a Relaxed load and store ([`Counters::add_owned`]):
+//! the ring lock orders one owner's store before the next owner's load, so no increment is lost
+//! and no locked instruction is paid. `rejected`, which posting threads change, is updated with
+//! a Relaxed read-modify-write.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,6 +26,14 @@ impl Counters {
     pub fn add(counter: &AtomicU64, n: u64) {
         // Relaxed: a statistic (module docs).
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds `n` to a counter that only the ring's owner changes (module docs).
+    #[inline]
+    pub fn add_owned(counter: &AtomicU64, n: u64) {
+        // Relaxed load and store: the ring lock's Acquire/Release orders successive owners, so
+        // this owner sees the last one's store, and nobody else stores.
+        counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self, inbox_depth: usize) -> Stats {

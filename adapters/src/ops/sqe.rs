@@ -15,6 +15,7 @@ const SPLICE_FD_IN_FIXED: u32 = 1 << 31;
 /// The kernel's `struct io_uring_sqe` (include/uapi/linux/io_uring.h), with the unions named
 /// by the member this crate uses.
 #[repr(C, align(8))]
+#[derive(Default)]
 pub(crate) struct Sqe {
     pub opcode: u8,
     pub flags: u8,
@@ -48,7 +49,7 @@ impl Sqe {
         unsafe { std::mem::transmute::<Entry, Sqe>(entry) }
     }
 
-    /// A copy made eight bytes at a time.
+    /// Copies the SQE into `place` eight bytes at a time.
     ///
     /// An operation's SQE is usually read here right after its constructor wrote it, with
     /// stores of one to eight bytes. A copy in 16-byte vector loads (what a plain copy of 64
@@ -57,17 +58,15 @@ impl Sqe {
     /// was the largest single cost of a post. Volatile reads keep the compiler from merging the
     /// eight-byte loads back into vector loads.
     #[inline(always)]
-    pub fn copy(&self) -> Sqe {
+    pub fn copy_to(&self, place: &mut Sqe) {
         let src = (self as *const Sqe).cast::<u64>();
-        let mut words = [0u64; 8];
-        for (i, w) in words.iter_mut().enumerate() {
-            // SAFETY: `Sqe` is 64 bytes, 8-aligned and fully initialised (all plain integers, no
-            // padding), so word `i < 8` is in bounds, aligned and initialised.
-            *w = unsafe { src.add(i).read_volatile() };
+        let dst = (place as *mut Sqe).cast::<u64>();
+        for i in 0..8 {
+            // SAFETY: both are 64-byte, 8-aligned `Sqe`s of plain integers with no padding, so
+            // word `i < 8` is in bounds, aligned and initialised in `self`, and writing any
+            // value to it in `place` (borrowed mutably, so unaliased) leaves a valid `Sqe`.
+            unsafe { dst.add(i).write(src.add(i).read_volatile()) };
         }
-        // SAFETY: 64 bytes of plain integers make a valid `Sqe`, which has no padding and
-        // accepts any bit pattern (the size is checked above).
-        unsafe { std::mem::transmute::<[u64; 8], Sqe>(words) }
     }
 
     /// Views staged SQEs as the io-uring crate's entries, to push them into the SQ.

@@ -131,6 +131,9 @@ impl<B> RingState<B> {
             what: "io_uring_enter (submit before a resize)",
             source,
         })?;
+        if uring.params().sq_entries() as usize > self.staged.capacity() {
+            self.staged = super::Staging::new(uring.params().sq_entries() as usize);
+        }
         let carried = self.carry_files(&mut uring, files)?;
         tracing::debug!(
             carried = carried.len(),

@@ -23,19 +23,27 @@ pub(super) struct InFlight<B> {
     pub keep: Option<Box<Keep>>,
     /// Whether the entry holds an operation (free entries hold no buffer and no keep).
     live: bool,
+    /// For a free entry: the next free one (the free list runs through the entries).
+    next_free: u32,
 }
+
+/// The end of the free list.
+const NONE: u32 = u32::MAX;
 
 /// The in-flight table of one ring.
 pub(super) struct Slab<B> {
     entries: Vec<InFlight<B>>,
-    free: Vec<u32>,
+    /// The first free entry, or `NONE`.
+    free: u32,
+    live: usize,
 }
 
 impl<B> Default for Slab<B> {
     fn default() -> Self {
         Self {
             entries: Vec::new(),
-            free: Vec::new(),
+            free: NONE,
+            live: 0,
         }
     }
 }
@@ -52,21 +60,24 @@ impl<B> Slab<B> {
         epoch: u32,
         keep: Option<Box<Keep>>,
     ) -> u32 {
-        let i = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.entries.push(InFlight {
-                    wq,
-                    side,
-                    cookie: 0,
-                    buf: None,
-                    epoch: 0,
-                    keep: None,
-                    live: false,
-                });
-                (self.entries.len() - 1) as u32
-            }
+        let i = if self.free != NONE {
+            let i = self.free;
+            self.free = self.entries[i as usize].next_free;
+            i
+        } else {
+            self.entries.push(InFlight {
+                wq,
+                side,
+                cookie: 0,
+                buf: None,
+                epoch: 0,
+                keep: None,
+                live: false,
+                next_free: NONE,
+            });
+            (self.entries.len() - 1) as u32
         };
+        self.live += 1;
         let e = &mut self.entries[i as usize];
         debug_assert!(
             !e.live && e.buf.is_none() && e.keep.is_none(),
@@ -95,10 +106,11 @@ impl<B> Slab<B> {
     /// expects them gone).
     #[inline(always)]
     pub fn finish(&mut self, i: u32) -> Option<&mut InFlight<B>> {
-        let Self { entries, free } = self;
-        let e = entries.get_mut(i as usize).filter(|e| e.live)?;
+        let e = self.entries.get_mut(i as usize).filter(|e| e.live)?;
         e.live = false;
-        free.push(i);
+        e.next_free = self.free;
+        self.free = i;
+        self.live -= 1;
         Some(e)
     }
 
@@ -112,7 +124,7 @@ impl<B> Slab<B> {
 
     /// Operations in flight.
     pub fn len(&self) -> usize {
-        self.entries.len() - self.free.len()
+        self.live
     }
 
     /// Forgets every operation still in flight, leaking its buffer and keep: for a ring that
@@ -121,6 +133,7 @@ impl<B> Slab<B> {
         for e in self.entries.drain(..) {
             std::mem::forget(e);
         }
-        self.free.clear();
+        self.free = NONE;
+        self.live = 0;
     }
 }
