@@ -79,9 +79,11 @@ pub struct Config {
     ///   its owner (the kernel refuses it from other threads with `EEXIST`); it returns
     ///   [`Error::NotOwner`] otherwise. Register before binding, or bind every ring to one
     ///   thread and register from it. [`Adapter::resize_completion_queue`] is refused.
-    /// - Drop the adapter on the owner thread(s): only the owner can cancel what is in flight
-    ///   and wait for it; dropped elsewhere, the buffers of operations in flight are leaked
-    ///   (the kernel cancels the operations when the ring closes).
+    /// - Drop the last handle to a ring (adapter, completion queue, work queue) on its owner
+    ///   thread: only the owner can cancel what is in flight and wait for it; dropped
+    ///   elsewhere, the buffers of operations in flight are leaked (the kernel cancels the
+    ///   operations when the ring closes). Keep the owner thread alive while its ring is in use:
+    ///   the kernel ties the ring to that thread.
     ///
     /// It needs `sqpoll: None`: [`Adapter::new`] refuses it with SQPOLL with [`Error::Invalid`]
     /// (the kernel takes `SINGLE_ISSUER` with SQPOLL, but not `DEFER_TASKRUN`, and with SQPOLL

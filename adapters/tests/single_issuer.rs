@@ -54,6 +54,27 @@ fn enter_getevents(ring_fd: i32) -> i32 {
     }
 }
 
+/// `io_uring_register(fd, IORING_REGISTER_PROBE, NULL, 0)` on the calling thread: its errno,
+/// or 0. The NULL argument fails for the owner; only the errno matters.
+fn register_probe(ring_fd: i32) -> i32 {
+    const IORING_REGISTER_PROBE: libc::c_uint = 8;
+    // SAFETY: a NULL argument with a count of 0: the kernel reads and writes nothing.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring_fd,
+            IORING_REGISTER_PROBE,
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    };
+    if r < 0 {
+        std::io::Error::last_os_error().raw_os_error().unwrap()
+    } else {
+        0
+    }
+}
+
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors.
@@ -106,6 +127,14 @@ fn the_rings_are_single_issuer_with_defer_taskrun_where_the_kernel_has_it() {
             .join()
             .unwrap();
         assert_eq!(other, libc::EEXIST, "a non-owner's GETEVENTS is refused");
+    }
+    if expected != SingleIssuer::Plain {
+        // And any registration from another thread, whatever it asks (checked first).
+        assert_ne!(register_probe(fd), libc::EEXIST, "the owner may register");
+        let other = std::thread::spawn(move || register_probe(fd))
+            .join()
+            .unwrap();
+        assert_eq!(other, libc::EEXIST, "a non-owner's registration is refused");
     }
     let default = common::adapter_or_skip::<TestBuf>(config(1, false)).unwrap();
     assert_eq!(default.single_issuer(), None);

@@ -18,6 +18,14 @@
 //! [`CompletionQueue::wait`]: crate::CompletionQueue::wait
 //! [`CqSet::wait`]: crate::CqSet::wait
 //!
+//! Why the eventfd and not `IORING_OP_MSG_RING`: the owner already sleeps on the eventfd (in
+//! `poll` or `epoll_wait`, with any other CQs of a `CqSet`), and the kernel signals it when it
+//! queues deferred task work for the owner (`io_req_local_work_add` on an empty list), so one
+//! sleep covers completions, task work and foreign posts. A write is one system call from any
+//! thread, and works before the ring is enabled. A MSG_RING needs a source ring that the poster
+//! may submit to (a poster has none of its own here, and a shared helper ring would need its own
+//! lock), fails with `EBADFD` on a target not yet enabled, and would add a CQE to filter out.
+//!
 //! # Synchronization
 //!
 //! - `owner` is written once, by the bind, with the tables' write lock and the combiner lock
