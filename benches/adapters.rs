@@ -3,7 +3,9 @@
 //! across 16 CQs by 1 and 2 threads; and system calls per operation at steady SQPOLL load.
 //!
 //! Prints `COMPARE adapters_nop_batch32`, `COMPARE adapters_read4k_qd32` (SQPOLL on; the SQPOLL
-//! off figures follow as `_nosqpoll` lines), `cqset_reap_16cq_{1,2}t` and `syscalls_per_op`.
+//! off figures follow as `_nosqpoll` lines), `COMPARE adapters_nop_batch32_single_issuer` (SQPOLL
+//! off, regio's single-issuer mode against a raw ring with `SINGLE_ISSUER | DEFER_TASKRUN`),
+//! `cqset_reap_16cq_{1,2}t` and `syscalls_per_op`.
 //! The criterion groups record each side alone; the `COMPARE` lines come from a separate
 //! interleaved measurement (regio and raw alternating in 300 ms rounds), because on a shared
 //! machine the load drifts between criterion's back-to-back groups.
@@ -61,6 +63,17 @@ fn config(sqpoll: bool, rings: usize) -> Config {
     }
 }
 
+/// A raw ring set up as regio's single-issuer mode sets up its own on this kernel.
+fn raw_ring_single_issuer() -> IoUring {
+    let mut b = IoUring::builder();
+    b.setup_cqsize(1024)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_taskrun_flag();
+    b.build(256)
+        .expect("io_uring with SINGLE_ISSUER | DEFER_TASKRUN")
+}
+
 fn raw_ring(sqpoll: bool) -> IoUring {
     let mut b = IoUring::builder();
     b.setup_cqsize(1024);
@@ -98,6 +111,24 @@ struct RegioNop {
 impl RegioNop {
     fn new(sqpoll: bool) -> Self {
         let adapter = Adapter::new(config(sqpoll, 1)).unwrap();
+        let wq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
+        let cq = wq.completion_queue();
+        Self {
+            _adapter: adapter,
+            wq,
+            cq,
+            out: Vec::with_capacity(64),
+        }
+    }
+
+    /// In single-issuer mode (SQPOLL off), bound to the calling thread.
+    fn single_issuer() -> Self {
+        let cfg = Config {
+            single_issuer: true,
+            ..config(false, 1)
+        };
+        let adapter = Adapter::new(cfg).unwrap();
+        adapter.bind_owner().unwrap();
         let wq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
         let cq = wq.completion_queue();
         Self {
@@ -519,6 +550,12 @@ fn main() {
             || Box::new(RawRead::new(sqpoll, &file)),
         );
     }
+    compare(
+        "adapters_nop_batch32_single_issuer",
+        BATCH as f64,
+        || Box::new(RegioNop::single_issuer()),
+        || Box::new(RawNop(raw_ring_single_issuer())),
+    );
     let (ops, per_op) = steady(&file, Duration::from_secs(2));
     println!("steady SQPOLL read4k: {ops} ops in 2 s");
     println!("syscalls_per_op: {per_op:.5}");

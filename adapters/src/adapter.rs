@@ -55,7 +55,40 @@ pub struct Config {
     pub sqpoll_fallback: bool,
     /// Without SQPOLL: set `COOP_TASKRUN` and `TASKRUN_FLAG`. Only sound when the threads that
     /// post also reap (completions then wait for the submitting thread's next kernel entry).
+    /// Single-issuer mode ignores it and picks its own task-work flags.
     pub coop_taskrun: bool,
+    /// Single-issuer mode (default false): each ring gets one owner thread, the only one that
+    /// submits to it and reaps it, and the rings are set up for that.
+    ///
+    /// - Each ring is set up disabled (`IORING_SETUP_R_DISABLED`) with `SINGLE_ISSUER |
+    ///   DEFER_TASKRUN | TASKRUN_FLAG`; a kernel that refuses those gets `SINGLE_ISSUER |
+    ///   COOP_TASKRUN | TASKRUN_FLAG`, and then none of them (the adapter still keeps to one
+    ///   owner per ring). [`Adapter::single_issuer`] says which setup the kernel took; the
+    ///   `adapter` span logs it.
+    /// - A thread becomes a ring's owner with [`CompletionQueue::bind_owner`] (or all rings' owner
+    ///   with [`Adapter::bind_owner`]); until then the ring submits nothing.
+    /// - The owner's posts go straight into the SQ. Another thread's post goes into the ring's
+    ///   inbox and wakes the owner through the CQ eventfd; the owner pushes it on its next
+    ///   post, reap or wake-up in [`CompletionQueue::wait`] / [`CqSet::wait`](crate::CqSet::wait).
+    /// - Only the owner reaps: [`CompletionQueue::reap`] returns 0 and
+    ///   [`CompletionQueue::batch`] `None` on other threads, and
+    ///   [`CompletionQueue::wait`] returns [`Error::NotOwner`]. A reap runs the task work the
+    ///   kernel deferred (`IORING_SQ_TASKRUN`), which with `DEFER_TASKRUN` is what posts
+    ///   completions to the CQ.
+    /// - Registration (regions, files, provided-buffer rings) on a bound ring must come from
+    ///   its owner (the kernel refuses it from other threads with `EEXIST`); it returns
+    ///   [`Error::NotOwner`] otherwise. Register before binding, or bind every ring to one
+    ///   thread and register from it. [`Adapter::resize_completion_queue`] is refused.
+    /// - Drop the last handle to a ring (adapter, completion queue, work queue) on its owner
+    ///   thread: only the owner can cancel what is in flight and wait for it; dropped
+    ///   elsewhere, the buffers of operations in flight are leaked (the kernel cancels the
+    ///   operations when the ring closes). Keep the owner thread alive while its ring is in use:
+    ///   the kernel ties the ring to that thread.
+    ///
+    /// It needs `sqpoll: None`: [`Adapter::new`] refuses it with SQPOLL with [`Error::Invalid`]
+    /// (the kernel takes `SINGLE_ISSUER` with SQPOLL, but not `DEFER_TASKRUN`, and with SQPOLL
+    /// the kernel thread submits anyway).
+    pub single_issuer: bool,
     /// Size of the sparse registered-buffer table (region ids `0..max_regions`).
     pub max_regions: u32,
     /// Size of the sparse fixed-file table.
@@ -76,9 +109,34 @@ impl Default for Config {
             }),
             sqpoll_fallback: true,
             coop_taskrun: false,
+            single_issuer: false,
             max_regions: 64,
             max_files: 256,
             domain: None,
+        }
+    }
+}
+
+/// How the rings of an adapter in single-issuer mode ([`Config::single_issuer`]) were set up:
+/// which of the kernel's flags the kernel took, tried in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SingleIssuer {
+    /// `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG` (Linux 6.1): completions that need task
+    /// work reach the CQ only when the owner reaps, which runs that work.
+    DeferTaskrun,
+    /// `SINGLE_ISSUER | COOP_TASKRUN | TASKRUN_FLAG` (Linux 6.0).
+    CoopTaskrun,
+    /// None of them (an older kernel): the adapter alone keeps to one owner per ring.
+    Plain,
+}
+
+impl SingleIssuer {
+    /// The next setup to try after the kernel refused this one.
+    fn fallback(self) -> Option<Self> {
+        match self {
+            Self::DeferTaskrun => Some(Self::CoopTaskrun),
+            Self::CoopTaskrun => Some(Self::Plain),
+            Self::Plain => None,
         }
     }
 }
@@ -131,6 +189,7 @@ struct Inner<B> {
     rings: Vec<Arc<Ring<B>>>,
     tables: Arc<Tables>,
     sqpoll: bool,
+    single_issuer: Option<SingleIssuer>,
     /// The configuration the rings were built with (SQPOLL as it ended up), for resizes.
     cfg: Config,
     clone_ok: AtomicBool,
@@ -168,9 +227,27 @@ fn build_ring(
     cfg: &Config,
     sqpoll: Option<SqPoll>,
     attach: Option<RawFd>,
+    issuer: Option<SingleIssuer>,
 ) -> std::io::Result<IoUring> {
     let mut b = IoUring::builder();
     b.setup_cqsize(cfg.cq_entries.max(cfg.sq_entries));
+    if let Some(issuer) = issuer {
+        // Disabled until the owner binds it: the bind makes it the kernel's submitter task.
+        b.setup_r_disabled();
+        match issuer {
+            SingleIssuer::DeferTaskrun => {
+                b.setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_taskrun_flag();
+            }
+            SingleIssuer::CoopTaskrun => {
+                b.setup_single_issuer()
+                    .setup_coop_taskrun()
+                    .setup_taskrun_flag();
+            }
+            SingleIssuer::Plain => {}
+        }
+    }
     match sqpoll {
         Some(sp) => {
             b.setup_sqpoll(sp.idle.as_millis().min(u128::from(u32::MAX)) as u32);
@@ -181,7 +258,7 @@ fn build_ring(
                 b.setup_attach_wq(fd);
             }
         }
-        None if cfg.coop_taskrun => {
+        None if cfg.coop_taskrun && issuer.is_none() => {
             b.setup_coop_taskrun().setup_taskrun_flag();
         }
         None => {}
@@ -196,15 +273,56 @@ fn build_ring(
     })
 }
 
-/// Installs `iov` as fixed buffer `id` of `ring` (an empty `iov` removes it).
+/// Installs `iov` as fixed buffer `id` of `ring` (an empty `iov` removes it); the outer error is
+/// [`Error::NotOwner`] (see [`Ring::with_uring`]), the inner one the kernel's.
 ///
 /// # Safety
 ///
 /// The memory `iov` describes must stay valid until the buffer is replaced or removed, or the
 /// ring is dropped.
-unsafe fn update_buffer<B>(ring: &Ring<B>, id: RegionId, iov: libc::iovec) -> std::io::Result<()> {
+unsafe fn update_buffer<B>(
+    ring: &Ring<B>,
+    id: RegionId,
+    iov: libc::iovec,
+) -> Result<std::io::Result<()>, Error> {
     // SAFETY: the caller's promise about `iov`.
     ring.with_uring(|u| unsafe { install_buffer(u, id, iov) })
+}
+
+/// The first SQPOLL-less setup in single-issuer mode that the kernel takes, and its ring.
+fn build_single_issuer(
+    cfg: &Config,
+    span: &tracing::Span,
+) -> Result<(IoUring, SingleIssuer), Error> {
+    let mut issuer = SingleIssuer::DeferTaskrun;
+    // Three setups at most: each refusal moves to the next.
+    loop {
+        match build_ring(cfg, None, None, Some(issuer)) {
+            Ok(r) => {
+                tracing::info!(parent: span, ?issuer, "single-issuer rings");
+                return Ok((r, issuer));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => match issuer.fallback() {
+                Some(next) => {
+                    tracing::warn!(parent: span, ?issuer, next = ?next, error = %e,
+                        "single-issuer setup refused; trying the next one");
+                    issuer = next;
+                }
+                None => return Err(setup_error(e)),
+            },
+            Err(e) => return Err(setup_error(e)),
+        }
+    }
+}
+
+/// Fails with [`Error::NotOwner`] unless the calling thread may register on every ring (a
+/// registration that cannot reach them all touches none). Called with the tables' write lock.
+fn check_registrar<B>(rings: &[Arc<Ring<B>>]) -> Result<(), Error> {
+    if rings.iter().all(|r| r.may_register()) {
+        Ok(())
+    } else {
+        Err(Error::NotOwner)
+    }
 }
 
 /// Installs `iov` as fixed buffer `id` of `uring`, which the caller owns.
@@ -240,8 +358,21 @@ impl<B: IoBuf> Adapter<B> {
         if cfg.max_regions == 0 || cfg.max_regions > u32::from(u16::MAX) + 1 {
             return Err(Error::Invalid("Config::max_regions must be in 1..=65536"));
         }
+        if cfg.single_issuer && cfg.sqpoll.is_some() {
+            return Err(Error::Invalid(
+                "Config::single_issuer needs Config::sqpoll = None",
+            ));
+        }
         let span = tracing::info_span!("adapter", rings = cfg.rings);
-        let first = match build_ring(&cfg, cfg.sqpoll, None) {
+        let mut issuer = None;
+        let built = if cfg.single_issuer {
+            let (r, i) = build_single_issuer(&cfg, &span)?;
+            issuer = Some(i);
+            Ok(r)
+        } else {
+            build_ring(&cfg, cfg.sqpoll, None, None)
+        };
+        let first = match built {
             Ok(r) => r,
             Err(e)
                 if cfg.sqpoll.is_some()
@@ -249,7 +380,7 @@ impl<B: IoBuf> Adapter<B> {
                     && e.raw_os_error() != Some(libc::ENOSYS) =>
             {
                 tracing::warn!(parent: &span, error = %e, "SQPOLL refused; falling back to interrupt-driven submission");
-                build_ring(&cfg, None, None).map_err(setup_error)?
+                build_ring(&cfg, None, None, None).map_err(setup_error)?
             }
             Err(e) => return Err(setup_error(e)),
         };
@@ -257,7 +388,8 @@ impl<B: IoBuf> Adapter<B> {
         let sp = if sqpoll { cfg.sqpoll } else { None };
         let mut urings = vec![first];
         for _ in 1..cfg.rings {
-            let r = build_ring(&cfg, sp, Some(urings[0].as_raw_fd())).map_err(setup_error)?;
+            let r =
+                build_ring(&cfg, sp, Some(urings[0].as_raw_fd()), issuer).map_err(setup_error)?;
             urings.push(r);
         }
         let mut supported = [true; 256];
@@ -296,6 +428,7 @@ impl<B: IoBuf> Adapter<B> {
                 Arc::clone(&supported),
                 index,
                 cq_span,
+                issuer,
             )));
         }
         tracing::info!(parent: &span, sqpoll, rings = rings.len(), fixed_recvsend, "adapter up");
@@ -305,6 +438,7 @@ impl<B: IoBuf> Adapter<B> {
                 rings,
                 tables,
                 sqpoll,
+                single_issuer: issuer,
                 cfg,
                 clone_ok: AtomicBool::new(true),
                 span,
@@ -315,6 +449,23 @@ impl<B: IoBuf> Adapter<B> {
     /// Whether the rings run on an SQPOLL thread (false after a fallback).
     pub fn sqpoll(&self) -> bool {
         self.inner.sqpoll
+    }
+
+    /// How the rings were set up in single-issuer mode ([`Config::single_issuer`]); `None` in
+    /// the default mode.
+    pub fn single_issuer(&self) -> Option<SingleIssuer> {
+        self.inner.single_issuer
+    }
+
+    /// Single-issuer mode: makes the calling thread the owner of every ring, as
+    /// [`CompletionQueue::bind_owner`] does for one (then this thread may also register on all
+    /// of them).
+    ///
+    /// # Errors
+    ///
+    /// As for [`CompletionQueue::bind_owner`]; the rings bound before an error stay bound.
+    pub fn bind_owner(&self) -> Result<(), Error> {
+        self.inner.rings.iter().try_for_each(|r| r.bind_owner())
     }
 
     /// Whether the kernel has `op`'s opcode (from `IORING_REGISTER_PROBE`). An operation it
@@ -366,7 +517,9 @@ impl<B: IoBuf> Adapter<B> {
     /// the registration's generation, which buffers of this region must carry.
     ///
     /// Registration owns each ring in turn, so it must not be called from a thread that holds a
-    /// [`Batch`](crate::Batch) of this adapter (it would wait for itself).
+    /// [`Batch`](crate::Batch) of this adapter (it would wait for itself). In single-issuer mode
+    /// it must come from the thread that owns every bound ring ([`Error::NotOwner`] otherwise,
+    /// before any ring is touched).
     ///
     /// # Safety
     ///
@@ -387,6 +540,7 @@ impl<B: IoBuf> Adapter<B> {
         if u32::from(id.0) >= self.inner.cfg.max_regions {
             return Err(Error::Invalid("region id outside Config::max_regions"));
         }
+        check_registrar(&self.inner.rings)?;
         let iov = libc::iovec {
             iov_base: base.cast(),
             iov_len: len,
@@ -404,7 +558,7 @@ impl<B: IoBuf> Adapter<B> {
         };
         let src = self.inner.rings[0].fd();
         // SAFETY: the caller keeps the memory valid while it is registered.
-        unsafe { update_buffer(&self.inner.rings[0], id, iov) }.map_err(pin_err)?;
+        unsafe { update_buffer(&self.inner.rings[0], id, iov) }?.map_err(pin_err)?;
         for ring in &self.inner.rings[1..] {
             let cloned = self.buffer_cloning()
                 && ring
@@ -416,7 +570,7 @@ impl<B: IoBuf> Adapter<B> {
                             1,
                             CloneBuffersFlags::DST_REPLACE,
                         )
-                    })
+                    })?
                     .map_err(|e| {
                         tracing::warn!(parent: &self.inner.span, error = %e,
                             "IORING_REGISTER_CLONE_BUFFERS refused (Linux 6.12+); registering on each ring");
@@ -426,7 +580,7 @@ impl<B: IoBuf> Adapter<B> {
                     .is_ok();
             if !cloned {
                 // SAFETY: as above.
-                unsafe { update_buffer(ring, id, iov) }.map_err(pin_err)?;
+                unsafe { update_buffer(ring, id, iov) }?.map_err(pin_err)?;
             }
         }
         let generation = next_generation();
@@ -450,8 +604,14 @@ impl<B: IoBuf> Adapter<B> {
 
     /// Unregisters region `id`: new posts naming it are rejected at once; operations already in
     /// flight keep the kernel's reference until they complete.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOwner`] in single-issuer mode off the thread that owns every bound ring
+    /// (nothing is changed then); [`Error::Sys`] when the kernel refuses the removal.
     pub fn unregister_region(&self, id: RegionId) -> Result<(), Error> {
         let _w = self.inner.tables.write_lock();
+        check_registrar(&self.inner.rings)?;
         self.inner
             .tables
             .regions
@@ -469,7 +629,7 @@ impl<B: IoBuf> Adapter<B> {
         };
         for ring in &self.inner.rings {
             // SAFETY: an empty iovec removes the buffer; no memory is handed to the kernel.
-            unsafe { update_buffer(ring, id, iov) }
+            unsafe { update_buffer(ring, id, iov) }?
                 .map_err(sys("IORING_REGISTER_BUFFERS_UPDATE (remove)"))?;
         }
         Ok(())
@@ -493,8 +653,9 @@ impl<B: IoBuf> Adapter<B> {
             .tables
             .check_target(&self.inner.tables.domain.guard(), Target::Fixed(slot))
             .map_err(|_| Error::Invalid("file slot outside Config::max_files"))?;
+        check_registrar(&self.inner.rings)?;
         for ring in &self.inner.rings {
-            ring.with_uring(|u| u.submitter().register_files_update(slot.0, &[fd]))
+            ring.with_uring(|u| u.submitter().register_files_update(slot.0, &[fd]))?
                 .map_err(sys("IORING_REGISTER_FILES_UPDATE"))?;
         }
         self.inner

@@ -46,7 +46,7 @@ pub struct Batch<'a, B: IoBuf> {
 
 impl<'a, B: IoBuf> Batch<'a, B> {
     pub(crate) fn new(ring: &'a Ring<B>) -> Option<Self> {
-        let mut guard = ring.combiner.try_lock()?;
+        let mut guard = ring.try_own()?;
         guard.with(|s| s.auto_submit = false);
         Some(Self {
             ring,

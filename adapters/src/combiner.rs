@@ -78,19 +78,32 @@ impl<S: Absorb<T>, T> Combiner<S, T> {
 
     /// Leaves `item` for the owner, or absorbs it now if nobody owns the state.
     pub fn post(&self, item: T) {
-        {
-            let mut inbox = self.lock_inbox();
-            inbox.push_back(item);
-            // Relaxed: changed under the inbox mutex together with the deque; the fence below
-            // orders it for the hand-off.
-            self.queued.fetch_add(1, Ordering::Relaxed);
-        }
+        self.push(item);
         // SeqCst fence: the poster half of the Dekker pair (module docs), between our count
         // increment and our lock attempt.
         fence(Ordering::SeqCst);
         if let Some(guard) = self.try_lock() {
             drop(guard);
         }
+    }
+
+    /// Leaves `item` in the inbox and nothing more: no attempt at the lock. The caller must make
+    /// sure the owner looks at the inbox afterwards (a ring in single-issuer mode wakes its owner
+    /// thread; see `Ring::post_foreign`), since the hand-off of [`post`](Self::post) is skipped.
+    pub fn push(&self, item: T) {
+        let mut inbox = self.lock_inbox();
+        inbox.push_back(item);
+        // Relaxed: changed under the inbox mutex together with the deque. For `post`, the fence
+        // after this orders it for the hand-off; for a bare push, the wake-up that follows it
+        // (a system call, or a mutex in the loom model) does.
+        self.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The state, through exclusive access to the combiner (no lock needed: nobody else can
+    /// reach it).
+    pub fn get_mut(&mut self) -> &mut S {
+        // SAFETY: `&mut self` excludes every guard and every other reference to the state.
+        self.state.with_mut(|s| unsafe { &mut *s })
     }
 
     /// How many items wait in the inbox.

@@ -138,7 +138,9 @@ impl<B> Completion<B> {
 ///
 /// Reaping reads CQEs from the shared ring with no system call. At most one thread reaps a CQ at
 /// a time: [`reap`](Self::reap) returns 0 at once when another thread (a [`CqSet`](crate::CqSet)
-/// reaper, say) owns it.
+/// reaper, say) owns it. In single-issuer mode ([`Config::single_issuer`](crate::Config::single_issuer))
+/// only the thread bound with [`bind_owner`](Self::bind_owner) ever owns it: `reap` returns 0
+/// and [`batch`](Self::batch) `None` on any other thread, and [`wait`](Self::wait) refuses.
 pub struct CompletionQueue<B> {
     pub(crate) ring: Arc<Ring<B>>,
 }
@@ -169,7 +171,7 @@ impl<B: IoBuf> CompletionQueue<B> {
     /// [`Error::CompletionsLost`] if the kernel reports dropped CQEs; the completions reaped so
     /// far are still in `out`.
     pub fn reap(&self, out: &mut Vec<Completion<B>>, max: usize) -> Result<usize, Error> {
-        match self.ring.combiner.try_lock() {
+        match self.ring.try_own() {
             Some(mut g) => {
                 reap_locked(&self.ring, &mut g, None::<&regio_sync::Guard<'_>>, out, max)
             }
@@ -179,12 +181,23 @@ impl<B: IoBuf> CompletionQueue<B> {
 
     /// Reaps like [`reap`](Self::reap), and if nothing is there, sleeps on the CQ's eventfd
     /// until a completion arrives or `timeout` passes (RIONotify with a wait).
+    ///
+    /// In single-issuer mode the owner thread also wakes for posts that other threads leave in
+    /// the inbox, and pushes and submits them.
+    ///
+    /// # Errors
+    ///
+    /// As for [`reap`](Self::reap); in single-issuer mode, [`Error::NotOwner`] at once on any
+    /// thread but the ring's bound owner (it could never reap).
     pub fn wait(
         &self,
         out: &mut Vec<Completion<B>>,
         max: usize,
         timeout: Option<Duration>,
     ) -> Result<usize, Error> {
+        if self.ring.single_issuer && !self.ring.owned_here() {
+            return Err(Error::NotOwner);
+        }
         crate::wait::reap_or_sleep(
             timeout,
             || self.reap(out, max),
@@ -204,16 +217,36 @@ impl<B: IoBuf> CompletionQueue<B> {
 
     /// The eventfd the kernel signals when it posts completions to this CQ. Poll it for
     /// readability to sleep until completions arrive (the RIONotify of this CQ); read it to
-    /// re-arm.
+    /// re-arm. In single-issuer mode it is also signalled when the kernel defers task work to
+    /// the owner, and when another thread leaves a post in the inbox: a reap handles both.
     pub fn notify_fd(&self) -> RawFd {
         self.ring.eventfd.as_raw_fd()
     }
 
     /// Owns the ring for a batch of posts that are pushed to the SQ but not submitted until
     /// [`Batch::commit`] or the end of the batch (RIO's `RIO_MSG_DEFER` and `COMMIT_ONLY`).
-    /// `None` if another thread owns the ring now; post with [`WorkQueue::post`](crate::WorkQueue::post) instead.
+    /// `None` if another thread owns the ring now (in single-issuer mode: on any thread but the
+    /// owner); post with [`WorkQueue::post`](crate::WorkQueue::post) instead.
     pub fn batch(&self) -> Option<Batch<'_, B>> {
         Batch::new(&self.ring)
+    }
+
+    /// Single-issuer mode: makes the calling thread this CQ's owner, the only thread that
+    /// submits to and reaps its ring from now on (the kernel's `submitter_task`, set by
+    /// `IORING_REGISTER_ENABLE_RINGS` on the ring, which was set up disabled). Posts left in the
+    /// inbox before the bind are submitted now. Binding again from the owner does nothing.
+    ///
+    /// Register regions and files ([`Adapter::register_region`](crate::Adapter::register_region),
+    /// [`Adapter::set_file`](crate::Adapter::set_file), a pool's
+    /// [`registrar`](crate::Adapter::registrar)) before binding, or from the owner thread: the
+    /// kernel refuses registration on a bound ring from any other thread.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for an adapter not in single-issuer mode; [`Error::NotOwner`] when
+    /// another thread owns the ring already; [`Error::Sys`] if the kernel refuses to enable it.
+    pub fn bind_owner(&self) -> Result<(), Error> {
+        self.ring.bind_owner()
     }
 
     /// This CQ's counters.
@@ -277,6 +310,7 @@ pub(crate) fn reap_locked<B: IoBuf, R: regio_sync::ReadSide>(
     };
     let drained = g.drain();
     g.with(submit)?;
+    ring.run_task_work(g)?;
     if !drained && g.drain() {
         g.with(submit)?;
     }

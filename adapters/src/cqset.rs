@@ -24,6 +24,10 @@ use crate::sys::Epoll;
 use crate::IoBuf;
 
 /// A set of completion queues, from one adapter or several, reaped together.
+///
+/// In single-issuer mode ([`Config::single_issuer`](crate::Config::single_issuer)) a thread
+/// reaps only the CQs it owns ([`CompletionQueue::bind_owner`]); the others in the set are
+/// skipped, as CQs another reaper holds are.
 pub struct CqSet<B> {
     rings: Vec<Arc<Ring<B>>>,
     cursor: AtomicUsize,
@@ -86,7 +90,7 @@ impl<B: IoBuf> CqSet<B> {
                 break;
             }
             let ring = &self.rings[(start + k) % n];
-            if let Some(mut g) = ring.combiner.try_lock() {
+            if let Some(mut g) = ring.try_own() {
                 got += reap_locked(ring, &mut g, None::<&regio_sync::Guard<'_>>, out, max - got)?;
             }
         }

@@ -33,17 +33,44 @@
 //!
 //! # Threading
 //!
-//! Each ring has one owner at a time: the thread that takes its lock (a `try_lock`, never a
-//! wait) to post, reap or register. A post from another thread goes into the ring's inbox, and
-//! the owner pushes it into the SQ before it lets go; the hand-off is a fence-based Dekker pair
-//! checked by loom (`tests/loom.rs`), so no post is stranded and nobody has to be woken. Owners
-//! never block while they own a ring; sleeping is done on the CQ eventfds
+//! By default, each ring has one owner at a time: the thread that takes its lock (a `try_lock`,
+//! never a wait) to post, reap or register. A post from another thread goes into the ring's
+//! inbox, and the owner pushes it into the SQ before it lets go; the hand-off is a fence-based
+//! Dekker pair checked by loom (`tests/loom.rs`), so no post is stranded and nobody has to be
+//! woken. Owners never block while they own a ring; sleeping is done on the CQ eventfds
 //! ([`CompletionQueue::wait`], [`CqSet::wait`]).
 //!
 //! Because any thread may submit and reap, the rings are not set up with `SINGLE_ISSUER` or
 //! `DEFER_TASKRUN` (both would tie the ring to one task). Without SQPOLL the rings use the
 //! kernel's default task-work notification, or `COOP_TASKRUN` when [`Config::coop_taskrun`]
 //! says the posting threads also reap.
+//!
+//! ## Single-issuer mode
+//!
+//! [`Config::single_issuer`] (off by default, and only without SQPOLL) ties each ring to one
+//! owner thread instead, so the kernel can skip its cross-task machinery: the rings are set up
+//! with `SINGLE_ISSUER | DEFER_TASKRUN` where the kernel has them (else `SINGLE_ISSUER |
+//! COOP_TASKRUN`, else neither; [`Adapter::single_issuer`] says which), and disabled until a
+//! thread binds them ([`CompletionQueue::bind_owner`], [`Adapter::bind_owner`]):
+//! `IORING_REGISTER_ENABLE_RINGS` makes the binding thread the kernel's submitter task.
+//!
+//! - The owner's posts go straight into the SQ. Another thread's post goes into the ring's
+//!   inbox, never takes the ring, and writes the CQ eventfd to wake the owner, which sleeps on
+//!   it in [`CompletionQueue::wait`] or [`CqSet::wait`]. The owner drains the eventfd before it
+//!   looks at the inbox and sleeps only after, so no post is left behind (a loom model in
+//!   `tests/loom.rs`).
+//! - Only the owner reaps ([`CompletionQueue::reap`] returns 0 and [`CompletionQueue::batch`]
+//!   `None` elsewhere, [`CompletionQueue::wait`] returns [`Error::NotOwner`]). Each reap runs the
+//!   task work the kernel deferred to the owner when `IORING_SQ_TASKRUN` says there is some;
+//!   with `DEFER_TASKRUN` that is what moves most completions into the CQ. The kernel signals
+//!   the CQ eventfd when it queues such work, so a sleeping owner wakes for it.
+//! - The kernel refuses `io_uring_register` on a bound ring from any thread but its owner, so
+//!   registration (a pool's [`Adapter::registrar`] included) must happen before binding or on
+//!   the owner (one thread owning every ring); elsewhere it returns [`Error::NotOwner`] and
+//!   changes nothing. Resizing a CQ is refused.
+//! - Drop the adapter on the owner thread: it cancels what is in flight and waits for it there.
+//!
+//! The default mode pays for this one `bool` test per post, reap and batch.
 //!
 //! # Integrity and kernel support
 //!
@@ -120,7 +147,7 @@ mod tables;
 mod wait;
 mod wq;
 
-pub use adapter::{Adapter, Config, SqPoll};
+pub use adapter::{Adapter, Config, SingleIssuer, SqPoll};
 pub use batch::Batch;
 pub use buf::{BufKey, IoBuf, RegionId};
 pub use cq::{Completion, CompletionQueue};

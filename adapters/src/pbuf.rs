@@ -80,7 +80,7 @@ impl<B> ProvidedRing<B> {
                 u.submitter()
                     .register_buf_ring_with_flags(base.as_ptr() as u64, entries, bgid, 0)
             }
-        });
+        })?;
         if registered.is_ok() {
             // Relaxed: the count is read under the write lock held here (`provided`).
             ring.provided.fetch_add(1, Ordering::Relaxed);
@@ -140,10 +140,19 @@ impl<B: Send> BufRingSink for ProvidedRing<B> {
 impl<B> Drop for ProvidedRing<B> {
     fn drop(&mut self) {
         let bgid = self.bgid;
-        if let Err(e) = self
+        // The write lock orders the single-issuer owner check (see `Ring::with_state`).
+        let w = self.ring.tables.write_lock();
+        let unregistered = self
             .ring
             .with_uring(|u| u.submitter().unregister_buf_ring(bgid))
-        {
+            .and_then(|r| {
+                r.map_err(|source| Error::Sys {
+                    what: "IORING_UNREGISTER_PBUF_RING",
+                    source,
+                })
+            });
+        drop(w);
+        if let Err(e) = unregistered {
             // Unmapping memory the kernel may still read would be unsound: leak it instead.
             tracing::error!(bgid, error = %e, "unregistering a provided-buffer ring failed; leaking it");
             return;

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, IoUring};
@@ -22,6 +22,7 @@ use crate::stats::Counters;
 use crate::tables::{Tables, WqId};
 
 mod carry;
+mod issuer;
 mod retire;
 mod slab;
 mod staging;
@@ -648,6 +649,15 @@ pub(crate) struct Ring<B> {
     pub(crate) supported: Arc<[bool; 256]>,
     pub(crate) index: usize,
     pub(crate) span: tracing::Span,
+    /// Single-issuer mode ([`crate::Config::single_issuer`]): only the owner thread takes the
+    /// ring; see the `issuer` module.
+    pub(crate) single_issuer: bool,
+    /// The ring has `IORING_SETUP_TASKRUN_FLAG` in single-issuer mode: a reap runs the kernel's
+    /// pending task work when `IORING_SQ_TASKRUN` says there is some.
+    taskrun_flag: bool,
+    /// The owner thread's token (`issuer::thread_token`), 0 while the ring has no owner; set
+    /// once, by [`Ring::bind_owner`].
+    owner: AtomicU64,
 }
 
 impl<B> Ring<B> {
@@ -658,6 +668,7 @@ impl<B> Ring<B> {
         supported: Arc<[bool; 256]>,
         index: usize,
         span: tracing::Span,
+        issuer: Option<crate::SingleIssuer>,
     ) -> Self {
         let counters = Arc::new(Counters::default());
         let fd = uring.as_raw_fd();
@@ -671,7 +682,9 @@ impl<B> Ring<B> {
                 local: VecDeque::new(),
                 staged: Staging::new(sq_entries),
                 room: 0,
-                auto_submit: true,
+                // A single-issuer ring is disabled until its owner binds it: posts drained
+                // before then wait in `staged`, and the bind submits them.
+                auto_submit: issuer.is_none(),
                 sqpoll,
                 overflow_suspect: false,
                 dropped_seen: 0,
@@ -688,22 +701,38 @@ impl<B> Ring<B> {
             supported,
             index,
             span,
+            single_issuer: issuer.is_some(),
+            taskrun_flag: issuer.is_some_and(|i| i != crate::SingleIssuer::Plain),
+            owner: AtomicU64::new(0),
         }
     }
 
     /// Runs `f` with the io_uring, owning the ring for the call (for registration calls, which
     /// are rare; it yields while a reaper owns the ring, and reapers never block while owning).
-    pub(crate) fn with_uring<R>(&self, f: impl FnOnce(&IoUring) -> R) -> R {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOwner`] in single-issuer mode when another thread owns the ring (the kernel
+    /// would refuse the registration with `EEXIST`).
+    pub(crate) fn with_uring<R>(&self, f: impl FnOnce(&IoUring) -> R) -> Result<R, Error> {
         self.with_state(|s| f(&s.uring))
     }
 
     /// Runs `f` with the ring's state, owning the ring for the call, as `with_uring` does.
-    pub(crate) fn with_state<R>(&self, f: impl FnOnce(&mut RingState<B>) -> R) -> R {
+    ///
+    /// In single-issuer mode the caller holds the tables' write lock, which
+    /// [`bind_owner`](Self::bind_owner) takes too: the owner cannot change between the check
+    /// here and the lock, so a thread other than the owner never takes a bound ring (its guard
+    /// would submit the inbox, which the kernel refuses from it).
+    pub(crate) fn with_state<R>(&self, f: impl FnOnce(&mut RingState<B>) -> R) -> Result<R, Error> {
+        if !self.may_register() {
+            return Err(Error::NotOwner);
+        }
         let mut f = Some(f);
         loop {
             if let Some(mut g) = self.combiner.try_lock() {
                 let f = f.take().expect("called once");
-                return g.with(f);
+                return Ok(g.with(f));
             }
             std::thread::yield_now();
         }
@@ -722,7 +751,7 @@ impl<B> Ring<B> {
     pub(crate) fn replace_uring(&self, uring: IoUring, files: &[u32]) -> Result<(), Error> {
         let fd = uring.as_raw_fd();
         let entries = uring.params().cq_entries();
-        self.with_state(|s| s.replace_uring(uring, files))?;
+        self.with_state(|s| s.replace_uring(uring, files))??;
         // Relaxed (both): as in `fd`; the table writer, which alone replaces rings, is
         // serialised by the tables' write lock.
         self.fd.store(fd, Ordering::Relaxed);
@@ -796,7 +825,7 @@ impl<B> Ring<B> {
     /// submission must wake it (always false without SQPOLL); `None` if another thread owns the
     /// ring now.
     pub(crate) fn sqpoll_sleeping(&self) -> Option<bool> {
-        let mut g = self.combiner.try_lock()?;
+        let mut g = self.try_own()?;
         // `need_wakeup` issues a SeqCst fence, then a relaxed load of the SQ flags: the same read
         // `flush_sq` makes before it decides to wake the thread.
         Some(g.with(|s| s.sqpoll && s.uring.submission().need_wakeup()))

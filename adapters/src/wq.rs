@@ -46,7 +46,10 @@ impl<B: IoBuf> WorkQueue<B> {
     ///
     /// If no other thread owns the ring, this thread takes it and the SQE goes straight into the
     /// SQ. Otherwise the post goes into the ring's inbox, and the owning thread pushes it before
-    /// it lets go. Either way the descriptor is validated first: a bad buffer key, slice,
+    /// it lets go. In single-issuer mode ([`Config::single_issuer`](crate::Config::single_issuer))
+    /// only the ring's owner thread takes it; from any other thread the post goes into the inbox
+    /// and the owner is woken through the CQ's eventfd (the inbox is pushed and submitted when
+    /// the owner next posts, reaps or wakes in [`CompletionQueue::wait`]). Either way the descriptor is validated first: a bad buffer key, slice,
     /// generation or file slot gives an error completion on this work queue (with the buffer
     /// handed back) and reaches neither the kernel nor any other queue.
     ///
@@ -60,10 +63,14 @@ impl<B: IoBuf> WorkQueue<B> {
         let post = self.checked(&reader, op)?;
         // A full SQ hands the whole post back (see `RingState::push`).
         #[allow(clippy::result_large_err)]
-        match self.ring.combiner.try_lock() {
+        match self.ring.try_own() {
             Some(mut g) => {
                 g.drain();
                 g.with(|s| s.push(post)).map_err(|p| self.full(p.op))
+            }
+            None if self.ring.single_issuer => {
+                self.ring.post_foreign(post);
+                Ok(())
             }
             None => {
                 self.ring.combiner.post(post);

@@ -95,12 +95,17 @@ impl<B: IoBuf> Adapter<B> {
     ///
     /// [`Error::CqTooSmall`] when more operations are in flight than `cq_entries`;
     /// [`Error::ResizeDraining`] while an earlier resize of this CQ is still draining;
-    /// [`Error::Invalid`] for a bad index, a size below the SQ size, or a CQ with
-    /// provided-buffer rings; [`Error::Sys`] when the new ring cannot be set up or the fixed
+    /// [`Error::Invalid`] for a bad index, a size below the SQ size, a CQ with
+    /// provided-buffer rings, or an adapter in single-issuer mode; [`Error::Sys`] when the new ring cannot be set up or the fixed
     /// files cannot be carried to it (the old ring then stays in place).
     pub fn resize_completion_queue(&self, cq: usize, cq_entries: u32) -> Result<(), Error> {
         let inner = &self.inner;
         let ring = inner.ring(cq)?;
+        if inner.single_issuer.is_some() {
+            return Err(Error::Invalid(
+                "a completion queue cannot be resized in single-issuer mode",
+            ));
+        }
         if cq_entries < inner.cfg.sq_entries {
             return Err(Error::Invalid(
                 "a completion queue cannot be smaller than Config::sq_entries",
@@ -136,7 +141,7 @@ impl<B: IoBuf> Adapter<B> {
             ..inner.cfg.clone()
         };
         let attach = inner.sqpoll.then(|| inner.rings[0].fd());
-        let uring = build_ring(&cfg, cfg.sqpoll, attach).map_err(setup_error)?;
+        let uring = build_ring(&cfg, cfg.sqpoll, attach, None).map_err(setup_error)?;
         let s = uring.submitter();
         // Relaxed: see `buffer_cloning`.
         let cloned =
