@@ -195,8 +195,12 @@ impl<B> RingState<B> {
     /// Frees the operations staged on a ring that was never enabled: none reached the kernel.
     #[cold]
     fn forget_unsubmitted(&mut self) {
-        for sqe in std::mem::take(&mut self.staged) {
-            drop(self.slab.finish(sqe.user_data as u32));
+        let staged: Vec<u64> = self.staged.iter().map(|sqe| sqe.user_data).collect();
+        self.staged.clear();
+        for ud in staged {
+            if let Some(e) = self.slab.finish(ud as u32) {
+                drop((e.buf.take(), e.keep.take()));
+            }
         }
     }
 }

@@ -44,6 +44,11 @@ impl Staging {
         Sqe::as_entries(&self.sqes[..self.len])
     }
 
+    /// The staged SQEs.
+    pub fn iter(&self) -> impl Iterator<Item = &Sqe> {
+        self.sqes[..self.len].iter()
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
