@@ -229,9 +229,18 @@ impl<B> RingState<B> {
         // The common case works on the operation where the caller built it: its buffer and
         // keep-alive move out by hand, and the operation itself is never moved or dropped.
         let op = std::mem::ManuallyDrop::new(op);
-        // SAFETY: `op` is never dropped (ManuallyDrop) and nothing else reads these two fields,
-        // so each value is moved out exactly once and has one owner: the slab entry.
-        let (buf, keep) = unsafe { (std::ptr::read(&op.buf), std::ptr::read(&op.keep)) };
+        // An operation without a buffer (most control operations) gets a fresh `None` rather
+        // than a copy of the field: a vector copy of bytes its constructor has just stored in
+        // narrower pieces would stall (see `Sqe::copy_to`).
+        let buf = if op.buf.is_some() {
+            // SAFETY: `op` is never dropped (ManuallyDrop) and nothing else reads the field, so
+            // the buffer is moved out exactly once and has one owner: the slab entry.
+            unsafe { std::ptr::read(&op.buf) }
+        } else {
+            None
+        };
+        // SAFETY: as for the buffer.
+        let keep = unsafe { std::ptr::read(&op.keep) };
         let ud = self
             .slab
             .insert(wq, side, op.sqe.user_data, buf, self.epoch, keep);
@@ -523,7 +532,7 @@ impl<B> Book<'_, B> {
             .slab
             .finish(slot)
             .expect("a final CQE names a live slab entry");
-        let (wq, side, cookie, epoch) = (e.wq, e.side, e.cookie, e.epoch);
+        let (wq, side, cookie, epoch) = (e.wq, e.side(), e.cookie, e.epoch());
         let buf = e.buf.take();
         drop(e.keep.take());
         returns.add(tables, reader, wq, side);

@@ -28,7 +28,10 @@ pub(super) struct Retiring {
 
 impl<B> RingState<B> {
     pub(super) fn epoch_of(&self, ud: u32) -> u32 {
-        self.slab.get(ud).expect("find returns live entries").epoch
+        self.slab
+            .get(ud)
+            .expect("find returns live entries")
+            .epoch()
     }
 
     /// Cancels operation `victim`, which went to the retiring ring: a cancel by `user_data`
@@ -147,7 +150,7 @@ impl<B> RingState<B> {
             in_flight: self.in_flight(),
             carried,
         });
-        self.epoch = self.epoch.wrapping_add(1);
+        self.epoch = (self.epoch + 1) % super::slab::EPOCHS;
         self.room = 0;
         Ok(())
     }

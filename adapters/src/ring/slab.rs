@@ -9,26 +9,53 @@
 use crate::ops::{Keep, Side};
 use crate::tables::WqId;
 
-/// An operation between its SQE and its final CQE.
+/// An operation between its SQE and its final CQE: one cache line per entry.
+#[repr(align(64))]
 pub(super) struct InFlight<B> {
     pub wq: WqId,
-    pub side: Side,
     pub cookie: u64,
     /// The operation's buffer, handed back with its final completion.
     pub buf: Option<B>,
-    /// The ring generation it was submitted to: the current one, or the retiring one.
-    pub epoch: u32,
     /// Memory the kernel reads late (a timespec, a socket address), or the target ring of a
     /// message, kept until the final completion.
     pub keep: Option<Box<Keep>>,
-    /// Whether the entry holds an operation (free entries hold no buffer and no keep).
-    live: bool,
-    /// For a free entry: the next free one (the free list runs through the entries).
-    next_free: u32,
+    /// The ring generation the operation went to (the current ring or the retiring one), and
+    /// its side in the low bit.
+    stamp: u32,
+    /// `LIVE` while the entry holds an operation; for a free entry, the next free one (the
+    /// free list runs through the entries). Free entries hold no buffer and no keep.
+    next: u32,
 }
 
 /// The end of the free list.
 const NONE: u32 = u32::MAX;
+/// The `next` of a live entry.
+const LIVE: u32 = u32::MAX - 1;
+
+/// How many ring generations an entry tells apart (the epoch shares a word with the side).
+pub(super) const EPOCHS: u32 = 1 << 31;
+
+impl<B> InFlight<B> {
+    /// The depth credit the operation took.
+    #[inline(always)]
+    pub fn side(&self) -> Side {
+        if self.stamp & 1 == 0 {
+            Side::Send
+        } else {
+            Side::Recv
+        }
+    }
+
+    /// The ring generation the operation went to.
+    #[inline(always)]
+    pub fn epoch(&self) -> u32 {
+        self.stamp >> 1
+    }
+
+    fn live(&self) -> bool {
+        self.next == LIVE
+    }
+}
 
 /// The in-flight table of one ring.
 pub(super) struct Slab<B> {
@@ -62,43 +89,46 @@ impl<B> Slab<B> {
     ) -> u32 {
         let i = if self.free != NONE {
             let i = self.free;
-            self.free = self.entries[i as usize].next_free;
+            self.free = self.entries[i as usize].next;
             i
         } else {
             self.entries.push(InFlight {
                 wq,
-                side,
                 cookie: 0,
                 buf: None,
-                epoch: 0,
                 keep: None,
-                live: false,
-                next_free: NONE,
+                stamp: 0,
+                next: NONE,
             });
             (self.entries.len() - 1) as u32
         };
         self.live += 1;
         let e = &mut self.entries[i as usize];
         debug_assert!(
-            !e.live && e.buf.is_none() && e.keep.is_none(),
+            !e.live() && e.buf.is_none() && e.keep.is_none(),
             "a free entry"
         );
+        debug_assert!(epoch < EPOCHS);
         e.wq = wq;
-        e.side = side;
         e.cookie = cookie;
-        e.epoch = epoch;
-        e.live = true;
-        // A free entry holds neither a buffer nor a keep: forgetting the `None`s replaced here
-        // spares a call to their drop glue.
-        std::mem::forget(std::mem::replace(&mut e.buf, buf));
-        std::mem::forget(std::mem::replace(&mut e.keep, keep));
+        e.stamp = epoch << 1 | u32::from(side == Side::Recv);
+        e.next = LIVE;
+        // A free entry holds neither a buffer nor a keep, so a `None` needs no store (a copy of
+        // a `None` just built in narrower stores would also stall; see `Sqe::copy_to`), and the
+        // `None`s a `Some` replaces need no drop.
+        if buf.is_some() {
+            std::mem::forget(std::mem::replace(&mut e.buf, buf));
+        }
+        if keep.is_some() {
+            std::mem::forget(std::mem::replace(&mut e.keep, keep));
+        }
         i
     }
 
     /// The live entry at `i`.
     #[inline(always)]
     pub fn get(&self, i: u32) -> Option<&InFlight<B>> {
-        self.entries.get(i as usize).filter(|e| e.live)
+        self.entries.get(i as usize).filter(|e| e.live())
     }
 
     /// Frees entry `i` at its operation's final completion and returns it, still holding its
@@ -106,9 +136,8 @@ impl<B> Slab<B> {
     /// expects them gone).
     #[inline(always)]
     pub fn finish(&mut self, i: u32) -> Option<&mut InFlight<B>> {
-        let e = self.entries.get_mut(i as usize).filter(|e| e.live)?;
-        e.live = false;
-        e.next_free = self.free;
+        let e = self.entries.get_mut(i as usize).filter(|e| e.live())?;
+        e.next = self.free;
         self.free = i;
         self.live -= 1;
         Some(e)
@@ -118,7 +147,7 @@ impl<B> Slab<B> {
     pub fn find(&self, wq: WqId, cookie: u64) -> Option<u32> {
         self.entries
             .iter()
-            .position(|e| e.live && e.wq == wq && e.cookie == cookie)
+            .position(|e| e.live() && e.wq == wq && e.cookie == cookie)
             .map(|i| i as u32)
     }
 
@@ -135,5 +164,41 @@ impl<B> Slab<B> {
         }
         self.free = NONE;
         self.live = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_with_a_pool_message_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<InFlight<regio_pool::Message>>(), 64);
+    }
+
+    #[test]
+    fn entries_are_reused_and_keep_their_side_and_epoch() {
+        let mut slab = Slab::<u8>::default();
+        let wq = WqId {
+            index: 3,
+            generation: 9,
+        };
+        let a = slab.insert(wq, Side::Recv, 11, Some(1), EPOCHS - 1, None);
+        let b = slab.insert(wq, Side::Send, 12, None, 0, None);
+        assert_eq!(slab.len(), 2);
+        let e = slab.get(a).unwrap();
+        assert_eq!(
+            (e.side(), e.epoch(), e.cookie),
+            (Side::Recv, EPOCHS - 1, 11)
+        );
+        assert_eq!(slab.find(wq, 12), Some(b));
+        let e = slab.finish(a).unwrap();
+        assert_eq!(e.buf.take(), Some(1));
+        assert!(
+            slab.get(a).is_none() && slab.finish(a).is_none(),
+            "freed once"
+        );
+        assert_eq!(slab.insert(wq, Side::Send, 13, None, 1, None), a, "reused");
+        assert_eq!(slab.len(), 2);
     }
 }
