@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::combiner::CombinerGuard;
-use crate::cq::{reap_locked, Completion};
+use crate::cq::{reap_locked, Completion, Each};
 use crate::error::{Error, PostError};
 use crate::ops::{Op, Side};
 use crate::ring::{Post, Ring, RingState};
@@ -166,6 +166,18 @@ impl<'a, B: IoBuf> Batch<'a, B> {
     /// Reaps completions while the batch owns the ring.
     pub fn reap(&mut self, out: &mut Vec<Completion<B>>, max: usize) -> Result<usize, Error> {
         reap_locked(self.ring, &mut self.guard, Some(&self.reader), out, max)
+    }
+
+    /// Reaps like [`reap`](Self::reap), handing each completion to `f` by value (see
+    /// [`CompletionQueue::reap_each`](crate::CompletionQueue::reap_each)).
+    pub fn reap_each(&mut self, max: usize, f: impl FnMut(Completion<B>)) -> Result<usize, Error> {
+        reap_locked(
+            self.ring,
+            &mut self.guard,
+            Some(&self.reader),
+            &mut Each(f),
+            max,
+        )
     }
 }
 
