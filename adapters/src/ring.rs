@@ -533,8 +533,7 @@ impl<B> Book<'_, B> {
             .expect("a final CQE names a live slab entry");
         let (wq, side, cookie, epoch) = (e.wq, e.side(), e.cookie, e.epoch());
         // Most operations hold no buffer and no keep: a `None` is left in the entry as it is,
-        // with no copy of the field and no store over it, and a completion known to carry no
-        // buffer needs no drop check.
+        // with no copy of the field and no store over it.
         let buf = if e.buf.is_some() { e.buf.take() } else { None };
         if e.keep.is_some() {
             drop(e.keep.take());
@@ -545,7 +544,13 @@ impl<B> Book<'_, B> {
                 r.in_flight -= 1;
             }
         }
-        out.cqe(wq, cookie, cqe.result(), cqe.flags(), buf);
+        match buf {
+            // Handed over as a literal `None`, the completion is known to carry no buffer: a
+            // sink that drops it (or reads a field or two) then needs no drop check, and the
+            // completion need not be built in memory at all.
+            None => out.cqe(wq, cookie, cqe.result(), cqe.flags(), None),
+            buf => out.cqe(wq, cookie, cqe.result(), cqe.flags(), buf),
+        }
         true
     }
 }
