@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::combiner::CombinerGuard;
-use crate::cq::{reap_locked, Completion};
+use crate::cq::{reap_locked, Completion, Each};
 use crate::error::{Error, PostError};
 use crate::ops::{Op, Side};
 use crate::ring::{Post, Ring, RingState};
@@ -22,14 +22,25 @@ use crate::IoBuf;
 /// Credits a batch takes from a work queue at a time.
 const BLOCK: i64 = 64;
 
-/// How many work queues' reserved credits a batch keeps at once.
+/// How many work queues' reserved credits a batch keeps at once (a power of two: a slot index
+/// is taken modulo it, which needs no bounds check).
 const SLOTS: usize = 4;
 
 /// Credits reserved by a batch and not used yet.
 struct Reserved {
+    /// `wq` and `side` as [`key`]: one compare tells whether a post can take from here. The
+    /// address cannot be reused by another work queue while `wq` keeps this one alive.
+    key: usize,
     wq: Arc<WqShared>,
     side: Side,
     left: i64,
+}
+
+/// A reservation's work queue and side as one word: the work queue's address, whose low bit
+/// (always clear: `WqShared` is aligned to more than 1) holds the side.
+#[inline(always)]
+fn key(wq: &Arc<WqShared>, side: Side) -> usize {
+    Arc::as_ptr(wq) as usize | usize::from(side == Side::Recv)
 }
 
 /// A batch of deferred posts on one ring. See [`CompletionQueue::batch`](crate::CompletionQueue::batch).
@@ -91,15 +102,29 @@ impl<'a, B: IoBuf> Batch<'a, B> {
     /// and returns the reservation slot it came from.
     #[inline(always)]
     fn take_credit(&mut self, wq: &Arc<WqShared>, side: Side) -> Option<usize> {
-        if let Some(r) = &mut self.reserved[self.last] {
-            if r.left > 0 && r.side == side && Arc::ptr_eq(&r.wq, wq) {
+        let key = key(wq, side);
+        let last = self.last % SLOTS;
+        if let Some(r) = &mut self.reserved[last] {
+            if r.key == key && r.left > 0 {
                 r.left -= 1;
-                return Some(self.last);
+                return Some(last);
             }
         }
+        self.take_credit_elsewhere(wq, side, key)
+    }
+
+    /// [`take_credit`](Self::take_credit) when the last slot used has none for `wq` and `side`:
+    /// another slot's, or a new reservation.
+    #[cold]
+    fn take_credit_elsewhere(
+        &mut self,
+        wq: &Arc<WqShared>,
+        side: Side,
+        key: usize,
+    ) -> Option<usize> {
         for (i, r) in self.reserved.iter_mut().enumerate() {
             if let Some(r) = r {
-                if r.left > 0 && r.side == side && Arc::ptr_eq(&r.wq, wq) {
+                if r.key == key && r.left > 0 {
                     r.left -= 1;
                     self.last = i;
                     return Some(i);
@@ -119,7 +144,7 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         let found = self
             .reserved
             .iter()
-            .position(|r| matches!(r, Some(r) if Arc::ptr_eq(&r.wq, wq) && r.side == side));
+            .position(|r| matches!(r, Some(r) if r.key == key(wq, side)));
         let i = found.unwrap_or_else(|| {
             let i = self.evict;
             self.evict = (i + 1) % SLOTS;
@@ -133,6 +158,7 @@ impl<'a, B: IoBuf> Batch<'a, B> {
             Some(r) => r.left += left - 1,
             empty => {
                 *empty = Some(Reserved {
+                    key: key(wq, side),
                     wq: Arc::clone(wq),
                     side,
                     left: left - 1,
@@ -166,6 +192,18 @@ impl<'a, B: IoBuf> Batch<'a, B> {
     /// Reaps completions while the batch owns the ring.
     pub fn reap(&mut self, out: &mut Vec<Completion<B>>, max: usize) -> Result<usize, Error> {
         reap_locked(self.ring, &mut self.guard, Some(&self.reader), out, max)
+    }
+
+    /// Reaps like [`reap`](Self::reap), handing each completion to `f` by value (see
+    /// [`CompletionQueue::reap_each`](crate::CompletionQueue::reap_each)).
+    pub fn reap_each(&mut self, max: usize, f: impl FnMut(Completion<B>)) -> Result<usize, Error> {
+        reap_locked(
+            self.ring,
+            &mut self.guard,
+            Some(&self.reader),
+            &mut Each(f),
+            max,
+        )
     }
 }
 

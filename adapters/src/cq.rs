@@ -49,6 +49,7 @@ impl<B> fmt::Debug for Completion<B> {
 }
 
 impl<B> Completion<B> {
+    #[inline(always)]
     pub(crate) fn from_cqe(wq: WqId, cookie: u64, result: i32, flags: u32, buf: Option<B>) -> Self {
         Self {
             wq: Some(wq),
@@ -134,6 +135,65 @@ impl<B> Completion<B> {
     }
 }
 
+/// Where a reap puts its completions: a `Vec` (each written in place at its end) or a caller's
+/// closure ([`Each`]), which takes each by value and so needs no 72-byte store and no later
+/// drop of it in the caller's `Vec`.
+pub(crate) trait Sink<B> {
+    /// Makes room for `n` more completions (a `Vec` reserves once per batch of CQEs, not per
+    /// completion).
+    fn reserve(&mut self, n: usize);
+    /// A completion from the kernel, handed over field by field.
+    fn cqe(&mut self, wq: WqId, cookie: u64, result: i32, flags: u32, buf: Option<B>);
+    /// A completion already whole (a rejection, a message, a local failure).
+    fn whole(&mut self, c: Completion<B>);
+}
+
+impl<B> Sink<B> for Vec<Completion<B>> {
+    #[inline(always)]
+    fn reserve(&mut self, n: usize) {
+        Vec::reserve(self, n);
+    }
+
+    #[inline(always)]
+    fn cqe(&mut self, wq: WqId, cookie: u64, result: i32, flags: u32, buf: Option<B>) {
+        let len = self.len();
+        // Written in place, field by field (see `Completion::write_from_cqe`); the index panics
+        // rather than grows if `reserve` was not called first.
+        Completion::write_from_cqe(
+            &mut self.spare_capacity_mut()[0],
+            wq,
+            cookie,
+            result,
+            flags,
+            buf,
+        );
+        // SAFETY: the place just after the length was written above, and it lies within the
+        // allocation (`spare_capacity_mut` has it).
+        unsafe { self.set_len(len + 1) };
+    }
+
+    fn whole(&mut self, c: Completion<B>) {
+        self.push(c);
+    }
+}
+
+/// A reap's closure as a [`Sink`].
+pub(crate) struct Each<F>(pub F);
+
+impl<B, F: FnMut(Completion<B>)> Sink<B> for Each<F> {
+    #[inline(always)]
+    fn reserve(&mut self, _: usize) {}
+
+    #[inline(always)]
+    fn cqe(&mut self, wq: WqId, cookie: u64, result: i32, flags: u32, buf: Option<B>) {
+        (self.0)(Completion::from_cqe(wq, cookie, result, flags, buf));
+    }
+
+    fn whole(&mut self, c: Completion<B>) {
+        (self.0)(c);
+    }
+}
+
 /// One completion queue of an adapter (one io_uring).
 ///
 /// Reaping reads CQEs from the shared ring with no system call. At most one thread reaps a CQ at
@@ -175,6 +235,26 @@ impl<B: IoBuf> CompletionQueue<B> {
             Some(mut g) => {
                 reap_locked(&self.ring, &mut g, None::<&regio_sync::Guard<'_>>, out, max)
             }
+            None => Ok(0),
+        }
+    }
+
+    /// Reaps like [`reap`](Self::reap), but hands each completion to `f` by value instead of
+    /// pushing it onto a `Vec`: for a caller that looks at each completion once, this saves
+    /// writing it out and dropping it later.
+    ///
+    /// # Errors
+    ///
+    /// As for [`reap`](Self::reap); the completions reaped before the error went to `f`.
+    pub fn reap_each(&self, max: usize, f: impl FnMut(Completion<B>)) -> Result<usize, Error> {
+        match self.ring.try_own() {
+            Some(mut g) => reap_locked(
+                &self.ring,
+                &mut g,
+                None::<&regio_sync::Guard<'_>>,
+                &mut Each(f),
+                max,
+            ),
             None => Ok(0),
         }
     }
@@ -299,7 +379,7 @@ pub(crate) fn reap_locked<B: IoBuf, R: regio_sync::ReadSide>(
     ring: &Ring<B>,
     g: &mut CombinerGuard<'_, RingState<B>, Post<B>>,
     reader: Option<&R>,
-    out: &mut Vec<Completion<B>>,
+    out: &mut impl Sink<B>,
     max: usize,
 ) -> Result<usize, Error> {
     let submit = |s: &mut RingState<B>| {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use io_uring::{cqueue, opcode, IoUring};
 
 use crate::combiner::{Absorb, Combiner};
-use crate::cq::Completion;
+use crate::cq::{Completion, Sink};
 use crate::error::{DescriptorError, Error};
 use crate::ops::{FileUse, Keep, Op, Resolved, Side, Special, Sqe, Target};
 use crate::stats::Counters;
@@ -40,6 +40,9 @@ const ENTER_GETEVENTS: u32 = 1 << 0;
 const ENTER_SQ_WAKEUP: u32 = 1 << 1;
 /// `IORING_ENTER_SQ_WAIT`: wait until the SQPOLL thread has made room in the SQ.
 const ENTER_SQ_WAIT: u32 = 1 << 2;
+
+/// How many CQEs a reap copies out of the CQ at a time before routing them (512 bytes).
+const CQE_CHUNK: usize = 32;
 
 /// The `user_data` of the cancel-everything request a ring makes when it is dropped.
 const CANCEL_ALL: u64 = 1 << 62;
@@ -329,7 +332,7 @@ impl<B> RingState<B> {
         self.enter(queued, 0)
     }
 
-    /// Moves up to `max` completions into `out` and returns how many; their credits go back to
+    /// Hands up to `max` completions to `out` and returns how many; their credits go back to
     /// their work queues.
     /// `reader` is the caller's read-side section, if it has one; otherwise a guard is taken,
     /// and only when there is something to route.
@@ -337,10 +340,9 @@ impl<B> RingState<B> {
         &mut self,
         tables: &Tables,
         reader: Option<&R>,
-        out: &mut Vec<Completion<B>>,
+        out: &mut impl Sink<B>,
         max: usize,
     ) -> Result<usize, Error> {
-        let start = out.len();
         let (len, capacity) = {
             let cq = self.uring.completion();
             (cq.len(), cq.capacity())
@@ -356,8 +358,8 @@ impl<B> RingState<B> {
             return Ok(0);
         }
         match reader {
-            Some(r) => self.reap_with(tables, r, out, max, start),
-            None => self.reap_with(tables, &tables.domain.guard(), out, max, start),
+            Some(r) => self.reap_with(tables, r, out, max),
+            None => self.reap_with(tables, &tables.domain.guard(), out, max),
         }
     }
 
@@ -365,19 +367,21 @@ impl<B> RingState<B> {
         &mut self,
         tables: &Tables,
         guard: &impl regio_sync::ReadSide,
-        out: &mut Vec<Completion<B>>,
+        out: &mut impl Sink<B>,
         max: usize,
-        start: usize,
     ) -> Result<usize, Error> {
         let mut returns = Returns::default();
-        while out.len() - start < max {
+        // Completions handed to `out` so far.
+        let mut got = 0;
+        while got < max {
             let Some((c, side)) = self.local.pop_front() else {
                 break;
             };
             if let Some(id) = c.wq {
                 returns.add(tables, guard, id, side);
             }
-            out.push(c);
+            out.whole(c);
+            got += 1;
         }
         let mut n = 0u64;
         // The retiring ring first: its operations are the older ones.
@@ -390,7 +394,9 @@ impl<B> RingState<B> {
                     what: "io_uring_enter (submit on the retiring ring)",
                     source,
                 })
-                .and_then(|()| self.drain_cq(tables, guard, &mut returns, out, max, start, &mut n));
+                .and_then(|()| {
+                    self.drain_cq(tables, guard, &mut returns, out, max, &mut got, &mut n)
+                });
             let done = self.retiring_drained();
             self.swap_retiring();
             if done && result.is_ok() {
@@ -398,30 +404,31 @@ impl<B> RingState<B> {
             }
         }
         if result.is_ok() {
-            result = self.drain_cq(tables, guard, &mut returns, out, max, start, &mut n);
+            result = self.drain_cq(tables, guard, &mut returns, out, max, &mut got, &mut n);
         }
         returns.flush(tables, guard);
         Counters::add_owned(&self.counters.completed, n);
-        result.map(|()| out.len() - start)
+        result.map(|()| got)
     }
 
-    /// Routes CQEs of `self.uring` into `out` until it is empty or `out` holds `max` new ones,
-    /// flushing the kernel's overflow list when the CQ was seen full; counts them in `n`.
+    /// Routes CQEs of `self.uring` to `out` until it is empty or `got` reaches `max`, flushing
+    /// the kernel's overflow list when the CQ was seen full; counts the CQEs' completions in
+    /// `got` and `n`.
     #[allow(clippy::too_many_arguments)]
     fn drain_cq(
         &mut self,
         tables: &Tables,
         guard: &impl regio_sync::ReadSide,
         returns: &mut Returns,
-        out: &mut Vec<Completion<B>>,
+        out: &mut impl Sink<B>,
         max: usize,
-        start: usize,
+        got: &mut usize,
         n: &mut u64,
     ) -> Result<(), Error> {
         let capacity = self.uring.completion().capacity();
-        while out.len() - start < max {
-            // Route CQEs straight from the ring, then store the head once.
-            let want = max - (out.len() - start);
+        while *got < max {
+            // Route the CQEs there are (up to `want`), then store the head once.
+            let want = max - *got;
             let (consumed, taken, after) = {
                 let RingState {
                     uring,
@@ -436,20 +443,26 @@ impl<B> RingState<B> {
                     retiring,
                 };
                 let mut cq = uring.completion();
-                // Each completion is written straight into `out`'s spare room, not built
-                // aside and copied in.
                 out.reserve(want);
-                let spare = out.spare_capacity_mut();
                 let (mut consumed, mut taken) = (0usize, 0usize);
-                for cqe in cq.by_ref().take(want) {
-                    consumed += 1;
-                    if book.route(tables, guard, returns, &cqe, &mut spare[taken]) {
-                        taken += 1;
+                // The CQEs are copied out a chunk at a time before they are routed. The copy
+                // issues a chunk's loads back to back, so their cache misses overlap: with
+                // SQPOLL the kernel thread wrote them on another core, and routed one by one
+                // each load waited behind the previous CQE's slab lookup.
+                let mut chunk = [const { std::mem::MaybeUninit::uninit() }; CQE_CHUNK];
+                while consumed < want {
+                    let n = (want - consumed).min(CQE_CHUNK);
+                    let cqes = cq.fill(&mut chunk[..n]);
+                    if cqes.is_empty() {
+                        break;
+                    }
+                    consumed += cqes.len();
+                    for cqe in cqes.iter() {
+                        if book.route(tables, guard, returns, cqe, out) {
+                            taken += 1;
+                        }
                     }
                 }
-                // SAFETY: the `taken` places after the length were written just above, and
-                // `reserve` made them part of the allocation.
-                unsafe { out.set_len(out.len() + taken) };
                 // Stores the head and reads the tail again.
                 cq.sync();
                 (consumed, taken, cq.len())
@@ -462,7 +475,8 @@ impl<B> RingState<B> {
             }
             let empty = after == 0;
             *n += taken as u64;
-            if out.len() - start >= max || !empty {
+            *got += taken;
+            if *got >= max || !empty {
                 continue;
             }
             if !self.overflow_suspect {
@@ -505,9 +519,9 @@ struct Book<'a, B> {
 }
 
 impl<B> Book<'_, B> {
-    /// Turns a CQE into the completion of the work queue that posted it, written into `place`
-    /// (and returns true; false for a CQE that makes no completion). Its final CQE frees the
-    /// slab entry, hands the buffer back and returns the credit.
+    /// Turns a CQE into the completion of the work queue that posted it, handed to `out` (and
+    /// returns true; false for a CQE that makes no completion). Its final CQE frees the slab
+    /// entry, hands the buffer back and returns the credit.
     #[inline(always)]
     fn route(
         &mut self,
@@ -515,17 +529,17 @@ impl<B> Book<'_, B> {
         reader: &impl regio_sync::ReadSide,
         returns: &mut Returns,
         cqe: &cqueue::Entry,
-        place: &mut std::mem::MaybeUninit<Completion<B>>,
+        out: &mut impl Sink<B>,
     ) -> bool {
         let ud = cqe.user_data();
         if ud & (MESSAGE_BIT | CANCEL_ALL) != 0 {
-            return route_unowned(cqe, place);
+            return route_unowned(cqe, out);
         }
         let slot = ud as u32;
         if cqueue::more(cqe.flags()) {
             let f = self.slab.get(slot).expect("a CQE names a live slab entry");
             let (wq, cookie) = (f.wq, f.cookie);
-            Completion::write_from_cqe(place, wq, cookie, cqe.result(), cqe.flags(), None);
+            out.cqe(wq, cookie, cqe.result(), cqe.flags(), None);
             return true;
         }
         let e = self
@@ -533,29 +547,39 @@ impl<B> Book<'_, B> {
             .finish(slot)
             .expect("a final CQE names a live slab entry");
         let (wq, side, cookie, epoch) = (e.wq, e.side(), e.cookie, e.epoch());
-        let buf = e.buf.take();
-        drop(e.keep.take());
+        // Most operations hold no buffer and no keep: a `None` is left in the entry as it is,
+        // with no copy of the field and no store over it.
+        let buf = if e.buf.is_some() { e.buf.take() } else { None };
+        if e.keep.is_some() {
+            drop(e.keep.take());
+        }
         returns.add(tables, reader, wq, side);
         if epoch != self.epoch {
             if let Some(r) = self.retiring.as_mut() {
                 r.in_flight -= 1;
             }
         }
-        Completion::write_from_cqe(place, wq, cookie, cqe.result(), cqe.flags(), buf);
+        match buf {
+            // Handed over as a literal `None`, the completion is known to carry no buffer: a
+            // sink that drops it (or reads a field or two) then needs no drop check, and the
+            // completion need not be built in memory at all.
+            None => out.cqe(wq, cookie, cqe.result(), cqe.flags(), None),
+            buf => out.cqe(wq, cookie, cqe.result(), cqe.flags(), buf),
+        }
         true
     }
 }
 
-/// A CQE no work queue posted: a message from another ring (written into `place`, true), or
-/// an internal one of a resize's fixed-file carry (consumed here, false).
+/// A CQE no work queue posted: a message from another ring (handed to `out`, true), or an
+/// internal one of a resize's fixed-file carry (consumed here, false).
 #[cold]
-fn route_unowned<B>(cqe: &cqueue::Entry, place: &mut std::mem::MaybeUninit<Completion<B>>) -> bool {
+fn route_unowned<B>(cqe: &cqueue::Entry, out: &mut impl Sink<B>) -> bool {
     let ud = cqe.user_data();
     if carry::is_internal(ud) {
         carry::internal_cqe(cqe);
         return false;
     }
-    place.write(Completion::message(
+    out.whole(Completion::message(
         ud & !MESSAGE_BIT,
         cqe.result(),
         cqe.flags(),

@@ -533,3 +533,51 @@ fn a_batch_never_exceeds_a_depth_and_gives_back_what_it_reserved() {
     drop(batch);
     assert_eq!(wqs[5].credits().0, 39);
 }
+
+#[test]
+fn reap_each_hands_over_what_reap_would_and_returns_the_credits() {
+    let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(1, false)) else {
+        return;
+    };
+    let region = Region::new(&adapter, 3, 4096);
+    let wq = adapter.work_queue(0, Target::Fd(-1), 3, 1).unwrap();
+    let cq = wq.completion_queue();
+    let mut seen = Vec::new();
+    for round in 0..3u64 {
+        // Three NOPs and a rejected read fill the queue's send and receive depths; a round
+        // can post them again only if the last one's credits came back.
+        for i in 0..3 {
+            wq.post(Op::nop(round * 10 + i)).unwrap();
+        }
+        let bad = BufKey {
+            region: RegionId(9),
+            offset: 0,
+            len: 512,
+        };
+        let buf = region.buf(0, 512).forged(bad, region.generation);
+        wq.post(Op::read_fixed(buf, 0, round * 10 + 9)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = 0;
+        while got < 4 && Instant::now() < deadline {
+            got += if round == 1 {
+                let mut batch = cq.batch().expect("nobody else owns the ring");
+                batch.reap_each(64, |c| seen.push(c)).unwrap()
+            } else {
+                cq.reap_each(64, |c| seen.push(c)).unwrap()
+            };
+        }
+        assert_eq!(got, 4, "round {round}: every post completed");
+    }
+    let mut cookies: Vec<u64> = seen.iter().map(|c| c.cookie).collect();
+    cookies.sort_unstable();
+    assert_eq!(cookies, [0, 1, 2, 9, 10, 11, 12, 19, 20, 21, 22, 29]);
+    for c in &seen {
+        assert_eq!(c.wq, Some(wq.id()));
+        if c.cookie % 10 == 9 {
+            assert_eq!(c.rejected(), Some(&DescriptorError::UnknownRegion(9)));
+            assert!(c.buf.is_some(), "a rejected read's buffer comes back");
+        } else {
+            assert_eq!((c.result, c.rejected()), (0, None));
+        }
+    }
+}

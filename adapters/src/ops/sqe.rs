@@ -55,8 +55,10 @@ impl Sqe {
     /// stores of one to eight bytes. A copy in 16-byte vector loads (what a plain copy of 64
     /// bytes compiles to) would straddle those stores, and a load that straddles stores still
     /// in the store buffer stalls until they retire (no store-to-load forwarding): that stall
-    /// was the largest single cost of a post. Volatile reads keep the compiler from merging the
-    /// eight-byte loads back into vector loads.
+    /// was the largest single cost of a post. Volatile *writes* keep the compiler from merging
+    /// the copy back into vector moves; the reads stay plain, so that when the constructor is
+    /// inlined they fold into the constants it stored (eight stores of immediates, and no image
+    /// of the SQE on the stack to read back).
     #[inline(always)]
     pub fn copy_to(&self, place: &mut Sqe) {
         let src = (self as *const Sqe).cast::<u64>();
@@ -65,7 +67,7 @@ impl Sqe {
             // SAFETY: both are 64-byte, 8-aligned `Sqe`s of plain integers with no padding, so
             // word `i < 8` is in bounds, aligned and initialised in `self`, and writing any
             // value to it in `place` (borrowed mutably, so unaliased) leaves a valid `Sqe`.
-            unsafe { dst.add(i).write(src.add(i).read_volatile()) };
+            unsafe { dst.add(i).write_volatile(src.add(i).read()) };
         }
     }
 
