@@ -421,7 +421,7 @@ impl<B: IoBuf> Adapter<B> {
             s.register_eventfd(efd.as_raw_fd())
                 .map_err(sys("IORING_REGISTER_EVENTFD"))?;
             let cq_span = tracing::debug_span!(parent: &span, "cq", index, fd = uring.as_raw_fd());
-            rings.push(Arc::new(Ring::new(
+            let ring = Ring::new(
                 uring,
                 efd,
                 Arc::clone(&tables),
@@ -429,7 +429,9 @@ impl<B: IoBuf> Adapter<B> {
                 index,
                 cq_span,
                 issuer,
-            )));
+            )
+            .map_err(sys("mmap of the SQ ring and its SQEs"))?;
+            rings.push(Arc::new(ring));
         }
         tracing::info!(parent: &span, sqpoll, rings = rings.len(), fixed_recvsend, "adapter up");
         let cfg = Config { sqpoll: sp, ..cfg };

@@ -23,13 +23,15 @@ use crate::tables::{Tables, WqId};
 
 mod carry;
 mod issuer;
+mod pending;
 mod retire;
 mod slab;
+mod sq;
 mod staging;
 
+use pending::Pending;
 use retire::Retiring;
 use slab::Slab;
-use staging::Staging;
 
 /// Set in the `user_data` of a completion that another ring posted with msg_ring.
 pub(crate) const MESSAGE_BIT: u64 = 1 << 63;
@@ -103,7 +105,7 @@ pub(crate) struct RingState<B> {
     /// Completions made in user space (rejections), with the credit they return.
     local: VecDeque<(Completion<B>, Side)>,
     /// SQEs built since the last submit.
-    staged: Staging,
+    pending: Pending,
     /// SQ slots known to be free beside `staged` (refreshed from the kernel's head at 0).
     room: usize,
     /// Whether a full SQ may be submitted to make room (false inside a deferred batch).
@@ -123,8 +125,7 @@ impl<B> RingState<B> {
     fn has_room(&mut self) -> bool {
         if self.room == 0 {
             // Only now look at the kernel's head: the room we knew of is used up.
-            let sq = self.uring.submission();
-            self.room = sq.capacity() - sq.len() - self.staged.len();
+            self.room = self.pending.room(&mut self.uring);
         }
         self.room > 0
     }
@@ -133,7 +134,7 @@ impl<B> RingState<B> {
     fn stage(&mut self, sqe: &Sqe) -> &mut Sqe {
         debug_assert!(self.room > 0, "has_room() first");
         self.room -= 1;
-        self.staged.push(sqe)
+        self.pending.push(sqe)
     }
 
     /// Operations between SQE and final CQE.
@@ -144,17 +145,13 @@ impl<B> RingState<B> {
     /// Hands the pushed SQEs to the kernel: with SQPOLL, a wake-up only when the thread sleeps;
     /// without, one `io_uring_enter`.
     pub(crate) fn submit(&mut self) -> io::Result<()> {
-        let n = self.staged.len() as u32;
+        let n = self.pending.len();
         if n == 0 {
             return Ok(());
         }
-        let mut sq = self.uring.submission();
-        // SAFETY: every staged SQE points only at memory its slab entry keeps alive until the
-        // final CQE; `has_room` kept staged + queued within the SQ's capacity.
-        let pushed = unsafe { sq.push_multiple(self.staged.entries()) };
-        debug_assert!(pushed.is_ok(), "room was checked when staging");
-        drop(sq); // publishes the tail
-        self.staged.clear();
+        // SAFETY: every pending SQE points only at memory its slab entry keeps alive until the
+        // final CQE.
+        unsafe { self.pending.publish(&mut self.uring) };
         Counters::add_owned(&self.counters.submitted, u64::from(n));
         self.flush_sq()
     }
@@ -702,21 +699,21 @@ impl<B> Ring<B> {
         index: usize,
         span: tracing::Span,
         issuer: Option<crate::SingleIssuer>,
-    ) -> Self {
+    ) -> io::Result<Self> {
         let counters = Arc::new(Counters::default());
         let fd = uring.as_raw_fd();
         let cq_entries = uring.params().cq_entries();
         let sqpoll = uring.params().is_setup_sqpoll();
-        let sq_entries = uring.params().sq_entries() as usize;
-        Self {
+        let pending = Pending::for_ring(&uring)?;
+        Ok(Self {
             combiner: Combiner::new(RingState {
                 uring,
                 slab: Slab::default(),
                 local: VecDeque::new(),
-                staged: Staging::new(sq_entries),
+                pending,
                 room: 0,
                 // A single-issuer ring is disabled until its owner binds it: posts drained
-                // before then wait in `staged`, and the bind submits them.
+                // before then wait in `pending`, and the bind submits them.
                 auto_submit: issuer.is_none(),
                 sqpoll,
                 overflow_suspect: false,
@@ -737,7 +734,7 @@ impl<B> Ring<B> {
             single_issuer: issuer.is_some(),
             taskrun_flag: issuer.is_some_and(|i| i != crate::SingleIssuer::Plain),
             owner: AtomicU64::new(0),
-        }
+        })
     }
 
     /// Runs `f` with the io_uring, owning the ring for the call (for registration calls, which

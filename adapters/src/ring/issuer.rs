@@ -195,9 +195,9 @@ impl<B> RingState<B> {
     /// Frees the operations staged on a ring that was never enabled: none reached the kernel.
     #[cold]
     fn forget_unsubmitted(&mut self) {
-        let staged: Vec<u64> = self.staged.iter().map(|sqe| sqe.user_data).collect();
-        self.staged.clear();
-        for ud in staged {
+        let pending = self.pending.user_data();
+        self.pending.discard();
+        for ud in pending {
             if let Some(e) = self.slab.finish(ud as u32) {
                 drop((e.buf.take(), e.keep.take()));
             }

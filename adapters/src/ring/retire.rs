@@ -8,7 +8,7 @@
 
 use io_uring::{opcode, squeue::Entry, IoUring};
 
-use super::{RingState, ENTER_SQ_WAIT};
+use super::{Pending, RingState, ENTER_SQ_WAIT};
 use crate::cq::Completion;
 use crate::error::Error;
 use crate::ops::Side;
@@ -18,6 +18,8 @@ use crate::tables::WqId;
 /// complete on its CQ, so it is reaped until the last one's final CQE, and then closed.
 pub(super) struct Retiring {
     pub(super) uring: IoUring,
+    /// Its SQ's pending SQEs (none once it is replaced: it was submitted first).
+    pub(super) pending: Pending,
     pub(super) overflow_suspect: bool,
     pub(super) dropped_seen: u32,
     /// Its operations still waiting for their final CQE.
@@ -95,6 +97,7 @@ impl<B> RingState<B> {
     pub(super) fn swap_retiring(&mut self) {
         if let Some(r) = self.retiring.as_mut() {
             std::mem::swap(&mut self.uring, &mut r.uring);
+            std::mem::swap(&mut self.pending, &mut r.pending);
             std::mem::swap(&mut self.overflow_suspect, &mut r.overflow_suspect);
             std::mem::swap(&mut self.dropped_seen, &mut r.dropped_seen);
         }
@@ -134,17 +137,20 @@ impl<B> RingState<B> {
             what: "io_uring_enter (submit before a resize)",
             source,
         })?;
-        if uring.params().sq_entries() as usize > self.staged.capacity() {
-            self.staged = super::Staging::new(uring.params().sq_entries() as usize);
-        }
         let carried = self.carry_files(&mut uring, files)?;
         tracing::debug!(
             carried = carried.len(),
             "fixed files carried to the new ring"
         );
+        let pending = Pending::for_ring(&uring).map_err(|source| Error::Sys {
+            what: "mmap of the new ring's SQ",
+            source,
+        })?;
         let old = std::mem::replace(&mut self.uring, uring);
+        let old_pending = std::mem::replace(&mut self.pending, pending);
         self.retiring = Some(Retiring {
             uring: old,
+            pending: old_pending,
             overflow_suspect: std::mem::take(&mut self.overflow_suspect),
             dropped_seen: std::mem::take(&mut self.dropped_seen),
             in_flight: self.in_flight(),

@@ -53,11 +53,6 @@ impl Staging {
         self.len
     }
 
-    /// How many SQEs fit.
-    pub fn capacity(&self) -> usize {
-        self.sqes.len()
-    }
-
     pub fn clear(&mut self) {
         self.len = 0;
     }

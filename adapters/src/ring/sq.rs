@@ -1,0 +1,224 @@
+//! [`SqMap`]: this crate's own view of a ring's submission queue, so that posting writes each
+//! SQE once, straight into its SQ slot, and publishes the tail only on submit.
+//!
+//! The io-uring crate stores the SQ tail whenever its SQ handle drops, so SQEs pushed through
+//! it cannot wait unpublished for a deferred batch's commit. Here the SQ ring's head and tail
+//! and the SQE array are mapped a second time (the same shared pages as the crate's mappings),
+//! and SQEs are written past the published tail, where the kernel does not look, until
+//! [`SqMap::publish`]. Used for rings without SQPOLL (see `ring::pending`).
+//!
+//! # Synchronization
+//!
+//! - The tail is written only by user space: Release on publish, so the kernel (or the SQPOLL
+//!   thread) that reads it with acquire sees the SQEs written before it.
+//! - The head is written by the kernel as it consumes SQEs: read with Acquire, so a slot the
+//!   head has passed is free for reuse.
+//! - The owner of the ring is the only writer here; successive owners are ordered by the ring
+//!   lock, so the cached tails need nothing more.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use io_uring::IoUring;
+
+use crate::ops::Sqe;
+
+/// `IORING_OFF_SQ_RING` and `IORING_OFF_SQES` (include/uapi/linux/io_uring.h): where the SQ
+/// ring and the SQE array are mapped from the ring's fd.
+const OFF_SQ_RING: libc::off_t = 0;
+const OFF_SQES: libc::off_t = 0x1000_0000;
+
+/// `struct io_sqring_offsets`. It repeats the kernel's layout whole; only some fields are read.
+#[repr(C)]
+#[allow(dead_code)]
+struct SqOffsets {
+    head: u32,
+    tail: u32,
+    ring_mask: u32,
+    ring_entries: u32,
+    flags: u32,
+    dropped: u32,
+    array: u32,
+    resv1: u32,
+    user_addr: u64,
+}
+
+/// `struct io_uring_params`, as the kernel filled it in at setup. It repeats the kernel's layout
+/// whole; only some fields are read.
+#[repr(C)]
+#[allow(dead_code)]
+struct Params {
+    sq_entries: u32,
+    cq_entries: u32,
+    flags: u32,
+    sq_thread_cpu: u32,
+    sq_thread_idle: u32,
+    features: u32,
+    wq_fd: u32,
+    resv: [u32; 3],
+    sq_off: SqOffsets,
+    cq_off: [u32; 10],
+}
+
+const _: () = assert!(std::mem::size_of::<Params>() == std::mem::size_of::<io_uring::Parameters>());
+
+/// One mapping, unmapped on drop.
+struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(uring: &IoUring, len: usize, offset: libc::off_t) -> io::Result<Self> {
+        // SAFETY: a fresh shared mapping of the ring's fd at an offset the kernel defines; no
+        // existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                uring.as_raw_fd(),
+                offset,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Self { base, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `new` with this base and length, and nothing refers
+        // to it any more (its `SqMap` is being dropped).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// A ring's SQ, written in place by its owner.
+pub(super) struct SqMap {
+    /// The SQ ring mapping, which `head` and `tail` point into.
+    _ring: Mapping,
+    sqes: Mapping,
+    head: NonNull<AtomicU32>,
+    tail: NonNull<AtomicU32>,
+    mask: u32,
+    entries: u32,
+    /// The next slot to fill.
+    local: u32,
+    /// The tail last published.
+    published: u32,
+}
+
+// SAFETY: the mappings belong to this value alone, and it is only used by the ring's owner
+// (through `&mut`); the pointers into them stay valid wherever the value moves.
+unsafe impl Send for SqMap {}
+
+impl SqMap {
+    /// Maps `uring`'s SQ ring and SQE array.
+    pub fn new(uring: &IoUring) -> io::Result<Self> {
+        // SAFETY: `Parameters` is `#[repr(transparent)]` around the kernel's `io_uring_params`
+        // (io-uring 0.7 lib.rs), which `Params` repeats field for field (same size, checked
+        // above), and the kernel filled it in at setup.
+        let p = unsafe { &*(uring.params() as *const io_uring::Parameters).cast::<Params>() };
+        let page = 4096usize;
+        let ring_len = (p.sq_off.head.max(p.sq_off.tail) as usize + 4).next_multiple_of(page);
+        let ring = Mapping::new(uring, ring_len, OFF_SQ_RING)?;
+        let sqes_len = p.sq_entries as usize * std::mem::size_of::<Sqe>();
+        let sqes = Mapping::new(uring, sqes_len, OFF_SQES)?;
+        let at = |off: u32| {
+            // SAFETY: the kernel's offsets of the head and tail lie inside the ring mapping
+            // (its length covers both), and both are 4-aligned `u32`s the kernel and user
+            // space access atomically.
+            NonNull::new(unsafe { ring.base.as_ptr().add(off as usize) }.cast::<AtomicU32>())
+                .expect("inside a mapping")
+        };
+        let (head, tail) = (at(p.sq_off.head), at(p.sq_off.tail));
+        // SAFETY: just mapped; see `at`.
+        // Relaxed: user space alone writes the tail, and this thread set the ring up.
+        let t = unsafe { tail.as_ref() }.load(Ordering::Relaxed);
+        Ok(Self {
+            _ring: ring,
+            sqes,
+            head,
+            tail,
+            mask: p.sq_entries - 1,
+            entries: p.sq_entries,
+            local: t,
+            published: t,
+        })
+    }
+
+    fn tail(&self) -> &AtomicU32 {
+        // SAFETY: points into `self._ring`, mapped for as long as `self` lives.
+        unsafe { self.tail.as_ref() }
+    }
+
+    /// Free slots, beside the ones filled and not yet published.
+    #[inline]
+    pub fn room(&mut self) -> usize {
+        if self.local == self.published {
+            // Nothing pending: take in SQEs pushed through the io-uring crate's own handle
+            // (rare paths such as resizes), which published their own tail.
+            // Relaxed: user space alone writes the tail, under the ring lock.
+            let t = self.tail().load(Ordering::Relaxed);
+            self.local = t;
+            self.published = t;
+        }
+        // SAFETY: points into `self._ring`, mapped for as long as `self` lives.
+        // Acquire: pairs with the kernel's release of the head after it read the SQEs before
+        // it, so the slots it passed may be written again.
+        let head = unsafe { self.head.as_ref() }.load(Ordering::Acquire);
+        (self.entries - self.local.wrapping_sub(head)) as usize
+    }
+
+    /// Copies `sqe` into the next slot and returns it, to be finished in place; it reaches the
+    /// kernel with the next [`publish`](Self::publish). The caller checked the room.
+    #[inline(always)]
+    pub fn push(&mut self, sqe: &Sqe) -> &mut Sqe {
+        let slot = (self.local & self.mask) as usize;
+        // SAFETY: `slot < entries`, so the SQE is inside the SQE mapping, which lives as long
+        // as `self`; the caller's room check means the kernel has consumed whatever was there
+        // (the head passed it) and does not read it again before the tail is published past
+        // it; `&mut self` makes this the only reference.
+        let place = unsafe { &mut *self.sqes.base.as_ptr().cast::<Sqe>().add(slot) };
+        sqe.copy_to(place);
+        self.local = self.local.wrapping_add(1);
+        place
+    }
+
+    /// SQEs filled and not yet published.
+    #[inline]
+    pub fn pending(&self) -> u32 {
+        self.local.wrapping_sub(self.published)
+    }
+
+    /// Hands the pending SQEs to the kernel: one tail store.
+    #[inline]
+    pub fn publish(&mut self) {
+        // Release: the kernel reads the SQEs up to the tail after an acquire load of it.
+        self.tail().store(self.local, Ordering::Release);
+        self.published = self.local;
+    }
+
+    /// The `user_data` of each pending SQE.
+    pub fn pending_user_data(&self) -> Vec<u64> {
+        (0..self.pending())
+            .map(|k| {
+                let slot = (self.published.wrapping_add(k) & self.mask) as usize;
+                // SAFETY: as in `push`; pending slots hold SQEs this map wrote.
+                unsafe { (*self.sqes.base.as_ptr().cast::<Sqe>().add(slot)).user_data }
+            })
+            .collect()
+    }
+
+    /// Drops the pending SQEs unpublished.
+    pub fn discard(&mut self) {
+        self.local = self.published;
+    }
+}
