@@ -7,7 +7,8 @@
 //! off, regio's single-issuer mode against a raw ring with `SINGLE_ISSUER | DEFER_TASKRUN`),
 //! `cqset_reap_16cq_{1,2}t` and `syscalls_per_op`.
 //! The criterion groups record each side alone; the `COMPARE` lines come from a separate
-//! interleaved measurement (regio and raw alternating in 300 ms rounds), because on a shared
+//! interleaved measurement (regio and raw alternating in 150 ms rounds, 9 pairs, the median
+//! pair's ratio printed), because on a shared
 //! machine the load drifts between criterion's back-to-back groups.
 //!
 //! The NOP round trips reap with `Batch::reap_each`, which hands each completion to a closure
@@ -17,7 +18,9 @@
 //! Run: `cargo bench --bench adapters -- --warm-up-time 1 --measurement-time 3`.
 //! Cross-check the syscall figure by hand with
 //! `REGIO_BENCH_STEADY=5 strace -c -f -e trace=io_uring_enter <bench binary>` (the binary then
-//! runs only the steady SQPOLL read load and prints its own count).
+//! runs only the steady SQPOLL read load and prints its own count). To profile one loop alone,
+//! set `REGIO_BENCH_PROFILE=<regio|raw>_<nop|read>_<sqpoll|nosqpoll>`: the binary then runs just
+//! that loop for 5 s.
 
 #[allow(dead_code)] // shared with the other benches; this one prints rates, not times
 mod support;
