@@ -118,14 +118,7 @@ struct RegioNop {
 
 impl RegioNop {
     fn new(sqpoll: bool) -> Self {
-        let adapter = Adapter::new(config(sqpoll, 1)).unwrap();
-        let wq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
-        let cq = wq.completion_queue();
-        Self {
-            _adapter: adapter,
-            wq,
-            cq,
-        }
+        Self::on(Adapter::new(config(sqpoll, 1)).unwrap())
     }
 
     /// In single-issuer mode (SQPOLL off), bound to the calling thread.
@@ -136,6 +129,11 @@ impl RegioNop {
         };
         let adapter = Adapter::new(cfg).unwrap();
         adapter.bind_owner().unwrap();
+        Self::on(adapter)
+    }
+
+    /// A work queue of NOPs on `adapter`'s first CQ.
+    fn on(adapter: Adapter<Message>) -> Self {
         let wq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
         let cq = wq.completion_queue();
         Self {

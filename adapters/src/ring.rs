@@ -104,9 +104,9 @@ pub(crate) struct RingState<B> {
     slab: Slab<B>,
     /// Completions made in user space (rejections), with the credit they return.
     local: VecDeque<(Completion<B>, Side)>,
-    /// SQEs built since the last submit.
+    /// SQEs posted since the last submit.
     pending: Pending,
-    /// SQ slots known to be free beside `staged` (refreshed from the kernel's head at 0).
+    /// SQ slots known to be free beside the pending SQEs (refreshed from the kernel's head at 0).
     room: usize,
     /// Whether a full SQ may be submitted to make room (false inside a deferred batch).
     pub(crate) auto_submit: bool,
@@ -121,7 +121,7 @@ pub(crate) struct RingState<B> {
 }
 
 impl<B> RingState<B> {
-    /// Whether one more SQE fits beside the queued and staged ones.
+    /// Whether one more SQE fits beside the queued and pending ones.
     fn has_room(&mut self) -> bool {
         if self.room == 0 {
             // Only now look at the kernel's head: the room we knew of is used up.
@@ -309,7 +309,7 @@ impl<B> RingState<B> {
         self.stage(&sqe);
     }
 
-    /// Hands the kernel the SQEs already in the SQ (not the staged ones): a wake-up for a
+    /// Hands the kernel the SQEs already in the SQ (not the pending ones): a wake-up for a
     /// sleeping SQPOLL thread, or one `io_uring_enter`.
     fn flush_sq(&mut self) -> io::Result<()> {
         if self.sqpoll {
@@ -544,12 +544,7 @@ impl<B> Book<'_, B> {
             .finish(slot)
             .expect("a final CQE names a live slab entry");
         let (wq, side, cookie, epoch) = (e.wq, e.side(), e.cookie, e.epoch());
-        // Most operations hold no buffer and no keep: a `None` is left in the entry as it is,
-        // with no copy of the field and no store over it.
-        let buf = if e.buf.is_some() { e.buf.take() } else { None };
-        if e.keep.is_some() {
-            drop(e.keep.take());
-        }
+        let buf = e.release();
         returns.add(tables, reader, wq, side);
         if epoch != self.epoch {
             if let Some(r) = self.retiring.as_mut() {
@@ -641,9 +636,7 @@ impl<B> RingState<B> {
         for cqe in cqes {
             let ud = cqe.user_data();
             if ud & (MESSAGE_BIT | CANCEL_ALL) == 0 && !cqueue::more(cqe.flags()) {
-                if let Some(e) = self.slab.finish(ud as u32) {
-                    drop((e.buf.take(), e.keep.take()));
-                }
+                drop(self.slab.finish(ud as u32).and_then(|e| e.release()));
             }
         }
     }

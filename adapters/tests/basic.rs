@@ -10,15 +10,6 @@ use std::time::Duration;
 use common::{config, temp_file, Region, TestBuf};
 use regio_adapters::{Completion, Op, PostError, Target};
 
-fn wait_one(cq: &regio_adapters::CompletionQueue<TestBuf>) -> Completion<TestBuf> {
-    let mut out = Vec::new();
-    let n = cq
-        .wait(&mut out, 1, Some(Duration::from_secs(10)))
-        .expect("reap");
-    assert_eq!(n, 1, "timed out waiting for a completion");
-    out.pop().unwrap()
-}
-
 #[test]
 fn read_and_write_fixed_on_a_file_with_and_without_sqpoll() {
     for sqpoll in [true, false] {
@@ -33,7 +24,7 @@ fn read_and_write_fixed_on_a_file_with_and_without_sqpoll() {
         let cq = wq.completion_queue();
         wq.post(Op::read_fixed(region.buf(4096, 4096), 4096, 1))
             .unwrap();
-        let c = wait_one(&cq);
+        let c = common::wait_one(&cq);
         assert_eq!((c.cookie, c.result, c.wq), (1, 4096, Some(wq.id())));
         let buf = c.buf.expect("buffer handed back");
         assert!(buf
@@ -43,14 +34,14 @@ fn read_and_write_fixed_on_a_file_with_and_without_sqpoll() {
             .all(|(i, b)| *b == ((4096 + i) % 251) as u8));
         buf.write(&[0xAB; 4096]);
         wq.post(Op::write_fixed(buf, 0, 2)).unwrap();
-        let c = wait_one(&cq);
+        let c = common::wait_one(&cq);
         assert_eq!((c.cookie, c.result), (2, 4096));
         wq.post(Op::fdatasync(3)).unwrap();
-        assert_eq!(wait_one(&cq).result, 0);
+        assert_eq!(common::wait_one(&cq).result, 0);
         wq.post(Op::fsync(4)).unwrap();
-        assert_eq!(wait_one(&cq).result, 0);
+        assert_eq!(common::wait_one(&cq).result, 0);
         wq.post(Op::fallocate(0, 0, 1 << 20, 5)).unwrap();
-        assert_eq!(wait_one(&cq).result, 0);
+        assert_eq!(common::wait_one(&cq).result, 0);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
         let data = std::fs::read(&path).unwrap();
         assert!(data[..4096].iter().all(|b| *b == 0xAB));

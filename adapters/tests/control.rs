@@ -8,18 +8,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use common::{config, TestBuf};
-use regio_adapters::{Completion, CompletionQueue, FileSlot, Op, Target};
-
-fn collect(cq: &CompletionQueue<TestBuf>, n: usize) -> Vec<Completion<TestBuf>> {
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while out.len() < n && Instant::now() < deadline {
-        cq.wait(&mut out, 64, Some(Duration::from_millis(100)))
-            .unwrap();
-    }
-    assert_eq!(out.len(), n, "{out:?}");
-    out
-}
+use regio_adapters::{FileSlot, Op, Target};
 
 #[test]
 fn timeout_fires_and_cancel_stops_one() {
@@ -30,19 +19,19 @@ fn timeout_fires_and_cancel_stops_one() {
     let cq = wq.completion_queue();
     let t0 = Instant::now();
     wq.post(Op::timeout(Duration::from_millis(20), 1)).unwrap();
-    let c = collect(&cq, 1);
+    let c = common::collect(&cq, 1);
     assert_eq!((c[0].cookie, c[0].result), (1, -libc::ETIME));
     assert!(t0.elapsed() >= Duration::from_millis(20));
 
     wq.post(Op::timeout(Duration::from_secs(30), 2)).unwrap();
     wq.post(Op::cancel(2, 3)).unwrap();
-    let mut c = collect(&cq, 2);
+    let mut c = common::collect(&cq, 2);
     c.sort_by_key(|c| c.cookie);
     assert_eq!((c[0].cookie, c[0].result), (2, -libc::ECANCELED));
     assert_eq!((c[1].cookie, c[1].result), (3, 0));
 
     wq.post(Op::cancel(77, 4)).unwrap();
-    let c = collect(&cq, 1);
+    let c = common::collect(&cq, 1);
     assert_eq!((c[0].cookie, c[0].result), (4, -libc::ENOENT));
     assert_eq!(wq.credits(), (8, 8));
 }
@@ -58,9 +47,9 @@ fn msg_ring_posts_a_message_on_another_cq() {
         return common::skip("the kernel lacks msg_ring (Linux 5.18)");
     }
     wq.post(Op::msg_ring(&other, 0xfeed, 42, 9)).unwrap();
-    let sent = collect(&wq.completion_queue(), 1);
+    let sent = common::collect(&wq.completion_queue(), 1);
     assert_eq!((sent[0].cookie, sent[0].result), (9, 0));
-    let got = collect(&other, 1);
+    let got = common::collect(&other, 1);
     assert_eq!(
         (got[0].wq, got[0].cookie, got[0].result),
         (None, 0xfeed, 42)
@@ -81,7 +70,7 @@ fn splice_moves_file_bytes_into_a_pipe() {
         .unwrap();
     wq.post(Op::splice(10, Target::Fd(fds[1]), -1, 100, 1))
         .unwrap();
-    let c = collect(&wq.completion_queue(), 1);
+    let c = common::collect(&wq.completion_queue(), 1);
     assert_eq!(c[0].result, 100);
     let mut buf = [0u8; 100];
     // SAFETY: reads into a valid 100-byte buffer.
@@ -112,7 +101,7 @@ fn multishot_accept_fills_slots_until_cancelled_and_close_empties_one() {
     let cq = lwq.completion_queue();
     lwq.post(Op::accept_multishot(1)).unwrap();
     let clients: Vec<_> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    let accepted = collect(&cq, 3);
+    let accepted = common::collect(&cq, 3);
     let mut slots = Vec::new();
     for c in &accepted {
         assert!(c.result >= 0, "{c:?}");
@@ -133,10 +122,10 @@ fn multishot_accept_fills_slots_until_cancelled_and_close_empties_one() {
         .work_queue(0, Target::Fixed(FileSlot(slots[0])), 4, 4)
         .unwrap();
     cwq.post(Op::close(2)).unwrap();
-    assert_eq!(collect(&cq, 1)[0].result, 0);
+    assert_eq!(common::collect(&cq, 1)[0].result, 0);
 
     lwq.post(Op::cancel(1, 3)).unwrap();
-    let done = collect(&cq, 2);
+    let done = common::collect(&cq, 2);
     let last = done.iter().find(|c| c.cookie == 1).unwrap();
     assert!(
         last.is_final(),
@@ -168,14 +157,17 @@ fn set_file_installs_a_fixed_file_on_every_ring() {
             .work_queue(cq, Target::Fixed(FileSlot(7)), 4, 4)
             .unwrap();
         wq.post(Op::fsync(cq as u64)).unwrap();
-        assert_eq!(collect(&wq.completion_queue(), 1)[0].result, 0);
+        assert_eq!(common::collect(&wq.completion_queue(), 1)[0].result, 0);
     }
     adapter.clear_file(FileSlot(7)).unwrap();
     let wq = adapter
         .work_queue(0, Target::Fixed(FileSlot(7)), 4, 4)
         .unwrap();
     wq.post(Op::fsync(9)).unwrap();
-    assert_eq!(collect(&wq.completion_queue(), 1)[0].result, -libc::EBADF);
+    assert_eq!(
+        common::collect(&wq.completion_queue(), 1)[0].result,
+        -libc::EBADF
+    );
     assert!(adapter
         .work_queue(0, Target::Fixed(FileSlot(100_000)), 4, 4)
         .is_err());

@@ -8,27 +8,15 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use common::{config, Region, TestBuf};
-use regio_adapters::{Adapter, Completion, CompletionQueue, FileSlot, Op, Target, WorkQueue};
-
-fn collect(cq: &CompletionQueue<TestBuf>, n: usize) -> Vec<Completion<TestBuf>> {
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while out.len() < n && Instant::now() < deadline {
-        cq.wait(&mut out, 64, Some(Duration::from_millis(100)))
-            .unwrap();
-    }
-    assert_eq!(out.len(), n, "{out:?}");
-    out
-}
+use regio_adapters::{Adapter, Completion, FileSlot, Op, Target, WorkQueue};
 
 /// Posts `op` on `wq` and returns its completion's result.
 fn run(wq: &WorkQueue<TestBuf>, op: Op<TestBuf>) -> Completion<TestBuf> {
     let cookie = op.cookie();
     wq.post(op).unwrap();
-    let mut c = collect(&wq.completion_queue(), 1);
+    let mut c = common::collect(&wq.completion_queue(), 1);
     assert_eq!(c[0].cookie, cookie);
     c.pop().unwrap()
 }
@@ -54,7 +42,7 @@ fn accept_into(
         .unwrap();
     lwq.post(Op::accept_direct(slot, 100)).unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let c = collect(&lwq.completion_queue(), 1);
+    let c = common::collect(&lwq.completion_queue(), 1);
     assert_eq!((c[0].cookie, c[0].result), (100, 0), "{c:?}");
     adapter.remove_work_queue(&lwq);
     client
@@ -65,7 +53,7 @@ fn accept_into(
 fn talk(wq: &WorkQueue<TestBuf>, region: &Arc<Region>, client: &mut TcpStream, tag: &[u8]) {
     wq.post(Op::recv(region.buf(0, 64), 0, 1)).unwrap();
     client.write_all(tag).unwrap();
-    let c = collect(&wq.completion_queue(), 1);
+    let c = common::collect(&wq.completion_queue(), 1);
     assert_eq!(c[0].result, tag.len() as i32, "{c:?}");
     assert_eq!(
         &c[0].buf.as_ref().unwrap().contents()[..tag.len()],
@@ -244,12 +232,12 @@ fn accepted_slots_survive_a_resize(sqpoll: bool) {
         .unwrap();
     lwq.post(Op::accept_multishot(10)).unwrap();
     let mut multi = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let c = collect(&lwq.completion_queue(), 1);
+    let c = common::collect(&lwq.completion_queue(), 1);
     assert!(c[0].result >= 0 && !c[0].is_final(), "{c:?}");
     let allocated = FileSlot(c[0].result as u32);
     assert_ne!(allocated, FileSlot(4));
     lwq.post(Op::cancel(10, 11)).unwrap();
-    let mut c = collect(&lwq.completion_queue(), 2);
+    let mut c = common::collect(&lwq.completion_queue(), 2);
     c.sort_by_key(|c| c.cookie);
     assert_eq!((c[0].cookie, c[0].result), (10, -libc::ECANCELED));
 
@@ -331,7 +319,7 @@ fn an_accept_in_flight_across_a_resize_fills_the_old_ring_only() {
     lwq.post(Op::accept_multishot(10)).unwrap();
     adapter.resize_completion_queue(0, 512).unwrap();
     let _late = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let c = collect(&lwq.completion_queue(), 1);
+    let c = common::collect(&lwq.completion_queue(), 1);
     assert!(c[0].result >= 0 && !c[0].is_final(), "{c:?}");
     let wq = adapter
         .work_queue(0, Target::Fixed(FileSlot(c[0].result as u32)), 4, 4)
@@ -343,7 +331,7 @@ fn an_accept_in_flight_across_a_resize_fills_the_old_ring_only() {
     );
     // Posted again after the resize, the accept fills the current ring.
     lwq.post(Op::cancel(10, 11)).unwrap();
-    assert_eq!(collect(&lwq.completion_queue(), 2).len(), 2);
+    assert_eq!(common::collect(&lwq.completion_queue(), 2).len(), 2);
     let mut client = accept_into(&adapter, &listener, 0, FileSlot(7));
     let wq7 = adapter
         .work_queue(0, Target::Fixed(FileSlot(7)), 4, 4)

@@ -9,41 +9,41 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use regio_adapters::{Adapter, BufKey, Completion, CompletionQueue, Op, Target, WorkQueue};
+use regio_adapters::{Adapter, BufKey, Op, Target, WorkQueue};
 use regio_pool::{Message, MessagePool, Opcode};
 
 const LEN: usize = 4096;
 
-fn pool_on(adapter: &Adapter<Message>) -> MessagePool {
-    let pool = MessagePool::builder()
-        .class(LEN as u32, 16)
-        .cache_size(0)
-        .build()
-        .unwrap();
-    pool.attach(adapter.registrar()).unwrap();
-    pool
+/// An adapter (one CQ, SQPOLL or not) with a message pool, a loopback TCP pair and a work
+/// queue on each end.
+struct Connected {
+    adapter: Adapter<Message>,
+    pool: MessagePool,
+    client: TcpStream,
+    server: TcpStream,
+    cwq: WorkQueue<Message>,
+    swq: WorkQueue<Message>,
 }
 
-/// A connected TCP pair on the loopback interface: (client, server).
-fn loopback() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client, server)
-}
-
-fn one(cq: &CompletionQueue<Message>) -> Completion<Message> {
-    let mut out = Vec::new();
-    assert_eq!(
-        cq.wait(&mut out, 1, Some(Duration::from_secs(10))).unwrap(),
-        1,
-        "timed out"
-    );
-    out.pop().unwrap()
+/// `None` after a `SKIP:` line where io_uring is disabled.
+fn connected(sqpoll: bool) -> Option<Connected> {
+    let adapter = common::adapter_or_skip::<Message>(common::config(1, sqpoll))?;
+    let pool = common::message_pool(&adapter, LEN as u32);
+    let (client, server) = common::loopback();
+    let on = |fd| adapter.work_queue(0, Target::Fd(fd), 4, 4).unwrap();
+    let (cwq, swq) = (on(client.as_raw_fd()), on(server.as_raw_fd()));
+    Some(Connected {
+        adapter,
+        pool,
+        client,
+        server,
+        cwq,
+        swq,
+    })
 }
 
 fn pattern(seed: u8) -> Vec<u8> {
@@ -56,7 +56,7 @@ fn recv_exactly(wq: &WorkQueue<Message>, pool: &MessagePool, n: usize, flags: i3
     while got.len() < n {
         wq.post(Op::recv(pool.try_acquire().unwrap(), flags, 1))
             .unwrap();
-        let c = one(&wq.completion_queue());
+        let c = common::wait_one(&wq.completion_queue());
         assert!(c.result > 0, "{c:?}");
         let msg = c.buf.expect("the message comes back");
         got.extend_from_slice(&msg.as_slice()[..c.result as usize]);
@@ -73,23 +73,23 @@ fn send_and_recv_with_flags_zero_move_pool_messages_over_loopback_tcp() {
 }
 
 fn round_trips_with_flags_zero(sqpoll: bool) {
-    let Some(adapter) = common::adapter_or_skip::<Message>(common::config(1, sqpoll)) else {
+    let Some(Connected {
+        pool,
+        mut client,
+        mut server,
+        cwq,
+        swq,
+        adapter: _adapter,
+    }) = connected(sqpoll)
+    else {
         return;
     };
-    let pool = pool_on(&adapter);
-    let (mut client, mut server) = loopback();
-    let cwq = adapter
-        .work_queue(0, Target::Fd(client.as_raw_fd()), 4, 4)
-        .unwrap();
-    let swq = adapter
-        .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
-        .unwrap();
 
     // Out through the work queue, in through the plain socket.
     let mut msg = pool.try_acquire().unwrap();
     msg.as_mut_slice().copy_from_slice(&pattern(1));
     cwq.post(Op::send(msg, 0, 7)).unwrap();
-    let c = one(&cwq.completion_queue());
+    let c = common::wait_one(&cwq.completion_queue());
     assert_eq!((c.cookie, c.result), (7, LEN as i32), "{c:?}");
     drop(c);
     let mut data = vec![0u8; LEN];
@@ -111,7 +111,10 @@ fn round_trips_with_flags_zero(sqpoll: bool) {
         };
         from.post(Op::send(msg, 0, 8)).unwrap();
         assert_eq!(recv_exactly(to, &pool, LEN, 0), pattern(round + 3));
-        assert_eq!(one(&from.completion_queue()).result, LEN as i32);
+        assert_eq!(
+            common::wait_one(&from.completion_queue()).result,
+            LEN as i32
+        );
     }
     assert_eq!(pool.available(0), 16, "every message went back to the pool");
 }
@@ -124,17 +127,17 @@ fn descriptor_slices_inside_a_message_are_sent_and_received_in_place() {
 }
 
 fn slices_in_place(sqpoll: bool) {
-    let Some(adapter) = common::adapter_or_skip::<Message>(common::config(1, sqpoll)) else {
+    let Some(Connected {
+        pool,
+        client: _client,
+        server: _server,
+        cwq,
+        swq,
+        adapter: _adapter,
+    }) = connected(sqpoll)
+    else {
         return;
     };
-    let pool = pool_on(&adapter);
-    let (client, server) = loopback();
-    let cwq = adapter
-        .work_queue(0, Target::Fd(client.as_raw_fd()), 4, 4)
-        .unwrap();
-    let swq = adapter
-        .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
-        .unwrap();
     let slice = |msg: &Message, offset: u32, len: u32| {
         let whole = msg.key();
         BufKey {
@@ -164,9 +167,9 @@ fn slices_in_place(sqpoll: bool) {
     d.set_slices(&[key]).unwrap();
     cwq.post_message(tx).unwrap();
 
-    let sent = one(&cwq.completion_queue());
+    let sent = common::wait_one(&cwq.completion_queue());
     assert_eq!((sent.cookie, sent.result), (22, 100), "{sent:?}");
-    let got = one(&swq.completion_queue());
+    let got = common::wait_one(&swq.completion_queue());
     assert_eq!((got.cookie, got.result), (21, 100), "{got:?}");
     let rx = got.buf.as_ref().unwrap().as_slice();
     assert_eq!(rx[1000..1100], pattern(9)[3000..3100]);
@@ -181,24 +184,24 @@ fn flags_are_honoured() {
 }
 
 fn flags_honoured(sqpoll: bool) {
-    let Some(adapter) = common::adapter_or_skip::<Message>(common::config(1, sqpoll)) else {
+    let Some(Connected {
+        pool,
+        mut client,
+        mut server,
+        cwq,
+        swq,
+        adapter: _adapter,
+    }) = connected(sqpoll)
+    else {
         return;
     };
-    let pool = pool_on(&adapter);
-    let (mut client, mut server) = loopback();
-    let cwq = adapter
-        .work_queue(0, Target::Fd(client.as_raw_fd()), 4, 4)
-        .unwrap();
-    let swq = adapter
-        .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
-        .unwrap();
     let scq = swq.completion_queue();
 
     // MSG_PEEK leaves the bytes in the socket: the next receive sees them again.
     client.write_all(b"peekaboo").unwrap();
     swq.post(Op::recv(pool.try_acquire().unwrap(), libc::MSG_PEEK, 1))
         .unwrap();
-    let c = one(&scq);
+    let c = common::wait_one(&scq);
     assert_eq!(c.result, 8, "{c:?}");
     assert_eq!(&c.buf.as_ref().unwrap().as_slice()[..8], b"peekaboo");
     drop(c);
@@ -217,7 +220,7 @@ fn flags_honoured(sqpoll: bool) {
         .unwrap();
     assert!(early.is_empty(), "half the bytes completed it: {early:?}");
     client.write_all(b"full").unwrap();
-    let c = one(&scq);
+    let c = common::wait_one(&scq);
     assert_eq!(c.result, 8, "{c:?}");
     assert_eq!(&c.buf.as_ref().unwrap().as_slice()[..8], b"halffull");
     drop(c);
@@ -226,7 +229,7 @@ fn flags_honoured(sqpoll: bool) {
     let mut msg = pool.try_acquire().unwrap();
     msg.as_mut_slice().copy_from_slice(&pattern(5));
     cwq.post(Op::send(msg, libc::MSG_NOSIGNAL, 3)).unwrap();
-    assert_eq!(one(&cwq.completion_queue()).result, LEN as i32);
+    assert_eq!(common::wait_one(&cwq.completion_queue()).result, LEN as i32);
     let mut data = vec![0u8; LEN];
     server.read_exact(&mut data).unwrap();
     assert_eq!(data, pattern(5));
@@ -246,7 +249,7 @@ fn epipe(sqpoll: bool) {
     let Some(adapter) = common::adapter_or_skip::<Message>(common::config(1, sqpoll)) else {
         return;
     };
-    let pool = pool_on(&adapter);
+    let pool = common::message_pool(&adapter, LEN as u32);
     let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
     drop(b);
     let wq = adapter
@@ -255,7 +258,7 @@ fn epipe(sqpoll: bool) {
     for flags in [0, libc::MSG_NOSIGNAL] {
         wq.post(Op::send(pool.try_acquire().unwrap(), flags, 1))
             .unwrap();
-        let c = one(&wq.completion_queue());
+        let c = common::wait_one(&wq.completion_queue());
         assert_eq!(c.result, -libc::EPIPE, "flags {flags}: {c:?}");
         assert!(c.buf.is_some(), "the message comes back with the error");
     }

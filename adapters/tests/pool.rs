@@ -4,40 +4,11 @@
 mod common;
 
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use regio_adapters::{Adapter, Completion, Config, Op, Target};
-use regio_pool::{Message, MessagePool};
-
-fn pool_on(adapter: &Adapter<Message>) -> MessagePool {
-    let pool = MessagePool::builder()
-        .class(4096, 16)
-        .cache_size(0)
-        .build()
-        .unwrap();
-    pool.attach(adapter.registrar()).unwrap();
-    pool
-}
-
-/// A connected TCP pair on the loopback interface: (client, server).
-fn loopback() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client, server)
-}
-
-fn one(cq: &regio_adapters::CompletionQueue<Message>) -> Completion<Message> {
-    let mut out = Vec::new();
-    assert_eq!(
-        cq.wait(&mut out, 1, Some(Duration::from_secs(10))).unwrap(),
-        1,
-        "timed out"
-    );
-    out.pop().unwrap()
-}
+use regio_adapters::{Completion, Config, Op, Target};
+use regio_pool::Message;
 
 #[test]
 fn pool_messages_are_fixed_buffers_on_every_ring() {
@@ -47,7 +18,7 @@ fn pool_messages_are_fixed_buffers_on_every_ring() {
     }) else {
         return;
     };
-    let pool = pool_on(&adapter);
+    let pool = common::message_pool(&adapter, 4096);
     let (file, path) = common::temp_file(0);
     for cq in 0..2 {
         let wq = adapter
@@ -56,12 +27,12 @@ fn pool_messages_are_fixed_buffers_on_every_ring() {
         let mut msg = pool.try_acquire().unwrap();
         msg.as_mut_slice().fill(b'a' + cq as u8);
         wq.post(Op::write_fixed(msg, 4096 * cq as u64, 1)).unwrap();
-        let c = one(&wq.completion_queue());
+        let c = common::wait_one(&wq.completion_queue());
         assert_eq!(c.result, 4096, "{c:?}");
         let back = c.buf.expect("the message comes back");
         assert_eq!(back.as_slice()[0], b'a' + cq as u8);
         wq.post(Op::read_fixed(back, 0, 2)).unwrap();
-        let c = one(&wq.completion_queue());
+        let c = common::wait_one(&wq.completion_queue());
         assert_eq!(c.result, 4096);
         assert!(c.buf.unwrap().as_slice().iter().all(|b| *b == b'a'));
     }
@@ -74,8 +45,8 @@ fn a_send_zc_buffer_returns_to_the_pool_only_after_f_notif() {
     let Some(adapter) = common::adapter_or_skip::<Message>(Config::default()) else {
         return;
     };
-    let pool = pool_on(&adapter);
-    let (client, server) = loopback();
+    let pool = common::message_pool(&adapter, 4096);
+    let (client, server) = common::loopback();
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();
@@ -87,7 +58,7 @@ fn a_send_zc_buffer_returns_to_the_pool_only_after_f_notif() {
     msg.as_mut_slice().fill(7);
     assert_eq!(pool.available(0), 15);
     wq.post(Op::send_zc(msg, 0, 1)).unwrap();
-    let first = one(&cq);
+    let first = common::wait_one(&cq);
     assert_eq!(first.result, 4096);
     assert!(!first.is_final() && first.buf.is_none(), "{first:?}");
     assert_eq!(
@@ -98,7 +69,7 @@ fn a_send_zc_buffer_returns_to_the_pool_only_after_f_notif() {
     let mut data = vec![0u8; 4096];
     (&client).read_exact(&mut data).unwrap();
     assert!(data.iter().all(|b| *b == 7));
-    let notif = one(&cq);
+    let notif = common::wait_one(&cq);
     assert!(notif.is_notification() && notif.is_final(), "{notif:?}");
     assert_eq!(
         pool.available(0),
@@ -114,8 +85,8 @@ fn dropping_the_adapter_cancels_in_flight_operations_and_returns_their_buffers()
     let Some(adapter) = common::adapter_or_skip::<Message>(Config::default()) else {
         return;
     };
-    let pool = pool_on(&adapter);
-    let (_client, server) = loopback();
+    let pool = common::message_pool(&adapter, 4096);
+    let (_client, server) = common::loopback();
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();
@@ -146,12 +117,7 @@ fn multishot_recv_fills_pool_buffers_from_a_provided_ring() {
     let Some(adapter) = common::adapter_or_skip::<Message>(Config::default()) else {
         return;
     };
-    let pool = MessagePool::builder()
-        .class(2048, 16)
-        .cache_size(0)
-        .build()
-        .unwrap();
-    pool.attach(adapter.registrar()).unwrap();
+    let pool = common::message_pool(&adapter, 2048);
     let ring = match adapter.provided_ring(0, 7, 8) {
         Ok(r) => r,
         Err(regio_adapters::Error::Unsupported { what, since }) => {
@@ -162,7 +128,7 @@ fn multishot_recv_fills_pool_buffers_from_a_provided_ring() {
     let feed = BufFeed::new(&pool, 0, 8, ring).unwrap();
     assert_eq!(pool.available(0), 8, "eight buffers lent to the ring");
 
-    let (mut client, server) = loopback();
+    let (mut client, server) = common::loopback();
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();
@@ -172,7 +138,7 @@ fn multishot_recv_fills_pool_buffers_from_a_provided_ring() {
     let mut got = Vec::new();
     for word in ["one", "two", "three"] {
         client.write_all(word.as_bytes()).unwrap();
-        let c = one(&cq);
+        let c = common::wait_one(&cq);
         assert!(c.result > 0 && !c.is_final(), "{c:?}");
         let bid = c.buffer_id().expect("a provided buffer");
         let msg = feed.take(bid, c.result as u32).unwrap();
@@ -201,7 +167,7 @@ fn a_pool_descriptor_becomes_an_operation_on_its_work_queue() {
     let Some(adapter) = common::adapter_or_skip::<Message>(Config::default()) else {
         return;
     };
-    let pool = pool_on(&adapter);
+    let pool = common::message_pool(&adapter, 4096);
     let (file, path) = common::temp_file(8192);
     let wq = adapter
         .work_queue(0, Target::Fd(file.as_raw_fd()), 4, 4)
@@ -213,7 +179,7 @@ fn a_pool_descriptor_becomes_an_operation_on_its_work_queue() {
     d.offset = 4096;
     d.cookie = 42;
     wq.post_message(msg).unwrap();
-    let c = one(&wq.completion_queue());
+    let c = common::wait_one(&wq.completion_queue());
     assert_eq!((c.cookie, c.result), (42, 4096));
     assert!(std::fs::read(&path).unwrap()[4096..]
         .iter()

@@ -68,6 +68,7 @@ fn resize_under_load(sqpoll: bool) {
             std::thread::spawn(move || {
                 let mut out: Vec<Completion<Message>> = Vec::new();
                 let deadline = Instant::now() + Duration::from_secs(30);
+                // Relaxed: a countdown to stop on; nothing is published through it.
                 while reaped.load(Ordering::Relaxed) < total && Instant::now() < deadline {
                     set.wait(&mut out, 64, Some(Duration::from_millis(10)))
                         .unwrap();
@@ -78,6 +79,7 @@ fn resize_under_load(sqpoll: bool) {
                         let offset = (c.cookie % 16) as usize * 4096;
                         assert_eq!(msg.as_slice()[0], (offset % 251) as u8);
                         assert!(seen.insert(c.cookie), "completion {} seen twice", c.cookie);
+                        // Relaxed: a count of completions; the seen-set mutex orders the rest.
                         reaped.fetch_add(1, Ordering::Relaxed);
                         // A poster that is done has dropped its inbox; the buffer goes back to
                         // the pool then.
@@ -142,6 +144,7 @@ fn resize_under_load(sqpoll: bool) {
     for r in reapers {
         r.join().unwrap();
     }
+    // Relaxed: every reaper was joined, which orders its increments before this load.
     assert_eq!(reaped.load(Ordering::Relaxed), total, "completions lost");
     assert_eq!(seen.lock().unwrap().len() as u64, total);
     assert!(resizes >= sizes.len());

@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{config, temp_file, Region, TestBuf};
 use regio_adapters::probe::{KernelProbe, SetupFlag};
-use regio_adapters::{
-    Adapter, Completion, CompletionQueue, Config, Error, FileSlot, Op, RegionId, SingleIssuer,
-    Target,
-};
+use regio_adapters::{Adapter, Config, Error, FileSlot, Op, RegionId, SingleIssuer, Target};
 
 /// Generous bound on every wait: a hang fails the test instead of blocking it.
 const LONG: Duration = Duration::from_secs(10);
@@ -24,11 +21,13 @@ fn single_issuer(rings: usize) -> Config {
     }
 }
 
-fn wait_one(cq: &CompletionQueue<TestBuf>) -> Completion<TestBuf> {
-    let mut out = Vec::new();
-    let n = cq.wait(&mut out, 1, Some(LONG)).expect("wait");
-    assert_eq!(n, 1, "timed out waiting for a completion");
-    out.pop().unwrap()
+/// The errno of a raw system call's result `r`, or 0 when it succeeded.
+fn errno_of(r: libc::c_long) -> i32 {
+    if r < 0 {
+        std::io::Error::last_os_error().raw_os_error().unwrap()
+    } else {
+        0
+    }
 }
 
 /// `io_uring_enter(fd, 0, 0, GETEVENTS)` on the calling thread: its errno, or 0.
@@ -47,11 +46,7 @@ fn enter_getevents(ring_fd: i32) -> i32 {
             0,
         )
     };
-    if r < 0 {
-        std::io::Error::last_os_error().raw_os_error().unwrap()
-    } else {
-        0
-    }
+    errno_of(r)
 }
 
 /// `io_uring_register(fd, IORING_REGISTER_PROBE, NULL, 0)` on the calling thread: its errno,
@@ -68,11 +63,7 @@ fn register_probe(ring_fd: i32) -> i32 {
             0,
         )
     };
-    if r < 0 {
-        std::io::Error::last_os_error().raw_os_error().unwrap()
-    } else {
-        0
-    }
+    errno_of(r)
 }
 
 fn pipe() -> (OwnedFd, OwnedFd) {
@@ -174,7 +165,7 @@ fn the_owner_posts_and_reaps_nops_and_file_reads() {
     }
     let mut got = Vec::new();
     for _ in 0..4 {
-        let c = wait_one(&cq);
+        let c = common::wait_one(&cq);
         assert_eq!(c.result, 0);
         got.push(c.cookie);
     }
@@ -185,7 +176,7 @@ fn the_owner_posts_and_reaps_nops_and_file_reads() {
         let offset = 1024 * round;
         wq.post(Op::read_fixed(region.buf(0, 4096), offset, 10 + round))
             .unwrap();
-        let c = wait_one(&cq);
+        let c = common::wait_one(&cq);
         assert_eq!((c.cookie, c.result), (10 + round, 4096));
         let buf = c.buf.expect("the buffer comes back");
         assert!(buf
@@ -196,13 +187,13 @@ fn the_owner_posts_and_reaps_nops_and_file_reads() {
     }
     // A timeout completes from a kernel timer, always through task work.
     wq.post(Op::timeout(Duration::from_millis(20), 20)).unwrap();
-    let c = wait_one(&cq);
+    let c = common::wait_one(&cq);
     assert_eq!((c.cookie, c.result), (20, -libc::ETIME));
     let mut batch = cq.batch().expect("the owner takes a batch");
     batch.post(&wq, Op::nop(30)).unwrap();
     batch.commit().unwrap();
     drop(batch);
-    assert_eq!(wait_one(&cq).cookie, 30);
+    assert_eq!(common::wait_one(&cq).cookie, 30);
     let s = adapter.stats();
     assert_eq!((s.submitted, s.completed), (9, 9));
     std::fs::remove_file(path).unwrap();
@@ -242,7 +233,7 @@ fn a_post_from_another_thread_wakes_the_owner_asleep_in_wait() {
     };
     for round in 0..6u64 {
         go.send(round).unwrap();
-        let c = wait_one(&cq);
+        let c = common::wait_one(&cq);
         assert_eq!(c.cookie, round);
         let expected = if round % 2 == 0 { 0 } else { 512 };
         assert_eq!(c.result, expected);
@@ -298,7 +289,7 @@ fn a_non_owner_cannot_reap_batch_wait_bind_or_register() {
         Err(Error::NotOwner)
     ));
     wq.post(Op::nop(1)).unwrap();
-    assert_eq!(wait_one(&cq).cookie, 1);
+    assert_eq!(common::wait_one(&cq).cookie, 1);
 }
 
 #[test]
@@ -315,7 +306,7 @@ fn posts_before_the_bind_wait_for_the_owner_and_one_owner_may_register_everywher
         std::thread::spawn(move || {
             adapter.bind_owner().unwrap();
             let cq = adapter.completion_queue(1).unwrap();
-            let c = wait_one(&cq);
+            let c = common::wait_one(&cq);
             assert_eq!((c.cookie, c.result), (7, 0));
             // Owning every ring, this thread may register on all of them.
             let region = Region::new(&adapter, 0, 1 << 12);
@@ -325,7 +316,7 @@ fn posts_before_the_bind_wait_for_the_owner_and_one_owner_may_register_everywher
                 .work_queue(0, Target::Fixed(FileSlot(3)), 4, 4)
                 .unwrap();
             wq.post(Op::read_fixed(region.buf(0, 100), 0, 8)).unwrap();
-            let c = wait_one(&wq.completion_queue());
+            let c = common::wait_one(&wq.completion_queue());
             assert_eq!((c.cookie, c.result), (8, 100));
             std::fs::remove_file(path).unwrap();
             drop(wq);

@@ -18,7 +18,7 @@
 //!   holding the old ring's fixed files (below), and *the same eventfd*. A sleeper on
 //!   [`CompletionQueue::notify_fd`] or in a `CqSet`'s epoll is woken by either ring, and never
 //!   has to learn of the resize.
-//! - The swap happens with the ring owned (its lock), after the staged SQEs were submitted to
+//! - The swap happens with the ring owned (its lock), after the pending SQEs were submitted to
 //!   the old ring. From then on every post goes to the new ring.
 //! - The old ring *retires*: each in-flight operation carries the epoch of the ring it went to,
 //!   and the owner keeps reaping the retiring ring (before the current one, in the same reap)

@@ -82,7 +82,7 @@ impl<B> RingState<B> {
     /// `known`, into the same slot of `to` (a new ring with a file table of the same size, not
     /// yet visible to any other thread). Returns the slots carried.
     ///
-    /// Runs with the ring owned and nothing staged, and waits for the kernel (for the SQ to
+    /// Runs with the ring owned and nothing pending, and waits for the kernel (for the SQ to
     /// empty and for each chunk of transfers), up to [`CARRY_TIMEOUT`] in all.
     pub(super) fn carry_files(
         &mut self,

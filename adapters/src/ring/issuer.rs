@@ -192,15 +192,13 @@ impl<B> RingState<B> {
         }
     }
 
-    /// Frees the operations staged on a ring that was never enabled: none reached the kernel.
+    /// Frees the operations posted to a ring that was never enabled: none reached the kernel.
     #[cold]
     fn forget_unsubmitted(&mut self) {
         let pending = self.pending.user_data();
         self.pending.discard();
         for ud in pending {
-            if let Some(e) = self.slab.finish(ud as u32) {
-                drop((e.buf.take(), e.keep.take()));
-            }
+            drop(self.slab.finish(ud as u32).and_then(|e| e.release()));
         }
     }
 }

@@ -50,7 +50,7 @@ impl<B> RingState<B> {
         let pushed = self.push_now(&entry);
         self.swap_retiring();
         if !pushed {
-            self.slab.finish(ud);
+            drop(self.slab.finish(ud).and_then(|e| e.release()));
             self.local
                 .push_back((Completion::failed(wq, cookie, -libc::EBUSY), side));
             return;
@@ -62,7 +62,7 @@ impl<B> RingState<B> {
 
     /// Pushes `entry`, which points at no memory, straight into the SQ and hands it to the
     /// kernel, waiting for room if the SQ is full (`IORING_ENTER_SQ_WAIT` with SQPOLL). Used on
-    /// the retiring ring (swapped in), where nothing is staged.
+    /// the retiring ring (swapped in), where nothing is pending.
     ///
     /// `IORING_ENTER_SQ_WAIT` returns once the SQPOLL thread has taken SQEs, which can be
     /// before it publishes the SQ head that user space reads: the SQ may still look full then,
@@ -104,7 +104,7 @@ impl<B> RingState<B> {
     }
 
     /// Makes `uring` (a larger CQ, set up like the current ring) the current ring; the current
-    /// one retires. Whatever was staged is submitted to the old ring first, then every occupied
+    /// one retires. Whatever was pending is submitted to the old ring first, then every occupied
     /// fixed-file slot of the old ring, and each slot of `files`, is copied into `uring`
     /// (`carry::carry_files`) before any operation can reach it.
     ///
@@ -112,7 +112,7 @@ impl<B> RingState<B> {
     ///
     /// [`Error::ResizeDraining`] while an earlier resize's ring still has operations in flight,
     /// [`Error::CqTooSmall`] when more operations are in flight than `uring`'s CQ holds,
-    /// [`Error::Sys`] when the staged SQEs cannot be submitted or the files cannot be carried
+    /// [`Error::Sys`] when the pending SQEs cannot be submitted or the files cannot be carried
     /// (then the old ring stays current, and `uring` is closed with whatever reached it).
     pub(crate) fn replace_uring(&mut self, mut uring: IoUring, files: &[u32]) -> Result<(), Error> {
         self.swap_retiring();

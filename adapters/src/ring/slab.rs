@@ -55,6 +55,21 @@ impl<B> InFlight<B> {
     fn live(&self) -> bool {
         self.next == LIVE
     }
+
+    /// Empties a [`finish`](Slab::finish)ed entry: drops the keep and hands the buffer back.
+    /// Most operations hold neither; a `None` is left in place, with no copy of the field and
+    /// no store over it.
+    #[inline(always)]
+    pub fn release(&mut self) -> Option<B> {
+        if self.keep.is_some() {
+            drop(self.keep.take());
+        }
+        if self.buf.is_some() {
+            self.buf.take()
+        } else {
+            None
+        }
+    }
 }
 
 /// The in-flight table of one ring.
@@ -132,8 +147,8 @@ impl<B> Slab<B> {
     }
 
     /// Frees entry `i` at its operation's final completion and returns it, still holding its
-    /// buffer and keep: the caller takes both out (the next [`insert`](Self::insert) there
-    /// expects them gone).
+    /// buffer and keep: the caller reads what it needs, then empties it with
+    /// [`InFlight::release`] (the next [`insert`](Self::insert) there expects it empty).
     #[inline(always)]
     pub fn finish(&mut self, i: u32) -> Option<&mut InFlight<B>> {
         let e = self.entries.get_mut(i as usize).filter(|e| e.live())?;
@@ -193,7 +208,7 @@ mod tests {
         );
         assert_eq!(slab.find(wq, 12), Some(b));
         let e = slab.finish(a).unwrap();
-        assert_eq!(e.buf.take(), Some(1));
+        assert_eq!(e.release(), Some(1));
         assert!(
             slab.get(a).is_none() && slab.finish(a).is_none(),
             "freed once"

@@ -1,9 +1,14 @@
 //! Test helpers: an anonymous registered region and a buffer type over it.
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use regio_adapters::{Adapter, BufKey, Config, Error, IoBuf, RegionId};
+use regio_adapters::{
+    Adapter, BufKey, Completion, CompletionQueue, Config, Error, IoBuf, RegionId,
+};
+use regio_pool::{Message, MessagePool};
 
 /// Anonymous memory registered as one region of an adapter.
 pub struct Region {
@@ -155,6 +160,47 @@ pub fn adapter_or_skip<B: IoBuf>(cfg: Config) -> Option<Adapter<B>> {
         }
         Err(e) => panic!("adapter setup failed: {e}"),
     }
+}
+
+/// Waits (up to 10 s) for one completion on `cq`.
+pub fn wait_one<B: IoBuf>(cq: &CompletionQueue<B>) -> Completion<B> {
+    let mut out = Vec::new();
+    let n = cq
+        .wait(&mut out, 1, Some(Duration::from_secs(10)))
+        .expect("wait");
+    assert_eq!(n, 1, "timed out waiting for a completion");
+    out.pop().unwrap()
+}
+
+/// Waits (up to 10 s in all) for exactly `n` completions on `cq`.
+pub fn collect<B: IoBuf>(cq: &CompletionQueue<B>, n: usize) -> Vec<Completion<B>> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while out.len() < n && Instant::now() < deadline {
+        cq.wait(&mut out, 64, Some(Duration::from_millis(100)))
+            .unwrap();
+    }
+    assert_eq!(out.len(), n, "{out:?}");
+    out
+}
+
+/// A connected TCP pair on the loopback interface: (client, server).
+pub fn loopback() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
+/// A pool of 16 messages of `len` bytes, without per-thread caches, attached to `adapter`.
+pub fn message_pool(adapter: &Adapter<Message>, len: u32) -> MessagePool {
+    let pool = MessagePool::builder()
+        .class(len, 16)
+        .cache_size(0)
+        .build()
+        .unwrap();
+    pool.attach(adapter.registrar()).unwrap();
+    pool
 }
 
 /// A temporary file with `len` bytes of a known pattern.
