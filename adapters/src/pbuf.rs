@@ -74,13 +74,15 @@ impl<B> ProvidedRing<B> {
         let base = memory.base();
         // Under the tables' write lock, so a resize sees every provided ring of its CQ.
         let w = ring.tables.write_lock();
-        let registered = ring.with_uring(|u| {
+        let registered = if ring.may_register() {
             // SAFETY: the mapping stays valid until `Drop` unregisters the group first.
             unsafe {
-                u.submitter()
-                    .register_buf_ring_with_flags(base.as_ptr() as u64, entries, bgid, 0)
+                crate::register::pbuf_register(ring.fd(), base.as_ptr() as u64, entries, bgid)
             }
-        })?;
+        } else {
+            drop(w);
+            return Err(Error::NotOwner);
+        };
         if registered.is_ok() {
             // Relaxed: the count is read under the write lock held here (`provided`).
             ring.provided.fetch_add(1, Ordering::Relaxed);
@@ -140,17 +142,17 @@ impl<B: Send> BufRingSink for ProvidedRing<B> {
 impl<B> Drop for ProvidedRing<B> {
     fn drop(&mut self) {
         let bgid = self.bgid;
-        // The write lock orders the single-issuer owner check (see `Ring::with_state`).
+        // The write lock orders the single-issuer owner check (see `ring::issuer`) and keeps a
+        // resize from replacing the ring's fd meanwhile.
         let w = self.ring.tables.write_lock();
-        let unregistered = self
-            .ring
-            .with_uring(|u| u.submitter().unregister_buf_ring(bgid))
-            .and_then(|r| {
-                r.map_err(|source| Error::Sys {
-                    what: "IORING_UNREGISTER_PBUF_RING",
-                    source,
-                })
-            });
+        let unregistered = if self.ring.may_register() {
+            crate::register::pbuf_unregister(self.ring.fd(), bgid).map_err(|source| Error::Sys {
+                what: "IORING_UNREGISTER_PBUF_RING",
+                source,
+            })
+        } else {
+            Err(Error::NotOwner)
+        };
         drop(w);
         if let Err(e) = unregistered {
             // Unmapping memory the kernel may still read would be unsound: leak it instead.

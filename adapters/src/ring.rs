@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, IoUring};
 
-use crate::combiner::{Absorb, Combiner};
+use crate::combiner::{Absorb, Combiner, CombinerGuard};
 use crate::cq::{Completion, Sink};
 use crate::error::{DescriptorError, Error};
 use crate::ops::{FileUse, Keep, Op, Resolved, Side, Special, Sqe, Target};
@@ -274,7 +274,7 @@ impl<B> RingState<B> {
         let Op {
             mut sqe,
             buf,
-            keep,
+            mut keep,
             special,
             file,
             buf_use,
@@ -298,8 +298,8 @@ impl<B> RingState<B> {
                 }
             },
             Special::MsgRing => {
-                if let Some(Keep::Ring(target)) = keep.as_deref() {
-                    sqe.fd = target.fd();
+                if let Some(Keep::Ring(target)) = keep.as_deref_mut() {
+                    sqe.fd = target.pin();
                 }
             }
         }
@@ -663,6 +663,10 @@ pub(crate) struct Ring<B> {
     fd: AtomicI32,
     /// The current io_uring's CQ size.
     cq_entries: AtomicU32,
+    /// A duplicate of the current io_uring's fd, which msg_ring and share_file operations aimed
+    /// at this ring hold until their final CQE: the number they put in their SQE can then never
+    /// name another file, even if a resize closes the io_uring it belonged to.
+    target: std::sync::Mutex<Arc<OwnedFd>>,
     /// Provided-buffer rings registered on the current io_uring; changed only under the tables'
     /// write lock.
     pub(crate) provided: AtomicUsize,
@@ -698,6 +702,7 @@ impl<B> Ring<B> {
         let cq_entries = uring.params().cq_entries();
         let sqpoll = uring.params().is_setup_sqpoll();
         let pending = Pending::for_ring(&uring)?;
+        let target = std::sync::Mutex::new(dup_ring_fd(fd)?);
         Ok(Self {
             combiner: Combiner::new(RingState {
                 uring,
@@ -717,6 +722,7 @@ impl<B> Ring<B> {
             }),
             fd: AtomicI32::new(fd),
             cq_entries: AtomicU32::new(cq_entries),
+            target,
             provided: AtomicUsize::new(0),
             eventfd,
             counters,
@@ -730,37 +736,6 @@ impl<B> Ring<B> {
         })
     }
 
-    /// Runs `f` with the io_uring, owning the ring for the call (for registration calls, which
-    /// are rare; it yields while a reaper owns the ring, and reapers never block while owning).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotOwner`] in single-issuer mode when another thread owns the ring (the kernel
-    /// would refuse the registration with `EEXIST`).
-    pub(crate) fn with_uring<R>(&self, f: impl FnOnce(&IoUring) -> R) -> Result<R, Error> {
-        self.with_state(|s| f(&s.uring))
-    }
-
-    /// Runs `f` with the ring's state, owning the ring for the call, as `with_uring` does.
-    ///
-    /// In single-issuer mode the caller holds the tables' write lock, which
-    /// [`bind_owner`](Self::bind_owner) takes too: the owner cannot change between the check
-    /// here and the lock, so a thread other than the owner never takes a bound ring (its guard
-    /// would submit the inbox, which the kernel refuses from it).
-    pub(crate) fn with_state<R>(&self, f: impl FnOnce(&mut RingState<B>) -> R) -> Result<R, Error> {
-        if !self.may_register() {
-            return Err(Error::NotOwner);
-        }
-        let mut f = Some(f);
-        loop {
-            if let Some(mut g) = self.combiner.try_lock() {
-                let f = f.take().expect("called once");
-                return Ok(g.with(f));
-            }
-            std::thread::yield_now();
-        }
-    }
-
     /// The current io_uring's fd. A resize replaces it; the old fd stays open until the old
     /// ring retires.
     pub(crate) fn fd(&self) -> RawFd {
@@ -770,15 +745,26 @@ impl<B> Ring<B> {
     }
 
     /// Makes `uring` the current io_uring, carrying the fixed files over, `files` among them
-    /// (see [`RingState::replace_uring`]).
-    pub(crate) fn replace_uring(&self, uring: IoUring, files: &[u32]) -> Result<(), Error> {
+    /// (see [`RingState::replace_uring`]), with the ring owned through `g`. The caller holds the
+    /// tables' write lock, which serialises fd changes with registrations.
+    pub(crate) fn replace_uring(
+        &self,
+        g: &mut CombinerGuard<'_, RingState<B>, Post<B>>,
+        uring: IoUring,
+        files: &[u32],
+    ) -> Result<(), Error> {
         let fd = uring.as_raw_fd();
         let entries = uring.params().cq_entries();
-        self.with_state(|s| s.replace_uring(uring, files))??;
+        let target = dup_ring_fd(fd).map_err(|source| Error::Sys {
+            what: "dup of the new ring's fd",
+            source,
+        })?;
+        g.with(|s| s.replace_uring(uring, files))?;
         // Relaxed (both): as in `fd`; the table writer, which alone replaces rings, is
         // serialised by the tables' write lock.
         self.fd.store(fd, Ordering::Relaxed);
         self.cq_entries.store(entries, Ordering::Relaxed);
+        *self.lock_target() = target;
         Ok(())
     }
 
@@ -790,9 +776,27 @@ impl<B> Ring<B> {
 }
 
 impl<B: Send> crate::ops::control::RingFd for Ring<B> {
-    fn ring_fd(&self) -> RawFd {
-        self.fd()
+    fn target_fd(&self) -> Arc<OwnedFd> {
+        Arc::clone(&self.lock_target())
     }
+}
+
+impl<B> Ring<B> {
+    /// The duplicate of the current io_uring's fd that msg_ring and share_file operations aim
+    /// at (see `ops::control::RingRef`).
+    fn lock_target(&self) -> std::sync::MutexGuard<'_, Arc<OwnedFd>> {
+        // A poisoned lock still holds a whole `Arc`: replacing it is one store.
+        self.target.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A duplicate of an io_uring's fd: it names the same ring, and its number stays taken for as
+/// long as an operation that aims at it holds it.
+fn dup_ring_fd(fd: RawFd) -> io::Result<Arc<OwnedFd>> {
+    // SAFETY: `fd` is an open io_uring fd of this process for the length of the call (the
+    // caller owns the ring it belongs to); the borrow ends before the call returns.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    borrowed.try_clone_to_owned().map(Arc::new)
 }
 
 impl<B: crate::IoBuf> Ring<B> {

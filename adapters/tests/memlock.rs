@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 
 use common::TestBuf;
-use regio_adapters::{Adapter, Error, RegionId};
+use regio_adapters::{Adapter, Error};
 
 const CHILD_ENV: &str = "REGIO_MEMLOCK_CHILD";
 const LIMIT: u64 = 64 * 1024;
@@ -59,7 +59,7 @@ fn child() {
     let mut mem = vec![0u8; len];
     // SAFETY: `mem` outlives the adapter's use of it (the call is expected to fail; if it does
     // not, the adapter is dropped before `mem`).
-    let err = unsafe { adapter.register_region(RegionId(0), mem.as_mut_ptr(), len) }
+    let err = unsafe { adapter.register_region(mem.as_mut_ptr(), len) }
         .expect_err("registration must exceed the limit");
     assert!(
         matches!(err, Error::MemlockTooLow { limit: LIMIT, .. }),

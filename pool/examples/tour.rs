@@ -12,15 +12,21 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use regio_pool::{
-    BufFeed, BufRingSink, FileSlots, MessagePool, Opcode, PoolBuilder, RegionId, Registrar,
+    BufFeed, BufRingSink, FileSlots, MessagePool, Opcode, PoolBuilder, PoolRegion, Registrar,
 };
 
 /// Stands in for an adapter: prints what it would register with `IORING_REGISTER_BUFFERS_UPDATE`.
 struct PrintRegistrar;
 
 impl Registrar for PrintRegistrar {
-    fn register(&self, id: RegionId, base: NonNull<u8>, len: usize) -> io::Result<()> {
-        println!("register fixed buffer {}: {len} bytes at {base:p}", id.0);
+    fn register(&self, region: PoolRegion) -> io::Result<()> {
+        let PoolRegion {
+            pool,
+            id,
+            base,
+            len,
+        } = region;
+        println!("register region {id} of pool {pool}: {len} bytes at {base:p}");
         Ok(())
     }
 }

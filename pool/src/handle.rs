@@ -557,14 +557,23 @@ impl MessagePool {
         &self.inner().keys
     }
 
-    /// Attaches a registrar (an adapter's ring): every region is registered now, and every
-    /// region added later is registered before its buffers are handed out.
+    /// Attaches a registrar (an adapter): every region is registered now, and every region
+    /// added later is registered before its buffers are handed out. Registrars whose adapter is
+    /// gone ([`Registrar::is_detached`]) are forgotten first.
     ///
     /// # Errors
     ///
-    /// [`Error::Register`] if the registrar refuses a region; it is not attached then.
+    /// [`Error::Register`] if the registrar refuses a region (it is not attached then, and the
+    /// regions it took are unregistered again); [`Error::Config`] if it is attached already.
     pub fn attach(&self, registrar: Arc<dyn Registrar>) -> Result<()> {
         self.inner().attach(registrar)
+    }
+
+    /// Detaches a registrar that [`attach`](Self::attach) attached: every region is unregistered
+    /// from it, and later growth no longer registers with it. Returns false if it was not
+    /// attached.
+    pub fn detach(&self, registrar: &Arc<dyn Registrar>) -> bool {
+        self.inner().detach(registrar)
     }
 
     /// Adds a region of `count` buffers to `class` while the pool is in use. Waiters of the

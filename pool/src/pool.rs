@@ -36,7 +36,7 @@ use crate::keytable::KeyTable;
 use crate::local;
 use crate::magazine::{CacheSlot, Cached, MAG_CAP};
 use crate::region::{Region, RegionOptions};
-use crate::registrar::Registrar;
+use crate::registrar::{PoolRegion, Registrar};
 use crate::segment::{gen, Directory, ElemMeta, Segment, MAX_PER_REGION};
 use crate::stack::IndexStack;
 use crate::waiters::Waiters;
@@ -198,7 +198,8 @@ impl Inner {
                 "a region of {len} bytes is too large: keys address at most 4 GiB per region"
             )));
         }
-        let registrars = lock(&self.registrars);
+        let mut registrars = lock(&self.registrars);
+        registrars.retain(|r| !r.is_detached());
         let next = self.dir.len();
         if next >= self.dir.capacity() {
             return Err(Error::TooManyRegions {
@@ -207,7 +208,7 @@ impl Inner {
         }
         let id = RegionId(next as u16);
         let region = Region::map(len as usize, self.options)?;
-        register_all(&registrars, id, &region)?;
+        register_all(&registrars, self.region_of(id, &region))?;
         let (base, region_len) = (region.base(), region.len());
         let published = self
             .dir
@@ -238,16 +239,45 @@ impl Inner {
     /// Attaches a registrar: registers every region now, and every later one as it is added.
     pub(crate) fn attach(&self, registrar: Arc<dyn Registrar>) -> Result<()> {
         let mut registrars = lock(&self.registrars);
+        registrars.retain(|r| !r.is_detached());
+        if registrars.iter().any(|r| Arc::ptr_eq(r, &registrar)) {
+            return Err(Error::Config("this registrar is attached already".into()));
+        }
         for (id, seg) in self.dir.iter() {
-            if let Err(source) = registrar.register(id, seg.region.base(), seg.region.len()) {
+            if let Err(source) = registrar.register(self.region_of(id, &seg.region)) {
                 for (done, _) in self.dir.iter().take(usize::from(id.0)) {
-                    registrar.unregister(done);
+                    registrar.unregister(self.uid, done);
                 }
                 return Err(Error::Register { region: id, source });
             }
         }
         registrars.push(registrar);
         Ok(())
+    }
+
+    /// Detaches a registrar: unregisters every region from it and forgets it. Returns false if
+    /// it was not attached.
+    pub(crate) fn detach(&self, registrar: &Arc<dyn Registrar>) -> bool {
+        let mut registrars = lock(&self.registrars);
+        let Some(at) = registrars.iter().position(|r| Arc::ptr_eq(r, registrar)) else {
+            return false;
+        };
+        let registrar = registrars.remove(at);
+        drop(registrars);
+        for (id, _) in self.dir.iter() {
+            registrar.unregister(self.uid, id);
+        }
+        true
+    }
+
+    /// How a registrar sees region `id`, mapped at `region`.
+    fn region_of(&self, id: RegionId, region: &Region) -> PoolRegion {
+        PoolRegion {
+            pool: self.uid,
+            id,
+            base: region.base(),
+            len: region.len(),
+        }
     }
 
     /// Claims a free cache slot for the calling thread.
@@ -618,25 +648,29 @@ impl Drop for Inner {
         let registrars = self.registrars.get_mut().unwrap_or_else(|e| e.into_inner());
         for (id, _) in self.dir.iter() {
             for r in registrars.iter() {
-                r.unregister(id);
+                r.unregister(self.uid, id);
             }
         }
     }
 }
 
-fn register_all(registrars: &[Arc<dyn Registrar>], id: RegionId, region: &Region) -> Result<()> {
+fn register_all(registrars: &[Arc<dyn Registrar>], region: PoolRegion) -> Result<()> {
     for (k, r) in registrars.iter().enumerate() {
-        if let Err(source) = r.register(id, region.base(), region.len()) {
+        if let Err(source) = r.register(region) {
             for done in &registrars[..k] {
-                done.unregister(id);
+                done.unregister(region.pool, region.id);
             }
-            return Err(Error::Register { region: id, source });
+            return Err(Error::Register {
+                region: region.id,
+                source,
+            });
         }
     }
     Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The registrar list is only pushed to, so a panic elsewhere cannot leave it torn.
+    // The registrar list changes by whole pushes, removals and retains, so a panic elsewhere
+    // cannot leave it torn.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -22,6 +22,11 @@ use io_uring::squeue::Entry;
 
 pub(crate) use sqe::Sqe;
 
+/// `IOSQE_IO_DRAIN` (include/uapi/linux/io_uring.h).
+const IOSQE_IO_DRAIN: u8 = 1 << 1;
+/// `IOSQE_ASYNC`.
+const IOSQE_ASYNC: u8 = 1 << 4;
+
 pub use regio_pool::FileSlot;
 
 /// What a work queue, or the output of a splice, acts on.
@@ -171,6 +176,20 @@ impl<B> Op<B> {
     #[inline(always)]
     pub(crate) fn special(mut self, special: Special) -> Self {
         self.special = special;
+        self
+    }
+
+    /// Starts the operation only after every operation submitted before it on the same ring
+    /// has completed (`IOSQE_IO_DRAIN`).
+    pub fn drain(mut self) -> Self {
+        self.sqe.flags |= IOSQE_IO_DRAIN;
+        self
+    }
+
+    /// Sends the operation to the kernel's async workers at once, rather than trying it inline
+    /// first (`IOSQE_ASYNC`): for operations known to block.
+    pub fn force_async(mut self) -> Self {
+        self.sqe.flags |= IOSQE_ASYNC;
         self
     }
 
