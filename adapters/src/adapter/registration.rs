@@ -136,9 +136,14 @@ impl<B> Inner<B> {
         };
         let first = self.rings[0].fd();
         for (k, ring) in self.rings.iter().enumerate() {
+            // Relaxed: `clone_ok` only picks between two correct paths.
             let installed = if k > 0 && self.clone_ok.load(Ordering::Relaxed) {
-                // Relaxed: `clone_ok` only picks between two correct paths.
                 register::clone_buffer(ring.fd(), first, u32::from(index)).or_else(|e| {
+                    // An opcode the kernel lacks is EINVAL; any other error is this
+                    // registration's, and fails it.
+                    if e.raw_os_error() != Some(libc::EINVAL) {
+                        return Err(e);
+                    }
                     tracing::warn!(parent: &self.span, error = %e,
                         "IORING_REGISTER_CLONE_BUFFERS refused (Linux 6.12+); registering on each ring");
                     // Relaxed: as above.

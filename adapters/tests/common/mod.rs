@@ -229,3 +229,24 @@ fn rand_suffix() -> u64 {
     // Relaxed: only uniqueness matters, which the read-modify-write gives at any ordering.
     N.fetch_add(1, Ordering::Relaxed)
 }
+
+/// Runs `f` on a thread of its own and returns its result, or fails the test if it takes more
+/// than `limit`: a hang becomes a failure rather than a stuck test run. (The hung thread is left
+/// behind; the test process ends with it.)
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} did not return within {limit:?}: the thread hangs")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
+    }
+}
