@@ -548,6 +548,19 @@ impl<B: IoBuf> Adapter<B> {
             .tables
             .check_target(&self.inner.tables.domain.guard(), target)
             .map_err(|_| Error::Invalid("file slot outside Config::max_files"))?;
+        let (target, file) = match target {
+            Target::Fd(fd) if fd >= 0 => {
+                // SAFETY: the fd is only borrowed for the call, to be duplicated; a number that
+                // is not open fails the dup with EBADF.
+                let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                let own = borrowed
+                    .try_clone_to_owned()
+                    .map_err(sys("dup of the work queue's fd"))?;
+                (Target::Fd(own.as_raw_fd()), Some(own))
+            }
+            other => (other, None),
+        };
+        let mut file = Some(file);
         let mut created = None;
         self.inner
             .tables
@@ -562,7 +575,8 @@ impl<B: IoBuf> Adapter<B> {
                     index: index as u32,
                     generation: next_generation(),
                 };
-                let shared = Arc::new(WqShared::new(id, target, send_depth, recv_depth));
+                let file = file.take().expect("the update runs once");
+                let shared = Arc::new(WqShared::new(id, target, file, send_depth, recv_depth));
                 t[index] = Some(Arc::clone(&shared));
                 created = Some(shared);
                 t

@@ -58,6 +58,9 @@ pub(crate) struct Post<B> {
     pub target: Target,
     pub op: Op<B>,
     pub checked: Result<Option<Resolved>, DescriptorError>,
+    /// The work queue, held while the post waits in a ring's inbox: the queue may be removed
+    /// and its handles dropped meanwhile, and its file must stay open until the SQE is built.
+    pub queue: Option<Arc<crate::tables::WqShared>>,
 }
 
 // SAFETY: the only non-Send field is `Resolved`'s address, which points into registered memory

@@ -16,6 +16,7 @@
 //!   (both outcomes are correct: an accepted post completes normally); a post that comes after
 //!   the removal in any happens-before order sees the flag clear.
 
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -199,13 +200,17 @@ pub(crate) struct WqShared {
     recv_credit: AtomicI64,
     /// Cleared when the queue is removed from the table; posts then fail with `Closed`.
     open: AtomicBool,
+    /// The work queue's own duplicate of a [`Target::Fd`]: the number in its SQEs names this
+    /// file for as long as the queue lives, whatever the caller does with its own fd.
+    _file: Option<OwnedFd>,
 }
 
 impl WqShared {
-    pub fn new(id: WqId, target: Target, send: u32, recv: u32) -> Self {
+    pub fn new(id: WqId, target: Target, file: Option<OwnedFd>, send: u32, recv: u32) -> Self {
         Self {
             id,
             target,
+            _file: file,
             depth: Mutex::new((send, recv)),
             send_credit: AtomicI64::new(i64::from(send)),
             recv_credit: AtomicI64::new(i64::from(recv)),

@@ -451,3 +451,41 @@ fn a_message_never_reaches_a_ring_that_reused_its_targets_fd_number() {
         unsafe { libc::close(old_fd) };
     }
 }
+
+#[test]
+fn a_work_queue_keeps_its_file_when_the_caller_closes_its_fd() {
+    let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
+        return;
+    };
+    let pool = small_pool();
+    pool.attach(adapter.registrar()).unwrap();
+    let (ours, our_path) = file_of(b'O');
+    let number = ours.as_raw_fd();
+    let wq = adapter.work_queue(0, Target::Fd(number), 8, 8).unwrap();
+    drop(ours);
+    // Another file takes the number the caller closed.
+    let (theirs, their_path) = file_of(b'T');
+    if theirs.as_raw_fd() != number {
+        // SAFETY: `number` is closed (the file above was dropped), so dup2 closes nothing.
+        assert_eq!(unsafe { libc::dup2(theirs.as_raw_fd(), number) }, number);
+    }
+    let mut msg = pool.try_acquire().unwrap();
+    msg.as_mut_slice().fill(b'W');
+    wq.post(Op::write_fixed(msg, 0, 1)).unwrap();
+    let c = common::wait_one(&wq.completion_queue());
+    assert_eq!((c.result, c.rejected()), (4096, None));
+    assert!(
+        std::fs::read(&their_path)
+            .unwrap()
+            .iter()
+            .all(|&b| b == b'T'),
+        "the write went to the file that took the closed fd's number"
+    );
+    assert!(std::fs::read(&our_path).unwrap().iter().all(|&b| b == b'W'));
+    if theirs.as_raw_fd() != number {
+        // SAFETY: the duplicate made above, owned by this test alone.
+        unsafe { libc::close(number) };
+    }
+    std::fs::remove_file(our_path).unwrap();
+    std::fs::remove_file(their_path).unwrap();
+}

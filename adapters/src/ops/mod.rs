@@ -32,8 +32,11 @@ pub use regio_pool::FileSlot;
 /// What a work queue, or the output of a splice, acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
-    /// A plain file descriptor, owned by the caller, which must keep it open while the work
-    /// queue exists.
+    /// A plain file descriptor. A work queue made on it keeps a duplicate of its own (the
+    /// caller may close theirs), so the number in its SQEs always names this file; the
+    /// duplicate closes once the queue is removed and its last handle dropped. A negative
+    /// number names no file (operations that need one fail with `EBADF`). As a splice's output,
+    /// the fd is the caller's, and must stay open until the splice completes.
     Fd(RawFd),
     /// A slot in the adapter's fixed-file table.
     Fixed(FileSlot),
