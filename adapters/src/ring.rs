@@ -287,7 +287,7 @@ impl<B> RingState<B> {
         sqe.fill(file, target, resolved, buf_use);
         match special {
             // Splice outputs and accept slots were checked with the descriptor.
-            Special::None | Special::SpliceOut(_) | Special::BadSlot(_) => {}
+            Special::None | Special::SpliceOut(_) | Special::BadSlot(_) | Special::Close => {}
             Special::Cancel => match self.slab.find(wq, sqe.addr) {
                 Some(ud) if self.epoch_of(ud) != self.epoch => {
                     self.cancel_on_retiring(wq, side, cookie, ud);
@@ -805,12 +805,14 @@ fn dup_ring_fd(fd: RawFd) -> io::Result<Arc<OwnedFd>> {
 impl<B: crate::IoBuf> Ring<B> {
     /// Validates `op`'s descriptor for this ring: the kernel has its opcode, its buffer key
     /// names a registered region of the right generation with the slice in bounds (the result
-    /// is the buffer's address), and a splice's second file slot exists. A rejection is counted.
+    /// is the buffer's address), a splice's second file slot exists, and a close names a fixed
+    /// slot (`target` is the work queue's). A rejection is counted.
     #[inline(always)]
     pub(crate) fn check(
         &self,
         reader: &impl regio_sync::ReadSide,
         op: &Op<B>,
+        target: Target,
     ) -> Result<Option<Resolved>, DescriptorError> {
         if !self.supported[op.opcode() as usize] {
             return Err(self.rejected(unsupported(op.opcode())));
@@ -830,7 +832,13 @@ impl<B: crate::IoBuf> Ring<B> {
                 .check_target(reader, out)
                 .map_err(|e| self.rejected(e))?,
             Special::BadSlot(slot) => return Err(self.rejected(DescriptorError::BadFileSlot(slot))),
-            Special::Cancel | Special::MsgRing => {}
+            Special::Close if matches!(target, Target::Fd(_)) => {
+                return Err(self.rejected(DescriptorError::WrongQueue(
+                    "a plain-fd work queue's file is the queue's own: remove the queue instead \
+                     of closing it",
+                )))
+            }
+            Special::Cancel | Special::MsgRing | Special::Close => {}
         }
         Ok(buf)
     }

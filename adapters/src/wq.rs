@@ -89,7 +89,7 @@ impl<B: IoBuf> WorkQueue<B> {
         if self.shared.reserve(side, 1) == 0 {
             return Err(PostError::NoCredit(op));
         }
-        let checked = self.ring.check(reader, &op);
+        let checked = self.ring.check(reader, &op, self.shared.target);
         Ok(Post {
             wq: self.shared.id,
             side,

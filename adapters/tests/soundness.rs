@@ -489,3 +489,25 @@ fn a_work_queue_keeps_its_file_when_the_caller_closes_its_fd() {
     std::fs::remove_file(our_path).unwrap();
     std::fs::remove_file(their_path).unwrap();
 }
+
+#[test]
+fn a_close_cannot_take_a_plain_fd_queues_file_from_under_it() {
+    let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
+        return;
+    };
+    let (file, path) = file_of(b'F');
+    let wq = adapter
+        .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
+        .unwrap();
+    wq.post(Op::close(1)).unwrap();
+    let c = common::wait_one(&wq.completion_queue());
+    assert!(
+        matches!(c.rejected(), Some(DescriptorError::WrongQueue(_))),
+        "{c:?}"
+    );
+    // The caller's own fd is untouched, and so is the queue's.
+    assert!(is_open(file.as_raw_fd()));
+    wq.post(Op::fsync(2)).unwrap();
+    assert_eq!(common::wait_one(&wq.completion_queue()).result, 0);
+    std::fs::remove_file(path).unwrap();
+}

@@ -117,6 +117,9 @@ pub(crate) enum Special {
     SpliceOut(Target),
     /// An accept into a slot that cannot be named in an SQE.
     BadSlot(u32),
+    /// A close, which only a work queue on a fixed slot may post (a plain-fd queue's fd is its
+    /// own duplicate, closed when the queue goes).
+    Close,
 }
 
 /// What the SQE needs from the adapter's tables: a resolved buffer.
