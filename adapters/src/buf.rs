@@ -1,28 +1,7 @@
 //! How an operation names registered memory.
 //!
-//! # Buffer identity
-//!
-//! The kernel checks nothing about a fixed buffer but its index and bounds, so the adapter makes
-//! sure that an operation can only name memory its buffer owns:
-//!
-//! - **The adapter picks every fixed-buffer index.** A pool's regions are registered through
-//!   [`Adapter::registrar`](crate::Adapter::registrar) under the pool's id and their ids in the
-//!   pool; the adapter gives each a free index and remembers which pool region it holds. Regions
-//!   registered by hand ([`Adapter::register_region`](crate::Adapter::register_region)) get an
-//!   index too, and a generation that is unique in the process. No two regions, of one pool or
-//!   of several, ever share an index.
-//! - **A buffer names its memory through [`IoBuf::slice`].** A pool [`Message`] names its pool
-//!   and the slice its descriptor describes, and only if that slice lies inside one of the
-//!   message's own buffers; a descriptor pointed anywhere else (with
-//!   [`Descriptor::set_slices`](regio_pool::Descriptor::set_slices), or copied from another
-//!   message) is rejected with [`DescriptorError::NotOwned`]. A message whose pool is not
-//!   attached to the adapter is rejected with [`DescriptorError::NotAttached`].
-//! - **The post path resolves and bounds-checks in O(1)**: the pool's index table (one entry
-//!   per attached pool) or the index and its generation, then the region's bounds. The adapter
-//!   computes the address itself; nothing the caller wrote becomes a pointer.
-//!
-//! A failed check completes the operation with an error on its own work queue, with its buffer,
-//! and reaches neither the kernel nor any other queue.
+//! The contract is written once, in the crate docs ("Buffer identity"); this module and the
+//! `tables` module enforce it.
 
 use regio_pool::Message;
 pub use regio_pool::{BufKey, RegionId};
