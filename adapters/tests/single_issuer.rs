@@ -353,3 +353,36 @@ fn dropping_the_adapter_on_the_owner_thread_cancels_what_is_in_flight() {
     );
     drop(tx);
 }
+
+#[test]
+fn a_pool_freed_off_the_owner_thread_gives_its_index_back_at_the_next_registration() {
+    let cfg = Config {
+        max_regions: 1,
+        ..single_issuer(1)
+    };
+    let Some(adapter) = common::adapter_or_skip::<regio_pool::Message>(cfg) else {
+        return;
+    };
+    adapter.bind_owner().unwrap();
+    let pool = || {
+        regio_pool::MessagePool::builder()
+            .class(4096, 4)
+            .cache_size(0)
+            .build()
+            .unwrap()
+    };
+    let first = pool();
+    first.attach(adapter.registrar()).unwrap();
+    // The kernel refuses the removal off the owner thread: the region leaves the table, and its
+    // kernel entry waits for the owner.
+    std::thread::spawn(move || drop(first)).join().unwrap();
+    let second = pool();
+    second
+        .attach(adapter.registrar())
+        .expect("the only index is free again");
+    let wq = adapter.work_queue(0, Target::Fd(-1), 4, 4).unwrap();
+    wq.post(Op::from_message(second.try_acquire().unwrap()).unwrap())
+        .unwrap();
+    let c = common::wait_one(&wq.completion_queue());
+    assert_eq!((c.result, c.rejected()), (0, None));
+}
