@@ -76,8 +76,8 @@ pub enum Error {
         /// The element's generation now.
         found: u32,
     },
-    /// A descriptor or handle from another pool.
-    #[error("the descriptor belongs to pool {found}, not to this pool ({expected})")]
+    /// A descriptor or raw message from another pool.
+    #[error("the descriptor or raw message belongs to pool {found}, not to this pool ({expected}); hand it to the pool it came from")]
     ForeignPool {
         /// This pool's id.
         expected: u32,

@@ -5,8 +5,9 @@
 //! adapter implements ([`BufRingSink`]), turns a completed buffer id back into a message
 //! ([`BufFeed::take`]), and puts the buffer back into the ring when that message drops.
 //!
-//! Each ring slot parks its message as a [`RawMessage`] in an atomic word, so a duplicate or
-//! stale buffer id is reported as [`Error::NotInRing`] and the generation check catches the rest.
+//! Each ring slot parks its message as a [`RawMessage`] in an atomic word (its element and
+//! generation: the feed knows the pool), so a duplicate or stale buffer id is reported as
+//! [`Error::NotInRing`] and the generation check catches the rest.
 //!
 //! # Synchronization
 //!
@@ -45,12 +46,17 @@ struct Shared {
 }
 
 impl Shared {
+    /// The raw message that the parking word `word` holds (the feed's own pool lent it).
+    fn raw(&self, word: u64) -> RawMessage {
+        RawMessage::from_element_word(self.pool.id(), word)
+    }
+
     fn park(&self, bid: u16, msg: Message) {
         let (addr, len) = (msg.as_ptr(), msg.key().len);
         let raw = msg.into_raw();
         // Release: the raw message (and the buffer's state) is published to the thread that
         // takes this bid next, which swaps with Acquire.
-        self.parked[usize::from(bid)].store(raw.0, Ordering::Release);
+        self.parked[usize::from(bid)].store(raw.element_word(), Ordering::Release);
         self.sink.push(
             NonNull::new(addr).expect("buffers are never null"),
             len,
@@ -122,7 +128,7 @@ impl BufFeed {
         if raw == EMPTY {
             return Err(Error::NotInRing { bid });
         }
-        let mut msg = self.shared.pool.from_raw(RawMessage(raw))?;
+        let mut msg = self.shared.pool.from_raw(self.shared.raw(raw))?;
         msg.descriptor_mut().truncate(len as usize);
         Ok(Received {
             msg: Some(msg),
@@ -144,7 +150,7 @@ impl Drop for Shared {
             let raw = slot.swap(EMPTY, Ordering::Acquire);
             if raw != EMPTY {
                 // A parked message that fails to redeem was never ours to give back.
-                let _ = self.pool.release_raw(RawMessage(raw));
+                let _ = self.pool.release_raw(self.raw(raw));
             }
         }
     }

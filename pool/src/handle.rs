@@ -4,8 +4,9 @@
 //!
 //! The lock-free work happens in [`crate::pool`] (stores, magazines, user counting) and
 //! [`crate::waiters`] (the hand-off). This module adds two patterns:
-//! - **Redeeming a raw message** is a CAS from the lent generation to a new held one (Acquire,
-//!   pairing with the Release in `into_raw`): of two redeemers of one raw message, one wins.
+//! - **Redeeming a raw message** checks the pool id it carries, then is a CAS from the lent
+//!   generation to a new held one (Acquire, pairing with the Release in `into_raw`): of two
+//!   redeemers of one raw message, one wins.
 //! - **Validation reads generations with Relaxed loads.** The validating thread holds the message
 //!   (or received it through a synchronising hand-off), so it sees the generation it was stamped
 //!   with; a different value means the handle is stale.
@@ -430,10 +431,17 @@ impl MessagePool {
     ///
     /// # Errors
     ///
+    /// [`Error::ForeignPool`] if another pool lent `raw` (nothing is touched then), and
     /// [`Error::StaleHandle`] if `raw` was already redeemed, or is from an earlier life of the
     /// element, or names no element of this pool.
     pub fn from_raw(&self, raw: RawMessage) -> Result<Message> {
         let inner = self.inner();
+        if raw.pool() != inner.uid {
+            return Err(Error::ForeignPool {
+                expected: inner.uid,
+                found: raw.pool(),
+            });
+        }
         let (index, expected) = (raw.index(), raw.gen());
         let stale = |found| Error::StaleHandle {
             index,
@@ -469,7 +477,7 @@ impl MessagePool {
     ///
     /// # Errors
     ///
-    /// [`Error::StaleHandle`], as for `from_raw`.
+    /// [`Error::ForeignPool`] or [`Error::StaleHandle`], as for `from_raw`.
     pub fn release_raw(&self, raw: RawMessage) -> Result<()> {
         self.from_raw(raw).map(drop)
     }
