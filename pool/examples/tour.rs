@@ -25,12 +25,22 @@ impl Registrar for PrintRegistrar {
     }
 }
 
-/// Stands in for a provided-buffer ring.
+/// Stands in for a provided-buffer ring of 4 slots.
 struct PrintRing;
 
-impl BufRingSink for PrintRing {
-    fn push(&self, addr: NonNull<u8>, len: u32, bid: u16) {
+// SAFETY: no kernel reads this "ring", so no buffer is ever written behind the feed's back.
+unsafe impl BufRingSink for PrintRing {
+    fn entries(&self) -> u16 {
+        4
+    }
+
+    unsafe fn push(&self, addr: NonNull<u8>, len: u32, bid: u16) {
         println!("ring <- bid {bid}: {len} bytes at {addr:p}");
+    }
+
+    fn retire(self: Box<Self>) -> bool {
+        println!("ring unregistered");
+        true
     }
 }
 
@@ -95,7 +105,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     slots.free(slot)?;
 
     let feed = BufFeed::new(&pool, 0, 4, PrintRing)?;
-    let received = feed.take(2, 5)?; // a completion said: bid 2, 5 bytes
+    // SAFETY: this example plays the kernel, whose completion said: bid 2, 5 bytes.
+    let received = unsafe { feed.take(2, 5) }?;
     println!(
         "received {} bytes in bid {}",
         received.data().len(),

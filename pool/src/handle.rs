@@ -272,20 +272,35 @@ impl MessagePool {
     /// [`Error::Exhausted`] (a would-block) when no element is free.
     #[inline(always)]
     pub fn try_acquire(&self) -> Result<Message> {
-        self.try_acquire_class(0)
+        // Every pool has class 0.
+        self.take_existing(0)
     }
 
     /// Takes a message of `class`, or fails at once.
     ///
     /// # Errors
     ///
-    /// [`Error::Exhausted`] when no element is free.
-    ///
-    /// # Panics
-    ///
-    /// If the class does not exist.
+    /// [`Error::Exhausted`] when no element is free, and [`Error::NoSuchClass`] if the class
+    /// does not exist.
     #[inline(always)]
     pub fn try_acquire_class(&self, class: usize) -> Result<Message> {
+        self.check_class(class)?;
+        self.take_existing(class)
+    }
+
+    /// [`Error::NoSuchClass`] unless the pool has `class`.
+    #[inline(always)]
+    fn check_class(&self, class: usize) -> Result<()> {
+        let classes = self.classes();
+        if class >= classes {
+            return Err(Error::NoSuchClass { class, classes });
+        }
+        Ok(())
+    }
+
+    /// [`try_acquire_class`](Self::try_acquire_class) of a class that exists.
+    #[inline(always)]
+    fn take_existing(&self, class: usize) -> Result<Message> {
         let inner = self.inner();
         match inner.take(class) {
             Some(meta) => Ok(self.wrap_meta(meta)),
@@ -368,8 +383,10 @@ impl MessagePool {
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`] when none came in time.
+    /// [`Error::Timeout`] when none came in time, and [`Error::NoSuchClass`] if the class does
+    /// not exist.
     pub fn acquire_class_blocking(&self, class: usize, timeout: Duration) -> Result<Message> {
+        self.check_class(class)?;
         let inner = self.inner();
         let start = Instant::now();
         if !inner.waiters.any(class) {

@@ -539,13 +539,22 @@ struct Ring(std::sync::Mutex<Vec<(usize, u32, u16)>>);
 
 struct Sink(Arc<Ring>);
 
-impl BufRingSink for Sink {
-    fn push(&self, addr: std::ptr::NonNull<u8>, len: u32, bid: u16) {
+// SAFETY: a ring of 16 slots that only records pushes: no kernel ever writes into it.
+unsafe impl BufRingSink for Sink {
+    fn entries(&self) -> u16 {
+        16
+    }
+
+    unsafe fn push(&self, addr: std::ptr::NonNull<u8>, len: u32, bid: u16) {
         self.0
              .0
             .lock()
             .unwrap()
             .push((addr.as_ptr() as usize, len, bid));
+    }
+
+    fn retire(self: Box<Self>) -> bool {
+        true
     }
 }
 
@@ -563,22 +572,25 @@ fn feed_lends_buffers_and_takes_them_back() {
     let addr = pushed[2].0 as *mut u8;
     // SAFETY: the buffer is in the ring, lent to the "kernel" that this test plays.
     unsafe { std::ptr::copy_nonoverlapping(b"hello".as_ptr(), addr, 5) };
-    let got = feed.take(2, 5).unwrap();
+    // SAFETY: this test plays the kernel, which "picked" bid 2.
+    let got = unsafe { feed.take(2, 5) }.unwrap();
     assert_eq!(got.bid(), 2);
     assert_eq!(got.data(), b"hello");
     pool.validate(got.descriptor()).unwrap();
-    assert!(matches!(feed.take(2, 5), Err(Error::NotInRing { bid: 2 })));
-    assert!(matches!(
-        feed.take(99, 5),
-        Err(Error::NotInRing { bid: 99 })
-    ));
+    // SAFETY: bid 2 is held by `got`, not in the ring.
+    let twice = unsafe { feed.take(2, 5) };
+    assert!(matches!(twice, Err(Error::NotInRing { bid: 2 })));
+    // SAFETY: the feed has no bid 99.
+    let unknown = unsafe { feed.take(99, 5) };
+    assert!(matches!(unknown, Err(Error::NotInRing { bid: 99 })));
     drop(got);
     assert_eq!(
         ring.0.lock().unwrap().last().unwrap().2,
         2,
         "back in the ring"
     );
-    assert!(feed.take(2, 1).is_ok());
+    // SAFETY: the "kernel" picked bid 2 again.
+    assert!(unsafe { feed.take(2, 1) }.is_ok());
 
     drop(feed);
     assert_eq!(pool.available(0), 8);
