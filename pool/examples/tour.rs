@@ -99,10 +99,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop((held, served));
 
     // Fixed-file slots and a provided-buffer ring.
-    let slots = FileSlots::new(16);
+    let slots = FileSlots::new(16)?;
     let slot = slots.alloc()?;
-    println!("fixed-file slot {slot:?}; {} left", slots.available());
-    slots.free(slot)?;
+    println!(
+        "fixed-file slot {:?}; {} left",
+        slot.slot(),
+        slots.available()
+    );
+    drop(slot); // back to the table
 
     let feed = BufFeed::new(&pool, 0, 4, PrintRing)?;
     // SAFETY: this example plays the kernel, whose completion said: bid 2, 5 bytes.

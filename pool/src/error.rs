@@ -124,9 +124,6 @@ pub enum Error {
         /// The table size.
         capacity: u32,
     },
-    /// A fixed-file slot given back that was not handed out.
-    #[error("fixed-file slot {0} is not allocated (freed twice, or never allocated)")]
-    SlotNotAllocated(u32),
     /// A [`BufFeed`](crate::BufFeed) with more buffers than its provided-buffer ring has slots:
     /// the ring would hand the kernel one buffer twice.
     #[error("a feed of {count} buffers does not fit a provided-buffer ring of {entries} slots; register a ring with at least {count} entries, or lend fewer buffers")]
