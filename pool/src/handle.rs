@@ -110,7 +110,8 @@ impl PoolBuilder {
         self
     }
 
-    /// How many threads may have a cache at once; more threads use the shared store directly.
+    /// How many threads may have a cache at once (at most 1024); more threads use the shared
+    /// store directly.
     pub fn max_threads(mut self, n: usize) -> Self {
         self.config.max_threads = n;
         self
@@ -122,7 +123,7 @@ impl PoolBuilder {
         self
     }
 
-    /// How many waiters the wait list has room for before it must allocate.
+    /// How many waiters the wait list has room for before it must allocate (at most 65536).
     pub fn max_waiters(mut self, n: usize) -> Self {
         self.config.max_waiters = n;
         self
@@ -255,12 +256,20 @@ impl MessagePool {
     }
 
     /// How many elements `class` has in all, growth included.
+    ///
+    /// # Panics
+    ///
+    /// If the class does not exist.
     pub fn capacity(&self, class: usize) -> usize {
         self.inner().capacity(class)
     }
 
     /// How many elements of `class` are free: in the shared store and in every thread's cache.
     /// Exact when no other thread is acquiring or releasing.
+    ///
+    /// # Panics
+    ///
+    /// If the class does not exist.
     pub fn available(&self, class: usize) -> usize {
         self.inner().available(class)
     }
@@ -379,7 +388,8 @@ impl MessagePool {
     }
 
     /// Waits up to `timeout` for a message of `class`, blocking the thread, in FIFO order with
-    /// the other waiters.
+    /// the other waiters. A timeout too long to add to the current time waits for as long as it
+    /// takes.
     ///
     /// # Errors
     ///
@@ -411,7 +421,7 @@ impl MessagePool {
                 ticket
             }
         };
-        if let Some(elem) = inner.waiters.wait(&ticket, start + timeout) {
+        if let Some(elem) = inner.waiters.wait(&ticket, start.checked_add(timeout)) {
             return Ok(self.wrap(elem));
         }
         match inner.waiters.cancel(class, ticket) {
