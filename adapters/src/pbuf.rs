@@ -1,7 +1,7 @@
 //! Provided-buffer rings (`IORING_REGISTER_PBUF_RING`) for multishot receive, filled by the
 //! pool's [`BufFeed`](regio_pool::BufFeed) through [`BufRingSink`], whose contract (one feed per
-//! ring, never more buffers than slots, unregistered before its buffers go back) the pool's
-//! `feed` module states and enforces.
+//! ring, never more buffers than slots, unregistered before its buffers go back)
+//! [`BufFeed`](regio_pool::BufFeed) states and enforces.
 //!
 //! # Synchronization
 //!

@@ -9,29 +9,8 @@
 //! generation: the feed knows the pool), so a duplicate or stale buffer id is reported as
 //! [`Error::NotInRing`] and the generation check catches the rest.
 //!
-//! # The ring's contract
-//!
-//! The kernel writes into whatever buffer the ring offers it, whoever holds that buffer by then.
-//! The feed and its sink therefore keep one contract, stated here and enforced by the feed:
-//!
-//! 1. **One producer, never more buffers than slots.** A feed owns its sink (it takes it by
-//!    value) and is the only one to push into its ring: [`BufRingSink`] is an `unsafe trait`
-//!    whose implementor promises that nothing else pushes into the ring, and
-//!    [`push`](BufRingSink::push) is an `unsafe fn`, so safe code can neither share a ring
-//!    between feeds nor put other memory in it. [`BufFeed::new`] refuses more buffers than the
-//!    ring has slots ([`Error::FeedTooLarge`]), and each buffer id is in the ring at most once
-//!    (it is pushed only while its parking word holds it, and the word is emptied only by a
-//!    take). So the ring never holds more buffers than slots, and the producer never overwrites
-//!    an entry that the kernel has not consumed yet.
-//! 2. **A buffer leaves the ring only once the kernel picked it.** The feed cannot see the
-//!    kernel's head, so [`BufFeed::take`] is an `unsafe fn`: its caller vouches that a
-//!    completion reported the buffer id, and uses each such completion once.
-//! 3. **The ring is retired before its buffers go back to the pool.** When the feed and the
-//!    last [`Received`] are gone, the feed retires its sink ([`BufRingSink::retire`]: the ring
-//!    is unregistered, so a receive still armed on the group can pick nothing from it) and only
-//!    then returns the parked buffers to the pool. If the kernel did not let go of the ring, the
-//!    buffers stay lent for the rest of the process, and their pool stays mapped with them: they
-//!    are never handed to anyone else while the kernel may still write to them.
+//! The contract between the feed, its sink and the kernel is in [`BufFeed`]'s docs, where the
+//! public API shows it.
 //!
 //! # Synchronization
 //!
@@ -61,8 +40,8 @@ use crate::message::{Message, RawMessage};
 ///
 /// # Safety
 ///
-/// A [`BufFeed`] lends pool memory to the kernel through its sink and relies on the sink for the
-/// contract in the [module docs](self). An implementation promises that:
+/// A [`BufFeed`] lends pool memory to the kernel through its sink and relies on the sink for its
+/// part of the [ring's contract](BufFeed#the-rings-contract). An implementation promises that:
 ///
 /// - [`entries`](Self::entries) is the ring's number of slots, the same on every call, and a
 ///   ring that never holds more buffers than that never overwrites an entry the kernel has not
@@ -161,11 +140,36 @@ impl Shared {
     }
 }
 
-/// Lends `count` buffers of one class to a provided-buffer ring. See the module docs.
+/// Lends `count` buffers of one class to a provided-buffer ring.
 ///
 /// Dropping the feed retires the ring first (a receive still armed on its group then ends for
 /// lack of buffers) and gives the buffers back to the pool afterwards; a [`Received`] still
 /// alive keeps the ring until it drops too.
+///
+/// # The ring's contract
+///
+/// The kernel writes into whatever buffer the ring offers it, whoever holds that buffer by then.
+/// The feed and its sink therefore keep one contract, stated here and enforced by the feed:
+///
+/// 1. **One producer, never more buffers than slots.** A feed owns its sink (it takes it by
+///    value) and is the only one to push into its ring: [`BufRingSink`] is an `unsafe trait`
+///    whose implementor promises that nothing else pushes into the ring, and
+///    [`push`](BufRingSink::push) is an `unsafe fn`, so safe code can neither share a ring
+///    between feeds nor put other memory in it. [`BufFeed::new`] refuses more buffers than the
+///    ring has slots ([`Error::FeedTooLarge`]), and each buffer id is in the ring at most once
+///    (it is pushed only while its parking word holds it, and the word is emptied only by a
+///    take). So the ring never holds more buffers than slots, and the producer never overwrites
+///    an entry that the kernel has not consumed yet.
+/// 2. **A buffer leaves the ring only once the kernel picked it.** The feed cannot see the
+///    kernel's head, so [`BufFeed::take`] is an `unsafe fn`: its caller vouches that a
+///    completion reported the buffer id, and uses each such completion once.
+/// 3. **The ring is retired before its buffers go back to the pool.** When the feed and the
+///    last [`Received`] are gone, the feed retires its sink ([`BufRingSink::retire`]: the ring
+///    is unregistered, so a receive still armed on the group can pick nothing from it) and only
+///    then returns the parked buffers to the pool. If the kernel did not let go of the ring, the
+///    buffers stay lent for the rest of the process, and their pool stays mapped with them: they
+///    are never handed to anyone else while the kernel may still write to them.
+///
 pub struct BufFeed {
     shared: Arc<Shared>,
 }
