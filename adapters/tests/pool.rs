@@ -141,7 +141,8 @@ fn multishot_recv_fills_pool_buffers_from_a_provided_ring() {
         let c = common::wait_one(&cq);
         assert!(c.result > 0 && !c.is_final(), "{c:?}");
         let bid = c.buffer_id().expect("a provided buffer");
-        let msg = feed.take(bid, c.result as u32).unwrap();
+        // SAFETY: the kernel picked `bid` for this completion, taken once.
+        let msg = unsafe { feed.take(bid, c.result as u32) }.unwrap();
         got.push(String::from_utf8(msg.data().to_vec()).unwrap());
         // Dropping the received message puts its buffer back into the ring.
     }

@@ -78,5 +78,5 @@ pub use message::{Message, RawMessage, POISON};
 pub use pool::{LowWatermark, WatermarkFn};
 pub use region::{page_size, Region, RegionOptions, HUGE_PAGE};
 pub use registrar::{PoolRegion, Registrar};
-pub use slots::{FileSlot, FileSlots};
+pub use slots::{FileSlot, FileSlots, OwnedFileSlot};
 pub use stack::{IndexStack, Links, NIL};

@@ -108,6 +108,27 @@ pub(crate) struct Config {
 /// any loom model, and loom atomics cannot be statics.
 static NEXT_UID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
+/// The most threads with a cache in one pool ([`PoolBuilder::max_threads`]).
+///
+/// [`PoolBuilder::max_threads`]: crate::PoolBuilder::max_threads
+const MAX_THREADS: usize = 1024;
+
+/// The most waiters a pool reserves room for up front ([`PoolBuilder::max_waiters`]).
+///
+/// [`PoolBuilder::max_waiters`]: crate::PoolBuilder::max_waiters
+const MAX_WAITERS: usize = 1 << 16;
+
+/// Takes the next pool id from `counter`. Ids are never reused, so that a descriptor or raw
+/// message of one pool can never pass for another's: once they run out (after 2^32 - 2 pools),
+/// no pool can be built.
+fn next_uid(counter: &std::sync::atomic::AtomicU32) -> Option<u32> {
+    // Relaxed: only uniqueness matters, which the read-modify-write gives by itself.
+    let order = std::sync::atomic::Ordering::Relaxed;
+    counter
+        .fetch_update(order, order, |id| id.checked_add(1))
+        .ok()
+}
+
 impl Inner {
     /// Builds the pool and returns it with one user (the first handle), as a raw pointer that
     /// owns one strong count of its `Arc`.
@@ -130,6 +151,23 @@ impl Inner {
                 crate::segment::MAX_REGIONS
             )));
         }
+        if config.max_threads > MAX_THREADS {
+            return Err(Error::Config(format!(
+                "max_threads {} is above the maximum of {MAX_THREADS}; more threads use the \
+                 shared store without a cache",
+                config.max_threads
+            )));
+        }
+        if config.max_waiters > MAX_WAITERS {
+            return Err(Error::Config(format!(
+                "max_waiters {} is above the maximum of {MAX_WAITERS}; it is only reserved \
+                 up front, and more waiters still queue",
+                config.max_waiters
+            )));
+        }
+        let uid = next_uid(&NEXT_UID).ok_or_else(|| {
+            Error::Config("this process has used up the pool ids (2^32 - 2 pools)".into())
+        })?;
         let mut watermarks: Vec<Option<Watermark>> = config.classes.iter().map(|_| None).collect();
         for (class, limit, notify) in config.watermarks.drain(..) {
             let slot = watermarks
@@ -158,8 +196,7 @@ impl Inner {
             .take()
             .unwrap_or_else(|| regio_sync::primitive::sync::Arc::new(regio_sync::Domain::new()));
         let inner = Arc::new(Inner {
-            // Relaxed: only uniqueness matters, which the read-modify-write gives by itself.
-            uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            uid,
             users: AtomicUsize::new(1),
             classes,
             dir: Directory::new(config.max_regions),
@@ -673,4 +710,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The registrar list changes by whole pushes, removals and retains, so a panic elsewhere
     // cannot leave it torn.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use super::next_uid;
+
+    #[test]
+    fn pool_ids_are_never_reused() {
+        let counter = AtomicU32::new(u32::MAX - 2);
+        assert_eq!(next_uid(&counter), Some(u32::MAX - 2));
+        assert_eq!(next_uid(&counter), Some(u32::MAX - 1));
+        assert_eq!(next_uid(&counter), None, "no wrap back to 0 or 1");
+        assert_eq!(next_uid(&counter), None);
+    }
 }
