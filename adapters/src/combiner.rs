@@ -4,7 +4,9 @@
 //! thread owns it at a time, through [`Combiner::try_lock`]; nobody ever waits for it. A thread
 //! that finds it owned leaves its item in the inbox ([`Combiner::post`]), and whoever owns the
 //! state absorbs the inbox before letting go. So a ring's CQ is never reaped by two threads at
-//! once, and a post is never stranded in the inbox.
+//! once, and a post is never stranded in the inbox; the one exception, an item the state refused
+//! (a full SQ), stays first in the inbox, and the state is told ([`Absorb::refused`]) so that it
+//! can have the waiters come back for it.
 //!
 //! # Synchronization
 //!

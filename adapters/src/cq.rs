@@ -263,6 +263,12 @@ impl<B: IoBuf> CompletionQueue<B> {
     /// Reaps like [`reap`](Self::reap), and if nothing is there, sleeps on the CQ's eventfd
     /// until a completion arrives or `timeout` passes (RIONotify with a wait).
     ///
+    /// While another thread owns the ring (a [`Batch`], a poster), the wait cannot reap; that
+    /// owner signals the eventfd when it lets go if the CQ holds completions, so the wait
+    /// returns then rather than at its timeout. A post that the full SQ refused (it waits in
+    /// the ring's inbox) is pushed by the wait, which looks again every millisecond until the
+    /// SQ has room.
+    ///
     /// In single-issuer mode the owner thread also wakes for posts that other threads leave in
     /// the inbox, and pushes and submits them.
     ///

@@ -10,7 +10,10 @@
 //!
 //! An idle reaper resets every CQ's eventfd, makes one more pass, and only then sleeps in
 //! `epoll_wait` on all the eventfds: a completion posted after the reset signals its eventfd and
-//! wakes the sleeper, and one posted before it is found by the second pass. No wake-up is lost.
+//! wakes the sleeper, and one posted before it is found by the second pass. A CQ that another
+//! thread owns during that pass cannot be looked at: the pass asks its owner to signal the
+//! eventfd when it lets go if the CQ holds completions (a Dekker pair, see the `wait` module).
+//! No wake-up is lost.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -120,7 +120,8 @@ fn every_reap_entry_point_takes_usize_max() {
     every_entry_point(usize::MAX);
 }
 
-/// Reserving `1 << 40` completions (72 TiB) aborted the process: the allocation fails.
+/// Reserving `1 << 40` completions (64 TiB of them here) aborted the process: the allocation
+/// fails.
 #[test]
 fn every_reap_entry_point_takes_two_to_the_40() {
     every_entry_point(1 << 40);

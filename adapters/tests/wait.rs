@@ -107,6 +107,9 @@ fn a_cqset_waiter_wakes_for_a_completion_that_landed_while_a_batch_owned_the_rin
     }
 }
 
+/// A wait on a `CompletionQueue` or a `CqSet`, returning how many it reaped into `out`.
+type WaitFn<'a> = dyn Fn(&mut Vec<Completion<TestBuf>>) -> usize + Sync + 'a;
+
 /// A rejection completes in user space, where the kernel signals no eventfd: a waiter asleep
 /// on the CQ must still wake for it.
 #[test]
@@ -119,10 +122,9 @@ fn a_waiter_wakes_for_a_rejection_posted_by_another_thread() {
         let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
         let cq = adapter.completion_queue(0).unwrap();
         let set = CqSet::new(adapter.completion_queues()).unwrap();
-        let waits: [&(dyn Fn(&mut Vec<Completion<TestBuf>>) -> usize + Sync); 2] =
-            [&|out| cq.wait(out, 16, Some(TIMEOUT)).unwrap(), &|out| {
-                set.wait(out, 16, Some(TIMEOUT)).unwrap()
-            }];
+        let waits: [&WaitFn; 2] = [&|out| cq.wait(out, 16, Some(TIMEOUT)).unwrap(), &|out| {
+            set.wait(out, 16, Some(TIMEOUT)).unwrap()
+        }];
         for (i, wait) in waits.into_iter().enumerate() {
             let (n, took, out) = std::thread::scope(|s| {
                 let waiter = s.spawn(|| {
