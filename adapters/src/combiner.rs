@@ -23,11 +23,11 @@
 //!   together with the deque, so it always equals the deque's length when the mutex is free.
 //! - A waiter that finds the state owned asks the owner to wake it ([`Combiner::try_lock_or_ask`]):
 //!   a second Dekker pair, on `asked` and `locked`, the same shape as the first. The waiter
-//!   stores `asked` (Release), issues a SeqCst fence, then tries the lock again; an owner
+//!   sets `asked` (a Release swap), issues a SeqCst fence, then tries the lock again; an owner
 //!   releases the lock, issues a fence, then reads `asked`. Either the waiter takes the lock (and
 //!   looks at the state itself), or an owner sees the request and takes the lock back to answer
 //!   it ([`Absorb::wake_if_ready`]). The owner takes the request with an Acquire swap under the
-//!   lock, which pairs with the waiter's Release store: what the waiter did before asking (it
+//!   lock, which pairs with the waiter's Release swap: what the waiter did before asking (it
 //!   reset its wake-up: a ring's CQ eventfd) happens before the owner's look at the state, so
 //!   the owner sees every completion whose wake-up the waiter consumed.
 //!
@@ -112,8 +112,12 @@ impl<S: Absorb<T>, T> Combiner<S, T> {
             return Some(guard);
         }
         // Release: the owner that takes the request (Acquire swap, under the lock) sees what
-        // this thread did before, its reset of the wake-up included (module docs).
-        self.asked.store(true, Ordering::Release);
+        // this thread did before, its reset of the wake-up included (module docs). A
+        // read-modify-write rather than a store, so that the request is ordered after the last
+        // one an owner took (an RMW reads the latest value): loom, which keeps modification
+        // order only as far as a thread has seen it, then cannot let the owner's next read see
+        // that older swap instead of this request.
+        self.asked.swap(true, Ordering::Release);
         // SeqCst fence: the waiter half of the second Dekker pair (module docs), between the
         // request and the second lock attempt.
         fence(Ordering::SeqCst);
@@ -169,7 +173,7 @@ impl<S: Absorb<T>, T> Combiner<S, T> {
         // Relaxed: a cheap test before the read-modify-write. A request this misses is caught
         // after the unlock (the fence pair in the guard's drop), and this load cannot read an
         // older value than the one that made us take the lock back.
-        // Acquire (the swap): pairs with the asker's Release store (module docs).
+        // Acquire (the swap): pairs with the asker's Release swap (module docs).
         self.asked.load(Ordering::Relaxed) && self.asked.swap(false, Ordering::Acquire)
     }
 
