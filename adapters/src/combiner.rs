@@ -4,7 +4,9 @@
 //! thread owns it at a time, through [`Combiner::try_lock`]; nobody ever waits for it. A thread
 //! that finds it owned leaves its item in the inbox ([`Combiner::post`]), and whoever owns the
 //! state absorbs the inbox before letting go. So a ring's CQ is never reaped by two threads at
-//! once, and a post is never stranded in the inbox.
+//! once, and a post is never stranded in the inbox; the one exception, an item the state refused
+//! (a full SQ), stays first in the inbox, and the state is told ([`Absorb::refused`]) so that it
+//! can have the waiters come back for it.
 //!
 //! # Synchronization
 //!
@@ -19,8 +21,18 @@
 //!   models SeqCst accesses only as AcqRel and so cannot verify that form; it verifies this one.)
 //! - The inbox itself is a short mutex-protected deque; `queued` changes only under its mutex,
 //!   together with the deque, so it always equals the deque's length when the mutex is free.
+//! - A waiter that finds the state owned asks the owner to wake it ([`Combiner::try_lock_or_ask`]):
+//!   a second Dekker pair, on `asked` and `locked`, the same shape as the first. The waiter
+//!   sets `asked` (a Release swap), issues a SeqCst fence, then tries the lock again; an owner
+//!   releases the lock, issues a fence, then reads `asked`. Either the waiter takes the lock (and
+//!   looks at the state itself), or an owner sees the request and takes the lock back to answer
+//!   it ([`Absorb::wake_if_ready`]). The owner takes the request with an Acquire swap under the
+//!   lock, which pairs with the waiter's Release swap: what the waiter did before asking (it
+//!   reset its wake-up: a ring's CQ eventfd) happens before the owner's look at the state, so
+//!   the owner sees every completion whose wake-up the waiter consumed.
 //!
-//! The loom models in `tests/loom.rs` check both properties.
+//! The loom models in `tests/loom.rs` check the first two properties, and the model in
+//! `wait.rs` the wake-up of a waiter.
 
 use std::collections::VecDeque;
 
@@ -36,12 +48,24 @@ pub trait Absorb<T> {
 
     /// Runs once after each drain, just before the lock is released (a ring submits here).
     fn settle(&mut self) {}
+
+    /// Wakes the waiters if the state has something for them (a ring signals its CQ eventfd
+    /// when its CQ holds completions). Runs just before the lock is released when a waiter asked
+    /// for it ([`Combiner::try_lock_or_ask`]).
+    fn wake_if_ready(&mut self) {}
+
+    /// Runs just before the lock is released when the state refused an item, which stays in the
+    /// inbox: the waiters must come back to push it once the state can take it (a ring signals
+    /// its CQ eventfd).
+    fn refused(&mut self) {}
 }
 
 /// A state owned by one thread at a time, plus the inbox of the others.
 pub struct Combiner<S, T> {
     locked: AtomicBool,
     queued: AtomicUsize,
+    /// A waiter found the state owned and asked to be woken (module docs).
+    asked: AtomicBool,
     inbox: Mutex<VecDeque<T>>,
     state: UnsafeCell<S>,
 }
@@ -60,6 +84,7 @@ impl<S: Absorb<T>, T> Combiner<S, T> {
         Self {
             locked: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
+            asked: AtomicBool::new(false),
             inbox: Mutex::new(VecDeque::new()),
             state: UnsafeCell::new(state),
         }
@@ -74,6 +99,29 @@ impl<S: Absorb<T>, T> Combiner<S, T> {
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .ok()
             .map(|_| CombinerGuard { owner: self })
+    }
+
+    /// Takes ownership if nobody has it; if somebody does, asks that owner to call
+    /// [`Absorb::wake_if_ready`] before it lets go, and tries once more. Never waits.
+    ///
+    /// For a waiter that has just reset its wake-up and is about to sleep: when this returns
+    /// `None`, an owner looks at the state after this call and wakes the waiter if there is
+    /// something for it (module docs), so the waiter may sleep.
+    pub fn try_lock_or_ask(&self) -> Option<CombinerGuard<'_, S, T>> {
+        if let Some(guard) = self.try_lock() {
+            return Some(guard);
+        }
+        // Release: the owner that takes the request (Acquire swap, under the lock) sees what
+        // this thread did before, its reset of the wake-up included (module docs). A
+        // read-modify-write rather than a store, so that the request is ordered after the last
+        // one an owner took (an RMW reads the latest value): loom, which keeps modification
+        // order only as far as a thread has seen it, then cannot let the owner's next read see
+        // that older swap instead of this request.
+        self.asked.swap(true, Ordering::Release);
+        // SeqCst fence: the waiter half of the second Dekker pair (module docs), between the
+        // request and the second lock attempt.
+        fence(Ordering::SeqCst);
+        self.try_lock()
     }
 
     /// Leaves `item` for the owner, or absorbs it now if nobody owns the state.
@@ -118,6 +166,15 @@ impl<S: Absorb<T>, T> Combiner<S, T> {
         self.inbox
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Takes a waiter's request to be woken, if there is one. Called by the owner only.
+    fn take_request(&self) -> bool {
+        // Relaxed: a cheap test before the read-modify-write. A request this misses is caught
+        // after the unlock (the fence pair in the guard's drop), and this load cannot read an
+        // older value than the one that made us take the lock back.
+        // Acquire (the swap): pairs with the asker's Release swap (module docs).
+        self.asked.load(Ordering::Relaxed) && self.asked.swap(false, Ordering::Acquire)
     }
 
     /// Absorbs the inbox into the state. Returns false if the state refused an item.
@@ -192,18 +249,28 @@ impl<S: Absorb<T>, T> Drop for CombinerGuard<'_, S, T> {
             let drained = owner.drain();
             // SAFETY: we still own the state.
             owner.state.with_mut(|s| unsafe { &mut *s }.settle());
+            if owner.take_request() {
+                // SAFETY: we still own the state.
+                owner.state.with_mut(|s| unsafe { &mut *s }.wake_if_ready());
+            }
+            if !drained {
+                // SAFETY: we still own the state.
+                owner.state.with_mut(|s| unsafe { &mut *s }.refused());
+            }
             // Release: hands our state changes to the next owner's Acquire CAS.
             owner.locked.store(false, Ordering::Release);
-            // SeqCst fence: the owner half of the Dekker pair (module docs), between our unlock
-            // and our read of the count.
+            // SeqCst fence: the owner half of both Dekker pairs (module docs), between our
+            // unlock and our reads of the count and of the request.
             fence(Ordering::SeqCst);
-            // Relaxed: ordered by the fence above. A refused item (full SQ) stays queued for
-            // the next owner rather than being retried in a loop here.
-            if !drained || owner.queued.load(Ordering::Relaxed) == 0 {
+            // Relaxed (both): ordered by the fence above. A refused item (full SQ) stays queued
+            // for the next owner rather than being retried in a loop here; the state's
+            // `refused` has told the waiters to come back for it.
+            let posts = drained && owner.queued.load(Ordering::Relaxed) > 0;
+            if !posts && !owner.asked.load(Ordering::Relaxed) {
                 return;
             }
             // Acquire on success, as in `try_lock`. On failure another thread owns the state
-            // now, and it drains the inbox before it lets go.
+            // now, and it drains the inbox and answers the request before it lets go.
             if owner
                 .locked
                 .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)

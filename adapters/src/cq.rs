@@ -14,6 +14,7 @@ use crate::error::{DescriptorError, Error};
 use crate::ring::{Post, Ring, RingState};
 use crate::stats::Stats;
 use crate::tables::WqId;
+use crate::wait::{Look, Owned};
 use crate::IoBuf;
 
 /// One completion, routed to the work queue that posted its operation.
@@ -262,6 +263,12 @@ impl<B: IoBuf> CompletionQueue<B> {
     /// Reaps like [`reap`](Self::reap), and if nothing is there, sleeps on the CQ's eventfd
     /// until a completion arrives or `timeout` passes (RIONotify with a wait).
     ///
+    /// While another thread owns the ring (a [`Batch`], a poster), the wait cannot reap; that
+    /// owner signals the eventfd when it lets go if the CQ holds completions, so the wait
+    /// returns then rather than at its timeout. A post that the full SQ refused (it waits in
+    /// the ring's inbox) is pushed by the wait, which looks again every millisecond until the
+    /// SQ has room.
+    ///
     /// In single-issuer mode the owner thread also wakes for posts that other threads leave in
     /// the inbox, and pushes and submits them.
     ///
@@ -280,7 +287,7 @@ impl<B: IoBuf> CompletionQueue<B> {
         }
         crate::wait::reap_or_sleep(
             timeout,
-            || self.reap(out, max),
+            |owned| look(&self.ring, out, max, owned),
             || {
                 crate::sys::eventfd_drain(&self.ring.eventfd);
             },
@@ -369,6 +376,31 @@ impl<B: Send + 'static> CompletionQueue<B> {
     pub(crate) fn ring_ref(&self) -> crate::ops::control::RingRef {
         crate::ops::control::RingRef::new(Arc::clone(&self.ring) as Arc<_>)
     }
+}
+
+/// One look of a wait at `ring` (see the `wait` module): reaps it if this thread can own it;
+/// if another thread owns it, skips it or asks its owner to signal the eventfd, as `owned` says.
+pub(crate) fn look<B: IoBuf>(
+    ring: &Ring<B>,
+    out: &mut Vec<Completion<B>>,
+    max: usize,
+    owned: Owned,
+) -> Result<Look, Error> {
+    let guard = match owned {
+        Owned::Skip => ring.try_own(),
+        Owned::Ask => ring.try_own_or_ask(),
+    };
+    let Some(mut g) = guard else {
+        return Ok(Look::default());
+    };
+    let got = reap_locked(ring, &mut g, None::<&regio_sync::Guard<'_>>, out, max)?;
+    drop(g);
+    // Read after our release: a post the SQ refused, which our release pushed back into the
+    // inbox, is still counted unless another owner has taken it since (that owner then signals
+    // the eventfd if the SQ refuses it again). A post just left by another thread also counts:
+    // a short nap, then a look, where a sleep would have done.
+    let stuck = ring.combiner.queued() > 0;
+    Ok(Look { got, stuck })
 }
 
 /// Reaps with the ring owned, after pushing and submitting what waits in the inbox.

@@ -10,17 +10,21 @@
 //!
 //! An idle reaper resets every CQ's eventfd, makes one more pass, and only then sleeps in
 //! `epoll_wait` on all the eventfds: a completion posted after the reset signals its eventfd and
-//! wakes the sleeper, and one posted before it is found by the second pass. No wake-up is lost.
+//! wakes the sleeper, and one posted before it is found by the second pass. A CQ that another
+//! thread owns during that pass cannot be looked at: the pass asks its owner to signal the
+//! eventfd when it lets go if the CQ holds completions (a Dekker pair, see the `wait` module).
+//! No wake-up is lost.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cq::{reap_locked, Completion, CompletionQueue};
+use crate::cq::{look, reap_locked, Completion, CompletionQueue};
 use crate::error::Error;
 use crate::ring::Ring;
 use crate::sys::Epoll;
+use crate::wait::{Look, Owned};
 use crate::IoBuf;
 
 /// A set of completion queues, from one adapter or several, reaped together.
@@ -97,6 +101,28 @@ impl<B: IoBuf> CqSet<B> {
         Ok(got)
     }
 
+    /// One look of a wait (see the `wait` module): a round-robin pass like [`reap`](Self::reap)
+    /// that skips the CQs other threads own, or asks their owners to signal the eventfd, as
+    /// `owned` says.
+    fn look(&self, out: &mut Vec<Completion<B>>, max: usize, owned: Owned) -> Result<Look, Error> {
+        let n = self.rings.len();
+        let mut all = Look::default();
+        if n == 0 {
+            return Ok(all);
+        }
+        // Relaxed: spreads starting points only (module docs).
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        for k in 0..n {
+            if all.got >= max {
+                break;
+            }
+            let one = look(&self.rings[(start + k) % n], out, max - all.got, owned)?;
+            all.got += one.got;
+            all.stuck |= one.stuck;
+        }
+        Ok(all)
+    }
+
     /// Reaps; if there is nothing, sleeps on the CQs' eventfds until completions arrive or
     /// `timeout` passes. Returns how many were reaped (0 on timeout).
     pub fn wait(
@@ -107,7 +133,7 @@ impl<B: IoBuf> CqSet<B> {
     ) -> Result<usize, Error> {
         crate::wait::reap_or_sleep(
             timeout,
-            || self.reap(out, max),
+            |owned| self.look(out, max, owned),
             || {
                 for r in &self.rings {
                     crate::sys::eventfd_drain(&r.eventfd);

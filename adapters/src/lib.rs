@@ -38,7 +38,12 @@
 //! inbox, and the owner pushes it into the SQ before it lets go; the hand-off is a fence-based
 //! Dekker pair checked by loom (`tests/loom.rs`), so no post is stranded and nobody has to be
 //! woken. Owners never block while they own a ring; sleeping is done on the CQ eventfds
-//! ([`CompletionQueue::wait`], [`CqSet::wait`]).
+//! ([`CompletionQueue::wait`], [`CqSet::wait`]). A waiter that finds a ring owned by another
+//! thread (a poster, a [`Batch`]) asks the owner, through a second Dekker pair, to signal the
+//! eventfd when it lets go if the CQ holds completions (a loom model in `wait.rs`); completions
+//! made in user space (rejections) signal it too. A post the full SQ refused stays in the inbox
+//! until there is room (with SQPOLL, once the kernel thread has taken SQEs): the owner that
+//! leaves it signals the eventfd, and waiters look again at short intervals until it is pushed.
 //!
 //! Because any thread may submit and reap, the rings are not set up with `SINGLE_ISSUER` or
 //! `DEFER_TASKRUN` (both would tie the ring to one task). Without SQPOLL the rings use the

@@ -107,6 +107,11 @@ pub(crate) struct RingState<B> {
     slab: Slab<B>,
     /// Completions made in user space (rejections), with the credit they return.
     local: VecDeque<(Completion<B>, Side)>,
+    /// How many of the oldest entries of `local` the CQ eventfd was signalled for (the kernel
+    /// signals it only for its own CQEs; see `settle`).
+    local_told: usize,
+    /// The CQ eventfd, owned by the [`Ring`] that holds this state (so it outlives it).
+    eventfd: RawFd,
     /// SQEs posted since the last submit.
     pending: Pending,
     /// SQ slots known to be free beside the pending SQEs (refreshed from the kernel's head at 0).
@@ -383,6 +388,7 @@ impl<B> RingState<B> {
             out.whole(c);
             got += 1;
         }
+        self.local_told = self.local_told.min(self.local.len());
         let mut n = 0u64;
         // The retiring ring first: its operations are the older ones.
         let mut result = Ok(());
@@ -443,6 +449,10 @@ impl<B> RingState<B> {
                     retiring,
                 };
                 let mut cq = uring.completion();
+                // No more than the CQEs there are: `max` may be far larger than what can
+                // arrive (`usize::MAX`), and a reservation of it fails. The CQEs posted after
+                // this snapshot of the tail are left for the next round.
+                let want = want.min(cq.len());
                 out.reserve(want);
                 let (mut consumed, mut taken) = (0usize, 0usize);
                 // The CQEs are copied out a chunk at a time before they are routed. The copy
@@ -656,6 +666,37 @@ impl<B> Absorb<Post<B>> for RingState<B> {
                 tracing::warn!(error = %e, "submit failed; the SQEs stay queued for the next owner");
             }
         }
+        // Completions made here (rejections) reach the CQ eventfd only through us: a waiter
+        // asleep on it must wake for them as for a CQE.
+        if self.local.len() > self.local_told {
+            self.signal();
+        }
+        self.local_told = self.local.len();
+    }
+
+    /// Signals the CQ eventfd if a reap would find something: CQEs, local completions, or a
+    /// retiring ring (which may hold CQEs; a rare spurious wake-up is harmless).
+    fn wake_if_ready(&mut self) {
+        // The CQ tail is read with Acquire (the io-uring crate), after the request was taken
+        // with Acquire: it shows every CQE the waiter saw signalled before it asked.
+        if !self.local.is_empty() || self.retiring.is_some() || !self.uring.completion().is_empty()
+        {
+            self.signal();
+        }
+    }
+
+    /// A post the full SQ refused stays in the inbox, and with SQPOLL room comes back with no
+    /// signal: wake the waiters, which come back to push it (see the `wait` module).
+    fn refused(&mut self) {
+        self.signal();
+    }
+}
+
+impl<B> RingState<B> {
+    /// Signals the CQ eventfd: a waiter asleep on it wakes and looks at the ring.
+    #[cold]
+    fn signal(&self) {
+        crate::sys::eventfd_signal(self.eventfd);
     }
 }
 
@@ -706,11 +747,14 @@ impl<B> Ring<B> {
         let sqpoll = uring.params().is_setup_sqpoll();
         let pending = Pending::for_ring(&uring)?;
         let target = std::sync::Mutex::new(dup_ring_fd(fd)?);
+        let eventfd_raw = eventfd.as_raw_fd();
         Ok(Self {
             combiner: Combiner::new(RingState {
                 uring,
                 slab: Slab::default(),
                 local: VecDeque::new(),
+                local_told: 0,
+                eventfd: eventfd_raw,
                 pending,
                 room: 0,
                 // A single-issuer ring is disabled until its owner binds it: posts drained

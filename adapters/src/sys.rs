@@ -38,10 +38,10 @@ pub(crate) fn eventfd_drain(fd: &OwnedFd) -> bool {
 
 /// Adds 1 to an eventfd's counter, waking its pollers. A counter at its maximum (the write
 /// refused with `EAGAIN`) is signalled already, so the result is not needed.
-pub(crate) fn eventfd_signal(fd: &OwnedFd) {
+pub(crate) fn eventfd_signal(fd: RawFd) {
     let v = 1u64;
     // SAFETY: writes 8 bytes from a valid u64 to an eventfd.
-    let _ = unsafe { libc::write(fd.as_raw_fd(), &v as *const u64 as *const libc::c_void, 8) };
+    let _ = unsafe { libc::write(fd, &v as *const u64 as *const libc::c_void, 8) };
 }
 
 /// Waits until `fd` is readable or `timeout` passes; returns whether it became readable.

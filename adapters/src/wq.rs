@@ -46,7 +46,10 @@ impl<B: IoBuf> WorkQueue<B> {
     ///
     /// If no other thread owns the ring, this thread takes it and the SQE goes straight into the
     /// SQ. Otherwise the post goes into the ring's inbox, and the owning thread pushes it before
-    /// it lets go. In single-issuer mode ([`Config::single_issuer`](crate::Config::single_issuer))
+    /// it lets go; if the SQ is full even after a submit (with SQPOLL, until the kernel thread
+    /// has taken SQEs), the post stays first in the inbox and is pushed by the next post or reap,
+    /// or by a thread in [`CompletionQueue::wait`] or [`CqSet::wait`](crate::CqSet::wait), which
+    /// the owner wakes for it. In single-issuer mode ([`Config::single_issuer`](crate::Config::single_issuer))
     /// only the ring's owner thread takes it; from any other thread the post goes into the inbox
     /// and the owner is woken through the CQ's eventfd (the inbox is pushed and submitted when
     /// the owner next posts, reaps or wakes in [`CompletionQueue::wait`]). Either way the descriptor is validated first: a bad buffer key, slice,

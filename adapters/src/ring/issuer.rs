@@ -39,6 +39,7 @@
 
 use std::cell::Cell;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Post, Ring, RingState, ENTER_GETEVENTS};
@@ -84,13 +85,25 @@ impl<B> Ring<B> {
         self.combiner.try_lock()
     }
 
+    /// Takes the ring like [`try_own`](Self::try_own); if another thread owns it, asks that
+    /// owner to signal the CQ eventfd if the CQ holds completions when it lets go, and tries
+    /// once more ([`Combiner::try_lock_or_ask`](crate::combiner)). For a waiter that has reset
+    /// the eventfd (the `wait` module). In single-issuer mode only the owner takes the ring, so
+    /// there is nobody to ask.
+    pub(crate) fn try_own_or_ask(&self) -> Option<CombinerGuard<'_, RingState<B>, Post<B>>> {
+        if self.single_issuer {
+            return self.try_own();
+        }
+        self.combiner.try_lock_or_ask()
+    }
+
     /// A post from a thread that does not own this single-issuer ring: into the inbox, then a
     /// wake-up for the owner (module docs).
     #[cold]
     pub(crate) fn post_foreign(&self, post: Post<B>) {
         self.combiner.push(post);
         // A full counter (a write refused with EAGAIN) is signalled already.
-        crate::sys::eventfd_signal(&self.eventfd);
+        crate::sys::eventfd_signal(self.eventfd.as_raw_fd());
     }
 
     /// Makes the calling thread this single-issuer ring's owner: enables the ring, which makes
