@@ -391,3 +391,589 @@ impl Handshake {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::consts::{
+        NBD_INFO_EXPORT, NBD_OPT_ABORT, NBD_OPT_EXPORT_NAME, NBD_OPT_LIST,
+        NBD_OPT_LIST_META_CONTEXT, NBD_OPT_SET_META_CONTEXT, NBD_OPT_STRUCTURED_REPLY,
+    };
+    use crate::proto::flags::TransmissionFlags;
+    use crate::proto::option::MAX_OPTION_LEN;
+    use crate::proto::option_reply::{OptionReplyHeader, OPTION_REPLY_HEADER_LEN};
+    use crate::proto::wire::array;
+
+    const FLAGS: TransmissionFlags = TransmissionFlags::SEND_FLUSH
+        .union(TransmissionFlags::SEND_FUA)
+        .union(TransmissionFlags::SEND_DF);
+
+    fn exports() -> Vec<ExportInfo> {
+        let export = |name: &str, description: &str, block_sizes| ExportInfo {
+            name: name.into(),
+            description: description.into(),
+            size: 1 << 30,
+            flags: FLAGS,
+            block_sizes,
+        };
+        vec![
+            export("disk", "the first disk", BlockSizes::DEFAULT),
+            export("aligned", "", BlockSizes::new(4096, 4096, 1 << 25).unwrap()),
+        ]
+    }
+
+    /// A handshake past its client flags (`C_FIXED_NEWSTYLE | C_NO_ZEROES` unless told).
+    fn started(client_flags: u32) -> Handshake {
+        let mut greeting = Vec::new();
+        let mut handshake = Handshake::start(&mut greeting);
+        assert_eq!(greeting, *b"NBDMAGICIHAVEOPT\x00\x03");
+        let step = handshake.advance(
+            &client_flags.to_be_bytes(),
+            exports().as_slice(),
+            &mut Vec::new(),
+        );
+        assert_eq!(step, Ok(Step::Continue { consumed: 4 }));
+        handshake
+    }
+
+    fn option_bytes(option: &ClientOption) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        option.encode(&mut bytes);
+        bytes
+    }
+
+    /// Sends one option whole; returns the step and the reply bytes.
+    fn send(
+        handshake: &mut Handshake,
+        option: &ClientOption,
+    ) -> (Result<Step, ProtoError>, Vec<u8>) {
+        let bytes = option_bytes(option);
+        let mut out = Vec::new();
+        let step = handshake.advance(&bytes, exports().as_slice(), &mut out);
+        if let Ok(
+            Step::Continue { consumed }
+            | Step::Transmission { consumed, .. }
+            | Step::Abort { consumed },
+        ) = step
+        {
+            assert_eq!(consumed, bytes.len());
+        }
+        (step, out)
+    }
+
+    /// Sends an option the handshake answers and goes on from; returns the reply bytes.
+    fn accept(handshake: &mut Handshake, option: &ClientOption) -> Vec<u8> {
+        let (step, out) = send(handshake, option);
+        assert!(matches!(step, Ok(Step::Continue { .. })), "{step:?}");
+        out
+    }
+
+    /// Splits reply bytes into option replies.
+    fn replies(mut bytes: &[u8]) -> Vec<(u32, OptionReply<'_>)> {
+        let mut replies = Vec::new();
+        while !bytes.is_empty() {
+            let header = OptionReplyHeader::decode(&array(bytes)).unwrap();
+            let end = OPTION_REPLY_HEADER_LEN + header.length as usize;
+            let reply =
+                OptionReply::decode(header.reply_type, &bytes[OPTION_REPLY_HEADER_LEN..end]);
+            replies.push((header.option, reply.unwrap()));
+            bytes = &bytes[end..];
+        }
+        replies
+    }
+
+    fn error_of(bytes: &[u8]) -> OptionReplyError {
+        match replies(bytes).as_slice() {
+            [(_, OptionReply::Error { error, .. })] => *error,
+            other => panic!("expected one error reply, got {other:?}"),
+        }
+    }
+
+    fn go(name: &str, info_requests: Vec<u16>) -> ClientOption {
+        ClientOption::Go(ExportRequest {
+            name: name.into(),
+            info_requests,
+        })
+    }
+
+    fn set_meta(export: &str, queries: &[&str]) -> ClientOption {
+        ClientOption::SetMetaContext(MetaContextRequest {
+            export: export.into(),
+            queries: queries.iter().map(|query| query.to_string()).collect(),
+        })
+    }
+
+    fn list_meta(queries: &[&str]) -> ClientOption {
+        ClientOption::ListMetaContext(MetaContextRequest {
+            export: String::new(),
+            queries: queries.iter().map(|query| query.to_string()).collect(),
+        })
+    }
+
+    #[test]
+    fn client_flags_arrive_whole_or_not_at_all() {
+        let mut handshake = Handshake::start(&mut Vec::new());
+        let exports = exports();
+        assert_eq!(
+            handshake.advance(&[0, 0], exports.as_slice(), &mut Vec::new()),
+            Ok(Step::Incomplete { missing: 2 })
+        );
+    }
+
+    #[test]
+    fn unknown_client_flags_end_the_handshake() {
+        let mut handshake = Handshake::start(&mut Vec::new());
+        let exports = exports();
+        let error = handshake.advance(&[0, 0, 0, 4], exports.as_slice(), &mut Vec::new());
+        assert!(matches!(error, Err(ProtoError::UnknownClientFlags { .. })));
+        assert_eq!(
+            handshake.advance(&[0, 0, 0, 1], exports.as_slice(), &mut Vec::new()),
+            Err(ProtoError::HandshakeOver)
+        );
+    }
+
+    #[test]
+    fn export_name_replies_with_or_without_zeroes() {
+        for (client_flags, reply_len) in [(1, 134), (3, 10)] {
+            let mut handshake = started(client_flags);
+            let (step, out) = send(&mut handshake, &ClientOption::ExportName("disk".into()));
+            let Ok(Step::Transmission { negotiated, .. }) = step else {
+                panic!("{step:?}")
+            };
+            assert_eq!(out.len(), reply_len);
+            assert_eq!(out[..8], (1_u64 << 30).to_be_bytes());
+            // SEND_DF is dropped: structured replies were not negotiated.
+            let flags = TransmissionFlags::HAS_FLAGS
+                | TransmissionFlags::SEND_FLUSH
+                | TransmissionFlags::SEND_FUA;
+            assert_eq!(out[8..10], flags.bits().to_be_bytes());
+            assert!(out[10..].iter().all(|&byte| byte == 0));
+            assert_eq!(negotiated.export.flags, flags);
+            assert!(!negotiated.structured_replies);
+        }
+    }
+
+    #[test]
+    fn export_name_of_the_empty_name_is_the_default_export() {
+        let (step, _) = send(&mut started(3), &ClientOption::ExportName(String::new()));
+        let Ok(Step::Transmission { negotiated, .. }) = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(negotiated.export.name, "disk");
+    }
+
+    #[test]
+    fn export_name_that_cannot_be_served_closes() {
+        let (step, out) = send(&mut started(3), &ClientOption::ExportName("nope".into()));
+        assert_eq!(
+            step,
+            Err(ProtoError::UnknownExport {
+                name: "nope".into()
+            })
+        );
+        assert!(out.is_empty());
+
+        let mut bytes = option_bytes(&ClientOption::ExportName("ab".into()));
+        bytes[16] = 0xff;
+        let error = started(3)
+            .advance(&bytes, exports().as_slice(), &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(
+            error,
+            ProtoError::MalformedOption {
+                option: NBD_OPT_EXPORT_NAME,
+                problem: crate::proto::Malformation::NotUtf8
+            }
+        );
+    }
+
+    #[test]
+    fn abort_is_acknowledged() {
+        let (step, out) = send(&mut started(3), &ClientOption::Abort);
+        assert!(matches!(step, Ok(Step::Abort { .. })));
+        assert_eq!(replies(&out), [(NBD_OPT_ABORT, OptionReply::Ack)]);
+    }
+
+    #[test]
+    fn list_names_every_export() {
+        let (_, out) = send(&mut started(3), &ClientOption::List);
+        assert_eq!(
+            replies(&out),
+            [
+                (
+                    NBD_OPT_LIST,
+                    OptionReply::Server {
+                        name: "disk",
+                        description: "the first disk"
+                    }
+                ),
+                (
+                    NBD_OPT_LIST,
+                    OptionReply::Server {
+                        name: "aligned",
+                        description: ""
+                    }
+                ),
+                (NBD_OPT_LIST, OptionReply::Ack),
+            ]
+        );
+    }
+
+    #[test]
+    fn starttls_extended_headers_and_unknown_options_are_unsupported() {
+        let mut handshake = started(3);
+        for option in [
+            ClientOption::StartTls,
+            ClientOption::ExtendedHeaders,
+            ClientOption::Unknown(4242),
+        ] {
+            let (step, out) = send(&mut handshake, &option);
+            assert!(matches!(step, Ok(Step::Continue { .. })));
+            assert_eq!(error_of(&out), OptionReplyError::Unsup);
+            assert_eq!(replies(&out)[0].0, option.code());
+        }
+    }
+
+    #[test]
+    fn info_describes_and_go_enters_transmission() {
+        let mut handshake = started(3);
+        let info = ClientOption::Info(ExportRequest {
+            name: "disk".into(),
+            info_requests: vec![NBD_INFO_NAME, NBD_INFO_DESCRIPTION, NBD_INFO_BLOCK_SIZE],
+        });
+        let (step, out) = send(&mut handshake, &info);
+        assert!(matches!(step, Ok(Step::Continue { .. })));
+        let flags = TransmissionFlags::HAS_FLAGS
+            | TransmissionFlags::SEND_FLUSH
+            | TransmissionFlags::SEND_FUA;
+        assert_eq!(
+            replies(&out),
+            [
+                (
+                    NBD_OPT_INFO,
+                    OptionReply::Info(Info::Export {
+                        size: 1 << 30,
+                        flags
+                    })
+                ),
+                (NBD_OPT_INFO, OptionReply::Info(Info::Name("disk"))),
+                (
+                    NBD_OPT_INFO,
+                    OptionReply::Info(Info::Description("the first disk"))
+                ),
+                (
+                    NBD_OPT_INFO,
+                    OptionReply::Info(Info::BlockSize(BlockSizes::DEFAULT))
+                ),
+                (NBD_OPT_INFO, OptionReply::Ack),
+            ]
+        );
+
+        let (step, out) = send(&mut handshake, &go("", vec![]));
+        let Ok(Step::Transmission { negotiated, .. }) = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(
+            replies(&out),
+            [
+                (
+                    NBD_OPT_GO,
+                    OptionReply::Info(Info::Export {
+                        size: 1 << 30,
+                        flags
+                    })
+                ),
+                (NBD_OPT_GO, OptionReply::Ack),
+            ]
+        );
+        assert_eq!(negotiated.export.name, "disk");
+        assert_eq!(
+            handshake.advance(
+                &option_bytes(&ClientOption::List),
+                exports().as_slice(),
+                &mut Vec::new()
+            ),
+            Err(ProtoError::HandshakeOver)
+        );
+    }
+
+    #[test]
+    fn non_default_block_sizes_are_sent_unasked() {
+        let (_, out) = send(&mut started(3), &go("aligned", vec![NBD_INFO_EXPORT]));
+        let sizes = BlockSizes::new(4096, 4096, 1 << 25).unwrap();
+        assert!(replies(&out).contains(&(NBD_OPT_GO, OptionReply::Info(Info::BlockSize(sizes)))));
+    }
+
+    #[test]
+    fn info_or_go_for_an_unknown_export_is_err_unknown() {
+        let mut handshake = started(3);
+        let (step, out) = send(&mut handshake, &go("nope", vec![]));
+        assert!(matches!(step, Ok(Step::Continue { .. })));
+        assert_eq!(error_of(&out), OptionReplyError::Unknown);
+        let (step, _) = send(&mut handshake, &go("disk", vec![]));
+        assert!(matches!(step, Ok(Step::Transmission { .. })));
+    }
+
+    #[test]
+    fn malformed_options_are_err_invalid_and_the_handshake_goes_on() {
+        let mut handshake = started(3);
+        let mut bytes = option_bytes(&go("disk", vec![1]));
+        bytes[19] = 9; // the name length now runs past the data
+        let mut out = Vec::new();
+        let step = handshake.advance(&bytes, exports().as_slice(), &mut out);
+        assert_eq!(
+            step,
+            Ok(Step::Continue {
+                consumed: bytes.len()
+            })
+        );
+        assert_eq!(error_of(&out), OptionReplyError::Invalid);
+        let (step, _) = send(&mut handshake, &go("disk", vec![]));
+        assert!(matches!(step, Ok(Step::Transmission { .. })));
+    }
+
+    #[test]
+    fn structured_replies_once_and_without_data() {
+        let mut handshake = started(3);
+        let (_, out) = send(&mut handshake, &ClientOption::StructuredReply);
+        assert_eq!(
+            replies(&out),
+            [(NBD_OPT_STRUCTURED_REPLY, OptionReply::Ack)]
+        );
+        let (_, out) = send(&mut handshake, &ClientOption::StructuredReply);
+        assert_eq!(error_of(&out), OptionReplyError::Invalid);
+
+        let mut bytes = option_bytes(&ClientOption::StructuredReply);
+        bytes[15] = 1;
+        bytes.push(0);
+        let mut out = Vec::new();
+        started(3)
+            .advance(&bytes, exports().as_slice(), &mut out)
+            .unwrap();
+        assert_eq!(error_of(&out), OptionReplyError::Invalid);
+    }
+
+    #[test]
+    fn structured_replies_let_go_advertise_df() {
+        let mut handshake = started(3);
+        accept(&mut handshake, &ClientOption::StructuredReply);
+        let (step, _) = send(&mut handshake, &go("disk", vec![]));
+        let Ok(Step::Transmission { negotiated, .. }) = step else {
+            panic!("{step:?}")
+        };
+        assert!(negotiated.structured_replies);
+        assert!(negotiated.export.flags.contains(TransmissionFlags::SEND_DF));
+        assert_eq!(negotiated.base_allocation, None);
+    }
+
+    #[test]
+    fn meta_contexts_need_structured_replies() {
+        let mut handshake = started(3);
+        let (_, out) = send(&mut handshake, &set_meta("disk", &[BASE_ALLOCATION]));
+        assert_eq!(error_of(&out), OptionReplyError::Invalid);
+        let (_, out) = send(&mut handshake, &list_meta(&[]));
+        assert_eq!(error_of(&out), OptionReplyError::Invalid);
+    }
+
+    #[test]
+    fn set_meta_context_selects_base_allocation_for_go() {
+        let mut handshake = started(3);
+        accept(&mut handshake, &ClientOption::StructuredReply);
+        let (_, out) = send(
+            &mut handshake,
+            &set_meta("disk", &["qemu:dirty-bitmap:x", BASE_ALLOCATION]),
+        );
+        assert_eq!(
+            replies(&out),
+            [
+                (
+                    NBD_OPT_SET_META_CONTEXT,
+                    OptionReply::MetaContext {
+                        id: BASE_ALLOCATION_ID,
+                        name: BASE_ALLOCATION
+                    }
+                ),
+                (NBD_OPT_SET_META_CONTEXT, OptionReply::Ack),
+            ]
+        );
+        let (step, _) = send(&mut handshake, &go("", vec![]));
+        let Ok(Step::Transmission { negotiated, .. }) = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(negotiated.base_allocation, Some(BASE_ALLOCATION_ID));
+    }
+
+    #[test]
+    fn set_meta_context_selects_nothing_else() {
+        let mut handshake = started(3);
+        accept(&mut handshake, &ClientOption::StructuredReply);
+        for queries in [&[][..], &["base:"], &["qemu:"], &["base:other"]] {
+            let (_, out) = send(&mut handshake, &set_meta("disk", queries));
+            assert_eq!(
+                replies(&out),
+                [(NBD_OPT_SET_META_CONTEXT, OptionReply::Ack)],
+                "{queries:?}"
+            );
+        }
+        let (_, out) = send(&mut handshake, &set_meta("nope", &[BASE_ALLOCATION]));
+        assert_eq!(error_of(&out), OptionReplyError::Unknown);
+    }
+
+    #[test]
+    fn a_later_set_replaces_the_selection() {
+        let mut handshake = started(3);
+        accept(&mut handshake, &ClientOption::StructuredReply);
+        accept(&mut handshake, &set_meta("disk", &[BASE_ALLOCATION]));
+        accept(&mut handshake, &set_meta("disk", &["qemu:"]));
+        let (step, _) = send(&mut handshake, &go("disk", vec![]));
+        let Ok(Step::Transmission { negotiated, .. }) = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(negotiated.base_allocation, None);
+    }
+
+    #[test]
+    fn a_selection_for_another_export_does_not_carry_over() {
+        let mut handshake = started(3);
+        accept(&mut handshake, &ClientOption::StructuredReply);
+        accept(&mut handshake, &set_meta("aligned", &[BASE_ALLOCATION]));
+        let (step, _) = send(&mut handshake, &go("disk", vec![]));
+        let Ok(Step::Transmission { negotiated, .. }) = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(negotiated.base_allocation, None);
+    }
+
+    #[test]
+    fn list_meta_context_lists_base_allocation() {
+        let mut handshake = started(3);
+        accept(&mut handshake, &ClientOption::StructuredReply);
+        let listed = [
+            (
+                NBD_OPT_LIST_META_CONTEXT,
+                OptionReply::MetaContext {
+                    id: 0,
+                    name: BASE_ALLOCATION,
+                },
+            ),
+            (NBD_OPT_LIST_META_CONTEXT, OptionReply::Ack),
+        ];
+        for queries in [
+            &[][..],
+            &["base:"],
+            &[BASE_ALLOCATION],
+            &["x-foo:", "base:"],
+        ] {
+            let (_, out) = send(&mut handshake, &list_meta(queries));
+            assert_eq!(replies(&out), listed, "{queries:?}");
+        }
+        let (_, out) = send(&mut handshake, &list_meta(&["qemu:"]));
+        assert_eq!(
+            replies(&out),
+            [(NBD_OPT_LIST_META_CONTEXT, OptionReply::Ack)]
+        );
+    }
+
+    #[test]
+    fn an_oversized_option_is_discarded_then_err_too_big() {
+        let mut handshake = started(3);
+        let exports = exports();
+        let length = MAX_OPTION_LEN + 10;
+        let mut header = [0; OPTION_HEADER_LEN];
+        OptionHeader {
+            option: NBD_OPT_GO,
+            length,
+        }
+        .encode(&mut header);
+        let mut out = Vec::new();
+        assert_eq!(
+            handshake.advance(&header, exports.as_slice(), &mut out),
+            Ok(Step::Continue {
+                consumed: OPTION_HEADER_LEN
+            })
+        );
+        assert_eq!(
+            handshake.advance(&[], exports.as_slice(), &mut out),
+            Ok(Step::Incomplete { missing: 1 })
+        );
+        let chunk = vec![0; 40_000];
+        assert_eq!(
+            handshake.advance(&chunk, exports.as_slice(), &mut out),
+            Ok(Step::Continue { consumed: 40_000 })
+        );
+        assert!(out.is_empty());
+        // The rest of the data, then the next option, in one buffer: only the data is taken.
+        let mut input = vec![0; (length - 40_000) as usize];
+        input.extend_from_slice(&option_bytes(&ClientOption::List));
+        let step = handshake.advance(&input, exports.as_slice(), &mut out);
+        assert_eq!(
+            step,
+            Ok(Step::Continue {
+                consumed: (length - 40_000) as usize
+            })
+        );
+        assert_eq!(error_of(&out), OptionReplyError::TooBig);
+    }
+
+    #[test]
+    fn an_oversized_export_name_closes() {
+        let mut header = [0; OPTION_HEADER_LEN];
+        OptionHeader {
+            option: NBD_OPT_EXPORT_NAME,
+            length: MAX_OPTION_LEN + 1,
+        }
+        .encode(&mut header);
+        let error = started(3)
+            .advance(&header, exports().as_slice(), &mut Vec::new())
+            .unwrap_err();
+        assert!(error.must_close());
+    }
+
+    #[test]
+    fn options_arrive_whole() {
+        let mut handshake = started(3);
+        let bytes = option_bytes(&go("disk", vec![]));
+        let exports = exports();
+        assert_eq!(
+            handshake.advance(&bytes[..10], exports.as_slice(), &mut Vec::new()),
+            Ok(Step::Incomplete { missing: 6 })
+        );
+        assert_eq!(
+            handshake.advance(&bytes[..20], exports.as_slice(), &mut Vec::new()),
+            Ok(Step::Incomplete {
+                missing: bytes.len() - 20
+            })
+        );
+    }
+
+    #[test]
+    fn too_many_options_close() {
+        let mut out = Vec::new();
+        let mut handshake = Handshake::start_with_limit(2, &mut out);
+        let exports = exports();
+        handshake
+            .advance(&[0, 0, 0, 3], exports.as_slice(), &mut out)
+            .unwrap();
+        let list = option_bytes(&ClientOption::List);
+        assert!(handshake
+            .advance(&list, exports.as_slice(), &mut out)
+            .is_ok());
+        assert!(handshake
+            .advance(&list, exports.as_slice(), &mut out)
+            .is_ok());
+        assert_eq!(
+            handshake.advance(&list, exports.as_slice(), &mut out),
+            Err(ProtoError::TooManyOptions { limit: 2 })
+        );
+    }
+
+    #[test]
+    fn a_wrong_option_magic_closes() {
+        let mut bytes = option_bytes(&ClientOption::List);
+        bytes[0] = 0;
+        let error = started(3)
+            .advance(&bytes, exports().as_slice(), &mut Vec::new())
+            .unwrap_err();
+        assert!(matches!(error, ProtoError::BadOptionMagic { .. }));
+    }
+}
