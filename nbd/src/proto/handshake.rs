@@ -1,9 +1,9 @@
 //! The server side of a fixed newstyle handshake as a pure state machine: bytes in, reply bytes
 //! out, until transmission begins or the client leaves.
 
-use super::consts::{BASE_ALLOCATION, BASE_NAMESPACE};
 use super::consts::{
-    NBD_INFO_BLOCK_SIZE, NBD_INFO_DESCRIPTION, NBD_INFO_NAME, NBD_OPT_GO, NBD_OPT_INFO,
+    BASE_ALLOCATION, BASE_NAMESPACE, NBD_INFO_BLOCK_SIZE, NBD_INFO_DESCRIPTION, NBD_INFO_NAME,
+    NBD_OPT_GO, NBD_OPT_INFO,
 };
 use super::error::ProtoError;
 use super::export::{BlockSizes, ExportCatalogue, ExportInfo, Negotiated};
@@ -145,7 +145,7 @@ impl Handshake {
     }
 
     fn count_option(&mut self) -> Result<(), ProtoError> {
-        self.options_seen += 1;
+        self.options_seen = self.options_seen.saturating_add(1);
         if self.options_seen > self.max_options {
             return Err(ProtoError::TooManyOptions {
                 limit: self.max_options,

@@ -424,6 +424,20 @@ mod tests {
         assert_eq!(request(Command::Read, none, SIZE, 100).validate(&n), Ok(()));
     }
 
+    /// Found by the `proto_request` fuzz target (whose check was wrong, not the codec): a
+    /// disconnect with unknown flags, a nonzero offset and length passes, as it gets no reply.
+    #[test]
+    fn disc_passes_whatever_it_carries() {
+        let header = *b"\x25\x60\x95\x13\x48\x00\x00\x02\x01\x00\x00\x00\x00\x00\x00\x00\
+            \x00\x00\x01\x25\x60\x95\x13\x00\x01\x46\x00\x27";
+        let disc = Request::decode(&header).unwrap();
+        assert_eq!(disc.command, Command::Disc);
+        assert_eq!(
+            disc.validate(&negotiated(TransmissionFlags::READ_ONLY)),
+            Ok(())
+        );
+    }
+
     #[test]
     fn a_refused_write_says_what_to_do_with_its_payload() {
         let mut n = full();
