@@ -1,7 +1,7 @@
 //! `pool`: acquiring and releasing a message from `regio_pool::MessagePool` against a pool built
 //! on crossbeam's `ArrayQueue` and one built on `Mutex<Vec<_>>`, with 1 thread and with 2
 //! threads sharing the pool; plus bulk acquire/release and the async round trips. Prints the
-//! `COMPARE pool_acq_rel_1t` and `pool_acq_rel_2t` lines of DESIGN §6, and `pool_xthread`: one
+//! `COMPARE pool_acq_rel_1t` and `pool_acq_rel_2t` lines (see the README, "Benchmarks"), and `pool_xthread`: one
 //! thread acquires and another releases, as when completions are reaped on another thread.
 //!
 //! Run: `cargo bench --bench pool` (add `-- --warm-up-time 1 --measurement-time 3` for a quick

@@ -1,7 +1,7 @@
 //! `rcu`: the cost of reading an `Rcu<T>` (QSBR and guard readers) against `arc_swap::ArcSwap`
 //! and `parking_lot::RwLock`, with 1 and 2 threads reading, and the writer's update latency while
 //! a reader is active. Prints the `COMPARE rcu_read_1t`, `rcu_read_2t` and `rcu_update_1r` lines
-//! of DESIGN §6.
+//! of the README ("Benchmarks").
 //!
 //! Run: `cargo bench --bench rcu` (add `-- --warm-up-time 1 --measurement-time 3` for a quick run).
 

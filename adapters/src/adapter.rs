@@ -10,15 +10,16 @@
 use std::fmt;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use io_uring::{opcode, types::CloneBuffersFlags, IoUring, Probe};
+use io_uring::{opcode, IoUring, Probe};
 use regio_sync::Domain;
 
-use std::ptr::NonNull;
-
+mod registration;
 mod resize;
+
+pub use registration::Registration;
 
 use crate::cq::CompletionQueue;
 use crate::error::{setup_error, Error};
@@ -26,10 +27,9 @@ use crate::ops::{FileSlot, Side, Target};
 use crate::pbuf::ProvidedRing;
 use crate::ring::Ring;
 use crate::stats::Stats;
-use crate::tables::{Region, Tables, WqId, WqShared};
+use crate::tables::{Tables, WqId, WqShared};
 use crate::wq::WorkQueue;
 use crate::IoBuf;
-use regio_pool::{RegionId, Registrar};
 
 /// The SQPOLL kernel thread's settings.
 #[derive(Debug, Clone, Copy)]
@@ -273,22 +273,6 @@ fn build_ring(
     })
 }
 
-/// Installs `iov` as fixed buffer `id` of `ring` (an empty `iov` removes it); the outer error is
-/// [`Error::NotOwner`] (see [`Ring::with_uring`]), the inner one the kernel's.
-///
-/// # Safety
-///
-/// The memory `iov` describes must stay valid until the buffer is replaced or removed, or the
-/// ring is dropped.
-unsafe fn update_buffer<B>(
-    ring: &Ring<B>,
-    id: RegionId,
-    iov: libc::iovec,
-) -> Result<std::io::Result<()>, Error> {
-    // SAFETY: the caller's promise about `iov`.
-    ring.with_uring(|u| unsafe { install_buffer(u, id, iov) })
-}
-
 /// The first SQPOLL-less setup in single-issuer mode that the kernel takes, and its ring.
 fn build_single_issuer(
     cfg: &Config,
@@ -322,20 +306,6 @@ fn check_registrar<B>(rings: &[Arc<Ring<B>>]) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::NotOwner)
-    }
-}
-
-/// Installs `iov` as fixed buffer `id` of `uring`, which the caller owns.
-///
-/// # Safety
-///
-/// As for [`update_buffer`].
-unsafe fn install_buffer(uring: &IoUring, id: RegionId, iov: libc::iovec) -> std::io::Result<()> {
-    // SAFETY: the caller's promise about `iov`.
-    unsafe {
-        uring
-            .submitter()
-            .register_buffers_update(u32::from(id.0), &[iov], None)
     }
 }
 
@@ -515,128 +485,6 @@ impl<B: IoBuf> Adapter<B> {
             .fold(Stats::default(), |a, b| a + b)
     }
 
-    /// Registers `len` bytes at `base` as region `id`: fixed buffer `id` on every ring. Returns
-    /// the registration's generation, which buffers of this region must carry.
-    ///
-    /// Registration owns each ring in turn, so it must not be called from a thread that holds a
-    /// [`Batch`](crate::Batch) of this adapter (it would wait for itself). In single-issuer mode
-    /// it must come from the thread that owns every bound ring ([`Error::NotOwner`] otherwise,
-    /// before any ring is touched).
-    ///
-    /// # Safety
-    ///
-    /// `base..base + len` must be one allocation that stays valid, and is not unmapped, until
-    /// [`unregister_region`](Self::unregister_region) returns or the adapter is dropped.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::MemlockTooLow`] when pinning exceeds RLIMIT_MEMLOCK; [`Error::Invalid`] for an
-    /// id outside the table.
-    pub unsafe fn register_region(
-        &self,
-        id: RegionId,
-        base: *mut u8,
-        len: usize,
-    ) -> Result<u32, Error> {
-        let _w = self.inner.tables.write_lock();
-        if u32::from(id.0) >= self.inner.cfg.max_regions {
-            return Err(Error::Invalid("region id outside Config::max_regions"));
-        }
-        check_registrar(&self.inner.rings)?;
-        let iov = libc::iovec {
-            iov_base: base.cast(),
-            iov_len: len,
-        };
-        let pin_err = |e: std::io::Error| match e.raw_os_error() {
-            Some(libc::ENOMEM) => Error::MemlockTooLow {
-                // The soft limit, `u64::MAX` for unlimited.
-                limit: regio_pool::MemlockLimit::current().soft.unwrap_or(u64::MAX),
-                bytes: len as u64,
-            },
-            _ => Error::Sys {
-                what: "IORING_REGISTER_BUFFERS_UPDATE",
-                source: e,
-            },
-        };
-        let src = self.inner.rings[0].fd();
-        // SAFETY: the caller keeps the memory valid while it is registered.
-        unsafe { update_buffer(&self.inner.rings[0], id, iov) }?.map_err(pin_err)?;
-        for ring in &self.inner.rings[1..] {
-            let cloned = self.buffer_cloning()
-                && ring
-                    .with_uring(|u| {
-                        u.submitter().register_buffers_clone_offset(
-                            src,
-                            u32::from(id.0),
-                            u32::from(id.0),
-                            1,
-                            CloneBuffersFlags::DST_REPLACE,
-                        )
-                    })?
-                    .map_err(|e| {
-                        tracing::warn!(parent: &self.inner.span, error = %e,
-                            "IORING_REGISTER_CLONE_BUFFERS refused (Linux 6.12+); registering on each ring");
-                        // Relaxed: see `buffer_cloning`.
-                        self.inner.clone_ok.store(false, Ordering::Relaxed);
-                    })
-                    .is_ok();
-            if !cloned {
-                // SAFETY: as above.
-                unsafe { update_buffer(ring, id, iov) }?.map_err(pin_err)?;
-            }
-        }
-        let generation = next_generation();
-        let region = Region {
-            base: base as usize,
-            size: len as u64,
-            generation,
-        };
-        self.inner
-            .tables
-            .regions
-            .update(|t| {
-                let mut t = t.clone();
-                t[id.0 as usize] = Some(region);
-                t
-            })
-            .defer();
-        tracing::debug!(parent: &self.inner.span, region = id.0, len, generation, "region registered");
-        Ok(generation)
-    }
-
-    /// Unregisters region `id`: new posts naming it are rejected at once; operations already in
-    /// flight keep the kernel's reference until they complete.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotOwner`] in single-issuer mode off the thread that owns every bound ring
-    /// (nothing is changed then); [`Error::Sys`] when the kernel refuses the removal.
-    pub fn unregister_region(&self, id: RegionId) -> Result<(), Error> {
-        let _w = self.inner.tables.write_lock();
-        check_registrar(&self.inner.rings)?;
-        self.inner
-            .tables
-            .regions
-            .update(|t| {
-                let mut t = t.clone();
-                if let Some(slot) = t.get_mut(id.0 as usize) {
-                    *slot = None;
-                }
-                t
-            })
-            .defer();
-        let iov = libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        };
-        for ring in &self.inner.rings {
-            // SAFETY: an empty iovec removes the buffer; no memory is handed to the kernel.
-            unsafe { update_buffer(ring, id, iov) }?
-                .map_err(sys("IORING_REGISTER_BUFFERS_UPDATE (remove)"))?;
-        }
-        Ok(())
-    }
-
     /// Installs `fd` in fixed-file slot `slot` on every ring (the kernel takes its own
     /// reference; the caller may close `fd` afterwards). A file that only one ring has, as an
     /// accept leaves it, reaches another ring with [`Op::share_file`](crate::Op::share_file).
@@ -657,7 +505,7 @@ impl<B: IoBuf> Adapter<B> {
             .map_err(|_| Error::Invalid("file slot outside Config::max_files"))?;
         check_registrar(&self.inner.rings)?;
         for ring in &self.inner.rings {
-            ring.with_uring(|u| u.submitter().register_files_update(slot.0, &[fd]))?
+            crate::register::files_update(ring.fd(), slot.0, fd)
                 .map_err(sys("IORING_REGISTER_FILES_UPDATE"))?;
         }
         self.inner
@@ -700,6 +548,19 @@ impl<B: IoBuf> Adapter<B> {
             .tables
             .check_target(&self.inner.tables.domain.guard(), target)
             .map_err(|_| Error::Invalid("file slot outside Config::max_files"))?;
+        let (target, file) = match target {
+            Target::Fd(fd) if fd >= 0 => {
+                // SAFETY: the fd is only borrowed for the call, to be duplicated; a number that
+                // is not open fails the dup with EBADF.
+                let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                let own = borrowed
+                    .try_clone_to_owned()
+                    .map_err(sys("dup of the work queue's fd"))?;
+                (Target::Fd(own.as_raw_fd()), Some(own))
+            }
+            other => (other, None),
+        };
+        let mut file = Some(file);
         let mut created = None;
         self.inner
             .tables
@@ -714,7 +575,8 @@ impl<B: IoBuf> Adapter<B> {
                     index: index as u32,
                     generation: next_generation(),
                 };
-                let shared = Arc::new(WqShared::new(id, target, send_depth, recv_depth));
+                let file = file.take().expect("the update runs once");
+                let shared = Arc::new(WqShared::new(id, target, file, send_depth, recv_depth));
                 t[index] = Some(Arc::clone(&shared));
                 created = Some(shared);
                 t
@@ -760,54 +622,5 @@ impl<B: IoBuf> Adapter<B> {
         wq.shared
             .adjust(Side::Recv, i64::from(recv_depth) - i64::from(depth.1));
         *depth = (send_depth, recv_depth);
-    }
-}
-
-/// The pool's view of an adapter: registers every region of the pool as the fixed buffer of the
-/// same index on every ring of the adapter. It holds the adapter weakly, so a pool (which the
-/// buffers of in-flight operations keep alive) never keeps its adapter alive.
-struct PoolRegistrar<B> {
-    adapter: Weak<Inner<B>>,
-}
-
-impl<B: IoBuf> Registrar for PoolRegistrar<B> {
-    fn register(&self, id: RegionId, base: NonNull<u8>, len: usize) -> std::io::Result<()> {
-        let inner = self
-            .adapter
-            .upgrade()
-            .ok_or_else(|| std::io::Error::other("the adapter was dropped"))?;
-        let adapter = Adapter { inner };
-        // SAFETY: the pool keeps the region mapped until it calls `unregister(id)`.
-        unsafe { adapter.register_region(id, base.as_ptr(), len) }
-            .map(drop)
-            .map_err(|e| match e {
-                Error::MemlockTooLow { .. } => {
-                    std::io::Error::new(std::io::ErrorKind::OutOfMemory, e)
-                }
-                Error::Sys { source, .. } => source,
-                other => std::io::Error::other(other),
-            })
-    }
-
-    fn unregister(&self, id: RegionId) {
-        // A dropped adapter took its registrations with its rings.
-        let Some(inner) = self.adapter.upgrade() else {
-            return;
-        };
-        let adapter = Adapter { inner };
-        if let Err(e) = adapter.unregister_region(id) {
-            tracing::warn!(parent: &adapter.inner.span, region = id.0, error = %e,
-                "unregistering a pool region failed");
-        }
-    }
-}
-
-impl<B: IoBuf> Adapter<B> {
-    /// This adapter as a [`Registrar`] for
-    /// [`MessagePool::attach`](regio_pool::MessagePool::attach). It holds the adapter weakly.
-    pub fn registrar(&self) -> Arc<dyn Registrar> {
-        Arc::new(PoolRegistrar {
-            adapter: Arc::downgrade(&self.inner),
-        })
     }
 }

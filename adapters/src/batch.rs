@@ -85,7 +85,7 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         let Some(slot) = self.take_credit(&wq.shared, side) else {
             return Err(PostError::NoCredit(op));
         };
-        let checked = self.ring.check(&self.reader, &op);
+        let checked = self.ring.check(&self.reader, &op, wq.shared.target);
         let state = self.guard.state_mut();
         // A rejection needs no SQE, so it never waits for room.
         if checked.is_ok() && !state.ensure_room() {

@@ -19,17 +19,22 @@ pub enum Error {
         /// The error from `io_uring_setup`.
         source: io::Error,
     },
-    /// Pinning registered memory failed because the locked-memory limit is too low.
+    /// The kernel refused memory with `ENOMEM` where RLIMIT_MEMLOCK applies: pinning
+    /// registered buffers, or setting up a ring (which counts against it before Linux 5.12).
     #[error(
-        "registering {bytes} bytes of buffers failed: RLIMIT_MEMLOCK is {limit} (soft limit, \
-         bytes) and this process lacks CAP_IPC_LOCK; raise it (ulimit -l, LimitMEMLOCK= in a \
-         systemd unit, memlock in limits.conf) to at least the pool size"
+        "{what} failed with ENOMEM{}: RLIMIT_MEMLOCK is {limit} bytes (soft limit; u64::MAX \
+         means unlimited) and pinned memory counts against it unless the process has \
+         CAP_IPC_LOCK; raise it (ulimit -l, LimitMEMLOCK= in a systemd unit, memlock in \
+         limits.conf) to at least the pool size, or use smaller rings and pools",
+        bytes_note(.bytes)
     )]
     MemlockTooLow {
+        /// What was being done.
+        what: &'static str,
+        /// The size of the registration that failed, when there was one.
+        bytes: Option<u64>,
         /// The soft RLIMIT_MEMLOCK in bytes (`u64::MAX` for unlimited).
         limit: u64,
-        /// The size of the registration that failed.
-        bytes: u64,
     },
     /// The kernel lacks an operation or a feature this adapter was asked to use.
     #[error(
@@ -90,6 +95,21 @@ pub enum Error {
     /// An argument is out of range; the message names it.
     #[error("invalid argument: {0}")]
     Invalid(&'static str),
+}
+
+impl Error {
+    /// [`Error::MemlockTooLow`] for `what`, with the current limit.
+    pub(crate) fn memlock(what: &'static str, bytes: Option<u64>) -> Self {
+        Self::MemlockTooLow {
+            what,
+            bytes,
+            limit: regio_pool::MemlockLimit::current().soft.unwrap_or(u64::MAX),
+        }
+    }
+}
+
+fn bytes_note(bytes: &Option<u64>) -> String {
+    bytes.map(|b| format!(" for {b} bytes")).unwrap_or_default()
 }
 
 /// A post that could not be accepted. The operation is handed back unchanged.
@@ -162,17 +182,53 @@ pub enum DescriptorError {
     /// The operation does not belong on this kind of work queue.
     #[error("operation not allowed on this work queue: {0}")]
     WrongQueue(&'static str),
+    /// The descriptor's slice is not memory of the message that carries it (see
+    /// [`IoBuf`](crate::IoBuf)): a message can only name its own buffers.
+    #[error(
+        "the descriptor's slice (region {region}, offset {offset}, len {len}) is not memory of \
+         the message that carries it; a message may only name its own buffers"
+    )]
+    NotOwned {
+        /// The slice's region, in its pool.
+        region: u16,
+        /// The slice's offset.
+        offset: u32,
+        /// The slice's length.
+        len: u32,
+    },
+    /// The descriptor has several slices: vectored operations are not posted. Post each buffer
+    /// on its own, or cut the descriptor to one slice.
+    #[error(
+        "the descriptor has {slices} slices, and scatter-gather operations are not supported; \
+         post one slice per operation"
+    )]
+    Scatter {
+        /// How many slices the descriptor has.
+        slices: u8,
+    },
+    /// The buffer's pool is not attached to this adapter
+    /// ([`MessagePool::attach`](regio_pool::MessagePool::attach) with
+    /// [`Adapter::registrar`](crate::Adapter::registrar)).
+    #[error("the buffer's pool {pool} is not attached to this adapter; attach it first")]
+    NotAttached {
+        /// The pool's id.
+        pool: u32,
+    },
+    /// The descriptor asks for something the operation cannot do (a flag it has no use for).
+    #[error("descriptor not valid for this operation: {0}")]
+    Invalid(&'static str),
 }
 
 impl DescriptorError {
     /// The errno the error completion carries (negated, as io_uring results are).
     pub fn errno(self) -> i32 {
         match self {
-            Self::UnknownRegion(_) | Self::StaleGeneration { .. } | Self::BadFileSlot(_) => {
-                -libc::EBADF
-            }
-            Self::OutOfBounds { .. } => -libc::EFAULT,
-            Self::WrongQueue(_) => -libc::EINVAL,
+            Self::UnknownRegion(_)
+            | Self::StaleGeneration { .. }
+            | Self::BadFileSlot(_)
+            | Self::NotAttached { .. } => -libc::EBADF,
+            Self::OutOfBounds { .. } | Self::NotOwned { .. } => -libc::EFAULT,
+            Self::WrongQueue(_) | Self::Scatter { .. } | Self::Invalid(_) => -libc::EINVAL,
             Self::Unsupported { .. } => -libc::EOPNOTSUPP,
         }
     }
@@ -182,6 +238,7 @@ impl DescriptorError {
 pub(crate) fn setup_error(source: io::Error) -> Error {
     match source.raw_os_error() {
         Some(libc::EPERM) | Some(libc::ENOSYS) => Error::IoUringDisabled { source },
+        Some(libc::ENOMEM) => Error::memlock("io_uring_setup", None),
         _ => Error::Sys {
             what: "io_uring_setup",
             source,
@@ -199,6 +256,19 @@ mod tests {
             let e = setup_error(io::Error::from_raw_os_error(errno));
             assert!(matches!(e, Error::IoUringDisabled { .. }), "{errno}: {e:?}");
         }
+        let e = setup_error(io::Error::from_raw_os_error(libc::ENOMEM));
+        assert!(
+            matches!(
+                e,
+                Error::MemlockTooLow {
+                    what: "io_uring_setup",
+                    bytes: None,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("RLIMIT_MEMLOCK"), "{e}");
         let e = setup_error(io::Error::from_raw_os_error(libc::EINVAL));
         assert!(
             matches!(

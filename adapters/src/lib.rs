@@ -72,11 +72,46 @@
 //!
 //! The default mode pays for this one `bool` test per post, reap and batch.
 //!
+//! # Buffer identity
+//!
+//! The kernel checks nothing about a fixed buffer but its index and bounds, so the adapter
+//! makes sure that an operation can only name memory its buffer owns:
+//!
+//! - **The adapter picks every fixed-buffer index.** A pool's regions are registered through
+//!   [`Adapter::registrar`] under the pool's id and their ids in the pool; the adapter gives
+//!   each a free index and remembers which pool region it holds. Regions registered by hand
+//!   ([`Adapter::register_region`]) get an index too, and a generation unique in the process.
+//!   No two regions, of one pool or of several, ever share an index.
+//! - **A buffer names its memory through [`IoBuf::slice`].** A pool [`Message`](regio_pool::Message)
+//!   names its pool and the slice its descriptor describes, and only if that slice lies inside
+//!   one of the message's own buffers: a descriptor aimed anywhere else (with
+//!   [`Descriptor::set_slices`](regio_pool::Descriptor::set_slices), or copied from another
+//!   message) is rejected with [`DescriptorError::NotOwned`], a descriptor of several slices with
+//!   [`DescriptorError::Scatter`], and a message of a pool not attached to this adapter with
+//!   [`DescriptorError::NotAttached`]. Other buffer types implement the unsafe [`IoBuf`] trait
+//!   and answer for themselves.
+//! - **The post path resolves and bounds-checks in O(1)**: the attached pool's index table (one
+//!   entry per attached pool), or the index and its generation, then the region's bounds. The
+//!   adapter computes the address itself; nothing the caller wrote becomes a pointer.
+//! - **File numbers stay put.** A work queue on a plain fd holds its own duplicate, and
+//!   msg_ring and share_file hold one of their target ring's fd until their final completion,
+//!   so the number in an SQE never names a file that took a closed one's number.
+//! - **No registration waits for a ring.** Registration changes are system calls on the rings'
+//!   fds under the tables' write lock, which nobody holds while waiting for a ring: a thread that
+//!   owns a ring (reaping, or in a [`Batch`]) may grow a pool, drop its last message or run a
+//!   low-watermark callback without waiting for itself. A registration that fails on one ring is
+//!   taken back from the others.
+//!
+//! A failed check completes the operation with an error on its own work queue
+//! ([`Completion::rejected`]), with its buffer, and reaches neither the kernel nor any other
+//! queue.
+//!
 //! # Integrity and kernel support
 //!
-//! - Buffers are named by key; the adapter checks the region, the bounds and the registration
-//!   generation, and computes the address itself. Fixed-file slots are bounds-checked. A failed
-//!   check is an error completion on the poster's own work queue ([`Completion::rejected`]).
+//! - Fixed-file slots are bounds-checked; a failed check is an error completion on the poster's
+//!   own work queue. Slots are not owned: any work queue of the adapter may name any slot, and an
+//!   accept or share_file into an occupied slot replaces its file (hand slots out with
+//!   [`FileSlots`](regio_pool::FileSlots)).
 //! - CQ overflow: the kernel's overflow flag is read after the CQ was seen full, its overflow
 //!   list is flushed, and each event is counted in [`Stats::cq_overflows`]; a completion the
 //!   kernel dropped is reported as [`Error::CompletionsLost`].
@@ -155,6 +190,7 @@ mod error;
 pub mod ops;
 mod pbuf;
 pub mod probe;
+mod register;
 mod ring;
 mod stats;
 mod sys;
@@ -162,9 +198,9 @@ mod tables;
 mod wait;
 mod wq;
 
-pub use adapter::{Adapter, Config, SingleIssuer, SqPoll};
+pub use adapter::{Adapter, Config, Registration, SingleIssuer, SqPoll};
 pub use batch::Batch;
-pub use buf::{BufKey, IoBuf, RegionId};
+pub use buf::{BufKey, BufSlice, IoBuf, RegionId};
 pub use cq::{Completion, CompletionQueue};
 pub use cqset::CqSet;
 pub use error::{DescriptorError, Error, PostError};

@@ -1,5 +1,7 @@
 //! Provided-buffer rings (`IORING_REGISTER_PBUF_RING`) for multishot receive, filled by the
-//! pool's [`BufFeed`](regio_pool::BufFeed) through [`BufRingSink`].
+//! pool's [`BufFeed`](regio_pool::BufFeed) through [`BufRingSink`], whose contract (one feed per
+//! ring, never more buffers than slots, unregistered before its buffers go back)
+//! [`BufFeed`](regio_pool::BufFeed) states and enforces.
 //!
 //! # Synchronization
 //!
@@ -30,9 +32,10 @@ const TAIL: usize = 14;
 /// [`Op::recv_multishot`](crate::Op::recv_multishot) with the same `bgid` on a work queue of
 /// that CQ.
 ///
-/// End the multishot receives that use the group (cancel them and reap their final
-/// completion) before the feed, and with it this ring, is dropped: dropping unregisters the group
-/// and unmaps the ring.
+/// Dropping it (or the feed retiring it) unregisters the group, and a multishot receive still
+/// armed on the group then ends with `ENOBUFS`. Unregistering needs the ring's owner in
+/// single-issuer mode: from another thread it fails, and the ring is leaked with its buffers
+/// (the feed keeps them lent).
 pub struct ProvidedRing<B> {
     ring: Arc<Ring<B>>,
     /// The ring's memory. `ManuallyDrop`: it is unmapped only once the kernel has let go of it.
@@ -40,6 +43,8 @@ pub struct ProvidedRing<B> {
     entries: u16,
     bgid: u16,
     tail: Mutex<u16>,
+    /// Whether unregistering was tried already (by `retire`), so that `drop` does not again.
+    retired: bool,
 }
 
 // SAFETY: `memory` is a private mapping owned by this value; entries are only written under the
@@ -74,13 +79,15 @@ impl<B> ProvidedRing<B> {
         let base = memory.base();
         // Under the tables' write lock, so a resize sees every provided ring of its CQ.
         let w = ring.tables.write_lock();
-        let registered = ring.with_uring(|u| {
+        let registered = if ring.may_register() {
             // SAFETY: the mapping stays valid until `Drop` unregisters the group first.
             unsafe {
-                u.submitter()
-                    .register_buf_ring_with_flags(base.as_ptr() as u64, entries, bgid, 0)
+                crate::register::pbuf_register(ring.fd(), base.as_ptr() as u64, entries, bgid)
             }
-        })?;
+        } else {
+            drop(w);
+            return Err(Error::NotOwner);
+        };
         if registered.is_ok() {
             // Relaxed: the count is read under the write lock held here (`provided`).
             ring.provided.fetch_add(1, Ordering::Relaxed);
@@ -104,6 +111,7 @@ impl<B> ProvidedRing<B> {
             entries,
             bgid,
             tail: Mutex::new(0),
+            retired: false,
         })
     }
 
@@ -119,12 +127,21 @@ impl<B> ProvidedRing<B> {
     }
 }
 
-impl<B: Send> BufRingSink for ProvidedRing<B> {
-    fn push(&self, addr: NonNull<u8>, len: u32, bid: u16) {
+// SAFETY: `entries` is the registered ring's size and never changes, and `push` writes the slot
+// at the tail, which the kernel has consumed as long as the ring holds at most `entries`
+// buffers. Only `push` adds buffers (the type offers no other way, and `BufFeed::new` takes the
+// ring by value). `retire` returns true only when the kernel unregistered the group.
+unsafe impl<B: Send> BufRingSink for ProvidedRing<B> {
+    fn entries(&self) -> u16 {
+        self.entries
+    }
+
+    unsafe fn push(&self, addr: NonNull<u8>, len: u32, bid: u16) {
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         let slot = usize::from(*tail & (self.entries - 1));
-        // SAFETY: `slot < entries`, so the entry is inside the mapping; the kernel reads it only
-        // after the tail store below, and the mutex keeps other producers off it.
+        // SAFETY: `slot < entries`, so the entry is inside the mapping; the caller's contract
+        // (at most `entries` buffers in the ring) means the kernel consumed it already, it reads
+        // it again only after the tail store below, and the mutex keeps other producers off it.
         unsafe {
             let e = self.memory.base().as_ptr().add(slot * ENTRY);
             e.cast::<u64>().write(addr.as_ptr() as u64);
@@ -135,33 +152,49 @@ impl<B: Send> BufRingSink for ProvidedRing<B> {
         // Release: publishes the entry written above to the kernel's acquire load of the tail.
         self.tail_word().store(*tail, Ordering::Release);
     }
+
+    fn retire(mut self: Box<Self>) -> bool {
+        self.unregister()
+    }
 }
 
-impl<B> Drop for ProvidedRing<B> {
-    fn drop(&mut self) {
+impl<B> ProvidedRing<B> {
+    /// Unregisters the group and unmaps the ring; if the kernel refuses, leaks the mapping.
+    /// Returns whether the group is unregistered. Runs once: `retire` or `drop`.
+    fn unregister(&mut self) -> bool {
+        self.retired = true;
         let bgid = self.bgid;
-        // The write lock orders the single-issuer owner check (see `Ring::with_state`).
+        // The write lock orders the single-issuer owner check (see `ring::issuer`) and keeps a
+        // resize from replacing the ring's fd meanwhile.
         let w = self.ring.tables.write_lock();
-        let unregistered = self
-            .ring
-            .with_uring(|u| u.submitter().unregister_buf_ring(bgid))
-            .and_then(|r| {
-                r.map_err(|source| Error::Sys {
-                    what: "IORING_UNREGISTER_PBUF_RING",
-                    source,
-                })
-            });
+        let unregistered = if self.ring.may_register() {
+            crate::register::pbuf_unregister(self.ring.fd(), bgid).map_err(|source| Error::Sys {
+                what: "IORING_UNREGISTER_PBUF_RING",
+                source,
+            })
+        } else {
+            Err(Error::NotOwner)
+        };
         drop(w);
         if let Err(e) = unregistered {
             // Unmapping memory the kernel may still read would be unsound: leak it instead.
             tracing::error!(bgid, error = %e, "unregistering a provided-buffer ring failed; leaking it");
-            return;
+            return false;
         }
         // Relaxed: a resize reads the count under the tables' write lock; a stale 1 there only
         // refuses a resize that could have gone ahead.
         self.ring.provided.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: the group is unregistered, so nothing else uses the mapping, and `memory` is
-        // dropped only here.
+        // dropped only here, once (`retired` keeps `drop` from coming back).
         unsafe { ManuallyDrop::drop(&mut self.memory) };
+        true
+    }
+}
+
+impl<B> Drop for ProvidedRing<B> {
+    fn drop(&mut self) {
+        if !self.retired {
+            self.unregister();
+        }
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, IoUring};
 
-use crate::combiner::{Absorb, Combiner};
+use crate::combiner::{Absorb, Combiner, CombinerGuard};
 use crate::cq::{Completion, Sink};
 use crate::error::{DescriptorError, Error};
 use crate::ops::{FileUse, Keep, Op, Resolved, Side, Special, Sqe, Target};
@@ -58,6 +58,9 @@ pub(crate) struct Post<B> {
     pub target: Target,
     pub op: Op<B>,
     pub checked: Result<Option<Resolved>, DescriptorError>,
+    /// The work queue, held while the post waits in a ring's inbox: the queue may be removed
+    /// and its handles dropped meanwhile, and its file must stay open until the SQE is built.
+    pub queue: Option<Arc<crate::tables::WqShared>>,
 }
 
 // SAFETY: the only non-Send field is `Resolved`'s address, which points into registered memory
@@ -274,7 +277,7 @@ impl<B> RingState<B> {
         let Op {
             mut sqe,
             buf,
-            keep,
+            mut keep,
             special,
             file,
             buf_use,
@@ -284,7 +287,7 @@ impl<B> RingState<B> {
         sqe.fill(file, target, resolved, buf_use);
         match special {
             // Splice outputs and accept slots were checked with the descriptor.
-            Special::None | Special::SpliceOut(_) | Special::BadSlot(_) => {}
+            Special::None | Special::SpliceOut(_) | Special::BadSlot(_) | Special::Close => {}
             Special::Cancel => match self.slab.find(wq, sqe.addr) {
                 Some(ud) if self.epoch_of(ud) != self.epoch => {
                     self.cancel_on_retiring(wq, side, cookie, ud);
@@ -298,8 +301,8 @@ impl<B> RingState<B> {
                 }
             },
             Special::MsgRing => {
-                if let Some(Keep::Ring(target)) = keep.as_deref() {
-                    sqe.fd = target.fd();
+                if let Some(Keep::Ring(target)) = keep.as_deref_mut() {
+                    sqe.fd = target.pin();
                 }
             }
         }
@@ -663,6 +666,10 @@ pub(crate) struct Ring<B> {
     fd: AtomicI32,
     /// The current io_uring's CQ size.
     cq_entries: AtomicU32,
+    /// A duplicate of the current io_uring's fd, which msg_ring and share_file operations aimed
+    /// at this ring hold until their final CQE: the number they put in their SQE can then never
+    /// name another file, even if a resize closes the io_uring it belonged to.
+    target: std::sync::Mutex<Arc<OwnedFd>>,
     /// Provided-buffer rings registered on the current io_uring; changed only under the tables'
     /// write lock.
     pub(crate) provided: AtomicUsize,
@@ -698,6 +705,7 @@ impl<B> Ring<B> {
         let cq_entries = uring.params().cq_entries();
         let sqpoll = uring.params().is_setup_sqpoll();
         let pending = Pending::for_ring(&uring)?;
+        let target = std::sync::Mutex::new(dup_ring_fd(fd)?);
         Ok(Self {
             combiner: Combiner::new(RingState {
                 uring,
@@ -717,6 +725,7 @@ impl<B> Ring<B> {
             }),
             fd: AtomicI32::new(fd),
             cq_entries: AtomicU32::new(cq_entries),
+            target,
             provided: AtomicUsize::new(0),
             eventfd,
             counters,
@@ -730,37 +739,6 @@ impl<B> Ring<B> {
         })
     }
 
-    /// Runs `f` with the io_uring, owning the ring for the call (for registration calls, which
-    /// are rare; it yields while a reaper owns the ring, and reapers never block while owning).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotOwner`] in single-issuer mode when another thread owns the ring (the kernel
-    /// would refuse the registration with `EEXIST`).
-    pub(crate) fn with_uring<R>(&self, f: impl FnOnce(&IoUring) -> R) -> Result<R, Error> {
-        self.with_state(|s| f(&s.uring))
-    }
-
-    /// Runs `f` with the ring's state, owning the ring for the call, as `with_uring` does.
-    ///
-    /// In single-issuer mode the caller holds the tables' write lock, which
-    /// [`bind_owner`](Self::bind_owner) takes too: the owner cannot change between the check
-    /// here and the lock, so a thread other than the owner never takes a bound ring (its guard
-    /// would submit the inbox, which the kernel refuses from it).
-    pub(crate) fn with_state<R>(&self, f: impl FnOnce(&mut RingState<B>) -> R) -> Result<R, Error> {
-        if !self.may_register() {
-            return Err(Error::NotOwner);
-        }
-        let mut f = Some(f);
-        loop {
-            if let Some(mut g) = self.combiner.try_lock() {
-                let f = f.take().expect("called once");
-                return Ok(g.with(f));
-            }
-            std::thread::yield_now();
-        }
-    }
-
     /// The current io_uring's fd. A resize replaces it; the old fd stays open until the old
     /// ring retires.
     pub(crate) fn fd(&self) -> RawFd {
@@ -770,15 +748,26 @@ impl<B> Ring<B> {
     }
 
     /// Makes `uring` the current io_uring, carrying the fixed files over, `files` among them
-    /// (see [`RingState::replace_uring`]).
-    pub(crate) fn replace_uring(&self, uring: IoUring, files: &[u32]) -> Result<(), Error> {
+    /// (see [`RingState::replace_uring`]), with the ring owned through `g`. The caller holds the
+    /// tables' write lock, which serialises fd changes with registrations.
+    pub(crate) fn replace_uring(
+        &self,
+        g: &mut CombinerGuard<'_, RingState<B>, Post<B>>,
+        uring: IoUring,
+        files: &[u32],
+    ) -> Result<(), Error> {
         let fd = uring.as_raw_fd();
         let entries = uring.params().cq_entries();
-        self.with_state(|s| s.replace_uring(uring, files))??;
+        let target = dup_ring_fd(fd).map_err(|source| Error::Sys {
+            what: "dup of the new ring's fd",
+            source,
+        })?;
+        g.with(|s| s.replace_uring(uring, files))?;
         // Relaxed (both): as in `fd`; the table writer, which alone replaces rings, is
         // serialised by the tables' write lock.
         self.fd.store(fd, Ordering::Relaxed);
         self.cq_entries.store(entries, Ordering::Relaxed);
+        *self.lock_target() = target;
         Ok(())
     }
 
@@ -790,20 +779,40 @@ impl<B> Ring<B> {
 }
 
 impl<B: Send> crate::ops::control::RingFd for Ring<B> {
-    fn ring_fd(&self) -> RawFd {
-        self.fd()
+    fn target_fd(&self) -> Arc<OwnedFd> {
+        Arc::clone(&self.lock_target())
     }
+}
+
+impl<B> Ring<B> {
+    /// The duplicate of the current io_uring's fd that msg_ring and share_file operations aim
+    /// at (see `ops::control::RingRef`).
+    fn lock_target(&self) -> std::sync::MutexGuard<'_, Arc<OwnedFd>> {
+        // A poisoned lock still holds a whole `Arc`: replacing it is one store.
+        self.target.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A duplicate of an io_uring's fd: it names the same ring, and its number stays taken for as
+/// long as an operation that aims at it holds it.
+fn dup_ring_fd(fd: RawFd) -> io::Result<Arc<OwnedFd>> {
+    // SAFETY: `fd` is an open io_uring fd of this process for the length of the call (the
+    // caller owns the ring it belongs to); the borrow ends before the call returns.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    borrowed.try_clone_to_owned().map(Arc::new)
 }
 
 impl<B: crate::IoBuf> Ring<B> {
     /// Validates `op`'s descriptor for this ring: the kernel has its opcode, its buffer key
     /// names a registered region of the right generation with the slice in bounds (the result
-    /// is the buffer's address), and a splice's second file slot exists. A rejection is counted.
+    /// is the buffer's address), a splice's second file slot exists, and a close names a fixed
+    /// slot (`target` is the work queue's). A rejection is counted.
     #[inline(always)]
     pub(crate) fn check(
         &self,
         reader: &impl regio_sync::ReadSide,
         op: &Op<B>,
+        target: Target,
     ) -> Result<Option<Resolved>, DescriptorError> {
         if !self.supported[op.opcode() as usize] {
             return Err(self.rejected(unsupported(op.opcode())));
@@ -823,7 +832,13 @@ impl<B: crate::IoBuf> Ring<B> {
                 .check_target(reader, out)
                 .map_err(|e| self.rejected(e))?,
             Special::BadSlot(slot) => return Err(self.rejected(DescriptorError::BadFileSlot(slot))),
-            Special::Cancel | Special::MsgRing => {}
+            Special::Close if matches!(target, Target::Fd(_)) => {
+                return Err(self.rejected(DescriptorError::WrongQueue(
+                    "a plain-fd work queue's file is the queue's own: remove the queue instead \
+                     of closing it",
+                )))
+            }
+            Special::Cancel | Special::MsgRing | Special::Close => {}
         }
         Ok(buf)
     }

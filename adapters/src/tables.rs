@@ -16,12 +16,13 @@
 //!   (both outcomes are correct: an accepted post completes normally); a post that comes after
 //!   the removal in any happens-before order sees the flag clear.
 
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use regio_sync::{Domain, Rcu, ReadSide};
 
-use crate::buf::{BufKey, IoBuf};
+use crate::buf::{BufKey, BufSlice, IoBuf};
 use crate::error::DescriptorError;
 use crate::ops::{Resolved, Side, Target};
 
@@ -30,7 +31,136 @@ use crate::ops::{Resolved, Side, Target};
 pub(crate) struct Region {
     pub base: usize,
     pub size: u64,
+    /// Unique across the process: a key must carry it to name a region registered with
+    /// [`Adapter::register_region`](crate::Adapter::register_region).
     pub generation: u32,
+    pub owner: Owner,
+}
+
+/// Who registered a region, and so how buffers name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// [`Adapter::register_region`](crate::Adapter::register_region): buffers name the index and
+    /// the generation.
+    Caller,
+    /// Region `id` of pool `pool`, attached through the adapter's registrar: buffers name the
+    /// pool and the pool's region id, and the adapter finds the index.
+    Pool { pool: u32, id: u16 },
+}
+
+/// One fixed-buffer index of the adapter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Slot {
+    Free,
+    Live(Region),
+    /// Out of the table, but the kernel's entry has yet to be removed: only the owner thread of
+    /// a single-issuer ring may do that, and the region's pool was freed on another thread.
+    /// The next registration on a permitted thread removes it or registers over it.
+    Removing,
+}
+
+/// The fixed-buffer indices of an adapter and what holds each, plus, for every attached pool,
+/// where its regions are.
+#[derive(Debug, Clone)]
+pub(crate) struct RegionTable {
+    slots: Vec<Slot>,
+    /// `(pool id, fixed-buffer index of each of its regions)`, one entry per attached pool.
+    pools: Vec<(u32, Vec<Option<u16>>)>,
+}
+
+impl RegionTable {
+    fn new(max_regions: u32) -> Self {
+        Self {
+            slots: vec![Slot::Free; max_regions as usize],
+            pools: Vec::new(),
+        }
+    }
+
+    /// The region at fixed-buffer index `index`, if one is live there.
+    #[inline]
+    pub fn live(&self, index: u16) -> Option<&Region> {
+        match self.slots.get(usize::from(index)) {
+            Some(Slot::Live(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The fixed-buffer index of region `id` of pool `pool`, if that pool is attached.
+    #[inline]
+    pub fn pool_index(&self, pool: u32, id: u16) -> Option<u16> {
+        let (_, ids) = self.pools.iter().find(|(p, _)| *p == pool)?;
+        ids.get(usize::from(id)).copied().flatten()
+    }
+
+    /// An index to register at: a free one, else one whose kernel entry waits for removal (a
+    /// registration there replaces it).
+    pub fn vacant(&self) -> Option<u16> {
+        let free = |s: &Slot| matches!(s, Slot::Free);
+        let removing = |s: &Slot| matches!(s, Slot::Removing);
+        let at = self
+            .slots
+            .iter()
+            .position(free)
+            .or_else(|| self.slots.iter().position(removing))?;
+        Some(at as u16)
+    }
+
+    /// The indices whose kernel entries wait for removal.
+    pub fn removing(&self) -> impl Iterator<Item = u16> + '_ {
+        (0u16..)
+            .zip(&self.slots)
+            .filter_map(|(i, s)| matches!(s, Slot::Removing).then_some(i))
+    }
+
+    /// Every live region, with its index.
+    pub fn iter_live(&self) -> impl Iterator<Item = (u16, &Region)> + '_ {
+        (0u16..).zip(&self.slots).filter_map(|(i, s)| match s {
+            Slot::Live(r) => Some((i, r)),
+            _ => None,
+        })
+    }
+
+    /// Puts `region` at `index`.
+    pub fn insert(&mut self, index: u16, region: Region) {
+        self.slots[usize::from(index)] = Slot::Live(region);
+        if let Owner::Pool { pool, id } = region.owner {
+            let at = match self.pools.iter().position(|(p, _)| *p == pool) {
+                Some(at) => at,
+                None => {
+                    self.pools.push((pool, Vec::new()));
+                    self.pools.len() - 1
+                }
+            };
+            let ids = &mut self.pools[at].1;
+            if ids.len() <= usize::from(id) {
+                ids.resize(usize::from(id) + 1, None);
+            }
+            ids[usize::from(id)] = Some(index);
+        }
+    }
+
+    /// Takes the region at `index` out of the table, leaving the slot `then` (free, or waiting
+    /// for its kernel entry to be removed). Returns the region, if one was live there.
+    pub fn remove(&mut self, index: u16, then: Slot) -> Option<Region> {
+        let slot = self.slots.get_mut(usize::from(index))?;
+        let Slot::Live(region) = *slot else {
+            if matches!(then, Slot::Free) {
+                *slot = Slot::Free;
+            }
+            return None;
+        };
+        *slot = then;
+        if let Owner::Pool { pool, id } = region.owner {
+            if let Some(at) = self.pools.iter().position(|(p, _)| *p == pool) {
+                let ids = &mut self.pools[at].1;
+                ids[usize::from(id)] = None;
+                if ids.iter().all(Option::is_none) {
+                    self.pools.swap_remove(at);
+                }
+            }
+        }
+        Some(region)
+    }
 }
 
 /// A work queue's identity: its index in the table and the generation of that entry.
@@ -70,13 +200,17 @@ pub(crate) struct WqShared {
     recv_credit: AtomicI64,
     /// Cleared when the queue is removed from the table; posts then fail with `Closed`.
     open: AtomicBool,
+    /// The work queue's own duplicate of a [`Target::Fd`]: the number in its SQEs names this
+    /// file for as long as the queue lives, whatever the caller does with its own fd.
+    _file: Option<OwnedFd>,
 }
 
 impl WqShared {
-    pub fn new(id: WqId, target: Target, send: u32, recv: u32) -> Self {
+    pub fn new(id: WqId, target: Target, file: Option<OwnedFd>, send: u32, recv: u32) -> Self {
         Self {
             id,
             target,
+            _file: file,
             depth: Mutex::new((send, recv)),
             send_credit: AtomicI64::new(i64::from(send)),
             recv_credit: AtomicI64::new(i64::from(recv)),
@@ -139,7 +273,7 @@ impl WqShared {
 /// The tables of one adapter.
 pub(crate) struct Tables {
     pub domain: Arc<Domain>,
-    pub regions: Rcu<Vec<Option<Region>>>,
+    pub regions: Rcu<RegionTable>,
     pub files: Rcu<Vec<bool>>,
     pub wqs: Rcu<Vec<Option<Arc<WqShared>>>>,
     writer: Mutex<()>,
@@ -148,7 +282,7 @@ pub(crate) struct Tables {
 impl Tables {
     pub fn new(domain: Arc<Domain>, max_regions: u32, max_files: u32) -> Self {
         Self {
-            regions: Rcu::new(&domain, vec![None; max_regions as usize]),
+            regions: Rcu::new(&domain, RegionTable::new(max_regions)),
             files: Rcu::new(&domain, vec![false; max_files as usize]),
             wqs: Rcu::new(&domain, Vec::new()),
             writer: Mutex::new(()),
@@ -161,32 +295,41 @@ impl Tables {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Checks a buffer against the region table and turns its key into an address.
+    /// Checks a buffer against the region table and turns its slice into an address and a
+    /// fixed-buffer index.
+    #[inline]
     pub fn resolve<B: IoBuf>(
         &self,
         reader: &impl ReadSide,
         buf: &B,
     ) -> Result<Resolved, DescriptorError> {
-        let BufKey {
-            region,
-            offset,
-            len,
-        } = buf.key();
+        let slice = buf.slice()?;
         let regions = self.regions.read(reader);
-        let r = regions
-            .get(region.0 as usize)
-            .copied()
-            .flatten()
-            .ok_or(DescriptorError::UnknownRegion(region.0))?;
-        match buf.generation() {
-            Some(found) if found != r.generation => {
-                return Err(DescriptorError::StaleGeneration {
-                    expected: r.generation,
-                    found,
-                });
+        let (index, key) = match slice {
+            BufSlice::Pool { pool, key } => {
+                let index = regions
+                    .pool_index(pool, key.region.0)
+                    .ok_or(DescriptorError::NotAttached { pool })?;
+                (index, key)
             }
-            _ => {}
-        }
+            BufSlice::Registered { key, generation } => {
+                let r = regions
+                    .live(key.region.0)
+                    .filter(|r| r.owner == Owner::Caller)
+                    .ok_or(DescriptorError::UnknownRegion(key.region.0))?;
+                if r.generation != generation {
+                    return Err(DescriptorError::StaleGeneration {
+                        expected: r.generation,
+                        found: generation,
+                    });
+                }
+                (key.region.0, key)
+            }
+        };
+        let r = regions
+            .live(index)
+            .ok_or(DescriptorError::UnknownRegion(index))?;
+        let BufKey { offset, len, .. } = key;
         if len == 0 || u64::from(offset) + u64::from(len) > r.size {
             return Err(DescriptorError::OutOfBounds {
                 offset,
@@ -197,7 +340,7 @@ impl Tables {
         Ok(Resolved {
             addr: (r.base + offset as usize) as *mut u8,
             len,
-            index: region.0,
+            index,
         })
     }
 

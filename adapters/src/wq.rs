@@ -69,11 +69,11 @@ impl<B: IoBuf> WorkQueue<B> {
                 g.with(|s| s.push(post)).map_err(|p| self.full(p.op))
             }
             None if self.ring.single_issuer => {
-                self.ring.post_foreign(post);
+                self.ring.post_foreign(self.queued(post));
                 Ok(())
             }
             None => {
-                self.ring.combiner.post(post);
+                self.ring.combiner.post(self.queued(post));
                 Ok(())
             }
         }
@@ -89,14 +89,22 @@ impl<B: IoBuf> WorkQueue<B> {
         if self.shared.reserve(side, 1) == 0 {
             return Err(PostError::NoCredit(op));
         }
-        let checked = self.ring.check(reader, &op);
+        let checked = self.ring.check(reader, &op, self.shared.target);
         Ok(Post {
             wq: self.shared.id,
             side,
             target: self.shared.target,
             op,
             checked,
+            queue: None,
         })
+    }
+
+    /// `post`, on its way into the ring's inbox: it holds the work queue until it is pushed.
+    #[cold]
+    fn queued(&self, mut post: Post<B>) -> Post<B> {
+        post.queue = Some(Arc::clone(&self.shared));
+        post
     }
 
     /// The error for `op`, which a full SQ handed back: its credit, taken by

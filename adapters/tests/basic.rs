@@ -16,7 +16,7 @@ fn read_and_write_fixed_on_a_file_with_and_without_sqpoll() {
         let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(1, sqpoll)) else {
             return;
         };
-        let region = Region::new(&adapter, 0, 1 << 16);
+        let region = Region::new(&adapter, 1 << 16);
         let (file, path) = temp_file(8192);
         let wq = adapter
             .work_queue(0, Target::Fd(file.as_raw_fd()), 4, 4)
@@ -88,7 +88,7 @@ fn tcp_send_recv_send_zc_connect_and_accept_direct() {
     let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(1, true)) else {
         return;
     };
-    let region = Region::new(&adapter, 1, 1 << 16);
+    let region = Region::new(&adapter, 1 << 16);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
 

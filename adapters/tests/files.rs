@@ -25,7 +25,7 @@ fn run(wq: &WorkQueue<TestBuf>, op: Op<TestBuf>) -> Completion<TestBuf> {
 /// `SKIP:` line) where io_uring is disabled.
 fn setup(rings: usize, sqpoll: bool) -> Option<(Adapter<TestBuf>, Arc<Region>, TcpListener)> {
     let adapter = common::adapter_or_skip::<TestBuf>(config(rings, sqpoll))?;
-    let region = Region::new(&adapter, 1, 1 << 16);
+    let region = Region::new(&adapter, 1 << 16);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     Some((adapter, region, listener))
 }
@@ -156,7 +156,7 @@ fn set_file_survives_a_resize(cfg: regio_adapters::Config) {
     let Some(adapter) = common::adapter_or_skip::<TestBuf>(cfg) else {
         return;
     };
-    let region = Region::new(&adapter, 1, 1 << 16);
+    let region = Region::new(&adapter, 1 << 16);
     let (file, path) = common::temp_file(8192);
     adapter.set_file(FileSlot(2), file.as_raw_fd()).unwrap();
     // Enough slots for several chunks of transfers.

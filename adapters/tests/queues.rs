@@ -299,7 +299,7 @@ fn a_corrupted_descriptor_is_rejected_on_its_own_queue_only() {
     let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(1, true)) else {
         return;
     };
-    let region = Region::new(&adapter, 2, 8192);
+    let region = Region::new(&adapter, 8192);
     let (file, path) = common::temp_file(8192);
     use std::os::fd::AsRawFd;
     let bad = adapter
@@ -380,7 +380,7 @@ fn an_unregistered_region_is_rejected_afterwards() {
     let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(2, true)) else {
         return;
     };
-    let region = Region::new(&adapter, 0, 4096);
+    let region = Region::new(&adapter, 4096);
     let (file, path) = common::temp_file(4096);
     use std::os::fd::AsRawFd;
     let wq = adapter
@@ -539,7 +539,7 @@ fn reap_each_hands_over_what_reap_would_and_returns_the_credits() {
     let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(1, false)) else {
         return;
     };
-    let region = Region::new(&adapter, 3, 4096);
+    let region = Region::new(&adapter, 4096);
     let wq = adapter.work_queue(0, Target::Fd(-1), 3, 1).unwrap();
     let cq = wq.completion_queue();
     let mut seen = Vec::new();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{config, temp_file, Region, TestBuf};
 use regio_adapters::probe::{KernelProbe, SetupFlag};
-use regio_adapters::{Adapter, Config, Error, FileSlot, Op, RegionId, SingleIssuer, Target};
+use regio_adapters::{Adapter, Config, Error, FileSlot, Op, SingleIssuer, Target};
 
 /// Generous bound on every wait: a hang fails the test instead of blocking it.
 const LONG: Duration = Duration::from_secs(10);
@@ -153,7 +153,7 @@ fn the_owner_posts_and_reaps_nops_and_file_reads() {
         return;
     };
     // Registered before the bind, from the thread that will own the ring.
-    let region = Region::new(&adapter, 0, 1 << 16);
+    let region = Region::new(&adapter, 1 << 16);
     let (file, path) = temp_file(8192);
     let wq = adapter
         .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
@@ -204,7 +204,7 @@ fn a_post_from_another_thread_wakes_the_owner_asleep_in_wait() {
     let Some(adapter) = common::adapter_or_skip::<TestBuf>(single_issuer(1)) else {
         return;
     };
-    let region = Region::new(&adapter, 0, 1 << 16);
+    let region = Region::new(&adapter, 1 << 16);
     let (file, path) = temp_file(8192);
     let wq = adapter
         .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
@@ -268,8 +268,7 @@ fn a_non_owner_cannot_reap_batch_wait_bind_or_register() {
         ));
         let mut memory = vec![0u8; 4096];
         // SAFETY: refused before the kernel sees it; the memory outlives the call anyway.
-        let registered =
-            unsafe { other.register_region(RegionId(1), memory.as_mut_ptr(), memory.len()) };
+        let registered = unsafe { other.register_region(memory.as_mut_ptr(), memory.len()) };
         assert!(matches!(registered, Err(Error::NotOwner)));
         // Ring 1 has no owner: this thread may bind it, and then owns it.
         let cq1 = other.completion_queue(1).unwrap();
@@ -309,7 +308,7 @@ fn posts_before_the_bind_wait_for_the_owner_and_one_owner_may_register_everywher
             let c = common::wait_one(&cq);
             assert_eq!((c.cookie, c.result), (7, 0));
             // Owning every ring, this thread may register on all of them.
-            let region = Region::new(&adapter, 0, 1 << 12);
+            let region = Region::new(&adapter, 1 << 12);
             let (file, path) = temp_file(4096);
             adapter.set_file(FileSlot(3), file.as_raw_fd()).unwrap();
             let wq = adapter
@@ -331,7 +330,7 @@ fn dropping_the_adapter_on_the_owner_thread_cancels_what_is_in_flight() {
     let Some(adapter) = common::adapter_or_skip::<TestBuf>(single_issuer(1)) else {
         return;
     };
-    let region = Region::new(&adapter, 0, 1 << 12);
+    let region = Region::new(&adapter, 1 << 12);
     let (rx, tx) = pipe();
     let wq = adapter
         .work_queue(0, Target::Fd(rx.as_raw_fd()), 4, 4)
@@ -353,4 +352,37 @@ fn dropping_the_adapter_on_the_owner_thread_cancels_what_is_in_flight() {
         "the buffer was freed, not leaked"
     );
     drop(tx);
+}
+
+#[test]
+fn a_pool_freed_off_the_owner_thread_gives_its_index_back_at_the_next_registration() {
+    let cfg = Config {
+        max_regions: 1,
+        ..single_issuer(1)
+    };
+    let Some(adapter) = common::adapter_or_skip::<regio_pool::Message>(cfg) else {
+        return;
+    };
+    adapter.bind_owner().unwrap();
+    let pool = || {
+        regio_pool::MessagePool::builder()
+            .class(4096, 4)
+            .cache_size(0)
+            .build()
+            .unwrap()
+    };
+    let first = pool();
+    first.attach(adapter.registrar()).unwrap();
+    // The kernel refuses the removal off the owner thread: the region leaves the table, and its
+    // kernel entry waits for the owner.
+    std::thread::spawn(move || drop(first)).join().unwrap();
+    let second = pool();
+    second
+        .attach(adapter.registrar())
+        .expect("the only index is free again");
+    let wq = adapter.work_queue(0, Target::Fd(-1), 4, 4).unwrap();
+    wq.post(Op::from_message(second.try_acquire().unwrap()).unwrap())
+        .unwrap();
+    let c = common::wait_one(&wq.completion_queue());
+    assert_eq!((c.result, c.rejected()), (0, None));
 }

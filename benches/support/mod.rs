@@ -1,5 +1,5 @@
 //! What the regio benchmarks share: recording criterion's samples, printing the one `COMPARE`
-//! summary line per comparison that DESIGN §6 specifies, timing a loop, and loading other cores
+//! summary line per comparison (see the README, "Benchmarks"), timing a loop, and loading other cores
 //! with background threads.
 
 use std::cell::RefCell;

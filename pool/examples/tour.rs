@@ -12,25 +12,41 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use regio_pool::{
-    BufFeed, BufRingSink, FileSlots, MessagePool, Opcode, PoolBuilder, RegionId, Registrar,
+    BufFeed, BufRingSink, FileSlots, MessagePool, Opcode, PoolBuilder, PoolRegion, Registrar,
 };
 
 /// Stands in for an adapter: prints what it would register with `IORING_REGISTER_BUFFERS_UPDATE`.
 struct PrintRegistrar;
 
 impl Registrar for PrintRegistrar {
-    fn register(&self, id: RegionId, base: NonNull<u8>, len: usize) -> io::Result<()> {
-        println!("register fixed buffer {}: {len} bytes at {base:p}", id.0);
+    fn register(&self, region: PoolRegion) -> io::Result<()> {
+        let PoolRegion {
+            pool,
+            id,
+            base,
+            len,
+        } = region;
+        println!("register region {id} of pool {pool}: {len} bytes at {base:p}");
         Ok(())
     }
 }
 
-/// Stands in for a provided-buffer ring.
+/// Stands in for a provided-buffer ring of 4 slots.
 struct PrintRing;
 
-impl BufRingSink for PrintRing {
-    fn push(&self, addr: NonNull<u8>, len: u32, bid: u16) {
+// SAFETY: no kernel reads this "ring", so no buffer is ever written behind the feed's back.
+unsafe impl BufRingSink for PrintRing {
+    fn entries(&self) -> u16 {
+        4
+    }
+
+    unsafe fn push(&self, addr: NonNull<u8>, len: u32, bid: u16) {
         println!("ring <- bid {bid}: {len} bytes at {addr:p}");
+    }
+
+    fn retire(self: Box<Self>) -> bool {
+        println!("ring unregistered");
+        true
     }
 }
 
@@ -89,13 +105,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop((held, served));
 
     // Fixed-file slots and a provided-buffer ring.
-    let slots = FileSlots::new(16);
+    let slots = FileSlots::new(16)?;
     let slot = slots.alloc()?;
-    println!("fixed-file slot {slot:?}; {} left", slots.available());
-    slots.free(slot)?;
+    println!(
+        "fixed-file slot {:?}; {} left",
+        slot.slot(),
+        slots.available()
+    );
+    drop(slot); // back to the table
 
     let feed = BufFeed::new(&pool, 0, 4, PrintRing)?;
-    let received = feed.take(2, 5)?; // a completion said: bid 2, 5 bytes
+    // SAFETY: this example plays the kernel, whose completion said: bid 2, 5 bytes.
+    let received = unsafe { feed.take(2, 5) }?;
     println!(
         "received {} bytes in bid {}",
         received.data().len(),

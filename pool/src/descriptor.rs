@@ -7,81 +7,57 @@ use crate::slots::FileSlot;
 /// The most buffer slices one descriptor (and so one message) carries.
 pub const MAX_SG: usize = 4;
 
-/// What a descriptor asks the kernel to do. One variant per io_uring operation the adapters
-/// support.
+/// What a descriptor asks the kernel to do: the operations a pool message can carry its own
+/// buffer through (an adapter's `Op::from_message`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Opcode {
-    /// Nothing: completes at once (used to wake a ring or measure overhead).
+    /// Nothing: completes at once, with the message handed back (a round trip through the ring).
     #[default]
     Nop,
-    /// Read from `file` at `offset` into the slices (`READ_FIXED`).
+    /// Read from the file at `offset` into the slice (`READ_FIXED`).
     ReadFixed,
-    /// Write the slices to `file` at `offset` (`WRITE_FIXED`).
+    /// Write the slice to the file at `offset` (`WRITE_FIXED`).
     WriteFixed,
-    /// Send the slices on the socket `file`.
+    /// Send the slice on the socket.
     Send,
-    /// Receive into the slices from the socket `file`.
+    /// Receive into the slice from the socket.
     Recv,
-    /// Zero-copy send of the slices; its final completion is the `F_NOTIF` one.
+    /// Zero-copy send of the slice; its final completion is the `F_NOTIF` one.
     SendZc,
-    /// `fsync` of `file`.
-    Fsync,
-    /// `fdatasync` of `file`.
-    Fdatasync,
-    /// `fallocate` of `file`: `offset`, length in `aux` (mode in the upper 32 bits of `flags`).
-    Fallocate,
-    /// Splice `aux` bytes from `file` (at `offset`) to the slot named by the low 32 bits of `cookie`.
-    Splice,
-    /// Accept a connection on the listening socket `file` into a fixed-file slot.
-    Accept,
-    /// Connect the socket `file`; the address is in the first slice.
-    Connect,
-    /// Close the fixed-file slot `file`.
-    Close,
-    /// A timeout of `aux` nanoseconds.
-    Timeout,
-    /// Cancel the operation whose `user_data` is `aux`.
-    Cancel,
-    /// Post a completion carrying `aux` to the ring whose fd is in the slot `file`.
-    MsgRing,
 }
 
 impl Opcode {
     /// Whether the operation reads or writes the descriptor's buffers, so that it needs at
     /// least one slice.
     pub fn needs_buffers(self) -> bool {
-        matches!(
-            self,
-            Opcode::ReadFixed
-                | Opcode::WriteFixed
-                | Opcode::Send
-                | Opcode::Recv
-                | Opcode::SendZc
-                | Opcode::Connect
-        )
+        !matches!(self, Opcode::Nop)
+    }
+
+    /// Whether the operation has a file offset.
+    pub fn has_offset(self) -> bool {
+        matches!(self, Opcode::ReadFixed | Opcode::WriteFixed)
     }
 }
 
-/// Flags on a descriptor: io_uring SQE flags plus regio's own.
+/// Flags on a descriptor; each one reaches the SQE the adapter builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct DescFlags(pub u32);
 
 impl DescFlags {
     /// No flags.
     pub const NONE: DescFlags = DescFlags(0);
-    /// Link the next descriptor of the same work queue to this one (`IOSQE_IO_LINK`).
-    pub const LINK: DescFlags = DescFlags(1 << 0);
-    /// Start only after every earlier operation completes (`IOSQE_IO_DRAIN`).
+    /// Start only after every operation submitted before it on the same ring completes
+    /// (`IOSQE_IO_DRAIN`).
     pub const DRAIN: DescFlags = DescFlags(1 << 1);
-    /// Go to the async worker at once (`IOSQE_ASYNC`).
+    /// Go to the kernel's async workers at once rather than trying inline first
+    /// (`IOSQE_ASYNC`).
     pub const ASYNC: DescFlags = DescFlags(1 << 2);
-    /// Post no completion on success (`IOSQE_CQE_SKIP_SUCCESS`).
-    pub const SKIP_SUCCESS: DescFlags = DescFlags(1 << 3);
-    /// Write with FUA semantics: durable before the completion (`RWF_DSYNC`).
+    /// `WriteFixed` only: the data is durable before the completion (`RWF_DSYNC`, the FUA of a
+    /// block device).
     pub const FUA: DescFlags = DescFlags(1 << 4);
-    /// Notify the completion queue's eventfd or waker for this completion.
-    pub const NOTIFY: DescFlags = DescFlags(1 << 5);
+    /// Every flag an adapter knows.
+    pub const ALL: DescFlags = DescFlags(Self::DRAIN.0 | Self::ASYNC.0 | Self::FUA.0);
 
     /// Whether every flag of `other` is set.
     pub fn contains(self, other: DescFlags) -> bool {
@@ -109,10 +85,8 @@ pub struct Descriptor {
     pub flags: DescFlags,
     /// The fixed file the operation acts on.
     pub file: Option<FileSlot>,
-    /// The file offset, where the operation has one.
+    /// The file offset, for the operations that have one ([`Opcode::has_offset`]).
     pub offset: u64,
-    /// The operation's extra argument; each [`Opcode`] says what it means.
-    pub aux: u64,
     /// The caller's cookie, returned with the completion.
     pub cookie: u64,
     sg: [BufKey; MAX_SG],
@@ -127,7 +101,6 @@ impl PartialEq for Descriptor {
             && self.flags == other.flags
             && self.file == other.file
             && self.offset == other.offset
-            && self.aux == other.aux
             && self.cookie == other.cookie
             && self.slices() == other.slices()
             && self.owner == other.owner
@@ -143,7 +116,6 @@ impl std::fmt::Debug for Descriptor {
             .field("flags", &self.flags)
             .field("file", &self.file)
             .field("offset", &self.offset)
-            .field("aux", &self.aux)
             .field("cookie", &self.cookie)
             .field("slices", &self.slices())
             .field("owner", &self.owner)
@@ -165,7 +137,6 @@ impl Descriptor {
             flags: DescFlags::NONE,
             file: None,
             offset: 0,
-            aux: 0,
             cookie: 0,
             sg: [EMPTY_KEY; MAX_SG],
             nsg: 0,
@@ -184,7 +155,8 @@ impl Descriptor {
     }
 
     /// Replaces the slices. They are validated by
-    /// [`MessagePool::validate`](crate::MessagePool::validate), not here.
+    /// [`MessagePool::validate`](crate::MessagePool::validate), and by an adapter when the
+    /// message is posted (a message can only name its own buffers), not here.
     ///
     /// # Errors
     ///
@@ -238,7 +210,6 @@ impl Descriptor {
         self.flags = DescFlags::NONE;
         self.file = None;
         self.offset = 0;
-        self.aux = 0;
         self.cookie = 0;
         self.owner = owner;
         self.sg[..keys.len()].copy_from_slice(keys);
@@ -296,10 +267,12 @@ mod tests {
 
     #[test]
     fn flags_combine() {
-        let f = DescFlags::LINK | DescFlags::FUA;
+        let f = DescFlags::ASYNC | DescFlags::FUA;
         assert!(f.contains(DescFlags::FUA));
         assert!(!f.contains(DescFlags::DRAIN));
+        assert!(DescFlags::ALL.contains(f));
         assert!(Opcode::WriteFixed.needs_buffers());
-        assert!(!Opcode::Fsync.needs_buffers());
+        assert!(!Opcode::Nop.needs_buffers());
+        assert!(Opcode::ReadFixed.has_offset() && !Opcode::Send.has_offset());
     }
 }

@@ -76,8 +76,8 @@ pub enum Error {
         /// The element's generation now.
         found: u32,
     },
-    /// A descriptor or handle from another pool.
-    #[error("the descriptor belongs to pool {found}, not to this pool ({expected})")]
+    /// A descriptor or raw message from another pool.
+    #[error("the descriptor or raw message belongs to pool {found}, not to this pool ({expected}); hand it to the pool it came from")]
     ForeignPool {
         /// This pool's id.
         expected: u32,
@@ -124,9 +124,23 @@ pub enum Error {
         /// The table size.
         capacity: u32,
     },
-    /// A fixed-file slot given back that was not handed out.
-    #[error("fixed-file slot {0} is not allocated (freed twice, or never allocated)")]
-    SlotNotAllocated(u32),
+    /// A [`BufFeed`](crate::BufFeed) with more buffers than its provided-buffer ring has slots:
+    /// the ring would hand the kernel one buffer twice.
+    #[error("a feed of {count} buffers does not fit a provided-buffer ring of {entries} slots; register a ring with at least {count} entries, or lend fewer buffers")]
+    FeedTooLarge {
+        /// The buffers asked for.
+        count: u16,
+        /// The ring's slots.
+        entries: u16,
+    },
+    /// A size class the pool does not have.
+    #[error("the pool has no size class {class}: it has {classes}, numbered from 0 in the order of the `PoolBuilder::class` calls")]
+    NoSuchClass {
+        /// The class asked for.
+        class: usize,
+        /// How many classes the pool has.
+        classes: usize,
+    },
     /// A provided-buffer id that is not in the ring.
     #[error("buffer id {bid} is not in the provided-buffer ring (duplicate or stale completion)")]
     NotInRing {

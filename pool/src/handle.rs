@@ -4,8 +4,9 @@
 //!
 //! The lock-free work happens in [`crate::pool`] (stores, magazines, user counting) and
 //! [`crate::waiters`] (the hand-off). This module adds two patterns:
-//! - **Redeeming a raw message** is a CAS from the lent generation to a new held one (Acquire,
-//!   pairing with the Release in `into_raw`): of two redeemers of one raw message, one wins.
+//! - **Redeeming a raw message** checks the pool id it carries, then is a CAS from the lent
+//!   generation to a new held one (Acquire, pairing with the Release in `into_raw`): of two
+//!   redeemers of one raw message, one wins.
 //! - **Validation reads generations with Relaxed loads.** The validating thread holds the message
 //!   (or received it through a synchronising hand-off), so it sees the generation it was stamped
 //!   with; a different value means the handle is stale.
@@ -109,7 +110,8 @@ impl PoolBuilder {
         self
     }
 
-    /// How many threads may have a cache at once; more threads use the shared store directly.
+    /// How many threads may have a cache at once (at most 1024); more threads use the shared
+    /// store directly.
     pub fn max_threads(mut self, n: usize) -> Self {
         self.config.max_threads = n;
         self
@@ -121,7 +123,7 @@ impl PoolBuilder {
         self
     }
 
-    /// How many waiters the wait list has room for before it must allocate.
+    /// How many waiters the wait list has room for before it must allocate (at most 65536).
     pub fn max_waiters(mut self, n: usize) -> Self {
         self.config.max_waiters = n;
         self
@@ -254,12 +256,20 @@ impl MessagePool {
     }
 
     /// How many elements `class` has in all, growth included.
+    ///
+    /// # Panics
+    ///
+    /// If the class does not exist.
     pub fn capacity(&self, class: usize) -> usize {
         self.inner().capacity(class)
     }
 
     /// How many elements of `class` are free: in the shared store and in every thread's cache.
     /// Exact when no other thread is acquiring or releasing.
+    ///
+    /// # Panics
+    ///
+    /// If the class does not exist.
     pub fn available(&self, class: usize) -> usize {
         self.inner().available(class)
     }
@@ -271,20 +281,35 @@ impl MessagePool {
     /// [`Error::Exhausted`] (a would-block) when no element is free.
     #[inline(always)]
     pub fn try_acquire(&self) -> Result<Message> {
-        self.try_acquire_class(0)
+        // Every pool has class 0.
+        self.take_existing(0)
     }
 
     /// Takes a message of `class`, or fails at once.
     ///
     /// # Errors
     ///
-    /// [`Error::Exhausted`] when no element is free.
-    ///
-    /// # Panics
-    ///
-    /// If the class does not exist.
+    /// [`Error::Exhausted`] when no element is free, and [`Error::NoSuchClass`] if the class
+    /// does not exist.
     #[inline(always)]
     pub fn try_acquire_class(&self, class: usize) -> Result<Message> {
+        self.check_class(class)?;
+        self.take_existing(class)
+    }
+
+    /// [`Error::NoSuchClass`] unless the pool has `class`.
+    #[inline(always)]
+    fn check_class(&self, class: usize) -> Result<()> {
+        let classes = self.classes();
+        if class >= classes {
+            return Err(Error::NoSuchClass { class, classes });
+        }
+        Ok(())
+    }
+
+    /// [`try_acquire_class`](Self::try_acquire_class) of a class that exists.
+    #[inline(always)]
+    fn take_existing(&self, class: usize) -> Result<Message> {
         let inner = self.inner();
         match inner.take(class) {
             Some(meta) => Ok(self.wrap_meta(meta)),
@@ -363,12 +388,15 @@ impl MessagePool {
     }
 
     /// Waits up to `timeout` for a message of `class`, blocking the thread, in FIFO order with
-    /// the other waiters.
+    /// the other waiters. A timeout too long to add to the current time waits for as long as it
+    /// takes.
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`] when none came in time.
+    /// [`Error::Timeout`] when none came in time, and [`Error::NoSuchClass`] if the class does
+    /// not exist.
     pub fn acquire_class_blocking(&self, class: usize, timeout: Duration) -> Result<Message> {
+        self.check_class(class)?;
         let inner = self.inner();
         let start = Instant::now();
         if !inner.waiters.any(class) {
@@ -393,7 +421,7 @@ impl MessagePool {
                 ticket
             }
         };
-        if let Some(elem) = inner.waiters.wait(&ticket, start + timeout) {
+        if let Some(elem) = inner.waiters.wait(&ticket, start.checked_add(timeout)) {
             return Ok(self.wrap(elem));
         }
         match inner.waiters.cancel(class, ticket) {
@@ -430,10 +458,17 @@ impl MessagePool {
     ///
     /// # Errors
     ///
+    /// [`Error::ForeignPool`] if another pool lent `raw` (nothing is touched then), and
     /// [`Error::StaleHandle`] if `raw` was already redeemed, or is from an earlier life of the
     /// element, or names no element of this pool.
     pub fn from_raw(&self, raw: RawMessage) -> Result<Message> {
         let inner = self.inner();
+        if raw.pool() != inner.uid {
+            return Err(Error::ForeignPool {
+                expected: inner.uid,
+                found: raw.pool(),
+            });
+        }
         let (index, expected) = (raw.index(), raw.gen());
         let stale = |found| Error::StaleHandle {
             index,
@@ -469,7 +504,7 @@ impl MessagePool {
     ///
     /// # Errors
     ///
-    /// [`Error::StaleHandle`], as for `from_raw`.
+    /// [`Error::ForeignPool`] or [`Error::StaleHandle`], as for `from_raw`.
     pub fn release_raw(&self, raw: RawMessage) -> Result<()> {
         self.from_raw(raw).map(drop)
     }
@@ -557,14 +592,23 @@ impl MessagePool {
         &self.inner().keys
     }
 
-    /// Attaches a registrar (an adapter's ring): every region is registered now, and every
-    /// region added later is registered before its buffers are handed out.
+    /// Attaches a registrar (an adapter): every region is registered now, and every region
+    /// added later is registered before its buffers are handed out. Registrars whose adapter is
+    /// gone ([`Registrar::is_detached`]) are forgotten first.
     ///
     /// # Errors
     ///
-    /// [`Error::Register`] if the registrar refuses a region; it is not attached then.
+    /// [`Error::Register`] if the registrar refuses a region (it is not attached then, and the
+    /// regions it took are unregistered again); [`Error::Config`] if it is attached already.
     pub fn attach(&self, registrar: Arc<dyn Registrar>) -> Result<()> {
         self.inner().attach(registrar)
+    }
+
+    /// Detaches a registrar that [`attach`](Self::attach) attached: every region is unregistered
+    /// from it, and later growth no longer registers with it. Returns false if it was not
+    /// attached.
+    pub fn detach(&self, registrar: &Arc<dyn Registrar>) -> bool {
+        self.inner().detach(registrar)
     }
 
     /// Adds a region of `count` buffers to `class` while the pool is in use. Waiters of the

@@ -2,8 +2,9 @@
 
 use std::fmt;
 
-/// A registered region's id. It is also its fixed-buffer index: an adapter registers region `i`
-/// at index `i` of its sparse buffer table.
+/// A region's id: in a pool, the region's number in that pool; in an adapter's own
+/// registrations, the fixed-buffer index the adapter chose. A pool region's fixed-buffer index
+/// is the adapter's business (see [`PoolRegion`](crate::PoolRegion)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RegionId(pub u16);
 
@@ -14,10 +15,11 @@ impl fmt::Display for RegionId {
 }
 
 /// A slice of registered memory: `len` bytes at `offset` into region `region`. This is what a
-/// `READ_FIXED`/`WRITE_FIXED` names (`buf_index` is the region id).
+/// `READ_FIXED`/`WRITE_FIXED` names, once the adapter has turned the region into its
+/// fixed-buffer index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BufKey {
-    /// The region, and so the fixed-buffer index.
+    /// The region.
     pub region: RegionId,
     /// The byte offset of the slice inside the region.
     pub offset: u32,

@@ -63,6 +63,11 @@ impl KeyTable {
     /// # Errors
     ///
     /// [`Error::Unmapped`] if the range is not wholly inside one region of the pool.
+    ///
+    /// # Panics
+    ///
+    /// If `reader` belongs to another RCU domain than [`domain`](Self::domain), whose grace
+    /// periods would not protect the read.
     pub fn translate(&self, reader: &impl ReadSide, addr: *const u8, len: usize) -> Result<BufKey> {
         let spans = self.spans.read(reader);
         let a = addr as usize;

@@ -2,9 +2,11 @@
 //! handed out and taken back without locks on the hot path.
 //!
 //! - **Regions** ([`Region`]) are page-aligned anonymous mappings, optionally on 2 MiB huge pages
-//!   and optionally mlocked. Region `i` has id [`RegionId(i)`](RegionId), and adapters register it
-//!   at fixed-buffer index `i` through the [`Registrar`] trait. The pool grows by adding regions
-//!   while it is in use ([`MessagePool::grow`]).
+//!   and optionally mlocked. Region `i` of a pool has id [`RegionId(i)`](RegionId); adapters
+//!   register it through the [`Registrar`] trait, which names it by pool and id
+//!   ([`PoolRegion`]), and choose its fixed-buffer index themselves, so regions of different
+//!   pools never share one. The pool grows by adding regions while it is in use
+//!   ([`MessagePool::grow`]).
 //! - **Messages** ([`Message`]) are the pool's elements: one [`Descriptor`] plus one or more
 //!   buffers of a size class. Everything is allocated up front; acquiring and releasing never
 //!   allocate. A message returns to the pool when dropped, on any thread.
@@ -75,6 +77,6 @@ pub use keytable::KeyTable;
 pub use message::{Message, RawMessage, POISON};
 pub use pool::{LowWatermark, WatermarkFn};
 pub use region::{page_size, Region, RegionOptions, HUGE_PAGE};
-pub use registrar::Registrar;
-pub use slots::{FileSlot, FileSlots};
+pub use registrar::{PoolRegion, Registrar};
+pub use slots::{FileSlot, FileSlots, OwnedFileSlot};
 pub use stack::{IndexStack, Links, NIL};

@@ -39,24 +39,66 @@ unsafe impl Send for Message {}
 // SAFETY: `&Message` gives only shared access to the descriptor and the bytes.
 unsafe impl Sync for Message {}
 
-/// A message lent out as a number, for an API that carries only integers (an SQE's
-/// `user_data`, a provided-buffer ring slot). Redeem it with
-/// [`MessagePool::from_raw`](crate::MessagePool::from_raw); a stale or doubled raw message is an
-/// error there, never a second owner.
+/// A message lent out as a plain value, for code that must carry it where a [`Message`] cannot
+/// go (a slab entry, an integer field through [`to_bits`](Self::to_bits)). Redeem it with
+/// [`MessagePool::from_raw`](crate::MessagePool::from_raw).
+///
+/// It names its pool, its element and the element's generation, so redeeming it anywhere but in
+/// its own pool is refused ([`Error::ForeignPool`](crate::Error::ForeignPool)), and a stale or
+/// doubled raw message is refused too: never a second owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RawMessage(pub u64);
+pub struct RawMessage {
+    pool: u32,
+    index: u32,
+    gen: u32,
+}
 
 impl RawMessage {
-    pub(crate) fn new(index: u32, gen: u32) -> Self {
-        RawMessage((u64::from(index) << 32) | u64::from(gen))
+    pub(crate) fn new(pool: u32, index: u32, gen: u32) -> Self {
+        RawMessage { pool, index, gen }
+    }
+
+    /// The id of the pool that lent it ([`MessagePool::id`](crate::MessagePool::id)).
+    pub fn pool(self) -> u32 {
+        self.pool
     }
 
     pub(crate) fn index(self) -> u32 {
-        (self.0 >> 32) as u32
+        self.index
     }
 
     pub(crate) fn gen(self) -> u32 {
-        self.0 as u32
+        self.gen
+    }
+
+    /// The raw message as a number: the pool id in bits 64..96, the element in bits 32..64 and
+    /// its generation in bits 0..32.
+    pub fn to_bits(self) -> u128 {
+        (u128::from(self.pool) << 64) | u128::from(self.element_word())
+    }
+
+    /// The inverse of [`to_bits`](Self::to_bits): `None` if a bit above the 96th is set. Any
+    /// other number makes a raw message, which `from_raw` rejects unless it names a message
+    /// that pool has lent.
+    pub fn from_bits(bits: u128) -> Option<RawMessage> {
+        if bits >> 96 != 0 {
+            return None;
+        }
+        Some(RawMessage::from_element_word(
+            (bits >> 64) as u32,
+            bits as u64,
+        ))
+    }
+
+    /// The element and generation in one word, for a pool's own parking words, which know their
+    /// pool (see [`crate::feed`]).
+    pub(crate) fn element_word(self) -> u64 {
+        (u64::from(self.index) << 32) | u64::from(self.gen)
+    }
+
+    /// The raw message of `pool` whose [`element_word`](Self::element_word) is `word`.
+    pub(crate) fn from_element_word(pool: u32, word: u64) -> RawMessage {
+        RawMessage::new(pool, (word >> 32) as u32, word as u32)
     }
 }
 
@@ -218,7 +260,7 @@ impl Message {
         // Release: pairs with the Acquire CAS in `from_raw`, possibly on another thread, so
         // that whatever was written to the message is visible to its next holder.
         this.meta().gen.store(g, Ordering::Release);
-        RawMessage::new(this.index, g)
+        RawMessage::new(this.pool().uid, this.index, g)
     }
 }
 

@@ -36,7 +36,7 @@ use crate::keytable::KeyTable;
 use crate::local;
 use crate::magazine::{CacheSlot, Cached, MAG_CAP};
 use crate::region::{Region, RegionOptions};
-use crate::registrar::Registrar;
+use crate::registrar::{PoolRegion, Registrar};
 use crate::segment::{gen, Directory, ElemMeta, Segment, MAX_PER_REGION};
 use crate::stack::IndexStack;
 use crate::waiters::Waiters;
@@ -108,6 +108,27 @@ pub(crate) struct Config {
 /// any loom model, and loom atomics cannot be statics.
 static NEXT_UID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
+/// The most threads with a cache in one pool ([`PoolBuilder::max_threads`]).
+///
+/// [`PoolBuilder::max_threads`]: crate::PoolBuilder::max_threads
+const MAX_THREADS: usize = 1024;
+
+/// The most waiters a pool reserves room for up front ([`PoolBuilder::max_waiters`]).
+///
+/// [`PoolBuilder::max_waiters`]: crate::PoolBuilder::max_waiters
+const MAX_WAITERS: usize = 1 << 16;
+
+/// Takes the next pool id from `counter`. Ids are never reused, so that a descriptor or raw
+/// message of one pool can never pass for another's: once they run out (after 2^32 - 2 pools),
+/// no pool can be built.
+fn next_uid(counter: &std::sync::atomic::AtomicU32) -> Option<u32> {
+    // Relaxed: only uniqueness matters, which the read-modify-write gives by itself.
+    let order = std::sync::atomic::Ordering::Relaxed;
+    counter
+        .fetch_update(order, order, |id| id.checked_add(1))
+        .ok()
+}
+
 impl Inner {
     /// Builds the pool and returns it with one user (the first handle), as a raw pointer that
     /// owns one strong count of its `Arc`.
@@ -130,6 +151,23 @@ impl Inner {
                 crate::segment::MAX_REGIONS
             )));
         }
+        if config.max_threads > MAX_THREADS {
+            return Err(Error::Config(format!(
+                "max_threads {} is above the maximum of {MAX_THREADS}; more threads use the \
+                 shared store without a cache",
+                config.max_threads
+            )));
+        }
+        if config.max_waiters > MAX_WAITERS {
+            return Err(Error::Config(format!(
+                "max_waiters {} is above the maximum of {MAX_WAITERS}; it is only reserved \
+                 up front, and more waiters still queue",
+                config.max_waiters
+            )));
+        }
+        let uid = next_uid(&NEXT_UID).ok_or_else(|| {
+            Error::Config("this process has used up the pool ids (2^32 - 2 pools)".into())
+        })?;
         let mut watermarks: Vec<Option<Watermark>> = config.classes.iter().map(|_| None).collect();
         for (class, limit, notify) in config.watermarks.drain(..) {
             let slot = watermarks
@@ -158,8 +196,7 @@ impl Inner {
             .take()
             .unwrap_or_else(|| regio_sync::primitive::sync::Arc::new(regio_sync::Domain::new()));
         let inner = Arc::new(Inner {
-            // Relaxed: only uniqueness matters, which the read-modify-write gives by itself.
-            uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            uid,
             users: AtomicUsize::new(1),
             classes,
             dir: Directory::new(config.max_regions),
@@ -198,7 +235,8 @@ impl Inner {
                 "a region of {len} bytes is too large: keys address at most 4 GiB per region"
             )));
         }
-        let registrars = lock(&self.registrars);
+        let mut registrars = lock(&self.registrars);
+        registrars.retain(|r| !r.is_detached());
         let next = self.dir.len();
         if next >= self.dir.capacity() {
             return Err(Error::TooManyRegions {
@@ -207,7 +245,7 @@ impl Inner {
         }
         let id = RegionId(next as u16);
         let region = Region::map(len as usize, self.options)?;
-        register_all(&registrars, id, &region)?;
+        register_all(&registrars, self.region_of(id, &region))?;
         let (base, region_len) = (region.base(), region.len());
         let published = self
             .dir
@@ -238,16 +276,45 @@ impl Inner {
     /// Attaches a registrar: registers every region now, and every later one as it is added.
     pub(crate) fn attach(&self, registrar: Arc<dyn Registrar>) -> Result<()> {
         let mut registrars = lock(&self.registrars);
+        registrars.retain(|r| !r.is_detached());
+        if registrars.iter().any(|r| Arc::ptr_eq(r, &registrar)) {
+            return Err(Error::Config("this registrar is attached already".into()));
+        }
         for (id, seg) in self.dir.iter() {
-            if let Err(source) = registrar.register(id, seg.region.base(), seg.region.len()) {
+            if let Err(source) = registrar.register(self.region_of(id, &seg.region)) {
                 for (done, _) in self.dir.iter().take(usize::from(id.0)) {
-                    registrar.unregister(done);
+                    registrar.unregister(self.uid, done);
                 }
                 return Err(Error::Register { region: id, source });
             }
         }
         registrars.push(registrar);
         Ok(())
+    }
+
+    /// Detaches a registrar: unregisters every region from it and forgets it. Returns false if
+    /// it was not attached.
+    pub(crate) fn detach(&self, registrar: &Arc<dyn Registrar>) -> bool {
+        let mut registrars = lock(&self.registrars);
+        let Some(at) = registrars.iter().position(|r| Arc::ptr_eq(r, registrar)) else {
+            return false;
+        };
+        let registrar = registrars.remove(at);
+        drop(registrars);
+        for (id, _) in self.dir.iter() {
+            registrar.unregister(self.uid, id);
+        }
+        true
+    }
+
+    /// How a registrar sees region `id`, mapped at `region`.
+    fn region_of(&self, id: RegionId, region: &Region) -> PoolRegion {
+        PoolRegion {
+            pool: self.uid,
+            id,
+            base: region.base(),
+            len: region.len(),
+        }
     }
 
     /// Claims a free cache slot for the calling thread.
@@ -618,25 +685,45 @@ impl Drop for Inner {
         let registrars = self.registrars.get_mut().unwrap_or_else(|e| e.into_inner());
         for (id, _) in self.dir.iter() {
             for r in registrars.iter() {
-                r.unregister(id);
+                r.unregister(self.uid, id);
             }
         }
     }
 }
 
-fn register_all(registrars: &[Arc<dyn Registrar>], id: RegionId, region: &Region) -> Result<()> {
+fn register_all(registrars: &[Arc<dyn Registrar>], region: PoolRegion) -> Result<()> {
     for (k, r) in registrars.iter().enumerate() {
-        if let Err(source) = r.register(id, region.base(), region.len()) {
+        if let Err(source) = r.register(region) {
             for done in &registrars[..k] {
-                done.unregister(id);
+                done.unregister(region.pool, region.id);
             }
-            return Err(Error::Register { region: id, source });
+            return Err(Error::Register {
+                region: region.id,
+                source,
+            });
         }
     }
     Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The registrar list is only pushed to, so a panic elsewhere cannot leave it torn.
+    // The registrar list changes by whole pushes, removals and retains, so a panic elsewhere
+    // cannot leave it torn.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use super::next_uid;
+
+    #[test]
+    fn pool_ids_are_never_reused() {
+        let counter = AtomicU32::new(u32::MAX - 2);
+        assert_eq!(next_uid(&counter), Some(u32::MAX - 2));
+        assert_eq!(next_uid(&counter), Some(u32::MAX - 1));
+        assert_eq!(next_uid(&counter), None, "no wrap back to 0 or 1");
+        assert_eq!(next_uid(&counter), None);
+    }
 }

@@ -44,10 +44,10 @@ impl Region {
             return Err(Error::Config("a region cannot be empty".into()));
         }
         let region = if options.huge_pages {
-            match map_anon(round_up(len, HUGE_PAGE), true) {
+            match map_anon(round_up(len, HUGE_PAGE)?, true) {
                 Ok(r) => r,
                 Err(_) => {
-                    let r = map_anon(round_up(len, page_size()), false)?;
+                    let r = map_anon(round_up(len, page_size())?, false)?;
                     // Transparent huge pages are a hint: failure changes nothing but speed.
                     // SAFETY: the range is exactly the mapping just created.
                     unsafe {
@@ -57,7 +57,7 @@ impl Region {
                 }
             }
         } else {
-            map_anon(round_up(len, page_size()), false)?
+            map_anon(round_up(len, page_size())?, false)?
         };
         if options.mlock {
             return region.lock();
@@ -155,8 +155,14 @@ pub fn page_size() -> usize {
     usize::try_from(size).unwrap_or(4096)
 }
 
-fn round_up(len: usize, to: usize) -> usize {
-    len.div_ceil(to) * to
+/// `len` rounded up to a multiple of `to`, or the `ENOMEM` the kernel gives for a length that no
+/// address space holds.
+fn round_up(len: usize, to: usize) -> Result<usize> {
+    len.checked_next_multiple_of(to).ok_or_else(|| Error::Map {
+        len,
+        source: io::Error::from_raw_os_error(libc::ENOMEM),
+        memlock: MemlockLimit::current(),
+    })
 }
 
 #[cfg(test)]
@@ -217,6 +223,24 @@ mod tests {
             std::io::Error::from(err).kind(),
             std::io::ErrorKind::OutOfMemory
         );
+    }
+
+    #[test]
+    fn a_length_that_cannot_be_rounded_up_is_an_error() {
+        for options in [
+            RegionOptions::default(),
+            RegionOptions {
+                huge_pages: true,
+                mlock: false,
+            },
+        ] {
+            let err = Region::map(usize::MAX, options).unwrap_err();
+            assert!(matches!(err, Error::Map { .. }), "{err}");
+            assert_eq!(
+                std::io::Error::from(err).kind(),
+                std::io::ErrorKind::OutOfMemory
+            );
+        }
     }
 
     #[test]

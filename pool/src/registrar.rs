@@ -5,22 +5,61 @@ use std::ptr::NonNull;
 
 use crate::key::RegionId;
 
-/// Something that registers regions with the kernel: an adapter's io_uring, typically with
-/// `IORING_REGISTER_BUFFERS_UPDATE` into a sparse table, at index `id.0`.
+/// One region of a pool, as a [`Registrar`] sees it.
+///
+/// A region is named by its pool and its id in that pool: two pools both have a region 0, so the
+/// registrar (an adapter) picks the kernel's fixed-buffer index itself and remembers which pool
+/// region it holds. A buffer of the pool is then found by the same pair, never by an index the
+/// pool chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolRegion {
+    /// The pool's id ([`MessagePool::id`](crate::MessagePool::id)).
+    pub pool: u32,
+    /// The region's id in its pool.
+    pub id: RegionId,
+    /// The region's first byte.
+    pub base: NonNull<u8>,
+    /// The region's length in bytes.
+    pub len: usize,
+}
+
+// SAFETY: a `PoolRegion` is a description (an address and a length), not access to the memory;
+// whoever dereferences `base` must own the memory, which sending the description does not give.
+unsafe impl Send for PoolRegion {}
+// SAFETY: as above.
+unsafe impl Sync for PoolRegion {}
+
+/// Something that registers regions with the kernel: an adapter's io_uring rings, typically.
 ///
 /// [`MessagePool::attach`](crate::MessagePool::attach) calls [`register`](Self::register) for
 /// every region the pool has, and the pool calls it again for each region added later by
 /// [`MessagePool::grow`](crate::MessagePool::grow), before any buffer of that region is handed
-/// out. When the pool is finally freed it calls [`unregister`](Self::unregister) for each region.
+/// out. [`unregister`](Self::unregister) is called when the pool is freed, for each region, and
+/// by [`MessagePool::detach`](crate::MessagePool::detach).
+///
+/// # Contract
+///
+/// - **No waiting on the caller.** `register` and `unregister` may be called by a thread that
+///   is in the middle of work the registrar knows: the pool is grown inside a batch of posts, or
+///   its last message is dropped while the thread reaps a ring. Neither may wait for anything
+///   such a thread can hold; work that needs it must be deferred.
+/// - **Unmapping follows `unregister`.** When the pool is freed, each region is unmapped as soon
+///   as `unregister` returns. The registrar must refuse new I/O naming the region from then on.
+///   (io_uring pins registered pages, so I/O already in flight, and a kernel table entry whose
+///   removal was deferred, keep their pages rather than reach into whatever is mapped next.)
 pub trait Registrar: Send + Sync {
-    /// Registers `len` bytes at `base` as region `id`.
-    ///
-    /// The memory stays mapped until `unregister(id)` has been called.
-    fn register(&self, id: RegionId, base: NonNull<u8>, len: usize) -> io::Result<()>;
+    /// Registers `region`. An error leaves the region unregistered here.
+    fn register(&self, region: PoolRegion) -> io::Result<()>;
 
-    /// The region is about to be unmapped: drop the registration. The default does nothing, for
-    /// registrars whose tables die with their ring.
-    fn unregister(&self, id: RegionId) {
-        let _ = id;
+    /// Drops the registration of region `id` of pool `pool` (see the contract above). The
+    /// default does nothing, for registrars whose tables die with their ring.
+    fn unregister(&self, pool: u32, id: RegionId) {
+        let _ = (pool, id);
+    }
+
+    /// Whether this registrar can register nothing any more (its adapter is gone). The pool then
+    /// forgets it, so that it neither blocks growth nor is called again.
+    fn is_detached(&self) -> bool {
+        false
     }
 }

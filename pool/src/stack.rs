@@ -92,6 +92,10 @@ impl IndexStack {
     }
 
     /// Pushes one element. The caller owns `index` exclusively until the push.
+    ///
+    /// # Panics
+    ///
+    /// If `links` has no link for `index`.
     #[inline]
     pub fn push(&self, links: &(impl Links + ?Sized), index: u32) {
         self.push_chain(links, index, index, 1);
@@ -99,6 +103,10 @@ impl IndexStack {
 
     /// Pushes every element of `items` with one CAS. The caller owns them exclusively until the
     /// push. The last item ends up on top.
+    ///
+    /// # Panics
+    ///
+    /// If `links` has no link for one of the items.
     pub fn push_slice(&self, links: &(impl Links + ?Sized), items: &[u32]) {
         let Some((&first, rest)) = items.split_first() else {
             return;

@@ -137,22 +137,28 @@ impl Waiters {
         }
     }
 
-    /// Sleeps until an element is granted to `ticket` or `deadline` passes. On `None` the
-    /// ticket is still queued: the caller must [`cancel`](Self::cancel) it.
-    pub(crate) fn wait(&self, ticket: &Ticket, deadline: Instant) -> Option<u32> {
+    /// Sleeps until an element is granted to `ticket` or `deadline` passes (with no deadline,
+    /// until the grant). On `None` the ticket is still queued: the caller must
+    /// [`cancel`](Self::cancel) it.
+    pub(crate) fn wait(&self, ticket: &Ticket, deadline: Option<Instant>) -> Option<u32> {
         let mut list = self.lock();
         loop {
             if let Slot::Granted(elem) = list.slots[ticket.0 as usize] {
                 free_slot(&mut list, ticket.0);
                 return Some(elem);
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            list = match self.granted.wait_timeout(list, deadline - now) {
-                Ok((list, _)) => list,
-                Err(e) => e.into_inner().0,
+            list = match deadline {
+                None => self.granted.wait(list).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return None;
+                    }
+                    match self.granted.wait_timeout(list, deadline - now) {
+                        Ok((list, _)) => list,
+                        Err(e) => e.into_inner().0,
+                    }
+                }
             };
         }
     }

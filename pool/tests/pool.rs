@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{block_on, poll_once, Recorder};
 use regio_pool::{
     Acquire, BufFeed, BufKey, BufRingSink, Descriptor, Error, Message, MessagePool, Opcode,
-    PoolBuilder, RegionId, MAX_SG,
+    PoolBuilder, RawMessage, RegionId, MAX_SG,
 };
 
 fn pool(count: u32) -> MessagePool {
@@ -142,8 +142,53 @@ fn raw_round_trip_detects_stale_and_double_release() {
     pool.release_raw(raw2).unwrap();
     let err = pool.release_raw(raw2).unwrap_err();
     assert!(matches!(err, Error::StaleHandle { .. }), "{err}");
-    assert!(pool.from_raw(regio_pool::RawMessage(u64::MAX)).is_err());
+    let forged = RawMessage::from_bits(u128::from(u64::MAX)).unwrap();
+    assert!(pool.from_raw(forged).is_err());
+    let forged_here = (u128::from(pool.id()) << 64) | u128::from(u64::MAX);
+    let forged_here = RawMessage::from_bits(forged_here).unwrap();
+    assert!(matches!(
+        pool.from_raw(forged_here),
+        Err(Error::StaleHandle { .. })
+    ));
+    assert_eq!(RawMessage::from_bits(raw2.to_bits()), Some(raw2));
+    assert_eq!(RawMessage::from_bits(u128::MAX), None);
     assert_eq!(pool.available(0), 2);
+}
+
+/// Two pools built alike have elements with the same index and generation; a raw message still
+/// names its own pool, and the other one refuses it without touching anything.
+#[test]
+fn a_raw_message_is_redeemed_only_by_its_own_pool() {
+    let a = PoolBuilder::new()
+        .class(4096, 4)
+        .cache_size(0)
+        .build()
+        .unwrap();
+    let b = PoolBuilder::new()
+        .class(4096, 4)
+        .cache_size(0)
+        .build()
+        .unwrap();
+    let raw_a = a.try_acquire().unwrap().into_raw();
+    let raw_b = b.try_acquire().unwrap().into_raw();
+    assert_eq!(raw_a.pool(), a.id());
+    let err = b.from_raw(raw_a).unwrap_err();
+    assert!(
+        matches!(err, Error::ForeignPool { expected, found } if expected == b.id() && found == a.id()),
+        "{err}"
+    );
+    assert!(matches!(
+        b.release_raw(raw_a),
+        Err(Error::ForeignPool { .. })
+    ));
+    assert_eq!(b.available(0), 3, "the foreign raw message touched nothing");
+    let back_b = b.from_raw(raw_b).unwrap();
+    let back_a = a.from_raw(raw_a).unwrap();
+    assert_eq!(back_a.handle().pool, a.id());
+    assert_eq!(back_b.handle().pool, b.id());
+    drop((back_a, back_b));
+    assert_eq!(a.available(0), a.capacity(0));
+    assert_eq!(b.available(0), b.capacity(0));
 }
 
 type ErrorCheck = fn(&Error) -> bool;
@@ -207,7 +252,7 @@ fn validate_accepts_own_slices_and_rejects_the_rest() {
         pool.validate(a.descriptor()),
         Err(Error::NoBuffers(Opcode::WriteFixed))
     ));
-    assert!(pool.validate(&Descriptor::new(Opcode::Fsync)).is_ok());
+    assert!(pool.validate(&Descriptor::new(Opcode::Nop)).is_ok());
 
     let foreign = other_pool.try_acquire().unwrap();
     assert!(matches!(
@@ -494,13 +539,22 @@ struct Ring(std::sync::Mutex<Vec<(usize, u32, u16)>>);
 
 struct Sink(Arc<Ring>);
 
-impl BufRingSink for Sink {
-    fn push(&self, addr: std::ptr::NonNull<u8>, len: u32, bid: u16) {
+// SAFETY: a ring of 16 slots that only records pushes: no kernel ever writes into it.
+unsafe impl BufRingSink for Sink {
+    fn entries(&self) -> u16 {
+        16
+    }
+
+    unsafe fn push(&self, addr: std::ptr::NonNull<u8>, len: u32, bid: u16) {
         self.0
              .0
             .lock()
             .unwrap()
             .push((addr.as_ptr() as usize, len, bid));
+    }
+
+    fn retire(self: Box<Self>) -> bool {
+        true
     }
 }
 
@@ -518,22 +572,25 @@ fn feed_lends_buffers_and_takes_them_back() {
     let addr = pushed[2].0 as *mut u8;
     // SAFETY: the buffer is in the ring, lent to the "kernel" that this test plays.
     unsafe { std::ptr::copy_nonoverlapping(b"hello".as_ptr(), addr, 5) };
-    let got = feed.take(2, 5).unwrap();
+    // SAFETY: this test plays the kernel, which "picked" bid 2.
+    let got = unsafe { feed.take(2, 5) }.unwrap();
     assert_eq!(got.bid(), 2);
     assert_eq!(got.data(), b"hello");
     pool.validate(got.descriptor()).unwrap();
-    assert!(matches!(feed.take(2, 5), Err(Error::NotInRing { bid: 2 })));
-    assert!(matches!(
-        feed.take(99, 5),
-        Err(Error::NotInRing { bid: 99 })
-    ));
+    // SAFETY: bid 2 is held by `got`, not in the ring.
+    let twice = unsafe { feed.take(2, 5) };
+    assert!(matches!(twice, Err(Error::NotInRing { bid: 2 })));
+    // SAFETY: the feed has no bid 99.
+    let unknown = unsafe { feed.take(99, 5) };
+    assert!(matches!(unknown, Err(Error::NotInRing { bid: 99 })));
     drop(got);
     assert_eq!(
         ring.0.lock().unwrap().last().unwrap().2,
         2,
         "back in the ring"
     );
-    assert!(feed.take(2, 1).is_ok());
+    // SAFETY: the "kernel" picked bid 2 again.
+    assert!(unsafe { feed.take(2, 1) }.is_ok());
 
     drop(feed);
     assert_eq!(pool.available(0), 8);

@@ -1,4 +1,4 @@
-//! Loom models of the QSBR RCU scheme (DESIGN §4).
+//! Loom models of the QSBR RCU scheme (see `src/rcu.rs` and `src/domain.rs`).
 //!
 //! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p regio-sync
 //! --test loom`.

@@ -45,7 +45,8 @@
 //!   ring retires with such files, a warning names their slots). A
 //!   [`share_file`](crate::Op::share_file) aimed at this CQ and built before the resize may
 //!   land there too.
-//! - A msg_ring operation reads its target's fd when its SQE is built; one built just before the
+//! - A msg_ring operation reads its target's fd when its SQE is built, and holds a duplicate of
+//!   it until its final CQE, so the number always names that ring; one built just before the
 //!   target's resize reaches the retiring ring, which delivers it if it is still being reaped.
 //!
 //! # Fixed files
@@ -61,13 +62,18 @@
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use io_uring::IoUring;
 
-use super::{build_ring, install_buffer, sys, Adapter};
+use super::{build_ring, sys, Adapter};
 use crate::error::{setup_error, Error};
+use crate::register;
 use crate::ring::Ring;
 use crate::IoBuf;
+
+/// How long a resize waits for another owner of the ring to let go.
+const OWNED_PATIENCE: Duration = Duration::from_secs(5);
 
 impl<B: IoBuf> Adapter<B> {
     /// Gives completion queue `cq` a CQ of `cq_entries` entries (rounded up to a power of two
@@ -86,8 +92,8 @@ impl<B: IoBuf> Adapter<B> {
     /// post them again after it. To find the occupied slots the resize reads the ring's
     /// `/proc/self/fdinfo` entry.
     ///
-    /// Like the other table changes, it owns the ring for a moment, so it must not be called
-    /// from a thread that holds a [`Batch`](crate::Batch) of this CQ. While it carries the
+    /// It owns the ring for a moment: called from a thread that holds a
+    /// [`Batch`](crate::Batch) of this CQ, it fails after a few seconds. While it carries the
     /// fixed files it waits for the kernel with the ring owned: meanwhile, posts from other
     /// threads wait in the ring's inbox and reaps of this CQ find nothing.
     ///
@@ -111,25 +117,45 @@ impl<B: IoBuf> Adapter<B> {
                 "a completion queue cannot be smaller than Config::sq_entries",
             ));
         }
-        let _w = inner.tables.write_lock();
-        // Relaxed: the count changes only under the write lock held here.
-        if ring.provided.load(Ordering::Relaxed) > 0 {
-            return Err(Error::Invalid(
-                "a completion queue with provided-buffer rings cannot be resized; drop them first",
-            ));
+        // The ring must be owned for the swap, and the write lock held for the region and file
+        // tables to stay put; but a registration never waits for a ring while it holds the
+        // write lock (see `adapter::registration`), so neither may this: when the ring is owned
+        // elsewhere, let go of the lock and try again. The owner lets go soon (owners never
+        // block), unless it is this very thread (a `Batch` of this CQ): then give up.
+        let deadline = Instant::now() + OWNED_PATIENCE;
+        loop {
+            let w = inner.tables.write_lock();
+            // Relaxed: the count changes only under the write lock held here.
+            if ring.provided.load(Ordering::Relaxed) > 0 {
+                return Err(Error::Invalid(
+                    "a completion queue with provided-buffer rings cannot be resized; drop them first",
+                ));
+            }
+            let Some(mut g) = ring.try_own() else {
+                drop(w);
+                if Instant::now() >= deadline {
+                    return Err(Error::Invalid(
+                        "the completion queue stayed owned during the resize (a Batch of it on \
+                         this thread?); end the batch, then resize",
+                    ));
+                }
+                std::thread::yield_now();
+                continue;
+            };
+            // The slots set with `set_file` are carried even if the kernel's listing missed
+            // them.
+            let guard = inner.tables.domain.guard();
+            let set: Vec<u32> = (0u32..)
+                .zip(inner.tables.files.read(&guard).iter())
+                .filter_map(|(slot, &set)| set.then_some(slot))
+                .collect();
+            drop(guard);
+            let uring = self.new_uring(ring, cq_entries)?;
+            let fd = uring.as_raw_fd();
+            ring.replace_uring(&mut g, uring, &set)?;
+            tracing::info!(parent: &ring.span, cq_entries, fd, "completion queue resized");
+            return Ok(());
         }
-        // The slots set with `set_file` are carried even if the kernel's listing missed them.
-        let guard = inner.tables.domain.guard();
-        let set: Vec<u32> = (0u32..)
-            .zip(inner.tables.files.read(&guard).iter())
-            .filter_map(|(slot, &set)| set.then_some(slot))
-            .collect();
-        drop(guard);
-        let uring = self.new_uring(ring, cq_entries)?;
-        let fd = uring.as_raw_fd();
-        ring.replace_uring(uring, &set)?;
-        tracing::info!(parent: &ring.span, cq_entries, fd, "completion queue resized");
-        Ok(())
     }
 
     /// A ring set up like `ring`, with a CQ of `cq_entries`. Runs with the tables' write lock
@@ -150,8 +176,7 @@ impl<B: IoBuf> Adapter<B> {
             s.register_buffers_sparse(cfg.max_regions)
                 .map_err(sys("IORING_REGISTER_BUFFERS2 (sparse buffer table)"))?;
             let guard = inner.tables.domain.guard();
-            for (id, region) in inner.tables.regions.read(&guard).iter().enumerate() {
-                let Some(region) = region else { continue };
+            for (index, region) in inner.tables.regions.read(&guard).iter_live() {
                 let iov = libc::iovec {
                     iov_base: region.base as *mut libc::c_void,
                     iov_len: region.size as usize,
@@ -159,7 +184,7 @@ impl<B: IoBuf> Adapter<B> {
                 // SAFETY: the region is registered, so its owner keeps it valid until it is
                 // unregistered, which removes it from every ring, this one included (the write
                 // lock held by the caller orders the two).
-                unsafe { install_buffer(&uring, regio_pool::RegionId(id as u16), iov) }
+                unsafe { register::buffers_update(uring.as_raw_fd(), u32::from(index), &iov) }
                     .map_err(sys("IORING_REGISTER_BUFFERS_UPDATE (resized ring)"))?;
             }
         }

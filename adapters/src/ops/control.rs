@@ -1,7 +1,7 @@
 //! Control operations: nop, timeout, async cancel, msg_ring and share_file (a fixed file sent to
 //! another ring's table).
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,26 +12,33 @@ use super::{FileSlot, Keep, Op, Side, Special};
 /// `IORING_MSG_RING_CQE_SKIP` (include/uapi/linux/io_uring.h): post no CQE on the target ring.
 pub(crate) const MSG_RING_CQE_SKIP: u32 = 1 << 0;
 
-/// A ring whose io_uring fd a resize may replace.
+/// A ring whose io_uring a resize may replace.
 pub(crate) trait RingFd: Send + Sync {
-    /// The current io_uring's fd.
-    fn ring_fd(&self) -> RawFd;
+    /// A duplicate of the current io_uring's fd.
+    fn target_fd(&self) -> Arc<OwnedFd>;
 }
 
-/// Keeps a target ring open while a `msg_ring` to it is in flight.
+/// The target of a msg_ring or share_file: its ring, and once the operation is posted, the fd
+/// its SQE names.
 pub(crate) struct RingRef {
     ring: Arc<dyn RingFd>,
+    pinned: Option<Arc<OwnedFd>>,
 }
 
 impl RingRef {
     pub(crate) fn new(ring: Arc<dyn RingFd>) -> Self {
-        Self { ring }
+        Self { ring, pinned: None }
     }
 
-    /// The target's current fd, read when the SQE is built, so a message posted after the
-    /// target was resized goes to its new ring.
-    pub(crate) fn fd(&self) -> RawFd {
-        self.ring.ring_fd()
+    /// The fd to put in the SQE, read when the SQE is built (so a message posted after the
+    /// target was resized goes to its new ring) and held until the operation's final CQE (so
+    /// the number names that ring for as long as the kernel may read it, even if a resize closes
+    /// the ring's own fd meanwhile).
+    pub(crate) fn pin(&mut self) -> RawFd {
+        let fd = self.ring.target_fd();
+        let raw = fd.as_raw_fd();
+        self.pinned = Some(fd);
+        raw
     }
 }
 

@@ -66,9 +66,13 @@ impl<B> Op<B> {
             .special(Special::SpliceOut(out))
     }
 
-    /// Closes the work queue's file: the fd, or the fixed-file slot.
+    /// Closes the work queue's fixed-file slot. On a work queue of a plain fd it is rejected
+    /// ([`DescriptorError::WrongQueue`](crate::DescriptorError::WrongQueue)): that fd is the
+    /// queue's own duplicate, closed when the queue is removed.
     pub fn close(cookie: u64) -> Self {
         let e = opcode::Close::new(UNSET).build();
-        Self::new(e, &"close", Side::Send, cookie).on(FileUse::Close)
+        Self::new(e, &"close", Side::Send, cookie)
+            .on(FileUse::Close)
+            .special(Special::Close)
     }
 }

@@ -22,13 +22,21 @@ use io_uring::squeue::Entry;
 
 pub(crate) use sqe::Sqe;
 
+/// `IOSQE_IO_DRAIN` (include/uapi/linux/io_uring.h).
+const IOSQE_IO_DRAIN: u8 = 1 << 1;
+/// `IOSQE_ASYNC`.
+const IOSQE_ASYNC: u8 = 1 << 4;
+
 pub use regio_pool::FileSlot;
 
 /// What a work queue, or the output of a splice, acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
-    /// A plain file descriptor, owned by the caller, which must keep it open while the work
-    /// queue exists.
+    /// A plain file descriptor. A work queue made on it keeps a duplicate of its own (the
+    /// caller may close theirs), so the number in its SQEs always names this file; the
+    /// duplicate closes once the queue is removed and its last handle dropped. A negative
+    /// number names no file (operations that need one fail with `EBADF`). As a splice's output,
+    /// the fd is the caller's, and must stay open until the splice completes.
     Fd(RawFd),
     /// A slot in the adapter's fixed-file table.
     Fixed(FileSlot),
@@ -109,6 +117,9 @@ pub(crate) enum Special {
     SpliceOut(Target),
     /// An accept into a slot that cannot be named in an SQE.
     BadSlot(u32),
+    /// A close, which only a work queue on a fixed slot may post (a plain-fd queue's fd is its
+    /// own duplicate, closed when the queue goes).
+    Close,
 }
 
 /// What the SQE needs from the adapter's tables: a resolved buffer.
@@ -171,6 +182,20 @@ impl<B> Op<B> {
     #[inline(always)]
     pub(crate) fn special(mut self, special: Special) -> Self {
         self.special = special;
+        self
+    }
+
+    /// Starts the operation only after every operation submitted before it on the same ring
+    /// has completed (`IOSQE_IO_DRAIN`).
+    pub fn drain(mut self) -> Self {
+        self.sqe.flags |= IOSQE_IO_DRAIN;
+        self
+    }
+
+    /// Sends the operation to the kernel's async workers at once, rather than trying it inline
+    /// first (`IOSQE_ASYNC`): for operations known to block.
+    pub fn force_async(mut self) -> Self {
+        self.sqe.flags |= IOSQE_ASYNC;
         self
     }
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use regio_adapters::{
-    Adapter, BufKey, Completion, CompletionQueue, Config, Error, IoBuf, RegionId,
+    Adapter, BufKey, BufSlice, Completion, CompletionQueue, Config, DescriptorError, Error, IoBuf,
+    RegionId,
 };
 use regio_pool::{Message, MessagePool};
 
@@ -24,7 +25,7 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 impl Region {
-    pub fn new(adapter: &Adapter<TestBuf>, id: u16, len: usize) -> Arc<Self> {
+    pub fn new(adapter: &Adapter<TestBuf>, len: usize) -> Arc<Self> {
         // SAFETY: anonymous private mapping, checked below.
         let base = unsafe {
             libc::mmap(
@@ -40,11 +41,10 @@ impl Region {
         let base = base as *mut u8;
         // SAFETY: the mapping lives until `Region` drops, which the Arc in every TestBuf delays
         // until no buffer is left.
-        let generation =
-            unsafe { adapter.register_region(RegionId(id), base, len) }.expect("register region");
+        let registration = unsafe { adapter.register_region(base, len) }.expect("register region");
         Arc::new(Self {
-            id: RegionId(id),
-            generation,
+            id: registration.index,
+            generation: registration.generation,
             base,
             len,
         })
@@ -119,11 +119,11 @@ impl TestBuf {
 // SAFETY: the buffer keeps its region mapped; a forged key is only ever checked by the
 // adapter, which rejects it before any SQE is built.
 unsafe impl IoBuf for TestBuf {
-    fn key(&self) -> BufKey {
-        self.key
-    }
-    fn generation(&self) -> Option<u32> {
-        Some(self.generation)
+    fn slice(&self) -> Result<BufSlice, DescriptorError> {
+        Ok(BufSlice::Registered {
+            key: self.key,
+            generation: self.generation,
+        })
     }
 }
 
@@ -228,4 +228,25 @@ fn rand_suffix() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     // Relaxed: only uniqueness matters, which the read-modify-write gives at any ordering.
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Runs `f` on a thread of its own and returns its result, or fails the test if it takes more
+/// than `limit`: a hang becomes a failure rather than a stuck test run. (The hung thread is left
+/// behind; the test process ends with it.)
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} did not return within {limit:?}: the thread hangs")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
+    }
 }

@@ -4,11 +4,10 @@
 
 use std::future::Future;
 use std::io;
-use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
-use regio_pool::{RegionId, Registrar};
+use regio_pool::{PoolRegion, RegionId, Registrar};
 // loom's threads under `--cfg loom`, so that the loom models park and wake through loom.
 use regio_sync::primitive::thread::{self, Thread};
 
@@ -68,7 +67,8 @@ impl Recorder {
 }
 
 impl Registrar for Recorder {
-    fn register(&self, id: RegionId, base: NonNull<u8>, len: usize) -> io::Result<()> {
+    fn register(&self, region: PoolRegion) -> io::Result<()> {
+        let PoolRegion { id, base, len, .. } = region;
         // Relaxed: the test sets the flag on this same thread before the call it affects.
         if self.refuse.load(std::sync::atomic::Ordering::Relaxed) && id.0 >= self.refuse_from {
             return Err(io::Error::from_raw_os_error(libc_enomem()));
@@ -80,7 +80,7 @@ impl Registrar for Recorder {
         Ok(())
     }
 
-    fn unregister(&self, id: RegionId) {
+    fn unregister(&self, _pool: u32, id: RegionId) {
         self.unregistered.lock().unwrap().push(id);
     }
 }
