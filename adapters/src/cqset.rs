@@ -30,8 +30,9 @@ use crate::IoBuf;
 /// A set of completion queues, from one adapter or several, reaped together.
 ///
 /// In single-issuer mode ([`Config::single_issuer`](crate::Config::single_issuer)) a thread
-/// reaps only the CQs it owns ([`CompletionQueue::bind_owner`]); the others in the set are
-/// skipped, as CQs another reaper holds are.
+/// reaps only the CQs it owns ([`CompletionQueue::bind_owner`]): [`reap`](Self::reap) skips the
+/// others, as CQs another reaper holds are, and [`wait`](Self::wait) refuses a set with a CQ that
+/// another thread owns (it would reset that CQ's eventfd and steal its owner's wake-up).
 pub struct CqSet<B> {
     rings: Vec<Arc<Ring<B>>>,
     cursor: AtomicUsize,
@@ -125,12 +126,24 @@ impl<B: IoBuf> CqSet<B> {
 
     /// Reaps; if there is nothing, sleeps on the CQs' eventfds until completions arrive or
     /// `timeout` passes. Returns how many were reaped (0 on timeout).
+    ///
+    /// # Errors
+    ///
+    /// As for [`CompletionQueue::reap`](crate::CompletionQueue::reap); in single-issuer mode,
+    /// [`Error::NotOwner`] at once if the set holds a CQ that is not bound to the calling thread.
     pub fn wait(
         &self,
         out: &mut Vec<Completion<B>>,
         max: usize,
         timeout: Option<Duration>,
     ) -> Result<usize, Error> {
+        if self
+            .rings
+            .iter()
+            .any(|r| r.single_issuer && !r.owned_here())
+        {
+            return Err(Error::NotOwner);
+        }
         crate::wait::reap_or_sleep(
             timeout,
             |owned| self.look(out, max, owned),

@@ -386,3 +386,27 @@ fn a_pool_freed_off_the_owner_thread_gives_its_index_back_at_the_next_registrati
     let c = common::wait_one(&wq.completion_queue());
     assert_eq!((c.result, c.rejected()), (0, None));
 }
+
+#[test]
+fn a_cqset_waits_only_on_completion_queues_its_thread_owns() {
+    let Some(adapter) = common::adapter_or_skip::<TestBuf>(single_issuer(2)) else {
+        return;
+    };
+    let cqs = adapter.completion_queues();
+    cqs[0].bind_owner().unwrap();
+    let other = cqs[1].clone();
+    std::thread::spawn(move || other.bind_owner().unwrap())
+        .join()
+        .unwrap();
+    let mut out = Vec::new();
+    let mixed = regio_adapters::CqSet::new(cqs.clone()).unwrap();
+    assert!(
+        matches!(
+            mixed.wait(&mut out, 4, Some(Duration::ZERO)),
+            Err(Error::NotOwner)
+        ),
+        "waiting would reset the other owner's eventfd"
+    );
+    let mine = regio_adapters::CqSet::new([cqs[0].clone()]).unwrap();
+    assert_eq!(mine.wait(&mut out, 4, Some(Duration::ZERO)).unwrap(), 0);
+}
