@@ -296,3 +296,10 @@ fn extreme_arguments_are_errors_not_crashes() {
         assert!(got.len() > n / 2, "{got:?}");
     });
 }
+
+// `Adapter::registrar()` hands out an `Arc<dyn Registrar>`, whose `register` was a safe method
+// taking a `PoolRegion` with public fields: safe code could register any memory (another
+// message's buffer, a freed allocation) as the region of a pool, and the pool's messages were
+// then read into it (a read of 4096 bytes landed in another pool's message). `register` is now an
+// `unsafe fn` whose caller is the pool; the regression test is the `compile_fail` example in
+// `regio_pool::Registrar`'s docs (`cargo test -p regio-pool --doc`), which is the attack.
