@@ -303,3 +303,417 @@ fn extreme_arguments_are_errors_not_crashes() {
 // then read into it (a read of 4096 bytes landed in another pool's message). `register` is now an
 // `unsafe fn` whose caller is the pool; the regression test is the `compile_fail` example in
 // `regio_pool::Registrar`'s docs (`cargo test -p regio-pool --doc`), which is the attack.
+
+/// The number of open fds of this process.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Every registration call from inside a `reap_each` callback, with the ring owned by this
+/// thread: attach, detach, grow, a new pool's drop, files, queues, a provided-buffer ring, and
+/// a resize of another CQ. None may wait for the ring this thread holds.
+#[test]
+fn registration_from_inside_reap_each_returns() {
+    common::within(Duration::from_secs(30), "registration in reap_each", || {
+        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
+            rings: 2,
+            ..config()
+        }) else {
+            return;
+        };
+        let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
+        let cq = wq.completion_queue();
+        wq.post(Op::nop(1)).unwrap();
+        let (file, path) = file_of(b'F');
+        let mut seen = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen == 0 && Instant::now() < deadline {
+            cq.reap_each(8, |c| {
+                seen += 1;
+                assert_eq!(c.cookie, 1);
+                let pool = small_pool();
+                let registrar = adapter.registrar();
+                pool.attach(std::sync::Arc::clone(&registrar)).unwrap();
+                pool.grow(0, 4).unwrap();
+                assert!(pool.detach(&registrar));
+                pool.attach(adapter.registrar()).unwrap();
+                let m = pool.try_acquire().unwrap();
+                drop(pool);
+                drop(m); // the pool's last user: its regions are unregistered here
+                adapter
+                    .set_file(regio_adapters::FileSlot(3), file.as_raw_fd())
+                    .unwrap();
+                adapter.clear_file(regio_adapters::FileSlot(3)).unwrap();
+                let q = adapter.work_queue(0, Target::Fd(-1), 1, 1).unwrap();
+                adapter.remove_work_queue(&q);
+                if let Ok(ring) = adapter.provided_ring(0, 9, 8) {
+                    drop(ring);
+                }
+                adapter.resize_completion_queue(1, 128).unwrap();
+            })
+            .unwrap();
+        }
+        std::fs::remove_file(path).unwrap();
+        assert_eq!(seen, 1);
+    });
+}
+
+/// A resize of a CQ that this thread holds a `Batch` of cannot own the ring: it must give up
+/// (documented: after a few seconds), not hang; a resize of another CQ goes ahead.
+#[test]
+fn a_resize_from_a_thread_holding_a_batch_returns() {
+    common::within(Duration::from_secs(30), "resize under a batch", || {
+        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
+            rings: 2,
+            ..config()
+        }) else {
+            return;
+        };
+        let cq = adapter.completion_queue(0).unwrap();
+        let batch = cq.batch().unwrap();
+        adapter.resize_completion_queue(1, 256).unwrap();
+        assert!(adapter.resize_completion_queue(0, 256).is_err());
+        drop(batch);
+        adapter.resize_completion_queue(0, 256).unwrap();
+    });
+}
+
+/// Attach and detach 1000 times with room for one region only, in a pool of one region: an
+/// index leaked by any of them makes a later attach fail. A pool too large for the table is
+/// refused and leaves no index behind either.
+#[test]
+fn attach_and_detach_a_thousand_times_leaks_no_index() {
+    common::within(Duration::from_secs(60), "attach/detach", || {
+        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
+            max_regions: 1,
+            rings: 2,
+            ..config()
+        }) else {
+            return;
+        };
+        let (file, path) = file_of(b'F');
+        let wq = adapter
+            .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
+            .unwrap();
+        let cq = wq.completion_queue();
+        let pool = small_pool();
+        for i in 0..1000 {
+            let registrar = adapter.registrar();
+            pool.attach(std::sync::Arc::clone(&registrar)).unwrap();
+            if i % 100 == 0 {
+                // The index works: a read lands in the message.
+                wq.post(Op::read_fixed(pool.try_acquire().unwrap(), 0, i))
+                    .unwrap();
+                let mut c = common::wait_one(&cq);
+                assert_eq!(c.result, 4096, "{c:?}");
+                assert!(c.buf.take().unwrap().as_slice().iter().all(|&b| b == b'F'));
+            }
+            assert!(pool.detach(&registrar));
+        }
+        // Two regions do not fit; the refusal takes nothing.
+        let two = small_pool();
+        two.grow(0, 4).unwrap();
+        assert!(two.attach(adapter.registrar()).is_err());
+        pool.attach(adapter.registrar()).unwrap();
+        // A pool attached to a dropped adapter's registrar is forgotten, and frees nothing of
+        // this one's.
+        drop(pool);
+        let other = small_pool();
+        other.attach(adapter.registrar()).unwrap();
+        std::fs::remove_file(path).unwrap();
+    });
+}
+
+/// Work queues on a plain fd created and removed 1000 times, and CQ resizes: their fd
+/// duplicates and retired rings close.
+#[test]
+fn queues_and_resizes_in_a_loop_leak_no_fd() {
+    common::within(Duration::from_secs(60), "fd loop", || {
+        let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
+            return;
+        };
+        let (file, path) = file_of(b'F');
+        let before = open_fds();
+        for _ in 0..1000 {
+            let wq = adapter
+                .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
+                .unwrap();
+            wq.post(Op::fsync(1)).unwrap();
+            common::wait_one(&wq.completion_queue());
+            adapter.remove_work_queue(&wq);
+        }
+        let cq = adapter.completion_queue(0).unwrap();
+        let mut out = Vec::new();
+        for k in 0..20 {
+            adapter
+                .resize_completion_queue(0, if k % 2 == 0 { 128 } else { 64 })
+                .unwrap();
+            // The old ring retires at the next reap that finds it drained.
+            cq.reap(&mut out, 16).unwrap();
+        }
+        let after = open_fds();
+        std::fs::remove_file(path).unwrap();
+        assert!(after <= before, "{before} fds before, {after} after");
+    });
+}
+
+/// Fills every free message of `pool` with `byte` and keeps them, so that a write into any of
+/// them later shows.
+fn hold_all(pool: &MessagePool, byte: u8) -> Vec<Message> {
+    let mut held = Vec::new();
+    while let Ok(mut m) = pool.try_acquire() {
+        m.as_mut_slice().fill(byte);
+        held.push(m);
+    }
+    held
+}
+
+fn assert_all(held: &[Message], byte: u8, what: &str) {
+    for m in held {
+        assert!(
+            m.as_slice().iter().all(|&b| b == byte),
+            "{what}: a message someone else holds was written"
+        );
+    }
+}
+
+/// A receive armed on a pool's message; meanwhile the pool is detached and another pool takes
+/// its fixed-buffer index. The data must reach the armed message, and nothing of the other pool.
+#[test]
+fn a_region_detached_under_an_armed_receive_keeps_its_data_and_its_successor_untouched() {
+    common::within(Duration::from_secs(30), "detach under recv", || {
+        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
+            rings: 2,
+            ..config()
+        }) else {
+            return;
+        };
+        let a = small_pool();
+        let ra = adapter.registrar();
+        a.attach(std::sync::Arc::clone(&ra)).unwrap();
+        let (client, server) = common::loopback();
+        let wq = adapter
+            .work_queue(1, Target::Fd(server.as_raw_fd()), 8, 8)
+            .unwrap();
+        let cq = wq.completion_queue();
+        wq.post(Op::recv(a.try_acquire().unwrap(), 0, 1)).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(a.detach(&ra));
+        let b = small_pool();
+        b.attach(adapter.registrar()).unwrap();
+        let held = hold_all(&b, b'B');
+        use std::io::Write;
+        (&client).write_all(&[b'D'; 4096]).unwrap();
+        let mut c = common::wait_one(&cq);
+        assert!(c.result > 0, "{c:?}");
+        let m = c.buf.take().unwrap();
+        assert!(m.as_slice()[..c.result as usize].iter().all(|&x| x == b'D'));
+        assert_all(&held, b'B', "the successor pool");
+    });
+}
+
+/// A read drained behind a slow operation reaches the kernel's buffer table only when it is
+/// issued. Meanwhile its pool is detached and another pool takes the index: the kernel's range
+/// check must fail it, and the other pool's messages stay as they were.
+#[test]
+fn a_drained_read_whose_index_changed_hands_touches_nothing_else() {
+    common::within(Duration::from_secs(30), "drained read", || {
+        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
+            rings: 2,
+            ..config()
+        }) else {
+            return;
+        };
+        let a = small_pool();
+        let ra = adapter.registrar();
+        a.attach(std::sync::Arc::clone(&ra)).unwrap();
+        let (file, path) = file_of(b'F');
+        for cq in [0, 1] {
+            let wq = adapter
+                .work_queue(cq, Target::Fd(file.as_raw_fd()), 8, 8)
+                .unwrap();
+            let timer = adapter.work_queue(cq, Target::Fd(-1), 8, 8).unwrap();
+            timer
+                .post(Op::timeout(Duration::from_millis(300), 1))
+                .unwrap();
+            let mut m = a.try_acquire().unwrap();
+            m.as_mut_slice().fill(b'A');
+            wq.post(Op::read_fixed(m, 0, 2).drain()).unwrap();
+            assert!(a.detach(&ra));
+            let b = small_pool();
+            b.attach(adapter.registrar()).unwrap();
+            let held = hold_all(&b, b'B');
+            let got = common::collect(&wq.completion_queue(), 2);
+            let read = got.iter().find(|c| c.cookie == 2).unwrap();
+            assert!(read.result < 0 || read.result == 4096, "{read:?}");
+            assert_all(&held, b'B', "the pool that took the index");
+            // Make room for the next round.
+            drop(held);
+            drop(got);
+            drop(b);
+            a.attach(std::sync::Arc::clone(&ra)).unwrap();
+        }
+        std::fs::remove_file(path).unwrap();
+    });
+}
+
+/// The same, across a resize: the read waits in the old ring, whose table still holds the
+/// pool's region, while the new ring gives the index to another pool.
+#[test]
+fn a_drained_read_across_a_resize_reads_into_its_own_message() {
+    common::within(
+        Duration::from_secs(30),
+        "drained read across resize",
+        || {
+            let Some(adapter) = common::adapter_or_skip::<Message>(Config {
+                rings: 2,
+                ..config()
+            }) else {
+                return;
+            };
+            let a = small_pool();
+            let ra = adapter.registrar();
+            a.attach(std::sync::Arc::clone(&ra)).unwrap();
+            let (file, path) = file_of(b'F');
+            let wq = adapter
+                .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
+                .unwrap();
+            let timer = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
+            timer
+                .post(Op::timeout(Duration::from_millis(300), 1))
+                .unwrap();
+            let mut m = a.try_acquire().unwrap();
+            m.as_mut_slice().fill(b'A');
+            wq.post(Op::read_fixed(m, 0, 2).drain()).unwrap();
+            adapter.resize_completion_queue(0, 128).unwrap();
+            assert!(a.detach(&ra));
+            let b = small_pool();
+            b.attach(adapter.registrar()).unwrap();
+            let held = hold_all(&b, b'B');
+            // A read on the new ring at the same index lands in the other pool's message.
+            let mut mine = held;
+            let probe = mine.pop().unwrap();
+            wq.post(Op::read_fixed(probe, 0, 3)).unwrap();
+            let mut got = common::collect(&wq.completion_queue(), 3);
+            let read = got.iter_mut().find(|c| c.cookie == 2).unwrap();
+            assert_eq!(read.result, 4096, "{read:?}");
+            assert!(read
+                .buf
+                .take()
+                .unwrap()
+                .as_slice()
+                .iter()
+                .all(|&x| x == b'F'));
+            let probe = got.iter_mut().find(|c| c.cookie == 3).unwrap();
+            assert_eq!(probe.result, 4096, "{probe:?}");
+            assert!(probe
+                .buf
+                .take()
+                .unwrap()
+                .as_slice()
+                .iter()
+                .all(|&x| x == b'F'));
+            assert_all(&mine, b'B', "the pool that took the index");
+            std::fs::remove_file(path).unwrap();
+        },
+    );
+}
+
+/// One pool attached to two adapters, with reads in flight on both; one adapter is dropped
+/// (cancelling and waiting for its reads), the other keeps working, and every message comes
+/// home.
+#[test]
+fn a_pool_shared_by_two_adapters_survives_one_of_them() {
+    common::within(Duration::from_secs(30), "shared pool", || {
+        let Some(x) = common::adapter_or_skip::<Message>(config()) else {
+            return;
+        };
+        let y = common::adapter_or_skip::<Message>(config()).unwrap();
+        let pool = small_pool();
+        pool.attach(x.registrar()).unwrap();
+        pool.attach(y.registrar()).unwrap();
+        let (_cx, sx) = common::loopback();
+        let (cy, sy) = common::loopback();
+        let wx = x.work_queue(0, Target::Fd(sx.as_raw_fd()), 8, 8).unwrap();
+        let wy = y.work_queue(0, Target::Fd(sy.as_raw_fd()), 8, 8).unwrap();
+        wx.post(Op::recv(pool.try_acquire().unwrap(), 0, 1))
+            .unwrap();
+        wx.post(Op::recv(pool.try_acquire().unwrap(), 0, 2))
+            .unwrap();
+        wy.post(Op::recv(pool.try_acquire().unwrap(), 0, 3))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        drop(wx);
+        drop(x);
+        assert_eq!(
+            pool.available(0),
+            3,
+            "the dropped adapter's reads came home"
+        );
+        use std::io::Write;
+        (&cy).write_all(b"hello").unwrap();
+        let c = common::wait_one(&wy.completion_queue());
+        assert_eq!(c.result, 5);
+        drop(c);
+        pool.grow(0, 4).unwrap();
+        let m = pool.try_acquire_class(0).unwrap();
+        wy.post(Op::recv(m, 0, 4)).unwrap();
+        (&cy).write_all(b"again").unwrap();
+        assert_eq!(common::wait_one(&wy.completion_queue()).result, 5);
+        assert_eq!(pool.available(0), pool.capacity(0));
+    });
+}
+
+/// A cancel carries its target's in-flight slot, read when it is posted. Sent to the kernel's
+/// async workers, it runs later: if its target completed meanwhile and another work queue's
+/// operation took the slot, the cancel must not hit that operation. (Before the slot's
+/// `user_data` carried a generation, the first round cancelled the other queue's timeout.)
+#[test]
+fn a_late_cancel_never_cancels_another_queues_operation() {
+    common::within(Duration::from_secs(60), "late cancel", || {
+        let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
+            return;
+        };
+        let mine = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
+        let theirs = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
+        let cq = mine.completion_queue();
+        let mut hits = 0;
+        for round in 0..20u64 {
+            let base = round * 10;
+            let mut out: Vec<regio_adapters::Completion<Message>> = Vec::new();
+            {
+                let mut batch = cq.batch().unwrap();
+                batch.post(&mine, Op::nop(base + 1)).unwrap();
+                batch
+                    .post(&mine, Op::cancel(base + 1, base + 2).force_async())
+                    .unwrap();
+                batch.commit().unwrap();
+                // The nop's completion frees its slot at once; the other queue's long
+                // operation takes it.
+                while !out.iter().any(|c| c.cookie == base + 1) {
+                    batch.reap(&mut out, 8).unwrap();
+                }
+                batch
+                    .post(&theirs, Op::timeout(Duration::from_millis(50), base + 3))
+                    .unwrap();
+                batch.commit().unwrap();
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while out.len() < 3 && Instant::now() < deadline {
+                cq.wait(&mut out, 8, Some(Duration::from_millis(50)))
+                    .unwrap();
+            }
+            let timeout = out.iter().find(|c| c.cookie == base + 3).unwrap();
+            if timeout.result == -libc::ECANCELED {
+                hits += 1;
+                eprintln!("round {round}: {out:?}");
+                break;
+            }
+            assert_eq!(timeout.result, -libc::ETIME, "{out:?}");
+        }
+        assert_eq!(
+            hits, 0,
+            "a cancel posted on one work queue cancelled another's operation"
+        );
+    });
+}
