@@ -27,7 +27,8 @@ use crate::IoBuf;
 ///
 /// In single-issuer mode ([`Config::single_issuer`](crate::Config::single_issuer)) a thread
 /// reaps only the CQs it owns ([`CompletionQueue::bind_owner`]); the others in the set are
-/// skipped, as CQs another reaper holds are.
+/// skipped, as CQs another reaper holds are, and their eventfds are left for their owners to
+/// drain.
 pub struct CqSet<B> {
     rings: Vec<Arc<Ring<B>>>,
     cursor: AtomicUsize,
@@ -109,8 +110,15 @@ impl<B: IoBuf> CqSet<B> {
             timeout,
             || self.reap(out, max),
             || {
+                // Only the eventfds of CQs this thread may reap: in single-issuer mode another
+                // thread's CQ has its owner asleep on the same eventfd, and a drain here would
+                // eat the wake-up for a foreign post or for deferred task work, which only that
+                // owner can act on. (Until the owner drains it, such an eventfd keeps this
+                // thread's epoll awake: a short spin rather than a lost wake-up.)
                 for r in &self.rings {
-                    crate::sys::eventfd_drain(&r.eventfd);
+                    if !r.single_issuer || r.owned_here() {
+                        crate::sys::eventfd_drain(&r.eventfd);
+                    }
                 }
             },
             |left| {

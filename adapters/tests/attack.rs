@@ -717,3 +717,239 @@ fn a_late_cancel_never_cancels_another_queues_operation() {
         );
     });
 }
+
+/// Resizes, pool growth, pools attached and freed, and posts and reaps, on four threads at once
+/// for a while: nothing hangs, every read lands in its own message, and every message comes
+/// home.
+#[test]
+fn resize_growth_pool_drop_and_posts_race_without_hanging() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    common::within(Duration::from_secs(90), "racing registrations", || {
+        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
+            rings: 2,
+            max_regions: 16,
+            ..config()
+        }) else {
+            return;
+        };
+        let pool = MessagePool::builder()
+            .class(4096, 8)
+            .cache_size(0)
+            .max_regions(256)
+            .build()
+            .unwrap();
+        pool.attach(adapter.registrar()).unwrap();
+        let (file, path) = file_of(b'F');
+        let stop = Arc::new(AtomicBool::new(false));
+        let run_for = Duration::from_secs(3);
+        let mut threads = Vec::new();
+        // Posters and reapers, one per CQ.
+        for cq in 0..2 {
+            let (adapter, pool, stop) = (adapter.clone(), pool.clone(), Arc::clone(&stop));
+            let wq = adapter
+                .work_queue(cq, Target::Fd(file.as_raw_fd()), 16, 16)
+                .unwrap();
+            threads.push(std::thread::spawn(move || {
+                let cq = wq.completion_queue();
+                let mut out = Vec::new();
+                let mut n = 0u64;
+                // Relaxed: a stop flag; nothing is published through it.
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(mut m) = pool.try_acquire() {
+                        m.as_mut_slice().fill(0);
+                        n += 1;
+                        if let Err(e) = wq.post(Op::read_fixed(m, 0, n)) {
+                            drop(e);
+                        }
+                    }
+                    out.clear();
+                    cq.wait(&mut out, 16, Some(Duration::from_millis(5)))
+                        .unwrap();
+                    for c in &mut out {
+                        if let Some(m) = c.buf.take() {
+                            if c.result == 4096 {
+                                assert!(m.as_slice().iter().all(|&b| b == b'F'), "{c:?}");
+                            }
+                        }
+                    }
+                }
+                // Drain what is still in flight.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let full = wq.credits();
+                while Instant::now() < deadline {
+                    out.clear();
+                    cq.wait(&mut out, 16, Some(Duration::from_millis(20)))
+                        .unwrap();
+                    if out.is_empty() && wq.credits() == full {
+                        break;
+                    }
+                }
+                drop(adapter);
+            }));
+        }
+        // A resizer.
+        {
+            let (adapter, stop) = (adapter.clone(), Arc::clone(&stop));
+            threads.push(std::thread::spawn(move || {
+                let (mut k, mut resized) = (0, 0);
+                // Relaxed: as above.
+                while !stop.load(Ordering::Relaxed) {
+                    k += 1;
+                    let entries = if k % 4 < 2 { 128 } else { 64 };
+                    resized += usize::from(adapter.resize_completion_queue(k % 2, entries).is_ok());
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                assert!(resized > 0, "no resize went through in {k} tries");
+            }));
+        }
+        // A grower, and pools that come and go.
+        {
+            let (adapter, pool, stop) = (adapter.clone(), pool.clone(), Arc::clone(&stop));
+            threads.push(std::thread::spawn(move || {
+                let mut grown = 0;
+                // Relaxed: as above.
+                while !stop.load(Ordering::Relaxed) {
+                    if grown < 8 && pool.grow(0, 2).is_ok() {
+                        grown += 1;
+                    }
+                    let other = small_pool();
+                    if other.attach(adapter.registrar()).is_ok() {
+                        let m = other.try_acquire().unwrap();
+                        drop(other);
+                        drop(m);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }));
+        }
+        std::thread::sleep(run_for);
+        // Relaxed: as above; the joins order everything after.
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().unwrap();
+        }
+        std::fs::remove_file(path).unwrap();
+        assert_eq!(pool.available(0), pool.capacity(0));
+    });
+}
+
+/// Waits (bounded) until thread `tid` of this process sleeps, read from procfs.
+fn until_asleep(tid: libc::pid_t) {
+    let path = format!("/proc/self/task/{tid}/stat");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let stat = std::fs::read_to_string(&path).expect("the thread's stat");
+        // The state follows the parenthesised command name.
+        if stat.rsplit(") ").next().and_then(|s| s.chars().next()) == Some('S') {
+            return;
+        }
+        std::thread::yield_now();
+    }
+    panic!("the thread never went to sleep");
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it; sched_setaffinity
+    // reads it for the calling thread (0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+/// Single-issuer mode: a `CqSet` may hold CQs that other threads own (it skips them when it
+/// reaps). Its wait must not drain their eventfds: the owner, asleep on the same eventfd, would
+/// miss the wake-up for a foreign post (or deferred task work) and sleep on.
+///
+/// Scheduling makes the race deterministic (test scaffolding, not part of the attack): the
+/// owner is pinned to CPU 0 at `SCHED_IDLE`, so once woken it runs only when the poster, also on
+/// CPU 0, stops spinning; meanwhile the set's reaper drains on CPU 1.
+#[test]
+fn a_cq_set_never_eats_the_wake_up_of_a_cq_another_thread_owns() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const ROUNDS: u64 = 5;
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        common::skip("needs two CPUs");
+        return;
+    }
+    common::within(Duration::from_secs(60), "cq set and owner", || {
+        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
+            rings: 2,
+            single_issuer: true,
+            ..config()
+        }) else {
+            return;
+        };
+        let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
+        let set = regio_adapters::CqSet::new(adapter.completion_queues()).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        // Another thread reaps the set (it owns CQ 1, not CQ 0), round after round.
+        let reaper = {
+            let (stop, cq1) = (Arc::clone(&stop), adapter.completion_queue(1).unwrap());
+            std::thread::spawn(move || {
+                pin_to(1);
+                cq1.bind_owner().unwrap();
+                let mut out = Vec::new();
+                // Relaxed: a stop flag.
+                while !stop.load(Ordering::Relaxed) {
+                    set.wait(&mut out, 8, Some(Duration::from_millis(10)))
+                        .unwrap();
+                }
+            })
+        };
+        // The owner of CQ 0 sleeps in wait; this thread posts to it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let owner = {
+            let cq0 = wq.completion_queue();
+            std::thread::spawn(move || {
+                pin_to(0);
+                let idle = libc::sched_param { sched_priority: 0 };
+                // SAFETY: sets the calling thread's own policy; `idle` outlives the call.
+                let set = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) };
+                assert_eq!(set, 0);
+                cq0.bind_owner().unwrap();
+                // SAFETY: gettid has no preconditions.
+                tx.send(unsafe { libc::gettid() }).unwrap();
+                let mut late = Vec::new();
+                for round in 0..ROUNDS {
+                    let start = Instant::now();
+                    let mut out = Vec::new();
+                    while out.is_empty() && start.elapsed() < Duration::from_secs(10) {
+                        cq0.wait(&mut out, 1, Some(Duration::from_secs(1))).unwrap();
+                    }
+                    assert_eq!(out[0].cookie, round);
+                    if start.elapsed() > Duration::from_millis(800) {
+                        late.push((round, start.elapsed()));
+                    }
+                }
+                late
+            })
+        };
+        let owner_tid = rx.recv().unwrap();
+        pin_to(0);
+        for round in 0..ROUNDS {
+            until_asleep(owner_tid);
+            wq.post(Op::nop(round)).unwrap();
+            // Keep CPU 0 from the owner while the set's reaper runs.
+            let spin = Instant::now();
+            while spin.elapsed() < Duration::from_millis(50) {
+                std::hint::spin_loop();
+            }
+        }
+        let late = owner.join().unwrap();
+        // Relaxed: as above; the join orders the rest.
+        stop.store(true, Ordering::Relaxed);
+        reaper.join().unwrap();
+        assert!(
+            late.is_empty(),
+            "the owner slept through foreign posts whose wake-up the set's wait drained: {late:?}"
+        );
+    });
+}
