@@ -953,3 +953,93 @@ fn a_cq_set_never_eats_the_wake_up_of_a_cq_another_thread_owns() {
         );
     });
 }
+
+/// Cookies with the bits the adapter uses for itself (63: msg_ring messages; 62: its own
+/// cancels and resize carries) are the caller's: each comes back whole, on its own work queue,
+/// and nothing is taken for a message or swallowed as internal. A cancel by such a cookie finds
+/// its target.
+#[test]
+fn cookies_with_the_top_bits_set_route_to_their_own_queue() {
+    common::within(Duration::from_secs(30), "top-bit cookies", || {
+        let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
+            return;
+        };
+        let wq = adapter.work_queue(0, Target::Fd(-1), 16, 16).unwrap();
+        let cq = wq.completion_queue();
+        let cookies = [
+            u64::MAX,
+            1 << 63,
+            1 << 62,
+            (1 << 62) | (1 << 32),
+            (1 << 62) | (1 << 32) | u64::from(u32::MAX),
+            u64::from(u32::MAX),
+        ];
+        for &c in &cookies {
+            wq.post(Op::nop(c)).unwrap();
+        }
+        let long = (1 << 63) | (1 << 62) | 5;
+        wq.post(Op::timeout(Duration::from_secs(30), long)).unwrap();
+        wq.post(Op::cancel(long, u64::MAX - 1)).unwrap();
+        let got = common::collect(&cq, cookies.len() + 2);
+        for c in &got {
+            assert_eq!(c.wq, Some(wq.id()), "{c:?}");
+        }
+        for &c in &cookies {
+            assert!(
+                got.iter().any(|g| g.cookie == c && g.result == 0),
+                "{c:#x}: {got:?}"
+            );
+        }
+        let cancelled = got.iter().find(|g| g.result == -libc::ECANCELED).unwrap();
+        assert_eq!(cancelled.cookie, long);
+    });
+}
+
+/// Single-issuer mode: threads racing to bind one CQ, and a registration racing the binds.
+/// Exactly one bind wins, the others are told so, and nothing hangs.
+#[test]
+fn bind_owner_races_have_one_winner_and_no_hang() {
+    use std::sync::{Arc, Barrier};
+    common::within(Duration::from_secs(30), "bind races", || {
+        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
+            rings: 2,
+            single_issuer: true,
+            ..config()
+        }) else {
+            return;
+        };
+        let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
+        wq.post(Op::nop(1)).unwrap(); // waits in the inbox for the owner
+        let barrier = Arc::new(Barrier::new(4));
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let (cq, barrier) = (wq.completion_queue(), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let won = cq.bind_owner().is_ok();
+                    let mut out = Vec::new();
+                    if won {
+                        while out.is_empty() {
+                            cq.wait(&mut out, 4, Some(Duration::from_secs(5))).unwrap();
+                        }
+                        assert_eq!(out[0].cookie, 1);
+                    } else {
+                        assert!(cq.wait(&mut out, 4, Some(Duration::ZERO)).is_err());
+                    }
+                    won
+                })
+            })
+            .collect();
+        barrier.wait();
+        // A pool attached meanwhile: before the binds it registers, after them it is refused.
+        let pool = small_pool();
+        let attached = pool.attach(adapter.registrar());
+        let wins = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|&w| w)
+            .count();
+        assert_eq!(wins, 1);
+        drop(attached);
+    });
+}
