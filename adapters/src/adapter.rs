@@ -609,6 +609,11 @@ impl<B: IoBuf> Adapter<B> {
                 t
             })
             .defer();
+        // The old table versions hold the queue (and a plain fd's duplicate). Deferred values
+        // are otherwise reclaimed only every few table writes, so an idle adapter would keep the
+        // file open indefinitely: reclaim now (it never waits; with a reader online, the
+        // versions go at a later reclaim).
+        self.inner.tables.domain.reclaim();
         tracing::debug!(parent: &wq.ring.span, wq = id.index, "work queue removed");
     }
 

@@ -148,6 +148,8 @@ impl<B: IoBuf> CqSet<B> {
             timeout,
             |owned| self.look(out, max, owned),
             || {
+                // Every CQ of the set is this thread's to reap (checked above), so no other
+                // owner sleeps on these eventfds.
                 for r in &self.rings {
                     crate::sys::eventfd_drain(&r.eventfd);
                 }

@@ -1,7 +1,7 @@
 //! One io_uring: its SQ, its CQ and its in-flight operations, owned by one thread at a time.
 //!
-//! In-flight operations live in a slab whose index is the SQE's `user_data`, in the manner of
-//! monoio's lifecycle table. The slab entry owns the operation's buffer and any memory the kernel
+//! In-flight operations live in a slab whose index (with a generation, see `slab`) is the SQE's
+//! `user_data`, in the manner of monoio's lifecycle table. The slab entry owns the operation's buffer and any memory the kernel
 //! reads late (timespec, socket address) until the operation's *final* CQE, the one without
 //! `F_MORE`; only then is the buffer handed back in a [`Completion`]. A send_zc therefore keeps
 //! its buffer until its `F_NOTIF` CQE, and a multishot operation until its last CQE.
@@ -256,7 +256,7 @@ impl<B> RingState<B> {
         // in it refers to registered memory owned by the buffer now in the slab entry, or to
         // memory in `_keep`; both live until the final CQE for `ud`.
         let sqe = self.stage(&op.sqe);
-        sqe.user_data = u64::from(ud);
+        sqe.user_data = ud;
         sqe.fill(op.file, target, resolved, op.buf_use);
     }
 
@@ -294,11 +294,12 @@ impl<B> RingState<B> {
             // Splice outputs and accept slots were checked with the descriptor.
             Special::None | Special::SpliceOut(_) | Special::BadSlot(_) | Special::Close => {}
             Special::Cancel => match self.slab.find(wq, sqe.addr) {
-                Some(ud) if self.epoch_of(ud) != self.epoch => {
+                // The target's whole `user_data`, generation included (see `slab`).
+                Some(ud) if self.epoch_of(ud as u32) != self.epoch => {
                     self.cancel_on_retiring(wq, side, cookie, ud);
                     return;
                 }
-                Some(ud) => sqe.addr = u64::from(ud),
+                Some(ud) => sqe.addr = ud,
                 None => {
                     self.local
                         .push_back((Completion::failed(wq, cookie, -libc::ENOENT), side));
@@ -313,7 +314,7 @@ impl<B> RingState<B> {
         }
         let ud = self.slab.insert(wq, side, cookie, buf, self.epoch, keep);
         // As in `enqueue`: what the SQE points at lives in the slab entry.
-        sqe.user_data = u64::from(ud);
+        sqe.user_data = ud;
         self.stage(&sqe);
     }
 

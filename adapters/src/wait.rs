@@ -57,13 +57,16 @@ pub(crate) struct Look {
 /// one is readable or the time given passes. When a look finds nothing, the eventfds are reset
 /// and the CQs looked at once more, asking the owners of those owned by other threads to wake
 /// us (module docs), before sleeping.
+///
+/// A timeout too long to add to the current time (`Duration::MAX`) waits as if there were none.
 pub(crate) fn reap_or_sleep(
     timeout: Option<Duration>,
     mut look: impl FnMut(Owned) -> Result<Look, Error>,
     mut reset: impl FnMut(),
     mut sleep: impl FnMut(Option<Duration>) -> Result<(), Error>,
 ) -> Result<usize, Error> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // `checked_add`: `Instant + Duration::MAX` panics; a deadline past the clock's range is none.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     loop {
         let first = look(Owned::Skip)?;
         if first.got > 0 {

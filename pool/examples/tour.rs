@@ -19,7 +19,7 @@ use regio_pool::{
 struct PrintRegistrar;
 
 impl Registrar for PrintRegistrar {
-    fn register(&self, region: PoolRegion) -> io::Result<()> {
+    unsafe fn register(&self, region: PoolRegion) -> io::Result<()> {
         let PoolRegion {
             pool,
             id,

@@ -281,7 +281,11 @@ impl Inner {
             return Err(Error::Config("this registrar is attached already".into()));
         }
         for (id, seg) in self.dir.iter() {
-            if let Err(source) = registrar.register(self.region_of(id, &seg.region)) {
+            // SAFETY: the region is this pool's own mapping, named by this pool's id and its
+            // id; the pool keeps it mapped until it unregisters it from every registrar it was
+            // registered with (`detach`, `Drop`, the failure path just below).
+            let registered = unsafe { registrar.register(self.region_of(id, &seg.region)) };
+            if let Err(source) = registered {
                 for (done, _) in self.dir.iter().take(usize::from(id.0)) {
                     registrar.unregister(self.uid, done);
                 }
@@ -693,7 +697,10 @@ impl Drop for Inner {
 
 fn register_all(registrars: &[Arc<dyn Registrar>], region: PoolRegion) -> Result<()> {
     for (k, r) in registrars.iter().enumerate() {
-        if let Err(source) = r.register(region) {
+        // SAFETY: `grow` passes a region of its own pool, mapped until the pool unregisters it
+        // from every registrar (`Inner::drop`, `detach`, or the failure path below and in `grow`,
+        // which drops the mapping only after those unregisters).
+        if let Err(source) = unsafe { r.register(region) } {
             for done in &registrars[..k] {
                 done.unregister(region.pool, region.id);
             }

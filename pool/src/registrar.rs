@@ -47,9 +47,39 @@ unsafe impl Sync for PoolRegion {}
 ///   as `unregister` returns. The registrar must refuse new I/O naming the region from then on.
 ///   (io_uring pins registered pages, so I/O already in flight, and a kernel table entry whose
 ///   removal was deferred, keep their pages rather than reach into whatever is mapped next.)
+///
+/// # Registering is unsafe
+///
+/// A registrar hands the kernel the memory a [`PoolRegion`] describes, and an adapter then turns
+/// every buffer of pool `region.pool` in region `region.id` into an address inside it. So only
+/// the pool itself may call [`register`](Self::register), with its own regions: anyone else
+/// could aim the kernel at memory they do not own (another message's buffer, a freed
+/// allocation). Safe code cannot do that, neither with a region it makes up nor with one it
+/// got from the pool:
+///
+/// ```compile_fail,E0133
+/// fn forge(registrar: &dyn regio_pool::Registrar, victim: &regio_pool::Message, pool: u32) {
+///     let region = regio_pool::PoolRegion {
+///         pool,
+///         id: regio_pool::RegionId(0),
+///         base: std::ptr::NonNull::new(victim.as_ptr()).unwrap(),
+///         len: 4096,
+///     };
+///     let _ = registrar.register(region);
+/// }
+/// ```
 pub trait Registrar: Send + Sync {
     /// Registers `region`. An error leaves the region unregistered here.
-    fn register(&self, region: PoolRegion) -> io::Result<()>;
+    ///
+    /// # Safety
+    ///
+    /// `region` is region `region.id` of the live pool whose id is `region.pool`, mapped at
+    /// `base..base + len`, and the caller is that pool: the memory stays mapped until the pool
+    /// has called [`unregister`](Self::unregister) for it on this registrar (or the registrar
+    /// [`is_detached`](Self::is_detached)), and no other memory is ever registered under the
+    /// same pool and id. [`MessagePool::attach`](crate::MessagePool::attach) and
+    /// [`MessagePool::grow`](crate::MessagePool::grow) are the callers.
+    unsafe fn register(&self, region: PoolRegion) -> io::Result<()>;
 
     /// Drops the registration of region `id` of pool `pool` (see the contract above). The
     /// default does nothing, for registrars whose tables die with their ring.

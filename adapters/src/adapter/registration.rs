@@ -270,7 +270,7 @@ struct PoolRegistrar<B> {
 }
 
 impl<B: IoBuf> Registrar for PoolRegistrar<B> {
-    fn register(&self, region: PoolRegion) -> io::Result<()> {
+    unsafe fn register(&self, region: PoolRegion) -> io::Result<()> {
         let inner = self
             .adapter
             .upgrade()
@@ -295,8 +295,8 @@ impl<B: IoBuf> Registrar for PoolRegistrar<B> {
             pool: region.pool,
             id: region.id.0,
         };
-        // SAFETY: the pool keeps the region mapped until it calls `unregister`, which takes the
-        // region out of the table (see the `Registrar` contract).
+        // SAFETY: the caller is the region's pool (`register`'s contract), which keeps it mapped
+        // until it calls `unregister`, which takes the region out of the table.
         unsafe { inner.install_region(region.base.as_ptr(), region.len, owner) }
             .map(drop)
             .map_err(|e| match e {

@@ -40,17 +40,15 @@ impl<B> RingState<B> {
     /// only finds operations of the ring it is submitted to. Its SQE goes straight into the
     /// retiring ring's SQ (which nothing else fills any more) and is submitted at once.
     #[cold]
-    pub(super) fn cancel_on_retiring(&mut self, wq: WqId, side: Side, cookie: u64, victim: u32) {
-        let epoch = self.epoch_of(victim);
+    pub(super) fn cancel_on_retiring(&mut self, wq: WqId, side: Side, cookie: u64, victim: u64) {
+        let epoch = self.epoch_of(victim as u32);
         let ud = self.slab.insert(wq, side, cookie, None, epoch, None);
-        let entry = opcode::AsyncCancel::new(u64::from(victim))
-            .build()
-            .user_data(u64::from(ud));
+        let entry = opcode::AsyncCancel::new(victim).build().user_data(ud);
         self.swap_retiring();
         let pushed = self.push_now(&entry);
         self.swap_retiring();
         if !pushed {
-            drop(self.slab.finish(ud).and_then(|e| e.release()));
+            drop(self.slab.finish(ud as u32).and_then(|e| e.release()));
             self.local
                 .push_back((Completion::failed(wq, cookie, -libc::EBUSY), side));
             return;

@@ -1,6 +1,13 @@
 //! The in-flight table: one entry per operation between its SQE and its final CQE, indexed
 //! by the SQE's `user_data`, in the manner of monoio's lifecycle table.
 //!
+//! An SQE's `user_data` is the entry's index in its low 32 bits and, above them, the
+//! *generation* the entry got when the operation was inserted (30 bits: bits 62 and 63 are the
+//! ring's own, see `ring::MESSAGE_BIT`). A cancel names its target by the whole `user_data`, and
+//! the kernel may run it late (`IOSQE_ASYNC`: on an async worker, after the target completed and
+//! its entry went to another work queue's operation); the generation keeps it from matching the
+//! newcomer.
+//!
 //! Entries are written and read one field at a time, in place. Building an entry aside and
 //! copying it in compiles to vector loads over fields just stored one by one, which cannot be
 //! forwarded from the store buffer and stall the post; the same goes for moving a whole entry
@@ -22,15 +29,17 @@ pub(super) struct InFlight<B> {
     /// The ring generation the operation went to (the current ring or the retiring one), and
     /// its side in the low bit.
     stamp: u32,
-    /// `LIVE` while the entry holds an operation; for a free entry, the next free one (the
-    /// free list runs through the entries). Free entries hold no buffer and no keep.
+    /// `LIVE | generation` while the entry holds an operation; for a free entry, the next free
+    /// one (the free list runs through the entries). Free entries hold no buffer and no keep.
     next: u32,
 }
 
-/// The end of the free list.
-const NONE: u32 = u32::MAX;
-/// The `next` of a live entry.
-const LIVE: u32 = u32::MAX - 1;
+/// The end of the free list (entries are indexed below it).
+const NONE: u32 = LIVE - 1;
+/// Set in the `next` of a live entry, whose other bits are its generation.
+const LIVE: u32 = 1 << 31;
+/// The generations an entry tells apart (bits 32..62 of `user_data`).
+const GENERATIONS: u32 = 1 << 30;
 
 /// How many ring generations an entry tells apart (the epoch shares a word with the side).
 pub(super) const EPOCHS: u32 = 1 << 31;
@@ -53,7 +62,7 @@ impl<B> InFlight<B> {
     }
 
     fn live(&self) -> bool {
-        self.next == LIVE
+        self.next & LIVE != 0
     }
 
     /// Empties a [`finish`](Slab::finish)ed entry: drops the keep and hands the buffer back.
@@ -78,6 +87,8 @@ pub(super) struct Slab<B> {
     /// The first free entry, or `NONE`.
     free: u32,
     live: usize,
+    /// The generation the next insert gets (below [`GENERATIONS`]).
+    generation: u32,
 }
 
 impl<B> Default for Slab<B> {
@@ -86,12 +97,14 @@ impl<B> Default for Slab<B> {
             entries: Vec::new(),
             free: NONE,
             live: 0,
+            generation: 0,
         }
     }
 }
 
 impl<B> Slab<B> {
-    /// Records an operation and returns its index, the `user_data` of its SQE.
+    /// Records an operation and returns the `user_data` of its SQE: its index (the low 32 bits,
+    /// which [`get`](Self::get) and [`finish`](Self::finish) take) and its generation.
     #[inline(always)]
     pub fn insert(
         &mut self,
@@ -101,7 +114,7 @@ impl<B> Slab<B> {
         buf: Option<B>,
         epoch: u32,
         keep: Option<Box<Keep>>,
-    ) -> u32 {
+    ) -> u64 {
         let i = if self.free != NONE {
             let i = self.free;
             self.free = self.entries[i as usize].next;
@@ -115,9 +128,15 @@ impl<B> Slab<B> {
                 stamp: 0,
                 next: NONE,
             });
+            assert!(
+                self.entries.len() <= NONE as usize,
+                "2^31 operations in flight"
+            );
             (self.entries.len() - 1) as u32
         };
         self.live += 1;
+        let generation = self.generation;
+        self.generation = (generation + 1) % GENERATIONS;
         let e = &mut self.entries[i as usize];
         debug_assert!(
             !e.live() && e.buf.is_none() && e.keep.is_none(),
@@ -127,7 +146,7 @@ impl<B> Slab<B> {
         e.wq = wq;
         e.cookie = cookie;
         e.stamp = epoch << 1 | u32::from(side == Side::Recv);
-        e.next = LIVE;
+        e.next = LIVE | generation;
         // A free entry holds neither a buffer nor a keep, so a `None` needs no store (a copy of
         // a `None` just built in narrower stores would also stall; see `Sqe::copy_to`), and the
         // `None`s a `Some` replaces need no drop.
@@ -137,7 +156,7 @@ impl<B> Slab<B> {
         if keep.is_some() {
             std::mem::forget(std::mem::replace(&mut e.keep, keep));
         }
-        i
+        u64::from(i) | u64::from(generation) << 32
     }
 
     /// The live entry at `i`.
@@ -158,12 +177,12 @@ impl<B> Slab<B> {
         Some(e)
     }
 
-    /// The index of the live operation of `wq` with `cookie`.
-    pub fn find(&self, wq: WqId, cookie: u64) -> Option<u32> {
+    /// The `user_data` of the live operation of `wq` with `cookie`.
+    pub fn find(&self, wq: WqId, cookie: u64) -> Option<u64> {
         self.entries
             .iter()
             .position(|e| e.live() && e.wq == wq && e.cookie == cookie)
-            .map(|i| i as u32)
+            .map(|i| i as u64 | u64::from(self.entries[i].next & !LIVE) << 32)
     }
 
     /// Operations in flight.
@@ -198,7 +217,7 @@ mod tests {
             index: 3,
             generation: 9,
         };
-        let a = slab.insert(wq, Side::Recv, 11, Some(1), EPOCHS - 1, None);
+        let a = slab.insert(wq, Side::Recv, 11, Some(1), EPOCHS - 1, None) as u32;
         let b = slab.insert(wq, Side::Send, 12, None, 0, None);
         assert_eq!(slab.len(), 2);
         let e = slab.get(a).unwrap();
@@ -213,7 +232,30 @@ mod tests {
             slab.get(a).is_none() && slab.finish(a).is_none(),
             "freed once"
         );
-        assert_eq!(slab.insert(wq, Side::Send, 13, None, 1, None), a, "reused");
+        let again = slab.insert(wq, Side::Send, 13, None, 1, None);
+        assert_eq!(again as u32, a, "reused");
+        assert_ne!(again >> 32, 0, "with another generation");
         assert_eq!(slab.len(), 2);
+    }
+
+    #[test]
+    fn user_data_keeps_clear_of_the_rings_own_bits() {
+        let mut slab = Slab::<u8>::default();
+        let wq = WqId {
+            index: 0,
+            generation: 0,
+        };
+        slab.generation = GENERATIONS - 1;
+        let ud = slab.insert(wq, Side::Send, 1, None, 0, None);
+        assert_eq!(ud >> 32, u64::from(GENERATIONS - 1));
+        assert_eq!(ud >> 62, 0);
+        assert!(slab.get(ud as u32).is_some());
+        assert_eq!(slab.finish(ud as u32).and_then(|e| e.release()), None);
+        let next = slab.insert(wq, Side::Send, 2, None, 0, None);
+        assert_eq!(
+            (next as u32, next >> 32),
+            (ud as u32, 0),
+            "the generation wraps"
+        );
     }
 }

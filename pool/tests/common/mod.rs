@@ -67,7 +67,7 @@ impl Recorder {
 }
 
 impl Registrar for Recorder {
-    fn register(&self, region: PoolRegion) -> io::Result<()> {
+    unsafe fn register(&self, region: PoolRegion) -> io::Result<()> {
         let PoolRegion { id, base, len, .. } = region;
         // Relaxed: the test sets the flag on this same thread before the call it affects.
         if self.refuse.load(std::sync::atomic::Ordering::Relaxed) && id.0 >= self.refuse_from {
