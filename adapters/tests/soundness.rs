@@ -219,13 +219,13 @@ fn a_low_watermark_callback_that_grows_inside_a_batch_returns() {
         "a growing low-watermark callback inside a Batch",
         move || {
             let grown = Arc::new(AtomicUsize::new(0));
-            let slot: Arc<std::sync::OnceLock<MessagePool>> = Arc::default();
+            let slot: Arc<std::sync::Mutex<Option<MessagePool>>> = Arc::default();
             let (g, s) = (Arc::clone(&grown), Arc::clone(&slot));
             let pool = MessagePool::builder()
                 .class(4096, 4)
                 .cache_size(0)
                 .low_watermark(0, 2, move |ev| {
-                    if let Some(pool) = s.get() {
+                    if let Some(pool) = s.lock().unwrap().as_ref() {
                         pool.grow(ev.class, 4).unwrap();
                         // Relaxed: read on this thread after the callback returns.
                         g.fetch_add(1, Ordering::Relaxed);
@@ -234,7 +234,7 @@ fn a_low_watermark_callback_that_grows_inside_a_batch_returns() {
                 .build()
                 .unwrap();
             pool.attach(adapter.registrar()).unwrap();
-            slot.set(pool.clone()).ok().unwrap();
+            *slot.lock().unwrap() = Some(pool.clone());
             let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
             let cq = wq.completion_queue();
             let batch = cq.batch().expect("nobody else owns the ring");
@@ -248,7 +248,7 @@ fn a_low_watermark_callback_that_grows_inside_a_batch_returns() {
             assert_eq!(pool.capacity(0), 8);
             drop((batch, held));
             // The pool holds itself through the callback's slot; break the cycle.
-            drop(slot);
+            slot.lock().unwrap().take();
         },
     );
 }
