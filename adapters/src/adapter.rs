@@ -544,6 +544,7 @@ impl<B: IoBuf> Adapter<B> {
     ) -> Result<WorkQueue<B>, Error> {
         let ring = self.inner.ring(cq)?;
         let _w = self.inner.tables.write_lock();
+        self.sweep_work_queues();
         self.inner
             .tables
             .check_target(&self.inner.tables.domain.guard(), target)
@@ -591,41 +592,54 @@ impl<B: IoBuf> Adapter<B> {
     }
 
     /// Removes a work queue. Later posts to it are handed back with
-    /// [`PostError::Closed`](crate::PostError::Closed); operations in flight still complete.
+    /// [`PostError::Closed`](crate::PostError::Closed); operations in flight still complete, and
+    /// the queue's own file (a plain fd's duplicate) is closed after the last one's final
+    /// completion: the kernel looks the fd up only when it issues an operation.
     pub fn remove_work_queue(&self, wq: &WorkQueue<B>) {
         let _w = self.inner.tables.write_lock();
-        let id = wq.id();
         wq.shared.close();
+        self.sweep_work_queues();
+        tracing::debug!(parent: &wq.ring.span, wq = wq.id().index, "work queue removed");
+    }
+
+    /// Takes the closed and drained work queues out of the table. A closed queue stays in it
+    /// until its last operation's final completion, which returns its credits (and closes its
+    /// file); the next table change after that takes it out. Called with the write lock held.
+    fn sweep_work_queues(&self) {
+        let guard = self.inner.tables.domain.guard();
+        let stale = self
+            .inner
+            .tables
+            .wqs
+            .read(&guard)
+            .iter()
+            .flatten()
+            .any(|w| w.is_released());
+        drop(guard);
+        if !stale {
+            return;
+        }
         self.inner
             .tables
             .wqs
             .update(|t| {
-                let mut t = t.clone();
-                if let Some(slot) = t.get_mut(id.index as usize) {
-                    if slot.as_ref().is_some_and(|w| w.id == id) {
-                        *slot = None;
-                    }
-                }
-                t
+                t.iter()
+                    .map(|w| w.as_ref().filter(|w| !w.is_released()).cloned())
+                    .collect()
             })
             .defer();
-        // The old table versions hold the queue (and a plain fd's duplicate). Deferred values
-        // are otherwise reclaimed only every few table writes, so an idle adapter would keep the
-        // file open indefinitely: reclaim now (it never waits; with a reader online, the
+        // The old table versions hold the queues. Deferred values are otherwise reclaimed only
+        // every few table writes, so reclaim now (it never waits; with a reader online, the
         // versions go at a later reclaim).
         self.inner.tables.domain.reclaim();
-        tracing::debug!(parent: &wq.ring.span, wq = id.index, "work queue removed");
     }
 
     /// Changes a work queue's depths. Growth is immediate; a shrink holds back new posts until
     /// enough in-flight operations complete.
     pub fn resize_work_queue(&self, wq: &WorkQueue<B>, send_depth: u32, recv_depth: u32) {
         let _w = self.inner.tables.write_lock();
-        let mut depth = wq.shared.depth.lock().unwrap_or_else(|p| p.into_inner());
-        wq.shared
-            .adjust(Side::Send, i64::from(send_depth) - i64::from(depth.0));
-        wq.shared
-            .adjust(Side::Recv, i64::from(recv_depth) - i64::from(depth.1));
-        *depth = (send_depth, recv_depth);
+        let (send, recv) = wq.shared.set_depth(send_depth, recv_depth);
+        wq.shared.adjust(Side::Send, send);
+        wq.shared.adjust(Side::Recv, recv);
     }
 }

@@ -83,7 +83,11 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         }
         let side = op.side();
         let Some(slot) = self.take_credit(&wq.shared, side) else {
-            return Err(PostError::NoCredit(op));
+            return Err(if wq.shared.is_open() {
+                PostError::NoCredit(op)
+            } else {
+                PostError::Closed(op)
+            });
         };
         let checked = self.ring.check(&self.reader, &op, wq.shared.target);
         let state = self.guard.state_mut();

@@ -9,12 +9,21 @@
 //! - Table versions: published and read through [`Rcu`] (its own docs give the orderings);
 //!   writers are serialised by the `writer` mutex, and old versions are handed to the domain
 //!   with `defer`, so no writer ever waits on a reader that is itself inside a batch.
-//! - Work-queue credits: Relaxed read-modify-writes on one counter per side. A credit is a
-//!   count, not a publication: the RMW alone keeps the count exact, and the operation's data
-//!   travels through the ring lock and the kernel, not through the credit.
-//! - A work queue's `open` flag: Relaxed. A post racing with the removal may go either way
-//!   (both outcomes are correct: an accepted post completes normally); a post that comes after
-//!   the removal in any happens-before order sees the flag clear.
+//! - Work-queue credits: read-modify-writes on one counter per side. A credit is a count, not a
+//!   publication: the RMW alone keeps the count exact, and the operation's data travels through
+//!   the ring lock and the kernel, not through the credit.
+//! - A removed work queue keeps its file (a plain fd's duplicate) until its last operation's
+//!   final completion, since the kernel looks the fd up when it issues an operation, which can
+//!   be long after the post. So the file goes when the queue is both closed and drained (every
+//!   credit back), decided by a Dekker pair in SeqCst: `close` stores `open = false`, then reads
+//!   the credits; a reservation or a credit return changes the credits, then reads `open`. In
+//!   the single total order of SeqCst operations, either the closer sees the last credit come
+//!   back, or the returner (or a poster that reserved just before the close) sees the queue
+//!   closed; whoever sees both lets the file go (under the queue's lock, once). A poster that
+//!   reserves after the close gives its credits back and is refused, so nothing is posted on a
+//!   released file. On x86 these SeqCst accesses cost what Relaxed ones would (RMWs are locked
+//!   anyway, and loads are plain), except the one store in `close`.
+//! - A work queue's `open` flag is also read Relaxed, for an early refusal only.
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -193,16 +202,25 @@ impl WqId {
 pub(crate) struct WqShared {
     pub id: WqId,
     pub target: Target,
-    /// `(send, receive)` depth; changed only by the table writer.
-    pub depth: Mutex<(u32, u32)>,
     /// Depth minus operations in flight; negative after a shrink until completions catch up.
     send_credit: AtomicI64,
     recv_credit: AtomicI64,
-    /// Cleared when the queue is removed from the table; posts then fail with `Closed`.
+    /// Cleared when the queue is removed; posts then fail with `Closed`.
     open: AtomicBool,
+    /// The depths, and the queue's own file until it is let go of (module docs).
+    life: Mutex<Life>,
+}
+
+/// The parts of a work queue that change rarely, under one lock.
+#[derive(Debug)]
+struct Life {
+    /// `(send, receive)` depth.
+    depth: (u32, u32),
     /// The work queue's own duplicate of a [`Target::Fd`]: the number in its SQEs names this
-    /// file for as long as the queue lives, whatever the caller does with its own fd.
-    _file: Option<OwnedFd>,
+    /// file until the queue is removed and its last operation has completed.
+    file: Option<OwnedFd>,
+    /// The queue is closed and drained: its file is closed, and its table entry may go.
+    released: bool,
 }
 
 impl WqShared {
@@ -210,25 +228,55 @@ impl WqShared {
         Self {
             id,
             target,
-            _file: file,
-            depth: Mutex::new((send, recv)),
             send_credit: AtomicI64::new(i64::from(send)),
             recv_credit: AtomicI64::new(i64::from(recv)),
             open: AtomicBool::new(true),
+            life: Mutex::new(Life {
+                depth: (send, recv),
+                file,
+                released: false,
+            }),
         }
     }
 
-    /// Whether the queue still takes posts.
+    fn life(&self) -> MutexGuard<'_, Life> {
+        // The fields change by whole stores, so a panic elsewhere cannot leave them torn.
+        self.life.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the queue still takes posts: a cheap early test (the reservation makes the
+    /// decisive one, see [`reserve`](Self::reserve)).
     #[inline]
     pub fn is_open(&self) -> bool {
-        // Relaxed: see the module docs; the flag publishes nothing.
+        // Relaxed: an early refusal only; `reserve` checks again in the total order.
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Refuses every later post (the queue is being removed).
+    /// Refuses every later post (the queue is being removed), and lets go of the queue's file
+    /// at once if nothing is in flight (else the last completion does).
     pub fn close(&self) {
-        // Relaxed: see the module docs.
-        self.open.store(false, Ordering::Relaxed);
+        // SeqCst: one side of the Dekker pair with the credit changes (module docs).
+        self.open.store(false, Ordering::SeqCst);
+        self.release_if_drained();
+    }
+
+    /// Whether the queue is closed and drained, its file closed: its table entry may go.
+    pub fn is_released(&self) -> bool {
+        self.life().released
+    }
+
+    /// Lets go of the queue's file if the queue is closed and every credit is back (nothing of
+    /// it is staged or in flight).
+    fn release_if_drained(&self) {
+        let mut life = self.life();
+        // SeqCst (all three): the other side of the Dekker pair in `close`/`reserve`/`adjust`.
+        let drained = !self.open.load(Ordering::SeqCst)
+            && self.send_credit.load(Ordering::SeqCst) == i64::from(life.depth.0)
+            && self.recv_credit.load(Ordering::SeqCst) == i64::from(life.depth.1);
+        if drained && !life.released {
+            life.released = true;
+            life.file = None;
+        }
     }
 
     fn credit(&self, side: Side) -> &AtomicI64 {
@@ -239,27 +287,48 @@ impl WqShared {
     }
 
     /// Takes up to `max` credits of `side` at once and returns how many it took (0 when none is
-    /// left). A [`Batch`](crate::Batch) reserves this way so that each post does not pay for an
-    /// atomic read-modify-write.
+    /// left, or the queue is closed). A [`Batch`](crate::Batch) reserves this way so that each
+    /// post does not pay for an atomic read-modify-write.
     #[inline]
     pub fn reserve(&self, side: Side, max: i64) -> i64 {
         let mut taken = 0;
-        // Relaxed: a credit is a count, not a publication; the RMW alone keeps it from going
-        // below zero, and the operation's data is ordered by the ring lock and the kernel.
+        // SeqCst: the reservation and the `open` load below are one side of the Dekker pair
+        // with `close` (module docs); on x86 both cost what Relaxed ones do (a locked
+        // instruction and a plain load).
         let _ = self
             .credit(side)
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
                 taken = c.min(max);
                 (taken > 0).then(|| c - taken)
             });
+        // SeqCst: as above. A queue closed meanwhile gets the credits back, and may be let go.
+        if taken > 0 && !self.open.load(Ordering::SeqCst) {
+            self.adjust(side, taken);
+            return 0;
+        }
         taken.max(0)
     }
 
     /// Adds `delta` credits to `side`: returned credits, or a depth change (a shrink takes
-    /// effect as operations complete).
+    /// effect as operations complete). Credits coming back to a closed queue may let its file
+    /// go.
     pub fn adjust(&self, side: Side, delta: i64) {
-        // Relaxed: as in `reserve`.
-        self.credit(side).fetch_add(delta, Ordering::Relaxed);
+        // SeqCst: one side of the Dekker pair with `close` (module docs).
+        self.credit(side).fetch_add(delta, Ordering::SeqCst);
+        // SeqCst: as above.
+        if delta > 0 && !self.open.load(Ordering::SeqCst) {
+            self.release_if_drained();
+        }
+    }
+
+    /// Sets the depths; returns the changes to apply to the credits, `(send, receive)`.
+    pub fn set_depth(&self, send: u32, recv: u32) -> (i64, i64) {
+        let mut life = self.life();
+        let old = std::mem::replace(&mut life.depth, (send, recv));
+        (
+            i64::from(send) - i64::from(old.0),
+            i64::from(recv) - i64::from(old.1),
+        )
     }
 
     /// Credits left, `(send, receive)`; 0 while a shrink is still catching up.

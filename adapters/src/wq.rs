@@ -90,7 +90,11 @@ impl<B: IoBuf> WorkQueue<B> {
         }
         let side = op.side();
         if self.shared.reserve(side, 1) == 0 {
-            return Err(PostError::NoCredit(op));
+            return Err(if self.shared.is_open() {
+                PostError::NoCredit(op)
+            } else {
+                PostError::Closed(op)
+            });
         }
         let checked = self.ring.check(reader, &op, self.shared.target);
         Ok(Post {

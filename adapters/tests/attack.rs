@@ -1,6 +1,5 @@
 //! Red-team regression tests: attacks from safe code on buffer identity, registration, file
-//! numbers, threading and hostile arguments. Each test names what it tries; a test marked
-//! `#[ignore]` is a finding whose fix is recommended rather than made here.
+//! numbers, threading and hostile arguments. Each test names what it tries.
 //!
 //! `unsafe` appears only for observation (`fcntl` to see whether an fd is open) or to make fd
 //! numbers collide (`dup2`), never in the attack itself.
@@ -49,12 +48,10 @@ fn is_open(fd: i32) -> bool {
 /// removed and dropped meanwhile, its duplicate closes, another file takes the number, and the
 /// write lands in that file.
 ///
-/// Finding: a work queue's duplicate fd lives as long as the queue's `WqShared`, which only the
-/// tables and the handles hold; the in-flight table keeps just the `WqId`. The kernel resolves a
-/// plain fd at issue, which for a drained or `force_async` operation (and, with SQPOLL, for any
-/// SQE the kernel thread has not taken yet) comes after the post returned.
+/// The kernel resolves a plain fd at issue, which for a drained or `force_async` operation (and,
+/// with SQPOLL, for any SQE the kernel thread has not taken yet) comes after the post returned:
+/// a removed queue keeps its duplicate fd until its last operation's final completion.
 #[test]
-#[ignore = "reason: a removed work queue's fd closes while its drained operations are in the             kernel, so they act on whatever file takes the number next (fix recommended: keep             the queue's file until the final CQE of its last operation)"]
 fn a_drained_write_never_reaches_a_file_that_took_its_removed_queues_fd_number() {
     common::within(Duration::from_secs(30), "drained write", || {
         let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
