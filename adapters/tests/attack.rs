@@ -9,39 +9,9 @@ mod common;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use common::{file_of, is_open, small_config as config, small_pool};
 use regio_adapters::{Config, Op, Target};
 use regio_pool::{Message, MessagePool};
-
-fn config() -> Config {
-    Config {
-        sq_entries: 32,
-        cq_entries: 64,
-        sqpoll: None,
-        ..Config::default()
-    }
-}
-
-/// A pool of 4 messages of 4 KiB, without thread caches.
-fn small_pool() -> MessagePool {
-    MessagePool::builder()
-        .class(4096, 4)
-        .cache_size(0)
-        .build()
-        .unwrap()
-}
-
-/// A file of 4 KiB of `byte`.
-fn file_of(byte: u8) -> (std::fs::File, std::path::PathBuf) {
-    let (file, path) = common::temp_file(0);
-    std::fs::write(&path, vec![byte; 4096]).unwrap();
-    (file, path)
-}
-
-/// Whether `fd` is open in this process.
-fn is_open(fd: i32) -> bool {
-    // SAFETY: F_GETFD reads only the descriptor's flags.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
-}
 
 /// The kernel looks up a plain fd when it *issues* an operation, not when it takes the SQE: a
 /// drained operation waits in the kernel behind the operations before it. If the work queue is

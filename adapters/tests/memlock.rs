@@ -132,23 +132,8 @@ fn rollback_child() {
         assert_eq!(libc::setuid(uid), 0, "setuid");
     }
     let adapter = Adapter::<TestBuf>::new(common::config(2, false)).expect("adapter");
-    // Fresh mappings: heap memory may sit in a transparent huge page, which counts whole.
-    let map = || {
-        // SAFETY: an anonymous private mapping, checked below; never unmapped (the process ends).
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        p.cast::<u8>()
-    };
-    let (first, second) = (map(), map());
+    // Fresh mappings, never unmapped (the process ends).
+    let (first, second) = (common::anonymous(len), common::anonymous(len));
     let ring1 = adapter.completion_queue(1).unwrap().ring_fd();
     // Ring 1's fd number is made to name /dev/null for the first registration, so that ring 1
     // refuses it after ring 0 took it; a duplicate keeps the ring itself open meanwhile.

@@ -9,35 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{file_of, is_open, small_config as config, small_pool};
 use regio_adapters::{Config, DescriptorError, Op, Target};
 use regio_pool::{DescFlags, Message, MessagePool, Opcode};
 
 const PATIENCE: Duration = Duration::from_secs(10);
-
-fn config() -> Config {
-    Config {
-        sq_entries: 32,
-        cq_entries: 64,
-        sqpoll: None,
-        ..Config::default()
-    }
-}
-
-/// A pool of 4 messages of 4 KiB, without thread caches.
-fn small_pool() -> MessagePool {
-    MessagePool::builder()
-        .class(4096, 4)
-        .cache_size(0)
-        .build()
-        .unwrap()
-}
-
-/// A file of 4 KiB of `byte`.
-fn file_of(byte: u8) -> (std::fs::File, std::path::PathBuf) {
-    let (file, path) = common::temp_file(0);
-    std::fs::write(&path, vec![byte; 4096]).unwrap();
-    (file, path)
-}
 
 #[test]
 fn a_descriptor_cannot_point_a_message_at_another_message() {
@@ -389,12 +365,6 @@ fn a_scatter_message_is_refused_whole_rather_than_cut() {
         matches!(got, Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "{got:?}"
     );
-}
-
-/// Whether `fd` is open in this process.
-fn is_open(fd: i32) -> bool {
-    // SAFETY: F_GETFD reads only the descriptor's flags.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
 }
 
 #[test]

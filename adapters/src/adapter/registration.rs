@@ -190,14 +190,7 @@ impl<B> Inner<B> {
     /// Takes the region at `index` out of the table and removes it from every ring. Called with
     /// the tables' write lock held, on a thread that may register.
     fn remove_region(&self, index: u16) -> Result<(), Error> {
-        self.tables
-            .regions
-            .update(|t| {
-                let mut t = t.clone();
-                t.remove(index, Slot::Free);
-                t
-            })
-            .defer();
+        self.leave_table(index, Slot::Free);
         let mut result = Ok(());
         for ring in &self.rings {
             if let Err(source) = register::buffers_remove(ring.fd(), u32::from(index)) {
@@ -209,6 +202,18 @@ impl<B> Inner<B> {
             }
         }
         result
+    }
+
+    /// Publishes a region table without the region at `index`, whose slot becomes `then`.
+    fn leave_table(&self, index: u16, then: Slot) {
+        self.tables
+            .regions
+            .update(|t| {
+                let mut t = t.clone();
+                t.remove(index, then);
+                t
+            })
+            .defer();
     }
 
     /// Removes the kernel entries of the regions that a thread other than the owner freed in
@@ -224,14 +229,7 @@ impl<B> Inner<B> {
                 .iter()
                 .all(|ring| register::buffers_remove(ring.fd(), u32::from(index)).is_ok());
             if removed {
-                self.tables
-                    .regions
-                    .update(|t| {
-                        let mut t = t.clone();
-                        t.remove(index, Slot::Free);
-                        t
-                    })
-                    .defer();
+                self.leave_table(index, Slot::Free);
             }
         }
     }
@@ -252,14 +250,7 @@ impl<B> Inner<B> {
             let _ = self.remove_region(index);
             return;
         }
-        self.tables
-            .regions
-            .update(|t| {
-                let mut t = t.clone();
-                t.remove(index, Slot::Removing);
-                t
-            })
-            .defer();
+        self.leave_table(index, Slot::Removing);
         tracing::debug!(parent: &self.span, index, "a pool region was freed off the owner thread; its kernel entry goes at the next registration there");
     }
 }

@@ -26,19 +26,7 @@ unsafe impl Sync for Region {}
 
 impl Region {
     pub fn new(adapter: &Adapter<TestBuf>, len: usize) -> Arc<Self> {
-        // SAFETY: anonymous private mapping, checked below.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED);
-        let base = base as *mut u8;
+        let base = anonymous(len);
         // SAFETY: the mapping lives until `Region` drops, which the Arc in every TestBuf delays
         // until no buffer is left.
         let registration = unsafe { adapter.register_region(base, len) }.expect("register region");
@@ -81,6 +69,24 @@ impl Region {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(offset as usize), data.len())
         };
     }
+}
+
+/// A fresh anonymous private mapping of `len` bytes (never in a huge page, unlike heap memory,
+/// whose pinning would count whole). The caller unmaps it, or lets the process end.
+pub fn anonymous(len: usize) -> *mut u8 {
+    // SAFETY: an anonymous private mapping, checked below.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(base, libc::MAP_FAILED);
+    base.cast()
 }
 
 impl Drop for Region {
@@ -249,4 +255,36 @@ pub fn within<T: Send + 'static>(
         }
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
     }
+}
+
+/// A small config for soundness tests: SQPOLL off, small rings.
+pub fn small_config() -> Config {
+    Config {
+        sq_entries: 32,
+        cq_entries: 64,
+        sqpoll: None,
+        ..Config::default()
+    }
+}
+
+/// A pool of 4 messages of 4 KiB, without thread caches.
+pub fn small_pool() -> MessagePool {
+    MessagePool::builder()
+        .class(4096, 4)
+        .cache_size(0)
+        .build()
+        .unwrap()
+}
+
+/// A file of 4 KiB of `byte`.
+pub fn file_of(byte: u8) -> (std::fs::File, std::path::PathBuf) {
+    let (file, path) = temp_file(0);
+    std::fs::write(&path, vec![byte; 4096]).unwrap();
+    (file, path)
+}
+
+/// Whether `fd` is open in this process.
+pub fn is_open(fd: i32) -> bool {
+    // SAFETY: F_GETFD reads only the descriptor's flags.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
 }
