@@ -22,10 +22,7 @@ fn a_descriptor_cannot_point_a_message_at_another_message() {
     };
     let pool = small_pool();
     pool.attach(adapter.registrar()).unwrap();
-    let (file, path) = file_of(b'F');
-    let wq = adapter
-        .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
-        .unwrap();
+    let (wq, _scratch) = common::file_queue(&adapter, b'F');
     let cq = wq.completion_queue();
     let mut victim = pool.try_acquire().unwrap();
     victim.as_mut_slice().fill(b'V');
@@ -40,7 +37,7 @@ fn a_descriptor_cannot_point_a_message_at_another_message() {
         "{c:?}"
     );
     assert!(
-        victim.as_slice().iter().all(|&b| b == b'V'),
+        common::only(victim.as_slice(), b'V'),
         "the kernel wrote into a message nobody posted"
     );
 
@@ -53,7 +50,7 @@ fn a_descriptor_cannot_point_a_message_at_another_message() {
         matches!(c.rejected(), Some(DescriptorError::NotOwned { .. })),
         "{c:?}"
     );
-    assert!(victim.as_slice().iter().all(|&b| b == b'V'));
+    assert!(common::only(victim.as_slice(), b'V'));
 
     // A slice inside the message's own buffer is fine.
     let mut own = c.buf.unwrap();
@@ -66,7 +63,6 @@ fn a_descriptor_cannot_point_a_message_at_another_message() {
     assert_eq!((c.result, c.rejected()), (10, None));
     let own = c.buf.unwrap();
     assert_eq!(&own.as_slice()[100..110], &[b'F'; 10]);
-    std::fs::remove_file(path).unwrap();
 }
 
 #[test]
@@ -77,10 +73,7 @@ fn two_pools_on_one_adapter_never_share_a_fixed_buffer() {
     let (a, b) = (small_pool(), small_pool());
     a.attach(adapter.registrar()).unwrap();
     b.attach(adapter.registrar()).unwrap();
-    let (file, path) = file_of(b'F');
-    let wq = adapter
-        .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
-        .unwrap();
+    let (wq, _scratch) = common::file_queue(&adapter, b'F');
     let mut bs: Vec<Message> = (0..4).map(|_| b.try_acquire().unwrap()).collect();
     for m in &mut bs {
         m.as_mut_slice().fill(b'B');
@@ -90,14 +83,13 @@ fn two_pools_on_one_adapter_never_share_a_fixed_buffer() {
     wq.post(Op::read_fixed(msg, 0, 1)).unwrap();
     let c = common::wait_one(&wq.completion_queue());
     assert_eq!((c.result, c.rejected()), (4096, None));
-    assert!(c.buf.unwrap().as_slice().iter().all(|&x| x == b'F'));
+    assert!(common::only(c.buf.unwrap().as_slice(), b'F'));
     for m in &bs {
         assert!(
-            m.as_slice().iter().all(|&x| x == b'B'),
+            common::only(m.as_slice(), b'B'),
             "a read into pool A landed in pool B"
         );
     }
-    std::fs::remove_file(path).unwrap();
 }
 
 #[test]
@@ -108,10 +100,7 @@ fn a_message_of_a_pool_that_was_never_attached_is_rejected() {
     let attached = small_pool();
     attached.attach(adapter.registrar()).unwrap();
     let stranger = small_pool();
-    let (file, path) = file_of(b'F');
-    let wq = adapter
-        .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
-        .unwrap();
+    let (wq, _scratch) = common::file_queue(&adapter, b'F');
     let mut held: Vec<Message> = (0..4).map(|_| attached.try_acquire().unwrap()).collect();
     for m in &mut held {
         m.as_mut_slice().fill(b'H');
@@ -127,11 +116,10 @@ fn a_message_of_a_pool_that_was_never_attached_is_rejected() {
     );
     for m in &held {
         assert!(
-            m.as_slice().iter().all(|&x| x == b'H'),
+            common::only(m.as_slice(), b'H'),
             "the read used another pool's buffer"
         );
     }
-    std::fs::remove_file(path).unwrap();
 }
 
 #[test]
@@ -298,10 +286,7 @@ fn every_descriptor_flag_reaches_the_sqe_or_is_refused() {
     };
     let pool = small_pool();
     pool.attach(adapter.registrar()).unwrap();
-    let (file, path) = file_of(b'F');
-    let wq = adapter
-        .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
-        .unwrap();
+    let (wq, scratch) = common::file_queue(&adapter, b'F');
     let cq = wq.completion_queue();
 
     // DRAIN: the NOP waits for the timeout posted before it.
@@ -321,7 +306,7 @@ fn every_descriptor_flag_reaches_the_sqe_or_is_refused() {
     wq.post(Op::from_message(msg).unwrap()).unwrap();
     let c = common::wait_one(&cq);
     assert_eq!((c.cookie, c.result, c.rejected()), (3, 4096, None));
-    assert!(std::fs::read(&path).unwrap().iter().all(|&b| b == b'W'));
+    assert!(scratch.holds_only(b'W'));
 
     // Refused: FUA on a read, unknown bits, an offset on a send.
     let refused = |opcode, flags, offset| {
@@ -337,7 +322,6 @@ fn every_descriptor_flag_reaches_the_sqe_or_is_refused() {
     assert!(refused(Opcode::ReadFixed, DescFlags::FUA, 0).contains("FUA"));
     assert!(refused(Opcode::WriteFixed, DescFlags(1 << 0), 0).contains("flags"));
     assert!(refused(Opcode::Send, DescFlags::NONE, 7).contains("offset"));
-    std::fs::remove_file(path).unwrap();
 }
 
 #[test]
@@ -429,15 +413,16 @@ fn a_work_queue_keeps_its_file_when_the_caller_closes_its_fd() {
     };
     let pool = small_pool();
     pool.attach(adapter.registrar()).unwrap();
-    let (ours, our_path) = file_of(b'O');
+    let (ours, ours_path) = file_of(b'O');
     let number = ours.as_raw_fd();
     let wq = adapter.work_queue(0, Target::Fd(number), 8, 8).unwrap();
+    // The caller closes its fd, and another file takes the number.
     drop(ours);
-    // Another file takes the number the caller closed.
-    let (theirs, their_path) = file_of(b'T');
-    if theirs.as_raw_fd() != number {
+    let theirs = common::Scratch::of(b'T');
+    let taken = theirs.file.as_raw_fd();
+    if taken != number {
         // SAFETY: `number` is closed (the file above was dropped), so dup2 closes nothing.
-        assert_eq!(unsafe { libc::dup2(theirs.as_raw_fd(), number) }, number);
+        assert_eq!(unsafe { libc::dup2(taken, number) }, number);
     }
     let mut msg = pool.try_acquire().unwrap();
     msg.as_mut_slice().fill(b'W');
@@ -445,19 +430,15 @@ fn a_work_queue_keeps_its_file_when_the_caller_closes_its_fd() {
     let c = common::wait_one(&wq.completion_queue());
     assert_eq!((c.result, c.rejected()), (4096, None));
     assert!(
-        std::fs::read(&their_path)
-            .unwrap()
-            .iter()
-            .all(|&b| b == b'T'),
+        theirs.holds_only(b'T'),
         "the write went to the file that took the closed fd's number"
     );
-    assert!(std::fs::read(&our_path).unwrap().iter().all(|&b| b == b'W'));
-    if theirs.as_raw_fd() != number {
+    assert!(common::only(&std::fs::read(&ours_path).unwrap(), b'W'));
+    if taken != number {
         // SAFETY: the duplicate made above, owned by this test alone.
         unsafe { libc::close(number) };
     }
-    std::fs::remove_file(our_path).unwrap();
-    std::fs::remove_file(their_path).unwrap();
+    std::fs::remove_file(ours_path).unwrap();
 }
 
 #[test]
@@ -465,10 +446,7 @@ fn a_close_cannot_take_a_plain_fd_queues_file_from_under_it() {
     let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
         return;
     };
-    let (file, path) = file_of(b'F');
-    let wq = adapter
-        .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
-        .unwrap();
+    let (wq, scratch) = common::file_queue(&adapter, b'F');
     wq.post(Op::close(1)).unwrap();
     let c = common::wait_one(&wq.completion_queue());
     assert!(
@@ -476,8 +454,7 @@ fn a_close_cannot_take_a_plain_fd_queues_file_from_under_it() {
         "{c:?}"
     );
     // The caller's own fd is untouched, and so is the queue's.
-    assert!(is_open(file.as_raw_fd()));
+    assert!(is_open(scratch.file.as_raw_fd()));
     wq.post(Op::fsync(2)).unwrap();
     assert_eq!(common::wait_one(&wq.completion_queue()).result, 0);
-    std::fs::remove_file(path).unwrap();
 }

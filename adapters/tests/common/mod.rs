@@ -283,6 +283,54 @@ pub fn file_of(byte: u8) -> (std::fs::File, std::path::PathBuf) {
     (file, path)
 }
 
+/// A temporary file of 4 KiB, removed when dropped.
+pub struct Scratch {
+    pub file: std::fs::File,
+    pub path: std::path::PathBuf,
+}
+
+impl Scratch {
+    /// 4 KiB of `byte`.
+    pub fn of(byte: u8) -> Self {
+        let (file, path) = file_of(byte);
+        Self { file, path }
+    }
+
+    /// Whether every byte of the file is `byte`.
+    pub fn holds_only(&self, byte: u8) -> bool {
+        only(&std::fs::read(&self.path).unwrap(), byte)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A work queue of depth 8 on `adapter`'s first CQ, on a new [`Scratch`] file of `byte`.
+pub fn file_queue(
+    adapter: &Adapter<Message>,
+    byte: u8,
+) -> (regio_adapters::WorkQueue<Message>, Scratch) {
+    use std::os::fd::AsRawFd;
+    let scratch = Scratch::of(byte);
+    let wq = adapter
+        .work_queue(
+            0,
+            regio_adapters::Target::Fd(scratch.file.as_raw_fd()),
+            8,
+            8,
+        )
+        .unwrap();
+    (wq, scratch)
+}
+
+/// Whether every byte of `bytes` is `byte`.
+pub fn only(bytes: &[u8], byte: u8) -> bool {
+    bytes.iter().all(|&b| b == byte)
+}
+
 /// Whether `fd` is open in this process.
 pub fn is_open(fd: i32) -> bool {
     // SAFETY: F_GETFD reads only the descriptor's flags.
