@@ -61,20 +61,12 @@ unsafe impl IoBuf for Message {
     /// [`DescriptorError::Scatter`] for a descriptor of more than one slice (the adapters post
     /// no vectored operations), [`DescriptorError::NotOwned`] for a slice outside the message's
     /// buffers.
-    #[inline]
+    #[inline(always)]
     fn slice(&self) -> Result<BufSlice, DescriptorError> {
         let key = match self.descriptor().slices() {
             [] => Message::key(self),
             &[key] => {
-                let inside = |own: BufKey| {
-                    key.region == own.region && key.offset >= own.offset && key.end() <= own.end()
-                };
-                let owned = if self.buf_count() == 1 {
-                    inside(Message::key(self))
-                } else {
-                    self.keys().any(inside)
-                };
-                if !owned {
+                if !self.owns(key) {
                     return Err(DescriptorError::NotOwned {
                         region: key.region.0,
                         offset: key.offset,

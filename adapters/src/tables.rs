@@ -366,7 +366,7 @@ impl Tables {
 
     /// Checks a buffer against the region table and turns its slice into an address and a
     /// fixed-buffer index.
-    #[inline]
+    #[inline(always)]
     pub fn resolve<B: IoBuf>(
         &self,
         reader: &impl ReadSide,

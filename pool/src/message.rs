@@ -247,6 +247,19 @@ impl Message {
         unsafe { std::slice::from_raw_parts_mut(m.data.as_ptr(), m.key.len as usize) }
     }
 
+    /// Whether `key` lies inside one of this message's buffers: the check an adapter makes
+    /// before it lets a descriptor's slice reach the kernel.
+    ///
+    /// Inlined whole for a single-buffer message, and with no reference to the message passed
+    /// on, so that a caller holding the message in registers keeps it there.
+    #[inline(always)]
+    pub fn owns(&self, key: BufKey) -> bool {
+        if self.nbufs == 1 {
+            return key_inside(key, self.meta().key);
+        }
+        group_owns(self.pool, self.head, key)
+    }
+
     /// The total size of the buffers.
     pub fn capacity(&self) -> usize {
         self.keys().map(|k| k.len as usize).sum()
@@ -316,6 +329,26 @@ fn release(inner: &Inner, meta: &ElemMeta) -> usize {
     // Relaxed: as above.
     meta.gen.store(gen::next(g, gen::FREE), Ordering::Relaxed);
     inner.put(meta)
+}
+
+/// Whether `key` lies inside `own`.
+#[inline(always)]
+fn key_inside(key: BufKey, own: BufKey) -> bool {
+    key.region == own.region && key.offset >= own.offset && key.end() <= own.end()
+}
+
+/// [`Message::owns`] for a scatter message headed by `head` in `pool`, given by value so that
+/// the message's own address is not taken.
+#[cold]
+#[inline(never)]
+fn group_owns(pool: NonNull<Inner>, head: NonNull<ElemMeta>, key: BufKey) -> bool {
+    // SAFETY: called by `Message::owns`, whose `&self` keeps the message, and so its pool and
+    // its head element's metadata, alive for the call; the message holds its head, so only its
+    // own drop writes the group.
+    let (inner, group) = unsafe { (pool.as_ref(), *head.as_ref().group.get()) };
+    group.elems[..usize::from(group.len)]
+        .iter()
+        .any(|&elem| key_inside(key, inner.dir.held(elem).key))
 }
 
 /// The byte that returned buffers are filled with in debug builds, so that a use after release
