@@ -1,0 +1,399 @@
+//! Operations as futures: [`submit`], [`Submit`], [`nop`], and the explicit [`Cancel`].
+//!
+//! An operation's future does nothing until it is first polled. Polled on a worker, it takes a
+//! slot in the worker's operation table (its cookie is the slot and the slot's generation),
+//! builds its [`Op`](regio_adapters::Op) with that cookie and stages it; the worker posts
+//! everything staged in one batch at the end of the turn, reaps, and routes each completion to
+//! its slot by cookie, waking the task. Polled anywhere else in a runtime (inside
+//! [`Runtime::block_on`](crate::Runtime::block_on)), it runs as a small task on a worker and
+//! waits for that task.
+//!
+//! # Ownership and cancellation
+//!
+//! The adapter owns an operation's buffer from the post to the final completion (for send_zc
+//! the `F_NOTIF` one), and hands it back then; the future gives it to its caller in
+//! [`Completed::buf`].
+//!
+//! - **Dropping the future** (a timeout that fired, an aborted task, a `select!` that took
+//!   another branch) abandons the operation. If it was not posted yet, it is never posted and
+//!   its buffer goes back to the pool at the next submit step. If the kernel has it, the worker
+//!   posts an `ASYNC_CANCEL` for its cookie on the same work queue, and when the operation's
+//!   final completion comes (cancelled or not) the buffer goes back to the pool. A cancel that
+//!   the ring cannot take yet waits in the staging queue, first in line: it is never dropped.
+//!   Cancel-on-drop is best effort: an operation that completes while the cancel is on its way
+//!   has done its work (a read has consumed its data), and that result is lost.
+//! - **[`Submit::cancel`]** is the explicit form: it cancels the operation and waits for its
+//!   final completion, so the caller gets the real result (`-ECANCELED`, or what the operation
+//!   did if it won the race) and the buffer.
+//! - A future moved to another thread after its first poll (rare: tasks never change
+//!   threads) may still be dropped there: the abandonment is mailed to its worker. Polling it
+//!   there panics.
+
+mod io;
+mod table;
+
+use std::future::Future;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+pub(crate) use self::io::Io;
+use self::table::Queue;
+use crate::context;
+use crate::fs::FileQueues;
+use crate::remote::{self, Mail};
+use crate::task::JoinHandle;
+
+pub use regio_adapters::Op;
+pub use regio_pool::Message;
+
+const MOVED: &str = "a regio operation future was polled on another thread than the worker \
+                     that started it; keep it on its task";
+const NO_RUNTIME: &str = "a regio operation was polled outside a regio runtime: run it on a \
+                          worker (a spawned task) or inside Runtime::block_on";
+
+/// What an operation's final completion brought back.
+#[derive(Debug)]
+pub struct Completed {
+    /// The kernel's result: a count or a negated errno. For send_zc, the result of the first
+    /// completion (the bytes sent); the final one only says the kernel is done with the buffer.
+    pub result: i32,
+    /// The final completion's CQE flags.
+    pub flags: u32,
+    /// The operation's buffer, back from the kernel.
+    pub buf: Option<Message>,
+}
+
+impl Completed {
+    /// The result as an [`std::io::Result`]: a count, or the errno as an error.
+    pub fn io_result(&self) -> std::io::Result<u32> {
+        if self.result < 0 {
+            Err(std::io::Error::from_raw_os_error(-self.result))
+        } else {
+            Ok(self.result as u32)
+        }
+    }
+
+    fn cancelled(buf: Option<Message>) -> Self {
+        Self {
+            result: -libc::ECANCELED,
+            flags: 0,
+            buf,
+        }
+    }
+}
+
+/// Which work queue an operation is posted on.
+pub(crate) enum Route {
+    /// The worker's own queue, on no file.
+    Control,
+    /// The file's queue on the worker's ring.
+    File(Arc<FileQueues>),
+}
+
+enum State<F> {
+    /// Not polled yet.
+    Unstarted {
+        route: Route,
+        buf: Option<Message>,
+        build: F,
+    },
+    /// In the table of worker `worker` under `cookie`.
+    Local { worker: u64, cookie: u64 },
+    /// Running as a task on a worker, for a future polled off the workers.
+    Remote(JoinHandle<Completed>),
+    /// Completed, and its output handed out.
+    Finished,
+}
+
+/// An operation's state, shared by [`Submit`] and [`Cancel`]; dropping it abandons the
+/// operation.
+struct Inner<F> {
+    state: State<F>,
+}
+
+/// The builder of an operation: given the buffer and the cookie, the [`Op`]. Closures
+/// `|buf, cookie| ...` are builders.
+pub trait Build: Send + 'static {
+    /// Makes the operation, with `buf` as its buffer and `cookie` as its cookie.
+    fn build(self, buf: Option<Message>, cookie: u64) -> Op<Message>;
+}
+
+impl<F> Build for F
+where
+    F: FnOnce(Option<Message>, u64) -> Op<Message> + Send + 'static,
+{
+    fn build(self, buf: Option<Message>, cookie: u64) -> Op<Message> {
+        self(buf, cookie)
+    }
+}
+
+/// Submits the operation that `build` makes, on the current worker's own work queue (one that
+/// acts on no file: nop, timeout, cancel, msg_ring), and resolves to its final completion.
+///
+/// `build` is called at the first poll, with `buf` and the cookie the operation must carry (the
+/// runtime routes its completions by it): `|buf, cookie| Op::nop(cookie)`, or for a pool
+/// message, set `descriptor_mut().cookie` and use [`Op::from_message`]. The buffer comes back
+/// in [`Completed::buf`]. Dropping the future cancels the operation (see the [module
+/// docs](self)); [`Submit::cancel`] cancels it and gives back the real result and the buffer.
+///
+/// ```
+/// use regio_runtime::{op::{submit, Op}, Runtime};
+///
+/// let rt = Runtime::builder().worker_threads(1).build()?;
+/// let done = rt.block_on(submit(None, |_, cookie| Op::nop(cookie)));
+/// assert_eq!(done.result, 0);
+/// # Ok::<(), regio_runtime::BuildError>(())
+/// ```
+pub fn submit<F: Build>(buf: Option<Message>, build: F) -> Submit<F> {
+    Submit::new(Route::Control, buf, build)
+}
+
+/// The future of [`submit`]: resolves to the operation's [`Completed`] final completion.
+#[must_use = "futures do nothing unless polled; a dropped operation is cancelled"]
+pub struct Submit<F> {
+    inner: Inner<F>,
+}
+
+// The builder is consumed by value and never pinned; nothing in `Submit` refers to itself.
+impl<F> Unpin for Submit<F> {}
+
+impl<F> std::fmt::Debug for Submit<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.inner.state {
+            State::Unstarted { .. } => "unstarted",
+            State::Local { .. } => "in flight",
+            State::Remote(_) => "in flight on a worker",
+            State::Finished => "finished",
+        };
+        f.debug_struct("Submit").field("state", &state).finish()
+    }
+}
+
+impl<F: Build> Submit<F> {
+    pub(crate) fn new(route: Route, buf: Option<Message>, build: F) -> Self {
+        Self {
+            inner: Inner {
+                state: State::Unstarted { route, buf, build },
+            },
+        }
+    }
+
+    /// Cancels the operation and resolves to its final completion: the real result (usually
+    /// `-ECANCELED`, or the operation's own if it completed first) and the buffer. An operation
+    /// never polled resolves at once to `-ECANCELED` with its buffer. One that was handed to a
+    /// worker from outside the workers (first polled in `block_on`) is stopped by aborting that
+    /// task; its buffer then goes back to the pool.
+    pub fn cancel(self) -> Cancel<F> {
+        Cancel {
+            inner: self.inner,
+            requested: false,
+        }
+    }
+}
+
+impl<F: Build> Future for Submit<F> {
+    type Output = Completed;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Completed> {
+        self.inner.poll(cx, false)
+    }
+}
+
+impl<F: Build> Inner<F> {
+    /// Polls the operation, starting it first if it is not; with `cancel`, asks for its
+    /// cancellation first (once).
+    fn poll(&mut self, cx: &mut Context<'_>, cancel: bool) -> Poll<Completed> {
+        if matches!(self.state, State::Unstarted { .. }) {
+            if cancel {
+                let State::Unstarted { buf, .. } =
+                    std::mem::replace(&mut self.state, State::Finished)
+                else {
+                    unreachable!("matched above")
+                };
+                return Poll::Ready(Completed::cancelled(buf));
+            }
+            if let Some(done) = self.start(cx) {
+                return Poll::Ready(done);
+            }
+        }
+        let polled = match &mut self.state {
+            State::Local { worker, cookie } => {
+                let cookie = *cookie;
+                context::with_owner(*worker, |local| {
+                    let mut io = local.io.borrow_mut();
+                    if cancel {
+                        io.cancel(cookie);
+                    }
+                    io.table.poll(cookie, cx)
+                })
+                .unwrap_or_else(|| panic!("{MOVED}"))
+            }
+            State::Remote(handle) => {
+                if cancel {
+                    handle.abort();
+                }
+                Pin::new(handle).poll(cx).map(|joined| match joined {
+                    Ok(done) => done,
+                    Err(e) => match e.try_into_panic() {
+                        Ok(payload) => resume_unwind(payload),
+                        Err(_) => Completed::cancelled(None),
+                    },
+                })
+            }
+            State::Unstarted { .. } => unreachable!("started above"),
+            State::Finished => panic!("an operation future was polled after it completed"),
+        };
+        if polled.is_ready() {
+            self.state = State::Finished;
+        }
+        polled
+    }
+
+    /// Starts the operation: on this thread's worker, or as a task on a worker. Returns the
+    /// completion at once if it cannot start (its file queue could not be made).
+    fn start(&mut self, cx: &mut Context<'_>) -> Option<Completed> {
+        let State::Unstarted { route, buf, build } =
+            std::mem::replace(&mut self.state, State::Finished)
+        else {
+            unreachable!("called on an unstarted operation")
+        };
+        if !context::on_worker() {
+            let shared = context::runtime().unwrap_or_else(|| panic!("{NO_RUNTIME}"));
+            let handle = shared.spawn(Submit::new(route, buf, build));
+            self.state = State::Remote(handle);
+            return None;
+        }
+        let started = context::with_worker(|local| {
+            let queue = match &route {
+                Route::Control => Queue::Control,
+                Route::File(files) => match files.for_worker(local) {
+                    Ok(wq) => Queue::File {
+                        wq,
+                        _file: Arc::clone(files),
+                    },
+                    Err(e) => {
+                        return Err(Completed {
+                            result: -e.raw_os_error().unwrap_or(libc::EIO),
+                            flags: 0,
+                            buf,
+                        })
+                    }
+                },
+            };
+            let cookie = local.io.borrow_mut().reserve(cx.waker(), queue.clone());
+            // The builder is the caller's code: it runs with nothing borrowed, and a panic in it
+            // frees the slot before it unwinds on.
+            match catch_unwind(AssertUnwindSafe(|| build.build(buf, cookie))) {
+                Ok(op) => {
+                    local.io.borrow_mut().stage(queue, op);
+                    Ok((local.uid, cookie))
+                }
+                Err(payload) => {
+                    local.io.borrow_mut().table.discard(cookie);
+                    resume_unwind(payload)
+                }
+            }
+        })
+        .expect("this thread is a worker");
+        match started {
+            Ok((worker, cookie)) => {
+                self.state = State::Local { worker, cookie };
+                None
+            }
+            Err(done) => Some(done),
+        }
+    }
+}
+
+impl<F> Drop for Inner<F> {
+    fn drop(&mut self) {
+        match &self.state {
+            State::Local { worker, cookie } => abandon(*worker, *cookie),
+            State::Remote(handle) => handle.abort(),
+            State::Unstarted { .. } | State::Finished => {}
+        }
+    }
+}
+
+/// Abandons operation `cookie` of worker `worker`: at once on that worker, by mail from
+/// anywhere else (a worker that has stopped has cancelled it already).
+fn abandon(worker: u64, cookie: u64) {
+    let here = context::with_owner(worker, |local| local.io.borrow_mut().abandon(cookie));
+    if here.is_none() {
+        if let Some(remote) = remote::find(worker) {
+            // A refusal means the worker is stopping, and cancels everything itself.
+            let _ = remote.send(Mail::Abandon(cookie));
+        }
+    }
+}
+
+/// The future of [`Submit::cancel`]: resolves to the cancelled operation's final completion.
+/// Dropping it abandons the operation, as dropping the [`Submit`] would have.
+#[must_use = "futures do nothing unless polled"]
+pub struct Cancel<F> {
+    inner: Inner<F>,
+    requested: bool,
+}
+
+// As for `Submit`.
+impl<F> Unpin for Cancel<F> {}
+
+impl<F: Build> Future for Cancel<F> {
+    type Output = Completed;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Completed> {
+        let this = &mut *self;
+        let first = !std::mem::replace(&mut this.requested, true);
+        this.inner.poll(cx, first)
+    }
+}
+
+/// The builder of [`nop`].
+#[derive(Debug)]
+pub struct NopOp(());
+
+impl Build for NopOp {
+    fn build(self, _: Option<Message>, cookie: u64) -> Op<Message> {
+        Op::nop(cookie)
+    }
+}
+
+/// A round trip through the worker's ring that does nothing: an io_uring `NOP`. It measures
+/// (and lets benchmarks measure) the runtime's cost per operation.
+///
+/// ```
+/// let rt = regio_runtime::Runtime::builder().worker_threads(1).build()?;
+/// rt.block_on(rt.spawn(async { regio_runtime::nop().await })).unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn nop() -> Nop {
+    Nop {
+        op: Submit::new(Route::Control, None, NopOp(())),
+    }
+}
+
+/// The future of [`nop`].
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct Nop {
+    op: Submit<NopOp>,
+}
+
+impl Nop {
+    /// The operation, to cancel it explicitly ([`Submit::cancel`]).
+    pub fn into_submit(self) -> Submit<NopOp> {
+        self.op
+    }
+}
+
+impl Future for Nop {
+    type Output = std::io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.op)
+            .poll(cx)
+            .map(|done| done.io_result().map(drop))
+    }
+}
