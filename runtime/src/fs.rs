@@ -83,17 +83,14 @@ impl FileQueues {
     ///
     /// # Errors
     ///
-    /// `EXDEV` if another runtime's workers used the file first; the adapter's error if the
-    /// queue cannot be made.
-    pub(crate) fn for_worker(&self, local: &Local) -> io::Result<WorkQueue<Message>> {
+    /// An errno for the operation's completion: `EXDEV` if another runtime's workers used the
+    /// file first, `EIO` if the adapter cannot make the queue (logged with the reason).
+    pub(crate) fn for_worker(&self, local: &Local) -> Result<WorkQueue<Message>, i32> {
         {
             let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
             match &*runtime {
                 Some((owner, _)) if !std::ptr::eq(owner.as_ptr(), Arc::as_ptr(&local.shared)) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::CrossesDevices,
-                        "this file is used by another regio runtime's workers",
-                    ))
+                    return Err(libc::EXDEV);
                 }
                 Some(_) => {}
                 None => {
@@ -114,7 +111,10 @@ impl FileQueues {
             .shared
             .adapter
             .work_queue(index, Target::Fd(self.file.as_raw_fd()), depth, depth)
-            .map_err(io::Error::other)?;
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot make a work queue for a file");
+                libc::EIO
+            })?;
         queues[index] = Some(wq.clone());
         Ok(wq)
     }

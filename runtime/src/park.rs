@@ -129,38 +129,31 @@ pub(crate) fn post<T>(
     }
 }
 
-/// How an [`idle`] ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Idle {
-    /// The inbox had news: no sleep.
-    Notified,
-    /// The recheck found work: no sleep.
-    Busy,
-    /// The worker slept, until a ring or the timeout.
-    Slept,
-}
-
 /// Puts a worker to sleep on `bell` until something is posted or rung, or `timeout` passes,
 /// unless `busy` (the last look at the sources that ring the doorbell themselves) finds work.
-/// The caller drains its inbox afterwards, whatever the outcome.
+/// `sleeping` runs just before the sleep. The caller drains its inbox afterwards, whatever the
+/// outcome.
 pub(crate) fn idle(
     park: &Park,
     bell: &impl Doorbell,
     busy: impl FnOnce() -> bool,
+    sleeping: impl FnOnce(),
     timeout: Option<Duration>,
-) -> Idle {
+) {
     bell.clear();
+    // A notification came first: the inbox has news, no sleep.
     if !park.announce() {
         park.leave();
-        return Idle::Notified;
+        return;
     }
+    // Completions or due timers: work, no sleep.
     if busy() {
         park.leave();
-        return Idle::Busy;
+        return;
     }
+    sleeping();
     bell.wait(timeout);
     park.leave();
-    Idle::Slept
 }
 
 #[cfg(all(test, loom))]
@@ -231,7 +224,7 @@ mod loom_models {
                     self.inbox.drain_into(&mut got);
                     continue;
                 }
-                idle(&self.park, &self.bell, || false, None);
+                idle(&self.park, &self.bell, || false, || {}, None);
                 self.inbox.drain_into(&mut got);
             }
             got.into()

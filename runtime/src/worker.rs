@@ -35,7 +35,7 @@ use regio_sync::QsbrReader;
 use crate::context::WorkerGuard;
 use crate::error::BuildError;
 use crate::op::Io;
-use crate::park::{self, Doorbell, Idle};
+use crate::park::{self, Doorbell};
 use crate::remote::{self, Mail, Remote};
 use crate::shared::Shared;
 use crate::stats::Counters;
@@ -201,17 +201,15 @@ impl Local {
                 .borrow()
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(now));
-            let outcome = reader.offline_while(|| {
+            reader.offline_while(|| {
                 park::idle(
                     &self.remote.park,
                     &self.remote.bell,
                     || self.io.borrow_mut().submit_and_reap(counters) > 0 || self.timers_due(),
+                    || Counters::bump(&counters.parks, 1),
                     timeout,
                 )
             });
-            if outcome == Idle::Slept {
-                Counters::bump(&counters.parks, 1);
-            }
             if let Some(deadline) = self.read_mail(&mut mail) {
                 return deadline;
             }

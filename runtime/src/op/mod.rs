@@ -146,7 +146,10 @@ where
 /// assert_eq!(done.result, 0);
 /// # Ok::<(), regio_runtime::BuildError>(())
 /// ```
-pub fn submit<F: Build>(buf: Option<Message>, build: F) -> Submit<F> {
+pub fn submit<F>(buf: Option<Message>, build: F) -> Submit<F>
+where
+    F: FnOnce(Option<Message>, u64) -> Op<Message> + Send + 'static,
+{
     Submit::new(Route::Control, buf, build)
 }
 
@@ -273,9 +276,9 @@ impl<F: Build> Inner<F> {
                         wq,
                         _file: Arc::clone(files),
                     },
-                    Err(e) => {
+                    Err(errno) => {
                         return Err(Completed {
-                            result: -e.raw_os_error().unwrap_or(libc::EIO),
+                            result: -errno,
                             flags: 0,
                             buf,
                         })

@@ -69,9 +69,13 @@ pub fn open_fds() -> usize {
     count("/proc/self/fd")
 }
 
-/// Threads of this process.
-pub fn threads() -> usize {
-    count("/proc/self/task")
+/// Threads of this process that are regio workers (named `regio-worker-<i>`).
+pub fn worker_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("regio-worker-"))
+        .count()
 }
 
 /// Waits (up to 10 s) until `cond` holds.
@@ -91,5 +95,74 @@ pub fn assert_pool_full(pool: &regio_pool::MessagePool) {
             pool.capacity(class),
             "class {class}: buffers missing from the pool"
         );
+    }
+}
+
+/// Runs `future` to completion on the calling thread with no runtime: for join handles, which
+/// any thread may await.
+pub fn wait<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+/// A one-shot gate that any thread opens and any task awaits.
+#[derive(Default)]
+pub struct Gate {
+    open: std::sync::atomic::AtomicBool,
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl Gate {
+    /// Opens the gate, waking its waiter.
+    pub fn open(&self) {
+        // SeqCst: a test helper; the waker mutex orders the rest.
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(w) = self.waker.lock().unwrap().take() {
+            w.wake();
+        }
+    }
+
+    /// Waits until the gate is open.
+    pub async fn passed(&self) {
+        std::future::poll_fn(|cx| {
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            // SeqCst: as in `open`; read after the waker is stored, so an open in between
+            // finds the waker.
+            if self.open.load(std::sync::atomic::Ordering::SeqCst) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// A pipe: (read end, write end).
+pub fn pipe() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just created and belong to nobody else.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
     }
 }
