@@ -207,12 +207,15 @@ mod loom_models {
     }
 
     impl Worker {
-        fn new() -> Arc<Self> {
-            Arc::new(Self {
+        /// A worker for one execution of a model. It is leaked rather than shared through an
+        /// `Arc`: when a model fails by design (a deadlock), loom unwinds the blocked thread
+        /// after its execution has ended, and dropping a loom `Arc` then aborts the process.
+        fn leaked() -> &'static Self {
+            Box::leak(Box::new(Self {
                 inbox: Inbox::new(),
                 park: Park::new(),
                 bell: Bell::default(),
-            })
+            }))
         }
 
         /// The worker loop, cut down to the handshake: drain when notified, else idle; stop
@@ -234,13 +237,10 @@ mod loom_models {
     #[test]
     fn a_post_always_reaches_a_worker_that_parks() {
         loom::model(|| {
-            let w = Worker::new();
-            let poster = {
-                let w = Arc::clone(&w);
-                thread::spawn(move || {
-                    post(&w.inbox, &w.park, &w.bell, 7).unwrap();
-                })
-            };
+            let w = Worker::leaked();
+            let poster = thread::spawn(move || {
+                post(&w.inbox, &w.park, &w.bell, 7).unwrap();
+            });
             assert_eq!(w.run(1), vec![7]);
             poster.join().unwrap();
         });
@@ -249,13 +249,10 @@ mod loom_models {
     #[test]
     fn two_posters_wake_the_worker_for_both_items() {
         loom::model(|| {
-            let w = Worker::new();
+            let w = Worker::leaked();
             let posters: Vec<_> = [1, 2]
                 .into_iter()
-                .map(|item| {
-                    let w = Arc::clone(&w);
-                    thread::spawn(move || post(&w.inbox, &w.park, &w.bell, item).unwrap())
-                })
+                .map(|item| thread::spawn(move || post(&w.inbox, &w.park, &w.bell, item).unwrap()))
                 .collect();
             let mut got = w.run(2);
             let rang = posters
@@ -301,16 +298,13 @@ mod loom_models {
     #[should_panic(expected = "deadlock")]
     fn broken_notify_loses_a_wake_up() {
         loom::model(|| {
-            let w = Worker::new();
-            let poster = {
-                let w = Arc::clone(&w);
-                thread::spawn(move || {
-                    w.inbox.push(7).unwrap();
-                    if broken_notify(&w.park) {
-                        w.bell.ring();
-                    }
-                })
-            };
+            let w = Worker::leaked();
+            let poster = thread::spawn(move || {
+                w.inbox.push(7).unwrap();
+                if broken_notify(&w.park) {
+                    w.bell.ring();
+                }
+            });
             assert_eq!(w.run(1), vec![7]);
             poster.join().unwrap();
         });
@@ -323,13 +317,10 @@ mod loom_models {
     #[should_panic(expected = "deadlock")]
     fn checking_the_inbox_before_announcing_loses_a_wake_up() {
         loom::model(|| {
-            let w = Worker::new();
-            let poster = {
-                let w = Arc::clone(&w);
-                thread::spawn(move || {
-                    post(&w.inbox, &w.park, &w.bell, 7).unwrap();
-                })
-            };
+            let w = Worker::leaked();
+            let poster = thread::spawn(move || {
+                post(&w.inbox, &w.park, &w.bell, 7).unwrap();
+            });
             let mut got = VecDeque::new();
             while got.is_empty() {
                 w.inbox.drain_into(&mut got);
