@@ -128,6 +128,20 @@ where
     }
 }
 
+/// The current runtime's message pool (a handle to it; see [`Runtime::pool`]).
+///
+/// # Panics
+///
+/// Outside a regio runtime (a worker, or [`Runtime::block_on`]).
+pub fn pool() -> regio_pool::MessagePool {
+    match context::runtime() {
+        Some(shared) => shared.pool.clone(),
+        None => panic!(
+            "regio_runtime::pool called outside a regio runtime: call it from a task or inside              Runtime::block_on, or use Runtime::pool"
+        ),
+    }
+}
+
 /// Spawns a task that need not be `Send` on the current worker, where it stays, and returns
 /// its handle.
 ///
