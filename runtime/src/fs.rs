@@ -221,6 +221,7 @@ enum FileIoKind {
 }
 
 impl Build for FileIo {
+    #[inline(always)]
     fn build(self, buf: Option<Message>, cookie: u64) -> Op<Message> {
         match (self.0, buf) {
             (FileIoKind::Read(pos), Some(buf)) => Op::read_fixed(buf, pos, cookie),

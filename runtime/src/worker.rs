@@ -28,13 +28,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use regio_adapters::WorkQueue;
+use regio_adapters::{CompletionQueue, WorkQueue};
 use regio_pool::Message;
 use regio_sync::QsbrReader;
 
 use crate::context::WorkerGuard;
 use crate::error::BuildError;
-use crate::op::Io;
+use crate::op::{Io, Posting};
 use crate::park::{self, Doorbell};
 use crate::remote::{self, Mail, Remote};
 use crate::shared::Shared;
@@ -56,6 +56,8 @@ pub(crate) struct Local {
     pub(crate) remote: Arc<Remote>,
     run_queue: RefCell<VecDeque<TaskRef>>,
     pub(crate) io: RefCell<Io>,
+    /// The worker's completion queue (also in `io`), to hold as a batch during a run step.
+    cq: CompletionQueue<Message>,
     pub(crate) timers: RefCell<Timers>,
     tasks: RefCell<Registry>,
 }
@@ -93,9 +95,11 @@ pub(crate) fn main(start: Start, ready: mpsc::Sender<Result<(), BuildError>>) {
     }
     let remote = Arc::clone(&shared.workers[index]);
     let mut reader = shared.adapter.domain().register();
+    let io = Io::new(control, shared.config.reap_max);
     let local = Local {
         uid: remote.uid,
-        io: RefCell::new(Io::new(control, shared.config.reap_max)),
+        cq: io.completion_queue(),
+        io: RefCell::new(io),
         shared,
         remote,
         run_queue: RefCell::new(VecDeque::new()),
@@ -174,15 +178,7 @@ impl Local {
                     return deadline;
                 }
             }
-            let ran = self.run_ready(counters);
-            let reaped = {
-                let mut io = self.io.borrow_mut();
-                if io.has_work() || io.in_kernel() > 0 {
-                    io.submit_and_reap(counters)
-                } else {
-                    0
-                }
-            };
+            let (ran, reaped) = self.run_and_submit(counters);
             reader.quiescent();
             let fired = self.fire_timers(&mut due);
             let pending = !self.run_queue.borrow().is_empty() || self.io.borrow().has_work();
@@ -212,6 +208,35 @@ impl Local {
             });
             if let Some(deadline) = self.read_mail(&mut mail) {
                 return deadline;
+            }
+        }
+    }
+
+    /// The run and submit steps: polls the ready tasks with the ring held as a batch, so that
+    /// the operations they start go straight into the SQ, then submits and reaps. Returns how
+    /// many tasks ran and how many completions were reaped.
+    fn run_and_submit(&self, counters: &Counters) -> (usize, usize) {
+        let ready = !self.run_queue.borrow().is_empty();
+        let io_busy = {
+            let io = self.io.borrow();
+            io.has_work() || io.in_kernel() > 0
+        };
+        if !ready && !io_busy {
+            return (0, 0);
+        }
+        match self.cq.batch() {
+            Some(mut batch) => {
+                let ran = {
+                    let _posting = Posting::open(&self.io, &mut batch);
+                    self.run_ready(counters)
+                };
+                let reaped = self.io.borrow_mut().finish_turn(&mut batch, counters);
+                (ran, reaped)
+            }
+            // Another thread holds the ring for a moment: operations are staged meanwhile.
+            None => {
+                let ran = self.run_ready(counters);
+                (ran, self.io.borrow_mut().submit_and_reap(counters))
             }
         }
     }

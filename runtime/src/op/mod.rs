@@ -33,12 +33,12 @@ mod io;
 mod table;
 
 use std::future::Future;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::panic::resume_unwind;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-pub(crate) use self::io::Io;
+pub(crate) use self::io::{Io, Posting};
 use self::table::Queue;
 use crate::context;
 use crate::fs::FileQueues;
@@ -124,6 +124,7 @@ impl<F> Build for F
 where
     F: FnOnce(Option<Message>, u64) -> Op<Message> + Send + 'static,
 {
+    #[inline(always)]
     fn build(self, buf: Option<Message>, cookie: u64) -> Op<Message> {
         self(buf, cookie)
     }
@@ -199,6 +200,7 @@ impl<F: Build> Submit<F> {
 impl<F: Build> Future for Submit<F> {
     type Output = Completed;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Completed> {
         self.inner.poll(cx, false)
     }
@@ -206,8 +208,28 @@ impl<F: Build> Future for Submit<F> {
 
 impl<F: Build> Inner<F> {
     /// Polls the operation, starting it first if it is not; with `cancel`, asks for its
-    /// cancellation first (once).
+    /// cancellation first (once). The common case, an operation in flight on this worker,
+    /// takes the short path.
+    #[inline(always)]
     fn poll(&mut self, cx: &mut Context<'_>, cancel: bool) -> Poll<Completed> {
+        if let (State::Local { worker, cookie }, false) = (&self.state, cancel) {
+            let cookie = *cookie;
+            let polled = context::with_owner(*worker, |local| {
+                local.io.borrow_mut().table.poll(cookie, cx)
+            });
+            if let Some(polled) = polled {
+                if polled.is_ready() {
+                    self.state = State::Finished;
+                }
+                return polled;
+            }
+        }
+        self.poll_other(cx, cancel)
+    }
+
+    /// [`poll`](Self::poll) for the other cases: the first poll, a cancel, an operation that
+    /// runs as a task, one polled on the wrong thread.
+    fn poll_other(&mut self, cx: &mut Context<'_>, cancel: bool) -> Poll<Completed> {
         if matches!(self.state, State::Unstarted { .. }) {
             if cancel {
                 let State::Unstarted { buf, .. } =
@@ -217,9 +239,13 @@ impl<F: Build> Inner<F> {
                 };
                 return Poll::Ready(Completed::cancelled(buf));
             }
-            if let Some(done) = self.start(cx) {
-                return Poll::Ready(done);
-            }
+            // Started on this worker, the operation cannot complete before the worker's next
+            // submit step: no need to look at its slot yet.
+            return match self.start(cx) {
+                Some(done) => Poll::Ready(done),
+                None if matches!(self.state, State::Local { .. }) => Poll::Pending,
+                None => self.poll_other(cx, false),
+            };
         }
         let polled = match &mut self.state {
             State::Local { worker, cookie } => {
@@ -256,6 +282,7 @@ impl<F: Build> Inner<F> {
 
     /// Starts the operation: on this thread's worker, or as a task on a worker. Returns the
     /// completion at once if it cannot start (its file queue could not be made).
+    #[inline(always)]
     fn start(&mut self, cx: &mut Context<'_>) -> Option<Completed> {
         let State::Unstarted { route, buf, build } =
             std::mem::replace(&mut self.state, State::Finished)
@@ -286,18 +313,18 @@ impl<F: Build> Inner<F> {
                 },
             };
             let cookie = local.io.borrow_mut().reserve(cx.waker(), queue.clone());
-            // The builder is the caller's code: it runs with nothing borrowed, and a panic in it
-            // frees the slot before it unwinds on.
-            match catch_unwind(AssertUnwindSafe(|| build.build(buf, cookie))) {
-                Ok(op) => {
-                    local.io.borrow_mut().stage(queue, op);
-                    Ok((local.uid, cookie))
-                }
-                Err(payload) => {
-                    local.io.borrow_mut().table.discard(cookie);
-                    resume_unwind(payload)
-                }
-            }
+            // The builder runs inside `start`, where the operation goes from the builder
+            // straight into the ring's SQE staging (all inlined): it is never copied as a
+            // whole, which would read back the fields just stored with wide loads and stall
+            // (see the adapters' notes on the hot path). A panic in the builder frees the slot
+            // as it unwinds.
+            let unwinding = Discard { local, cookie };
+            local
+                .io
+                .borrow_mut()
+                .start(queue, cookie, || build.build(buf, cookie));
+            std::mem::forget(unwinding);
+            Ok((local.uid, cookie))
         })
         .expect("this thread is a worker");
         match started {
@@ -307,6 +334,18 @@ impl<F: Build> Inner<F> {
             }
             Err(done) => Some(done),
         }
+    }
+}
+
+/// Frees an operation's slot if its builder panics.
+struct Discard<'a> {
+    local: &'a crate::worker::Local,
+    cookie: u64,
+}
+
+impl Drop for Discard<'_> {
+    fn drop(&mut self) {
+        self.local.io.borrow_mut().table.discard(self.cookie);
     }
 }
 
@@ -358,6 +397,7 @@ impl<F: Build> Future for Cancel<F> {
 pub struct NopOp(());
 
 impl Build for NopOp {
+    #[inline(always)]
     fn build(self, _: Option<Message>, cookie: u64) -> Op<Message> {
         Op::nop(cookie)
     }
@@ -394,6 +434,7 @@ impl Nop {
 impl Future for Nop {
     type Output = std::io::Result<()>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.op)
             .poll(cx)

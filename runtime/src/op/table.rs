@@ -12,27 +12,27 @@
 //!    |                |                    |
 //!  dropped         dropped              dropped
 //!    v                v                    v
-//! Abandoned{posted: false}  Abandoned{posted: true}  Free (the buffer goes back to the pool)
+//! DroppedStaged    DroppedPosted         Free (the buffer goes back to the pool)
 //!    |                |
-//!  (not posted)     final CQE
+//!  not posted      final CQE
 //!    v                v
 //!  Free             Free (the buffer goes back to the pool)
 //! ```
 //!
-//! An abandoned operation that was posted gets a cancel from the caller
+//! An operation dropped after it was posted gets a cancel from the caller
 //! ([`OpTable::abandon`] says so); its buffer stays with the adapter until the final
-//! completion, which frees the slot. The table is the worker's alone: no synchronization.
-
-use std::task::{Context, Poll, Waker};
+//! completion, which frees the slot. A slot's fields are updated in place (no state value is
+//! moved in and out), which keeps the per-operation cost to a few stores. The table is the
+//! worker's alone: no synchronization.
 
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use regio_adapters::{Completion, WorkQueue};
 use regio_pool::Message;
 
-use crate::fs::FileQueues;
-
 use super::Completed;
+use crate::fs::FileQueues;
 
 /// The cookie of the worker's own operations (the cancels of dropped futures), whose
 /// completions nobody waits for.
@@ -52,26 +52,41 @@ pub(crate) enum Queue {
     },
 }
 
-enum State {
+impl Queue {
+    /// The work queue, given the worker's own.
+    pub(crate) fn work_queue<'a>(&'a self, control: &'a WorkQueue<Message>) -> &'a WorkQueue<Message> {
+        match self {
+            Queue::Control => control,
+            Queue::File { wq, .. } => wq,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
     Free,
-    /// Waiting in the worker's staging queue for the next submission.
-    Staged(Option<Waker>),
-    /// In the kernel; `first` is the result of a first, non-final completion (send_zc).
-    Posted {
-        waker: Option<Waker>,
-        first: Option<i32>,
-    },
+    /// Waiting in the worker's staging queue for the submit step.
+    Staged,
+    /// In the kernel.
+    Posted,
     /// The final completion came; the future has not taken it yet.
-    Done(Completed),
-    /// The future was dropped.
-    Abandoned {
-        posted: bool,
-    },
+    Done,
+    /// The future was dropped before the operation was posted.
+    DroppedStaged,
+    /// The future was dropped while the kernel had the operation.
+    DroppedPosted,
 }
 
 struct Slot {
     generation: u32,
-    state: State,
+    phase: Phase,
+    /// `Posted` with `has_first`: the first (non-final) completion's result; `Done`: the
+    /// operation's result.
+    result: i32,
+    has_first: bool,
+    flags: u32,
+    waker: Option<Waker>,
+    buf: Option<Message>,
     queue: Queue,
 }
 
@@ -93,22 +108,26 @@ pub(crate) enum Abandoned {
     Cancel(Queue),
 }
 
+#[inline(always)]
 fn split(cookie: u64) -> (usize, u32) {
-    (
-        (cookie & u64::from(u32::MAX)) as usize,
-        (cookie >> 32) as u32,
-    )
+    ((cookie & u64::from(u32::MAX)) as usize, (cookie >> 32) as u32)
 }
 
 impl OpTable {
-    /// A slot for an operation about to be staged, waking `waker` when it completes.
+    /// A slot for an operation about to be posted or staged, waking `waker` when it completes.
+    #[inline]
     pub(crate) fn insert(&mut self, waker: &Waker, queue: Queue) -> u64 {
         let index = match self.free.pop() {
             Some(i) => i as usize,
             None => {
                 self.slots.push(Slot {
                     generation: 0,
-                    state: State::Free,
+                    phase: Phase::Free,
+                    result: 0,
+                    has_first: false,
+                    flags: 0,
+                    waker: None,
+                    buf: None,
                     queue: Queue::Control,
                 });
                 self.slots.len() - 1
@@ -116,24 +135,31 @@ impl OpTable {
         };
         let slot = &mut self.slots[index];
         slot.generation = slot.generation.checked_add(1).unwrap_or(1);
-        slot.state = State::Staged(Some(waker.clone()));
+        slot.phase = Phase::Staged;
+        slot.has_first = false;
+        slot.waker = Some(waker.clone());
         slot.queue = queue;
         (u64::from(slot.generation) << 32) | index as u64
     }
 
     /// The live slot `cookie` names.
+    #[inline(always)]
     fn slot(&mut self, cookie: u64) -> Option<&mut Slot> {
         let (index, generation) = split(cookie);
         self.slots
             .get_mut(index)
-            .filter(|s| s.generation == generation && !matches!(s.state, State::Free))
+            .filter(|s| s.generation == generation && s.phase != Phase::Free)
     }
 
+    #[inline]
     fn release(&mut self, cookie: u64) {
         let (index, _) = split(cookie);
         let slot = &mut self.slots[index];
-        slot.state = State::Free;
-        slot.queue = Queue::Control;
+        slot.phase = Phase::Free;
+        slot.waker = None;
+        if !matches!(slot.queue, Queue::Control) {
+            slot.queue = Queue::Control;
+        }
         self.free.push(index as u32);
     }
 
@@ -142,29 +168,25 @@ impl OpTable {
     /// # Panics
     ///
     /// If `cookie` names no live operation (the future was polled after it completed).
+    #[inline(always)]
     pub(crate) fn poll(&mut self, cookie: u64, cx: &mut Context<'_>) -> Poll<Completed> {
         let slot = self
             .slot(cookie)
             .expect("an operation future was polled after it completed");
-        match &mut slot.state {
-            State::Staged(waker) | State::Posted { waker, .. } => {
-                match waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => *waker = Some(cx.waker().clone()),
-                }
-                Poll::Pending
+        if slot.phase != Phase::Done {
+            match &slot.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => slot.waker = Some(cx.waker().clone()),
             }
-            State::Done(_) => {
-                let State::Done(done) = std::mem::replace(&mut slot.state, State::Free) else {
-                    unreachable!("matched above")
-                };
-                self.release(cookie);
-                Poll::Ready(done)
-            }
-            State::Free | State::Abandoned { .. } => {
-                unreachable!("a live future's slot is neither free nor abandoned")
-            }
+            return Poll::Pending;
         }
+        let done = Completed {
+            result: slot.result,
+            flags: slot.flags,
+            buf: slot.buf.take(),
+        };
+        self.release(cookie);
+        Poll::Ready(done)
     }
 
     /// The future was dropped: frees what can be freed now, and says whether a cancel must be
@@ -173,20 +195,23 @@ impl OpTable {
         let Some(slot) = self.slot(cookie) else {
             return Abandoned::Nothing;
         };
-        match slot.state {
-            State::Staged(_) => {
-                slot.state = State::Abandoned { posted: false };
+        slot.waker = None;
+        match slot.phase {
+            Phase::Staged => {
+                slot.phase = Phase::DroppedStaged;
                 Abandoned::Nothing
             }
-            State::Posted { .. } => {
-                slot.state = State::Abandoned { posted: true };
+            Phase::Posted => {
+                slot.phase = Phase::DroppedPosted;
                 Abandoned::Cancel(slot.queue.clone())
             }
-            State::Done(_) => {
+            Phase::Done => {
+                let buf = slot.buf.take();
                 self.release(cookie);
+                drop(buf);
                 Abandoned::Nothing
             }
-            State::Free | State::Abandoned { .. } => Abandoned::Nothing,
+            Phase::Free | Phase::DroppedStaged | Phase::DroppedPosted => Abandoned::Nothing,
         }
     }
 
@@ -200,8 +225,8 @@ impl OpTable {
     /// An explicit cancel: the queue to post the cancel on, if the operation has not completed.
     pub(crate) fn cancel_queue(&mut self, cookie: u64) -> Option<Queue> {
         let slot = self.slot(cookie)?;
-        match slot.state {
-            State::Staged(_) | State::Posted { .. } => Some(slot.queue.clone()),
+        match slot.phase {
+            Phase::Staged | Phase::Posted => Some(slot.queue.clone()),
             _ => None,
         }
     }
@@ -209,9 +234,9 @@ impl OpTable {
     /// Whether the staged operation `cookie` should still be posted; an operation abandoned
     /// before it was posted is forgotten here (the caller drops it, and with it its buffer).
     pub(crate) fn should_post(&mut self, cookie: u64) -> bool {
-        match self.slot(cookie).map(|s| &s.state) {
-            Some(State::Staged(_)) => true,
-            Some(State::Abandoned { posted: false }) => {
+        match self.slot(cookie).map(|s| s.phase) {
+            Some(Phase::Staged) => true,
+            Some(Phase::DroppedStaged) => {
                 self.release(cookie);
                 false
             }
@@ -220,11 +245,11 @@ impl OpTable {
     }
 
     /// The operation `cookie` was handed to the ring.
+    #[inline]
     pub(crate) fn posted(&mut self, cookie: u64) {
         if let Some(slot) = self.slot(cookie) {
-            if let State::Staged(waker) = &mut slot.state {
-                let waker = waker.take();
-                slot.state = State::Posted { waker, first: None };
+            if slot.phase == Phase::Staged {
+                slot.phase = Phase::Posted;
                 self.in_kernel += 1;
             }
         }
@@ -236,23 +261,22 @@ impl OpTable {
         let Some(slot) = self.slot(cookie) else {
             return;
         };
-        match std::mem::replace(&mut slot.state, State::Free) {
-            State::Staged(waker) => {
-                slot.state = State::Done(Completed {
-                    result,
-                    flags: 0,
-                    buf: None,
-                });
-                if let Some(w) = waker {
-                    w.wake();
-                }
+        if slot.phase == Phase::Staged {
+            slot.phase = Phase::Done;
+            slot.result = result;
+            slot.flags = 0;
+            slot.buf = None;
+            if let Some(w) = slot.waker.take() {
+                w.wake();
             }
-            _ => self.release(cookie),
+        } else {
+            self.release(cookie);
         }
     }
 
     /// Routes a completion to its operation: a final one completes it (or frees an abandoned
     /// one, whose buffer goes back to the pool here).
+    #[inline]
     pub(crate) fn complete(&mut self, c: Completion<Message>) {
         if c.cookie == INTERNAL || c.wq.is_none() {
             return;
@@ -263,32 +287,34 @@ impl OpTable {
             tracing::error!(cookie, "a completion for no live operation");
             return;
         };
-        match &mut slot.state {
-            State::Posted { first, .. } if !is_final => {
-                first.get_or_insert(c.result);
+        match (slot.phase, is_final) {
+            (Phase::Posted, false) => {
+                if !slot.has_first {
+                    slot.result = c.result;
+                    slot.has_first = true;
+                }
             }
-            State::Posted { .. } => {
-                let State::Posted { waker, first } =
-                    std::mem::replace(&mut slot.state, State::Free)
-                else {
-                    unreachable!("matched above")
-                };
-                slot.state = State::Done(Completed {
-                    result: first.unwrap_or(c.result),
-                    flags: c.flags,
-                    buf: c.buf,
-                });
+            (Phase::Posted, true) => {
+                if !slot.has_first {
+                    slot.result = c.result;
+                }
+                slot.flags = c.flags;
+                slot.buf = c.buf;
+                slot.phase = Phase::Done;
+                let waker = slot.waker.take();
                 self.in_kernel -= 1;
                 if let Some(w) = waker {
                     w.wake();
                 }
             }
-            State::Abandoned { posted: true } if is_final => {
+            (Phase::DroppedPosted, true) => {
                 self.in_kernel -= 1;
                 self.release(cookie);
             }
-            State::Abandoned { posted: true } => {}
-            _ => tracing::error!(cookie, "a completion for an operation not in the kernel"),
+            (Phase::DroppedPosted, false) => {}
+            (phase, _) => {
+                tracing::error!(cookie, ?phase, "a completion for an operation not in the kernel")
+            }
         }
     }
 
