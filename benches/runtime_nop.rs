@@ -14,7 +14,10 @@
 //!     COMPARE runtime_nop: regio=<ops/s>ops/s raw=<ops/s>ops/s ratio=<regio/raw>
 //!
 //! The regio side measures inside its task (the clock starts and stops on the worker), so the
-//! hand-off of the task to the worker is not counted.
+//! hand-off of the task to the worker is not counted. A second line,
+//! `runtime_nop_cpu: regio=<ns>ns/op raw=<ns>ns/op ratio=<r>`, gives the CPU time (user and
+//! system) of the measuring thread per operation, which other processes on a shared machine do
+//! not inflate.
 //!
 //! Run: `cargo bench --bench runtime_nop`. To profile one side alone for 5 s, set
 //! `REGIO_BENCH_PROFILE=<regio|raw>`.
@@ -31,6 +34,34 @@ use regio_runtime::{nop, Nop, RingMode, Runtime};
 const BATCH: usize = 32;
 /// Rounds between two looks at the clock.
 const CHUNK: u64 = 16;
+
+/// The calling thread's CPU time (user and system): unlike the wall clock, it does not count
+/// the time other processes take the CPU from the thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec for the kernel to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// One side's measurement: operations per second of wall time, and CPU time per operation.
+#[derive(Clone, Copy)]
+struct Rate {
+    ops_per_sec: f64,
+    cpu_ns_per_op: f64,
+}
+
+impl Rate {
+    fn new(ops: u64, wall: Duration, cpu: Duration) -> Self {
+        Self {
+            ops_per_sec: ops as f64 / wall.as_secs_f64(),
+            cpu_ns_per_op: cpu.as_nanos() as f64 / ops as f64,
+        }
+    }
+}
 
 /// Pins the calling thread to `cpu`.
 fn pin_to(cpu: usize) {
@@ -79,15 +110,14 @@ impl Future for JoinNops {
     }
 }
 
-/// regio: rounds of 32 NOPs for `dur` after a 100 ms warm-up, measured on the worker. Returns
-/// operations per second.
-fn regio_rate(rt: &Runtime, dur: Duration) -> f64 {
+/// regio: rounds of 32 NOPs for `dur` after a 100 ms warm-up, measured on the worker.
+fn regio_rate(rt: &Runtime, dur: Duration) -> Rate {
     let task = rt.spawn(async move {
         let warm = Instant::now();
         while warm.elapsed() < Duration::from_millis(100) {
             JoinNops::new().await;
         }
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), thread_cpu());
         let mut rounds = 0u64;
         while start.elapsed() < dur {
             for _ in 0..CHUNK {
@@ -95,10 +125,9 @@ fn regio_rate(rt: &Runtime, dur: Duration) -> f64 {
             }
             rounds += CHUNK;
         }
-        (rounds, start.elapsed())
+        Rate::new(rounds * BATCH as u64, start.elapsed(), thread_cpu() - cpu)
     });
-    let (rounds, took) = rt.block_on(task).expect("the benchmark task");
-    (rounds * BATCH as u64) as f64 / took.as_secs_f64()
+    rt.block_on(task).expect("the benchmark task")
 }
 
 /// raw io-uring: the same round.
@@ -118,13 +147,13 @@ fn raw_round(ring: &mut IoUring) {
     }
 }
 
-/// raw: rounds for `dur` after a 100 ms warm-up. Returns operations per second.
-fn raw_rate(ring: &mut IoUring, dur: Duration) -> f64 {
+/// raw: rounds for `dur` after a 100 ms warm-up.
+fn raw_rate(ring: &mut IoUring, dur: Duration) -> Rate {
     let warm = Instant::now();
     while warm.elapsed() < Duration::from_millis(100) {
         raw_round(ring);
     }
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), thread_cpu());
     let mut rounds = 0u64;
     while start.elapsed() < dur {
         for _ in 0..CHUNK {
@@ -132,7 +161,7 @@ fn raw_rate(ring: &mut IoUring, dur: Duration) -> f64 {
         }
         rounds += CHUNK;
     }
-    (rounds * BATCH as u64) as f64 / start.elapsed().as_secs_f64()
+    Rate::new(rounds * BATCH as u64, start.elapsed(), thread_cpu() - cpu)
 }
 
 fn runtime() -> Runtime {
@@ -161,7 +190,10 @@ fn main() {
             "raw" => raw_rate(&mut raw_ring(), dur),
             other => panic!("REGIO_BENCH_PROFILE=<regio|raw>, not {other}"),
         };
-        println!("{which}: {rate:.0} ops/s");
+        println!(
+            "{which}: {:.0} ops/s, {:.1} ns of CPU per op",
+            rate.ops_per_sec, rate.cpu_ns_per_op
+        );
         return;
     }
     const ROUNDS: usize = 9;
@@ -172,7 +204,7 @@ fn main() {
     for _ in 0..ROUNDS {
         let ours = regio_rate(&rt, dur);
         let theirs = raw_rate(&mut ring, dur);
-        rounds.push((ours / theirs, ours, theirs));
+        rounds.push((ours.ops_per_sec / theirs.ops_per_sec, ours, theirs));
     }
     // The median round by ratio: each round's pair ran back to back under the same load.
     rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -182,5 +214,16 @@ fn main() {
         "runtime_nop: {} task polls, {} ops submitted, {} reaps, {} parks",
         worker.tasks_polled, worker.ops_submitted, worker.reaps, worker.parks
     );
-    println!("COMPARE runtime_nop: regio={regio:.0}ops/s raw={raw:.0}ops/s ratio={ratio:.2}");
+    // CPU time per operation, which other processes on the machine do not inflate: the
+    // overhead itself (the median round's).
+    println!(
+        "runtime_nop_cpu: regio={:.1}ns/op raw={:.1}ns/op ratio={:.2}",
+        regio.cpu_ns_per_op,
+        raw.cpu_ns_per_op,
+        raw.cpu_ns_per_op / regio.cpu_ns_per_op
+    );
+    println!(
+        "COMPARE runtime_nop: regio={:.0}ops/s raw={:.0}ops/s ratio={ratio:.2}",
+        regio.ops_per_sec, raw.ops_per_sec
+    );
 }

@@ -20,7 +20,7 @@ thread_local! {
 }
 
 /// Runs `f` with this thread's worker, if it is one.
-#[inline]
+#[inline(always)]
 pub(crate) fn with_worker<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
     let local = WORKER.with(Cell::get);
     // SAFETY: the pointer is set by `WorkerGuard::enter` to a `Local` that outlives the guard,
@@ -29,7 +29,7 @@ pub(crate) fn with_worker<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
 }
 
 /// Runs `f` with this thread's worker if it is the worker with id `uid`.
-#[inline]
+#[inline(always)]
 pub(crate) fn with_owner<R>(uid: u64, f: impl FnOnce(&Local) -> R) -> Option<R> {
     with_worker(|local| (local.uid == uid).then(|| f(local))).flatten()
 }

@@ -79,8 +79,11 @@ fn sleeps_timeouts_and_intervals_keep_time() {
         ticks
     }));
     let ticks = ticks.unwrap();
+    // Ticks fall on the period's grid; a tick late by more than a period (a loaded machine)
+    // skips the ones it missed.
     for pair in ticks.windows(2) {
-        assert_eq!(pair[1] - pair[0], Duration::from_millis(3));
+        let gap = (pair[1] - pair[0]).as_nanos();
+        assert!(gap > 0 && gap % 3_000_000 == 0, "{gap} ns between ticks");
     }
 }
 

@@ -95,8 +95,8 @@ impl Io {
     }
 
     /// A slot for an operation on `queue` whose future has `waker`; returns its cookie.
-    #[inline]
-    pub(crate) fn reserve(&mut self, waker: &Waker, queue: Queue) -> u64 {
+    #[inline(always)]
+    pub(crate) fn reserve(&mut self, waker: &Waker, queue: &Queue) -> u64 {
         self.table.insert(waker, queue)
     }
 

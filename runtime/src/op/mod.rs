@@ -31,6 +31,7 @@
 
 mod io;
 mod table;
+mod wakers;
 
 use std::future::Future;
 use std::panic::resume_unwind;
@@ -208,27 +209,135 @@ impl<F: Build> Future for Submit<F> {
 
 impl<F: Build> Inner<F> {
     /// Polls the operation, starting it first if it is not; with `cancel`, asks for its
-    /// cancellation first (once). The common case, an operation in flight on this worker,
-    /// takes the short path.
+    /// cancellation first (once). The common cases (a first poll on a worker, an operation in
+    /// flight on this worker) take the short paths.
     #[inline(always)]
     fn poll(&mut self, cx: &mut Context<'_>, cancel: bool) -> Poll<Completed> {
-        if let (State::Local { worker, cookie }, false) = (&self.state, cancel) {
-            let cookie = *cookie;
-            let polled = context::with_owner(*worker, |local| {
-                local.io.borrow_mut().table.poll(cookie, cx)
-            });
-            if let Some(polled) = polled {
-                if polled.is_ready() {
-                    self.state = State::Finished;
+        if !cancel {
+            match self.start_here(cx) {
+                Some(Ok(())) => return Poll::Pending,
+                Some(Err(errno)) => return Poll::Ready(self.fail(errno)),
+                None => {}
+            }
+            if let State::Local { worker, cookie } = self.state {
+                let polled = context::with_owner(worker, |local| {
+                    local.io.borrow_mut().table.poll(cookie, cx)
+                });
+                if let Some(polled) = polled {
+                    if polled.is_ready() {
+                        self.set_plain(State::Finished);
+                    }
+                    return polled;
                 }
-                return polled;
             }
         }
         self.poll_other(cx, cancel)
     }
 
-    /// [`poll`](Self::poll) for the other cases: the first poll, a cancel, an operation that
-    /// runs as a task, one polled on the wrong thread.
+    /// [`poll`](Self::poll) for an operation without a buffer: its result alone (a word, not a
+    /// [`Completed`], which would be copied out after being written field by field, and stall
+    /// on store forwarding).
+    #[inline(always)]
+    fn poll_result(&mut self, cx: &mut Context<'_>) -> Poll<i32> {
+        match self.start_here(cx) {
+            Some(Ok(())) => return Poll::Pending,
+            Some(Err(errno)) => return Poll::Ready(self.fail(errno).result),
+            None => {}
+        }
+        if let State::Local { worker, cookie } = self.state {
+            let polled = context::with_owner(worker, |local| {
+                local.io.borrow_mut().table.poll_result(cookie, cx)
+            });
+            if let Some(polled) = polled {
+                if polled.is_ready() {
+                    self.set_plain(State::Finished);
+                }
+                return polled;
+            }
+        }
+        self.poll_other(cx, false).map(|done| done.result)
+    }
+
+    /// Replaces a state that holds nothing to drop (`Local`, `Finished`) with `next`: a store,
+    /// not a call to the state's drop glue.
+    #[inline(always)]
+    fn set_plain(&mut self, next: State<F>) {
+        debug_assert!(matches!(self.state, State::Local { .. } | State::Finished));
+        std::mem::forget(std::mem::replace(&mut self.state, next));
+    }
+
+    /// The first poll on a worker: starts the operation there (see [`start_on`]). `None` if
+    /// the operation has started already, or this thread is no worker.
+    ///
+    /// [`start_on`]: Self::start_on
+    #[inline(always)]
+    fn start_here(&mut self, cx: &mut Context<'_>) -> Option<Result<(), i32>> {
+        if !matches!(self.state, State::Unstarted { .. }) {
+            return None;
+        }
+        context::with_worker(|local| self.start_on(local, cx))
+    }
+
+    /// The completion of an operation that could not start (its file's queue could not be
+    /// made): `errno`, with its buffer.
+    #[cold]
+    fn fail(&mut self, errno: i32) -> Completed {
+        let State::Unstarted { buf, .. } = std::mem::replace(&mut self.state, State::Finished)
+        else {
+            unreachable!("called on an unstarted operation")
+        };
+        Completed {
+            result: -errno,
+            flags: 0,
+            buf,
+        }
+    }
+
+    /// Starts the operation on `local`'s ring. Started, it cannot complete before the worker's
+    /// next submit step, so the caller's poll is `Pending`. An errno if its file's queue could
+    /// not be made (it stays unstarted; [`fail`](Self::fail) completes it).
+    #[inline(always)]
+    fn start_on(&mut self, local: &crate::worker::Local, cx: &mut Context<'_>) -> Result<(), i32> {
+        let queue = match &self.state {
+            State::Unstarted {
+                route: Route::Control,
+                ..
+            } => Queue::Control,
+            State::Unstarted {
+                route: Route::File(files),
+                ..
+            } => Queue::File {
+                wq: files.for_worker(local)?,
+                _file: Arc::clone(files),
+            },
+            _ => unreachable!("called on an unstarted operation"),
+        };
+        let cookie = local.io.borrow_mut().reserve(cx.waker(), &queue);
+        let State::Unstarted { route, buf, build } = std::mem::replace(
+            &mut self.state,
+            State::Local {
+                worker: local.uid,
+                cookie,
+            },
+        ) else {
+            unreachable!("matched above")
+        };
+        drop(route);
+        // The builder runs inside `start`, where the operation goes from the builder straight
+        // into the ring's SQE staging (all inlined): it is never copied as a whole, which would
+        // read back the fields just stored with wide loads and stall (see the adapters' notes
+        // on the hot path). A panic in the builder frees the slot as it unwinds.
+        let unwinding = Discard { local, cookie };
+        local
+            .io
+            .borrow_mut()
+            .start(queue, cookie, || build.build(buf, cookie));
+        std::mem::forget(unwinding);
+        Ok(())
+    }
+
+    /// [`poll`](Self::poll) for the other cases: a first poll off the workers, a cancel, an
+    /// operation that runs as a task, one polled on the wrong thread.
     fn poll_other(&mut self, cx: &mut Context<'_>, cancel: bool) -> Poll<Completed> {
         if matches!(self.state, State::Unstarted { .. }) {
             if cancel {
@@ -239,13 +348,11 @@ impl<F: Build> Inner<F> {
                 };
                 return Poll::Ready(Completed::cancelled(buf));
             }
-            // Started on this worker, the operation cannot complete before the worker's next
-            // submit step: no need to look at its slot yet.
-            return match self.start(cx) {
-                Some(done) => Poll::Ready(done),
-                None if matches!(self.state, State::Local { .. }) => Poll::Pending,
-                None => self.poll_other(cx, false),
-            };
+            match self.start_here(cx) {
+                Some(Ok(())) => return Poll::Pending,
+                Some(Err(errno)) => return Poll::Ready(self.fail(errno)),
+                None => self.start_remote(),
+            }
         }
         let polled = match &mut self.state {
             State::Local { worker, cookie } => {
@@ -280,60 +387,16 @@ impl<F: Build> Inner<F> {
         polled
     }
 
-    /// Starts the operation: on this thread's worker, or as a task on a worker. Returns the
-    /// completion at once if it cannot start (its file queue could not be made).
-    #[inline(always)]
-    fn start(&mut self, cx: &mut Context<'_>) -> Option<Completed> {
+    /// The first poll off the workers (inside `block_on`): the operation runs as a task on a
+    /// worker.
+    fn start_remote(&mut self) {
         let State::Unstarted { route, buf, build } =
             std::mem::replace(&mut self.state, State::Finished)
         else {
             unreachable!("called on an unstarted operation")
         };
-        if !context::on_worker() {
-            let shared = context::runtime().unwrap_or_else(|| panic!("{NO_RUNTIME}"));
-            let handle = shared.spawn(Submit::new(route, buf, build));
-            self.state = State::Remote(handle);
-            return None;
-        }
-        let started = context::with_worker(|local| {
-            let queue = match &route {
-                Route::Control => Queue::Control,
-                Route::File(files) => match files.for_worker(local) {
-                    Ok(wq) => Queue::File {
-                        wq,
-                        _file: Arc::clone(files),
-                    },
-                    Err(errno) => {
-                        return Err(Completed {
-                            result: -errno,
-                            flags: 0,
-                            buf,
-                        })
-                    }
-                },
-            };
-            let cookie = local.io.borrow_mut().reserve(cx.waker(), queue.clone());
-            // The builder runs inside `start`, where the operation goes from the builder
-            // straight into the ring's SQE staging (all inlined): it is never copied as a
-            // whole, which would read back the fields just stored with wide loads and stall
-            // (see the adapters' notes on the hot path). A panic in the builder frees the slot
-            // as it unwinds.
-            let unwinding = Discard { local, cookie };
-            local
-                .io
-                .borrow_mut()
-                .start(queue, cookie, || build.build(buf, cookie));
-            std::mem::forget(unwinding);
-            Ok((local.uid, cookie))
-        })
-        .expect("this thread is a worker");
-        match started {
-            Ok((worker, cookie)) => {
-                self.state = State::Local { worker, cookie };
-                None
-            }
-            Err(done) => Some(done),
-        }
+        let shared = context::runtime().unwrap_or_else(|| panic!("{NO_RUNTIME}"));
+        self.state = State::Remote(shared.spawn(Submit::new(route, buf, build)));
     }
 }
 
@@ -398,7 +461,11 @@ pub struct NopOp(());
 
 impl Build for NopOp {
     #[inline(always)]
-    fn build(self, _: Option<Message>, cookie: u64) -> Op<Message> {
+    fn build(self, buf: Option<Message>, cookie: u64) -> Op<Message> {
+        // Made without a buffer; a check inline rather than a call to the drop glue.
+        if let Some(buf) = buf {
+            drop(buf);
+        }
         Op::nop(cookie)
     }
 }
@@ -436,8 +503,12 @@ impl Future for Nop {
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.op)
-            .poll(cx)
-            .map(|done| done.io_result().map(drop))
+        self.op.inner.poll_result(cx).map(|result| {
+            if result < 0 {
+                Err(std::io::Error::from_raw_os_error(-result))
+            } else {
+                Ok(())
+            }
+        })
     }
 }

@@ -28,9 +28,11 @@
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+
 use regio_adapters::{Completion, WorkQueue};
 use regio_pool::Message;
 
+use super::wakers::{WakerId, Wakers};
 use super::Completed;
 use crate::fs::FileQueues;
 
@@ -85,7 +87,7 @@ struct Slot {
     result: i32,
     has_first: bool,
     flags: u32,
-    waker: Option<Waker>,
+    waker: Option<WakerId>,
     buf: Option<Message>,
     queue: Queue,
 }
@@ -95,6 +97,7 @@ struct Slot {
 pub(crate) struct OpTable {
     slots: Vec<Slot>,
     free: Vec<u32>,
+    wakers: Wakers,
     /// Operations posted and not finally completed.
     in_kernel: usize,
 }
@@ -113,10 +116,19 @@ fn split(cookie: u64) -> (usize, u32) {
     ((cookie & u64::from(u32::MAX)) as usize, (cookie >> 32) as u32)
 }
 
+/// The live slot of `slots` that `cookie` names.
+#[inline(always)]
+fn live(slots: &mut [Slot], cookie: u64) -> Option<&mut Slot> {
+    let (index, generation) = split(cookie);
+    slots
+        .get_mut(index)
+        .filter(|s| s.generation == generation && s.phase != Phase::Free)
+}
+
 impl OpTable {
     /// A slot for an operation about to be posted or staged, waking `waker` when it completes.
-    #[inline]
-    pub(crate) fn insert(&mut self, waker: &Waker, queue: Queue) -> u64 {
+    #[inline(always)]
+    pub(crate) fn insert(&mut self, waker: &Waker, queue: &Queue) -> u64 {
         let index = match self.free.pop() {
             Some(i) => i as usize,
             None => {
@@ -137,18 +149,19 @@ impl OpTable {
         slot.generation = slot.generation.checked_add(1).unwrap_or(1);
         slot.phase = Phase::Staged;
         slot.has_first = false;
-        slot.waker = Some(waker.clone());
-        slot.queue = queue;
+        slot.waker = Some(self.wakers.acquire(waker));
+        // A free slot's queue is the control queue already (see `release`): most operations
+        // need no store here.
+        if !matches!(queue, Queue::Control) {
+            slot.queue = queue.clone();
+        }
         (u64::from(slot.generation) << 32) | index as u64
     }
 
     /// The live slot `cookie` names.
     #[inline(always)]
     fn slot(&mut self, cookie: u64) -> Option<&mut Slot> {
-        let (index, generation) = split(cookie);
-        self.slots
-            .get_mut(index)
-            .filter(|s| s.generation == generation && s.phase != Phase::Free)
+        live(&mut self.slots, cookie)
     }
 
     #[inline]
@@ -156,11 +169,14 @@ impl OpTable {
         let (index, _) = split(cookie);
         let slot = &mut self.slots[index];
         slot.phase = Phase::Free;
-        slot.waker = None;
+        let waker = slot.waker.take().and_then(|id| self.wakers.release(id));
         if !matches!(slot.queue, Queue::Control) {
             slot.queue = Queue::Control;
         }
         self.free.push(index as u32);
+        if let Some(waker) = waker {
+            drop(waker);
+        }
     }
 
     /// The future's poll: the completion if it came, else `Pending` with the waker updated.
@@ -170,16 +186,10 @@ impl OpTable {
     /// If `cookie` names no live operation (the future was polled after it completed).
     #[inline(always)]
     pub(crate) fn poll(&mut self, cookie: u64, cx: &mut Context<'_>) -> Poll<Completed> {
-        let slot = self
-            .slot(cookie)
-            .expect("an operation future was polled after it completed");
-        if slot.phase != Phase::Done {
-            match &slot.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => slot.waker = Some(cx.waker().clone()),
-            }
+        if self.pending(cookie, cx) {
             return Poll::Pending;
         }
+        let slot = &mut self.slots[split(cookie).0];
         let done = Completed {
             result: slot.result,
             flags: slot.flags,
@@ -189,13 +199,52 @@ impl OpTable {
         Poll::Ready(done)
     }
 
+    /// [`poll`](Self::poll) for an operation without a buffer: the result alone. Returning a
+    /// word rather than a [`Completed`] spares the copies of a struct just written field by
+    /// field (each read back whole would stall on store forwarding).
+    #[inline(always)]
+    pub(crate) fn poll_result(&mut self, cookie: u64, cx: &mut Context<'_>) -> Poll<i32> {
+        if self.pending(cookie, cx) {
+            return Poll::Pending;
+        }
+        let slot = &mut self.slots[split(cookie).0];
+        let result = slot.result;
+        if slot.buf.is_some() {
+            drop(slot.buf.take());
+        }
+        self.release(cookie);
+        Poll::Ready(result)
+    }
+
+    /// Whether operation `cookie` is still waiting (then its waker is updated to `cx`'s).
+    #[inline(always)]
+    fn pending(&mut self, cookie: u64, cx: &mut Context<'_>) -> bool {
+        let wakers = &mut self.wakers;
+        let slot = live(&mut self.slots, cookie)
+            .expect("an operation future was polled after it completed");
+        if slot.phase == Phase::Done {
+            return false;
+        }
+        match slot.waker {
+            Some(id) if wakers.will_wake(id, cx.waker()) => {}
+            old => {
+                let replaced = old.and_then(|id| wakers.release(id));
+                slot.waker = Some(wakers.acquire(cx.waker()));
+                drop(replaced);
+            }
+        }
+        true
+    }
+
     /// The future was dropped: frees what can be freed now, and says whether a cancel must be
     /// posted.
     pub(crate) fn abandon(&mut self, cookie: u64) -> Abandoned {
-        let Some(slot) = self.slot(cookie) else {
+        let Some(slot) = live(&mut self.slots, cookie) else {
             return Abandoned::Nothing;
         };
-        slot.waker = None;
+        if let Some(id) = slot.waker.take() {
+            drop(self.wakers.release(id));
+        }
         match slot.phase {
             Phase::Staged => {
                 slot.phase = Phase::DroppedStaged;
@@ -258,7 +307,7 @@ impl OpTable {
     /// The ring refused the operation for good (its work queue was removed): it completes with
     /// `result`, and its buffer went back to the pool with the refused operation.
     pub(crate) fn refused(&mut self, cookie: u64, result: i32) {
-        let Some(slot) = self.slot(cookie) else {
+        let Some(slot) = live(&mut self.slots, cookie) else {
             return;
         };
         if slot.phase == Phase::Staged {
@@ -266,8 +315,8 @@ impl OpTable {
             slot.result = result;
             slot.flags = 0;
             slot.buf = None;
-            if let Some(w) = slot.waker.take() {
-                w.wake();
+            if let Some(id) = slot.waker.take() {
+                self.wakers.wake(id);
             }
         } else {
             self.release(cookie);
@@ -283,7 +332,7 @@ impl OpTable {
         }
         let cookie = c.cookie;
         let is_final = c.is_final();
-        let Some(slot) = self.slot(cookie) else {
+        let Some(slot) = live(&mut self.slots, cookie) else {
             tracing::error!(cookie, "a completion for no live operation");
             return;
         };
@@ -299,12 +348,16 @@ impl OpTable {
                     slot.result = c.result;
                 }
                 slot.flags = c.flags;
-                slot.buf = c.buf;
+                // The slot holds no buffer before its final completion: nothing to drop, and
+                // a check inline rather than a call to the drop glue.
+                if let Some(stale) = std::mem::replace(&mut slot.buf, c.buf) {
+                    drop(stale);
+                }
                 slot.phase = Phase::Done;
                 let waker = slot.waker.take();
                 self.in_kernel -= 1;
-                if let Some(w) = waker {
-                    w.wake();
+                if let Some(id) = waker {
+                    self.wakers.wake(id);
                 }
             }
             (Phase::DroppedPosted, true) => {
