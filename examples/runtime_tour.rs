@@ -36,7 +36,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Timers live on each worker's timer map; a timeout drops (and cancels) what it wraps.
     time::sleep(Duration::from_millis(20)).await;
-    let late = time::timeout(Duration::from_millis(10), time::sleep(Duration::from_secs(5))).await;
+    let late = time::timeout(
+        Duration::from_millis(10),
+        time::sleep(Duration::from_secs(5)),
+    )
+    .await;
     println!("sleep(20ms) done; timeout(10ms, sleep(5s)) gave {late:?}");
 
     // A file written and read back through the ring, with buffers of the runtime's pool.

@@ -10,7 +10,7 @@
 //!   current worker. A [`JoinHandle`] gives the output, or a [`JoinError`] for a task that
 //!   panicked (its worker goes on) or was aborted.
 //! - Operations ([`nop`], [`op::submit`], [`fs::File`]) are futures over the adapter's
-//!   [`Op`](regio_adapters::Op)s: staged when first polled, posted and submitted in one batch
+//!   [`Op`](regio_adapters::Op)s: written into the ring's SQ when first polled, submitted in one batch
 //!   per worker loop turn, routed back by cookie (slot and generation). A dropped operation
 //!   future is cancelled in the kernel, and its buffer goes back to the pool only with the
 //!   operation's final completion ([`op`](mod@op) module docs).

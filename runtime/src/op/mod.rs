@@ -2,9 +2,10 @@
 //!
 //! An operation's future does nothing until it is first polled. Polled on a worker, it takes a
 //! slot in the worker's operation table (its cookie is the slot and the slot's generation),
-//! builds its [`Op`](regio_adapters::Op) with that cookie and stages it; the worker posts
-//! everything staged in one batch at the end of the turn, reaps, and routes each completion to
-//! its slot by cookie, waking the task. Polled anywhere else in a runtime (inside
+//! builds its [`Op`] with that cookie and writes it into the ring's SQ staging (the worker holds
+//! its ring as a batch while it polls its tasks); the worker submits everything in one
+//! `io_uring_enter` at the end of the step, reaps, and routes each completion to its slot by
+//! cookie, waking the task. Polled anywhere else in a runtime (inside
 //! [`Runtime::block_on`](crate::Runtime::block_on)), it runs as a small task on a worker and
 //! waits for that task.
 //!

@@ -28,7 +28,6 @@
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-
 use regio_adapters::{Completion, WorkQueue};
 use regio_pool::Message;
 
@@ -56,7 +55,10 @@ pub(crate) enum Queue {
 
 impl Queue {
     /// The work queue, given the worker's own.
-    pub(crate) fn work_queue<'a>(&'a self, control: &'a WorkQueue<Message>) -> &'a WorkQueue<Message> {
+    pub(crate) fn work_queue<'a>(
+        &'a self,
+        control: &'a WorkQueue<Message>,
+    ) -> &'a WorkQueue<Message> {
         match self {
             Queue::Control => control,
             Queue::File { wq, .. } => wq,
@@ -113,7 +115,10 @@ pub(crate) enum Abandoned {
 
 #[inline(always)]
 fn split(cookie: u64) -> (usize, u32) {
-    ((cookie & u64::from(u32::MAX)) as usize, (cookie >> 32) as u32)
+    (
+        (cookie & u64::from(u32::MAX)) as usize,
+        (cookie >> 32) as u32,
+    )
 }
 
 /// The live slot of `slots` that `cookie` names.
@@ -366,7 +371,11 @@ impl OpTable {
             }
             (Phase::DroppedPosted, false) => {}
             (phase, _) => {
-                tracing::error!(cookie, ?phase, "a completion for an operation not in the kernel")
+                tracing::error!(
+                    cookie,
+                    ?phase,
+                    "a completion for an operation not in the kernel"
+                )
             }
         }
     }

@@ -126,7 +126,11 @@ mod tests {
         let mut wakers = Wakers::default();
         let ids: Vec<_> = (0..3).map(|_| wakers.acquire(&wa)).collect();
         assert!(ids.iter().all(|&i| i == ids[0]));
-        assert_eq!(Arc::strong_count(&a), 3, "the test's two handles and one stored clone");
+        assert_eq!(
+            Arc::strong_count(&a),
+            3,
+            "the test's two handles and one stored clone"
+        );
         let other = wakers.acquire(&wb);
         assert_ne!(other, ids[0]);
         assert!(wakers.will_wake(other, &wb) && !wakers.will_wake(other, &wa));
@@ -137,7 +141,11 @@ mod tests {
         // Relaxed: read on the waking thread.
         assert_eq!(a.0.load(Ordering::Relaxed), 3);
         assert_eq!(b.0.load(Ordering::Relaxed), 1);
-        assert_eq!(Arc::strong_count(&a), 2, "the stored clone was dropped with its last use");
+        assert_eq!(
+            Arc::strong_count(&a),
+            2,
+            "the stored clone was dropped with its last use"
+        );
         assert_eq!(Arc::strong_count(&b), 2);
     }
 }
