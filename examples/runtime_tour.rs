@@ -28,7 +28,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("8 tasks, 800 NOP round trips, sum of ids {sum}");
 
-    // A task that panics gives a JoinError; its worker carries on.
+    // A task that panics gives a JoinError; its worker carries on. (The panic hook prints the
+    // panic's message first, as for any thread.)
     let err = runtime::spawn(async { panic!("on purpose") })
         .await
         .unwrap_err();
