@@ -283,3 +283,43 @@ fn a_runtime_dropped_from_its_own_task_shuts_down_by_itself() {
         common::worker_threads() == 0
     });
 }
+
+#[test]
+fn an_operation_dropped_on_another_thread_is_cancelled_by_its_worker() {
+    let _serial = serial();
+    let Some(rt) = common::runtime(1) else { return };
+    let pool = rt.pool().clone();
+    let (reader, writer) = common::pipe();
+    let file = Arc::new(File::from_std(reader));
+    // Started on the worker (its first poll there), then handed to this thread.
+    let read = rt
+        .block_on(rt.spawn({
+            let (file, pool) = (Arc::clone(&file), pool.clone());
+            async move {
+                let mut read = file.read_at(pool.acquire().await, 0).into_submit();
+                assert!(!futures_poll_once(&mut read).await);
+                read
+            }
+        }))
+        .unwrap();
+    assert_eq!(
+        pool.available(0),
+        pool.capacity(0) - 1,
+        "the read holds a buffer"
+    );
+    let submitted = rt.stats()[0].ops_submitted;
+    // Polled here it refuses (it belongs to its worker); dropped here, it is mailed back.
+    let mut read = read;
+    let moved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        common::wait(futures_poll_once(&mut read))
+    }));
+    assert!(moved.is_err(), "polling on another thread must panic");
+    drop(read);
+    common::eventually("the worker posted the cancel", || {
+        rt.stats()[0].ops_submitted > submitted
+    });
+    common::eventually("the read's buffer is back", || {
+        pool.available(0) == pool.capacity(0)
+    });
+    drop((file, writer));
+}
