@@ -285,6 +285,8 @@ fn a_runtime_dropped_from_its_own_task_shuts_down_by_itself() {
 }
 
 #[test]
+// The task hands its started operation out on purpose, unawaited.
+#[allow(clippy::async_yields_async)]
 fn an_operation_dropped_on_another_thread_is_cancelled_by_its_worker() {
     let _serial = serial();
     let Some(rt) = common::runtime(1) else { return };
