@@ -81,18 +81,27 @@ fn ten_thousand_cross_thread_spawns_and_wakes_finish_in_time() {
                 })
                 .collect();
             let done = Arc::new(AtomicUsize::new(0));
+            let waiting = Arc::new(AtomicUsize::new(0));
             let gates: Vec<_> = (0..TASKS).map(|_| Arc::new(Gate::default())).collect();
             let handles: Vec<_> = gates
                 .iter()
                 .map(|gate| {
-                    let (gate, done) = (Arc::clone(gate), Arc::clone(&done));
+                    let (gate, done, waiting) =
+                        (Arc::clone(gate), Arc::clone(&done), Arc::clone(&waiting));
                     rt.spawn(async move {
+                        // Relaxed: a count this thread only waits on.
+                        waiting.fetch_add(1, Ordering::Relaxed);
                         gate.passed().await;
                         // Relaxed: a count read after every task was joined.
                         done.fetch_add(1, Ordering::Relaxed);
                     })
                 })
                 .collect();
+            // Open the gates once the tasks wait at them, so that the wakes cross threads.
+            // Relaxed: a count to wait on.
+            common::eventually("every task waits", || {
+                waiting.load(Ordering::Relaxed) == TASKS
+            });
             // Every wake comes from another thread: half from this one, half from a task.
             let (ours, theirs) = gates.split_at(TASKS / 2);
             let theirs: Vec<_> = theirs.to_vec();
