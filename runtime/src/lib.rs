@@ -57,9 +57,10 @@
 //! # The worker loop
 //!
 //! See the `worker` module: each turn drains the inbox (when the park word says something
-//! came), polls the ready tasks, posts everything staged in one batch and reaps, passes an RCU
-//! quiescent state, fires due timers; an idle worker spins briefly, then sleeps on its ring's
-//! eventfd until a completion, a wake-up from another thread or its next timer.
+//! came), polls the ready tasks (whose new operations go straight into the SQ), submits them
+//! all with one system call and reaps, passes an RCU quiescent state, fires due timers; an
+//! idle worker spins briefly, then sleeps on its ring's eventfd until a completion, a wake-up
+//! from another thread or its next timer.
 //!
 //! # Synchronization
 //!

@@ -5,10 +5,12 @@
 //! 1. **Mail**: if the park word says something came, drain the inbox: adopt spawned tasks,
 //!    queue woken ones, abandon operations dropped on other threads, or stop.
 //! 2. **Run**: poll the tasks that were ready when the step began (one poll each; tasks woken
-//!    meanwhile wait for the next turn, so I/O is never starved by a busy task set).
-//! 3. **Submit and reap**: post every operation staged during the turn in one batch, submit
-//!    with one `io_uring_enter` (none with SQPOLL while its thread is awake), reap the
-//!    completion queue and route each completion to its operation by cookie, waking its task.
+//!    meanwhile wait for the next turn, so I/O is never starved by a busy task set). The ring
+//!    is held as a batch meanwhile: each operation a task starts is written into the SQ at once.
+//! 3. **Submit and reap**: post what waits in the staging queue (cancels, the backlog), submit
+//!    everything with one `io_uring_enter` (none with SQPOLL while its thread is awake), reap
+//!    the completion queue and route each completion to its operation by cookie, waking its
+//!    task.
 //! 4. **Quiescent state** of the adapter's RCU domain (the worker is a registered QSBR reader).
 //! 5. **Timers**: wake the tasks whose deadlines have passed.
 //! 6. **Idle**: after a turn with nothing done, keep turning for the configured spin time, then
