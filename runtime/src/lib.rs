@@ -1,5 +1,197 @@
-//! The regio executor: futures over adapter work queues, with `net`, `fs` and `time` types.
+//! The regio executor: thread-per-core workers over the adapter's io_uring rings, with owned-
+//! buffer operations on the runtime's registered message pool, timers and files.
 //!
-//! This crate is a placeholder in the layout of `DESIGN.md` §2. It exports nothing yet; the
-//! executor is built on `regio-adapters` by a later issue.
+//! - A [`Runtime`] has N workers (default: one per CPU the process may use). Each worker is a
+//!   thread with its own ring (a completion queue of the runtime's
+//!   [`Adapter`](regio_adapters::Adapter)), its tasks, its in-flight operations and its timers.
+//!   Tasks never move between workers: registered buffers and fixed files belong to a ring.
+//! - [`Runtime::spawn`] and [`spawn`] place a `Send` task on a worker (round-robin, the less
+//!   loaded of two), through that worker's inbox; [`spawn_local`] keeps a `!Send` task on the
+//!   current worker. A [`JoinHandle`] gives the output, or a [`JoinError`] for a task that
+//!   panicked (its worker goes on) or was aborted.
+//! - Operations ([`nop`], [`op::submit`], [`fs::File`]) are futures over the adapter's
+//!   [`Op`](regio_adapters::Op)s: written into the ring's SQ when first polled, submitted in one batch
+//!   per worker loop turn, routed back by cookie (slot and generation). A dropped operation
+//!   future is cancelled in the kernel, and its buffer goes back to the pool only with the
+//!   operation's final completion ([`op`](mod@op) module docs).
+//! - [`time`]: sleeps, timeouts and intervals on each worker's timer map: never one kernel
+//!   timeout per sleep.
+//! - [`main`] and [`test`] are `#[tokio::main]`-like attributes.
+//!
+//! ```
+//! use std::time::Duration;
+//! use regio_runtime::{time, Runtime};
+//!
+//! let rt = Runtime::builder().worker_threads(2).build()?;
+//! let sum = rt.block_on(async {
+//!     let tasks: Vec<_> = (0..4u64)
+//!         .map(|i| {
+//!             regio_runtime::spawn(async move {
+//!                 regio_runtime::nop().await.unwrap();
+//!                 time::sleep(Duration::from_millis(1)).await;
+//!                 i * 10
+//!             })
+//!         })
+//!         .collect();
+//!     let mut sum = 0;
+//!     for t in tasks {
+//!         sum += t.await.unwrap();
+//!     }
+//!     sum
+//! });
+//! assert_eq!(sum, 60);
+//! rt.shutdown(Duration::from_secs(1));
+//! # Ok::<(), regio_runtime::BuildError>(())
+//! ```
+//!
+//! With the attribute macros:
+//!
+//! ```
+//! #[regio_runtime::main(worker_threads = 2)]
+//! async fn main() {
+//!     let answer = regio_runtime::spawn(async { 6 * 7 }).await.unwrap();
+//!     assert_eq!(answer, 42);
+//! }
+//! ```
+//!
+//! # The worker loop
+//!
+//! See the `worker` module: each turn drains the inbox (when the park word says something
+//! came), polls the ready tasks (whose new operations go straight into the SQ), submits them
+//! all with one system call and reaps, passes an RCU quiescent state, fires due timers; an
+//! idle worker spins briefly, then sleeps on its ring's eventfd until a completion, a wake-up
+//! from another thread or its next timer.
+//!
+//! # Synchronization
+//!
+//! The patterns, each documented in its module:
+//!
+//! - **The park handshake** (`park`): one atomic word per worker (`PARKED`, `NOTIFIED`),
+//!   changed only by read-modify-writes; a poster pushes into the inbox, sets `NOTIFIED`, and
+//!   writes the eventfd only if the worker had announced its park. Checked with loom on the
+//!   real code, with `#[should_panic]` twins (a load and store instead of the RMW; a worker that
+//!   checks its inbox before announcing) that loom shows losing a wake-up.
+//! - **The inbox** (`inbox`): a mutex-guarded queue with a `closed` flag under the same mutex,
+//!   so a post after shutdown is handed back, never stranded; also loom-checked.
+//! - **The task state word** (`task`): `NOTIFIED` deduplicates wake-ups (Release by foreign
+//!   wakers, Acquire clear before each poll), `COMPLETE` publishes the output (Release/Acquire),
+//!   `ABORT` (AcqRel) asks the owner to drop the future.
+//! - **Join slots** (`task::join`): a mutex between the owner storing the output and the handle
+//!   taking it.
+//! - **Owner-only state** needs none: the operation table, the staging queue, the timers, the
+//!   run queue and the registry are used only by their worker thread (thread-local context).
+//! - **Counters** (`stats`): Relaxed statistics.
 #![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+mod bell;
+mod builder;
+mod context;
+mod error;
+pub mod fs;
+mod inbox;
+pub mod op;
+mod park;
+mod remote;
+mod runtime;
+mod shared;
+mod stats;
+mod task;
+pub mod time;
+mod worker;
+
+use std::future::Future;
+
+pub use builder::{Builder, RingMode, DEFAULT_POOL};
+pub use error::BuildError;
+pub use op::{nop, Nop};
+pub use regio_macros::{main, test};
+pub use runtime::Runtime;
+pub use stats::WorkerStats;
+pub use task::{JoinError, JoinHandle};
+
+/// Spawns a `Send` task on a worker of the current runtime (the one whose worker, or whose
+/// [`Runtime::block_on`], runs the caller) and returns its handle. See [`Runtime::spawn`].
+///
+/// # Panics
+///
+/// Outside a regio runtime: use [`Runtime::spawn`] there.
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match context::runtime() {
+        Some(shared) => shared.spawn(future),
+        None => panic!(
+            "regio_runtime::spawn called outside a regio runtime: call it from a task or inside \
+             Runtime::block_on, or use Runtime::spawn"
+        ),
+    }
+}
+
+/// The current runtime's message pool (a handle to it; see [`Runtime::pool`]).
+///
+/// # Panics
+///
+/// Outside a regio runtime (a worker, or [`Runtime::block_on`]).
+pub fn pool() -> regio_pool::MessagePool {
+    match context::runtime() {
+        Some(shared) => shared.pool.clone(),
+        None => panic!(
+            "regio_runtime::pool called outside a regio runtime: call it from a task or inside              Runtime::block_on, or use Runtime::pool"
+        ),
+    }
+}
+
+/// Spawns a task that need not be `Send` on the current worker, where it stays, and returns
+/// its handle.
+///
+/// # Panics
+///
+/// Off a worker thread (in [`Runtime::block_on`] too): a `!Send` task must be created on the
+/// worker that will run it. Call it from inside a spawned task, or use [`spawn`] for a `Send`
+/// future.
+pub fn spawn_local<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    if !context::on_worker() {
+        panic!(
+            "regio_runtime::spawn_local called off a regio worker thread: call it from inside a \
+             spawned task, or use spawn for a Send future"
+        );
+    }
+    context::with_worker(|local| local.spawn_local(future)).expect("this thread is a worker")
+}
+
+/// What the attribute macros expand to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    use crate::{Builder, Runtime};
+
+    /// The runtime of a `#[regio_runtime::test]`, or `None` after printing `SKIP: <reason>` when
+    /// io_uring is disabled on this host (a failure instead under `REGIO_REQUIRE_ALL=1`).
+    ///
+    /// # Panics
+    ///
+    /// If the runtime cannot be built for another reason.
+    pub fn test_runtime(workers: usize) -> Option<Runtime> {
+        match Builder::new()
+            .worker_threads(workers)
+            .pool_class(4096, 64)
+            .build()
+        {
+            Ok(rt) => Some(rt),
+            Err(e) if e.is_io_uring_disabled() => {
+                assert!(
+                    std::env::var("REGIO_REQUIRE_ALL").as_deref() != Ok("1"),
+                    "required test skipped: {e}"
+                );
+                println!("SKIP: {e}");
+                None
+            }
+            Err(e) => panic!("cannot start the regio runtime: {e}"),
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Files: [`File`], with owned-buffer reads and writes on the runtime's registered pool
+//! messages.
+//!
+//! A file is opened with the standard library (`open(2)` on the calling thread), then used
+//! through io_uring: each worker that touches it gets a work queue for it on its own ring
+//! (made on first use), and reads and writes are `READ_FIXED` / `WRITE_FIXED` on the
+//! message's registered buffer. The operations take the message and give it back with the
+//! result, as monoio's do: the kernel owns the buffer while the operation runs.
+//!
+//! # Synchronization
+//!
+//! A file's per-worker queues sit behind a mutex, taken once per operation to find the
+//! current worker's queue. Operations hold the queues (not the file handle): a file dropped
+//! while an operation is in flight keeps its descriptor open, and its queues registered, until
+//! that operation's final completion.
+
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+
+use regio_adapters::{Adapter, Op, Target, WorkQueue};
+use regio_pool::Message;
+
+use crate::op::{Build, Completed, Route, Submit};
+use crate::shared::Shared;
+use crate::worker::Local;
+
+/// An open file, for positioned reads and writes through the workers' rings.
+///
+/// ```
+/// use regio_runtime::{fs::File, Runtime};
+///
+/// let rt = Runtime::builder().worker_threads(1).pool_class(4096, 8).build()?;
+/// let path = std::env::temp_dir().join(format!("regio-fs-doc-{}", std::process::id()));
+/// let pool = rt.pool().clone();
+/// let text = rt.block_on(rt.spawn({
+///     let path = path.clone();
+///     async move {
+///         let file = File::create(&path)?;
+///         let mut msg = pool.try_acquire().expect("a free buffer");
+///         msg.as_mut_slice()[..5].copy_from_slice(b"hello");
+///         msg.descriptor_mut().truncate(5);
+///         let (written, msg) = file.write_at(msg, 0).await;
+///         assert_eq!(written?, 5);
+///         drop(msg);
+///         let (read, msg) = file.read_at(pool.try_acquire().unwrap(), 0).await;
+///         let n = read?;
+///         Ok::<_, std::io::Error>(String::from_utf8_lossy(&msg.as_slice()[..n]).into_owned())
+///     }
+/// }))??;
+/// assert_eq!(text, "hello");
+/// # std::fs::remove_file(path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct File {
+    queues: Arc<FileQueues>,
+}
+
+/// A file's descriptor and its work queues, one per worker that used it.
+pub(crate) struct FileQueues {
+    file: std::fs::File,
+    /// The runtime whose workers may use the file, set by the first one that does.
+    runtime: Mutex<Option<(Weak<Shared>, Adapter<Message>)>>,
+    /// The work queues, by worker index.
+    by_worker: Mutex<Vec<Option<WorkQueue<Message>>>>,
+}
+
+impl std::fmt::Debug for FileQueues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileQueues")
+            .field("fd", &self.file.as_raw_fd())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileQueues {
+    /// The file's work queue on `local`'s ring, made on first use.
+    ///
+    /// # Errors
+    ///
+    /// An errno for the operation's completion: `EXDEV` if another runtime's workers used the
+    /// file first, `EIO` if the adapter cannot make the queue (logged with the reason).
+    pub(crate) fn for_worker(&self, local: &Local) -> Result<WorkQueue<Message>, i32> {
+        {
+            let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+            match &*runtime {
+                Some((owner, _)) if !std::ptr::eq(owner.as_ptr(), Arc::as_ptr(&local.shared)) => {
+                    return Err(libc::EXDEV);
+                }
+                Some(_) => {}
+                None => {
+                    *runtime = Some((Arc::downgrade(&local.shared), local.shared.adapter.clone()))
+                }
+            }
+        }
+        let index = local.remote.index;
+        let mut queues = self.by_worker.lock().unwrap_or_else(|p| p.into_inner());
+        if queues.len() <= index {
+            queues.resize(index + 1, None);
+        }
+        if let Some(wq) = &queues[index] {
+            return Ok(wq.clone());
+        }
+        let depth = local.shared.config.file_queue_depth;
+        let wq = local
+            .shared
+            .adapter
+            .work_queue(index, Target::Fd(self.file.as_raw_fd()), depth, depth)
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot make a work queue for a file");
+                libc::EIO
+            })?;
+        queues[index] = Some(wq.clone());
+        Ok(wq)
+    }
+}
+
+impl Drop for FileQueues {
+    fn drop(&mut self) {
+        let runtime = self.runtime.get_mut().unwrap_or_else(|p| p.into_inner());
+        let queues = self.by_worker.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, adapter)) = runtime {
+            for wq in queues.iter().flatten() {
+                adapter.remove_work_queue(wq);
+            }
+        }
+    }
+}
+
+impl File {
+    /// Opens `path` for reading.
+    ///
+    /// # Errors
+    ///
+    /// As for [`std::fs::File::open`].
+    pub fn open(path: impl AsRef<Path>) -> io::Result<File> {
+        std::fs::File::open(path).map(File::from_std)
+    }
+
+    /// Creates (or truncates) `path` for reading and writing.
+    ///
+    /// # Errors
+    ///
+    /// As for [`std::fs::OpenOptions::open`].
+    pub fn create(path: impl AsRef<Path>) -> io::Result<File> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map(File::from_std)
+    }
+
+    /// Wraps a file opened with the standard library (with `O_DIRECT`, say). It is bound to the
+    /// runtime whose worker first uses it.
+    pub fn from_std(file: std::fs::File) -> File {
+        File {
+            queues: Arc::new(FileQueues {
+                file,
+                runtime: Mutex::new(None),
+                by_worker: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    fn submit<B: Build>(&self, buf: Option<Message>, build: B) -> Submit<B> {
+        Submit::new(Route::File(Arc::clone(&self.queues)), buf, build)
+    }
+
+    /// Reads into `buf` (the slice its descriptor names: the whole buffer for a fresh message)
+    /// from offset `pos`; gives back the byte count and the buffer. The descriptor is left as it
+    /// was: truncate it to the count to pass on just the data read.
+    pub fn read_at(&self, buf: Message, pos: u64) -> ReadAt {
+        ReadAt(self.submit(Some(buf), FileIo(FileIoKind::Read(pos))))
+    }
+
+    /// Writes `buf` (the slice its descriptor names) at offset `pos`; gives back the byte count
+    /// and the buffer.
+    pub fn write_at(&self, buf: Message, pos: u64) -> WriteAt {
+        WriteAt(self.submit(Some(buf), FileIo(FileIoKind::Write(pos))))
+    }
+
+    /// Flushes the file's data and metadata to the device (`fsync`).
+    pub fn sync_all(&self) -> FileSync {
+        FileSync(self.submit(None, FileIo(FileIoKind::SyncAll)))
+    }
+
+    /// Flushes the file's data, and the metadata needed to read it back (`fdatasync`).
+    pub fn sync_data(&self) -> FileSync {
+        FileSync(self.submit(None, FileIo(FileIoKind::SyncData)))
+    }
+
+    /// The underlying standard file.
+    pub fn as_std(&self) -> &std::fs::File {
+        &self.queues.file
+    }
+}
+
+impl AsRawFd for File {
+    fn as_raw_fd(&self) -> RawFd {
+        self.queues.file.as_raw_fd()
+    }
+}
+
+/// The builder of a [`File`]'s operations (the type parameter of their [`Submit`]).
+#[derive(Debug)]
+pub struct FileIo(FileIoKind);
+
+#[derive(Debug)]
+enum FileIoKind {
+    Read(u64),
+    Write(u64),
+    SyncAll,
+    SyncData,
+}
+
+impl Build for FileIo {
+    #[inline(always)]
+    fn build(self, buf: Option<Message>, cookie: u64) -> Op<Message> {
+        match (self.0, buf) {
+            (FileIoKind::Read(pos), Some(buf)) => Op::read_fixed(buf, pos, cookie),
+            (FileIoKind::Write(pos), Some(buf)) => Op::write_fixed(buf, pos, cookie),
+            (FileIoKind::SyncAll, _) => Op::fsync(cookie),
+            (FileIoKind::SyncData, _) => Op::fdatasync(cookie),
+            (FileIoKind::Read(_) | FileIoKind::Write(_), None) => {
+                unreachable!("reads and writes are made with their buffer")
+            }
+        }
+    }
+}
+
+/// The count and the buffer of a read or write.
+fn with_buffer(done: Completed) -> (io::Result<usize>, Message) {
+    let result = done.io_result().map(|n| n as usize);
+    let buf = done.buf.unwrap_or_else(|| {
+        panic!("the runtime shut down while this file operation was in flight; its buffer went back to the pool")
+    });
+    (result, buf)
+}
+
+/// The future of [`File::read_at`].
+#[must_use = "futures do nothing unless polled; a dropped read is cancelled"]
+#[derive(Debug)]
+pub struct ReadAt(Submit<FileIo>);
+
+impl ReadAt {
+    /// The operation, to cancel it explicitly ([`Submit::cancel`] gives back the buffer).
+    pub fn into_submit(self) -> Submit<FileIo> {
+        self.0
+    }
+}
+
+impl Future for ReadAt {
+    type Output = (io::Result<usize>, Message);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(with_buffer)
+    }
+}
+
+/// The future of [`File::write_at`].
+#[must_use = "futures do nothing unless polled; a dropped write is cancelled"]
+#[derive(Debug)]
+pub struct WriteAt(Submit<FileIo>);
+
+impl WriteAt {
+    /// The operation, to cancel it explicitly ([`Submit::cancel`] gives back the buffer).
+    pub fn into_submit(self) -> Submit<FileIo> {
+        self.0
+    }
+}
+
+impl Future for WriteAt {
+    type Output = (io::Result<usize>, Message);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(with_buffer)
+    }
+}
+
+/// The future of [`File::sync_all`] and [`File::sync_data`].
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct FileSync(Submit<FileIo>);
+
+impl Future for FileSync {
+    type Output = io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|done| done.io_result().map(drop))
+    }
+}

@@ -1,0 +1,321 @@
+//! [`Io`]: one worker's side of its ring: its operation table, the batch its tasks post into,
+//! the staging queue, and the submission and reaping that the worker does once per turn.
+//!
+//! While the worker polls its tasks it holds its ring as a [`Batch`] (a deferred post, RIO's
+//! `RIO_MSG_DEFER`): an operation's first poll writes its SQE straight into the ring's staging
+//! area, with no lock and no system call, and the worker submits everything with one
+//! `io_uring_enter` (none with SQPOLL while its thread is awake) at the end of the step, then
+//! reaps with the same batch. An operation started when no batch is open (a cancel made while
+//! the worker reads its mail or shuts down, a ring that another thread holds for a moment)
+//! waits in the staging queue for the submit step instead.
+//!
+//! The staging queue is also the backlog: an operation (or a cancel) that the ring cannot take
+//! now (no credit on its work queue, or an SQ still full after a submit) stays first in it for
+//! the next turn, so no cancel is ever lost.
+//!
+//! The whole struct is the worker's alone: no synchronization. The open batch is reached
+//! through a pointer that [`Posting`] sets and clears around the worker's run step (see the
+//! `SAFETY` comments).
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::task::Waker;
+
+use regio_adapters::{Batch, CompletionQueue, Op, PostError, WorkQueue};
+use regio_pool::Message;
+
+use super::table::{Abandoned, OpTable, Queue, INTERNAL};
+use crate::stats::Counters;
+
+/// An operation waiting for the submit step.
+struct Staged {
+    queue: Queue,
+    op: Op<Message>,
+}
+
+/// One worker's ring-side state.
+pub(crate) struct Io {
+    pub(crate) table: OpTable,
+    staged: VecDeque<Staged>,
+    /// The worker's queue for operations on no file.
+    control: WorkQueue<Message>,
+    cq: CompletionQueue<Message>,
+    /// The most completions one reap takes.
+    reap_max: usize,
+    /// The head of the staging queue was refused for want of credit: what is staged waits for
+    /// completions, which wake a parked worker themselves. (A full SQ does not count: with
+    /// SQPOLL it drains without any completion, so the worker keeps trying.)
+    blocked: bool,
+    /// Operations posted since the counters were last updated.
+    posted: u64,
+    /// The batch of the worker's run step, while it is open ([`Posting`]).
+    batch: Option<NonNull<Batch<'static, Message>>>,
+}
+
+/// The worker's batch, open for posting while this guard lives.
+pub(crate) struct Posting<'b> {
+    io: &'b std::cell::RefCell<Io>,
+    _batch: PhantomData<&'b mut Batch<'b, Message>>,
+}
+
+impl<'b> Posting<'b> {
+    /// Opens `batch` for the operations that the worker's tasks start until the guard drops.
+    pub(crate) fn open(io: &'b std::cell::RefCell<Io>, batch: &'b mut Batch<'_, Message>) -> Self {
+        // The lifetime is erased for storage: the pointer is cleared when this guard drops,
+        // and the guard borrows the batch mutably until then (`_batch`), so the batch outlives
+        // every use of the pointer and nothing else touches it meanwhile.
+        io.borrow_mut().batch = Some(NonNull::from(batch).cast());
+        Self {
+            io,
+            _batch: PhantomData,
+        }
+    }
+}
+
+impl Drop for Posting<'_> {
+    fn drop(&mut self) {
+        self.io.borrow_mut().batch = None;
+    }
+}
+
+impl Io {
+    pub(crate) fn new(control: WorkQueue<Message>, reap_max: usize) -> Self {
+        let cq = control.completion_queue();
+        Self {
+            table: OpTable::default(),
+            staged: VecDeque::new(),
+            control,
+            cq,
+            reap_max,
+            blocked: false,
+            posted: 0,
+            batch: None,
+        }
+    }
+
+    /// A slot for an operation on `queue` whose future has `waker`; returns its cookie.
+    #[inline(always)]
+    pub(crate) fn reserve(&mut self, waker: &Waker, queue: &Queue) -> u64 {
+        self.table.insert(waker, queue)
+    }
+
+    /// Starts the operation of slot `cookie` (from [`reserve`](Self::reserve)), which `build`
+    /// makes: into the open batch if there is one and it takes it, else into the staging queue.
+    /// `build` runs with the `Io` borrowed: it must not start operations itself.
+    #[inline(always)]
+    pub(crate) fn start(&mut self, queue: Queue, cookie: u64, build: impl FnOnce() -> Op<Message>) {
+        let batch = match self.batch {
+            // Behind a backlog: keep the order.
+            Some(_) if self.blocked || !self.staged.is_empty() => None,
+            batch => batch,
+        };
+        let Some(mut batch) = batch else {
+            return self.stage(queue, build());
+        };
+        // SAFETY: `batch` is set only while a `Posting` guard lives, which holds the batch's
+        // mutable borrow (see `Posting::open`); this thread is the only one that uses it, and
+        // `&mut self` (the `Io`'s RefCell borrow) makes this the only reference made from the
+        // pointer now.
+        let batch = unsafe { batch.as_mut() };
+        let wq = queue.work_queue(&self.control);
+        let refused = match batch.post(wq, build()) {
+            Ok(()) => None,
+            // A full SQ: submit what is in it to make room, then try once more.
+            Err(PostError::Full(op)) => {
+                commit(batch);
+                batch.post(wq, op).err()
+            }
+            Err(e) => Some(e),
+        };
+        match refused {
+            None => {
+                self.table.posted(cookie);
+                self.posted += 1;
+            }
+            Some(PostError::Closed(op)) => {
+                drop(op);
+                self.table.refused(cookie, -libc::ECANCELED);
+            }
+            Some(PostError::Full(op)) | Some(PostError::NoCredit(op)) => self.stage(queue, op),
+        }
+    }
+
+    fn stage(&mut self, queue: Queue, op: Op<Message>) {
+        self.staged.push_back(Staged { queue, op });
+    }
+
+    /// Whether the submit step has something to do now: staged operations that are not held up
+    /// behind a refused one.
+    pub(crate) fn has_work(&self) -> bool {
+        !self.staged.is_empty() && !self.blocked
+    }
+
+    /// The future of `cookie` was dropped: forgets it, or cancels it if the kernel has it.
+    pub(crate) fn abandon(&mut self, cookie: u64) {
+        if let Abandoned::Cancel(queue) = self.table.abandon(cookie) {
+            self.stage_cancel(queue, cookie);
+        }
+    }
+
+    /// An explicit cancel of `cookie`, unless it has completed already. The cancel goes behind
+    /// the operation in the staging queue (or after it in the ring), on the same work queue.
+    pub(crate) fn cancel(&mut self, cookie: u64) {
+        if let Some(queue) = self.table.cancel_queue(cookie) {
+            self.stage_cancel(queue, cookie);
+        }
+    }
+
+    fn stage_cancel(&mut self, queue: Queue, target: u64) {
+        self.stage(queue, Op::cancel(target, INTERNAL));
+    }
+
+    /// Whether nothing is staged and the kernel has none of the worker's operations.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.staged.is_empty() && self.table.in_kernel() == 0
+    }
+
+    /// Operations the kernel has (posted, final completion not reaped yet).
+    pub(crate) fn in_kernel(&self) -> usize {
+        self.table.in_kernel()
+    }
+
+    /// The completion queue, to open the worker's batch on.
+    pub(crate) fn completion_queue(&self) -> CompletionQueue<Message> {
+        self.cq.clone()
+    }
+
+    /// The submit step with the worker's open batch: posts what is staged, submits, reaps and
+    /// routes the completions to their operations (waking their tasks). Returns how many
+    /// completions were reaped.
+    // A refused post hands the operation back whole, by value, as the adapters' API does: the
+    // rare path (no credit, a full SQ); the common one returns nothing.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn finish_turn(
+        &mut self,
+        batch: &mut Batch<'_, Message>,
+        counters: &Counters,
+    ) -> usize {
+        let no_credit = post_staged(
+            &mut self.table,
+            &mut self.staged,
+            &self.control,
+            &mut self.posted,
+            |wq, op| post_one(batch, wq, op),
+        );
+        if self.posted > 0 {
+            Counters::bump(&counters.ops_submitted, std::mem::take(&mut self.posted));
+            commit(batch);
+        }
+        let table = &mut self.table;
+        let reaped = batch.reap_each(self.reap_max, |c| table.complete(c));
+        self.reaped(no_credit, reaped, counters)
+    }
+
+    /// The submit step without an open batch: opens one, or posts through the ring's inbox if
+    /// another thread holds the ring for a moment (a registration, a statistics read).
+    // As for `finish_turn`.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn submit_and_reap(&mut self, counters: &Counters) -> usize {
+        let cq = self.cq.clone();
+        if let Some(mut batch) = cq.batch() {
+            return self.finish_turn(&mut batch, counters);
+        }
+        let no_credit = post_staged(
+            &mut self.table,
+            &mut self.staged,
+            &self.control,
+            &mut self.posted,
+            |wq, op| wq.post(op),
+        );
+        Counters::bump(&counters.ops_submitted, std::mem::take(&mut self.posted));
+        let table = &mut self.table;
+        let reaped = cq.reap_each(self.reap_max, |c| table.complete(c));
+        self.reaped(no_credit, reaped, counters)
+    }
+
+    fn reaped(
+        &mut self,
+        no_credit: bool,
+        reaped: Result<usize, regio_adapters::Error>,
+        counters: &Counters,
+    ) -> usize {
+        let reaped = reaped.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "reaping the worker's completion queue failed");
+            0
+        });
+        // Held up until a completion gives credit back.
+        self.blocked = no_credit && reaped == 0;
+        if reaped > 0 {
+            Counters::bump(&counters.reaps, 1);
+            Counters::bump(&counters.completions, reaped as u64);
+        }
+        reaped
+    }
+}
+
+/// Posts `op` into `batch`; on a full SQ, submits what is in it to make room and tries once
+/// more.
+// As for `Io::finish_turn`.
+#[allow(clippy::result_large_err)]
+#[inline(always)]
+fn post_one(
+    batch: &mut Batch<'_, Message>,
+    wq: &WorkQueue<Message>,
+    op: Op<Message>,
+) -> Result<(), PostError<Op<Message>>> {
+    match batch.post(wq, op) {
+        Err(PostError::Full(op)) => {
+            commit(batch);
+            batch.post(wq, op)
+        }
+        other => other,
+    }
+}
+
+/// Submits the SQEs pushed so far. A failure leaves them in the SQ for the next submit and
+/// their buffers with the adapter: the kernel may have taken some of them, so nothing is freed
+/// here.
+fn commit(batch: &mut Batch<'_, Message>) {
+    if let Err(e) = batch.commit() {
+        tracing::warn!(error = %e, "submit failed; the SQEs stay queued for the next one");
+    }
+}
+
+/// Posts the staged operations in order with `post`, until one cannot be taken now (it stays
+/// first in the queue); counts them in `posted`. Returns whether the one left first was
+/// refused for want of credit.
+fn post_staged(
+    table: &mut OpTable,
+    staged: &mut VecDeque<Staged>,
+    control: &WorkQueue<Message>,
+    posted: &mut u64,
+    mut post: impl FnMut(&WorkQueue<Message>, Op<Message>) -> Result<(), PostError<Op<Message>>>,
+) -> bool {
+    while let Some(Staged { queue, op }) = staged.pop_front() {
+        let cookie = op.cookie();
+        if cookie != INTERNAL && !table.should_post(cookie) {
+            // Abandoned before it was posted: dropping it gives its buffer back.
+            continue;
+        }
+        match post(queue.work_queue(control), op) {
+            Ok(()) => {
+                table.posted(cookie);
+                *posted += 1;
+            }
+            Err(PostError::Full(op)) => {
+                staged.push_front(Staged { queue, op });
+                return false;
+            }
+            Err(PostError::NoCredit(op)) => {
+                staged.push_front(Staged { queue, op });
+                return true;
+            }
+            Err(PostError::Closed(op)) => {
+                drop(op);
+                table.refused(cookie, -libc::ECANCELED);
+            }
+        }
+    }
+    false
+}

@@ -1,0 +1,387 @@
+//! [`OpTable`]: one worker's operations, from their first poll to their final completion.
+//!
+//! Each operation is a slot, named by a *cookie*: the slot's index in the low 32 bits and its
+//! generation in the high 32 (never 0, which [`INTERNAL`] keeps for the worker's own cancels).
+//! A slot's generation changes each time it is reused, so a completion or a cancel meant for an
+//! earlier operation in the same slot can never reach a later one.
+//!
+//! A slot's life:
+//!
+//! ```text
+//! Staged --post--> Posted --final CQE--> Done --polled--> Free
+//!    |                |                    |
+//!  dropped         dropped              dropped
+//!    v                v                    v
+//! DroppedStaged    DroppedPosted         Free (the buffer goes back to the pool)
+//!    |                |
+//!  not posted      final CQE
+//!    v                v
+//!  Free             Free (the buffer goes back to the pool)
+//! ```
+//!
+//! An operation dropped after it was posted gets a cancel from the caller
+//! ([`OpTable::abandon`] says so); its buffer stays with the adapter until the final
+//! completion, which frees the slot. A slot's fields are updated in place (no state value is
+//! moved in and out), which keeps the per-operation cost to a few stores. The table is the
+//! worker's alone: no synchronization.
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use regio_adapters::{Completion, WorkQueue};
+use regio_pool::Message;
+
+use super::wakers::{WakerId, Wakers};
+use super::Completed;
+use crate::fs::FileQueues;
+
+/// The cookie of the worker's own operations (the cancels of dropped futures), whose
+/// completions nobody waits for.
+pub(crate) const INTERNAL: u64 = 0;
+
+/// The work queue an operation goes to.
+#[derive(Clone)]
+pub(crate) enum Queue {
+    /// The worker's own queue, on no file: nops, timeouts, cancels of its operations.
+    Control,
+    /// A file's queue on this worker's ring. The file's queues are kept (not removed from the
+    /// adapter) while any operation, or any cancel, may still be posted on one.
+    File {
+        wq: WorkQueue<Message>,
+        /// Held, never read: keeps the file open and its queues registered.
+        _file: Arc<FileQueues>,
+    },
+}
+
+impl Queue {
+    /// The work queue, given the worker's own.
+    pub(crate) fn work_queue<'a>(
+        &'a self,
+        control: &'a WorkQueue<Message>,
+    ) -> &'a WorkQueue<Message> {
+        match self {
+            Queue::Control => control,
+            Queue::File { wq, .. } => wq,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Free,
+    /// Waiting in the worker's staging queue for the submit step.
+    Staged,
+    /// In the kernel.
+    Posted,
+    /// The final completion came; the future has not taken it yet.
+    Done,
+    /// The future was dropped before the operation was posted.
+    DroppedStaged,
+    /// The future was dropped while the kernel had the operation.
+    DroppedPosted,
+}
+
+struct Slot {
+    generation: u32,
+    phase: Phase,
+    /// `Posted` with `has_first`: the first (non-final) completion's result; `Done`: the
+    /// operation's result.
+    result: i32,
+    has_first: bool,
+    flags: u32,
+    waker: Option<WakerId>,
+    buf: Option<Message>,
+    queue: Queue,
+}
+
+/// One worker's operations.
+#[derive(Default)]
+pub(crate) struct OpTable {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    wakers: Wakers,
+    /// Operations posted and not finally completed.
+    in_kernel: usize,
+}
+
+/// What the caller must do after [`OpTable::abandon`].
+#[must_use]
+pub(crate) enum Abandoned {
+    /// Nothing: the slot is free, or frees itself.
+    Nothing,
+    /// Post a cancel of the operation on this queue.
+    Cancel(Queue),
+}
+
+#[inline(always)]
+fn split(cookie: u64) -> (usize, u32) {
+    (
+        (cookie & u64::from(u32::MAX)) as usize,
+        (cookie >> 32) as u32,
+    )
+}
+
+/// The live slot of `slots` that `cookie` names.
+#[inline(always)]
+fn live(slots: &mut [Slot], cookie: u64) -> Option<&mut Slot> {
+    let (index, generation) = split(cookie);
+    slots
+        .get_mut(index)
+        .filter(|s| s.generation == generation && s.phase != Phase::Free)
+}
+
+impl OpTable {
+    /// A slot for an operation about to be posted or staged, waking `waker` when it completes.
+    #[inline(always)]
+    pub(crate) fn insert(&mut self, waker: &Waker, queue: &Queue) -> u64 {
+        let index = match self.free.pop() {
+            Some(i) => i as usize,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    phase: Phase::Free,
+                    result: 0,
+                    has_first: false,
+                    flags: 0,
+                    waker: None,
+                    buf: None,
+                    queue: Queue::Control,
+                });
+                self.slots.len() - 1
+            }
+        };
+        let slot = &mut self.slots[index];
+        slot.generation = slot.generation.checked_add(1).unwrap_or(1);
+        slot.phase = Phase::Staged;
+        slot.has_first = false;
+        slot.waker = Some(self.wakers.acquire(waker));
+        // A free slot's queue is the control queue already (see `release`): most operations
+        // need no store here.
+        if !matches!(queue, Queue::Control) {
+            slot.queue = queue.clone();
+        }
+        (u64::from(slot.generation) << 32) | index as u64
+    }
+
+    /// The live slot `cookie` names.
+    #[inline(always)]
+    fn slot(&mut self, cookie: u64) -> Option<&mut Slot> {
+        live(&mut self.slots, cookie)
+    }
+
+    #[inline]
+    fn release(&mut self, cookie: u64) {
+        let (index, _) = split(cookie);
+        let slot = &mut self.slots[index];
+        slot.phase = Phase::Free;
+        let waker = slot.waker.take().and_then(|id| self.wakers.release(id));
+        if !matches!(slot.queue, Queue::Control) {
+            slot.queue = Queue::Control;
+        }
+        self.free.push(index as u32);
+        if let Some(waker) = waker {
+            drop(waker);
+        }
+    }
+
+    /// The future's poll: the completion if it came, else `Pending` with the waker updated.
+    ///
+    /// # Panics
+    ///
+    /// If `cookie` names no live operation (the future was polled after it completed).
+    #[inline(always)]
+    pub(crate) fn poll(&mut self, cookie: u64, cx: &mut Context<'_>) -> Poll<Completed> {
+        if self.pending(cookie, cx) {
+            return Poll::Pending;
+        }
+        let slot = &mut self.slots[split(cookie).0];
+        let done = Completed {
+            result: slot.result,
+            flags: slot.flags,
+            buf: slot.buf.take(),
+        };
+        self.release(cookie);
+        Poll::Ready(done)
+    }
+
+    /// [`poll`](Self::poll) for an operation without a buffer: the result alone. Returning a
+    /// word rather than a [`Completed`] spares the copies of a struct just written field by
+    /// field (each read back whole would stall on store forwarding).
+    #[inline(always)]
+    pub(crate) fn poll_result(&mut self, cookie: u64, cx: &mut Context<'_>) -> Poll<i32> {
+        if self.pending(cookie, cx) {
+            return Poll::Pending;
+        }
+        let slot = &mut self.slots[split(cookie).0];
+        let result = slot.result;
+        if slot.buf.is_some() {
+            drop(slot.buf.take());
+        }
+        self.release(cookie);
+        Poll::Ready(result)
+    }
+
+    /// Whether operation `cookie` is still waiting (then its waker is updated to `cx`'s).
+    #[inline(always)]
+    fn pending(&mut self, cookie: u64, cx: &mut Context<'_>) -> bool {
+        let wakers = &mut self.wakers;
+        let slot = live(&mut self.slots, cookie)
+            .expect("an operation future was polled after it completed");
+        if slot.phase == Phase::Done {
+            return false;
+        }
+        match slot.waker {
+            Some(id) if wakers.will_wake(id, cx.waker()) => {}
+            old => {
+                let replaced = old.and_then(|id| wakers.release(id));
+                slot.waker = Some(wakers.acquire(cx.waker()));
+                drop(replaced);
+            }
+        }
+        true
+    }
+
+    /// The future was dropped: frees what can be freed now, and says whether a cancel must be
+    /// posted.
+    pub(crate) fn abandon(&mut self, cookie: u64) -> Abandoned {
+        let Some(slot) = live(&mut self.slots, cookie) else {
+            return Abandoned::Nothing;
+        };
+        if let Some(id) = slot.waker.take() {
+            drop(self.wakers.release(id));
+        }
+        match slot.phase {
+            Phase::Staged => {
+                slot.phase = Phase::DroppedStaged;
+                Abandoned::Nothing
+            }
+            Phase::Posted => {
+                slot.phase = Phase::DroppedPosted;
+                Abandoned::Cancel(slot.queue.clone())
+            }
+            Phase::Done => {
+                let buf = slot.buf.take();
+                self.release(cookie);
+                drop(buf);
+                Abandoned::Nothing
+            }
+            Phase::Free | Phase::DroppedStaged | Phase::DroppedPosted => Abandoned::Nothing,
+        }
+    }
+
+    /// Frees the slot of an operation that was never staged (its builder panicked).
+    pub(crate) fn discard(&mut self, cookie: u64) {
+        if self.slot(cookie).is_some() {
+            self.release(cookie);
+        }
+    }
+
+    /// An explicit cancel: the queue to post the cancel on, if the operation has not completed.
+    pub(crate) fn cancel_queue(&mut self, cookie: u64) -> Option<Queue> {
+        let slot = self.slot(cookie)?;
+        match slot.phase {
+            Phase::Staged | Phase::Posted => Some(slot.queue.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether the staged operation `cookie` should still be posted; an operation abandoned
+    /// before it was posted is forgotten here (the caller drops it, and with it its buffer).
+    pub(crate) fn should_post(&mut self, cookie: u64) -> bool {
+        match self.slot(cookie).map(|s| s.phase) {
+            Some(Phase::Staged) => true,
+            Some(Phase::DroppedStaged) => {
+                self.release(cookie);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// The operation `cookie` was handed to the ring.
+    #[inline]
+    pub(crate) fn posted(&mut self, cookie: u64) {
+        if let Some(slot) = self.slot(cookie) {
+            if slot.phase == Phase::Staged {
+                slot.phase = Phase::Posted;
+                self.in_kernel += 1;
+            }
+        }
+    }
+
+    /// The ring refused the operation for good (its work queue was removed): it completes with
+    /// `result`, and its buffer went back to the pool with the refused operation.
+    pub(crate) fn refused(&mut self, cookie: u64, result: i32) {
+        let Some(slot) = live(&mut self.slots, cookie) else {
+            return;
+        };
+        if slot.phase == Phase::Staged {
+            slot.phase = Phase::Done;
+            slot.result = result;
+            slot.flags = 0;
+            slot.buf = None;
+            if let Some(id) = slot.waker.take() {
+                self.wakers.wake(id);
+            }
+        } else {
+            self.release(cookie);
+        }
+    }
+
+    /// Routes a completion to its operation: a final one completes it (or frees an abandoned
+    /// one, whose buffer goes back to the pool here).
+    #[inline]
+    pub(crate) fn complete(&mut self, c: Completion<Message>) {
+        if c.cookie == INTERNAL || c.wq.is_none() {
+            return;
+        }
+        let cookie = c.cookie;
+        let is_final = c.is_final();
+        let Some(slot) = live(&mut self.slots, cookie) else {
+            tracing::error!(cookie, "a completion for no live operation");
+            return;
+        };
+        match (slot.phase, is_final) {
+            (Phase::Posted, false) => {
+                if !slot.has_first {
+                    slot.result = c.result;
+                    slot.has_first = true;
+                }
+            }
+            (Phase::Posted, true) => {
+                if !slot.has_first {
+                    slot.result = c.result;
+                }
+                slot.flags = c.flags;
+                // The slot holds no buffer before its final completion: nothing to drop, and
+                // a check inline rather than a call to the drop glue.
+                if let Some(stale) = std::mem::replace(&mut slot.buf, c.buf) {
+                    drop(stale);
+                }
+                slot.phase = Phase::Done;
+                let waker = slot.waker.take();
+                self.in_kernel -= 1;
+                if let Some(id) = waker {
+                    self.wakers.wake(id);
+                }
+            }
+            (Phase::DroppedPosted, true) => {
+                self.in_kernel -= 1;
+                self.release(cookie);
+            }
+            (Phase::DroppedPosted, false) => {}
+            (phase, _) => {
+                tracing::error!(
+                    cookie,
+                    ?phase,
+                    "a completion for an operation not in the kernel"
+                )
+            }
+        }
+    }
+
+    /// Operations in the kernel (posted, final completion not reaped).
+    pub(crate) fn in_kernel(&self) -> usize {
+        self.in_kernel
+    }
+}

@@ -1,0 +1,241 @@
+//! [`Runtime`]: the workers, started by a [`Builder`](crate::Builder), and what a program does
+//! with them: `block_on`, `spawn`, statistics, shutdown.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use regio_adapters::{Adapter, WorkQueue};
+use regio_pool::{Message, MessagePool};
+
+use crate::context::{self, BlockOnGuard};
+use crate::error::BuildError;
+use crate::remote::Mail;
+use crate::shared::Shared;
+use crate::stats::WorkerStats;
+use crate::task::JoinHandle;
+use crate::worker::{self, Start};
+use crate::Builder;
+
+/// How long dropping a runtime waits for its workers' operations to come back from the kernel.
+const DROP_DRAIN: Duration = Duration::from_secs(1);
+
+/// A regio runtime: thread-per-core workers, each with its own ring of the runtime's adapter,
+/// and a message pool registered with every ring.
+///
+/// Tasks never move between workers (registered buffers and fixed files belong to a ring):
+/// [`spawn`](Self::spawn) places each task on a worker, round-robin between the less loaded
+/// of two, and it stays there.
+///
+/// Dropping the runtime shuts it down as [`shutdown`](Self::shutdown) does, with a one-second
+/// drain.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("workers", &self.shared.workers.len())
+            .field("sqpoll", &self.shared.adapter.sqpoll())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Wakes a thread parked in `block_on`.
+struct Unparker(Thread);
+
+impl Wake for Unparker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+impl Runtime {
+    /// A runtime with the default settings ([`Builder::new`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Builder::build`].
+    pub fn new() -> Result<Self, BuildError> {
+        Builder::new().build()
+    }
+
+    /// A builder, to choose the settings.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// Starts one thread per worker and waits until each runs (or one fails).
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        controls: Vec<WorkQueue<Message>>,
+        cpus: Option<Vec<usize>>,
+    ) -> Result<Self, BuildError> {
+        let mut runtime = Self {
+            shared: Arc::clone(&shared),
+            threads: Vec::with_capacity(controls.len()),
+        };
+        let (ready, started) = mpsc::channel();
+        for (index, control) in controls.into_iter().enumerate() {
+            let start = Start {
+                shared: Arc::clone(&shared),
+                index,
+                control,
+                cpu: cpus.as_ref().map(|c| c[index]),
+            };
+            let ready = ready.clone();
+            let thread = thread::Builder::new()
+                .name(format!("regio-worker-{index}"))
+                .spawn(move || worker::main(start, ready))
+                .map_err(|source| BuildError::Thread {
+                    worker: index,
+                    source,
+                })?;
+            runtime.threads.push(thread);
+        }
+        drop(ready);
+        for _ in 0..runtime.threads.len() {
+            match started.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(mpsc::RecvError) => {
+                    return Err(BuildError::Invalid("a worker thread died while starting"))
+                }
+            }
+        }
+        Ok(runtime)
+    }
+
+    /// Runs `future` to completion on the calling thread, and returns its output.
+    ///
+    /// The future need not be `Send`. Tasks it spawns go to the workers; operations and timers
+    /// it awaits itself run on a worker as small tasks (a cross-thread hop each), so for I/O
+    /// heavy work spawn a task and await its handle. Nested calls, from inside a future run by
+    /// `block_on`, are allowed.
+    ///
+    /// # Panics
+    ///
+    /// On a worker thread of any regio runtime: blocking a worker would stall every task on it
+    /// (and a `block_on` waiting for one of them would never return). `.await` the future
+    /// instead.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        assert!(
+            !context::on_worker(),
+            "cannot block_on inside a regio worker: it would stall every task on this worker; \
+             .await the future instead (or spawn it and await its JoinHandle)"
+        );
+        let _runtime = BlockOnGuard::enter(Arc::clone(&self.shared));
+        let waker = Waker::from(Arc::new(Unparker(thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut future = pin!(future);
+        loop {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                return output;
+            }
+            thread::park();
+        }
+    }
+
+    /// Spawns a task on a worker and returns its handle.
+    ///
+    /// After a shutdown has begun, the task is dropped at once, and the handle gives
+    /// [`JoinError::is_cancelled`](crate::JoinError::is_cancelled).
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.shared.spawn(future)
+    }
+
+    /// Each worker's counters, in worker order.
+    pub fn stats(&self) -> Vec<WorkerStats> {
+        self.shared
+            .workers
+            .iter()
+            .map(|w| w.counters.snapshot(w.index))
+            .collect()
+    }
+
+    /// The runtime's message pool, registered with every worker's ring. Buffers taken from it
+    /// can be used by every operation on any worker.
+    pub fn pool(&self) -> &MessagePool {
+        &self.shared.pool
+    }
+
+    /// The runtime's adapter: its rings (one per worker, in worker order), their statistics,
+    /// their registrations.
+    pub fn adapter(&self) -> &Adapter<Message> {
+        &self.shared.adapter
+    }
+
+    /// The number of workers.
+    pub fn workers(&self) -> usize {
+        self.shared.workers.len()
+    }
+
+    /// Shuts the runtime down, letting the kernel take up to `timeout` to give back the
+    /// operations in flight:
+    ///
+    /// 1. spawns are refused from now on (their handles give a cancellation);
+    /// 2. each worker drops all its tasks (their handles give a cancellation), which cancels
+    ///    their operations in the kernel and their timers;
+    /// 3. each worker submits the cancels and reaps until the kernel has finished all its
+    ///    operations, or `timeout` passes (then the adapter cancels them again when its rings
+    ///    close, and leaks what the kernel may still write rather than freeing it);
+    /// 4. the worker threads are joined. Every buffer of a finished operation is back in the
+    ///    pool.
+    ///
+    /// Called on one of this runtime's own workers (from a task), it cannot wait for that
+    /// worker: it starts the shutdown and returns at once, and the workers finish it on their
+    /// own (the task that called it is dropped at its worker's next turn).
+    pub fn shutdown(mut self, timeout: Duration) {
+        self.stop(timeout);
+    }
+
+    fn stop(&mut self, timeout: Duration) {
+        if self.threads.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + timeout;
+        self.shared.close();
+        for worker in self.shared.workers.iter() {
+            // A refusal: that worker has stopped already.
+            let _ = worker.send(Mail::Shutdown(deadline));
+        }
+        let threads = std::mem::take(&mut self.threads);
+        let ours = context::with_worker(|local| Arc::ptr_eq(&local.shared, &self.shared));
+        if ours == Some(true) {
+            tracing::debug!("runtime shut down from one of its workers: not joining them");
+            return;
+        }
+        for thread in threads {
+            if thread.join().is_err() {
+                tracing::error!("a worker thread panicked");
+            }
+        }
+        // Spawns that reached an inbox after its worker stopped reading it.
+        for worker in self.shared.workers.iter() {
+            for mail in worker.close() {
+                if let Mail::Spawn(task) = mail {
+                    task.cancel();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop(DROP_DRAIN);
+    }
+}
