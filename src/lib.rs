@@ -20,6 +20,11 @@
 //! ```
 #![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
+
 pub use regio_adapters as adapters;
 pub use regio_pool as pool;
 pub use regio_runtime as runtime;
