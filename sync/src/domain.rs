@@ -256,8 +256,11 @@ impl State {
     pub(crate) fn online(&self, slot: &Slot) {
         // Acquire: as in `quiescent`.
         let gp = self.gp.load(Ordering::Acquire);
-        // Relaxed: the SeqCst fence below orders this store before the reader's next loads.
-        slot.ctr.store(gp, Ordering::Relaxed);
+        // Release: a writer that reads this value must also see every read this reader made
+        // before it last went offline. The offline store was Release, but a later plain store
+        // does not continue its release sequence, so this one must release those reads itself.
+        // (The SeqCst fence below orders this store before the reader's next loads.)
+        slot.ctr.store(gp, Ordering::Release);
         // SeqCst: the reader half of the Dekker pair with the fence in `start_grace_period`.
         // Either the writer's `ctr` load sees us online, or our next pointer load sees the new
         // version.
