@@ -551,12 +551,7 @@ impl<B: IoBuf> Adapter<B> {
             .map_err(|_| Error::Invalid("file slot outside Config::max_files"))?;
         let (target, file) = match target {
             Target::Fd(fd) if fd >= 0 => {
-                // SAFETY: the fd is only borrowed for the call, to be duplicated; a number that
-                // is not open fails the dup with EBADF.
-                let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                let own = borrowed
-                    .try_clone_to_owned()
-                    .map_err(sys("dup of the work queue's fd"))?;
+                let own = crate::sys::dup_fd(fd).map_err(sys("dup of the work queue's fd"))?;
                 (Target::Fd(own.as_raw_fd()), Some(own))
             }
             other => (other, None),

@@ -841,10 +841,7 @@ impl<B> Ring<B> {
 /// A duplicate of an io_uring's fd: it names the same ring, and its number stays taken for as
 /// long as an operation that aims at it holds it.
 fn dup_ring_fd(fd: RawFd) -> io::Result<Arc<OwnedFd>> {
-    // SAFETY: `fd` is an open io_uring fd of this process for the length of the call (the
-    // caller owns the ring it belongs to); the borrow ends before the call returns.
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    borrowed.try_clone_to_owned().map(Arc::new)
+    crate::sys::dup_fd(fd).map(Arc::new)
 }
 
 impl<B: crate::IoBuf> Ring<B> {

@@ -20,6 +20,15 @@ fn millis(timeout: Option<Duration>) -> libc::c_int {
     })
 }
 
+/// A new descriptor for the file `fd` names (`F_DUPFD_CLOEXEC`), owned by the caller. A number
+/// that names no open file fails with `EBADF`; nothing is assumed about who owns `fd`.
+pub(crate) fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: a plain fcntl on a number; the kernel checks it, and no memory is passed.
+    let new = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: `new` was just created by the kernel for this call and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
 /// A non-blocking eventfd.
 pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with constant flags.

@@ -458,3 +458,19 @@ fn a_close_cannot_take_a_plain_fd_queues_file_from_under_it() {
     wq.post(Op::fsync(2)).unwrap();
     assert_eq!(common::wait_one(&wq.completion_queue()).result, 0);
 }
+
+#[test]
+fn a_work_queue_on_a_number_that_names_no_file_is_refused() {
+    let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
+        return;
+    };
+    let (file, path) = file_of(b'F');
+    let closed = file.as_raw_fd();
+    drop(file);
+    std::fs::remove_file(path).unwrap();
+    assert!(!is_open(closed));
+    assert!(matches!(
+        adapter.work_queue(0, Target::Fd(closed), 8, 8),
+        Err(regio_adapters::Error::Sys { .. })
+    ));
+}
