@@ -1,11 +1,16 @@
 //! Which cache slot the current thread owns in each pool it uses.
 //!
 //! The first time a thread touches a pool it claims a [`CacheSlot`] there and remembers it in a
-//! thread-local list (and in a one-entry "last pool" shortcut, so that the common case costs one
-//! comparison). When the thread exits, its magazines flow back to their pools and the slots are
-//! released. Each entry keeps a `Weak` to its pool: the allocation cannot be reused while the
+//! thread-local list. When the thread exits, its magazines flow back to their pools and the slots
+//! are released. Each entry keeps a `Weak` to its pool: the allocation cannot be reused while the
 //! entry exists, so a pool's address identifies it, and the thread can tell at exit whether the
 //! pool is still alive.
+//!
+//! In front of the list sits a one-entry "last pool" shortcut, `LAST`, in a thread-local of its
+//! own with a constant initialiser and no destructor: reading it needs no lazy-initialisation
+//! check, so the common case costs one comparison against a thread-local word. It only ever names
+//! a pool whose entry is in the list (the list's destructor clears it before giving the slots
+//! back), so the `Weak` of that entry keeps its address from being reused.
 
 use std::cell::{Cell, RefCell};
 use std::mem::ManuallyDrop;
@@ -21,19 +26,20 @@ struct Entry {
 }
 
 struct LocalCaches {
-    last: Cell<(*const Inner, *const CacheSlot)>,
     entries: RefCell<Vec<Entry>>,
 }
+
+/// The one-entry shortcut: the pool this thread looked up last, and its slot there (null if it
+/// has none).
+type Last = Cell<(*const Inner, *const CacheSlot)>;
 
 impl LocalCaches {
     fn new() -> Self {
         Self {
-            last: Cell::new((std::ptr::null(), std::ptr::null())),
             entries: RefCell::new(Vec::new()),
         }
     }
 
-    #[cold]
     fn lookup(&self, pool: &Inner) -> *const CacheSlot {
         let me: *const Inner = pool;
         let mut entries = self.entries.borrow_mut();
@@ -56,13 +62,16 @@ impl LocalCaches {
                 slot
             }
         };
-        self.last.set((me, slot));
+        // The loom thread-local may already be gone while a thread exits; std's never is.
+        let _ = LAST.try_with(|last| last.set((me, slot)));
         slot
     }
 }
 
 impl Drop for LocalCaches {
     fn drop(&mut self) {
+        // The slots are given back below: the shortcut must not lead to them any more.
+        let _ = LAST.try_with(|last| last.set((std::ptr::null(), std::ptr::null())));
         for entry in self.entries.get_mut().drain(..) {
             if entry.slot.is_null() {
                 continue;
@@ -81,10 +90,12 @@ impl Drop for LocalCaches {
 #[cfg(not(loom))]
 std::thread_local! {
     static LOCAL: LocalCaches = LocalCaches::new();
+    static LAST: Last = const { Cell::new((std::ptr::null(), std::ptr::null())) };
 }
 #[cfg(loom)]
 loom::thread_local! {
     static LOCAL: LocalCaches = LocalCaches::new();
+    static LAST: Last = Cell::new((std::ptr::null(), std::ptr::null()));
 }
 
 /// The calling thread's cache slot in `pool` if it already has one; never claims.
@@ -108,17 +119,26 @@ pub(crate) fn existing_slot(pool: &Inner) -> Option<&CacheSlot> {
 #[inline(always)]
 pub(crate) fn slot(pool: &Inner) -> Option<&CacheSlot> {
     let me: *const Inner = pool;
-    let ptr = LOCAL
-        .try_with(|local| {
-            let (last, slot) = local.last.get();
+    let ptr = LAST
+        .try_with(|last| {
+            let (last, slot) = last.get();
             if last == me {
                 slot
             } else {
-                local.lookup(pool)
+                lookup(pool)
             }
         })
         .unwrap_or(std::ptr::null());
     // SAFETY: a non-null slot was claimed by this thread in `pool` and stays inside it, so it
     // lives as long as the borrow of `pool`.
     unsafe { ptr.as_ref() }
+}
+
+/// `slot` when the shortcut names another pool: the list, claiming a slot if there is none yet.
+#[cold]
+#[inline(never)]
+fn lookup(pool: &Inner) -> *const CacheSlot {
+    LOCAL
+        .try_with(|local| local.lookup(pool))
+        .unwrap_or(std::ptr::null())
 }
