@@ -281,8 +281,8 @@ impl MessagePool {
     /// [`Error::Exhausted`] (a would-block) when no element is free.
     #[inline(always)]
     pub fn try_acquire(&self) -> Result<Message> {
-        // Every pool has class 0.
-        self.take_existing(0)
+        // SAFETY: every pool has class 0.
+        unsafe { self.take_existing(0) }
     }
 
     /// Takes a message of `class`, or fails at once.
@@ -294,7 +294,8 @@ impl MessagePool {
     #[inline(always)]
     pub fn try_acquire_class(&self, class: usize) -> Result<Message> {
         self.check_class(class)?;
-        self.take_existing(class)
+        // SAFETY: the class exists (checked just above).
+        unsafe { self.take_existing(class) }
     }
 
     /// [`Error::NoSuchClass`] unless the pool has `class`.
@@ -308,10 +309,15 @@ impl MessagePool {
     }
 
     /// [`try_acquire_class`](Self::try_acquire_class) of a class that exists.
+    ///
+    /// # Safety
+    ///
+    /// `class` is one of the pool's size classes.
     #[inline(always)]
-    fn take_existing(&self, class: usize) -> Result<Message> {
+    unsafe fn take_existing(&self, class: usize) -> Result<Message> {
         let inner = self.inner();
-        match inner.take(class) {
+        // SAFETY: the class exists (the caller's contract).
+        match unsafe { inner.take(class) } {
             Some(meta) => Ok(self.wrap_meta(meta)),
             None => Err(Error::Exhausted { class }),
         }
@@ -342,12 +348,15 @@ impl MessagePool {
         }
         let mut elems = [0u32; MAX_SG];
         for k in 0..n {
-            match inner.take(class) {
+            // SAFETY: `class` was picked from the pool's classes.
+            match unsafe { inner.take(class) } {
                 Some(meta) => elems[k] = meta.index,
                 None => {
                     let mut users = 0;
                     for &e in &elems[..k] {
-                        users += inner.put(inner.dir.held(e));
+                        // SAFETY: `e` is an element of this pool that this call took, still
+                        // free (never activated).
+                        users += unsafe { inner.put(inner.dir.held(e)) };
                     }
                     // SAFETY: the handle keeps the pool alive, so this never frees it; the
                     // `users` dropped were counted by the elements just put back.
@@ -375,7 +384,8 @@ impl MessagePool {
     #[inline]
     pub fn acquire_class(&self, class: usize) -> Acquire<'_> {
         assert!(class < self.classes(), "no size class {class}");
-        Acquire::new(self, class)
+        // SAFETY: the class exists (asserted just above).
+        unsafe { Acquire::new(self, class) }
     }
 
     /// Waits up to `timeout` for a message of class 0, blocking the thread.
@@ -400,7 +410,8 @@ impl MessagePool {
         let inner = self.inner();
         let start = Instant::now();
         if !inner.waiters.any(class) {
-            if let Some(meta) = inner.take(class) {
+            // SAFETY: the class exists (checked above).
+            if let Some(meta) = unsafe { inner.take(class) } {
                 return Ok(self.wrap_meta(meta));
             }
         }

@@ -16,7 +16,7 @@ use std::cell::{Cell, RefCell};
 use std::mem::ManuallyDrop;
 use std::sync::{Arc, Weak};
 
-use crate::magazine::CacheSlot;
+use crate::magazine::{CacheSlot, Mags};
 use crate::pool::Inner;
 
 struct Entry {
@@ -29,9 +29,25 @@ struct LocalCaches {
     entries: RefCell<Vec<Entry>>,
 }
 
-/// The one-entry shortcut: the pool this thread looked up last, and its slot there (null if it
-/// has none).
-type Last = Cell<(*const Inner, *const CacheSlot)>;
+/// The one-entry shortcut: the pool this thread looked up last, its slot there (null if it has
+/// none) and that slot's magazines (null likewise), which the hot paths reach without loading
+/// them from the slot.
+#[derive(Clone, Copy)]
+struct Shortcut {
+    pool: *const Inner,
+    slot: *const CacheSlot,
+    mags: *const crate::magazine::Magazine<crate::magazine::Cached>,
+}
+
+impl Shortcut {
+    const NONE: Shortcut = Shortcut {
+        pool: std::ptr::null(),
+        slot: std::ptr::null(),
+        mags: std::ptr::null(),
+    };
+}
+
+type Last = Cell<Shortcut>;
 
 impl LocalCaches {
     fn new() -> Self {
@@ -62,8 +78,15 @@ impl LocalCaches {
                 slot
             }
         };
+        // SAFETY: a non-null slot lives inside the live `pool`.
+        let mags = unsafe { slot.as_ref() }.map_or(std::ptr::null(), CacheSlot::first_mag);
+        let shortcut = Shortcut {
+            pool: me,
+            slot,
+            mags,
+        };
         // The loom thread-local may already be gone while a thread exits; std's never is.
-        let _ = LAST.try_with(|last| last.set((me, slot)));
+        let _ = LAST.try_with(|last| last.set(shortcut));
         slot
     }
 }
@@ -71,7 +94,7 @@ impl LocalCaches {
 impl Drop for LocalCaches {
     fn drop(&mut self) {
         // The slots are given back below: the shortcut must not lead to them any more.
-        let _ = LAST.try_with(|last| last.set((std::ptr::null(), std::ptr::null())));
+        let _ = LAST.try_with(|last| last.set(Shortcut::NONE));
         for entry in self.entries.get_mut().drain(..) {
             if entry.slot.is_null() {
                 continue;
@@ -90,12 +113,12 @@ impl Drop for LocalCaches {
 #[cfg(not(loom))]
 std::thread_local! {
     static LOCAL: LocalCaches = LocalCaches::new();
-    static LAST: Last = const { Cell::new((std::ptr::null(), std::ptr::null())) };
+    static LAST: Last = const { Cell::new(Shortcut::NONE) };
 }
 #[cfg(loom)]
 loom::thread_local! {
     static LOCAL: LocalCaches = LocalCaches::new();
-    static LAST: Last = Cell::new((std::ptr::null(), std::ptr::null()));
+    static LAST: Last = Cell::new(Shortcut::NONE);
 }
 
 /// The calling thread's cache slot in `pool` if it already has one; never claims.
@@ -114,31 +137,44 @@ pub(crate) fn existing_slot(pool: &Inner) -> Option<&CacheSlot> {
     unsafe { ptr.as_ref() }
 }
 
-/// The calling thread's cache slot in `pool`, or `None` if every slot is taken by other
-/// threads or the thread is shutting down.
+/// The magazines of the calling thread's cache slot in `pool` if the shortcut names `pool`: the
+/// hot paths' look, one compare against a thread-local word. `None` says nothing more; [`slot`]
+/// gives the answer.
 #[inline(always)]
+pub(crate) fn cached_mags(pool: &Inner) -> Option<Mags<'_>> {
+    let me: *const Inner = pool;
+    let ptr = LAST
+        .try_with(|last| {
+            let last = last.get();
+            if last.pool == me {
+                last.mags
+            } else {
+                std::ptr::null()
+            }
+        })
+        .unwrap_or(std::ptr::null());
+    // SAFETY: non-null magazines are those of a slot this thread claimed in `pool`, which stays
+    // inside it as long as the borrow of `pool`.
+    unsafe { Mags::new(ptr) }
+}
+
+/// The calling thread's cache slot in `pool`, or `None` if every slot is taken by other
+/// threads or the thread is shutting down. Claims one on the thread's first use of `pool`.
 pub(crate) fn slot(pool: &Inner) -> Option<&CacheSlot> {
     let me: *const Inner = pool;
     let ptr = LAST
         .try_with(|last| {
-            let (last, slot) = last.get();
-            if last == me {
-                slot
+            let last = last.get();
+            if last.pool == me {
+                last.slot
             } else {
-                lookup(pool)
+                LOCAL
+                    .try_with(|local| local.lookup(pool))
+                    .unwrap_or(std::ptr::null())
             }
         })
         .unwrap_or(std::ptr::null());
     // SAFETY: a non-null slot was claimed by this thread in `pool` and stays inside it, so it
     // lives as long as the borrow of `pool`.
     unsafe { ptr.as_ref() }
-}
-
-/// `slot` when the shortcut names another pool: the list, claiming a slot if there is none yet.
-#[cold]
-#[inline(never)]
-fn lookup(pool: &Inner) -> *const CacheSlot {
-    LOCAL
-        .try_with(|local| local.lookup(pool))
-        .unwrap_or(std::ptr::null())
 }

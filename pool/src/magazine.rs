@@ -13,9 +13,16 @@
 //! - **Advisory length.** `len` is an atomic only so that other threads may read it (Relaxed) for
 //!   [`MessagePool::available`](crate::MessagePool::available); the owner writes it with Relaxed
 //!   stores, which cost a plain move.
+//!
+//! **Bounded length.** Every write of `len` keeps it at most [`MAG_CAP`] (`push` is given a
+//! limit of at most `MAG_CAP`, `fill` asserts, `pop` and `drain_oldest` only lower it), so the
+//! hot `push` and `pop` index the items without a bounds check.
 
 use regio_sync::primitive::cell::UnsafeCell;
 use regio_sync::primitive::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
 
 use crate::segment::ElemMeta;
 
@@ -58,8 +65,11 @@ impl<T: Copy> Magazine<T> {
         if n == 0 {
             return None;
         }
-        // SAFETY: single owner (the caller's contract), and `n - 1 < MAG_CAP`.
-        let item = self.items.with(|items| unsafe { (*items)[n - 1] });
+        // SAFETY: single owner (the caller's contract); `n - 1 < MAG_CAP`, as the length never
+        // exceeds `MAG_CAP` (see "Bounded length").
+        let item = self
+            .items
+            .with(|items| unsafe { *(*items).get_unchecked(n - 1) });
         // Relaxed: see "Advisory length".
         self.len.store(n as u32 - 1, Ordering::Relaxed);
         Some(item)
@@ -69,15 +79,18 @@ impl<T: Copy> Magazine<T> {
     ///
     /// # Safety
     ///
-    /// Only the thread that claimed the magazine's slot may call this.
+    /// Only the thread that claimed the magazine's slot may call this, and `limit` is at most
+    /// [`MAG_CAP`].
     #[inline]
     pub(crate) unsafe fn push(&self, item: T, limit: usize) -> bool {
+        debug_assert!(limit <= MAG_CAP);
         let n = self.len();
-        if n >= limit.min(MAG_CAP) {
+        if n >= limit {
             return false;
         }
-        // SAFETY: single owner (the caller's contract), and `n < MAG_CAP`.
-        self.items.with_mut(|items| unsafe { (*items)[n] = item });
+        // SAFETY: single owner, and `n < limit <= MAG_CAP` (the caller's contract).
+        self.items
+            .with_mut(|items| unsafe { *(*items).get_unchecked_mut(n) = item });
         // Relaxed: see "Advisory length".
         self.len.store(n as u32 + 1, Ordering::Relaxed);
         true
@@ -127,8 +140,9 @@ pub(crate) struct CacheSlot {
 }
 
 /// What a pool's magazines hold: pointers to element metadata, so that a cached element needs
-/// no lookup in the segment directory.
-pub(crate) type Cached = *const ElemMeta;
+/// no lookup in the segment directory. Never null (the unused entries hold a dangling pointer),
+/// so a popped one needs no check either.
+pub(crate) type Cached = NonNull<ElemMeta>;
 
 // SAFETY: the items of each magazine are touched only by the thread that claimed the slot (the
 // claim is an Acquire CAS, the give-up a Release store); other threads only read the atomic
@@ -143,7 +157,7 @@ impl CacheSlot {
         Self {
             claimed: AtomicBool::new(false),
             mags: (0..classes)
-                .map(|_| Magazine::new(std::ptr::null()))
+                .map(|_| Magazine::new(NonNull::dangling()))
                 .collect(),
         }
     }
@@ -169,9 +183,49 @@ impl CacheSlot {
         &self.mags[class]
     }
 
+    /// The magazine of class 0, the start of the magazines that [`Mags`] reaches.
+    pub(crate) fn first_mag(&self) -> *const Magazine<Cached> {
+        self.mags.as_ptr()
+    }
+
     /// All magazines, by class.
     pub(crate) fn mags(&self) -> &[Magazine<Cached>] {
         &self.mags
+    }
+}
+
+/// A slot's magazines as the hot paths reach them: one pointer, kept in the thread's lookup
+/// shortcut, so that they need not load it from the slot.
+#[derive(Clone, Copy)]
+pub(crate) struct Mags<'a> {
+    first: NonNull<Magazine<Cached>>,
+    _slot: PhantomData<&'a CacheSlot>,
+}
+
+impl<'a> Mags<'a> {
+    /// The magazines from `first`, or `None` if it is null.
+    ///
+    /// # Safety
+    ///
+    /// A non-null `first` is [`CacheSlot::first_mag`] of a slot that lives for `'a`.
+    #[inline(always)]
+    pub(crate) unsafe fn new(first: *const Magazine<Cached>) -> Option<Self> {
+        NonNull::new(first.cast_mut()).map(|first| Mags {
+            first,
+            _slot: PhantomData,
+        })
+    }
+
+    /// The magazine of `class`.
+    ///
+    /// # Safety
+    ///
+    /// `class` is one of the pool's size classes: a slot has a magazine for each.
+    #[inline(always)]
+    pub(crate) unsafe fn get(self, class: usize) -> &'a Magazine<Cached> {
+        // SAFETY: the slot has a magazine per class (the caller's contract) and lives for `'a`
+        // (`new`'s).
+        unsafe { self.first.add(class).as_ref() }
     }
 }
 
@@ -182,7 +236,7 @@ mod tests {
     #[test]
     fn push_pop_fill_drain() {
         let m = Magazine::new(0u32);
-        // SAFETY: this test thread is the only user of `m`.
+        // SAFETY: this test thread is the only user of `m`, and every limit is below MAG_CAP.
         unsafe {
             assert_eq!(m.pop(), None);
             assert!(m.push(1, 2));

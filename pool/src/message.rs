@@ -146,8 +146,13 @@ impl Message {
 
     /// The descriptor, to fill in.
     pub fn descriptor_mut(&mut self) -> &mut Descriptor {
-        // SAFETY: as above, and `&mut self` makes the access exclusive.
-        unsafe { &mut *self.meta().desc.get() }
+        let meta = self.meta();
+        // SAFETY: as above, and `&mut self` makes the access exclusive; the flag belongs to the
+        // holder like the descriptor (see `ElemMeta::desc_dirty`).
+        unsafe {
+            *meta.desc_dirty.get() = true;
+            &mut *meta.desc.get()
+        }
     }
 
     /// The handle the descriptor is stamped with.
@@ -269,7 +274,7 @@ impl Drop for Message {
     fn drop(&mut self) {
         let pool = self.pool.as_ptr().cast_const();
         let users = if self.nbufs == 1 {
-            release(self.pool(), self.meta())
+            release(self.pool(), self.meta(), self.gen)
         } else {
             self.release_group()
         };
@@ -294,28 +299,32 @@ impl Message {
             let meta = inner.dir.held(elem);
             // Relaxed: the member is still held by this message; see `release`.
             meta.head.store(crate::stack::NIL, Ordering::Relaxed);
-            users += release(inner, meta);
+            // Relaxed: the member is still held by this message, which stamped it.
+            let held = meta.gen.load(Ordering::Relaxed);
+            users += release(inner, meta, held);
         }
-        users + release(inner, self.meta())
+        users + release(inner, self.meta(), self.gen)
     }
 }
 
-/// Marks the held element `meta` free (poisoning its buffer in debug builds) and returns it to
-/// the pool. Returns the users to drop.
+/// Marks the held element `meta`, whose generation is `held`, free (poisoning its buffer in
+/// debug builds) and returns it to the pool. Returns the users to drop.
 #[inline(always)]
-fn release(inner: &Inner, meta: &ElemMeta) -> usize {
+fn release(inner: &Inner, meta: &ElemMeta, held: u32) -> usize {
     #[cfg(debug_assertions)]
     // SAFETY: the message still holds the buffer, which is `key.len` bytes long.
     unsafe {
         std::ptr::write_bytes(meta.data.as_ptr(), POISON, meta.key.len as usize);
     }
+    debug_assert_eq!(gen::state(held), gen::HELD);
+    // Relaxed: a check of the caller's copy; only this message writes the generation.
+    debug_assert_eq!(meta.gen.load(Ordering::Relaxed), held);
     // Relaxed: the message holds the element exclusively; the store or magazine hand-off that
     // follows orders this store before the next holder's accesses.
-    let g = meta.gen.load(Ordering::Relaxed);
-    debug_assert_eq!(gen::state(g), gen::HELD);
-    // Relaxed: as above.
-    meta.gen.store(gen::next(g, gen::FREE), Ordering::Relaxed);
-    inner.put(meta)
+    meta.gen
+        .store(gen::next(held, gen::FREE), Ordering::Relaxed);
+    // SAFETY: a message's elements belong to its pool, and it still holds `meta`.
+    unsafe { inner.put(meta) }
 }
 
 /// The byte that returned buffers are filled with in debug builds, so that a use after release

@@ -24,12 +24,13 @@
 //!   letting go of every lock and with no magazine half-changed, so the callback may acquire,
 //!   release and grow.
 
+use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
 use regio_sync::primitive::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 
 use crate::depot::Depot;
-use crate::descriptor::MAX_SG;
+use crate::descriptor::{Descriptor, MAX_SG};
 use crate::error::{Error, Result};
 use crate::key::{ElemRef, RegionId};
 use crate::keytable::KeyTable;
@@ -331,8 +332,33 @@ impl Inner {
 
     /// Takes one element of `class` for the caller: from its magazine, else a batch from the
     /// store. The element is counted as a user.
+    ///
+    /// # Safety
+    ///
+    /// `class` is one of the pool's size classes (`class < self.classes.len()`).
     #[inline(always)]
-    pub(crate) fn take(&self, class: usize) -> Option<&ElemMeta> {
+    pub(crate) unsafe fn take(&self, class: usize) -> Option<&ElemMeta> {
+        if let Some(mags) = local::cached_mags(self) {
+            // SAFETY: these are the magazines of this thread's slot, and `class` is one of the
+            // pool's classes (the caller's contract).
+            if let Some(meta) = unsafe { mags.get(class).pop() } {
+                // SAFETY: as above.
+                if unsafe { self.waiters.any_unchecked(class) } {
+                    self.share_cache(class);
+                }
+                // SAFETY: magazines hold pointers to this pool's metadata, which lives as long
+                // as the pool.
+                return Some(unsafe { meta.as_ref() });
+            }
+        }
+        self.take_slow(class)
+    }
+
+    /// [`take`](Self::take) when the shortcut names another pool, or the magazine is empty,
+    /// or the thread has no cache.
+    #[cold]
+    #[inline(never)]
+    fn take_slow(&self, class: usize) -> Option<&ElemMeta> {
         let Some(slot) = local::slot(self) else {
             let mut low = None;
             let elem = self.take_shared(class, &mut low);
@@ -342,18 +368,20 @@ impl Inner {
         // SAFETY: this thread claimed `slot`.
         if let Some(meta) = unsafe { slot.mag(class).pop() } {
             if self.waiters.any(class) {
-                self.share_cache(class, slot);
+                self.share_cache(class);
             }
-            // SAFETY: magazines hold pointers to this pool's metadata, which lives as long as
-            // the pool.
-            return Some(unsafe { &*meta });
+            // SAFETY: as in `take`.
+            return Some(unsafe { meta.as_ref() });
         }
         self.refill(class, slot)
     }
 
     /// Others wait for `class` while this thread has some cached: hand them over.
     #[cold]
-    fn share_cache(&self, class: usize, slot: &CacheSlot) {
+    fn share_cache(&self, class: usize) {
+        let Some(slot) = local::slot(self) else {
+            return;
+        };
         let mut batch = [0u32; MAG_CAP];
         let n = self.drain_mag(slot, class, MAG_CAP, &mut batch);
         let users = self.give_back(class, &batch[..n]);
@@ -377,9 +405,9 @@ impl Inner {
         // Relaxed: see "Lifetime by counting users".
         self.users.fetch_add(n, Ordering::Relaxed);
         let low = self.low_watermark(class);
-        let mut metas: [Cached; MAG_CAP] = [std::ptr::null(); MAG_CAP];
+        let mut metas: [Cached; MAG_CAP] = [NonNull::dangling(); MAG_CAP];
         for (meta, &elem) in metas.iter_mut().zip(&batch[..n]) {
-            *meta = self.dir.held(elem);
+            *meta = NonNull::from(self.dir.held(elem));
         }
         // SAFETY: this thread claimed `slot`; the magazine was empty and `n <= MAG_CAP`.
         unsafe { slot.mag(class).fill(&metas[1..n]) };
@@ -463,27 +491,57 @@ impl Inner {
 
     /// Returns a free element (its generation already says so) to the pool. Returns how many
     /// users to drop with [`Inner::unref`] once the caller is done with `self`.
+    ///
+    /// # Safety
+    ///
+    /// `meta` is an element of this pool (so its class is one of the pool's), held by the
+    /// caller.
     #[inline(always)]
-    pub(crate) fn put(&self, meta: &ElemMeta) -> usize {
+    pub(crate) unsafe fn put(&self, meta: &ElemMeta) -> usize {
         let class = usize::from(meta.class);
-        if !self.waiters.any(class) {
-            if let Some(slot) = local::slot(self) {
-                // SAFETY: this thread claimed `slot`.
-                if unsafe { slot.mag(class).push(meta, self.cache_size) } {
+        // SAFETY: an element's class is one of its pool's (the caller's contract).
+        if unsafe { !self.waiters.any_unchecked(class) } {
+            if let Some(mags) = local::cached_mags(self) {
+                // SAFETY: these are the magazines of this thread's slot; the class is the
+                // pool's, as above; and `create` checked `cache_size <= MAG_CAP`.
+                if unsafe { mags.get(class).push(NonNull::from(meta), self.cache_size) } {
                     return 0;
                 }
-                return self.overflow(class, slot, meta);
             }
         }
-        self.put_slow(class, meta.index)
+        self.put_slow(class, meta)
     }
 
+    /// [`put`](Self::put) when the shortcut names another pool, the magazine is full, others
+    /// wait, or the thread has no cache.
     #[cold]
+    #[inline(never)]
+    fn put_slow(&self, class: usize, meta: &ElemMeta) -> usize {
+        match local::slot(self) {
+            Some(slot) if !self.waiters.any(class) => {
+                // SAFETY: this thread claimed `slot`; `create` checked `cache_size <= MAG_CAP`.
+                if unsafe { slot.mag(class).push(NonNull::from(meta), self.cache_size) } {
+                    return 0;
+                }
+                self.overflow(class, slot, meta)
+            }
+            slot => {
+                // Waiters, or no cache: this thread's cached elements of the class go too, so
+                // that they reach the waiters rather than idle here.
+                let mut batch = [0u32; MAG_CAP + 1];
+                let n = slot.map_or(0, |slot| self.drain_mag(slot, class, MAG_CAP, &mut batch));
+                batch[n] = meta.index;
+                self.give_back(class, &batch[..=n])
+            }
+        }
+    }
+
     fn overflow(&self, class: usize, slot: &CacheSlot, meta: &ElemMeta) -> usize {
         let mut batch = [0u32; MAG_CAP];
         let n = self.drain_mag(slot, class, self.batch, &mut batch);
-        // SAFETY: this thread claimed `slot`, and the drain made room.
-        let cached = unsafe { slot.mag(class).push(meta, self.cache_size) };
+        // SAFETY: this thread claimed `slot`; `create` checked `cache_size <= MAG_CAP`. The
+        // drain made room.
+        let cached = unsafe { slot.mag(class).push(NonNull::from(meta), self.cache_size) };
         debug_assert!(cached);
         if n == 0 || self.waiters.any(class) || !self.classes[class].depot.put(&batch[..n]) {
             return self.give_back(class, &batch[..n]);
@@ -496,28 +554,15 @@ impl Inner {
         n
     }
 
-    #[cold]
-    fn put_slow(&self, class: usize, elem: u32) -> usize {
-        // Waiters, or no cache: this thread's cached elements of the class go too, so that they
-        // reach the waiters rather than idle here.
-        let mut batch = [0u32; MAG_CAP + 1];
-        let mut n = 0;
-        if let Some(slot) = local::slot(self) {
-            n = self.drain_mag(slot, class, MAG_CAP, &mut batch);
-        }
-        batch[n] = elem;
-        self.give_back(class, &batch[..=n])
-    }
-
     /// Moves up to `count` of the oldest elements of `slot`'s magazine for `class` into `out`,
     /// as indices. The calling thread must own `slot` (or be its exiting owner).
     fn drain_mag(&self, slot: &CacheSlot, class: usize, count: usize, out: &mut [u32]) -> usize {
-        let mut metas: [Cached; MAG_CAP] = [std::ptr::null(); MAG_CAP];
+        let mut metas: [Cached; MAG_CAP] = [NonNull::dangling(); MAG_CAP];
         // SAFETY: the caller owns `slot`.
         let n = unsafe { slot.mag(class).drain_oldest(count, &mut metas) };
         for (elem, &meta) in out.iter_mut().zip(&metas[..n]) {
             // SAFETY: magazines hold pointers to this pool's live metadata.
-            *elem = unsafe { (*meta).index };
+            *elem = unsafe { meta.as_ref().index };
         }
         n
     }
@@ -590,11 +635,22 @@ impl Inner {
     ///
     /// `this` came from [`Inner::create`], the caller holds the `n` users it drops, and it does
     /// not touch the pool afterwards unless it keeps another strong `Arc`.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn unref(this: *const Inner, n: usize) {
-        if n == 0 {
-            return;
+        if n != 0 {
+            // SAFETY: the caller's contract.
+            unsafe { Inner::drop_users(this, n) };
         }
+    }
+
+    /// [`unref`](Self::unref) of at least one user: out of line, as the fast paths drop none.
+    ///
+    /// # Safety
+    ///
+    /// As for `unref`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn drop_users(this: *const Inner, n: usize) {
         // SAFETY: the caller holds `n` users, so the pool is alive here.
         let users = unsafe { &(*this).users };
         // Release: everything this thread did with the pool happens-before the free below,
@@ -625,15 +681,31 @@ impl Inner {
         let g = gen::next(meta.gen.load(Ordering::Relaxed), gen::HELD);
         // Relaxed: as above.
         meta.gen.store(g, Ordering::Relaxed);
+        // SAFETY: the caller holds the element exclusively, so nobody else touches its
+        // descriptor or its flag.
+        unsafe {
+            let desc = &mut *meta.desc.get();
+            if *meta.desc_dirty.get() {
+                self.reset_desc(meta, desc, g);
+            } else {
+                desc.restamp_gen(g);
+            }
+        }
+        g
+    }
+
+    /// Resets the descriptor `desc` of `meta`, whose new generation is `g`, and marks it clean.
+    #[cold]
+    #[inline(never)]
+    fn reset_desc(&self, meta: &ElemMeta, desc: &mut Descriptor, g: u32) {
         let owner = ElemRef {
             pool: self.uid,
             index: meta.index,
             gen: g,
         };
-        // SAFETY: the caller holds the element exclusively, so nobody else touches its
-        // descriptor.
-        unsafe { (*meta.desc.get()).reset(owner, std::slice::from_ref(&meta.key)) };
-        g
+        desc.reset(owner, std::slice::from_ref(&meta.key));
+        // SAFETY: the caller holds the element exclusively (see `activate_one`).
+        unsafe { *meta.desc_dirty.get() = false };
     }
 
     /// Turns the free elements `members`, held by the caller, into one scatter message headed
@@ -656,6 +728,8 @@ impl Inner {
         let g = self.activate_one(meta);
         // SAFETY: the caller holds `head` exclusively, so nobody else touches its cells.
         unsafe {
+            // Its slices are the group's now: the next single-buffer acquire resets it whole.
+            *meta.desc_dirty.get() = true;
             let group = &mut *meta.group.get();
             group.len = members.len() as u8;
             group.elems[..members.len()].copy_from_slice(members);

@@ -94,6 +94,12 @@ pub(crate) struct ElemMeta {
     /// The scatter list, when this element heads a scatter message; `len` is 1 otherwise
     /// (a scatter message resets it when it drops).
     pub(crate) group: UnsafeCell<Group>,
+    /// Whether `desc` may differ from the state a single-buffer acquire resets it to (a `Nop`
+    /// owned by this element, with this element's whole buffer as its one slice) in more than
+    /// its owner's generation: set when a holder borrows the descriptor mutably or a scatter
+    /// message heads it, cleared by a full reset. A clean descriptor needs only its generation
+    /// restamped on acquire.
+    pub(crate) desc_dirty: UnsafeCell<bool>,
     /// The descriptor, when this element heads a message.
     pub(crate) desc: UnsafeCell<Descriptor>,
 }
@@ -138,6 +144,8 @@ impl Segment {
                         len: 1,
                         elems: [NIL; MAX_SG],
                     }),
+                    // Not yet stamped with an owner or a slice.
+                    desc_dirty: UnsafeCell::new(true),
                     desc: UnsafeCell::new(Descriptor::new(Opcode::Nop)),
                 }
             })
