@@ -45,8 +45,8 @@ impl Future for Acquire<'_> {
         // FIFO: while others wait, a newcomer queues behind them.
         if self.ticket.is_none() && !inner.waiters.any(self.class) {
             // SAFETY: the class exists (`Acquire::new`'s contract).
-            if let Some(meta) = unsafe { inner.take(self.class) } {
-                return Poll::Ready(self.pool.wrap_meta(meta));
+            if let Some((meta, gen)) = unsafe { inner.take(self.class) } {
+                return Poll::Ready(self.pool.wrap_meta(meta, gen));
             }
         }
         self.poll_wait(cx)

@@ -318,7 +318,7 @@ impl MessagePool {
         let inner = self.inner();
         // SAFETY: the class exists (the caller's contract).
         match unsafe { inner.take(class) } {
-            Some(meta) => Ok(self.wrap_meta(meta)),
+            Some((meta, gen)) => Ok(self.wrap_meta(meta, gen)),
             None => Err(Error::Exhausted { class }),
         }
     }
@@ -350,13 +350,14 @@ impl MessagePool {
         for k in 0..n {
             // SAFETY: `class` was picked from the pool's classes.
             match unsafe { inner.take(class) } {
-                Some(meta) => elems[k] = meta.index,
+                Some((meta, _)) => elems[k] = meta.index,
                 None => {
                     let mut users = 0;
                     for &e in &elems[..k] {
+                        let (meta, gen) = inner.free_elem(e);
                         // SAFETY: `e` is an element of this pool that this call took, still
                         // free (never activated).
-                        users += unsafe { inner.put(inner.dir.held(e)) };
+                        users += unsafe { inner.put(meta, gen) };
                     }
                     // SAFETY: the handle keeps the pool alive, so this never frees it; the
                     // `users` dropped were counted by the elements just put back.
@@ -411,8 +412,8 @@ impl MessagePool {
         let start = Instant::now();
         if !inner.waiters.any(class) {
             // SAFETY: the class exists (checked above).
-            if let Some(meta) = unsafe { inner.take(class) } {
-                return Ok(self.wrap_meta(meta));
+            if let Some((meta, gen)) = unsafe { inner.take(class) } {
+                return Ok(self.wrap_meta(meta, gen));
             }
         }
         let mut low = None;
@@ -447,14 +448,15 @@ impl MessagePool {
     /// Makes a single-buffer message of the element `elem`, which the caller holds (counted
     /// as a user).
     pub(crate) fn wrap(&self, elem: u32) -> Message {
-        self.wrap_meta(self.inner().dir.held(elem))
+        let (meta, gen) = self.inner().free_elem(elem);
+        self.wrap_meta(meta, gen)
     }
 
-    /// [`wrap`](Self::wrap), given the element's metadata.
+    /// [`wrap`](Self::wrap), given the element's metadata and generation.
     #[inline(always)]
-    pub(crate) fn wrap_meta(&self, meta: &ElemMeta) -> Message {
+    pub(crate) fn wrap_meta(&self, meta: &ElemMeta, gen: u32) -> Message {
         let inner = self.inner();
-        let gen = inner.activate_one(meta);
+        inner.activate_one(meta, gen);
         Message::from_parts(inner, meta, meta.index, gen, 1)
     }
 

@@ -139,10 +139,23 @@ pub(crate) struct CacheSlot {
     mags: Box<[Magazine<Cached>]>,
 }
 
-/// What a pool's magazines hold: pointers to element metadata, so that a cached element needs
-/// no lookup in the segment directory. Never null (the unused entries hold a dangling pointer),
-/// so a popped one needs no check either.
-pub(crate) type Cached = NonNull<ElemMeta>;
+/// What a pool's magazines hold: a free element, as a pointer to its metadata (so that it needs
+/// no lookup in the segment directory; never null, so a popped one needs no check either), with
+/// its generation (see [`gen`](crate::segment::gen)): the one its next holder gets, which the
+/// releasing thread stored in the element too.
+#[derive(Clone, Copy)]
+pub(crate) struct Cached {
+    pub(crate) meta: NonNull<ElemMeta>,
+    pub(crate) gen: u32,
+}
+
+impl Cached {
+    /// What fills a magazine's unused entries.
+    pub(crate) const BLANK: Cached = Cached {
+        meta: NonNull::dangling(),
+        gen: 0,
+    };
+}
 
 // SAFETY: the items of each magazine are touched only by the thread that claimed the slot (the
 // claim is an Acquire CAS, the give-up a Release store); other threads only read the atomic
@@ -156,9 +169,7 @@ impl CacheSlot {
     pub(crate) fn new(classes: usize) -> Self {
         Self {
             claimed: AtomicBool::new(false),
-            mags: (0..classes)
-                .map(|_| Magazine::new(NonNull::dangling()))
-                .collect(),
+            mags: (0..classes).map(|_| Magazine::new(Cached::BLANK)).collect(),
         }
     }
 

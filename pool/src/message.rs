@@ -272,24 +272,41 @@ impl Message {
 impl Drop for Message {
     #[inline(always)]
     fn drop(&mut self) {
-        let pool = self.pool.as_ptr().cast_const();
-        let users = if self.nbufs == 1 {
-            release(self.pool(), self.meta(), self.gen)
+        if self.nbufs == 1 {
+            let meta = self.meta();
+            let next = free(meta, self.gen);
+            // SAFETY: a message's elements belong to its pool, and it still holds `meta`.
+            if unsafe { self.pool().put_cached(meta, next) } {
+                return;
+            }
+            self.put_uncached(next);
         } else {
-            self.release_group()
-        };
-        // SAFETY: `pool` came from `create` (messages point at live pools); the message held
-        // its elements as users, and `users` of them went back to the stores; nothing touches the
-        // pool after this.
-        unsafe { Inner::unref(pool, users) };
+            self.release_group();
+        }
     }
 }
 
 impl Message {
-    /// Releases every buffer of a scatter message, and resets the head's group and the
-    /// members' head links (see `ElemMeta::head`). Returns the users to drop.
+    /// The rest of a single-buffer message's drop when its element does not go into this
+    /// thread's magazine at once. `next` is the generation [`free`] gave it.
     #[cold]
-    fn release_group(&mut self) -> usize {
+    #[inline(never)]
+    fn put_uncached(&mut self, next: u32) {
+        let pool = self.pool.as_ptr().cast_const();
+        // SAFETY: the element belongs to the pool, and the message still holds it.
+        let users = unsafe { self.pool().put_slow(self.meta(), next) };
+        // SAFETY: `pool` came from `create` (messages point at live pools); the message held
+        // its element as a user, and `users` elements went back to the stores; nothing touches
+        // the pool after this.
+        unsafe { Inner::unref(pool, users) };
+    }
+
+    /// Releases every buffer of a scatter message, and resets the head's group and the
+    /// members' head links (see `ElemMeta::head`).
+    #[cold]
+    #[inline(never)]
+    fn release_group(&mut self) {
+        let pool = self.pool.as_ptr().cast_const();
         let inner = self.pool();
         let group = *self.group();
         // SAFETY: the message holds its head element exclusively until the release below.
@@ -297,20 +314,26 @@ impl Message {
         let mut users = 0;
         for &elem in &group.elems[1..usize::from(group.len)] {
             let meta = inner.dir.held(elem);
-            // Relaxed: the member is still held by this message; see `release`.
+            // Relaxed: the member is still held by this message; see `free`.
             meta.head.store(crate::stack::NIL, Ordering::Relaxed);
             // Relaxed: the member is still held by this message, which stamped it.
-            let held = meta.gen.load(Ordering::Relaxed);
-            users += release(inner, meta, held);
+            let next = free(meta, meta.gen.load(Ordering::Relaxed));
+            // SAFETY: the members belong to the message's pool, and it still holds them.
+            users += unsafe { inner.put(meta, next) };
         }
-        users + release(inner, self.meta(), self.gen)
+        let next = free(self.meta(), self.gen);
+        // SAFETY: as above.
+        users += unsafe { inner.put(self.meta(), next) };
+        // SAFETY: as in `put_uncached`.
+        unsafe { Inner::unref(pool, users) };
     }
 }
 
 /// Marks the held element `meta`, whose generation is `held`, free (poisoning its buffer in
-/// debug builds) and returns it to the pool. Returns the users to drop.
+/// debug builds), ready to go back to the pool. Returns its new generation, the one its next
+/// holder gets (see [`gen`]).
 #[inline(always)]
-fn release(inner: &Inner, meta: &ElemMeta, held: u32) -> usize {
+fn free(meta: &ElemMeta, held: u32) -> u32 {
     #[cfg(debug_assertions)]
     // SAFETY: the message still holds the buffer, which is `key.len` bytes long.
     unsafe {
@@ -319,12 +342,12 @@ fn release(inner: &Inner, meta: &ElemMeta, held: u32) -> usize {
     debug_assert_eq!(gen::state(held), gen::HELD);
     // Relaxed: a check of the caller's copy; only this message writes the generation.
     debug_assert_eq!(meta.gen.load(Ordering::Relaxed), held);
+    // No handle has this generation yet.
+    let next = gen::next(held, gen::HELD);
     // Relaxed: the message holds the element exclusively; the store or magazine hand-off that
     // follows orders this store before the next holder's accesses.
-    meta.gen
-        .store(gen::next(held, gen::FREE), Ordering::Relaxed);
-    // SAFETY: a message's elements belong to its pool, and it still holds `meta`.
-    unsafe { inner.put(meta) }
+    meta.gen.store(next, Ordering::Relaxed);
+    next
 }
 
 /// The byte that returned buffers are filled with in debug builds, so that a use after release

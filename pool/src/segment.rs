@@ -37,13 +37,20 @@ pub(crate) const MAX_REGIONS: usize = 256;
 /// Every transition bumps the counter, so each (index, generation) pair names one lifetime of
 /// one element, and any handle from an earlier lifetime is detected as stale (up to a wrap
 /// after 2^30 transitions of that element).
+///
+/// A free element already carries the generation that its next holder is stamped with: a
+/// release bumps the generation (to one that no handle has), and an acquire only reads it,
+/// from the magazine entry that carries it along ([`Cached`](crate::magazine::Cached)) or, on
+/// the slower paths, from the element. So the acquiring thread never writes the generation word,
+/// and in the common case does not even read it: when messages are released on another thread,
+/// the word stays in the releasing CPU's cache.
 pub(crate) mod gen {
-    /// In the shared store or a magazine.
-    pub(crate) const FREE: u32 = 0;
-    /// Held by a [`Message`](crate::Message).
+    /// Held by a [`Message`](crate::Message), or free and waiting for its next holder.
     pub(crate) const HELD: u32 = 1;
     /// Lent out as a [`RawMessage`](crate::RawMessage).
     pub(crate) const RAW: u32 = 2;
+    /// The generation of an element that was never handed out.
+    pub(crate) const FIRST: u32 = HELD;
 
     /// The generation after `g`, in `state`.
     #[inline]
@@ -126,7 +133,7 @@ impl Segment {
                 let offset = local * buf_size;
                 ElemMeta {
                     link: AtomicU32::new(NIL),
-                    gen: AtomicU32::new(gen::FREE),
+                    gen: AtomicU32::new(gen::FIRST),
                     head: AtomicU32::new(NIL),
                     _fixed_end: CacheLineEnd,
                     _sync_end: CacheLineEnd,
