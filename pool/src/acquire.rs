@@ -46,7 +46,7 @@ impl Future for Acquire<'_> {
         if self.ticket.is_none() && !inner.waiters.any(self.class) {
             // SAFETY: the class exists (`Acquire::new`'s contract).
             if let Some((meta, gen)) = unsafe { inner.take(self.class) } {
-                return Poll::Ready(self.pool.wrap_meta(meta, gen));
+                return Poll::Ready(self.pool.wrap_meta(meta, gen, self.class));
             }
         }
         self.poll_wait(cx)

@@ -318,7 +318,7 @@ impl MessagePool {
         let inner = self.inner();
         // SAFETY: the class exists (the caller's contract).
         match unsafe { inner.take(class) } {
-            Some((meta, gen)) => Ok(self.wrap_meta(meta, gen)),
+            Some((meta, gen)) => Ok(self.wrap_meta(meta, gen, class)),
             None => Err(Error::Exhausted { class }),
         }
     }
@@ -367,7 +367,14 @@ impl MessagePool {
             }
         }
         let (meta, gen) = inner.activate_group(&elems[..n]);
-        Ok(Message::from_parts(inner, meta, elems[0], gen, n as u8))
+        Ok(Message::from_parts(
+            inner,
+            meta,
+            elems[0],
+            gen,
+            n as u8,
+            class as u8,
+        ))
     }
 
     /// Waits for a message of class 0. See [`acquire_class`](Self::acquire_class).
@@ -413,7 +420,7 @@ impl MessagePool {
         if !inner.waiters.any(class) {
             // SAFETY: the class exists (checked above).
             if let Some((meta, gen)) = unsafe { inner.take(class) } {
-                return Ok(self.wrap_meta(meta, gen));
+                return Ok(self.wrap_meta(meta, gen, class));
             }
         }
         let mut low = None;
@@ -449,15 +456,15 @@ impl MessagePool {
     /// as a user).
     pub(crate) fn wrap(&self, elem: u32) -> Message {
         let (meta, gen) = self.inner().free_elem(elem);
-        self.wrap_meta(meta, gen)
+        self.wrap_meta(meta, gen, usize::from(meta.class))
     }
 
-    /// [`wrap`](Self::wrap), given the element's metadata and generation.
+    /// [`wrap`](Self::wrap), given the element's metadata, generation and size class.
     #[inline(always)]
-    pub(crate) fn wrap_meta(&self, meta: &ElemMeta, gen: u32) -> Message {
+    pub(crate) fn wrap_meta(&self, meta: &ElemMeta, gen: u32, class: usize) -> Message {
         let inner = self.inner();
         inner.activate_one(meta, gen);
-        Message::from_parts(inner, meta, meta.index, gen, 1)
+        Message::from_parts(inner, meta, meta.index, gen, 1, class as u8)
     }
 
     /// Gives an element that a cancelled waiter held back to the pool.
@@ -509,7 +516,9 @@ impl MessagePool {
         // SAFETY: as above; the group's length is accurate while the element is held or lent
         // (see `ElemMeta::group`).
         let nbufs = unsafe { (*meta.group.get()).len };
-        Ok(Message::from_parts(inner, meta, index, held, nbufs))
+        Ok(Message::from_parts(
+            inner, meta, index, held, nbufs, meta.class,
+        ))
     }
 
     /// Returns a raw message to the pool: [`from_raw`](Self::from_raw) and drop. A second

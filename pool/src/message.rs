@@ -31,6 +31,9 @@ pub struct Message {
     index: u32,
     gen: u32,
     nbufs: u8,
+    /// The size class (that of the head's metadata), carried here so that the release's
+    /// magazine lookup does not wait for a load from the metadata.
+    class: u8,
 }
 
 // SAFETY: a message owns its element exclusively; the pool is `Sync` and accepts releases from
@@ -103,8 +106,8 @@ impl RawMessage {
 }
 
 impl Message {
-    /// Wraps the head element `index` (whose metadata is `head`), already activated with
-    /// generation `gen`, heading `nbufs` buffers.
+    /// Wraps the head element `index` (whose metadata is `head`, of size class `class`),
+    /// already activated with generation `gen`, heading `nbufs` buffers.
     #[inline]
     pub(crate) fn from_parts(
         pool: &Inner,
@@ -112,13 +115,16 @@ impl Message {
         index: u32,
         gen: u32,
         nbufs: u8,
+        class: u8,
     ) -> Message {
+        debug_assert_eq!(class, head.class);
         Message {
             pool: NonNull::from(pool),
             head: NonNull::from(head),
             index,
             gen,
             nbufs,
+            class,
         }
     }
 
@@ -171,7 +177,7 @@ impl Message {
 
     /// The size class of the buffers.
     pub fn class(&self) -> usize {
-        usize::from(self.meta().class)
+        usize::from(self.class)
     }
 
     fn member(&self, i: usize) -> &ElemMeta {
@@ -275,8 +281,9 @@ impl Drop for Message {
         if self.nbufs == 1 {
             let meta = self.meta();
             let next = free(meta, self.gen);
-            // SAFETY: a message's elements belong to its pool, and it still holds `meta`.
-            if unsafe { self.pool().put_cached(meta, next) } {
+            // SAFETY: a message's elements belong to its pool, it still holds `meta`, and
+            // `class` is the element's class.
+            if unsafe { self.pool().put_cached(meta, usize::from(self.class), next) } {
                 return;
             }
             self.put_uncached(next);

@@ -532,24 +532,25 @@ impl Inner {
     /// caller.
     #[inline(always)]
     pub(crate) unsafe fn put(&self, meta: &ElemMeta, gen: u32) -> usize {
-        // SAFETY: the caller's contract.
-        if unsafe { self.put_cached(meta, gen) } {
+        // SAFETY: the caller's contract; the class is the element's.
+        if unsafe { self.put_cached(meta, usize::from(meta.class), gen) } {
             return 0;
         }
         // SAFETY: as above.
         unsafe { self.put_slow(meta, gen) }
     }
 
-    /// The hot half of [`put`](Self::put): puts the element in this thread's magazine if the
-    /// shortcut names this pool, nobody waits and there is room. Returns false, having done
-    /// nothing, otherwise; then the caller goes on with [`put_slow`](Self::put_slow).
+    /// The hot half of [`put`](Self::put): puts the element, of size class `class`, in this
+    /// thread's magazine if the shortcut names this pool, nobody waits and there is room.
+    /// Returns false, having done nothing, otherwise; then the caller goes on with
+    /// [`put_slow`](Self::put_slow).
     ///
     /// # Safety
     ///
-    /// As for `put`.
+    /// As for `put`, and `class` is the element's class (`meta.class`).
     #[inline(always)]
-    pub(crate) unsafe fn put_cached(&self, meta: &ElemMeta, gen: u32) -> bool {
-        let class = usize::from(meta.class);
+    pub(crate) unsafe fn put_cached(&self, meta: &ElemMeta, class: usize, gen: u32) -> bool {
+        debug_assert_eq!(class, usize::from(meta.class));
         // SAFETY: an element's class is one of its pool's (the caller's contract).
         if unsafe { self.waiters.any_unchecked(class) } {
             return false;
