@@ -367,14 +367,7 @@ impl MessagePool {
             }
         }
         let (meta, gen) = inner.activate_group(&elems[..n]);
-        Ok(Message::from_parts(
-            inner,
-            meta,
-            elems[0],
-            gen,
-            n as u8,
-            class as u8,
-        ))
+        Ok(Message::from_parts(meta, gen, n as u8, class as u8))
     }
 
     /// Waits for a message of class 0. See [`acquire_class`](Self::acquire_class).
@@ -464,7 +457,7 @@ impl MessagePool {
     pub(crate) fn wrap_meta(&self, meta: &ElemMeta, gen: u32, class: usize) -> Message {
         let inner = self.inner();
         inner.activate_one(meta, gen);
-        Message::from_parts(inner, meta, meta.index, gen, 1, class as u8)
+        Message::from_parts(meta, gen, 1, class as u8)
     }
 
     /// Gives an element that a cancelled waiter held back to the pool.
@@ -516,9 +509,7 @@ impl MessagePool {
         // SAFETY: as above; the group's length is accurate while the element is held or lent
         // (see `ElemMeta::group`).
         let nbufs = unsafe { (*meta.group.get()).len };
-        Ok(Message::from_parts(
-            inner, meta, index, held, nbufs, meta.class,
-        ))
+        Ok(Message::from_parts(meta, held, nbufs, meta.class))
     }
 
     /// Returns a raw message to the pool: [`from_raw`](Self::from_raw) and drop. A second

@@ -118,12 +118,29 @@ impl<T: Copy> Magazine<T> {
     ///
     /// Only the thread that claimed the magazine's slot may call this.
     pub(crate) unsafe fn drain_oldest(&self, count: usize, out: &mut [T]) -> usize {
+        // SAFETY: the caller's contract.
+        unsafe { self.drain_oldest_map(count, out, |item| item) }
+    }
+
+    /// [`drain_oldest`](Self::drain_oldest), writing `f` of each element into `out`.
+    ///
+    /// # Safety
+    ///
+    /// As for `drain_oldest`.
+    pub(crate) unsafe fn drain_oldest_map<U>(
+        &self,
+        count: usize,
+        out: &mut [U],
+        f: impl Fn(T) -> U,
+    ) -> usize {
         let n = self.len();
         let k = count.min(n).min(out.len());
         // SAFETY: single owner (the caller's contract); `k <= n <= MAG_CAP`.
         self.items.with_mut(|all| unsafe {
             let all = &mut *all;
-            out[..k].copy_from_slice(&all[..k]);
+            for (out, &item) in out.iter_mut().zip(&all[..k]) {
+                *out = f(item);
+            }
             all.copy_within(k..n, 0);
         });
         // Relaxed: see "Advisory length".

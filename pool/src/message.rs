@@ -26,15 +26,19 @@ use crate::segment::{gen, ElemMeta, Group};
 /// The buffers are registered memory: [`key`](Self::key) and [`keys`](Self::keys) name them the
 /// way the kernel does, and [`as_ptr`](Self::as_ptr) gives the address for building an SQE.
 pub struct Message {
-    pool: NonNull<Inner>,
+    /// The head element's metadata, which also names the pool.
     head: NonNull<ElemMeta>,
-    index: u32,
     gen: u32,
     nbufs: u8,
     /// The size class (that of the head's metadata), carried here so that the release's
     /// magazine lookup does not wait for a load from the metadata.
     class: u8,
 }
+
+// Two words, so that a `Message` (and an `Option` or `Result` of one) travels in registers: a
+// bigger one goes through the stack, where copying it back in pieces of other sizes defeats
+// store-to-load forwarding on every acquire.
+const _: () = assert!(std::mem::size_of::<Message>() == 16);
 
 // SAFETY: a message owns its element exclusively; the pool is `Sync` and accepts releases from
 // any thread, and the buffers are plain bytes.
@@ -106,22 +110,13 @@ impl RawMessage {
 }
 
 impl Message {
-    /// Wraps the head element `index` (whose metadata is `head`, of size class `class`),
-    /// already activated with generation `gen`, heading `nbufs` buffers.
+    /// Wraps the head element `head` (of size class `class`), already activated with
+    /// generation `gen`, heading `nbufs` buffers.
     #[inline]
-    pub(crate) fn from_parts(
-        pool: &Inner,
-        head: &ElemMeta,
-        index: u32,
-        gen: u32,
-        nbufs: u8,
-        class: u8,
-    ) -> Message {
+    pub(crate) fn from_parts(head: &ElemMeta, gen: u32, nbufs: u8, class: u8) -> Message {
         debug_assert_eq!(class, head.class);
         Message {
-            pool: NonNull::from(pool),
             head: NonNull::from(head),
-            index,
             gen,
             nbufs,
             class,
@@ -135,7 +130,7 @@ impl Message {
 
     fn pool(&self) -> &Inner {
         // SAFETY: the message counts as a user of the pool, so it is alive.
-        unsafe { self.pool.as_ref() }
+        unsafe { self.meta().pool.as_ref() }
     }
 
     fn group(&self) -> &Group {
@@ -165,7 +160,7 @@ impl Message {
     pub fn handle(&self) -> ElemRef {
         ElemRef {
             pool: self.pool().uid,
-            index: self.index,
+            index: self.meta().index,
             gen: self.gen,
         }
     }
@@ -271,7 +266,7 @@ impl Message {
         // Release: pairs with the Acquire CAS in `from_raw`, possibly on another thread, so
         // that whatever was written to the message is visible to its next holder.
         this.meta().gen.store(g, Ordering::Release);
-        RawMessage::new(this.pool().uid, this.index, g)
+        RawMessage::new(this.pool().uid, this.meta().index, g)
     }
 }
 
@@ -299,7 +294,7 @@ impl Message {
     #[cold]
     #[inline(never)]
     fn put_uncached(&mut self, next: u32) {
-        let pool = self.pool.as_ptr().cast_const();
+        let pool = self.meta().pool.as_ptr().cast_const();
         // SAFETY: the element belongs to the pool, and the message still holds it.
         let users = unsafe { self.pool().put_slow(self.meta(), next) };
         // SAFETY: `pool` came from `create` (messages point at live pools); the message held
@@ -313,7 +308,7 @@ impl Message {
     #[cold]
     #[inline(never)]
     fn release_group(&mut self) {
-        let pool = self.pool.as_ptr().cast_const();
+        let pool = self.meta().pool.as_ptr().cast_const();
         let inner = self.pool();
         let group = *self.group();
         // SAFETY: the message holds its head element exclusively until the release below.

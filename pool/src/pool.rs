@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use regio_sync::primitive::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 
-use crate::depot::Depot;
+use crate::depot::{Depot, BIN_CAP};
 use crate::descriptor::{Descriptor, MAX_SG};
 use crate::error::{Error, Result};
 use crate::key::{ElemRef, RegionId};
@@ -248,9 +248,9 @@ impl Inner {
         let region = Region::map(len as usize, self.options)?;
         register_all(&registrars, self.region_of(id, &region))?;
         let (base, region_len) = (region.base(), region.len());
-        let published = self
-            .dir
-            .publish(Segment::new(id, class as u8, region, buf_size, count));
+        let published =
+            self.dir
+                .publish(Segment::new(self, id, class as u8, region, buf_size, count));
         debug_assert_eq!(published, id);
         self.keys.insert(id, base, region_len);
         let c = &self.classes[class];
@@ -418,18 +418,19 @@ impl Inner {
                 n
             }
             None => {
-                let mut batch = [0u32; MAG_CAP];
+                let mut batch = [0u32; BIN_CAP];
                 let n = c.store.pop_into(&self.dir, &mut batch[..self.batch]);
-                let mut frees = [Cached::BLANK; MAG_CAP];
-                for (free, &elem) in frees.iter_mut().zip(&batch[..n]) {
+                for &elem in &batch[..n] {
                     let (meta, gen) = self.free_elem(elem);
-                    *free = Cached {
+                    let free = Cached {
                         meta: NonNull::from(meta),
                         gen,
                     };
+                    // SAFETY: this thread claimed `slot`; the magazine was empty, and
+                    // `n <= BIN_CAP <= MAG_CAP`.
+                    let cached = unsafe { mag.push(free, MAG_CAP) };
+                    debug_assert!(cached);
                 }
-                // SAFETY: this thread claimed `slot`; the magazine was empty and `n <= MAG_CAP`.
-                unsafe { mag.fill(&frees[..n]) };
                 n
             }
         };
@@ -458,7 +459,7 @@ impl Inner {
         let elem = match c.store.pop(&self.dir) {
             Some(elem) => elem,
             None => {
-                let mut batch = [0u32; MAG_CAP];
+                let mut batch = [0u32; BIN_CAP];
                 let n = c.depot.take_with(|items| {
                     for (elem, free) in batch.iter_mut().zip(items) {
                         // SAFETY: depot entries point at this pool's live metadata.
@@ -638,14 +639,11 @@ impl Inner {
     /// Moves up to `count` of the oldest elements of `slot`'s magazine for `class` into `out`,
     /// as indices. The calling thread must own `slot` (or be its exiting owner).
     fn drain_mag(&self, slot: &CacheSlot, class: usize, count: usize, out: &mut [u32]) -> usize {
-        let mut frees = [Cached::BLANK; MAG_CAP];
-        // SAFETY: the caller owns `slot`.
-        let n = unsafe { slot.mag(class).drain_oldest(count, &mut frees) };
-        for (elem, free) in out.iter_mut().zip(&frees[..n]) {
-            // SAFETY: magazines hold pointers to this pool's live metadata.
-            *elem = unsafe { free.meta.as_ref() }.index;
+        // SAFETY: the caller owns `slot`; magazines hold pointers to this pool's live metadata.
+        unsafe {
+            slot.mag(class)
+                .drain_oldest_map(count, out, |free| free.meta.as_ref().index)
         }
-        n
     }
 
     /// Gives `items` (free, counted elements) to waiters, then to the shared store. Returns how

@@ -22,6 +22,7 @@ use regio_sync::primitive::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ord
 
 use crate::descriptor::{Descriptor, Opcode, MAX_SG};
 use crate::key::{BufKey, RegionId};
+use crate::pool::Inner;
 use crate::region::Region;
 use crate::stack::{Links, NIL};
 
@@ -88,6 +89,8 @@ pub(crate) struct ElemMeta {
     pub(crate) data: NonNull<u8>,
     /// The size class.
     pub(crate) class: u8,
+    /// The pool the element belongs to (an element outlives none of its pool's users).
+    pub(crate) pool: NonNull<Inner>,
     _fixed_end: CacheLineEnd,
     /// The shared store's link.
     pub(crate) link: AtomicU32,
@@ -124,8 +127,15 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// Carves `region` into `count` buffers of `buf_size` bytes for class `class`.
-    pub(crate) fn new(id: RegionId, class: u8, region: Region, buf_size: u32, count: u32) -> Self {
+    /// Carves `region` into `count` buffers of `buf_size` bytes for class `class` of `pool`.
+    pub(crate) fn new(
+        pool: &Inner,
+        id: RegionId,
+        class: u8,
+        region: Region,
+        buf_size: u32,
+        count: u32,
+    ) -> Self {
         let base = region.base();
         let first = u32::from(id.0) << LOCAL_BITS;
         let metas = (0..count)
@@ -138,6 +148,7 @@ impl Segment {
                     _fixed_end: CacheLineEnd,
                     _sync_end: CacheLineEnd,
                     class,
+                    pool: NonNull::from(pool),
                     index: first | local,
                     key: BufKey {
                         region: id,
