@@ -6,6 +6,11 @@
 //!
 //! Run: `cargo bench --bench pool` (add `-- --warm-up-time 1 --measurement-time 3` for a quick
 //! run).
+//!
+//! For instruction counts, which stay put however loaded the machine is, name a loop in
+//! `REGIO_BENCH_ICOUNT` (`acq_rel`, `acq_rel_arrayqueue`, `bulk_64`, `xthread`,
+//! `xthread_arrayqueue`, optionally followed by `:<iterations>`); the binary then runs just that
+//! loop, in a function of its own, and exits. See `docs/performance.md`.
 
 #[allow(dead_code)] // shared with the other benches; each uses part of it
 mod support;
@@ -323,7 +328,68 @@ fn async_round_trip(c: &mut Criterion, samples: &Samples) {
     group.finish();
 }
 
+/// The loops `REGIO_BENCH_ICOUNT` names, each in a function of its own (`pool::icount_<loop>`) so
+/// that callgrind can count it alone (`--toggle-collect`); each runs its body `n` times.
+#[inline(never)]
+fn icount_acq_rel(pool: &MessagePool, n: u64) {
+    for _ in 0..n {
+        black_box(pool.try_acquire().expect("never exhausted").as_ptr());
+    }
+}
+
+#[inline(never)]
+fn icount_acq_rel_arrayqueue(queue: &QueuePool, n: u64) {
+    for _ in 0..n {
+        black_box(queue.acquire().expect("never exhausted").as_ptr());
+    }
+}
+
+#[inline(never)]
+fn icount_bulk_64(pool: &MessagePool, n: u64) {
+    let mut held = Vec::with_capacity(BULK);
+    for _ in 0..n {
+        held.extend((0..BULK).map(|_| pool.try_acquire().expect("never exhausted")));
+        black_box(&held);
+        held.clear();
+    }
+}
+
+#[inline(never)]
+fn icount_xthread(pool: &MessagePool, n: u64) {
+    relay(n, || pool.try_acquire().ok());
+}
+
+#[inline(never)]
+fn icount_xthread_arrayqueue(queue: &QueuePool, n: u64) {
+    relay(n, || queue.acquire());
+}
+
+/// Runs the loop `spec` (`<loop>[:<iterations>]`) names; see the module docs.
+fn icount(spec: &str) {
+    let (name, n) = match spec.split_once(':') {
+        Some((name, n)) => (
+            name,
+            n.parse().expect("REGIO_BENCH_ICOUNT=<loop>:<iterations>"),
+        ),
+        None => (spec, 1_000_000),
+    };
+    let pool = regio_pool();
+    let queue = QueuePool::new();
+    match name {
+        "acq_rel" => icount_acq_rel(&pool, n),
+        "acq_rel_arrayqueue" => icount_acq_rel_arrayqueue(&queue, n),
+        "bulk_64" => icount_bulk_64(&pool, n),
+        "xthread" => icount_xthread(&pool, n),
+        "xthread_arrayqueue" => icount_xthread_arrayqueue(&queue, n),
+        other => panic!("REGIO_BENCH_ICOUNT: no loop {other:?}"),
+    }
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("REGIO_BENCH_ICOUNT") {
+        icount(&spec);
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     let samples = Samples::default();
     acq_rel(&mut c, &samples, 1);

@@ -4,6 +4,10 @@
 //! of the README ("Benchmarks").
 //!
 //! Run: `cargo bench --bench rcu` (add `-- --warm-up-time 1 --measurement-time 3` for a quick run).
+//!
+//! For instruction counts, name a loop in `REGIO_BENCH_ICOUNT` (`qsbr_read`, `guard_read`,
+//! `arc_swap_read`, optionally followed by `:<iterations>`); the binary then runs just that loop, in
+//! a function of its own, and exits. See `docs/performance.md`.
 
 #[allow(dead_code)] // shared with the other benches; each uses part of it
 mod support;
@@ -155,7 +159,55 @@ fn updates(c: &mut Criterion, samples: &Samples) {
     group.finish();
 }
 
+/// The loops `REGIO_BENCH_ICOUNT` names, each in a function of its own (`rcu::icount_<loop>`) so
+/// that callgrind can count it alone (`--toggle-collect`); each reads `n` times.
+#[inline(never)]
+fn icount_qsbr_read(cell: &Rcu<Table>, reader: &regio_sync::QsbrReader, n: u64) {
+    for _ in 0..n {
+        black_box(cell.read(reader).entries[0]);
+    }
+}
+
+#[inline(never)]
+fn icount_guard_read(cell: &Rcu<Table>, domain: &Domain, n: u64) {
+    for _ in 0..n {
+        let guard = domain.guard();
+        black_box(cell.read(&guard).entries[0]);
+    }
+}
+
+#[inline(never)]
+fn icount_arc_swap_read(swap: &ArcSwap<Table>, n: u64) {
+    for _ in 0..n {
+        black_box(swap.load().entries[0]);
+    }
+}
+
+/// Runs the loop `spec` (`<loop>[:<iterations>]`) names; see the module docs.
+fn icount(spec: &str) {
+    let (name, n) = match spec.split_once(':') {
+        Some((name, n)) => (
+            name,
+            n.parse().expect("REGIO_BENCH_ICOUNT=<loop>:<iterations>"),
+        ),
+        None => (spec, 1_000_000),
+    };
+    let domain = Domain::new();
+    let cell = Rcu::new(&domain, Table::default());
+    let swap = ArcSwap::from_pointee(Table::default());
+    match name {
+        "qsbr_read" => icount_qsbr_read(&cell, &domain.register(), n),
+        "guard_read" => icount_guard_read(&cell, &domain, n),
+        "arc_swap_read" => icount_arc_swap_read(&swap, n),
+        other => panic!("REGIO_BENCH_ICOUNT: no loop {other:?}"),
+    }
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("REGIO_BENCH_ICOUNT") {
+        icount(&spec);
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     let samples = Samples::default();
     reads(&mut c, &samples, 1);

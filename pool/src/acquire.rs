@@ -21,7 +21,12 @@ pub struct Acquire<'a> {
 }
 
 impl<'a> Acquire<'a> {
-    pub(crate) fn new(pool: &'a MessagePool, class: usize) -> Self {
+    /// A future that waits for a message of `class`.
+    ///
+    /// # Safety
+    ///
+    /// `class` is one of the pool's size classes: the fast path indexes without a check.
+    pub(crate) unsafe fn new(pool: &'a MessagePool, class: usize) -> Self {
         Self {
             pool,
             class,
@@ -39,8 +44,9 @@ impl Future for Acquire<'_> {
         // The fast path, inlined into the caller: nobody waits and an element is at hand.
         // FIFO: while others wait, a newcomer queues behind them.
         if self.ticket.is_none() && !inner.waiters.any(self.class) {
-            if let Some(meta) = inner.take(self.class) {
-                return Poll::Ready(self.pool.wrap_meta(meta));
+            // SAFETY: the class exists (`Acquire::new`'s contract).
+            if let Some((meta, gen)) = unsafe { inner.take(self.class) } {
+                return Poll::Ready(self.pool.wrap_meta(meta, gen, self.class));
             }
         }
         self.poll_wait(cx)

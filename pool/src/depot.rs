@@ -8,47 +8,70 @@
 //! so a batch moves with a couple of cache lines instead. It is an accelerator in front of the
 //! stack: when no bin is free (or full), callers fall back to the stack.
 //!
+//! Each bin holds magazine entries ([`Cached`]: an element's metadata pointer and generation),
+//! so a batch goes from the overflowing magazine into a bin and from the bin into the refilling
+//! magazine as plain copies, with no translation to element indices and back.
+//!
 //! # Synchronization
 //!
-//! - **A state word per bin** cycles EMPTY → BUSY → FULL → BUSY → EMPTY. Only the thread that
-//!   moved a bin to BUSY (a CAS with Acquire) touches its items and length, so the cells never
-//!   race.
-//! - **Release/Acquire hand-off.** Filling ends with a Release store of FULL, and taking begins
-//!   with an Acquire CAS from FULL, so the taker sees the items; emptying ends with a Release
-//!   store of EMPTY, and filling begins with an Acquire CAS from EMPTY, so the next filler's
-//!   writes come after the last taker's reads.
-//! - **`len` is advisory**, as in the stack: a Relaxed counter for statistics.
+//! - **A state word per bin** cycles EMPTY → BUSY → FULL(n) → BUSY → EMPTY, where FULL(n) also
+//!   says how many entries the bin holds. Only the thread that moved a bin to BUSY (a CAS with
+//!   Acquire) touches its entries, so the cells never race.
+//! - **Release/Acquire hand-off.** Filling ends with a Release store of FULL(n), and taking
+//!   begins with an Acquire CAS from FULL(n), so the taker sees the entries; emptying ends with a
+//!   Release store of EMPTY, and filling begins with an Acquire CAS from EMPTY, so the next
+//!   filler's writes come after the last taker's reads.
+//! - **The length is advisory**: [`Depot::len`] adds up the FULL(n) words with Relaxed loads, for
+//!   statistics and the low watermark. Keeping it in the state words spares the two threads that
+//!   trade batches a shared counter to write.
 //!
 //! A thread stalled while a bin is BUSY holds up only that bin; every other bin, and the stack,
 //! stay available.
 
 use regio_sync::primitive::cell::UnsafeCell;
-use regio_sync::primitive::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use regio_sync::primitive::sync::atomic::{AtomicU32, Ordering};
+
+use crate::magazine::Cached;
 
 /// The most elements one bin holds: one batch of the largest magazine.
 pub(crate) const BIN_CAP: usize = crate::magazine::MAG_CAP / 2;
 
 const EMPTY: u32 = 0;
 const BUSY: u32 = 1;
+/// The low bits of a FULL(n) word; `n` is in the bits above.
 const FULL: u32 = 2;
+const STATE_BITS: u32 = 2;
+
+/// The state word of a bin holding `n` entries.
+fn full(n: usize) -> u32 {
+    ((n as u32) << STATE_BITS) | FULL
+}
+
+/// How many entries a state word says its bin holds.
+fn count(state: u32) -> usize {
+    if state & ((1 << STATE_BITS) - 1) == FULL {
+        (state >> STATE_BITS) as usize
+    } else {
+        0
+    }
+}
 
 #[repr(align(128))]
 struct Bin {
     state: AtomicU32,
-    len: UnsafeCell<usize>,
-    items: UnsafeCell<[u32; BIN_CAP]>,
+    items: UnsafeCell<[Cached; BIN_CAP]>,
 }
 
 /// A few bins of batches for one size class.
 pub(crate) struct Depot {
     bins: Box<[Bin]>,
-    len: AtomicUsize,
 }
 
 // SAFETY: a bin's cells are touched only by the thread that moved it to BUSY, and the state
-// word's Release/Acquire pairs order successive owners (module docs).
+// word's Release/Acquire pairs order successive owners (module docs). The entries point at the
+// pool's element metadata, which is `Sync`.
 unsafe impl Sync for Depot {}
-// SAFETY: the depot owns plain integers.
+// SAFETY: as above; the entries are plain addresses and integers.
 unsafe impl Send for Depot {}
 
 impl Depot {
@@ -58,68 +81,65 @@ impl Depot {
             bins: (0..bins)
                 .map(|_| Bin {
                     state: AtomicU32::new(EMPTY),
-                    len: UnsafeCell::new(0),
-                    items: UnsafeCell::new([0; BIN_CAP]),
+                    items: UnsafeCell::new([Cached::BLANK; BIN_CAP]),
                 })
                 .collect(),
-            len: AtomicUsize::new(0),
         }
     }
 
     /// About how many elements the bins hold.
     pub(crate) fn len(&self) -> usize {
-        // Relaxed: see "`len` is advisory".
-        self.len.load(Ordering::Relaxed)
+        self.bins
+            .iter()
+            // Relaxed: see "The length is advisory".
+            .map(|bin| count(bin.state.load(Ordering::Relaxed)))
+            .sum()
     }
 
-    /// Stores `items` (1..=BIN_CAP free elements, owned by the caller) in an empty bin. Returns
-    /// false, keeping nothing, if no bin is empty.
-    pub(crate) fn put(&self, items: &[u32]) -> bool {
-        debug_assert!(!items.is_empty() && items.len() <= BIN_CAP);
-        let Some(bin) = self.claim(EMPTY) else {
-            return false;
-        };
-        // SAFETY: the bin is BUSY and ours (module docs); `items.len() <= BIN_CAP`.
-        bin.items
-            .with_mut(|all| unsafe { (&mut *all)[..items.len()].copy_from_slice(items) });
-        // SAFETY: as above.
-        bin.len.with_mut(|len| unsafe { *len = items.len() });
-        // Release: publishes the items to the taker's Acquire CAS.
-        bin.state.store(FULL, Ordering::Release);
-        // Relaxed: see "`len` is advisory".
-        self.len.fetch_add(items.len(), Ordering::Relaxed);
-        true
-    }
-
-    /// Takes the batch of a full bin into `out` (at least [`BIN_CAP`] long) and returns its
-    /// length, or 0 if no bin is full. The caller owns the elements afterwards.
-    pub(crate) fn take(&self, out: &mut [u32]) -> usize {
-        let Some(bin) = self.claim(FULL) else {
-            return 0;
-        };
+    /// Lets `fill` write up to [`BIN_CAP`] free elements, owned by the caller, into an empty bin,
+    /// and keeps the first `n` it says it wrote. Returns `Some(n)`, or `None` without calling
+    /// `fill` if no bin is empty. The caller gives up the elements it stores.
+    pub(crate) fn put_with(
+        &self,
+        fill: impl FnOnce(&mut [Cached; BIN_CAP]) -> usize,
+    ) -> Option<usize> {
+        let (bin, _) = self.claim(|state| state == EMPTY)?;
         // SAFETY: the bin is BUSY and ours (module docs).
-        let n = bin.len.with(|len| unsafe { *len });
-        // SAFETY: as above; `n <= BIN_CAP <= out.len()`.
-        bin.items
-            .with(|all| unsafe { out[..n].copy_from_slice(&(&*all)[..n]) });
+        let n = bin.items.with_mut(|all| fill(unsafe { &mut *all }));
+        debug_assert!(n <= BIN_CAP);
+        let state = if n == 0 { EMPTY } else { full(n) };
+        // Release: publishes the entries to the taker's Acquire CAS (or, for EMPTY, orders our
+        // accesses before the next filler's).
+        bin.state.store(state, Ordering::Release);
+        Some(n)
+    }
+
+    /// Hands the entries of a full bin to `take`, which owns those elements afterwards, and
+    /// returns what it returns; `None` if no bin is full.
+    pub(crate) fn take_with<R>(&self, take: impl FnOnce(&[Cached]) -> R) -> Option<R> {
+        let (bin, state) = self.claim(|state| count(state) > 0)?;
+        let n = count(state);
+        // SAFETY: the bin is BUSY and ours (module docs); `n <= BIN_CAP` (`put_with`).
+        let taken = bin.items.with(|all| take(unsafe { &(&*all)[..n] }));
         // Release: the next filler's writes come after these reads.
         bin.state.store(EMPTY, Ordering::Release);
-        // Relaxed: see "`len` is advisory".
-        self.len.fetch_sub(n, Ordering::Relaxed);
-        n
+        Some(taken)
     }
 
-    /// Moves the first bin found in state `from` to BUSY.
-    fn claim(&self, from: u32) -> Option<&Bin> {
-        self.bins.iter().find(|bin| {
+    /// Moves the first bin whose state passes `wanted` to BUSY, and returns it with the state it
+    /// had.
+    fn claim(&self, wanted: impl Fn(u32) -> bool) -> Option<(&Bin, u32)> {
+        self.bins.iter().find_map(|bin| {
             // Relaxed: a cheap look before the CAS, which decides.
-            bin.state.load(Ordering::Relaxed) == from
-                // Acquire on success: pairs with the Release store that put the bin in `from`
-                // (module docs). Relaxed on failure: we move on.
+            let state = bin.state.load(Ordering::Relaxed);
+            // Acquire on success: pairs with the Release store that put the bin in `state`
+            // (module docs). Relaxed on failure: we move on.
+            (wanted(state)
                 && bin
                     .state
-                    .compare_exchange(from, BUSY, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
+                    .compare_exchange(state, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok())
+            .then_some((bin, state))
         })
     }
 }
@@ -128,28 +148,56 @@ impl Depot {
 mod tests {
     use super::*;
 
+    /// Entries that stand for elements 1, 2, ...: only the generations are looked at.
+    fn entries(gens: &[u32]) -> Vec<Cached> {
+        gens.iter()
+            .map(|&gen| Cached {
+                gen,
+                ..Cached::BLANK
+            })
+            .collect()
+    }
+
+    fn put(depot: &Depot, gens: &[u32]) -> bool {
+        let items = entries(gens);
+        depot
+            .put_with(|bin| {
+                bin[..items.len()].copy_from_slice(&items);
+                items.len()
+            })
+            .is_some()
+    }
+
+    fn take(depot: &Depot) -> Option<Vec<u32>> {
+        depot.take_with(|items| items.iter().map(|c| c.gen).collect())
+    }
+
     #[test]
     fn batches_go_in_and_out_whole() {
         let depot = Depot::new(2);
-        let mut out = [0u32; BIN_CAP];
-        assert_eq!(depot.take(&mut out), 0);
-        assert!(depot.put(&[1, 2, 3]));
-        assert!(depot.put(&[4]));
-        assert!(!depot.put(&[5]), "both bins are full");
+        assert_eq!(take(&depot), None);
+        assert!(put(&depot, &[1, 2, 3]));
+        assert!(put(&depot, &[4]));
+        assert!(!put(&depot, &[5]), "both bins are full");
         assert_eq!(depot.len(), 4);
-        let n = depot.take(&mut out);
-        assert_eq!(&out[..n], &[1, 2, 3]);
-        assert!(depot.put(&[6, 7]));
+        assert_eq!(take(&depot).unwrap(), [1, 2, 3]);
+        assert!(put(&depot, &[6, 7]));
         let mut seen = Vec::new();
-        loop {
-            let n = depot.take(&mut out);
-            if n == 0 {
-                break;
-            }
-            seen.extend_from_slice(&out[..n]);
+        while let Some(batch) = take(&depot) {
+            seen.extend(batch);
         }
         seen.sort_unstable();
         assert_eq!(seen, [4, 6, 7]);
         assert_eq!(depot.len(), 0);
+    }
+
+    #[test]
+    fn an_empty_fill_leaves_the_bin_empty() {
+        let depot = Depot::new(1);
+        assert_eq!(depot.put_with(|_| 0), Some(0));
+        assert_eq!(take(&depot), None);
+        assert!(put(&depot, &[BIN_CAP as u32; BIN_CAP]));
+        assert_eq!(depot.len(), BIN_CAP);
+        assert_eq!(take(&depot).unwrap().len(), BIN_CAP);
     }
 }

@@ -202,6 +202,13 @@ impl Descriptor {
         self.owner = owner;
     }
 
+    /// Moves the owner stamp to generation `gen`, keeping its pool and element: for a
+    /// descriptor still in the state [`reset`](Self::reset) left it in.
+    #[inline]
+    pub(crate) fn restamp_gen(&mut self, gen: u32) {
+        self.owner.gen = gen;
+    }
+
     /// Resets the descriptor of a freshly acquired message whose buffers are `keys`. Field by
     /// field, so that the unused slices are not rewritten on the hot path.
     #[inline]

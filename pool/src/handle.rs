@@ -281,8 +281,8 @@ impl MessagePool {
     /// [`Error::Exhausted`] (a would-block) when no element is free.
     #[inline(always)]
     pub fn try_acquire(&self) -> Result<Message> {
-        // Every pool has class 0.
-        self.take_existing(0)
+        // SAFETY: every pool has class 0.
+        unsafe { self.take_existing(0) }
     }
 
     /// Takes a message of `class`, or fails at once.
@@ -294,7 +294,8 @@ impl MessagePool {
     #[inline(always)]
     pub fn try_acquire_class(&self, class: usize) -> Result<Message> {
         self.check_class(class)?;
-        self.take_existing(class)
+        // SAFETY: the class exists (checked just above).
+        unsafe { self.take_existing(class) }
     }
 
     /// [`Error::NoSuchClass`] unless the pool has `class`.
@@ -308,11 +309,16 @@ impl MessagePool {
     }
 
     /// [`try_acquire_class`](Self::try_acquire_class) of a class that exists.
+    ///
+    /// # Safety
+    ///
+    /// `class` is one of the pool's size classes.
     #[inline(always)]
-    fn take_existing(&self, class: usize) -> Result<Message> {
+    unsafe fn take_existing(&self, class: usize) -> Result<Message> {
         let inner = self.inner();
-        match inner.take(class) {
-            Some(meta) => Ok(self.wrap_meta(meta)),
+        // SAFETY: the class exists (the caller's contract).
+        match unsafe { inner.take(class) } {
+            Some((meta, gen)) => Ok(self.wrap_meta(meta, gen, class)),
             None => Err(Error::Exhausted { class }),
         }
     }
@@ -342,12 +348,16 @@ impl MessagePool {
         }
         let mut elems = [0u32; MAX_SG];
         for k in 0..n {
-            match inner.take(class) {
-                Some(meta) => elems[k] = meta.index,
+            // SAFETY: `class` was picked from the pool's classes.
+            match unsafe { inner.take(class) } {
+                Some((meta, _)) => elems[k] = meta.index,
                 None => {
                     let mut users = 0;
                     for &e in &elems[..k] {
-                        users += inner.put(inner.dir.held(e));
+                        let (meta, gen) = inner.free_elem(e);
+                        // SAFETY: `e` is an element of this pool that this call took, still
+                        // free (never activated).
+                        users += unsafe { inner.put(meta, gen) };
                     }
                     // SAFETY: the handle keeps the pool alive, so this never frees it; the
                     // `users` dropped were counted by the elements just put back.
@@ -357,7 +367,7 @@ impl MessagePool {
             }
         }
         let (meta, gen) = inner.activate_group(&elems[..n]);
-        Ok(Message::from_parts(inner, meta, elems[0], gen, n as u8))
+        Ok(Message::from_parts(meta, gen, n as u8, class as u8))
     }
 
     /// Waits for a message of class 0. See [`acquire_class`](Self::acquire_class).
@@ -375,7 +385,8 @@ impl MessagePool {
     #[inline]
     pub fn acquire_class(&self, class: usize) -> Acquire<'_> {
         assert!(class < self.classes(), "no size class {class}");
-        Acquire::new(self, class)
+        // SAFETY: the class exists (asserted just above).
+        unsafe { Acquire::new(self, class) }
     }
 
     /// Waits up to `timeout` for a message of class 0, blocking the thread.
@@ -400,8 +411,9 @@ impl MessagePool {
         let inner = self.inner();
         let start = Instant::now();
         if !inner.waiters.any(class) {
-            if let Some(meta) = inner.take(class) {
-                return Ok(self.wrap_meta(meta));
+            // SAFETY: the class exists (checked above).
+            if let Some((meta, gen)) = unsafe { inner.take(class) } {
+                return Ok(self.wrap_meta(meta, gen, class));
             }
         }
         let mut low = None;
@@ -436,15 +448,16 @@ impl MessagePool {
     /// Makes a single-buffer message of the element `elem`, which the caller holds (counted
     /// as a user).
     pub(crate) fn wrap(&self, elem: u32) -> Message {
-        self.wrap_meta(self.inner().dir.held(elem))
+        let (meta, gen) = self.inner().free_elem(elem);
+        self.wrap_meta(meta, gen, usize::from(meta.class))
     }
 
-    /// [`wrap`](Self::wrap), given the element's metadata.
+    /// [`wrap`](Self::wrap), given the element's metadata, generation and size class.
     #[inline(always)]
-    pub(crate) fn wrap_meta(&self, meta: &ElemMeta) -> Message {
+    pub(crate) fn wrap_meta(&self, meta: &ElemMeta, gen: u32, class: usize) -> Message {
         let inner = self.inner();
-        let gen = inner.activate_one(meta);
-        Message::from_parts(inner, meta, meta.index, gen, 1)
+        inner.activate_one(meta, gen);
+        Message::from_parts(meta, gen, 1, class as u8)
     }
 
     /// Gives an element that a cancelled waiter held back to the pool.
@@ -496,7 +509,7 @@ impl MessagePool {
         // SAFETY: as above; the group's length is accurate while the element is held or lent
         // (see `ElemMeta::group`).
         let nbufs = unsafe { (*meta.group.get()).len };
-        Ok(Message::from_parts(inner, meta, index, held, nbufs))
+        Ok(Message::from_parts(meta, held, nbufs, meta.class))
     }
 
     /// Returns a raw message to the pool: [`from_raw`](Self::from_raw) and drop. A second

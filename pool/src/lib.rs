@@ -17,8 +17,8 @@
 //!   when a class runs low, like an SRQ limit event.
 //! - **Speed.** Each thread caches elements in magazines in front of a shared lock-free store
 //!   ([`IndexStack`], with a depot of whole batches in front of it) and moves them in batches, as
-//!   DPDK's mempool does. Acquire plus release on one thread costs about as much as one
-//!   uncontended atomic operation.
+//!   DPDK's mempool does; acquiring and releasing from the cache take no atomic read-modify-write.
+//!   Measurements and how to take them: `docs/performance.md`.
 //! - **Integrity.** [`MessagePool::validate`] checks a descriptor before it becomes an SQE;
 //!   generation counters turn stale handles and double frees into errors. Returned buffers are
 //!   poisoned with [`POISON`] in debug builds.

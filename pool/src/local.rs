@@ -1,17 +1,22 @@
 //! Which cache slot the current thread owns in each pool it uses.
 //!
 //! The first time a thread touches a pool it claims a [`CacheSlot`] there and remembers it in a
-//! thread-local list (and in a one-entry "last pool" shortcut, so that the common case costs one
-//! comparison). When the thread exits, its magazines flow back to their pools and the slots are
-//! released. Each entry keeps a `Weak` to its pool: the allocation cannot be reused while the
+//! thread-local list. When the thread exits, its magazines flow back to their pools and the slots
+//! are released. Each entry keeps a `Weak` to its pool: the allocation cannot be reused while the
 //! entry exists, so a pool's address identifies it, and the thread can tell at exit whether the
 //! pool is still alive.
+//!
+//! In front of the list sits a one-entry "last pool" shortcut, `LAST`, in a thread-local of its
+//! own with a constant initialiser and no destructor: reading it needs no lazy-initialisation
+//! check, so the common case costs one comparison against a thread-local word. It only ever names
+//! a pool whose entry is in the list (the list's destructor clears it before giving the slots
+//! back), so the `Weak` of that entry keeps its address from being reused.
 
 use std::cell::{Cell, RefCell};
 use std::mem::ManuallyDrop;
 use std::sync::{Arc, Weak};
 
-use crate::magazine::CacheSlot;
+use crate::magazine::{CacheSlot, Mags};
 use crate::pool::Inner;
 
 struct Entry {
@@ -21,19 +26,36 @@ struct Entry {
 }
 
 struct LocalCaches {
-    last: Cell<(*const Inner, *const CacheSlot)>,
     entries: RefCell<Vec<Entry>>,
 }
+
+/// The one-entry shortcut: the pool this thread looked up last, its slot there (null if it has
+/// none) and that slot's magazines (null likewise), which the hot paths reach without loading
+/// them from the slot.
+#[derive(Clone, Copy)]
+struct Shortcut {
+    pool: *const Inner,
+    slot: *const CacheSlot,
+    mags: *const crate::magazine::Magazine<crate::magazine::Cached>,
+}
+
+impl Shortcut {
+    const NONE: Shortcut = Shortcut {
+        pool: std::ptr::null(),
+        slot: std::ptr::null(),
+        mags: std::ptr::null(),
+    };
+}
+
+type Last = Cell<Shortcut>;
 
 impl LocalCaches {
     fn new() -> Self {
         Self {
-            last: Cell::new((std::ptr::null(), std::ptr::null())),
             entries: RefCell::new(Vec::new()),
         }
     }
 
-    #[cold]
     fn lookup(&self, pool: &Inner) -> *const CacheSlot {
         let me: *const Inner = pool;
         let mut entries = self.entries.borrow_mut();
@@ -56,13 +78,23 @@ impl LocalCaches {
                 slot
             }
         };
-        self.last.set((me, slot));
+        // SAFETY: a non-null slot lives inside the live `pool`.
+        let mags = unsafe { slot.as_ref() }.map_or(std::ptr::null(), CacheSlot::first_mag);
+        let shortcut = Shortcut {
+            pool: me,
+            slot,
+            mags,
+        };
+        // The loom thread-local may already be gone while a thread exits; std's never is.
+        let _ = LAST.try_with(|last| last.set(shortcut));
         slot
     }
 }
 
 impl Drop for LocalCaches {
     fn drop(&mut self) {
+        // The slots are given back below: the shortcut must not lead to them any more.
+        let _ = LAST.try_with(|last| last.set(Shortcut::NONE));
         for entry in self.entries.get_mut().drain(..) {
             if entry.slot.is_null() {
                 continue;
@@ -81,10 +113,12 @@ impl Drop for LocalCaches {
 #[cfg(not(loom))]
 std::thread_local! {
     static LOCAL: LocalCaches = LocalCaches::new();
+    static LAST: Last = const { Cell::new(Shortcut::NONE) };
 }
 #[cfg(loom)]
 loom::thread_local! {
     static LOCAL: LocalCaches = LocalCaches::new();
+    static LAST: Last = Cell::new(Shortcut::NONE);
 }
 
 /// The calling thread's cache slot in `pool` if it already has one; never claims.
@@ -103,18 +137,40 @@ pub(crate) fn existing_slot(pool: &Inner) -> Option<&CacheSlot> {
     unsafe { ptr.as_ref() }
 }
 
-/// The calling thread's cache slot in `pool`, or `None` if every slot is taken by other
-/// threads or the thread is shutting down.
+/// The magazines of the calling thread's cache slot in `pool` if the shortcut names `pool`: the
+/// hot paths' look, one compare against a thread-local word. `None` says nothing more; [`slot`]
+/// gives the answer.
 #[inline(always)]
+pub(crate) fn cached_mags(pool: &Inner) -> Option<Mags<'_>> {
+    let me: *const Inner = pool;
+    let ptr = LAST
+        .try_with(|last| {
+            let last = last.get();
+            if last.pool == me {
+                last.mags
+            } else {
+                std::ptr::null()
+            }
+        })
+        .unwrap_or(std::ptr::null());
+    // SAFETY: non-null magazines are those of a slot this thread claimed in `pool`, which stays
+    // inside it as long as the borrow of `pool`.
+    unsafe { Mags::new(ptr) }
+}
+
+/// The calling thread's cache slot in `pool`, or `None` if every slot is taken by other
+/// threads or the thread is shutting down. Claims one on the thread's first use of `pool`.
 pub(crate) fn slot(pool: &Inner) -> Option<&CacheSlot> {
     let me: *const Inner = pool;
-    let ptr = LOCAL
-        .try_with(|local| {
-            let (last, slot) = local.last.get();
-            if last == me {
-                slot
+    let ptr = LAST
+        .try_with(|last| {
+            let last = last.get();
+            if last.pool == me {
+                last.slot
             } else {
-                local.lookup(pool)
+                LOCAL
+                    .try_with(|local| local.lookup(pool))
+                    .unwrap_or(std::ptr::null())
             }
         })
         .unwrap_or(std::ptr::null());

@@ -13,9 +13,16 @@
 //! - **Advisory length.** `len` is an atomic only so that other threads may read it (Relaxed) for
 //!   [`MessagePool::available`](crate::MessagePool::available); the owner writes it with Relaxed
 //!   stores, which cost a plain move.
+//!
+//! **Bounded length.** Every write of `len` keeps it at most [`MAG_CAP`] (`push` is given a
+//! limit of at most `MAG_CAP`, `fill` asserts, `pop` and `drain_oldest` only lower it), so the
+//! hot `push` and `pop` index the items without a bounds check.
 
 use regio_sync::primitive::cell::UnsafeCell;
 use regio_sync::primitive::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
 
 use crate::segment::ElemMeta;
 
@@ -58,8 +65,11 @@ impl<T: Copy> Magazine<T> {
         if n == 0 {
             return None;
         }
-        // SAFETY: single owner (the caller's contract), and `n - 1 < MAG_CAP`.
-        let item = self.items.with(|items| unsafe { (*items)[n - 1] });
+        // SAFETY: single owner (the caller's contract); `n - 1 < MAG_CAP`, as the length never
+        // exceeds `MAG_CAP` (see "Bounded length").
+        let item = self
+            .items
+            .with(|items| unsafe { *(*items).get_unchecked(n - 1) });
         // Relaxed: see "Advisory length".
         self.len.store(n as u32 - 1, Ordering::Relaxed);
         Some(item)
@@ -69,15 +79,18 @@ impl<T: Copy> Magazine<T> {
     ///
     /// # Safety
     ///
-    /// Only the thread that claimed the magazine's slot may call this.
+    /// Only the thread that claimed the magazine's slot may call this, and `limit` is at most
+    /// [`MAG_CAP`].
     #[inline]
     pub(crate) unsafe fn push(&self, item: T, limit: usize) -> bool {
+        debug_assert!(limit <= MAG_CAP);
         let n = self.len();
-        if n >= limit.min(MAG_CAP) {
+        if n >= limit {
             return false;
         }
-        // SAFETY: single owner (the caller's contract), and `n < MAG_CAP`.
-        self.items.with_mut(|items| unsafe { (*items)[n] = item });
+        // SAFETY: single owner, and `n < limit <= MAG_CAP` (the caller's contract).
+        self.items
+            .with_mut(|items| unsafe { *(*items).get_unchecked_mut(n) = item });
         // Relaxed: see "Advisory length".
         self.len.store(n as u32 + 1, Ordering::Relaxed);
         true
@@ -105,12 +118,29 @@ impl<T: Copy> Magazine<T> {
     ///
     /// Only the thread that claimed the magazine's slot may call this.
     pub(crate) unsafe fn drain_oldest(&self, count: usize, out: &mut [T]) -> usize {
+        // SAFETY: the caller's contract.
+        unsafe { self.drain_oldest_map(count, out, |item| item) }
+    }
+
+    /// [`drain_oldest`](Self::drain_oldest), writing `f` of each element into `out`.
+    ///
+    /// # Safety
+    ///
+    /// As for `drain_oldest`.
+    pub(crate) unsafe fn drain_oldest_map<U>(
+        &self,
+        count: usize,
+        out: &mut [U],
+        f: impl Fn(T) -> U,
+    ) -> usize {
         let n = self.len();
         let k = count.min(n).min(out.len());
         // SAFETY: single owner (the caller's contract); `k <= n <= MAG_CAP`.
         self.items.with_mut(|all| unsafe {
             let all = &mut *all;
-            out[..k].copy_from_slice(&all[..k]);
+            for (out, &item) in out.iter_mut().zip(&all[..k]) {
+                *out = f(item);
+            }
             all.copy_within(k..n, 0);
         });
         // Relaxed: see "Advisory length".
@@ -126,9 +156,23 @@ pub(crate) struct CacheSlot {
     mags: Box<[Magazine<Cached>]>,
 }
 
-/// What a pool's magazines hold: pointers to element metadata, so that a cached element needs
-/// no lookup in the segment directory.
-pub(crate) type Cached = *const ElemMeta;
+/// What a pool's magazines hold: a free element, as a pointer to its metadata (so that it needs
+/// no lookup in the segment directory; never null, so a popped one needs no check either), with
+/// its generation (see [`gen`](crate::segment::gen)): the one its next holder gets, which the
+/// releasing thread stored in the element too.
+#[derive(Clone, Copy)]
+pub(crate) struct Cached {
+    pub(crate) meta: NonNull<ElemMeta>,
+    pub(crate) gen: u32,
+}
+
+impl Cached {
+    /// What fills a magazine's unused entries.
+    pub(crate) const BLANK: Cached = Cached {
+        meta: NonNull::dangling(),
+        gen: 0,
+    };
+}
 
 // SAFETY: the items of each magazine are touched only by the thread that claimed the slot (the
 // claim is an Acquire CAS, the give-up a Release store); other threads only read the atomic
@@ -142,9 +186,7 @@ impl CacheSlot {
     pub(crate) fn new(classes: usize) -> Self {
         Self {
             claimed: AtomicBool::new(false),
-            mags: (0..classes)
-                .map(|_| Magazine::new(std::ptr::null()))
-                .collect(),
+            mags: (0..classes).map(|_| Magazine::new(Cached::BLANK)).collect(),
         }
     }
 
@@ -169,9 +211,49 @@ impl CacheSlot {
         &self.mags[class]
     }
 
+    /// The magazine of class 0, the start of the magazines that [`Mags`] reaches.
+    pub(crate) fn first_mag(&self) -> *const Magazine<Cached> {
+        self.mags.as_ptr()
+    }
+
     /// All magazines, by class.
     pub(crate) fn mags(&self) -> &[Magazine<Cached>] {
         &self.mags
+    }
+}
+
+/// A slot's magazines as the hot paths reach them: one pointer, kept in the thread's lookup
+/// shortcut, so that they need not load it from the slot.
+#[derive(Clone, Copy)]
+pub(crate) struct Mags<'a> {
+    first: NonNull<Magazine<Cached>>,
+    _slot: PhantomData<&'a CacheSlot>,
+}
+
+impl<'a> Mags<'a> {
+    /// The magazines from `first`, or `None` if it is null.
+    ///
+    /// # Safety
+    ///
+    /// A non-null `first` is [`CacheSlot::first_mag`] of a slot that lives for `'a`.
+    #[inline(always)]
+    pub(crate) unsafe fn new(first: *const Magazine<Cached>) -> Option<Self> {
+        NonNull::new(first.cast_mut()).map(|first| Mags {
+            first,
+            _slot: PhantomData,
+        })
+    }
+
+    /// The magazine of `class`.
+    ///
+    /// # Safety
+    ///
+    /// `class` is one of the pool's size classes: a slot has a magazine for each.
+    #[inline(always)]
+    pub(crate) unsafe fn get(self, class: usize) -> &'a Magazine<Cached> {
+        // SAFETY: the slot has a magazine per class (the caller's contract) and lives for `'a`
+        // (`new`'s).
+        unsafe { self.first.add(class).as_ref() }
     }
 }
 
@@ -182,7 +264,7 @@ mod tests {
     #[test]
     fn push_pop_fill_drain() {
         let m = Magazine::new(0u32);
-        // SAFETY: this test thread is the only user of `m`.
+        // SAFETY: this test thread is the only user of `m`, and every limit is below MAG_CAP.
         unsafe {
             assert_eq!(m.pop(), None);
             assert!(m.push(1, 2));

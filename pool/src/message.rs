@@ -26,12 +26,19 @@ use crate::segment::{gen, ElemMeta, Group};
 /// The buffers are registered memory: [`key`](Self::key) and [`keys`](Self::keys) name them the
 /// way the kernel does, and [`as_ptr`](Self::as_ptr) gives the address for building an SQE.
 pub struct Message {
-    pool: NonNull<Inner>,
+    /// The head element's metadata, which also names the pool.
     head: NonNull<ElemMeta>,
-    index: u32,
     gen: u32,
     nbufs: u8,
+    /// The size class (that of the head's metadata), carried here so that the release's
+    /// magazine lookup does not wait for a load from the metadata.
+    class: u8,
 }
+
+// Two words, so that a `Message` (and an `Option` or `Result` of one) travels in registers: a
+// bigger one goes through the stack, where copying it back in pieces of other sizes defeats
+// store-to-load forwarding on every acquire.
+const _: () = assert!(std::mem::size_of::<Message>() == 16);
 
 // SAFETY: a message owns its element exclusively; the pool is `Sync` and accepts releases from
 // any thread, and the buffers are plain bytes.
@@ -103,22 +110,16 @@ impl RawMessage {
 }
 
 impl Message {
-    /// Wraps the head element `index` (whose metadata is `head`), already activated with
+    /// Wraps the head element `head` (of size class `class`), already activated with
     /// generation `gen`, heading `nbufs` buffers.
     #[inline]
-    pub(crate) fn from_parts(
-        pool: &Inner,
-        head: &ElemMeta,
-        index: u32,
-        gen: u32,
-        nbufs: u8,
-    ) -> Message {
+    pub(crate) fn from_parts(head: &ElemMeta, gen: u32, nbufs: u8, class: u8) -> Message {
+        debug_assert_eq!(class, head.class);
         Message {
-            pool: NonNull::from(pool),
             head: NonNull::from(head),
-            index,
             gen,
             nbufs,
+            class,
         }
     }
 
@@ -129,7 +130,7 @@ impl Message {
 
     fn pool(&self) -> &Inner {
         // SAFETY: the message counts as a user of the pool, so it is alive.
-        unsafe { self.pool.as_ref() }
+        unsafe { self.meta().pool.as_ref() }
     }
 
     fn group(&self) -> &Group {
@@ -146,15 +147,20 @@ impl Message {
 
     /// The descriptor, to fill in.
     pub fn descriptor_mut(&mut self) -> &mut Descriptor {
-        // SAFETY: as above, and `&mut self` makes the access exclusive.
-        unsafe { &mut *self.meta().desc.get() }
+        let meta = self.meta();
+        // SAFETY: as above, and `&mut self` makes the access exclusive; the flag belongs to the
+        // holder like the descriptor (see `ElemMeta::desc_dirty`).
+        unsafe {
+            *meta.desc_dirty.get() = true;
+            &mut *meta.desc.get()
+        }
     }
 
     /// The handle the descriptor is stamped with.
     pub fn handle(&self) -> ElemRef {
         ElemRef {
             pool: self.pool().uid,
-            index: self.index,
+            index: self.meta().index,
             gen: self.gen,
         }
     }
@@ -166,7 +172,7 @@ impl Message {
 
     /// The size class of the buffers.
     pub fn class(&self) -> usize {
-        usize::from(self.meta().class)
+        usize::from(self.class)
     }
 
     fn member(&self, i: usize) -> &ElemMeta {
@@ -257,7 +263,7 @@ impl Message {
         if self.nbufs == 1 {
             return key_inside(key, self.meta().key);
         }
-        group_owns(self.pool, self.head, key)
+        group_owns(self.meta().pool, self.head, key)
     }
 
     /// The total size of the buffers.
@@ -273,31 +279,49 @@ impl Message {
         // Release: pairs with the Acquire CAS in `from_raw`, possibly on another thread, so
         // that whatever was written to the message is visible to its next holder.
         this.meta().gen.store(g, Ordering::Release);
-        RawMessage::new(this.pool().uid, this.index, g)
+        RawMessage::new(this.pool().uid, this.meta().index, g)
     }
 }
 
 impl Drop for Message {
     #[inline(always)]
     fn drop(&mut self) {
-        let pool = self.pool.as_ptr().cast_const();
-        let users = if self.nbufs == 1 {
-            release(self.pool(), self.meta())
+        if self.nbufs == 1 {
+            let meta = self.meta();
+            let next = free(meta, self.gen);
+            // SAFETY: a message's elements belong to its pool, it still holds `meta`, and
+            // `class` is the element's class.
+            if unsafe { self.pool().put_cached(meta, usize::from(self.class), next) } {
+                return;
+            }
+            self.put_uncached(next);
         } else {
-            self.release_group()
-        };
-        // SAFETY: `pool` came from `create` (messages point at live pools); the message held
-        // its elements as users, and `users` of them went back to the stores; nothing touches the
-        // pool after this.
-        unsafe { Inner::unref(pool, users) };
+            self.release_group();
+        }
     }
 }
 
 impl Message {
-    /// Releases every buffer of a scatter message, and resets the head's group and the
-    /// members' head links (see `ElemMeta::head`). Returns the users to drop.
+    /// The rest of a single-buffer message's drop when its element does not go into this
+    /// thread's magazine at once. `next` is the generation [`free`] gave it.
     #[cold]
-    fn release_group(&mut self) -> usize {
+    #[inline(never)]
+    fn put_uncached(&mut self, next: u32) {
+        let pool = self.meta().pool.as_ptr().cast_const();
+        // SAFETY: the element belongs to the pool, and the message still holds it.
+        let users = unsafe { self.pool().put_slow(self.meta(), next) };
+        // SAFETY: `pool` came from `create` (messages point at live pools); the message held
+        // its element as a user, and `users` elements went back to the stores; nothing touches
+        // the pool after this.
+        unsafe { Inner::unref(pool, users) };
+    }
+
+    /// Releases every buffer of a scatter message, and resets the head's group and the
+    /// members' head links (see `ElemMeta::head`).
+    #[cold]
+    #[inline(never)]
+    fn release_group(&mut self) {
+        let pool = self.meta().pool.as_ptr().cast_const();
         let inner = self.pool();
         let group = *self.group();
         // SAFETY: the message holds its head element exclusively until the release below.
@@ -305,30 +329,40 @@ impl Message {
         let mut users = 0;
         for &elem in &group.elems[1..usize::from(group.len)] {
             let meta = inner.dir.held(elem);
-            // Relaxed: the member is still held by this message; see `release`.
+            // Relaxed: the member is still held by this message; see `free`.
             meta.head.store(crate::stack::NIL, Ordering::Relaxed);
-            users += release(inner, meta);
+            // Relaxed: the member is still held by this message, which stamped it.
+            let next = free(meta, meta.gen.load(Ordering::Relaxed));
+            // SAFETY: the members belong to the message's pool, and it still holds them.
+            users += unsafe { inner.put(meta, next) };
         }
-        users + release(inner, self.meta())
+        let next = free(self.meta(), self.gen);
+        // SAFETY: as above.
+        users += unsafe { inner.put(self.meta(), next) };
+        // SAFETY: as in `put_uncached`.
+        unsafe { Inner::unref(pool, users) };
     }
 }
 
-/// Marks the held element `meta` free (poisoning its buffer in debug builds) and returns it to
-/// the pool. Returns the users to drop.
+/// Marks the held element `meta`, whose generation is `held`, free (poisoning its buffer in
+/// debug builds), ready to go back to the pool. Returns its new generation, the one its next
+/// holder gets (see [`gen`]).
 #[inline(always)]
-fn release(inner: &Inner, meta: &ElemMeta) -> usize {
+fn free(meta: &ElemMeta, held: u32) -> u32 {
     #[cfg(debug_assertions)]
     // SAFETY: the message still holds the buffer, which is `key.len` bytes long.
     unsafe {
         std::ptr::write_bytes(meta.data.as_ptr(), POISON, meta.key.len as usize);
     }
+    debug_assert_eq!(gen::state(held), gen::HELD);
+    // Relaxed: a check of the caller's copy; only this message writes the generation.
+    debug_assert_eq!(meta.gen.load(Ordering::Relaxed), held);
+    // No handle has this generation yet.
+    let next = gen::next(held, gen::HELD);
     // Relaxed: the message holds the element exclusively; the store or magazine hand-off that
     // follows orders this store before the next holder's accesses.
-    let g = meta.gen.load(Ordering::Relaxed);
-    debug_assert_eq!(gen::state(g), gen::HELD);
-    // Relaxed: as above.
-    meta.gen.store(gen::next(g, gen::FREE), Ordering::Relaxed);
-    inner.put(meta)
+    meta.gen.store(next, Ordering::Relaxed);
+    next
 }
 
 /// Whether `key` lies inside `own`.

@@ -24,12 +24,13 @@
 //!   letting go of every lock and with no magazine half-changed, so the callback may acquire,
 //!   release and grow.
 
+use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
 use regio_sync::primitive::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 
-use crate::depot::Depot;
-use crate::descriptor::MAX_SG;
+use crate::depot::{Depot, BIN_CAP};
+use crate::descriptor::{Descriptor, MAX_SG};
 use crate::error::{Error, Result};
 use crate::key::{ElemRef, RegionId};
 use crate::keytable::KeyTable;
@@ -37,7 +38,7 @@ use crate::local;
 use crate::magazine::{CacheSlot, Cached, MAG_CAP};
 use crate::region::{Region, RegionOptions};
 use crate::registrar::{PoolRegion, Registrar};
-use crate::segment::{gen, Directory, ElemMeta, Segment, MAX_PER_REGION};
+use crate::segment::{Directory, ElemMeta, Segment, MAX_PER_REGION};
 use crate::stack::IndexStack;
 use crate::waiters::Waiters;
 
@@ -247,9 +248,9 @@ impl Inner {
         let region = Region::map(len as usize, self.options)?;
         register_all(&registrars, self.region_of(id, &region))?;
         let (base, region_len) = (region.base(), region.len());
-        let published = self
-            .dir
-            .publish(Segment::new(id, class as u8, region, buf_size, count));
+        let published =
+            self.dir
+                .publish(Segment::new(self, id, class as u8, region, buf_size, count));
         debug_assert_eq!(published, id);
         self.keys.insert(id, base, region_len);
         let c = &self.classes[class];
@@ -330,30 +331,67 @@ impl Inner {
     }
 
     /// Takes one element of `class` for the caller: from its magazine, else a batch from the
-    /// store. The element is counted as a user.
+    /// store. The element is counted as a user. Returns it with its generation (the one the
+    /// caller stamps it with; see [`gen`](crate::segment::gen)).
+    ///
+    /// # Safety
+    ///
+    /// `class` is one of the pool's size classes (`class < self.classes.len()`).
     #[inline(always)]
-    pub(crate) fn take(&self, class: usize) -> Option<&ElemMeta> {
+    pub(crate) unsafe fn take(&self, class: usize) -> Option<(&ElemMeta, u32)> {
+        if let Some(mags) = local::cached_mags(self) {
+            // SAFETY: these are the magazines of this thread's slot, and `class` is one of the
+            // pool's classes (the caller's contract).
+            if let Some(free) = unsafe { mags.get(class).pop() } {
+                // SAFETY: as above.
+                if unsafe { self.waiters.any_unchecked(class) } {
+                    self.share_cache(class);
+                }
+                // SAFETY: magazines hold pointers to this pool's metadata, which lives as long
+                // as the pool.
+                return Some((unsafe { free.meta.as_ref() }, free.gen));
+            }
+        }
+        self.take_slow(class)
+    }
+
+    /// [`take`](Self::take) when the shortcut names another pool, or the magazine is empty,
+    /// or the thread has no cache.
+    #[cold]
+    #[inline(never)]
+    fn take_slow(&self, class: usize) -> Option<(&ElemMeta, u32)> {
         let Some(slot) = local::slot(self) else {
             let mut low = None;
             let elem = self.take_shared(class, &mut low);
             self.notify_low(low);
-            return elem.map(|elem| self.dir.held(elem));
+            return elem.map(|elem| self.free_elem(elem));
         };
         // SAFETY: this thread claimed `slot`.
-        if let Some(meta) = unsafe { slot.mag(class).pop() } {
+        if let Some(free) = unsafe { slot.mag(class).pop() } {
             if self.waiters.any(class) {
-                self.share_cache(class, slot);
+                self.share_cache(class);
             }
-            // SAFETY: magazines hold pointers to this pool's metadata, which lives as long as
-            // the pool.
-            return Some(unsafe { &*meta });
+            // SAFETY: as in `take`.
+            return Some((unsafe { free.meta.as_ref() }, free.gen));
         }
         self.refill(class, slot)
     }
 
+    /// The metadata and generation of the free element `elem`, which the caller holds (it
+    /// came out of a store or a grant, whose hand-off ordered the releaser's store of the
+    /// generation before this load).
+    pub(crate) fn free_elem(&self, elem: u32) -> (&ElemMeta, u32) {
+        let meta = self.dir.held(elem);
+        // Relaxed: as above.
+        (meta, meta.gen.load(Ordering::Relaxed))
+    }
+
     /// Others wait for `class` while this thread has some cached: hand them over.
     #[cold]
-    fn share_cache(&self, class: usize, slot: &CacheSlot) {
+    fn share_cache(&self, class: usize) {
+        let Some(slot) = local::slot(self) else {
+            return;
+        };
         let mut batch = [0u32; MAG_CAP];
         let n = self.drain_mag(slot, class, MAG_CAP, &mut batch);
         let users = self.give_back(class, &batch[..n]);
@@ -362,30 +400,52 @@ impl Inner {
         unsafe { Inner::unref(self, users) };
     }
 
+    /// Refills the empty magazine of `class` in `slot` (this thread's) with a batch: a depot
+    /// bin's entries, copied as they are, else elements popped from the stack. Returns one of
+    /// them for the caller.
     #[cold]
-    fn refill(&self, class: usize, slot: &CacheSlot) -> Option<&ElemMeta> {
-        let mut batch = [0u32; MAG_CAP];
+    fn refill(&self, class: usize, slot: &CacheSlot) -> Option<(&ElemMeta, u32)> {
         let c = &self.classes[class];
-        let mut n = c.depot.take(&mut batch);
-        debug_assert!(n <= self.batch, "only overflows fill bins, one batch each");
-        if n == 0 {
-            n = c.store.pop_into(&self.dir, &mut batch[..self.batch]);
-        }
+        let mag = slot.mag(class);
+        let n = match c.depot.take_with(|items| {
+            // SAFETY: this thread claimed `slot`; the magazine was empty, and a bin holds at
+            // most `BIN_CAP < MAG_CAP` entries.
+            unsafe { mag.fill(items) };
+            items.len()
+        }) {
+            Some(n) => {
+                debug_assert!(n <= self.batch, "only overflows fill bins, one batch each");
+                n
+            }
+            None => {
+                let mut batch = [0u32; BIN_CAP];
+                let n = c.store.pop_into(&self.dir, &mut batch[..self.batch]);
+                for &elem in &batch[..n] {
+                    let (meta, gen) = self.free_elem(elem);
+                    let free = Cached {
+                        meta: NonNull::from(meta),
+                        gen,
+                    };
+                    // SAFETY: this thread claimed `slot`; the magazine was empty, and
+                    // `n <= BIN_CAP <= MAG_CAP`.
+                    let cached = unsafe { mag.push(free, MAG_CAP) };
+                    debug_assert!(cached);
+                }
+                n
+            }
+        };
         if n == 0 {
             return None;
         }
         // Relaxed: see "Lifetime by counting users".
         self.users.fetch_add(n, Ordering::Relaxed);
+        // SAFETY: this thread claimed `slot`; the magazine holds the `n` entries just put in.
+        let free = unsafe { mag.pop() }.expect("the magazine was just filled");
         let low = self.low_watermark(class);
-        let mut metas: [Cached; MAG_CAP] = [std::ptr::null(); MAG_CAP];
-        for (meta, &elem) in metas.iter_mut().zip(&batch[..n]) {
-            *meta = self.dir.held(elem);
-        }
-        // SAFETY: this thread claimed `slot`; the magazine was empty and `n <= MAG_CAP`.
-        unsafe { slot.mag(class).fill(&metas[1..n]) };
         // After the fill: the callback may use this thread's magazine.
         self.notify_low(low);
-        Some(self.dir.held(batch[0]))
+        // SAFETY: magazines hold pointers to this pool's metadata.
+        Some((unsafe { free.meta.as_ref() }, free.gen))
     }
 
     /// Takes one element straight from the shared store (the stack, else a depot batch whose
@@ -399,11 +459,14 @@ impl Inner {
         let elem = match c.store.pop(&self.dir) {
             Some(elem) => elem,
             None => {
-                let mut batch = [0u32; MAG_CAP];
-                let n = c.depot.take(&mut batch);
-                if n == 0 {
-                    return None;
-                }
+                let mut batch = [0u32; BIN_CAP];
+                let n = c.depot.take_with(|items| {
+                    for (elem, free) in batch.iter_mut().zip(items) {
+                        // SAFETY: depot entries point at this pool's live metadata.
+                        *elem = unsafe { free.meta.as_ref() }.index;
+                    }
+                    items.len()
+                })?;
                 c.store.push_slice(&self.dir, &batch[1..n]);
                 batch[0]
             }
@@ -461,65 +524,126 @@ impl Inner {
         }
     }
 
-    /// Returns a free element (its generation already says so) to the pool. Returns how many
-    /// users to drop with [`Inner::unref`] once the caller is done with `self`.
+    /// Returns a free element, whose generation (already stored in it) is `gen`, to the pool.
+    /// Returns how many users to drop with [`Inner::unref`] once the caller is done with `self`.
+    ///
+    /// # Safety
+    ///
+    /// `meta` is an element of this pool (so its class is one of the pool's), held by the
+    /// caller.
     #[inline(always)]
-    pub(crate) fn put(&self, meta: &ElemMeta) -> usize {
+    pub(crate) unsafe fn put(&self, meta: &ElemMeta, gen: u32) -> usize {
+        // SAFETY: the caller's contract; the class is the element's.
+        if unsafe { self.put_cached(meta, usize::from(meta.class), gen) } {
+            return 0;
+        }
+        // SAFETY: as above.
+        unsafe { self.put_slow(meta, gen) }
+    }
+
+    /// The hot half of [`put`](Self::put): puts the element, of size class `class`, in this
+    /// thread's magazine if the shortcut names this pool, nobody waits and there is room.
+    /// Returns false, having done nothing, otherwise; then the caller goes on with
+    /// [`put_slow`](Self::put_slow).
+    ///
+    /// # Safety
+    ///
+    /// As for `put`, and `class` is the element's class (`meta.class`).
+    #[inline(always)]
+    pub(crate) unsafe fn put_cached(&self, meta: &ElemMeta, class: usize, gen: u32) -> bool {
+        debug_assert_eq!(class, usize::from(meta.class));
+        // SAFETY: an element's class is one of its pool's (the caller's contract).
+        if unsafe { self.waiters.any_unchecked(class) } {
+            return false;
+        }
+        let Some(mags) = local::cached_mags(self) else {
+            return false;
+        };
+        let free = Cached {
+            meta: NonNull::from(meta),
+            gen,
+        };
+        // SAFETY: these are the magazines of this thread's slot; the class is the pool's, as
+        // above; and `create` checked `cache_size <= MAG_CAP`.
+        unsafe { mags.get(class).push(free, self.cache_size) }
+    }
+
+    /// [`put`](Self::put) when the shortcut names another pool, the magazine is full, others
+    /// wait, or the thread has no cache.
+    ///
+    /// # Safety
+    ///
+    /// As for `put`.
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn put_slow(&self, meta: &ElemMeta, gen: u32) -> usize {
         let class = usize::from(meta.class);
-        if !self.waiters.any(class) {
-            if let Some(slot) = local::slot(self) {
-                // SAFETY: this thread claimed `slot`.
-                if unsafe { slot.mag(class).push(meta, self.cache_size) } {
+        let free = Cached {
+            meta: NonNull::from(meta),
+            gen,
+        };
+        match local::slot(self) {
+            Some(slot) if !self.waiters.any(class) => {
+                // SAFETY: this thread claimed `slot`; `create` checked `cache_size <= MAG_CAP`.
+                if unsafe { slot.mag(class).push(free, self.cache_size) } {
                     return 0;
                 }
-                return self.overflow(class, slot, meta);
+                self.overflow(class, slot, free)
+            }
+            slot => {
+                // Waiters, or no cache: this thread's cached elements of the class go too, so
+                // that they reach the waiters rather than idle here.
+                let mut batch = [0u32; MAG_CAP + 1];
+                let n = slot.map_or(0, |slot| self.drain_mag(slot, class, MAG_CAP, &mut batch));
+                batch[n] = meta.index;
+                self.give_back(class, &batch[..=n])
             }
         }
-        self.put_slow(class, meta.index)
     }
 
-    #[cold]
-    fn overflow(&self, class: usize, slot: &CacheSlot, meta: &ElemMeta) -> usize {
+    /// Makes room in the full magazine of `class` in `slot` (this thread's) by moving its
+    /// oldest batch out, into an empty depot bin as it is, else onto the stack, then caches
+    /// `free`. Returns how many users to drop.
+    fn overflow(&self, class: usize, slot: &CacheSlot, free: Cached) -> usize {
+        let mag = slot.mag(class);
+        // Caches `free` once a drain has made room, before anything that may run the
+        // low-watermark callback, which may use the magazine.
+        let cache = || {
+            // SAFETY: this thread claimed `slot`; `create` checked `cache_size <= MAG_CAP`.
+            let cached = unsafe { mag.push(free, self.cache_size) };
+            debug_assert!(cached, "the drain made room");
+        };
+        let deposited = if self.waiters.any(class) {
+            None
+        } else {
+            // SAFETY: this thread claimed `slot`.
+            self.classes[class]
+                .depot
+                .put_with(|bin| unsafe { mag.drain_oldest(self.batch, bin) })
+        };
+        if let Some(n) = deposited {
+            cache();
+            // The batch is in the depot, on the store's side: the same Dekker half as in
+            // `give_back` applies to it.
+            if n > 0 && self.waiters.any_after_publish(class) {
+                self.serve_waiters(class);
+            }
+            return n;
+        }
         let mut batch = [0u32; MAG_CAP];
         let n = self.drain_mag(slot, class, self.batch, &mut batch);
-        // SAFETY: this thread claimed `slot`, and the drain made room.
-        let cached = unsafe { slot.mag(class).push(meta, self.cache_size) };
-        debug_assert!(cached);
-        if n == 0 || self.waiters.any(class) || !self.classes[class].depot.put(&batch[..n]) {
-            return self.give_back(class, &batch[..n]);
-        }
-        // The batch is in the depot, on the store's side: the same Dekker half as in
-        // `give_back` applies to it.
-        if self.waiters.any_after_publish(class) {
-            self.serve_waiters(class);
-        }
-        n
-    }
-
-    #[cold]
-    fn put_slow(&self, class: usize, elem: u32) -> usize {
-        // Waiters, or no cache: this thread's cached elements of the class go too, so that they
-        // reach the waiters rather than idle here.
-        let mut batch = [0u32; MAG_CAP + 1];
-        let mut n = 0;
-        if let Some(slot) = local::slot(self) {
-            n = self.drain_mag(slot, class, MAG_CAP, &mut batch);
-        }
-        batch[n] = elem;
-        self.give_back(class, &batch[..=n])
+        cache();
+        self.give_back(class, &batch[..n])
     }
 
     /// Moves up to `count` of the oldest elements of `slot`'s magazine for `class` into `out`,
     /// as indices. The calling thread must own `slot` (or be its exiting owner).
     fn drain_mag(&self, slot: &CacheSlot, class: usize, count: usize, out: &mut [u32]) -> usize {
-        let mut metas: [Cached; MAG_CAP] = [std::ptr::null(); MAG_CAP];
-        // SAFETY: the caller owns `slot`.
-        let n = unsafe { slot.mag(class).drain_oldest(count, &mut metas) };
-        for (elem, &meta) in out.iter_mut().zip(&metas[..n]) {
-            // SAFETY: magazines hold pointers to this pool's live metadata.
-            *elem = unsafe { (*meta).index };
+        // SAFETY: the caller owns `slot`; magazines hold pointers to this pool's live metadata.
+        unsafe {
+            slot.mag(class)
+                .drain_oldest_map(count, out, |free| free.meta.as_ref().index)
         }
-        n
     }
 
     /// Gives `items` (free, counted elements) to waiters, then to the shared store. Returns how
@@ -590,11 +714,22 @@ impl Inner {
     ///
     /// `this` came from [`Inner::create`], the caller holds the `n` users it drops, and it does
     /// not touch the pool afterwards unless it keeps another strong `Arc`.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn unref(this: *const Inner, n: usize) {
-        if n == 0 {
-            return;
+        if n != 0 {
+            // SAFETY: the caller's contract.
+            unsafe { Inner::drop_users(this, n) };
         }
+    }
+
+    /// [`unref`](Self::unref) of at least one user: out of line, as the fast paths drop none.
+    ///
+    /// # Safety
+    ///
+    /// As for `unref`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn drop_users(this: *const Inner, n: usize) {
         // SAFETY: the caller holds `n` users, so the pool is alive here.
         let users = unsafe { &(*this).users };
         // Release: everything this thread did with the pool happens-before the free below,
@@ -615,47 +750,56 @@ impl Inner {
         self.users.load(Ordering::Acquire)
     }
 
-    /// Turns the free element `meta`, held by the caller, into a single-buffer message.
-    /// Returns its new generation.
+    /// Turns the free element `meta`, held by the caller, into a single-buffer message stamped
+    /// with generation `gen`, the element's own (see [`gen`](crate::segment::gen)).
     #[inline(always)]
-    pub(crate) fn activate_one(&self, meta: &ElemMeta) -> u32 {
+    pub(crate) fn activate_one(&self, meta: &ElemMeta, gen: u32) {
         // Relaxed: the caller holds the element exclusively (it came out of a store, a
-        // magazine or a grant, each of which ordered the previous holder's accesses first);
-        // validators on other threads get the message through a synchronising hand-off.
-        let g = gen::next(meta.gen.load(Ordering::Relaxed), gen::HELD);
-        // Relaxed: as above.
-        meta.gen.store(g, Ordering::Relaxed);
+        // magazine or a grant, each of which ordered the previous holder's accesses first).
+        debug_assert_eq!(meta.gen.load(Ordering::Relaxed), gen);
+        // SAFETY: the caller holds the element exclusively, so nobody else touches its
+        // descriptor or its flag.
+        unsafe {
+            let desc = &mut *meta.desc.get();
+            if *meta.desc_dirty.get() {
+                self.reset_desc(meta, desc, gen);
+            } else {
+                desc.restamp_gen(gen);
+            }
+        }
+    }
+
+    /// Resets the descriptor `desc` of `meta`, whose new generation is `g`, and marks it clean.
+    #[cold]
+    #[inline(never)]
+    fn reset_desc(&self, meta: &ElemMeta, desc: &mut Descriptor, g: u32) {
         let owner = ElemRef {
             pool: self.uid,
             index: meta.index,
             gen: g,
         };
-        // SAFETY: the caller holds the element exclusively, so nobody else touches its
-        // descriptor.
-        unsafe { (*meta.desc.get()).reset(owner, std::slice::from_ref(&meta.key)) };
-        g
+        desc.reset(owner, std::slice::from_ref(&meta.key));
+        // SAFETY: the caller holds the element exclusively (see `activate_one`).
+        unsafe { *meta.desc_dirty.get() = false };
     }
 
     /// Turns the free elements `members`, held by the caller, into one scatter message headed
-    /// by `members[0]`. Returns the head's metadata and new generation.
+    /// by `members[0]`. Returns the head's metadata and generation.
     pub(crate) fn activate_group(&self, members: &[u32]) -> (&ElemMeta, u32) {
         debug_assert!(members.len() > 1 && members.len() <= MAX_SG);
         let head = members[0];
         let mut keys = [self.dir.held(head).key; MAX_SG];
         for (k, &elem) in members.iter().enumerate().skip(1) {
             let meta = self.dir.held(elem);
-            // Relaxed: as in `activate_one`.
-            let g = gen::next(meta.gen.load(Ordering::Relaxed), gen::HELD);
-            // Relaxed: as in `activate_one`.
-            meta.gen.store(g, Ordering::Relaxed);
-            // Relaxed: as in `activate_one`.
+            // Relaxed: as in `activate_one`; the members keep the generation they have.
             meta.head.store(head, Ordering::Relaxed);
             keys[k] = meta.key;
         }
-        let meta = self.dir.held(head);
-        let g = self.activate_one(meta);
+        let (meta, g) = self.free_elem(head);
         // SAFETY: the caller holds `head` exclusively, so nobody else touches its cells.
         unsafe {
+            // Its slices are the group's: the next single-buffer acquire resets it whole.
+            *meta.desc_dirty.get() = true;
             let group = &mut *meta.group.get();
             group.len = members.len() as u8;
             group.elems[..members.len()].copy_from_slice(members);

@@ -22,6 +22,7 @@ use regio_sync::primitive::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ord
 
 use crate::descriptor::{Descriptor, Opcode, MAX_SG};
 use crate::key::{BufKey, RegionId};
+use crate::pool::Inner;
 use crate::region::Region;
 use crate::stack::{Links, NIL};
 
@@ -37,13 +38,20 @@ pub(crate) const MAX_REGIONS: usize = 256;
 /// Every transition bumps the counter, so each (index, generation) pair names one lifetime of
 /// one element, and any handle from an earlier lifetime is detected as stale (up to a wrap
 /// after 2^30 transitions of that element).
+///
+/// A free element already carries the generation that its next holder is stamped with: a
+/// release bumps the generation (to one that no handle has), and an acquire only reads it,
+/// from the magazine entry that carries it along ([`Cached`](crate::magazine::Cached)) or, on
+/// the slower paths, from the element. So the acquiring thread never writes the generation word,
+/// and in the common case does not even read it: when messages are released on another thread,
+/// the word stays in the releasing CPU's cache.
 pub(crate) mod gen {
-    /// In the shared store or a magazine.
-    pub(crate) const FREE: u32 = 0;
-    /// Held by a [`Message`](crate::Message).
+    /// Held by a [`Message`](crate::Message), or free and waiting for its next holder.
     pub(crate) const HELD: u32 = 1;
     /// Lent out as a [`RawMessage`](crate::RawMessage).
     pub(crate) const RAW: u32 = 2;
+    /// The generation of an element that was never handed out.
+    pub(crate) const FIRST: u32 = HELD;
 
     /// The generation after `g`, in `state`.
     #[inline]
@@ -81,6 +89,8 @@ pub(crate) struct ElemMeta {
     pub(crate) data: NonNull<u8>,
     /// The size class.
     pub(crate) class: u8,
+    /// The pool the element belongs to (an element outlives none of its pool's users).
+    pub(crate) pool: NonNull<Inner>,
     _fixed_end: CacheLineEnd,
     /// The shared store's link.
     pub(crate) link: AtomicU32,
@@ -94,6 +104,12 @@ pub(crate) struct ElemMeta {
     /// The scatter list, when this element heads a scatter message; `len` is 1 otherwise
     /// (a scatter message resets it when it drops).
     pub(crate) group: UnsafeCell<Group>,
+    /// Whether `desc` may differ from the state a single-buffer acquire resets it to (a `Nop`
+    /// owned by this element, with this element's whole buffer as its one slice) in more than
+    /// its owner's generation: set when a holder borrows the descriptor mutably or a scatter
+    /// message heads it, cleared by a full reset. A clean descriptor needs only its generation
+    /// restamped on acquire.
+    pub(crate) desc_dirty: UnsafeCell<bool>,
     /// The descriptor, when this element heads a message.
     pub(crate) desc: UnsafeCell<Descriptor>,
 }
@@ -111,8 +127,15 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// Carves `region` into `count` buffers of `buf_size` bytes for class `class`.
-    pub(crate) fn new(id: RegionId, class: u8, region: Region, buf_size: u32, count: u32) -> Self {
+    /// Carves `region` into `count` buffers of `buf_size` bytes for class `class` of `pool`.
+    pub(crate) fn new(
+        pool: &Inner,
+        id: RegionId,
+        class: u8,
+        region: Region,
+        buf_size: u32,
+        count: u32,
+    ) -> Self {
         let base = region.base();
         let first = u32::from(id.0) << LOCAL_BITS;
         let metas = (0..count)
@@ -120,11 +143,12 @@ impl Segment {
                 let offset = local * buf_size;
                 ElemMeta {
                     link: AtomicU32::new(NIL),
-                    gen: AtomicU32::new(gen::FREE),
+                    gen: AtomicU32::new(gen::FIRST),
                     head: AtomicU32::new(NIL),
                     _fixed_end: CacheLineEnd,
                     _sync_end: CacheLineEnd,
                     class,
+                    pool: NonNull::from(pool),
                     index: first | local,
                     key: BufKey {
                         region: id,
@@ -138,6 +162,8 @@ impl Segment {
                         len: 1,
                         elems: [NIL; MAX_SG],
                     }),
+                    // Not yet stamped with an owner or a slice.
+                    desc_dirty: UnsafeCell::new(true),
                     desc: UnsafeCell::new(Descriptor::new(Opcode::Nop)),
                 }
             })

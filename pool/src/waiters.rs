@@ -69,6 +69,20 @@ impl Waiters {
         self.queued[class].load(Ordering::Relaxed) > 0
     }
 
+    /// [`any`](Self::any) without a bounds check: for the hot paths.
+    ///
+    /// # Safety
+    ///
+    /// `class` is one of the pool's size classes.
+    #[inline(always)]
+    pub(crate) unsafe fn any_unchecked(&self, class: usize) -> bool {
+        debug_assert!(class < self.queued.len());
+        // SAFETY: `class < self.queued.len()` (the caller's contract).
+        let queued = unsafe { self.queued.get_unchecked(class) };
+        // Relaxed: as in `any`.
+        queued.load(Ordering::Relaxed) > 0
+    }
+
     /// Whether anyone waits for `class`, after the releaser's half of the Dekker pair.
     pub(crate) fn any_after_publish(&self, class: usize) -> bool {
         // SeqCst: the releaser half of the Dekker pair: orders the caller's store push before

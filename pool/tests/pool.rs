@@ -31,6 +31,61 @@ fn acquire_release_restores_capacity() {
     assert_eq!(pool.capacity(0), 8);
 }
 
+/// Every acquire hands out a descriptor in its reset state, stamped with the new generation,
+/// whatever the element's previous holders did with it: filled it in, lent it out raw, or headed
+/// a scatter list with it.
+#[test]
+fn every_acquire_starts_from_a_reset_descriptor() {
+    let pool = PoolBuilder::new()
+        .class(4096, 4)
+        .cache_size(4)
+        .build()
+        .unwrap();
+    let fresh = |msg: &Message| {
+        let d = msg.descriptor();
+        assert_eq!(d.opcode, Opcode::Nop);
+        assert_eq!(d.flags, regio_pool::DescFlags::NONE);
+        assert_eq!((d.file, d.offset, d.cookie), (None, 0, 0));
+        assert_eq!(d.slices(), &[msg.key()]);
+        assert_eq!(d.owner(), msg.handle());
+        pool.validate(d).unwrap();
+    };
+    // The magazine is LIFO: each acquire below gets the element just released.
+    let mut msg = pool.try_acquire().unwrap();
+    fresh(&msg);
+    let first = msg.handle();
+    let d = msg.descriptor_mut();
+    d.opcode = Opcode::WriteFixed;
+    d.flags = regio_pool::DescFlags::FUA;
+    d.file = Some(regio_pool::FileSlot(3));
+    d.offset = 7;
+    d.cookie = 9;
+    d.truncate(10);
+    drop(msg);
+    let msg = pool.try_acquire().unwrap();
+    assert_eq!(msg.handle().index, first.index);
+    assert_ne!(msg.handle().gen, first.gen);
+    fresh(&msg);
+    // Untouched, then through a raw round trip.
+    drop(msg);
+    let msg = pool.try_acquire().unwrap();
+    fresh(&msg);
+    let msg = pool.from_raw(msg.into_raw()).unwrap();
+    fresh(&msg);
+    drop(msg);
+    let msg = pool.try_acquire().unwrap();
+    fresh(&msg);
+    // Heading a scatter message, then alone again.
+    drop(msg);
+    let big = pool.try_acquire_len(3 * 4096).unwrap();
+    assert_eq!(big.descriptor().slices().len(), 3);
+    let head = big.handle().index;
+    drop(big);
+    let msgs: Vec<_> = (0..4).map(|_| pool.try_acquire().unwrap()).collect();
+    assert!(msgs.iter().any(|m| m.handle().index == head));
+    msgs.iter().for_each(fresh);
+}
+
 #[test]
 fn exhausted_pool_would_block_and_loses_nothing() {
     let pool = pool(2);

@@ -9,20 +9,33 @@
 //! is offline or holds a value `>= target`.
 //!
 //! The module relies on three patterns:
-//! - **Release/Acquire on `ctr`.** A reader stores `ctr` with `Release` after its last use of a
-//!   version; the writer loads it with `Acquire`. So everything the reader did before announcing a
-//!   quiescent state (or going offline) happens-before the writer frees the old version.
+//! - **Release/Acquire on `ctr`.** Every store of `ctr` (a quiescent state, going offline, coming
+//!   back online) is `Release`, and the writer loads it with `Acquire`. So everything the reader
+//!   did before an announcement happens-before the writer frees a version it saw announced past.
+//!   The online store needs it too: a slot that goes offline and online again (a thread's guards,
+//!   `offline_while`) may be read by the writer at the online value, and the offline store before
+//!   it heads no release sequence that a plain store would continue (the loom model
+//!   `nested_and_repeated_guards_share_the_threads_slot` fails with a Relaxed online store).
 //! - **Release/Acquire on `gp`.** The writer publishes the new pointer before its `AcqRel` bump of
 //!   `gp`; a reader that loads the bumped value with `Acquire` therefore sees the new pointer in all
 //!   its later reads.
-//! - **A Dekker pair of `SeqCst` fences** for a reader coming online. The reader stores `ctr`,
+//! - **A Dekker pair of fences** for a reader coming online. The reader stores `ctr`,
 //!   fences, then loads the pointer; the writer stores the pointer, fences, then loads `ctr`. At
 //!   least one side sees the other's store: either the reader gets the new version, or the writer
-//!   sees the reader online and waits for it.
+//!   sees the reader online and waits for it. The pair is asymmetric ([`crate::asym`]): where the
+//!   kernel offers `membarrier`, the reader's half is a compiler fence and the writer's half a
+//!   SeqCst fence plus `membarrier`, which puts a full barrier on every CPU running a reader;
+//!   elsewhere both halves are SeqCst fences.
+//!
+//! Guards reuse a slot per thread and domain ([`crate::local`]); a slot is claimed with an Acquire
+//! CAS and given back with a Release store of its `claimed` flag, so its next owner comes after
+//! its last one.
 
 use std::fmt;
 
-use crate::primitive::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use crate::asym;
+use crate::primitive::cell::UnsafeCell;
+use crate::primitive::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use crate::primitive::sync::{Arc, Mutex};
 use crate::primitive::thread;
 
@@ -37,6 +50,68 @@ pub(crate) struct Slot {
     claimed: AtomicBool,
     /// The next slot in the domain's list. Written once, before the slot is published.
     next: *const Slot,
+    /// For a thread's cached guard slot ([`crate::local`]): how many of its guards are alive.
+    /// Only the owning thread touches it; a claim (Acquire) orders it after the previous
+    /// owner's release (Release), which leaves it at 0.
+    depth: UnsafeCell<u32>,
+}
+
+impl Slot {
+    /// The guard depth.
+    ///
+    /// # Safety
+    ///
+    /// The calling thread owns the slot.
+    #[inline(always)]
+    pub(crate) unsafe fn depth(&self) -> u32 {
+        // SAFETY: only the owner touches the depth (the caller's contract).
+        self.depth.with(|d| unsafe { *d })
+    }
+
+    /// Sets the guard depth.
+    ///
+    /// # Safety
+    ///
+    /// As for [`depth`](Self::depth).
+    #[inline(always)]
+    pub(crate) unsafe fn set_depth(&self, depth: u32) {
+        // SAFETY: as in `depth`.
+        self.depth.with_mut(|d| unsafe { *d = depth });
+    }
+
+    /// Takes the slot's reader offline: the writer stops waiting for it.
+    #[inline]
+    pub(crate) fn offline(&self) {
+        // Release: as in `State::quiescent`, every earlier read happens-before the writer's
+        // reclamation.
+        self.ctr.store(OFFLINE, Ordering::Release);
+    }
+
+    /// Gives the slot back. The owner must have taken it offline first.
+    pub(crate) fn release(&self) {
+        // Release: the next owner, whose claim is an Acquire CAS, sees the slot offline.
+        self.claimed.store(false, Ordering::Release);
+    }
+}
+
+/// What a thread's cached guard slots hold on to ([`crate::local`]): whether the domain still
+/// exists. The domain clears the flag, under the lock, before it frees its slots.
+pub(crate) struct Home {
+    alive: Mutex<bool>,
+}
+
+impl Home {
+    /// The lock on the flag, if the domain is alive; its slots stay allocated while it is held.
+    pub(crate) fn lock_alive(&self) -> Option<crate::primitive::sync::MutexGuard<'_, bool>> {
+        // Nothing can panic while the flag is locked, so a poisoned lock is still accurate.
+        let alive = self.alive.lock().unwrap_or_else(|e| e.into_inner());
+        (*alive).then_some(alive)
+    }
+
+    /// Whether the domain still exists.
+    pub(crate) fn is_alive(&self) -> bool {
+        self.lock_alive().is_some()
+    }
 }
 
 /// A value retired by a writer, freed once the grace period `target` is over.
@@ -72,6 +147,8 @@ pub(crate) struct State {
     slots: AtomicPtr<Slot>,
     /// Values waiting for their grace period, oldest first.
     deferred: Mutex<Vec<Deferred>>,
+    /// Tells the threads that cache a slot here whether the domain is still alive.
+    home: Arc<Home>,
 }
 
 // SAFETY: the raw `next` pointers in the slot list point to slots owned by this state, which are
@@ -178,10 +255,14 @@ impl Domain {
 
 impl Default for State {
     fn default() -> Self {
+        asym::init();
         Self {
             gp: AtomicU64::new(1),
             slots: AtomicPtr::new(std::ptr::null_mut()),
             deferred: Mutex::new(Vec::new()),
+            home: Arc::new(Home {
+                alive: Mutex::new(true),
+            }),
         }
     }
 }
@@ -203,6 +284,7 @@ impl State {
             ctr: AtomicU64::new(OFFLINE),
             claimed: AtomicBool::new(true),
             next: std::ptr::null(),
+            depth: UnsafeCell::new(0),
         }));
         // Relaxed: the Release CAS below is what publishes the slot.
         let mut head = self.slots.load(Ordering::Relaxed);
@@ -224,10 +306,16 @@ impl State {
         }
     }
 
-    /// Gives a slot back. The caller must have taken it offline first.
-    pub(crate) fn release_slot(&self, slot: &Slot) {
-        // Release: the next owner, whose claim is an Acquire CAS, sees the slot offline.
-        slot.claimed.store(false, Ordering::Release);
+    /// This domain's [`Home`], for a thread that caches a slot here.
+    pub(crate) fn home(&self) -> Arc<Home> {
+        Arc::clone(&self.home)
+    }
+
+    /// The address of this domain's [`Home`], which names the domain as long as a thread's
+    /// cache entry holds the `Home`.
+    #[inline(always)]
+    pub(crate) fn home_ptr(&self) -> *const Home {
+        Arc::as_ptr(&self.home)
     }
 
     /// Announces that `slot`'s reader holds no references: a quiescent state.
@@ -244,35 +332,28 @@ impl State {
         slot.ctr.store(gp, Ordering::Release);
     }
 
-    /// Takes `slot`'s reader offline: the writer stops waiting for it.
-    #[inline]
-    pub(crate) fn offline(&self, slot: &Slot) {
-        // Release: as in `quiescent`, every earlier read happens-before the writer's reclamation.
-        slot.ctr.store(OFFLINE, Ordering::Release);
-    }
-
     /// Brings `slot`'s reader online. Afterwards the writer waits for it.
     #[inline]
     pub(crate) fn online(&self, slot: &Slot) {
         // Acquire: as in `quiescent`.
         let gp = self.gp.load(Ordering::Acquire);
-        // Release: a writer that reads this value must also see every read this reader made
-        // before it last went offline. The offline store was Release, but a later plain store
-        // does not continue its release sequence, so this one must release those reads itself.
-        // (The SeqCst fence below orders this store before the reader's next loads.)
+        // Release, like every announcement: a writer that reads it may free what this reader
+        // read in its earlier read sections (before an `offline`), so those reads must
+        // happen-before. (A Relaxed store here would not do: the `offline` store before it heads
+        // no release sequence that this store continues.) The fence below orders the store
+        // before the reader's next loads.
         slot.ctr.store(gp, Ordering::Release);
-        // SeqCst: the reader half of the Dekker pair with the fence in `start_grace_period`.
-        // Either the writer's `ctr` load sees us online, or our next pointer load sees the new
-        // version.
-        fence(Ordering::SeqCst);
+        // The reader half of the Dekker pair with the fence in `start_grace_period`: either the
+        // writer's `ctr` load sees us online, or our next pointer load sees the new version.
+        asym::light();
     }
 
     /// Starts a grace period and returns its target: once every slot is offline or announces a
     /// value at least this large, every reader has passed a quiescent state since this call.
     fn start_grace_period(&self) -> u64 {
-        // SeqCst: the writer half of the Dekker pair with the fence in `online`. The caller's
+        // The writer half of the Dekker pair with the fence in `online`. The caller's
         // publication (an earlier pointer swap) is ordered before the `ctr` loads that follow.
-        fence(Ordering::SeqCst);
+        asym::heavy();
         // AcqRel: Release so that a reader which sees the new count also sees the publication
         // that preceded it; Acquire to keep the later `ctr` loads after it.
         self.gp.fetch_add(1, Ordering::AcqRel) + 1
@@ -319,6 +400,9 @@ impl State {
 
 impl Drop for State {
     fn drop(&mut self) {
+        // Threads that cache a slot here give it back only under this lock, with the flag set:
+        // once it is cleared, none of them touches a slot again.
+        *self.home.alive.lock().unwrap_or_else(|e| e.into_inner()) = false;
         // `&mut self`: no reader or writer can exist, so every deferred value may go now.
         self.deferred
             .get_mut()
@@ -367,5 +451,26 @@ impl Backoff {
             }
         }
         self.step = self.step.saturating_add(1);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::Domain;
+
+    #[test]
+    fn threads_that_exit_give_their_guard_slots_back() {
+        let domain = Domain::new();
+        for _ in 0..8 {
+            let domain = domain.clone();
+            std::thread::spawn(move || drop(domain.guard()))
+                .join()
+                .unwrap();
+        }
+        assert_eq!(
+            domain.state.slots().count(),
+            1,
+            "each thread reused the slot"
+        );
     }
 }

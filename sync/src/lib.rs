@@ -7,8 +7,10 @@
 //! - **Registered readers** ([`QsbrReader`], one per executor thread) read with a plain load and
 //!   announce a quiescent state once per loop turn. This is quiescent-state-based reclamation
 //!   (QSBR): readers pay nothing, writers wait.
-//! - **Guard readers** ([`Guard`], from [`Domain::guard`]) serve threads that are not registered,
-//!   at the cost of a slot claim and a fence.
+//! - **Guard readers** ([`Guard`], from [`Domain::guard`]) serve threads that are not registered.
+//!   Each thread keeps one reader slot per domain for its guards, so a guard costs a store to
+//!   come online and one to go offline, plus the reader half of a fence pair that is asymmetric
+//!   where the kernel allows (`membarrier`), so that the reader's half is a compiler fence.
 //!
 //! A writer publishes a new version and then either waits for a grace period
 //! ([`Retired::synchronize`]) or hands the old version to the domain, which drops it once the
@@ -43,7 +45,9 @@
 //! loom models check (`RUSTFLAGS="--cfg loom"`).
 #![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+mod asym;
 mod domain;
+mod local;
 pub mod primitive;
 mod rcu;
 mod reader;

@@ -54,7 +54,10 @@ impl Domain {
 
     /// Starts a guarded read for a thread that is not registered.
     ///
-    /// It costs a slot claim and a fence; while the guard lives, writers wait for it.
+    /// The thread's first guard in a domain claims a reader slot there, which later guards of
+    /// the thread reuse (it goes back to the domain when the thread exits). A guard then costs
+    /// a fence to come online, and nothing more if another guard of the same thread is alive
+    /// already. While the guard lives, writers wait for it.
     ///
     /// ```
     /// use regio_sync::{Domain, Rcu};
@@ -64,11 +67,37 @@ impl Domain {
     /// let guard = domain.guard();
     /// assert_eq!(config.read(&guard), "v1");
     /// ```
+    #[inline]
     pub fn guard(&self) -> Guard<'_> {
+        let state = &*self.state;
+        let Some(slot) = crate::local::slot(state) else {
+            return self.guard_uncached();
+        };
+        // SAFETY: the slot is this thread's.
+        let depth = unsafe { slot.depth() };
+        if depth == 0 {
+            state.online(slot);
+        }
+        // SAFETY: as above.
+        unsafe { slot.set_depth(depth + 1) };
+        Guard {
+            state,
+            slot,
+            cached: true,
+        }
+    }
+
+    /// A guard with a slot of its own, for a thread whose slot list is gone (it is exiting).
+    #[cold]
+    fn guard_uncached(&self) -> Guard<'_> {
         let state = &*self.state;
         let slot = state.claim_slot();
         state.online(slot);
-        Guard { state, slot }
+        Guard {
+            state,
+            slot,
+            cached: false,
+        }
     }
 }
 
@@ -99,7 +128,7 @@ impl QsbrReader {
                 self.0.domain.state.online(self.0.slot());
             }
         }
-        self.domain.state.offline(self.slot());
+        self.slot().offline();
         let _rejoin = Rejoin(self);
         f()
     }
@@ -119,15 +148,19 @@ impl QsbrReader {
 
 impl Drop for QsbrReader {
     fn drop(&mut self) {
-        self.domain.state.offline(self.slot());
-        self.domain.state.release_slot(self.slot());
+        self.slot().offline();
+        self.slot().release();
     }
 }
 
 /// A guarded read section for a thread that is not a registered reader. See [`Domain::guard`].
+///
+/// It is neither `Send` nor `Sync`: it uses its thread's slot.
 pub struct Guard<'d> {
     state: &'d State,
     slot: &'d Slot,
+    /// Whether `slot` is the thread's cached one (else the guard claimed it for itself).
+    cached: bool,
 }
 
 impl std::fmt::Debug for Guard<'_> {
@@ -137,9 +170,20 @@ impl std::fmt::Debug for Guard<'_> {
 }
 
 impl Drop for Guard<'_> {
+    #[inline]
     fn drop(&mut self) {
-        self.state.offline(self.slot);
-        self.state.release_slot(self.slot);
+        if !self.cached {
+            self.slot.offline();
+            self.slot.release();
+            return;
+        }
+        // SAFETY: the cached slot is this thread's, and a guard stays on its thread.
+        let depth = unsafe { self.slot.depth() } - 1;
+        // SAFETY: as above.
+        unsafe { self.slot.set_depth(depth) };
+        if depth == 0 {
+            self.slot.offline();
+        }
     }
 }
 

@@ -56,3 +56,60 @@ fn update_builds_on_the_current_version() {
     assert_eq!(*cell.read(&domain.guard()), vec![1, 2, 3, 4, 5]);
     assert_eq!(domain.pending(), 0);
 }
+
+#[test]
+fn nested_guards_keep_the_thread_online_until_the_outermost_drops() {
+    let domain = Domain::new();
+    let cell = Rcu::new(&domain, 1u32);
+    let outer = domain.guard();
+    let old = cell.read(&outer);
+    let inner = domain.guard();
+    assert_eq!(*cell.read(&inner), 1);
+    cell.replace(2).defer();
+    drop(inner);
+    // The outer guard still holds version 1: its grace period cannot end.
+    assert_eq!(domain.reclaim(), 0);
+    assert_eq!(*old, 1);
+    drop(outer);
+    assert_eq!(domain.reclaim(), 1);
+    assert_eq!(*cell.read(&domain.guard()), 2);
+}
+
+#[test]
+fn a_forgotten_guard_goes_offline_when_its_thread_exits() {
+    let domain = Domain::new();
+    let cell = Rcu::new(&domain, 1u32);
+    let reader = domain.clone();
+    // `join` (not a scope) waits for the thread's thread-local destructors too.
+    std::thread::spawn(move || std::mem::forget(reader.guard()))
+        .join()
+        .unwrap();
+    cell.replace(2).defer();
+    // The thread's slot went offline as the thread exited, so the writer does not wait for it.
+    assert_eq!(domain.reclaim(), 1);
+}
+
+#[test]
+fn a_thread_may_outlive_the_domains_it_read() {
+    let (to_main, from_thread) = std::sync::mpsc::channel();
+    let (to_thread, from_main) = std::sync::mpsc::channel::<()>();
+    let domain = Domain::new();
+    let reader = {
+        let domain = domain.clone();
+        std::thread::spawn(move || {
+            let cell = Rcu::new(&domain, 1u32);
+            assert_eq!(*cell.read(&domain.guard()), 1);
+            drop((cell, domain));
+            to_main.send(()).unwrap();
+            from_main.recv().unwrap();
+            // The first domain is gone; this thread still lists its slot there.
+            let other = Domain::new();
+            let cell = Rcu::new(&other, 2u32);
+            assert_eq!(*cell.read(&other.guard()), 2);
+        })
+    };
+    from_thread.recv().unwrap();
+    drop(domain);
+    to_thread.send(()).unwrap();
+    reader.join().unwrap();
+}

@@ -187,6 +187,23 @@ fn guard_reader_is_protected_like_a_registered_one() {
     });
 }
 
+/// A thread's guards share its cached slot: an inner guard that ends must not take the slot
+/// offline under the outer one, and a later guard reuses the slot.
+#[test]
+fn nested_and_repeated_guards_share_the_threads_slot() {
+    model_reader_against_synchronized_update(|domain, cell| {
+        let outer = domain.guard();
+        let version = cell.read(&outer);
+        drop(domain.guard());
+        let (a, b) = version.get();
+        assert_eq!(a, b);
+        assert_ne!(a, POISON);
+        drop(outer);
+        let again = domain.guard();
+        assert_ne!(cell.read(&again).get().0, POISON);
+    });
+}
+
 #[test]
 fn deferred_reclamation_waits_for_the_reader() {
     loom::model(|| {
