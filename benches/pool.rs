@@ -366,13 +366,7 @@ fn icount_xthread_arrayqueue(queue: &QueuePool, n: u64) {
 
 /// Runs the loop `spec` (`<loop>[:<iterations>]`) names; see the module docs.
 fn icount(spec: &str) {
-    let (name, n) = match spec.split_once(':') {
-        Some((name, n)) => (
-            name,
-            n.parse().expect("REGIO_BENCH_ICOUNT=<loop>:<iterations>"),
-        ),
-        None => (spec, 1_000_000),
-    };
+    let (name, n) = support::icount_spec(spec);
     let pool = regio_pool();
     let queue = QueuePool::new();
     match name {

@@ -185,13 +185,7 @@ fn icount_arc_swap_read(swap: &ArcSwap<Table>, n: u64) {
 
 /// Runs the loop `spec` (`<loop>[:<iterations>]`) names; see the module docs.
 fn icount(spec: &str) {
-    let (name, n) = match spec.split_once(':') {
-        Some((name, n)) => (
-            name,
-            n.parse().expect("REGIO_BENCH_ICOUNT=<loop>:<iterations>"),
-        ),
-        None => (spec, 1_000_000),
-    };
+    let (name, n) = support::icount_spec(spec);
     let domain = Domain::new();
     let cell = Rcu::new(&domain, Table::default());
     let swap = ArcSwap::from_pointee(Table::default());

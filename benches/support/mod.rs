@@ -128,3 +128,15 @@ impl Drop for Background {
         }
     }
 }
+
+/// Splits a `REGIO_BENCH_ICOUNT` value, `<loop>[:<iterations>]`, into the loop's name and its
+/// iteration count (default one million).
+pub fn icount_spec(spec: &str) -> (&str, u64) {
+    match spec.split_once(':') {
+        Some((name, n)) => (
+            name,
+            n.parse().expect("REGIO_BENCH_ICOUNT=<loop>:<iterations>"),
+        ),
+        None => (spec, 1_000_000),
+    }
+}
