@@ -622,3 +622,68 @@ fn udp_sockets_send_and_receive_datagrams() {
         .unwrap();
     });
 }
+
+#[test]
+fn a_stream_made_on_one_worker_works_from_tasks_on_the_others() {
+    runtime_for(|rt| {
+        let pool = rt.pool().clone();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = rt.spawn(async move { echo_one(&listener).await });
+        // Made by one worker (a task), then used by tasks placed on every worker.
+        let client = std::sync::Arc::new(
+            rt.block_on(rt.spawn(TcpStream::connect(addr)))
+                .unwrap()
+                .unwrap(),
+        );
+        let mut workers = std::collections::HashSet::new();
+        let mut rounds = 0;
+        for round in 0..200u32 {
+            rounds += 1;
+            let (client, pool) = (client.clone(), pool.clone());
+            let (worker, echoed) = rt
+                .block_on(rt.spawn(async move {
+                    let text = round.to_le_bytes();
+                    let (sent, msg) = client.send_all(message(&pool, &text)).await;
+                    sent?;
+                    let (got, msg) = client.recv_exact(msg).await;
+                    got?;
+                    let worker = std::thread::current().name().unwrap_or("").to_owned();
+                    Ok::<_, std::io::Error>((worker, msg.as_slice()[..4] == text))
+                }))
+                .unwrap()
+                .unwrap();
+            assert!(echoed, "round {round}");
+            workers.insert(worker);
+            if workers.len() == 2 && round >= 10 {
+                break;
+            }
+        }
+        assert_eq!(workers.len(), 2, "the tasks ran on {workers:?}");
+        drop(client);
+        assert_eq!(common::wait(server).unwrap().unwrap(), 4 * rounds);
+    });
+}
+
+#[test]
+fn a_stream_of_one_runtime_is_refused_by_another() {
+    runtime_for(|rt| {
+        let Some(other) = common::runtime(1) else {
+            return;
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _server = std::thread::spawn(move || listener.as_std().accept());
+        let client = rt
+            .block_on(rt.spawn(TcpStream::connect(addr)))
+            .unwrap()
+            .unwrap();
+        let pool = other.pool().clone();
+        let (sent, msg) = other
+            .block_on(other.spawn(async move { client.send(message(&pool, b"x")).await }))
+            .unwrap();
+        assert_eq!(sent.unwrap_err().raw_os_error(), Some(libc::EXDEV));
+        drop(msg);
+        other.shutdown(Duration::from_secs(5));
+    });
+}
