@@ -687,3 +687,43 @@ fn a_stream_of_one_runtime_is_refused_by_another() {
         other.shutdown(Duration::from_secs(5));
     });
 }
+
+#[test]
+fn echo_works_in_every_ring_mode() {
+    for mode in [
+        regio_runtime::RingMode::Interrupt,
+        regio_runtime::RingMode::SqPoll {
+            idle: Duration::from_millis(10),
+            cpu: None,
+        },
+        regio_runtime::RingMode::SingleIssuer,
+    ] {
+        common::within(LIMIT, "the test", move || {
+            let Some(rt) = common::build(common::builder(2).ring_mode(mode)) else {
+                return;
+            };
+            let pool = rt.pool().clone();
+            let served = rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0")?;
+                let addr = listener.local_addr()?;
+                let server = spawn(async move { echo_one(&listener).await });
+                let client = TcpStream::connect(addr).await?;
+                for i in 0..20u8 {
+                    let (sent, msg) = client.send_all(message(&pool, &[i; 300])).await;
+                    sent?;
+                    let (got, msg) = client.recv_exact(msg).await;
+                    got?;
+                    assert_eq!(msg.as_slice()[..300], [i; 300], "{mode:?}");
+                }
+                drop(client);
+                server.await.unwrap()
+            });
+            assert_eq!(served.unwrap(), 6000, "{mode:?}");
+            let pool = rt.pool().clone();
+            common::eventually("every buffer is back", || {
+                (0..pool.classes()).all(|c| pool.available(c) == pool.capacity(c))
+            });
+            rt.shutdown(Duration::from_secs(5));
+        });
+    }
+}
