@@ -727,3 +727,46 @@ fn echo_works_in_every_ring_mode() {
         });
     }
 }
+
+#[test]
+fn accepts_in_block_on_work_and_leave_no_descriptor_when_dropped() {
+    runtime_for(|rt| {
+        rt.block_on(rt.spawn(async { regio_runtime::nop().await }))
+            .unwrap()
+            .unwrap();
+        let before = common::open_fds();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let (stream, peer) = rt.block_on(listener.accept()).unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        let pool = rt.pool().clone();
+        let sent = rt.block_on(
+            rt.spawn(async move { stream.send_all(message(&pool, b"from a task")).await.0 }),
+        );
+        sent.unwrap().unwrap();
+        let mut got = [0u8; 11];
+        (&client).read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"from a task");
+        drop(client);
+
+        // Accepts dropped at every point of their life, with connections arriving meanwhile:
+        // each connection is either accepted (and dropped) or closed, never left open.
+        let mut clients = Vec::new();
+        for i in 0..50 {
+            clients.push(std::net::TcpStream::connect(addr).unwrap());
+            let wait = Duration::from_micros(i * 20);
+            let _ = rt.block_on(time::timeout(wait, listener.accept()));
+        }
+        drop(listener);
+        for mut c in clients {
+            // Accepted and dropped, closed by the runtime, or never taken: the end either way.
+            let mut byte = [0u8; 1];
+            let n = c.read(&mut byte);
+            assert!(matches!(n, Ok(0)) || n.is_err(), "{n:?}");
+        }
+        common::eventually("the descriptors are closed", || {
+            common::open_fds() <= before
+        });
+    });
+}
