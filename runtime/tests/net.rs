@@ -770,3 +770,53 @@ fn accepts_in_block_on_work_and_leave_no_descriptor_when_dropped() {
         });
     });
 }
+
+#[test]
+fn cancellation_stress_leaves_every_buffer_and_descriptor() {
+    runtime_for(|rt| {
+        rt.block_on(rt.spawn(async { regio_runtime::nop().await }))
+            .unwrap()
+            .unwrap();
+        let before = common::open_fds();
+        let pool = rt.pool().clone();
+        let dropped = rt.block_on(rt.spawn(async move {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let addr = listener.local_addr()?;
+            // A peer that echoes slowly: receives race their timeouts, sends pile up.
+            let server = spawn(async move { echo_one(&listener).await });
+            let client = TcpStream::connect(addr).await?;
+            let mut dropped = 0u32;
+            for i in 0..2000u32 {
+                // A pseudo-random wait, from nothing to a few hundred microseconds.
+                let wait = Duration::from_micros(u64::from(i.wrapping_mul(2_654_435_761) % 400));
+                // Waits for a buffer: parked ones come back with their notifications.
+                let mut buf = pool.acquire().await;
+                buf.as_mut_slice()[..4].copy_from_slice(&i.to_le_bytes());
+                buf.descriptor_mut().truncate(4);
+                let step = async {
+                    match i % 3 {
+                        0 => client.send_zc(buf).await.0.map(drop),
+                        1 => client.send_all(buf).await.0,
+                        _ => client.recv(buf).await.0.map(drop),
+                    }
+                };
+                match time::timeout(wait, step).await {
+                    Ok(done) => done?,
+                    Err(_) => dropped += 1,
+                }
+            }
+            drop(client);
+            // The client closes with echoed bytes unread, which resets the connection: the
+            // server ends with the end of the stream or with that reset.
+            if let Err(e) = server.await.unwrap() {
+                assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}");
+            }
+            Ok::<_, std::io::Error>(dropped)
+        }));
+        let dropped = dropped.unwrap().unwrap();
+        assert!(dropped > 0, "no operation was dropped in flight");
+        common::eventually("the descriptors are closed", || {
+            common::open_fds() <= before
+        });
+    });
+}
