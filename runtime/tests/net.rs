@@ -29,9 +29,8 @@ async fn echo_one(listener: &TcpListener) -> std::io::Result<usize> {
     assert_eq!(peer, stream.peer_addr()?);
     let mut total = 0;
     loop {
-        let (n, mut msg) = stream
-            .recv(regio_runtime::pool().try_acquire().unwrap())
-            .await;
+        let buf = regio_runtime::pool().acquire().await;
+        let (n, mut msg) = stream.recv(buf).await;
         let n = n?;
         if n == 0 {
             return Ok(total);
