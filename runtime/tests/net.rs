@@ -819,3 +819,32 @@ fn cancellation_stress_leaves_every_buffer_and_descriptor() {
         });
     });
 }
+
+#[test]
+fn sockets_are_send_and_sync_and_their_futures_can_be_spawned() {
+    fn shared<T: Send + Sync>() {}
+    fn spawnable<F: Future + Send + 'static>(_: &F) {}
+    shared::<TcpListener>();
+    shared::<TcpStream>();
+    shared::<UnixListener>();
+    shared::<UnixStream>();
+    shared::<UdpSocket>();
+    shared::<regio_runtime::net::OwnedReadHalf>();
+    shared::<regio_runtime::net::OwnedWriteHalf>();
+    shared::<regio_runtime::net::OwnedReadHalf<std::os::unix::net::UnixStream>>();
+    let Some(rt) = common::runtime(1) else { return };
+    let (a, _b) = UnixStream::pair().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let msg = || rt.pool().try_acquire().unwrap();
+    spawnable(&a.recv(msg()));
+    spawnable(&a.recv_exact(msg()));
+    spawnable(&a.send(msg()));
+    spawnable(&a.send_all(msg()));
+    spawnable(&a.send_zc(msg()));
+    spawnable(&listener.accept());
+    spawnable(&TcpStream::connect(listener.local_addr().unwrap()));
+    spawnable(&UnixStream::connect("/nonexistent"));
+    spawnable(&udp.recv_from(msg()));
+    spawnable(&udp.send_to(msg(), listener.local_addr().unwrap()));
+}
