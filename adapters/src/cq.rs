@@ -9,13 +9,13 @@ use std::time::Duration;
 use io_uring::cqueue;
 
 use crate::batch::Batch;
-use crate::combiner::CombinerGuard;
 use crate::error::{DescriptorError, Error};
 use crate::ring::{Post, Ring, RingState};
 use crate::stats::Stats;
 use crate::tables::WqId;
 use crate::wait::{Look, Owned};
 use crate::IoBuf;
+use regio_sync::CombinerGuard;
 
 /// One completion, routed to the work queue that posted its operation.
 ///

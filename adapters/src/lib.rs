@@ -184,11 +184,6 @@
 mod adapter;
 mod batch;
 mod buf;
-#[cfg(loom)]
-#[doc(hidden)]
-pub mod combiner;
-#[cfg(not(loom))]
-mod combiner;
 mod cq;
 mod cqset;
 mod error;

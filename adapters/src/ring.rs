@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, IoUring};
 
-use crate::combiner::{Absorb, Combiner, CombinerGuard};
 use crate::cq::{Completion, Sink};
 use crate::error::{DescriptorError, Error};
 use crate::ops::{FileUse, Keep, Op, Resolved, Side, Special, Sqe, Target};
 use crate::stats::Counters;
 use crate::tables::{Tables, WqId};
+use regio_sync::{Absorb, Combiner, CombinerGuard};
 
 mod carry;
 mod issuer;

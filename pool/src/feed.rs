@@ -29,7 +29,7 @@ use std::ops::Deref;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
-use regio_sync::primitive::sync::atomic::{AtomicU64, Ordering};
+use regio_loom_shim::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::handle::MessagePool;

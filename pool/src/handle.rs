@@ -16,7 +16,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use regio_sync::primitive::sync::atomic::Ordering;
+use regio_loom_shim::sync::atomic::Ordering;
 
 use crate::acquire::Acquire;
 use crate::descriptor::{Descriptor, MAX_SG};
@@ -152,10 +152,7 @@ impl PoolBuilder {
 
     /// Uses `domain` for the key table's RCU, so that executor threads already registered there
     /// translate with a plain load.
-    pub fn rcu_domain(
-        mut self,
-        domain: regio_sync::primitive::sync::Arc<regio_sync::Domain>,
-    ) -> Self {
+    pub fn rcu_domain(mut self, domain: regio_loom_shim::sync::Arc<regio_sync::Domain>) -> Self {
         self.config.domain = Some(domain);
         self
     }

@@ -8,7 +8,7 @@
 
 use std::ptr::NonNull;
 
-use regio_sync::primitive::sync::Arc;
+use regio_loom_shim::sync::Arc;
 use regio_sync::{Domain, Rcu, ReadSide};
 
 use crate::error::{Error, Result};

@@ -16,7 +16,7 @@
 //!   loses an element. A low-watermark event ([`PoolBuilder::low_watermark`]) tells the owner
 //!   when a class runs low, like an SRQ limit event.
 //! - **Speed.** Each thread caches elements in magazines in front of a shared lock-free store
-//!   ([`IndexStack`], with a depot of whole batches in front of it) and moves them in batches, as
+//!   ([`IndexStack`](regio_sync::IndexStack), with a depot of whole batches in front of it) and moves them in batches, as
 //!   DPDK's mempool does; acquiring and releasing from the cache take no atomic read-modify-write.
 //!   Measurements and how to take them: `docs/performance.md`.
 //! - **Integrity.** [`MessagePool::validate`] checks a descriptor before it becomes an SQE;
@@ -64,7 +64,6 @@ mod region;
 mod registrar;
 mod segment;
 mod slots;
-mod stack;
 mod waiters;
 
 pub use acquire::Acquire;
@@ -79,4 +78,3 @@ pub use pool::{LowWatermark, WatermarkFn};
 pub use region::{page_size, Region, RegionOptions, HUGE_PAGE};
 pub use registrar::{PoolRegion, Registrar};
 pub use slots::{FileSlot, FileSlots, OwnedFileSlot};
-pub use stack::{IndexStack, Links, NIL};

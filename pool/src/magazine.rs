@@ -18,8 +18,8 @@
 //! limit of at most `MAG_CAP`, `fill` asserts, `pop` and `drain_oldest` only lower it), so the
 //! hot `push` and `pop` index the items without a bounds check.
 
-use regio_sync::primitive::cell::UnsafeCell;
-use regio_sync::primitive::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use regio_loom_shim::cell::UnsafeCell;
+use regio_loom_shim::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use std::marker::PhantomData;
 use std::ptr::NonNull;

@@ -13,7 +13,7 @@ use std::fmt;
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 
-use regio_sync::primitive::sync::atomic::Ordering;
+use regio_loom_shim::sync::atomic::Ordering;
 
 use crate::descriptor::Descriptor;
 use crate::key::{BufKey, ElemRef};
@@ -330,7 +330,7 @@ impl Message {
         for &elem in &group.elems[1..usize::from(group.len)] {
             let meta = inner.dir.held(elem);
             // Relaxed: the member is still held by this message; see `free`.
-            meta.head.store(crate::stack::NIL, Ordering::Relaxed);
+            meta.head.store(regio_sync::NIL, Ordering::Relaxed);
             // Relaxed: the member is still held by this message, which stamped it.
             let next = free(meta, meta.gen.load(Ordering::Relaxed));
             // SAFETY: the members belong to the message's pool, and it still holds them.

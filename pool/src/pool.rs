@@ -27,7 +27,7 @@
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
-use regio_sync::primitive::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use regio_loom_shim::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 
 use crate::depot::{Depot, BIN_CAP};
 use crate::descriptor::{Descriptor, MAX_SG};
@@ -39,8 +39,8 @@ use crate::magazine::{CacheSlot, Cached, MAG_CAP};
 use crate::region::{Region, RegionOptions};
 use crate::registrar::{PoolRegion, Registrar};
 use crate::segment::{Directory, ElemMeta, Segment, MAX_PER_REGION};
-use crate::stack::IndexStack;
 use crate::waiters::Waiters;
+use regio_sync::IndexStack;
 
 /// What a low-watermark notification reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +102,7 @@ pub(crate) struct Config {
     pub(crate) max_threads: usize,
     pub(crate) max_regions: usize,
     pub(crate) max_waiters: usize,
-    pub(crate) domain: Option<regio_sync::primitive::sync::Arc<regio_sync::Domain>>,
+    pub(crate) domain: Option<regio_loom_shim::sync::Arc<regio_sync::Domain>>,
 }
 
 /// The id of the next pool (0 is [`ElemRef::NONE`]'s). A plain std atomic: it is not part of
@@ -195,7 +195,7 @@ impl Inner {
         let domain = config
             .domain
             .take()
-            .unwrap_or_else(|| regio_sync::primitive::sync::Arc::new(regio_sync::Domain::new()));
+            .unwrap_or_else(|| regio_loom_shim::sync::Arc::new(regio_sync::Domain::new()));
         let inner = Arc::new(Inner {
             uid,
             users: AtomicUsize::new(1),

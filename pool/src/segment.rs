@@ -18,13 +18,13 @@
 use std::cell::UnsafeCell;
 use std::ptr::NonNull;
 
-use regio_sync::primitive::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use regio_loom_shim::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use crate::descriptor::{Descriptor, Opcode, MAX_SG};
 use crate::key::{BufKey, RegionId};
 use crate::pool::Inner;
 use crate::region::Region;
-use crate::stack::{Links, NIL};
+use regio_sync::{Links, NIL};
 
 /// Bits of an element index that name the buffer inside its region.
 pub(crate) const LOCAL_BITS: u32 = 24;

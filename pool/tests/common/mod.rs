@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use regio_pool::{PoolRegion, RegionId, Registrar};
 // loom's threads under `--cfg loom`, so that the loom models park and wake through loom.
-use regio_sync::primitive::thread::{self, Thread};
+use regio_loom_shim::thread::{self, Thread};
 
 struct Unpark(Thread);
 
