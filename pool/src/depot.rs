@@ -151,8 +151,8 @@ mod tests {
     /// Entries that stand for elements 1, 2, ...: only the generations are looked at.
     fn entries(gens: &[u32]) -> Vec<Cached> {
         gens.iter()
-            .map(|&gen| Cached {
-                gen,
+            .map(|&generation| Cached {
+                generation,
                 ..Cached::BLANK
             })
             .collect()
@@ -169,7 +169,7 @@ mod tests {
     }
 
     fn take(depot: &Depot) -> Option<Vec<u32>> {
-        depot.take_with(|items| items.iter().map(|c| c.gen).collect())
+        depot.take_with(|items| items.iter().map(|c| c.generation).collect())
     }
 
     #[test]

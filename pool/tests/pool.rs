@@ -64,7 +64,7 @@ fn every_acquire_starts_from_a_reset_descriptor() {
     drop(msg);
     let msg = pool.try_acquire().unwrap();
     assert_eq!(msg.handle().index, first.index);
-    assert_ne!(msg.handle().gen, first.gen);
+    assert_ne!(msg.handle().generation, first.generation);
     fresh(&msg);
     // Untouched, then through a raw round trip.
     drop(msg);

@@ -63,8 +63,8 @@ pub struct Op<B> {
     /// The SQE; its `user_data` holds the cookie until the operation is posted.
     pub(crate) sqe: Sqe,
     pub(crate) buf: Option<B>,
-    pub(crate) keep: Option<Box<Keep>>,
-    pub(crate) special: Special,
+    pub(crate) retained: Option<Box<Retained>>,
+    pub(crate) post_action: PostAction,
     pub(crate) file: FileUse,
     pub(crate) buf_use: BufUse,
     side: Side,
@@ -105,12 +105,12 @@ pub(crate) enum BufUse {
 }
 
 /// What posting needs to do beyond filling in the SQE.
-pub(crate) enum Special {
+pub(crate) enum PostAction {
     None,
     /// Cancel the operation of the same work queue whose cookie waits in the SQE's `addr`
     /// (the SQE needs that operation's `user_data`, known only on the ring).
     Cancel,
-    /// A message to another ring (kept as [`Keep::Ring`]): its fd is read when posting, so a
+    /// A message to another ring (kept as [`Retained::Ring`]): its fd is read when posting, so a
     /// message posted after the target was resized goes to its new ring.
     MsgRing,
     /// A splice whose output slot must be checked against the file table.
@@ -131,7 +131,7 @@ pub(crate) struct Resolved {
 
 /// What an operation keeps alive until its final completion, besides its buffer: memory the
 /// kernel reads after the SQE was consumed, or the ring a message goes to.
-pub(crate) enum Keep {
+pub(crate) enum Retained {
     Timespec(io_uring::types::Timespec),
     Addr(net::SockAddr),
     Ring(control::RingRef),
@@ -147,8 +147,8 @@ impl<B> Op<B> {
         Self {
             sqe,
             buf: None,
-            keep: None,
-            special: Special::None,
+            retained: None,
+            post_action: PostAction::None,
             file: FileUse::None,
             buf_use: BufUse::None,
             side,
@@ -171,17 +171,17 @@ impl<B> Op<B> {
         self
     }
 
-    /// Keeps `keep` alive until the final completion (memory the SQE points at).
+    /// Keeps `retained` alive until the final completion (memory the SQE points at).
     #[inline(always)]
-    pub(crate) fn keeping(mut self, keep: Box<Keep>) -> Self {
-        self.keep = Some(keep);
+    pub(crate) fn retaining(mut self, retained: Box<Retained>) -> Self {
+        self.retained = Some(retained);
         self
     }
 
-    /// Needs `special` handling when posted.
+    /// Needs `action` taken when posted.
     #[inline(always)]
-    pub(crate) fn special(mut self, special: Special) -> Self {
-        self.special = special;
+    pub(crate) fn on_post(mut self, action: PostAction) -> Self {
+        self.post_action = action;
         self
     }
 

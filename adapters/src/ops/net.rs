@@ -44,7 +44,7 @@ use std::sync::OnceLock;
 use io_uring::{opcode, types, IoUring};
 
 use super::file::UNSET;
-use super::{BufUse, FileSlot, FileUse, Keep, Op, Side, Special, Sqe};
+use super::{BufUse, FileSlot, FileUse, Op, PostAction, Retained, Side, Sqe};
 
 /// A socket address in the form the kernel reads, kept alive until the connect completes.
 pub(crate) struct SockAddr {
@@ -181,7 +181,7 @@ impl<B> Op<B> {
                     .file_index(Some(dest))
                     .build(),
             ),
-            Err(_) => op(opcode::Nop::new().build()).special(Special::BadSlot(slot.0)),
+            Err(_) => op(opcode::Nop::new().build()).on_post(PostAction::BadSlot(slot.0)),
         }
     }
 
@@ -206,8 +206,8 @@ impl<B> Op<B> {
 
     /// Connects the work queue's socket to `addr`.
     pub fn connect(addr: SocketAddr, cookie: u64) -> Self {
-        let keep = Box::new(Keep::Addr(SockAddr::new(addr)));
-        let Keep::Addr(addr) = &*keep else {
+        let keep = Box::new(Retained::Addr(SockAddr::new(addr)));
+        let Retained::Addr(addr) = &*keep else {
             unreachable!("just made")
         };
         let (ptr, len) = addr.raw();
@@ -215,7 +215,7 @@ impl<B> Op<B> {
         let e = opcode::Connect::new(UNSET, ptr, len).build();
         Self::new(e, &"connect", Side::Send, cookie)
             .on(FileUse::Fd)
-            .keeping(keep)
+            .retaining(keep)
     }
 }
 
