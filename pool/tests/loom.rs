@@ -13,8 +13,8 @@ use std::task::{Context, Waker};
 use loom::sync::Arc;
 use loom::thread;
 
-use common::block_on;
 use regio_pool::{MessagePool, PoolBuilder};
+use regio_testkit::block_on;
 
 fn tiny_pool(count: u32, cache: usize) -> Arc<MessagePool> {
     Arc::new(
