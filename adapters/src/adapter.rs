@@ -40,8 +40,20 @@ pub struct SqPoll {
     pub cpu: Option<u32>,
 }
 
-/// How to build an [`Adapter`].
+/// How to build an [`Adapter`]: start from [`Config::default`] and change what differs with the
+/// setters, each named after the field it sets.
+///
+/// ```
+/// use regio_adapters::Config;
+///
+/// let config = Config::default().rings(2).cq_entries(4096).sqpoll(None);
+/// assert_eq!((config.rings, config.cq_entries), (2, 4096));
+/// ```
+///
+/// The fields stay readable; the struct is `#[non_exhaustive]`, so that a new setting is not a
+/// breaking change.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// Number of rings, one completion queue each.
     pub rings: usize,
@@ -94,7 +106,70 @@ pub struct Config {
     /// Size of the sparse fixed-file table.
     pub max_files: u32,
     /// The RCU domain of the tables; a fresh one if `None`.
-    pub domain: Option<Arc<Domain>>,
+    pub domain: Option<Domain>,
+}
+
+impl Config {
+    /// Sets [`rings`](Self::rings).
+    pub fn rings(mut self, rings: usize) -> Self {
+        self.rings = rings;
+        self
+    }
+
+    /// Sets [`sq_entries`](Self::sq_entries).
+    pub fn sq_entries(mut self, entries: u32) -> Self {
+        self.sq_entries = entries;
+        self
+    }
+
+    /// Sets [`cq_entries`](Self::cq_entries).
+    pub fn cq_entries(mut self, entries: u32) -> Self {
+        self.cq_entries = entries;
+        self
+    }
+
+    /// Sets [`sqpoll`](Self::sqpoll): the SQPOLL thread, or `None` for interrupt-driven
+    /// submission.
+    pub fn sqpoll(mut self, sqpoll: Option<SqPoll>) -> Self {
+        self.sqpoll = sqpoll;
+        self
+    }
+
+    /// Sets [`sqpoll_fallback`](Self::sqpoll_fallback).
+    pub fn sqpoll_fallback(mut self, fallback: bool) -> Self {
+        self.sqpoll_fallback = fallback;
+        self
+    }
+
+    /// Sets [`coop_taskrun`](Self::coop_taskrun).
+    pub fn coop_taskrun(mut self, coop: bool) -> Self {
+        self.coop_taskrun = coop;
+        self
+    }
+
+    /// Sets [`single_issuer`](Self::single_issuer) (see there for what it asks of the caller).
+    pub fn single_issuer(mut self, single_issuer: bool) -> Self {
+        self.single_issuer = single_issuer;
+        self
+    }
+
+    /// Sets [`max_regions`](Self::max_regions).
+    pub fn max_regions(mut self, max: u32) -> Self {
+        self.max_regions = max;
+        self
+    }
+
+    /// Sets [`max_files`](Self::max_files).
+    pub fn max_files(mut self, max: u32) -> Self {
+        self.max_files = max;
+        self
+    }
+
+    /// Sets [`domain`](Self::domain): the tables share `domain` (a handle; pass a clone).
+    pub fn domain(mut self, domain: Domain) -> Self {
+        self.domain = Some(domain);
+        self
+    }
 }
 
 impl Default for Config {
@@ -177,7 +252,7 @@ fn next_generation() -> u32 {
 /// ```no_run
 /// # use regio_adapters::{Adapter, Config, Target};
 /// # fn demo<B: regio_adapters::IoBuf>(file: std::os::fd::RawFd) -> Result<(), regio_adapters::Error> {
-/// let adapter = Adapter::<B>::new(Config { rings: 2, ..Config::default() })?;
+/// let adapter = Adapter::<B>::new(Config::default().rings(2))?;
 /// let wq = adapter.work_queue(0, Target::Fd(file), 32, 32)?;
 /// # Ok(()) }
 /// ```
@@ -373,10 +448,7 @@ impl<B: IoBuf> Adapter<B> {
         // Whether send and recv use IORING_RECVSEND_FIXED_BUF or their fallbacks: tried once per
         // process, here, so that no operation pays for it (see ops::net).
         let fixed_recvsend = crate::ops::net::fixed_recvsend();
-        let domain = cfg
-            .domain
-            .clone()
-            .unwrap_or_else(|| Arc::new(Domain::new()));
+        let domain = cfg.domain.clone().unwrap_or_default();
         let tables = Arc::new(Tables::new(domain, cfg.max_regions, cfg.max_files));
         let mut rings = Vec::with_capacity(urings.len());
         for (index, uring) in urings.into_iter().enumerate() {
@@ -472,7 +544,7 @@ impl<B: IoBuf> Adapter<B> {
     }
 
     /// The RCU domain of this adapter's tables.
-    pub fn domain(&self) -> &Arc<Domain> {
+    pub fn domain(&self) -> &Domain {
         &self.inner.tables.domain
     }
 

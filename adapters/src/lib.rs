@@ -156,7 +156,7 @@
 //!
 //! ```
 //! use std::os::fd::AsRawFd;
-//! use regio_adapters::{Adapter, Config, Op, Target};
+//! use regio_adapters::{Adapter, Config, Op, PostError, Target};
 //! use regio_pool::{Message, MessagePool};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -167,13 +167,20 @@
 //! let path = std::env::temp_dir().join(format!("regio-doc-{}", std::process::id()));
 //! std::fs::write(&path, b"hello, registered I/O")?;
 //! let file = std::fs::File::open(&path)?;
-//! let wq = adapter.work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)?;
+//! let wq = adapter.work_queue(0, Target::Fd(file.as_raw_fd()), 1, 1)?; // depths: send, receive
 //!
-//! wq.post(Op::read_fixed(pool.try_acquire()?, 0, 7)).map_err(|e| e.to_string())?;
+//! wq.post(Op::read_fixed(pool.try_acquire()?, 0, 7))?;
+//! // A refused post hands the operation back, with its buffer. This queue takes one read at a
+//! // time, so a second one is refused until the first completes:
+//! let refused = wq.post(Op::read_fixed(pool.try_acquire()?, 0, 8)).unwrap_err();
+//! let (op, why) = refused.split();
+//! assert!(matches!(why, PostError::NoCredit(())));
+//! drop(op); // or post it again once a completion has given the credit back
+//!
 //! let cq = wq.completion_queue();
 //! let mut done = Vec::new();
 //! cq.wait(&mut done, 16, None)?;
-//! assert_eq!((done[0].cookie, done[0].result), (7, 21));
+//! assert_eq!((done[0].cookie, done[0].io_result()?), (7, 21));
 //! let msg = done[0].buf.take().expect("the buffer comes back with the final completion");
 //! assert_eq!(&msg.as_slice()[..5], b"hello");
 //! # std::fs::remove_file(path)?;

@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use common::{is_open, small_config as config, small_pool};
-use regio_adapters::{Config, Op, Target};
+use regio_adapters::{Op, Target};
 use regio_pool::{Message, MessagePool};
 use regio_testkit::TempFile;
 
@@ -143,50 +143,21 @@ fn extreme_arguments_are_errors_not_crashes() {
         use regio_adapters::{FileSlot, RegionId};
         // Adapter configurations.
         for cfg in [
-            Config {
-                sq_entries: 0,
-                ..config()
-            },
-            Config {
-                sq_entries: u32::MAX,
-                ..config()
-            },
-            Config {
-                cq_entries: 0,
-                ..config()
-            },
-            Config {
-                cq_entries: u32::MAX,
-                ..config()
-            },
-            Config {
-                rings: 0,
-                ..config()
-            },
-            Config {
-                rings: usize::MAX,
-                ..config()
-            },
-            Config {
-                max_regions: 0,
-                ..config()
-            },
-            Config {
-                max_regions: u32::MAX,
-                ..config()
-            },
-            Config {
-                max_files: 1 << 30,
-                ..config()
-            },
-            Config {
-                sqpoll: Some(regio_adapters::SqPoll {
+            config().sq_entries(0),
+            config().sq_entries(u32::MAX),
+            config().cq_entries(0),
+            config().cq_entries(u32::MAX),
+            config().rings(0),
+            config().rings(usize::MAX),
+            config().max_regions(0),
+            config().max_regions(u32::MAX),
+            config().max_files(1 << 30),
+            config()
+                .sqpoll(Some(regio_adapters::SqPoll {
                     idle: Duration::MAX,
                     cpu: Some(u32::MAX),
-                }),
-                sqpoll_fallback: false,
-                ..config()
-            },
+                }))
+                .sqpoll_fallback(false),
         ] {
             let _ = regio_adapters::Adapter::<Message>::new(cfg);
         }
@@ -283,10 +254,7 @@ fn open_fds() -> usize {
 #[test]
 fn registration_from_inside_reap_each_returns() {
     regio_testkit::within(Duration::from_secs(30), "registration in reap_each", || {
-        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-            rings: 2,
-            ..config()
-        }) else {
+        let Some(adapter) = common::adapter_or_skip::<Message>(config().rings(2)) else {
             return;
         };
         let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
@@ -331,10 +299,7 @@ fn registration_from_inside_reap_each_returns() {
 #[test]
 fn a_resize_from_a_thread_holding_a_batch_returns() {
     regio_testkit::within(Duration::from_secs(30), "resize under a batch", || {
-        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-            rings: 2,
-            ..config()
-        }) else {
+        let Some(adapter) = common::adapter_or_skip::<Message>(config().rings(2)) else {
             return;
         };
         let cq = adapter.completion_queue(0).unwrap();
@@ -352,11 +317,8 @@ fn a_resize_from_a_thread_holding_a_batch_returns() {
 #[test]
 fn attach_and_detach_a_thousand_times_leaks_no_index() {
     regio_testkit::within(Duration::from_secs(60), "attach/detach", || {
-        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-            max_regions: 1,
-            rings: 2,
-            ..config()
-        }) else {
+        let Some(adapter) = common::adapter_or_skip::<Message>(config().max_regions(1).rings(2))
+        else {
             return;
         };
         let (file, path) = TempFile::filled("adapters", b'F', 4096).keep();
@@ -450,10 +412,7 @@ fn assert_all(held: &[Message], byte: u8, what: &str) {
 #[test]
 fn a_region_detached_under_an_armed_receive_keeps_its_data_and_its_successor_untouched() {
     regio_testkit::within(Duration::from_secs(30), "detach under recv", || {
-        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-            rings: 2,
-            ..config()
-        }) else {
+        let Some(adapter) = common::adapter_or_skip::<Message>(config().rings(2)) else {
             return;
         };
         let a = small_pool();
@@ -486,10 +445,7 @@ fn a_region_detached_under_an_armed_receive_keeps_its_data_and_its_successor_unt
 #[test]
 fn a_drained_read_whose_index_changed_hands_touches_nothing_else() {
     regio_testkit::within(Duration::from_secs(30), "drained read", || {
-        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-            rings: 2,
-            ..config()
-        }) else {
+        let Some(adapter) = common::adapter_or_skip::<Message>(config().rings(2)) else {
             return;
         };
         let a = small_pool();
@@ -533,10 +489,7 @@ fn a_drained_read_across_a_resize_reads_into_its_own_message() {
         Duration::from_secs(30),
         "drained read across resize",
         || {
-            let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-                rings: 2,
-                ..config()
-            }) else {
+            let Some(adapter) = common::adapter_or_skip::<Message>(config().rings(2)) else {
                 return;
             };
             let a = small_pool();
@@ -694,11 +647,8 @@ fn resize_growth_pool_drop_and_posts_race_without_hanging() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     regio_testkit::within(Duration::from_secs(90), "racing registrations", || {
-        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-            rings: 2,
-            max_regions: 16,
-            ..config()
-        }) else {
+        let Some(adapter) = common::adapter_or_skip::<Message>(config().rings(2).max_regions(16))
+        else {
             return;
         };
         let pool = MessagePool::builder()
@@ -848,11 +798,9 @@ fn a_cq_set_never_eats_the_wake_up_of_a_cq_another_thread_owns() {
         return;
     }
     regio_testkit::within(Duration::from_secs(60), "cq set and owner", || {
-        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-            rings: 2,
-            single_issuer: true,
-            ..config()
-        }) else {
+        let Some(adapter) =
+            common::adapter_or_skip::<Message>(config().rings(2).single_issuer(true))
+        else {
             return;
         };
         let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
@@ -975,11 +923,9 @@ fn cookies_with_the_top_bits_set_route_to_their_own_queue() {
 fn bind_owner_races_have_one_winner_and_no_hang() {
     use std::sync::{Arc, Barrier};
     regio_testkit::within(Duration::from_secs(30), "bind races", || {
-        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-            rings: 2,
-            single_issuer: true,
-            ..config()
-        }) else {
+        let Some(adapter) =
+            common::adapter_or_skip::<Message>(config().rings(2).single_issuer(true))
+        else {
             return;
         };
         let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();

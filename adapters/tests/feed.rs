@@ -7,7 +7,7 @@ mod common;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 
-use regio_adapters::{Adapter, Config, Op, ProvidedRing, Target};
+use regio_adapters::{Adapter, Op, ProvidedRing, Target};
 use regio_pool::{BufFeed, Message, MessagePool};
 
 /// A pool of 8 messages of 64 bytes, without per-thread caches.
@@ -135,10 +135,7 @@ fn a_dropped_feed_is_unregistered_before_its_buffers_return() {
 /// or the next receive writes into a message someone else holds.
 #[test]
 fn a_ring_the_kernel_keeps_keeps_its_buffers_out_of_the_pool() {
-    let config = Config {
-        single_issuer: true,
-        ..common::config(1, false)
-    };
+    let config = common::config(1, false).single_issuer(true);
     let Some(adapter) = common::adapter_or_skip::<Message>(config) else {
         return;
     };

@@ -216,10 +216,7 @@ fn a_set_file_slot_is_carried_through_a_resize_interrupt_driven() {
 
 #[test]
 fn a_set_file_slot_is_carried_through_a_resize_coop_taskrun() {
-    set_file_survives_a_resize(regio_adapters::Config {
-        coop_taskrun: true,
-        ..config(2, false)
-    });
+    set_file_survives_a_resize(config(2, false).coop_taskrun(true));
 }
 
 fn accepted_slots_survive_a_resize(sqpoll: bool) {

@@ -13,10 +13,7 @@ use regio_pool::Message;
 
 #[test]
 fn pool_messages_are_fixed_buffers_on_every_ring() {
-    let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-        rings: 2,
-        ..Config::default()
-    }) else {
+    let Some(adapter) = common::adapter_or_skip::<Message>(Config::default().rings(2)) else {
         return;
     };
     let pool = common::message_pool(&adapter, 4096);

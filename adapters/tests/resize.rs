@@ -20,10 +20,7 @@ const BUFS: usize = 64;
 
 /// An adapter with a pool attached, or `None` after a skip when io_uring is disabled here.
 fn adapter_and_pool(rings: usize, sqpoll: bool) -> Option<(Adapter<Message>, MessagePool)> {
-    let cfg = regio_adapters::Config {
-        cq_entries: 128,
-        ..config(rings, sqpoll)
-    };
+    let cfg = config(rings, sqpoll).cq_entries(128);
     let adapter = common::adapter_or_skip::<Message>(cfg)?;
     let pool = MessagePool::builder()
         .class(4096, BUFS as u32)

@@ -16,10 +16,7 @@ use regio_testkit::TempFile;
 const LONG: Duration = Duration::from_secs(10);
 
 fn single_issuer(rings: usize) -> Config {
-    Config {
-        single_issuer: true,
-        ..config(rings, false)
-    }
+    config(rings, false).single_issuer(true)
 }
 
 /// The errno of a raw system call's result `r`, or 0 when it succeeded.
@@ -138,10 +135,7 @@ fn the_rings_are_single_issuer_with_defer_taskrun_where_the_kernel_has_it() {
 
 #[test]
 fn single_issuer_with_sqpoll_is_refused() {
-    let cfg = Config {
-        single_issuer: true,
-        ..config(1, true)
-    };
+    let cfg = config(1, true).single_issuer(true);
     match Adapter::<TestBuf>::new(cfg) {
         Err(Error::Invalid(what)) => assert!(what.contains("sqpoll"), "{what}"),
         other => panic!("expected Error::Invalid, got {other:?}"),
@@ -357,10 +351,7 @@ fn dropping_the_adapter_on_the_owner_thread_cancels_what_is_in_flight() {
 
 #[test]
 fn a_pool_freed_off_the_owner_thread_gives_its_index_back_at_the_next_registration() {
-    let cfg = Config {
-        max_regions: 1,
-        ..single_issuer(1)
-    };
+    let cfg = single_issuer(1).max_regions(1);
     let Some(adapter) = common::adapter_or_skip::<regio_pool::Message>(cfg) else {
         return;
     };

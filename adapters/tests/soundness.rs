@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{is_open, small_config as config, small_pool};
-use regio_adapters::{Config, DescriptorError, Op, Target};
+use regio_adapters::{DescriptorError, Op, Target};
 use regio_pool::{DescFlags, Message, MessagePool, Opcode};
 use regio_testkit::TempFile;
 
@@ -354,10 +354,7 @@ fn a_scatter_message_is_refused_whole_rather_than_cut() {
 
 #[test]
 fn a_message_never_reaches_a_ring_that_reused_its_targets_fd_number() {
-    let cfg = || Config {
-        sqpoll: None,
-        ..config()
-    };
+    let cfg = || config().sqpoll(None);
     let Some(source) = common::adapter_or_skip::<Message>(cfg()) else {
         return;
     };

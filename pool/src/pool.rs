@@ -151,8 +151,8 @@ impl PoolBuilder {
     }
 
     /// Uses `domain` for the key table's RCU, so that executor threads already registered there
-    /// translate with a plain load.
-    pub fn rcu_domain(mut self, domain: regio_loom_shim::sync::Arc<regio_sync::Domain>) -> Self {
+    /// translate with a plain load. A [`Domain`](regio_sync::Domain) is a handle: pass a clone.
+    pub fn rcu_domain(mut self, domain: regio_sync::Domain) -> Self {
         self.config.domain = Some(domain);
         self
     }

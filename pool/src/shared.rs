@@ -102,7 +102,7 @@ pub(crate) struct Config {
     pub(crate) max_threads: usize,
     pub(crate) max_regions: usize,
     pub(crate) max_waiters: usize,
-    pub(crate) domain: Option<regio_loom_shim::sync::Arc<regio_sync::Domain>>,
+    pub(crate) domain: Option<regio_sync::Domain>,
 }
 
 /// The id of the next pool (0 is [`ElemRef::NONE`]'s). A plain std atomic: it is not part of
@@ -192,10 +192,7 @@ impl Inner {
                 watermark,
             })
             .collect();
-        let domain = config
-            .domain
-            .take()
-            .unwrap_or_else(|| regio_loom_shim::sync::Arc::new(regio_sync::Domain::new()));
+        let domain = config.domain.take().unwrap_or_default();
         let inner = Arc::new(Inner {
             uid,
             users: AtomicUsize::new(1),

@@ -187,6 +187,14 @@ impl<B> Op<B> {
 
     /// Starts the operation only after every operation submitted before it on the same ring
     /// has completed (`IOSQE_IO_DRAIN`).
+    ///
+    /// Of io_uring's SQE flags, an operation can ask for this one and
+    /// [`force_async`](Self::force_async); the adapter sets `IOSQE_FIXED_FILE` itself from the
+    /// work queue's target. It offers no `IOSQE_IO_LINK`: a link ties an SQE to the next one in
+    /// the ring, and a ring takes the posts of every work queue and thread that shares it, so
+    /// the next SQE may be another caller's, and a post refused for want of credit would leave
+    /// the link pointing at whatever comes next. Linking needs a post that stages a whole chain
+    /// at once under one ring ownership, which the adapter does not have yet.
     pub fn drain(mut self) -> Self {
         self.sqe.flags |= IOSQE_IO_DRAIN;
         self

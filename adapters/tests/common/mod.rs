@@ -95,12 +95,10 @@ unsafe impl IoBuf for TestBuf {
 
 /// A config for tests: SQPOLL on or off, small rings.
 pub fn config(rings: usize, sqpoll: bool) -> Config {
-    let mut c = Config {
-        rings,
-        sq_entries: 64,
-        cq_entries: 256,
-        ..Config::default()
-    };
+    let mut c = Config::default()
+        .rings(rings)
+        .sq_entries(64)
+        .cq_entries(256);
     if !sqpoll {
         c.sqpoll = None;
     }
@@ -155,12 +153,7 @@ pub fn message_pool(adapter: &Adapter<Message>, len: u32) -> MessagePool {
 
 /// A small config for soundness tests: SQPOLL off, small rings.
 pub fn small_config() -> Config {
-    Config {
-        sq_entries: 32,
-        cq_entries: 64,
-        sqpoll: None,
-        ..Config::default()
-    }
+    Config::default().sq_entries(32).cq_entries(64).sqpoll(None)
 }
 
 /// A pool of 4 messages of 4 KiB, without thread caches.
