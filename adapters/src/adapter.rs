@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use io_uring::{opcode, IoUring, Probe};
+use io_uring::{IoUring, Probe};
 use regio_sync::Domain;
 
 mod registration;
@@ -70,36 +70,10 @@ pub struct Config {
     /// Single-issuer mode ignores it and picks its own task-work flags.
     pub coop_taskrun: bool,
     /// Single-issuer mode (default false): each ring gets one owner thread, the only one that
-    /// submits to it and reaps it, and the rings are set up for that.
-    ///
-    /// - Each ring is set up disabled (`IORING_SETUP_R_DISABLED`) with `SINGLE_ISSUER |
-    ///   DEFER_TASKRUN | TASKRUN_FLAG`; a kernel that refuses those gets `SINGLE_ISSUER |
-    ///   COOP_TASKRUN | TASKRUN_FLAG`, and then none of them (the adapter still keeps to one
-    ///   owner per ring). [`Adapter::single_issuer`] says which setup the kernel took; the
-    ///   `adapter` span logs it.
-    /// - A thread becomes a ring's owner with [`CompletionQueue::bind_owner`] (or all rings' owner
-    ///   with [`Adapter::bind_owner`]); until then the ring submits nothing.
-    /// - The owner's posts go straight into the SQ. Another thread's post goes into the ring's
-    ///   inbox and wakes the owner through the CQ eventfd; the owner pushes it on its next
-    ///   post, reap or wake-up in [`CompletionQueue::wait`] / [`CqSet::wait`](crate::CqSet::wait).
-    /// - Only the owner reaps: [`CompletionQueue::reap`] returns 0 and
-    ///   [`CompletionQueue::batch`] `None` on other threads, and
-    ///   [`CompletionQueue::wait`] returns [`Error::NotOwner`]. A reap runs the task work the
-    ///   kernel deferred (`IORING_SQ_TASKRUN`), which with `DEFER_TASKRUN` is what posts
-    ///   completions to the CQ.
-    /// - Registration (regions, files, provided-buffer rings) on a bound ring must come from
-    ///   its owner (the kernel refuses it from other threads with `EEXIST`); it returns
-    ///   [`Error::NotOwner`] otherwise. Register before binding, or bind every ring to one
-    ///   thread and register from it. [`Adapter::resize_completion_queue`] is refused.
-    /// - Drop the last handle to a ring (adapter, completion queue, work queue) on its owner
-    ///   thread: only the owner can cancel what is in flight and wait for it; dropped
-    ///   elsewhere, the buffers of operations in flight are leaked (the kernel cancels the
-    ///   operations when the ring closes). Keep the owner thread alive while its ring is in use:
-    ///   the kernel ties the ring to that thread.
-    ///
-    /// It needs `sqpoll: None`: [`Adapter::new`] refuses it with SQPOLL with [`Error::Invalid`]
-    /// (the kernel takes `SINGLE_ISSUER` with SQPOLL, but not `DEFER_TASKRUN`, and with SQPOLL
-    /// the kernel thread submits anyway).
+    /// submits to it and reaps it, and the rings are set up for that. What it asks of the
+    /// caller (bind an owner, register and drop on it, reap only there) is written once, in the
+    /// crate docs' [single-issuer mode](crate#single-issuer-mode). It needs `sqpoll: None`:
+    /// [`Adapter::new`] refuses it with SQPOLL with [`Error::Invalid`].
     pub single_issuer: bool,
     /// Size of the sparse registered-buffer table (region ids `0..max_regions`).
     pub max_regions: u32,
@@ -216,26 +190,15 @@ impl SingleIssuer {
     }
 }
 
-/// An operation's name and the kernel version that brought it.
+/// An operation's name and the kernel version that brought it, from the probe's table of the
+/// opcodes regio submits ([`REGIO_OPCODES`](crate::probe::REGIO_OPCODES)).
 pub(crate) fn since(code: u8) -> (&'static str, &'static str) {
-    match code {
-        opcode::Nop::CODE => ("nop", "5.1"),
-        opcode::ReadFixed::CODE => ("read_fixed", "5.1"),
-        opcode::WriteFixed::CODE => ("write_fixed", "5.1"),
-        opcode::Fsync::CODE => ("fsync", "5.1"),
-        opcode::Timeout::CODE => ("timeout", "5.4"),
-        opcode::Accept::CODE => ("accept", "5.5"),
-        opcode::AsyncCancel::CODE => ("async_cancel", "5.5"),
-        opcode::Connect::CODE => ("connect", "5.5"),
-        opcode::Fallocate::CODE => ("fallocate", "5.6"),
-        opcode::Close::CODE => ("close", "5.6"),
-        opcode::Send::CODE => ("send", "5.6"),
-        opcode::Recv::CODE => ("recv (multishot: 6.0)", "5.6"),
-        opcode::Splice::CODE => ("splice", "5.7"),
-        opcode::MsgRingData::CODE => ("msg_ring", "5.18"),
-        opcode::SendZc::CODE => ("send_zc", "6.0"),
-        _ => ("an io_uring operation", "a later"),
-    }
+    crate::probe::REGIO_OPCODES
+        .iter()
+        .find(|op| op.code == code)
+        .map_or(("an io_uring operation", "a later"), |op| {
+            (op.name, op.since)
+        })
 }
 
 /// Distinct generations across every adapter of the process, so a key from one adapter never

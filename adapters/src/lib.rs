@@ -36,7 +36,7 @@
 //! By default, each ring has one owner at a time: the thread that takes its lock (a `try_lock`,
 //! never a wait) to post, reap or register. A post from another thread goes into the ring's
 //! inbox, and the owner pushes it into the SQ before it lets go; the hand-off is a fence-based
-//! Dekker pair checked by loom (`tests/loom.rs`), so no post is stranded and nobody has to be
+//! Dekker pair ([`regio_sync::Combiner`], whose loom models check it), so no post is stranded and nobody has to be
 //! woken. Owners never block while they own a ring; sleeping is done on the CQ eventfds
 //! ([`CompletionQueue::wait`], [`CqSet::wait`]). A waiter that finds a ring owned by another
 //! thread (a poster, a [`Batch`]) asks the owner, through a second Dekker pair, to signal the
@@ -73,7 +73,14 @@
 //!   registration (a pool's [`Adapter::registrar`] included) must happen before binding or on
 //!   the owner (one thread owning every ring); elsewhere it returns [`Error::NotOwner`] and
 //!   changes nothing. Resizing a CQ is refused.
-//! - Drop the adapter on the owner thread: it cancels what is in flight and waits for it there.
+//! - Drop the last handle to a ring (adapter, completion queue, work queue) on its owner thread:
+//!   only the owner can cancel what is in flight and wait for it; dropped elsewhere, the buffers
+//!   of operations in flight are leaked (the kernel cancels the operations when the ring
+//!   closes). Keep the owner thread alive while its ring is in use: the kernel ties the ring to
+//!   that thread.
+//! - [`Adapter::new`] refuses single-issuer mode with SQPOLL ([`Error::Invalid`]): the kernel
+//!   takes `SINGLE_ISSUER` with SQPOLL but not `DEFER_TASKRUN`, and the kernel thread submits
+//!   anyway.
 //!
 //! The default mode pays for this one `bool` test per post, reap and batch.
 //!
@@ -202,6 +209,7 @@ mod ring;
 mod stats;
 mod sys;
 mod tables;
+mod uring_abi;
 mod wait;
 mod wq;
 

@@ -20,7 +20,7 @@ use std::os::fd::RawFd;
 
 use io_uring::squeue::Entry;
 
-pub(crate) use sqe::Sqe;
+pub(crate) use crate::uring_abi::Sqe;
 
 /// `IOSQE_IO_DRAIN` (include/uapi/linux/io_uring.h).
 const IOSQE_IO_DRAIN: u8 = 1 << 1;
