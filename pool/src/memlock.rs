@@ -86,30 +86,10 @@ impl fmt::Display for MemlockLimit {
     }
 }
 
-/// Whether the calling thread's effective capability set holds `CAP_IPC_LOCK`.
+/// Whether the calling thread's effective capability set holds `CAP_IPC_LOCK` (`capget(2)`).
 fn holds_ipc_lock() -> bool {
-    const CAP_IPC_LOCK: u32 = 14;
-    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut header = Header {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [Data::default(); 2];
-    // SAFETY: capget reads the header and writes two version-3 `Data` through valid pointers.
-    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
-    rc == 0 && data[0].effective & (1 << CAP_IPC_LOCK) != 0
+    use rustix::thread::{capabilities, CapabilitySet};
+    capabilities(None).is_ok_and(|sets| sets.effective.contains(CapabilitySet::IPC_LOCK))
 }
 
 /// A byte count shown in the largest binary unit that divides it evenly.
