@@ -57,17 +57,15 @@ fn pin_to(cpu: usize) {
 }
 
 fn config(sqpoll: bool, rings: usize) -> Config {
-    Config {
-        rings,
-        sq_entries: 256,
-        cq_entries: 1024,
-        sqpoll: sqpoll.then_some(SqPoll {
+    Config::default()
+        .rings(rings)
+        .sq_entries(256)
+        .cq_entries(1024)
+        .sqpoll(sqpoll.then_some(SqPoll {
             idle: Duration::from_millis(1000),
             cpu: Some(SQPOLL_CPU),
-        }),
-        sqpoll_fallback: false,
-        ..Config::default()
-    }
+        }))
+        .sqpoll_fallback(false)
 }
 
 /// A raw ring set up as regio's single-issuer mode sets up its own on this kernel.
@@ -123,10 +121,7 @@ impl RegioNop {
 
     /// In single-issuer mode (SQPOLL off), bound to the calling thread.
     fn single_issuer() -> Self {
-        let cfg = Config {
-            single_issuer: true,
-            ..config(false, 1)
-        };
+        let cfg = config(false, 1).single_issuer(true);
         let adapter = Adapter::new(cfg).unwrap();
         adapter.bind_owner().unwrap();
         Self::on(adapter)

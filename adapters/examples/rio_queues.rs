@@ -18,10 +18,7 @@ const ROUNDS: u64 = 8;
 const RECV: u64 = 1 << 32;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let adapter = Adapter::<Message>::new(Config {
-        rings: 2,
-        ..Config::default()
-    })?;
+    let adapter = Adapter::<Message>::new(Config::default().rings(2))?;
     println!(
         "adapter up: sqpoll={} buffer cloning={}",
         adapter.sqpoll(),
@@ -45,10 +42,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let text = format!("message {round}");
         msg.as_mut_slice()[..text.len()].copy_from_slice(text.as_bytes());
         msg.descriptor_mut().truncate(text.len());
-        cwq.post(Op::send(msg, 0, round))
-            .map_err(|e| e.to_string())?;
-        swq.post(Op::recv(pool.try_acquire()?, 0, RECV | round))
-            .map_err(|e| e.to_string())?;
+        cwq.post(Op::send(msg, 0, round))?;
+        swq.post(Op::recv(pool.try_acquire()?, 0, RECV | round))?;
         // Reap both CQs until the echo for this round is back on the client side.
         let mut done = false;
         while !done {
@@ -60,8 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         // The server received: echo the same registered buffer, zero-copy.
                         let mut buf = c.buf.expect("final completion");
                         buf.descriptor_mut().truncate(c.result as usize);
-                        swq.post(Op::send_zc(buf, 0, cookie & !RECV))
-                            .map_err(|e| e.to_string())?;
+                        swq.post(Op::send_zc(buf, 0, cookie & !RECV))?;
                     }
                     (Some(wq), _) if wq == swq.id() && c.is_notification() => {
                         // F_NOTIF: the kernel is done with the echoed buffer; it goes back now.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use io_uring::{opcode, IoUring, Probe};
+use io_uring::{IoUring, Probe};
 use regio_sync::Domain;
 
 mod registration;
@@ -40,8 +40,20 @@ pub struct SqPoll {
     pub cpu: Option<u32>,
 }
 
-/// How to build an [`Adapter`].
+/// How to build an [`Adapter`]: start from [`Config::default`] and change what differs with the
+/// setters, each named after the field it sets.
+///
+/// ```
+/// use regio_adapters::Config;
+///
+/// let config = Config::default().rings(2).cq_entries(4096).sqpoll(None);
+/// assert_eq!((config.rings, config.cq_entries), (2, 4096));
+/// ```
+///
+/// The fields stay readable; the struct is `#[non_exhaustive]`, so that a new setting is not a
+/// breaking change.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// Number of rings, one completion queue each.
     pub rings: usize,
@@ -58,43 +70,80 @@ pub struct Config {
     /// Single-issuer mode ignores it and picks its own task-work flags.
     pub coop_taskrun: bool,
     /// Single-issuer mode (default false): each ring gets one owner thread, the only one that
-    /// submits to it and reaps it, and the rings are set up for that.
-    ///
-    /// - Each ring is set up disabled (`IORING_SETUP_R_DISABLED`) with `SINGLE_ISSUER |
-    ///   DEFER_TASKRUN | TASKRUN_FLAG`; a kernel that refuses those gets `SINGLE_ISSUER |
-    ///   COOP_TASKRUN | TASKRUN_FLAG`, and then none of them (the adapter still keeps to one
-    ///   owner per ring). [`Adapter::single_issuer`] says which setup the kernel took; the
-    ///   `adapter` span logs it.
-    /// - A thread becomes a ring's owner with [`CompletionQueue::bind_owner`] (or all rings' owner
-    ///   with [`Adapter::bind_owner`]); until then the ring submits nothing.
-    /// - The owner's posts go straight into the SQ. Another thread's post goes into the ring's
-    ///   inbox and wakes the owner through the CQ eventfd; the owner pushes it on its next
-    ///   post, reap or wake-up in [`CompletionQueue::wait`] / [`CqSet::wait`](crate::CqSet::wait).
-    /// - Only the owner reaps: [`CompletionQueue::reap`] returns 0 and
-    ///   [`CompletionQueue::batch`] `None` on other threads, and
-    ///   [`CompletionQueue::wait`] returns [`Error::NotOwner`]. A reap runs the task work the
-    ///   kernel deferred (`IORING_SQ_TASKRUN`), which with `DEFER_TASKRUN` is what posts
-    ///   completions to the CQ.
-    /// - Registration (regions, files, provided-buffer rings) on a bound ring must come from
-    ///   its owner (the kernel refuses it from other threads with `EEXIST`); it returns
-    ///   [`Error::NotOwner`] otherwise. Register before binding, or bind every ring to one
-    ///   thread and register from it. [`Adapter::resize_completion_queue`] is refused.
-    /// - Drop the last handle to a ring (adapter, completion queue, work queue) on its owner
-    ///   thread: only the owner can cancel what is in flight and wait for it; dropped
-    ///   elsewhere, the buffers of operations in flight are leaked (the kernel cancels the
-    ///   operations when the ring closes). Keep the owner thread alive while its ring is in use:
-    ///   the kernel ties the ring to that thread.
-    ///
-    /// It needs `sqpoll: None`: [`Adapter::new`] refuses it with SQPOLL with [`Error::Invalid`]
-    /// (the kernel takes `SINGLE_ISSUER` with SQPOLL, but not `DEFER_TASKRUN`, and with SQPOLL
-    /// the kernel thread submits anyway).
+    /// submits to it and reaps it, and the rings are set up for that. What it asks of the
+    /// caller (bind an owner, register and drop on it, reap only there) is written once, in the
+    /// crate docs' [single-issuer mode](crate#single-issuer-mode). It needs `sqpoll: None`:
+    /// [`Adapter::new`] refuses it with SQPOLL with [`Error::Invalid`].
     pub single_issuer: bool,
     /// Size of the sparse registered-buffer table (region ids `0..max_regions`).
     pub max_regions: u32,
     /// Size of the sparse fixed-file table.
     pub max_files: u32,
     /// The RCU domain of the tables; a fresh one if `None`.
-    pub domain: Option<Arc<Domain>>,
+    pub domain: Option<Domain>,
+}
+
+impl Config {
+    /// Sets [`rings`](Self::rings).
+    pub fn rings(mut self, rings: usize) -> Self {
+        self.rings = rings;
+        self
+    }
+
+    /// Sets [`sq_entries`](Self::sq_entries).
+    pub fn sq_entries(mut self, entries: u32) -> Self {
+        self.sq_entries = entries;
+        self
+    }
+
+    /// Sets [`cq_entries`](Self::cq_entries).
+    pub fn cq_entries(mut self, entries: u32) -> Self {
+        self.cq_entries = entries;
+        self
+    }
+
+    /// Sets [`sqpoll`](Self::sqpoll): the SQPOLL thread, or `None` for interrupt-driven
+    /// submission.
+    pub fn sqpoll(mut self, sqpoll: Option<SqPoll>) -> Self {
+        self.sqpoll = sqpoll;
+        self
+    }
+
+    /// Sets [`sqpoll_fallback`](Self::sqpoll_fallback).
+    pub fn sqpoll_fallback(mut self, fallback: bool) -> Self {
+        self.sqpoll_fallback = fallback;
+        self
+    }
+
+    /// Sets [`coop_taskrun`](Self::coop_taskrun).
+    pub fn coop_taskrun(mut self, coop: bool) -> Self {
+        self.coop_taskrun = coop;
+        self
+    }
+
+    /// Sets [`single_issuer`](Self::single_issuer) (see there for what it asks of the caller).
+    pub fn single_issuer(mut self, single_issuer: bool) -> Self {
+        self.single_issuer = single_issuer;
+        self
+    }
+
+    /// Sets [`max_regions`](Self::max_regions).
+    pub fn max_regions(mut self, max: u32) -> Self {
+        self.max_regions = max;
+        self
+    }
+
+    /// Sets [`max_files`](Self::max_files).
+    pub fn max_files(mut self, max: u32) -> Self {
+        self.max_files = max;
+        self
+    }
+
+    /// Sets [`domain`](Self::domain): the tables share `domain` (a handle; pass a clone).
+    pub fn domain(mut self, domain: Domain) -> Self {
+        self.domain = Some(domain);
+        self
+    }
 }
 
 impl Default for Config {
@@ -141,26 +190,15 @@ impl SingleIssuer {
     }
 }
 
-/// An operation's name and the kernel version that brought it.
+/// An operation's name and the kernel version that brought it, from the probe's table of the
+/// opcodes regio submits ([`REGIO_OPCODES`](crate::probe::REGIO_OPCODES)).
 pub(crate) fn since(code: u8) -> (&'static str, &'static str) {
-    match code {
-        opcode::Nop::CODE => ("nop", "5.1"),
-        opcode::ReadFixed::CODE => ("read_fixed", "5.1"),
-        opcode::WriteFixed::CODE => ("write_fixed", "5.1"),
-        opcode::Fsync::CODE => ("fsync", "5.1"),
-        opcode::Timeout::CODE => ("timeout", "5.4"),
-        opcode::Accept::CODE => ("accept", "5.5"),
-        opcode::AsyncCancel::CODE => ("async_cancel", "5.5"),
-        opcode::Connect::CODE => ("connect", "5.5"),
-        opcode::Fallocate::CODE => ("fallocate", "5.6"),
-        opcode::Close::CODE => ("close", "5.6"),
-        opcode::Send::CODE => ("send", "5.6"),
-        opcode::Recv::CODE => ("recv (multishot: 6.0)", "5.6"),
-        opcode::Splice::CODE => ("splice", "5.7"),
-        opcode::MsgRingData::CODE => ("msg_ring", "5.18"),
-        opcode::SendZc::CODE => ("send_zc", "6.0"),
-        _ => ("an io_uring operation", "a later"),
-    }
+    crate::probe::REGIO_OPCODES
+        .iter()
+        .find(|op| op.code == code)
+        .map_or(("an io_uring operation", "a later"), |op| {
+            (op.name, op.since)
+        })
 }
 
 /// Distinct generations across every adapter of the process, so a key from one adapter never
@@ -177,7 +215,7 @@ fn next_generation() -> u32 {
 /// ```no_run
 /// # use regio_adapters::{Adapter, Config, Target};
 /// # fn demo<B: regio_adapters::IoBuf>(file: std::os::fd::RawFd) -> Result<(), regio_adapters::Error> {
-/// let adapter = Adapter::<B>::new(Config { rings: 2, ..Config::default() })?;
+/// let adapter = Adapter::<B>::new(Config::default().rings(2))?;
 /// let wq = adapter.work_queue(0, Target::Fd(file), 32, 32)?;
 /// # Ok(()) }
 /// ```
@@ -373,10 +411,7 @@ impl<B: IoBuf> Adapter<B> {
         // Whether send and recv use IORING_RECVSEND_FIXED_BUF or their fallbacks: tried once per
         // process, here, so that no operation pays for it (see ops::net).
         let fixed_recvsend = crate::ops::net::fixed_recvsend();
-        let domain = cfg
-            .domain
-            .clone()
-            .unwrap_or_else(|| Arc::new(Domain::new()));
+        let domain = cfg.domain.clone().unwrap_or_default();
         let tables = Arc::new(Tables::new(domain, cfg.max_regions, cfg.max_files));
         let mut rings = Vec::with_capacity(urings.len());
         for (index, uring) in urings.into_iter().enumerate() {
@@ -472,7 +507,7 @@ impl<B: IoBuf> Adapter<B> {
     }
 
     /// The RCU domain of this adapter's tables.
-    pub fn domain(&self) -> &Arc<Domain> {
+    pub fn domain(&self) -> &Domain {
         &self.inner.tables.domain
     }
 

@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use crate::combiner::CombinerGuard;
 use crate::cq::{reap_locked, Completion, Each};
 use crate::error::{Error, PostError};
 use crate::ops::{Op, Side};
@@ -18,6 +17,7 @@ use crate::ring::{Post, Ring, RingState};
 use crate::tables::WqShared;
 use crate::wq::WorkQueue;
 use crate::IoBuf;
+use regio_sync::CombinerGuard;
 
 /// Credits a batch takes from a work queue at a time.
 const BLOCK: i64 = 64;

@@ -9,13 +9,13 @@ use std::time::Duration;
 use io_uring::cqueue;
 
 use crate::batch::Batch;
-use crate::combiner::CombinerGuard;
 use crate::error::{DescriptorError, Error};
 use crate::ring::{Post, Ring, RingState};
 use crate::stats::Stats;
 use crate::tables::WqId;
 use crate::wait::{Look, Owned};
 use crate::IoBuf;
+use regio_sync::CombinerGuard;
 
 /// One completion, routed to the work queue that posted its operation.
 ///
@@ -112,6 +112,14 @@ impl<B> Completion<B> {
             buf: None,
             rejection: None,
         }
+    }
+
+    /// The result as an [`io::Result`](std::io::Result): the count the kernel returned, or the
+    /// error its negated errno names (for a rejected descriptor, the errno it was given; see
+    /// [`rejected`](Self::rejected) for why).
+    pub fn io_result(&self) -> std::io::Result<u32> {
+        u32::try_from(self.result)
+            .map_err(|_| std::io::Error::from_raw_os_error(self.result.wrapping_neg()))
     }
 
     /// Why the descriptor was rejected before it reached the kernel; `None` for a completion
@@ -432,4 +440,25 @@ pub(crate) fn reap_locked<B: IoBuf, R: regio_sync::ReadSide>(
         tracing::trace!(parent: &ring.span, n, "reaped");
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Completion;
+
+    #[test]
+    fn io_result_is_the_count_or_the_negated_errno() {
+        assert_eq!(
+            Completion::<()>::message(1, 4096, 0).io_result().unwrap(),
+            4096
+        );
+        let err = Completion::<()>::message(1, -libc::EBADF, 0)
+            .io_result()
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+        let odd = Completion::<()>::message(1, i32::MIN, 0)
+            .io_result()
+            .unwrap_err();
+        assert_eq!(odd.raw_os_error(), Some(i32::MIN));
+    }
 }

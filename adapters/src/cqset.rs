@@ -2,7 +2,7 @@
 //!
 //! # Synchronization
 //!
-//! A reaper claims a CQ with the ring's own lock ([`Combiner::try_lock`](crate::combiner)),
+//! A reaper claims a CQ with the ring's own lock ([`Combiner::try_lock`](regio_sync::Combiner::try_lock)),
 //! which is never waited on: a CQ that another reaper holds is skipped, so no CQ is reaped by
 //! two threads at once. Each pass starts at the next position of a shared cursor (a Relaxed
 //! `fetch_add`: it only spreads the starting points, and orders nothing), so every CQ comes first

@@ -36,7 +36,7 @@
 //! By default, each ring has one owner at a time: the thread that takes its lock (a `try_lock`,
 //! never a wait) to post, reap or register. A post from another thread goes into the ring's
 //! inbox, and the owner pushes it into the SQ before it lets go; the hand-off is a fence-based
-//! Dekker pair checked by loom (`tests/loom.rs`), so no post is stranded and nobody has to be
+//! Dekker pair ([`regio_sync::Combiner`], whose loom models check it), so no post is stranded and nobody has to be
 //! woken. Owners never block while they own a ring; sleeping is done on the CQ eventfds
 //! ([`CompletionQueue::wait`], [`CqSet::wait`]). A waiter that finds a ring owned by another
 //! thread (a poster, a [`Batch`]) asks the owner, through a second Dekker pair, to signal the
@@ -73,7 +73,14 @@
 //!   registration (a pool's [`Adapter::registrar`] included) must happen before binding or on
 //!   the owner (one thread owning every ring); elsewhere it returns [`Error::NotOwner`] and
 //!   changes nothing. Resizing a CQ is refused.
-//! - Drop the adapter on the owner thread: it cancels what is in flight and waits for it there.
+//! - Drop the last handle to a ring (adapter, completion queue, work queue) on its owner thread:
+//!   only the owner can cancel what is in flight and wait for it; dropped elsewhere, the buffers
+//!   of operations in flight are leaked (the kernel cancels the operations when the ring
+//!   closes). Keep the owner thread alive while its ring is in use: the kernel ties the ring to
+//!   that thread.
+//! - [`Adapter::new`] refuses single-issuer mode with SQPOLL ([`Error::Invalid`]): the kernel
+//!   takes `SINGLE_ISSUER` with SQPOLL but not `DEFER_TASKRUN`, and the kernel thread submits
+//!   anyway.
 //!
 //! The default mode pays for this one `bool` test per post, reap and batch.
 //!
@@ -156,7 +163,7 @@
 //!
 //! ```
 //! use std::os::fd::AsRawFd;
-//! use regio_adapters::{Adapter, Config, Op, Target};
+//! use regio_adapters::{Adapter, Config, Op, PostError, Target};
 //! use regio_pool::{Message, MessagePool};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -167,13 +174,20 @@
 //! let path = std::env::temp_dir().join(format!("regio-doc-{}", std::process::id()));
 //! std::fs::write(&path, b"hello, registered I/O")?;
 //! let file = std::fs::File::open(&path)?;
-//! let wq = adapter.work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)?;
+//! let wq = adapter.work_queue(0, Target::Fd(file.as_raw_fd()), 1, 1)?; // depths: send, receive
 //!
-//! wq.post(Op::read_fixed(pool.try_acquire()?, 0, 7)).map_err(|e| e.to_string())?;
+//! wq.post(Op::read_fixed(pool.try_acquire()?, 0, 7))?;
+//! // A refused post hands the operation back, with its buffer. This queue takes one read at a
+//! // time, so a second one is refused until the first completes:
+//! let refused = wq.post(Op::read_fixed(pool.try_acquire()?, 0, 8)).unwrap_err();
+//! let (op, why) = refused.split();
+//! assert!(matches!(why, PostError::NoCredit(())));
+//! drop(op); // or post it again once a completion has given the credit back
+//!
 //! let cq = wq.completion_queue();
 //! let mut done = Vec::new();
 //! cq.wait(&mut done, 16, None)?;
-//! assert_eq!((done[0].cookie, done[0].result), (7, 21));
+//! assert_eq!((done[0].cookie, done[0].io_result()?), (7, 21));
 //! let msg = done[0].buf.take().expect("the buffer comes back with the final completion");
 //! assert_eq!(&msg.as_slice()[..5], b"hello");
 //! # std::fs::remove_file(path)?;
@@ -184,11 +198,6 @@
 mod adapter;
 mod batch;
 mod buf;
-#[cfg(loom)]
-#[doc(hidden)]
-pub mod combiner;
-#[cfg(not(loom))]
-mod combiner;
 mod cq;
 mod cqset;
 mod error;
@@ -200,6 +209,7 @@ mod ring;
 mod stats;
 mod sys;
 mod tables;
+mod uring_abi;
 mod wait;
 mod wq;
 

@@ -28,7 +28,6 @@
 
 mod features;
 mod kernel;
-mod memlock;
 mod opcodes;
 mod outcome;
 mod procfs;
@@ -44,10 +43,10 @@ use serde::Serialize;
 
 pub use features::RingFeature;
 pub use kernel::KernelRelease;
-pub use memlock::MemlockLimit;
 pub use opcodes::{OpcodeSupport, RegioOpcode, REGIO_OPCODES};
 pub use outcome::Outcome;
 pub use procfs::{ProcStatus, Sysctl};
+pub use regio_pool::MemlockLimit;
 pub use register::Registrations;
 pub use setup::{FlagResult, SetupFlag};
 pub use status::{DisabledReason, IoUringStatus};
@@ -77,9 +76,6 @@ pub enum ProbeError {
         /// What it held.
         content: String,
     },
-    /// `getrlimit(RLIMIT_MEMLOCK)` failed.
-    #[error("getrlimit(RLIMIT_MEMLOCK) failed: {0}")]
-    Rlimit(#[source] io::Error),
 }
 
 /// Something this kernel lacks, and what regio does instead.
@@ -117,8 +113,10 @@ impl KernelProbe {
         let kernel = KernelRelease::current().map_err(ProbeError::Uname)?;
         let sysctl = Sysctl::read()?;
         let process = ProcStatus::read()?;
-        let memlock = MemlockLimit::read(process.has_capability(procfs::CAP_IPC_LOCK))
-            .map_err(ProbeError::Rlimit)?;
+        let memlock = MemlockLimit {
+            cap_ipc_lock: process.has_capability(procfs::CAP_IPC_LOCK),
+            ..MemlockLimit::current()
+        };
 
         let mut probe = match IoUring::new(RING_ENTRIES) {
             Ok(ring) => {

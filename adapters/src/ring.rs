@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, IoUring};
 
-use crate::combiner::{Absorb, Combiner, CombinerGuard};
 use crate::cq::{Completion, Sink};
 use crate::error::{DescriptorError, Error};
-use crate::ops::{FileUse, Keep, Op, Resolved, Side, Special, Sqe, Target};
+use crate::ops::{FileUse, Op, PostAction, Resolved, Retained, Side, Sqe, Target};
 use crate::stats::Counters;
 use crate::tables::{Tables, WqId};
+use regio_sync::{Absorb, Combiner, CombinerGuard};
 
 mod carry;
 mod issuer;
@@ -231,7 +231,7 @@ impl<B> RingState<B> {
             Ok(r) => r,
             Err(error) => return self.reject(wq, side, op, error),
         };
-        if !matches!(op.special, Special::None) || op.file > FileUse::Fd {
+        if !matches!(op.post_action, PostAction::None) || op.file > FileUse::Fd {
             return self.enqueue_special(wq, side, target, op, resolved);
         }
         // The common case works on the operation where the caller built it: its buffer and
@@ -248,7 +248,7 @@ impl<B> RingState<B> {
             None
         };
         // SAFETY: as for the buffer.
-        let keep = unsafe { std::ptr::read(&op.keep) };
+        let keep = unsafe { std::ptr::read(&op.retained) };
         let ud = self
             .slab
             .insert(wq, side, op.sqe.user_data, buf, self.epoch, keep);
@@ -282,8 +282,8 @@ impl<B> RingState<B> {
         let Op {
             mut sqe,
             buf,
-            mut keep,
-            special,
+            retained: mut keep,
+            post_action: special,
             file,
             buf_use,
             ..
@@ -292,8 +292,11 @@ impl<B> RingState<B> {
         sqe.fill(file, target, resolved, buf_use);
         match special {
             // Splice outputs and accept slots were checked with the descriptor.
-            Special::None | Special::SpliceOut(_) | Special::BadSlot(_) | Special::Close => {}
-            Special::Cancel => match self.slab.find(wq, sqe.addr) {
+            PostAction::None
+            | PostAction::SpliceOut(_)
+            | PostAction::BadSlot(_)
+            | PostAction::Close => {}
+            PostAction::Cancel => match self.slab.find(wq, sqe.addr) {
                 // The target's whole `user_data`, generation included (see `slab`).
                 Some(ud) if self.epoch_of(ud as u32) != self.epoch => {
                     self.cancel_on_retiring(wq, side, cookie, ud);
@@ -306,8 +309,8 @@ impl<B> RingState<B> {
                     return;
                 }
             },
-            Special::MsgRing => {
-                if let Some(Keep::Ring(target)) = keep.as_deref_mut() {
+            PostAction::MsgRing => {
+                if let Some(Retained::Ring(target)) = keep.as_deref_mut() {
                     sqe.fd = target.pin();
                 }
             }
@@ -867,20 +870,22 @@ impl<B: crate::IoBuf> Ring<B> {
             ),
             None => None,
         };
-        match op.special {
-            Special::None => {}
-            Special::SpliceOut(out) => self
+        match op.post_action {
+            PostAction::None => {}
+            PostAction::SpliceOut(out) => self
                 .tables
                 .check_target(reader, out)
                 .map_err(|e| self.rejected(e))?,
-            Special::BadSlot(slot) => return Err(self.rejected(DescriptorError::BadFileSlot(slot))),
-            Special::Close if matches!(target, Target::Fd(_)) => {
+            PostAction::BadSlot(slot) => {
+                return Err(self.rejected(DescriptorError::BadFileSlot(slot)))
+            }
+            PostAction::Close if matches!(target, Target::Fd(_)) => {
                 return Err(self.rejected(DescriptorError::WrongQueue(
                     "a plain-fd work queue's file is the queue's own: remove the queue instead \
                      of closing it",
                 )))
             }
-            Special::Cancel | Special::MsgRing | Special::Close => {}
+            PostAction::Cancel | PostAction::MsgRing | PostAction::Close => {}
         }
         Ok(buf)
     }

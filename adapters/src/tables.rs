@@ -341,7 +341,7 @@ impl WqShared {
 
 /// The tables of one adapter.
 pub(crate) struct Tables {
-    pub domain: Arc<Domain>,
+    pub domain: Domain,
     pub regions: Rcu<RegionTable>,
     pub files: Rcu<Vec<bool>>,
     pub wqs: Rcu<Vec<Option<Arc<WqShared>>>>,
@@ -349,7 +349,7 @@ pub(crate) struct Tables {
 }
 
 impl Tables {
-    pub fn new(domain: Arc<Domain>, max_regions: u32, max_files: u32) -> Self {
+    pub fn new(domain: Domain, max_regions: u32, max_files: u32) -> Self {
         Self {
             regions: Rcu::new(&domain, RegionTable::new(max_regions)),
             files: Rcu::new(&domain, vec![false; max_files as usize]),

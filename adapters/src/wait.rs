@@ -20,9 +20,9 @@
 //! behind signals the eventfd ([`Absorb::refused`]), and a waiter that finds one after its look
 //! naps briefly instead of sleeping, then looks (and pushes) again.
 //!
-//! [`Combiner::try_lock_or_ask`]: crate::combiner::Combiner::try_lock_or_ask
-//! [`Absorb::wake_if_ready`]: crate::combiner::Absorb::wake_if_ready
-//! [`Absorb::refused`]: crate::combiner::Absorb::refused
+//! [`Combiner::try_lock_or_ask`]: regio_sync::Combiner::try_lock_or_ask
+//! [`Absorb::wake_if_ready`]: regio_sync::Absorb::wake_if_ready
+//! [`Absorb::refused`]: regio_sync::Absorb::refused
 
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ pub(crate) enum Owned {
     /// Skips it.
     Skip,
     /// Asks its owner to wake the waiter if the CQ holds completions when it lets go
-    /// ([`Combiner::try_lock_or_ask`](crate::combiner::Combiner::try_lock_or_ask)).
+    /// ([`Combiner::try_lock_or_ask`](regio_sync::Combiner::try_lock_or_ask)).
     Ask,
 }
 
@@ -95,7 +95,7 @@ pub(crate) fn reap_or_sleep(
     }
 }
 
-/// Loom models of the default-mode wait: the real [`Combiner`](crate::combiner::Combiner) and
+/// Loom models of the default-mode wait: the real [`Combiner`](regio_sync::Combiner) and
 /// [`reap_or_sleep`], with the CQ and its eventfd modelled by loom primitives.
 #[cfg(all(test, loom))]
 mod loom_models {
@@ -104,7 +104,7 @@ mod loom_models {
     use loom::thread;
 
     use super::{reap_or_sleep, Look, Owned};
-    use crate::combiner::{Absorb, Combiner};
+    use regio_sync::{Absorb, Combiner};
 
     /// The CQ eventfd: a counter that a signal raises, a reset clears, and a sleep waits on
     /// (without consuming it, as `poll` does).

@@ -9,9 +9,10 @@ mod common;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use common::{file_of, is_open, small_config as config, small_pool};
-use regio_adapters::{Config, Op, Target};
+use common::{is_open, small_config as config, small_pool};
+use regio_adapters::{Op, Target};
 use regio_pool::{Message, MessagePool};
+use regio_testkit::TempFile;
 
 /// The kernel looks up a plain fd when it *issues* an operation, not when it takes the SQE: a
 /// drained operation waits in the kernel behind the operations before it. If the work queue is
@@ -23,13 +24,13 @@ use regio_pool::{Message, MessagePool};
 /// a removed queue keeps its duplicate fd until its last operation's final completion.
 #[test]
 fn a_drained_write_never_reaches_a_file_that_took_its_removed_queues_fd_number() {
-    common::within(Duration::from_secs(30), "drained write", || {
+    regio_testkit::within(Duration::from_secs(30), "drained write", || {
         let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
             return;
         };
         let pool = small_pool();
         pool.attach(adapter.registrar()).unwrap();
-        let (ours, our_path) = file_of(b'O');
+        let (ours, our_path) = TempFile::filled("adapters", b'O', 4096).keep();
         let wq = adapter
             .work_queue(0, Target::Fd(ours.as_raw_fd()), 8, 8)
             .unwrap();
@@ -53,7 +54,7 @@ fn a_drained_write_never_reaches_a_file_that_took_its_removed_queues_fd_number()
         adapter.domain().barrier();
         let closed = !is_open(number);
         // Another file takes the number (if it was closed).
-        let (theirs, their_path) = file_of(b'T');
+        let (theirs, their_path) = TempFile::filled("adapters", b'T', 4096).keep();
         let collided = closed && theirs.as_raw_fd() != number;
         if collided {
             // SAFETY: `number` is closed (checked above), so dup2 closes nothing of anyone's.
@@ -87,7 +88,7 @@ fn a_removed_queues_fd_closes_once_its_last_handle_drops() {
     let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
         return;
     };
-    let (file, path) = file_of(b'F');
+    let (file, path) = TempFile::filled("adapters", b'F', 4096).keep();
     let wq = adapter
         .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
         .unwrap();
@@ -113,7 +114,7 @@ fn a_removed_queues_fd_closes_once_its_last_handle_drops() {
 /// wait as if it had none, not panic adding it to `Instant::now()`.
 #[test]
 fn a_wait_with_a_timeout_too_long_for_the_clock_is_not_a_panic() {
-    common::within(Duration::from_secs(20), "wait(Duration::MAX)", || {
+    regio_testkit::within(Duration::from_secs(20), "wait(Duration::MAX)", || {
         let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
             return;
         };
@@ -135,57 +136,28 @@ fn a_wait_with_a_timeout_too_long_for_the_clock_is_not_a_panic() {
 /// never a panic, an abort or a hang.
 #[test]
 fn extreme_arguments_are_errors_not_crashes() {
-    common::within(Duration::from_secs(60), "extreme arguments", || {
+    regio_testkit::within(Duration::from_secs(60), "extreme arguments", || {
         let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
             return;
         };
         use regio_adapters::{FileSlot, RegionId};
         // Adapter configurations.
         for cfg in [
-            Config {
-                sq_entries: 0,
-                ..config()
-            },
-            Config {
-                sq_entries: u32::MAX,
-                ..config()
-            },
-            Config {
-                cq_entries: 0,
-                ..config()
-            },
-            Config {
-                cq_entries: u32::MAX,
-                ..config()
-            },
-            Config {
-                rings: 0,
-                ..config()
-            },
-            Config {
-                rings: usize::MAX,
-                ..config()
-            },
-            Config {
-                max_regions: 0,
-                ..config()
-            },
-            Config {
-                max_regions: u32::MAX,
-                ..config()
-            },
-            Config {
-                max_files: 1 << 30,
-                ..config()
-            },
-            Config {
-                sqpoll: Some(regio_adapters::SqPoll {
+            config().sq_entries(0),
+            config().sq_entries(u32::MAX),
+            config().cq_entries(0),
+            config().cq_entries(u32::MAX),
+            config().rings(0),
+            config().rings(usize::MAX),
+            config().max_regions(0),
+            config().max_regions(u32::MAX),
+            config().max_files(1 << 30),
+            config()
+                .sqpoll(Some(regio_adapters::SqPoll {
                     idle: Duration::MAX,
                     cpu: Some(u32::MAX),
-                }),
-                sqpoll_fallback: false,
-                ..config()
-            },
+                }))
+                .sqpoll_fallback(false),
         ] {
             let _ = regio_adapters::Adapter::<Message>::new(cfg);
         }
@@ -281,17 +253,14 @@ fn open_fds() -> usize {
 /// a resize of another CQ. None may wait for the ring this thread holds.
 #[test]
 fn registration_from_inside_reap_each_returns() {
-    common::within(Duration::from_secs(30), "registration in reap_each", || {
-        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-            rings: 2,
-            ..config()
-        }) else {
+    regio_testkit::within(Duration::from_secs(30), "registration in reap_each", || {
+        let Some(adapter) = common::adapter_or_skip::<Message>(config().rings(2)) else {
             return;
         };
         let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
         let cq = wq.completion_queue();
         wq.post(Op::nop(1)).unwrap();
-        let (file, path) = file_of(b'F');
+        let (file, path) = TempFile::filled("adapters", b'F', 4096).keep();
         let mut seen = 0;
         let deadline = Instant::now() + Duration::from_secs(10);
         while seen == 0 && Instant::now() < deadline {
@@ -329,11 +298,8 @@ fn registration_from_inside_reap_each_returns() {
 /// (documented: after a few seconds), not hang; a resize of another CQ goes ahead.
 #[test]
 fn a_resize_from_a_thread_holding_a_batch_returns() {
-    common::within(Duration::from_secs(30), "resize under a batch", || {
-        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-            rings: 2,
-            ..config()
-        }) else {
+    regio_testkit::within(Duration::from_secs(30), "resize under a batch", || {
+        let Some(adapter) = common::adapter_or_skip::<Message>(config().rings(2)) else {
             return;
         };
         let cq = adapter.completion_queue(0).unwrap();
@@ -350,15 +316,12 @@ fn a_resize_from_a_thread_holding_a_batch_returns() {
 /// refused and leaves no index behind either.
 #[test]
 fn attach_and_detach_a_thousand_times_leaks_no_index() {
-    common::within(Duration::from_secs(60), "attach/detach", || {
-        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-            max_regions: 1,
-            rings: 2,
-            ..config()
-        }) else {
+    regio_testkit::within(Duration::from_secs(60), "attach/detach", || {
+        let Some(adapter) = common::adapter_or_skip::<Message>(config().max_regions(1).rings(2))
+        else {
             return;
         };
-        let (file, path) = file_of(b'F');
+        let (file, path) = TempFile::filled("adapters", b'F', 4096).keep();
         let wq = adapter
             .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
             .unwrap();
@@ -395,11 +358,11 @@ fn attach_and_detach_a_thousand_times_leaks_no_index() {
 /// duplicates and retired rings close.
 #[test]
 fn queues_and_resizes_in_a_loop_leak_no_fd() {
-    common::within(Duration::from_secs(60), "fd loop", || {
+    regio_testkit::within(Duration::from_secs(60), "fd loop", || {
         let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
             return;
         };
-        let (file, path) = file_of(b'F');
+        let (file, path) = TempFile::filled("adapters", b'F', 4096).keep();
         let before = open_fds();
         for _ in 0..1000 {
             let wq = adapter
@@ -448,17 +411,14 @@ fn assert_all(held: &[Message], byte: u8, what: &str) {
 /// its fixed-buffer index. The data must reach the armed message, and nothing of the other pool.
 #[test]
 fn a_region_detached_under_an_armed_receive_keeps_its_data_and_its_successor_untouched() {
-    common::within(Duration::from_secs(30), "detach under recv", || {
-        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-            rings: 2,
-            ..config()
-        }) else {
+    regio_testkit::within(Duration::from_secs(30), "detach under recv", || {
+        let Some(adapter) = common::adapter_or_skip::<Message>(config().rings(2)) else {
             return;
         };
         let a = small_pool();
         let ra = adapter.registrar();
         a.attach(std::sync::Arc::clone(&ra)).unwrap();
-        let (client, server) = common::loopback();
+        let (client, server) = regio_testkit::loopback();
         let wq = adapter
             .work_queue(1, Target::Fd(server.as_raw_fd()), 8, 8)
             .unwrap();
@@ -484,17 +444,14 @@ fn a_region_detached_under_an_armed_receive_keeps_its_data_and_its_successor_unt
 /// check must fail it, and the other pool's messages stay as they were.
 #[test]
 fn a_drained_read_whose_index_changed_hands_touches_nothing_else() {
-    common::within(Duration::from_secs(30), "drained read", || {
-        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-            rings: 2,
-            ..config()
-        }) else {
+    regio_testkit::within(Duration::from_secs(30), "drained read", || {
+        let Some(adapter) = common::adapter_or_skip::<Message>(config().rings(2)) else {
             return;
         };
         let a = small_pool();
         let ra = adapter.registrar();
         a.attach(std::sync::Arc::clone(&ra)).unwrap();
-        let (file, path) = file_of(b'F');
+        let (file, path) = TempFile::filled("adapters", b'F', 4096).keep();
         for cq in [0, 1] {
             let wq = adapter
                 .work_queue(cq, Target::Fd(file.as_raw_fd()), 8, 8)
@@ -528,20 +485,17 @@ fn a_drained_read_whose_index_changed_hands_touches_nothing_else() {
 /// pool's region, while the new ring gives the index to another pool.
 #[test]
 fn a_drained_read_across_a_resize_reads_into_its_own_message() {
-    common::within(
+    regio_testkit::within(
         Duration::from_secs(30),
         "drained read across resize",
         || {
-            let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-                rings: 2,
-                ..config()
-            }) else {
+            let Some(adapter) = common::adapter_or_skip::<Message>(config().rings(2)) else {
                 return;
             };
             let a = small_pool();
             let ra = adapter.registrar();
             a.attach(std::sync::Arc::clone(&ra)).unwrap();
-            let (file, path) = file_of(b'F');
+            let (file, path) = TempFile::filled("adapters", b'F', 4096).keep();
             let wq = adapter
                 .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
                 .unwrap();
@@ -591,7 +545,7 @@ fn a_drained_read_across_a_resize_reads_into_its_own_message() {
 /// home.
 #[test]
 fn a_pool_shared_by_two_adapters_survives_one_of_them() {
-    common::within(Duration::from_secs(30), "shared pool", || {
+    regio_testkit::within(Duration::from_secs(30), "shared pool", || {
         let Some(x) = common::adapter_or_skip::<Message>(config()) else {
             return;
         };
@@ -599,8 +553,8 @@ fn a_pool_shared_by_two_adapters_survives_one_of_them() {
         let pool = small_pool();
         pool.attach(x.registrar()).unwrap();
         pool.attach(y.registrar()).unwrap();
-        let (_cx, sx) = common::loopback();
-        let (cy, sy) = common::loopback();
+        let (_cx, sx) = regio_testkit::loopback();
+        let (cy, sy) = regio_testkit::loopback();
         let wx = x.work_queue(0, Target::Fd(sx.as_raw_fd()), 8, 8).unwrap();
         let wy = y.work_queue(0, Target::Fd(sy.as_raw_fd()), 8, 8).unwrap();
         wx.post(Op::recv(pool.try_acquire().unwrap(), 0, 1))
@@ -637,7 +591,7 @@ fn a_pool_shared_by_two_adapters_survives_one_of_them() {
 /// `user_data` carried a generation, the first round cancelled the other queue's timeout.)
 #[test]
 fn a_late_cancel_never_cancels_another_queues_operation() {
-    common::within(Duration::from_secs(60), "late cancel", || {
+    regio_testkit::within(Duration::from_secs(60), "late cancel", || {
         let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
             return;
         };
@@ -692,12 +646,9 @@ fn a_late_cancel_never_cancels_another_queues_operation() {
 fn resize_growth_pool_drop_and_posts_race_without_hanging() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    common::within(Duration::from_secs(90), "racing registrations", || {
-        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-            rings: 2,
-            max_regions: 16,
-            ..config()
-        }) else {
+    regio_testkit::within(Duration::from_secs(90), "racing registrations", || {
+        let Some(adapter) = common::adapter_or_skip::<Message>(config().rings(2).max_regions(16))
+        else {
             return;
         };
         let pool = MessagePool::builder()
@@ -707,7 +658,7 @@ fn resize_growth_pool_drop_and_posts_race_without_hanging() {
             .build()
             .unwrap();
         pool.attach(adapter.registrar()).unwrap();
-        let (file, path) = file_of(b'F');
+        let (file, path) = TempFile::filled("adapters", b'F', 4096).keep();
         let stop = Arc::new(AtomicBool::new(false));
         let run_for = Duration::from_secs(3);
         let mut threads = Vec::new();
@@ -843,15 +794,13 @@ fn a_cq_set_never_eats_the_wake_up_of_a_cq_another_thread_owns() {
     use std::sync::Arc;
     const ROUNDS: u64 = 5;
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        common::skip("needs two CPUs");
+        regio_testkit::skip("needs two CPUs");
         return;
     }
-    common::within(Duration::from_secs(60), "cq set and owner", || {
-        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-            rings: 2,
-            single_issuer: true,
-            ..config()
-        }) else {
+    regio_testkit::within(Duration::from_secs(60), "cq set and owner", || {
+        let Some(adapter) =
+            common::adapter_or_skip::<Message>(config().rings(2).single_issuer(true))
+        else {
             return;
         };
         let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
@@ -933,7 +882,7 @@ fn a_cq_set_never_eats_the_wake_up_of_a_cq_another_thread_owns() {
 /// its target.
 #[test]
 fn cookies_with_the_top_bits_set_route_to_their_own_queue() {
-    common::within(Duration::from_secs(30), "top-bit cookies", || {
+    regio_testkit::within(Duration::from_secs(30), "top-bit cookies", || {
         let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
             return;
         };
@@ -973,12 +922,10 @@ fn cookies_with_the_top_bits_set_route_to_their_own_queue() {
 #[test]
 fn bind_owner_races_have_one_winner_and_no_hang() {
     use std::sync::{Arc, Barrier};
-    common::within(Duration::from_secs(30), "bind races", || {
-        let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-            rings: 2,
-            single_issuer: true,
-            ..config()
-        }) else {
+    regio_testkit::within(Duration::from_secs(30), "bind races", || {
+        let Some(adapter) =
+            common::adapter_or_skip::<Message>(config().rings(2).single_issuer(true))
+        else {
             return;
         };
         let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();

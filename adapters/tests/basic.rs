@@ -7,8 +7,9 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use common::{config, temp_file, Region, TestBuf};
+use common::{config, Region, TestBuf};
 use regio_adapters::{Completion, Op, PostError, Target};
+use regio_testkit::TempFile;
 
 #[test]
 fn read_and_write_fixed_on_a_file_with_and_without_sqpoll() {
@@ -17,7 +18,7 @@ fn read_and_write_fixed_on_a_file_with_and_without_sqpoll() {
             return;
         };
         let region = Region::new(&adapter, 1 << 16);
-        let (file, path) = temp_file(8192);
+        let (file, path) = TempFile::pattern("adapters", 8192).keep();
         let wq = adapter
             .work_queue(0, Target::Fd(file.as_raw_fd()), 4, 4)
             .unwrap();
@@ -136,7 +137,7 @@ fn tcp_send_recv_send_zc_connect_and_accept_direct() {
     // Zero-copy send: two completions, the buffer only with the F_NOTIF one.
     let z = region.buf(4096, 3);
     if !adapter.supports(&Op::send_zc(region.buf(0, 1), 0, 0)) {
-        return common::skip("the kernel lacks send_zc (Linux 6.0)");
+        return regio_testkit::skip("the kernel lacks send_zc (Linux 6.0)");
     }
     z.write(b"zc!");
     swq.post(Op::send_zc(z, 0, 14)).unwrap();

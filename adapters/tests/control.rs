@@ -2,6 +2,7 @@
 
 mod common;
 
+use regio_testkit::TempFile;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -44,7 +45,7 @@ fn msg_ring_posts_a_message_on_another_cq() {
     let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
     let other = adapter.completion_queue(1).unwrap();
     if !adapter.supports(&Op::msg_ring(&other, 0, 0, 0)) {
-        return common::skip("the kernel lacks msg_ring (Linux 5.18)");
+        return regio_testkit::skip("the kernel lacks msg_ring (Linux 5.18)");
     }
     wq.post(Op::msg_ring(&other, 0xfeed, 42, 9)).unwrap();
     let sent = common::collect(&wq.completion_queue(), 1);
@@ -61,7 +62,7 @@ fn splice_moves_file_bytes_into_a_pipe() {
     let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(1, true)) else {
         return;
     };
-    let (file, path) = common::temp_file(1000);
+    let (file, path) = TempFile::pattern("adapters", 1000).keep();
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors.
     assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
@@ -149,7 +150,7 @@ fn set_file_installs_a_fixed_file_on_every_ring() {
     let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(2, true)) else {
         return;
     };
-    let (file, path) = common::temp_file(4096);
+    let (file, path) = TempFile::pattern("adapters", 4096).keep();
     adapter.set_file(FileSlot(7), file.as_raw_fd()).unwrap();
     drop(file);
     for cq in 0..2 {

@@ -7,7 +7,7 @@ mod common;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 
-use regio_adapters::{Adapter, Config, Op, ProvidedRing, Target};
+use regio_adapters::{Adapter, Op, ProvidedRing, Target};
 use regio_pool::{BufFeed, Message, MessagePool};
 
 /// A pool of 8 messages of 64 bytes, without per-thread caches.
@@ -24,7 +24,7 @@ fn provided(adapter: &Adapter<Message>, bgid: u16, entries: u16) -> Option<Provi
     match adapter.provided_ring(0, bgid, entries) {
         Ok(r) => Some(r),
         Err(regio_adapters::Error::Unsupported { what, since }) => {
-            common::skip(&format!("{what} needs Linux {since}"));
+            regio_testkit::skip(&format!("{what} needs Linux {since}"));
             None
         }
         Err(e) => panic!("{e}"),
@@ -78,7 +78,7 @@ fn a_feed_never_lends_more_buffers_than_its_ring_has_slots() {
     assert_eq!(pool.available(0), 8);
 
     let feed = BufFeed::new(&pool, 0, 2, provided(&adapter, 4, 2).unwrap()).unwrap();
-    let (mut client, server) = common::loopback();
+    let (mut client, server) = regio_testkit::loopback();
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();
@@ -115,7 +115,7 @@ fn a_dropped_feed_is_unregistered_before_its_buffers_return() {
         return;
     };
     let feed = BufFeed::new(&pool, 0, 4, ring).unwrap();
-    let (mut client, server) = common::loopback();
+    let (mut client, server) = regio_testkit::loopback();
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();
@@ -135,10 +135,7 @@ fn a_dropped_feed_is_unregistered_before_its_buffers_return() {
 /// or the next receive writes into a message someone else holds.
 #[test]
 fn a_ring_the_kernel_keeps_keeps_its_buffers_out_of_the_pool() {
-    let config = Config {
-        single_issuer: true,
-        ..common::config(1, false)
-    };
+    let config = common::config(1, false).single_issuer(true);
     let Some(adapter) = common::adapter_or_skip::<Message>(config) else {
         return;
     };
@@ -149,7 +146,7 @@ fn a_ring_the_kernel_keeps_keeps_its_buffers_out_of_the_pool() {
         return;
     };
     let feed = BufFeed::new(&pool, 0, 4, ring).unwrap();
-    let (mut client, server) = common::loopback();
+    let (mut client, server) = regio_testkit::loopback();
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();

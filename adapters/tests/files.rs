@@ -4,6 +4,7 @@
 
 mod common;
 
+use regio_testkit::TempFile;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -75,7 +76,7 @@ fn share_an_accepted_socket(sqpoll: bool) {
     };
     let cq1 = adapter.completion_queue(1).unwrap();
     if !adapter.supports(&Op::share_file(FileSlot(0), &cq1, FileSlot(0), 0)) {
-        return common::skip("the kernel lacks msg_ring (Linux 5.18)");
+        return regio_testkit::skip("the kernel lacks msg_ring (Linux 5.18)");
     }
     let mut client = accept_into(&adapter, &listener, 0, FileSlot(3));
     let wq0 = adapter.work_queue(0, Target::Fd(-1), 4, 4).unwrap();
@@ -133,7 +134,7 @@ fn a_share_that_cannot_be_done_reports_the_kernels_error() {
     let cq0 = adapter.completion_queue(0).unwrap();
     let cq1 = adapter.completion_queue(1).unwrap();
     if !adapter.supports(&Op::share_file(FileSlot(0), &cq1, FileSlot(0), 0)) {
-        return common::skip("the kernel lacks msg_ring (Linux 5.18)");
+        return regio_testkit::skip("the kernel lacks msg_ring (Linux 5.18)");
     }
     let wq = adapter.work_queue(0, Target::Fd(-1), 4, 4).unwrap();
     let c = run(&wq, Op::share_file(FileSlot(5), &cq1, FileSlot(5), 1));
@@ -157,7 +158,7 @@ fn set_file_survives_a_resize(cfg: regio_adapters::Config) {
         return;
     };
     let region = Region::new(&adapter, 1 << 16);
-    let (file, path) = common::temp_file(8192);
+    let (file, path) = TempFile::pattern("adapters", 8192).keep();
     adapter.set_file(FileSlot(2), file.as_raw_fd()).unwrap();
     // Enough slots for several chunks of transfers.
     let many: Vec<FileSlot> = (100..130).map(FileSlot).collect();
@@ -215,10 +216,7 @@ fn a_set_file_slot_is_carried_through_a_resize_interrupt_driven() {
 
 #[test]
 fn a_set_file_slot_is_carried_through_a_resize_coop_taskrun() {
-    set_file_survives_a_resize(regio_adapters::Config {
-        coop_taskrun: true,
-        ..config(2, false)
-    });
+    set_file_survives_a_resize(config(2, false).coop_taskrun(true));
 }
 
 fn accepted_slots_survive_a_resize(sqpoll: bool) {
@@ -276,7 +274,7 @@ fn a_set_file_slot_closed_on_one_ring_is_not_resurrected_by_a_resize() {
     let Some((adapter, region, _listener)) = setup(1, true) else {
         return;
     };
-    let (file, path) = common::temp_file(4096);
+    let (file, path) = TempFile::pattern("adapters", 4096).keep();
     adapter.set_file(FileSlot(2), file.as_raw_fd()).unwrap();
     adapter.set_file(FileSlot(3), file.as_raw_fd()).unwrap();
     // Closing slot 2 through the ring empties it there, though the adapter still counts it as

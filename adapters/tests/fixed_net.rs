@@ -33,7 +33,7 @@ struct Connected {
 fn connected(sqpoll: bool) -> Option<Connected> {
     let adapter = common::adapter_or_skip::<Message>(common::config(1, sqpoll))?;
     let pool = common::message_pool(&adapter, LEN as u32);
-    let (client, server) = common::loopback();
+    let (client, server) = regio_testkit::loopback();
     let on = |fd| adapter.work_queue(0, Target::Fd(fd), 4, 4).unwrap();
     let (cwq, swq) = (on(client.as_raw_fd()), on(server.as_raw_fd()));
     Some(Connected {

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use common::TestBuf;
 use regio_adapters::{Adapter, Error};
+use regio_testkit::Mapping;
 
 const CHILD_ENV: &str = "REGIO_MEMLOCK_CHILD";
 const ROLLBACK_CHILD_ENV: &str = "REGIO_MEMLOCK_ROLLBACK_CHILD";
@@ -14,53 +15,8 @@ const ROLLBACK_CHILD_ENV: &str = "REGIO_MEMLOCK_ROLLBACK_CHILD";
 /// run one at a time.
 static CHILDREN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const LIMIT: u64 = 64 * 1024;
-const CAP_IPC_LOCK: u32 = 14;
-
-/// Drops CAP_IPC_LOCK from this thread's effective and permitted sets.
-fn drop_ipc_lock() -> std::io::Result<()> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut header = Header {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
-    };
-    let mut data = [Data::default(); 2];
-    // SAFETY: capget with a v3 header and room for the two v3 data structs.
-    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    data[0].effective &= !(1 << CAP_IPC_LOCK);
-    data[0].permitted &= !(1 << CAP_IPC_LOCK);
-    // SAFETY: capset with the same layout.
-    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Makes this process subject to an RLIMIT_MEMLOCK of `limit` bytes.
-fn limit_memlock(limit: u64) {
-    drop_ipc_lock().expect("capset");
-    let lim = libc::rlimit {
-        rlim_cur: limit,
-        rlim_max: limit,
-    };
-    // SAFETY: a valid rlimit.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) }, 0);
-}
-
 fn child() {
-    limit_memlock(LIMIT);
+    regio_testkit::limit_memlock(LIMIT).expect("dropping CAP_IPC_LOCK and lowering the limit");
     let adapter = match Adapter::<TestBuf>::new(common::config(2, false)) {
         Ok(a) => a,
         Err(e) => panic!("adapter setup failed in the child: {e}"),
@@ -122,7 +78,7 @@ fn rollback_child() {
     // The rings take some of the limit too (about 50 KiB here): one region of `len` fits beside
     // them, two do not.
     let (limit, len) = (1 << 20, 640 << 10);
-    limit_memlock(limit);
+    regio_testkit::limit_memlock(limit).expect("dropping CAP_IPC_LOCK and lowering the limit");
     // io_uring counts pinned pages per user: a user of its own keeps other processes' pins out
     // of the count. Giving up root drops every capability, CAP_IPC_LOCK included.
     let uid = 40_000 + std::process::id() % 20_000;
@@ -133,7 +89,7 @@ fn rollback_child() {
     }
     let adapter = Adapter::<TestBuf>::new(common::config(2, false)).expect("adapter");
     // Fresh mappings, never unmapped (the process ends).
-    let (first, second) = (common::anonymous(len), common::anonymous(len));
+    let (first, second) = (Mapping::new(len).leak(), Mapping::new(len).leak());
     let ring1 = adapter.completion_queue(1).unwrap().ring_fd();
     // Ring 1's fd number is made to name /dev/null for the first registration, so that ring 1
     // refuses it after ring 0 took it; a duplicate keeps the ring itself open meanwhile.

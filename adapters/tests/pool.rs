@@ -3,6 +3,7 @@
 
 mod common;
 
+use regio_testkit::TempFile;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -12,14 +13,11 @@ use regio_pool::Message;
 
 #[test]
 fn pool_messages_are_fixed_buffers_on_every_ring() {
-    let Some(adapter) = common::adapter_or_skip::<Message>(Config {
-        rings: 2,
-        ..Config::default()
-    }) else {
+    let Some(adapter) = common::adapter_or_skip::<Message>(Config::default().rings(2)) else {
         return;
     };
     let pool = common::message_pool(&adapter, 4096);
-    let (file, path) = common::temp_file(0);
+    let (file, path) = TempFile::pattern("adapters", 0).keep();
     for cq in 0..2 {
         let wq = adapter
             .work_queue(cq, Target::Fd(file.as_raw_fd()), 4, 4)
@@ -46,14 +44,14 @@ fn a_send_zc_buffer_returns_to_the_pool_only_after_f_notif() {
         return;
     };
     let pool = common::message_pool(&adapter, 4096);
-    let (client, server) = common::loopback();
+    let (client, server) = regio_testkit::loopback();
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();
     let cq = wq.completion_queue();
     let mut msg = pool.try_acquire().unwrap();
     if !adapter.supports(&Op::send_zc(pool.try_acquire().unwrap(), 0, 0)) {
-        return common::skip("the kernel lacks send_zc (Linux 6.0)");
+        return regio_testkit::skip("the kernel lacks send_zc (Linux 6.0)");
     }
     msg.as_mut_slice().fill(7);
     assert_eq!(pool.available(0), 15);
@@ -86,7 +84,7 @@ fn dropping_the_adapter_cancels_in_flight_operations_and_returns_their_buffers()
         return;
     };
     let pool = common::message_pool(&adapter, 4096);
-    let (_client, server) = common::loopback();
+    let (_client, server) = regio_testkit::loopback();
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();
@@ -121,14 +119,14 @@ fn multishot_recv_fills_pool_buffers_from_a_provided_ring() {
     let ring = match adapter.provided_ring(0, 7, 8) {
         Ok(r) => r,
         Err(regio_adapters::Error::Unsupported { what, since }) => {
-            return common::skip(&format!("{what} needs Linux {since}"));
+            return regio_testkit::skip(&format!("{what} needs Linux {since}"));
         }
         Err(e) => panic!("{e}"),
     };
     let feed = BufFeed::new(&pool, 0, 8, ring).unwrap();
     assert_eq!(pool.available(0), 8, "eight buffers lent to the ring");
 
-    let (mut client, server) = common::loopback();
+    let (mut client, server) = regio_testkit::loopback();
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();
@@ -169,7 +167,7 @@ fn a_pool_descriptor_becomes_an_operation_on_its_work_queue() {
         return;
     };
     let pool = common::message_pool(&adapter, 4096);
-    let (file, path) = common::temp_file(8192);
+    let (file, path) = TempFile::pattern("adapters", 8192).keep();
     let wq = adapter
         .work_queue(0, Target::Fd(file.as_raw_fd()), 4, 4)
         .unwrap();

@@ -24,7 +24,7 @@ fn the_status_matches_what_io_uring_setup_does() {
 fn an_enabled_io_uring_runs_a_nop() {
     let probe = probe();
     if !probe.io_uring().is_enabled() {
-        return common::skip(&format!("io_uring is disabled here: {}", probe.io_uring()));
+        return regio_testkit::skip(&format!("io_uring is disabled here: {}", probe.io_uring()));
     }
     assert!(probe.opcode_probe().is_supported(), "{probe}");
     assert!(probe.supports_opcode(opcode::Nop::CODE), "{probe}");
@@ -42,7 +42,7 @@ fn an_enabled_io_uring_runs_a_nop() {
 fn dependent_answers_agree() {
     let probe = probe();
     if !probe.io_uring().is_enabled() {
-        return common::skip(&format!("io_uring is disabled here: {}", probe.io_uring()));
+        return regio_testkit::skip(&format!("io_uring is disabled here: {}", probe.io_uring()));
     }
     if probe.setup_flag(SetupFlag::SqAff) {
         assert!(probe.setup_flag(SetupFlag::Sqpoll));

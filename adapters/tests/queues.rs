@@ -3,6 +3,7 @@
 
 mod common;
 
+use regio_testkit::TempFile;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -300,7 +301,7 @@ fn a_corrupted_descriptor_is_rejected_on_its_own_queue_only() {
         return;
     };
     let region = Region::new(&adapter, 8192);
-    let (file, path) = common::temp_file(8192);
+    let (file, path) = TempFile::pattern("adapters", 8192).keep();
     use std::os::fd::AsRawFd;
     let bad = adapter
         .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
@@ -381,7 +382,7 @@ fn an_unregistered_region_is_rejected_afterwards() {
         return;
     };
     let region = Region::new(&adapter, 4096);
-    let (file, path) = common::temp_file(4096);
+    let (file, path) = TempFile::pattern("adapters", 4096).keep();
     use std::os::fd::AsRawFd;
     let wq = adapter
         .work_queue(1, Target::Fd(file.as_raw_fd()), 4, 4)
@@ -397,7 +398,7 @@ fn an_unregistered_region_is_rejected_afterwards() {
     if adapter.buffer_cloning() {
         println!("buffers were cloned with IORING_REGISTER_CLONE_BUFFERS");
     } else {
-        common::skip("the kernel lacks IORING_REGISTER_CLONE_BUFFERS (Linux 6.12)");
+        regio_testkit::skip("the kernel lacks IORING_REGISTER_CLONE_BUFFERS (Linux 6.12)");
     }
     adapter.unregister_region(region.id).unwrap();
     wq.post(Op::read_fixed(region.buf(0, 4096), 0, 2)).unwrap();

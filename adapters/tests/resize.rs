@@ -4,9 +4,9 @@
 
 mod common;
 
+use regio_testkit::TempFile;
 use std::collections::HashSet;
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -20,10 +20,7 @@ const BUFS: usize = 64;
 
 /// An adapter with a pool attached, or `None` after a skip when io_uring is disabled here.
 fn adapter_and_pool(rings: usize, sqpoll: bool) -> Option<(Adapter<Message>, MessagePool)> {
-    let cfg = regio_adapters::Config {
-        cq_entries: 128,
-        ..config(rings, sqpoll)
-    };
+    let cfg = config(rings, sqpoll).cq_entries(128);
     let adapter = common::adapter_or_skip::<Message>(cfg)?;
     let pool = MessagePool::builder()
         .class(4096, BUFS as u32)
@@ -54,7 +51,7 @@ fn resize_under_load(sqpoll: bool) {
     let Some((adapter, pool)) = adapter_and_pool(2, sqpoll) else {
         return;
     };
-    let (file, path) = common::temp_file(64 * 1024);
+    let (file, path) = TempFile::pattern("adapters", 64 * 1024).keep();
     let set = Arc::new(CqSet::new(adapter.completion_queues()).unwrap());
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let reaped = Arc::new(AtomicU64::new(0));
@@ -172,20 +169,12 @@ fn resize_while_threads_post_and_reap_interrupt_driven() {
     resize_under_load(false);
 }
 
-/// A connected loopback TCP pair.
-fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client, server)
-}
-
 #[test]
 fn a_receive_in_flight_completes_on_the_replaced_ring() {
     let Some((adapter, pool)) = adapter_and_pool(1, true) else {
         return;
     };
-    let (mut client, server) = tcp_pair();
+    let (mut client, server) = regio_testkit::loopback();
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();

@@ -7,18 +7,16 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use common::{config, temp_file, Region, TestBuf};
+use common::{config, Region, TestBuf};
 use regio_adapters::probe::{KernelProbe, SetupFlag};
 use regio_adapters::{Adapter, Config, Error, FileSlot, Op, SingleIssuer, Target};
+use regio_testkit::TempFile;
 
 /// Generous bound on every wait: a hang fails the test instead of blocking it.
 const LONG: Duration = Duration::from_secs(10);
 
 fn single_issuer(rings: usize) -> Config {
-    Config {
-        single_issuer: true,
-        ..config(rings, false)
-    }
+    config(rings, false).single_issuer(true)
 }
 
 /// The errno of a raw system call's result `r`, or 0 when it succeeded.
@@ -137,10 +135,7 @@ fn the_rings_are_single_issuer_with_defer_taskrun_where_the_kernel_has_it() {
 
 #[test]
 fn single_issuer_with_sqpoll_is_refused() {
-    let cfg = Config {
-        single_issuer: true,
-        ..config(1, true)
-    };
+    let cfg = config(1, true).single_issuer(true);
     match Adapter::<TestBuf>::new(cfg) {
         Err(Error::Invalid(what)) => assert!(what.contains("sqpoll"), "{what}"),
         other => panic!("expected Error::Invalid, got {other:?}"),
@@ -154,7 +149,7 @@ fn the_owner_posts_and_reaps_nops_and_file_reads() {
     };
     // Registered before the bind, from the thread that will own the ring.
     let region = Region::new(&adapter, 1 << 16);
-    let (file, path) = temp_file(8192);
+    let (file, path) = TempFile::pattern("adapters", 8192).keep();
     let wq = adapter
         .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
         .unwrap();
@@ -205,7 +200,7 @@ fn a_post_from_another_thread_wakes_the_owner_asleep_in_wait() {
         return;
     };
     let region = Region::new(&adapter, 1 << 16);
-    let (file, path) = temp_file(8192);
+    let (file, path) = TempFile::pattern("adapters", 8192).keep();
     let wq = adapter
         .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
         .unwrap();
@@ -309,7 +304,7 @@ fn posts_before_the_bind_wait_for_the_owner_and_one_owner_may_register_everywher
             assert_eq!((c.cookie, c.result), (7, 0));
             // Owning every ring, this thread may register on all of them.
             let region = Region::new(&adapter, 1 << 12);
-            let (file, path) = temp_file(4096);
+            let (file, path) = TempFile::pattern("adapters", 4096).keep();
             adapter.set_file(FileSlot(3), file.as_raw_fd()).unwrap();
             let wq = adapter
                 .work_queue(0, Target::Fixed(FileSlot(3)), 4, 4)
@@ -356,10 +351,7 @@ fn dropping_the_adapter_on_the_owner_thread_cancels_what_is_in_flight() {
 
 #[test]
 fn a_pool_freed_off_the_owner_thread_gives_its_index_back_at_the_next_registration() {
-    let cfg = Config {
-        max_regions: 1,
-        ..single_issuer(1)
-    };
+    let cfg = single_issuer(1).max_regions(1);
     let Some(adapter) = common::adapter_or_skip::<regio_pool::Message>(cfg) else {
         return;
     };

@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{file_of, is_open, small_config as config, small_pool};
-use regio_adapters::{Config, DescriptorError, Op, Target};
+use common::{is_open, small_config as config, small_pool};
+use regio_adapters::{DescriptorError, Op, Target};
 use regio_pool::{DescFlags, Message, MessagePool, Opcode};
+use regio_testkit::TempFile;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -127,7 +128,7 @@ fn dropping_the_last_message_of_a_pool_while_reaping_returns() {
     let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
         return;
     };
-    common::within(
+    regio_testkit::within(
         PATIENCE,
         "dropping a pool's last message in reap_each",
         move || {
@@ -156,7 +157,7 @@ fn growing_a_pool_inside_a_batch_returns() {
     let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
         return;
     };
-    common::within(PATIENCE, "pool.grow inside a Batch", move || {
+    regio_testkit::within(PATIENCE, "pool.grow inside a Batch", move || {
         let pool = small_pool();
         pool.attach(adapter.registrar()).unwrap();
         let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
@@ -178,7 +179,7 @@ fn a_low_watermark_callback_that_grows_inside_a_batch_returns() {
     let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
         return;
     };
-    common::within(
+    regio_testkit::within(
         PATIENCE,
         "a growing low-watermark callback inside a Batch",
         move || {
@@ -222,7 +223,7 @@ fn growth_racing_a_batch_on_another_thread_returns() {
     let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
         return;
     };
-    common::within(
+    regio_testkit::within(
         PATIENCE,
         "two threads growing one pool, one of them in a Batch",
         move || {
@@ -306,7 +307,7 @@ fn every_descriptor_flag_reaches_the_sqe_or_is_refused() {
     wq.post(Op::from_message(msg).unwrap()).unwrap();
     let c = common::wait_one(&cq);
     assert_eq!((c.cookie, c.result, c.rejected()), (3, 4096, None));
-    assert!(scratch.holds_only(b'W'));
+    assert!(common::only(&scratch.contents(), b'W'));
 
     // Refused: FUA on a read, unknown bits, an offset on a send.
     let refused = |opcode, flags, offset| {
@@ -331,7 +332,7 @@ fn a_scatter_message_is_refused_whole_rather_than_cut() {
     };
     let pool = small_pool();
     pool.attach(adapter.registrar()).unwrap();
-    let (client, server) = common::loopback();
+    let (client, server) = regio_testkit::loopback();
     let wq = adapter
         .work_queue(0, Target::Fd(client.as_raw_fd()), 8, 8)
         .unwrap();
@@ -353,10 +354,7 @@ fn a_scatter_message_is_refused_whole_rather_than_cut() {
 
 #[test]
 fn a_message_never_reaches_a_ring_that_reused_its_targets_fd_number() {
-    let cfg = || Config {
-        sqpoll: None,
-        ..config()
-    };
+    let cfg = || config().sqpoll(None);
     let Some(source) = common::adapter_or_skip::<Message>(cfg()) else {
         return;
     };
@@ -413,13 +411,13 @@ fn a_work_queue_keeps_its_file_when_the_caller_closes_its_fd() {
     };
     let pool = small_pool();
     pool.attach(adapter.registrar()).unwrap();
-    let (ours, ours_path) = file_of(b'O');
+    let (ours, ours_path) = TempFile::filled("adapters", b'O', 4096).keep();
     let number = ours.as_raw_fd();
     let wq = adapter.work_queue(0, Target::Fd(number), 8, 8).unwrap();
     // The caller closes its fd, and another file takes the number.
     drop(ours);
-    let theirs = common::Scratch::of(b'T');
-    let taken = theirs.file.as_raw_fd();
+    let theirs = common::scratch(b'T');
+    let taken = theirs.file().as_raw_fd();
     if taken != number {
         // SAFETY: `number` is closed (the file above was dropped), so dup2 closes nothing.
         assert_eq!(unsafe { libc::dup2(taken, number) }, number);
@@ -430,7 +428,7 @@ fn a_work_queue_keeps_its_file_when_the_caller_closes_its_fd() {
     let c = common::wait_one(&wq.completion_queue());
     assert_eq!((c.result, c.rejected()), (4096, None));
     assert!(
-        theirs.holds_only(b'T'),
+        common::only(&theirs.contents(), b'T'),
         "the write went to the file that took the closed fd's number"
     );
     assert!(common::only(&std::fs::read(&ours_path).unwrap(), b'W'));
@@ -454,7 +452,7 @@ fn a_close_cannot_take_a_plain_fd_queues_file_from_under_it() {
         "{c:?}"
     );
     // The caller's own fd is untouched, and so is the queue's.
-    assert!(is_open(scratch.file.as_raw_fd()));
+    assert!(is_open(scratch.file().as_raw_fd()));
     wq.post(Op::fsync(2)).unwrap();
     assert_eq!(common::wait_one(&wq.completion_queue()).result, 0);
 }
@@ -464,7 +462,7 @@ fn a_work_queue_on_a_number_that_names_no_file_is_refused() {
     let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
         return;
     };
-    let (file, path) = file_of(b'F');
+    let (file, path) = TempFile::filled("adapters", b'F', 4096).keep();
     let closed = file.as_raw_fd();
     drop(file);
     std::fs::remove_file(path).unwrap();

@@ -34,15 +34,15 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn four_rings_share_one_sqpoll_thread_and_it_sleeps_when_idle() {
     let before = threads();
-    let Some(adapter) = common::adapter_or_skip::<TestBuf>(Config {
-        rings: 4,
-        sqpoll: Some(SqPoll {
-            idle: Duration::from_millis(10),
-            cpu: None,
-        }),
-        sqpoll_fallback: false,
-        ..Config::default()
-    }) else {
+    let Some(adapter) = common::adapter_or_skip::<TestBuf>(
+        Config::default()
+            .rings(4)
+            .sqpoll(Some(SqPoll {
+                idle: Duration::from_millis(10),
+                cpu: None,
+            }))
+            .sqpoll_fallback(false),
+    ) else {
         return;
     };
     assert!(adapter.sqpoll());

@@ -252,11 +252,7 @@ fn refused_post(adapter: &Adapter<TestBuf>, waiter: Waiter, rounds: u64) {
 }
 
 fn small_sq(sqpoll: bool) -> Config {
-    Config {
-        sq_entries: 4,
-        cq_entries: 1024,
-        ..config(1, sqpoll)
-    }
+    config(1, sqpoll).sq_entries(4).cq_entries(1024)
 }
 
 #[test]

@@ -4,8 +4,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::handle::MessagePool;
 use crate::message::Message;
+use crate::pool::MessagePool;
 use crate::waiters::Ticket;
 
 /// Waits for a message; see [`MessagePool::acquire_class`].
@@ -45,8 +45,8 @@ impl Future for Acquire<'_> {
         // FIFO: while others wait, a newcomer queues behind them.
         if self.ticket.is_none() && !inner.waiters.any(self.class) {
             // SAFETY: the class exists (`Acquire::new`'s contract).
-            if let Some((meta, gen)) = unsafe { inner.take(self.class) } {
-                return Poll::Ready(self.pool.wrap_meta(meta, gen, self.class));
+            if let Some((meta, generation)) = unsafe { inner.take(self.class) } {
+                return Poll::Ready(self.pool.wrap_meta(meta, generation, self.class));
             }
         }
         self.poll_wait(cx)

@@ -2,7 +2,7 @@
 //!
 //! A magazine that overflows on one thread and a magazine that runs dry on another are the
 //! common case when completions are reaped on a thread other than the one that submitted (one
-//! thread acquires, another releases). Through the linked [`IndexStack`](crate::IndexStack)
+//! thread acquires, another releases). Through the linked [`IndexStack`](regio_sync::IndexStack)
 //! alone, every refill walks a chain whose links another CPU just wrote: one cache miss per
 //! element, in series. The depot keeps a few bins, each holding one batch as a contiguous array,
 //! so a batch moves with a couple of cache lines instead. It is an accelerator in front of the
@@ -28,8 +28,8 @@
 //! A thread stalled while a bin is BUSY holds up only that bin; every other bin, and the stack,
 //! stay available.
 
-use regio_sync::primitive::cell::UnsafeCell;
-use regio_sync::primitive::sync::atomic::{AtomicU32, Ordering};
+use regio_loom_shim::cell::UnsafeCell;
+use regio_loom_shim::sync::atomic::{AtomicU32, Ordering};
 
 use crate::magazine::Cached;
 
@@ -151,8 +151,8 @@ mod tests {
     /// Entries that stand for elements 1, 2, ...: only the generations are looked at.
     fn entries(gens: &[u32]) -> Vec<Cached> {
         gens.iter()
-            .map(|&gen| Cached {
-                gen,
+            .map(|&generation| Cached {
+                generation,
                 ..Cached::BLANK
             })
             .collect()
@@ -169,7 +169,7 @@ mod tests {
     }
 
     fn take(depot: &Depot) -> Option<Vec<u32>> {
-        depot.take_with(|items| items.iter().map(|c| c.gen).collect())
+        depot.take_with(|items| items.iter().map(|c| c.generation).collect())
     }
 
     #[test]

@@ -202,11 +202,11 @@ impl Descriptor {
         self.owner = owner;
     }
 
-    /// Moves the owner stamp to generation `gen`, keeping its pool and element: for a
+    /// Moves the owner stamp to generation `generation`, keeping its pool and element: for a
     /// descriptor still in the state [`reset`](Self::reset) left it in.
     #[inline]
-    pub(crate) fn restamp_gen(&mut self, gen: u32) {
-        self.owner.gen = gen;
+    pub(crate) fn restamp_gen(&mut self, generation: u32) {
+        self.owner.generation = generation;
     }
 
     /// Resets the descriptor of a freshly acquired message whose buffers are `keys`. Field by

@@ -1,8 +1,9 @@
 //! The crate's one error type.
 
-use std::fmt;
 use std::io;
 use std::time::Duration;
+
+use crate::memlock::MemlockLimit;
 
 use crate::key::{BufKey, RegionId};
 
@@ -167,50 +168,5 @@ impl From<Error> for io::Error {
             _ => io::ErrorKind::InvalidInput,
         };
         io::Error::new(kind, e)
-    }
-}
-
-/// The process's RLIMIT_MEMLOCK, as read when an error is reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemlockLimit {
-    /// The soft limit in bytes; `None` when unlimited.
-    pub soft: Option<u64>,
-    /// The hard limit in bytes; `None` when unlimited.
-    pub hard: Option<u64>,
-}
-
-impl MemlockLimit {
-    /// Reads the current limit.
-    pub fn current() -> Self {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: `getrlimit` writes one `rlimit` through a valid, exclusive pointer.
-        let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
-        if rc != 0 {
-            return Self {
-                soft: Some(0),
-                hard: Some(0),
-            };
-        }
-        let finite = |v: libc::rlim_t| (v != libc::RLIM_INFINITY).then_some(v);
-        Self {
-            soft: finite(lim.rlim_cur),
-            hard: finite(lim.rlim_max),
-        }
-    }
-}
-
-impl fmt::Display for MemlockLimit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let show =
-            |v: Option<u64>| v.map_or_else(|| "unlimited".to_owned(), |b| format!("{b} bytes"));
-        write!(
-            f,
-            "RLIMIT_MEMLOCK is {} (hard {})",
-            show(self.soft),
-            show(self.hard)
-        )
     }
 }

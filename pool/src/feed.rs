@@ -29,11 +29,11 @@ use std::ops::Deref;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
-use regio_sync::primitive::sync::atomic::{AtomicU64, Ordering};
+use regio_loom_shim::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
-use crate::handle::MessagePool;
 use crate::message::{Message, RawMessage};
+use crate::pool::MessagePool;
 
 /// The adapter's side of a provided-buffer ring: makes buffers available to the kernel
 /// (`io_uring_buf_ring_add` and the tail advance), and takes the ring away from it in the end.

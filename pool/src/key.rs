@@ -47,7 +47,7 @@ pub struct ElemRef {
     /// The head element's index.
     pub index: u32,
     /// The head element's generation when the message was acquired.
-    pub gen: u32,
+    pub generation: u32,
 }
 
 impl ElemRef {
@@ -55,6 +55,6 @@ impl ElemRef {
     pub const NONE: ElemRef = ElemRef {
         pool: 0,
         index: u32::MAX,
-        gen: 0,
+        generation: 0,
     };
 }

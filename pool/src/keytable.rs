@@ -8,7 +8,6 @@
 
 use std::ptr::NonNull;
 
-use regio_sync::primitive::sync::Arc;
 use regio_sync::{Domain, Rcu, ReadSide};
 
 use crate::error::{Error, Result};
@@ -35,7 +34,7 @@ struct Span {
 /// ```
 pub struct KeyTable {
     spans: Rcu<Vec<Span>>,
-    domain: Arc<Domain>,
+    domain: Domain,
 }
 
 impl std::fmt::Debug for KeyTable {
@@ -45,16 +44,16 @@ impl std::fmt::Debug for KeyTable {
 }
 
 impl KeyTable {
-    pub(crate) fn new(domain: &Arc<Domain>) -> Self {
+    pub(crate) fn new(domain: &Domain) -> Self {
         Self {
             spans: Rcu::new(domain, Vec::new()),
-            domain: Arc::clone(domain),
+            domain: domain.clone(),
         }
     }
 
     /// The RCU domain that protects the table: register executor threads with it to translate
     /// through a [`QsbrReader`](regio_sync::QsbrReader) at the cost of one load.
-    pub fn domain(&self) -> &Arc<Domain> {
+    pub fn domain(&self) -> &Domain {
         &self.domain
     }
 

@@ -16,7 +16,7 @@
 //!   loses an element. A low-watermark event ([`PoolBuilder::low_watermark`]) tells the owner
 //!   when a class runs low, like an SRQ limit event.
 //! - **Speed.** Each thread caches elements in magazines in front of a shared lock-free store
-//!   ([`IndexStack`], with a depot of whole batches in front of it) and moves them in batches, as
+//!   ([`IndexStack`](regio_sync::IndexStack), with a depot of whole batches in front of it) and moves them in batches, as
 //!   DPDK's mempool does; acquiring and releasing from the cache take no atomic read-modify-write.
 //!   Measurements and how to take them: `docs/performance.md`.
 //! - **Integrity.** [`MessagePool::validate`] checks a descriptor before it becomes an SQE;
@@ -53,30 +53,30 @@ mod depot;
 mod descriptor;
 mod error;
 mod feed;
-mod handle;
 mod key;
 mod keytable;
 mod local;
 mod magazine;
+mod memlock;
 mod message;
 mod pool;
 mod region;
 mod registrar;
 mod segment;
+mod shared;
 mod slots;
-mod stack;
 mod waiters;
 
 pub use acquire::Acquire;
 pub use descriptor::{DescFlags, Descriptor, Opcode, MAX_SG};
-pub use error::{Error, MemlockLimit, Result};
+pub use error::{Error, Result};
 pub use feed::{BufFeed, BufRingSink, Received};
-pub use handle::{MessagePool, PoolBuilder};
 pub use key::{BufKey, ElemRef, RegionId};
 pub use keytable::KeyTable;
+pub use memlock::MemlockLimit;
 pub use message::{Message, RawMessage, POISON};
-pub use pool::{LowWatermark, WatermarkFn};
+pub use pool::{MessagePool, PoolBuilder};
 pub use region::{page_size, Region, RegionOptions, HUGE_PAGE};
 pub use registrar::{PoolRegion, Registrar};
+pub use shared::{LowWatermark, WatermarkFn};
 pub use slots::{FileSlot, FileSlots, OwnedFileSlot};
-pub use stack::{IndexStack, Links, NIL};

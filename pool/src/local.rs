@@ -17,7 +17,7 @@ use std::mem::ManuallyDrop;
 use std::sync::{Arc, Weak};
 
 use crate::magazine::{CacheSlot, Mags};
-use crate::pool::Inner;
+use crate::shared::Inner;
 
 struct Entry {
     pool: *const Inner,

@@ -18,8 +18,8 @@
 //! limit of at most `MAG_CAP`, `fill` asserts, `pop` and `drain_oldest` only lower it), so the
 //! hot `push` and `pop` index the items without a bounds check.
 
-use regio_sync::primitive::cell::UnsafeCell;
-use regio_sync::primitive::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use regio_loom_shim::cell::UnsafeCell;
+use regio_loom_shim::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -158,19 +158,19 @@ pub(crate) struct CacheSlot {
 
 /// What a pool's magazines hold: a free element, as a pointer to its metadata (so that it needs
 /// no lookup in the segment directory; never null, so a popped one needs no check either), with
-/// its generation (see [`gen`](crate::segment::gen)): the one its next holder gets, which the
+/// its generation (see [`generations`](crate::segment::generation)): the one its next holder gets, which the
 /// releasing thread stored in the element too.
 #[derive(Clone, Copy)]
 pub(crate) struct Cached {
     pub(crate) meta: NonNull<ElemMeta>,
-    pub(crate) gen: u32,
+    pub(crate) generation: u32,
 }
 
 impl Cached {
     /// What fills a magazine's unused entries.
     pub(crate) const BLANK: Cached = Cached {
         meta: NonNull::dangling(),
-        gen: 0,
+        generation: 0,
     };
 }
 

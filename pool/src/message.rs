@@ -13,12 +13,12 @@ use std::fmt;
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 
-use regio_sync::primitive::sync::atomic::Ordering;
+use regio_loom_shim::sync::atomic::Ordering;
 
 use crate::descriptor::Descriptor;
 use crate::key::{BufKey, ElemRef};
-use crate::pool::Inner;
-use crate::segment::{gen, ElemMeta, Group};
+use crate::segment::{generations, ElemMeta, Group};
+use crate::shared::Inner;
 
 /// One element of the pool: a [`Descriptor`] plus one or more registered buffers (a scatter
 /// list). It goes back to its pool when dropped, on any thread.
@@ -28,7 +28,7 @@ use crate::segment::{gen, ElemMeta, Group};
 pub struct Message {
     /// The head element's metadata, which also names the pool.
     head: NonNull<ElemMeta>,
-    gen: u32,
+    generation: u32,
     nbufs: u8,
     /// The size class (that of the head's metadata), carried here so that the release's
     /// magazine lookup does not wait for a load from the metadata.
@@ -57,12 +57,16 @@ unsafe impl Sync for Message {}
 pub struct RawMessage {
     pool: u32,
     index: u32,
-    gen: u32,
+    generation: u32,
 }
 
 impl RawMessage {
-    pub(crate) fn new(pool: u32, index: u32, gen: u32) -> Self {
-        RawMessage { pool, index, gen }
+    pub(crate) fn new(pool: u32, index: u32, generation: u32) -> Self {
+        RawMessage {
+            pool,
+            index,
+            generation,
+        }
     }
 
     /// The id of the pool that lent it ([`MessagePool::id`](crate::MessagePool::id)).
@@ -74,8 +78,8 @@ impl RawMessage {
         self.index
     }
 
-    pub(crate) fn gen(self) -> u32 {
-        self.gen
+    pub(crate) fn generation(self) -> u32 {
+        self.generation
     }
 
     /// The raw message as a number: the pool id in bits 64..96, the element in bits 32..64 and
@@ -100,7 +104,7 @@ impl RawMessage {
     /// The element and generation in one word, for a pool's own parking words, which know their
     /// pool (see [`crate::feed`]).
     pub(crate) fn element_word(self) -> u64 {
-        (u64::from(self.index) << 32) | u64::from(self.gen)
+        (u64::from(self.index) << 32) | u64::from(self.generation)
     }
 
     /// The raw message of `pool` whose [`element_word`](Self::element_word) is `word`.
@@ -111,13 +115,13 @@ impl RawMessage {
 
 impl Message {
     /// Wraps the head element `head` (of size class `class`), already activated with
-    /// generation `gen`, heading `nbufs` buffers.
+    /// generation `generation`, heading `nbufs` buffers.
     #[inline]
-    pub(crate) fn from_parts(head: &ElemMeta, gen: u32, nbufs: u8, class: u8) -> Message {
+    pub(crate) fn from_parts(head: &ElemMeta, generation: u32, nbufs: u8, class: u8) -> Message {
         debug_assert_eq!(class, head.class);
         Message {
             head: NonNull::from(head),
-            gen,
+            generation,
             nbufs,
             class,
         }
@@ -161,7 +165,7 @@ impl Message {
         ElemRef {
             pool: self.pool().uid,
             index: self.meta().index,
-            gen: self.gen,
+            generation: self.generation,
         }
     }
 
@@ -275,10 +279,10 @@ impl Message {
     /// pool (and keeps the pool alive).
     pub fn into_raw(self) -> RawMessage {
         let this = ManuallyDrop::new(self);
-        let g = gen::next(this.gen, gen::RAW);
+        let g = generations::next(this.generation, generations::RAW);
         // Release: pairs with the Acquire CAS in `from_raw`, possibly on another thread, so
         // that whatever was written to the message is visible to its next holder.
-        this.meta().gen.store(g, Ordering::Release);
+        this.meta().generation.store(g, Ordering::Release);
         RawMessage::new(this.pool().uid, this.meta().index, g)
     }
 }
@@ -288,7 +292,7 @@ impl Drop for Message {
     fn drop(&mut self) {
         if self.nbufs == 1 {
             let meta = self.meta();
-            let next = free(meta, self.gen);
+            let next = free(meta, self.generation);
             // SAFETY: a message's elements belong to its pool, it still holds `meta`, and
             // `class` is the element's class.
             if unsafe { self.pool().put_cached(meta, usize::from(self.class), next) } {
@@ -330,13 +334,13 @@ impl Message {
         for &elem in &group.elems[1..usize::from(group.len)] {
             let meta = inner.dir.held(elem);
             // Relaxed: the member is still held by this message; see `free`.
-            meta.head.store(crate::stack::NIL, Ordering::Relaxed);
+            meta.head.store(regio_sync::NIL, Ordering::Relaxed);
             // Relaxed: the member is still held by this message, which stamped it.
-            let next = free(meta, meta.gen.load(Ordering::Relaxed));
+            let next = free(meta, meta.generation.load(Ordering::Relaxed));
             // SAFETY: the members belong to the message's pool, and it still holds them.
             users += unsafe { inner.put(meta, next) };
         }
-        let next = free(self.meta(), self.gen);
+        let next = free(self.meta(), self.generation);
         // SAFETY: as above.
         users += unsafe { inner.put(self.meta(), next) };
         // SAFETY: as in `put_uncached`.
@@ -346,7 +350,7 @@ impl Message {
 
 /// Marks the held element `meta`, whose generation is `held`, free (poisoning its buffer in
 /// debug builds), ready to go back to the pool. Returns its new generation, the one its next
-/// holder gets (see [`gen`]).
+/// holder gets (see [`generations`]).
 #[inline(always)]
 fn free(meta: &ElemMeta, held: u32) -> u32 {
     #[cfg(debug_assertions)]
@@ -354,14 +358,14 @@ fn free(meta: &ElemMeta, held: u32) -> u32 {
     unsafe {
         std::ptr::write_bytes(meta.data.as_ptr(), POISON, meta.key.len as usize);
     }
-    debug_assert_eq!(gen::state(held), gen::HELD);
+    debug_assert_eq!(generations::state(held), generations::HELD);
     // Relaxed: a check of the caller's copy; only this message writes the generation.
-    debug_assert_eq!(meta.gen.load(Ordering::Relaxed), held);
+    debug_assert_eq!(meta.generation.load(Ordering::Relaxed), held);
     // No handle has this generation yet.
-    let next = gen::next(held, gen::HELD);
+    let next = generations::next(held, generations::HELD);
     // Relaxed: the message holds the element exclusively; the store or magazine hand-off that
     // follows orders this store before the next holder's accesses.
-    meta.gen.store(next, Ordering::Relaxed);
+    meta.generation.store(next, Ordering::Relaxed);
     next
 }
 

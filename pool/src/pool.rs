@@ -1,880 +1,658 @@
-//! The pool: size classes, the shared stores, the caches and growth.
+//! `MessagePool` and `PoolBuilder`: the public face of the pool.
 //!
 //! # Synchronization
 //!
-//! - **Two levels.** Elements live in a per-class [`IndexStack`] (lock-free, bulk transfers)
-//!   with a depot of whole batches in front of it ([`crate::depot`]), and in per-thread
-//!   magazines ([`crate::magazine`]). The fast path touches only the caller's magazine; the
-//!   shared side is used in batches of half a magazine.
-//! - **Hand-off to waiters.** When a class has waiters, releases bypass the magazines and go
-//!   through [`Waiters`], whose Dekker pair (SeqCst fences on both sides) rules out a lost
-//!   wake-up; see [`crate::waiters`]. A thread that releases or acquires while others wait also
-//!   hands over what its magazine holds.
-//! - **Lifetime by counting users.** `users` counts pool handles plus elements outside the
-//!   shared stores (in magazines, in messages, granted to waiters). Elements move in and out of
-//!   the stores in batches, so the count moves in batches too, off the fast path. Increments are
-//!   Relaxed (the caller already holds a counted reference, as with `Arc::clone`); the decrement
-//!   that reaches zero is Release and is followed by an Acquire fence before the pool is freed, as
-//!   in `Arc::drop`.
-//! - **Growth** is serialised by a mutex and publishes each new segment before its elements
-//!   reach a store; see [`crate::segment`].
-//! - **The low-watermark callback runs with no lock held.** A take that finds the store below
-//!   the limit claims the one-shot event (a swap of `armed`) wherever it happens, even under
-//!   the wait-list lock; whoever called it delivers the event ([`Inner::notify_low`]) after
-//!   letting go of every lock and with no magazine half-changed, so the callback may acquire,
-//!   release and grow.
+//! The lock-free work happens in [`crate::shared`] (stores, magazines, user counting) and
+//! [`crate::waiters`] (the hand-off). This module adds two patterns:
+//! - **Redeeming a raw message** checks the pool id it carries, then is a CAS from the lent
+//!   generation to a new held one (Acquire, pairing with the Release in `into_raw`): of two
+//!   redeemers of one raw message, one wins.
+//! - **Validation reads generations with Relaxed loads.** The validating thread holds the message
+//!   (or received it through a synchronising hand-off), so it sees the generation it was stamped
+//!   with; a different value means the handle is stale.
 
+use std::fmt;
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use regio_sync::primitive::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use regio_loom_shim::sync::atomic::Ordering;
 
-use crate::depot::{Depot, BIN_CAP};
+use crate::acquire::Acquire;
 use crate::descriptor::{Descriptor, MAX_SG};
 use crate::error::{Error, Result};
 use crate::key::{ElemRef, RegionId};
 use crate::keytable::KeyTable;
-use crate::local;
-use crate::magazine::{CacheSlot, Cached, MAG_CAP};
-use crate::region::{Region, RegionOptions};
-use crate::registrar::{PoolRegion, Registrar};
-use crate::segment::{Directory, ElemMeta, Segment, MAX_PER_REGION};
-use crate::stack::IndexStack;
-use crate::waiters::Waiters;
+use crate::message::{Message, RawMessage};
+use crate::region::RegionOptions;
+use crate::registrar::Registrar;
+use crate::segment::{generations, ElemMeta, LOCAL_BITS};
+use crate::shared::{Config, Inner, LowWatermark};
 
-/// What a low-watermark notification reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LowWatermark {
-    /// The size class that ran low.
-    pub class: usize,
-    /// How many elements its shared store held when the event fired.
-    pub available: usize,
-}
-
-/// The notification callback for [`LowWatermark`] events.
-pub type WatermarkFn = Box<dyn Fn(LowWatermark) + Send + Sync>;
-
-pub(crate) struct Watermark {
-    limit: usize,
-    armed: AtomicBool,
-    notify: WatermarkFn,
-}
-
-/// One size class.
-pub(crate) struct Class {
-    pub(crate) buf_size: u32,
-    pub(crate) store: IndexStack,
-    /// Whole batches, in front of `store` (see [`crate::depot`]). Only magazine overflows
-    /// fill it, so a bin never holds more than one batch.
-    depot: Depot,
-    capacity: AtomicUsize,
-    watermark: Option<Watermark>,
-}
-
-impl Class {
-    /// About how many free elements the shared side holds: the stack and the depot.
-    fn shared_len(&self) -> usize {
-        self.store.len() + self.depot.len()
-    }
-}
-
-/// The shared state behind [`MessagePool`](crate::MessagePool) handles and messages.
-pub(crate) struct Inner {
-    pub(crate) uid: u32,
-    users: AtomicUsize,
-    pub(crate) classes: Box<[Class]>,
-    pub(crate) dir: Directory,
-    slots: Box<[CacheSlot]>,
-    pub(crate) waiters: Waiters,
-    pub(crate) keys: KeyTable,
-    registrars: Mutex<Vec<Arc<dyn Registrar>>>,
-    options: RegionOptions,
-    cache_size: usize,
-    batch: usize,
-}
-
-/// How a pool is built; see [`PoolBuilder`](crate::PoolBuilder).
-pub(crate) struct Config {
-    pub(crate) classes: Vec<(u32, u32)>,
-    pub(crate) watermarks: Vec<(usize, usize, WatermarkFn)>,
-    pub(crate) options: RegionOptions,
-    pub(crate) cache_size: usize,
-    pub(crate) max_threads: usize,
-    pub(crate) max_regions: usize,
-    pub(crate) max_waiters: usize,
-    pub(crate) domain: Option<regio_sync::primitive::sync::Arc<regio_sync::Domain>>,
-}
-
-/// The id of the next pool (0 is [`ElemRef::NONE`]'s). A plain std atomic: it is not part of
-/// any loom model, and loom atomics cannot be statics.
-static NEXT_UID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
-
-/// The most threads with a cache in one pool ([`PoolBuilder::max_threads`]).
+/// Builds a [`MessagePool`].
 ///
-/// [`PoolBuilder::max_threads`]: crate::PoolBuilder::max_threads
-const MAX_THREADS: usize = 1024;
-
-/// The most waiters a pool reserves room for up front ([`PoolBuilder::max_waiters`]).
+/// ```
+/// use regio_pool::PoolBuilder;
 ///
-/// [`PoolBuilder::max_waiters`]: crate::PoolBuilder::max_waiters
-const MAX_WAITERS: usize = 1 << 16;
-
-/// Takes the next pool id from `counter`. Ids are never reused, so that a descriptor or raw
-/// message of one pool can never pass for another's: once they run out (after 2^32 - 2 pools),
-/// no pool can be built.
-fn next_uid(counter: &std::sync::atomic::AtomicU32) -> Option<u32> {
-    // Relaxed: only uniqueness matters, which the read-modify-write gives by itself.
-    let order = std::sync::atomic::Ordering::Relaxed;
-    counter
-        .fetch_update(order, order, |id| id.checked_add(1))
-        .ok()
+/// let pool = PoolBuilder::new()
+///     .class(4096, 256)   // class 0: 256 buffers of 4 KiB
+///     .class(65536, 16)   // class 1: 16 buffers of 64 KiB
+///     .cache_size(32)
+///     .build()
+///     .unwrap();
+/// assert_eq!(pool.capacity(0), 256);
+/// ```
+pub struct PoolBuilder {
+    config: Config,
 }
 
-impl Inner {
-    /// Builds the pool and returns it with one user (the first handle), as a raw pointer that
-    /// owns one strong count of its `Arc`.
-    pub(crate) fn create(mut config: Config) -> Result<*const Inner> {
-        if config.classes.is_empty() {
-            return Err(Error::Config("a pool needs at least one size class".into()));
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("classes", &self.config.classes)
+            .field("options", &self.config.options)
+            .field("cache_size", &self.config.cache_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PoolBuilder {
+    /// A builder with no size class, 64-element caches, room for 64 caching threads and 64
+    /// regions.
+    pub fn new() -> Self {
+        Self {
+            config: Config {
+                classes: Vec::new(),
+                watermarks: Vec::new(),
+                options: RegionOptions::default(),
+                cache_size: 64,
+                max_threads: 64,
+                max_regions: 64,
+                max_waiters: 64,
+                domain: None,
+            },
         }
-        if config.classes.len() > usize::from(u8::MAX) {
-            return Err(Error::Config("at most 255 size classes".into()));
-        }
-        if config.cache_size > MAG_CAP {
-            return Err(Error::Config(format!(
-                "cache size {} is above the maximum of {MAG_CAP}",
-                config.cache_size
-            )));
-        }
-        if config.max_regions == 0 || config.max_regions > crate::segment::MAX_REGIONS {
-            return Err(Error::Config(format!(
-                "max_regions must be in 1..={}",
-                crate::segment::MAX_REGIONS
-            )));
-        }
-        if config.max_threads > MAX_THREADS {
-            return Err(Error::Config(format!(
-                "max_threads {} is above the maximum of {MAX_THREADS}; more threads use the \
-                 shared store without a cache",
-                config.max_threads
-            )));
-        }
-        if config.max_waiters > MAX_WAITERS {
-            return Err(Error::Config(format!(
-                "max_waiters {} is above the maximum of {MAX_WAITERS}; it is only reserved \
-                 up front, and more waiters still queue",
-                config.max_waiters
-            )));
-        }
-        let uid = next_uid(&NEXT_UID).ok_or_else(|| {
-            Error::Config("this process has used up the pool ids (2^32 - 2 pools)".into())
-        })?;
-        let mut watermarks: Vec<Option<Watermark>> = config.classes.iter().map(|_| None).collect();
-        for (class, limit, notify) in config.watermarks.drain(..) {
-            let slot = watermarks
-                .get_mut(class)
-                .ok_or_else(|| Error::Config(format!("low watermark for unknown class {class}")))?;
-            *slot = Some(Watermark {
-                limit,
-                armed: AtomicBool::new(true),
-                notify,
-            });
-        }
-        let classes = config
-            .classes
-            .iter()
-            .zip(watermarks)
-            .map(|(&(buf_size, _), watermark)| Class {
-                buf_size,
-                store: IndexStack::new(),
-                depot: Depot::new(config.max_threads.clamp(1, 8)),
-                capacity: AtomicUsize::new(0),
-                watermark,
-            })
-            .collect();
-        let domain = config
-            .domain
-            .take()
-            .unwrap_or_else(|| regio_sync::primitive::sync::Arc::new(regio_sync::Domain::new()));
-        let inner = Arc::new(Inner {
-            uid,
-            users: AtomicUsize::new(1),
-            classes,
-            dir: Directory::new(config.max_regions),
-            slots: (0..config.max_threads)
-                .map(|_| CacheSlot::new(config.classes.len()))
-                .collect(),
-            waiters: Waiters::new(config.classes.len(), config.max_waiters),
-            keys: KeyTable::new(&domain),
-            registrars: Mutex::new(Vec::new()),
-            options: config.options,
-            cache_size: config.cache_size,
-            batch: config.cache_size.div_ceil(2),
-        });
-        for (class, &(_, count)) in config.classes.iter().enumerate() {
-            inner.grow(class, count)?;
-        }
-        Ok(Arc::into_raw(inner))
     }
 
-    /// Adds a region of `count` buffers to `class`, registers it everywhere, and puts its
-    /// elements in the class's store.
-    pub(crate) fn grow(&self, class: usize, count: u32) -> Result<RegionId> {
-        let buf_size = self
-            .classes
-            .get(class)
-            .ok_or_else(|| Error::Config(format!("unknown size class {class}")))?
-            .buf_size;
-        if count == 0 || count as usize > MAX_PER_REGION {
-            return Err(Error::Config(format!(
-                "a region holds 1..={MAX_PER_REGION} buffers, not {count}"
-            )));
-        }
-        let len = u64::from(count) * u64::from(buf_size);
-        if len > u64::from(u32::MAX) {
-            return Err(Error::Config(format!(
-                "a region of {len} bytes is too large: keys address at most 4 GiB per region"
-            )));
-        }
-        let mut registrars = lock(&self.registrars);
-        registrars.retain(|r| !r.is_detached());
-        let next = self.dir.len();
-        if next >= self.dir.capacity() {
-            return Err(Error::TooManyRegions {
-                max: self.dir.capacity(),
-            });
-        }
-        let id = RegionId(next as u16);
-        let region = Region::map(len as usize, self.options)?;
-        register_all(&registrars, self.region_of(id, &region))?;
-        let (base, region_len) = (region.base(), region.len());
-        let published =
-            self.dir
-                .publish(Segment::new(self, id, class as u8, region, buf_size, count));
-        debug_assert_eq!(published, id);
-        self.keys.insert(id, base, region_len);
-        let c = &self.classes[class];
-        // Relaxed: a statistic.
-        c.capacity.fetch_add(count as usize, Ordering::Relaxed);
-        let first = u32::from(id.0) << crate::segment::LOCAL_BITS;
-        let mut chunk = [0u32; 256];
-        for start in (0..count).step_by(chunk.len()) {
-            let n = (count - start).min(chunk.len() as u32) as usize;
-            for (k, slot) in chunk[..n].iter_mut().enumerate() {
-                *slot = first + start + k as u32;
-            }
-            c.store.push_slice(&self.dir, &chunk[..n]);
-        }
-        // The growth is done. Serving waiters can deliver the low-watermark event, whose
-        // callback may grow the pool again, so the growth lock goes first.
-        drop(registrars);
-        if self.waiters.any_after_publish(class) {
-            self.serve_waiters(class);
-        }
-        Ok(id)
+    /// Adds a size class of `count` buffers of `buf_size` bytes, in a region of its own. Class
+    /// numbers follow the order of the calls, from 0.
+    pub fn class(mut self, buf_size: u32, count: u32) -> Self {
+        self.config.classes.push((buf_size, count));
+        self
     }
 
-    /// Attaches a registrar: registers every region now, and every later one as it is added.
-    pub(crate) fn attach(&self, registrar: Arc<dyn Registrar>) -> Result<()> {
-        let mut registrars = lock(&self.registrars);
-        registrars.retain(|r| !r.is_detached());
-        if registrars.iter().any(|r| Arc::ptr_eq(r, &registrar)) {
-            return Err(Error::Config("this registrar is attached already".into()));
+    /// Maps regions on 2 MiB huge pages when the system has them reserved.
+    pub fn huge_pages(mut self, on: bool) -> Self {
+        self.config.options.huge_pages = on;
+        self
+    }
+
+    /// Locks regions in memory (`mlock`).
+    pub fn mlock(mut self, on: bool) -> Self {
+        self.config.options.mlock = on;
+        self
+    }
+
+    /// The most elements a thread caches per class (at most 128; 0 turns caching off). A
+    /// thread moves half of this between its cache and the shared store at a time.
+    ///
+    /// Elements in a thread's cache are that thread's until it releases while others wait,
+    /// flushes ([`MessagePool::flush_local`]) or exits, so size the pool for
+    /// `threads * cache_size` elements more than the working set, as with DPDK's mempool caches.
+    pub fn cache_size(mut self, size: usize) -> Self {
+        self.config.cache_size = size;
+        self
+    }
+
+    /// How many threads may have a cache at once (at most 1024); more threads use the shared
+    /// store directly.
+    pub fn max_threads(mut self, n: usize) -> Self {
+        self.config.max_threads = n;
+        self
+    }
+
+    /// The most regions the pool may ever have (at most 256), growth included.
+    pub fn max_regions(mut self, n: usize) -> Self {
+        self.config.max_regions = n;
+        self
+    }
+
+    /// How many waiters the wait list has room for before it must allocate (at most 65536).
+    pub fn max_waiters(mut self, n: usize) -> Self {
+        self.config.max_waiters = n;
+        self
+    }
+
+    /// Calls `notify` once when the shared store of `class` drops below `limit` free elements,
+    /// like an SRQ limit event; re-arm with [`MessagePool::arm_low_watermark`].
+    ///
+    /// The count is the shared store's, not the threads' caches: it is what other threads can
+    /// still get. `notify` runs on the thread that took the store below the limit, once that
+    /// thread holds none of the pool's locks, so it may use the pool: acquire and release
+    /// messages, grow the pool, re-arm the event. The pool call that crossed the limit (an
+    /// acquire, a release, a growth) returns only after `notify` does, so keep it short and do
+    /// not block in it; to shed load, or for growth that can wait, let it wake a task instead.
+    pub fn low_watermark(
+        mut self,
+        class: usize,
+        limit: usize,
+        notify: impl Fn(LowWatermark) + Send + Sync + 'static,
+    ) -> Self {
+        self.config
+            .watermarks
+            .push((class, limit, Box::new(notify)));
+        self
+    }
+
+    /// Uses `domain` for the key table's RCU, so that executor threads already registered there
+    /// translate with a plain load. A [`Domain`](regio_sync::Domain) is a handle: pass a clone.
+    pub fn rcu_domain(mut self, domain: regio_sync::Domain) -> Self {
+        self.config.domain = Some(domain);
+        self
+    }
+
+    /// Maps the regions and builds the pool.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an impossible configuration, and [`Error::Map`] or [`Error::Lock`]
+    /// when the memory cannot be had.
+    pub fn build(self) -> Result<MessagePool> {
+        let inner = Inner::create(self.config)?;
+        Ok(MessagePool {
+            inner: NonNull::new(inner.cast_mut()).expect("Arc::into_raw is never null"),
+        })
+    }
+}
+
+/// The message resource pool: registered buffers with their descriptors, handed out as
+/// [`Message`]s and taken back when they drop.
+///
+/// A handle is cheap to clone; the pool lives until the last handle and the last message are
+/// gone (elements cached by threads that are still running count too: see
+/// [`flush_local`](Self::flush_local)).
+///
+/// Each thread keeps a small cache of elements per class (see [`PoolBuilder::cache_size`]):
+/// acquiring and releasing touch only that cache, and move half of it to or from the shared
+/// lock-free store when it runs empty or full. While tasks wait for a class, releases skip the
+/// caches and go to the oldest waiter, and a thread that releases or acquires also hands over
+/// what it has cached. Only a thread that stays idle keeps its cache (see
+/// [`PoolBuilder::cache_size`]).
+pub struct MessagePool {
+    inner: NonNull<Inner>,
+}
+
+// SAFETY: the handle is a counted reference to `Inner`, which is shared by design: every
+// operation through `&Inner` is thread-safe (atomics, the lock-free store, mutexes).
+unsafe impl Send for MessagePool {}
+// SAFETY: as above.
+unsafe impl Sync for MessagePool {}
+
+impl Clone for MessagePool {
+    fn clone(&self) -> Self {
+        self.inner().add_user();
+        MessagePool { inner: self.inner }
+    }
+}
+
+impl Drop for MessagePool {
+    fn drop(&mut self) {
+        let users = self.inner().flush_local() + 1;
+        // SAFETY: the handle held one user, and the flushed elements were counted as users; the
+        // handle is not used after this.
+        unsafe { Inner::unref(self.inner.as_ptr(), users) };
+    }
+}
+
+impl fmt::Debug for MessagePool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.inner();
+        let mut d = f.debug_struct("MessagePool");
+        d.field("id", &inner.uid);
+        for class in 0..inner.classes.len() {
+            d.field("available", &(class, inner.available(class)));
         }
-        for (id, seg) in self.dir.iter() {
-            // SAFETY: the region is this pool's own mapping, named by this pool's id and its
-            // id; the pool keeps it mapped until it unregisters it from every registrar it was
-            // registered with (`detach`, `Drop`, the failure path just below).
-            let registered = unsafe { registrar.register(self.region_of(id, &seg.region)) };
-            if let Err(source) = registered {
-                for (done, _) in self.dir.iter().take(usize::from(id.0)) {
-                    registrar.unregister(self.uid, done);
-                }
-                return Err(Error::Register { region: id, source });
-            }
+        d.finish_non_exhaustive()
+    }
+}
+
+impl MessagePool {
+    /// A builder.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::new()
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        // SAFETY: the handle counts as a user, so the pool is alive.
+        unsafe { self.inner.as_ref() }
+    }
+
+    /// This pool's id, stamped on its descriptors.
+    pub fn id(&self) -> u32 {
+        self.inner().uid
+    }
+
+    /// The number of size classes.
+    pub fn classes(&self) -> usize {
+        self.inner().classes.len()
+    }
+
+    /// The buffer size of `class`.
+    ///
+    /// # Panics
+    ///
+    /// If the class does not exist.
+    pub fn buf_size(&self, class: usize) -> usize {
+        self.inner().classes[class].buf_size as usize
+    }
+
+    /// How many elements `class` has in all, growth included.
+    ///
+    /// # Panics
+    ///
+    /// If the class does not exist.
+    pub fn capacity(&self, class: usize) -> usize {
+        self.inner().capacity(class)
+    }
+
+    /// How many elements of `class` are free: in the shared store and in every thread's cache.
+    /// Exact when no other thread is acquiring or releasing.
+    ///
+    /// # Panics
+    ///
+    /// If the class does not exist.
+    pub fn available(&self, class: usize) -> usize {
+        self.inner().available(class)
+    }
+
+    /// Takes a message of class 0, or fails at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Exhausted`] (a would-block) when no element is free.
+    #[inline(always)]
+    pub fn try_acquire(&self) -> Result<Message> {
+        // SAFETY: every pool has class 0.
+        unsafe { self.take_existing(0) }
+    }
+
+    /// Takes a message of `class`, or fails at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Exhausted`] when no element is free, and [`Error::NoSuchClass`] if the class
+    /// does not exist.
+    #[inline(always)]
+    pub fn try_acquire_class(&self, class: usize) -> Result<Message> {
+        self.check_class(class)?;
+        // SAFETY: the class exists (checked just above).
+        unsafe { self.take_existing(class) }
+    }
+
+    /// [`Error::NoSuchClass`] unless the pool has `class`.
+    #[inline(always)]
+    fn check_class(&self, class: usize) -> Result<()> {
+        let classes = self.classes();
+        if class >= classes {
+            return Err(Error::NoSuchClass { class, classes });
         }
-        registrars.push(registrar);
         Ok(())
     }
 
-    /// Detaches a registrar: unregisters every region from it and forgets it. Returns false if
-    /// it was not attached.
-    pub(crate) fn detach(&self, registrar: &Arc<dyn Registrar>) -> bool {
-        let mut registrars = lock(&self.registrars);
-        let Some(at) = registrars.iter().position(|r| Arc::ptr_eq(r, registrar)) else {
-            return false;
-        };
-        let registrar = registrars.remove(at);
-        drop(registrars);
-        for (id, _) in self.dir.iter() {
-            registrar.unregister(self.uid, id);
-        }
-        true
-    }
-
-    /// How a registrar sees region `id`, mapped at `region`.
-    fn region_of(&self, id: RegionId, region: &Region) -> PoolRegion {
-        PoolRegion {
-            pool: self.uid,
-            id,
-            base: region.base(),
-            len: region.len(),
-        }
-    }
-
-    /// Claims a free cache slot for the calling thread.
-    pub(crate) fn claim_slot(&self) -> Option<&CacheSlot> {
-        if self.cache_size == 0 {
-            return None;
-        }
-        self.slots.iter().find(|s| s.try_claim())
-    }
-
-    /// Takes one element of `class` for the caller: from its magazine, else a batch from the
-    /// store. The element is counted as a user. Returns it with its generation (the one the
-    /// caller stamps it with; see [`gen`](crate::segment::gen)).
+    /// [`try_acquire_class`](Self::try_acquire_class) of a class that exists.
     ///
     /// # Safety
     ///
-    /// `class` is one of the pool's size classes (`class < self.classes.len()`).
+    /// `class` is one of the pool's size classes.
     #[inline(always)]
-    pub(crate) unsafe fn take(&self, class: usize) -> Option<(&ElemMeta, u32)> {
-        if let Some(mags) = local::cached_mags(self) {
-            // SAFETY: these are the magazines of this thread's slot, and `class` is one of the
-            // pool's classes (the caller's contract).
-            if let Some(free) = unsafe { mags.get(class).pop() } {
-                // SAFETY: as above.
-                if unsafe { self.waiters.any_unchecked(class) } {
-                    self.share_cache(class);
-                }
-                // SAFETY: magazines hold pointers to this pool's metadata, which lives as long
-                // as the pool.
-                return Some((unsafe { free.meta.as_ref() }, free.gen));
-            }
+    unsafe fn take_existing(&self, class: usize) -> Result<Message> {
+        let inner = self.inner();
+        // SAFETY: the class exists (the caller's contract).
+        match unsafe { inner.take(class) } {
+            Some((meta, generation)) => Ok(self.wrap_meta(meta, generation, class)),
+            None => Err(Error::Exhausted { class }),
         }
-        self.take_slow(class)
     }
 
-    /// [`take`](Self::take) when the shortcut names another pool, or the magazine is empty,
-    /// or the thread has no cache.
-    #[cold]
-    #[inline(never)]
-    fn take_slow(&self, class: usize) -> Option<(&ElemMeta, u32)> {
-        let Some(slot) = local::slot(self) else {
-            let mut low = None;
-            let elem = self.take_shared(class, &mut low);
-            self.notify_low(low);
-            return elem.map(|elem| self.free_elem(elem));
-        };
-        // SAFETY: this thread claimed `slot`.
-        if let Some(free) = unsafe { slot.mag(class).pop() } {
-            if self.waiters.any(class) {
-                self.share_cache(class);
-            }
-            // SAFETY: as in `take`.
-            return Some((unsafe { free.meta.as_ref() }, free.gen));
-        }
-        self.refill(class, slot)
-    }
-
-    /// The metadata and generation of the free element `elem`, which the caller holds (it
-    /// came out of a store or a grant, whose hand-off ordered the releaser's store of the
-    /// generation before this load).
-    pub(crate) fn free_elem(&self, elem: u32) -> (&ElemMeta, u32) {
-        let meta = self.dir.held(elem);
-        // Relaxed: as above.
-        (meta, meta.gen.load(Ordering::Relaxed))
-    }
-
-    /// Others wait for `class` while this thread has some cached: hand them over.
-    #[cold]
-    fn share_cache(&self, class: usize) {
-        let Some(slot) = local::slot(self) else {
-            return;
-        };
-        let mut batch = [0u32; MAG_CAP];
-        let n = self.drain_mag(slot, class, MAG_CAP, &mut batch);
-        let users = self.give_back(class, &batch[..n]);
-        // SAFETY: the caller reached this through a pool handle, which is a user itself, so the
-        // count cannot reach zero here.
-        unsafe { Inner::unref(self, users) };
-    }
-
-    /// Refills the empty magazine of `class` in `slot` (this thread's) with a batch: a depot
-    /// bin's entries, copied as they are, else elements popped from the stack. Returns one of
-    /// them for the caller.
-    #[cold]
-    fn refill(&self, class: usize, slot: &CacheSlot) -> Option<(&ElemMeta, u32)> {
-        let c = &self.classes[class];
-        let mag = slot.mag(class);
-        let n = match c.depot.take_with(|items| {
-            // SAFETY: this thread claimed `slot`; the magazine was empty, and a bin holds at
-            // most `BIN_CAP < MAG_CAP` entries.
-            unsafe { mag.fill(items) };
-            items.len()
-        }) {
-            Some(n) => {
-                debug_assert!(n <= self.batch, "only overflows fill bins, one batch each");
-                n
-            }
-            None => {
-                let mut batch = [0u32; BIN_CAP];
-                let n = c.store.pop_into(&self.dir, &mut batch[..self.batch]);
-                for &elem in &batch[..n] {
-                    let (meta, gen) = self.free_elem(elem);
-                    let free = Cached {
-                        meta: NonNull::from(meta),
-                        gen,
-                    };
-                    // SAFETY: this thread claimed `slot`; the magazine was empty, and
-                    // `n <= BIN_CAP <= MAG_CAP`.
-                    let cached = unsafe { mag.push(free, MAG_CAP) };
-                    debug_assert!(cached);
-                }
-                n
-            }
-        };
-        if n == 0 {
-            return None;
-        }
-        // Relaxed: see "Lifetime by counting users".
-        self.users.fetch_add(n, Ordering::Relaxed);
-        // SAFETY: this thread claimed `slot`; the magazine holds the `n` entries just put in.
-        let free = unsafe { mag.pop() }.expect("the magazine was just filled");
-        let low = self.low_watermark(class);
-        // After the fill: the callback may use this thread's magazine.
-        self.notify_low(low);
-        // SAFETY: magazines hold pointers to this pool's metadata.
-        Some((unsafe { free.meta.as_ref() }, free.gen))
-    }
-
-    /// Takes one element straight from the shared store (the stack, else a depot batch whose
-    /// rest goes to the stack).
+    /// Takes a message of at least `len` bytes: one buffer of the smallest class that fits, or
+    /// else a scatter list of buffers of the largest class.
     ///
-    /// It may run under the wait-list lock, so it never calls the low-watermark callback: if
-    /// the take claims the event, the event goes into `low` (unless one is there already), and
-    /// the caller delivers it with [`notify_low`](Self::notify_low) once it holds no lock.
-    pub(crate) fn take_shared(&self, class: usize, low: &mut Option<LowWatermark>) -> Option<u32> {
-        let c = &self.classes[class];
-        let elem = match c.store.pop(&self.dir) {
-            Some(elem) => elem,
-            None => {
-                let mut batch = [0u32; BIN_CAP];
-                let n = c.depot.take_with(|items| {
-                    for (elem, free) in batch.iter_mut().zip(items) {
-                        // SAFETY: depot entries point at this pool's live metadata.
-                        *elem = unsafe { free.meta.as_ref() }.index;
+    /// # Errors
+    ///
+    /// [`Error::Exhausted`] when not enough elements are free (none is taken then), and
+    /// [`Error::TooManySlices`] when `len` needs more than [`MAX_SG`] buffers.
+    pub fn try_acquire_len(&self, len: usize) -> Result<Message> {
+        let inner = self.inner();
+        let classes = &inner.classes;
+        let fit = (0..classes.len())
+            .filter(|&c| classes[c].buf_size as usize >= len)
+            .min_by_key(|&c| classes[c].buf_size);
+        if let Some(class) = fit {
+            return self.try_acquire_class(class);
+        }
+        let class = (0..classes.len())
+            .max_by_key(|&c| classes[c].buf_size)
+            .expect("a pool has at least one class");
+        let n = len.div_ceil(classes[class].buf_size as usize);
+        if n > MAX_SG {
+            return Err(Error::TooManySlices { max: MAX_SG });
+        }
+        let mut elems = [0u32; MAX_SG];
+        for k in 0..n {
+            // SAFETY: `class` was picked from the pool's classes.
+            match unsafe { inner.take(class) } {
+                Some((meta, _)) => elems[k] = meta.index,
+                None => {
+                    let mut users = 0;
+                    for &e in &elems[..k] {
+                        let (meta, generation) = inner.free_elem(e);
+                        // SAFETY: `e` is an element of this pool that this call took, still
+                        // free (never activated).
+                        users += unsafe { inner.put(meta, generation) };
                     }
-                    items.len()
-                })?;
-                c.store.push_slice(&self.dir, &batch[1..n]);
-                batch[0]
-            }
-        };
-        // Relaxed: see "Lifetime by counting users".
-        self.users.fetch_add(1, Ordering::Relaxed);
-        // With an event already claimed, leave the flag alone: a second claim (after a re-arm
-        // on another thread) would have nowhere to go, and stays for a later take instead.
-        if low.is_none() {
-            *low = self.low_watermark(class);
-        }
-        Some(elem)
-    }
-
-    /// Claims the low-watermark event of `class` if it is armed and the shared store is below
-    /// the limit. The caller must pass it to [`notify_low`](Self::notify_low).
-    #[must_use = "a claimed event is delivered only by notify_low"]
-    fn low_watermark(&self, class: usize) -> Option<LowWatermark> {
-        let c = &self.classes[class];
-        let w = c.watermark.as_ref()?;
-        // Relaxed: `armed` guards only the one-shot callback; no data is published through it.
-        if w.armed.load(Ordering::Relaxed) && c.shared_len() < w.limit {
-            // Relaxed: as above; the swap makes exactly one thread claim the event.
-            if w.armed.swap(false, Ordering::Relaxed) {
-                return Some(LowWatermark {
-                    class,
-                    available: c.shared_len(),
-                });
-            }
-        }
-        None
-    }
-
-    /// Runs the low-watermark callback for `event`, if there is one. The caller holds no lock
-    /// of the pool and has no magazine half-changed, so the callback may acquire, release and
-    /// grow.
-    pub(crate) fn notify_low(&self, event: Option<LowWatermark>) {
-        let Some(event) = event else {
-            return;
-        };
-        if let Some(w) = &self.classes[event.class].watermark {
-            (w.notify)(event);
-        }
-    }
-
-    /// Re-arms the low watermark of `class`.
-    pub(crate) fn arm_watermark(&self, class: usize) -> bool {
-        match self.classes.get(class).and_then(|c| c.watermark.as_ref()) {
-            Some(w) => {
-                // Relaxed: see `low_watermark`.
-                w.armed.store(true, Ordering::Relaxed);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Returns a free element, whose generation (already stored in it) is `gen`, to the pool.
-    /// Returns how many users to drop with [`Inner::unref`] once the caller is done with `self`.
-    ///
-    /// # Safety
-    ///
-    /// `meta` is an element of this pool (so its class is one of the pool's), held by the
-    /// caller.
-    #[inline(always)]
-    pub(crate) unsafe fn put(&self, meta: &ElemMeta, gen: u32) -> usize {
-        // SAFETY: the caller's contract; the class is the element's.
-        if unsafe { self.put_cached(meta, usize::from(meta.class), gen) } {
-            return 0;
-        }
-        // SAFETY: as above.
-        unsafe { self.put_slow(meta, gen) }
-    }
-
-    /// The hot half of [`put`](Self::put): puts the element, of size class `class`, in this
-    /// thread's magazine if the shortcut names this pool, nobody waits and there is room.
-    /// Returns false, having done nothing, otherwise; then the caller goes on with
-    /// [`put_slow`](Self::put_slow).
-    ///
-    /// # Safety
-    ///
-    /// As for `put`, and `class` is the element's class (`meta.class`).
-    #[inline(always)]
-    pub(crate) unsafe fn put_cached(&self, meta: &ElemMeta, class: usize, gen: u32) -> bool {
-        debug_assert_eq!(class, usize::from(meta.class));
-        // SAFETY: an element's class is one of its pool's (the caller's contract).
-        if unsafe { self.waiters.any_unchecked(class) } {
-            return false;
-        }
-        let Some(mags) = local::cached_mags(self) else {
-            return false;
-        };
-        let free = Cached {
-            meta: NonNull::from(meta),
-            gen,
-        };
-        // SAFETY: these are the magazines of this thread's slot; the class is the pool's, as
-        // above; and `create` checked `cache_size <= MAG_CAP`.
-        unsafe { mags.get(class).push(free, self.cache_size) }
-    }
-
-    /// [`put`](Self::put) when the shortcut names another pool, the magazine is full, others
-    /// wait, or the thread has no cache.
-    ///
-    /// # Safety
-    ///
-    /// As for `put`.
-    #[cold]
-    #[inline(never)]
-    pub(crate) unsafe fn put_slow(&self, meta: &ElemMeta, gen: u32) -> usize {
-        let class = usize::from(meta.class);
-        let free = Cached {
-            meta: NonNull::from(meta),
-            gen,
-        };
-        match local::slot(self) {
-            Some(slot) if !self.waiters.any(class) => {
-                // SAFETY: this thread claimed `slot`; `create` checked `cache_size <= MAG_CAP`.
-                if unsafe { slot.mag(class).push(free, self.cache_size) } {
-                    return 0;
+                    // SAFETY: the handle keeps the pool alive, so this never frees it; the
+                    // `users` dropped were counted by the elements just put back.
+                    unsafe { Inner::unref(self.inner.as_ptr(), users) };
+                    return Err(Error::Exhausted { class });
                 }
-                self.overflow(class, slot, free)
-            }
-            slot => {
-                // Waiters, or no cache: this thread's cached elements of the class go too, so
-                // that they reach the waiters rather than idle here.
-                let mut batch = [0u32; MAG_CAP + 1];
-                let n = slot.map_or(0, |slot| self.drain_mag(slot, class, MAG_CAP, &mut batch));
-                batch[n] = meta.index;
-                self.give_back(class, &batch[..=n])
             }
         }
+        let (meta, generation) = inner.activate_group(&elems[..n]);
+        Ok(Message::from_parts(meta, generation, n as u8, class as u8))
     }
 
-    /// Makes room in the full magazine of `class` in `slot` (this thread's) by moving its
-    /// oldest batch out, into an empty depot bin as it is, else onto the stack, then caches
-    /// `free`. Returns how many users to drop.
-    fn overflow(&self, class: usize, slot: &CacheSlot, free: Cached) -> usize {
-        let mag = slot.mag(class);
-        // Caches `free` once a drain has made room, before anything that may run the
-        // low-watermark callback, which may use the magazine.
-        let cache = || {
-            // SAFETY: this thread claimed `slot`; `create` checked `cache_size <= MAG_CAP`.
-            let cached = unsafe { mag.push(free, self.cache_size) };
-            debug_assert!(cached, "the drain made room");
-        };
-        let deposited = if self.waiters.any(class) {
-            None
-        } else {
-            // SAFETY: this thread claimed `slot`.
-            self.classes[class]
-                .depot
-                .put_with(|bin| unsafe { mag.drain_oldest(self.batch, bin) })
-        };
-        if let Some(n) = deposited {
-            cache();
-            // The batch is in the depot, on the store's side: the same Dekker half as in
-            // `give_back` applies to it.
-            if n > 0 && self.waiters.any_after_publish(class) {
-                self.serve_waiters(class);
-            }
-            return n;
-        }
-        let mut batch = [0u32; MAG_CAP];
-        let n = self.drain_mag(slot, class, self.batch, &mut batch);
-        cache();
-        self.give_back(class, &batch[..n])
+    /// Waits for a message of class 0. See [`acquire_class`](Self::acquire_class).
+    #[inline]
+    pub fn acquire(&self) -> Acquire<'_> {
+        self.acquire_class(0)
     }
 
-    /// Moves up to `count` of the oldest elements of `slot`'s magazine for `class` into `out`,
-    /// as indices. The calling thread must own `slot` (or be its exiting owner).
-    fn drain_mag(&self, slot: &CacheSlot, class: usize, count: usize, out: &mut [u32]) -> usize {
-        // SAFETY: the caller owns `slot`; magazines hold pointers to this pool's live metadata.
-        unsafe {
-            slot.mag(class)
-                .drain_oldest_map(count, out, |free| free.meta.as_ref().index)
-        }
+    /// Waits for a message of `class`. Waiters are served in FIFO order; dropping the future
+    /// gives back an element that was already handed to it, so nothing is ever lost.
+    ///
+    /// # Panics
+    ///
+    /// If the class does not exist.
+    #[inline]
+    pub fn acquire_class(&self, class: usize) -> Acquire<'_> {
+        assert!(class < self.classes(), "no size class {class}");
+        // SAFETY: the class exists (asserted just above).
+        unsafe { Acquire::new(self, class) }
     }
 
-    /// Gives `items` (free, counted elements) to waiters, then to the shared store. Returns how
-    /// many users to drop: the elements that went into the store.
-    pub(crate) fn give_back(&self, class: usize, items: &[u32]) -> usize {
-        let mut rest = items;
-        if self.waiters.any(class) {
-            while let Some((&first, tail)) = rest.split_first() {
-                if self.waiters.grant(class, first).is_err() {
-                    break;
-                }
-                rest = tail;
+    /// Waits up to `timeout` for a message of class 0, blocking the thread.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when none came in time.
+    pub fn acquire_blocking(&self, timeout: Duration) -> Result<Message> {
+        self.acquire_class_blocking(0, timeout)
+    }
+
+    /// Waits up to `timeout` for a message of `class`, blocking the thread, in FIFO order with
+    /// the other waiters. A timeout too long to add to the current time waits for as long as it
+    /// takes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when none came in time, and [`Error::NoSuchClass`] if the class does
+    /// not exist.
+    pub fn acquire_class_blocking(&self, class: usize, timeout: Duration) -> Result<Message> {
+        self.check_class(class)?;
+        let inner = self.inner();
+        let start = Instant::now();
+        if !inner.waiters.any(class) {
+            // SAFETY: the class exists (checked above).
+            if let Some((meta, generation)) = unsafe { inner.take(class) } {
+                return Ok(self.wrap_meta(meta, generation, class));
             }
         }
-        if rest.is_empty() {
-            return 0;
-        }
-        self.classes[class].store.push_slice(&self.dir, rest);
-        if self.waiters.any_after_publish(class) {
-            self.serve_waiters(class);
-        }
-        rest.len()
-    }
-
-    /// Hands elements from the store to the queued waiters of `class`.
-    #[cold]
-    fn serve_waiters(&self, class: usize) {
         let mut low = None;
-        // The takes run under the wait-list lock: the event they claim waits until it is free.
-        self.waiters
-            .grant_from(class, || self.take_shared(class, &mut low));
-        self.notify_low(low);
-    }
-
-    /// Empties a cache slot that this thread owns into the shared stores, and drops the users
-    /// it counted.
-    pub(crate) fn flush_slot(self: &Arc<Self>, slot: &CacheSlot) {
-        let users = self.drain_slot(slot);
-        // SAFETY: the caller's `Arc` keeps the allocation alive past a drop to zero.
-        unsafe { Inner::unref(Arc::as_ptr(self), users) };
-    }
-
-    /// Empties the calling thread's cache slot in this pool, if it has one. Returns the users
-    /// to drop.
-    pub(crate) fn flush_local(&self) -> usize {
-        local::existing_slot(self).map_or(0, |slot| self.drain_slot(slot))
-    }
-
-    fn drain_slot(&self, slot: &CacheSlot) -> usize {
-        let mut users = 0;
-        let mut batch = [0u32; MAG_CAP];
-        for class in 0..slot.mags().len() {
-            let n = self.drain_mag(slot, class, MAG_CAP, &mut batch);
-            users += self.give_back(class, &batch[..n]);
-        }
-        users
-    }
-
-    /// Adds one user (a new handle). The caller already holds one.
-    pub(crate) fn add_user(&self) {
-        // Relaxed: see "Lifetime by counting users".
-        self.users.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Drops `n` users and frees the pool if they were the last.
-    ///
-    /// # Safety
-    ///
-    /// `this` came from [`Inner::create`], the caller holds the `n` users it drops, and it does
-    /// not touch the pool afterwards unless it keeps another strong `Arc`.
-    #[inline(always)]
-    pub(crate) unsafe fn unref(this: *const Inner, n: usize) {
-        if n != 0 {
-            // SAFETY: the caller's contract.
-            unsafe { Inner::drop_users(this, n) };
-        }
-    }
-
-    /// [`unref`](Self::unref) of at least one user: out of line, as the fast paths drop none.
-    ///
-    /// # Safety
-    ///
-    /// As for `unref`.
-    #[cold]
-    #[inline(never)]
-    unsafe fn drop_users(this: *const Inner, n: usize) {
-        // SAFETY: the caller holds `n` users, so the pool is alive here.
-        let users = unsafe { &(*this).users };
-        // Release: everything this thread did with the pool happens-before the free below,
-        // on whichever thread drops the last user.
-        if users.fetch_sub(n, Ordering::Release) == n {
-            // Acquire: pairs with every other user's Release decrement.
-            fence(Ordering::Acquire);
-            // SAFETY: the users together owned the strong count that `create` leaked into the
-            // raw pointer; the last one gives it back.
-            drop(unsafe { Arc::from_raw(this) });
-        }
-    }
-
-    /// The number of users: handles plus elements outside the stores.
-    pub(crate) fn users(&self) -> usize {
-        // Acquire: pairs with the Release decrements in `unref`, so a caller that sees the count
-        // fall also sees the stores and magazines as the decrementing thread left them.
-        self.users.load(Ordering::Acquire)
-    }
-
-    /// Turns the free element `meta`, held by the caller, into a single-buffer message stamped
-    /// with generation `gen`, the element's own (see [`gen`](crate::segment::gen)).
-    #[inline(always)]
-    pub(crate) fn activate_one(&self, meta: &ElemMeta, gen: u32) {
-        // Relaxed: the caller holds the element exclusively (it came out of a store, a
-        // magazine or a grant, each of which ordered the previous holder's accesses first).
-        debug_assert_eq!(meta.gen.load(Ordering::Relaxed), gen);
-        // SAFETY: the caller holds the element exclusively, so nobody else touches its
-        // descriptor or its flag.
-        unsafe {
-            let desc = &mut *meta.desc.get();
-            if *meta.desc_dirty.get() {
-                self.reset_desc(meta, desc, gen);
-            } else {
-                desc.restamp_gen(gen);
+        let queued = inner
+            .waiters
+            .enqueue(class, None, || inner.take_shared(class, &mut low));
+        // The recheck ran under the wait-list lock; its event is delivered now that it is free
+        // (and before this thread waits).
+        let ticket = match queued {
+            Ok(elem) => {
+                let msg = self.wrap(elem);
+                inner.notify_low(low);
+                return Ok(msg);
             }
-        }
-    }
-
-    /// Resets the descriptor `desc` of `meta`, whose new generation is `g`, and marks it clean.
-    #[cold]
-    #[inline(never)]
-    fn reset_desc(&self, meta: &ElemMeta, desc: &mut Descriptor, g: u32) {
-        let owner = ElemRef {
-            pool: self.uid,
-            index: meta.index,
-            gen: g,
+            Err(ticket) => {
+                inner.notify_low(low);
+                ticket
+            }
         };
-        desc.reset(owner, std::slice::from_ref(&meta.key));
-        // SAFETY: the caller holds the element exclusively (see `activate_one`).
-        unsafe { *meta.desc_dirty.get() = false };
-    }
-
-    /// Turns the free elements `members`, held by the caller, into one scatter message headed
-    /// by `members[0]`. Returns the head's metadata and generation.
-    pub(crate) fn activate_group(&self, members: &[u32]) -> (&ElemMeta, u32) {
-        debug_assert!(members.len() > 1 && members.len() <= MAX_SG);
-        let head = members[0];
-        let mut keys = [self.dir.held(head).key; MAX_SG];
-        for (k, &elem) in members.iter().enumerate().skip(1) {
-            let meta = self.dir.held(elem);
-            // Relaxed: as in `activate_one`; the members keep the generation they have.
-            meta.head.store(head, Ordering::Relaxed);
-            keys[k] = meta.key;
+        if let Some(elem) = inner.waiters.wait(&ticket, start.checked_add(timeout)) {
+            return Ok(self.wrap(elem));
         }
-        let (meta, g) = self.free_elem(head);
-        // SAFETY: the caller holds `head` exclusively, so nobody else touches its cells.
-        unsafe {
-            // Its slices are the group's: the next single-buffer acquire resets it whole.
-            *meta.desc_dirty.get() = true;
-            let group = &mut *meta.group.get();
-            group.len = members.len() as u8;
-            group.elems[..members.len()].copy_from_slice(members);
-            (*meta.desc.get()).reset(
-                ElemRef {
-                    pool: self.uid,
-                    index: head,
-                    gen: g,
-                },
-                &keys[..members.len()],
-            );
-        }
-        (meta, g)
-    }
-
-    /// The number of elements free in `class`: in its store and in every thread's magazine.
-    pub(crate) fn available(&self, class: usize) -> usize {
-        self.classes[class].shared_len()
-            + self.slots.iter().map(|s| s.mag(class).len()).sum::<usize>()
-    }
-
-    /// The number of elements `class` has in all.
-    pub(crate) fn capacity(&self, class: usize) -> usize {
-        // Relaxed: a statistic.
-        self.classes[class].capacity.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let registrars = self.registrars.get_mut().unwrap_or_else(|e| e.into_inner());
-        for (id, _) in self.dir.iter() {
-            for r in registrars.iter() {
-                r.unregister(self.uid, id);
-            }
+        match inner.waiters.cancel(class, ticket) {
+            Some(elem) => Ok(self.wrap(elem)),
+            None => Err(Error::Timeout {
+                class,
+                waited: start.elapsed(),
+            }),
         }
     }
-}
 
-fn register_all(registrars: &[Arc<dyn Registrar>], region: PoolRegion) -> Result<()> {
-    for (k, r) in registrars.iter().enumerate() {
-        // SAFETY: `grow` passes a region of its own pool, mapped until the pool unregisters it
-        // from every registrar (`Inner::drop`, `detach`, or the failure path below and in `grow`,
-        // which drops the mapping only after those unregisters).
-        if let Err(source) = unsafe { r.register(region) } {
-            for done in &registrars[..k] {
-                done.unregister(region.pool, region.id);
-            }
-            return Err(Error::Register {
-                region: region.id,
-                source,
+    /// Makes a single-buffer message of the element `elem`, which the caller holds (counted
+    /// as a user).
+    pub(crate) fn wrap(&self, elem: u32) -> Message {
+        let (meta, generation) = self.inner().free_elem(elem);
+        self.wrap_meta(meta, generation, usize::from(meta.class))
+    }
+
+    /// [`wrap`](Self::wrap), given the element's metadata, generation and size class.
+    #[inline(always)]
+    pub(crate) fn wrap_meta(&self, meta: &ElemMeta, generation: u32, class: usize) -> Message {
+        let inner = self.inner();
+        inner.activate_one(meta, generation);
+        Message::from_parts(meta, generation, 1, class as u8)
+    }
+
+    /// Gives an element that a cancelled waiter held back to the pool.
+    pub(crate) fn give_back_one(&self, class: usize, elem: u32) {
+        let users = self.inner().give_back(class, &[elem]);
+        // SAFETY: the handle keeps the pool alive; the element was counted as a user.
+        unsafe { Inner::unref(self.inner.as_ptr(), users) };
+    }
+
+    /// Redeems a message lent out by [`Message::into_raw`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignPool`] if another pool lent `raw` (nothing is touched then), and
+    /// [`Error::StaleHandle`] if `raw` was already redeemed, or is from an earlier life of the
+    /// element, or names no element of this pool.
+    pub fn from_raw(&self, raw: RawMessage) -> Result<Message> {
+        let inner = self.inner();
+        if raw.pool() != inner.uid {
+            return Err(Error::ForeignPool {
+                expected: inner.uid,
+                found: raw.pool(),
             });
         }
+        let (index, expected) = (raw.index(), raw.generation());
+        let stale = |found| Error::StaleHandle {
+            index,
+            expected,
+            found,
+        };
+        let meta = inner.dir.meta(index).ok_or_else(|| stale(0))?;
+        if generations::state(expected) != generations::RAW {
+            // Relaxed: only for the error report.
+            return Err(stale(meta.generation.load(Ordering::Relaxed)));
+        }
+        let held = generations::next(expected, generations::HELD);
+        // Acquire on success: pairs with the Release store in `into_raw`, so the previous
+        // holder's writes are visible. Relaxed on failure: only reported.
+        meta.generation
+            .compare_exchange(expected, held, Ordering::Acquire, Ordering::Relaxed)
+            .map_err(stale)?;
+        // SAFETY: the CAS made this call the element's only holder.
+        let desc = unsafe { &mut *meta.desc.get() };
+        desc.restamp(ElemRef {
+            pool: inner.uid,
+            index,
+            generation: held,
+        });
+        // SAFETY: as above; the group's length is accurate while the element is held or lent
+        // (see `ElemMeta::group`).
+        let nbufs = unsafe { (*meta.group.get()).len };
+        Ok(Message::from_parts(meta, held, nbufs, meta.class))
     }
-    Ok(())
-}
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The registrar list changes by whole pushes, removals and retains, so a panic elsewhere
-    // cannot leave it torn.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+    /// Returns a raw message to the pool: [`from_raw`](Self::from_raw) and drop. A second
+    /// release of the same raw message is reported, not obeyed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignPool`] or [`Error::StaleHandle`], as for `from_raw`.
+    pub fn release_raw(&self, raw: RawMessage) -> Result<()> {
+        self.from_raw(raw).map(drop)
+    }
 
-#[cfg(all(test, not(loom)))]
-mod tests {
-    use std::sync::atomic::AtomicU32;
+    /// Checks a descriptor before it becomes an SQE: it belongs to a live message of this pool,
+    /// and every slice lies inside a registered region, inside one buffer that this message
+    /// holds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoBuffers`], [`Error::ForeignPool`], [`Error::StaleHandle`],
+    /// [`Error::UnknownRegion`], [`Error::OutOfBounds`] or [`Error::NotOwned`].
+    pub fn validate(&self, desc: &Descriptor) -> Result<()> {
+        let inner = self.inner();
+        let slices = desc.slices();
+        if slices.is_empty() {
+            return if desc.opcode.needs_buffers() {
+                Err(Error::NoBuffers(desc.opcode))
+            } else {
+                Ok(())
+            };
+        }
+        let owner = desc.owner();
+        if owner.pool != inner.uid {
+            return Err(Error::ForeignPool {
+                expected: inner.uid,
+                found: owner.pool,
+            });
+        }
+        let stale = |found| Error::StaleHandle {
+            index: owner.index,
+            expected: owner.generation,
+            found,
+        };
+        let head = inner.dir.meta(owner.index).ok_or_else(|| stale(0))?;
+        // Relaxed: the validating thread holds the message, or got it through a synchronising
+        // hand-off, so it sees the generation the message was stamped with.
+        let found = head.generation.load(Ordering::Relaxed);
+        if found != owner.generation {
+            return Err(stale(found));
+        }
+        for &key in slices {
+            let seg = inner
+                .dir
+                .get(key.region.0)
+                .ok_or(Error::UnknownRegion(key.region))?;
+            if key.len == 0 {
+                return Err(Error::OutOfBounds {
+                    key,
+                    why: "the slice is empty",
+                });
+            }
+            if key.end() > seg.carved_len() {
+                return Err(Error::OutOfBounds {
+                    key,
+                    why: "it ends past the region's buffers",
+                });
+            }
+            let size = u64::from(seg.buf_size);
+            let local = u64::from(key.offset) / size;
+            if (key.end() - 1) / size != local {
+                return Err(Error::OutOfBounds {
+                    key,
+                    why: "it crosses a buffer boundary",
+                });
+            }
+            let elem = (u32::from(key.region.0) << LOCAL_BITS) | local as u32;
+            let meta = &seg.metas[local as usize];
+            // The head's own buffer is covered by the generation check above; any other buffer
+            // must be a held member of this scatter message.
+            // Relaxed: as for the head's generation above.
+            let held = elem == owner.index
+                || (generations::state(meta.generation.load(Ordering::Relaxed)) == generations::HELD
+                    // Relaxed: as above.
+                    && meta.head.load(Ordering::Relaxed) == owner.index);
+            if !held {
+                return Err(Error::NotOwned { key });
+            }
+        }
+        Ok(())
+    }
 
-    use super::next_uid;
+    /// The address-to-key table of this pool's regions.
+    pub fn key_table(&self) -> &KeyTable {
+        &self.inner().keys
+    }
 
-    #[test]
-    fn pool_ids_are_never_reused() {
-        let counter = AtomicU32::new(u32::MAX - 2);
-        assert_eq!(next_uid(&counter), Some(u32::MAX - 2));
-        assert_eq!(next_uid(&counter), Some(u32::MAX - 1));
-        assert_eq!(next_uid(&counter), None, "no wrap back to 0 or 1");
-        assert_eq!(next_uid(&counter), None);
+    /// Attaches a registrar (an adapter): every region is registered now, and every region
+    /// added later is registered before its buffers are handed out. Registrars whose adapter is
+    /// gone ([`Registrar::is_detached`]) are forgotten first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Register`] if the registrar refuses a region (it is not attached then, and the
+    /// regions it took are unregistered again); [`Error::Config`] if it is attached already.
+    pub fn attach(&self, registrar: Arc<dyn Registrar>) -> Result<()> {
+        self.inner().attach(registrar)
+    }
+
+    /// Detaches a registrar that [`attach`](Self::attach) attached: every region is unregistered
+    /// from it, and later growth no longer registers with it. Returns false if it was not
+    /// attached.
+    pub fn detach(&self, registrar: &Arc<dyn Registrar>) -> bool {
+        self.inner().detach(registrar)
+    }
+
+    /// Adds a region of `count` buffers to `class` while the pool is in use. Waiters of the
+    /// class are served from it at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyRegions`], [`Error::Map`], [`Error::Lock`], [`Error::Register`] or
+    /// [`Error::Config`].
+    pub fn grow(&self, class: usize, count: u32) -> Result<RegionId> {
+        self.inner().grow(class, count)
+    }
+
+    /// The number of regions.
+    pub fn regions(&self) -> usize {
+        self.inner().dir.len()
+    }
+
+    /// Gives the calling thread's cached elements back to the shared stores, where any thread
+    /// can take them. A thread's caches are also flushed when it exits.
+    pub fn flush_local(&self) {
+        let users = self.inner().flush_local();
+        // SAFETY: the handle keeps the pool alive; the flushed elements were counted as users.
+        unsafe { Inner::unref(self.inner.as_ptr(), users) };
+    }
+
+    /// Re-arms the low-watermark event of `class`. Returns false if the class has none.
+    pub fn arm_low_watermark(&self, class: usize) -> bool {
+        self.inner().arm_watermark(class)
+    }
+
+    /// How many users keep the pool alive: handles plus elements out of the shared stores.
+    /// Meant for tests and diagnostics.
+    pub fn users(&self) -> usize {
+        self.inner().users()
     }
 }

@@ -3,7 +3,8 @@
 use std::io;
 use std::ptr::NonNull;
 
-use crate::error::{Error, MemlockLimit, Result};
+use crate::error::{Error, Result};
+use crate::memlock::MemlockLimit;
 
 /// The size of a huge page this crate asks for.
 pub const HUGE_PAGE: usize = 2 << 20;

@@ -13,18 +13,18 @@
 //!   whoever holds the element: the thread that popped it from the shared store or a magazine,
 //!   or the message that owns it. Those hand-offs (the store's Release/Acquire CAS pair, a
 //!   magazine's single owner, the waiter list's mutex) order every access.
-//! - **Generations** are stored by the holder and read by validators; see [`gen`].
+//! - **Generations** are stored by the holder and read by validators; see [`generations`].
 
 use std::cell::UnsafeCell;
 use std::ptr::NonNull;
 
-use regio_sync::primitive::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use regio_loom_shim::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use crate::descriptor::{Descriptor, Opcode, MAX_SG};
 use crate::key::{BufKey, RegionId};
-use crate::pool::Inner;
 use crate::region::Region;
-use crate::stack::{Links, NIL};
+use crate::shared::Inner;
+use regio_sync::{Links, NIL};
 
 /// Bits of an element index that name the buffer inside its region.
 pub(crate) const LOCAL_BITS: u32 = 24;
@@ -45,7 +45,7 @@ pub(crate) const MAX_REGIONS: usize = 256;
 /// the slower paths, from the element. So the acquiring thread never writes the generation word,
 /// and in the common case does not even read it: when messages are released on another thread,
 /// the word stays in the releasing CPU's cache.
-pub(crate) mod gen {
+pub(crate) mod generations {
     /// Held by a [`Message`](crate::Message), or free and waiting for its next holder.
     pub(crate) const HELD: u32 = 1;
     /// Lent out as a [`RawMessage`](crate::RawMessage).
@@ -94,8 +94,8 @@ pub(crate) struct ElemMeta {
     _fixed_end: CacheLineEnd,
     /// The shared store's link.
     pub(crate) link: AtomicU32,
-    /// See [`gen`].
-    pub(crate) gen: AtomicU32,
+    /// See [`generations`].
+    pub(crate) generation: AtomicU32,
     /// The head element of the scatter message this element is a member of, and [`NIL`]
     /// otherwise (a single-buffer message does not write it; a scatter message resets it for its
     /// members when it drops).
@@ -143,7 +143,7 @@ impl Segment {
                 let offset = local * buf_size;
                 ElemMeta {
                     link: AtomicU32::new(NIL),
-                    gen: AtomicU32::new(gen::FIRST),
+                    generation: AtomicU32::new(generations::FIRST),
                     head: AtomicU32::new(NIL),
                     _fixed_end: CacheLineEnd,
                     _sync_end: CacheLineEnd,

@@ -15,11 +15,11 @@
 
 use std::fmt;
 
-use regio_sync::primitive::sync::atomic::AtomicU32;
-use regio_sync::primitive::sync::Arc;
+use regio_loom_shim::sync::atomic::AtomicU32;
+use regio_loom_shim::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::stack::{IndexStack, NIL};
+use regio_sync::{IndexStack, NIL};
 
 /// A slot in a registered fixed-file table (a direct descriptor), as operations name it. A slot
 /// handed out by [`FileSlots`] is owned through an [`OwnedFileSlot`].

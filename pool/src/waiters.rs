@@ -18,8 +18,8 @@ use std::collections::VecDeque;
 use std::task::Waker;
 use std::time::Instant;
 
-use regio_sync::primitive::sync::atomic::{fence, AtomicUsize, Ordering};
-use regio_sync::primitive::sync::{Condvar, Mutex, MutexGuard};
+use regio_loom_shim::sync::atomic::{fence, AtomicUsize, Ordering};
+use regio_loom_shim::sync::{Condvar, Mutex, MutexGuard};
 
 /// A queued waiter's place in the list.
 #[derive(Debug)]

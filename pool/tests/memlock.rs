@@ -1,47 +1,10 @@
 //! An mlock that RLIMIT_MEMLOCK forbids gives an error naming the limit and its value.
 //!
 //! This binary holds one test because it lowers a process-wide limit. Root (or any holder of
-//! CAP_IPC_LOCK) ignores RLIMIT_MEMLOCK, so the test first drops CAP_IPC_LOCK from the effective
-//! set of the one thread that tries the mlock: capabilities are per thread on Linux.
+//! CAP_IPC_LOCK) ignores RLIMIT_MEMLOCK, so the test first drops CAP_IPC_LOCK from the
+//! capability sets of the one thread that tries the mlock: capabilities are per thread on Linux.
 
 use regio_pool::{Error, PoolBuilder, Region, RegionOptions};
-
-const CAP_IPC_LOCK: u32 = 14;
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-/// Drops CAP_IPC_LOCK from the calling thread's effective set.
-fn drop_ipc_lock() -> std::io::Result<()> {
-    let mut header = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: capget writes two `CapData` (version 3) through valid pointers.
-    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    data[0].effective &= !(1 << CAP_IPC_LOCK);
-    // SAFETY: capset reads the header and two `CapData` through valid pointers; it changes only
-    // this thread's credentials.
-    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
 
 fn set_memlock(lim: libc::rlimit) {
     // SAFETY: setrlimit reads one `rlimit` through a valid pointer.
@@ -63,7 +26,7 @@ fn mlock_beyond_rlimit_memlock_names_the_limit() {
         rlim_max: saved.rlim_max,
     });
     let (region, built) = std::thread::spawn(|| {
-        drop_ipc_lock().expect("dropping our own capability is always allowed");
+        regio_testkit::drop_ipc_lock().expect("dropping our own capability is always allowed");
         let region = Region::map(
             1 << 20,
             RegionOptions {

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use common::{block_on, poll_once, Recorder};
+use common::{poll_once, Recorder};
 use regio_pool::{
     Acquire, BufFeed, BufKey, BufRingSink, Descriptor, Error, Message, MessagePool, Opcode,
     PoolBuilder, RawMessage, RegionId, MAX_SG,
 };
+use regio_testkit::block_on;
 
 fn pool(count: u32) -> MessagePool {
     PoolBuilder::new().class(4096, count).build().unwrap()
@@ -64,7 +65,7 @@ fn every_acquire_starts_from_a_reset_descriptor() {
     drop(msg);
     let msg = pool.try_acquire().unwrap();
     assert_eq!(msg.handle().index, first.index);
-    assert_ne!(msg.handle().gen, first.gen);
+    assert_ne!(msg.handle().generation, first.generation);
     fresh(&msg);
     // Untouched, then through a raw round trip.
     drop(msg);

@@ -190,17 +190,17 @@ impl Builder {
             RingMode::SqPoll { idle, cpu } => (Some(SqPoll { idle, cpu }), false),
             RingMode::SingleIssuer => (None, true),
         };
-        let adapter = Adapter::new(Config {
-            rings: workers,
-            sq_entries: self.sq_entries,
-            cq_entries: self.cq_entries,
-            sqpoll,
-            sqpoll_fallback: true,
-            coop_taskrun: false,
-            single_issuer,
-            max_files: self.max_files,
-            ..Config::default()
-        })?;
+        let adapter = Adapter::new(
+            Config::default()
+                .rings(workers)
+                .sq_entries(self.sq_entries)
+                .cq_entries(self.cq_entries)
+                .sqpoll(sqpoll)
+                .sqpoll_fallback(true)
+                .coop_taskrun(false)
+                .single_issuer(single_issuer)
+                .max_files(self.max_files),
+        )?;
         let classes = if self.classes.is_empty() {
             DEFAULT_POOL.to_vec()
         } else {

@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 
-use regio_sync::primitive::sync::{Mutex, MutexGuard};
+use regio_loom_shim::sync::{Mutex, MutexGuard};
 
 /// A worker's inbox: many pushers, one drainer.
 pub(crate) struct Inbox<T> {

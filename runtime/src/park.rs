@@ -35,7 +35,7 @@
 
 use std::time::Duration;
 
-use regio_sync::primitive::sync::atomic::{AtomicU32, Ordering};
+use regio_loom_shim::sync::atomic::{AtomicU32, Ordering};
 
 use crate::inbox::Inbox;
 

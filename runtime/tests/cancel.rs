@@ -38,7 +38,7 @@ fn thousands_of_timeouts_and_aborts_leak_no_buffer_and_no_descriptor() {
     let Some(rt) = common::runtime(2) else { return };
     let pool = rt.pool().clone();
     let fds = common::open_fds();
-    common::within(Duration::from_secs(120), "the cancellation stress", {
+    regio_testkit::within(Duration::from_secs(120), "the cancellation stress", {
         let pool = pool.clone();
         move || {
             rt.block_on(async {
@@ -154,9 +154,11 @@ fn shutdown_with_operations_in_flight_and_a_sleeping_task_is_prompt() {
         started.elapsed()
     );
     for err in [
-        common::wait(read).map(drop).unwrap_err(),
-        common::wait(kernel_timeout).map(drop).unwrap_err(),
-        common::wait(sleeper).unwrap_err(),
+        regio_testkit::block_on(read).map(drop).unwrap_err(),
+        regio_testkit::block_on(kernel_timeout)
+            .map(drop)
+            .unwrap_err(),
+        regio_testkit::block_on(sleeper).unwrap_err(),
     ] {
         assert!(err.is_cancelled(), "{err:?}");
     }
@@ -268,14 +270,14 @@ fn a_runtime_dropped_from_its_own_task_shuts_down_by_itself() {
     });
     *slot.lock().unwrap() = Some(rt);
     assert_eq!(
-        common::within(Duration::from_secs(10), "the dropping task", || {
-            common::wait(dropper)
+        regio_testkit::within(Duration::from_secs(10), "the dropping task", || {
+            regio_testkit::block_on(dropper)
         })
         .unwrap(),
         "dropped"
     );
-    let err = common::within(Duration::from_secs(10), "the sleeper", || {
-        common::wait(sleeper)
+    let err = regio_testkit::within(Duration::from_secs(10), "the sleeper", || {
+        regio_testkit::block_on(sleeper)
     })
     .unwrap_err();
     assert!(err.is_cancelled(), "{err:?}");
@@ -313,7 +315,7 @@ fn an_operation_dropped_on_another_thread_is_cancelled_by_its_worker() {
     // Polled here it refuses (it belongs to its worker); dropped here, it is mailed back.
     let mut read = read;
     let moved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        common::wait(futures_poll_once(&mut read))
+        regio_testkit::block_on(futures_poll_once(&mut read))
     }));
     assert!(moved.is_err(), "polling on another thread must panic");
     drop(read);

@@ -119,8 +119,8 @@ fn a_thousand_sleeps_use_the_timer_map_not_the_ring() {
 fn a_file_reads_writes_and_syncs_through_the_ring() {
     let Some(rt) = common::runtime(2) else { return };
     let pool = rt.pool().clone();
-    let path = std::env::temp_dir().join(format!("regio-runtime-io-{}", std::process::id()));
-    let file = std::sync::Arc::new(File::create(&path).unwrap());
+    let scratch = regio_testkit::TempFile::new("runtime-io");
+    let file = std::sync::Arc::new(File::create(scratch.path()).unwrap());
     // On a worker.
     let written = rt.block_on(rt.spawn({
         let (file, pool) = (std::sync::Arc::clone(&file), pool.clone());
@@ -154,7 +154,6 @@ fn a_file_reads_writes_and_syncs_through_the_ring() {
         );
     }
     drop(file);
-    std::fs::remove_file(path).unwrap();
     common::eventually("every buffer back", || {
         pool.available(0) == pool.capacity(0)
     });

@@ -42,7 +42,7 @@ async fn echo_one(listener: &TcpListener) -> std::io::Result<usize> {
 }
 
 fn runtime_for(test: impl FnOnce(&Runtime) + Send + 'static) {
-    common::within(LIMIT, "the test", move || {
+    regio_testkit::within(LIMIT, "the test", move || {
         let Some(rt) = common::runtime(2) else { return };
         test(&rt);
         common::eventually("every buffer is back", || {
@@ -86,7 +86,7 @@ fn a_tcp_echo_round_trips_on_workers() {
 
 #[test]
 fn a_mebibyte_goes_through_send_all_and_recv_exact() {
-    common::within(LIMIT, "the test", || {
+    regio_testkit::within(LIMIT, "the test", || {
         let builder = common::builder(2).pool_class(1 << 20, 2);
         let Some(rt) = common::build(builder) else {
             return;
@@ -177,7 +177,7 @@ fn a_client_that_goes_away_mid_receive_ends_it_and_gives_the_buffer_back() {
         let client_addr = client.local_addr().unwrap();
         drop(client);
         sent.send(client_addr).unwrap();
-        let (exact, again) = common::wait(server).unwrap().unwrap();
+        let (exact, again) = regio_testkit::block_on(server).unwrap().unwrap();
         assert_eq!(exact.unwrap_err().kind(), ErrorKind::UnexpectedEof);
         assert_eq!(again.unwrap(), 0);
 
@@ -198,7 +198,7 @@ fn a_client_that_goes_away_mid_receive_ends_it_and_gives_the_buffer_back() {
         (&client).write_all(&[1; 10]).unwrap();
         told.recv().unwrap();
         drop(client);
-        let exact = common::wait(server).unwrap().unwrap();
+        let exact = regio_testkit::block_on(server).unwrap().unwrap();
         let kind = exact.unwrap_err().kind();
         assert!(
             matches!(kind, ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof),
@@ -214,7 +214,7 @@ fn a_client_that_goes_away_mid_receive_ends_it_and_gives_the_buffer_back() {
         common::reset_on_close(&client);
         drop(client);
         let pool = rt.pool().clone();
-        let (peer, recv) = common::wait(rt.spawn(async move {
+        let (peer, recv) = regio_testkit::block_on(rt.spawn(async move {
             let (stream, peer) = listener.accept().await?;
             assert!(stream.peer_addr().is_err(), "the peer is gone");
             let (recv, msg) = stream.recv(pool.try_acquire().unwrap()).await;
@@ -259,7 +259,7 @@ fn a_dropped_receive_is_cancelled_and_its_buffer_comes_back() {
         let mut client = std::net::TcpStream::connect(addr).unwrap();
         told.recv().unwrap();
         client.write_all(b"hello").unwrap();
-        assert_eq!(common::wait(server).unwrap().unwrap(), b"hello");
+        assert_eq!(regio_testkit::block_on(server).unwrap().unwrap(), b"hello");
     });
 }
 
@@ -456,7 +456,7 @@ fn a_peer_that_resets_during_zero_copy_sends_gives_an_error_and_no_leak() {
         });
         told.recv().unwrap();
         drop(client);
-        let (sends, sent, err) = common::wait(server).unwrap().unwrap();
+        let (sends, sent, err) = regio_testkit::block_on(server).unwrap().unwrap();
         assert!(sends >= 1 && sent >= 65536, "{sends} sends, {sent} bytes");
         assert!(
             matches!(
@@ -493,7 +493,7 @@ fn a_dropped_zero_copy_send_parks_its_buffer_until_the_notification() {
                 Ok::<_, std::io::Error>((dropped, stream))
             }
         });
-        let (dropped, stream) = common::wait(server).unwrap().unwrap();
+        let (dropped, stream) = regio_testkit::block_on(server).unwrap().unwrap();
         assert!(dropped > 0, "no send waited for the peer");
         // Their futures are gone, but the kernel still holds the bytes that went out.
         assert!(
@@ -660,7 +660,10 @@ fn a_stream_made_on_one_worker_works_from_tasks_on_the_others() {
         }
         assert_eq!(workers.len(), 2, "the tasks ran on {workers:?}");
         drop(client);
-        assert_eq!(common::wait(server).unwrap().unwrap(), 4 * rounds);
+        assert_eq!(
+            regio_testkit::block_on(server).unwrap().unwrap(),
+            4 * rounds
+        );
     });
 }
 
@@ -697,7 +700,7 @@ fn echo_works_in_every_ring_mode() {
         },
         regio_runtime::RingMode::SingleIssuer,
     ] {
-        common::within(LIMIT, "the test", move || {
+        regio_testkit::within(LIMIT, "the test", move || {
             let Some(rt) = common::build(common::builder(2).ring_mode(mode)) else {
                 return;
             };

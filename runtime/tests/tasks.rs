@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{within, Gate};
+use common::Gate;
 use regio_runtime::{nop, spawn, spawn_local, time, JoinError};
+use regio_testkit::within;
 
 /// The text of a panic payload.
 fn text(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -34,7 +35,7 @@ fn spawn_and_join_from_outside_and_from_inside() {
     let outside = rt.spawn(async { 1 + 1 });
     assert_eq!(rt.block_on(outside).unwrap(), 2);
     let other = rt.spawn(async { "elsewhere" });
-    assert_eq!(common::wait(other).unwrap(), "elsewhere");
+    assert_eq!(regio_testkit::block_on(other).unwrap(), "elsewhere");
     // From inside block_on, and from inside a task on a worker.
     let nested = rt.block_on(async {
         let outer = spawn(async {
@@ -113,13 +114,16 @@ fn ten_thousand_cross_thread_spawns_and_wakes_finish_in_time() {
             for gate in ours {
                 gate.open();
             }
-            common::wait(opener).unwrap();
+            regio_testkit::block_on(opener).unwrap();
             for h in handles {
-                common::wait(h).unwrap();
+                regio_testkit::block_on(h).unwrap();
             }
             // Relaxed: see the load tasks.
             stop.store(true, Ordering::Relaxed);
-            let nops: u64 = load.into_iter().map(|h| common::wait(h).unwrap()).sum();
+            let nops: u64 = load
+                .into_iter()
+                .map(|h| regio_testkit::block_on(h).unwrap())
+                .sum();
             // Relaxed: every task was joined above.
             (done.load(Ordering::Relaxed), nops)
         }

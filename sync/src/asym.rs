@@ -30,7 +30,7 @@
 
 #[cfg(loom)]
 mod imp {
-    use crate::primitive::sync::atomic::{fence, Ordering};
+    use regio_loom_shim::sync::atomic::{fence, Ordering};
 
     pub(crate) fn init() {}
 

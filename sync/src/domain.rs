@@ -34,10 +34,10 @@
 use std::fmt;
 
 use crate::asym;
-use crate::primitive::cell::UnsafeCell;
-use crate::primitive::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
-use crate::primitive::sync::{Arc, Mutex};
-use crate::primitive::thread;
+use regio_loom_shim::cell::UnsafeCell;
+use regio_loom_shim::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use regio_loom_shim::sync::{Arc, Mutex};
+use regio_loom_shim::thread;
 
 /// The value of a slot's counter while its reader is offline.
 pub(crate) const OFFLINE: u64 = 0;
@@ -102,7 +102,7 @@ pub(crate) struct Home {
 
 impl Home {
     /// The lock on the flag, if the domain is alive; its slots stay allocated while it is held.
-    pub(crate) fn lock_alive(&self) -> Option<crate::primitive::sync::MutexGuard<'_, bool>> {
+    pub(crate) fn lock_alive(&self) -> Option<regio_loom_shim::sync::MutexGuard<'_, bool>> {
         // Nothing can panic while the flag is locked, so a poisoned lock is still accurate.
         let alive = self.alive.lock().unwrap_or_else(|e| e.into_inner());
         (*alive).then_some(alive)
@@ -391,7 +391,7 @@ impl State {
         }
     }
 
-    fn lock_deferred(&self) -> crate::primitive::sync::MutexGuard<'_, Vec<Deferred>> {
+    fn lock_deferred(&self) -> regio_loom_shim::sync::MutexGuard<'_, Vec<Deferred>> {
         // A destructor that panicked while the list was locked cannot have left it half-updated:
         // pushes and drains are single calls. So a poisoned lock is still usable.
         self.deferred.lock().unwrap_or_else(|e| e.into_inner())
@@ -442,7 +442,7 @@ impl Backoff {
         {
             if self.step < 6 {
                 for _ in 0..(1u32 << self.step) {
-                    crate::primitive::hint::spin_loop();
+                    regio_loom_shim::hint::spin_loop();
                 }
             } else if self.step < 16 {
                 thread::yield_now();

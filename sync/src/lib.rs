@@ -41,17 +41,28 @@
 //! worker.join().unwrap();
 //! ```
 //!
-//! The [`primitive`] module is the loom/std switch that every regio crate uses for code that its
-//! loom models check (`RUSTFLAGS="--cfg loom"`).
+//! Two more primitives serve the crates above this one:
+//!
+//! - [`Combiner`]: a state owned by one thread at a time, taken without waiting, with an inbox
+//!   where the threads that do not own it leave their items for the owner (the adapters guard
+//!   each ring with one).
+//! - [`IndexStack`]: a lock-free LIFO of `u32` indices with bulk push and pop, linked through
+//!   words that the owner of the elements provides (the pool's shared free lists).
+//!
+//! Every atomic here comes from `regio-loom-shim`, so the loom models (`tests/loom.rs`) check
+//! the same code that runs (`RUSTFLAGS="--cfg loom"`).
 #![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod asym;
+mod combiner;
 mod domain;
+mod index_stack;
 mod local;
-pub mod primitive;
 mod rcu;
 mod reader;
 
+pub use combiner::{Absorb, Combiner, CombinerGuard};
 pub use domain::Domain;
+pub use index_stack::{IndexStack, Links, NIL};
 pub use rcu::{Rcu, Retired};
 pub use reader::{Guard, QsbrReader, ReadSide};

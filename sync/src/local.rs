@@ -25,7 +25,7 @@
 use std::cell::{Cell, RefCell};
 
 use crate::domain::{Home, Slot, State};
-use crate::primitive::sync::Arc;
+use regio_loom_shim::sync::Arc;
 
 struct Entry {
     home: Arc<Home>,

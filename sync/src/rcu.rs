@@ -11,9 +11,9 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use crate::domain::Domain;
-use crate::primitive::sync::atomic::{AtomicPtr, Ordering};
-use crate::primitive::sync::Mutex;
 use crate::reader::ReadSide;
+use regio_loom_shim::sync::atomic::{AtomicPtr, Ordering};
+use regio_loom_shim::sync::Mutex;
 
 /// A shared value that many threads read while one writer at a time replaces it.
 ///
@@ -129,7 +129,7 @@ impl<T: Send + 'static> Rcu<T> {
         }
     }
 
-    fn lock_writer(&self) -> crate::primitive::sync::MutexGuard<'_, ()> {
+    fn lock_writer(&self) -> regio_loom_shim::sync::MutexGuard<'_, ()> {
         // The lock guards no data, so a panic in another writer's closure leaves nothing torn.
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }

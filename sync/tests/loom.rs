@@ -1,4 +1,5 @@
-//! Loom models of the QSBR RCU scheme (see `src/rcu.rs` and `src/domain.rs`).
+//! Loom models of regio-sync: the QSBR RCU scheme (see `src/rcu.rs` and `src/domain.rs`) here,
+//! the combiner and the index stack in `loom/`.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p regio-sync
 //! --test loom`.
@@ -8,6 +9,11 @@
 //! a data race, which loom reports whatever the interleaving (under loom, `Rcu` leaks the storage
 //! of a reclaimed version so the race is detected rather than becoming a real use-after-free).
 #![cfg(loom)]
+
+#[path = "loom/combiner.rs"]
+mod combiner;
+#[path = "loom/index_stack.rs"]
+mod index_stack;
 
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicBool, Ordering};

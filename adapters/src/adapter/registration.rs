@@ -1,6 +1,6 @@
 //! Registered memory: regions registered by hand ([`Adapter::register_region`]) and the pools'
 //! regions ([`Adapter::registrar`]). How a buffer names a region, and why it cannot name another
-//! one, is in the `buf` module ("Buffer identity").
+//! one, is written once in the crate docs ([Buffer identity](crate#buffer-identity)).
 //!
 //! Every registration picks a free fixed-buffer index in the adapter's table, installs the
 //! region there on ring 0 and clones it to the other rings (or installs it on each, where the

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use io_uring::{opcode, types, types::Timespec};
 
-use super::{FileSlot, Keep, Op, Side, Special};
+use super::{FileSlot, Op, PostAction, Retained, Side};
 
 /// `IORING_MSG_RING_CQE_SKIP` (include/uapi/linux/io_uring.h): post no CQE on the target ring.
 pub(crate) const MSG_RING_CQE_SKIP: u32 = 1 << 0;
@@ -53,13 +53,13 @@ impl<B> Op<B> {
         let ts = Timespec::new()
             .sec(after.as_secs())
             .nsec(after.subsec_nanos());
-        let keep = Box::new(Keep::Timespec(ts));
-        let Keep::Timespec(ts) = &*keep else {
+        let keep = Box::new(Retained::Timespec(ts));
+        let Retained::Timespec(ts) = &*keep else {
             unreachable!("just made")
         };
         // The SQE points into the box, which the operation keeps until its final completion.
         let e = opcode::Timeout::new(ts as *const Timespec).build();
-        Self::new(e, &"timeout", Side::Send, cookie).keeping(keep)
+        Self::new(e, &"timeout", Side::Send, cookie).retaining(keep)
     }
 
     /// Cancels the in-flight operation that was posted on the same work queue with cookie
@@ -69,7 +69,7 @@ impl<B> Op<B> {
     pub fn cancel(target: u64, cookie: u64) -> Self {
         // The target's cookie waits in `addr` for the ring to swap in its `user_data`.
         let e = opcode::AsyncCancel::new(target).build();
-        Self::new(e, &"async_cancel", Side::Send, cookie).special(Special::Cancel)
+        Self::new(e, &"async_cancel", Side::Send, cookie).on_post(PostAction::Cancel)
     }
 
     /// Posts a completion with `message` as its cookie and `result` as its result on another
@@ -84,8 +84,8 @@ impl<B> Op<B> {
         let data = (message & !crate::ring::MESSAGE_BIT) | crate::ring::MESSAGE_BIT;
         let e = opcode::MsgRingData::new(super::file::UNSET, result, data, None).build();
         Self::new(e, &"msg_ring", Side::Send, cookie)
-            .keeping(Box::new(Keep::Ring(target.ring_ref())))
-            .special(Special::MsgRing)
+            .retaining(Box::new(Retained::Ring(target.ring_ref())))
+            .on_post(PostAction::MsgRing)
     }
 
     /// Copies fixed file `slot` of this work queue's ring into slot `dest` of `to`'s ring, so
@@ -112,7 +112,7 @@ impl<B> Op<B> {
     ) -> Self {
         let op = |e| {
             Self::new(e, &"share_file", Side::Send, cookie)
-                .keeping(Box::new(Keep::Ring(to.ring_ref())))
+                .retaining(Box::new(Retained::Ring(to.ring_ref())))
         };
         match types::DestinationSlot::try_from_slot_target(dest.0) {
             // No CQE on the target: the file is the message, and the outcome is this
@@ -123,9 +123,9 @@ impl<B> Op<B> {
                         .opcode_flags(MSG_RING_CQE_SKIP)
                         .build(),
                 )
-                .special(Special::MsgRing)
+                .on_post(PostAction::MsgRing)
             }
-            Err(_) => op(opcode::Nop::new().build()).special(Special::BadSlot(dest.0)),
+            Err(_) => op(opcode::Nop::new().build()).on_post(PostAction::BadSlot(dest.0)),
         }
     }
 }

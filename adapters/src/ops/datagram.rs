@@ -15,7 +15,7 @@ use regio_pool::{BufKey, Message};
 
 use super::file::UNSET;
 use super::net::{PeerAddr, SockAddr};
-use super::{BufUse, FileUse, Keep, Op, Side};
+use super::{BufUse, FileUse, Op, Retained, Side};
 use crate::error::DescriptorError;
 
 /// A message header and its one iovec, as the kernel reads them for `SENDMSG`/`RECVMSG`.
@@ -77,7 +77,7 @@ impl Op<Message> {
         let send = to.is_some();
         // SAFETY: all-zero bytes are a valid msghdr and iovec (null pointers, zero lengths).
         let zeroed = unsafe { std::mem::zeroed::<libc::msghdr>() };
-        let mut keep = Box::new(Keep::Msg(Box::new(MsgHdr {
+        let mut keep = Box::new(Retained::Msg(Box::new(MsgHdr {
             hdr: zeroed,
             iov: libc::iovec {
                 iov_base: base.cast(),
@@ -86,7 +86,7 @@ impl Op<Message> {
             to,
             from,
         })));
-        let Keep::Msg(m) = &mut *keep else {
+        let Retained::Msg(m) = &mut *keep else {
             unreachable!("just made")
         };
         m.hdr.msg_iov = &mut m.iov;
@@ -110,7 +110,10 @@ impl Op<Message> {
             let e = opcode::RecvMsg::new(UNSET, hdr).build();
             Self::new(e, &"recv_from", Side::Recv, cookie)
         };
-        Ok(op.on(FileUse::Fd).keeping(keep).with_buf(msg, BufUse::None))
+        Ok(op
+            .on(FileUse::Fd)
+            .retaining(keep)
+            .with_buf(msg, BufUse::None))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use io_uring::{opcode, types};
 
-use super::{BufUse, FileUse, Op, Side, Special, Target};
+use super::{BufUse, FileUse, Op, PostAction, Side, Target};
 
 /// The file placeholder of an SQE built before its work queue is known.
 pub(super) const UNSET: types::Fd = types::Fd(-1);
@@ -63,7 +63,7 @@ impl<B> Op<B> {
         .build();
         Self::new(e, &"splice", Side::Send, cookie)
             .on(FileUse::SpliceIn)
-            .special(Special::SpliceOut(out))
+            .on_post(PostAction::SpliceOut(out))
     }
 
     /// Closes the work queue's fixed-file slot. On a work queue of a plain fd it is rejected
@@ -73,6 +73,6 @@ impl<B> Op<B> {
         let e = opcode::Close::new(UNSET).build();
         Self::new(e, &"close", Side::Send, cookie)
             .on(FileUse::Close)
-            .special(Special::Close)
+            .on_post(PostAction::Close)
     }
 }

@@ -21,7 +21,7 @@ use std::os::fd::RawFd;
 
 use io_uring::squeue::Entry;
 
-pub(crate) use sqe::Sqe;
+pub(crate) use crate::uring_abi::Sqe;
 
 /// `IOSQE_IO_DRAIN` (include/uapi/linux/io_uring.h).
 const IOSQE_IO_DRAIN: u8 = 1 << 1;
@@ -64,8 +64,8 @@ pub struct Op<B> {
     /// The SQE; its `user_data` holds the cookie until the operation is posted.
     pub(crate) sqe: Sqe,
     pub(crate) buf: Option<B>,
-    pub(crate) keep: Option<Box<Keep>>,
-    pub(crate) special: Special,
+    pub(crate) retained: Option<Box<Retained>>,
+    pub(crate) post_action: PostAction,
     pub(crate) file: FileUse,
     pub(crate) buf_use: BufUse,
     side: Side,
@@ -106,12 +106,12 @@ pub(crate) enum BufUse {
 }
 
 /// What posting needs to do beyond filling in the SQE.
-pub(crate) enum Special {
+pub(crate) enum PostAction {
     None,
     /// Cancel the operation of the same work queue whose cookie waits in the SQE's `addr`
     /// (the SQE needs that operation's `user_data`, known only on the ring).
     Cancel,
-    /// A message to another ring (kept as [`Keep::Ring`]): its fd is read when posting, so a
+    /// A message to another ring (kept as [`Retained::Ring`]): its fd is read when posting, so a
     /// message posted after the target was resized goes to its new ring.
     MsgRing,
     /// A splice whose output slot must be checked against the file table.
@@ -132,7 +132,7 @@ pub(crate) struct Resolved {
 
 /// What an operation keeps alive until its final completion, besides its buffer: memory the
 /// kernel reads after the SQE was consumed, or the ring a message goes to.
-pub(crate) enum Keep {
+pub(crate) enum Retained {
     Timespec(io_uring::types::Timespec),
     Addr(net::SockAddr),
     Peer(std::sync::Arc<net::PeerAddr>),
@@ -150,8 +150,8 @@ impl<B> Op<B> {
         Self {
             sqe,
             buf: None,
-            keep: None,
-            special: Special::None,
+            retained: None,
+            post_action: PostAction::None,
             file: FileUse::None,
             buf_use: BufUse::None,
             side,
@@ -174,22 +174,30 @@ impl<B> Op<B> {
         self
     }
 
-    /// Keeps `keep` alive until the final completion (memory the SQE points at).
+    /// Keeps `retained` alive until the final completion (memory the SQE points at).
     #[inline(always)]
-    pub(crate) fn keeping(mut self, keep: Box<Keep>) -> Self {
-        self.keep = Some(keep);
+    pub(crate) fn retaining(mut self, retained: Box<Retained>) -> Self {
+        self.retained = Some(retained);
         self
     }
 
-    /// Needs `special` handling when posted.
+    /// Needs `action` taken when posted.
     #[inline(always)]
-    pub(crate) fn special(mut self, special: Special) -> Self {
-        self.special = special;
+    pub(crate) fn on_post(mut self, action: PostAction) -> Self {
+        self.post_action = action;
         self
     }
 
     /// Starts the operation only after every operation submitted before it on the same ring
     /// has completed (`IOSQE_IO_DRAIN`).
+    ///
+    /// Of io_uring's SQE flags, an operation can ask for this one and
+    /// [`force_async`](Self::force_async); the adapter sets `IOSQE_FIXED_FILE` itself from the
+    /// work queue's target. It offers no `IOSQE_IO_LINK`: a link ties an SQE to the next one in
+    /// the ring, and a ring takes the posts of every work queue and thread that shares it, so
+    /// the next SQE may be another caller's, and a post refused for want of credit would leave
+    /// the link pointing at whatever comes next. Linking needs a post that stages a whole chain
+    /// at once under one ring ownership, which the adapter does not have yet.
     pub fn drain(mut self) -> Self {
         self.sqe.flags |= IOSQE_IO_DRAIN;
         self

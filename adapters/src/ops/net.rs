@@ -45,7 +45,7 @@ use std::sync::{Arc, OnceLock};
 use io_uring::{opcode, types, IoUring};
 
 use super::file::UNSET;
-use super::{BufUse, FileSlot, FileUse, Keep, Op, Side, Special, Sqe};
+use super::{BufUse, FileSlot, FileUse, Op, PostAction, Retained, Side, Sqe};
 
 /// A socket address in the form the kernel reads, kept alive until the connect completes.
 pub(crate) struct SockAddr {
@@ -256,8 +256,8 @@ impl<B> Op<B> {
     /// the new socket's descriptor, close-on-exec, which the caller then owns (and must close,
     /// even when it no longer wants the connection).
     pub fn accept(peer: Arc<PeerAddr>, cookie: u64) -> Self {
-        let keep = Box::new(Keep::Peer(peer));
-        let Keep::Peer(peer) = &*keep else {
+        let keep = Box::new(Retained::Peer(peer));
+        let Retained::Peer(peer) = &*keep else {
             unreachable!("just made")
         };
         // The SQE points into `peer`, which the operation keeps until its final completion.
@@ -266,7 +266,7 @@ impl<B> Op<B> {
             .build();
         Self::new(e, &"accept", Side::Recv, cookie)
             .on(FileUse::Fd)
-            .keeping(keep)
+            .retaining(keep)
     }
 
     /// Accepts one connection straight into fixed-file slot `slot` (a direct descriptor).
@@ -280,7 +280,7 @@ impl<B> Op<B> {
                     .file_index(Some(dest))
                     .build(),
             ),
-            Err(_) => op(opcode::Nop::new().build()).special(Special::BadSlot(slot.0)),
+            Err(_) => op(opcode::Nop::new().build()).on_post(PostAction::BadSlot(slot.0)),
         }
     }
 
@@ -319,8 +319,8 @@ impl<B> Op<B> {
     }
 
     fn connect_to(addr: SockAddr, cookie: u64) -> Self {
-        let keep = Box::new(Keep::Addr(addr));
-        let Keep::Addr(addr) = &*keep else {
+        let keep = Box::new(Retained::Addr(addr));
+        let Retained::Addr(addr) = &*keep else {
             unreachable!("just made")
         };
         let (ptr, len) = addr.raw();
@@ -328,7 +328,7 @@ impl<B> Op<B> {
         let e = opcode::Connect::new(UNSET, ptr, len).build();
         Self::new(e, &"connect", Side::Send, cookie)
             .on(FileUse::Fd)
-            .keeping(keep)
+            .retaining(keep)
     }
 }
 
@@ -501,7 +501,7 @@ mod tests {
         // No buffer: posting resolves none.
         let mut s = op.sqe;
         s.fill(op.file, Target::Fd(5), None, op.buf_use);
-        drop(op.keep);
+        drop(op.retained);
         assert_eq!(s.opcode, opcode::Accept::CODE);
         assert_eq!((s.fd, s.op_flags), (5, libc::SOCK_CLOEXEC as u32));
         assert_eq!(s.addr, peer.storage.get() as u64);

@@ -1,54 +1,16 @@
-//! [`Sqe`]: an SQE whose fields the adapter fills in at post time.
+//! Filling in an [`Sqe`] (the SQE view defined with the rest of the io_uring ABI in
+//! `crate::uring_abi`) at post time.
 //!
 //! Operations are built with the io-uring crate's opcode builders when they are made, then
 //! viewed as this plain struct so that posting only copies the SQE and writes the few fields
 //! that depend on the work queue and the buffer (the file, the address, the length, the buffer
 //! index and `user_data`), with no per-opcode dispatch.
 
-use io_uring::squeue::Entry;
-
-/// `IOSQE_FIXED_FILE`: `fd` is a slot of the fixed-file table.
-const FIXED_FILE: u8 = 1 << 0;
-/// `SPLICE_F_FD_IN_FIXED`: `splice_fd_in` is a slot of the fixed-file table.
-const SPLICE_FD_IN_FIXED: u32 = 1 << 31;
-
-/// The kernel's `struct io_uring_sqe` (include/uapi/linux/io_uring.h), with the unions named
-/// by the member this crate uses.
-#[repr(C, align(8))]
-#[derive(Default)]
-pub(crate) struct Sqe {
-    pub opcode: u8,
-    pub flags: u8,
-    pub ioprio: u16,
-    pub fd: i32,
-    pub off: u64,
-    pub addr: u64,
-    pub len: u32,
-    /// `rw_flags`, `msg_flags`, `splice_flags`, ...: the opcode's own flags.
-    pub op_flags: u32,
-    pub user_data: u64,
-    pub buf_index: u16,
-    pub personality: u16,
-    /// `splice_fd_in`, `file_index`, ...
-    pub fd_in: i32,
-    pub addr3: u64,
-    pub pad: u64,
-}
-
-const _: () = assert!(std::mem::size_of::<Sqe>() == 64 && std::mem::size_of::<Entry>() == 64);
-const _: () = assert!(std::mem::align_of::<Sqe>() == std::mem::align_of::<Entry>());
+use crate::uring_abi::{
+    Sqe, IOSQE_FIXED_FILE as FIXED_FILE, SPLICE_F_FD_IN_FIXED as SPLICE_FD_IN_FIXED,
+};
 
 impl Sqe {
-    /// Views an SQE built by the io-uring crate.
-    #[inline(always)]
-    pub fn from_entry(entry: Entry) -> Self {
-        // SAFETY: `Entry` is `#[repr(C)]` around the bindgen `io_uring_sqe`, itself `#[repr(C)]`
-        // with the kernel's layout, which `Sqe` repeats field for field (same size and
-        // alignment, checked above). Every byte of a built entry is initialised (the builders
-        // start from a zeroed SQE), and every bit pattern is a valid `Sqe`.
-        unsafe { std::mem::transmute::<Entry, Sqe>(entry) }
-    }
-
     /// Copies the SQE into `place` eight bytes at a time.
     ///
     /// An operation's SQE is usually read here right after its constructor wrote it, with
@@ -69,14 +31,6 @@ impl Sqe {
             // value to it in `place` (borrowed mutably, so unaliased) leaves a valid `Sqe`.
             unsafe { dst.add(i).write_volatile(src.add(i).read()) };
         }
-    }
-
-    /// Views staged SQEs as the io-uring crate's entries, to push them into the SQ.
-    #[inline]
-    pub fn as_entries(sqes: &[Sqe]) -> &[Entry] {
-        // SAFETY: `Sqe` and `Entry` have the same size, alignment and field layout (see
-        // `from_entry`), so a slice of one is a valid slice of the other, of the same length.
-        unsafe { std::slice::from_raw_parts(sqes.as_ptr().cast::<Entry>(), sqes.len()) }
     }
 
     /// Points the SQE's file at `target`.

@@ -215,4 +215,35 @@ mod tests {
         assert_eq!(code("SEND_ZC"), 47);
         assert_eq!(code("SENDMSG_ZC"), 48);
     }
+
+    #[test]
+    fn every_opcode_an_operation_builds_is_in_the_table() {
+        use io_uring::opcode::*;
+        for code in [
+            Nop::CODE,
+            ReadFixed::CODE,
+            WriteFixed::CODE,
+            Fsync::CODE,
+            Timeout::CODE,
+            Accept::CODE,
+            AcceptMulti::CODE,
+            AsyncCancel::CODE,
+            Connect::CODE,
+            Fallocate::CODE,
+            Close::CODE,
+            Send::CODE,
+            Recv::CODE,
+            RecvMulti::CODE,
+            Splice::CODE,
+            MsgRingData::CODE,
+            MsgRingSendFd::CODE,
+            SendZc::CODE,
+        ] {
+            let (name, since) = crate::adapter::since(code);
+            assert_ne!(
+                since, "a later",
+                "opcode {code} ({name}) is missing from REGIO_OPCODES"
+            );
+        }
+    }
 }

@@ -43,8 +43,8 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Post, Ring, RingState, ENTER_GETEVENTS};
-use crate::combiner::CombinerGuard;
 use crate::error::Error;
+use regio_sync::CombinerGuard;
 
 /// The calling thread's token: a process-wide unique number, never 0, given on first use.
 fn thread_token() -> u64 {
@@ -75,7 +75,7 @@ impl<B> Ring<B> {
         !self.single_issuer || self.owner.load(Ordering::Relaxed) == 0 || self.owned_here()
     }
 
-    /// Takes the ring if nobody has it (see [`Combiner::try_lock`](crate::combiner)); in
+    /// Takes the ring if nobody has it (see [`Combiner::try_lock`](regio_sync::Combiner::try_lock)); in
     /// single-issuer mode, only on the owner thread. The default mode pays one `bool` test.
     #[inline(always)]
     pub(crate) fn try_own(&self) -> Option<CombinerGuard<'_, RingState<B>, Post<B>>> {
@@ -87,7 +87,7 @@ impl<B> Ring<B> {
 
     /// Takes the ring like [`try_own`](Self::try_own); if another thread owns it, asks that
     /// owner to signal the CQ eventfd if the CQ holds completions when it lets go, and tries
-    /// once more ([`Combiner::try_lock_or_ask`](crate::combiner)). For a waiter that has reset
+    /// once more ([`Combiner::try_lock_or_ask`](regio_sync::Combiner::try_lock_or_ask)). For a waiter that has reset
     /// the eventfd (the `wait` module). In single-issuer mode only the owner takes the ring, so
     /// there is nobody to ask.
     pub(crate) fn try_own_or_ask(&self) -> Option<CombinerGuard<'_, RingState<B>, Post<B>>> {

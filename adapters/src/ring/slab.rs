@@ -13,7 +13,7 @@
 //! forwarded from the store buffer and stall the post; the same goes for moving a whole entry
 //! out at completion.
 
-use crate::ops::{Keep, Side};
+use crate::ops::{Retained, Side};
 use crate::tables::WqId;
 
 /// An operation between its SQE and its final CQE: one cache line per entry.
@@ -25,7 +25,7 @@ pub(super) struct InFlight<B> {
     pub buf: Option<B>,
     /// Memory the kernel reads late (a timespec, a socket address), or the target ring of a
     /// message, kept until the final completion.
-    pub keep: Option<Box<Keep>>,
+    pub keep: Option<Box<Retained>>,
     /// The ring generation the operation went to (the current ring or the retiring one), and
     /// its side in the low bit.
     stamp: u32,
@@ -113,7 +113,7 @@ impl<B> Slab<B> {
         cookie: u64,
         buf: Option<B>,
         epoch: u32,
-        keep: Option<Box<Keep>>,
+        keep: Option<Box<Retained>>,
     ) -> u64 {
         let i = if self.free != NONE {
             let i = self.free;

@@ -24,45 +24,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use io_uring::IoUring;
 
 use crate::ops::Sqe;
-
-/// `IORING_OFF_SQ_RING` and `IORING_OFF_SQES` (include/uapi/linux/io_uring.h): where the SQ
-/// ring and the SQE array are mapped from the ring's fd.
-const OFF_SQ_RING: libc::off_t = 0;
-const OFF_SQES: libc::off_t = 0x1000_0000;
-
-/// `struct io_sqring_offsets`. It repeats the kernel's layout whole; only some fields are read.
-#[repr(C)]
-#[allow(dead_code)]
-struct SqOffsets {
-    head: u32,
-    tail: u32,
-    ring_mask: u32,
-    ring_entries: u32,
-    flags: u32,
-    dropped: u32,
-    array: u32,
-    resv1: u32,
-    user_addr: u64,
-}
-
-/// `struct io_uring_params`, as the kernel filled it in at setup. It repeats the kernel's layout
-/// whole; only some fields are read.
-#[repr(C)]
-#[allow(dead_code)]
-struct Params {
-    sq_entries: u32,
-    cq_entries: u32,
-    flags: u32,
-    sq_thread_cpu: u32,
-    sq_thread_idle: u32,
-    features: u32,
-    wq_fd: u32,
-    resv: [u32; 3],
-    sq_off: SqOffsets,
-    cq_off: [u32; 10],
-}
-
-const _: () = assert!(std::mem::size_of::<Params>() == std::mem::size_of::<io_uring::Parameters>());
+use crate::uring_abi::{params, OFF_SQES, OFF_SQ_RING};
 
 /// One mapping, unmapped on drop.
 struct Mapping {
@@ -122,10 +84,7 @@ unsafe impl Send for SqMap {}
 impl SqMap {
     /// Maps `uring`'s SQ ring and SQE array.
     pub fn new(uring: &IoUring) -> io::Result<Self> {
-        // SAFETY: `Parameters` is `#[repr(transparent)]` around the kernel's `io_uring_params`
-        // (io-uring 0.7 lib.rs), which `Params` repeats field for field (same size, checked
-        // above), and the kernel filled it in at setup.
-        let p = unsafe { &*(uring.params() as *const io_uring::Parameters).cast::<Params>() };
+        let p = params(uring);
         let page = 4096usize;
         let ring_len = (p.sq_off.head.max(p.sq_off.tail) as usize + 4).next_multiple_of(page);
         let ring = Mapping::new(uring, ring_len, OFF_SQ_RING)?;

@@ -1,37 +1,14 @@
-//! Helpers shared by the integration tests: a tiny executor and a recording registrar.
+//! Helpers shared by the pool's integration tests: a one-poll helper and a recording registrar
+//! (those of every crate are in regio-testkit).
 
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::future::Future;
 use std::io;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 
 use regio_pool::{PoolRegion, RegionId, Registrar};
-// loom's threads under `--cfg loom`, so that the loom models park and wake through loom.
-use regio_sync::primitive::thread::{self, Thread};
-
-struct Unpark(Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Runs `fut` to completion on this thread, parking while it is pending. Under loom, a wake-up
-/// that never comes leaves the thread parked, which loom reports as a deadlock.
-pub fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        thread::park();
-    }
-}
 
 /// Polls `fut` once with a waker that does nothing.
 pub fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {

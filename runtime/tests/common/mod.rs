@@ -1,17 +1,10 @@
-//! Helpers shared by the runtime's integration tests.
+//! Helpers shared by the runtime's integration tests (those of every crate are in
+//! regio-testkit).
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
 use std::time::{Duration, Instant};
 
 use regio_runtime::{Builder, Runtime};
-
-/// Prints a skip, or fails when REGIO_REQUIRE_ALL=1.
-pub fn skip(reason: &str) {
-    if std::env::var("REGIO_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!("required test skipped: {reason}");
-    }
-    println!("SKIP: {reason}");
-}
 
 /// A test builder: `workers` workers and a small pool (64 buffers of 4 KiB, 8 of 64 KiB).
 pub fn builder(workers: usize) -> Builder {
@@ -21,13 +14,13 @@ pub fn builder(workers: usize) -> Builder {
         .pool_class(65536, 8)
 }
 
-/// The runtime `builder` makes, or `None` after [`skip`] when io_uring is disabled on this
+/// The runtime `builder` makes, or `None` after a [`skip`](regio_testkit::skip) when io_uring is disabled on this
 /// host. Any other error fails the test.
 pub fn build(builder: Builder) -> Option<Runtime> {
     match builder.build() {
         Ok(rt) => Some(rt),
         Err(e) if e.is_io_uring_disabled() => {
-            skip(&e.to_string());
+            regio_testkit::skip(&e.to_string());
             None
         }
         Err(e) => panic!("runtime setup failed: {e}"),
@@ -37,26 +30,6 @@ pub fn build(builder: Builder) -> Option<Runtime> {
 /// A runtime of `workers` workers with the test pool, or `None` (skipped).
 pub fn runtime(workers: usize) -> Option<Runtime> {
     build(builder(workers))
-}
-
-/// Runs `f` on a thread of its own and returns its result, or fails the test if it takes more
-/// than `limit`: a hang becomes a failure rather than a stuck test run.
-pub fn within<T: Send + 'static>(
-    limit: Duration,
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(v) => v,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{what} did not finish within {limit:?}: it hangs")
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
-    }
 }
 
 /// The entries of a /proc/self directory.
@@ -95,26 +68,6 @@ pub fn assert_pool_full(pool: &regio_pool::MessagePool) {
             pool.capacity(class),
             "class {class}: buffers missing from the pool"
         );
-    }
-}
-
-/// Runs `future` to completion on the calling thread with no runtime: for join handles, which
-/// any thread may await.
-pub fn wait<F: std::future::Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let std::task::Poll::Ready(v) = future.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
     }
 }
 

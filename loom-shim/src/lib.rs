@@ -1,4 +1,4 @@
-//! The loom/std switch shared by the regio crates.
+//! The loom/std switch of the regio crates.
 //!
 //! Code that must be checked by loom imports its atomics, cells, `Arc`, `Mutex` and threads from
 //! here, never from `std` directly. Under `RUSTFLAGS="--cfg loom"` these names are loom's

@@ -1,12 +1,35 @@
-//! Exclusive ownership of a ring, with an inbox for the threads that do not own it.
+//! Exclusive ownership of a state, with an inbox for the threads that do not own it.
 //!
-//! A [`Combiner`] guards a state `S` (for a ring: its SQ, CQ and in-flight table). At most one
-//! thread owns it at a time, through [`Combiner::try_lock`]; nobody ever waits for it. A thread
-//! that finds it owned leaves its item in the inbox ([`Combiner::post`]), and whoever owns the
-//! state absorbs the inbox before letting go. So a ring's CQ is never reaped by two threads at
-//! once, and a post is never stranded in the inbox; the one exception, an item the state refused
-//! (a full SQ), stays first in the inbox, and the state is told ([`Absorb::refused`]) so that it
-//! can have the waiters come back for it.
+//! A [`Combiner`] guards a state `S` (in regio's adapters: a ring's SQ, CQ and in-flight table).
+//! At most one thread owns it at a time, through [`Combiner::try_lock`]; nobody ever waits for
+//! it. A thread that finds it owned leaves its item in the inbox ([`Combiner::post`]), and
+//! whoever owns the state absorbs the inbox before letting go. So the state is never worked on by
+//! two threads at once (a ring's CQ is never reaped twice), and a post is never stranded in the
+//! inbox; the one exception, an item the state refused (a full SQ), stays first in the inbox, and
+//! the state is told ([`Absorb::refused`]) so that it can have the waiters come back for it.
+//!
+//! ```
+//! use regio_sync::{Absorb, Combiner};
+//!
+//! #[derive(Default)]
+//! struct Log(Vec<u32>);
+//!
+//! impl Absorb<u32> for Log {
+//!     fn absorb(&mut self, item: u32) -> Result<(), u32> {
+//!         self.0.push(item);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let log = Combiner::new(Log::default());
+//! let mut owner = log.try_lock().expect("nobody owns it yet");
+//! log.post(1); // owned: left in the inbox
+//! assert_eq!(log.queued(), 1);
+//! drop(owner); // the owner absorbs the inbox before it lets go
+//! log.post(2); // unowned: this thread takes the lock and absorbs it itself
+//! owner = log.try_lock().unwrap();
+//! assert_eq!(owner.with(|log| log.0.clone()), [1, 2]);
+//! ```
 //!
 //! # Synchronization
 //!
@@ -31,14 +54,14 @@
 //!   reset its wake-up: a ring's CQ eventfd) happens before the owner's look at the state, so
 //!   the owner sees every completion whose wake-up the waiter consumed.
 //!
-//! The loom models in `tests/loom.rs` check the first two properties, and the model in
-//! `wait.rs` the wake-up of a waiter.
+//! The loom models in `tests/loom/combiner.rs` check the first two properties (and that they fail
+//! without the fences), and regio-adapters' model of its CQ wait the wake-up of a waiter.
 
 use std::collections::VecDeque;
 
-use regio_sync::primitive::cell::UnsafeCell;
-use regio_sync::primitive::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
-use regio_sync::primitive::sync::Mutex;
+use regio_loom_shim::cell::UnsafeCell;
+use regio_loom_shim::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use regio_loom_shim::sync::Mutex;
 
 /// A state that takes items from the inbox.
 pub trait Absorb<T> {
@@ -137,7 +160,7 @@ impl<S: Absorb<T>, T> Combiner<S, T> {
 
     /// Leaves `item` in the inbox and nothing more: no attempt at the lock. The caller must make
     /// sure the owner looks at the inbox afterwards (a ring in single-issuer mode wakes its owner
-    /// thread; see `Ring::post_foreign`), since the hand-off of [`post`](Self::post) is skipped.
+    /// thread), since the hand-off of [`post`](Self::post) is skipped.
     pub fn push(&self, item: T) {
         let mut inbox = self.lock_inbox();
         inbox.push_back(item);
@@ -160,7 +183,7 @@ impl<S: Absorb<T>, T> Combiner<S, T> {
         self.queued.load(Ordering::Relaxed)
     }
 
-    fn lock_inbox(&self) -> regio_sync::primitive::sync::MutexGuard<'_, VecDeque<T>> {
+    fn lock_inbox(&self) -> regio_loom_shim::sync::MutexGuard<'_, VecDeque<T>> {
         // A panic while holding the inbox lock can only come from a push or pop, which leave the
         // deque whole; carry on with it.
         self.inbox

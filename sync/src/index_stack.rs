@@ -2,8 +2,23 @@
 //!
 //! Elements never move; the stack links them through a `u32` per element that the owner of the
 //! elements provides ([`Links`]). A bulk push links a chain first and publishes it with one CAS;
-//! a bulk pop detaches up to `n` elements with one CAS. This is the shared half of the pool's
-//! two-level design: per-thread magazines talk to it only in batches.
+//! a bulk pop detaches up to `n` elements with one CAS. In regio's pool it is the shared half of
+//! a two-level design: per-thread magazines talk to it only in batches.
+//!
+//! ```
+//! use std::sync::atomic::AtomicU32;
+//! use regio_sync::{IndexStack, NIL};
+//!
+//! // Four elements; each one's link word lives wherever its owner keeps it (here, an array).
+//! let links: Vec<AtomicU32> = (0..4).map(|_| AtomicU32::new(NIL)).collect();
+//! let free = IndexStack::new();
+//! free.push_slice(&links[..], &[0, 1, 2, 3]);
+//! let mut batch = [NIL; 3];
+//! assert_eq!(free.pop_into(&links[..], &mut batch), 3);
+//! assert_eq!(batch, [3, 2, 1]);
+//! assert_eq!(free.pop(&links[..]), Some(0));
+//! assert_eq!(free.pop(&links[..]), None);
+//! ```
 //!
 //! # Synchronization
 //!
@@ -21,7 +36,7 @@
 //! - **`len` is advisory.** It is a Relaxed counter updated after each push and pop, for
 //!   statistics and the low-watermark check, never for correctness.
 
-use regio_sync::primitive::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use regio_loom_shim::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// The link value that ends a chain.
 pub const NIL: u32 = u32::MAX;
