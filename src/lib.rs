@@ -8,6 +8,9 @@
 //! - [`runtime`]: the executor, thread-per-core workers over the adapter's rings, with
 //!   operations as futures, timers and files; [`main`] and [`test`] are its attribute macros.
 //!
+//! The cargo feature `compat` turns on `regio::runtime::compat`: tokio's and the `futures`
+//! crate's I/O traits over regio's sockets, for crates such as hyper.
+//!
 //! ```
 //! #[regio::main(worker_threads = 2)]
 //! async fn main() {
