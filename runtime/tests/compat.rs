@@ -168,6 +168,28 @@ fn shutdown_sends_what_is_pending_then_the_end_of_the_stream() {
 }
 
 #[test]
+fn a_read_finds_the_end_after_an_unflushed_write() {
+    with_runtime(|rt| {
+        let (ours, mut peer) = tcp_pair();
+        // The peer takes the request, answers, and closes.
+        let server = std::thread::spawn(move || {
+            let mut request = [0u8; 7];
+            peer.read_exact(&mut request).unwrap();
+            peer.write_all(b"answer").unwrap();
+        });
+        let answer = on_compat(rt, ours, |mut io| async move {
+            // No flush: the end of the stream is put off once, not for good.
+            io.write_all(b"request").await.unwrap();
+            let mut answer = Vec::new();
+            io.read_to_end(&mut answer).await.unwrap();
+            answer
+        });
+        server.join().unwrap();
+        assert_eq!(answer, b"answer");
+    });
+}
+
+#[test]
 fn the_futures_traits_round_trip() {
     with_runtime(|rt| {
         let (ours, mut peer) = tcp_pair();

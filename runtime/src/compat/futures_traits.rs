@@ -16,17 +16,15 @@ impl<S: StreamSocket> AsyncRead for Compat<S> {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.read.poll_read(&this.stream, cx, buf.len(), |data| {
-            buf[..data.len()].copy_from_slice(data)
-        })
+        let room = buf.len();
+        self.get_mut()
+            .poll_read_with(cx, room, |data| buf[..data.len()].copy_from_slice(data))
     }
 }
 
 impl<S: StreamSocket> AsyncBufRead for Compat<S> {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
-        let this = self.get_mut();
-        this.read.poll_fill_buf(&this.stream, cx)
+        self.get_mut().poll_received(cx)
     }
 
     fn consume(self: Pin<&mut Self>, amt: usize) {

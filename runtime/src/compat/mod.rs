@@ -55,6 +55,16 @@
 //! [`Stream::send`], [`Stream::send_zc`]) avoids both: use it where the protocol is regio's
 //! own.
 //!
+//! # The end of the stream after a write
+//!
+//! A send finishes with a completion, so a flush can be pending for a moment after the bytes
+//! have left (a tokio `TcpStream`'s never is: its `write(2)` is done inside `poll_write`). A
+//! peer that got them may close at once, and the end of the stream may come before the flush
+//! does. HTTP servers such as hyper's take the end of the stream during an unflushed response
+//! for a client that went away mid-message. So a read that finds the end of the stream while
+//! bytes written are not flushed yet reports it one poll later (it wakes its task at once): the
+//! caller's flush, which its next step usually is, completes first.
+//!
 //! # Cancellation
 //!
 //! A read or write future of the ecosystem's extension traits may be dropped at any point: the
@@ -83,6 +93,9 @@ pub struct Compat<S> {
     stream: Stream<S>,
     read: ReadSide,
     write: WriteSide,
+    /// A read found the end of the stream with bytes written and not flushed, and put it off
+    /// once (see the module docs).
+    end_put_off: bool,
 }
 
 /// A TCP connection with the ecosystem's I/O traits.
@@ -123,6 +136,7 @@ impl<S: StreamSocket> Compat<S> {
             stream,
             read: ReadSide::new(read),
             write: WriteSide::new(write),
+            end_put_off: false,
         }
     }
 
@@ -131,6 +145,37 @@ impl<S: StreamSocket> Compat<S> {
     /// orders.
     pub fn get_ref(&self) -> &Stream<S> {
         &self.stream
+    }
+
+    /// The received bytes not read yet, after receiving more if there are none; an empty slice
+    /// at the end of the stream, put off by one poll after an unflushed write (see the module
+    /// docs).
+    fn poll_received(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let data = ready!(self.read.poll_fill_buf(&self.stream, cx))?;
+        if data.is_empty() && self.write.unflushed() && !self.end_put_off {
+            self.end_put_off = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(data))
+    }
+
+    /// Reads at most `room` bytes, handing them to `put`; `Ok(0)` at the end of the stream (or
+    /// for no room).
+    fn poll_read_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        room: usize,
+        put: impl FnOnce(&[u8]),
+    ) -> Poll<io::Result<usize>> {
+        if room == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let data = ready!(self.poll_received(cx))?;
+        let n = data.len().min(room);
+        put(&data[..n]);
+        self.read.consume(n);
+        Poll::Ready(Ok(n))
     }
 
     /// Finishes the send in flight, then shuts the writing side down: the peer reads the end

@@ -91,23 +91,4 @@ impl ReadSide {
             *start = (*start + amt).min(*end);
         }
     }
-
-    /// Reads at most `room` bytes, handing them to `put`; `Ok(0)` at the end of the stream
-    /// (or for no room).
-    pub(super) fn poll_read<S: StreamSocket>(
-        &mut self,
-        stream: &Stream<S>,
-        cx: &mut Context<'_>,
-        room: usize,
-        put: impl FnOnce(&[u8]),
-    ) -> Poll<io::Result<usize>> {
-        if room == 0 {
-            return Poll::Ready(Ok(0));
-        }
-        let data = ready!(self.poll_fill_buf(stream, cx))?;
-        let n = data.len().min(room);
-        put(&data[..n]);
-        self.consume(n);
-        Poll::Ready(Ok(n))
-    }
 }

@@ -15,18 +15,16 @@ impl<S: StreamSocket> AsyncRead for Compat<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
         let room = buf.remaining();
-        this.read
-            .poll_read(&this.stream, cx, room, |data| buf.put_slice(data))
+        self.get_mut()
+            .poll_read_with(cx, room, |data| buf.put_slice(data))
             .map_ok(drop)
     }
 }
 
 impl<S: StreamSocket> AsyncBufRead for Compat<S> {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
-        let this = self.get_mut();
-        this.read.poll_fill_buf(&this.stream, cx)
+        self.get_mut().poll_received(cx)
     }
 
     fn consume(self: Pin<&mut Self>, amt: usize) {

@@ -13,6 +13,8 @@ use crate::net::{Stream, StreamSocket, TransferAll};
 
 pub(super) struct WriteSide {
     state: State,
+    /// Bytes were written since the caller's last flush finished.
+    unflushed: bool,
 }
 
 // The send is large (it keeps the descriptor it restores) and the other variants are small:
@@ -31,11 +33,25 @@ impl WriteSide {
     pub(super) fn new(msg: Message) -> Self {
         Self {
             state: State::Idle(msg),
+            unflushed: false,
         }
     }
 
-    /// Waits until the send in flight, if any, has finished: its error, if it failed.
+    /// Whether bytes were written since the caller's last flush finished.
+    pub(super) fn unflushed(&self) -> bool {
+        self.unflushed
+    }
+
+    /// The caller's flush: [`poll_idle`](Self::poll_idle), and the written bytes count as
+    /// flushed once it is done.
     pub(super) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let done = ready!(self.poll_idle(cx));
+        self.unflushed = false;
+        Poll::Ready(done)
+    }
+
+    /// Waits until the send in flight, if any, has finished: its error, if it failed.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.state {
             State::Idle(_) => Poll::Ready(Ok(())),
             State::Sending(send) => {
@@ -55,7 +71,7 @@ impl WriteSide {
         cx: &mut Context<'_>,
         parts: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        ready!(self.poll_flush(cx))?;
+        ready!(self.poll_idle(cx))?;
         if parts.iter().all(|part| part.is_empty()) {
             return Poll::Ready(Ok(0));
         }
@@ -63,6 +79,7 @@ impl WriteSide {
             unreachable!("the flush leaves the message idle")
         };
         let n = gather(msg.as_mut_slice(), parts);
+        self.unflushed = true;
         cover(&mut msg, n);
         let mut send = stream.send_all(msg);
         // Polled now, so that the send is submitted with this turn of the worker rather than at
