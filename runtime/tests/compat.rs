@@ -1,7 +1,8 @@
-//! The compatibility layer: tokio's and futures' I/O traits over regio's TCP streams: reads in
-//! pieces smaller than a receive, the end of the stream, writes then a flush, shutdown, a send
-//! error reported on a later call, and a `Compat` dropped with a receive or a send in flight
-//! (its buffers come back to the pool).
+//! The compatibility layer: tokio's and futures' I/O traits over regio's TCP and Unix
+//! streams: reads in pieces smaller than a receive, buffered reads, the end of the stream (also
+//! after an unflushed write), writes then a flush, shutdown, a send error reported on a later
+//! call, and a `Compat` dropped with a receive or a send in flight (its buffers come back to the
+//! pool).
 
 mod common;
 
@@ -10,19 +11,25 @@ use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::pin::Pin;
 use std::time::Duration;
 
-use regio_runtime::compat::{Compat, TcpCompat};
-use regio_runtime::net::TcpStream;
+use regio_runtime::compat::Compat;
+use regio_runtime::net::{Stream, StreamSocket, TcpStream, UnixStream};
 use regio_runtime::{time, Runtime};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// A connected pair of standard TCP streams on loopback: (ours, the peer's).
-fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+/// A connected pair of TCP streams on loopback: (ours, the peer's standard one).
+fn tcp_pair() -> (TcpStream, std::net::TcpStream) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let ours = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (peer, _) = listener.accept().unwrap();
-    (ours, peer)
+    (TcpStream::from_std(ours).unwrap(), peer)
+}
+
+/// A connected pair of Unix streams: (ours, the peer's standard one).
+fn unix_pair() -> (UnixStream, std::os::unix::net::UnixStream) {
+    let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    (UnixStream::from_std(ours).unwrap(), peer)
 }
 
 /// `len` bytes of a pattern that does not repeat every 4 KiB.
@@ -44,17 +51,18 @@ fn with_runtime(test: impl FnOnce(&Runtime) + Send + 'static) {
 }
 
 /// Wraps our end of a pair in a `Compat` on a worker and runs `body` with it there.
-fn on_compat<T, F>(
+fn on_compat<S, T, F>(
     rt: &Runtime,
-    ours: std::net::TcpStream,
-    body: impl FnOnce(TcpCompat) -> F + Send + 'static,
+    ours: Stream<S>,
+    body: impl FnOnce(Compat<S>) -> F + Send + 'static,
 ) -> T
 where
+    S: StreamSocket,
     T: Send + 'static,
     F: Future<Output = T> + Send + 'static,
 {
     rt.block_on(rt.spawn(async move {
-        let io = Compat::new(TcpStream::from_std(ours).unwrap()).await;
+        let io = Compat::new(ours).await;
         body(io).await
     }))
     .expect("the test task")
@@ -298,6 +306,41 @@ fn a_compat_dropped_mid_send_gives_its_buffers_back() {
             };
             let filled = time::timeout(Duration::from_millis(200), fill).await;
             assert!(filled.is_err(), "64 MiB went into a peer that never reads");
+            drop(io);
+        });
+        drop(peer);
+    });
+}
+
+#[test]
+fn a_unix_stream_round_trips_through_the_tokio_traits() {
+    with_runtime(|rt| {
+        let (ours, mut peer) = unix_pair();
+        let echo = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).unwrap();
+            peer.write_all(&got).unwrap();
+        });
+        let back = on_compat(rt, ours, |mut io| async move {
+            io.write_all(&pattern(9000)).await.unwrap();
+            io.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            io.read_to_end(&mut back).await.unwrap();
+            back
+        });
+        echo.join().unwrap();
+        assert_eq!(back, pattern(9000));
+    });
+}
+
+#[test]
+fn a_unix_compat_dropped_mid_receive_gives_its_buffers_back() {
+    with_runtime(|rt| {
+        let (ours, peer) = unix_pair();
+        on_compat(rt, ours, |mut io| async move {
+            let mut buf = [0u8; 16];
+            let read = time::timeout(Duration::from_millis(20), io.read(&mut buf)).await;
+            assert!(read.is_err(), "nothing was sent, yet the read finished");
             drop(io);
         });
         drop(peer);
