@@ -8,7 +8,7 @@
 //!   - `regio_default`: `Runtime::builder().build()`, the configuration a user gets (one worker
 //!     per CPU, no SQPOLL, the default pool), serving with the server of `examples/echo.rs`
 //!     (`examples/support/echo_server.rs`, shared by both);
-//!   - `regio_interrupt`, `regio_sqpoll` (50 ms idle), `regio_single_issuer`: the same with each
+//!   - `regio_interrupt`, `regio_sqpoll` (the example's 50 ms idle), `regio_single_issuer`: the same with each
 //!     `RingMode` set (`regio_interrupt` is the default's configuration: the pair shows the
 //!     noise);
 //!   - `tokio_ct` (current-thread) and `tokio_mt` (multi-thread, as many workers as regio's
@@ -118,7 +118,6 @@ impl Server {
 /// `PORT <n>`; it serves until it is killed (or its parent dies).
 mod child {
     use std::io::Write;
-    use std::time::Duration;
 
     use regio::runtime::net::TcpListener;
     use regio::runtime::{RingMode, Runtime};
@@ -140,7 +139,7 @@ mod child {
             Server::RegioDefault => regio(None),
             Server::RegioInterrupt => regio(Some(RingMode::Interrupt)),
             Server::RegioSqPoll => regio(Some(RingMode::SqPoll {
-                idle: Duration::from_millis(50),
+                idle: echo_server::SQPOLL_IDLE,
                 cpu: None,
             })),
             Server::RegioSingleIssuer => regio(Some(RingMode::SingleIssuer)),

@@ -3,9 +3,14 @@
 //! registered pool buffer and sends the same buffer back.
 
 use std::io;
+use std::time::Duration;
 
 use regio::runtime::net::{TcpListener, TcpStream};
 use regio::runtime::{self};
+
+/// How long the SQPOLL kernel thread of the server's `RingMode::SqPoll` spins without work
+/// before it sleeps.
+pub const SQPOLL_IDLE: Duration = Duration::from_millis(50);
 
 /// Accepts connections on `listener` for ever, each served by a task of its own.
 pub async fn serve(listener: TcpListener) {
