@@ -40,7 +40,8 @@
 //!    `/proc` counts CPU time in clock ticks (10 ms): about 100 ns per message over a run.
 //! 3. System calls per message (`echo_syscalls_per_msg`), regio with SQPOLL against tokio
 //!    current-thread: `strace -c -f` attached to every thread of the running server (io_uring's
-//!    own kernel threads cannot be traced, and make no system calls) for a 2 s paced run.
+//!    own kernel threads cannot be traced, and make no system calls) for a 2 s paced run; the
+//!    three most frequent calls follow, each per message, to say where they come from.
 //!    Without strace the line says how to install it (`apt-get install strace`).
 //!
 //! Run: `cargo bench --bench echo`. On a shared machine the figures move with the load: the
@@ -499,9 +500,51 @@ fn cpu_per_message(rt: &tokio::runtime::Runtime, servers: &[Running]) {
     );
 }
 
+/// What `strace -c` counted: calls per message in all, and the three most frequent calls
+/// with theirs.
+struct Syscalls {
+    per_message: f64,
+    top: Vec<(String, f64)>,
+}
+
+impl std::fmt::Display for Syscalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3}", self.per_message)?;
+        let top: Vec<String> = self
+            .top
+            .iter()
+            .map(|(name, per)| format!("{name} {per:.3}"))
+            .collect();
+        write!(f, " ({})", top.join(", "))
+    }
+}
+
+/// The rows of a `strace -c` summary: each call's name and count, and the total count. A row
+/// reads `<% time> <seconds> <usecs/call> <calls> [<errors>] <name>`.
+fn strace_rows(summary: &str) -> (Vec<(String, u64)>, u64) {
+    let mut rows = Vec::new();
+    let mut total = None;
+    for line in summary.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(calls), Some(name)) = (
+            fields.get(3).and_then(|c| c.parse::<u64>().ok()),
+            fields.last(),
+        ) else {
+            continue;
+        };
+        if *name == "total" {
+            total = Some(calls);
+        } else {
+            rows.push((name.to_string(), calls));
+        }
+    }
+    let total = total.unwrap_or_else(|| panic!("no total in strace's summary:\n{summary}"));
+    (rows, total)
+}
+
 /// The system calls of `server` per message over a paced run, counted by `strace -c -f`
 /// attached to each of its threads; `None` without strace.
-fn syscalls_per_message(rt: &tokio::runtime::Runtime, server: &Running) -> Option<f64> {
+fn syscalls_per_message(rt: &tokio::runtime::Runtime, server: &Running) -> Option<Syscalls> {
     let pid = server.child.id();
     let out = std::env::temp_dir().join(format!("regio-echo-strace-{pid}"));
     let mut strace = Command::new("strace");
@@ -527,14 +570,17 @@ fn syscalls_per_message(rt: &tokio::runtime::Runtime, server: &Running) -> Optio
     tracer.wait().expect("strace ends");
     let summary = std::fs::read_to_string(&out).expect("strace's summary");
     let _ = std::fs::remove_file(&out);
-    // The last line: "100.00  <seconds>  <usecs/call>  <calls>  [<errors>]  total".
-    let calls: u64 = summary
-        .lines()
-        .rev()
-        .find(|l| l.trim_end().ends_with("total"))
-        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
-        .unwrap_or_else(|| panic!("no total in strace's summary:\n{summary}"));
-    Some(calls as f64 / done.all as f64)
+    let (mut rows, total) = strace_rows(&summary);
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1));
+    let messages = done.all as f64;
+    Some(Syscalls {
+        per_message: total as f64 / messages,
+        top: rows
+            .into_iter()
+            .take(3)
+            .map(|(name, calls)| (name, calls as f64 / messages))
+            .collect(),
+    })
 }
 
 fn main() {
@@ -566,8 +612,8 @@ fn main() {
         syscalls_per_message(&rt, tokio),
     ) {
         (Some(regio), Some(tokio)) => println!(
-            "echo_syscalls_per_msg: regio_sqpoll={regio:.3} tokio_ct={tokio:.3} (strace -c -f \
-             on the server's threads, {PACED_RATE} msgs/s of {PACED_SIZE} B for {}s)",
+            "echo_syscalls_per_msg: regio_sqpoll={regio} tokio_ct={tokio} (strace -c -f on the \
+             server's threads, {PACED_RATE} msgs/s of {PACED_SIZE} B for {}s)",
             TRACED.as_secs()
         ),
         _ => println!("echo_syscalls_per_msg: strace is not installed (apt-get install strace)"),
