@@ -110,6 +110,14 @@ impl Server {
         }
     }
 
+    /// The server's place in [`Server::ALL`], the order of the children and of the figures.
+    fn index(self) -> usize {
+        Server::ALL
+            .iter()
+            .position(|&s| s == self)
+            .expect("every server is in ALL")
+    }
+
     fn from_name(name: &str) -> Option<Server> {
         Server::ALL.into_iter().find(|s| s.name() == name)
     }
@@ -393,7 +401,7 @@ struct Rates(Vec<Vec<f64>>);
 
 impl Rates {
     fn of(&self, server: Server) -> &[f64] {
-        &self.0[Server::ALL.iter().position(|&s| s == server).unwrap()]
+        &self.0[server.index()]
     }
 
     /// The median per-round ratio of `ours` over the better of `peers` that round, and the
@@ -475,7 +483,7 @@ fn cpu_per_message(rt: &tokio::runtime::Runtime, servers: &[Running]) {
         );
         ns.push(per);
     }
-    let of = |s: Server| ns[Server::ALL.iter().position(|&x| x == s).unwrap()];
+    let of = |s: Server| ns[s.index()];
     let tokio = of(Server::TokioCt).min(of(Server::TokioMt));
     for mode in Server::MODES {
         println!(
@@ -519,9 +527,10 @@ impl std::fmt::Display for Syscalls {
     }
 }
 
-/// The rows of a `strace -c` summary: each call's name and count, and the total count. A row
-/// reads `<% time> <seconds> <usecs/call> <calls> [<errors>] <name>`.
-fn strace_rows(summary: &str) -> (Vec<(String, u64)>, u64) {
+/// The rows of a `strace -c` summary: each call's name and count, and the total count (`None`
+/// if the summary has none). A row reads `<% time> <seconds> <usecs/call> <calls> [<errors>]
+/// <name>`.
+fn strace_rows(summary: &str) -> Option<(Vec<(String, u64)>, u64)> {
     let mut rows = Vec::new();
     let mut total = None;
     for line in summary.lines() {
@@ -538,13 +547,15 @@ fn strace_rows(summary: &str) -> (Vec<(String, u64)>, u64) {
             rows.push((name.to_string(), calls));
         }
     }
-    let total = total.unwrap_or_else(|| panic!("no total in strace's summary:\n{summary}"));
-    (rows, total)
+    Some((rows, total?))
 }
 
 /// The system calls of `server` per message over a paced run, counted by `strace -c -f`
-/// attached to each of its threads; `None` without strace.
-fn syscalls_per_message(rt: &tokio::runtime::Runtime, server: &Running) -> Option<Syscalls> {
+/// attached to each of its threads; or why they could not be counted.
+fn syscalls_per_message(
+    rt: &tokio::runtime::Runtime,
+    server: &Running,
+) -> Result<Syscalls, String> {
     let pid = server.child.id();
     let out = std::env::temp_dir().join(format!("regio-echo-strace-{pid}"));
     let mut strace = Command::new("strace");
@@ -559,8 +570,10 @@ fn syscalls_per_message(rt: &tokio::runtime::Runtime, server: &Running) -> Optio
     }
     let mut tracer = match strace.stderr(Stdio::null()).spawn() {
         Ok(tracer) => tracer,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => panic!("running strace: {e}"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err("strace is not installed (apt-get install strace)".into())
+        }
+        Err(e) => return Err(format!("strace does not start: {e}")),
     };
     // Until strace has attached: a paced run of its own, not counted.
     std::thread::sleep(Duration::from_millis(500));
@@ -568,12 +581,17 @@ fn syscalls_per_message(rt: &tokio::runtime::Runtime, server: &Running) -> Optio
     // SAFETY: kill takes no pointers; SIGINT makes strace detach and write its summary.
     unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
     tracer.wait().expect("strace ends");
-    let summary = std::fs::read_to_string(&out).expect("strace's summary");
+    let summary = std::fs::read_to_string(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
-    let (mut rows, total) = strace_rows(&summary);
+    let (mut rows, total) = strace_rows(&summary).ok_or_else(|| {
+        format!(
+            "strace could not trace {} (ptrace not allowed?): {summary:?}",
+            server.server.name()
+        )
+    })?;
     rows.sort_by_key(|row| std::cmp::Reverse(row.1));
     let messages = done.all as f64;
-    Some(Syscalls {
+    Ok(Syscalls {
         per_message: total as f64 / messages,
         top: rows
             .into_iter()
@@ -599,24 +617,17 @@ fn main() {
     throughput(&rt, &servers, "echo_128b_c64", 128);
     throughput(&rt, &servers, "echo_4k_c64", 4096);
     cpu_per_message(&rt, &servers);
-    let sqpoll = &servers[Server::ALL
-        .iter()
-        .position(|&s| s == Server::RegioSqPoll)
-        .unwrap()];
-    let tokio = &servers[Server::ALL
-        .iter()
-        .position(|&s| s == Server::TokioCt)
-        .unwrap()];
-    match (
-        syscalls_per_message(&rt, sqpoll),
-        syscalls_per_message(&rt, tokio),
-    ) {
-        (Some(regio), Some(tokio)) => println!(
+    let sqpoll = &servers[Server::RegioSqPoll.index()];
+    let tokio = &servers[Server::TokioCt.index()];
+    match syscalls_per_message(&rt, sqpoll)
+        .and_then(|regio| syscalls_per_message(&rt, tokio).map(|tokio| (regio, tokio)))
+    {
+        Ok((regio, tokio)) => println!(
             "echo_syscalls_per_msg: regio_sqpoll={regio} tokio_ct={tokio} (strace -c -f on the \
              server's threads, {PACED_RATE} msgs/s of {PACED_SIZE} B for {}s)",
             TRACED.as_secs()
         ),
-        _ => println!("echo_syscalls_per_msg: strace is not installed (apt-get install strace)"),
+        Err(why) => println!("echo_syscalls_per_msg: not measured: {why}"),
     }
     println!("echo: {:.0}s in all", began.elapsed().as_secs_f64());
 }
