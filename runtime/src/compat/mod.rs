@@ -49,9 +49,9 @@
 //!   the count at once. The next write, a flush or a shutdown waits for that send to finish,
 //!   and reports its error if it failed.
 //!
-//! That is one `memcpy` per byte in each direction (a 4 KiB copy takes about 100 ns, small
-//! next to the system's own copy between socket buffers and the receive or send itself), and
-//! one operation in flight per direction. The owned-buffer API ([`Stream::recv`],
+//! That is one more `memcpy` of every byte in each direction, on top of the kernel's own copy
+//! between the socket's buffers and the registered one, and one operation in flight per
+//! direction. The owned-buffer API ([`Stream::recv`],
 //! [`Stream::send`], [`Stream::send_zc`]) avoids both: use it where the protocol is regio's
 //! own.
 //!
