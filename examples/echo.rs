@@ -1,5 +1,6 @@
 //! A TCP echo server on regio: every connection gets a task that receives into a registered
-//! pool buffer and sends the same buffer back. The server of the echo benchmark.
+//! pool buffer and sends the same buffer back. The server of the echo benchmark: both run
+//! `support/echo_server.rs`.
 //!
 //! Run: `cargo run --release --example echo -- [ADDRESS] [--workers N] [--mode MODE]`
 //!
@@ -10,11 +11,12 @@
 //!
 //! Try it with `nc 127.0.0.1 7878`. It serves until killed.
 
-use std::time::Duration;
+#[path = "support/echo_server.rs"]
+mod echo_server;
 
 use clap::{Parser, ValueEnum};
-use regio::runtime::net::{TcpListener, TcpStream};
-use regio::runtime::{self, RingMode, Runtime};
+use regio::runtime::net::TcpListener;
+use regio::runtime::{RingMode, Runtime};
 
 /// A TCP echo server on regio.
 #[derive(Parser)]
@@ -45,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = Runtime::builder().ring_mode(match args.mode {
         Mode::Interrupt => RingMode::Interrupt,
         Mode::Sqpoll => RingMode::SqPoll {
-            idle: Duration::from_millis(50),
+            idle: echo_server::SQPOLL_IDLE,
             cpu: None,
         },
         Mode::SingleIssuer => RingMode::SingleIssuer,
@@ -56,39 +58,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = builder.build()?;
     let listener = TcpListener::bind(args.address.as_str())?;
     println!("echo: listening on {}", listener.local_addr()?);
-    rt.block_on(rt.spawn(async move {
-        loop {
-            match listener.accept().await {
-                // Detached: each connection's task ends with its connection.
-                Ok((stream, _peer)) => drop(runtime::spawn(serve(stream))),
-                // Out of descriptors, a connection reset before it was taken, ...: the
-                // listener goes on.
-                Err(e) => eprintln!("echo: accept: {e}"),
-            }
-        }
-    }))?;
+    rt.block_on(rt.spawn(echo_server::serve(listener)))?;
     Ok(())
-}
-
-/// Echoes what `stream` receives until the peer closes or the connection fails.
-async fn serve(stream: TcpStream) {
-    if let Err(e) = echo(&stream).await {
-        eprintln!("echo: connection: {e}");
-    }
-}
-
-async fn echo(stream: &TcpStream) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let pool = runtime::pool();
-    loop {
-        // Waits for a free buffer if every one is in use.
-        let msg = pool.acquire().await;
-        let (n, mut msg) = stream.recv(msg).await;
-        let n = n?;
-        if n == 0 {
-            return Ok(());
-        }
-        msg.descriptor_mut().truncate(n);
-        stream.send_all(msg).await.0?;
-    }
 }

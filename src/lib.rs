@@ -9,6 +9,9 @@
 //!   operations as futures, timers, files and sockets ([`net`]); [`main`] and [`test`] are its
 //!   attribute macros.
 //!
+//! The cargo feature `compat` turns on `regio::runtime::compat`: tokio's and the `futures`
+//! crate's I/O traits over regio's sockets, for crates such as hyper.
+//!
 //! ```
 //! #[regio::main(worker_threads = 2)]
 //! async fn main() {

@@ -17,6 +17,9 @@
 //! - [`time`]: sleeps, timeouts and intervals on each worker's timer map: never one kernel
 //!   timeout per sleep.
 //! - [`main`] and [`test`] are `#[tokio::main]`-like attributes.
+//! - `compat` (cargo feature `compat`): tokio's and the `futures` crate's `AsyncRead`,
+//!   `AsyncBufRead` and `AsyncWrite` for the stream sockets, so that crates such as hyper run on
+//!   regio, at the cost of one copy per byte each way (the module's docs say why).
 //!
 //! ```
 //! use std::time::Duration;
@@ -85,6 +88,8 @@
 
 mod bell;
 mod builder;
+#[cfg(feature = "compat")]
+pub mod compat;
 mod context;
 mod error;
 pub mod fs;

@@ -1,0 +1,64 @@
+//! The `futures` crate's `AsyncRead`, `AsyncBufRead` and `AsyncWrite` (from `futures-io`) for
+//! [`Compat`].
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_io::{AsyncBufRead, AsyncRead, AsyncWrite};
+
+use super::Compat;
+use crate::net::StreamSocket;
+
+impl<S: StreamSocket> AsyncRead for Compat<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let room = buf.len();
+        self.get_mut()
+            .poll_read_with(cx, room, |data| buf[..data.len()].copy_from_slice(data))
+    }
+}
+
+impl<S: StreamSocket> AsyncBufRead for Compat<S> {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        self.get_mut().poll_received(cx)
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        self.get_mut().read.consume(amt);
+    }
+}
+
+impl<S: StreamSocket> AsyncWrite for Compat<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.write
+            .poll_write(&this.stream, cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.write.poll_write(&this.stream, cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().write.poll_flush(cx)
+    }
+
+    /// Finishes the send in flight, then shuts the writing side down (the peer reads the end
+    /// of the stream).
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_shutdown_write(cx)
+    }
+}
