@@ -40,7 +40,7 @@ fn pattern(len: usize) -> Vec<u8> {
 /// Runs `test` on a fresh runtime with a bounded time, then checks that every buffer went back
 /// to the pool.
 fn with_runtime(test: impl FnOnce(&Runtime) + Send + 'static) {
-    common::within(LIMIT, "the test", move || {
+    regio_testkit::within(LIMIT, "the test", move || {
         let Some(rt) = common::runtime(1) else { return };
         test(&rt);
         common::eventually("every buffer is back in the pool", || {
