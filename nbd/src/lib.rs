@@ -46,3 +46,4 @@
 #![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod proto;
+pub mod target;
