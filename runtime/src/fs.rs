@@ -19,15 +19,14 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use regio_adapters::{Adapter, Op, Target, WorkQueue};
+use regio_adapters::Op;
 use regio_pool::Message;
 
 use crate::op::{Build, Completed, Route, Submit};
-use crate::shared::Shared;
-use crate::worker::Local;
+use crate::queues::FdQueues;
 
 /// An open file, for positioned reads and writes through the workers' rings.
 ///
@@ -58,78 +57,7 @@ use crate::worker::Local;
 /// ```
 #[derive(Debug)]
 pub struct File {
-    queues: Arc<FileQueues>,
-}
-
-/// A file's descriptor and its work queues, one per worker that used it.
-pub(crate) struct FileQueues {
-    file: std::fs::File,
-    /// The runtime whose workers may use the file, set by the first one that does.
-    runtime: Mutex<Option<(Weak<Shared>, Adapter<Message>)>>,
-    /// The work queues, by worker index.
-    by_worker: Mutex<Vec<Option<WorkQueue<Message>>>>,
-}
-
-impl std::fmt::Debug for FileQueues {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileQueues")
-            .field("fd", &self.file.as_raw_fd())
-            .finish_non_exhaustive()
-    }
-}
-
-impl FileQueues {
-    /// The file's work queue on `local`'s ring, made on first use.
-    ///
-    /// # Errors
-    ///
-    /// An errno for the operation's completion: `EXDEV` if another runtime's workers used the
-    /// file first, `EIO` if the adapter cannot make the queue (logged with the reason).
-    pub(crate) fn for_worker(&self, local: &Local) -> Result<WorkQueue<Message>, i32> {
-        {
-            let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
-            match &*runtime {
-                Some((owner, _)) if !std::ptr::eq(owner.as_ptr(), Arc::as_ptr(&local.shared)) => {
-                    return Err(libc::EXDEV);
-                }
-                Some(_) => {}
-                None => {
-                    *runtime = Some((Arc::downgrade(&local.shared), local.shared.adapter.clone()))
-                }
-            }
-        }
-        let index = local.remote.index;
-        let mut queues = self.by_worker.lock().unwrap_or_else(|p| p.into_inner());
-        if queues.len() <= index {
-            queues.resize(index + 1, None);
-        }
-        if let Some(wq) = &queues[index] {
-            return Ok(wq.clone());
-        }
-        let depth = local.shared.config.file_queue_depth;
-        let wq = local
-            .shared
-            .adapter
-            .work_queue(index, Target::Fd(self.file.as_raw_fd()), depth, depth)
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot make a work queue for a file");
-                libc::EIO
-            })?;
-        queues[index] = Some(wq.clone());
-        Ok(wq)
-    }
-}
-
-impl Drop for FileQueues {
-    fn drop(&mut self) {
-        let runtime = self.runtime.get_mut().unwrap_or_else(|p| p.into_inner());
-        let queues = self.by_worker.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, adapter)) = runtime {
-            for wq in queues.iter().flatten() {
-                adapter.remove_work_queue(wq);
-            }
-        }
-    }
+    queues: Arc<FdQueues<std::fs::File>>,
 }
 
 impl File {
@@ -161,16 +89,12 @@ impl File {
     /// runtime whose worker first uses it.
     pub fn from_std(file: std::fs::File) -> File {
         File {
-            queues: Arc::new(FileQueues {
-                file,
-                runtime: Mutex::new(None),
-                by_worker: Mutex::new(Vec::new()),
-            }),
+            queues: Arc::new(FdQueues::new(file)),
         }
     }
 
     fn submit<B: Build>(&self, buf: Option<Message>, build: B) -> Submit<B> {
-        Submit::new(Route::File(Arc::clone(&self.queues)), buf, build)
+        Submit::new(Route::Fd(self.queues.clone()), buf, build)
     }
 
     /// Reads into `buf` (the slice its descriptor names: the whole buffer for a fresh message)
@@ -213,13 +137,13 @@ impl File {
 
     /// The underlying standard file.
     pub fn as_std(&self) -> &std::fs::File {
-        &self.queues.file
+        self.queues.handle()
     }
 }
 
 impl AsRawFd for File {
     fn as_raw_fd(&self) -> RawFd {
-        self.queues.file.as_raw_fd()
+        self.queues.handle().as_raw_fd()
     }
 }
 

@@ -134,6 +134,7 @@ pub(crate) struct Resolved {
 pub(crate) enum Keep {
     Timespec(io_uring::types::Timespec),
     Addr(net::SockAddr),
+    Peer(std::sync::Arc<net::PeerAddr>),
     Ring(control::RingRef),
 }
 

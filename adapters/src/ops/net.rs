@@ -37,9 +37,10 @@
 //! target is not a socket, the fallback reads or writes the file at offset 0 where `SEND`/`RECV`
 //! would fail with `ENOTSOCK`: use [`Op::write_fixed`] and [`Op::read_fixed`] for files.
 
+use std::cell::UnsafeCell;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use io_uring::{opcode, types, IoUring};
 
@@ -93,6 +94,44 @@ impl SockAddr {
 
     pub(crate) fn raw(&self) -> (*const libc::sockaddr, libc::socklen_t) {
         (&self.storage as *const _ as *const libc::sockaddr, self.len)
+    }
+}
+
+/// Where an [`Op::accept`] writes the address of the peer it accepted.
+///
+/// The operation holds one reference until its final completion, and the kernel writes the
+/// address before that completion; [`take`](Self::take) reads it once the operation has let
+/// go.
+pub struct PeerAddr {
+    storage: UnsafeCell<libc::sockaddr_storage>,
+    len: UnsafeCell<libc::socklen_t>,
+}
+
+// SAFETY: the kernel writes the cells only while an operation holds a reference, and `take`
+// reads them only once it holds the last one (after that operation's completion): no access
+// races with another.
+unsafe impl Send for PeerAddr {}
+// SAFETY: as for `Send`: shared references touch the cells only through `take`, as above.
+unsafe impl Sync for PeerAddr {}
+
+impl PeerAddr {
+    /// Room for an address, for one accept.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            // SAFETY: all-zero bytes are a valid sockaddr_storage.
+            storage: UnsafeCell::new(unsafe { std::mem::zeroed() }),
+            len: UnsafeCell::new(std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t),
+        })
+    }
+
+    /// The address and its length, once no operation holds `this` any more (the accept it was
+    /// given has had its final completion); `None` while one does. The kernel writes nothing
+    /// (the length stays the whole storage's) for an accept that failed.
+    pub fn take(this: Arc<Self>) -> Option<(libc::sockaddr_storage, libc::socklen_t)> {
+        // `try_unwrap` succeeds only for the last reference, with an acquire that pairs with the
+        // release of the operation's drop of its own, after its completion.
+        let this = Arc::try_unwrap(this).ok()?;
+        Some((this.storage.into_inner(), this.len.into_inner()))
     }
 }
 
@@ -168,6 +207,24 @@ impl<B> Op<B> {
         Self::new(e, &"send_zc", Side::Send, cookie)
             .on(FileUse::Fd)
             .with_buf(buf, BufUse::Fixed)
+    }
+
+    /// Accepts one connection on the work queue's listening socket, writing the peer's address
+    /// into `peer` (read it with [`PeerAddr::take`] after the final completion). Completes with
+    /// the new socket's descriptor, close-on-exec, which the caller then owns (and must close,
+    /// even when it no longer wants the connection).
+    pub fn accept(peer: Arc<PeerAddr>, cookie: u64) -> Self {
+        let keep = Box::new(Keep::Peer(peer));
+        let Keep::Peer(peer) = &*keep else {
+            unreachable!("just made")
+        };
+        // The SQE points into `peer`, which the operation keeps until its final completion.
+        let e = opcode::Accept::new(UNSET, peer.storage.get().cast(), peer.len.get())
+            .flags(libc::SOCK_CLOEXEC)
+            .build();
+        Self::new(e, &"accept", Side::Recv, cookie)
+            .on(FileUse::Fd)
+            .keeping(keep)
     }
 
     /// Accepts one connection straight into fixed-file slot `slot` (a direct descriptor).
@@ -379,6 +436,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_plain_accept_names_the_listener_and_the_peer_address_and_asks_for_close_on_exec() {
+        let peer = PeerAddr::new();
+        let op = Op::<()>::accept(Arc::clone(&peer), 1);
+        // No buffer: posting resolves none.
+        let mut s = op.sqe;
+        s.fill(op.file, Target::Fd(5), None, op.buf_use);
+        drop(op.keep);
+        assert_eq!(s.opcode, opcode::Accept::CODE);
+        assert_eq!((s.fd, s.op_flags), (5, libc::SOCK_CLOEXEC as u32));
+        assert_eq!(s.addr, peer.storage.get() as u64);
+        assert_eq!(s.off, peer.len.get() as u64);
+        assert!(PeerAddr::take(peer).is_some(), "the operation let go of it");
+    }
+
+    #[test]
+    fn a_peer_address_is_not_readable_while_an_accept_holds_it() {
+        let peer = PeerAddr::new();
+        let op = Op::<()>::accept(Arc::clone(&peer), 1);
+        let held = PeerAddr::take(peer);
+        assert!(held.is_none());
+        drop(op);
     }
 
     #[test]

@@ -1,0 +1,331 @@
+//! Sockets: TCP echo, large transfers, refused connects, peers that go away mid-receive,
+//! cancelled receives and accepts, and no descriptor or buffer leaks.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use regio_pool::{Message, MessagePool};
+use regio_runtime::net::{TcpListener, TcpStream};
+use regio_runtime::{spawn, time, Runtime};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A 4 KiB message holding `bytes`.
+fn message(pool: &MessagePool, bytes: &[u8]) -> Message {
+    let mut msg = pool.try_acquire().expect("a free buffer");
+    msg.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
+    msg.descriptor_mut().truncate(bytes.len());
+    msg
+}
+
+/// Serves one connection of `listener`: echoes what it receives until the peer closes.
+async fn echo_one(listener: &TcpListener) -> std::io::Result<usize> {
+    let (stream, peer) = listener.accept().await?;
+    assert_eq!(peer, stream.peer_addr()?);
+    let mut total = 0;
+    loop {
+        let (n, mut msg) = stream
+            .recv(regio_runtime::pool().try_acquire().unwrap())
+            .await;
+        let n = n?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n;
+        msg.descriptor_mut().truncate(n);
+        stream.send_all(msg).await.0?;
+    }
+}
+
+fn runtime_for(test: impl FnOnce(&Runtime) + Send + 'static) {
+    common::within(LIMIT, "the test", move || {
+        let Some(rt) = common::runtime(2) else { return };
+        test(&rt);
+        common::eventually("every buffer is back", || {
+            (0..rt.pool().classes()).all(|c| rt.pool().available(c) == rt.pool().capacity(c))
+        });
+        rt.shutdown(Duration::from_secs(5));
+    });
+}
+
+#[test]
+fn a_tcp_echo_round_trips_on_workers() {
+    runtime_for(|rt| {
+        let pool = rt.pool().clone();
+        let out = rt.block_on(rt.spawn(async move {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let addr = listener.local_addr()?;
+            let server = spawn(async move { echo_one(&listener).await });
+            let client = TcpStream::connect(addr).await?;
+            client.set_nodelay(true)?;
+            assert_eq!(client.peer_addr()?, addr);
+            assert_eq!(client.local_addr()?.ip(), addr.ip());
+            let mut echoed = Vec::new();
+            for i in 0..50u8 {
+                let text = [b'a' + i % 26; 100];
+                let (sent, msg) = client.send_all(message(&pool, &text)).await;
+                sent?;
+                let (got, msg) = client.recv_exact(msg).await;
+                got?;
+                assert_eq!(msg.as_slice()[..100], text, "round {i}");
+                echoed.extend_from_slice(&msg.as_slice()[..100]);
+            }
+            client.shutdown(std::net::Shutdown::Write).await?;
+            let (n, _msg) = client.recv(pool.try_acquire().unwrap()).await;
+            assert_eq!(n?, 0, "the server closes after the client's end");
+            let served = server.await.unwrap()?;
+            Ok::<_, std::io::Error>((served, echoed.len()))
+        }));
+        assert_eq!(out.unwrap().unwrap(), (5000, 5000));
+    });
+}
+
+#[test]
+fn a_mebibyte_goes_through_send_all_and_recv_exact() {
+    common::within(LIMIT, "the test", || {
+        let builder = common::builder(2).pool_class(1 << 20, 2);
+        let Some(rt) = common::build(builder) else {
+            return;
+        };
+        let pool = rt.pool().clone();
+        let big = pool.classes() - 1;
+        assert_eq!(pool.capacity(big), 2);
+        let pattern: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 + i / 4096) as u8).collect();
+        let expected = pattern.clone();
+        let got = rt.block_on(rt.spawn(async move {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let addr = listener.local_addr()?;
+            // Both taken here: a thread's cache may hold every buffer of a class.
+            let mut msg = pool.try_acquire_class(big).expect("a 1 MiB buffer");
+            let out = pool.try_acquire_class(big).expect("a 1 MiB buffer");
+            let sender = spawn(async move {
+                let (stream, _) = listener.accept().await?;
+                let mut msg = out;
+                msg.as_mut_slice()[..1 << 20].copy_from_slice(&pattern);
+                msg.descriptor_mut().truncate(1 << 20);
+                let before = msg.descriptor().clone();
+                let (sent, msg) = stream.send_all(msg).await;
+                sent?;
+                assert_eq!(
+                    *msg.descriptor(),
+                    before,
+                    "the descriptor comes back as it went"
+                );
+                Ok::<_, std::io::Error>(())
+            });
+            let client = TcpStream::connect(addr).await?;
+            msg.descriptor_mut().truncate(1 << 20);
+            let (got, msg) = client.recv_exact(msg).await;
+            got?;
+            sender.await.unwrap()?;
+            Ok::<_, std::io::Error>(msg.as_slice()[..1 << 20].to_vec())
+        }));
+        assert!(got.unwrap().unwrap() == expected, "the bytes differ");
+        let pool = rt.pool().clone();
+        common::eventually("every buffer is back", || {
+            (0..pool.classes()).all(|c| pool.available(c) == pool.capacity(c))
+        });
+        rt.shutdown(Duration::from_secs(5));
+    });
+}
+
+#[test]
+fn a_connect_to_a_closed_port_is_refused() {
+    runtime_for(|rt| {
+        let addr: SocketAddr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        // In block_on and on a worker.
+        let err = rt.block_on(TcpStream::connect(addr)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+        let err = rt
+            .block_on(rt.spawn(TcpStream::connect(addr)))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    });
+}
+
+#[test]
+fn a_client_that_goes_away_mid_receive_ends_it_and_gives_the_buffer_back() {
+    runtime_for(|rt| {
+        let pool = rt.pool().clone();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (sent, told) = std::sync::mpsc::channel();
+        let server = rt.spawn(async move {
+            // Accepted after the client has gone: the peer's address still comes with it.
+            let client_addr: SocketAddr = told.recv().unwrap();
+            let (stream, peer) = listener.accept().await?;
+            assert_eq!(peer, client_addr);
+            // Wants 4096 bytes, gets 100 and the end.
+            let (exact, msg) = stream.recv_exact(pool.try_acquire().unwrap()).await;
+            assert_eq!(msg.descriptor().len(), 4096, "the descriptor as it went");
+            assert_eq!(&msg.as_slice()[..100], &[7u8; 100][..]);
+            drop(msg);
+            let (again, msg) = stream.recv(pool.try_acquire().unwrap()).await;
+            drop(msg);
+            Ok::<_, std::io::Error>((exact, again))
+        });
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client.write_all(&[7; 100]).unwrap();
+        let client_addr = client.local_addr().unwrap();
+        drop(client);
+        sent.send(client_addr).unwrap();
+        let (exact, again) = common::wait(server).unwrap().unwrap();
+        assert_eq!(exact.unwrap_err().kind(), ErrorKind::UnexpectedEof);
+        assert_eq!(again.unwrap(), 0);
+
+        // A client that resets (SO_LINGER 0) during a receive: an error, and the buffer back.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = rt.pool().clone();
+        let (accepted, told) = std::sync::mpsc::channel();
+        let server = rt.spawn(async move {
+            let (stream, _) = listener.accept().await?;
+            accepted.send(()).unwrap();
+            let (exact, msg) = stream.recv_exact(pool.try_acquire().unwrap()).await;
+            drop(msg);
+            Ok::<_, std::io::Error>(exact)
+        });
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        common::reset_on_close(&client);
+        (&client).write_all(&[1; 10]).unwrap();
+        told.recv().unwrap();
+        drop(client);
+        let exact = common::wait(server).unwrap().unwrap();
+        let kind = exact.unwrap_err().kind();
+        assert!(
+            matches!(kind, ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof),
+            "{kind:?}"
+        );
+
+        // A client that resets before its connection is accepted: the accept still succeeds,
+        // with the address (the peer can no longer be asked for it).
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let client_addr = client.local_addr().unwrap();
+        common::reset_on_close(&client);
+        drop(client);
+        let pool = rt.pool().clone();
+        let (peer, recv) = common::wait(rt.spawn(async move {
+            let (stream, peer) = listener.accept().await?;
+            assert!(stream.peer_addr().is_err(), "the peer is gone");
+            let (recv, msg) = stream.recv(pool.try_acquire().unwrap()).await;
+            drop(msg);
+            Ok::<_, std::io::Error>((peer, recv))
+        }))
+        .unwrap()
+        .unwrap();
+        assert_eq!(peer, client_addr);
+        assert_eq!(recv.unwrap_err().kind(), ErrorKind::ConnectionReset);
+    });
+}
+
+#[test]
+fn a_dropped_receive_is_cancelled_and_its_buffer_comes_back() {
+    runtime_for(|rt| {
+        let pool = rt.pool().clone();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cancelled, told) = std::sync::mpsc::channel();
+        let server = rt.spawn(async move {
+            let (stream, _) = listener.accept().await?;
+            for _ in 0..20 {
+                let recv = stream.recv(pool.try_acquire().unwrap());
+                assert!(time::timeout(Duration::from_millis(1), recv).await.is_err());
+            }
+            // Dropped before its first poll: never submitted.
+            drop(stream.recv(pool.try_acquire().unwrap()));
+            // Each cancelled receive's buffer comes back with its final completion.
+            let mut turns = 0;
+            while pool.available(0) != pool.capacity(0) {
+                turns += 1;
+                assert!(turns < 10_000, "the cancelled receives kept their buffers");
+                time::sleep(Duration::from_millis(1)).await;
+            }
+            cancelled.send(()).unwrap();
+            // The stream still works after the cancels: the data is not lost to them.
+            let (got, msg) = stream.recv_exact(message(&pool, &[0; 5])).await;
+            got?;
+            Ok::<_, std::io::Error>(msg.as_slice()[..5].to_vec())
+        });
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        told.recv().unwrap();
+        client.write_all(b"hello").unwrap();
+        assert_eq!(common::wait(server).unwrap().unwrap(), b"hello");
+    });
+}
+
+#[test]
+fn a_dropped_accept_is_cancelled_and_a_late_connection_is_closed() {
+    runtime_for(|rt| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener = std::sync::Arc::new(listener);
+        let l2 = listener.clone();
+        let timed_out = rt.block_on(rt.spawn(async move {
+            let mut timed_out = 0;
+            for _ in 0..20 {
+                if time::timeout(Duration::from_millis(1), l2.accept())
+                    .await
+                    .is_err()
+                {
+                    timed_out += 1;
+                }
+            }
+            timed_out
+        }));
+        assert_eq!(timed_out.unwrap(), 20);
+        // A connection after the cancels waits for the next accept.
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        let l3 = listener.clone();
+        let peer = rt.block_on(rt.spawn(async move { l3.accept().await.map(|(_, p)| p) }));
+        assert_eq!(peer.unwrap().unwrap(), client.local_addr().unwrap());
+        // The accepted stream was dropped: the client sees the end.
+        let mut byte = [0u8; 1];
+        assert_eq!(client.read(&mut byte).unwrap(), 0);
+    });
+}
+
+#[test]
+fn sockets_leave_no_descriptor_open() {
+    runtime_for(|rt| {
+        // Warm up: the worker's own descriptors are made.
+        rt.block_on(rt.spawn(async { regio_runtime::nop().await }))
+            .unwrap()
+            .unwrap();
+        let before = common::open_fds();
+        let pool = rt.pool().clone();
+        rt.block_on(rt.spawn(async move {
+            let listener = std::sync::Arc::new(TcpListener::bind("127.0.0.1:0")?);
+            let addr = listener.local_addr()?;
+            for round in 0..10u8 {
+                let l = listener.clone();
+                let server = spawn(async move { echo_one(&l).await });
+                let client = TcpStream::connect(addr).await?;
+                let (sent, msg) = client.send_all(message(&pool, &[round; 64])).await;
+                sent?;
+                let (got, _msg) = client.recv_exact(msg).await;
+                got?;
+                drop(client);
+                assert_eq!(server.await.unwrap()?, 64);
+            }
+            // Cancelled accepts and receives too.
+            for _ in 0..5 {
+                let _ = time::timeout(Duration::from_millis(1), listener.accept()).await;
+            }
+            Ok::<_, std::io::Error>(())
+        }))
+        .unwrap()
+        .unwrap();
+        common::eventually("the descriptors are closed", || {
+            common::open_fds() <= before
+        });
+    });
+}
