@@ -132,7 +132,14 @@ impl File {
     /// `POSIX_FADV_WILLNEED` starts reading them into the page cache, `POSIX_FADV_DONTNEED`
     /// drops them from it.
     pub fn fadvise(&self, advice: i32, offset: u64, len: u32) -> FileSync {
-        FileSync(self.submit(None, FileIo(FileIoKind::Fadvise { advice, offset, len })))
+        FileSync(self.submit(
+            None,
+            FileIo(FileIoKind::Fadvise {
+                advice,
+                offset,
+                len,
+            }),
+        ))
     }
 
     /// The underlying standard file.
@@ -172,9 +179,14 @@ impl Build for FileIo {
             (FileIoKind::Fallocate { mode, offset, len }, _) => {
                 Op::fallocate(mode, offset, len, cookie)
             }
-            (FileIoKind::Fadvise { advice, offset, len }, _) => {
-                Op::fadvise(advice, offset, len, cookie)
-            }
+            (
+                FileIoKind::Fadvise {
+                    advice,
+                    offset,
+                    len,
+                },
+                _,
+            ) => Op::fadvise(advice, offset, len, cookie),
             (FileIoKind::Read(_) | FileIoKind::Write(_), None) => {
                 unreachable!("reads and writes are made with their buffer")
             }

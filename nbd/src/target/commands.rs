@@ -10,8 +10,8 @@ use super::export::Export;
 use super::stats::Stats;
 use super::writer::{InFlight, Reply};
 use crate::proto::{
-    encode_block_status, encode_offset_data_prefix, Chunk, Command, CommandFlags,
-    Cookie, Errno, Negotiated, Request, SimpleReply, OFFSET_DATA_PREFIX_LEN, SIMPLE_REPLY_LEN,
+    encode_block_status, encode_offset_data_prefix, Chunk, Command, CommandFlags, Cookie, Errno,
+    Negotiated, Request, SimpleReply, OFFSET_DATA_PREFIX_LEN, SIMPLE_REPLY_LEN,
 };
 
 /// What a connection's request tasks share.
@@ -90,7 +90,11 @@ impl Session {
         if !self.negotiated.structured_replies {
             let mut head = vec![0; SIMPLE_REPLY_LEN];
             SimpleReply::ok(request.cookie).encode(array_mut(&mut head));
-            return Reply { head, data: bufs, slot };
+            return Reply {
+                head,
+                data: bufs,
+                slot,
+            };
         }
         let mut head = vec![0; OFFSET_DATA_PREFIX_LEN];
         if len == 0 {
@@ -108,7 +112,11 @@ impl Session {
             )
             .expect("a nonempty read of at most the maximum payload");
         }
-        Reply { head, data: bufs, slot }
+        Reply {
+            head,
+            data: bufs,
+            slot,
+        }
     }
 
     fn block_status(&self, request: Request, slot: InFlight) -> Reply {

@@ -48,7 +48,11 @@ pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
         // The handshake only ends in transmission on an export the catalogue found.
         return close(&output).await;
     };
-    tracing::debug!(export = export.name(), structured = negotiated.structured_replies, "transmission");
+    tracing::debug!(
+        export = export.name(),
+        structured = negotiated.structured_replies,
+        "transmission"
+    );
     let session = Arc::new(Session {
         export,
         negotiated,
@@ -62,9 +66,14 @@ pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
     match &stop {
         Stop::Disconnect | Stop::Shutdown => tracing::debug!(?stop, "a connection ends"),
         Stop::Gone(e) => tracing::debug!(error = %e, "a client went away"),
-        Stop::Violation(e) => tracing::info!(error = %e, "closing a connection that broke the protocol"),
+        Stop::Violation(e) => {
+            tracing::info!(error = %e, "closing a connection that broke the protocol")
+        }
         Stop::Oversized { length } => {
-            tracing::info!(length, "closing a connection that sent a write too large to discard")
+            tracing::info!(
+                length,
+                "closing a connection that sent a write too large to discard"
+            )
         }
     }
     // The writer ends once every request in flight has queued its reply and it has sent them.

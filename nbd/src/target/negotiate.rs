@@ -45,7 +45,10 @@ impl ExportCatalogue for Catalogue {
     }
 
     fn list(&self) -> Vec<ExportInfo> {
-        self.exports.iter().map(|export| self.info(export)).collect()
+        self.exports
+            .iter()
+            .map(|export| self.info(export))
+            .collect()
     }
 }
 

@@ -50,7 +50,10 @@ pub(crate) async fn run<R: RecvHalf>(
         };
         let mut header = whole;
         header.len = REQUEST_HEADER_LEN as u32;
-        control.descriptor_mut().set_slices(&[header]).expect("one slice");
+        control
+            .descriptor_mut()
+            .set_slices(&[header])
+            .expect("one slice");
         let Some((received, back)) = shutdown.or_raised(input.recv_exact(control)).await else {
             return Stop::Shutdown;
         };
@@ -81,7 +84,12 @@ pub(crate) async fn run<R: RecvHalf>(
                 }
             }
             session.stats.failed();
-            replies.push(error_reply(&session.negotiated, &request, refusal.errno, slot));
+            replies.push(error_reply(
+                &session.negotiated,
+                &request,
+                refusal.errno,
+                slot,
+            ));
             continue;
         }
         let payload = match request.command {

@@ -57,7 +57,12 @@ impl Drop for InFlight {
 pub(crate) async fn run<W: SendHalf>(out: W, mut replies: Receiver<Reply>, control: Message) {
     let mut writer = Writer {
         out,
-        whole: control.descriptor().slices().first().copied().unwrap_or(control.key()),
+        whole: control
+            .descriptor()
+            .slices()
+            .first()
+            .copied()
+            .unwrap_or(control.key()),
         control: Some(control),
         filled: 0,
         broken: false,
@@ -95,7 +100,9 @@ impl<W: SendHalf> Writer<W> {
                 if self.filled == cap {
                     self.flush().await;
                 }
-                let Some(control) = self.control.as_mut() else { break };
+                let Some(control) = self.control.as_mut() else {
+                    break;
+                };
                 let take = head.len().min(cap - self.filled);
                 control.as_mut_slice()[self.filled..self.filled + take]
                     .copy_from_slice(&head[..take]);
@@ -120,10 +127,15 @@ impl<W: SendHalf> Writer<W> {
         if self.filled == 0 || self.broken {
             return;
         }
-        let Some(mut control) = self.control.take() else { return };
+        let Some(mut control) = self.control.take() else {
+            return;
+        };
         let mut key = self.whole;
         key.len = self.filled as u32;
-        control.descriptor_mut().set_slices(&[key]).expect("one slice");
+        control
+            .descriptor_mut()
+            .set_slices(&[key])
+            .expect("one slice");
         let (result, mut control) = self.out.send_all(control).await;
         control
             .descriptor_mut()

@@ -119,7 +119,10 @@ impl FileExport {
                 Ok(0) => {
                     // The file shrank under the export (a read past its end, or a device that
                     // takes no more).
-                    return (Err(if write { Errno::ENOSPC } else { Errno::EIO }), restore(buf, whole));
+                    return (
+                        Err(if write { Errno::ENOSPC } else { Errno::EIO }),
+                        restore(buf, whole),
+                    );
                 }
                 Ok(n) => done += n,
                 Err(e) => return (Err(Errno::from(&e)), restore(buf, whole)),
@@ -128,9 +131,7 @@ impl FileExport {
                 let mut rest = whole;
                 rest.offset += done as u32;
                 rest.len -= done as u32;
-                buf.descriptor_mut()
-                    .set_slices(&[rest])
-                    .expect("one slice");
+                buf.descriptor_mut().set_slices(&[rest]).expect("one slice");
             }
         }
         (Ok(()), restore(buf, whole))
@@ -163,7 +164,12 @@ impl FileExport {
     /// Makes the range read as zeroes without writing them: a punched hole (unless `no_hole`),
     /// else a zeroed range, else a hole punched and allocated again. `Ok(false)` if the file
     /// system can do none of these (the caller writes zeroes, or fails a FAST_ZERO request).
-    pub(crate) async fn zero_fast(&self, offset: u64, len: u64, no_hole: bool) -> Result<bool, Errno> {
+    pub(crate) async fn zero_fast(
+        &self,
+        offset: u64,
+        len: u64,
+        no_hole: bool,
+    ) -> Result<bool, Errno> {
         if !no_hole {
             match self.punch(offset, len).await {
                 Ok(()) => return Ok(true),
@@ -234,7 +240,9 @@ impl FileExport {
                     at = stop;
                 }
                 Ok(_) => {
-                    let stop = seek(libc::SEEK_HOLE, at).map_or(end, |h| h.min(end)).max(at + 1);
+                    let stop = seek(libc::SEEK_HOLE, at)
+                        .map_or(end, |h| h.min(end))
+                        .max(at + 1);
                     extents.push(data(stop - at));
                     at = stop;
                 }

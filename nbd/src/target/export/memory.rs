@@ -51,8 +51,8 @@ impl Drop for Mapping {
 impl MemoryExport {
     /// Reserves `size` bytes (nothing is allocated until written).
     pub(crate) fn new(size: u64) -> io::Result<Self> {
-        let len = usize::try_from(size)
-            .map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+        let len =
+            usize::try_from(size).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
         // SAFETY: a fresh anonymous private mapping at an address the kernel chooses; no
         // existing memory is touched.
         let base = unsafe {

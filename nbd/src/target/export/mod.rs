@@ -202,7 +202,12 @@ impl Export {
     }
 
     /// Writes zeroes over the range, one data buffer at a time.
-    async fn write_zero_bytes(&self, offset: u64, len: u32, buffers: &Buffers) -> Result<(), Errno> {
+    async fn write_zero_bytes(
+        &self,
+        offset: u64,
+        len: u32,
+        buffers: &Buffers,
+    ) -> Result<(), Errno> {
         let len = len as usize;
         let chunk = buffers.chunk_size(len);
         let mut buf = buffers.one(chunk).await;
@@ -294,10 +299,19 @@ mod tests {
         export.flush().await.unwrap();
         export.cache(0, 65536).await.unwrap();
         // Zeroes, punched and not.
-        export.write_zeroes(4096, 4096, false, false, buffers).await.unwrap();
-        assert!(get(export, buffers, 4096, 4096).await.iter().all(|&b| b == 0));
+        export
+            .write_zeroes(4096, 4096, false, false, buffers)
+            .await
+            .unwrap();
+        assert!(get(export, buffers, 4096, 4096)
+            .await
+            .iter()
+            .all(|&b| b == 0));
         put(export, buffers, 8192, &[9; 100]).await;
-        export.write_zeroes(8192, 50, true, false, buffers).await.unwrap();
+        export
+            .write_zeroes(8192, 50, true, false, buffers)
+            .await
+            .unwrap();
         let got = get(export, buffers, 8192, 100).await;
         assert!(got[..50].iter().all(|&b| b == 0) && got[50..].iter().all(|&b| b == 9));
         export.trim(32768, 4096).await.unwrap();
@@ -314,12 +328,18 @@ mod tests {
                 exercise(&export, &buffers).await;
                 // A trimmed page is a hole again; NO_HOLE and FAST_ZERO cannot both hold.
                 let map = export.extents(32768, 4096);
-                assert_eq!(map[0].flags, BlockStatusFlags::HOLE | BlockStatusFlags::ZERO);
+                assert_eq!(
+                    map[0].flags,
+                    BlockStatusFlags::HOLE | BlockStatusFlags::ZERO
+                );
                 assert_eq!(
                     export.write_zeroes(0, 4096, true, true, &buffers).await,
                     Err(Errno::ENOTSUP)
                 );
-                export.write_zeroes(0, 4096, false, true, &buffers).await.unwrap();
+                export
+                    .write_zeroes(0, 4096, false, true, &buffers)
+                    .await
+                    .unwrap();
             }
         }))
         .unwrap();
@@ -330,7 +350,10 @@ mod tests {
     fn a_file_export_serves_every_storage_operation_and_maps_its_holes() {
         let Some(rt) = runtime() else { return };
         let path = std::env::temp_dir().join(format!("regio-nbd-export-{}", std::process::id()));
-        std::fs::File::create(&path).unwrap().set_len(1 << 20).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
         let export = Arc::new(Export::file("f", &path, false).unwrap());
         assert_eq!(export.size(), 1 << 20);
         let buffers = Buffers::new(rt.pool().clone()).unwrap();
