@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgMatches, Args};
-use regio::nbd::target::{pool_classes, Export, Server};
+use regio::nbd::target::{runtime_builder, Export, Server};
 use regio::runtime::net::TcpListener;
 use regio::runtime::{JoinHandle, Runtime};
 

@@ -10,7 +10,8 @@
 //! while it holds the **gate**, one request at a time: every other holder of data buffers has
 //! all it needs and gives them back when its reply is sent, so a waiter always gets its turn
 //! (two requests that each held half of what they need would otherwise wait for each other
-//! forever).
+//! forever). This holds only if every free buffer can be reached: the pool must keep no
+//! per-thread caches (see [`runtime_builder`](super::runtime_builder)).
 
 use std::sync::Arc;
 

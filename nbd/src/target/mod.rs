@@ -15,12 +15,9 @@
 //! header or a write too large to read through closes that connection only.
 //!
 //! ```no_run
-//! use regio_nbd::target::{pool_classes, Export, Server};
+//! use regio_nbd::target::{runtime_builder, Export, Server};
 //!
-//! let rt = pool_classes()
-//!     .iter()
-//!     .fold(regio_runtime::Runtime::builder(), |b, &(size, count)| b.pool_class(size, count))
-//!     .build()?;
+//! let rt = runtime_builder().build()?;
 //! let server = Server::new(vec![Export::memory("", 1 << 30, false)?], rt.pool().clone())?;
 //! // Serve it: `server.serve(|| listener.accept_connection())` on a runtime task, with a
 //! // listener of `regio_runtime::net`; `server.shutdown()` and `server.finish()` end it.
@@ -51,4 +48,17 @@ pub use stream::{Connection, RecvHalf, SendHalf};
 /// buffers of 4 KiB (the common request) and 48 of 64 KiB (large requests, which reach 1.5 MiB).
 pub fn pool_classes() -> [(u32, u32); 3] {
     [(512, 2048), (4096, 512), (65536, 48)]
+}
+
+/// A runtime builder for a server: the [`pool_classes`], and no per-thread pool caches. A
+/// buffer released into an idle worker's cache would be out of reach of a request waiting on
+/// another worker, and a request that needs the last free buffers of a class would wait for it
+/// forever; without caches every free buffer is in the shared store, where waiters get it.
+pub fn runtime_builder() -> regio_runtime::Builder {
+    pool_classes()
+        .iter()
+        .fold(regio_runtime::Builder::new(), |b, &(size, count)| {
+            b.pool_class(size, count)
+        })
+        .pool_cache(0)
 }

@@ -40,15 +40,15 @@ pub struct Server {
 impl Server {
     /// A server of `exports` (the first is the default export, the one an empty name asks
     /// for), taking its buffers from `pool` (the runtime's: [`regio_runtime::pool`]). The pool
-    /// needs a small class for control buffers and larger ones for data ([`pool_classes`]
-    /// gives a fitting set).
+    /// needs a small class for control buffers and larger ones for data, and no per-thread
+    /// caches: build the runtime with [`runtime_builder`].
     ///
     /// # Errors
     ///
     /// [`ServeError::NoExports`], [`ServeError::DuplicateName`], or [`ServeError::Pool`] for a
     /// pool the server cannot work with.
     ///
-    /// [`pool_classes`]: super::pool_classes
+    /// [`runtime_builder`]: super::runtime_builder
     pub fn new(exports: Vec<Export>, pool: MessagePool) -> Result<Self, ServeError> {
         if exports.is_empty() {
             return Err(ServeError::NoExports);

@@ -258,7 +258,8 @@ mod tests {
             .iter()
             .fold(Runtime::builder().worker_threads(1), |b, &(size, count)| {
                 b.pool_class(size, count / 8)
-            });
+            })
+            .pool_cache(0);
         match builder.build() {
             Ok(rt) => Some(rt),
             Err(e) if e.is_io_uring_disabled() => {
