@@ -101,12 +101,7 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> Result<(), Box<dyn Error>> 
     // Before any thread starts, so every thread inherits the mask and the signals wait for
     // `signals::wait`.
     signals::block()?;
-    let rt = pool_classes()
-        .iter()
-        .fold(Runtime::builder(), |b, &(size, count)| {
-            b.pool_class(size, count)
-        })
-        .build()?;
+    let rt = runtime_builder().build()?;
     let server = Server::new(exports(&args, matches)?, rt.pool().clone())?;
     let mut tasks = Vec::new();
     let listen: Vec<&str> = if args.listen.is_empty() {
