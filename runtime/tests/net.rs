@@ -3,8 +3,10 @@
 
 mod common;
 
+use std::future::Future;
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use regio_pool::{Message, MessagePool};
@@ -265,30 +267,56 @@ fn a_dropped_receive_is_cancelled_and_its_buffer_comes_back() {
 #[test]
 fn a_dropped_accept_is_cancelled_and_a_late_connection_is_closed() {
     runtime_for(|rt| {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::sync::Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
         let addr = listener.local_addr().unwrap();
-        let listener = std::sync::Arc::new(listener);
-        let l2 = listener.clone();
+
+        // An accept dropped right after it was posted, with a connection waiting: the kernel
+        // accepts it before the cancel comes, and the runtime closes what nobody will take.
+        let mut orphaned = std::net::TcpStream::connect(addr).unwrap();
+        let l = listener.clone();
+        rt.block_on(rt.spawn(async move {
+            let mut accept = Box::pin(l.accept());
+            std::future::poll_fn(|cx| {
+                assert!(
+                    accept.as_mut().poll(cx).is_pending(),
+                    "accepted before a turn"
+                );
+                std::task::Poll::Ready(())
+            })
+            .await;
+        }))
+        .unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            orphaned.read(&mut byte).unwrap(),
+            0,
+            "the connection was closed"
+        );
+
+        // Accepts dropped with no connection waiting are cancelled, and the listener works on.
+        let l = listener.clone();
         let timed_out = rt.block_on(rt.spawn(async move {
             let mut timed_out = 0;
             for _ in 0..20 {
-                if time::timeout(Duration::from_millis(1), l2.accept())
+                if time::timeout(Duration::from_millis(1), l.accept())
                     .await
                     .is_err()
                 {
                     timed_out += 1;
                 }
             }
+            // A barrier: this nop goes into the ring after the cancels, which the kernel
+            // carries out in order (a cancel of an accept waiting for a connection completes
+            // at once), so no cancelled accept is left to take the next connection.
+            regio_runtime::nop().await.unwrap();
             timed_out
         }));
         assert_eq!(timed_out.unwrap(), 20);
-        // A connection after the cancels waits for the next accept.
         let mut client = std::net::TcpStream::connect(addr).unwrap();
-        let l3 = listener.clone();
-        let peer = rt.block_on(rt.spawn(async move { l3.accept().await.map(|(_, p)| p) }));
+        let l = listener.clone();
+        let peer = rt.block_on(rt.spawn(async move { l.accept().await.map(|(_, p)| p) }));
         assert_eq!(peer.unwrap().unwrap(), client.local_addr().unwrap());
         // The accepted stream was dropped: the client sees the end.
-        let mut byte = [0u8; 1];
         assert_eq!(client.read(&mut byte).unwrap(), 0);
     });
 }
@@ -327,5 +355,156 @@ fn sockets_leave_no_descriptor_open() {
         common::eventually("the descriptors are closed", || {
             common::open_fds() <= before
         });
+    });
+}
+
+#[test]
+fn split_halves_run_on_two_tasks_and_the_write_half_ends_the_stream() {
+    runtime_for(|rt| {
+        let pool = rt.pool().clone();
+        let out = rt.block_on(rt.spawn(async move {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let addr = listener.local_addr()?;
+            let server = spawn(async move { echo_one(&listener).await });
+            let (read, write) = TcpStream::connect(addr).await?.into_split();
+            assert_eq!(read.as_std().peer_addr()?, addr);
+            let writer = spawn({
+                let pool = pool.clone();
+                async move {
+                    for i in 0..100u32 {
+                        let (sent, _msg) = write
+                            .send_all(message(&pool, &[(i % 251) as u8; 1000]))
+                            .await;
+                        sent?;
+                    }
+                    // Dropping the half ends the stream: the echo server sees the end.
+                    drop(write);
+                    Ok::<_, std::io::Error>(())
+                }
+            });
+            let reader = spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    let (n, msg) = read.recv(pool.try_acquire().unwrap()).await;
+                    match n? {
+                        0 => return Ok::<_, std::io::Error>(got),
+                        n => got.extend_from_slice(&msg.as_slice()[..n]),
+                    }
+                }
+            });
+            writer.await.unwrap()?;
+            let got = reader.await.unwrap()?;
+            assert_eq!(server.await.unwrap()?, 100_000);
+            Ok::<_, std::io::Error>(got)
+        }));
+        let got = out.unwrap().unwrap();
+        let want: Vec<u8> = (0..100u32).flat_map(|i| [(i % 251) as u8; 1000]).collect();
+        assert!(got == want, "the echoed bytes differ");
+    });
+}
+
+#[test]
+fn a_zero_copy_send_resolves_after_its_notification_with_the_count() {
+    runtime_for(|rt| {
+        let pool = rt.pool().clone();
+        let (n, client_got) = rt
+            .block_on(rt.spawn(async move {
+                let listener = TcpListener::bind("127.0.0.1:0")?;
+                let addr = listener.local_addr()?;
+                let client = std::thread::spawn(move || {
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    let mut got = vec![0; 3000];
+                    s.read_exact(&mut got).unwrap();
+                    got
+                });
+                let (stream, _) = listener.accept().await?;
+                let (n, msg) = stream.send_zc(message(&pool, &[9; 3000])).await;
+                assert_eq!(msg.descriptor().len(), 3000);
+                Ok::<_, std::io::Error>((n?, client.join().unwrap()))
+            }))
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 3000);
+        assert!(client_got.iter().all(|&b| b == 9));
+    });
+}
+
+#[test]
+fn a_peer_that_resets_during_zero_copy_sends_gives_an_error_and_no_leak() {
+    runtime_for(|rt| {
+        let fds = common::open_fds();
+        let pool = rt.pool().clone();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        common::reset_on_close(&client);
+        let (sending, told) = std::sync::mpsc::channel();
+        let server = rt.spawn(async move {
+            let (stream, _) = listener.accept().await?;
+            let mut sent = 0usize;
+            for i in 0..100_000 {
+                let (n, msg) = stream.send_zc(pool.try_acquire_class(1).unwrap()).await;
+                drop(msg);
+                match n {
+                    Ok(n) => sent += n,
+                    Err(e) => return Ok::<_, std::io::Error>((i, sent, e)),
+                }
+                if i == 0 {
+                    sending.send(()).unwrap();
+                }
+            }
+            panic!("100000 zero-copy sends to a reset peer all succeeded");
+        });
+        told.recv().unwrap();
+        drop(client);
+        let (sends, sent, err) = common::wait(server).unwrap().unwrap();
+        assert!(sends >= 1 && sent >= 65536, "{sends} sends, {sent} bytes");
+        assert!(
+            matches!(
+                err.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::BrokenPipe
+            ),
+            "{err}"
+        );
+        common::eventually("the descriptors are closed", || common::open_fds() <= fds);
+    });
+}
+
+#[test]
+fn a_dropped_zero_copy_send_parks_its_buffer_until_the_notification() {
+    runtime_for(|rt| {
+        let pool = rt.pool().clone();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // A peer that reads nothing until told: the sends fill the socket buffers and wait.
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        common::set_socket_int(client.as_raw_fd(), libc::SO_RCVBUF, 4096);
+        let server = rt.spawn({
+            let pool = pool.clone();
+            async move {
+                let (stream, _) = listener.accept().await?;
+                common::set_socket_int(stream.as_raw_fd(), libc::SO_SNDBUF, 4096);
+                let mut dropped = 0;
+                for _ in 0..4 {
+                    let send = stream.send_zc(pool.try_acquire_class(1).unwrap());
+                    if time::timeout(Duration::from_millis(5), send).await.is_err() {
+                        dropped += 1;
+                    }
+                }
+                Ok::<_, std::io::Error>((dropped, stream))
+            }
+        });
+        let (dropped, stream) = common::wait(server).unwrap().unwrap();
+        assert!(dropped > 0, "no send waited for the peer");
+        // Their futures are gone, but the kernel still holds the bytes that went out.
+        assert!(
+            pool.available(1) < pool.capacity(1),
+            "a buffer went back too early"
+        );
+        // The peer drains the connection: the kernel lets go of every buffer.
+        drop(stream);
+        let mut sink = Vec::new();
+        (&client).read_to_end(&mut sink).unwrap();
+        assert!(sink.len() >= 65536);
     });
 }

@@ -85,8 +85,10 @@
 
 mod listener;
 mod op;
+mod split;
 mod stream;
 
 pub use listener::{ListenSocket, Listener, TcpListener};
 pub use op::{Transfer, TransferAll};
+pub use split::{OwnedReadHalf, OwnedWriteHalf};
 pub use stream::{Stream, StreamSocket, TcpStream};
