@@ -181,7 +181,15 @@ fn serve_answers_and_stops_on_sigterm() {
         return;
     }
     let mut child = Command::new(env!("CARGO_BIN_EXE_regio"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--memory", "1M", "--name", "disk"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--memory",
+            "1M",
+            "--name",
+            "disk",
+        ])
         .args(["--stats", "1"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -200,10 +208,16 @@ fn serve_answers_and_stops_on_sigterm() {
     assert_eq!(&greeting, b"NBDMAGICIHAVEOPT\x00\x03");
     // Fixed newstyle, no zeroes; then NBD_OPT_LIST.
     stream.write_all(&3_u32.to_be_bytes()).unwrap();
-    stream.write_all(b"IHAVEOPT\x00\x00\x00\x03\x00\x00\x00\x00").unwrap();
+    stream
+        .write_all(b"IHAVEOPT\x00\x00\x00\x03\x00\x00\x00\x00")
+        .unwrap();
     let mut reply = [0; 20];
     stream.read_exact(&mut reply).unwrap();
-    assert_eq!(&reply[12..16], &2_u32.to_be_bytes(), "an NBD_REP_SERVER reply");
+    assert_eq!(
+        &reply[12..16],
+        &2_u32.to_be_bytes(),
+        "an NBD_REP_SERVER reply"
+    );
     let stats = lines
         .map(Result::unwrap)
         .find(|line| line.starts_with("requests="))

@@ -8,6 +8,7 @@ use regio_pool::Message;
 use super::buffers::Buffers;
 use super::export::Export;
 use super::stats::Stats;
+use super::sync::join_all;
 use super::writer::{InFlight, Reply};
 use crate::proto::{
     encode_block_status, encode_offset_data_prefix, Chunk, Command, CommandFlags, Cookie, Errno,
@@ -61,31 +62,56 @@ impl Session {
         }
     }
 
-    async fn write(&self, mut offset: u64, payload: Vec<Message>) -> Result<(), Errno> {
-        for buf in payload {
-            let len = buf.descriptor().len() as u64;
-            let (result, buf) = self.export.write(offset, buf).await;
-            drop(buf);
+    /// Writes a WRITE's buffers, side by side.
+    async fn write(&self, offset: u64, payload: Vec<Message>) -> Result<(), Errno> {
+        let len: usize = payload.iter().map(|buf| buf.descriptor().len()).sum();
+        for (result, _) in self.chunks(offset, payload, true).await {
             result?;
-            self.stats.written(len);
-            offset += len;
         }
+        self.stats.written(len as u64);
         Ok(())
+    }
+
+    /// Reads (or writes) each buffer at its place from `offset` on, all at once.
+    async fn chunks(
+        &self,
+        mut offset: u64,
+        bufs: Vec<Message>,
+        write: bool,
+    ) -> Vec<(Result<(), Errno>, Message)> {
+        let export = &*self.export;
+        let ops: Vec<_> = bufs
+            .into_iter()
+            .map(|buf| {
+                let at = offset;
+                offset += buf.descriptor().len() as u64;
+                async move {
+                    if write {
+                        export.write(at, buf).await
+                    } else {
+                        export.read(at, buf).await
+                    }
+                }
+            })
+            .collect();
+        if ops.len() == 1 {
+            let op = ops.into_iter().next().expect("one");
+            return vec![op.await];
+        }
+        join_all(ops).await
     }
 
     async fn read(&self, request: Request, slot: InFlight) -> Reply {
         let len = request.length as usize;
-        let mut bufs = Vec::new();
-        let mut offset = request.offset;
-        for buf in self.buffers.for_len(len).await {
-            let chunk = buf.descriptor().len() as u64;
-            let (result, buf) = self.export.read(offset, buf).await;
+        let bufs = self.buffers.for_len(len).await;
+        let mut filled = Vec::with_capacity(bufs.len());
+        for (result, buf) in self.chunks(request.offset, bufs, false).await {
             if let Err(errno) = result {
                 return self.error(&request, errno, slot);
             }
-            bufs.push(buf);
-            offset += chunk;
+            filled.push(buf);
         }
+        let bufs = filled;
         self.stats.read(len as u64);
         if !self.negotiated.structured_replies {
             let mut head = vec![0; SIMPLE_REPLY_LEN];

@@ -5,6 +5,8 @@
 //!
 //! # Synchronization
 //!
+//! [`join_all`] runs a request's chunk operations side by side.
+//!
 //! Each tool keeps its whole state under one `std::sync::Mutex`, held for a few instructions
 //! and never across an `.await`; wakers are called after the lock is released where a waker
 //! could take it again. No atomics, so nothing here needs a loom model.
@@ -346,6 +348,33 @@ impl Tracker {
     }
 }
 
+/// Runs `futures` side by side; their outputs in order.
+pub(crate) async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut running: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = running.iter().map(|_| None).collect();
+    poll_fn(|cx| {
+        let mut pending = false;
+        for (fut, out) in running.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match fut.as_mut().poll(cx) {
+                    Poll::Ready(value) => *out = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|out| out.expect("every future finished"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,6 +453,20 @@ mod tests {
         let mut done = Box::pin(signal.or_raised(async { 7 }));
         assert_eq!(poll_once(done.as_mut(), &waker), Poll::Ready(Some(7)));
         assert!(lock(&signal.state).waiters.is_empty());
+    }
+
+    #[test]
+    fn join_all_keeps_the_order_of_its_futures() {
+        let (_, waker) = counter();
+        let (tx, mut rx) = queue::<u32>();
+        let mut joined = Box::pin(join_all(vec![
+            Box::pin(async move { rx.pop().await.unwrap() })
+                as std::pin::Pin<Box<dyn Future<Output = u32>>>,
+            Box::pin(async { 2 }),
+        ]));
+        assert!(poll_once(joined.as_mut(), &waker).is_pending());
+        tx.push(1);
+        assert_eq!(poll_once(joined.as_mut(), &waker), Poll::Ready(vec![1, 2]));
     }
 
     #[test]
