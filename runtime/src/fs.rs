@@ -9,8 +9,8 @@
 //!
 //! # Synchronization
 //!
-//! A file's per-worker queues sit behind a mutex, taken once per operation to find the
-//! current worker's queue. Operations hold the queues (not the file handle): a file dropped
+//! A file's per-worker queues are found without a lock (each worker sets its own once; see
+//! the `queues` module). Operations hold the queues (not the file handle): a file dropped
 //! while an operation is in flight keeps its descriptor open, and its queues registered, until
 //! that operation's final completion.
 

@@ -8,13 +8,17 @@
 //!
 //! # Synchronization
 //!
-//! The runtime that owns the queues and the queues by worker sit behind two mutexes, taken once
-//! per operation to find the current worker's queue. Operations hold the `FdQueues` (not the
-//! file or socket handle): a handle dropped while an operation is in flight keeps its
-//! descriptor open, and its queues registered, until that operation's final completion.
+//! No lock on the way of an operation. The binding to a runtime (its workers' queue slots) is
+//! a `OnceLock`, set by the first worker that uses the descriptor; each slot is a `OnceLock`
+//! too, which only its own worker sets (an operation reaches the queues of the worker that
+//! polls it), so a slot is never raced for; readers see a set value whole through the
+//! `OnceLock`'s acquire load, which pairs with the release store of its initialization.
+//! Operations hold the `FdQueues` (not the file or socket handle): a handle dropped while an
+//! operation is in flight keeps its descriptor open, and its queues registered, until that
+//! operation's final completion.
 
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use regio_adapters::{Adapter, Target, WorkQueue};
 use regio_pool::Message;
@@ -29,11 +33,17 @@ pub(crate) type AnyFd = dyn AsRawFd + Send + Sync;
 /// queues. Operations hold it as `Arc<FdQueues>` (the handle's type erased).
 pub(crate) struct FdQueues<H: ?Sized = AnyFd> {
     /// The runtime whose workers may use the descriptor, set by the first one that does.
-    runtime: Mutex<Option<(Weak<Shared>, Adapter<Message>)>>,
-    /// The work queues, by worker index.
-    by_worker: Mutex<Vec<Option<WorkQueue<Message>>>>,
+    bound: OnceLock<Binding>,
     /// The handle, closed after the queues are removed.
     handle: H,
+}
+
+/// The runtime a descriptor is bound to, and its queues there.
+struct Binding {
+    owner: Weak<Shared>,
+    adapter: Adapter<Message>,
+    /// The work queues, by worker index, each made by its worker on first use.
+    by_worker: Box<[OnceLock<WorkQueue<Message>>]>,
 }
 
 impl<H: ?Sized + AsRawFd> std::fmt::Debug for FdQueues<H> {
@@ -48,8 +58,7 @@ impl<H> FdQueues<H> {
     /// Queues for `handle`, bound to the runtime whose worker first uses them.
     pub(crate) fn new(handle: H) -> Self {
         Self {
-            runtime: Mutex::new(None),
-            by_worker: Mutex::new(Vec::new()),
+            bound: OnceLock::new(),
             handle,
         }
     }
@@ -70,47 +79,42 @@ impl<H: ?Sized + AsRawFd> FdQueues<H> {
     /// An errno for the operation's completion: `EXDEV` if another runtime's workers used the
     /// descriptor first, `EIO` if the adapter cannot make the queue (logged with the reason).
     pub(crate) fn for_worker(&self, local: &Local) -> Result<WorkQueue<Message>, i32> {
-        {
-            let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
-            match &*runtime {
-                Some((owner, _)) if !std::ptr::eq(owner.as_ptr(), Arc::as_ptr(&local.shared)) => {
-                    return Err(libc::EXDEV);
-                }
-                Some(_) => {}
-                None => {
-                    *runtime = Some((Arc::downgrade(&local.shared), local.shared.adapter.clone()))
-                }
-            }
+        let shared = &local.shared;
+        let bound = self.bound.get_or_init(|| Binding {
+            owner: Arc::downgrade(shared),
+            adapter: shared.adapter.clone(),
+            by_worker: (0..shared.workers.len()).map(|_| OnceLock::new()).collect(),
+        });
+        if !std::ptr::eq(bound.owner.as_ptr(), Arc::as_ptr(shared)) {
+            return Err(libc::EXDEV);
         }
         let index = local.remote.index;
-        let mut queues = self.by_worker.lock().unwrap_or_else(|p| p.into_inner());
-        if queues.len() <= index {
-            queues.resize(index + 1, None);
-        }
-        if let Some(wq) = &queues[index] {
+        let slot = bound.by_worker.get(index).ok_or(libc::EIO)?;
+        if let Some(wq) = slot.get() {
             return Ok(wq.clone());
         }
-        let depth = local.shared.config.file_queue_depth;
-        let wq = local
-            .shared
+        let depth = shared.config.file_queue_depth;
+        let wq = shared
             .adapter
             .work_queue(index, Target::Fd(self.handle.as_raw_fd()), depth, depth)
             .map_err(|e| {
                 tracing::error!(error = %e, "cannot make a work queue for a descriptor");
                 libc::EIO
             })?;
-        queues[index] = Some(wq.clone());
+        // Only this worker sets its own slot, and it found the slot empty.
+        if let Err(made) = slot.set(wq.clone()) {
+            shared.adapter.remove_work_queue(&made);
+            return Err(libc::EIO);
+        }
         Ok(wq)
     }
 }
 
 impl<H: ?Sized> Drop for FdQueues<H> {
     fn drop(&mut self) {
-        let runtime = self.runtime.get_mut().unwrap_or_else(|p| p.into_inner());
-        let queues = self.by_worker.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, adapter)) = runtime {
-            for wq in queues.iter().flatten() {
-                adapter.remove_work_queue(wq);
+        if let Some(bound) = self.bound.get() {
+            for wq in bound.by_worker.iter().filter_map(OnceLock::get) {
+                bound.adapter.remove_work_queue(wq);
             }
         }
     }

@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use regio_pool::{Message, MessagePool};
-use regio_runtime::net::{TcpListener, TcpStream};
+use regio_runtime::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 use regio_runtime::{spawn, time, Runtime};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -506,5 +506,184 @@ fn a_dropped_zero_copy_send_parks_its_buffer_until_the_notification() {
         let mut sink = Vec::new();
         (&client).read_to_end(&mut sink).unwrap();
         assert!(sink.len() >= 65536);
+    });
+}
+
+/// A fresh path for a Unix socket in the temporary directory.
+fn socket_path(name: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("regio-net-{}-{name}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+#[test]
+fn unix_streams_share_the_stream_operations() {
+    runtime_for(|rt| {
+        let pool = rt.pool().clone();
+        let path = socket_path("echo");
+        let listener = UnixListener::bind(&path).unwrap();
+        assert_eq!(
+            listener.local_addr().unwrap().as_pathname(),
+            Some(path.as_path())
+        );
+        let out = rt.block_on(rt.spawn({
+            let path = path.clone();
+            async move {
+                let server = spawn(async move {
+                    let (stream, peer) = listener.accept().await?;
+                    assert!(peer.is_unnamed(), "{peer:?}");
+                    let (got, msg) = stream
+                        .recv_exact(message(&regio_runtime::pool(), &[0; 6]))
+                        .await;
+                    got?;
+                    stream.send_all(msg).await.0
+                });
+                let client = UnixStream::connect(&path).await?;
+                assert_eq!(client.peer_addr()?.as_pathname(), Some(path.as_path()));
+                let (read, write) = client.into_split();
+                write.send_all(message(&pool, b"regio!")).await.0?;
+                let (got, msg) = read.recv_exact(message(&pool, &[0; 6])).await;
+                got?;
+                server.await.unwrap()?;
+                Ok::<_, std::io::Error>(msg.as_slice()[..6].to_vec())
+            }
+        }));
+        assert_eq!(out.unwrap().unwrap(), b"regio!");
+        std::fs::remove_file(&path).unwrap();
+
+        // A pair, a path nothing is bound at, a path too long for a sockaddr_un.
+        let pool = rt.pool().clone();
+        rt.block_on(rt.spawn(async move {
+            let (a, b) = UnixStream::pair()?;
+            a.send_all(message(&pool, b"pair")).await.0?;
+            let (n, msg) = b.recv(pool.try_acquire().unwrap()).await;
+            assert_eq!(&msg.as_slice()[..n?], b"pair");
+            drop(msg);
+            let missing = UnixStream::connect(socket_path("missing"))
+                .await
+                .unwrap_err();
+            assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
+            let long = std::env::temp_dir().join("x".repeat(200));
+            let long = UnixStream::connect(long).await.unwrap_err();
+            assert_eq!(long.kind(), ErrorKind::InvalidInput, "{long}");
+            Ok::<_, std::io::Error>(())
+        }))
+        .unwrap()
+        .unwrap();
+    });
+}
+
+#[test]
+fn udp_sockets_send_and_receive_datagrams() {
+    runtime_for(|rt| {
+        let pool = rt.pool().clone();
+        rt.block_on(rt.spawn(async move {
+            let a = UdpSocket::bind("127.0.0.1:0")?;
+            let b = UdpSocket::bind("127.0.0.1:0")?;
+            let (a_addr, b_addr) = (a.local_addr()?, b.local_addr()?);
+
+            // With addresses.
+            let (sent, msg) = a.send_to(message(&pool, b"to b"), b_addr).await;
+            assert_eq!(sent?, 4);
+            drop(msg);
+            let (got, msg) = b.recv_from(pool.try_acquire().unwrap()).await;
+            let (n, from) = got?;
+            assert_eq!((&msg.as_slice()[..n], from), (&b"to b"[..], a_addr));
+            drop(msg);
+
+            // Connected; a datagram longer than the buffer is cut.
+            a.connect(b_addr)?;
+            b.connect(a_addr)?;
+            assert_eq!(a.peer_addr()?, b_addr);
+            a.send(message(&pool, b"0123456789")).await.0?;
+            let mut small = pool.try_acquire().unwrap();
+            small.descriptor_mut().truncate(4);
+            let (n, msg) = b.recv(small).await;
+            assert_eq!(&msg.as_slice()[..n?], b"0123");
+            drop(msg);
+
+            // Bad descriptors are refused, with the buffer back.
+            let mut empty = pool.try_acquire().unwrap();
+            empty.descriptor_mut().truncate(0);
+            let (refused, empty) = a.send_to(empty, b_addr).await;
+            assert_eq!(refused.unwrap_err().kind(), ErrorKind::InvalidInput);
+            let (refused, empty) = b.recv_from(empty).await;
+            assert_eq!(refused.unwrap_err().kind(), ErrorKind::InvalidInput);
+            drop(empty);
+
+            // A dropped receive is cancelled; its buffer comes back (checked after the test).
+            let pending = b.recv_from(pool.try_acquire().unwrap());
+            assert!(time::timeout(Duration::from_millis(2), pending)
+                .await
+                .is_err());
+            Ok::<_, std::io::Error>(())
+        }))
+        .unwrap()
+        .unwrap();
+    });
+}
+
+#[test]
+fn a_stream_made_on_one_worker_works_from_tasks_on_the_others() {
+    runtime_for(|rt| {
+        let pool = rt.pool().clone();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = rt.spawn(async move { echo_one(&listener).await });
+        // Made by one worker (a task), then used by tasks placed on every worker.
+        let client = std::sync::Arc::new(
+            rt.block_on(rt.spawn(TcpStream::connect(addr)))
+                .unwrap()
+                .unwrap(),
+        );
+        let mut workers = std::collections::HashSet::new();
+        let mut rounds = 0;
+        for round in 0..200u32 {
+            rounds += 1;
+            let (client, pool) = (client.clone(), pool.clone());
+            let (worker, echoed) = rt
+                .block_on(rt.spawn(async move {
+                    let text = round.to_le_bytes();
+                    let (sent, msg) = client.send_all(message(&pool, &text)).await;
+                    sent?;
+                    let (got, msg) = client.recv_exact(msg).await;
+                    got?;
+                    let worker = std::thread::current().name().unwrap_or("").to_owned();
+                    Ok::<_, std::io::Error>((worker, msg.as_slice()[..4] == text))
+                }))
+                .unwrap()
+                .unwrap();
+            assert!(echoed, "round {round}");
+            workers.insert(worker);
+            if workers.len() == 2 && round >= 10 {
+                break;
+            }
+        }
+        assert_eq!(workers.len(), 2, "the tasks ran on {workers:?}");
+        drop(client);
+        assert_eq!(common::wait(server).unwrap().unwrap(), 4 * rounds);
+    });
+}
+
+#[test]
+fn a_stream_of_one_runtime_is_refused_by_another() {
+    runtime_for(|rt| {
+        let Some(other) = common::runtime(1) else {
+            return;
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _server = std::thread::spawn(move || listener.as_std().accept());
+        let client = rt
+            .block_on(rt.spawn(TcpStream::connect(addr)))
+            .unwrap()
+            .unwrap();
+        let pool = other.pool().clone();
+        let (sent, msg) = other
+            .block_on(other.spawn(async move { client.send(message(&pool, b"x")).await }))
+            .unwrap();
+        assert_eq!(sent.unwrap_err().raw_os_error(), Some(libc::EXDEV));
+        drop(msg);
+        other.shutdown(Duration::from_secs(5));
     });
 }

@@ -11,6 +11,7 @@
 //! [`Op::from_message`].
 
 pub mod control;
+mod datagram;
 pub mod file;
 mod message;
 pub mod net;
@@ -135,6 +136,7 @@ pub(crate) enum Keep {
     Timespec(io_uring::types::Timespec),
     Addr(net::SockAddr),
     Peer(std::sync::Arc<net::PeerAddr>),
+    Msg(Box<datagram::MsgHdr>),
     Ring(control::RingRef),
 }
 

@@ -54,7 +54,7 @@ pub(crate) struct SockAddr {
 }
 
 impl SockAddr {
-    fn new(addr: SocketAddr) -> Self {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
         // SAFETY: all-zero bytes are a valid sockaddr_storage.
         let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let len = match addr {
@@ -92,6 +92,34 @@ impl SockAddr {
         }
     }
 
+    /// A Unix socket address for `path`.
+    fn unix(path: &std::path::Path) -> std::io::Result<Self> {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = path.as_os_str().as_bytes();
+        // SAFETY: all-zero bytes are a valid sockaddr_un.
+        let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        // One byte stays for the terminating NUL.
+        if bytes.len() >= sun.sun_path.len() || bytes.contains(&0) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a Unix socket path must be shorter than 108 bytes and hold no NUL byte",
+            ));
+        }
+        sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (to, from) in sun.sun_path.iter_mut().zip(bytes) {
+            *to = *from as libc::c_char;
+        }
+        // SAFETY: all-zero bytes are a valid sockaddr_storage.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_un.
+        unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_un, sun) };
+        let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+        Ok(Self {
+            storage,
+            len: len as libc::socklen_t,
+        })
+    }
+
     pub(crate) fn raw(&self) -> (*const libc::sockaddr, libc::socklen_t) {
         (&self.storage as *const _ as *const libc::sockaddr, self.len)
     }
@@ -105,6 +133,12 @@ impl SockAddr {
 pub struct PeerAddr {
     storage: UnsafeCell<libc::sockaddr_storage>,
     len: UnsafeCell<libc::socklen_t>,
+}
+
+impl std::fmt::Debug for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerAddr").finish_non_exhaustive()
+    }
 }
 
 // SAFETY: the kernel writes the cells only while an operation holds a reference, and `take`
@@ -122,6 +156,14 @@ impl PeerAddr {
             storage: UnsafeCell::new(unsafe { std::mem::zeroed() }),
             len: UnsafeCell::new(std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t),
         })
+    }
+
+    /// The storage and its size, for the kernel to write into.
+    pub(crate) fn room(&self) -> (*mut libc::sockaddr, libc::socklen_t) {
+        (
+            self.storage.get().cast(),
+            std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        )
     }
 
     /// The address and its length, once no operation holds `this` any more (the accept it was
@@ -263,7 +305,21 @@ impl<B> Op<B> {
 
     /// Connects the work queue's socket to `addr`.
     pub fn connect(addr: SocketAddr, cookie: u64) -> Self {
-        let keep = Box::new(Keep::Addr(SockAddr::new(addr)));
+        Self::connect_to(SockAddr::new(addr), cookie)
+    }
+
+    /// Connects the work queue's Unix socket to the socket bound at `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`std::io::ErrorKind::InvalidInput`] for a path that a `sockaddr_un` cannot hold (longer
+    /// than 107 bytes, or holding a NUL byte).
+    pub fn connect_unix(path: &std::path::Path, cookie: u64) -> std::io::Result<Self> {
+        SockAddr::unix(path).map(|addr| Self::connect_to(addr, cookie))
+    }
+
+    fn connect_to(addr: SockAddr, cookie: u64) -> Self {
+        let keep = Box::new(Keep::Addr(addr));
         let Keep::Addr(addr) = &*keep else {
             unreachable!("just made")
         };

@@ -51,7 +51,7 @@ impl ListenSocket for std::net::TcpListener {
 }
 
 /// A listening socket whose accepts go through the workers' rings: [`TcpListener`] or
-/// `UnixListener`.
+/// [`UnixListener`](super::UnixListener).
 pub struct Listener<L> {
     queues: Arc<FdQueues<L>>,
 }

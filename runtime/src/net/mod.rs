@@ -1,5 +1,10 @@
-//! Sockets on the workers' rings: [`TcpListener`], [`TcpStream`], with receives and sends on
-//! the runtime's registered pool messages.
+//! Sockets on the workers' rings: [`TcpListener`], [`TcpStream`], [`UnixListener`],
+//! [`UnixStream`] and [`UdpSocket`], with receives and sends on the runtime's registered pool
+//! messages.
+//!
+//! TCP and Unix streams are one type, [`Stream`] (and [`Listener`]), over the standard
+//! library's socket: the operations are written once, and only connecting, binding and
+//! addresses differ.
 //!
 //! A socket is created with the standard library or `socket(2)` on the calling thread, then
 //! used through io_uring: each worker that touches it gets a work queue for it on its own ring
@@ -87,8 +92,12 @@ mod listener;
 mod op;
 mod split;
 mod stream;
+mod udp;
+mod unix;
 
 pub use listener::{ListenSocket, Listener, TcpListener};
-pub use op::{Transfer, TransferAll};
+pub use op::{RecvFrom, Transfer, TransferAll};
 pub use split::{OwnedReadHalf, OwnedWriteHalf};
 pub use stream::{Stream, StreamSocket, TcpStream};
+pub use udp::UdpSocket;
+pub use unix::{UnixListener, UnixStream};

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -19,15 +20,34 @@ use crate::op::{Build, Completed, Route, Submit};
 use crate::queues::FdQueues;
 
 /// The builder of a socket operation on a message (the type parameter of its [`Submit`]).
-#[derive(Debug, Clone, Copy)]
 pub(crate) struct NetIo(Kind);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 pub(crate) enum Kind {
     Recv,
     Send,
     SendZc,
     Connect(SocketAddr),
+    /// A Unix socket's connect, to a path checked by [`check_unix_path`].
+    ConnectUnix(Arc<Path>),
+    /// A datagram to this address, from a message checked by [`check_datagram`].
+    SendTo(SocketAddr),
+    /// A datagram and its source, into a message checked by [`check_datagram`].
+    RecvFrom(Arc<PeerAddr>),
+}
+
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Recv => "recv",
+            Kind::Send => "send",
+            Kind::SendZc => "send_zc",
+            Kind::Connect(_) => "connect",
+            Kind::ConnectUnix(_) => "connect (Unix)",
+            Kind::SendTo(_) => "send_to",
+            Kind::RecvFrom(_) => "recv_from",
+        })
+    }
 }
 
 impl Build for NetIo {
@@ -38,6 +58,12 @@ impl Build for NetIo {
             (Kind::Send, Some(buf)) => Op::send(buf, 0, cookie),
             (Kind::SendZc, Some(buf)) => Op::send_zc(buf, 0, cookie),
             (Kind::Connect(addr), None) => Op::connect(addr, cookie),
+            (Kind::ConnectUnix(path), None) => Op::connect_unix(&path, cookie)
+                .unwrap_or_else(|e| unreachable!("the path was checked: {e}")),
+            (Kind::SendTo(addr), Some(buf)) => Op::send_to(buf, addr, cookie)
+                .unwrap_or_else(|(_, e)| unreachable!("the descriptor was checked: {e}")),
+            (Kind::RecvFrom(from), Some(buf)) => Op::recv_from(buf, from, cookie)
+                .unwrap_or_else(|(_, e)| unreachable!("the descriptor was checked: {e}")),
             (kind, buf) => unreachable!(
                 "{kind:?} is made {} a buffer",
                 if buf.is_some() { "without" } else { "with" }
@@ -63,12 +89,49 @@ fn with_buffer(done: Completed) -> (io::Result<usize>, Message) {
     (result, buf)
 }
 
-/// Connects the socket of `queues` to `addr`.
-pub(crate) async fn connect(queues: Arc<FdQueues>, addr: SocketAddr) -> io::Result<()> {
-    submit(queues, Kind::Connect(addr), None)
-        .await
-        .io_result()
-        .map(drop)
+/// Connects the socket of `queues`: `kind` is a `Connect` or a `ConnectUnix`.
+pub(crate) async fn connect(queues: Arc<FdQueues>, kind: Kind) -> io::Result<()> {
+    submit(queues, kind, None).await.io_result().map(drop)
+}
+
+/// A new socket of `domain` (`SOCK_STREAM`, close-on-exec), for a connect.
+///
+/// # Errors
+///
+/// As for `socket(2)`.
+pub(crate) fn socket(domain: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes no pointers.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socket(2) succeeded: a new descriptor, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Checks that a `sockaddr_un` can hold `path`.
+///
+/// # Errors
+///
+/// [`io::ErrorKind::InvalidInput`] for a path longer than 107 bytes or holding a NUL byte.
+pub(crate) fn check_unix_path(path: &Path) -> io::Result<()> {
+    Op::<Message>::connect_unix(path, 0).map(drop)
+}
+
+/// Checks that `msg`'s descriptor names one non-empty slice of its own buffers, as a datagram
+/// operation needs.
+///
+/// # Errors
+///
+/// [`io::ErrorKind::InvalidInput`] otherwise.
+pub(crate) fn check_datagram(msg: &Message) -> io::Result<()> {
+    let invalid = |why| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+    match msg.descriptor().slices() {
+        [] => invalid("an empty descriptor: a datagram operation needs at least one byte"),
+        &[key] if key.len > 0 && msg.owns(key) => Ok(()),
+        &[_] => invalid("the descriptor names bytes outside the message's buffers"),
+        _ => invalid("a datagram operation takes a descriptor of one slice"),
+    }
 }
 
 /// The future of one receive or send (`recv`, `send`, `send_zc` of the socket types): the
@@ -94,6 +157,18 @@ impl Transfer {
             return Self(TransferState::Ready(Some((Ok(0), buf))));
         }
         Self(TransferState::Running(submit(queues, kind, Some(buf))))
+    }
+
+    /// A send of one datagram to `addr`.
+    pub(crate) fn send_to(queues: Arc<FdQueues>, buf: Message, addr: SocketAddr) -> Self {
+        if let Err(e) = check_datagram(&buf) {
+            return Self(TransferState::Ready(Some((Err(e), buf))));
+        }
+        Self(TransferState::Running(submit(
+            queues,
+            Kind::SendTo(addr),
+            Some(buf),
+        )))
     }
 }
 
@@ -169,7 +244,7 @@ impl TransferAll {
                 buf.descriptor_mut()
                     .set_slices(&[rest])
                     .expect("one slice always fits");
-                let op = submit(Arc::clone(&self.queues), self.kind, Some(buf));
+                let op = submit(Arc::clone(&self.queues), self.kind.clone(), Some(buf));
                 self.state = TransferState::Running(op);
             }
             None => self.finish(Ok(()), buf),
@@ -199,7 +274,7 @@ impl Future for TransferAll {
             };
             let (result, buf) = with_buffer(ready!(Pin::new(op).poll(cx)));
             match result {
-                Ok(0) if this.kind == Kind::Recv => this.finish(
+                Ok(0) if matches!(this.kind, Kind::Recv) => this.finish(
                     Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the peer closed the connection before the buffer was filled",
@@ -220,6 +295,55 @@ impl Future for TransferAll {
                 Err(e) => this.finish(Err(e), buf),
             }
         }
+    }
+}
+
+/// The future of a datagram socket's `recv_from`: the count and the source address, and the
+/// buffer. Dropping it cancels the receive; the buffer goes back to the pool with its final
+/// completion.
+#[must_use = "futures do nothing unless polled; a dropped receive is cancelled"]
+#[derive(Debug)]
+pub struct RecvFrom {
+    op: TransferState,
+    from: Option<Arc<PeerAddr>>,
+}
+
+impl RecvFrom {
+    pub(crate) fn new(queues: Arc<FdQueues>, buf: Message) -> Self {
+        if let Err(e) = check_datagram(&buf) {
+            return Self {
+                op: TransferState::Ready(Some((Err(e), buf))),
+                from: None,
+            };
+        }
+        let from = PeerAddr::new();
+        let op = submit(queues, Kind::RecvFrom(Arc::clone(&from)), Some(buf));
+        Self {
+            op: TransferState::Running(op),
+            from: Some(from),
+        }
+    }
+}
+
+impl Future for RecvFrom {
+    type Output = (io::Result<(usize, SocketAddr)>, Message);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let (result, buf) = match &mut this.op {
+            TransferState::Running(op) => with_buffer(ready!(Pin::new(op).poll(cx))),
+            TransferState::Ready(out) => out
+                .take()
+                .expect("a receive future was polled after it completed"),
+        };
+        let from = this.from.take();
+        let result = result.and_then(|n| {
+            let raw = from.and_then(PeerAddr::take).ok_or_else(|| {
+                io::Error::other("the receive's source address is still held by the operation")
+            })?;
+            Ok((n, inet_addr(&raw)?))
+        });
+        Poll::Ready((result, buf))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use regio_pool::Message;
@@ -42,7 +42,7 @@ impl StreamSocket for std::os::unix::net::UnixStream {
 }
 
 /// A connected stream socket, used through the workers' rings: [`TcpStream`] or
-/// `UnixStream`.
+/// [`UnixStream`](super::UnixStream).
 ///
 /// Operations take a pool [`Message`] and give it back with the result; each acts on the bytes
 /// the message's descriptor names (a fresh message's whole capacity;
@@ -150,15 +150,9 @@ impl Stream<std::net::TcpStream> {
             SocketAddr::V4(_) => libc::AF_INET,
             SocketAddr::V6(_) => libc::AF_INET6,
         };
-        // SAFETY: socket(2) takes no pointers.
-        let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: socket(2) succeeded: a new descriptor, owned by nobody else.
-        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        let socket = op::socket(domain)?;
         let stream = Self::wrap(std::net::TcpStream::from(socket));
-        op::connect(stream.erased(), addr).await?;
+        op::connect(stream.erased(), Kind::Connect(addr)).await?;
         Ok(stream)
     }
 
