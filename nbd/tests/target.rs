@@ -433,3 +433,31 @@ fn shutdown_closes_idle_connections_and_finishes() {
     assert!(idle.is_closed());
     assert!(greeted.is_closed());
 }
+
+#[test]
+fn a_unix_socket_serves_large_reads_without_zero_copy() {
+    let Some(mut h) = start(vec![memory("", 4 * MIB)], 8) else {
+        return;
+    };
+    let path = std::env::temp_dir().join(format!("regio-nbd-unix-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    h.listen_unix(&path);
+    let mut c = Client::connect_unix(&path);
+    c.go("", true);
+    let data = pattern(100_000, 3);
+    let none = CommandFlags::empty();
+    assert_eq!(
+        c.call(Command::Write, none, 0, data.len() as u32, &data)
+            .error,
+        None
+    );
+    // 64 KiB chunks: large enough for SEND_ZC, which a Unix socket refuses.
+    for _ in 0..2 {
+        let read = c.call(Command::Read, none, 0, data.len() as u32, &[]);
+        assert_eq!((read.error, read.data == data), (None, true));
+    }
+    drop(c);
+    h.assert_pool_full();
+    h.stop();
+    std::fs::remove_file(&path).unwrap();
+}

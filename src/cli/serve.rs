@@ -1,14 +1,15 @@
-//! `regio serve`: an NBD server of memory, file and block-device exports, on TCP sockets,
-//! until SIGINT or SIGTERM.
+//! `regio serve`: an NBD server of memory, file and block-device exports, on TCP and Unix
+//! sockets, until SIGINT or SIGTERM.
 
 use std::error::Error;
-use std::path::PathBuf;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgMatches, Args};
 use regio::nbd::target::{runtime_builder, Export, Server};
-use regio::runtime::net::TcpListener;
+use regio::runtime::net::{TcpListener, UnixListener};
 use regio::runtime::{JoinHandle, Runtime};
 
 use super::signals;
@@ -36,9 +37,13 @@ pub struct ServeArgs {
     /// called "" (the first), then export1, export2, ...
     #[arg(long, value_name = "NAME")]
     name: Vec<String>,
-    /// Listen on a TCP address (default 127.0.0.1:10809).
+    /// Listen on a TCP address (default 127.0.0.1:10809 when no --unix is given either).
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Vec<String>,
+    /// Listen on a Unix socket at PATH (a stale socket file there is replaced; the file is
+    /// removed when the server stops).
+    #[arg(long, value_name = "PATH")]
+    unix: Vec<PathBuf>,
     /// Refuse writes on every export.
     #[arg(long)]
     read_only: bool,
@@ -104,7 +109,7 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> Result<(), Box<dyn Error>> 
     let rt = runtime_builder().build()?;
     let server = Server::new(exports(&args, matches)?, rt.pool().clone())?;
     let mut tasks = Vec::new();
-    let listen: Vec<&str> = if args.listen.is_empty() {
+    let listen: Vec<&str> = if args.listen.is_empty() && args.unix.is_empty() {
         vec![DEFAULT_LISTEN]
     } else {
         args.listen.iter().map(String::as_str).collect()
@@ -124,6 +129,9 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> Result<(), Box<dyn Error>> 
         }
         tasks.push(serve_tcp(&rt, &server, listener));
     }
+    for path in &args.unix {
+        tasks.push(serve_unix(&rt, &server, path)?);
+    }
     if let Some(secs) = args.stats {
         print_stats(&server, Duration::from_secs(secs.max(1)));
     }
@@ -140,6 +148,11 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> Result<(), Box<dyn Error>> 
         SHUTDOWN_GRACE,
         server.finish(),
     ));
+    for path in &args.unix {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove the socket file");
+        }
+    }
     rt.shutdown(Duration::from_secs(5));
     match finished {
         Ok(Ok(())) => Ok(()),
@@ -163,6 +176,40 @@ fn serve_tcp(rt: &Runtime, server: &Server, listener: TcpListener) -> JoinHandle
             })
             .await
     })
+}
+
+/// Listens on the Unix socket `path` (replacing a socket file left there) and prints the URI of
+/// each export.
+fn serve_unix(
+    rt: &Runtime,
+    server: &Server,
+    path: &Path,
+) -> Result<JoinHandle<()>, Box<dyn Error>> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        std::fs::remove_file(path)?;
+    }
+    let listener = Arc::new(
+        UnixListener::bind(path)
+            .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?,
+    );
+    for export in server.exports() {
+        println!(
+            "nbd+unix:///{}?socket={} ({} bytes: {})",
+            export.name(),
+            path.display(),
+            export.size(),
+            export.description()
+        );
+    }
+    let server = server.clone();
+    Ok(rt.spawn(async move {
+        server
+            .serve(|| {
+                let accept = listener.accept();
+                async move { accept.await.map(|(stream, _peer)| stream) }
+            })
+            .await
+    }))
 }
 
 /// Prints the server's statistics every `period`, on a thread of its own.

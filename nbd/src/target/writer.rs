@@ -66,6 +66,7 @@ pub(crate) async fn run<W: SendHalf>(out: W, mut replies: Receiver<Reply>, contr
         control: Some(control),
         filled: 0,
         broken: false,
+        zero_copy: true,
     };
     while let Some(reply) = replies.pop().await {
         writer.put(reply).await;
@@ -88,6 +89,8 @@ struct Writer<W> {
     /// Header bytes waiting in the control buffer.
     filled: usize,
     broken: bool,
+    /// Whether the socket takes `SEND_ZC` (a Unix socket does not).
+    zero_copy: bool,
 }
 
 impl<W: SendHalf> Writer<W> {
@@ -150,7 +153,7 @@ impl<W: SendHalf> Writer<W> {
 
     async fn send_data(&mut self, buf: Message) {
         let len = buf.descriptor().len();
-        if len < ZERO_COPY_MIN {
+        if len < ZERO_COPY_MIN || !self.zero_copy {
             if let (Err(e), _) = self.out.send_all(buf).await {
                 self.fail(&e);
             }
@@ -158,18 +161,24 @@ impl<W: SendHalf> Writer<W> {
         }
         let whole = buf.descriptor().slices()[0];
         let (sent, mut buf) = self.out.send_zc(buf).await;
-        match sent {
-            Ok(n) if n >= len => {}
+        let rest = match sent {
+            Ok(n) if n >= len => return,
             Ok(n) => {
                 let mut rest = whole;
                 rest.offset += n as u32;
                 rest.len -= n as u32;
-                buf.descriptor_mut().set_slices(&[rest]).expect("one slice");
-                if let (Err(e), _) = self.out.send_all(buf).await {
-                    self.fail(&e);
-                }
+                rest
             }
-            Err(e) => self.fail(&e),
+            // The socket's family has no zero-copy send: copy from now on. Nothing was sent.
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                self.zero_copy = false;
+                whole
+            }
+            Err(e) => return self.fail(&e),
+        };
+        buf.descriptor_mut().set_slices(&[rest]).expect("one slice");
+        if let (Err(e), _) = self.out.send_all(buf).await {
+            self.fail(&e);
         }
     }
 

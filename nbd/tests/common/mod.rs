@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use regio_nbd::proto::{
     SIMPLE_REPLY_LEN,
 };
 use regio_nbd::target::{Export, Server};
-use regio_runtime::net::TcpListener;
+use regio_runtime::net::{TcpListener, UnixListener};
 use regio_runtime::{JoinHandle, Runtime};
 
 /// Prints a skip, or fails when REGIO_REQUIRE_ALL=1.
@@ -31,6 +32,7 @@ pub struct Harness {
     pub server: Server,
     pub addr: SocketAddr,
     accept: Option<JoinHandle<()>>,
+    unix: Option<JoinHandle<()>>,
 }
 
 /// The server's pool classes, each count divided by `shrink` (a small pool runs dry sooner).
@@ -68,10 +70,25 @@ pub fn start(exports: Vec<Export>, shrink: u32) -> Option<Harness> {
         server,
         addr,
         accept: Some(accept),
+        unix: None,
     })
 }
 
 impl Harness {
+    /// Serves on a Unix socket at `path` too.
+    pub fn listen_unix(&mut self, path: &std::path::Path) {
+        let listener = Arc::new(UnixListener::bind(path).unwrap());
+        let server = self.server.clone();
+        self.unix = Some(self.rt.spawn(async move {
+            server
+                .serve(|| {
+                    let accept = listener.accept();
+                    async move { accept.await.map(|(stream, _)| stream) }
+                })
+                .await
+        }));
+    }
+
     /// A connected, greeted client (fixed newstyle, no zeroes).
     pub fn connect(&self) -> Client {
         Client::connect(self.addr, 3)
@@ -103,7 +120,7 @@ impl Harness {
     /// Shuts the server down gracefully and waits for the end.
     pub fn stop(mut self) {
         self.server.shutdown();
-        if let Some(accept) = self.accept.take() {
+        for accept in [self.accept.take(), self.unix.take()].into_iter().flatten() {
             self.rt.block_on(accept).unwrap();
         }
         self.rt.block_on(self.server.finish()).unwrap();
@@ -124,9 +141,9 @@ pub struct Reply {
     pub chunks: usize,
 }
 
-/// A blocking NBD client.
-pub struct Client {
-    pub stream: TcpStream,
+/// A blocking NBD client, over TCP or a Unix socket.
+pub struct Client<S = TcpStream> {
+    pub stream: S,
     pub structured: bool,
     pub flags: TransmissionFlags,
     pub size: u64,
@@ -138,10 +155,41 @@ pub struct Client {
 impl Client {
     /// Connects and answers the greeting with `client_flags`.
     pub fn connect(addr: SocketAddr, client_flags: u32) -> Client {
-        let mut stream = TcpStream::connect(addr).unwrap();
+        let stream = TcpStream::connect(addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
+        Client::greeted(stream, client_flags)
+    }
+
+    /// Another handle to the same connection, to read replies on one thread while this one
+    /// sends requests on another (as real clients do).
+    pub fn other_half(&self) -> Client {
+        Client {
+            stream: self.stream.try_clone().unwrap(),
+            structured: self.structured,
+            flags: self.flags,
+            size: self.size,
+            block_sizes: self.block_sizes,
+            reads: Default::default(),
+        }
+    }
+}
+
+impl Client<UnixStream> {
+    /// Connects to a Unix socket and answers the greeting (fixed newstyle, no zeroes).
+    pub fn connect_unix(path: &std::path::Path) -> Self {
+        let stream = UnixStream::connect(path).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Client::greeted(stream, 3)
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    /// A client on `stream`, past the greeting, having sent `client_flags`.
+    pub fn greeted(mut stream: S, client_flags: u32) -> Self {
         let mut greeting = [0; 18];
         stream.read_exact(&mut greeting).unwrap();
         assert_eq!(&greeting, b"NBDMAGICIHAVEOPT\x00\x03");
@@ -350,19 +398,6 @@ impl Client {
         let reply = self.reply();
         assert_eq!(reply.cookie, 0x5eed);
         reply
-    }
-
-    /// Another handle to the same connection, to read replies on one thread while this one
-    /// sends requests on another (as real clients do).
-    pub fn other_half(&self) -> Client {
-        Client {
-            stream: self.stream.try_clone().unwrap(),
-            structured: self.structured,
-            flags: self.flags,
-            size: self.size,
-            block_sizes: self.block_sizes,
-            reads: Default::default(),
-        }
     }
 
     /// Whether the server closed the connection (a read sees the end of the stream).
