@@ -79,7 +79,16 @@ fn sources(args: &ServeArgs, matches: &ArgMatches) -> Vec<Source> {
 }
 
 fn exports(args: &ServeArgs, matches: &ArgMatches) -> Result<Vec<Export>, Box<dyn Error>> {
-    sources(args, matches)
+    let sources = sources(args, matches);
+    if args.name.len() > sources.len() {
+        return Err(format!(
+            "{} --name for {} exports: name each --memory or --file at most once",
+            args.name.len(),
+            sources.len()
+        )
+        .into());
+    }
+    sources
         .into_iter()
         .enumerate()
         .map(|(i, source)| {
@@ -100,9 +109,6 @@ fn exports(args: &ServeArgs, matches: &ArgMatches) -> Result<Vec<Export>, Box<dy
 
 /// Runs `regio serve` until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs, matches: &ArgMatches) -> Result<(), Box<dyn Error>> {
-    if args.name.len() > args.memory.len().max(1) + args.file.len() {
-        return Err("more --name than exports".into());
-    }
     // Before any thread starts, so every thread inherits the mask and the signals wait for
     // `signals::wait`.
     signals::block()?;
