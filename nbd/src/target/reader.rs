@@ -34,7 +34,8 @@ pub(crate) enum Stop {
     },
 }
 
-/// Reads and dispatches requests until one of the [`Stop`] reasons.
+/// Reads and dispatches requests until one of the [`Stop`] reasons. Runs on a worker: each
+/// request gets a task on this worker.
 pub(crate) async fn run<R: RecvHalf>(
     from: &R,
     control: Message,
@@ -95,7 +96,7 @@ pub(crate) async fn run<R: RecvHalf>(
         };
         let (session, replies) = (Arc::clone(&session), replies.clone());
         // Detached: its reply, through the queue, is all the connection waits for.
-        drop(regio_runtime::spawn(async move {
+        drop(regio_runtime::spawn_local(async move {
             let reply = session.execute(request, payload, slot).await;
             replies.push(reply);
         }));
