@@ -123,9 +123,13 @@ fn every_command(structured: bool, export: Export) {
     expected[20000 - 4096..20100 - 4096].fill(0);
     assert!(read.data == expected, "zeroed ranges read back as zeroes");
     assert_eq!(c.call(Command::Trim, none, 0, 4096, &[]).error, None);
-    // A zero-length read.
+    // Zero lengths.
     let empty = c.call(Command::Read, none, 0, 0, &[]);
     assert_eq!((empty.error, empty.data.len()), (None, 0));
+    for command in [Command::Write, Command::Trim, Command::WriteZeroes, Command::Cache] {
+        assert_eq!(c.call(command, none, 4096, 0, &[]).error, None, "{command:?}");
+    }
+    assert_eq!(c.call(Command::Read, none, 4096, 8, &[]).data, data[..8]);
     if structured {
         let status = c.call(Command::BlockStatus, none, 0, 1 << 20, &[]);
         assert_eq!(status.error, None);
