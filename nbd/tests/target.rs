@@ -126,8 +126,17 @@ fn every_command(structured: bool, export: Export) {
     // Zero lengths.
     let empty = c.call(Command::Read, none, 0, 0, &[]);
     assert_eq!((empty.error, empty.data.len()), (None, 0));
-    for command in [Command::Write, Command::Trim, Command::WriteZeroes, Command::Cache] {
-        assert_eq!(c.call(command, none, 4096, 0, &[]).error, None, "{command:?}");
+    for command in [
+        Command::Write,
+        Command::Trim,
+        Command::WriteZeroes,
+        Command::Cache,
+    ] {
+        assert_eq!(
+            c.call(command, none, 4096, 0, &[]).error,
+            None,
+            "{command:?}"
+        );
     }
     assert_eq!(c.call(Command::Read, none, 4096, 8, &[]).data, data[..8]);
     if structured {

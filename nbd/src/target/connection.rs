@@ -63,7 +63,8 @@ pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
     let (replies, queued) = queue();
     // The writer and the request tasks stay on this connection's worker (a connection is a
     // work queue of one ring): no wake-up crosses threads between them.
-    let writer = regio_runtime::spawn_local(writer::run(output, queued, outbox));
+    let writer =
+        regio_runtime::spawn_local(writer::run(output, queued, outbox, server.buffers.clone()));
     let in_flight = Semaphore::new(server.max_in_flight);
     let stop = reader::run(&input, inbox, session, in_flight, replies, &server.shutdown).await;
     match &stop {
