@@ -101,7 +101,15 @@ fn every_command(structured: bool, export: Export) {
     let read = c.call(Command::Read, none, 4096, data.len() as u32, &[]);
     assert_eq!((read.error, read.data == data), (None, true));
     if structured {
-        assert_eq!(read.chunks, 1, "one data chunk (DF holds always)");
+        assert_eq!(
+            (read.chunks, read.holes),
+            (1, 0),
+            "one data chunk (DF holds always)"
+        );
+        // Never written: a hole, sent as one OFFSET_HOLE chunk.
+        let hole = c.call(Command::Read, CommandFlags::DF, 2 * MIB, 65536, &[]);
+        assert_eq!((hole.error, hole.chunks, hole.holes), (None, 1, 1));
+        assert!(hole.data.len() == 65536 && hole.data.iter().all(|&b| b == 0));
         let df = c.call(Command::Read, CommandFlags::DF, 4096, 10, &[]);
         assert_eq!(df.data, data[..10]);
     }
@@ -385,8 +393,11 @@ fn a_client_that_leaves_mid_request_gives_every_buffer_back() {
     let mut c = h.open("", false);
     c.request(Command::Write, none, 1, 0, 200_000, &[7; 100_000]);
     drop(c);
-    // Many large reads whose replies are never read.
+    // Many large reads (of data, not holes) whose replies are never read.
     let mut c = h.open("", true);
+    let data = pattern(256 * 1024, 1);
+    let written = c.call(Command::Write, none, 0, data.len() as u32, &data);
+    assert_eq!(written.error, None);
     for i in 0..64 {
         c.request(Command::Read, none, i, 0, 256 * 1024, &[]);
     }
