@@ -529,3 +529,35 @@ fn connections_beyond_the_pool_wait_for_their_turn() {
     h.assert_pool_full();
     h.stop();
 }
+
+#[test]
+fn a_client_that_stops_reading_holds_only_its_share_of_the_pool() {
+    let Some(h) = start(vec![memory("", 8 * MIB)], 8) else {
+        return;
+    };
+    let none = CommandFlags::empty();
+    let max = h.server.max_payload();
+    let data = pattern(max as usize, 9);
+    let mut stalled = h.open("", true);
+    assert_eq!(
+        stalled.call(Command::Write, none, 0, max, &data).error,
+        None
+    );
+    // Far more replies than the sockets buffer, never read.
+    for i in 0..64 {
+        stalled.request(Command::Read, none, i, 0, max, &[]);
+    }
+    // Another client still reads and writes large requests.
+    let mut other = h.open("", true);
+    for i in 0..8_u64 {
+        let offset = MIB + i * u64::from(max);
+        assert_eq!(
+            other.call(Command::Write, none, offset, max, &data).error,
+            None
+        );
+        assert!(other.call(Command::Read, none, offset, max, &[]).data == data);
+    }
+    drop((stalled, other));
+    h.assert_pool_full();
+    h.stop();
+}

@@ -8,7 +8,7 @@ use regio_pool::Message;
 use super::buffers::Buffers;
 use super::export::Export;
 use super::stats::Stats;
-use super::sync::join_all;
+use super::sync::{join_all, Semaphore};
 use super::writer::{InFlight, Reply};
 use crate::proto::{
     encode_block_status, encode_offset_data_prefix, encode_offset_hole, Chunk, Command,
@@ -22,6 +22,8 @@ pub(crate) struct Session {
     pub(crate) export: Arc<Export>,
     pub(crate) negotiated: Negotiated,
     pub(crate) buffers: Buffers,
+    /// The connection's share of the data buffers ([`Buffers::share`]).
+    pub(crate) share: Arc<Semaphore>,
     pub(crate) stats: Arc<Stats>,
 }
 
@@ -104,7 +106,7 @@ impl Session {
         join_all(ops).await
     }
 
-    async fn read(&self, request: Request, slot: InFlight) -> Reply {
+    async fn read(&self, request: Request, mut slot: InFlight) -> Reply {
         let len = request.length as usize;
         // A read of nothing but a hole is one OFFSET_HOLE chunk: no buffer, no read.
         if self.negotiated.structured_replies && self.export.is_hole(request.offset, len) {
@@ -124,7 +126,8 @@ impl Session {
                 slot,
             };
         }
-        let bufs = self.buffers.for_len(len).await;
+        let (bufs, part) = self.buffers.for_len(len, &self.share).await;
+        slot.hold(part);
         let mut filled = Vec::with_capacity(bufs.len());
         for (result, buf) in self.chunks(request.offset, bufs, false).await {
             if let Err(errno) = result {
