@@ -561,3 +561,58 @@ fn a_client_that_stops_reading_holds_only_its_share_of_the_pool() {
     h.assert_pool_full();
     h.stop();
 }
+
+#[test]
+fn oversized_and_too_many_options() {
+    use regio_nbd::proto::{OptionHeader, MAX_OPTION_LEN, OPTION_HEADER_LEN};
+
+    let Some(h) = start(vec![memory("", MIB)], 8) else {
+        return;
+    };
+    // An option too large is read through and refused; the handshake goes on.
+    let mut client = h.connect();
+    let mut header = [0; OPTION_HEADER_LEN];
+    OptionHeader {
+        option: 7,
+        length: MAX_OPTION_LEN + 10,
+    }
+    .encode(&mut header);
+    client.stream.write_all(&header).unwrap();
+    client
+        .stream
+        .write_all(&vec![0; MAX_OPTION_LEN as usize + 10])
+        .unwrap();
+    let (option, reply_type, _) = client.option_reply();
+    assert_eq!(
+        (option, reply_type),
+        (7, (1 << 31) | 9),
+        "NBD_REP_ERR_TOO_BIG"
+    );
+    client.go("", true);
+    assert_eq!(
+        client
+            .call(Command::Read, CommandFlags::empty(), 0, 4, &[])
+            .data,
+        [0; 4]
+    );
+    // Past the option limit (64) the connection closes.
+    let mut chatty = h.connect();
+    let mut bytes = Vec::new();
+    for _ in 0..100 {
+        ClientOption::List.encode(&mut bytes);
+    }
+    // The server may close before it has taken them all.
+    let _ = chatty.stream.write_all(&bytes);
+    let mut replies = Vec::new();
+    let end = std::io::Read::read_to_end(&mut chatty.stream, &mut replies);
+    assert!(
+        end.is_ok()
+            || end
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the server closes a handshake with too many options: {end:?}"
+    );
+    drop((client, chatty));
+    h.assert_pool_full();
+    h.stop();
+}
