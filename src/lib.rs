@@ -7,7 +7,8 @@
 //! - [`adapters`]: SQPOLL rings, work queues, coalescing completion queues and CQ sets;
 //! - [`runtime`]: the executor, thread-per-core workers over the adapter's rings, with
 //!   operations as futures, timers, files and sockets ([`net`]); [`main`] and [`test`] are its
-//!   attribute macros.
+//!   attribute macros;
+//! - [`nbd`]: the NBD protocol codec and the NBD server behind `regio serve`.
 //!
 //! The cargo feature `compat` turns on `regio::runtime::compat`: tokio's and the `futures`
 //! crate's I/O traits over regio's sockets, for crates such as hyper.
@@ -30,6 +31,7 @@
 struct ReadmeExamples;
 
 pub use regio_adapters as adapters;
+pub use regio_nbd as nbd;
 pub use regio_pool as pool;
 pub use regio_runtime as runtime;
 pub use regio_sync as sync;

@@ -120,6 +120,28 @@ impl File {
         FileSync(self.submit(None, FileIo(FileIoKind::SyncData)))
     }
 
+    /// `fallocate(2)`: with `mode` 0, allocates `len` bytes from `offset`; with
+    /// `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`, deallocates them (they read as zeroes);
+    /// with `FALLOC_FL_ZERO_RANGE`, zeroes them. A file system without the mode fails with
+    /// `EOPNOTSUPP`.
+    pub fn fallocate(&self, mode: i32, offset: u64, len: u64) -> FileSync {
+        FileSync(self.submit(None, FileIo(FileIoKind::Fallocate { mode, offset, len })))
+    }
+
+    /// `posix_fadvise(2)` on `len` bytes from `offset` (0: to the end of the file):
+    /// `POSIX_FADV_WILLNEED` starts reading them into the page cache, `POSIX_FADV_DONTNEED`
+    /// drops them from it.
+    pub fn fadvise(&self, advice: i32, offset: u64, len: u32) -> FileSync {
+        FileSync(self.submit(
+            None,
+            FileIo(FileIoKind::Fadvise {
+                advice,
+                offset,
+                len,
+            }),
+        ))
+    }
+
     /// The underlying standard file.
     pub fn as_std(&self) -> &std::fs::File {
         self.queues.handle()
@@ -142,6 +164,8 @@ enum FileIoKind {
     Write(u64),
     SyncAll,
     SyncData,
+    Fallocate { mode: i32, offset: u64, len: u64 },
+    Fadvise { advice: i32, offset: u64, len: u32 },
 }
 
 impl Build for FileIo {
@@ -152,6 +176,17 @@ impl Build for FileIo {
             (FileIoKind::Write(pos), Some(buf)) => Op::write_fixed(buf, pos, cookie),
             (FileIoKind::SyncAll, _) => Op::fsync(cookie),
             (FileIoKind::SyncData, _) => Op::fdatasync(cookie),
+            (FileIoKind::Fallocate { mode, offset, len }, _) => {
+                Op::fallocate(mode, offset, len, cookie)
+            }
+            (
+                FileIoKind::Fadvise {
+                    advice,
+                    offset,
+                    len,
+                },
+                _,
+            ) => Op::fadvise(advice, offset, len, cookie),
             (FileIoKind::Read(_) | FileIoKind::Write(_), None) => {
                 unreachable!("reads and writes are made with their buffer")
             }
@@ -208,7 +243,8 @@ impl Future for WriteAt {
     }
 }
 
-/// The future of [`File::sync_all`] and [`File::sync_data`].
+/// The future of [`File::sync_all`], [`File::sync_data`], [`File::fallocate`] and
+/// [`File::fadvise`]: the result alone.
 #[must_use = "futures do nothing unless polled"]
 #[derive(Debug)]
 pub struct FileSync(Submit<FileIo>);

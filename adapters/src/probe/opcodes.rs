@@ -72,6 +72,20 @@ pub const REGIO_OPCODES: &[RegioOpcode] = &[
         None,
     ),
     op(
+        opcode::SendMsg::CODE,
+        "SENDMSG",
+        "5.3",
+        "datagram sends to an address (UdpSocket::send_to)",
+        None,
+    ),
+    op(
+        opcode::RecvMsg::CODE,
+        "RECVMSG",
+        "5.3",
+        "datagram receives with the sender's address (UdpSocket::recv_from)",
+        None,
+    ),
+    op(
         opcode::Timeout::CODE,
         "TIMEOUT",
         "5.4",
@@ -133,6 +147,13 @@ pub const REGIO_OPCODES: &[RegioOpcode] = &[
         "5.6",
         "writes from unregistered buffers",
         None,
+    ),
+    op(
+        opcode::Fadvise::CODE,
+        "FADVISE",
+        "5.6",
+        "NBD CACHE (readahead)",
+        Some("the NBD target answers CACHE without reading ahead"),
     ),
     op(opcode::Send::CODE, "SEND", "5.6", "socket sends", None),
     op(
