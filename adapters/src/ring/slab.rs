@@ -26,8 +26,8 @@ pub(super) struct InFlight<B> {
     /// Memory the kernel reads late (a timespec, a socket address), or the target ring of a
     /// message, kept until the final completion.
     pub keep: Option<Box<Keep>>,
-    /// The ring generation the operation went to (the current ring or the retiring one), and
-    /// its side in the low bit.
+    /// The serial of the io_uring the operation went to (the current one or the retiring one),
+    /// and its side in the low bit.
     stamp: u32,
     /// `LIVE | generation` while the entry holds an operation; for a free entry, the next free
     /// one (the free list runs through the entries). Free entries hold no buffer and no keep.
@@ -41,8 +41,9 @@ const LIVE: u32 = 1 << 31;
 /// The generations an entry tells apart (bits 32..62 of `user_data`).
 const GENERATIONS: u32 = 1 << 30;
 
-/// How many ring generations an entry tells apart (the epoch shares a word with the side).
-pub(super) const EPOCHS: u32 = 1 << 31;
+/// How many io_uring serials an entry tells apart (the serial shares a word with the side; see
+/// `RingState::uring_serial`).
+pub(super) const URING_SERIALS: u32 = 1 << 31;
 
 impl<B> InFlight<B> {
     /// The depth credit the operation took.
@@ -55,9 +56,9 @@ impl<B> InFlight<B> {
         }
     }
 
-    /// The ring generation the operation went to.
+    /// The serial of the io_uring the operation went to.
     #[inline(always)]
-    pub fn epoch(&self) -> u32 {
+    pub fn uring_serial(&self) -> u32 {
         self.stamp >> 1
     }
 
@@ -112,40 +113,27 @@ impl<B> Slab<B> {
         side: Side,
         cookie: u64,
         buf: Option<B>,
-        epoch: u32,
+        uring_serial: u32,
         keep: Option<Box<Keep>>,
     ) -> u64 {
-        let i = if self.free != NONE {
-            let i = self.free;
-            self.free = self.entries[i as usize].next;
-            i
-        } else {
-            self.entries.push(InFlight {
-                wq,
-                cookie: 0,
-                buf: None,
-                keep: None,
-                stamp: 0,
-                next: NONE,
-            });
-            assert!(
-                self.entries.len() <= NONE as usize,
-                "2^31 operations in flight"
-            );
-            (self.entries.len() - 1) as u32
-        };
+        if self.free as usize >= self.entries.len() {
+            // The free list is empty (`NONE` is never an index).
+            self.grow(wq);
+        }
+        let i = self.free;
         self.live += 1;
         let generation = self.generation;
         self.generation = (generation + 1) % GENERATIONS;
         let e = &mut self.entries[i as usize];
+        self.free = e.next;
         debug_assert!(
             !e.live() && e.buf.is_none() && e.keep.is_none(),
             "a free entry"
         );
-        debug_assert!(epoch < EPOCHS);
+        debug_assert!(uring_serial < URING_SERIALS);
         e.wq = wq;
         e.cookie = cookie;
-        e.stamp = epoch << 1 | u32::from(side == Side::Recv);
+        e.stamp = uring_serial << 1 | u32::from(side == Side::Recv);
         e.next = LIVE | generation;
         // A free entry holds neither a buffer nor a keep, so a `None` needs no store (a copy of
         // a `None` just built in narrower stores would also stall; see `Sqe::copy_to`), and the
@@ -157,6 +145,24 @@ impl<B> Slab<B> {
             std::mem::forget(std::mem::replace(&mut e.keep, keep));
         }
         u64::from(i) | u64::from(generation) << 32
+    }
+
+    /// Adds a free entry and puts it first on the free list.
+    #[cold]
+    fn grow(&mut self, wq: WqId) {
+        self.entries.push(InFlight {
+            wq,
+            cookie: 0,
+            buf: None,
+            keep: None,
+            stamp: 0,
+            next: self.free,
+        });
+        assert!(
+            self.entries.len() <= NONE as usize,
+            "2^31 operations in flight"
+        );
+        self.free = (self.entries.len() - 1) as u32;
     }
 
     /// The live entry at `i`.
@@ -211,19 +217,19 @@ mod tests {
     }
 
     #[test]
-    fn entries_are_reused_and_keep_their_side_and_epoch() {
+    fn entries_are_reused_and_keep_their_side_and_serial() {
         let mut slab = Slab::<u8>::default();
         let wq = WqId {
             index: 3,
             generation: 9,
         };
-        let a = slab.insert(wq, Side::Recv, 11, Some(1), EPOCHS - 1, None) as u32;
+        let a = slab.insert(wq, Side::Recv, 11, Some(1), URING_SERIALS - 1, None) as u32;
         let b = slab.insert(wq, Side::Send, 12, None, 0, None);
         assert_eq!(slab.len(), 2);
         let e = slab.get(a).unwrap();
         assert_eq!(
-            (e.side(), e.epoch(), e.cookie),
-            (Side::Recv, EPOCHS - 1, 11)
+            (e.side(), e.uring_serial(), e.cookie),
+            (Side::Recv, URING_SERIALS - 1, 11)
         );
         assert_eq!(slab.find(wq, 12), Some(b));
         let e = slab.finish(a).unwrap();

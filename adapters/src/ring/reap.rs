@@ -1,0 +1,330 @@
+//! Reaping: CQEs are copied out of the CQ a chunk at a time and each is routed ([`Router`]) to
+//! the work queue that posted its operation, through the slab entry its `user_data` names. A
+//! final CQE frees the entry, hands the buffer back and returns the credit; credits go back
+//! coalesced ([`CreditReturns`]). After a resize the retiring io_uring is reaped first, through
+//! the same slab.
+
+use io_uring::cqueue;
+use regio_sync::ReadSide;
+
+use super::io_ring::IoRing;
+use super::resize::{self, Retiring};
+use super::slab::Slab;
+use super::{RingState, CANCEL_ALL, ENTER_GETEVENTS, MESSAGE_BIT};
+use crate::cq::{Completion, Sink};
+use crate::error::Error;
+use crate::ops::Side;
+use crate::stats::Counters;
+use crate::tables::{Tables, WqId};
+
+/// How many CQEs a reap copies out of the CQ at a time before routing them (512 bytes).
+const CQE_CHUNK: usize = 32;
+
+/// Credits to give back, coalesced while consecutive completions belong to one work queue and
+/// side, so that a batch of completions costs one atomic add instead of one each.
+struct CreditReturns {
+    /// The run's work queue, as [`WqId::key`]: one compare per completion instead of two.
+    key: u64,
+    side: Side,
+    /// Credits of the run not given back yet (0: no run).
+    n: i64,
+}
+
+impl CreditReturns {
+    /// No run yet.
+    fn new() -> Self {
+        Self {
+            key: 0,
+            side: Side::Send,
+            n: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, tables: &Tables, reader: &impl ReadSide, wq: WqId, side: Side) {
+        let key = wq.key();
+        if key != self.key || side != self.side {
+            self.start_run(tables, reader, key, side);
+        }
+        self.n += 1;
+    }
+
+    /// Gives back the run so far and starts one for `key` and `side`.
+    #[cold]
+    fn start_run(&mut self, tables: &Tables, reader: &impl ReadSide, key: u64, side: Side) {
+        self.flush(tables, reader);
+        self.key = key;
+        self.side = side;
+    }
+
+    /// Gives back the credits of the run so far.
+    fn flush(&mut self, tables: &Tables, reader: &impl ReadSide) {
+        if self.n == 0 {
+            return;
+        }
+        // A removed work queue takes no credit back.
+        if let Some(w) = tables.wq(reader, WqId::from_key(self.key)) {
+            w.adjust(self.side, self.n);
+        }
+        self.n = 0;
+    }
+}
+
+/// What routing a CQE works with, borrowed from the ring state beside the io_uring being
+/// reaped.
+struct Router<'a, B, R> {
+    slab: &'a mut Slab<B>,
+    tables: &'a Tables,
+    reader: &'a R,
+    credits: CreditReturns,
+    /// The current io_uring's serial (see `RingState::uring_serial`).
+    current: u32,
+    /// While a retiring io_uring exists, its count of operations in flight: an operation
+    /// stamped with another serial than `current` went to it.
+    retiring_in_flight: Option<&'a mut usize>,
+    /// Completions handed to the sink so far.
+    delivered: usize,
+}
+
+impl<B, R: ReadSide> Router<'_, B, R> {
+    /// Turns a CQE into the completion of the work queue that posted it, handed to `out` (and
+    /// returns true; false for a CQE that makes no completion). Its final CQE frees the slab
+    /// entry, hands the buffer back and returns the credit.
+    #[inline(always)]
+    fn route(&mut self, cqe: &cqueue::Entry, out: &mut impl Sink<B>) -> bool {
+        let ud = cqe.user_data();
+        if ud & (MESSAGE_BIT | CANCEL_ALL) != 0 {
+            return route_unowned(cqe, out);
+        }
+        let (slot, result, flags) = (ud as u32, cqe.result(), cqe.flags());
+        if cqueue::more(flags) {
+            let f = self.slab.get(slot).expect("a CQE names a live slab entry");
+            out.cqe(f.wq, f.cookie, result, flags, None);
+            return true;
+        }
+        let e = self
+            .slab
+            .finish(slot)
+            .expect("a final CQE names a live slab entry");
+        let (wq, cookie, side, serial) = (e.wq, e.cookie, e.side(), e.uring_serial());
+        let buf = e.release();
+        self.credits.add(self.tables, self.reader, wq, side);
+        if let Some(n) = self.retiring_in_flight.as_deref_mut() {
+            if serial != self.current {
+                *n -= 1;
+            }
+        }
+        match buf {
+            // Handed over as a literal `None`, the completion is known to carry no buffer: a
+            // sink that drops it (or reads a field or two) then needs no drop check, and the
+            // completion need not be built in memory at all.
+            None => out.cqe(wq, cookie, result, flags, None),
+            buf => out.cqe(wq, cookie, result, flags, buf),
+        }
+        true
+    }
+}
+
+/// A CQE no work queue posted: a message from another ring (handed to `out`, true), or an
+/// internal one of a resize's fixed-file carry (consumed here, false).
+#[cold]
+fn route_unowned<B>(cqe: &cqueue::Entry, out: &mut impl Sink<B>) -> bool {
+    let ud = cqe.user_data();
+    if resize::carry::is_internal(ud) {
+        resize::carry::internal_cqe(cqe);
+        return false;
+    }
+    out.whole(Completion::message(
+        ud & !MESSAGE_BIT,
+        cqe.result(),
+        cqe.flags(),
+    ));
+    true
+}
+
+impl<B> RingState<B> {
+    /// Hands up to `max` completions to `out` and returns how many; their credits go back to
+    /// their work queues.
+    /// `reader` is the caller's read-side section, if it has one; otherwise a guard is taken,
+    /// and only when there is something to route.
+    pub(crate) fn reap<R: ReadSide>(
+        &mut self,
+        tables: &Tables,
+        reader: Option<&R>,
+        out: &mut impl Sink<B>,
+        max: usize,
+    ) -> Result<usize, Error> {
+        let (len, capacity) = {
+            let cq = self.io.uring.completion();
+            (cq.len(), cq.capacity())
+        };
+        // The kernel parks a CQE in its overflow list only when the CQ is full relative to the
+        // head we last stored. We watch for that (here and after each batch) and read the
+        // overflow flag only then: in the steady state a reap touches no SQ memory, which the
+        // SQPOLL thread polls.
+        if len == capacity {
+            self.io.overflow_suspect = true;
+        }
+        if len == 0 && self.local.is_empty() && !self.io.overflow_suspect && self.retiring.is_none()
+        {
+            return Ok(0);
+        }
+        match reader {
+            Some(r) => self.reap_with(tables, r, out, max),
+            None => self.reap_with(tables, &tables.domain.guard(), out, max),
+        }
+    }
+
+    /// [`reap`](Self::reap) inside the read-side section `reader`: local completions first,
+    /// then the retiring io_uring's CQEs (its operations are the older ones), then the current
+    /// one's.
+    fn reap_with<R: ReadSide>(
+        &mut self,
+        tables: &Tables,
+        reader: &R,
+        out: &mut impl Sink<B>,
+        max: usize,
+    ) -> Result<usize, Error> {
+        let RingState {
+            io,
+            retiring,
+            slab,
+            local,
+            local_told,
+            uring_serial,
+            counters,
+            ..
+        } = self;
+        let mut router = Router {
+            slab,
+            tables,
+            reader,
+            credits: CreditReturns::new(),
+            current: *uring_serial,
+            retiring_in_flight: None,
+            delivered: 0,
+        };
+        while router.delivered < max {
+            let Some((c, side)) = local.pop_front() else {
+                break;
+            };
+            if let Some(id) = c.wq {
+                router.credits.add(tables, reader, id, side);
+            }
+            out.whole(c);
+            router.delivered += 1;
+        }
+        *local_told = (*local_told).min(local.len());
+        let from_local = router.delivered;
+        let mut result = Ok(());
+        let mut retiring_done = false;
+        if let Some(Retiring {
+            io: old, in_flight, ..
+        }) = retiring.as_mut()
+        {
+            router.retiring_in_flight = Some(in_flight);
+            result = old
+                .flush_sq(counters)
+                .map_err(|source| Error::Sys {
+                    what: "io_uring_enter (submit on the retiring ring)",
+                    source,
+                })
+                .and_then(|()| drain_cq(old, &mut router, counters, out, max));
+            retiring_done = router.retiring_in_flight.as_deref() == Some(&0)
+                && old.uring.completion().is_empty()
+                && !old.overflow_suspect;
+        }
+        if result.is_ok() {
+            result = drain_cq(io, &mut router, counters, out, max);
+        }
+        router.credits.flush(tables, reader);
+        let delivered = router.delivered;
+        Counters::add_owned(&counters.completed, (delivered - from_local) as u64);
+        if retiring_done && result.is_ok() {
+            self.retire();
+        }
+        result.map(|()| delivered)
+    }
+}
+
+/// Routes CQEs of `io` through `router` to `out` until the CQ is empty or `max` completions
+/// have been delivered, flushing the kernel's overflow list when the CQ was seen full.
+fn drain_cq<B, R: ReadSide>(
+    io: &mut IoRing,
+    router: &mut Router<'_, B, R>,
+    counters: &Counters,
+    out: &mut impl Sink<B>,
+    max: usize,
+) -> Result<(), Error> {
+    let capacity = io.uring.completion().capacity();
+    while router.delivered < max {
+        // Route the CQEs there are (up to `want`), then store the head once.
+        let (consumed, after) = {
+            let mut cq = io.uring.completion();
+            // No more than the CQEs there are: `max` may be far larger than what can arrive
+            // (`usize::MAX`), and a reservation of it fails. The CQEs posted after this
+            // snapshot of the tail are left for the next round.
+            let want = (max - router.delivered).min(cq.len());
+            out.reserve(want);
+            let mut consumed = 0usize;
+            // The CQEs are copied out a chunk at a time before they are routed. The copy
+            // issues a chunk's loads back to back, so their cache misses overlap: with SQPOLL
+            // the kernel thread wrote them on another core, and routed one by one each load
+            // waited behind the previous CQE's slab lookup.
+            let mut chunk = [const { std::mem::MaybeUninit::uninit() }; CQE_CHUNK];
+            while consumed < want {
+                let n = (want - consumed).min(CQE_CHUNK);
+                let cqes = cq.fill(&mut chunk[..n]);
+                if cqes.is_empty() {
+                    break;
+                }
+                consumed += cqes.len();
+                for cqe in cqes.iter() {
+                    if router.route(cqe, out) {
+                        router.delivered += 1;
+                    }
+                }
+            }
+            // Stores the head and reads the tail again.
+            cq.sync();
+            (consumed, cq.len())
+        };
+        // The head store ends an interval in which the kernel saw our old head. If the CQ
+        // filled up relative to it, the kernel may have parked CQEs, and the tail now shows
+        // it: taken + still queued >= capacity.
+        if consumed + after >= capacity {
+            io.overflow_suspect = true;
+        }
+        if router.delivered >= max || after != 0 {
+            continue;
+        }
+        if !io.overflow_suspect {
+            break;
+        }
+        if !io.uring.submission().cq_overflow() {
+            io.overflow_suspect = false;
+            break;
+        }
+        // The kernel parked completions in its overflow list (NODROP): count it, and have the
+        // kernel move them into the CQ, then keep reaping.
+        Counters::add_owned(&counters.cq_overflows, 1);
+        tracing::warn!(
+            in_flight = router.slab.len(),
+            "CQ overflow: flushing the kernel's overflow list"
+        );
+        if let Err(source) = io.enter(counters, 0, ENTER_GETEVENTS) {
+            return Err(Error::Sys {
+                what: "io_uring_enter to flush CQ overflow",
+                source,
+            });
+        }
+    }
+    let dropped = io.uring.completion().overflow();
+    if dropped != io.dropped_seen {
+        let lost = dropped.wrapping_sub(io.dropped_seen);
+        io.dropped_seen = dropped;
+        tracing::error!(lost, "the kernel dropped completions");
+        return Err(Error::CompletionsLost { lost });
+    }
+    Ok(())
+}
