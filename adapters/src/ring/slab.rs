@@ -116,16 +116,18 @@ impl<B> Slab<B> {
         uring_serial: u32,
         keep: Option<Box<Keep>>,
     ) -> u64 {
-        if self.free as usize >= self.entries.len() {
-            // The free list is empty (`NONE` is never an index).
-            self.grow(wq);
-        }
         let i = self.free;
+        // One bounds check for both cases: `NONE` (an empty free list) is never an index.
+        let (i, e) = if (i as usize) < self.entries.len() {
+            (i, &mut self.entries[i as usize])
+        } else {
+            (self.entries.len() as u32, Self::grow(&mut self.entries))
+        };
+        // A grown entry's `next` is `NONE`, as `free` was.
+        self.free = e.next;
         self.live += 1;
         let generation = self.generation;
         self.generation = (generation + 1) % GENERATIONS;
-        let e = &mut self.entries[i as usize];
-        self.free = e.next;
         debug_assert!(
             !e.live() && e.buf.is_none() && e.keep.is_none(),
             "a free entry"
@@ -147,22 +149,22 @@ impl<B> Slab<B> {
         u64::from(i) | u64::from(generation) << 32
     }
 
-    /// Adds a free entry and puts it first on the free list.
+    /// Adds a free entry at the end of `entries` (the free list being empty) and returns it.
     #[cold]
-    fn grow(&mut self, wq: WqId) {
-        self.entries.push(InFlight {
-            wq,
+    fn grow(entries: &mut Vec<InFlight<B>>) -> &mut InFlight<B> {
+        assert!(entries.len() < NONE as usize, "2^31 operations in flight");
+        entries.push(InFlight {
+            wq: WqId {
+                index: 0,
+                generation: 0,
+            },
             cookie: 0,
             buf: None,
             keep: None,
             stamp: 0,
-            next: self.free,
+            next: NONE,
         });
-        assert!(
-            self.entries.len() <= NONE as usize,
-            "2^31 operations in flight"
-        );
-        self.free = (self.entries.len() - 1) as u32;
+        entries.last_mut().expect("just pushed")
     }
 
     /// The live entry at `i`.
