@@ -102,6 +102,8 @@ impl<B, R: ReadSide> Router<'_, B, R> {
     fn route_chunk(&mut self, cqes: &[cqueue::Entry], out: &mut impl Sink<B>) {
         let mut credits = self.credits;
         let mut delivered = 0usize;
+        // Without a retiring ring every operation carries the current serial: no compare.
+        let retiring = self.retiring_in_flight.is_some();
         // Final CQEs of operations stamped with another serial: they went to the retiring ring.
         let mut of_retiring = 0usize;
         for cqe in cqes {
@@ -124,7 +126,9 @@ impl<B, R: ReadSide> Router<'_, B, R> {
             let (wq, cookie, side, serial) = (e.wq, e.cookie, e.side(), e.uring_serial());
             let buf = e.release();
             credits = credits.add(self.tables, self.reader, wq, side);
-            of_retiring += usize::from(serial != self.current);
+            if retiring {
+                of_retiring += usize::from(serial != self.current);
+            }
             match buf {
                 // Handed over as a literal `None`, the completion is known to carry no buffer:
                 // a sink that drops it (or reads a field or two) then needs no drop check, and

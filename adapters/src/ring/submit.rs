@@ -14,18 +14,20 @@ use crate::ops::{FileUse, Keep, Op, Resolved, Side, Special, Sqe, Target};
 use crate::stats::Counters;
 use crate::tables::{WqId, WqShared};
 
-/// A post on its way to the SQ: its work queue and credit were checked, and `checked` is the
-/// outcome of the descriptor's validation (its resolved buffer, or why it was rejected: then it
-/// completes with that error and touches nothing else).
+/// A post waiting in a ring's inbox for the ring's owner (a thread that owns the ring posts
+/// straight through [`RingState::enqueue`]): its work queue and credit were checked, and
+/// `checked` is the outcome of the descriptor's validation (its resolved buffer, or why it was
+/// rejected: then it completes with that error and touches nothing else).
 pub(crate) struct Post<B> {
     pub wq: WqId,
     pub side: Side,
     pub target: Target,
     pub op: Op<B>,
     pub checked: Result<Option<Resolved>, DescriptorError>,
-    /// The work queue, held while the post waits in a ring's inbox: the queue may be removed
-    /// and its handles dropped meanwhile, and its file must stay open until the SQE is built.
-    pub queue: Option<Arc<WqShared>>,
+    /// The work queue, held (never read) while the post waits in the inbox: the queue may be
+    /// removed and its handles dropped meanwhile, and its file must stay open until the SQE is
+    /// built.
+    pub _queue: Arc<WqShared>,
 }
 
 // SAFETY: the only non-Send field is `Resolved`'s address, which points into registered memory
