@@ -14,8 +14,9 @@
 //!   around the [`RingState`], the ring's fd, and the check of a descriptor before its post.
 //! - `io_ring`: `IoRing`, one io_uring with its pending SQEs (`pending`, which stages them in
 //!   `staging` or writes them in place through `sq`) and the state of its CQ.
-//! - `submit`: posting: an operation becomes a slab entry and an SQE (`Post`, `enqueue`),
-//!   submitted together; the inbox side of the combiner (`Absorb`).
+//! - `submit`: posting: an operation becomes a slab entry and an SQE (`enqueue`), and the SQEs
+//!   pending since the last submit reach the kernel together; a [`Post`] is a post left in the
+//!   inbox by a thread that did not own the ring, taken in through the combiner's `Absorb`.
 //! - `reap`: reaping: each CQE is routed to its work queue through the slab, credits go back.
 //! - `resize`: the io_uring a resize replaced, reaped until its last operation completes, and
 //!   the carry of its fixed files (`resize::carry`).

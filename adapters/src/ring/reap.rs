@@ -48,30 +48,31 @@ impl CreditReturns {
     fn add(mut self, tables: &Tables, reader: &impl ReadSide, wq: WqId, side: Side) -> Self {
         let key = wq.key();
         if key != self.key || side != self.side {
-            self = self.start_run(tables, reader, key, side);
+            // The run's fields go by value, so that the run never needs an address (and stays
+            // in registers in the routing loop).
+            give_back(tables, reader, self.key, self.side, self.n);
+            self = Self { key, side, n: 0 };
         }
         self.n += 1;
         self
     }
 
-    /// Gives back the run so far and starts one for `key` and `side`.
-    #[cold]
-    #[must_use]
-    fn start_run(mut self, tables: &Tables, reader: &impl ReadSide, key: u64, side: Side) -> Self {
-        self.flush(tables, reader);
-        Self { key, side, n: 0 }
-    }
-
     /// Gives back the credits of the run so far.
     fn flush(&mut self, tables: &Tables, reader: &impl ReadSide) {
-        if self.n == 0 {
-            return;
-        }
-        // A removed work queue takes no credit back.
-        if let Some(w) = tables.wq(reader, WqId::from_key(self.key)) {
-            w.adjust(self.side, self.n);
-        }
+        give_back(tables, reader, self.key, self.side, self.n);
         self.n = 0;
+    }
+}
+
+/// Gives `n` credits of `side` back to the work queue whose [`WqId::key`] is `key`, if it is
+/// still in the table (a removed work queue takes no credit back).
+#[cold]
+fn give_back(tables: &Tables, reader: &impl ReadSide, key: u64, side: Side, n: i64) {
+    if n == 0 {
+        return;
+    }
+    if let Some(w) = tables.wq(reader, WqId::from_key(key)) {
+        w.adjust(side, n);
     }
 }
 
@@ -98,12 +99,19 @@ impl<B, R: ReadSide> Router<'_, B, R> {
     ///
     /// The loop keeps its counts and the credit run in locals, stored back once per chunk: in
     /// the router they would be loads and stores per CQE.
+    ///
+    /// `RETIRING` says whether a retiring io_uring exists: only then can an operation carry
+    /// another serial than the current one, and only then is it compared.
     #[inline(always)]
-    fn route_chunk(&mut self, cqes: &[cqueue::Entry], out: &mut impl Sink<B>) {
+    fn route_chunk<const RETIRING: bool>(
+        &mut self,
+        cqes: &[cqueue::Entry],
+        out: &mut impl Sink<B>,
+    ) {
         let mut credits = self.credits;
         let mut delivered = 0usize;
-        // Without a retiring ring every operation carries the current serial: no compare.
-        let retiring = self.retiring_in_flight.is_some();
+        let (slab, tables, reader, current) =
+            (&mut *self.slab, self.tables, self.reader, self.current);
         // Final CQEs of operations stamped with another serial: they went to the retiring ring.
         let mut of_retiring = 0usize;
         for cqe in cqes {
@@ -115,19 +123,18 @@ impl<B, R: ReadSide> Router<'_, B, R> {
             let (slot, result, flags) = (ud as u32, cqe.result(), cqe.flags());
             delivered += 1;
             if cqueue::more(flags) {
-                let f = self.slab.get(slot).expect("a CQE names a live slab entry");
+                let f = slab.get(slot).expect("a CQE names a live slab entry");
                 out.cqe(f.wq, f.cookie, result, flags, None);
                 continue;
             }
-            let e = self
-                .slab
+            let e = slab
                 .finish(slot)
                 .expect("a final CQE names a live slab entry");
             let (wq, cookie, side, serial) = (e.wq, e.cookie, e.side(), e.uring_serial());
             let buf = e.release();
-            credits = credits.add(self.tables, self.reader, wq, side);
-            if retiring {
-                of_retiring += usize::from(serial != self.current);
+            credits = credits.add(tables, reader, wq, side);
+            if RETIRING {
+                of_retiring += usize::from(serial != current);
             }
             match buf {
                 // Handed over as a literal `None`, the completion is known to carry no buffer:
@@ -302,7 +309,11 @@ fn drain_cq<B, R: ReadSide>(
                     break;
                 }
                 consumed += cqes.len();
-                router.route_chunk(cqes, out);
+                if router.retiring_in_flight.is_some() {
+                    router.route_chunk::<true>(cqes, out);
+                } else {
+                    router.route_chunk::<false>(cqes, out);
+                }
             }
             // Stores the head and reads the tail again.
             cq.sync();
