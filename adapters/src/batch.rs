@@ -47,12 +47,12 @@ impl Reserved {
 
     /// Gives back the credits not used.
     fn release(&mut self) {
-        if let Some(wq) = &self.wq {
-            if self.left > 0 {
+        if self.left > 0 {
+            if let Some(wq) = &self.wq {
                 wq.adjust(self.side, self.left);
             }
+            self.left = 0;
         }
-        self.left = 0;
     }
 }
 
