@@ -109,7 +109,7 @@ impl<B: IoBuf> WorkQueue<B> {
     }
 
     /// The error for `op`, which a full SQ handed back: its credit, taken by
-    /// [`checked`](Self::checked), comes back first.
+    /// [`post`](Self::post), comes back first.
     pub(crate) fn full(&self, op: Op<B>) -> PostError<Op<B>> {
         self.shared.adjust(op.side(), 1);
         PostError::Full(op)
