@@ -42,11 +42,10 @@ impl CreditReturns {
         }
     }
 
-    /// Counts one credit of `side` for `wq`.
+    /// Counts one credit of `side` for the work queue whose [`WqId::key`] is `key`.
     #[inline(always)]
     #[must_use]
-    fn add(mut self, tables: &Tables, reader: &impl ReadSide, wq: WqId, side: Side) -> Self {
-        let key = wq.key();
+    fn add(mut self, tables: &Tables, reader: &impl ReadSide, key: u64, side: Side) -> Self {
         if key != self.key || side != self.side {
             // The run's fields go by value, so that the run never needs an address (and stays
             // in registers in the routing loop).
@@ -124,15 +123,16 @@ impl<B, R: ReadSide> Router<'_, B, R> {
             delivered += 1;
             if cqueue::more(flags) {
                 let f = slab.get(slot).expect("a CQE names a live slab entry");
-                out.cqe(f.wq, f.cookie, result, flags, None);
+                out.cqe(f.wq(), f.cookie, result, flags, None);
                 continue;
             }
             let e = slab
                 .finish(slot)
                 .expect("a final CQE names a live slab entry");
-            let (wq, cookie, side, serial) = (e.wq, e.cookie, e.side(), e.uring_serial());
+            let (key, cookie, side, serial) = (e.wq_key(), e.cookie, e.side(), e.uring_serial());
             let buf = e.release();
-            credits = credits.add(tables, reader, wq, side);
+            credits = credits.add(tables, reader, key, side);
+            let wq = WqId::from_key(key);
             if RETIRING {
                 of_retiring += usize::from(serial != current);
             }
@@ -239,7 +239,7 @@ impl<B> RingState<B> {
                 break;
             };
             if let Some(id) = c.wq {
-                router.credits = router.credits.add(tables, reader, id, side);
+                router.credits = router.credits.add(tables, reader, id.key(), side);
             }
             out.whole(c);
             router.delivered += 1;

@@ -19,7 +19,9 @@ use crate::tables::WqId;
 /// An operation between its SQE and its final CQE: one cache line per entry.
 #[repr(align(64))]
 pub(super) struct InFlight<B> {
-    pub wq: WqId,
+    /// The operation's work queue, as [`WqId::key`]: the reap compares and hands it on as one
+    /// word.
+    wq_key: u64,
     pub cookie: u64,
     /// The operation's buffer, handed back with its final completion.
     pub buf: Option<B>,
@@ -46,6 +48,18 @@ const GENERATIONS: u32 = 1 << 30;
 pub(super) const URING_SERIALS: u32 = 1 << 31;
 
 impl<B> InFlight<B> {
+    /// The operation's work queue.
+    #[inline(always)]
+    pub fn wq(&self) -> WqId {
+        WqId::from_key(self.wq_key)
+    }
+
+    /// The operation's work queue as [`WqId::key`].
+    #[inline(always)]
+    pub fn wq_key(&self) -> u64 {
+        self.wq_key
+    }
+
     /// The depth credit the operation took.
     #[inline(always)]
     pub fn side(&self) -> Side {
@@ -133,7 +147,7 @@ impl<B> Slab<B> {
             "a free entry"
         );
         debug_assert!(uring_serial < URING_SERIALS);
-        e.wq = wq;
+        e.wq_key = wq.key();
         e.cookie = cookie;
         e.stamp = uring_serial << 1 | u32::from(side == Side::Recv);
         e.next = LIVE | generation;
@@ -154,10 +168,7 @@ impl<B> Slab<B> {
     fn grow(entries: &mut Vec<InFlight<B>>) -> &mut InFlight<B> {
         assert!(entries.len() < NONE as usize, "2^31 operations in flight");
         entries.push(InFlight {
-            wq: WqId {
-                index: 0,
-                generation: 0,
-            },
+            wq_key: 0,
             cookie: 0,
             buf: None,
             keep: None,
@@ -189,7 +200,7 @@ impl<B> Slab<B> {
     pub fn find(&self, wq: WqId, cookie: u64) -> Option<u64> {
         self.entries
             .iter()
-            .position(|e| e.live() && e.wq == wq && e.cookie == cookie)
+            .position(|e| e.live() && e.wq_key == wq.key() && e.cookie == cookie)
             .map(|i| i as u64 | u64::from(self.entries[i].next & !LIVE) << 32)
     }
 
