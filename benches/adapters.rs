@@ -21,6 +21,11 @@
 //! runs only the steady SQPOLL read load and prints its own count). To profile one loop alone,
 //! set `REGIO_BENCH_PROFILE=<regio|raw>_<nop|read>_<sqpoll|nosqpoll>`: the binary then runs just
 //! that loop for 5 s.
+//!
+//! To count instructions (callgrind, deterministic), set
+//! `REGIO_BENCH_ICOUNT=<regio|raw>_nop_<nosqpoll|single_issuer>[:<units>]`: the binary then
+//! runs that many 32-NOP round trips (100 000 by default) after a warm-up, inside
+//! `adapters::icount_units`, and exits. See `docs/performance.md` for the callgrind command.
 
 #[allow(dead_code)] // shared with the other benches; this one prints rates, not times
 mod support;
@@ -508,8 +513,45 @@ fn profile(which: &str, file: &std::fs::File) {
     println!("{which}: {:.0} units/s", units as f64 / t.as_secs_f64());
 }
 
+/// The loop `REGIO_BENCH_ICOUNT` counts: `n` units of `engine`, in a function of its own so that
+/// callgrind can count it alone (`--toggle-collect=adapters::icount_units`).
+#[inline(never)]
+fn icount_units(engine: &mut dyn Engine, n: u64) {
+    for _ in 0..n {
+        engine.unit();
+    }
+}
+
+/// Runs the NOP loop `spec` (`<regio|raw>_nop_<nosqpoll|single_issuer>[:<units>]`) names after
+/// a warm-up of 1000 units; see the module docs. Only the modes without SQPOLL count the same on
+/// every run: with SQPOLL the reaping thread spins for as long as the kernel thread takes.
+fn icount(spec: &str) {
+    let (name, n) = match spec.split_once(':') {
+        Some((name, n)) => (name, n.parse().expect("REGIO_BENCH_ICOUNT=<loop>:<units>")),
+        None => (spec, 100_000),
+    };
+    let mut engine: Box<dyn Engine> = match name {
+        "regio_nop_nosqpoll" => Box::new(RegioNop::new(false)),
+        "raw_nop_nosqpoll" => Box::new(RawNop(raw_ring(false))),
+        "regio_nop_single_issuer" => Box::new(RegioNop::single_issuer()),
+        "raw_nop_single_issuer" => Box::new(RawNop(raw_ring_single_issuer())),
+        other => panic!(
+            "REGIO_BENCH_ICOUNT=<regio|raw>_nop_<nosqpoll|single_issuer>[:<units>], not {other:?}"
+        ),
+    };
+    for _ in 0..1000 {
+        engine.unit();
+    }
+    icount_units(engine.as_mut(), n);
+    println!("{name}: {n} units of {BATCH} NOPs");
+}
+
 fn main() {
     pin_to(0);
+    if let Ok(spec) = std::env::var("REGIO_BENCH_ICOUNT") {
+        icount(&spec);
+        return;
+    }
     let (file, path) = data_file();
     if let Ok(which) = std::env::var("REGIO_BENCH_PROFILE") {
         profile(&which, &file);

@@ -28,12 +28,32 @@ const SLOTS: usize = 4;
 
 /// Credits reserved by a batch and not used yet.
 struct Reserved {
-    /// `wq` and `side` as [`key`]: one compare tells whether a post can take from here. The
-    /// address cannot be reused by another work queue while `wq` keeps this one alive.
+    /// `wq` and `side` as [`key`]: one compare tells whether a post can take from here (0 for a
+    /// slot that holds no reservation: no key is 0). The address cannot be reused by another
+    /// work queue while `wq` keeps this one alive.
     key: usize,
-    wq: Arc<WqShared>,
+    wq: Option<Arc<WqShared>>,
     side: Side,
     left: i64,
+}
+
+impl Reserved {
+    const EMPTY: Self = Self {
+        key: 0,
+        wq: None,
+        side: Side::Send,
+        left: 0,
+    };
+
+    /// Gives back the credits not used.
+    fn release(&mut self) {
+        if self.left > 0 {
+            if let Some(wq) = &self.wq {
+                wq.adjust(self.side, self.left);
+            }
+            self.left = 0;
+        }
+    }
 }
 
 /// A reservation's work queue and side as one word: the work queue's address, whose low bit
@@ -48,10 +68,10 @@ pub struct Batch<'a, B: IoBuf> {
     ring: &'a Ring<B>,
     guard: CombinerGuard<'a, RingState<B>, Post<B>>,
     reader: regio_sync::Guard<'a>,
-    reserved: [Option<Reserved>; SLOTS],
+    reserved: [Reserved; SLOTS],
     /// The slot the next reservation replaces.
     evict: usize,
-    /// The slot the last credit came from: looked at first.
+    /// The slot the last credit came from: looked at first (always below `SLOTS`).
     last: usize,
 }
 
@@ -63,7 +83,7 @@ impl<'a, B: IoBuf> Batch<'a, B> {
             ring,
             guard,
             reader: ring.tables.domain.guard(),
-            reserved: Default::default(),
+            reserved: [Reserved::EMPTY; SLOTS],
             evict: 0,
             last: 0,
         })
@@ -82,37 +102,35 @@ impl<'a, B: IoBuf> Batch<'a, B> {
             return Err(PostError::Closed(op));
         }
         let side = op.side();
-        let Some(slot) = self.take_credit(&wq.shared, side) else {
+        if !self.take_credit(&wq.shared, side) {
             return Err(if wq.shared.is_open() {
                 PostError::NoCredit(op)
             } else {
                 PostError::Closed(op)
             });
-        };
+        }
         let checked = self.ring.check(&self.reader, &op, wq.shared.target);
         let state = self.guard.state_mut();
         // A rejection needs no SQE, so it never waits for room.
         if checked.is_ok() && !state.ensure_room() {
-            if let Some(r) = self.reserved[slot].as_mut() {
-                r.left += 1;
-            }
+            // The credit goes back to the reservation it came from.
+            self.reserved[self.last % SLOTS].left += 1;
             return Err(PostError::Full(op));
         }
         state.enqueue(wq.shared.id, side, wq.shared.target, op, checked);
         Ok(())
     }
 
-    /// Takes one credit of `side` from `wq`, from this batch's reservation when it has one,
-    /// and returns the reservation slot it came from.
+    /// Takes one credit of `side` from `wq`, from this batch's reservation when it has one;
+    /// the reservation it came from is `self.last` then.
     #[inline(always)]
-    fn take_credit(&mut self, wq: &Arc<WqShared>, side: Side) -> Option<usize> {
+    fn take_credit(&mut self, wq: &Arc<WqShared>, side: Side) -> bool {
         let key = key(wq, side);
-        let last = self.last % SLOTS;
-        if let Some(r) = &mut self.reserved[last] {
-            if r.key == key && r.left > 0 {
-                r.left -= 1;
-                return Some(last);
-            }
+        // The modulo (a mask) keeps the index visibly in bounds.
+        let r = &mut self.reserved[self.last % SLOTS];
+        if r.key == key && r.left > 0 {
+            r.left -= 1;
+            return true;
         }
         self.take_credit_elsewhere(wq, side, key)
     }
@@ -120,65 +138,41 @@ impl<'a, B: IoBuf> Batch<'a, B> {
     /// [`take_credit`](Self::take_credit) when the last slot used has none for `wq` and `side`:
     /// another slot's, or a new reservation.
     #[cold]
-    fn take_credit_elsewhere(
-        &mut self,
-        wq: &Arc<WqShared>,
-        side: Side,
-        key: usize,
-    ) -> Option<usize> {
-        for (i, r) in self.reserved.iter_mut().enumerate() {
-            if let Some(r) = r {
-                if r.key == key && r.left > 0 {
-                    r.left -= 1;
-                    self.last = i;
-                    return Some(i);
-                }
+    fn take_credit_elsewhere(&mut self, wq: &Arc<WqShared>, side: Side, key: usize) -> bool {
+        let found = self.reserved.iter().position(|r| r.key == key);
+        if let Some(i) = found {
+            if self.reserved[i].left > 0 {
+                self.reserved[i].left -= 1;
+                self.last = i;
+                return true;
             }
         }
-        self.reserve_credit(wq, side)
-    }
-
-    /// Reserves a block of credits of `side` from `wq` and takes one of them.
-    #[cold]
-    fn reserve_credit(&mut self, wq: &Arc<WqShared>, side: Side) -> Option<usize> {
-        let left = wq.reserve(side, BLOCK);
-        if left == 0 {
-            return None;
+        let taken = wq.reserve(side, BLOCK);
+        if taken == 0 {
+            return false;
         }
-        let found = self
-            .reserved
-            .iter()
-            .position(|r| matches!(r, Some(r) if r.key == key(wq, side)));
         let i = found.unwrap_or_else(|| {
             let i = self.evict;
             self.evict = (i + 1) % SLOTS;
-            if let Some(old) = self.reserved[i].take() {
-                old.wq.adjust(old.side, old.left);
-            }
+            let old = &mut self.reserved[i];
+            old.release();
+            *old = Reserved {
+                key,
+                wq: Some(Arc::clone(wq)),
+                side,
+                left: 0,
+            };
             i
         });
+        self.reserved[i].left += taken - 1;
         self.last = i;
-        match &mut self.reserved[i] {
-            Some(r) => r.left += left - 1,
-            empty => {
-                *empty = Some(Reserved {
-                    key: key(wq, side),
-                    wq: Arc::clone(wq),
-                    side,
-                    left: left - 1,
-                })
-            }
-        }
-        Some(i)
+        true
     }
 
     /// Gives back the credits reserved and not used.
     fn release_credits(&mut self) {
-        for r in self.reserved.iter_mut().flatten() {
-            if r.left > 0 {
-                r.wq.adjust(r.side, r.left);
-                r.left = 0;
-            }
+        for r in &mut self.reserved {
+            r.release();
         }
     }
 

@@ -3,8 +3,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use regio_sync::ReadSide;
-
 use crate::cq::CompletionQueue;
 use crate::error::PostError;
 use crate::ops::{Op, Target};
@@ -63,28 +61,6 @@ impl<B: IoBuf> WorkQueue<B> {
     /// after a submit.
     pub fn post(&self, op: Op<B>) -> Result<(), PostError<Op<B>>> {
         let reader = self.ring.tables.domain.guard();
-        let post = self.checked(&reader, op)?;
-        // A full SQ hands the whole post back (see `RingState::push`).
-        #[allow(clippy::result_large_err)]
-        match self.ring.try_own() {
-            Some(mut g) => {
-                g.drain();
-                g.with(|s| s.push(post)).map_err(|p| self.full(p.op))
-            }
-            None if self.ring.single_issuer => {
-                self.ring.post_foreign(self.queued(post));
-                Ok(())
-            }
-            None => {
-                self.ring.combiner.post(self.queued(post));
-                Ok(())
-            }
-        }
-    }
-
-    /// Checks that this queue is still open, takes `op`'s credit, and validates its descriptor
-    /// (a rejection is counted here and completes on the ring).
-    fn checked(&self, reader: &impl ReadSide, op: Op<B>) -> Result<Post<B>, PostError<Op<B>>> {
         if !self.shared.is_open() {
             return Err(PostError::Closed(op));
         }
@@ -96,26 +72,44 @@ impl<B: IoBuf> WorkQueue<B> {
                 PostError::Closed(op)
             });
         }
-        let checked = self.ring.check(reader, &op, self.shared.target);
-        Ok(Post {
-            wq: self.shared.id,
-            side,
-            target: self.shared.target,
-            op,
-            checked,
-            queue: None,
-        })
+        // A rejection is counted here and completes on the ring.
+        let checked = self.ring.check(&reader, &op, self.shared.target);
+        let Some(mut g) = self.ring.try_own() else {
+            return self.leave(Post {
+                wq: self.shared.id,
+                side,
+                target: self.shared.target,
+                op,
+                checked,
+                _queue: Arc::clone(&self.shared),
+            });
+        };
+        // The inbox's posts were made first: they go in first.
+        g.drain();
+        // The operation goes from here to its slab entry and SQE, never through a `Post`.
+        let state = g.state_mut();
+        // A rejection needs no SQE, so it never waits for room.
+        if checked.is_ok() && !state.ensure_room() {
+            return Err(self.full(op));
+        }
+        state.enqueue(self.shared.id, side, self.shared.target, op, checked);
+        Ok(())
     }
 
-    /// `post`, on its way into the ring's inbox: it holds the work queue until it is pushed.
+    /// `post`, when another thread owns the ring: it waits in the ring's inbox, holding the work
+    /// queue, until the owner pushes it.
     #[cold]
-    fn queued(&self, mut post: Post<B>) -> Post<B> {
-        post.queue = Some(Arc::clone(&self.shared));
-        post
+    fn leave(&self, post: Post<B>) -> Result<(), PostError<Op<B>>> {
+        if self.ring.single_issuer {
+            self.ring.post_foreign(post);
+        } else {
+            self.ring.combiner.post(post);
+        }
+        Ok(())
     }
 
     /// The error for `op`, which a full SQ handed back: its credit, taken by
-    /// [`checked`](Self::checked), comes back first.
+    /// [`post`](Self::post), comes back first.
     pub(crate) fn full(&self, op: Op<B>) -> PostError<Op<B>> {
         self.shared.adjust(op.side(), 1);
         PostError::Full(op)

@@ -20,8 +20,8 @@
 //!   has to learn of the resize.
 //! - The swap happens with the ring owned (its lock), after the pending SQEs were submitted to
 //!   the old ring. From then on every post goes to the new ring.
-//! - The old ring *retires*: each in-flight operation carries the epoch of the ring it went to,
-//!   and the owner keeps reaping the retiring ring (before the current one, in the same reap)
+//! - The old ring *retires*: each in-flight operation carries the serial of the io_uring it went
+//!   to, and the owner keeps reaping the retiring ring (before the current one, in the same reap)
 //!   until the final CQE of its last operation has come and its CQ is empty. Both rings route
 //!   through the one slab, so a completion is routed once, wherever it arrives. Then the old
 //!   ring is closed. A cancel of an operation on the retiring ring is submitted to that ring,
@@ -57,8 +57,8 @@
 //! filled it) is copied into the same slot of the new ring with `IORING_OP_MSG_RING` /
 //! `IORING_MSG_SEND_FD`. Nothing is tracked for this in user space: the occupied slots are read
 //! from the kernel (the ring's fdinfo), plus the slots set with [`Adapter::set_file`]. The
-//! details are in `ring::carry`. The carry needs Linux 6.0 (`IORING_MSG_SEND_FD`); a resize that
-//! cannot carry the files fails and leaves the old ring in place.
+//! details are in `ring::resize::carry`. The carry needs Linux 6.0 (`IORING_MSG_SEND_FD`); a resize
+//! that cannot carry the files fails and leaves the old ring in place.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;

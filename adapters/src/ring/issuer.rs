@@ -128,7 +128,7 @@ impl<B> Ring<B> {
         let mut g = self.combiner.try_lock().ok_or(Error::Invalid(
             "bind_owner found the ring owned by another thread",
         ))?;
-        g.with(|s| s.uring.submitter().register_enable_rings())
+        g.with(|s| s.io.uring.submitter().register_enable_rings())
             .map_err(|source| Error::Sys {
                 what: "IORING_REGISTER_ENABLE_RINGS",
                 source,
@@ -160,58 +160,14 @@ impl<B> Ring<B> {
     }
 }
 
-impl<B> Drop for Ring<B> {
-    /// In single-issuer mode, a ring dropped off its owner thread cannot submit its cancel nor
-    /// wait for the final CQEs (the kernel refuses both there): the buffers of operations in
-    /// flight are leaked, and the kernel cancels the operations when the ring's fd closes. A
-    /// ring that was never bound frees its never-submitted posts.
-    fn drop(&mut self) {
-        if !self.single_issuer || self.owned_here() {
-            return;
-        }
-        // Relaxed: `&mut self`, nobody else reaches the ring.
-        let bound = self.owner.load(Ordering::Relaxed) != 0;
-        let s = self.combiner.get_mut();
-        if bound {
-            s.abandon();
-        } else {
-            s.forget_unsubmitted();
-        }
-    }
-}
-
 impl<B> RingState<B> {
     /// Enters the kernel to run its pending task work if `IORING_SQ_TASKRUN` is set.
     fn run_task_work(&mut self) -> io::Result<()> {
         // `taskrun` is an Acquire load of the SQ flags, which the kernel sets when it queues
         // task work on an empty list (and signals the CQ eventfd at the same moment).
-        if self.uring.submission().taskrun() {
-            return self.enter(0, ENTER_GETEVENTS);
+        if self.io.uring.submission().taskrun() {
+            return self.io.enter(&self.counters, 0, ENTER_GETEVENTS);
         }
         Ok(())
-    }
-
-    /// Leaks the buffers of every operation in flight (see [`Ring`]'s drop).
-    #[cold]
-    fn abandon(&mut self) {
-        let stuck = self.in_flight();
-        if stuck > 0 {
-            tracing::error!(
-                stuck,
-                "a single-issuer ring was dropped off its owner thread; leaking the buffers of its \
-                 operations in flight (the kernel cancels them when the ring closes)"
-            );
-            self.slab.leak_all();
-        }
-    }
-
-    /// Frees the operations posted to a ring that was never enabled: none reached the kernel.
-    #[cold]
-    fn forget_unsubmitted(&mut self) {
-        let pending = self.pending.user_data();
-        self.pending.discard();
-        for ud in pending {
-            drop(self.slab.finish(ud as u32).and_then(|e| e.release()));
-        }
     }
 }

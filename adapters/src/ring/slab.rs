@@ -19,15 +19,17 @@ use crate::tables::WqId;
 /// An operation between its SQE and its final CQE: one cache line per entry.
 #[repr(align(64))]
 pub(super) struct InFlight<B> {
-    pub wq: WqId,
+    /// The operation's work queue, as [`WqId::key`]: the reap compares and hands it on as one
+    /// word.
+    wq_key: u64,
     pub cookie: u64,
     /// The operation's buffer, handed back with its final completion.
     pub buf: Option<B>,
     /// Memory the kernel reads late (a timespec, a socket address), or the target ring of a
     /// message, kept until the final completion.
     pub keep: Option<Box<Retained>>,
-    /// The ring generation the operation went to (the current ring or the retiring one), and
-    /// its side in the low bit.
+    /// The serial of the io_uring the operation went to (the current one or the retiring one),
+    /// and its side in the low bit.
     stamp: u32,
     /// `LIVE | generation` while the entry holds an operation; for a free entry, the next free
     /// one (the free list runs through the entries). Free entries hold no buffer and no keep.
@@ -41,10 +43,23 @@ const LIVE: u32 = 1 << 31;
 /// The generations an entry tells apart (bits 32..62 of `user_data`).
 const GENERATIONS: u32 = 1 << 30;
 
-/// How many ring generations an entry tells apart (the epoch shares a word with the side).
-pub(super) const EPOCHS: u32 = 1 << 31;
+/// How many io_uring serials an entry tells apart (the serial shares a word with the side; see
+/// `RingState::uring_serial`).
+pub(super) const URING_SERIALS: u32 = 1 << 31;
 
 impl<B> InFlight<B> {
+    /// The operation's work queue.
+    #[inline(always)]
+    pub fn wq(&self) -> WqId {
+        WqId::from_key(self.wq_key)
+    }
+
+    /// The operation's work queue as [`WqId::key`].
+    #[inline(always)]
+    pub fn wq_key(&self) -> u64 {
+        self.wq_key
+    }
+
     /// The depth credit the operation took.
     #[inline(always)]
     pub fn side(&self) -> Side {
@@ -55,9 +70,9 @@ impl<B> InFlight<B> {
         }
     }
 
-    /// The ring generation the operation went to.
+    /// The serial of the io_uring the operation went to.
     #[inline(always)]
-    pub fn epoch(&self) -> u32 {
+    pub fn uring_serial(&self) -> u32 {
         self.stamp >> 1
     }
 
@@ -112,40 +127,29 @@ impl<B> Slab<B> {
         side: Side,
         cookie: u64,
         buf: Option<B>,
-        epoch: u32,
+        uring_serial: u32,
         keep: Option<Box<Retained>>,
     ) -> u64 {
-        let i = if self.free != NONE {
-            let i = self.free;
-            self.free = self.entries[i as usize].next;
-            i
+        let i = self.free;
+        // One bounds check for both cases: `NONE` (an empty free list) is never an index.
+        let (i, e) = if (i as usize) < self.entries.len() {
+            (i, &mut self.entries[i as usize])
         } else {
-            self.entries.push(InFlight {
-                wq,
-                cookie: 0,
-                buf: None,
-                keep: None,
-                stamp: 0,
-                next: NONE,
-            });
-            assert!(
-                self.entries.len() <= NONE as usize,
-                "2^31 operations in flight"
-            );
-            (self.entries.len() - 1) as u32
+            (self.entries.len() as u32, Self::grow(&mut self.entries))
         };
+        // A grown entry's `next` is `NONE`, as `free` was.
+        self.free = e.next;
         self.live += 1;
         let generation = self.generation;
         self.generation = (generation + 1) % GENERATIONS;
-        let e = &mut self.entries[i as usize];
         debug_assert!(
             !e.live() && e.buf.is_none() && e.keep.is_none(),
             "a free entry"
         );
-        debug_assert!(epoch < EPOCHS);
-        e.wq = wq;
+        debug_assert!(uring_serial < URING_SERIALS);
+        e.wq_key = wq.key();
         e.cookie = cookie;
-        e.stamp = epoch << 1 | u32::from(side == Side::Recv);
+        e.stamp = uring_serial << 1 | u32::from(side == Side::Recv);
         e.next = LIVE | generation;
         // A free entry holds neither a buffer nor a keep, so a `None` needs no store (a copy of
         // a `None` just built in narrower stores would also stall; see `Sqe::copy_to`), and the
@@ -157,6 +161,21 @@ impl<B> Slab<B> {
             std::mem::forget(std::mem::replace(&mut e.keep, keep));
         }
         u64::from(i) | u64::from(generation) << 32
+    }
+
+    /// Adds a free entry at the end of `entries` (the free list being empty) and returns it.
+    #[cold]
+    fn grow(entries: &mut Vec<InFlight<B>>) -> &mut InFlight<B> {
+        assert!(entries.len() < NONE as usize, "2^31 operations in flight");
+        entries.push(InFlight {
+            wq_key: 0,
+            cookie: 0,
+            buf: None,
+            keep: None,
+            stamp: 0,
+            next: NONE,
+        });
+        entries.last_mut().expect("just pushed")
     }
 
     /// The live entry at `i`.
@@ -181,7 +200,7 @@ impl<B> Slab<B> {
     pub fn find(&self, wq: WqId, cookie: u64) -> Option<u64> {
         self.entries
             .iter()
-            .position(|e| e.live() && e.wq == wq && e.cookie == cookie)
+            .position(|e| e.live() && e.wq_key == wq.key() && e.cookie == cookie)
             .map(|i| i as u64 | u64::from(self.entries[i].next & !LIVE) << 32)
     }
 
@@ -211,19 +230,19 @@ mod tests {
     }
 
     #[test]
-    fn entries_are_reused_and_keep_their_side_and_epoch() {
+    fn entries_are_reused_and_keep_their_side_and_serial() {
         let mut slab = Slab::<u8>::default();
         let wq = WqId {
             index: 3,
             generation: 9,
         };
-        let a = slab.insert(wq, Side::Recv, 11, Some(1), EPOCHS - 1, None) as u32;
+        let a = slab.insert(wq, Side::Recv, 11, Some(1), URING_SERIALS - 1, None) as u32;
         let b = slab.insert(wq, Side::Send, 12, None, 0, None);
         assert_eq!(slab.len(), 2);
         let e = slab.get(a).unwrap();
         assert_eq!(
-            (e.side(), e.epoch(), e.cookie),
-            (Side::Recv, EPOCHS - 1, 11)
+            (e.side(), e.uring_serial(), e.cookie),
+            (Side::Recv, URING_SERIALS - 1, 11)
         );
         assert_eq!(slab.find(wq, 12), Some(b));
         let e = slab.finish(a).unwrap();

@@ -1,5 +1,5 @@
 //! Carrying the fixed files of a ring that a resize replaces into the ring that replaces it
-//! (see `adapter::resize` for the design of a resize).
+//! (see `adapter::resize` for the design of a resize, and `ring::resize` for the ring's side).
 //!
 //! # What is carried, and how the slots are known
 //!
@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-use super::{RingState, CANCEL_ALL, MESSAGE_BIT};
 use crate::error::Error;
+use crate::ring::{RingState, CANCEL_ALL, MESSAGE_BIT};
 
 /// `user_data` of every CQE of a carry, on either ring: internal (bit 62 set, bit 63 clear,
 /// like [`CANCEL_ALL`]), with the slot in the low 32 bits. Should a CQE meant for the carry
@@ -51,14 +51,14 @@ const CARRY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Whether a CQE's `user_data` is one of the adapter's own (a transfer of a resize), which is
 /// not routed to any work queue.
 #[inline]
-pub(super) fn is_internal(user_data: u64) -> bool {
+pub(in crate::ring) fn is_internal(user_data: u64) -> bool {
     user_data & (MESSAGE_BIT | CANCEL_ALL) == CANCEL_ALL
 }
 
 /// Consumes an internal CQE: a transfer that failed on the old ring of a resize (or a late
 /// confirmation on the new ring, which the carry normally reads itself).
 #[cold]
-pub(super) fn internal_cqe(cqe: &cqueue::Entry) {
+pub(in crate::ring) fn internal_cqe(cqe: &cqueue::Entry) {
     let slot = cqe.user_data() as u32;
     let error = io::Error::from_raw_os_error(-cqe.result());
     if cqe.result() >= 0 {
@@ -84,7 +84,7 @@ impl<B> RingState<B> {
     ///
     /// Runs with the ring owned and nothing pending, and waits for the kernel (for the SQ to
     /// empty and for each chunk of transfers), up to [`CARRY_TIMEOUT`] in all.
-    pub(super) fn carry_files(
+    pub(in crate::ring) fn carry_files(
         &mut self,
         to: &mut IoUring,
         known: &[u32],
@@ -96,7 +96,7 @@ impl<B> RingState<B> {
         // Every SQE submitted before has been issued once the SQ is empty, so a close that was
         // posted before the resize is seen by the listing.
         self.wait_sq_empty(deadline)?;
-        let mut slots = occupied_slots(self.uring.as_raw_fd(), deadline)?;
+        let mut slots = occupied_slots(self.io.uring.as_raw_fd(), deadline)?;
         slots.extend_from_slice(known);
         slots.sort_unstable();
         slots.dedup();
@@ -104,7 +104,7 @@ impl<B> RingState<B> {
         if slots.is_empty() {
             return Ok(carried);
         }
-        let per_chunk = self.uring.submission().capacity().min(CHUNK) - 1;
+        let per_chunk = self.io.uring.submission().capacity().min(CHUNK) - 1;
         if per_chunk == 0 {
             return Err(Error::Invalid(
                 "carrying fixed files to a resized ring needs an SQ of at least 2 entries",
@@ -136,14 +136,16 @@ impl<B> RingState<B> {
                     .user_data(CARRY | u64::from(END)),
             );
             // SAFETY: the SQEs point at no memory.
-            if unsafe { self.uring.submission().push_multiple(&chain) }.is_err() {
+            if unsafe { self.io.uring.submission().push_multiple(&chain) }.is_err() {
                 // Not reached: the SQ is empty and the chain fits in it.
                 return Err(Error::Invalid("no room in the SQ to carry fixed files"));
             }
-            self.flush_sq().map_err(|source| Error::Sys {
-                what: "io_uring_enter (carrying fixed files)",
-                source,
-            })?;
+            self.io
+                .flush_sq(&self.counters)
+                .map_err(|source| Error::Sys {
+                    what: "io_uring_enter (carrying fixed files)",
+                    source,
+                })?;
             wait_chunk(to, deadline, &mut carried)?;
             self.wait_sq_empty(deadline)?;
         }
@@ -152,11 +154,13 @@ impl<B> RingState<B> {
 
     /// Hands the SQ to the kernel until the kernel has taken every SQE in it.
     fn wait_sq_empty(&mut self, deadline: Instant) -> Result<(), Error> {
-        while !self.uring.submission().is_empty() {
-            self.flush_sq().map_err(|source| Error::Sys {
-                what: "io_uring_enter (before carrying fixed files)",
-                source,
-            })?;
+        while !self.io.uring.submission().is_empty() {
+            self.io
+                .flush_sq(&self.counters)
+                .map_err(|source| Error::Sys {
+                    what: "io_uring_enter (before carrying fixed files)",
+                    source,
+                })?;
             if Instant::now() >= deadline {
                 return Err(timed_out("the old ring's SQ did not empty"));
             }
@@ -204,7 +208,7 @@ fn wait_chunk(to: &mut IoUring, deadline: Instant, carried: &mut Vec<u32>) -> Re
 /// carried from it: an accept in flight at the resize put them there, out of reach, and they
 /// are closed with the ring. Says nothing if the kernel does not list the table at once.
 #[cold]
-pub(super) fn report_stranded(uring: &IoUring, carried: &[u32]) {
+pub(in crate::ring) fn report_stranded(uring: &IoUring, carried: &[u32]) {
     let Ok(text) = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", uring.as_raw_fd()))
     else {
         return;

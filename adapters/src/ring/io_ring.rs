@@ -1,0 +1,135 @@
+//! [`IoRing`]: one io_uring as a ring state drives it: the io-uring crate's handle, the SQEs
+//! posted since the last submit ([`Pending`]), and what the reap knows of its CQ.
+//!
+//! A ring state holds one for its current io_uring and, after a resize, one for the io_uring
+//! that retires (`resize`); submit and reap work on either through the same methods.
+
+use std::io;
+
+use io_uring::IoUring;
+
+use super::pending::Pending;
+use super::{ENTER_SQ_WAIT, ENTER_SQ_WAKEUP};
+use crate::stats::Counters;
+
+/// One io_uring, its pending SQEs, and the state of its CQ.
+pub(super) struct IoRing {
+    pub uring: IoUring,
+    /// SQEs posted since the last submit.
+    pub pending: Pending,
+    sqpoll: bool,
+    /// The CQ was seen full since the overflow flag was last found clear (see `reap`).
+    pub overflow_suspect: bool,
+    /// The kernel's count of dropped CQEs when it was last read.
+    pub dropped_seen: u32,
+}
+
+impl IoRing {
+    /// Drives `uring`, which has nothing pending yet.
+    pub fn new(uring: IoUring) -> io::Result<Self> {
+        let pending = Pending::for_ring(&uring)?;
+        Ok(Self {
+            sqpoll: uring.params().is_setup_sqpoll(),
+            uring,
+            pending,
+            overflow_suspect: false,
+            dropped_seen: 0,
+        })
+    }
+
+    /// Whether a kernel thread polls the SQ.
+    pub fn sqpoll(&self) -> bool {
+        self.sqpoll
+    }
+
+    /// Free SQ slots beside the pending SQEs.
+    pub fn room(&mut self) -> usize {
+        self.pending.room(&mut self.uring)
+    }
+
+    /// Hands the pending SQEs to the kernel: with SQPOLL, a wake-up only when the thread sleeps;
+    /// without, one `io_uring_enter`.
+    pub fn submit(&mut self, counters: &Counters) -> io::Result<()> {
+        let n = self.pending.len();
+        if n == 0 {
+            return Ok(());
+        }
+        // SAFETY: every pending SQE was built by `submit::enqueue` (or points at no memory), and
+        // points only at memory its slab entry keeps alive until the final CQE.
+        unsafe { self.pending.publish(&mut self.uring) };
+        Counters::add_owned(&counters.submitted, u64::from(n));
+        self.flush_sq(counters)
+    }
+
+    /// Hands the kernel the SQEs already in the SQ (not the pending ones): a wake-up for a
+    /// sleeping SQPOLL thread, or one `io_uring_enter`.
+    pub fn flush_sq(&mut self, counters: &Counters) -> io::Result<()> {
+        if self.sqpoll {
+            // `need_wakeup` issues the SeqCst fence that pairs with the kernel thread's barrier
+            // before it sleeps, after our tail store (made when the SQ handle last dropped).
+            if self.uring.submission().need_wakeup() {
+                return self.enter(counters, 0, ENTER_SQ_WAKEUP);
+            }
+            return Ok(());
+        }
+        // Everything in the SQ, not just the last batch: SQEs an earlier enter left behind (it
+        // may submit fewer than asked) go in first.
+        let queued = self.uring.submission().len() as u32;
+        if queued == 0 {
+            return Ok(());
+        }
+        self.enter(counters, queued, 0)
+    }
+
+    /// One `io_uring_enter`, retried on `EINTR`; `EBUSY` (the CQ overflowed: the kernel takes
+    /// no SQEs until it is reaped) is not an error.
+    pub fn enter(&mut self, counters: &Counters, to_submit: u32, flags: u32) -> io::Result<()> {
+        Counters::add_owned(&counters.enters, 1);
+        loop {
+            // SAFETY: no extra argument is passed; the SQEs handed over were built from memory
+            // the slab keeps alive until their final CQE.
+            let r = unsafe {
+                self.uring
+                    .submitter()
+                    .enter::<libc::sigset_t>(to_submit, 0, flags, None)
+            };
+            match r {
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
+                other => return other.map(drop),
+            }
+        }
+    }
+
+    /// Pushes `entry`, which points at no memory, straight into the SQ and hands it to the
+    /// kernel, waiting for room if the SQ is full (`IORING_ENTER_SQ_WAIT` with SQPOLL). For an
+    /// io_uring with nothing pending (a retiring one). Returns whether it was pushed.
+    ///
+    /// `IORING_ENTER_SQ_WAIT` returns once the SQPOLL thread has taken SQEs, which can be
+    /// before it publishes the SQ head that user space reads: the SQ may still look full then,
+    /// so the push is tried again, a bounded number of times.
+    #[cold]
+    pub fn push_now(&mut self, counters: &Counters, entry: &io_uring::squeue::Entry) -> bool {
+        const ATTEMPTS: usize = 1000;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 1 {
+                std::thread::yield_now();
+            }
+            // SAFETY: the SQE points at no memory.
+            if unsafe { self.uring.submission().push(entry) }.is_ok() {
+                if let Err(e) = self.flush_sq(counters) {
+                    tracing::warn!(error = %e, "an SQE on the retiring ring was not submitted yet; the next reap retries");
+                }
+                return true;
+            }
+            let made_room = match self.flush_sq(counters) {
+                Ok(()) if self.sqpoll => self.enter(counters, 0, ENTER_SQ_WAIT),
+                other => other,
+            };
+            if made_room.is_err() {
+                return false;
+            }
+        }
+        false
+    }
+}
