@@ -184,7 +184,7 @@ impl Runtime {
     }
 
     /// Shuts the runtime down, letting the kernel take up to `timeout` to give back the
-    /// operations in flight:
+    /// operations in flight (`Duration::MAX`: as long as they take):
     ///
     /// 1. spawns are refused from now on (their handles give a cancellation);
     /// 2. each worker drops all its tasks (their handles give a cancellation), which cancels
@@ -206,7 +206,7 @@ impl Runtime {
         if self.threads.is_empty() {
             return;
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::time::deadline_after(Instant::now(), timeout);
         self.shared.close();
         for worker in self.shared.workers.iter() {
             // A refusal: that worker has stopped already.
