@@ -99,13 +99,14 @@ impl File {
 
     /// Reads into `buf` (the slice its descriptor names: the whole buffer for a fresh message)
     /// from offset `pos`; gives back the byte count and the buffer. The descriptor is left as it
-    /// was: truncate it to the count to pass on just the data read.
+    /// was: truncate it to the count to pass on just the data read. An empty descriptor
+    /// (`truncate(0)`) reads nothing and completes with 0.
     pub fn read_at(&self, buf: Message, pos: u64) -> ReadAt {
         ReadAt(self.submit(Some(buf), FileIo(FileIoKind::Read(pos))))
     }
 
     /// Writes `buf` (the slice its descriptor names) at offset `pos`; gives back the byte count
-    /// and the buffer.
+    /// and the buffer. An empty descriptor (`truncate(0)`) writes nothing and completes with 0.
     pub fn write_at(&self, buf: Message, pos: u64) -> WriteAt {
         WriteAt(self.submit(Some(buf), FileIo(FileIoKind::Write(pos))))
     }
@@ -148,6 +149,13 @@ impl Build for FileIo {
     #[inline(always)]
     fn build(self, buf: Option<Message>, cookie: u64) -> Op<Message> {
         match (self.0, buf) {
+            // The adapters read an empty descriptor as the whole first buffer: a read or write
+            // of no bytes must not reach the file.
+            (FileIoKind::Read(_) | FileIoKind::Write(_), Some(buf))
+                if buf.descriptor().is_empty() =>
+            {
+                Op::nop_carrying(buf, cookie)
+            }
             (FileIoKind::Read(pos), Some(buf)) => Op::read_fixed(buf, pos, cookie),
             (FileIoKind::Write(pos), Some(buf)) => Op::write_fixed(buf, pos, cookie),
             (FileIoKind::SyncAll, _) => Op::fsync(cookie),

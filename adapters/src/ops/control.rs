@@ -48,6 +48,13 @@ impl<B> Op<B> {
         Self::new(opcode::Nop::new().build(), &"nop", Side::Send, cookie)
     }
 
+    /// Does nothing and completes with 0, carrying `buf` through the ring untouched (the SQE
+    /// does not name it): what a read or write of no bytes becomes when its caller gets its
+    /// buffer back from the final completion. The buffer is still checked at post time.
+    pub fn nop_carrying(buf: B, cookie: u64) -> Self {
+        Self::nop(cookie).with_buf(buf, super::BufUse::None)
+    }
+
     /// Completes with `-ETIME` after `after`.
     pub fn timeout(after: Duration, cookie: u64) -> Self {
         let ts = Timespec::new()
