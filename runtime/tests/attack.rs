@@ -1,0 +1,633 @@
+//! Attacks from safe code, as a hostile or careless user would make them: huge durations,
+//! empty and foreign descriptors, descriptors that name no socket, a broken pipe with
+//! `SIGPIPE` at its default action, sockets dropped under their operations, blackholed
+//! connects, stalled peers, runtimes dropped where they run, shutdowns with parked tasks.
+//! Each test says what it caught, if it caught something.
+//!
+//! The tests of this file run one at a time (they count descriptors and worker threads).
+
+mod common;
+
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use regio_pool::{Message, MessagePool};
+use regio_runtime::net::{TcpStream, UdpSocket, UnixListener, UnixStream};
+use regio_runtime::{fs, spawn, time, RingMode, Runtime};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// One test at a time: descriptor and thread counts are process-wide.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A 4 KiB message holding `bytes`.
+fn message(pool: &MessagePool, bytes: &[u8]) -> Message {
+    let mut msg = pool.try_acquire().expect("a free buffer");
+    msg.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
+    msg.descriptor_mut().truncate(bytes.len());
+    msg
+}
+
+/// Runs `test` on a 2-worker runtime (on a thread of its own, within [`LIMIT`]), then checks
+/// that every buffer came back and no descriptor stayed open, and shuts the runtime down.
+fn attack(test: impl FnOnce(&Runtime) + Send + 'static) {
+    let _serial = serial();
+    common::within(LIMIT, "the attack", move || {
+        let Some(rt) = common::runtime(2) else { return };
+        rt.block_on(rt.spawn(async { regio_runtime::nop().await }))
+            .unwrap()
+            .unwrap();
+        let fds = common::open_fds();
+        test(&rt);
+        common::eventually("every buffer is back", || {
+            (0..rt.pool().classes()).all(|c| rt.pool().available(c) == rt.pool().capacity(c))
+        });
+        common::eventually("every descriptor is closed", || common::open_fds() <= fds);
+        rt.shutdown(Duration::from_secs(5));
+    });
+}
+
+/// A connected TCP pair on loopback: (regio side, standard side).
+async fn tcp_pair() -> (TcpStream, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ours = TcpStream::connect(addr).await.unwrap();
+    let (theirs, _) = listener.accept().unwrap();
+    (ours, theirs)
+}
+
+// ---- Time -----------------------------------------------------------------------------------
+
+/// Caught: `sleep`, `timeout` and `interval` computed `Instant::now() + duration` unchecked,
+/// so `Duration::MAX` (a "forever" many users write) panicked with an overflow, and so did
+/// `Runtime::shutdown(Duration::MAX)`. They now mean "no deadline in any practical sense".
+#[test]
+fn huge_durations_mean_forever_and_do_not_panic() {
+    let _serial = serial();
+    common::within(LIMIT, "the attack", || {
+        let Some(rt) = common::runtime(1) else { return };
+        rt.block_on(rt.spawn(async {
+            let slept = time::timeout(Duration::from_millis(5), time::sleep(Duration::MAX)).await;
+            assert!(slept.is_err(), "a sleep of Duration::MAX ended");
+            let done = time::timeout(Duration::MAX, regio_runtime::nop()).await;
+            assert!(matches!(done, Ok(Ok(()))), "{done:?}");
+            let mut ticks = time::interval(Duration::MAX);
+            ticks.tick().await;
+            let second = time::timeout(Duration::from_millis(5), ticks.tick()).await;
+            assert!(second.is_err(), "an interval of Duration::MAX ticked twice");
+            let mut fine = time::interval(Duration::from_nanos(1));
+            for _ in 0..3 {
+                fine.tick().await;
+            }
+        }))
+        .unwrap();
+        // Off the workers too (the sleep runs as a task there).
+        let slept = rt.block_on(time::timeout(
+            Duration::from_millis(5),
+            time::sleep(Duration::MAX),
+        ));
+        assert!(slept.is_err());
+        rt.shutdown(Duration::MAX);
+    });
+}
+
+// ---- Files ----------------------------------------------------------------------------------
+
+/// Caught: `File::write_at` with a descriptor truncated to 0 wrote the message's whole
+/// buffer (4 KiB of whatever it last held: another connection's data) into the file, and
+/// `read_at` filled the whole buffer: the adapters read an empty descriptor as the whole first
+/// buffer. An empty descriptor now completes at once with 0, as sockets' operations do.
+#[test]
+fn an_empty_descriptor_reads_and_writes_no_file_byte() {
+    attack(|rt| {
+        let dir = std::env::temp_dir().join(format!("regio-attack-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("empty-descriptor");
+        std::fs::write(&path, b"keep me").unwrap();
+        let pool = rt.pool().clone();
+        let p = path.clone();
+        rt.block_on(rt.spawn(async move {
+            let file = fs::File::from_std(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&p)
+                    .unwrap(),
+            );
+            let mut msg = pool.try_acquire().unwrap();
+            msg.as_mut_slice()[..7].copy_from_slice(b"SECRETS");
+            msg.descriptor_mut().truncate(0);
+            let (n, mut msg) = file.write_at(msg, 0).await;
+            assert_eq!(n.unwrap(), 0, "an empty write wrote bytes");
+            msg.descriptor_mut().truncate(0);
+            let (n, msg) = file.read_at(msg, 0).await;
+            assert_eq!(n.unwrap(), 0, "an empty read read bytes");
+            assert_eq!(
+                &msg.as_slice()[..7],
+                b"SECRETS",
+                "an empty read wrote the buffer"
+            );
+        }))
+        .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+// ---- Descriptors that name no socket ---------------------------------------------------------
+
+/// A duplicate of `fd` dressed up as another type, with safe conversions only.
+fn fd_as<T: From<OwnedFd>>(fd: &impl AsFd) -> T {
+    T::from(fd.as_fd().try_clone_to_owned().unwrap())
+}
+
+/// Caught: `TcpStream::from_std`, `UnixStream::from_std` and `UdpSocket::from_std` took any
+/// descriptor (a `std::net::TcpStream` can be made from a file's `OwnedFd` in safe code), and
+/// a send on a regular file became a write at offset 0 (the fallback of sends with flags 0):
+/// it overwrote the file. They now refuse a descriptor that is not a socket of their kind.
+#[test]
+fn a_descriptor_that_is_no_socket_is_refused() {
+    attack(|rt| {
+        let mut file = tempfile();
+        file.write_all(b"keep me").unwrap();
+        let refused = TcpStream::from_std(fd_as(&file)).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::InvalidInput, "{refused}");
+        let refused = UnixStream::from_std(fd_as(&file)).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::InvalidInput, "{refused}");
+        let refused = UdpSocket::from_std(fd_as(&file)).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::InvalidInput, "{refused}");
+        // A socket of the wrong kind is refused too: a UDP socket is no TCP stream.
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let refused = TcpStream::from_std(fd_as(&udp)).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::InvalidInput, "{refused}");
+        // And a TCP stream is still taken.
+        rt.block_on(rt.spawn(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let stream = TcpStream::from_std(client).unwrap();
+            let (theirs, _) = listener.accept().unwrap();
+            let pool = regio_runtime::pool();
+            let (sent, _) = stream.send_all(message(&pool, b"ok")).await;
+            sent.unwrap();
+            drop(theirs);
+        }))
+        .unwrap();
+        let mut back = String::new();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file.read_to_string(&mut back).unwrap();
+        assert_eq!(back, "keep me");
+    });
+}
+
+/// An unlinked temporary file.
+fn tempfile() -> std::fs::File {
+    let path = std::env::temp_dir().join(format!(
+        "regio-attack-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    file
+}
+
+// ---- SIGPIPE ----------------------------------------------------------------------------------
+
+const SIGPIPE_CHILD: &str = "a_send_on_a_shut_down_socket_child";
+
+/// Caught: a send with flags 0 is a fixed-buffer `write(2)` on kernels before 7.2, which
+/// raises `SIGPIPE` on the worker thread that submits it: a program that keeps `SIGPIPE`'s
+/// default action (C hosts, `#[unix_sigpipe = "sig_dfl"]`, a library embedding regio) was
+/// killed by a send on a shut-down socket. The workers now block `SIGPIPE`; the send fails
+/// with `EPIPE` and the process lives. Runs the attack in a child process (the signal would
+/// kill the test harness).
+#[test]
+fn a_send_on_a_shut_down_socket_does_not_kill_the_process() {
+    let _serial = serial();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            SIGPIPE_CHILD,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the child died ({:?}): {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed") || stdout.contains("SKIP"),
+        "the child ran no test: {stdout}"
+    );
+}
+
+/// The child of the test above: `SIGPIPE` at its default action, then sends on a socket
+/// whose writing side was shut down, in every ring mode.
+#[test]
+#[ignore = "run by a_send_on_a_shut_down_socket_does_not_kill_the_process in a child process"]
+fn a_send_on_a_shut_down_socket_child() {
+    // SAFETY: restores the default action of one signal; no handler is installed.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    for mode in [RingMode::Interrupt, RingMode::SingleIssuer] {
+        let Some(rt) = common::build(common::builder(1).ring_mode(mode)) else {
+            return;
+        };
+        rt.block_on(rt.spawn(async {
+            let (ours, theirs) = tcp_pair().await;
+            ours.shutdown(std::net::Shutdown::Write).await.unwrap();
+            let pool = regio_runtime::pool();
+            for _ in 0..3 {
+                let (sent, _) = ours.send(message(&pool, b"after the end")).await;
+                let e = sent.unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EPIPE), "{e}");
+            }
+            drop(theirs);
+        }))
+        .unwrap();
+        rt.shutdown(Duration::from_secs(5));
+    }
+}
+
+// ---- Descriptors and foreign messages ---------------------------------------------------------
+
+/// Attempted: messages of another runtime's pool, descriptors naming another message's bytes,
+/// zero-length operations. Each gets an error or 0, and no byte of a buffer the operation
+/// does not own changes.
+#[test]
+fn foreign_and_empty_descriptors_are_refused_without_touching_memory() {
+    attack(|rt| {
+        let Some(other) = common::runtime(1) else {
+            return;
+        };
+        let foreign = other.pool().clone();
+        rt.block_on(rt.spawn(async move {
+            let pool = regio_runtime::pool();
+            let (ours, mut theirs) = tcp_pair().await;
+            theirs.write_all(&[7u8; 64]).unwrap();
+            // A message of another runtime's pool.
+            let (got, msg) = ours.recv(foreign.try_acquire().unwrap()).await;
+            assert!(got.is_err(), "a foreign message was received into: {got:?}");
+            drop(msg);
+            // A descriptor that names another message's bytes.
+            let mut victim = pool.try_acquire().unwrap();
+            victim.as_mut_slice()[..64].fill(1);
+            let mut thief = pool.try_acquire().unwrap();
+            thief.descriptor_mut().set_slices(&[victim.key()]).unwrap();
+            let (got, thief) = ours.recv(thief).await;
+            assert!(got.is_err(), "a stolen slice was received into: {got:?}");
+            let (got, thief) = ours.recv_exact(thief).await;
+            assert!(got.is_err(), "a stolen slice was received into: {got:?}");
+            let (sent, thief) = ours.send_zc(thief).await;
+            assert!(sent.is_err(), "a stolen slice was sent: {sent:?}");
+            assert!(victim.as_slice()[..64].iter().all(|&b| b == 1));
+            drop((victim, thief));
+            // Zero-length operations.
+            let mut empty = pool.try_acquire().unwrap();
+            empty.descriptor_mut().truncate(0);
+            let (n, empty) = ours.recv(empty).await;
+            assert_eq!(n.unwrap(), 0);
+            let (n, empty) = ours.send(empty).await;
+            assert_eq!(n.unwrap(), 0);
+            let (n, empty) = ours.send_zc(empty).await;
+            assert_eq!(n.unwrap(), 0);
+            let (done, empty) = ours.recv_exact(empty).await;
+            done.unwrap();
+            let (done, _) = ours.send_all(empty).await;
+            done.unwrap();
+            // The 64 bytes are still there for a real receive.
+            let (got, _) = ours.recv_exact(message(&pool, &[0; 64])).await;
+            got.unwrap();
+        }))
+        .unwrap();
+        other.shutdown(Duration::from_secs(5));
+    });
+}
+
+/// Attempted: a datagram larger than the buffer (the rest is dropped, the count is the
+/// buffer's), an empty datagram operation (refused), and a Unix socket path of 200 bytes
+/// (refused, not truncated).
+#[test]
+fn oversized_datagrams_empty_datagram_operations_and_long_paths() {
+    attack(|rt| {
+        rt.block_on(rt.spawn(async {
+            let pool = regio_runtime::pool();
+            let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            b.send_to(&[9u8; 3000], a.local_addr().unwrap()).unwrap();
+            let mut small = pool.try_acquire().unwrap();
+            small.descriptor_mut().truncate(100);
+            let (got, small) = a.recv_from(small).await;
+            let (n, from) = got.unwrap();
+            assert_eq!((n, from), (100, b.local_addr().unwrap()));
+            assert!(small.as_slice()[..100].iter().all(|&x| x == 9));
+            let mut empty = small;
+            empty.descriptor_mut().truncate(0);
+            let (got, empty) = a.recv_from(empty).await;
+            assert_eq!(got.unwrap_err().kind(), ErrorKind::InvalidInput);
+            let (got, _) = a.send_to(empty, b.local_addr().unwrap()).await;
+            assert_eq!(got.unwrap_err().kind(), ErrorKind::InvalidInput);
+            let long = std::env::temp_dir().join("x".repeat(200));
+            let e = UnixStream::connect(&long).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+            let e = UnixListener::bind(&long).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        }))
+        .unwrap();
+    });
+}
+
+// ---- Ownership under drops -------------------------------------------------------------------
+
+/// Attempted: a stream dropped while a receive on it is in flight, and a stream split and
+/// its halves dropped in turn under their operations. The operations finish (they hold the
+/// descriptor), and everything closes after.
+#[test]
+fn streams_dropped_under_their_operations_keep_them_whole() {
+    attack(|rt| {
+        rt.block_on(rt.spawn(async {
+            let pool = regio_runtime::pool();
+            let (ours, mut theirs) = tcp_pair().await;
+            let recv = ours.recv(pool.try_acquire().unwrap());
+            drop(ours);
+            let task = spawn(recv);
+            time::sleep(Duration::from_millis(5)).await;
+            theirs.write_all(b"late").unwrap();
+            let (n, msg) = task.await.unwrap();
+            assert_eq!(&msg.as_slice()[..n.unwrap()], b"late");
+            drop(theirs);
+
+            let (ours, mut theirs) = tcp_pair().await;
+            let (read, write) = ours.into_split();
+            let recv = read.recv_exact(message(&pool, &[0; 8]));
+            let send = write.send_all(message(&pool, b"12345678"));
+            // The read half dropped under its receive; the write half once its send is
+            // started (dropping it ends the stream: documented, and what tokio does).
+            drop(read);
+            let (recv, send) = (spawn(recv), spawn(send));
+            regio_runtime::nop().await.unwrap();
+            drop(write);
+            send.await.unwrap().0.unwrap();
+            let mut got = [0; 8];
+            theirs.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"12345678");
+            theirs.write_all(b"87654321").unwrap();
+            let (done, msg) = recv.await.unwrap();
+            done.unwrap();
+            assert_eq!(&msg.as_slice()[..8], b"87654321");
+        }))
+        .unwrap();
+    });
+}
+
+/// Attempted: tasks running receives, exact receives and zero-copy sends aborted after every
+/// number of their own steps (0 to 40 yields), with data arriving meanwhile; then every
+/// buffer, descriptor and work queue must come back.
+#[test]
+fn tasks_aborted_at_every_poll_point_leave_nothing_behind() {
+    attack(|rt| {
+        rt.block_on(rt.spawn(async {
+            let pool = regio_runtime::pool();
+            for point in 0..40u32 {
+                let (ours, theirs) = tcp_pair().await;
+                let ours = Arc::new(ours);
+                let tasks: Vec<_> = (0..3)
+                    .map(|kind| {
+                        let ours = Arc::clone(&ours);
+                        let pool = pool.clone();
+                        spawn(async move {
+                            loop {
+                                let buf = pool.acquire().await;
+                                match kind {
+                                    0 => drop(ours.recv(buf).await),
+                                    1 => drop(ours.recv_exact(buf).await),
+                                    _ => drop(ours.send_zc(buf).await),
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                let mut feeder = theirs.try_clone().unwrap();
+                for _ in 0..point {
+                    let _ = feeder.write(&[1u8; 512]);
+                    regio_runtime::nop().await.unwrap();
+                }
+                for t in &tasks {
+                    t.abort();
+                }
+                for t in tasks {
+                    assert!(t.await.unwrap_err().is_cancelled());
+                }
+                common::reset_on_close(&theirs);
+                drop((theirs, feeder));
+            }
+        }))
+        .unwrap();
+    });
+}
+
+// ---- Hangs ------------------------------------------------------------------------------------
+
+/// A listener whose accept queue is full: connects to it go unanswered (their SYNs are
+/// dropped), as to a blackholed address. Returns it and the connections that filled it.
+fn blackhole() -> (OwnedFd, SocketAddr, Vec<std::net::TcpStream>) {
+    // SAFETY: plain system calls on a descriptor made here; the address is a live
+    // sockaddr_in of the size passed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut sin: libc::sockaddr_in = std::mem::zeroed();
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sin as *const libc::sockaddr_in).cast(),
+                len
+            ),
+            0
+        );
+        assert_eq!(libc::listen(fd.as_raw_fd(), 0), 0);
+        let mut len = len;
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut sin as *mut libc::sockaddr_in).cast(),
+            &mut len,
+        );
+        let addr = SocketAddr::from(([127, 0, 0, 1], u16::from_be(sin.sin_port)));
+        let mut filled = Vec::new();
+        for _ in 0..16 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(s) => filled.push(s),
+                Err(_) => return (fd, addr, filled),
+            }
+        }
+        panic!("the accept queue never filled");
+    }
+}
+
+/// Attempted: a connect to an address that never answers, under a timeout (it ends with the
+/// timeout and its socket closes), and a `recv_exact` on a peer that sends half, stalls, then
+/// closes (it ends with `UnexpectedEof`).
+#[test]
+fn blackholed_connects_and_stalled_peers_end() {
+    attack(|rt| {
+        let (hole, addr, filled) = blackhole();
+        rt.block_on(rt.spawn(async move {
+            for _ in 0..3 {
+                let connect = time::timeout(Duration::from_millis(50), TcpStream::connect(addr));
+                assert!(connect.await.is_err(), "a blackholed connect succeeded");
+            }
+            let pool = regio_runtime::pool();
+            let (ours, mut theirs) = tcp_pair().await;
+            let peer = std::thread::spawn(move || {
+                theirs.write_all(&[5u8; 50]).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+                drop(theirs);
+            });
+            let (got, msg) = ours.recv_exact(message(&pool, &[0; 100])).await;
+            assert_eq!(got.unwrap_err().kind(), ErrorKind::UnexpectedEof);
+            assert_eq!(
+                msg.descriptor().len(),
+                100,
+                "the descriptor comes back whole"
+            );
+            peer.join().unwrap();
+        }))
+        .unwrap();
+        // The blackholed connects in block_on as well (each runs as a task on a worker).
+        let connect = time::timeout(Duration::from_millis(50), TcpStream::connect(addr));
+        assert!(rt.block_on(connect).is_err());
+        drop((hole, filled));
+    });
+}
+
+/// A future that stores its waker for another thread to wake, and is ready once woken.
+struct Remote(Arc<Mutex<(bool, Option<Waker>)>>);
+
+impl std::future::Future for Remote {
+    type Output = ();
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let mut state = self.0.lock().unwrap();
+        if state.0 {
+            return Poll::Ready(());
+        }
+        state.1 = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Attempted: a task's waker woken from another runtime's worker, a runtime dropped from
+/// inside one of its own tasks (its workers stop; nothing waits for itself), a runtime
+/// dropped inside another runtime's task, and a shutdown with tasks parked on receives and
+/// sleeps (every buffer and descriptor comes back, every worker thread ends).
+#[test]
+fn runtimes_dropped_where_they_run_and_shut_down_under_parked_tasks() {
+    let _serial = serial();
+    common::within(LIMIT, "the attack", || {
+        let (Some(a), Some(b)) = (common::runtime(1), common::runtime(1)) else {
+            return;
+        };
+        let threads = common::worker_threads();
+        let fds = common::open_fds();
+        // A waker of `a` woken on `b`.
+        let cell = Arc::new(Mutex::new((false, None::<Waker>)));
+        let waiting = a.spawn(Remote(Arc::clone(&cell)));
+        common::eventually("the task waits", || cell.lock().unwrap().1.is_some());
+        let c = Arc::clone(&cell);
+        b.block_on(b.spawn(async move {
+            let waker = {
+                let mut state = c.lock().unwrap();
+                state.0 = true;
+                state.1.take().unwrap()
+            };
+            waker.wake();
+        }))
+        .unwrap();
+        common::wait(waiting).unwrap();
+
+        // `b` dropped inside a task of `a`: `a`'s worker waits for `b`'s to stop.
+        let (tx, rx) = std::sync::mpsc::channel::<Runtime>();
+        let dropper = a.spawn(async move { drop(rx.recv().unwrap()) });
+        tx.send(b).unwrap();
+        common::wait(dropper).unwrap();
+
+        // Tasks parked on receives and sleeps, then `a` dropped inside one of its own tasks.
+        let pool = a.pool().clone();
+        let parked: Vec<_> = (0..8)
+            .map(|i| {
+                a.spawn(async move {
+                    let (ours, theirs) = tcp_pair().await;
+                    if i % 2 == 0 {
+                        let _ = ours.recv(regio_runtime::pool().acquire().await).await;
+                    } else {
+                        time::sleep(Duration::MAX).await;
+                    }
+                    drop(theirs);
+                })
+            })
+            .collect();
+        common::eventually("the tasks are parked", || {
+            pool.available(0) <= pool.capacity(0) - 4
+        });
+        let (tx, rx) = std::sync::mpsc::channel::<Runtime>();
+        let dropper = a.spawn(async move { drop(rx.recv().unwrap()) });
+        tx.send(a).unwrap();
+        common::wait(dropper).unwrap();
+        for task in parked {
+            assert!(common::wait(task).unwrap_err().is_cancelled());
+        }
+        common::eventually("the worker threads end", || {
+            common::worker_threads() + 2 <= threads
+        });
+        common::eventually("every buffer is back", || {
+            (0..pool.classes()).all(|c| pool.available(c) == pool.capacity(c))
+        });
+        common::eventually("every descriptor is closed", || common::open_fds() <= fds);
+    });
+}
+
+/// Attempted: `block_on` nested inside a worker (a clear panic in that task, not a deadlock;
+/// the worker goes on).
+#[test]
+fn block_on_inside_a_worker_is_a_clear_error() {
+    let _serial = serial();
+    common::within(LIMIT, "the attack", || {
+        let (Some(a), Some(b)) = (common::runtime(1), common::runtime(1)) else {
+            return;
+        };
+        let b = Arc::new(b);
+        let inner = Arc::clone(&b);
+        let nested = a.block_on(a.spawn(async move { inner.block_on(async { 1 }) }));
+        let panic = nested.unwrap_err().try_into_panic().unwrap();
+        let text = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        assert!(text.contains("block_on inside a regio worker"), "{text}");
+        assert_eq!(a.block_on(a.spawn(async { 2 })).unwrap(), 2);
+        a.shutdown(Duration::from_secs(5));
+        Arc::try_unwrap(b).unwrap().shutdown(Duration::from_secs(5));
+    });
+}
