@@ -82,19 +82,30 @@ impl<'a, B: IoBuf> Batch<'a, B> {
             return Err(PostError::Closed(op));
         }
         let side = op.side();
-        let Some(slot) = self.take_credit(&wq.shared, side) else {
-            return Err(if wq.shared.is_open() {
-                PostError::NoCredit(op)
-            } else {
-                PostError::Closed(op)
-            });
+        // The reservation slot the credit came from; `None` for a cancel that overdrew its
+        // queue (see `WqShared::overdraw`): a cancel never waits for credit.
+        let slot = match self.take_credit(&wq.shared, side) {
+            Some(slot) => Some(slot),
+            None if op.is_cancel() && wq.shared.overdraw(side) => None,
+            None => {
+                return Err(if wq.shared.is_open() {
+                    PostError::NoCredit(op)
+                } else {
+                    PostError::Closed(op)
+                })
+            }
         };
         let checked = self.ring.check(&self.reader, &op, wq.shared.target);
         let state = self.guard.state_mut();
         // A rejection needs no SQE, so it never waits for room.
         if checked.is_ok() && !state.ensure_room() {
-            if let Some(r) = self.reserved[slot].as_mut() {
-                r.left += 1;
+            match slot {
+                Some(slot) => {
+                    if let Some(r) = self.reserved[slot].as_mut() {
+                        r.left += 1;
+                    }
+                }
+                None => wq.shared.adjust(side, 1),
             }
             return Err(PostError::Full(op));
         }

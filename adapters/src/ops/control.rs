@@ -73,6 +73,10 @@ impl<B> Op<B> {
     /// `target`. Completes with 0 when it was found, or `-ENOENT`/`-EALREADY` as the kernel says;
     /// the cancelled operation still delivers its own final completion (usually `-ECANCELED`),
     /// and its buffer comes back only then.
+    ///
+    /// A cancel never waits for credit: on a queue whose send credits are all taken (by
+    /// operations that may never complete on their own, such as sends to a peer that does not
+    /// read) it overdraws the send side by one, which its completion gives back.
     pub fn cancel(target: u64, cookie: u64) -> Self {
         // The target's cookie waits in `addr` for the ring to swap in its `user_data`.
         let e = opcode::AsyncCancel::new(target).build();
