@@ -379,13 +379,12 @@ fn streams_dropped_under_their_operations_keep_them_whole() {
             let (read, write) = ours.into_split();
             let recv = read.recv_exact(message(&pool, &[0; 8]));
             let send = write.send_all(message(&pool, b"12345678"));
-            // The read half dropped under its receive; the write half once its send is
-            // started (dropping it ends the stream: documented, and what tokio does).
+            // The read half dropped under its receive; the write half once its send is done
+            // (dropping it ends the stream: documented, and what tokio does).
             drop(read);
             let (recv, send) = (spawn(recv), spawn(send));
-            regio_runtime::nop().await.unwrap();
-            drop(write);
             send.await.unwrap().0.unwrap();
+            drop(write);
             let mut got = [0; 8];
             theirs.read_exact(&mut got).unwrap();
             assert_eq!(&got, b"12345678");
@@ -629,5 +628,120 @@ fn block_on_inside_a_worker_is_a_clear_error() {
         assert_eq!(a.block_on(a.spawn(async { 2 })).unwrap(), 2);
         a.shutdown(Duration::from_secs(5));
         Arc::try_unwrap(b).unwrap().shutdown(Duration::from_secs(5));
+    });
+}
+
+// ---- Credit -----------------------------------------------------------------------------------
+
+/// Caught: the cancel of a dropped operation takes a credit of its work queue's send side,
+/// like a send. With every send credit held by sends that a peer which never reads keeps in
+/// the kernel, dropping them (timeouts) staged cancels that could never be posted: the sends
+/// stayed in the kernel, their buffers never came back, and the worker kept the cancels
+/// staged until shutdown gave up on them. A cancel now overdraws its queue by one.
+#[test]
+fn cancels_of_sends_that_hold_every_credit_still_go_out() {
+    let _serial = serial();
+    common::within(LIMIT, "the attack", || {
+        // A shallow queue (cq_entries 16: a depth of 8 per side), as a configuration may set.
+        let Some(rt) = common::build(common::builder(1).cq_entries(16)) else {
+            return;
+        };
+        let pool = rt.pool().clone();
+        let peer = rt.block_on(rt.spawn(async move {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            common::set_socket_int(listener.as_raw_fd(), libc::SO_RCVBUF, 4096);
+            let ours = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            common::set_socket_int(ours.as_raw_fd(), libc::SO_SNDBUF, 4096);
+            let (theirs, _) = listener.accept().unwrap();
+            let ours = Arc::new(ours);
+            // More sends than credits, each given up after a while: the peer never reads.
+            let sends: Vec<_> = (0..12)
+                .map(|_| {
+                    let ours = Arc::clone(&ours);
+                    let msg = regio_runtime::pool().try_acquire().unwrap();
+                    spawn(async move {
+                        time::timeout(Duration::from_millis(100), ours.send(msg))
+                            .await
+                            .is_ok()
+                    })
+                })
+                .collect();
+            let mut dropped = 0;
+            for send in sends {
+                dropped += usize::from(!send.await.unwrap());
+            }
+            assert!(dropped > 8, "only {dropped} sends were left in flight");
+            theirs
+        }));
+        let peer = peer.unwrap();
+        common::eventually("every buffer is back (the cancels went out)", || {
+            (0..pool.classes()).all(|c| pool.available(c) == pool.capacity(c))
+        });
+        drop(peer);
+        rt.shutdown(Duration::from_secs(5));
+    });
+}
+
+/// Caught: an operation refused for want of credit stayed first in the worker's staging
+/// queue and held up everything staged behind it, on every socket: one peer that stops
+/// reading (its socket's send credits all held by sends it never lets finish, one more send
+/// waiting) stalled every other operation of that worker, a DoS by one slow client. Only the
+/// operations of the queue without credit wait now; the others go past them.
+#[test]
+fn a_peer_that_stops_reading_does_not_stall_the_other_sockets() {
+    let _serial = serial();
+    common::within(LIMIT, "the attack", || {
+        let Some(rt) = common::build(common::builder(1).cq_entries(16)) else {
+            return;
+        };
+        let pool = rt.pool().clone();
+        let peers = rt.block_on(rt.spawn(async move {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            common::set_socket_int(listener.as_raw_fd(), libc::SO_RCVBUF, 4096);
+            let slow = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            common::set_socket_int(slow.as_raw_fd(), libc::SO_SNDBUF, 4096);
+            let (stalled, _) = listener.accept().unwrap();
+            let slow = Arc::new(slow);
+            // More sends than the queue has credits: the peer never reads.
+            let sends: Vec<_> = (0..12)
+                .map(|_| {
+                    let slow = Arc::clone(&slow);
+                    let msg = regio_runtime::pool().try_acquire().unwrap();
+                    spawn(async move { slow.send(msg).await.0.is_ok() })
+                })
+                .collect();
+            time::sleep(Duration::from_millis(50)).await;
+            // Another socket, and a nop, on the same worker.
+            let (other, mut theirs) = tcp_pair().await;
+            theirs.write_all(b"ping").unwrap();
+            let got = time::timeout(
+                Duration::from_secs(5),
+                other.recv(regio_runtime::pool().try_acquire().unwrap()),
+            )
+            .await;
+            let (n, _) = got.expect("a receive on another socket was stalled");
+            assert_eq!(n.unwrap(), 4);
+            time::timeout(Duration::from_secs(5), regio_runtime::nop())
+                .await
+                .expect("a nop was stalled")
+                .unwrap();
+            for send in &sends {
+                send.abort();
+            }
+            for send in sends {
+                let _ = send.await;
+            }
+            (stalled, theirs)
+        }));
+        let peers = peers.unwrap();
+        common::eventually("every buffer is back", || {
+            (0..pool.classes()).all(|c| pool.available(c) == pool.capacity(c))
+        });
+        drop(peers);
+        rt.shutdown(Duration::from_secs(5));
     });
 }

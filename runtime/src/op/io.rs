@@ -9,9 +9,10 @@
 //! the worker reads its mail or shuts down, a ring that another thread holds for a moment)
 //! waits in the staging queue for the submit step instead.
 //!
-//! The staging queue is also the backlog: an operation (or a cancel) that the ring cannot take
-//! now (no credit on its work queue, or an SQ still full after a submit) stays first in it for
-//! the next turn, so no cancel is ever lost.
+//! The staging queue is also the backlog: an operation that the ring cannot take now (no
+//! credit on its work queue, or an SQ still full after a submit) stays in it for the next
+//! turn, so no cancel is ever lost. A work queue out of credit holds up only its own
+//! operations (each queue keeps its order); the others, and every cancel, go past them.
 //!
 //! The whole struct is the worker's alone: no synchronization. The open batch is reached
 //! through a pointer that [`Posting`] sets and clears around the worker's run step (see the
@@ -22,7 +23,7 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::task::Waker;
 
-use regio_adapters::{Batch, CompletionQueue, Op, PostError, WorkQueue};
+use regio_adapters::{Batch, CompletionQueue, Op, PostError, WorkQueue, WqId};
 use regio_pool::Message;
 
 use super::table::{Abandoned, OpTable, Queue, INTERNAL};
@@ -43,9 +44,9 @@ pub(crate) struct Io {
     cq: CompletionQueue<Message>,
     /// The most completions one reap takes.
     reap_max: usize,
-    /// The head of the staging queue was refused for want of credit: what is staged waits for
-    /// completions, which wake a parked worker themselves. (A full SQ does not count: with
-    /// SQPOLL it drains without any completion, so the worker keeps trying.)
+    /// Everything staged was refused for want of credit: it waits for completions, which wake a
+    /// parked worker themselves. (A full SQ does not count: with SQPOLL it drains without any
+    /// completion, so the worker keeps trying.)
     blocked: bool,
     /// Operations posted since the counters were last updated.
     posted: u64,
@@ -283,9 +284,12 @@ fn commit(batch: &mut Batch<'_, Message>) {
     }
 }
 
-/// Posts the staged operations in order with `post`, until one cannot be taken now (it stays
-/// first in the queue); counts them in `posted`. Returns whether the one left first was
-/// refused for want of credit.
+/// Posts the staged operations in order with `post`; counts them in `posted`. An operation
+/// refused for want of credit waits (with the later operations of its work queue, so that each
+/// queue keeps its order), and the others go past it: a queue whose credits are all held by
+/// operations that do not complete (sends to a peer that does not read) holds up only its own.
+/// The worker's cancels ([`INTERNAL`]) never wait for credit (they overdraw their queue). A
+/// full SQ stops the pass. Returns whether what is left waits for credit only.
 fn post_staged(
     table: &mut OpTable,
     staged: &mut VecDeque<Staged>,
@@ -293,24 +297,35 @@ fn post_staged(
     posted: &mut u64,
     mut post: impl FnMut(&WorkQueue<Message>, Op<Message>) -> Result<(), PostError<Op<Message>>>,
 ) -> bool {
+    // What waits for credit, in order, and the queues it waits on (few: no allocation until
+    // a queue runs out of credit).
+    let mut waiting = VecDeque::new();
+    let mut starved: Vec<WqId> = Vec::new();
+    let mut full = false;
     while let Some(Staged { queue, op }) = staged.pop_front() {
         let cookie = op.cookie();
         if cookie != INTERNAL && !table.should_post(cookie) {
             // Abandoned before it was posted: dropping it gives its buffer back.
             continue;
         }
-        match post(queue.work_queue(control), op) {
+        let wq = queue.work_queue(control);
+        if cookie != INTERNAL && starved.contains(&wq.id()) {
+            waiting.push_back(Staged { queue, op });
+            continue;
+        }
+        match post(wq, op) {
             Ok(()) => {
                 table.posted(cookie);
                 *posted += 1;
             }
             Err(PostError::Full(op)) => {
                 staged.push_front(Staged { queue, op });
-                return false;
+                full = true;
+                break;
             }
             Err(PostError::NoCredit(op)) => {
-                staged.push_front(Staged { queue, op });
-                return true;
+                starved.push(wq.id());
+                waiting.push_back(Staged { queue, op });
             }
             Err(PostError::Closed(op)) => {
                 drop(op);
@@ -318,5 +333,10 @@ fn post_staged(
             }
         }
     }
-    false
+    let only_credit = !full && !waiting.is_empty();
+    // The waiting operations came before what a full SQ left: they go back in front.
+    while let Some(wait) = waiting.pop_back() {
+        staged.push_front(wait);
+    }
+    only_credit
 }
