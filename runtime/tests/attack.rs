@@ -141,6 +141,37 @@ fn an_empty_descriptor_reads_and_writes_no_file_byte() {
     });
 }
 
+/// Caught: `File::read_at` and `write_at` at `u64::MAX` (the kernel reads an offset of -1 as
+/// "the file's current position") read and wrote at the file's cursor rather than failing as
+/// `pread`/`pwrite` do: a hostile offset wrote where the caller never asked. An offset above
+/// `i64::MAX` is now refused with `EINVAL` (and the buffer comes back).
+#[test]
+fn an_offset_the_kernel_reads_as_the_cursor_is_refused() {
+    attack(|rt| {
+        let mut file = tempfile();
+        file.write_all(b"keep me").unwrap();
+        let std = file.try_clone().unwrap();
+        rt.block_on(rt.spawn(async move {
+            let file = fs::File::from_std(std);
+            let pool = regio_runtime::pool();
+            for pos in [u64::MAX, i64::MAX as u64 + 1] {
+                let (n, msg) = file.write_at(message(&pool, b"XY"), pos).await;
+                let e = n.unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+                assert_eq!(&msg.as_slice()[..2], b"XY");
+                let (n, _) = file.read_at(msg, pos).await;
+                let e = n.unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+            }
+        }))
+        .unwrap();
+        let mut back = String::new();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file.read_to_string(&mut back).unwrap();
+        assert_eq!(back, "keep me");
+    });
+}
+
 // ---- Descriptors that name no socket ---------------------------------------------------------
 
 /// A duplicate of `fd` dressed up as another type, with safe conversions only.
