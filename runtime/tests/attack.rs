@@ -776,3 +776,110 @@ fn a_peer_that_stops_reading_does_not_stall_the_other_sockets() {
         rt.shutdown(Duration::from_secs(5));
     });
 }
+
+// ---- Cancellation stress ---------------------------------------------------------------------
+
+/// 1 if a timeout fired (its operation was dropped), else 0.
+fn gone<T>(raced: Result<T, time::Elapsed>) -> usize {
+    usize::from(raced.is_err())
+}
+
+/// Attempted: the cancellation stress over every kind of operation at once, on both
+/// workers: 3000 operations (datagram receives, accepts with connections arriving now and
+/// then, connects to a blackholed address, zero-copy sends, exact receives, file reads and
+/// writes), each raced against a pseudo-random timeout or its task aborted, some completing.
+/// Afterwards every buffer is in the pool and no descriptor is left open.
+#[test]
+fn cancellation_stress_over_every_operation() {
+    attack(|rt| {
+        let (hole, hole_addr, filled) = blackhole();
+        let tasks: Vec<_> = (0..2u32)
+            .map(|worker| {
+                rt.spawn(async move {
+                    let pool = regio_runtime::pool();
+                    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    let udp_addr = udp.local_addr().unwrap();
+                    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                    let listener = regio_runtime::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                    let listen_addr = listener.local_addr().unwrap();
+                    let (stream, mut peer) = tcp_pair().await;
+                    let file = fs::File::from_std(tempfile());
+                    let mut clients = Vec::new();
+                    let mut dropped = 0;
+                    for i in 0..1500u32 {
+                        let n = i.wrapping_mul(2_654_435_761) ^ worker;
+                        let wait = Duration::from_micros(u64::from(n % 300));
+                        match n % 7 {
+                            0 => {
+                                if n % 3 == 0 {
+                                    sender.send_to(&i.to_le_bytes(), udp_addr).unwrap();
+                                }
+                                let buf = pool.acquire().await;
+                                dropped += gone(time::timeout(wait, udp.recv_from(buf)).await);
+                            }
+                            1 => {
+                                if n % 3 == 0 {
+                                    clients.push(std::net::TcpStream::connect(listen_addr));
+                                }
+                                dropped += gone(time::timeout(wait, listener.accept()).await);
+                            }
+                            2 => {
+                                dropped +=
+                                    gone(time::timeout(wait, TcpStream::connect(hole_addr)).await);
+                            }
+                            3 => {
+                                let buf = pool.acquire().await;
+                                dropped += gone(time::timeout(wait, stream.send_zc(buf)).await);
+                            }
+                            4 => {
+                                if n % 2 == 0 {
+                                    let _ = peer.write(&[1u8; 1000]);
+                                }
+                                let buf = pool.acquire().await;
+                                dropped += gone(time::timeout(wait, stream.recv_exact(buf)).await);
+                            }
+                            5 => {
+                                let buf = pool.acquire().await;
+                                let pos = u64::from(n % 8) * 4096;
+                                if n % 2 == 0 {
+                                    dropped +=
+                                        gone(time::timeout(wait, file.write_at(buf, pos)).await);
+                                } else {
+                                    dropped +=
+                                        gone(time::timeout(wait, file.read_at(buf, pos)).await);
+                                }
+                            }
+                            _ => {
+                                let buf = pool.acquire().await;
+                                let op = spawn(async move {
+                                    let (s, p) = tcp_pair().await;
+                                    let _ = s.recv(buf).await;
+                                    drop(p);
+                                });
+                                regio_runtime::nop().await.unwrap();
+                                op.abort();
+                                let _ = op.await;
+                            }
+                        }
+                        if clients.len() > 16 {
+                            clients.clear();
+                        }
+                        // Drain what the peer was sent, so sends keep going.
+                        peer.set_nonblocking(true).unwrap();
+                        let mut sink = [0u8; 65536];
+                        while peer.read(&mut sink).is_ok_and(|n| n > 0) {}
+                        peer.set_nonblocking(false).unwrap();
+                    }
+                    common::reset_on_close(&peer);
+                    dropped
+                })
+            })
+            .collect();
+        let dropped: usize = tasks.into_iter().map(|t| rt.block_on(t).unwrap()).sum();
+        assert!(
+            dropped > 300,
+            "only {dropped} operations were dropped by their timeouts"
+        );
+        drop((hole, filled));
+    });
+}
