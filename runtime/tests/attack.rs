@@ -883,3 +883,78 @@ fn cancellation_stress_over_every_operation() {
         drop((hole, filled));
     });
 }
+
+// ---- Hostile configuration -------------------------------------------------------------------
+
+/// Attempted: hostile builder arguments (no workers, empty or absurd pool classes, queue sizes
+/// of 0 and `u32::MAX`, a `Duration::MAX` spin, an SQPOLL idle of `Duration::MAX`). Each is
+/// refused with a `BuildError`, or makes a runtime that works; none panics or aborts.
+#[test]
+fn hostile_builder_arguments_are_refused_or_work() {
+    let _serial = serial();
+    let cases: Vec<(&str, regio_runtime::Builder)> = vec![
+        ("no workers", common::builder(0)),
+        (
+            "a class of empty buffers",
+            common::builder(1).pool_class(0, 4),
+        ),
+        (
+            "a class of no buffers",
+            regio_runtime::Builder::new()
+                .worker_threads(1)
+                .pool_class(4096, 0),
+        ),
+        (
+            "a 4 GiB buffer class",
+            regio_runtime::Builder::new()
+                .worker_threads(1)
+                .pool_class(u32::MAX, 1),
+        ),
+        (
+            "u32::MAX buffers",
+            regio_runtime::Builder::new()
+                .worker_threads(1)
+                .pool_class(4096, u32::MAX),
+        ),
+        ("no SQ", common::builder(1).sq_entries(0)),
+        ("a huge SQ", common::builder(1).sq_entries(u32::MAX)),
+        ("a huge CQ", common::builder(1).cq_entries(u32::MAX)),
+        (
+            "a CQ below the SQ",
+            common::builder(1).sq_entries(256).cq_entries(4),
+        ),
+        ("no file table", common::builder(1).max_files(0)),
+        ("a huge file table", common::builder(1).max_files(u32::MAX)),
+        (
+            "a huge pool cache",
+            common::builder(1).pool_cache(usize::MAX),
+        ),
+        (
+            "a spin of Duration::MAX",
+            common::builder(1).spin_before_park(Duration::MAX),
+        ),
+        (
+            "an SQPOLL idle of Duration::MAX",
+            common::builder(1).ring_mode(RingMode::SqPoll {
+                idle: Duration::MAX,
+                cpu: Some(u32::MAX),
+            }),
+        ),
+    ];
+    for (what, builder) in cases {
+        let built = common::within(LIMIT, what, move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match builder.build() {
+                Ok(rt) => {
+                    let out = rt.block_on(rt.spawn(async { regio_runtime::nop().await }));
+                    rt.shutdown(Duration::from_secs(5));
+                    format!("built, nop: {out:?}")
+                }
+                Err(e) => format!("refused: {e}"),
+            }))
+        });
+        match built {
+            Ok(outcome) => println!("{what}: {outcome}"),
+            Err(_) => panic!("{what}: the build panicked"),
+        }
+    }
+}
