@@ -33,6 +33,9 @@ use crate::stats::Counters;
 struct Staged {
     queue: Queue,
     op: Op<Message>,
+    /// Keeps its place among the operations of its work queue (waits behind one that waits for
+    /// credit). Every operation does, but the cancel of an operation the kernel has already.
+    ordered: bool,
 }
 
 /// One worker's ring-side state.
@@ -144,7 +147,11 @@ impl Io {
     }
 
     fn stage(&mut self, queue: Queue, op: Op<Message>) {
-        self.staged.push_back(Staged { queue, op });
+        self.staged.push_back(Staged {
+            queue,
+            op,
+            ordered: true,
+        });
     }
 
     /// Whether the submit step has something to do now: staged operations that are not held up
@@ -156,20 +163,26 @@ impl Io {
     /// The future of `cookie` was dropped: forgets it, or cancels it if the kernel has it.
     pub(crate) fn abandon(&mut self, cookie: u64) {
         if let Abandoned::Cancel(queue) = self.table.abandon(cookie) {
-            self.stage_cancel(queue, cookie);
+            self.stage_cancel(queue, cookie, false);
         }
     }
 
     /// An explicit cancel of `cookie`, unless it has completed already. The cancel goes behind
     /// the operation in the staging queue (or after it in the ring), on the same work queue.
     pub(crate) fn cancel(&mut self, cookie: u64) {
-        if let Some(queue) = self.table.cancel_queue(cookie) {
-            self.stage_cancel(queue, cookie);
+        if let Some((queue, staged)) = self.table.cancel_queue(cookie) {
+            self.stage_cancel(queue, cookie, staged);
         }
     }
 
-    fn stage_cancel(&mut self, queue: Queue, target: u64) {
-        self.stage(queue, Op::cancel(target, INTERNAL));
+    /// Stages a cancel of `target`; `ordered` if the target is staged itself (the cancel must
+    /// not overtake it), else the cancel goes past what waits for credit.
+    fn stage_cancel(&mut self, queue: Queue, target: u64, ordered: bool) {
+        self.staged.push_back(Staged {
+            queue,
+            op: Op::cancel(target, INTERNAL),
+            ordered,
+        });
     }
 
     /// Whether nothing is staged and the kernel has none of the worker's operations.
@@ -288,8 +301,9 @@ fn commit(batch: &mut Batch<'_, Message>) {
 /// refused for want of credit waits (with the later operations of its work queue, so that each
 /// queue keeps its order), and the others go past it: a queue whose credits are all held by
 /// operations that do not complete (sends to a peer that does not read) holds up only its own.
-/// The worker's cancels ([`INTERNAL`]) never wait for credit (they overdraw their queue). A
-/// full SQ stops the pass. Returns whether what is left waits for credit only.
+/// The cancel of an operation the kernel has never waits (a cancel overdraws its queue's
+/// credit); the cancel of one still staged keeps its place behind it. A full SQ stops the
+/// pass. Returns whether what is left waits for credit only.
 fn post_staged(
     table: &mut OpTable,
     staged: &mut VecDeque<Staged>,
@@ -302,15 +316,15 @@ fn post_staged(
     let mut waiting = VecDeque::new();
     let mut starved: Vec<WqId> = Vec::new();
     let mut full = false;
-    while let Some(Staged { queue, op }) = staged.pop_front() {
+    while let Some(Staged { queue, op, ordered }) = staged.pop_front() {
         let cookie = op.cookie();
         if cookie != INTERNAL && !table.should_post(cookie) {
             // Abandoned before it was posted: dropping it gives its buffer back.
             continue;
         }
         let wq = queue.work_queue(control);
-        if cookie != INTERNAL && starved.contains(&wq.id()) {
-            waiting.push_back(Staged { queue, op });
+        if ordered && starved.contains(&wq.id()) {
+            waiting.push_back(Staged { queue, op, ordered });
             continue;
         }
         match post(wq, op) {
@@ -319,13 +333,13 @@ fn post_staged(
                 *posted += 1;
             }
             Err(PostError::Full(op)) => {
-                staged.push_front(Staged { queue, op });
+                staged.push_front(Staged { queue, op, ordered });
                 full = true;
                 break;
             }
             Err(PostError::NoCredit(op)) => {
                 starved.push(wq.id());
-                waiting.push_back(Staged { queue, op });
+                waiting.push_back(Staged { queue, op, ordered });
             }
             Err(PostError::Closed(op)) => {
                 drop(op);
