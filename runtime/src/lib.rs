@@ -85,6 +85,7 @@
 
 mod bell;
 mod builder;
+mod contain;
 mod context;
 mod error;
 pub mod fs;

@@ -301,7 +301,7 @@ impl Local {
         let n = due.len();
         Counters::bump(&self.remote.counters.timers_fired, n as u64);
         for waker in due.drain(..) {
-            waker.wake();
+            crate::contain::wake(waker);
         }
         n
     }

@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -995,5 +996,56 @@ fn a_completion_queue_resized_under_the_worker_keeps_working() {
                 .unwrap();
         }
         println!("{resized} completion queues resized");
+    });
+}
+
+// ---- Hostile wakers --------------------------------------------------------------------------
+
+/// A waker that panics when woken.
+struct Bomb;
+
+impl std::task::Wake for Bomb {
+    fn wake(self: Arc<Self>) {
+        panic!("a hostile waker");
+    }
+}
+
+/// Caught: a task may poll a regio future (or a join handle) with a waker of its own (a
+/// hand-made combinator); the worker wakes it from its loop, outside the task's poll, when the
+/// timer fires, the operation completes or the joined task finishes. A waker that panicked
+/// there unwound the worker loop: the worker shut down and took every other task on it along
+/// (cancelled). The worker now contains such a panic (it is logged) and goes on.
+#[test]
+fn a_panicking_waker_does_not_take_its_worker_down() {
+    let _serial = serial();
+    common::within(LIMIT, "the attack", || {
+        let Some(rt) = common::runtime(1) else { return };
+        let bystander = rt.spawn(async {
+            time::sleep(Duration::from_millis(100)).await;
+            7
+        });
+        let hostile = rt.spawn(async {
+            let mut sleep = Box::pin(time::sleep(Duration::from_millis(5)));
+            let mut nop = Box::pin(regio_runtime::nop());
+            let mut joined = spawn(time::sleep(Duration::from_millis(5)));
+            {
+                let bomb = Waker::from(Arc::new(Bomb));
+                let mut cx = std::task::Context::from_waker(&bomb);
+                assert!(sleep.as_mut().poll(&mut cx).is_pending());
+                assert!(nop.as_mut().poll(&mut cx).is_pending());
+                assert!(std::pin::Pin::new(&mut joined).poll(&mut cx).is_pending());
+            }
+            // Both fire or complete meanwhile, and their wakers are woken by the worker.
+            time::sleep(Duration::from_millis(20)).await;
+            drop((sleep, nop, joined));
+        });
+        rt.block_on(hostile).unwrap();
+        assert_eq!(
+            rt.block_on(bystander).unwrap(),
+            7,
+            "the bystander was cancelled"
+        );
+        assert_eq!(rt.block_on(rt.spawn(async { 8 })).unwrap(), 8);
+        rt.shutdown(Duration::from_secs(5));
     });
 }

@@ -194,7 +194,7 @@ impl OpTable {
         }
         self.free.push(index as u32);
         if let Some(waker) = waker {
-            drop(waker);
+            crate::contain::drop_waker(waker);
         }
     }
 

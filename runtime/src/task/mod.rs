@@ -172,7 +172,7 @@ where
             tracing::error!("a task's output panicked while it was dropped");
         }
         if let Some(waker) = waker {
-            waker.wake();
+            crate::contain::wake(waker);
         }
     }
 }
