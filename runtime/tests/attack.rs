@@ -245,7 +245,7 @@ const SIGPIPE_CHILD: &str = "a_send_on_a_shut_down_socket_child";
 /// default action (C hosts, `#[unix_sigpipe = "sig_dfl"]`, a library embedding regio) was
 /// killed by a send on a shut-down socket. The workers now block `SIGPIPE`; the send fails
 /// with `EPIPE` and the process lives. Runs the attack in a child process (the signal would
-/// kill the test harness).
+/// kill the test harness), in every ring mode.
 #[test]
 fn a_send_on_a_shut_down_socket_does_not_kill_the_process() {
     let _serial = serial();
@@ -279,7 +279,11 @@ fn a_send_on_a_shut_down_socket_does_not_kill_the_process() {
 fn a_send_on_a_shut_down_socket_child() {
     // SAFETY: restores the default action of one signal; no handler is installed.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    for mode in [RingMode::Interrupt, RingMode::SingleIssuer] {
+    let sqpoll = RingMode::SqPoll {
+        idle: Duration::from_millis(10),
+        cpu: None,
+    };
+    for mode in [RingMode::Interrupt, RingMode::SingleIssuer, sqpoll] {
         let Some(rt) = common::build(common::builder(1).ring_mode(mode)) else {
             return;
         };
