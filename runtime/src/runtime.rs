@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use regio_adapters::{Adapter, WorkQueue};
+use regio_adapters::WorkQueue;
 use regio_pool::{Message, MessagePool};
 
 use crate::context::{self, BlockOnGuard};
@@ -172,10 +172,26 @@ impl Runtime {
         &self.shared.pool
     }
 
-    /// The runtime's adapter: its rings (one per worker, in worker order), their statistics,
-    /// their registrations.
-    pub fn adapter(&self) -> &Adapter<Message> {
-        &self.shared.adapter
+    /// The counters of the runtime's adapter, summed over its rings (one per worker).
+    ///
+    /// The adapter itself is not handed out: its completion queues are the workers' own, and
+    /// a thread that reaped one would take that worker's completions (their operations would
+    /// never finish), one that held a ring's batch would stall the worker. It cannot be
+    /// reached:
+    ///
+    /// ```compile_fail
+    /// let rt = regio_runtime::Runtime::builder().worker_threads(1).build().unwrap();
+    /// let cq = rt.adapter().completion_queue(0).unwrap();
+    /// ```
+    ///
+    /// ```
+    /// let rt = regio_runtime::Runtime::builder().worker_threads(1).build()?;
+    /// rt.block_on(rt.spawn(async { regio_runtime::nop().await })).unwrap()?;
+    /// assert!(rt.adapter_stats().completed >= 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn adapter_stats(&self) -> regio_adapters::Stats {
+        self.shared.adapter.stats()
     }
 
     /// The number of workers.

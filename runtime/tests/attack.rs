@@ -964,45 +964,6 @@ fn hostile_builder_arguments_are_refused_or_work() {
     }
 }
 
-// ---- The adapter under the runtime -----------------------------------------------------------
-
-/// Attempted: the runtime's adapter is public; its worker's completion queue resized from
-/// another thread while a receive is in flight on that worker (the ring is swapped under the
-/// worker). The receive still completes when its data comes, new operations go to the new
-/// ring, and everything comes back.
-#[test]
-fn a_completion_queue_resized_under_the_worker_keeps_working() {
-    attack(|rt| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let recv = rt.spawn(async move {
-            let (ours, theirs) = tcp_pair().await;
-            let pending = spawn(async move {
-                let buf = regio_runtime::pool().try_acquire().unwrap();
-                let (n, msg) = ours.recv(buf).await;
-                (n.unwrap(), msg.as_slice()[..5].to_vec())
-            });
-            tx.send(theirs).unwrap();
-            pending.await.unwrap()
-        });
-        let mut theirs = rx.recv().unwrap();
-        let mut resized = 0;
-        for cq in 0..rt.workers() {
-            match rt.adapter().resize_completion_queue(cq, 4096) {
-                Ok(()) => resized += 1,
-                Err(e) => println!("SKIP resize of cq {cq}: {e}"),
-            }
-        }
-        theirs.write_all(b"hello").unwrap();
-        assert_eq!(rt.block_on(recv).unwrap(), (5, b"hello".to_vec()));
-        for _ in 0..100 {
-            rt.block_on(rt.spawn(async { regio_runtime::nop().await }))
-                .unwrap()
-                .unwrap();
-        }
-        println!("{resized} completion queues resized");
-    });
-}
-
 // ---- Hostile wakers --------------------------------------------------------------------------
 
 /// A waker that panics when woken.
