@@ -1014,3 +1014,52 @@ fn a_panicking_waker_does_not_take_its_worker_down() {
         rt.shutdown(Duration::from_secs(5));
     });
 }
+
+/// Attempted: sockets and files that outlive their runtime (used on its workers, the runtime
+/// shut down, then dropped on a plain thread, or used again by another runtime: refused with
+/// `EXDEV`). Every descriptor closes and every buffer comes back.
+#[test]
+fn sockets_and_files_that_outlive_their_runtime_close() {
+    let _serial = serial();
+    common::within(LIMIT, "the attack", || {
+        let Some(b) = common::runtime(1) else { return };
+        b.block_on(b.spawn(async { regio_runtime::nop().await }))
+            .unwrap()
+            .unwrap();
+        // Before the first runtime: its rings close too, once nothing holds them.
+        let fds = common::open_fds();
+        let Some(a) = common::runtime(2) else { return };
+        let pool = a.pool().clone();
+        let (stream, theirs, file) = a
+            .block_on(a.spawn(async {
+                let (ours, mut theirs) = tcp_pair().await;
+                let pool = regio_runtime::pool();
+                let (sent, _) = ours.send_all(message(&pool, b"once")).await;
+                sent.unwrap();
+                let mut got = [0; 4];
+                theirs.read_exact(&mut got).unwrap();
+                let file = fs::File::from_std(tempfile());
+                let (n, _) = file.write_at(message(&pool, b"data"), 0).await;
+                n.unwrap();
+                (ours, theirs, file)
+            }))
+            .unwrap();
+        a.shutdown(Duration::from_secs(5));
+        let (stream, file) = b
+            .block_on(b.spawn(async move {
+                let pool = regio_runtime::pool();
+                let (sent, _) = stream.send(message(&pool, b"again")).await;
+                assert_eq!(sent.unwrap_err().raw_os_error(), Some(libc::EXDEV));
+                let (n, _) = file.read_at(message(&pool, b"...."), 0).await;
+                assert_eq!(n.unwrap_err().raw_os_error(), Some(libc::EXDEV));
+                (stream, file)
+            }))
+            .unwrap();
+        drop((stream, theirs, file));
+        common::eventually("every buffer of the first runtime is back", || {
+            (0..pool.classes()).all(|c| pool.available(c) == pool.capacity(c))
+        });
+        common::eventually("every descriptor is closed", || common::open_fds() <= fds);
+        b.shutdown(Duration::from_secs(5));
+    });
+}
