@@ -41,7 +41,7 @@ use crate::park::{self, Doorbell};
 use crate::remote::{self, Mail, Remote};
 use crate::shared::Shared;
 use crate::stats::Counters;
-use crate::task::{JoinHandle, Registry, Runnable, Task, TaskRef};
+use crate::task::{JoinHandle, Registry, Task, TaskRef};
 use crate::time::Timers;
 
 /// How long a worker waits for its operations at shutdown when it panicked before being told.
@@ -165,7 +165,7 @@ impl Local {
             Counters::bump(&self.remote.counters.local_spawns, 1);
             self.adopt(task);
         } else {
-            task.cancel();
+            crate::task::cancel_refused(task);
         }
         handle
     }

@@ -1063,3 +1063,67 @@ fn sockets_and_files_that_outlive_their_runtime_close() {
         b.shutdown(Duration::from_secs(5));
     });
 }
+
+const RESPAWN_CHILD: &str = "a_task_that_respawns_itself_when_dropped_child";
+
+/// Caught: a task whose destructor spawns its own replacement (a supervisor guard that
+/// restarts a worker task when dropped) made shutdown recurse without end: the spawn is
+/// refused once the runtime closes, and a refused task is dropped at once, in the spawner's
+/// stack, which spawns again. The process died of a stack overflow. A refused spawn made
+/// while the same thread is already dropping refused tasks now queues its task, and the first
+/// refusal drops them one after the other (a bounded number: the rest is leaked, with an
+/// error, rather than dropped for ever). Runs in a child process (the overflow is fatal).
+#[test]
+fn a_task_that_respawns_itself_when_dropped_does_not_overflow_at_shutdown() {
+    let _serial = serial();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            RESPAWN_CHILD,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the child died ({:?}): {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed") || stdout.contains("SKIP"),
+        "the child ran no test: {stdout}"
+    );
+}
+
+/// Spawns a task holding a new `Respawn` when dropped.
+struct Respawn;
+
+impl Drop for Respawn {
+    fn drop(&mut self) {
+        let guard = Respawn;
+        drop(spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        }));
+    }
+}
+
+/// The child of the test above.
+#[test]
+#[ignore = "run by a_task_that_respawns_itself_when_dropped_does_not_overflow_at_shutdown"]
+fn a_task_that_respawns_itself_when_dropped_child() {
+    let Some(rt) = common::runtime(1) else { return };
+    rt.block_on(rt.spawn(async {
+        drop(spawn(async {
+            let _guard = Respawn;
+            std::future::pending::<()>().await;
+        }));
+        regio_runtime::nop().await.unwrap();
+    }))
+    .unwrap();
+    rt.shutdown(Duration::from_secs(5));
+}
