@@ -292,11 +292,7 @@ impl<B> RingState<B> {
         sqe.fill(file, target, resolved, buf_use);
         match special {
             // Splice outputs and accept slots were checked with the descriptor.
-            Special::None
-            | Special::SpliceOut(_)
-            | Special::BadSlot(_)
-            | Special::BadOffset
-            | Special::Close => {}
+            Special::None | Special::SpliceOut(_) | Special::BadSlot(_) | Special::Close => {}
             Special::Cancel => match self.slab.find(wq, sqe.addr) {
                 // The target's whole `user_data`, generation included (see `slab`).
                 Some(ud) if self.epoch_of(ud as u32) != self.epoch => {
@@ -878,11 +874,6 @@ impl<B: crate::IoBuf> Ring<B> {
                 .check_target(reader, out)
                 .map_err(|e| self.rejected(e))?,
             Special::BadSlot(slot) => return Err(self.rejected(DescriptorError::BadFileSlot(slot))),
-            Special::BadOffset => {
-                return Err(self.rejected(DescriptorError::Invalid(
-                    "a file offset above i64::MAX (the kernel reads -1 as the current position)",
-                )))
-            }
             Special::Close if matches!(target, Target::Fd(_)) => {
                 return Err(self.rejected(DescriptorError::WrongQueue(
                     "a plain-fd work queue's file is the queue's own: remove the queue instead \

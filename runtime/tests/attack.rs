@@ -145,7 +145,8 @@ fn an_empty_descriptor_reads_and_writes_no_file_byte() {
 /// Caught: `File::read_at` and `write_at` at `u64::MAX` (the kernel reads an offset of -1 as
 /// "the file's current position") read and wrote at the file's cursor rather than failing as
 /// `pread`/`pwrite` do: a hostile offset wrote where the caller never asked. An offset above
-/// `i64::MAX` is now refused with `EINVAL` (and the buffer comes back).
+/// `i64::MAX` is now refused with `EINVAL` (and the buffer comes back). The adapters' raw
+/// `read_fixed` keeps -1 (a pipe's only offset).
 #[test]
 fn an_offset_the_kernel_reads_as_the_cursor_is_refused() {
     attack(|rt| {

@@ -9,10 +9,6 @@ pub(super) const UNSET: types::Fd = types::Fd(-1);
 
 impl<B> Op<B> {
     /// Reads into `buf` (a registered slice) from `offset` of the work queue's file.
-    ///
-    /// An offset above `i64::MAX` completes with `-EINVAL` (a rejection, the buffer handed
-    /// back), as `pread(2)` fails: the kernel would read `u64::MAX` (-1) as the file's current
-    /// position.
     pub fn read_fixed(buf: B, offset: u64, cookie: u64) -> Self {
         let e = opcode::ReadFixed::new(UNSET, std::ptr::null_mut(), 0, 0)
             .offset(offset)
@@ -20,13 +16,9 @@ impl<B> Op<B> {
         Self::new(e, &"read_fixed", Side::Recv, cookie)
             .on(FileUse::Fd)
             .with_buf(buf, BufUse::Fixed)
-            .checking_offset(offset)
     }
 
     /// Writes `buf` (a registered slice) at `offset` of the work queue's file.
-    ///
-    /// An offset above `i64::MAX` completes with `-EINVAL`, as for
-    /// [`read_fixed`](Self::read_fixed).
     pub fn write_fixed(buf: B, offset: u64, cookie: u64) -> Self {
         let e = opcode::WriteFixed::new(UNSET, std::ptr::null(), 0, 0)
             .offset(offset)
@@ -34,18 +26,6 @@ impl<B> Op<B> {
         Self::new(e, &"write_fixed", Side::Send, cookie)
             .on(FileUse::Fd)
             .with_buf(buf, BufUse::Fixed)
-            .checking_offset(offset)
-    }
-
-    /// Marks a positioned read or write at `offset` for rejection if the kernel would not
-    /// read it as that position.
-    #[inline(always)]
-    fn checking_offset(self, offset: u64) -> Self {
-        if offset > i64::MAX as u64 {
-            self.special(Special::BadOffset)
-        } else {
-            self
-        }
     }
 
     /// Flushes the work queue's file, data and metadata.

@@ -118,9 +118,6 @@ pub(crate) enum Special {
     SpliceOut(Target),
     /// An accept into a slot that cannot be named in an SQE.
     BadSlot(u32),
-    /// A read or write at an offset above `i64::MAX`, refused when posted: the kernel reads -1
-    /// as "the file's current position" and the others as invalid.
-    BadOffset,
     /// A close, which only a work queue on a fixed slot may post (a plain-fd queue's fd is its
     /// own duplicate, closed when the queue goes).
     Close,
