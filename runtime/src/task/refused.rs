@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use super::TaskRef;
 
 /// The most refused tasks one refusal drops, its chain included.
-const MAX_CHAIN: usize = 10_000;
+const MAX_CHAIN: usize = 1_000_000;
 
 thread_local! {
     /// The refused tasks waiting to be dropped, while a refusal drops them on this thread.
