@@ -360,8 +360,8 @@ fn foreign_and_empty_descriptors_are_refused_without_touching_memory() {
 }
 
 /// Attempted: a datagram larger than the buffer (the rest is dropped, the count is the
-/// buffer's), an empty datagram operation (refused), and a Unix socket path of 200 bytes
-/// (refused, not truncated).
+/// buffer's), an empty datagram operation (refused), a zero-copy send on a Unix stream (the
+/// kernel's error, no hang), and a Unix socket path of 200 bytes (refused, not truncated).
 #[test]
 fn oversized_datagrams_empty_datagram_operations_and_long_paths() {
     attack(|rt| {
@@ -382,6 +382,17 @@ fn oversized_datagrams_empty_datagram_operations_and_long_paths() {
             assert_eq!(got.unwrap_err().kind(), ErrorKind::InvalidInput);
             let (got, _) = a.send_to(empty, b.local_addr().unwrap()).await;
             assert_eq!(got.unwrap_err().kind(), ErrorKind::InvalidInput);
+            // A zero-copy send where the kernel has none (a Unix stream): an error, no hang.
+            let (x, y) = UnixStream::pair().unwrap();
+            let (sent, _) = x.send_zc(message(&pool, b"zc")).await;
+            match sent {
+                Ok(n) => {
+                    assert_eq!(n, 2);
+                    let (got, _) = y.recv_exact(message(&pool, b"..")).await;
+                    got.unwrap();
+                }
+                Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EOPNOTSUPP), "{e}"),
+            }
             let long = std::env::temp_dir().join("x".repeat(200));
             let e = UnixStream::connect(&long).await.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
