@@ -102,19 +102,30 @@ impl<'a, B: IoBuf> Batch<'a, B> {
             return Err(PostError::Closed(op));
         }
         let side = op.side();
-        if !self.take_credit(&wq.shared, side) {
+        // Whether the credit came from the batch's reservations (then `self.last` names the
+        // slot); a cancel that finds none overdraws its queue instead (see
+        // `WqShared::overdraw`): a cancel never waits for credit.
+        let reserved = if self.take_credit(&wq.shared, side) {
+            true
+        } else if op.is_cancel() && wq.shared.overdraw(side) {
+            false
+        } else {
             return Err(if wq.shared.is_open() {
                 PostError::NoCredit(op)
             } else {
                 PostError::Closed(op)
             });
-        }
+        };
         let checked = self.ring.check(&self.reader, &op, wq.shared.target);
         let state = self.guard.state_mut();
         // A rejection needs no SQE, so it never waits for room.
         if checked.is_ok() && !state.ensure_room() {
-            // The credit goes back to the reservation it came from.
-            self.reserved[self.last % SLOTS].left += 1;
+            // The credit goes back where it came from.
+            if reserved {
+                self.reserved[self.last % SLOTS].left += 1;
+            } else {
+                wq.shared.adjust(side, 1);
+            }
             return Err(PostError::Full(op));
         }
         state.enqueue(wq.shared.id, side, wq.shared.target, op, checked);

@@ -9,7 +9,8 @@
 //! - Each ring is one [`CompletionQueue`]. It coalesces the completions of every [`WorkQueue`]
 //!   bound to it; reaping reads the shared CQ with no system call.
 //! - A [`WorkQueue`] is a request queue for one socket or file, with send and receive depth
-//!   credits. Any thread may post to it: the thread that owns the ring at that moment pushes
+//!   credits (a cancel may overdraw them by one: it never waits behind what it cancels). Any
+//!   thread may post to it: the thread that owns the ring at that moment pushes
 //!   straight into the SQ, the others leave the post in the ring's inbox and the owner pushes it
 //!   before letting go. Every descriptor is validated first; a bad one becomes an error
 //!   completion on its own work queue.

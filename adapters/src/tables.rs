@@ -309,6 +309,22 @@ impl WqShared {
         taken.max(0)
     }
 
+    /// Takes one credit of `side` even when none is left (the count goes below zero, and the
+    /// operation's completion brings it back as any other): for a cancel, which must never wait
+    /// for credit behind the very operations it cancels (they may hold every credit and never
+    /// complete on their own: sends to a peer that does not read). False if the queue is
+    /// closed.
+    pub fn overdraw(&self, side: Side) -> bool {
+        // SeqCst: as in `reserve`, one side of the Dekker pair with `close`.
+        self.credit(side).fetch_sub(1, Ordering::SeqCst);
+        // SeqCst: as above.
+        if !self.open.load(Ordering::SeqCst) {
+            self.adjust(side, 1);
+            return false;
+        }
+        true
+    }
+
     /// Adds `delta` credits to `side`: returned credits, or a depth change (a shrink takes
     /// effect as operations complete). Credits coming back to a closed queue may let its file
     /// go.

@@ -65,7 +65,8 @@ impl<B: IoBuf> WorkQueue<B> {
             return Err(PostError::Closed(op));
         }
         let side = op.side();
-        if self.shared.reserve(side, 1) == 0 {
+        // A cancel overdraws rather than wait (see `WqShared::overdraw`).
+        if self.shared.reserve(side, 1) == 0 && !(op.is_cancel() && self.shared.overdraw(side)) {
             return Err(if self.shared.is_open() {
                 PostError::NoCredit(op)
             } else {

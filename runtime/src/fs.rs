@@ -99,13 +99,16 @@ impl File {
 
     /// Reads into `buf` (the slice its descriptor names: the whole buffer for a fresh message)
     /// from offset `pos`; gives back the byte count and the buffer. The descriptor is left as it
-    /// was: truncate it to the count to pass on just the data read.
+    /// was: truncate it to the count to pass on just the data read. An empty descriptor
+    /// (`truncate(0)`) reads nothing and completes with 0; a `pos` above `i64::MAX` fails with
+    /// `EINVAL`, as for `pread(2)`.
     pub fn read_at(&self, buf: Message, pos: u64) -> ReadAt {
         ReadAt(self.submit(Some(buf), FileIo(FileIoKind::Read(pos))))
     }
 
     /// Writes `buf` (the slice its descriptor names) at offset `pos`; gives back the byte count
-    /// and the buffer.
+    /// and the buffer. An empty descriptor (`truncate(0)`) writes nothing and completes with 0;
+    /// a `pos` above `i64::MAX` fails with `EINVAL`, as for `pwrite(2)`.
     pub fn write_at(&self, buf: Message, pos: u64) -> WriteAt {
         WriteAt(self.submit(Some(buf), FileIo(FileIoKind::Write(pos))))
     }
@@ -172,8 +175,15 @@ impl Build for FileIo {
     #[inline(always)]
     fn build(self, buf: Option<Message>, cookie: u64) -> Op<Message> {
         match (self.0, buf) {
-            (FileIoKind::Read(pos), Some(buf)) => Op::read_fixed(buf, pos, cookie),
-            (FileIoKind::Write(pos), Some(buf)) => Op::write_fixed(buf, pos, cookie),
+            // The adapters read an empty descriptor as the whole first buffer: a read or write
+            // of no bytes must not reach the file.
+            (FileIoKind::Read(_) | FileIoKind::Write(_), Some(buf))
+                if buf.descriptor().is_empty() =>
+            {
+                Op::nop_carrying(buf, cookie)
+            }
+            (FileIoKind::Read(pos), Some(buf)) => Op::read_fixed(buf, positioned(pos), cookie),
+            (FileIoKind::Write(pos), Some(buf)) => Op::write_fixed(buf, positioned(pos), cookie),
             (FileIoKind::SyncAll, _) => Op::fsync(cookie),
             (FileIoKind::SyncData, _) => Op::fdatasync(cookie),
             (FileIoKind::Fallocate { mode, offset, len }, _) => {
@@ -191,6 +201,19 @@ impl Build for FileIo {
                 unreachable!("reads and writes are made with their buffer")
             }
         }
+    }
+}
+
+/// The offset to hand the kernel for a read or write at `pos`. The kernel reads an offset of
+/// -1 (`u64::MAX`) as "the file's current position", which `read_at`/`write_at` must never
+/// mean: every offset above `i64::MAX` becomes `i64::MIN`, which it refuses with `EINVAL`, as
+/// `pread(2)` and `pwrite(2)` refuse them all.
+#[inline(always)]
+fn positioned(pos: u64) -> u64 {
+    if pos > i64::MAX as u64 {
+        i64::MIN as u64
+    } else {
+        pos
     }
 }
 

@@ -90,6 +90,7 @@ mod bell;
 mod builder;
 #[cfg(feature = "compat")]
 pub mod compat;
+mod contain;
 mod context;
 mod error;
 pub mod fs;

@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use regio_adapters::{Adapter, WorkQueue};
+use regio_adapters::WorkQueue;
 use regio_pool::{Message, MessagePool};
 
 use crate::context::{self, BlockOnGuard};
@@ -172,10 +172,26 @@ impl Runtime {
         &self.shared.pool
     }
 
-    /// The runtime's adapter: its rings (one per worker, in worker order), their statistics,
-    /// their registrations.
-    pub fn adapter(&self) -> &Adapter<Message> {
-        &self.shared.adapter
+    /// The counters of the runtime's adapter, summed over its rings (one per worker).
+    ///
+    /// The adapter itself is not handed out: its completion queues are the workers' own, and
+    /// a thread that reaped one would take that worker's completions (their operations would
+    /// never finish), one that held a ring's batch would stall the worker. It cannot be
+    /// reached:
+    ///
+    /// ```compile_fail
+    /// let rt = regio_runtime::Runtime::builder().worker_threads(1).build().unwrap();
+    /// let cq = rt.adapter().completion_queue(0).unwrap();
+    /// ```
+    ///
+    /// ```
+    /// let rt = regio_runtime::Runtime::builder().worker_threads(1).build()?;
+    /// rt.block_on(rt.spawn(async { regio_runtime::nop().await })).unwrap()?;
+    /// assert!(rt.adapter_stats().completed >= 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn adapter_stats(&self) -> regio_adapters::Stats {
+        self.shared.adapter.stats()
     }
 
     /// The number of workers.
@@ -184,7 +200,7 @@ impl Runtime {
     }
 
     /// Shuts the runtime down, letting the kernel take up to `timeout` to give back the
-    /// operations in flight:
+    /// operations in flight (`Duration::MAX`: as long as they take):
     ///
     /// 1. spawns are refused from now on (their handles give a cancellation);
     /// 2. each worker drops all its tasks (their handles give a cancellation), which cancels
@@ -206,7 +222,7 @@ impl Runtime {
         if self.threads.is_empty() {
             return;
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::time::deadline_after(Instant::now(), timeout);
         self.shared.close();
         for worker in self.shared.workers.iter() {
             // A refusal: that worker has stopped already.

@@ -20,7 +20,7 @@ use regio_pool::{Message, MessagePool};
 
 use crate::context;
 use crate::remote::{Mail, Remote};
-use crate::task::{JoinHandle, Runnable, Task};
+use crate::task::{JoinHandle, Task};
 
 /// How the workers run, fixed at build.
 #[derive(Debug, Clone)]
@@ -103,14 +103,14 @@ impl Shared {
         let (task, handle) = Task::new(future, Arc::clone(owner));
         task.mark_queued();
         if !self.is_open() {
-            task.cancel();
+            crate::task::cancel_refused(task);
             return handle;
         }
         let here = context::with_owner(owner.uid, |local| local.adopt(Arc::clone(&task) as _));
         if here.is_none() {
             if let Err(Mail::Spawn(task)) = owner.send(Mail::Spawn(task)) {
                 // The worker has shut down: a `Send` task may be dropped here.
-                task.cancel();
+                crate::task::cancel_refused(task);
             }
         }
         handle

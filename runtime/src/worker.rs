@@ -41,7 +41,7 @@ use crate::park::{self, Doorbell};
 use crate::remote::{self, Mail, Remote};
 use crate::shared::Shared;
 use crate::stats::Counters;
-use crate::task::{JoinHandle, Registry, Runnable, Task, TaskRef};
+use crate::task::{JoinHandle, Registry, Task, TaskRef};
 use crate::time::Timers;
 
 /// How long a worker waits for its operations at shutdown when it panicked before being told.
@@ -81,6 +81,9 @@ pub(crate) fn main(start: Start, ready: mpsc::Sender<Result<(), BuildError>>) {
         control,
         cpu,
     } = start;
+    if let Err(e) = block_sigpipe() {
+        tracing::warn!(worker = index, error = %e, "could not block SIGPIPE on the worker");
+    }
     if let Some(cpu) = cpu {
         if let Err(e) = pin_to(cpu) {
             tracing::warn!(worker = index, cpu, error = %e, "could not pin the worker");
@@ -162,7 +165,7 @@ impl Local {
             Counters::bump(&self.remote.counters.local_spawns, 1);
             self.adopt(task);
         } else {
-            task.cancel();
+            crate::task::cancel_refused(task);
         }
         handle
     }
@@ -298,7 +301,7 @@ impl Local {
         let n = due.len();
         Counters::bump(&self.remote.counters.timers_fired, n as u64);
         for waker in due.drain(..) {
-            waker.wake();
+            crate::contain::wake(waker);
         }
         n
     }
@@ -350,6 +353,33 @@ impl Local {
             let step = (deadline - now).min(DRAIN_STEP);
             reader.offline_while(|| self.remote.bell.wait(Some(step)));
         }
+    }
+}
+
+/// Blocks `SIGPIPE` on the calling thread (a worker).
+///
+/// Before Linux 7.2 a send with flags 0 is a fixed-buffer `write(2)` on the socket (see the
+/// adapters' `ops::net` docs), which on a broken connection raises `SIGPIPE` on the thread
+/// that carries it out: without SQPOLL, the worker that submits it or runs its task work. A
+/// program that keeps the signal's default action (a C host, `#[unix_sigpipe = "sig_dfl"]`)
+/// would die of a peer that goes away. Blocked, the signal stays pending on the worker, which
+/// never unblocks it, and the send fails with `EPIPE` as it should. The registered-buffer
+/// sends stay as they are: no flag, no per-operation cost.
+fn block_sigpipe() -> std::io::Result<()> {
+    // SAFETY: a zeroed sigset_t is a valid set for sigemptyset and sigaddset to fill; both
+    // write inside it only.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        set
+    };
+    // SAFETY: a valid signal set, and no old set asked for (null).
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(rc))
     }
 }
 

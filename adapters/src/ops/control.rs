@@ -48,6 +48,13 @@ impl<B> Op<B> {
         Self::new(opcode::Nop::new().build(), &"nop", Side::Send, cookie)
     }
 
+    /// Does nothing and completes with 0, carrying `buf` through the ring untouched (the SQE
+    /// does not name it): what a read or write of no bytes becomes when its caller gets its
+    /// buffer back from the final completion. The buffer is still checked at post time.
+    pub fn nop_carrying(buf: B, cookie: u64) -> Self {
+        Self::nop(cookie).with_buf(buf, super::BufUse::None)
+    }
+
     /// Completes with `-ETIME` after `after`.
     pub fn timeout(after: Duration, cookie: u64) -> Self {
         let ts = Timespec::new()
@@ -66,6 +73,10 @@ impl<B> Op<B> {
     /// `target`. Completes with 0 when it was found, or `-ENOENT`/`-EALREADY` as the kernel says;
     /// the cancelled operation still delivers its own final completion (usually `-ECANCELED`),
     /// and its buffer comes back only then.
+    ///
+    /// A cancel never waits for credit: on a queue whose send credits are all taken (by
+    /// operations that may never complete on their own, such as sends to a peer that does not
+    /// read) it overdraws the send side by one, which its completion gives back.
     pub fn cancel(target: u64, cookie: u64) -> Self {
         // The target's cookie waits in `addr` for the ring to swap in its `user_data`.
         let e = opcode::AsyncCancel::new(target).build();

@@ -243,6 +243,12 @@ impl<B> Op<B> {
     pub(crate) fn buf(&self) -> Option<&B> {
         self.buf.as_ref()
     }
+
+    /// Whether this is a cancel ([`Op::cancel`]), which may overdraw its work queue's credit.
+    #[inline]
+    pub(crate) fn is_cancel(&self) -> bool {
+        matches!(self.post_action, PostAction::Cancel)
+    }
 }
 
 #[cfg(test)]

@@ -51,9 +51,9 @@
 //! kernel reaches them without mapping their pages per operation; plain receives and sends
 //! still copy between them and the socket buffers (only [`send_zc`](Stream::send_zc) does
 //! not). On kernels before Linux 7.2 a send with flags 0 becomes a fixed-buffer `write(2)` on
-//! the socket, which raises `SIGPIPE` on a broken connection: Rust programs ignore `SIGPIPE`
-//! unless they opt out; one that restores its default action can die of a peer that resets
-//! (see the adapters' `ops::net` docs).
+//! the socket, which raises `SIGPIPE` on a broken connection (see the adapters' `ops::net`
+//! docs). The workers block `SIGPIPE`, so the signal never reaches a program that keeps its
+//! default action: such a send fails with `EPIPE`, and the process lives.
 //!
 //! An empty descriptor (`truncate(0)`) is never handed to the kernel: `recv` and `send`
 //! complete at once with 0, `recv_exact` and `send_all` with `Ok(())`.

@@ -110,6 +110,54 @@ pub(crate) fn socket(domain: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Checks that `fd` is a socket of type `ty` (`SOCK_STREAM`, `SOCK_DGRAM`) in one of
+/// `domains`, as a `from_std` needs: a standard socket type can be made from any descriptor in
+/// safe code (`From<OwnedFd>`), and a send with flags 0 on a regular file would write it at
+/// offset 0.
+///
+/// # Errors
+///
+/// [`io::ErrorKind::InvalidInput`] for a descriptor that is no socket, or a socket of another
+/// type or domain; `getsockopt(2)`'s other errors.
+pub(crate) fn check_socket(
+    fd: &impl std::os::fd::AsRawFd,
+    ty: libc::c_int,
+    domains: &[libc::c_int],
+) -> io::Result<()> {
+    let option = |name| {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: the value is a live c_int and `len` its size, which getsockopt may only
+        // write within.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                name,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        match rc {
+            0 => Ok(value),
+            _ => match io::Error::last_os_error() {
+                e if e.raw_os_error() == Some(libc::ENOTSOCK) => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the descriptor is not a socket",
+                )),
+                e => Err(e),
+            },
+        }
+    };
+    if option(libc::SO_TYPE)? != ty || !domains.contains(&option(libc::SO_DOMAIN)?) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the socket is not of the type or domain this wrapper takes",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that a `sockaddr_un` can hold `path`.
 ///
 /// # Errors

@@ -160,8 +160,10 @@ impl Stream<std::net::TcpStream> {
     ///
     /// # Errors
     ///
-    /// None today; the `Result` leaves room for checks on the socket.
+    /// [`io::ErrorKind::InvalidInput`] if its descriptor is not a TCP socket (a
+    /// `std::net::TcpStream` can be made from any `OwnedFd`).
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        op::check_socket(&stream, libc::SOCK_STREAM, &[libc::AF_INET, libc::AF_INET6])?;
         Ok(Self::wrap(stream))
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use regio_pool::Message;
 
-use super::op::{Kind, RecvFrom, Transfer};
+use super::op::{self, Kind, RecvFrom, Transfer};
 use crate::queues::{AnyFd, FdQueues};
 
 /// A UDP socket. Each operation moves one datagram: `send`/`recv` on a connected socket
@@ -33,14 +33,20 @@ impl UdpSocket {
     ///
     /// As for [`std::net::UdpSocket::bind`].
     pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<UdpSocket> {
-        std::net::UdpSocket::bind(addr).map(Self::from_std)
+        std::net::UdpSocket::bind(addr).and_then(Self::from_std)
     }
 
     /// Wraps a standard UDP socket. It is bound to the runtime whose worker first uses it.
-    pub fn from_std(socket: std::net::UdpSocket) -> UdpSocket {
-        Self {
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] if its descriptor is not a UDP socket (a
+    /// `std::net::UdpSocket` can be made from any `OwnedFd`).
+    pub fn from_std(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
+        op::check_socket(&socket, libc::SOCK_DGRAM, &[libc::AF_INET, libc::AF_INET6])?;
+        Ok(Self {
             queues: Arc::new(FdQueues::new(socket)),
-        }
+        })
     }
 
     /// The standard socket, for options this type does not cover.

@@ -73,8 +73,10 @@ impl Stream<std::os::unix::net::UnixStream> {
     ///
     /// # Errors
     ///
-    /// None today; the `Result` leaves room for checks on the socket.
+    /// [`io::ErrorKind::InvalidInput`] if its descriptor is not a Unix stream socket (a
+    /// `UnixStream` can be made from any `OwnedFd`).
     pub fn from_std(stream: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
+        op::check_socket(&stream, libc::SOCK_STREAM, &[libc::AF_UNIX])?;
         Ok(Self::wrap(stream))
     }
 

@@ -9,9 +9,10 @@
 //! the worker reads its mail or shuts down, a ring that another thread holds for a moment)
 //! waits in the staging queue for the submit step instead.
 //!
-//! The staging queue is also the backlog: an operation (or a cancel) that the ring cannot take
-//! now (no credit on its work queue, or an SQ still full after a submit) stays first in it for
-//! the next turn, so no cancel is ever lost.
+//! The staging queue is also the backlog: an operation that the ring cannot take now (no
+//! credit on its work queue, or an SQ still full after a submit) stays in it for the next
+//! turn, so no cancel is ever lost. A work queue out of credit holds up only its own
+//! operations (each queue keeps its order); the others, and every cancel, go past them.
 //!
 //! The whole struct is the worker's alone: no synchronization. The open batch is reached
 //! through a pointer that [`Posting`] sets and clears around the worker's run step (see the
@@ -22,7 +23,7 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::task::Waker;
 
-use regio_adapters::{Batch, CompletionQueue, Op, PostError, WorkQueue};
+use regio_adapters::{Batch, CompletionQueue, Op, PostError, WorkQueue, WqId};
 use regio_pool::Message;
 
 use super::table::{Abandoned, OpTable, Queue, INTERNAL};
@@ -32,6 +33,9 @@ use crate::stats::Counters;
 struct Staged {
     queue: Queue,
     op: Op<Message>,
+    /// Keeps its place among the operations of its work queue (waits behind one that waits for
+    /// credit). Every operation does, but the cancel of an operation the kernel has already.
+    ordered: bool,
 }
 
 /// One worker's ring-side state.
@@ -43,9 +47,9 @@ pub(crate) struct Io {
     cq: CompletionQueue<Message>,
     /// The most completions one reap takes.
     reap_max: usize,
-    /// The head of the staging queue was refused for want of credit: what is staged waits for
-    /// completions, which wake a parked worker themselves. (A full SQ does not count: with
-    /// SQPOLL it drains without any completion, so the worker keeps trying.)
+    /// Everything staged was refused for want of credit: it waits for completions, which wake a
+    /// parked worker themselves. (A full SQ does not count: with SQPOLL it drains without any
+    /// completion, so the worker keeps trying.)
     blocked: bool,
     /// Operations posted since the counters were last updated.
     posted: u64,
@@ -143,7 +147,11 @@ impl Io {
     }
 
     fn stage(&mut self, queue: Queue, op: Op<Message>) {
-        self.staged.push_back(Staged { queue, op });
+        self.staged.push_back(Staged {
+            queue,
+            op,
+            ordered: true,
+        });
     }
 
     /// Whether the submit step has something to do now: staged operations that are not held up
@@ -155,20 +163,26 @@ impl Io {
     /// The future of `cookie` was dropped: forgets it, or cancels it if the kernel has it.
     pub(crate) fn abandon(&mut self, cookie: u64) {
         if let Abandoned::Cancel(queue) = self.table.abandon(cookie) {
-            self.stage_cancel(queue, cookie);
+            self.stage_cancel(queue, cookie, false);
         }
     }
 
     /// An explicit cancel of `cookie`, unless it has completed already. The cancel goes behind
     /// the operation in the staging queue (or after it in the ring), on the same work queue.
     pub(crate) fn cancel(&mut self, cookie: u64) {
-        if let Some(queue) = self.table.cancel_queue(cookie) {
-            self.stage_cancel(queue, cookie);
+        if let Some((queue, staged)) = self.table.cancel_queue(cookie) {
+            self.stage_cancel(queue, cookie, staged);
         }
     }
 
-    fn stage_cancel(&mut self, queue: Queue, target: u64) {
-        self.stage(queue, Op::cancel(target, INTERNAL));
+    /// Stages a cancel of `target`; `ordered` if the target is staged itself (the cancel must
+    /// not overtake it), else the cancel goes past what waits for credit.
+    fn stage_cancel(&mut self, queue: Queue, target: u64, ordered: bool) {
+        self.staged.push_back(Staged {
+            queue,
+            op: Op::cancel(target, INTERNAL),
+            ordered,
+        });
     }
 
     /// Whether nothing is staged and the kernel has none of the worker's operations.
@@ -283,9 +297,13 @@ fn commit(batch: &mut Batch<'_, Message>) {
     }
 }
 
-/// Posts the staged operations in order with `post`, until one cannot be taken now (it stays
-/// first in the queue); counts them in `posted`. Returns whether the one left first was
-/// refused for want of credit.
+/// Posts the staged operations in order with `post`; counts them in `posted`. An operation
+/// refused for want of credit waits (with the later operations of its work queue, so that each
+/// queue keeps its order), and the others go past it: a queue whose credits are all held by
+/// operations that do not complete (sends to a peer that does not read) holds up only its own.
+/// The cancel of an operation the kernel has never waits (a cancel overdraws its queue's
+/// credit); the cancel of one still staged keeps its place behind it. A full SQ stops the
+/// pass. Returns whether what is left waits for credit only.
 fn post_staged(
     table: &mut OpTable,
     staged: &mut VecDeque<Staged>,
@@ -293,24 +311,35 @@ fn post_staged(
     posted: &mut u64,
     mut post: impl FnMut(&WorkQueue<Message>, Op<Message>) -> Result<(), PostError<Op<Message>>>,
 ) -> bool {
-    while let Some(Staged { queue, op }) = staged.pop_front() {
+    // What waits for credit, in order, and the queues it waits on (few: no allocation until
+    // a queue runs out of credit).
+    let mut waiting = VecDeque::new();
+    let mut starved: Vec<WqId> = Vec::new();
+    let mut full = false;
+    while let Some(Staged { queue, op, ordered }) = staged.pop_front() {
         let cookie = op.cookie();
         if cookie != INTERNAL && !table.should_post(cookie) {
             // Abandoned before it was posted: dropping it gives its buffer back.
             continue;
         }
-        match post(queue.work_queue(control), op) {
+        let wq = queue.work_queue(control);
+        if ordered && starved.contains(&wq.id()) {
+            waiting.push_back(Staged { queue, op, ordered });
+            continue;
+        }
+        match post(wq, op) {
             Ok(()) => {
                 table.posted(cookie);
                 *posted += 1;
             }
             Err(PostError::Full(op)) => {
-                staged.push_front(Staged { queue, op });
-                return false;
+                staged.push_front(Staged { queue, op, ordered });
+                full = true;
+                break;
             }
             Err(PostError::NoCredit(op)) => {
-                staged.push_front(Staged { queue, op });
-                return true;
+                starved.push(wq.id());
+                waiting.push_back(Staged { queue, op, ordered });
             }
             Err(PostError::Closed(op)) => {
                 drop(op);
@@ -318,5 +347,10 @@ fn post_staged(
             }
         }
     }
-    false
+    let only_credit = !full && !waiting.is_empty();
+    // The waiting operations came before what a full SQ left: they go back in front.
+    while let Some(wait) = waiting.pop_back() {
+        staged.push_front(wait);
+    }
+    only_credit
 }

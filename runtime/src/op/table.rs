@@ -194,7 +194,7 @@ impl OpTable {
         }
         self.free.push(index as u32);
         if let Some(waker) = waker {
-            drop(waker);
+            crate::contain::drop_waker(waker);
         }
     }
 
@@ -291,11 +291,13 @@ impl OpTable {
         }
     }
 
-    /// An explicit cancel: the queue to post the cancel on, if the operation has not completed.
-    pub(crate) fn cancel_queue(&mut self, cookie: u64) -> Option<Queue> {
+    /// An explicit cancel: the queue to post the cancel on, if the operation has not completed,
+    /// and whether the operation is still staged (not posted yet).
+    pub(crate) fn cancel_queue(&mut self, cookie: u64) -> Option<(Queue, bool)> {
         let slot = self.slot(cookie)?;
         match slot.phase {
-            Phase::Staged | Phase::Posted => Some(slot.queue.clone()),
+            Phase::Staged => Some((slot.queue.clone(), true)),
+            Phase::Posted => Some((slot.queue.clone(), false)),
             _ => None,
         }
     }

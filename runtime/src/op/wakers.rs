@@ -87,10 +87,10 @@ impl Wakers {
     #[inline]
     pub(crate) fn wake(&mut self, id: WakerId) {
         match self.release(id) {
-            Some(last) => last.wake(),
+            Some(last) => crate::contain::wake(last),
             None => {
                 if let Some(Some(entry)) = self.entries.get(id as usize) {
-                    entry.waker.wake_by_ref();
+                    crate::contain::wake_by_ref(&entry.waker);
                 }
             }
         }

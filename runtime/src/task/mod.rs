@@ -29,6 +29,7 @@
 //!   the owner reads or writes it, Relaxed.
 
 mod join;
+mod refused;
 mod registry;
 mod waker;
 
@@ -41,6 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 pub use join::{JoinError, JoinHandle};
+pub(crate) use refused::cancel_refused;
 pub(crate) use registry::Registry;
 
 use crate::remote::Remote;
@@ -172,7 +174,7 @@ where
             tracing::error!("a task's output panicked while it was dropped");
         }
         if let Some(waker) = waker {
-            waker.wake();
+            crate::contain::wake(waker);
         }
     }
 }

@@ -27,7 +27,21 @@ use timers::TimerKey;
 const NO_RUNTIME: &str = "a regio timer was polled outside a regio runtime: run it on a worker \
                           (a spawned task) or inside Runtime::block_on";
 
-/// Waits until `duration` has passed.
+/// About thirty years: what a deadline too far to represent becomes.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `instant + duration`, or a deadline about thirty years after `instant` when that sum cannot
+/// be represented (`Duration::MAX`, a "forever"): such a deadline never comes in practice, and
+/// no caller of [`sleep`], [`timeout`] or [`interval`] gets an overflow panic.
+pub(crate) fn deadline_after(instant: Instant, duration: Duration) -> Instant {
+    instant
+        .checked_add(duration)
+        .or_else(|| instant.checked_add(FAR_FUTURE))
+        .unwrap_or(instant)
+}
+
+/// Waits until `duration` has passed. A duration too long to add to the clock
+/// (`Duration::MAX`) waits for about thirty years, in effect forever.
 ///
 /// ```
 /// use std::time::{Duration, Instant};
@@ -39,7 +53,7 @@ const NO_RUNTIME: &str = "a regio timer was polled outside a regio runtime: run 
 /// # Ok::<(), regio_runtime::BuildError>(())
 /// ```
 pub fn sleep(duration: Duration) -> Sleep {
-    sleep_until(Instant::now() + duration)
+    sleep_until(deadline_after(Instant::now(), duration))
 }
 
 /// Waits until `deadline`.
@@ -204,7 +218,7 @@ impl From<Elapsed> for std::io::Error {
 /// # Ok::<(), regio_runtime::BuildError>(())
 /// ```
 pub fn timeout<F: IntoFuture>(duration: Duration, future: F) -> Timeout<F::IntoFuture> {
-    timeout_at(Instant::now() + duration, future)
+    timeout_at(deadline_after(Instant::now(), duration), future)
 }
 
 /// Runs `future` until `deadline` at most; see [`timeout`].
@@ -310,13 +324,14 @@ impl Interval {
             return Poll::Pending;
         }
         let due = self.sleep.deadline();
-        let mut next = due + self.period;
+        let mut next = deadline_after(due, self.period);
         let now = Instant::now();
         if next <= now {
-            // Skip the ticks missed: the next multiple of the period after now.
-            let behind = (now - due).as_nanos() / self.period.as_nanos();
-            let skip = u32::try_from(behind + 1).unwrap_or(u32::MAX);
-            next = due + self.period * skip;
+            // Skip the ticks missed: the next multiple of the period after now. The remainder
+            // is at most the time elapsed, so its seconds fit a u64.
+            let late = (now - due).as_nanos() % self.period.as_nanos();
+            let late = Duration::new((late / 1_000_000_000) as u64, (late % 1_000_000_000) as u32);
+            next = deadline_after(now, self.period - late);
         }
         self.sleep.reset(next);
         Poll::Ready(due)
