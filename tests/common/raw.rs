@@ -1,0 +1,336 @@
+//! A raw NBD client over a socket: it speaks the fixed newstyle handshake and simple replies
+//! byte by byte, and can send what libnbd never would (unknown options and commands, wrong magic,
+//! truncated headers, oversized requests, abrupt closes). The protocol numbers come from
+//! `regio_nbd::proto`; the encoding here is written independently of its codec.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use regio_nbd::proto::consts::*;
+use regio_nbd::proto::{ClientFlags, HandshakeFlags};
+
+use super::server::Address;
+
+/// How long a raw client waits for any reply before failing the test.
+pub const REPLY_LIMIT: Duration = Duration::from_secs(60);
+
+/// A connected socket of either family.
+pub enum Stream {
+    /// A Unix socket.
+    Unix(UnixStream),
+    /// A TCP connection.
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    /// Connects to `address`, with reads bounded by [`REPLY_LIMIT`].
+    pub fn connect(address: &Address) -> Stream {
+        let stream = match address {
+            Address::Unix(path) => Stream::Unix(UnixStream::connect(path).expect("connect")),
+            Address::Tcp(addr) => {
+                let s = TcpStream::connect(addr).expect("connect");
+                s.set_nodelay(true).expect("TCP_NODELAY");
+                Stream::Tcp(s)
+            }
+        };
+        stream.set_read_timeout(REPLY_LIMIT);
+        stream
+    }
+
+    fn set_read_timeout(&self, limit: Duration) {
+        match self {
+            Stream::Unix(s) => s.set_read_timeout(Some(limit)),
+            Stream::Tcp(s) => s.set_read_timeout(Some(limit)),
+        }
+        .expect("SO_RCVTIMEO");
+    }
+
+    /// Closes the sending half: the server reads end of file after what was sent.
+    pub fn shutdown_write(&self) {
+        let _ = match self {
+            Stream::Unix(s) => s.shutdown(Shutdown::Write),
+            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
+        };
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One option reply of the handshake.
+#[derive(Debug)]
+pub struct OptionReply {
+    /// The option it answers.
+    pub option: u32,
+    /// `NBD_REP_*`.
+    pub kind: u32,
+    /// Its payload.
+    pub data: Vec<u8>,
+}
+
+/// What `NBD_OPT_GO` told about an export.
+#[derive(Clone, Copy, Debug)]
+pub struct Export {
+    /// Size in bytes.
+    pub size: u64,
+    /// Transmission flags.
+    pub flags: u16,
+    /// The maximum payload from `NBD_INFO_BLOCK_SIZE`, if the server sent one.
+    pub max_payload: Option<u32>,
+}
+
+impl Export {
+    /// The largest request the server promised to take: its advertised maximum, or the spec's
+    /// default when it advertised none.
+    pub fn max_request(&self) -> u32 {
+        self.max_payload.unwrap_or(DEFAULT_MAX_PAYLOAD)
+    }
+}
+
+/// How a wait for the server to close a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closing {
+    /// End of file or a reset: the server closed the connection.
+    Closed,
+    /// The connection was still open after [`REPLY_LIMIT`].
+    StillOpen,
+}
+
+/// A raw NBD client.
+pub struct RawClient {
+    /// The socket, for tests that write bytes of their own.
+    pub stream: Stream,
+}
+
+impl RawClient {
+    /// Connects to `address` and reads the greeting; fails the test unless it is a fixed
+    /// newstyle greeting.
+    pub fn connect(address: &Address) -> (RawClient, u16) {
+        let mut client = RawClient {
+            stream: Stream::connect(address),
+        };
+        let greeting = client.read_exact(18);
+        assert_eq!(be64(&greeting[0..8]), NBDMAGIC, "greeting magic");
+        assert_eq!(be64(&greeting[8..16]), IHAVEOPT, "newstyle magic");
+        let flags = be16(&greeting[16..18]);
+        assert!(
+            flags & HandshakeFlags::FIXED_NEWSTYLE.bits() != 0,
+            "the greeting lacks FIXED_NEWSTYLE: {flags:#x}"
+        );
+        (client, flags)
+    }
+
+    /// Connects, sends the client flags `FIXED_NEWSTYLE | NO_ZEROES` and goes into transmission
+    /// on export `name` with `NBD_OPT_GO`.
+    pub fn open(address: &Address, name: &str) -> (RawClient, Export) {
+        let (mut client, _) = RawClient::connect(address);
+        client.send_client_flags(
+            (ClientFlags::C_FIXED_NEWSTYLE | ClientFlags::C_NO_ZEROES).bits(),
+        );
+        let export = client
+            .go(name)
+            .unwrap_or_else(|e| panic!("NBD_OPT_GO {name:?} failed: {e:#x}"));
+        (client, export)
+    }
+
+    /// Sends the 32-bit client flags.
+    pub fn send_client_flags(&mut self, flags: u32) {
+        self.send(&flags.to_be_bytes());
+    }
+
+    /// Sends option `option` with `payload`.
+    pub fn send_option(&mut self, option: u32, payload: &[u8]) {
+        let mut msg = Vec::with_capacity(16 + payload.len());
+        msg.extend_from_slice(&IHAVEOPT.to_be_bytes());
+        msg.extend_from_slice(&option.to_be_bytes());
+        msg.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        msg.extend_from_slice(payload);
+        self.send(&msg);
+    }
+
+    /// Reads one option reply, checking its magic.
+    pub fn option_reply(&mut self) -> OptionReply {
+        let head = self.read_exact(20);
+        assert_eq!(be64(&head[0..8]), NBD_OPTION_REPLY_MAGIC, "option reply magic");
+        let len = be32(&head[16..20]) as usize;
+        OptionReply {
+            option: be32(&head[8..12]),
+            kind: be32(&head[12..16]),
+            data: self.read_exact(len),
+        }
+    }
+
+    /// Sends `NBD_OPT_GO` for `name`, asking for `NBD_INFO_BLOCK_SIZE`, and reads the replies up
+    /// to the ACK. An error reply's type is returned as the error.
+    pub fn go(&mut self, name: &str) -> Result<Export, u32> {
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        payload.extend_from_slice(name.as_bytes());
+        payload.extend_from_slice(&1u16.to_be_bytes());
+        payload.extend_from_slice(&NBD_INFO_BLOCK_SIZE.to_be_bytes());
+        self.send_option(NBD_OPT_GO, &payload);
+        let mut export = None;
+        let mut max_payload = None;
+        loop {
+            let reply = self.option_reply();
+            assert_eq!(reply.option, NBD_OPT_GO, "a reply to another option");
+            match reply.kind {
+                NBD_REP_ACK => break,
+                NBD_REP_INFO => {
+                    let info = be16(&reply.data[0..2]);
+                    if info == NBD_INFO_EXPORT {
+                        export = Some((be64(&reply.data[2..10]), be16(&reply.data[10..12])));
+                    } else if info == NBD_INFO_BLOCK_SIZE {
+                        max_payload = Some(be32(&reply.data[10..14]));
+                    }
+                }
+                kind if kind & NBD_REP_FLAG_ERROR != 0 => return Err(kind),
+                kind => panic!("unexpected reply {kind:#x} to NBD_OPT_GO"),
+            }
+        }
+        let (size, flags) = export.expect("NBD_INFO_EXPORT before the ACK of NBD_OPT_GO");
+        Ok(Export {
+            size,
+            flags,
+            max_payload,
+        })
+    }
+
+    /// Sends a request header.
+    pub fn send_request(&mut self, flags: u16, command: u16, cookie: u64, offset: u64, len: u32) {
+        self.send(&request_header(flags, command, cookie, offset, len));
+    }
+
+    /// Reads a simple reply header: (error, cookie).
+    pub fn simple_reply(&mut self) -> (u32, u64) {
+        let head = self.read_exact(16);
+        assert_eq!(be32(&head[0..4]), NBD_SIMPLE_REPLY_MAGIC, "simple reply magic");
+        (be32(&head[4..8]), be64(&head[8..16]))
+    }
+
+    /// Sends a request of no payload and reads its simple reply; returns its error (0: success)
+    /// and, for a successful READ, the data.
+    pub fn call(&mut self, flags: u16, command: u16, offset: u64, len: u32) -> (u32, Vec<u8>) {
+        let cookie = 0x0123_4567_89ab_cdef ^ offset ^ u64::from(command);
+        self.send_request(flags, command, cookie, offset, len);
+        self.finish(cookie, command, len)
+    }
+
+    /// Sends a WRITE of `data` at `offset` and reads its reply's error (0: success).
+    pub fn write(&mut self, flags: u16, offset: u64, data: &[u8]) -> u32 {
+        let cookie = 0xfeed_0000_0000_0000 | offset;
+        let mut msg = request_header(flags, NBD_CMD_WRITE, cookie, offset, data.len() as u32);
+        msg.extend_from_slice(data);
+        self.send(&msg);
+        self.finish(cookie, NBD_CMD_WRITE, 0).0
+    }
+
+    /// Reads `len` bytes at `offset`; fails the test on an error reply.
+    pub fn read(&mut self, offset: u64, len: u32) -> Vec<u8> {
+        let (error, data) = self.call(0, NBD_CMD_READ, offset, len);
+        assert_eq!(error, 0, "READ of {len} at {offset} failed");
+        data
+    }
+
+    fn finish(&mut self, cookie: u64, command: u16, len: u32) -> (u32, Vec<u8>) {
+        let (error, got) = self.simple_reply();
+        assert_eq!(got, cookie, "the reply echoes another cookie");
+        let data = if error == 0 && command == NBD_CMD_READ {
+            self.read_exact(len as usize)
+        } else {
+            Vec::new()
+        };
+        (error, data)
+    }
+
+    /// Sends `NBD_CMD_DISC`; the server closes without replying.
+    pub fn disconnect(&mut self) {
+        self.send_request(0, NBD_CMD_DISC, 0, 0, 0);
+    }
+
+    /// Writes `bytes` to the socket; a failure fails the test.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send to the server");
+    }
+
+    /// Writes `bytes`, tolerating a server that already closed the connection.
+    pub fn send_lossy(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes);
+    }
+
+    /// Reads exactly `len` bytes; fails the test on end of file or after [`REPLY_LIMIT`].
+    pub fn read_exact(&mut self, len: usize) -> Vec<u8> {
+        let mut buf = vec![0; len];
+        self.stream
+            .read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("reading {len} bytes from the server: {e}"));
+        buf
+    }
+
+    /// Reads and discards whatever the server sends until it closes the connection (end of file
+    /// or reset), at most [`REPLY_LIMIT`].
+    pub fn wait_closed(&mut self) -> Closing {
+        let mut buf = [0; 4096];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Closing::Closed,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Closing::StillOpen
+                }
+                Err(_) => return Closing::Closed,
+            }
+        }
+    }
+}
+
+/// A 28-byte request header.
+pub fn request_header(flags: u16, command: u16, cookie: u64, offset: u64, len: u32) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(28);
+    msg.extend_from_slice(&NBD_REQUEST_MAGIC.to_be_bytes());
+    msg.extend_from_slice(&flags.to_be_bytes());
+    msg.extend_from_slice(&command.to_be_bytes());
+    msg.extend_from_slice(&cookie.to_be_bytes());
+    msg.extend_from_slice(&offset.to_be_bytes());
+    msg.extend_from_slice(&len.to_be_bytes());
+    msg
+}
+
+fn be16(b: &[u8]) -> u16 {
+    u16::from_be_bytes(b.try_into().expect("2 bytes"))
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes(b.try_into().expect("4 bytes"))
+}
+
+fn be64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b.try_into().expect("8 bytes"))
+}
