@@ -61,7 +61,10 @@ fn merged(map: impl IntoIterator<Item = (u64, u64, bool)>) -> Vec<(u64, u64, boo
 
 /// `nbdinfo --map --json` of `uri` as (offset, length, is data): type bit 0 is a hole.
 fn nbdinfo_map(uri: &str) -> Vec<(u64, u64, bool)> {
-    let out = run_ok(Command::new("nbdinfo").args(["--map", "--json", uri]), LIMIT);
+    let out = run_ok(
+        Command::new("nbdinfo").args(["--map", "--json", uri]),
+        LIMIT,
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nbdinfo's JSON");
     merged(json.as_array().expect("a list of extents").iter().map(|e| {
         (
@@ -81,7 +84,10 @@ fn nbdinfo_describes_the_export() {
     let Some(server) = file_export(&dir, 64 * MIB) else {
         return;
     };
-    let out = run_ok(Command::new("nbdinfo").args(["--json", &server.uri()]), LIMIT);
+    let out = run_ok(
+        Command::new("nbdinfo").args(["--json", &server.uri()]),
+        LIMIT,
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nbdinfo's JSON");
     assert_eq!(json["protocol"], "newstyle-fixed", "{json:#}");
     assert_eq!(json["structured"], true, "{json:#}");
@@ -201,7 +207,11 @@ fn qemu_img_map_reports_the_holes_of_a_sparse_file() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("qemu-img's JSON");
     let map = merged(json.as_array().expect("a list of extents").iter().map(|e| {
         let data = e["data"].as_bool().expect("data");
-        assert_eq!(e["zero"].as_bool(), Some(!data), "a hole reads as zeroes: {e}");
+        assert_eq!(
+            e["zero"].as_bool(),
+            Some(!data),
+            "a hole reads as zeroes: {e}"
+        );
         (
             e["start"].as_u64().expect("start"),
             e["length"].as_u64().expect("length"),
@@ -270,7 +280,13 @@ fn fio_random_writes_verify_with_crc32c_over_several_jobs() {
     assert_eq!(reports.len() as u64, jobs, "{json:#}");
     for job in reports {
         assert_eq!(job["error"], 0, "{job:#}");
-        assert_eq!(job["write"]["io_bytes"], per_job, "every block written: {job:#}");
-        assert_eq!(job["read"]["io_bytes"], per_job, "every block verified: {job:#}");
+        assert_eq!(
+            job["write"]["io_bytes"], per_job,
+            "every block written: {job:#}"
+        );
+        assert_eq!(
+            job["read"]["io_bytes"], per_job,
+            "every block verified: {job:#}"
+        );
     }
 }

@@ -121,6 +121,30 @@ pub enum Closing {
 pub struct RawClient {
     /// The socket, for tests that write bytes of their own.
     pub stream: Stream,
+    /// Whether structured replies were negotiated.
+    structured: bool,
+}
+
+/// A request sent and not answered yet, as [`RawClient::next_reply`] needs to know it.
+#[derive(Clone, Copy, Debug)]
+pub struct Pending {
+    /// `NBD_CMD_*`.
+    pub command: u16,
+    /// The request's offset.
+    pub offset: u64,
+    /// The request's length.
+    pub len: u32,
+}
+
+/// One reply, simple or structured.
+#[derive(Debug)]
+pub struct Reply {
+    /// The cookie it echoes.
+    pub cookie: u64,
+    /// Its NBD error (0: success).
+    pub error: u32,
+    /// A successful READ's data.
+    pub data: Vec<u8>,
 }
 
 impl RawClient {
@@ -129,6 +153,7 @@ impl RawClient {
     pub fn connect(address: &Address) -> (RawClient, u16) {
         let mut client = RawClient {
             stream: Stream::connect(address),
+            structured: false,
         };
         let greeting = client.read_exact(18);
         assert_eq!(be64(&greeting[0..8]), NBDMAGIC, "greeting magic");
@@ -142,12 +167,25 @@ impl RawClient {
     }
 
     /// Connects, sends the client flags `FIXED_NEWSTYLE | NO_ZEROES` and goes into transmission
-    /// on export `name` with `NBD_OPT_GO`.
+    /// on export `name` with `NBD_OPT_GO`, with simple replies.
     pub fn open(address: &Address, name: &str) -> (RawClient, Export) {
+        RawClient::open_with(address, name, false)
+    }
+
+    /// Like [`RawClient::open`], first negotiating structured replies when `structured`.
+    pub fn open_with(address: &Address, name: &str, structured: bool) -> (RawClient, Export) {
         let (mut client, _) = RawClient::connect(address);
-        client.send_client_flags(
-            (ClientFlags::C_FIXED_NEWSTYLE | ClientFlags::C_NO_ZEROES).bits(),
-        );
+        client.send_client_flags((ClientFlags::C_FIXED_NEWSTYLE | ClientFlags::C_NO_ZEROES).bits());
+        if structured {
+            client.send_option(NBD_OPT_STRUCTURED_REPLY, &[]);
+            let reply = client.option_reply();
+            assert_eq!(
+                (reply.option, reply.kind),
+                (NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK),
+                "structured replies refused"
+            );
+            client.structured = true;
+        }
         let export = client
             .go(name)
             .unwrap_or_else(|e| panic!("NBD_OPT_GO {name:?} failed: {e:#x}"));
@@ -172,7 +210,11 @@ impl RawClient {
     /// Reads one option reply, checking its magic.
     pub fn option_reply(&mut self) -> OptionReply {
         let head = self.read_exact(20);
-        assert_eq!(be64(&head[0..8]), NBD_OPTION_REPLY_MAGIC, "option reply magic");
+        assert_eq!(
+            be64(&head[0..8]),
+            NBD_OPTION_REPLY_MAGIC,
+            "option reply magic"
+        );
         let len = be32(&head[16..20]) as usize;
         OptionReply {
             option: be32(&head[8..12]),
@@ -222,19 +264,19 @@ impl RawClient {
         self.send(&request_header(flags, command, cookie, offset, len));
     }
 
-    /// Reads a simple reply header: (error, cookie).
-    pub fn simple_reply(&mut self) -> (u32, u64) {
-        let head = self.read_exact(16);
-        assert_eq!(be32(&head[0..4]), NBD_SIMPLE_REPLY_MAGIC, "simple reply magic");
-        (be32(&head[4..8]), be64(&head[8..16]))
-    }
-
-    /// Sends a request of no payload and reads its simple reply; returns its error (0: success)
-    /// and, for a successful READ, the data.
+    /// Sends a request of no payload and reads its reply; returns its error (0: success) and,
+    /// for a successful READ, the data.
     pub fn call(&mut self, flags: u16, command: u16, offset: u64, len: u32) -> (u32, Vec<u8>) {
         let cookie = 0x0123_4567_89ab_cdef ^ offset ^ u64::from(command);
         self.send_request(flags, command, cookie, offset, len);
-        self.finish(cookie, command, len)
+        self.finish(
+            cookie,
+            Pending {
+                command,
+                offset,
+                len,
+            },
+        )
     }
 
     /// Sends a WRITE of `data` at `offset` and reads its reply's error (0: success).
@@ -243,7 +285,17 @@ impl RawClient {
         let mut msg = request_header(flags, NBD_CMD_WRITE, cookie, offset, data.len() as u32);
         msg.extend_from_slice(data);
         self.send(&msg);
-        self.finish(cookie, NBD_CMD_WRITE, 0).0
+        let len = data.len() as u32;
+        let command = NBD_CMD_WRITE;
+        self.finish(
+            cookie,
+            Pending {
+                command,
+                offset,
+                len,
+            },
+        )
+        .0
     }
 
     /// Reads `len` bytes at `offset`; fails the test on an error reply.
@@ -253,15 +305,112 @@ impl RawClient {
         data
     }
 
-    fn finish(&mut self, cookie: u64, command: u16, len: u32) -> (u32, Vec<u8>) {
-        let (error, got) = self.simple_reply();
-        assert_eq!(got, cookie, "the reply echoes another cookie");
-        let data = if error == 0 && command == NBD_CMD_READ {
-            self.read_exact(len as usize)
-        } else {
-            Vec::new()
-        };
-        (error, data)
+    fn finish(&mut self, cookie: u64, request: Pending) -> (u32, Vec<u8>) {
+        let reply = self.next_reply(|c| {
+            assert_eq!(c, cookie, "the reply echoes another cookie");
+            request
+        });
+        (reply.error, reply.data)
+    }
+
+    /// Reads the next reply, simple or structured; `pending` tells the request its cookie
+    /// answers (it fails the test for a cookie that was not sent).
+    pub fn next_reply(&mut self, mut pending: impl FnMut(u64) -> Pending) -> Reply {
+        let head = self.read_exact(16);
+        match be32(&head[0..4]) {
+            NBD_SIMPLE_REPLY_MAGIC => {
+                let (error, cookie) = (be32(&head[4..8]), be64(&head[8..16]));
+                let request = pending(cookie);
+                if self.structured {
+                    assert_ne!(
+                        request.command, NBD_CMD_READ,
+                        "a simple reply to a READ after structured replies were negotiated"
+                    );
+                }
+                let data = if error == 0 && request.command == NBD_CMD_READ {
+                    self.read_exact(request.len as usize)
+                } else {
+                    Vec::new()
+                };
+                Reply {
+                    cookie,
+                    error,
+                    data,
+                }
+            }
+            NBD_STRUCTURED_REPLY_MAGIC => {
+                assert!(
+                    self.structured,
+                    "a structured reply that was not negotiated"
+                );
+                self.structured_reply(head, &mut pending)
+            }
+            magic => panic!("a reply with magic {magic:#x}"),
+        }
+    }
+
+    /// Reads the chunks of a structured reply, `head` holding its first 16 bytes.
+    fn structured_reply(
+        &mut self,
+        mut head: Vec<u8>,
+        pending: &mut impl FnMut(u64) -> Pending,
+    ) -> Reply {
+        let cookie = be64(&head[8..16]);
+        let request = pending(cookie);
+        let mut data = vec![0; request.len as usize];
+        let mut error = 0;
+        loop {
+            head.extend_from_slice(&self.read_exact(4));
+            let (flags, kind) = (be16(&head[4..6]), be16(&head[6..8]));
+            assert_eq!(
+                be64(&head[8..16]),
+                cookie,
+                "chunks of one reply echo one cookie"
+            );
+            let payload = self.read_exact(be32(&head[16..20]) as usize);
+            let mut place = |at: u64, bytes: &[u8]| {
+                let start = at
+                    .checked_sub(request.offset)
+                    .filter(|s| s + bytes.len() as u64 <= u64::from(request.len))
+                    .unwrap_or_else(|| panic!("a chunk at {at} outside the request {request:?}"));
+                data[start as usize..start as usize + bytes.len()].copy_from_slice(bytes);
+            };
+            match kind {
+                NBD_REPLY_TYPE_NONE => {}
+                NBD_REPLY_TYPE_OFFSET_DATA => place(be64(&payload[0..8]), &payload[8..]),
+                NBD_REPLY_TYPE_OFFSET_HOLE => place(
+                    be64(&payload[0..8]),
+                    &vec![0; be32(&payload[8..12]) as usize],
+                ),
+                NBD_REPLY_TYPE_ERROR | NBD_REPLY_TYPE_ERROR_OFFSET => {
+                    error = be32(&payload[0..4]);
+                    assert_ne!(error, 0, "an error chunk with error 0");
+                    let message_len = be16(&payload[4..6]) as usize;
+                    assert!(
+                        6 + message_len <= payload.len(),
+                        "an error chunk's message overruns it"
+                    );
+                }
+                kind => panic!("an unexpected chunk type {kind:#x}"),
+            }
+            if flags & 1 != 0 {
+                break;
+            }
+            head = self.read_exact(16);
+            assert_eq!(
+                be32(&head[0..4]),
+                NBD_STRUCTURED_REPLY_MAGIC,
+                "the next chunk of a structured reply"
+            );
+        }
+        if error != 0 || request.command != NBD_CMD_READ {
+            data.clear();
+        }
+        Reply {
+            cookie,
+            error,
+            data,
+        }
     }
 
     /// Sends `NBD_CMD_DISC`; the server closes without replying.

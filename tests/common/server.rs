@@ -257,6 +257,13 @@ impl Server {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
+    /// The last 40 lines of [`Server::log`].
+    pub fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
     fn launch(&mut self) -> Result<(), StartError> {
         let mut cmd = self.command()?;
         let log = std::fs::OpenOptions::new()

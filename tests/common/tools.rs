@@ -83,8 +83,11 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
 /// python3 on `PATH` does not see Debian's python3-libnbd, and `nbdsh` runs `python3 -m nbd`).
 pub fn nbd_python() -> Option<PathBuf> {
     let imports_nbd = |python: &Path| {
+        // From /: a directory named nbd (this workspace has one) would import as a namespace
+        // package.
         Command::new(python)
-            .args(["-c", "import nbd"])
+            .current_dir("/")
+            .args(["-c", "import nbd; nbd.NBD"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
