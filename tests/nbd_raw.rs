@@ -38,7 +38,11 @@ fn round_trip(client: &mut RawClient, offset: u64, seed: u64) {
 
 /// Fails the test unless the server still runs and serves a new connection.
 fn assert_serves(server: &mut Server) {
-    assert!(server.is_running(), "the server died:\n{}", server.log_tail());
+    assert!(
+        server.is_running(),
+        "the server died:\n{}",
+        server.log_tail()
+    );
     let (mut client, _) = RawClient::open(server.address(), server.export_name());
     round_trip(&mut client, 3 * MIB, 99);
     client.disconnect();
