@@ -6,7 +6,8 @@
 //! - [`pool`]: the message resource pool of pre-registered buffers and descriptors;
 //! - [`adapters`]: SQPOLL rings, work queues, coalescing completion queues and CQ sets;
 //! - [`runtime`]: the executor, thread-per-core workers over the adapter's rings, with
-//!   operations as futures, timers and files; [`main`] and [`test`] are its attribute macros.
+//!   operations as futures, timers and files; [`main`] and [`test`] are its attribute macros;
+//! - [`nbd`]: the NBD protocol codec and the NBD server behind `regio serve`.
 //!
 //! ```
 //! #[regio::main(worker_threads = 2)]
@@ -26,6 +27,7 @@
 struct ReadmeExamples;
 
 pub use regio_adapters as adapters;
+pub use regio_nbd as nbd;
 pub use regio_pool as pool;
 pub use regio_runtime as runtime;
 pub use regio_sync as sync;

@@ -156,3 +156,76 @@ fn probe_as_an_unprivileged_user_reports_the_memlock_cap() {
         .any(|d| d["missing"].as_str().unwrap().contains("RLIMIT_MEMLOCK"));
     assert_eq!(limited, advised, "{json:#}");
 }
+
+/// Whether this host lets the binary use io_uring (`regio probe` exits 0); prints a skip if
+/// not (a failure under `REGIO_REQUIRE_ALL=1`).
+fn io_uring_usable() -> bool {
+    if regio(&["probe"]).status.success() {
+        return true;
+    }
+    assert!(
+        std::env::var("REGIO_REQUIRE_ALL").as_deref() != Ok("1"),
+        "required test skipped: io_uring is not usable here"
+    );
+    println!("SKIP: io_uring is not usable here");
+    false
+}
+
+/// `regio serve` prints its URI, answers a handshake, prints statistics, and exits cleanly on
+/// SIGTERM.
+#[test]
+fn serve_answers_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    if !io_uring_usable() {
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regio"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--memory",
+            "1M",
+            "--name",
+            "disk",
+        ])
+        .args(["--stats", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let uri = first.split_whitespace().next().unwrap();
+    let addr = uri
+        .strip_prefix("nbd://")
+        .and_then(|rest| rest.strip_suffix("/disk"))
+        .unwrap_or_else(|| panic!("not the URI of export disk: {first}"));
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut greeting = [0; 18];
+    stream.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"NBDMAGICIHAVEOPT\x00\x03");
+    // Fixed newstyle, no zeroes; then NBD_OPT_LIST.
+    stream.write_all(&3_u32.to_be_bytes()).unwrap();
+    stream
+        .write_all(b"IHAVEOPT\x00\x00\x00\x03\x00\x00\x00\x00")
+        .unwrap();
+    let mut reply = [0; 20];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(
+        &reply[12..16],
+        &2_u32.to_be_bytes(),
+        "an NBD_REP_SERVER reply"
+    );
+    let stats = lines
+        .map(Result::unwrap)
+        .find(|line| line.starts_with("requests="))
+        .expect("a statistics line");
+    assert!(stats.contains("connections=1"), "{stats}");
+    drop(stream);
+    // SAFETY: kill(2) on the child this test started and has not reaped yet.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

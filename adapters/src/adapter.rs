@@ -153,6 +153,7 @@ pub(crate) fn since(code: u8) -> (&'static str, &'static str) {
         opcode::AsyncCancel::CODE => ("async_cancel", "5.5"),
         opcode::Connect::CODE => ("connect", "5.5"),
         opcode::Fallocate::CODE => ("fallocate", "5.6"),
+        opcode::Fadvise::CODE => ("fadvise", "5.6"),
         opcode::Close::CODE => ("close", "5.6"),
         opcode::Send::CODE => ("send", "5.6"),
         opcode::Recv::CODE => ("recv (multishot: 6.0)", "5.6"),

@@ -1,10 +1,11 @@
-//! The NBD target behind `regio serve`, starting with its protocol codec.
+//! The NBD target behind `regio serve`: its protocol codec and its server.
 //!
 //! [`proto`] is a pure codec for the NBD protocol (`doc/proto.md` of the NBD project): the fixed
 //! newstyle handshake as a state machine ([`proto::Handshake`]), transmission requests and their
 //! validation, simple and structured replies. It does no I/O and needs no runtime: the server
 //! feeds it the bytes it received and writes out the bytes it produces, so it can be tested and
-//! fuzzed on its own. The server on the regio runtime is still to come.
+//! fuzzed on its own. [`target`] is the server on the regio runtime: exports in memory or in
+//! files and block devices, served over TCP and Unix sockets.
 //!
 //! A request header is decoded without allocating, checked against what the handshake
 //! negotiated, and answered:
@@ -46,3 +47,4 @@
 #![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod proto;
+pub mod target;

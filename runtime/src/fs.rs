@@ -9,8 +9,8 @@
 //!
 //! # Synchronization
 //!
-//! A file's per-worker queues sit behind a mutex, taken once per operation to find the
-//! current worker's queue. Operations hold the queues (not the file handle): a file dropped
+//! A file's per-worker queues are found without a lock (each worker sets its own once; see
+//! the `queues` module). Operations hold the queues (not the file handle): a file dropped
 //! while an operation is in flight keeps its descriptor open, and its queues registered, until
 //! that operation's final completion.
 
@@ -19,15 +19,14 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use regio_adapters::{Adapter, Op, Target, WorkQueue};
+use regio_adapters::Op;
 use regio_pool::Message;
 
 use crate::op::{Build, Completed, Route, Submit};
-use crate::shared::Shared;
-use crate::worker::Local;
+use crate::queues::FdQueues;
 
 /// An open file, for positioned reads and writes through the workers' rings.
 ///
@@ -58,78 +57,7 @@ use crate::worker::Local;
 /// ```
 #[derive(Debug)]
 pub struct File {
-    queues: Arc<FileQueues>,
-}
-
-/// A file's descriptor and its work queues, one per worker that used it.
-pub(crate) struct FileQueues {
-    file: std::fs::File,
-    /// The runtime whose workers may use the file, set by the first one that does.
-    runtime: Mutex<Option<(Weak<Shared>, Adapter<Message>)>>,
-    /// The work queues, by worker index.
-    by_worker: Mutex<Vec<Option<WorkQueue<Message>>>>,
-}
-
-impl std::fmt::Debug for FileQueues {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileQueues")
-            .field("fd", &self.file.as_raw_fd())
-            .finish_non_exhaustive()
-    }
-}
-
-impl FileQueues {
-    /// The file's work queue on `local`'s ring, made on first use.
-    ///
-    /// # Errors
-    ///
-    /// An errno for the operation's completion: `EXDEV` if another runtime's workers used the
-    /// file first, `EIO` if the adapter cannot make the queue (logged with the reason).
-    pub(crate) fn for_worker(&self, local: &Local) -> Result<WorkQueue<Message>, i32> {
-        {
-            let mut runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
-            match &*runtime {
-                Some((owner, _)) if !std::ptr::eq(owner.as_ptr(), Arc::as_ptr(&local.shared)) => {
-                    return Err(libc::EXDEV);
-                }
-                Some(_) => {}
-                None => {
-                    *runtime = Some((Arc::downgrade(&local.shared), local.shared.adapter.clone()))
-                }
-            }
-        }
-        let index = local.remote.index;
-        let mut queues = self.by_worker.lock().unwrap_or_else(|p| p.into_inner());
-        if queues.len() <= index {
-            queues.resize(index + 1, None);
-        }
-        if let Some(wq) = &queues[index] {
-            return Ok(wq.clone());
-        }
-        let depth = local.shared.config.file_queue_depth;
-        let wq = local
-            .shared
-            .adapter
-            .work_queue(index, Target::Fd(self.file.as_raw_fd()), depth, depth)
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot make a work queue for a file");
-                libc::EIO
-            })?;
-        queues[index] = Some(wq.clone());
-        Ok(wq)
-    }
-}
-
-impl Drop for FileQueues {
-    fn drop(&mut self) {
-        let runtime = self.runtime.get_mut().unwrap_or_else(|p| p.into_inner());
-        let queues = self.by_worker.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, adapter)) = runtime {
-            for wq in queues.iter().flatten() {
-                adapter.remove_work_queue(wq);
-            }
-        }
-    }
+    queues: Arc<FdQueues<std::fs::File>>,
 }
 
 impl File {
@@ -161,16 +89,12 @@ impl File {
     /// runtime whose worker first uses it.
     pub fn from_std(file: std::fs::File) -> File {
         File {
-            queues: Arc::new(FileQueues {
-                file,
-                runtime: Mutex::new(None),
-                by_worker: Mutex::new(Vec::new()),
-            }),
+            queues: Arc::new(FdQueues::new(file)),
         }
     }
 
     fn submit<B: Build>(&self, buf: Option<Message>, build: B) -> Submit<B> {
-        Submit::new(Route::File(Arc::clone(&self.queues)), buf, build)
+        Submit::new(Route::Fd(self.queues.clone()), buf, build)
     }
 
     /// Reads into `buf` (the slice its descriptor names: the whole buffer for a fresh message)
@@ -196,15 +120,37 @@ impl File {
         FileSync(self.submit(None, FileIo(FileIoKind::SyncData)))
     }
 
+    /// `fallocate(2)`: with `mode` 0, allocates `len` bytes from `offset`; with
+    /// `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`, deallocates them (they read as zeroes);
+    /// with `FALLOC_FL_ZERO_RANGE`, zeroes them. A file system without the mode fails with
+    /// `EOPNOTSUPP`.
+    pub fn fallocate(&self, mode: i32, offset: u64, len: u64) -> FileSync {
+        FileSync(self.submit(None, FileIo(FileIoKind::Fallocate { mode, offset, len })))
+    }
+
+    /// `posix_fadvise(2)` on `len` bytes from `offset` (0: to the end of the file):
+    /// `POSIX_FADV_WILLNEED` starts reading them into the page cache, `POSIX_FADV_DONTNEED`
+    /// drops them from it.
+    pub fn fadvise(&self, advice: i32, offset: u64, len: u32) -> FileSync {
+        FileSync(self.submit(
+            None,
+            FileIo(FileIoKind::Fadvise {
+                advice,
+                offset,
+                len,
+            }),
+        ))
+    }
+
     /// The underlying standard file.
     pub fn as_std(&self) -> &std::fs::File {
-        &self.queues.file
+        self.queues.handle()
     }
 }
 
 impl AsRawFd for File {
     fn as_raw_fd(&self) -> RawFd {
-        self.queues.file.as_raw_fd()
+        self.queues.handle().as_raw_fd()
     }
 }
 
@@ -218,6 +164,8 @@ enum FileIoKind {
     Write(u64),
     SyncAll,
     SyncData,
+    Fallocate { mode: i32, offset: u64, len: u64 },
+    Fadvise { advice: i32, offset: u64, len: u32 },
 }
 
 impl Build for FileIo {
@@ -228,6 +176,17 @@ impl Build for FileIo {
             (FileIoKind::Write(pos), Some(buf)) => Op::write_fixed(buf, pos, cookie),
             (FileIoKind::SyncAll, _) => Op::fsync(cookie),
             (FileIoKind::SyncData, _) => Op::fdatasync(cookie),
+            (FileIoKind::Fallocate { mode, offset, len }, _) => {
+                Op::fallocate(mode, offset, len, cookie)
+            }
+            (
+                FileIoKind::Fadvise {
+                    advice,
+                    offset,
+                    len,
+                },
+                _,
+            ) => Op::fadvise(advice, offset, len, cookie),
             (FileIoKind::Read(_) | FileIoKind::Write(_), None) => {
                 unreachable!("reads and writes are made with their buffer")
             }
@@ -284,7 +243,8 @@ impl Future for WriteAt {
     }
 }
 
-/// The future of [`File::sync_all`] and [`File::sync_data`].
+/// The future of [`File::sync_all`], [`File::sync_data`], [`File::fallocate`] and
+/// [`File::fadvise`]: the result alone.
 #[must_use = "futures do nothing unless polled"]
 #[derive(Debug)]
 pub struct FileSync(Submit<FileIo>);

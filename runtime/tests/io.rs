@@ -160,6 +160,48 @@ fn a_file_reads_writes_and_syncs_through_the_ring() {
     });
 }
 
+#[test]
+fn a_file_allocates_punches_zeroes_and_takes_advice_through_the_ring() {
+    let Some(rt) = common::runtime(1) else { return };
+    let path = std::env::temp_dir().join(format!("regio-runtime-falloc-{}", std::process::id()));
+    std::fs::write(&path, vec![0xa5_u8; 1 << 16]).unwrap();
+    let file = File::from_std(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap(),
+    );
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    let (grown, punched, advised, bad) = rt.block_on(async {
+        (
+            file.fallocate(0, 0, 1 << 17).await,
+            file.fallocate(punch, 4096, 8192).await,
+            file.fadvise(libc::POSIX_FADV_WILLNEED, 0, 0).await,
+            file.fallocate(punch, 0, 0).await,
+        )
+    });
+    grown.unwrap();
+    advised.unwrap();
+    // A zero length is refused by the kernel, as fallocate(2) says.
+    assert_eq!(bad.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+    let data = std::fs::read(&path).unwrap();
+    assert_eq!(data.len(), 1 << 17, "mode 0 extends the file");
+    match punched {
+        Ok(()) => {
+            assert!(data[4096..12288].iter().all(|&b| b == 0));
+            assert!(data[..4096].iter().all(|&b| b == 0xa5));
+            assert!(data[12288..1 << 16].iter().all(|&b| b == 0xa5));
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            common::skip("the temporary directory's file system cannot punch holes")
+        }
+        Err(e) => panic!("punching a hole failed: {e}"),
+    }
+    drop(file);
+    std::fs::remove_file(path).unwrap();
+}
+
 /// Spawns, nops, sleeps and a file write in one runtime built with `mode`.
 fn exercise(mode: RingMode) {
     let Some(rt) = common::build(common::builder(2).ring_mode(mode)) else {

@@ -1,4 +1,5 @@
-//! File operations: read and write on fixed buffers, fsync, fdatasync, fallocate, splice, close.
+//! File operations: read and write on fixed buffers, fsync, fdatasync, fallocate, fadvise,
+//! splice, close.
 
 use io_uring::{opcode, types};
 
@@ -49,6 +50,15 @@ impl<B> Op<B> {
             .mode(mode)
             .build();
         Self::new(e, &"fallocate", Side::Send, cookie).on(FileUse::Fd)
+    }
+
+    /// `posix_fadvise(2)` on `len` bytes from `offset` of the work queue's file (`len` 0: to
+    /// the end), with `advice` (`POSIX_FADV_WILLNEED` starts readahead).
+    pub fn fadvise(advice: i32, offset: u64, len: u32, cookie: u64) -> Self {
+        let e = opcode::Fadvise::new(UNSET, len as libc::off_t, advice)
+            .offset(offset)
+            .build();
+        Self::new(e, &"fadvise", Side::Send, cookie).on(FileUse::Fd)
     }
 
     /// Moves up to `len` bytes from the work queue's file to `out` without a user-space copy.

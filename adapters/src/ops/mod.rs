@@ -11,6 +11,7 @@
 //! [`Op::from_message`].
 
 pub mod control;
+mod datagram;
 pub mod file;
 mod message;
 pub mod net;
@@ -134,6 +135,8 @@ pub(crate) struct Resolved {
 pub(crate) enum Keep {
     Timespec(io_uring::types::Timespec),
     Addr(net::SockAddr),
+    Peer(std::sync::Arc<net::PeerAddr>),
+    Msg(Box<datagram::MsgHdr>),
     Ring(control::RingRef),
 }
 

@@ -37,9 +37,10 @@
 //! target is not a socket, the fallback reads or writes the file at offset 0 where `SEND`/`RECV`
 //! would fail with `ENOTSOCK`: use [`Op::write_fixed`] and [`Op::read_fixed`] for files.
 
+use std::cell::UnsafeCell;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use io_uring::{opcode, types, IoUring};
 
@@ -53,7 +54,7 @@ pub(crate) struct SockAddr {
 }
 
 impl SockAddr {
-    fn new(addr: SocketAddr) -> Self {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
         // SAFETY: all-zero bytes are a valid sockaddr_storage.
         let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let len = match addr {
@@ -91,8 +92,88 @@ impl SockAddr {
         }
     }
 
+    /// A Unix socket address for `path`.
+    fn unix(path: &std::path::Path) -> std::io::Result<Self> {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = path.as_os_str().as_bytes();
+        // SAFETY: all-zero bytes are a valid sockaddr_un.
+        let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        // One byte stays for the terminating NUL.
+        if bytes.len() >= sun.sun_path.len() || bytes.contains(&0) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a Unix socket path must be shorter than 108 bytes and hold no NUL byte",
+            ));
+        }
+        sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (to, from) in sun.sun_path.iter_mut().zip(bytes) {
+            *to = *from as libc::c_char;
+        }
+        // SAFETY: all-zero bytes are a valid sockaddr_storage.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_un.
+        unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_un, sun) };
+        let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+        Ok(Self {
+            storage,
+            len: len as libc::socklen_t,
+        })
+    }
+
     pub(crate) fn raw(&self) -> (*const libc::sockaddr, libc::socklen_t) {
         (&self.storage as *const _ as *const libc::sockaddr, self.len)
+    }
+}
+
+/// Where an [`Op::accept`] writes the address of the peer it accepted.
+///
+/// The operation holds one reference until its final completion, and the kernel writes the
+/// address before that completion; [`take`](Self::take) reads it once the operation has let
+/// go.
+pub struct PeerAddr {
+    storage: UnsafeCell<libc::sockaddr_storage>,
+    len: UnsafeCell<libc::socklen_t>,
+}
+
+impl std::fmt::Debug for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerAddr").finish_non_exhaustive()
+    }
+}
+
+// SAFETY: the kernel writes the cells only while an operation holds a reference, and `take`
+// reads them only once it holds the last one (after that operation's completion): no access
+// races with another.
+unsafe impl Send for PeerAddr {}
+// SAFETY: as for `Send`: shared references touch the cells only through `take`, as above.
+unsafe impl Sync for PeerAddr {}
+
+impl PeerAddr {
+    /// Room for an address, for one accept.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            // SAFETY: all-zero bytes are a valid sockaddr_storage.
+            storage: UnsafeCell::new(unsafe { std::mem::zeroed() }),
+            len: UnsafeCell::new(std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t),
+        })
+    }
+
+    /// The storage and its size, for the kernel to write into.
+    pub(crate) fn room(&self) -> (*mut libc::sockaddr, libc::socklen_t) {
+        (
+            self.storage.get().cast(),
+            std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        )
+    }
+
+    /// The address and its length, once no operation holds `this` any more (the accept it was
+    /// given has had its final completion); `None` while one does. The kernel writes nothing
+    /// (the length stays the whole storage's) for an accept that failed.
+    pub fn take(this: Arc<Self>) -> Option<(libc::sockaddr_storage, libc::socklen_t)> {
+        // `try_unwrap` succeeds only for the last reference, with an acquire that pairs with the
+        // release of the operation's drop of its own, after its completion.
+        let this = Arc::try_unwrap(this).ok()?;
+        Some((this.storage.into_inner(), this.len.into_inner()))
     }
 }
 
@@ -170,6 +251,24 @@ impl<B> Op<B> {
             .with_buf(buf, BufUse::Fixed)
     }
 
+    /// Accepts one connection on the work queue's listening socket, writing the peer's address
+    /// into `peer` (read it with [`PeerAddr::take`] after the final completion). Completes with
+    /// the new socket's descriptor, close-on-exec, which the caller then owns (and must close,
+    /// even when it no longer wants the connection).
+    pub fn accept(peer: Arc<PeerAddr>, cookie: u64) -> Self {
+        let keep = Box::new(Keep::Peer(peer));
+        let Keep::Peer(peer) = &*keep else {
+            unreachable!("just made")
+        };
+        // The SQE points into `peer`, which the operation keeps until its final completion.
+        let e = opcode::Accept::new(UNSET, peer.storage.get().cast(), peer.len.get())
+            .flags(libc::SOCK_CLOEXEC)
+            .build();
+        Self::new(e, &"accept", Side::Recv, cookie)
+            .on(FileUse::Fd)
+            .keeping(keep)
+    }
+
     /// Accepts one connection straight into fixed-file slot `slot` (a direct descriptor).
     /// Completes with 0. The slot is installed on the ring of this work queue only;
     /// [`share_file`](Op::share_file) copies it to another ring.
@@ -206,7 +305,21 @@ impl<B> Op<B> {
 
     /// Connects the work queue's socket to `addr`.
     pub fn connect(addr: SocketAddr, cookie: u64) -> Self {
-        let keep = Box::new(Keep::Addr(SockAddr::new(addr)));
+        Self::connect_to(SockAddr::new(addr), cookie)
+    }
+
+    /// Connects the work queue's Unix socket to the socket bound at `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`std::io::ErrorKind::InvalidInput`] for a path that a `sockaddr_un` cannot hold (longer
+    /// than 107 bytes, or holding a NUL byte).
+    pub fn connect_unix(path: &std::path::Path, cookie: u64) -> std::io::Result<Self> {
+        SockAddr::unix(path).map(|addr| Self::connect_to(addr, cookie))
+    }
+
+    fn connect_to(addr: SockAddr, cookie: u64) -> Self {
+        let keep = Box::new(Keep::Addr(addr));
         let Keep::Addr(addr) = &*keep else {
             unreachable!("just made")
         };
@@ -379,6 +492,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_plain_accept_names_the_listener_and_the_peer_address_and_asks_for_close_on_exec() {
+        let peer = PeerAddr::new();
+        let op = Op::<()>::accept(Arc::clone(&peer), 1);
+        // No buffer: posting resolves none.
+        let mut s = op.sqe;
+        s.fill(op.file, Target::Fd(5), None, op.buf_use);
+        drop(op.keep);
+        assert_eq!(s.opcode, opcode::Accept::CODE);
+        assert_eq!((s.fd, s.op_flags), (5, libc::SOCK_CLOEXEC as u32));
+        assert_eq!(s.addr, peer.storage.get() as u64);
+        assert_eq!(s.off, peer.len.get() as u64);
+        assert!(PeerAddr::take(peer).is_some(), "the operation let go of it");
+    }
+
+    #[test]
+    fn a_peer_address_is_not_readable_while_an_accept_holds_it() {
+        let peer = PeerAddr::new();
+        let op = Op::<()>::accept(Arc::clone(&peer), 1);
+        let held = PeerAddr::take(peer);
+        assert!(held.is_none());
+        drop(op);
     }
 
     #[test]

@@ -116,9 +116,14 @@ impl Sqe {
     }
 
     /// Points the SQE at the resolved buffer: its address and length, and for a fixed-buffer
-    /// operation its registration index.
+    /// operation its registration index. An operation that carries its buffer without naming
+    /// it in the SQE (`BufUse::None`: a nop's message, a sendmsg whose iovec points at it)
+    /// keeps its `addr` and `len`, which mean something else there.
     #[inline(always)]
     fn set_buf(&mut self, r: super::Resolved, how: super::BufUse) {
+        if how == super::BufUse::None {
+            return;
+        }
         self.addr = r.addr as u64;
         self.len = r.len;
         if how == super::BufUse::Fixed {
@@ -153,5 +158,27 @@ impl Sqe {
                 self.fd_in = slot.0 as i32 + 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{BufUse, FileUse, Resolved, Target};
+    use super::Sqe;
+
+    #[test]
+    fn a_buffer_the_sqe_does_not_name_leaves_addr_and_len_alone() {
+        let hdr = 0x5000 as *const libc::msghdr;
+        let e = io_uring::opcode::SendMsg::new(io_uring::types::Fd(-1), hdr).build();
+        let mut s = Sqe::from_entry(e);
+        let before = (s.addr, s.len, s.buf_index);
+        let r = Resolved {
+            addr: 0x7000_1234 as *mut u8,
+            len: 300,
+            index: 9,
+        };
+        s.fill(FileUse::Fd, Target::Fd(3), Some(r), BufUse::None);
+        assert_eq!((s.addr, s.len, s.buf_index), before);
+        assert_eq!((s.addr, s.fd), (0x5000, 3));
     }
 }

@@ -94,10 +94,11 @@ impl Io {
         }
     }
 
-    /// A slot for an operation on `queue` whose future has `waker`; returns its cookie.
+    /// A slot for an operation on `queue` whose future has `waker` (and whose results, once
+    /// the future is dropped, go to `orphan`); returns its cookie.
     #[inline(always)]
-    pub(crate) fn reserve(&mut self, waker: &Waker, queue: &Queue) -> u64 {
-        self.table.insert(waker, queue)
+    pub(crate) fn reserve(&mut self, waker: &Waker, queue: &Queue, orphan: Option<fn(i32)>) -> u64 {
+        self.table.insert(waker, queue, orphan)
     }
 
     /// Starts the operation of slot `cookie` (from [`reserve`](Self::reserve)), which `build`

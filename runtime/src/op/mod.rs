@@ -43,7 +43,7 @@ use std::task::{Context, Poll};
 pub(crate) use self::io::{Io, Posting};
 use self::table::Queue;
 use crate::context;
-use crate::fs::FileQueues;
+use crate::queues::FdQueues;
 use crate::remote::{self, Mail};
 use crate::task::JoinHandle;
 
@@ -90,8 +90,8 @@ impl Completed {
 pub(crate) enum Route {
     /// The worker's own queue, on no file.
     Control,
-    /// The file's queue on the worker's ring.
-    File(Arc<FileQueues>),
+    /// The file's or socket's queue on the worker's ring.
+    Fd(Arc<FdQueues>),
 }
 
 enum State<F> {
@@ -118,6 +118,11 @@ struct Inner<F> {
 /// The builder of an operation: given the buffer and the cookie, the [`Op`]. Closures
 /// `|buf, cookie| ...` are builders.
 pub trait Build: Send + 'static {
+    /// What to do with the result of an operation whose future was dropped but which succeeded
+    /// anyway (its final completion's result, when not negative): an accept's new descriptor
+    /// must be closed, for one. Called on the worker, for each such completion.
+    const ORPHAN: Option<fn(i32)> = None;
+
     /// Makes the operation, with `buf` as its buffer and `cookie` as its cookie.
     fn build(self, buf: Option<Message>, cookie: u64) -> Op<Message>;
 }
@@ -305,15 +310,15 @@ impl<F: Build> Inner<F> {
                 ..
             } => Queue::Control,
             State::Unstarted {
-                route: Route::File(files),
+                route: Route::Fd(files),
                 ..
-            } => Queue::File {
+            } => Queue::Fd {
                 wq: files.for_worker(local)?,
                 _file: Arc::clone(files),
             },
             _ => unreachable!("called on an unstarted operation"),
         };
-        let cookie = local.io.borrow_mut().reserve(cx.waker(), &queue);
+        let cookie = local.io.borrow_mut().reserve(cx.waker(), &queue, F::ORPHAN);
         let State::Unstarted { route, buf, build } = std::mem::replace(
             &mut self.state,
             State::Local {

@@ -33,7 +33,7 @@ use regio_pool::Message;
 
 use super::wakers::{WakerId, Wakers};
 use super::Completed;
-use crate::fs::FileQueues;
+use crate::queues::FdQueues;
 
 /// The cookie of the worker's own operations (the cancels of dropped futures), whose
 /// completions nobody waits for.
@@ -44,12 +44,12 @@ pub(crate) const INTERNAL: u64 = 0;
 pub(crate) enum Queue {
     /// The worker's own queue, on no file: nops, timeouts, cancels of its operations.
     Control,
-    /// A file's queue on this worker's ring. The file's queues are kept (not removed from the
-    /// adapter) while any operation, or any cancel, may still be posted on one.
-    File {
+    /// A file's or socket's queue on this worker's ring. The descriptor's queues are kept (not
+    /// removed from the adapter) while any operation, or any cancel, may still be posted on one.
+    Fd {
         wq: WorkQueue<Message>,
-        /// Held, never read: keeps the file open and its queues registered.
-        _file: Arc<FileQueues>,
+        /// Held, never read: keeps the descriptor open and its queues registered.
+        _file: Arc<FdQueues>,
     },
 }
 
@@ -61,7 +61,7 @@ impl Queue {
     ) -> &'a WorkQueue<Message> {
         match self {
             Queue::Control => control,
-            Queue::File { wq, .. } => wq,
+            Queue::Fd { wq, .. } => wq,
         }
     }
 }
@@ -92,6 +92,9 @@ struct Slot {
     waker: Option<WakerId>,
     buf: Option<Message>,
     queue: Queue,
+    /// Takes the successful results of the operation once its future is gone
+    /// ([`Build::ORPHAN`](super::Build::ORPHAN)).
+    orphan: Option<fn(i32)>,
 }
 
 /// One worker's operations.
@@ -130,10 +133,18 @@ fn live(slots: &mut [Slot], cookie: u64) -> Option<&mut Slot> {
         .filter(|s| s.generation == generation && s.phase != Phase::Free)
 }
 
+/// Hands a dropped operation's successful `result` to its `orphan` handler, if it has one.
+#[inline]
+fn adopt_orphan(orphan: Option<fn(i32)>, result: i32) {
+    if let (Some(orphan), true) = (orphan, result >= 0) {
+        orphan(result);
+    }
+}
+
 impl OpTable {
     /// A slot for an operation about to be posted or staged, waking `waker` when it completes.
     #[inline(always)]
-    pub(crate) fn insert(&mut self, waker: &Waker, queue: &Queue) -> u64 {
+    pub(crate) fn insert(&mut self, waker: &Waker, queue: &Queue, orphan: Option<fn(i32)>) -> u64 {
         let index = match self.free.pop() {
             Some(i) => i as usize,
             None => {
@@ -146,6 +157,7 @@ impl OpTable {
                     waker: None,
                     buf: None,
                     queue: Queue::Control,
+                    orphan: None,
                 });
                 self.slots.len() - 1
             }
@@ -155,6 +167,7 @@ impl OpTable {
         slot.phase = Phase::Staged;
         slot.has_first = false;
         slot.waker = Some(self.wakers.acquire(waker));
+        slot.orphan = orphan;
         // A free slot's queue is the control queue already (see `release`): most operations
         // need no store here.
         if !matches!(queue, Queue::Control) {
@@ -261,6 +274,7 @@ impl OpTable {
             }
             Phase::Done => {
                 let buf = slot.buf.take();
+                adopt_orphan(slot.orphan, slot.result);
                 self.release(cookie);
                 drop(buf);
                 Abandoned::Nothing
@@ -366,10 +380,11 @@ impl OpTable {
                 }
             }
             (Phase::DroppedPosted, true) => {
+                adopt_orphan(slot.orphan, c.result);
                 self.in_kernel -= 1;
                 self.release(cookie);
             }
-            (Phase::DroppedPosted, false) => {}
+            (Phase::DroppedPosted, false) => adopt_orphan(slot.orphan, c.result),
             (phase, _) => {
                 tracing::error!(
                     cookie,

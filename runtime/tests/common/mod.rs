@@ -166,3 +166,44 @@ pub fn pipe() -> (std::fs::File, std::fs::File) {
         )
     }
 }
+
+/// Sets an `int` socket option of `fd` (level `SOL_SOCKET`), failing the test on an error.
+pub fn set_socket_int(fd: std::os::fd::RawFd, option: libc::c_int, value: libc::c_int) {
+    // SAFETY: the option value is a live `c_int` of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt {option}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Makes `stream`'s close a reset (`SO_LINGER` with a zero timeout): its peer's operations
+/// then fail with `ECONNRESET`.
+pub fn reset_on_close(stream: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the option value is a live `linger` of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+}

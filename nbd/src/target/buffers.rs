@@ -1,0 +1,151 @@
+//! [`Buffers`]: the pool messages of a request, and the server's rules for taking them so that
+//! an exhausted pool means waiting, never a deadlock.
+//!
+//! The pool's smallest class is for **control buffers**: each connection holds two (one to
+//! receive request headers, one to write reply headers), taken together when it starts (under
+//! a gate of their own), so a connection never waits for a buffer it needs to make progress;
+//! too many connections wait in their handshake for a pair. The other classes carry
+//! **data**: a request takes the smallest buffer that holds its data, or, when none does,
+//! enough buffers of the largest class. A request that needs several buffers takes them
+//! while it holds the **gate**, one request at a time: every other holder of data buffers has
+//! all it needs and gives them back when its reply is sent, so a waiter always gets its turn
+//! (two requests that each held half of what they need would otherwise wait for each other
+//! forever). This holds only if every free buffer can be reached: the pool must keep no
+//! per-thread caches (see [`runtime_builder`](super::runtime_builder)).
+
+use std::sync::Arc;
+
+use regio_pool::{Message, MessagePool};
+
+use super::sync::Semaphore;
+use super::ServeError;
+
+/// Requests are cut to at most this many bytes however large the pool is (the NBD default
+/// maximum payload).
+const PROTOCOL_MAX_PAYLOAD: usize = 32 << 20;
+
+/// How a server takes buffers from its runtime's pool.
+#[derive(Debug, Clone)]
+pub(crate) struct Buffers {
+    pool: MessagePool,
+    control: usize,
+    /// Data classes by increasing size: (class, buffer size).
+    data: Vec<(usize, usize)>,
+    gate: Arc<Semaphore>,
+    /// The gate of control pairs: a connection waiting for its pair (too many connections)
+    /// must not hold up the data requests of the others.
+    control_gate: Arc<Semaphore>,
+    max_payload: usize,
+}
+
+impl Buffers {
+    /// The rules for `pool`: its smallest class for control buffers, the others for data.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::Pool`] if the pool has fewer than two classes, or data buffers of less
+    /// than 4 KiB in all.
+    pub(crate) fn new(pool: MessagePool) -> Result<Self, ServeError> {
+        let mut classes: Vec<(usize, usize)> = (0..pool.classes())
+            .map(|class| (class, pool.buf_size(class)))
+            .collect();
+        classes.sort_by_key(|&(_, size)| size);
+        if classes.len() < 2 {
+            return Err(ServeError::Pool(
+                "the NBD server needs a pool of at least two size classes: the smallest for \
+                 control buffers, the others for data",
+            ));
+        }
+        let control = classes.remove(0).0;
+        let &(largest, largest_size) = classes.last().expect("two classes or more");
+        // Half the largest class at most, so that one request never waits for all of it.
+        let by_pool = largest_size * (pool.capacity(largest) / 2).max(1);
+        let max_payload = by_pool.min(PROTOCOL_MAX_PAYLOAD);
+        if max_payload < 4096 {
+            return Err(ServeError::Pool(
+                "the NBD server needs data buffers of at least 4 KiB per request",
+            ));
+        }
+        Ok(Self {
+            pool,
+            control,
+            data: classes,
+            gate: Semaphore::new(1),
+            control_gate: Semaphore::new(1),
+            max_payload,
+        })
+    }
+
+    /// The largest request payload the pool serves (the `maximum` block size advertised).
+    pub(crate) fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// A connection's two control buffers (request headers in, reply headers out).
+    pub(crate) async fn control_pair(&self) -> (Message, Message) {
+        let _gate = self.control_gate.acquire().await;
+        let first = self.pool.acquire_class(self.control).await;
+        let second = self.pool.acquire_class(self.control).await;
+        (first, second)
+    }
+
+    /// One data buffer of at least `len` bytes where a class has them, else of the largest
+    /// class; its descriptor covers `len` bytes at most.
+    pub(crate) async fn one(&self, len: usize) -> Message {
+        let class = self.class_for(len);
+        let mut msg = self.pool.acquire_class(class).await;
+        msg.descriptor_mut().truncate(len.max(1));
+        msg
+    }
+
+    /// Buffers for `len` bytes (`len` at most [`max_payload`](Self::max_payload)), each with
+    /// its descriptor cut to the bytes it carries, in order. Nothing for zero bytes.
+    pub(crate) async fn for_len(&self, len: usize) -> Vec<Message> {
+        debug_assert!(len <= self.max_payload);
+        let chunk = self.chunk_size(len);
+        let count = len.div_ceil(chunk);
+        let class = self.class_for(len);
+        let mut bufs = Vec::with_capacity(count);
+        let _gate = if count > 1 {
+            Some(self.gate.acquire().await)
+        } else {
+            None
+        };
+        for i in 0..count {
+            let mut msg = self.pool.acquire_class(class).await;
+            msg.descriptor_mut().truncate(chunk.min(len - i * chunk));
+            bufs.push(msg);
+        }
+        bufs
+    }
+
+    /// The bytes each buffer of a `len`-byte request carries (the last may carry fewer).
+    pub(crate) fn chunk_size(&self, len: usize) -> usize {
+        self.data
+            .iter()
+            .find(|&&(_, size)| size >= len)
+            .map_or(self.largest().1, |&(_, size)| size)
+    }
+
+    fn class_for(&self, len: usize) -> usize {
+        self.data
+            .iter()
+            .find(|&&(_, size)| size >= len)
+            .map_or(self.largest().0, |&(class, _)| class)
+    }
+
+    fn largest(&self) -> (usize, usize) {
+        *self.data.last().expect("at least one data class")
+    }
+
+    /// Control and data buffers in use, and the pool's capacity: (in use, capacity).
+    pub(crate) fn use_of_pool(&self) -> (usize, usize) {
+        (0..self.pool.classes()).fold((0, 0), |(used, cap), class| {
+            let capacity = self.pool.capacity(class);
+            (
+                used + capacity - self.pool.available(class).min(capacity),
+                cap + capacity,
+            )
+        })
+    }
+}

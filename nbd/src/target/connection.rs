@@ -1,0 +1,89 @@
+//! One client connection, from its handshake to its close: the reader on the connection's
+//! task, the writer on a task of its own, and a task per request between them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::commands::Session;
+use super::negotiate::{negotiate, NoTransmission};
+use super::reader::{self, Stop};
+use super::server::Shared;
+use super::stream::Connection;
+use super::sync::{queue, Semaphore};
+use super::writer;
+
+/// How long a client may take from connecting to starting transmission.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `stream` until the client disconnects, breaks the protocol, or the server shuts
+/// down. Every buffer it took is back in the pool when it returns.
+pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
+    let _live = server.connections.enter();
+    let (input, output) = stream.split();
+    // The two control buffers; with too many connections open, this waits for one to close.
+    let Some(control) = server
+        .shutdown
+        .or_raised(server.buffers.control_pair())
+        .await
+    else {
+        return;
+    };
+    let handshake = regio_runtime::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        negotiate(&input, &output, control, &server.catalogue),
+    );
+    let (negotiated, inbox, outbox) = match server.shutdown.or_raised(handshake).await {
+        Some(Ok(Ok(done))) => done,
+        Some(Ok(Err(NoTransmission::Aborted))) | None => return close(&output).await,
+        Some(Ok(Err(e))) => {
+            tracing::debug!(error = %e, "a handshake failed");
+            return close(&output).await;
+        }
+        Some(Err(_)) => {
+            tracing::debug!("a client took too long over its handshake");
+            return close(&output).await;
+        }
+    };
+    let Some(export) = server.catalogue.find(&negotiated.export.name).cloned() else {
+        // The handshake only ends in transmission on an export the catalogue found.
+        return close(&output).await;
+    };
+    tracing::debug!(
+        export = export.name(),
+        structured = negotiated.structured_replies,
+        "transmission"
+    );
+    let session = Arc::new(Session {
+        export,
+        negotiated,
+        buffers: server.buffers.clone(),
+        stats: Arc::clone(&server.stats),
+    });
+    let (replies, queued) = queue();
+    let writer = regio_runtime::spawn(writer::run(output, queued, outbox));
+    let in_flight = Semaphore::new(server.max_in_flight);
+    let stop = reader::run(&input, inbox, session, in_flight, replies, &server.shutdown).await;
+    match &stop {
+        Stop::Disconnect | Stop::Shutdown => tracing::debug!(?stop, "a connection ends"),
+        Stop::Gone(e) => tracing::debug!(error = %e, "a client went away"),
+        Stop::Violation(e) => {
+            tracing::info!(error = %e, "closing a connection that broke the protocol")
+        }
+        Stop::Oversized { length } => {
+            tracing::info!(
+                length,
+                "closing a connection that sent a write too large to discard"
+            )
+        }
+    }
+    // The writer ends once every request in flight has queued its reply and it has sent them.
+    if writer.await.is_err() {
+        tracing::error!("a connection's writer panicked");
+    }
+}
+
+async fn close<W: super::stream::SendHalf>(output: &W) {
+    if let Err(e) = output.close().await {
+        tracing::debug!(error = %e, "closing a connection");
+    }
+}

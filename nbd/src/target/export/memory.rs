@@ -1,0 +1,291 @@
+//! [`MemoryExport`]: an export in anonymous memory, mapped lazily, with a page map of what was
+//! written for `base:allocation`.
+//!
+//! The mapping is private, anonymous and `MAP_NORESERVE`: a page costs memory only once it is
+//! written, and pages given back with `MADV_DONTNEED` read as zeroes again. A bitmap with one
+//! bit per page says which pages hold data; a read-write lock over it also orders the copies
+//! in and out of the mapping (copies are memcpy-fast, so readers share it and a writer holds it
+//! for one copy).
+
+use std::io;
+use std::ptr::NonNull;
+
+use parking_lot::RwLock;
+
+use crate::proto::{BlockStatusFlags, Errno, Extent};
+
+/// The most extents one block status answer collects (the client asks again for the rest).
+const MAX_EXTENTS: usize = 4096;
+
+/// A lazily allocated export in memory.
+#[derive(Debug)]
+pub(crate) struct MemoryExport {
+    map: Mapping,
+    page: usize,
+    /// One bit per page: set when the page holds data.
+    pages: RwLock<Vec<u64>>,
+}
+
+/// An anonymous mapping, unmapped on drop.
+#[derive(Debug)]
+struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; every access to its bytes goes
+// through `MemoryExport`, which orders them with its lock.
+unsafe impl Send for Mapping {}
+// SAFETY: as above: shared access only reads `base` and `len`, and the bytes are reached under
+// the export's lock.
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `base` and `len` are the mapping made in `MemoryExport::new`, unmapped only
+        // here, and no reference into it outlives the export.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+impl MemoryExport {
+    /// Reserves `size` bytes (nothing is allocated until written).
+    pub(crate) fn new(size: u64) -> io::Result<Self> {
+        let len =
+            usize::try_from(size).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+        // SAFETY: a fresh anonymous private mapping at an address the kernel chooses; no
+        // existing memory is touched.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(base.cast()).expect("mmap never maps address 0 here");
+        let page = regio_pool::page_size();
+        let words = len.div_ceil(page).div_ceil(64);
+        Ok(Self {
+            map: Mapping { base, len },
+            page,
+            pages: RwLock::new(vec![0; words]),
+        })
+    }
+
+    /// Copies `out.len()` bytes from `offset` (in range: the request was validated).
+    pub(crate) fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), Errno> {
+        let start = self.range(offset, out.len())?;
+        let _pages = self.pages.read();
+        // SAFETY: `range` checked that `start..start + out.len()` lies in the mapping, which
+        // lives as long as `self`; writers hold the lock exclusively, so no byte changes while
+        // it is copied; `out` is a distinct buffer (a pool message).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.map.base.as_ptr().add(start),
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Copies `data` to `offset`, and marks its pages as holding data.
+    pub(crate) fn write(&self, offset: u64, data: &[u8]) -> Result<(), Errno> {
+        let start = self.range(offset, data.len())?;
+        let mut pages = self.pages.write();
+        // SAFETY: as in `read`, with the lock held exclusively: nobody else reads or writes
+        // these bytes now.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.map.base.as_ptr().add(start),
+                data.len(),
+            )
+        };
+        self.mark(&mut pages, start, data.len(), true);
+        Ok(())
+    }
+
+    /// Gives the whole pages of the range back (they read as zeroes); partial pages at its
+    /// edges are zeroed where they hold data, unless `edges` is false (a trim, which may
+    /// leave them).
+    pub(crate) fn punch(&self, offset: u64, len: usize, edges: bool) -> Result<(), Errno> {
+        let start = self.range(offset, len)?;
+        let end = start + len;
+        let first_whole = start.next_multiple_of(self.page);
+        let last_whole = end - end % self.page;
+        let mut pages = self.pages.write();
+        if first_whole < last_whole {
+            // SAFETY: a page-aligned range inside the mapping, under the exclusive lock:
+            // nobody holds a reference into it; DONTNEED makes it read as zeroes.
+            let rc = unsafe {
+                libc::madvise(
+                    self.map.base.as_ptr().add(first_whole).cast(),
+                    last_whole - first_whole,
+                    libc::MADV_DONTNEED,
+                )
+            };
+            if rc != 0 {
+                return Err(Errno::from(&io::Error::last_os_error()));
+            }
+            self.mark(&mut pages, first_whole, last_whole - first_whole, false);
+            if edges {
+                self.zero_if_data(&pages, start, first_whole.min(end));
+                self.zero_if_data(&pages, last_whole.max(start), end);
+            }
+        } else if edges {
+            self.zero_if_data(&pages, start, end);
+        }
+        Ok(())
+    }
+
+    /// Writes zeroes over the range and marks it as data (`NO_HOLE`).
+    pub(crate) fn fill_zeroes(&self, offset: u64, len: usize) -> Result<(), Errno> {
+        let start = self.range(offset, len)?;
+        let mut pages = self.pages.write();
+        // SAFETY: in range (checked), under the exclusive lock.
+        unsafe { std::ptr::write_bytes(self.map.base.as_ptr().add(start), 0, len) };
+        self.mark(&mut pages, start, len, true);
+        Ok(())
+    }
+
+    /// The allocation of the export from `offset` on, for up to `len` bytes: runs of pages
+    /// with data (flags 0) and without (`HOLE | ZERO`).
+    pub(crate) fn extents(&self, offset: u64, len: u64) -> Vec<Extent> {
+        let size = self.map.len as u64;
+        let end = offset.saturating_add(len).min(size);
+        let pages = self.pages.read();
+        let page = self.page as u64;
+        let mut extents: Vec<Extent> = Vec::new();
+        let mut at = offset;
+        while at < end && extents.len() < MAX_EXTENTS {
+            let index = (at / page) as usize;
+            let data = pages[index / 64] & (1 << (index % 64)) != 0;
+            let page_end = ((index as u64 + 1) * page).min(end);
+            let flags = if data {
+                BlockStatusFlags::empty()
+            } else {
+                BlockStatusFlags::HOLE | BlockStatusFlags::ZERO
+            };
+            match extents.last_mut() {
+                Some(last) if last.flags == flags => last.length += page_end - at,
+                _ => extents.push(Extent {
+                    length: page_end - at,
+                    flags,
+                }),
+            }
+            at = page_end;
+        }
+        extents
+    }
+
+    /// The export's size.
+    pub(crate) fn size(&self) -> u64 {
+        self.map.len as u64
+    }
+
+    /// `offset..offset + len` as a start in the mapping, if it lies inside it.
+    fn range(&self, offset: u64, len: usize) -> Result<usize, Errno> {
+        let start = usize::try_from(offset).map_err(|_| Errno::EINVAL)?;
+        match start.checked_add(len) {
+            Some(end) if end <= self.map.len => Ok(start),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    fn mark(&self, pages: &mut [u64], start: usize, len: usize, data: bool) {
+        if len == 0 {
+            return;
+        }
+        for index in start / self.page..=(start + len - 1) / self.page {
+            let bit = 1 << (index % 64);
+            if data {
+                pages[index / 64] |= bit;
+            } else {
+                pages[index / 64] &= !bit;
+            }
+        }
+    }
+
+    /// Zeroes `start..end` (within one page) if its page holds data: a page without data
+    /// reads as zeroes already, and writing it would allocate it.
+    fn zero_if_data(&self, pages: &[u64], start: usize, end: usize) {
+        if start >= end {
+            return;
+        }
+        let index = start / self.page;
+        if pages[index / 64] & (1 << (index % 64)) != 0 {
+            // SAFETY: in range (the callers' ranges lie in the checked range), and the caller
+            // holds the lock exclusively (`pages` is borrowed from its write guard).
+            unsafe { std::ptr::write_bytes(self.map.base.as_ptr().add(start), 0, end - start) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hole(length: u64) -> Extent {
+        Extent {
+            length,
+            flags: BlockStatusFlags::HOLE | BlockStatusFlags::ZERO,
+        }
+    }
+
+    fn data(length: u64) -> Extent {
+        Extent {
+            length,
+            flags: BlockStatusFlags::empty(),
+        }
+    }
+
+    #[test]
+    fn reads_back_writes_and_maps_them() {
+        let page = regio_pool::page_size() as u64;
+        let export = MemoryExport::new(16 * page).unwrap();
+        assert_eq!(export.extents(0, 16 * page), [hole(16 * page)]);
+        export.write(page + 10, b"hello").unwrap();
+        let mut out = [0; 7];
+        export.read(page + 9, &mut out).unwrap();
+        assert_eq!(&out, b"\0hello\0");
+        assert_eq!(
+            export.extents(0, 16 * page),
+            [hole(page), data(page), hole(14 * page)]
+        );
+        // From the middle of a page, and clipped to the request and the export.
+        assert_eq!(export.extents(page + 100, 50), [data(50)]);
+        assert_eq!(export.extents(15 * page, u64::MAX), [hole(page)]);
+        assert_eq!(export.read(16 * page - 2, &mut out), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn punching_gives_pages_back_and_zeroes_edges_with_data() {
+        let page = regio_pool::page_size();
+        let export = MemoryExport::new(4 * page as u64).unwrap();
+        export.write(0, &vec![0xff; 4 * page]).unwrap();
+        // From the middle of page 0 to the middle of page 3.
+        let (start, len) = (page / 2, 3 * page);
+        export.punch(start as u64, len, true).unwrap();
+        let mut all = vec![0; 4 * page];
+        export.read(0, &mut all).unwrap();
+        assert!(all[..start].iter().all(|&b| b == 0xff));
+        assert!(all[start..start + len].iter().all(|&b| b == 0));
+        assert!(all[start + len..].iter().all(|&b| b == 0xff));
+        let p = page as u64;
+        assert_eq!(export.extents(0, 4 * p), [data(p), hole(2 * p), data(p)]);
+        // A trim leaves partial pages alone.
+        export.punch(0, page / 2, false).unwrap();
+        export.read(0, &mut all[..1]).unwrap();
+        assert_eq!(all[0], 0xff);
+        // Zeroes written with NO_HOLE are data.
+        export.fill_zeroes(p, page).unwrap();
+        assert_eq!(export.extents(0, 4 * p), [data(2 * p), hole(p), data(p)]);
+    }
+}

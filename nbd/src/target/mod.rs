@@ -1,0 +1,64 @@
+//! The NBD server on the regio runtime: [`Server`] serves [`Export`]s over any connection that
+//! splits into a [`RecvHalf`] and a [`SendHalf`] (the runtime's TCP and Unix sockets).
+//!
+//! Each connection is one task that runs the handshake ([`proto::Handshake`](crate::proto::Handshake))
+//! and then reads requests; each request runs on a task of its own, so many are in flight and
+//! replies go out in the order they finish; one writer task per connection sends them. Every
+//! byte lives in the runtime's registered pool: request headers and reply headers in two
+//! control buffers per connection, a READ's data in the buffers the read filled (and sent from
+//! them), a WRITE's payload received straight into the buffers it is written from. An
+//! exhausted pool makes requests wait for buffers (see the `buffers` module for why this never
+//! deadlocks); a client that goes away gives every buffer back.
+//!
+//! Bad input: a request out of range, too long, with an unknown command or flag, or a write to
+//! a read-only export gets an NBD error and the connection goes on; a wrong magic, a truncated
+//! header or a write too large to read through closes that connection only.
+//!
+//! ```no_run
+//! use regio_nbd::target::{runtime_builder, Export, Server};
+//!
+//! let rt = runtime_builder().build()?;
+//! let server = Server::new(vec![Export::memory("", 1 << 30, false)?], rt.pool().clone())?;
+//! // Serve it: `server.serve(|| listener.accept_connection())` on a runtime task, with a
+//! // listener of `regio_runtime::net`; `server.shutdown()` and `server.finish()` end it.
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod buffers;
+mod commands;
+mod connection;
+mod error;
+mod export;
+mod negotiate;
+mod reader;
+mod server;
+mod stats;
+mod stream;
+mod sync;
+mod writer;
+
+pub use error::ServeError;
+pub use export::Export;
+pub use server::{Server, MAX_IN_FLIGHT};
+pub use stats::StatsLine;
+pub use stream::{Connection, RecvHalf, SendHalf};
+
+/// Pool classes (buffer size, count) that suit a server and fit in the 8 MiB of locked memory
+/// most systems give a user: 2048 control buffers of 512 bytes (two per connection), 512 data
+/// buffers of 4 KiB (the common request) and 48 of 64 KiB (large requests, which reach 1.5 MiB).
+pub fn pool_classes() -> [(u32, u32); 3] {
+    [(512, 2048), (4096, 512), (65536, 48)]
+}
+
+/// A runtime builder for a server: the [`pool_classes`], and no per-thread pool caches. A
+/// buffer released into an idle worker's cache would be out of reach of a request waiting on
+/// another worker, and a request that needs the last free buffers of a class would wait for it
+/// forever; without caches every free buffer is in the shared store, where waiters get it.
+pub fn runtime_builder() -> regio_runtime::Builder {
+    pool_classes()
+        .iter()
+        .fold(regio_runtime::Builder::new(), |b, &(size, count)| {
+            b.pool_class(size, count)
+        })
+        .pool_cache(0)
+}

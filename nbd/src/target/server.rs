@@ -1,0 +1,157 @@
+//! [`Server`]: exports, listeners, and a graceful shutdown.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+
+use regio_pool::MessagePool;
+
+use super::buffers::Buffers;
+use super::connection;
+use super::export::Export;
+use super::negotiate::Catalogue;
+use super::stats::{Stats, StatsLine};
+use super::stream::Connection;
+use super::sync::{Signal, Tracker};
+use super::ServeError;
+use crate::proto::{BlockSizes, Errno};
+
+/// Requests one connection may have in flight before the server stops reading from it.
+pub const MAX_IN_FLIGHT: usize = 128;
+
+/// What the server's tasks share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) catalogue: Catalogue,
+    pub(crate) buffers: Buffers,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) shutdown: Signal,
+    pub(crate) connections: Arc<Tracker>,
+    pub(crate) max_in_flight: usize,
+}
+
+/// An NBD server: its exports, served on any number of listeners, by tasks of the runtime
+/// whose pool it was made with. Cloning gives another handle to the same server.
+#[derive(Debug, Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// A server of `exports` (the first is the default export, the one an empty name asks
+    /// for), taking its buffers from `pool` (the runtime's: [`regio_runtime::pool`]). The pool
+    /// needs a small class for control buffers and larger ones for data, and no per-thread
+    /// caches: build the runtime with [`runtime_builder`].
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::NoExports`], [`ServeError::DuplicateName`], or [`ServeError::Pool`] for a
+    /// pool the server cannot work with.
+    ///
+    /// [`runtime_builder`]: super::runtime_builder
+    pub fn new(exports: Vec<Export>, pool: MessagePool) -> Result<Self, ServeError> {
+        if exports.is_empty() {
+            return Err(ServeError::NoExports);
+        }
+        for (i, export) in exports.iter().enumerate() {
+            if exports[..i].iter().any(|e| e.name() == export.name()) {
+                return Err(ServeError::DuplicateName(export.name().into()));
+            }
+        }
+        let buffers = Buffers::new(pool)?;
+        let maximum = u32::try_from(buffers.max_payload()).unwrap_or(u32::MAX);
+        let block_sizes = BlockSizes::new(1, 4096, maximum)
+            .ok_or(ServeError::Pool("the pool's data buffers are under 4 KiB"))?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                catalogue: Catalogue {
+                    exports: exports.into_iter().map(Arc::new).collect(),
+                    block_sizes,
+                },
+                buffers,
+                stats: Arc::default(),
+                shutdown: Signal::default(),
+                connections: Arc::default(),
+                max_in_flight: MAX_IN_FLIGHT,
+            }),
+        })
+    }
+
+    /// The exports, the default first.
+    pub fn exports(&self) -> impl Iterator<Item = &Export> {
+        self.shared.catalogue.exports.iter().map(|e| &**e)
+    }
+
+    /// The largest request payload served (the `maximum` block size advertised).
+    pub fn max_payload(&self) -> u32 {
+        self.shared.catalogue.block_sizes.maximum()
+    }
+
+    /// Accepts connections from `accept` (a listener's `accept`, called again after each
+    /// connection) and serves each on a task of its own, until [`shutdown`](Self::shutdown).
+    /// A failed accept (out of descriptors, say) is logged and retried.
+    pub async fn serve<C, F, Fut>(&self, mut accept: F)
+    where
+        C: Connection,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = io::Result<C>>,
+    {
+        let mut failures = 0_u32;
+        while let Some(accepted) = self.shared.shutdown.or_raised(accept()).await {
+            match accepted {
+                Ok(stream) => {
+                    failures = 0;
+                    // Detached: the connection tracker says when it ends.
+                    drop(regio_runtime::spawn(connection::serve(
+                        stream,
+                        Arc::clone(&self.shared),
+                    )));
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, "accept failed");
+                    // Give connections time to close (EMFILE) without spinning.
+                    let pause = std::time::Duration::from_millis(10 * u64::from(failures.min(100)));
+                    regio_runtime::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    /// Starts a graceful shutdown: listeners stop accepting, connections stop reading new
+    /// requests; those in flight complete and their replies go out. [`finish`](Self::finish)
+    /// waits for the end.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.raise();
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutdown.is_raised()
+    }
+
+    /// Waits until every connection has closed, then makes every export's writes durable.
+    ///
+    /// # Errors
+    ///
+    /// The NBD error of the first export whose flush failed.
+    pub async fn finish(&self) -> Result<(), Errno> {
+        self.shared.connections.idle().await;
+        let mut result = Ok(());
+        for export in &self.shared.catalogue.exports {
+            if let Err(errno) = export.flush().await {
+                tracing::error!(export = export.name(), ?errno, "flushing an export failed");
+                result = result.and(Err(errno));
+            }
+        }
+        result
+    }
+
+    /// The statistics now.
+    pub fn stats(&self) -> StatsLine {
+        self.shared.stats.line(
+            self.shared.connections.count(),
+            self.shared.buffers.use_of_pool(),
+        )
+    }
+}

@@ -1,0 +1,74 @@
+//! The two halves of a client connection, as the server uses them: [`RecvHalf`] and
+//! [`SendHalf`], implemented for the runtime's stream sockets (TCP and Unix), so one connection
+//! code serves both. A runtime stream takes its operations by `&self` from any task, so its
+//! halves are two handles to it.
+
+use std::future::Future;
+use std::io;
+use std::net::Shutdown;
+use std::sync::Arc;
+
+use regio_pool::Message;
+use regio_runtime::net::{Stream, StreamSocket};
+
+/// The receiving half of a connection.
+pub trait RecvHalf: Send + Sync + 'static {
+    /// Receives until the descriptor's bytes are all filled; `UnexpectedEof` if the peer
+    /// closes first.
+    fn recv_exact(&self, buf: Message) -> impl Future<Output = (io::Result<()>, Message)> + Send;
+}
+
+/// The sending half of a connection.
+pub trait SendHalf: Send + Sync + 'static {
+    /// Sends all the descriptor's bytes.
+    fn send_all(&self, buf: Message) -> impl Future<Output = (io::Result<()>, Message)> + Send;
+    /// Sends the descriptor's bytes without copying them (`SEND_ZC`); resolves once the kernel
+    /// is done with the buffer, with the count sent.
+    fn send_zc(&self, buf: Message) -> impl Future<Output = (io::Result<usize>, Message)> + Send;
+    /// Shuts the connection down both ways.
+    fn close(&self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// A connection that splits into halves the server can use on two tasks.
+pub trait Connection: Send + 'static {
+    /// The receiving half.
+    type Recv: RecvHalf;
+    /// The sending half.
+    type Send: SendHalf;
+    /// Splits the connection.
+    fn split(self) -> (Self::Recv, Self::Send);
+}
+
+impl<S: StreamSocket> RecvHalf for Arc<Stream<S>> {
+    fn recv_exact(&self, buf: Message) -> impl Future<Output = (io::Result<()>, Message)> + Send {
+        Stream::recv_exact(self, buf)
+    }
+}
+
+impl<S: StreamSocket> SendHalf for Arc<Stream<S>> {
+    fn send_all(&self, buf: Message) -> impl Future<Output = (io::Result<()>, Message)> + Send {
+        Stream::send_all(self, buf)
+    }
+
+    fn send_zc(&self, buf: Message) -> impl Future<Output = (io::Result<usize>, Message)> + Send {
+        Stream::send_zc(self, buf)
+    }
+
+    async fn close(&self) -> io::Result<()> {
+        match self.shutdown(Shutdown::Both).await {
+            // The peer closed first: nothing left to shut.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl<S: StreamSocket> Connection for Stream<S> {
+    type Recv = Arc<Stream<S>>;
+    type Send = Arc<Stream<S>>;
+
+    fn split(self) -> (Self::Recv, Self::Send) {
+        let both = Arc::new(self);
+        (Arc::clone(&both), both)
+    }
+}

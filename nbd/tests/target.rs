@@ -1,0 +1,463 @@
+//! The NBD server in process, driven by a small client over the codec: the handshake's edge
+//! cases, every command with and without structured replies, every error reply, malformed
+//! input, disconnects, many requests in flight, and a pool that runs dry.
+
+mod common;
+
+use std::io::Write;
+
+use common::{start, Client};
+use regio_nbd::proto::{
+    ClientOption, Command, CommandFlags, Errno, ExportRequest, TransmissionFlags,
+};
+use regio_nbd::target::Export;
+
+const MIB: u64 = 1 << 20;
+
+fn memory(name: &str, size: u64) -> Export {
+    Export::memory(name, size, false).unwrap()
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn the_handshake_lists_describes_refuses_and_aborts() {
+    let Some(h) = start(vec![memory("disk", 8 * MIB), memory("other", MIB)], 8) else {
+        return;
+    };
+    let mut client = h.connect();
+    let listed = client.ask(&ClientOption::List);
+    assert_eq!(listed.len(), 3, "two SERVER replies and the ACK");
+    let unknown = client.ask(&ClientOption::Info(ExportRequest {
+        name: "nope".into(),
+        info_requests: vec![],
+    }));
+    assert_eq!(unknown[0].0, (1 << 31) | 6, "NBD_REP_ERR_UNKNOWN");
+    let unsupported = client.ask(&ClientOption::Unknown(4242));
+    assert_eq!(unsupported[0].0, (1 << 31) | 1, "NBD_REP_ERR_UNSUP");
+    let unsupported = client.ask(&ClientOption::ExtendedHeaders);
+    assert_eq!(
+        unsupported[0].0,
+        (1 << 31) | 1,
+        "extended headers are refused with UNSUP"
+    );
+    let aborted = client.ask(&ClientOption::Abort);
+    assert_eq!(aborted, [(1, vec![])]);
+    assert!(client.is_closed());
+
+    // NBD_OPT_EXPORT_NAME, with and without the 124 zeroes.
+    for (flags, reply_len) in [(1_u32, 134), (3, 10)] {
+        let mut client = Client::connect(h.addr, flags);
+        client.send_option(&ClientOption::ExportName("other".into()));
+        let mut reply = vec![0; reply_len];
+        std::io::Read::read_exact(&mut client.stream, &mut reply).unwrap();
+        assert_eq!(u64::from_be_bytes(reply[..8].try_into().unwrap()), MIB);
+        client.size = MIB;
+        let read = client.call(Command::Read, CommandFlags::empty(), 0, 512, &[]);
+        assert_eq!((read.error, read.data.len()), (None, 512));
+    }
+    // An unknown client flag closes at once.
+    let mut client = Client::connect(h.addr, 1 << 7);
+    assert!(client.is_closed());
+    // GO on the default export tells its block sizes and flags.
+    let client = h.open("", false);
+    let sizes = client.block_sizes.expect("block sizes were asked for");
+    assert_eq!((sizes.minimum(), sizes.preferred()), (1, 4096));
+    assert_eq!(sizes.maximum(), h.server.max_payload());
+    assert!(client.flags.contains(
+        TransmissionFlags::CAN_MULTI_CONN
+            | TransmissionFlags::SEND_FLUSH
+            | TransmissionFlags::SEND_FUA
+            | TransmissionFlags::SEND_TRIM
+            | TransmissionFlags::SEND_WRITE_ZEROES
+            | TransmissionFlags::SEND_FAST_ZERO
+            | TransmissionFlags::SEND_CACHE
+    ));
+    drop(client);
+    h.assert_pool_full();
+    h.stop();
+}
+
+/// Every command on a connection with or without structured replies.
+fn every_command(structured: bool, export: Export) {
+    let Some(h) = start(vec![export], 8) else {
+        return;
+    };
+    let mut c = h.open("", structured);
+    let none = CommandFlags::empty();
+    let data = pattern(100_000, 7);
+    let write = c.call(
+        Command::Write,
+        CommandFlags::FUA,
+        4096,
+        data.len() as u32,
+        &data,
+    );
+    assert_eq!(write.error, None);
+    let read = c.call(Command::Read, none, 4096, data.len() as u32, &[]);
+    assert_eq!((read.error, read.data == data), (None, true));
+    if structured {
+        assert_eq!(read.chunks, 1, "one data chunk (DF holds always)");
+        let df = c.call(Command::Read, CommandFlags::DF, 4096, 10, &[]);
+        assert_eq!(df.data, data[..10]);
+    }
+    assert_eq!(c.call(Command::Flush, none, 0, 0, &[]).error, None);
+    assert_eq!(c.call(Command::Cache, none, 0, 65536, &[]).error, None);
+    // Zeroes punched, then kept; both read back as zeroes.
+    assert_eq!(
+        c.call(Command::WriteZeroes, none, 8192, 8192, &[]).error,
+        None
+    );
+    assert_eq!(
+        c.call(Command::WriteZeroes, CommandFlags::NO_HOLE, 20000, 100, &[])
+            .error,
+        None
+    );
+    let read = c.call(Command::Read, none, 4096, data.len() as u32, &[]);
+    let mut expected = data.clone();
+    expected[4096..12288].fill(0);
+    expected[20000 - 4096..20100 - 4096].fill(0);
+    assert!(read.data == expected, "zeroed ranges read back as zeroes");
+    assert_eq!(c.call(Command::Trim, none, 0, 4096, &[]).error, None);
+    // A zero-length read.
+    let empty = c.call(Command::Read, none, 0, 0, &[]);
+    assert_eq!((empty.error, empty.data.len()), (None, 0));
+    if structured {
+        let status = c.call(Command::BlockStatus, none, 0, 1 << 20, &[]);
+        assert_eq!(status.error, None);
+        assert!(!status.extents.is_empty());
+        assert!(status.extents.iter().all(|&(len, _)| len > 0));
+        let one = c.call(Command::BlockStatus, CommandFlags::REQ_ONE, 4096, 4096, &[]);
+        assert_eq!(one.extents.len(), 1);
+        assert!(one.extents[0].0 <= 4096);
+        assert_eq!(one.extents[0].1, 0, "written data is allocated");
+        // Past the end of the export: a structured error.
+        let past = c.call(Command::BlockStatus, none, c.size, 1, &[]);
+        assert_eq!(past.error, Some(Errno::EINVAL));
+    } else {
+        // No meta context: block status is refused.
+        let refused = c.call(Command::BlockStatus, none, 0, 4096, &[]);
+        assert_eq!(refused.error, Some(Errno::EINVAL));
+    }
+    // DISC: no reply, the connection closes.
+    c.request(Command::Disc, none, 9, 0, 0, &[]);
+    assert!(c.is_closed());
+    h.assert_pool_full();
+    h.stop();
+}
+
+#[test]
+fn every_command_with_simple_replies() {
+    every_command(false, memory("", 4 * MIB));
+}
+
+#[test]
+fn every_command_with_structured_replies() {
+    every_command(true, memory("", 4 * MIB));
+}
+
+#[test]
+fn every_command_on_a_file_export() {
+    let path = std::env::temp_dir().join(format!("regio-nbd-target-{}", std::process::id()));
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(4 * MIB)
+        .unwrap();
+    every_command(true, Export::file("", &path, false).unwrap());
+    every_command(false, Export::file("", &path, false).unwrap());
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn bad_requests_get_errors_and_the_connection_goes_on() {
+    let Some(h) = start(
+        vec![
+            memory("rw", 4 * MIB),
+            Export::memory("ro", MIB, true).unwrap(),
+        ],
+        8,
+    ) else {
+        return;
+    };
+    for structured in [false, true] {
+        let mut c = h.open("rw", structured);
+        let none = CommandFlags::empty();
+        let size = c.size;
+        let cases: Vec<(Command, CommandFlags, u64, u32, Vec<u8>, Errno)> = vec![
+            (Command::Read, none, size - 10, 20, vec![], Errno::EINVAL),
+            (
+                Command::Write,
+                none,
+                size - 10,
+                20,
+                vec![1; 20],
+                Errno::ENOSPC,
+            ),
+            (Command::Trim, none, size, 1, vec![], Errno::EINVAL),
+            (
+                Command::WriteZeroes,
+                none,
+                u64::MAX,
+                1,
+                vec![],
+                Errno::ENOSPC,
+            ),
+            (Command::Unknown(42), none, 0, 0, vec![], Errno::EINVAL),
+            (
+                Command::Read,
+                CommandFlags::from_bits_retain(1 << 12),
+                0,
+                1,
+                vec![],
+                Errno::EINVAL,
+            ),
+            (
+                Command::WriteZeroes,
+                CommandFlags::NO_HOLE | CommandFlags::FAST_ZERO,
+                0,
+                4096,
+                vec![],
+                Errno::ENOTSUP,
+            ),
+        ];
+        for (command, flags, offset, length, payload, errno) in cases {
+            let reply = c.call(command, flags, offset, length, &payload);
+            assert_eq!(
+                reply.error,
+                Some(errno),
+                "{command:?} {flags:?} at {offset}"
+            );
+        }
+        // A write over the maximum payload is read through, refused, and the connection goes on.
+        let max = h.server.max_payload();
+        let big = vec![3; max as usize + 1];
+        let refused = c.call(Command::Write, none, 0, big.len() as u32, &big);
+        assert_eq!(refused.error, Some(Errno::EINVAL));
+        let read = c.call(Command::Read, none, 0, max + 1, &[]);
+        let overflow = if structured {
+            Errno::EOVERFLOW
+        } else {
+            Errno::EINVAL
+        };
+        assert_eq!(read.error, Some(overflow));
+        // Still serving.
+        let ok = c.call(Command::Write, none, 0, 3, b"abc");
+        assert_eq!(ok.error, None);
+        assert_eq!(c.call(Command::Read, none, 0, 3, &[]).data, b"abc");
+
+        let mut ro = h.open("ro", structured);
+        assert!(ro.flags.contains(TransmissionFlags::READ_ONLY));
+        for (command, payload) in [(Command::Write, vec![0; 512]), (Command::Trim, vec![])] {
+            let reply = ro.call(command, none, 0, 512, &payload);
+            assert_eq!(reply.error, Some(Errno::EPERM), "{command:?}");
+        }
+        assert_eq!(ro.call(Command::Read, none, 0, 512, &[]).error, None);
+    }
+    h.assert_pool_full();
+    h.stop();
+}
+
+#[test]
+fn malformed_bytes_close_only_that_connection() {
+    let Some(h) = start(vec![memory("", MIB)], 8) else {
+        return;
+    };
+    let mut good = h.open("", true);
+    // A wrong request magic.
+    let mut bad = h.open("", true);
+    bad.stream.write_all(&[0xde; 28]).unwrap();
+    assert!(bad.is_closed());
+    // A truncated header, then the client leaves.
+    let mut cut = h.open("", false);
+    cut.stream.write_all(&[0x25, 0x60, 0x95]).unwrap();
+    drop(cut);
+    // Garbage in the handshake.
+    let mut garbage = Client::connect(h.addr, 3);
+    garbage
+        .stream
+        .write_all(b"this is not an NBD option at all")
+        .unwrap();
+    assert!(garbage.is_closed());
+    // The first connection never noticed.
+    let reply = good.call(Command::Write, CommandFlags::empty(), 0, 4, b"fine");
+    assert_eq!(reply.error, None);
+    assert_eq!(
+        good.call(Command::Read, CommandFlags::empty(), 0, 4, &[])
+            .data,
+        b"fine"
+    );
+    drop(good);
+    h.assert_pool_full();
+    h.stop();
+}
+
+#[test]
+fn many_requests_in_flight_are_answered_by_cookie() {
+    let Some(h) = start(vec![memory("", 16 * MIB)], 4) else {
+        return;
+    };
+    let mut c = h.open("", true);
+    let none = CommandFlags::empty();
+    let blocks = 200_u64;
+    for i in 0..blocks {
+        let data = pattern(4096, i as u8);
+        c.request(Command::Write, none, 1000 + i, i * 4096, 4096, &data);
+    }
+    let mut cookies: Vec<u64> = (0..blocks)
+        .map(|_| c.reply())
+        .map(|r| {
+            assert_eq!(r.error, None);
+            r.cookie
+        })
+        .collect();
+    cookies.sort_unstable();
+    assert_eq!(cookies, (1000..1000 + blocks).collect::<Vec<_>>());
+    // Reads of different sizes, all sent before any reply is read.
+    for i in 0..blocks {
+        c.request(Command::Read, none, 5000 + i, i * 4096, 4096, &[]);
+    }
+    let whole = (blocks * 4096).min(u64::from(h.server.max_payload()));
+    c.request(Command::Read, none, 9999, 0, whole as u32, &[]);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..=blocks {
+        let r = c.reply();
+        assert_eq!(r.error, None);
+        if r.cookie == 9999 {
+            for i in 0..whole / 4096 {
+                let at = (i * 4096) as usize;
+                assert_eq!(r.data[at..at + 4096], pattern(4096, i as u8));
+            }
+        } else {
+            let i = r.cookie - 5000;
+            assert_eq!(r.data, pattern(4096, i as u8), "cookie {}", r.cookie);
+        }
+        assert!(seen.insert(r.cookie), "cookie {} answered twice", r.cookie);
+    }
+    drop(c);
+    h.assert_pool_full();
+    h.stop();
+}
+
+#[test]
+fn flushed_writes_are_seen_by_every_connection() {
+    let path = std::env::temp_dir().join(format!("regio-nbd-multi-{}", std::process::id()));
+    std::fs::File::create(&path).unwrap().set_len(MIB).unwrap();
+    let Some(h) = start(vec![Export::file("", &path, false).unwrap()], 8) else {
+        return;
+    };
+    let (mut a, mut b, mut c) = (h.open("", true), h.open("", false), h.open("", true));
+    assert!(a.flags.contains(TransmissionFlags::CAN_MULTI_CONN));
+    let none = CommandFlags::empty();
+    assert_eq!(a.call(Command::Write, none, 12345, 5, b"multi").error, None);
+    assert_eq!(b.call(Command::Flush, none, 0, 0, &[]).error, None);
+    assert_eq!(c.call(Command::Read, none, 12345, 5, &[]).data, b"multi");
+    drop((a, b, c));
+    h.stop();
+    let on_disk = std::fs::read(&path).unwrap();
+    assert_eq!(&on_disk[12345..12350], b"multi");
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn a_client_that_leaves_mid_request_gives_every_buffer_back() {
+    let Some(h) = start(vec![memory("", 8 * MIB)], 8) else {
+        return;
+    };
+    let none = CommandFlags::empty();
+    // Half a write payload, then gone.
+    let mut c = h.open("", false);
+    c.request(Command::Write, none, 1, 0, 200_000, &[7; 100_000]);
+    drop(c);
+    // Many large reads whose replies are never read.
+    let mut c = h.open("", true);
+    for i in 0..64 {
+        c.request(Command::Read, none, i, 0, 256 * 1024, &[]);
+    }
+    drop(c);
+    h.assert_pool_full();
+    // The server still serves.
+    let mut c = h.open("", true);
+    assert_eq!(c.call(Command::Read, none, 0, 10, &[]).data, [0; 10]);
+    drop(c);
+    h.assert_pool_full();
+    h.stop();
+}
+
+#[test]
+fn a_pool_run_dry_makes_requests_wait_not_fail() {
+    // An eighth of the default pool, shared by four connections pipelining large requests.
+    let Some(h) = start(vec![memory("", 32 * MIB)], 8) else {
+        return;
+    };
+    let max = h.server.max_payload();
+    let none = CommandFlags::empty();
+    let per_client = 16_u64;
+    std::thread::scope(|scope| {
+        for n in 0..4_u8 {
+            let mut sender = h.open("", true);
+            let mut receiver = sender.other_half();
+            scope.spawn(move || {
+                let data = pattern(max as usize, n);
+                for i in 0..per_client {
+                    let offset = (u64::from(n) * per_client + i) % 16 * u64::from(max);
+                    sender.request(Command::Write, none, i, offset, max, &data);
+                    sender.request(Command::Read, none, 100 + i, offset, max, &[]);
+                }
+            });
+            scope.spawn(move || {
+                for _ in 0..2 * per_client {
+                    let reply = receiver.reply();
+                    assert_eq!(reply.error, None, "cookie {}", reply.cookie);
+                }
+            });
+        }
+    });
+    h.assert_pool_full();
+    h.stop();
+}
+
+#[test]
+fn shutdown_closes_idle_connections_and_finishes() {
+    let Some(h) = start(vec![memory("", MIB)], 8) else {
+        return;
+    };
+    let mut idle = h.open("", false);
+    let mut greeted = h.connect();
+    let stats = h.server.stats();
+    assert_eq!(stats.connections, 2);
+    h.stop();
+    assert!(idle.is_closed());
+    assert!(greeted.is_closed());
+}
+
+#[test]
+fn a_unix_socket_serves_large_reads_without_zero_copy() {
+    let Some(mut h) = start(vec![memory("", 4 * MIB)], 8) else {
+        return;
+    };
+    let path = std::env::temp_dir().join(format!("regio-nbd-unix-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    h.listen_unix(&path);
+    let mut c = Client::connect_unix(&path);
+    c.go("", true);
+    let data = pattern(100_000, 3);
+    let none = CommandFlags::empty();
+    assert_eq!(
+        c.call(Command::Write, none, 0, data.len() as u32, &data)
+            .error,
+        None
+    );
+    // 64 KiB chunks: large enough for SEND_ZC, which a Unix socket refuses.
+    for _ in 0..2 {
+        let read = c.call(Command::Read, none, 0, data.len() as u32, &[]);
+        assert_eq!((read.error, read.data == data), (None, true));
+    }
+    drop(c);
+    h.assert_pool_full();
+    h.stop();
+    std::fs::remove_file(&path).unwrap();
+}

@@ -1,0 +1,103 @@
+//! Sockets on the workers' rings: [`TcpListener`], [`TcpStream`], [`UnixListener`],
+//! [`UnixStream`] and [`UdpSocket`], with receives and sends on the runtime's registered pool
+//! messages.
+//!
+//! TCP and Unix streams are one type, [`Stream`] (and [`Listener`]), over the standard
+//! library's socket: the operations are written once, and only connecting, binding and
+//! addresses differ.
+//!
+//! A socket is created with the standard library or `socket(2)` on the calling thread, then
+//! used through io_uring: each worker that touches it gets a work queue for it on its own ring
+//! (made on first use, as for [`fs::File`](crate::fs::File)), so a stream made on one worker
+//! can be used from a task on another. Receives and sends act on the registered buffer of a
+//! pool [`Message`](regio_pool::Message); accepts and connects are `IORING_OP_ACCEPT` and
+//! `IORING_OP_CONNECT`.
+//!
+//! ```
+//! use regio_runtime::net::{TcpListener, TcpStream};
+//! use regio_runtime::Runtime;
+//!
+//! let rt = Runtime::builder().worker_threads(2).pool_class(4096, 64).build()?;
+//! let echoed = rt.block_on(async {
+//!     let listener = TcpListener::bind("127.0.0.1:0")?;
+//!     let addr = listener.local_addr()?;
+//!     let server = regio_runtime::spawn(async move {
+//!         let (stream, _peer) = listener.accept().await?;
+//!         let (n, mut msg) = stream.recv(regio_runtime::pool().try_acquire().unwrap()).await;
+//!         msg.descriptor_mut().truncate(n?);
+//!         stream.send_all(msg).await.0
+//!     });
+//!     let client = TcpStream::connect(addr).await?;
+//!     let mut msg = regio_runtime::pool().try_acquire().unwrap();
+//!     msg.as_mut_slice()[..5].copy_from_slice(b"hello");
+//!     msg.descriptor_mut().truncate(5);
+//!     let (sent, msg) = client.send_all(msg).await;
+//!     sent?;
+//!     let (got, msg) = client.recv_exact(msg).await;
+//!     got?;
+//!     server.await.unwrap()?;
+//!     Ok::<_, std::io::Error>(msg.as_slice()[..5].to_vec())
+//! })?;
+//! assert_eq!(echoed, b"hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Buffers
+//!
+//! Every receive and send takes a pool `Message` and gives it back with the result, as
+//! monoio's do: the kernel owns the buffer while the operation runs. The operation acts on the
+//! bytes the message's descriptor names: a fresh message's whole capacity, or what
+//! `descriptor_mut().truncate(n)` left. The buffers are registered with the ring, so the
+//! kernel reaches them without mapping their pages per operation; plain receives and sends
+//! still copy between them and the socket buffers (only [`send_zc`](Stream::send_zc) does
+//! not). On kernels before Linux 7.2 a send with flags 0 becomes a fixed-buffer `write(2)` on
+//! the socket, which raises `SIGPIPE` on a broken connection: Rust programs ignore `SIGPIPE`
+//! unless they opt out; one that restores its default action can die of a peer that resets
+//! (see the adapters' `ops::net` docs).
+//!
+//! An empty descriptor (`truncate(0)`) is never handed to the kernel: `recv` and `send`
+//! complete at once with 0, `recv_exact` and `send_all` with `Ok(())`.
+//!
+//! # Ownership and cancellation
+//!
+//! - Dropping an operation's future cancels the operation in the kernel (`ASYNC_CANCEL` on the
+//!   same work queue); its buffer goes back to the pool only with the operation's final
+//!   completion, never before: the kernel never writes into a buffer the pool has handed out
+//!   again. A receive cancelled after it took data has consumed that data.
+//! - A `recv_exact` or `send_all` is a sequence of operations; dropping it cancels the one in
+//!   flight, and what was moved before is lost with the future.
+//! - A dropped accept whose connection arrives anyway closes that connection.
+//! - Dropping a socket while operations are in flight keeps its descriptor open until their
+//!   final completions; then it closes (on every worker's ring that used it).
+//!
+//! # Zero-copy sends
+//!
+//! [`Stream::send_zc`] is `IORING_OP_SEND_ZC` on the registered buffer: the NIC (or, on
+//! loopback, the receiving socket) reads the pages directly, so no copy is made, and the
+//! buffer stays with the kernel until its `F_NOTIF` notification, which comes when every
+//! packet that carries its bytes has been acknowledged or dropped: one more completion per
+//! send, and a buffer held for a round trip rather than a copy. The future resolves only after
+//! that notification; a dropped one leaves the buffer parked until it comes. It pays off for
+//! large sends (tens of KiB); for small ones the copy is cheaper than the notification. On
+//! loopback the kernel copies the bytes when the receiving socket queues them: there a
+//! zero-copy send proves correctness, not speed.
+//!
+//! # Descriptors
+//!
+//! Each worker's work queue keeps its own duplicate of the socket's descriptor (the adapters'
+//! rule for plain descriptors): a socket used from `k` workers holds `k + 1` descriptors while
+//! it lives.
+
+mod listener;
+mod op;
+mod split;
+mod stream;
+mod udp;
+mod unix;
+
+pub use listener::{ListenSocket, Listener, TcpListener};
+pub use op::{RecvFrom, Transfer, TransferAll};
+pub use split::{OwnedReadHalf, OwnedWriteHalf};
+pub use stream::{Stream, StreamSocket, TcpStream};
+pub use udp::UdpSocket;
+pub use unix::{UnixListener, UnixStream};

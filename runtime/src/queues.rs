@@ -1,0 +1,121 @@
+//! [`FdQueues`]: a descriptor (a file or a socket) and its work queues, one per worker that
+//! used it, made on first use.
+//!
+//! An operation on a file or a socket goes to the work queue of the current worker's ring for
+//! that descriptor ([`for_worker`](FdQueues::for_worker)); a descriptor used from tasks on two
+//! workers has a queue on each ring. Each queue holds its own duplicate of the descriptor (the
+//! adapter's rule for [`Target::Fd`]), closed once the queue is removed and drained.
+//!
+//! # Synchronization
+//!
+//! No lock on the way of an operation. The binding to a runtime (its workers' queue slots) is
+//! a `OnceLock`, set by the first worker that uses the descriptor; each slot is a `OnceLock`
+//! too, which only its own worker sets (an operation reaches the queues of the worker that
+//! polls it), so a slot is never raced for; readers see a set value whole through the
+//! `OnceLock`'s acquire load, which pairs with the release store of its initialization.
+//! Operations hold the `FdQueues` (not the file or socket handle): a handle dropped while an
+//! operation is in flight keeps its descriptor open, and its queues registered, until that
+//! operation's final completion.
+
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, OnceLock, Weak};
+
+use regio_adapters::{Adapter, Target, WorkQueue};
+use regio_pool::Message;
+
+use crate::shared::Shared;
+use crate::worker::Local;
+
+/// The handle of a descriptor, as operations see it (its type erased).
+pub(crate) type AnyFd = dyn AsRawFd + Send + Sync;
+
+/// A descriptor's handle (`H`: a `std::fs::File`, a `std::net::TcpStream`, ...) and its work
+/// queues. Operations hold it as `Arc<FdQueues>` (the handle's type erased).
+pub(crate) struct FdQueues<H: ?Sized = AnyFd> {
+    /// The runtime whose workers may use the descriptor, set by the first one that does.
+    bound: OnceLock<Binding>,
+    /// The handle, closed after the queues are removed.
+    handle: H,
+}
+
+/// The runtime a descriptor is bound to, and its queues there.
+struct Binding {
+    owner: Weak<Shared>,
+    adapter: Adapter<Message>,
+    /// The work queues, by worker index, each made by its worker on first use.
+    by_worker: Box<[OnceLock<WorkQueue<Message>>]>,
+}
+
+impl<H: ?Sized + AsRawFd> std::fmt::Debug for FdQueues<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FdQueues")
+            .field("fd", &self.handle.as_raw_fd())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H> FdQueues<H> {
+    /// Queues for `handle`, bound to the runtime whose worker first uses them.
+    pub(crate) fn new(handle: H) -> Self {
+        Self {
+            bound: OnceLock::new(),
+            handle,
+        }
+    }
+}
+
+impl<H: ?Sized> FdQueues<H> {
+    /// The descriptor's handle.
+    pub(crate) fn handle(&self) -> &H {
+        &self.handle
+    }
+}
+
+impl<H: ?Sized + AsRawFd> FdQueues<H> {
+    /// The descriptor's work queue on `local`'s ring, made on first use.
+    ///
+    /// # Errors
+    ///
+    /// An errno for the operation's completion: `EXDEV` if another runtime's workers used the
+    /// descriptor first, `EIO` if the adapter cannot make the queue (logged with the reason).
+    pub(crate) fn for_worker(&self, local: &Local) -> Result<WorkQueue<Message>, i32> {
+        let shared = &local.shared;
+        let bound = self.bound.get_or_init(|| Binding {
+            owner: Arc::downgrade(shared),
+            adapter: shared.adapter.clone(),
+            by_worker: (0..shared.workers.len()).map(|_| OnceLock::new()).collect(),
+        });
+        if !std::ptr::eq(bound.owner.as_ptr(), Arc::as_ptr(shared)) {
+            return Err(libc::EXDEV);
+        }
+        let index = local.remote.index;
+        let slot = bound.by_worker.get(index).ok_or(libc::EIO)?;
+        if let Some(wq) = slot.get() {
+            return Ok(wq.clone());
+        }
+        let depth = shared.config.file_queue_depth;
+        let wq = shared
+            .adapter
+            .work_queue(index, Target::Fd(self.handle.as_raw_fd()), depth, depth)
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot make a work queue for a descriptor");
+                libc::EIO
+            })?;
+        // Only this worker sets its own slot, and it found the slot empty.
+        if let Err(made) = slot.set(wq.clone()) {
+            shared.adapter.remove_work_queue(&made);
+            return Err(libc::EIO);
+        }
+        Ok(wq)
+    }
+}
+
+impl<H: ?Sized> Drop for FdQueues<H> {
+    fn drop(&mut self) {
+        if let Some(bound) = self.bound.get() {
+            for wq in bound.by_worker.iter().filter_map(OnceLock::get) {
+                bound.adapter.remove_work_queue(wq);
+            }
+        }
+    }
+}
