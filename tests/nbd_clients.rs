@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::data::{assert_same_file, random_file, sparse_file};
 use common::raw::RawClient;
-use common::server::{Backing, Implementation, Server, Spec};
+use common::server::{Address, Backing, Implementation, Server, Spec};
 use common::tools::{self, run_ok};
 use common::TempDir;
 
@@ -289,4 +289,89 @@ fn fio_random_writes_verify_with_crc32c_over_several_jobs() {
             "every block verified: {job:#}"
         );
     }
+}
+
+#[test]
+fn qemu_nbd_list_reads_the_export_list() {
+    if !tools::require(&["qemu-nbd"]) {
+        return;
+    }
+    let dir = TempDir::new("qemu-nbd-list");
+    let path = dir.join("export.img");
+    std::fs::File::create(&path)
+        .and_then(|f| f.set_len(MIB))
+        .expect("create the export file");
+    let spec = Spec::new(Implementation::under_test(), Backing::File(path)).named("disk0");
+    let Some(server) = common::start(spec) else {
+        return;
+    };
+    let mut cmd = Command::new("qemu-nbd");
+    match server.address() {
+        Address::Unix(path) => cmd.arg("--list").arg("-k").arg(path),
+        Address::Tcp(addr) => cmd
+            .args(["--list", "-b", &addr.ip().to_string(), "-p"])
+            .arg(addr.port().to_string()),
+    };
+    let out = run_ok(&mut cmd, LIMIT);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("exports available: 1"), "{text}");
+    assert!(text.contains("export: 'disk0'"), "{text}");
+    assert!(text.contains(&format!("size:  {MIB}")), "{text}");
+}
+
+#[test]
+fn several_named_exports_each_serve_their_own_data() {
+    if !tools::require(&["nbdinfo"]) {
+        return;
+    }
+    let dir = TempDir::new("exports");
+    let path = dir.join("disk.img");
+    std::fs::File::create(&path)
+        .and_then(|f| f.set_len(16 * MIB))
+        .expect("create the export file");
+    let spec = Spec::new(Implementation::under_test(), Backing::Memory(8 * MIB))
+        .named("mem")
+        .and_export("disk", Backing::File(path.clone()));
+    let Some(server) = common::start(spec) else {
+        return;
+    };
+    let out = run_ok(
+        Command::new("nbdinfo").args(["--list", "--json", &server.uri()]),
+        LIMIT,
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nbdinfo's JSON");
+    let mut exports: Vec<(String, u64)> = json["exports"]
+        .as_array()
+        .expect("a list of exports")
+        .iter()
+        .map(|e| {
+            let name = e["export-name"].as_str().expect("a name").to_owned();
+            (name, e["export-size"].as_u64().expect("a size"))
+        })
+        .collect();
+    exports.sort();
+    assert_eq!(
+        exports,
+        [("disk".to_owned(), 16 * MIB), ("mem".to_owned(), 8 * MIB)]
+    );
+
+    let (mut disk, _) = RawClient::open(server.address(), "disk");
+    let (mut mem, _) = RawClient::open(server.address(), "mem");
+    assert_eq!(disk.write(0, 0, &[0xd1; 4096]), 0);
+    assert_eq!(mem.write(0, 0, &[0x3e; 4096]), 0);
+    assert_eq!(disk.read(0, 4096), [0xd1; 4096]);
+    assert_eq!(mem.read(0, 4096), [0x3e; 4096]);
+    let (error, _) = disk.call(0, regio_nbd::proto::consts::NBD_CMD_FLUSH, 0, 0);
+    assert_eq!(error, 0, "FLUSH");
+    let on_disk = std::fs::read(&path).expect("read the export file");
+    assert_eq!(on_disk[..4096], [0xd1; 4096]);
+
+    let (mut other, _) = RawClient::connect(server.address());
+    other.send_client_flags(3);
+    assert_eq!(
+        other.go("no-such-export").unwrap_err(),
+        regio_nbd::proto::consts::NBD_REP_ERR_UNKNOWN
+    );
+    disk.disconnect();
+    mem.disconnect();
 }

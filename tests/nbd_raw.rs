@@ -245,6 +245,91 @@ fn oversized_requests_fail(c: &mut RawClient, max: u32, size: u64, mode: &str) {
 }
 
 #[test]
+fn block_sizes_follow_the_spec() {
+    let dir = TempDir::new("block-sizes");
+    let Some(server) = tcp_export(&dir, 16 * MIB) else {
+        return;
+    };
+    let (mut c, export) = RawClient::open(server.address(), server.export_name());
+    match export.block_sizes {
+        Some((min, preferred, max)) => {
+            assert!(min.is_power_of_two() && min <= 65536, "minimum {min}");
+            assert!(
+                preferred.is_power_of_two() && preferred >= 512,
+                "preferred {preferred}"
+            );
+            assert!(
+                preferred >= min && max >= preferred,
+                "{min} <= {preferred} <= {max}"
+            );
+            assert!(
+                max == u32::MAX || max % min == 0,
+                "maximum {max} a multiple of {min}"
+            );
+        }
+        None => {
+            assert_ne!(
+                Implementation::under_test(),
+                Implementation::Regio,
+                "regio sent no NBD_INFO_BLOCK_SIZE"
+            );
+            println!("NOTE: the server sent no NBD_INFO_BLOCK_SIZE");
+        }
+    }
+    // The kernel client ignores block sizes: unaligned requests still work.
+    let data = Noise::new(14).bytes(1000);
+    assert_eq!(c.write(0, 4093, &data), 0, "an unaligned WRITE");
+    assert!(c.read(4093, 1000) == data, "an unaligned READ");
+    c.disconnect();
+}
+
+#[test]
+fn disc_finishes_the_replies_in_flight_then_closes() {
+    let dir = TempDir::new("disc");
+    let Some(server) = tcp_export(&dir, 16 * MIB) else {
+        return;
+    };
+    for structured in [false, true] {
+        let (mut c, _) = RawClient::open_with(server.address(), server.export_name(), structured);
+        let image = Noise::new(15).bytes(MIB as usize);
+        assert_eq!(c.write(0, 0, &image), 0);
+        let mut burst = Vec::new();
+        let mut pending = HashMap::new();
+        for i in 0..16u64 {
+            let (offset, len) = (i * 65536, 65536);
+            burst.extend(request_header(0, NBD_CMD_READ, 100 + i, offset, len));
+            pending.insert(
+                100 + i,
+                Pending {
+                    command: NBD_CMD_READ,
+                    offset,
+                    len,
+                },
+            );
+        }
+        burst.extend(request_header(0, NBD_CMD_DISC, 999, 0, 0));
+        c.send(&burst);
+        while !pending.is_empty() {
+            let reply = c.next_reply(|cookie| {
+                *pending
+                    .get(&cookie)
+                    .unwrap_or_else(|| panic!("a reply to cookie {cookie}, not in flight"))
+            });
+            let request = pending.remove(&reply.cookie).expect("in flight");
+            assert_eq!(reply.error, 0);
+            let start = request.offset as usize;
+            assert!(
+                reply.data == image[start..start + 65536],
+                "the data of {request:?}"
+            );
+        }
+        let (after, closing) = c.read_until_closed();
+        assert_eq!(closing, Closing::Closed, "DISC closes the connection");
+        assert!(after.is_empty(), "DISC got a reply: {after:?}");
+    }
+}
+
+#[test]
 fn replies_echo_every_cookie_in_any_order() {
     let dir = TempDir::new("cookies");
     let Some(server) = tcp_export(&dir, 64 * MIB) else {

@@ -98,6 +98,8 @@ pub struct Export {
     pub flags: u16,
     /// The maximum payload from `NBD_INFO_BLOCK_SIZE`, if the server sent one.
     pub max_payload: Option<u32>,
+    /// The minimum, preferred and maximum block sizes of `NBD_INFO_BLOCK_SIZE`, if sent.
+    pub block_sizes: Option<(u32, u32, u32)>,
 }
 
 impl Export {
@@ -233,7 +235,7 @@ impl RawClient {
         payload.extend_from_slice(&NBD_INFO_BLOCK_SIZE.to_be_bytes());
         self.send_option(NBD_OPT_GO, &payload);
         let mut export = None;
-        let mut max_payload = None;
+        let mut block_sizes = None;
         loop {
             let reply = self.option_reply();
             assert_eq!(reply.option, NBD_OPT_GO, "a reply to another option");
@@ -244,7 +246,9 @@ impl RawClient {
                     if info == NBD_INFO_EXPORT {
                         export = Some((be64(&reply.data[2..10]), be16(&reply.data[10..12])));
                     } else if info == NBD_INFO_BLOCK_SIZE {
-                        max_payload = Some(be32(&reply.data[10..14]));
+                        assert_eq!(reply.data.len(), 14, "the length of NBD_INFO_BLOCK_SIZE");
+                        let d = &reply.data;
+                        block_sizes = Some((be32(&d[2..6]), be32(&d[6..10]), be32(&d[10..14])));
                     }
                 }
                 kind if kind & NBD_REP_FLAG_ERROR != 0 => return Err(kind),
@@ -255,7 +259,8 @@ impl RawClient {
         Ok(Export {
             size,
             flags,
-            max_payload,
+            max_payload: block_sizes.map(|(_, _, max)| max),
+            block_sizes,
         })
     }
 
@@ -440,11 +445,18 @@ impl RawClient {
     /// Reads and discards whatever the server sends until it closes the connection (end of file
     /// or reset), at most [`REPLY_LIMIT`].
     pub fn wait_closed(&mut self) -> Closing {
+        self.read_until_closed().1
+    }
+
+    /// Reads whatever the server sends until it closes the connection (end of file or reset),
+    /// at most [`REPLY_LIMIT`]: the bytes, and how it ended.
+    pub fn read_until_closed(&mut self) -> (Vec<u8>, Closing) {
+        let mut got = Vec::new();
         let mut buf = [0; 4096];
         loop {
             match self.stream.read(&mut buf) {
-                Ok(0) => return Closing::Closed,
-                Ok(_) => continue,
+                Ok(0) => return (got, Closing::Closed),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e)
                     if matches!(
@@ -452,9 +464,9 @@ impl RawClient {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Closing::StillOpen
+                    return (got, Closing::StillOpen)
                 }
-                Err(_) => return Closing::Closed,
+                Err(_) => return (got, Closing::Closed),
             }
         }
     }

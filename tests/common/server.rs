@@ -110,6 +110,8 @@ pub struct Spec {
     pub read_only: bool,
     /// Unix socket or TCP.
     pub transport: Transport,
+    /// More exports of the same server, by name (regio only).
+    pub more: Vec<(String, Backing)>,
 }
 
 impl Spec {
@@ -121,6 +123,7 @@ impl Spec {
             name: None,
             read_only: false,
             transport: Transport::Unix,
+            more: Vec::new(),
         }
     }
 
@@ -133,6 +136,12 @@ impl Spec {
     /// The same export, read-only.
     pub fn read_only(mut self) -> Spec {
         self.read_only = true;
+        self
+    }
+
+    /// The same server with one more export, `name` (the first export must be named too).
+    pub fn and_export(mut self, name: &str, backing: Backing) -> Spec {
+        self.more.push((name.to_owned(), backing));
         self
     }
 
@@ -311,21 +320,35 @@ impl Server {
 
     fn command(&self) -> Result<Command, StartError> {
         let spec = &self.spec;
+        if !spec.more.is_empty() && spec.implementation != Implementation::Regio {
+            return Err(StartError::Unsupported(format!(
+                "the harness starts {} with one export only",
+                spec.implementation
+            )));
+        }
         let mut cmd = Command::new(spec.implementation.program());
         match spec.implementation {
             Implementation::Regio => {
                 cmd.arg("serve");
-                match &spec.backing {
-                    Backing::File(path) => cmd.arg("--file").arg(path),
-                    Backing::Memory(size) => cmd.arg("--memory").arg(size.to_string()),
-                    Backing::Null(_) => {
-                        return Err(StartError::Unsupported(
-                            "regio has no null export".to_owned(),
-                        ))
+                // Exports and names pair up in order.
+                let exports = std::iter::once((spec.name.as_ref(), &spec.backing)).chain(
+                    spec.more
+                        .iter()
+                        .map(|(name, backing)| (Some(name), backing)),
+                );
+                for (name, backing) in exports {
+                    match backing {
+                        Backing::File(path) => cmd.arg("--file").arg(path),
+                        Backing::Memory(size) => cmd.arg("--memory").arg(size.to_string()),
+                        Backing::Null(_) => {
+                            return Err(StartError::Unsupported(
+                                "regio has no null export".to_owned(),
+                            ))
+                        }
+                    };
+                    if let Some(name) = name {
+                        cmd.args(["--name", name]);
                     }
-                };
-                if let Some(name) = &spec.name {
-                    cmd.args(["--name", name]);
                 }
                 if spec.read_only {
                     cmd.arg("--read-only");
