@@ -210,8 +210,13 @@ fn measure(server: &Server, label: &str, seconds: u64, m: &mut Metrics) {
         .as_f64()
         .expect("fio's p99 completion latency");
     m.qd1_p99.record(label, p99 / 1e3);
+    let mut copy = Command::new("nbdcopy");
+    if label == CEILING {
+        // The null plugin reports one big hole, which nbdcopy would skip: make it send the data.
+        copy.arg("--no-extents");
+    }
     let start = Instant::now();
-    run_ok(Command::new("nbdcopy").args([&uri, "null:"]), LIMIT);
+    run_ok(copy.args([&uri, "null:"]), LIMIT);
     m.copy.record(label, 1.0 / start.elapsed().as_secs_f64());
 }
 

@@ -204,8 +204,20 @@ impl Server {
             address,
             child: None,
         };
-        server.launch()?;
-        Ok(server)
+        // A free port can be taken by another process before the server binds it: then try
+        // another one.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match server.launch() {
+                Err(StartError::Failed(_))
+                    if server.spec.transport == Transport::Tcp && tries < 3 =>
+                {
+                    server.address = Address::Tcp(free_loopback_port());
+                }
+                result => return result.map(|()| server),
+            }
+        }
     }
 
     /// The server's address.
