@@ -271,6 +271,8 @@ fn fio_random_writes_verify_with_crc32c_over_several_jobs() {
             &format!("--offset_increment={per_job}"),
             "--verify=crc32c",
             "--verify_fatal=1",
+            // No local-*-verify.state files left in the working directory.
+            "--verify_state_save=0",
             "--output-format=json",
         ]),
         LIMIT,

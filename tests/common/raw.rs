@@ -373,6 +373,11 @@ impl RawClient {
                 "chunks of one reply echo one cookie"
             );
             let payload = self.read_exact(be32(&head[16..20]) as usize);
+            assert!(
+                kind == NBD_REPLY_TYPE_OFFSET_DATA || payload.len() <= 1000,
+                "a chunk of type {kind:#x} of {} bytes: qemu drops the connection over 1000",
+                payload.len()
+            );
             let mut place = |at: u64, bytes: &[u8]| {
                 let start = at
                     .checked_sub(request.offset)
