@@ -148,6 +148,35 @@ fn nbdinfo_map_shows_the_holes_of_a_sparse_file() {
 }
 
 #[test]
+fn nbdinfo_map_of_a_sparse_file_past_4_gib() {
+    if !tools::require(&["nbdinfo"]) {
+        return;
+    }
+    let dir = TempDir::new("nbdinfo-map-large");
+    let path = dir.join("large.img");
+    let gib = 1 << 30;
+    // nbdinfo asks for the status of up to 4 GiB at once.
+    sparse_file(
+        &path,
+        10 * gib,
+        &[(0, MIB as usize), (6 * gib, MIB as usize)],
+    );
+    let Some(server) = common::start(Spec::new(Implementation::under_test(), Backing::File(path)))
+    else {
+        return;
+    };
+    assert_eq!(
+        nbdinfo_map(&server.uri()),
+        [
+            (0, MIB, true),
+            (MIB, 6 * gib - MIB, false),
+            (6 * gib, MIB, true),
+            (6 * gib + MIB, 4 * gib - MIB, false),
+        ]
+    );
+}
+
+#[test]
 fn nbdinfo_map_shows_what_was_written_to_a_memory_export() {
     if !tools::require(&["nbdinfo"]) {
         return;
