@@ -6,7 +6,8 @@
 //! - [`pool`]: the message resource pool of pre-registered buffers and descriptors;
 //! - [`adapters`]: SQPOLL rings, work queues, coalescing completion queues and CQ sets;
 //! - [`runtime`]: the executor, thread-per-core workers over the adapter's rings, with
-//!   operations as futures, timers and files; [`main`] and [`test`] are its attribute macros;
+//!   operations as futures, timers, files and sockets ([`net`]); [`main`] and [`test`] are its
+//!   attribute macros;
 //! - [`nbd`]: the NBD protocol codec and the NBD server behind `regio serve`.
 //!
 //! ```
@@ -31,6 +32,8 @@ pub use regio_nbd as nbd;
 pub use regio_pool as pool;
 pub use regio_runtime as runtime;
 pub use regio_sync as sync;
+
+pub use regio_runtime::net;
 
 /// Runs an `async fn main` on a new regio runtime: `#[regio::main]`, or
 /// `#[regio::main(worker_threads = N)]`. See [`regio_runtime::main`].

@@ -123,9 +123,22 @@ fn every_command(structured: bool, export: Export) {
     expected[20000 - 4096..20100 - 4096].fill(0);
     assert!(read.data == expected, "zeroed ranges read back as zeroes");
     assert_eq!(c.call(Command::Trim, none, 0, 4096, &[]).error, None);
-    // A zero-length read.
+    // Zero lengths.
     let empty = c.call(Command::Read, none, 0, 0, &[]);
     assert_eq!((empty.error, empty.data.len()), (None, 0));
+    for command in [
+        Command::Write,
+        Command::Trim,
+        Command::WriteZeroes,
+        Command::Cache,
+    ] {
+        assert_eq!(
+            c.call(command, none, 4096, 0, &[]).error,
+            None,
+            "{command:?}"
+        );
+    }
+    assert_eq!(c.call(Command::Read, none, 4096, 8, &[]).data, data[..8]);
     if structured {
         let status = c.call(Command::BlockStatus, none, 0, 1 << 20, &[]);
         assert_eq!(status.error, None);
@@ -460,4 +473,47 @@ fn a_unix_socket_serves_large_reads_without_zero_copy() {
     h.assert_pool_full();
     h.stop();
     std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn connections_beyond_the_pool_wait_for_their_turn() {
+    // A sixteenth of the pool: 128 control buffers, a pair per connection; 72 connections.
+    let Some(h) = start(vec![memory("", MIB)], 16) else {
+        return;
+    };
+    let mut waiting: Vec<_> = (0..72)
+        .map(|_| {
+            let stream = std::net::TcpStream::connect(h.addr).unwrap();
+            stream.set_nonblocking(true).unwrap();
+            stream
+        })
+        .collect();
+    // Each greeted connection leaves at once, which gives its pair to one still waiting. A
+    // generous bound on the rounds, not a timing: every connection is served in the end.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !waiting.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} connections never greeted",
+            waiting.len()
+        );
+        waiting.retain(|stream| {
+            let mut greeting = [0; 18];
+            match stream.peek(&mut greeting) {
+                Ok(18) => {
+                    assert_eq!(&greeting[..8], b"NBDMAGIC");
+                    false
+                }
+                Ok(n) => {
+                    assert_ne!(n, 0, "a waiting connection was closed");
+                    true
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+                Err(e) => panic!("{e}"),
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    h.assert_pool_full();
+    h.stop();
 }

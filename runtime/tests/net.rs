@@ -29,9 +29,8 @@ async fn echo_one(listener: &TcpListener) -> std::io::Result<usize> {
     assert_eq!(peer, stream.peer_addr()?);
     let mut total = 0;
     loop {
-        let (n, mut msg) = stream
-            .recv(regio_runtime::pool().try_acquire().unwrap())
-            .await;
+        let buf = regio_runtime::pool().acquire().await;
+        let (n, mut msg) = stream.recv(buf).await;
         let n = n?;
         if n == 0 {
             return Ok(total);
@@ -686,4 +685,166 @@ fn a_stream_of_one_runtime_is_refused_by_another() {
         drop(msg);
         other.shutdown(Duration::from_secs(5));
     });
+}
+
+#[test]
+fn echo_works_in_every_ring_mode() {
+    for mode in [
+        regio_runtime::RingMode::Interrupt,
+        regio_runtime::RingMode::SqPoll {
+            idle: Duration::from_millis(10),
+            cpu: None,
+        },
+        regio_runtime::RingMode::SingleIssuer,
+    ] {
+        common::within(LIMIT, "the test", move || {
+            let Some(rt) = common::build(common::builder(2).ring_mode(mode)) else {
+                return;
+            };
+            let pool = rt.pool().clone();
+            let served = rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0")?;
+                let addr = listener.local_addr()?;
+                let server = spawn(async move { echo_one(&listener).await });
+                let client = TcpStream::connect(addr).await?;
+                for i in 0..20u8 {
+                    let (sent, msg) = client.send_all(message(&pool, &[i; 300])).await;
+                    sent?;
+                    let (got, msg) = client.recv_exact(msg).await;
+                    got?;
+                    assert_eq!(msg.as_slice()[..300], [i; 300], "{mode:?}");
+                }
+                drop(client);
+                server.await.unwrap()
+            });
+            assert_eq!(served.unwrap(), 6000, "{mode:?}");
+            let pool = rt.pool().clone();
+            common::eventually("every buffer is back", || {
+                (0..pool.classes()).all(|c| pool.available(c) == pool.capacity(c))
+            });
+            rt.shutdown(Duration::from_secs(5));
+        });
+    }
+}
+
+#[test]
+fn accepts_in_block_on_work_and_leave_no_descriptor_when_dropped() {
+    runtime_for(|rt| {
+        rt.block_on(rt.spawn(async { regio_runtime::nop().await }))
+            .unwrap()
+            .unwrap();
+        let before = common::open_fds();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let (stream, peer) = rt.block_on(listener.accept()).unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        let pool = rt.pool().clone();
+        let sent = rt.block_on(
+            rt.spawn(async move { stream.send_all(message(&pool, b"from a task")).await.0 }),
+        );
+        sent.unwrap().unwrap();
+        let mut got = [0u8; 11];
+        (&client).read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"from a task");
+        drop(client);
+
+        // Accepts dropped at every point of their life, with connections arriving meanwhile:
+        // each connection is either accepted (and dropped) or closed, never left open.
+        let mut clients = Vec::new();
+        for i in 0..50 {
+            clients.push(std::net::TcpStream::connect(addr).unwrap());
+            let wait = Duration::from_micros(i * 20);
+            let _ = rt.block_on(time::timeout(wait, listener.accept()));
+        }
+        drop(listener);
+        for mut c in clients {
+            // Accepted and dropped, closed by the runtime, or never taken: the end either way.
+            let mut byte = [0u8; 1];
+            let n = c.read(&mut byte);
+            assert!(matches!(n, Ok(0)) || n.is_err(), "{n:?}");
+        }
+        common::eventually("the descriptors are closed", || {
+            common::open_fds() <= before
+        });
+    });
+}
+
+#[test]
+fn cancellation_stress_leaves_every_buffer_and_descriptor() {
+    runtime_for(|rt| {
+        rt.block_on(rt.spawn(async { regio_runtime::nop().await }))
+            .unwrap()
+            .unwrap();
+        let before = common::open_fds();
+        let pool = rt.pool().clone();
+        let dropped = rt.block_on(rt.spawn(async move {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let addr = listener.local_addr()?;
+            // A peer that echoes slowly: receives race their timeouts, sends pile up.
+            let server = spawn(async move { echo_one(&listener).await });
+            let client = TcpStream::connect(addr).await?;
+            let mut dropped = 0u32;
+            for i in 0..2000u32 {
+                // A pseudo-random wait, from nothing to a few hundred microseconds.
+                let wait = Duration::from_micros(u64::from(i.wrapping_mul(2_654_435_761) % 400));
+                // Waits for a buffer: parked ones come back with their notifications.
+                let mut buf = pool.acquire().await;
+                buf.as_mut_slice()[..4].copy_from_slice(&i.to_le_bytes());
+                buf.descriptor_mut().truncate(4);
+                let step = async {
+                    match i % 3 {
+                        0 => client.send_zc(buf).await.0.map(drop),
+                        1 => client.send_all(buf).await.0,
+                        _ => client.recv(buf).await.0.map(drop),
+                    }
+                };
+                match time::timeout(wait, step).await {
+                    Ok(done) => done?,
+                    Err(_) => dropped += 1,
+                }
+            }
+            drop(client);
+            // The client closes with echoed bytes unread, which resets the connection: the
+            // server ends with the end of the stream or with that reset.
+            if let Err(e) = server.await.unwrap() {
+                assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}");
+            }
+            Ok::<_, std::io::Error>(dropped)
+        }));
+        let dropped = dropped.unwrap().unwrap();
+        assert!(dropped > 0, "no operation was dropped in flight");
+        common::eventually("the descriptors are closed", || {
+            common::open_fds() <= before
+        });
+    });
+}
+
+#[test]
+fn sockets_are_send_and_sync_and_their_futures_can_be_spawned() {
+    fn shared<T: Send + Sync>() {}
+    fn spawnable<F: Future + Send + 'static>(_: &F) {}
+    shared::<TcpListener>();
+    shared::<TcpStream>();
+    shared::<UnixListener>();
+    shared::<UnixStream>();
+    shared::<UdpSocket>();
+    shared::<regio_runtime::net::OwnedReadHalf>();
+    shared::<regio_runtime::net::OwnedWriteHalf>();
+    shared::<regio_runtime::net::OwnedReadHalf<std::os::unix::net::UnixStream>>();
+    let Some(rt) = common::runtime(1) else { return };
+    let (a, _b) = UnixStream::pair().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let msg = || rt.pool().try_acquire().unwrap();
+    spawnable(&a.recv(msg()));
+    spawnable(&a.recv_exact(msg()));
+    spawnable(&a.send(msg()));
+    spawnable(&a.send_all(msg()));
+    spawnable(&a.send_zc(msg()));
+    spawnable(&listener.accept());
+    spawnable(&TcpStream::connect(listener.local_addr().unwrap()));
+    spawnable(&UnixStream::connect("/nonexistent"));
+    spawnable(&udp.recv_from(msg()));
+    spawnable(&udp.send_to(msg(), listener.local_addr().unwrap()));
 }

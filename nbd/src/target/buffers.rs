@@ -98,6 +98,11 @@ impl Buffers {
         msg
     }
 
+    /// A buffer of the largest class if one is free now, to gather small replies in.
+    pub(crate) fn try_staging(&self) -> Option<Message> {
+        self.pool.try_acquire_class(self.largest().0).ok()
+    }
+
     /// Buffers for `len` bytes (`len` at most [`max_payload`](Self::max_payload)), each with
     /// its descriptor cut to the bytes it carries, in order. Nothing for zero bytes.
     pub(crate) async fn for_len(&self, len: usize) -> Vec<Message> {

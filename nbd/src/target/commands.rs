@@ -37,6 +37,8 @@ impl Session {
         let fua = request.flags.contains(CommandFlags::FUA);
         let done = match request.command {
             Command::Read => return self.read(request, slot).await,
+            // Nothing to trim, zero or cache (fallocate and fadvise read 0 as "to the end").
+            Command::Trim | Command::WriteZeroes | Command::Cache if length == 0 => Ok(()),
             Command::BlockStatus => return self.block_status(request, slot),
             Command::Write => self.write(offset, payload).await,
             Command::Flush => export.flush().await,

@@ -1,5 +1,6 @@
 //! One client connection, from its handshake to its close: the reader on the connection's
-//! task, the writer on a task of its own, and a task per request between them.
+//! task, the writer on a task of its own, and a task per request between them, all on the
+//! worker the connection was given (connections are spread over the workers).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,7 +61,10 @@ pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
         stats: Arc::clone(&server.stats),
     });
     let (replies, queued) = queue();
-    let writer = regio_runtime::spawn(writer::run(output, queued, outbox));
+    // The writer and the request tasks stay on this connection's worker (a connection is a
+    // work queue of one ring): no wake-up crosses threads between them.
+    let writer =
+        regio_runtime::spawn_local(writer::run(output, queued, outbox, server.buffers.clone()));
     let in_flight = Semaphore::new(server.max_in_flight);
     let stop = reader::run(&input, inbox, session, in_flight, replies, &server.shutdown).await;
     match &stop {

@@ -29,6 +29,7 @@ mod commands;
 mod connection;
 mod error;
 mod export;
+mod input;
 mod negotiate;
 mod reader;
 mod server;

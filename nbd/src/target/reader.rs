@@ -10,6 +10,7 @@ use std::sync::Arc;
 use regio_pool::Message;
 
 use super::commands::{error_reply, Session};
+use super::input::Input;
 use super::stream::RecvHalf;
 use super::sync::{Semaphore, Sender, Signal};
 use super::writer::{InFlight, Reply};
@@ -33,38 +34,28 @@ pub(crate) enum Stop {
     },
 }
 
-/// Reads and dispatches requests until one of the [`Stop`] reasons.
+/// Reads and dispatches requests until one of the [`Stop`] reasons. Runs on a worker: each
+/// request gets a task on this worker.
 pub(crate) async fn run<R: RecvHalf>(
-    input: &R,
-    mut control: Message,
+    from: &R,
+    control: Message,
     session: Arc<Session>,
     in_flight: Arc<Semaphore>,
     replies: Sender<Reply>,
     shutdown: &Signal,
 ) -> Stop {
-    let whole = control.key();
+    let mut input = Input::new(from, control);
     loop {
         // A slot first: a client with too many requests in flight is not read from.
         let Some(permit) = shutdown.or_raised(in_flight.acquire()).await else {
             return Stop::Shutdown;
         };
-        let mut header = whole;
-        header.len = REQUEST_HEADER_LEN as u32;
-        control
-            .descriptor_mut()
-            .set_slices(&[header])
-            .expect("one slice");
-        let Some((received, back)) = shutdown.or_raised(input.recv_exact(control)).await else {
-            return Stop::Shutdown;
+        let header = match shutdown.or_raised(input.take::<REQUEST_HEADER_LEN>()).await {
+            None => return Stop::Shutdown,
+            Some(Err(e)) => return Stop::Gone(e),
+            Some(Ok(header)) => header,
         };
-        control = back;
-        if let Err(e) = received {
-            return Stop::Gone(e);
-        }
-        let bytes: &[u8; REQUEST_HEADER_LEN] = control.as_slice()[..REQUEST_HEADER_LEN]
-            .try_into()
-            .expect("a header's length");
-        let request = match Request::decode(bytes) {
+        let request = match Request::decode(&header) {
             Ok(request) => request,
             Err(e) => return Stop::Violation(e),
         };
@@ -73,7 +64,7 @@ pub(crate) async fn run<R: RecvHalf>(
             match refusal.payload {
                 RefusedPayload::None => {}
                 RefusedPayload::Discard(len) => {
-                    if let Err(e) = discard(input, &session, len as usize).await {
+                    if let Err(e) = input.discard(&session.buffers, len as usize).await {
                         return Stop::Gone(e);
                     }
                 }
@@ -94,50 +85,20 @@ pub(crate) async fn run<R: RecvHalf>(
         }
         let payload = match request.command {
             Command::Disc => return Stop::Disconnect,
-            Command::Write => match receive(input, &session, request.length as usize).await {
-                Ok(payload) => payload,
-                Err(e) => return Stop::Gone(e),
-            },
+            Command::Write => {
+                let bufs = session.buffers.for_len(request.length as usize).await;
+                match input.payload(bufs).await {
+                    Ok(payload) => payload,
+                    Err(e) => return Stop::Gone(e),
+                }
+            }
             _ => Vec::new(),
         };
         let (session, replies) = (Arc::clone(&session), replies.clone());
         // Detached: its reply, through the queue, is all the connection waits for.
-        drop(regio_runtime::spawn(async move {
+        drop(regio_runtime::spawn_local(async move {
             let reply = session.execute(request, payload, slot).await;
             replies.push(reply);
         }));
     }
-}
-
-/// Receives a WRITE's `len` bytes straight into pool buffers.
-async fn receive<R: RecvHalf>(
-    input: &R,
-    session: &Session,
-    len: usize,
-) -> io::Result<Vec<Message>> {
-    let mut payload = Vec::new();
-    for buf in session.buffers.for_len(len).await {
-        let (received, buf) = input.recv_exact(buf).await;
-        received?;
-        payload.push(buf);
-    }
-    Ok(payload)
-}
-
-/// Reads and drops the `len`-byte payload of a refused WRITE.
-async fn discard<R: RecvHalf>(input: &R, session: &Session, len: usize) -> io::Result<()> {
-    let chunk = session.buffers.chunk_size(len);
-    let mut buf = session.buffers.one(chunk).await;
-    let whole = buf.key();
-    let mut left = len;
-    while left > 0 {
-        let mut key = whole;
-        key.len = left.min(chunk) as u32;
-        buf.descriptor_mut().set_slices(&[key]).expect("one slice");
-        let (received, back) = input.recv_exact(buf).await;
-        received?;
-        buf = back;
-        left -= key.len as usize;
-    }
-    Ok(())
 }

@@ -13,6 +13,8 @@ use regio_runtime::net::{Stream, StreamSocket};
 
 /// The receiving half of a connection.
 pub trait RecvHalf: Send + Sync + 'static {
+    /// One receive into the descriptor's bytes: the count, 0 if the peer closed.
+    fn recv(&self, buf: Message) -> impl Future<Output = (io::Result<usize>, Message)> + Send;
     /// Receives until the descriptor's bytes are all filled; `UnexpectedEof` if the peer
     /// closes first.
     fn recv_exact(&self, buf: Message) -> impl Future<Output = (io::Result<()>, Message)> + Send;
@@ -40,6 +42,10 @@ pub trait Connection: Send + 'static {
 }
 
 impl<S: StreamSocket> RecvHalf for Arc<Stream<S>> {
+    fn recv(&self, buf: Message) -> impl Future<Output = (io::Result<usize>, Message)> + Send {
+        Stream::recv(self, buf)
+    }
+
     fn recv_exact(&self, buf: Message) -> impl Future<Output = (io::Result<()>, Message)> + Send {
         Stream::recv_exact(self, buf)
     }

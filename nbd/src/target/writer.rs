@@ -1,13 +1,16 @@
 //! The writer: the one task of a connection that writes to its socket. Request tasks queue
 //! their [`Reply`]s; the writer sends them in the order they come, whatever order the requests
 //! came in. Reply headers are copied into the connection's control buffer, several per send
-//! when they queue up together; read data goes out from the buffers the reads filled, with
-//! `SEND_ZC` when it is large enough to gain from it.
+//! when they queue up together. Small replies (a 4 KiB read) are gathered whole, header and
+//! data, in a data buffer borrowed for the batch when the pool has one free: one send for the
+//! batch rather than two per reply. Larger data goes out from the buffers the reads filled,
+//! with `SEND_ZC`.
 
 use std::sync::Arc;
 
-use regio_pool::Message;
+use regio_pool::{BufKey, Message};
 
+use super::buffers::Buffers;
 use super::stats::Stats;
 use super::stream::SendHalf;
 use super::sync::{Permit, Receiver};
@@ -54,17 +57,17 @@ impl Drop for InFlight {
 /// Sends every reply of `replies` on `out` until the queue ends (the reader and every request
 /// task are done), then closes the connection. After a failed send the rest are dropped (their
 /// buffers go back to the pool): the client is gone.
-pub(crate) async fn run<W: SendHalf>(out: W, mut replies: Receiver<Reply>, control: Message) {
+pub(crate) async fn run<W: SendHalf>(
+    out: W,
+    mut replies: Receiver<Reply>,
+    control: Message,
+    buffers: Buffers,
+) {
     let mut writer = Writer {
         out,
-        whole: control
-            .descriptor()
-            .slices()
-            .first()
-            .copied()
-            .unwrap_or(control.key()),
-        control: Some(control),
-        filled: 0,
+        control: Some(Gather::new(control)),
+        staging: None,
+        buffers,
         broken: false,
         zero_copy: true,
     };
@@ -75,19 +78,52 @@ pub(crate) async fn run<W: SendHalf>(out: W, mut replies: Receiver<Reply>, contr
             writer.put(reply).await;
         }
         writer.flush().await;
+        // The staging buffer goes back to the pool between batches.
+        writer.staging = None;
     }
     if let Err(e) = writer.out.close().await {
         tracing::debug!(error = %e, "closing a connection");
     }
 }
 
+/// A buffer that bytes are gathered in, then sent at once.
+struct Gather {
+    buf: Message,
+    whole: BufKey,
+    filled: usize,
+}
+
+impl Gather {
+    fn new(buf: Message) -> Self {
+        let whole = buf.key();
+        Self {
+            buf,
+            whole,
+            filled: 0,
+        }
+    }
+
+    fn room(&self) -> usize {
+        self.whole.len as usize - self.filled
+    }
+
+    /// Copies as much of `bytes` as fits; returns how much.
+    fn push(&mut self, bytes: &[u8]) -> usize {
+        let take = bytes.len().min(self.room());
+        self.buf.as_mut_slice()[self.filled..self.filled + take].copy_from_slice(&bytes[..take]);
+        self.filled += take;
+        take
+    }
+}
+
 struct Writer<W> {
     out: W,
-    control: Option<Message>,
-    /// The control buffer's whole slice.
-    whole: regio_pool::BufKey,
-    /// Header bytes waiting in the control buffer.
-    filled: usize,
+    /// The connection's control buffer; `None` only while it is being sent.
+    control: Option<Gather>,
+    /// A data buffer borrowed for one batch, where small replies are gathered whole (header
+    /// and data), so a batch of small reads costs one send rather than two per reply.
+    staging: Option<Gather>,
+    buffers: Buffers,
     broken: bool,
     /// Whether the socket takes `SEND_ZC` (a Unix socket does not).
     zero_copy: bool,
@@ -96,25 +132,19 @@ struct Writer<W> {
 impl<W: SendHalf> Writer<W> {
     async fn put(&mut self, reply: Reply) {
         let Reply { head, data, slot } = reply;
-        if !self.broken {
-            let mut head = &head[..];
-            while !head.is_empty() && !self.broken {
-                let cap = self.whole.len as usize;
-                if self.filled == cap {
-                    self.flush().await;
-                }
-                let Some(control) = self.control.as_mut() else {
-                    break;
-                };
-                let take = head.len().min(cap - self.filled);
-                control.as_mut_slice()[self.filled..self.filled + take]
-                    .copy_from_slice(&head[..take]);
-                self.filled += take;
-                head = &head[take..];
+        let data_len: usize = data.iter().map(|buf| buf.descriptor().len()).sum();
+        let small = data_len > 0 && data_len < ZERO_COPY_MIN;
+        if small && self.staging.is_none() {
+            self.stage();
+        }
+        self.append(&head).await;
+        if small && self.staging.is_some() {
+            for buf in &data {
+                let len = buf.descriptor().len();
+                self.append(&buf.as_slice()[..len]).await;
             }
-            if !data.is_empty() {
-                self.flush().await;
-            }
+        } else if data_len > 0 {
+            self.flush().await;
             for buf in data {
                 if self.broken {
                     break;
@@ -125,30 +155,80 @@ impl<W: SendHalf> Writer<W> {
         drop(slot);
     }
 
-    /// Sends the header bytes gathered in the control buffer.
-    async fn flush(&mut self) {
-        if self.filled == 0 || self.broken {
-            return;
-        }
-        let Some(mut control) = self.control.take() else {
+    /// Borrows a staging buffer if the pool has one free now (never waits: the writer must
+    /// not hold replies, and their buffers, while it waits for more), and moves what the
+    /// control buffer gathered into it.
+    fn stage(&mut self) {
+        let Some(buf) = self.buffers.try_staging() else {
             return;
         };
-        let mut key = self.whole;
-        key.len = self.filled as u32;
-        control
-            .descriptor_mut()
-            .set_slices(&[key])
-            .expect("one slice");
-        let (result, mut control) = self.out.send_all(control).await;
-        control
-            .descriptor_mut()
-            .set_slices(&[self.whole])
-            .expect("one slice");
-        self.control = Some(control);
-        self.filled = 0;
-        if let Err(e) = result {
-            self.fail(&e);
+        let mut staging = Gather::new(buf);
+        if let Some(control) = self.control.as_mut() {
+            let pending = control.filled;
+            if pending <= staging.room() {
+                staging.push(&control.buf.as_slice()[..pending]);
+                control.filled = 0;
+                self.staging = Some(staging);
+            }
         }
+    }
+
+    /// Gathers `bytes` (a header, or a small reply's data), sending as the buffer fills.
+    async fn append(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() && !self.broken {
+            let target = match (self.staging.as_mut(), self.control.as_mut()) {
+                (Some(staging), _) => staging,
+                (None, Some(control)) => control,
+                (None, None) => return,
+            };
+            let took = target.push(bytes);
+            bytes = &bytes[took..];
+            if !bytes.is_empty() {
+                self.flush().await;
+            }
+        }
+    }
+
+    /// Sends what is gathered.
+    async fn flush(&mut self) {
+        if self.broken {
+            return;
+        }
+        let staged = self.staging.is_some();
+        let slot = if staged {
+            &mut self.staging
+        } else {
+            &mut self.control
+        };
+        let Some(mut gather) = slot.take() else {
+            return;
+        };
+        if gather.filled > 0 {
+            let mut key = gather.whole;
+            key.len = gather.filled as u32;
+            gather
+                .buf
+                .descriptor_mut()
+                .set_slices(&[key])
+                .expect("one slice");
+            let (result, back) = self.out.send_all(gather.buf).await;
+            gather.buf = back;
+            gather
+                .buf
+                .descriptor_mut()
+                .set_slices(&[gather.whole])
+                .expect("one slice");
+            gather.filled = 0;
+            if let Err(e) = result {
+                self.fail(&e);
+            }
+        }
+        let slot = if staged {
+            &mut self.staging
+        } else {
+            &mut self.control
+        };
+        *slot = Some(gather);
     }
 
     async fn send_data(&mut self, buf: Message) {

@@ -66,7 +66,9 @@
 //!   again. A receive cancelled after it took data has consumed that data.
 //! - A `recv_exact` or `send_all` is a sequence of operations; dropping it cancels the one in
 //!   flight, and what was moved before is lost with the future.
-//! - A dropped accept whose connection arrives anyway closes that connection.
+//! - A dropped accept whose connection arrives anyway closes that connection (the runtime
+//!   owns the new descriptor from the completion on; an accept awaited in `block_on` runs as
+//!   a task on a worker, for the same reason).
 //! - Dropping a socket while operations are in flight keeps its descriptor open until their
 //!   final completions; then it closes (on every worker's ring that used it).
 //!
@@ -84,9 +86,15 @@
 //!
 //! # Descriptors
 //!
-//! Each worker's work queue keeps its own duplicate of the socket's descriptor (the adapters'
-//! rule for plain descriptors): a socket used from `k` workers holds `k + 1` descriptors while
-//! it lives.
+//! Sockets are plain descriptors. Each worker's work queue keeps its own duplicate of the
+//! socket's descriptor (the adapters' rule for plain descriptors): a socket used from `k`
+//! workers holds `k + 1` descriptors while it lives.
+//!
+//! Accepts are single-shot `IORING_OP_ACCEPT`s into plain descriptors, not into fixed-file
+//! slots: a direct descriptor lives in one ring's table only (a stream used from another
+//! worker would need its slot copied into that ring and closed there too), and it has no
+//! number for `setsockopt`, `getpeername` and the like (`set_nodelay`, `peer_addr`). Multishot
+//! accept is not used either: an operation here resolves once, with one result.
 
 mod listener;
 mod op;

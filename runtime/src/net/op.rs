@@ -18,6 +18,7 @@ use regio_pool::{BufKey, Descriptor, Message};
 
 use crate::op::{Build, Completed, Route, Submit};
 use crate::queues::FdQueues;
+use crate::task::JoinHandle;
 
 /// The builder of a socket operation on a message (the type parameter of its [`Submit`]).
 pub(crate) struct NetIo(Kind);
@@ -373,7 +374,38 @@ pub(crate) type RawAddr = (libc::sockaddr_storage, libc::socklen_t);
 
 /// Accepts one connection on the listening socket of `queues`: the new socket and the peer's
 /// address.
+///
+/// Off the workers (in `block_on`), the whole accept runs as a task on a worker, so that the
+/// new descriptor is owned there the moment it exists: a caller that goes away after the
+/// accept completed, but before it looked, drops an owned descriptor (closing it) rather than
+/// a bare number in a finished operation's result.
 pub(crate) async fn accept(queues: Arc<FdQueues>) -> io::Result<(OwnedFd, RawAddr)> {
+    match crate::context::runtime() {
+        Some(shared) if !crate::context::on_worker() => {
+            let mut task = AbortOnDrop(shared.spawn(accept_here(queues)));
+            match (&mut task.0).await {
+                Ok(accepted) => accepted,
+                Err(e) => match e.try_into_panic() {
+                    Ok(payload) => std::panic::resume_unwind(payload),
+                    Err(e) => Err(io::Error::other(e.to_string())),
+                },
+            }
+        }
+        _ => accept_here(queues).await,
+    }
+}
+
+/// Aborts the task when dropped (its operations are cancelled; an output it made is dropped).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// [`accept`] on this thread's worker.
+async fn accept_here(queues: Arc<FdQueues>) -> io::Result<(OwnedFd, RawAddr)> {
     let peer = PeerAddr::new();
     let done = Submit::new(Route::Fd(queues), None, AcceptIo(Arc::clone(&peer))).await;
     let fd = done.io_result()?;

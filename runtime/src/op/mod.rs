@@ -23,6 +23,9 @@
 //!   the ring cannot take yet waits in the staging queue, first in line: it is never dropped.
 //!   Cancel-on-drop is best effort: an operation that completes while the cancel is on its way
 //!   has done its work (a read has consumed its data), and that result is lost.
+//! - An operation whose result is a resource (an accept's new descriptor) names a
+//!   [`Build::ORPHAN`] handler: a dropped operation that succeeded anyway hands its result to
+//!   it on the worker (which closes the descriptor), so nothing leaks in that race.
 //! - **[`Submit::cancel`]** is the explicit form: it cancels the operation and waits for its
 //!   final completion, so the caller gets the real result (`-ECANCELED`, or what the operation
 //!   did if it won the race) and the buffer.

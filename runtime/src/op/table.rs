@@ -21,7 +21,8 @@
 //!
 //! An operation dropped after it was posted gets a cancel from the caller
 //! ([`OpTable::abandon`] says so); its buffer stays with the adapter until the final
-//! completion, which frees the slot. A slot's fields are updated in place (no state value is
+//! completion, which frees the slot; a successful result that comes for a dropped operation
+//! goes to the operation's orphan handler, if it has one (`Build::ORPHAN`). A slot's fields are updated in place (no state value is
 //! moved in and out), which keeps the per-operation cost to a few stores. The table is the
 //! worker's alone: no synchronization.
 
