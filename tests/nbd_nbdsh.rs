@@ -77,7 +77,7 @@ fn run_script(name: &str, read_only_too: bool) {
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
-        server.log()
+        server.log_tail()
     );
 }
 

@@ -102,14 +102,6 @@ pub struct Export {
     pub block_sizes: Option<(u32, u32, u32)>,
 }
 
-impl Export {
-    /// The largest request the server promised to take: its advertised maximum, or the spec's
-    /// default when it advertised none.
-    pub fn max_request(&self) -> u32 {
-        self.max_payload.unwrap_or(DEFAULT_MAX_PAYLOAD)
-    }
-}
-
 /// How a wait for the server to close a connection ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Closing {
