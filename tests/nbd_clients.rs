@@ -278,13 +278,29 @@ fn nbdcopy_copies_both_ways_over_four_connections() {
 
 #[test]
 fn fio_random_writes_verify_with_crc32c_over_several_jobs() {
+    let dir = TempDir::new("fio-verify");
+    fio_verify(|len| file_export(&dir, len));
+}
+
+#[test]
+fn fio_random_writes_verify_on_a_memory_export() {
+    fio_verify(|len| {
+        common::start(Spec::new(
+            Implementation::under_test(),
+            Backing::Memory(len),
+        ))
+    });
+}
+
+/// fio writes 4 jobs' regions at random (4 KiB, 16 in flight each), then reads every block back
+/// and checks its crc32c, on the export `serve` starts for a given size.
+fn fio_verify(serve: impl FnOnce(u64) -> Option<Server>) {
     if !tools::require(&["fio"]) {
         return;
     }
-    let dir = TempDir::new("fio-verify");
     let jobs = 4u64;
     let per_job = 16 * MIB;
-    let Some(server) = file_export(&dir, jobs * per_job) else {
+    let Some(server) = serve(jobs * per_job) else {
         return;
     };
     let out = run_ok(

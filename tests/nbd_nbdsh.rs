@@ -21,31 +21,44 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Serves a zeroed 16 MiB file named "disk" from `dir`, read-only or not.
-fn export(dir: &TempDir, file: &str, read_only: bool) -> Option<Server> {
-    let path = dir.join(file);
-    std::fs::File::create(&path)
-        .and_then(|f| f.set_len(EXPORT_SIZE))
-        .expect("create the export file");
-    let mut spec = Spec::new(Implementation::under_test(), Backing::File(path)).named(EXPORT_NAME);
+/// What the scripts' exports are made of.
+#[derive(Clone, Copy)]
+enum Kind {
+    File,
+    Memory,
+}
+
+/// Serves a zeroed 16 MiB export named "disk" (a file in `dir`, or memory), read-only or not.
+fn export(dir: &TempDir, file: &str, kind: Kind, read_only: bool) -> Option<Server> {
+    let backing = match kind {
+        Kind::File => {
+            let path = dir.join(file);
+            std::fs::File::create(&path)
+                .and_then(|f| f.set_len(EXPORT_SIZE))
+                .expect("create the export file");
+            Backing::File(path)
+        }
+        Kind::Memory => Backing::Memory(EXPORT_SIZE),
+    };
+    let mut spec = Spec::new(Implementation::under_test(), backing).named(EXPORT_NAME);
     if read_only {
         spec = spec.read_only();
     }
     common::start(spec)
 }
 
-/// Runs tests/nbdsh/`name` after the prelude, against a read-write export (and a read-only one
-/// when `read_only_too`); fails with the script's output unless it succeeds.
-fn run_script(name: &str, read_only_too: bool) {
+/// Runs tests/nbdsh/`name` after the prelude, against a read-write export of `kind` (and a
+/// read-only one when `read_only_too`); fails with the script's output unless it succeeds.
+fn run_script(name: &str, kind: Kind, read_only_too: bool) {
     if !tools::require(&["nbdsh"]) {
         return;
     }
     let dir = TempDir::new("nbdsh");
-    let Some(server) = export(&dir, "rw.img", false) else {
+    let Some(server) = export(&dir, "rw.img", kind, false) else {
         return;
     };
     let read_only = if read_only_too {
-        match export(&dir, "ro.img", true) {
+        match export(&dir, "ro.img", kind, true) {
             Some(server) => Some(server),
             None => return,
         }
@@ -83,20 +96,30 @@ fn run_script(name: &str, read_only_too: bool) {
 
 #[test]
 fn nbdsh_handshake_and_options() {
-    run_script("handshake.py", false);
+    run_script("handshake.py", Kind::File, false);
 }
 
 #[test]
 fn nbdsh_every_command_with_and_without_structured_replies() {
-    run_script("commands.py", false);
+    run_script("commands.py", Kind::File, false);
+}
+
+#[test]
+fn nbdsh_every_command_on_a_memory_export() {
+    run_script("commands.py", Kind::Memory, false);
+}
+
+#[test]
+fn nbdsh_read_only_memory_export_refuses_writes_with_eperm() {
+    run_script("readonly.py", Kind::Memory, true);
 }
 
 #[test]
 fn nbdsh_error_replies_with_and_without_structured_replies() {
-    run_script("errors.py", false);
+    run_script("errors.py", Kind::File, false);
 }
 
 #[test]
 fn nbdsh_read_only_export_refuses_writes_with_eperm() {
-    run_script("readonly.py", true);
+    run_script("readonly.py", Kind::File, true);
 }
