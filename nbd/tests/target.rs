@@ -101,7 +101,15 @@ fn every_command(structured: bool, export: Export) {
     let read = c.call(Command::Read, none, 4096, data.len() as u32, &[]);
     assert_eq!((read.error, read.data == data), (None, true));
     if structured {
-        assert_eq!(read.chunks, 1, "one data chunk (DF holds always)");
+        assert_eq!(
+            (read.chunks, read.holes),
+            (1, 0),
+            "one data chunk (DF holds always)"
+        );
+        // Never written: a hole, sent as one OFFSET_HOLE chunk.
+        let hole = c.call(Command::Read, CommandFlags::DF, 2 * MIB, 65536, &[]);
+        assert_eq!((hole.error, hole.chunks, hole.holes), (None, 1, 1));
+        assert!(hole.data.len() == 65536 && hole.data.iter().all(|&b| b == 0));
         let df = c.call(Command::Read, CommandFlags::DF, 4096, 10, &[]);
         assert_eq!(df.data, data[..10]);
     }
@@ -385,16 +393,20 @@ fn a_client_that_leaves_mid_request_gives_every_buffer_back() {
     let mut c = h.open("", false);
     c.request(Command::Write, none, 1, 0, 200_000, &[7; 100_000]);
     drop(c);
-    // Many large reads whose replies are never read.
+    // Many large reads (of data, not holes) whose replies are never read.
     let mut c = h.open("", true);
+    let max = h.server.max_payload();
+    let data = pattern(max as usize, 1);
+    let written = c.call(Command::Write, none, 0, max, &data);
+    assert_eq!(written.error, None);
     for i in 0..64 {
-        c.request(Command::Read, none, i, 0, 256 * 1024, &[]);
+        c.request(Command::Read, none, i, 0, max, &[]);
     }
     drop(c);
     h.assert_pool_full();
     // The server still serves.
     let mut c = h.open("", true);
-    assert_eq!(c.call(Command::Read, none, 0, 10, &[]).data, [0; 10]);
+    assert_eq!(c.call(Command::Read, none, 0, 10, &[]).data, data[..10]);
     drop(c);
     h.assert_pool_full();
     h.stop();
@@ -514,6 +526,38 @@ fn connections_beyond_the_pool_wait_for_their_turn() {
         });
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+    h.assert_pool_full();
+    h.stop();
+}
+
+#[test]
+fn a_client_that_stops_reading_holds_only_its_share_of_the_pool() {
+    let Some(h) = start(vec![memory("", 8 * MIB)], 8) else {
+        return;
+    };
+    let none = CommandFlags::empty();
+    let max = h.server.max_payload();
+    let data = pattern(max as usize, 9);
+    let mut stalled = h.open("", true);
+    assert_eq!(
+        stalled.call(Command::Write, none, 0, max, &data).error,
+        None
+    );
+    // Far more replies than the sockets buffer, never read.
+    for i in 0..64 {
+        stalled.request(Command::Read, none, i, 0, max, &[]);
+    }
+    // Another client still reads and writes large requests.
+    let mut other = h.open("", true);
+    for i in 0..8_u64 {
+        let offset = MIB + i * u64::from(max);
+        assert_eq!(
+            other.call(Command::Write, none, offset, max, &data).error,
+            None
+        );
+        assert!(other.call(Command::Read, none, offset, max, &[]).data == data);
+    }
+    drop((stalled, other));
     h.assert_pool_full();
     h.stop();
 }

@@ -10,15 +10,20 @@
 //! while it holds the **gate**, one request at a time: every other holder of data buffers has
 //! all it needs and gives them back when its reply is sent, so a waiter always gets its turn
 //! (two requests that each held half of what they need would otherwise wait for each other
-//! forever). This holds only if every free buffer can be reached: the pool must keep no
+//! forever). Each connection may hold a **share** of the data buffers at most (a quarter, or
+//! one largest request), taken before the gate, so a client that stops reading its replies
+//! cannot hold them all. This holds only if every free buffer can be reached: the pool must keep no
 //! per-thread caches (see [`runtime_builder`](super::runtime_builder)).
 
 use std::sync::Arc;
 
 use regio_pool::{Message, MessagePool};
 
-use super::sync::Semaphore;
+use super::sync::{Permit, Semaphore};
 use super::ServeError;
+
+/// The unit a connection's share of the data buffers is counted in.
+const SHARE_UNIT: usize = 4096;
 
 /// Requests are cut to at most this many bytes however large the pool is (the NBD default
 /// maximum payload).
@@ -103,13 +108,34 @@ impl Buffers {
         self.pool.try_acquire_class(self.largest().0).ok()
     }
 
+    /// A new connection's share of the data buffers: a quarter of them, or one request of
+    /// the maximum payload if that is more. A client that stops reading its replies holds at
+    /// most its share; the others go on.
+    pub(crate) fn share(&self) -> Arc<Semaphore> {
+        let data: usize = self
+            .data
+            .iter()
+            .map(|&(class, size)| size * self.pool.capacity(class))
+            .sum();
+        Semaphore::new((data / 4).max(self.max_payload) / SHARE_UNIT)
+    }
+
     /// Buffers for `len` bytes (`len` at most [`max_payload`](Self::max_payload)), each with
-    /// its descriptor cut to the bytes it carries, in order. Nothing for zero bytes.
-    pub(crate) async fn for_len(&self, len: usize) -> Vec<Message> {
+    /// its descriptor cut to the bytes it carries, in order, and the part of the connection's
+    /// `share` they take (keep it as long as the buffers). Nothing for zero bytes.
+    pub(crate) async fn for_len(
+        &self,
+        len: usize,
+        share: &Arc<Semaphore>,
+    ) -> (Vec<Message>, Permit) {
         debug_assert!(len <= self.max_payload);
         let chunk = self.chunk_size(len);
         let count = len.div_ceil(chunk);
         let class = self.class_for(len);
+        // The connection's share first: a request waiting for it holds nothing.
+        let part = share
+            .acquire_many((count * self.pool.buf_size(class)).div_ceil(SHARE_UNIT))
+            .await;
         let mut bufs = Vec::with_capacity(count);
         let _gate = if count > 1 {
             Some(self.gate.acquire().await)
@@ -121,7 +147,7 @@ impl Buffers {
             msg.descriptor_mut().truncate(chunk.min(len - i * chunk));
             bufs.push(msg);
         }
-        bufs
+        (bufs, part)
     }
 
     /// The bytes each buffer of a `len`-byte request carries (the last may carry fewer).

@@ -8,11 +8,12 @@ use regio_pool::Message;
 use super::buffers::Buffers;
 use super::export::Export;
 use super::stats::Stats;
-use super::sync::join_all;
+use super::sync::{join_all, Semaphore};
 use super::writer::{InFlight, Reply};
 use crate::proto::{
-    encode_block_status, encode_offset_data_prefix, Chunk, Command, CommandFlags, Cookie, Errno,
-    Negotiated, Request, SimpleReply, OFFSET_DATA_PREFIX_LEN, SIMPLE_REPLY_LEN,
+    encode_block_status, encode_offset_data_prefix, encode_offset_hole, Chunk, Command,
+    CommandFlags, Cookie, Errno, Negotiated, Request, SimpleReply, OFFSET_DATA_PREFIX_LEN,
+    OFFSET_HOLE_CHUNK_LEN, SIMPLE_REPLY_LEN,
 };
 
 /// What a connection's request tasks share.
@@ -21,6 +22,8 @@ pub(crate) struct Session {
     pub(crate) export: Arc<Export>,
     pub(crate) negotiated: Negotiated,
     pub(crate) buffers: Buffers,
+    /// The connection's share of the data buffers ([`Buffers::share`]).
+    pub(crate) share: Arc<Semaphore>,
     pub(crate) stats: Arc<Stats>,
 }
 
@@ -103,9 +106,28 @@ impl Session {
         join_all(ops).await
     }
 
-    async fn read(&self, request: Request, slot: InFlight) -> Reply {
+    async fn read(&self, request: Request, mut slot: InFlight) -> Reply {
         let len = request.length as usize;
-        let bufs = self.buffers.for_len(len).await;
+        // A read of nothing but a hole is one OFFSET_HOLE chunk: no buffer, no read.
+        if self.negotiated.structured_replies && self.export.is_hole(request.offset, len) {
+            let mut head = vec![0; OFFSET_HOLE_CHUNK_LEN];
+            encode_offset_hole(
+                request.cookie,
+                true,
+                request.offset,
+                request.length,
+                array_mut(&mut head),
+            )
+            .expect("a nonempty hole");
+            self.stats.read(len as u64);
+            return Reply {
+                head,
+                data: Vec::new(),
+                slot,
+            };
+        }
+        let (bufs, part) = self.buffers.for_len(len, &self.share).await;
+        slot.hold(part);
         let mut filled = Vec::with_capacity(bufs.len());
         for (result, buf) in self.chunks(request.offset, bufs, false).await {
             if let Err(errno) = result {

@@ -58,6 +58,7 @@ pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
         export,
         negotiated,
         buffers: server.buffers.clone(),
+        share: server.buffers.share(),
         stats: Arc::clone(&server.stats),
     });
     let (replies, queued) = queue();

@@ -14,6 +14,12 @@
 //! a read-only export gets an NBD error and the connection goes on; a wrong magic, a truncated
 //! header or a write too large to read through closes that connection only.
 //!
+//! Not done yet: extended headers and TLS (both refused with `NBD_REP_ERR_UNSUP`, as clients
+//! expect); `OFFSET_HOLE` chunks (reads of holes send zeroes); sending a memory export's reads
+//! from the export itself (it is too large to register: pinned memory counts against
+//! `RLIMIT_MEMLOCK`, so reads are copied into pool buffers). A client that stops reading its
+//! replies holds its share of the data buffers (a quarter of them) until it goes away.
+//!
 //! ```no_run
 //! use regio_nbd::target::{runtime_builder, Export, Server};
 //!

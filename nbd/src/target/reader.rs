@@ -59,7 +59,7 @@ pub(crate) async fn run<R: RecvHalf>(
             Ok(request) => request,
             Err(e) => return Stop::Violation(e),
         };
-        let slot = InFlight::new(permit, Arc::clone(&session.stats));
+        let mut slot = InFlight::new(permit, Arc::clone(&session.stats));
         if let Err(refusal) = request.validate(&session.negotiated) {
             match refusal.payload {
                 RefusedPayload::None => {}
@@ -86,7 +86,11 @@ pub(crate) async fn run<R: RecvHalf>(
         let payload = match request.command {
             Command::Disc => return Stop::Disconnect,
             Command::Write => {
-                let bufs = session.buffers.for_len(request.length as usize).await;
+                let (bufs, part) = session
+                    .buffers
+                    .for_len(request.length as usize, &session.share)
+                    .await;
+                slot.hold(part);
                 match input.payload(bufs).await {
                     Ok(payload) => payload,
                     Err(e) => return Stop::Gone(e),

@@ -35,17 +35,18 @@ struct SemState {
     next_id: u64,
 }
 
-/// A permit of a [`Semaphore`]; given back on drop.
+/// Permits of a [`Semaphore`]; given back on drop.
 #[derive(Debug)]
 pub(crate) struct Permit {
     sem: Arc<Semaphore>,
+    count: usize,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         let waker = {
             let mut state = lock(&self.sem.state);
-            state.permits += 1;
+            state.permits += self.count;
             state.waiters.front().map(|(_, w)| w.clone())
         };
         if let Some(waker) = waker {
@@ -73,6 +74,13 @@ impl Semaphore {
 
     /// Waits for a permit, behind every earlier waiter. Dropping the future leaves the line.
     pub(crate) async fn acquire(self: &Arc<Self>) -> Permit {
+        self.acquire_many(1).await
+    }
+
+    /// Waits for `count` permits at once (never a part of them: two waiters that each held
+    /// part of what they need would wait for each other), behind every earlier waiter.
+    /// `count` must not exceed the semaphore's permits in all.
+    pub(crate) async fn acquire_many(self: &Arc<Self>, count: usize) -> Permit {
         let mut id = None;
         let mut guard = LeaveOnDrop {
             sem: self,
@@ -84,8 +92,8 @@ impl Semaphore {
                 None => state.waiters.is_empty(),
                 Some(me) => state.waiters.front().is_some_and(|(w, _)| *w == me),
             };
-            if first && state.permits > 0 {
-                state.permits -= 1;
+            if first && state.permits >= count {
+                state.permits -= count;
                 if id.is_some() {
                     state.waiters.pop_front();
                 }
@@ -100,6 +108,7 @@ impl Semaphore {
                 }
                 return Poll::Ready(Permit {
                     sem: Arc::clone(self),
+                    count,
                 });
             }
             match id {
@@ -418,6 +427,24 @@ mod tests {
         drop(second);
         assert!(poll_once(third.as_mut(), &waker2).is_ready());
         assert_eq!(sem.available(), 1);
+    }
+
+    #[test]
+    fn many_permits_are_taken_whole_and_in_order() {
+        let sem = Semaphore::new(4);
+        let (_, waker) = counter();
+        let mut three = Box::pin(sem.acquire_many(3));
+        let Poll::Ready(three_held) = poll_once(three.as_mut(), &waker) else {
+            panic!("three of four are free")
+        };
+        let mut two = Box::pin(sem.acquire_many(2));
+        let mut one = Box::pin(sem.acquire());
+        assert!(poll_once(two.as_mut(), &waker).is_pending());
+        // One is free, but the waiter for two is first in line.
+        assert!(poll_once(one.as_mut(), &waker).is_pending());
+        drop(three_held);
+        assert!(poll_once(two.as_mut(), &waker).is_ready());
+        assert!(poll_once(one.as_mut(), &waker).is_ready());
     }
 
     #[test]

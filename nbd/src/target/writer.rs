@@ -35,6 +35,8 @@ pub(crate) struct Reply {
 #[derive(Debug)]
 pub(crate) struct InFlight {
     _permit: Permit,
+    /// The request's part of its connection's share of the data buffers.
+    share: Option<Permit>,
     stats: Arc<Stats>,
 }
 
@@ -43,8 +45,14 @@ impl InFlight {
         stats.started();
         Self {
             _permit: permit,
+            share: None,
             stats,
         }
+    }
+
+    /// Keeps `share` until the reply is sent (its buffers are given back by then).
+    pub(crate) fn hold(&mut self, share: Permit) {
+        self.share = Some(share);
     }
 }
 

@@ -139,6 +139,8 @@ pub struct Reply {
     pub extents: Vec<(u32, u32)>,
     /// How many chunks a structured reply had.
     pub chunks: usize,
+    /// How many of them were OFFSET_HOLE chunks.
+    pub holes: usize,
 }
 
 /// A blocking NBD client, over TCP or a Unix socket.
@@ -314,6 +316,7 @@ impl<S: Read + Write> Client<S> {
                 data,
                 extents: Vec::new(),
                 chunks: 0,
+                holes: 0,
             };
         }
         self.structured_reply(magic)
@@ -326,6 +329,7 @@ impl<S: Read + Write> Client<S> {
             data: Vec::new(),
             extents: Vec::new(),
             chunks: 0,
+            holes: 0,
         };
         loop {
             let mut head = [0; CHUNK_HEADER_LEN];
@@ -353,6 +357,7 @@ impl<S: Read + Write> Client<S> {
                     reply.data[at..at + data.len()].copy_from_slice(data);
                 }
                 2 => {
+                    reply.holes += 1;
                     let offset = u64::from_be_bytes(payload[..8].try_into().unwrap());
                     let len = u32::from_be_bytes(payload[8..12].try_into().unwrap());
                     let end = (offset - start) as usize + len as usize;

@@ -12,7 +12,10 @@ use self::file::FileExport;
 use self::memory::MemoryExport;
 use super::buffers::Buffers;
 use super::ServeError;
-use crate::proto::{Errno, Extent, TransmissionFlags};
+use crate::proto::{BlockStatusFlags, Errno, Extent, TransmissionFlags};
+
+/// The smallest read of a file export that asks the file system whether it is a hole.
+const HOLE_CHECK_MIN: usize = 64 * 1024;
 
 /// One export: a name, a size, and its storage.
 ///
@@ -235,6 +238,26 @@ impl Export {
         }
     }
 
+    /// Whether the `len` bytes from `offset` (`len` nonzero) are all a hole, where that is
+    /// cheap to know: a memory export's page map always; a file's `SEEK_DATA` (a system call)
+    /// only for reads of [`HOLE_CHECK_MIN`] bytes or more, where skipping the read pays for it.
+    pub(crate) fn is_hole(&self, offset: u64, len: usize) -> bool {
+        let worth = match &self.storage {
+            Storage::Memory(_) => len > 0,
+            Storage::File(_) => len >= HOLE_CHECK_MIN,
+        };
+        worth
+            && self
+                .extents(offset, len as u64)
+                .first()
+                .is_some_and(|first| {
+                    first.length >= len as u64
+                        && first
+                            .flags
+                            .contains(BlockStatusFlags::HOLE | BlockStatusFlags::ZERO)
+                })
+    }
+
     /// The `base:allocation` extents from `offset`, for up to `len` bytes.
     pub(crate) fn extents(&self, offset: u64, len: u64) -> Vec<Extent> {
         match &self.storage {
@@ -247,7 +270,6 @@ impl Export {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::BlockStatusFlags;
     use regio_runtime::Runtime;
     use std::sync::Arc;
 
