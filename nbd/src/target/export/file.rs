@@ -207,21 +207,37 @@ impl FileExport {
             .map_err(|e| Errno::from(&e))
     }
 
+    /// `lseek(2)` on the export's descriptor: the offset found, or the error.
+    fn seek(&self, whence: libc::c_int, at: u64) -> io::Result<u64> {
+        // SAFETY: lseek on a descriptor this export owns; only the descriptor's file position
+        // changes, which no operation of the export uses (all I/O is positioned).
+        let found = unsafe { libc::lseek(self.file.as_raw_fd(), at as libc::off_t, whence) };
+        if found < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(found as u64)
+        }
+    }
+
+    /// Whether the `len` bytes from `offset` are all a hole: one `SEEK_DATA`, which finds the
+    /// next data at or past the range's end. (`SEEK_HOLE` is not needed, and costs a walk of
+    /// the whole file on tmpfs.) A file that cannot tell has no holes.
+    pub(crate) fn is_hole(&self, offset: u64, len: u64) -> bool {
+        let end = offset.saturating_add(len);
+        if len == 0 || end > self.size {
+            return false;
+        }
+        match self.seek(libc::SEEK_DATA, offset) {
+            Ok(next) => next >= end,
+            Err(e) => e.raw_os_error() == Some(libc::ENXIO),
+        }
+    }
+
     /// The allocation from `offset` on, for up to `len` bytes, from `SEEK_DATA`/`SEEK_HOLE`.
     /// A file (or device) that cannot tell is all data.
     pub(crate) fn extents(&self, offset: u64, len: u64) -> Vec<Extent> {
         let end = offset.saturating_add(len).min(self.size);
-        let fd = self.file.as_raw_fd();
-        let seek = |whence, at: u64| {
-            // SAFETY: lseek on a descriptor this export owns; only the descriptor's file
-            // position changes, which no operation of the export uses (all I/O is positioned).
-            let found = unsafe { libc::lseek(fd, at as libc::off_t, whence) };
-            if found < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(found as u64)
-            }
-        };
+        let seek = |whence, at: u64| self.seek(whence, at);
         let data = |length| Extent {
             length,
             flags: BlockStatusFlags::empty(),

@@ -242,20 +242,18 @@ impl Export {
     /// cheap to know: a memory export's page map always; a file's `SEEK_DATA` (a system call)
     /// only for reads of [`HOLE_CHECK_MIN`] bytes or more, where skipping the read pays for it.
     pub(crate) fn is_hole(&self, offset: u64, len: usize) -> bool {
-        let worth = match &self.storage {
-            Storage::Memory(_) => len > 0,
-            Storage::File(_) => len >= HOLE_CHECK_MIN,
-        };
-        worth
-            && self
-                .extents(offset, len as u64)
-                .first()
-                .is_some_and(|first| {
-                    first.length >= len as u64
-                        && first
-                            .flags
-                            .contains(BlockStatusFlags::HOLE | BlockStatusFlags::ZERO)
-                })
+        match &self.storage {
+            Storage::Memory(m) => {
+                len > 0
+                    && m.extents(offset, len as u64).first().is_some_and(|first| {
+                        first.length >= len as u64
+                            && first
+                                .flags
+                                .contains(BlockStatusFlags::HOLE | BlockStatusFlags::ZERO)
+                    })
+            }
+            Storage::File(f) => len >= HOLE_CHECK_MIN && f.is_hole(offset, len as u64),
+        }
     }
 
     /// The `base:allocation` extents from `offset`, for up to `len` bytes.
@@ -394,6 +392,24 @@ mod tests {
                 flags: BlockStatusFlags::HOLE | BlockStatusFlags::ZERO
             }]
         );
+        // A read's hole check: one SEEK_DATA, which must find data anywhere in the range.
+        assert!(export.is_hole(512 << 10, 256 << 10));
+        std::os::unix::fs::FileExt::write_all_at(
+            &std::fs::OpenOptions::new().write(true).open(&path).unwrap(),
+            &[1; 4096],
+            768 << 10,
+        )
+        .unwrap();
+        assert!(export.is_hole(512 << 10, 256 << 10), "data only after it");
+        assert!(
+            !export.is_hole(512 << 10, 512 << 10),
+            "data at its three quarters"
+        );
+        assert!(
+            !export.is_hole(768 << 10, HOLE_CHECK_MIN),
+            "data at its start"
+        );
+        assert!(!export.is_hole(1 << 20, HOLE_CHECK_MIN), "past the end");
         drop(export);
         let read_only = Export::file("r", &path, true).unwrap();
         assert!(read_only.flags().contains(TransmissionFlags::READ_ONLY));
