@@ -93,6 +93,12 @@ impl File {
         }
     }
 
+    /// The file's queues, as operations hold them.
+    pub(crate) fn erased(&self) -> Arc<FdQueues> {
+        let queues: Arc<FdQueues<crate::queues::AnyFd>> = self.queues.clone();
+        queues
+    }
+
     fn submit<B: Build>(&self, buf: Option<Message>, build: B) -> Submit<B> {
         Submit::new(Route::Fd(self.queues.clone()), buf, build)
     }

@@ -9,6 +9,7 @@ use regio_pool::Message;
 
 use super::op::{Kind, Transfer, TransferAll};
 use super::stream::{Stream, StreamSocket};
+use crate::fs::File;
 use crate::queues::{AnyFd, FdQueues};
 
 /// The receiving half of a [`Stream`] ([`Stream::into_split`]): `recv` and `recv_exact`.
@@ -77,6 +78,21 @@ impl<S: StreamSocket> OwnedWriteHalf<S> {
     /// As [`Stream::send_zc`].
     pub fn send_zc(&self, buf: Message) -> Transfer {
         Transfer::new(erased(&self.queues), Kind::SendZc, buf)
+    }
+
+    /// As [`Stream::send_file`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`Stream::send_file`].
+    pub fn send_file(
+        &self,
+        file: &File,
+        offset: u64,
+        len: u64,
+    ) -> impl std::future::Future<Output = std::io::Result<u64>> + Send + 'static {
+        let socket: Arc<dyn AsRawFd + Send + Sync> = self.queues.clone();
+        super::sendfile::send_file(file.erased(), socket, offset, len)
     }
 
     /// As [`Stream::shutdown`]: `Shutdown::Write` ends the stream for the peer before the half

@@ -1,6 +1,7 @@
 //! [`Stream`]: a connected stream socket (TCP or Unix) on the workers' rings, and what is
 //! particular to TCP ([`TcpStream`]).
 
+use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
@@ -9,6 +10,8 @@ use std::sync::Arc;
 use regio_pool::Message;
 
 use super::op::{self, Kind, Transfer, TransferAll};
+use super::sendfile;
+use crate::fs::File;
 use crate::queues::{AnyFd, FdQueues};
 
 /// A standard stream socket that a [`Stream`] can wrap: `std::net::TcpStream` or
@@ -118,6 +121,25 @@ impl<S: StreamSocket> Stream<S> {
     /// stays parked until that notification. See the [module docs](super#zero-copy-sends).
     pub fn send_zc(&self, buf: Message) -> Transfer {
         Transfer::new(self.erased(), Kind::SendZc, buf)
+    }
+
+    /// Sends `len` bytes of `file` from `offset` without copying them through user space
+    /// (io_uring splices through a pipe; see the [module docs](super#sending-a-file)); resolves
+    /// to the bytes sent, `len` on success.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::UnexpectedEof`] if the file ends before `offset + len`;
+    /// [`io::ErrorKind::InvalidInput`] if `offset + len` passes `i64::MAX`; a failed splice's
+    /// error (`EPIPE` or `ECONNRESET` when the peer has gone).
+    pub fn send_file(
+        &self,
+        file: &File,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = io::Result<u64>> + Send + 'static {
+        let socket: Arc<dyn AsRawFd + Send + Sync> = self.queues.clone();
+        sendfile::send_file(file.erased(), socket, offset, len)
     }
 
     /// Shuts down the reading side, the writing side, or both (`shutdown(2)`, which does not
