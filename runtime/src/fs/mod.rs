@@ -1,5 +1,6 @@
 //! Files: [`File`], with owned-buffer reads and writes on the runtime's registered pool
-//! messages.
+//! messages; [`OpenOptions`] (with [`direct`](OpenOptions::direct) for `O_DIRECT`), and the
+//! whole-file helpers [`read`] and [`write`].
 //!
 //! A file is opened with the standard library (`open(2)` on the calling thread), then used
 //! through io_uring: each worker that touches it gets a work queue for it on its own ring
@@ -27,6 +28,12 @@ use regio_pool::Message;
 
 use crate::op::{Build, Completed, Route, Submit};
 use crate::queues::FdQueues;
+
+mod options;
+mod whole;
+
+pub use options::OpenOptions;
+pub use whole::{read, write, DEPTH};
 
 /// An open file, for positioned reads and writes through the workers' rings.
 ///
@@ -85,8 +92,8 @@ impl File {
             .map(File::from_std)
     }
 
-    /// Wraps a file opened with the standard library (with `O_DIRECT`, say). It is bound to the
-    /// runtime whose worker first uses it.
+    /// Wraps a file opened with the standard library. It is bound to the runtime whose worker
+    /// first uses it. [`OpenOptions`] opens one with more choices (`O_DIRECT` among them).
     pub fn from_std(file: std::fs::File) -> File {
         File {
             queues: Arc::new(FdQueues::new(file)),
