@@ -87,6 +87,7 @@
 #![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod bell;
+pub mod buf;
 mod builder;
 #[cfg(feature = "compat")]
 pub mod compat;

@@ -26,6 +26,7 @@ use std::task::{Context, Poll};
 use regio_adapters::Op;
 use regio_pool::Message;
 
+use crate::buf::{IoBuf, Lent};
 use crate::op::{Build, Completed, Route, Submit};
 use crate::queues::FdQueues;
 
@@ -115,15 +116,35 @@ impl File {
     /// was: truncate it to the count to pass on just the data read. An empty descriptor
     /// (`truncate(0)`) reads nothing and completes with 0; a `pos` above `i64::MAX` fails with
     /// `EINVAL`, as for `pread(2)`.
-    pub fn read_at(&self, buf: Message, pos: u64) -> ReadAt {
-        ReadAt(self.submit(Some(buf), FileIo(FileIoKind::Read(pos))))
+    ///
+    /// A plain [`IoBuf`] (`Vec<u8>`, `Box<[u8]>`, `BytesMut`) is read into a pool message and
+    /// copied out of it: its whole length is the bytes asked for, up to one pool buffer's
+    /// worth ([`buf`](crate::buf) module).
+    pub fn read_at<B: IoBuf>(&self, buf: B, pos: u64) -> Lent<B, ReadAt, usize> {
+        let queues = self.erased();
+        Lent::one(buf, true, move |msg| {
+            ReadAt(Submit::new(
+                Route::Fd(queues),
+                Some(msg),
+                FileIo(FileIoKind::Read(pos)),
+            ))
+        })
     }
 
     /// Writes `buf` (the slice its descriptor names) at offset `pos`; gives back the byte count
     /// and the buffer. An empty descriptor (`truncate(0)`) writes nothing and completes with 0;
     /// a `pos` above `i64::MAX` fails with `EINVAL`, as for `pwrite(2)`.
-    pub fn write_at(&self, buf: Message, pos: u64) -> WriteAt {
-        WriteAt(self.submit(Some(buf), FileIo(FileIoKind::Write(pos))))
+    ///
+    /// A plain [`IoBuf`] is copied into a pool message first, up to one pool buffer's worth.
+    pub fn write_at<B: IoBuf>(&self, buf: B, pos: u64) -> Lent<B, WriteAt, usize> {
+        let queues = self.erased();
+        Lent::one(buf, false, move |msg| {
+            WriteAt(Submit::new(
+                Route::Fd(queues),
+                Some(msg),
+                FileIo(FileIoKind::Write(pos)),
+            ))
+        })
     }
 
     /// Flushes the file's data and metadata to the device (`fsync`).
@@ -239,7 +260,21 @@ fn with_buffer(done: Completed) -> (io::Result<usize>, Message) {
     (result, buf)
 }
 
-/// The future of [`File::read_at`].
+impl Lent<Message, ReadAt, usize> {
+    /// The operation, to cancel it explicitly ([`Submit::cancel`] gives back the buffer).
+    pub fn into_submit(self) -> Submit<FileIo> {
+        self.into_op().into_submit()
+    }
+}
+
+impl Lent<Message, WriteAt, usize> {
+    /// The operation, to cancel it explicitly ([`Submit::cancel`] gives back the buffer).
+    pub fn into_submit(self) -> Submit<FileIo> {
+        self.into_op().into_submit()
+    }
+}
+
+/// The future of [`File::read_at`] on a message.
 #[must_use = "futures do nothing unless polled; a dropped read is cancelled"]
 #[derive(Debug)]
 pub struct ReadAt(Submit<FileIo>);
@@ -259,7 +294,7 @@ impl Future for ReadAt {
     }
 }
 
-/// The future of [`File::write_at`].
+/// The future of [`File::write_at`] on a message.
 #[must_use = "futures do nothing unless polled; a dropped write is cancelled"]
 #[derive(Debug)]
 pub struct WriteAt(Submit<FileIo>);

@@ -9,9 +9,10 @@ use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use regio_pool::{BufKey, Message, MessagePool};
+use regio_pool::{Message, MessagePool};
 
 use super::File;
+use crate::buf::{largest_class, name};
 
 /// Chunks in flight at once.
 pub const DEPTH: usize = 4;
@@ -97,31 +98,6 @@ pub async fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Re
             None => return Ok(()),
         }
     }
-}
-
-/// The current runtime's pool and its class of the largest buffers.
-fn largest_class() -> io::Result<(MessagePool, usize)> {
-    let shared = crate::context::runtime().ok_or_else(|| {
-        io::Error::other("regio_runtime::fs::read and write run inside a regio runtime")
-    })?;
-    let pool = shared.pool.clone();
-    let class = (0..pool.classes())
-        .max_by_key(|&c| pool.buf_size(c))
-        .expect("a pool has at least one class");
-    Ok((pool, class))
-}
-
-/// Names bytes `from..to` of `msg`'s (single) buffer in its descriptor.
-fn name(msg: &mut Message, from: usize, to: usize) {
-    let key = msg.key();
-    let part = BufKey {
-        region: key.region,
-        offset: key.offset + from as u32,
-        len: (to - from) as u32,
-    };
-    msg.descriptor_mut()
-        .set_slices(&[part])
-        .expect("one slice always fits");
 }
 
 /// Reads the chunk at `pos` into a message of `class`, again after a short read, until it is

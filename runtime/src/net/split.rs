@@ -9,6 +9,7 @@ use regio_pool::Message;
 
 use super::op::{Kind, Transfer, TransferAll};
 use super::stream::{Stream, StreamSocket};
+use crate::buf::{IoBuf, Lent};
 use crate::fs::File;
 use crate::queues::{AnyFd, FdQueues};
 
@@ -49,13 +50,16 @@ fn erased<S: StreamSocket>(queues: &Arc<FdQueues<S>>) -> Arc<FdQueues> {
 
 impl<S: StreamSocket> OwnedReadHalf<S> {
     /// As [`Stream::recv`].
-    pub fn recv(&self, buf: Message) -> Transfer {
-        Transfer::new(erased(&self.queues), Kind::Recv, buf)
+    pub fn recv<B: IoBuf>(&self, buf: B) -> Lent<B, Transfer, usize> {
+        let queues = erased(&self.queues);
+        Lent::one(buf, true, move |msg| Transfer::new(queues, Kind::Recv, msg))
     }
 
     /// As [`Stream::recv_exact`].
-    pub fn recv_exact(&self, buf: Message) -> TransferAll {
-        TransferAll::new(erased(&self.queues), Kind::Recv, buf)
+    pub fn recv_exact<B: IoBuf>(&self, buf: B) -> Lent<B, TransferAll, ()> {
+        Lent::all(buf, true, erased(&self.queues), |queues, msg| {
+            TransferAll::new(queues, Kind::Recv, msg)
+        })
     }
 
     /// The standard socket, for addresses and options.
@@ -66,13 +70,18 @@ impl<S: StreamSocket> OwnedReadHalf<S> {
 
 impl<S: StreamSocket> OwnedWriteHalf<S> {
     /// As [`Stream::send`].
-    pub fn send(&self, buf: Message) -> Transfer {
-        Transfer::new(erased(&self.queues), Kind::Send, buf)
+    pub fn send<B: IoBuf>(&self, buf: B) -> Lent<B, Transfer, usize> {
+        let queues = erased(&self.queues);
+        Lent::one(buf, false, move |msg| {
+            Transfer::new(queues, Kind::Send, msg)
+        })
     }
 
     /// As [`Stream::send_all`].
-    pub fn send_all(&self, buf: Message) -> TransferAll {
-        TransferAll::new(erased(&self.queues), Kind::Send, buf)
+    pub fn send_all<B: IoBuf>(&self, buf: B) -> Lent<B, TransferAll, ()> {
+        Lent::all(buf, false, erased(&self.queues), |queues, msg| {
+            TransferAll::new(queues, Kind::Send, msg)
+        })
     }
 
     /// As [`Stream::send_zc`].
