@@ -1,12 +1,35 @@
 //! Files: [`File`], with owned-buffer reads and writes on the runtime's registered pool
 //! messages; [`OpenOptions`] (with [`direct`](OpenOptions::direct) for `O_DIRECT`), and the
-//! whole-file helpers [`read`] and [`write`].
+//! whole-file helpers [`read`](fn@read) and [`write`](fn@write).
 //!
 //! A file is opened with the standard library (`open(2)` on the calling thread), then used
 //! through io_uring: each worker that touches it gets a work queue for it on its own ring
 //! (made on first use), and reads and writes are `READ_FIXED` / `WRITE_FIXED` on the
 //! message's registered buffer. The operations take the message and give it back with the
 //! result, as monoio's do: the kernel owns the buffer while the operation runs.
+//!
+//! # Plain descriptors, not fixed-file slots
+//!
+//! A file's operations name its descriptor (each worker's queue holds a duplicate), not a
+//! fixed-file slot with `IOSQE_FIXED_FILE`. A slot would save the kernel a reference count
+//! on the file per operation, but it does not fit the per-worker queues:
+//!
+//! - [`Adapter::set_file`](regio_adapters::Adapter::set_file) installs a slot on every ring
+//!   with `io_uring_register`. In the single-issuer ring mode
+//!   ([`RingMode`](crate::RingMode)) the kernel takes that call on a ring only from the
+//!   worker that owns it, so no one thread can install a file for all workers; each worker
+//!   would have to install (and later clear) its own copy in its own ring, lazily, on first
+//!   use, at one system call per worker and file.
+//! - A slot may be cleared, and given to another file, only once no operation naming it can
+//!   still be staged or in flight on any ring: that is when the file's last queue is drained,
+//!   which today closes a duplicate descriptor as a side effect of removing the queue, with
+//!   nothing to hook a per-ring clear onto.
+//! - A slot has no number for `fstat`, `metadata`, `set_len` and the like, which
+//!   [`File::as_std`] offers.
+//!
+//! The cost kept is one atomic increment and decrement on the file per operation (the
+//! process's descriptor table is shared by its threads). Accepted sockets use plain
+//! descriptors for the same reasons (see [`net`](crate::net#descriptors)).
 //!
 //! # Synchronization
 //!
