@@ -55,6 +55,10 @@
 //! docs). The workers block `SIGPIPE`, so the signal never reaches a program that keeps its
 //! default action: such a send fails with `EPIPE`, and the process lives.
 //!
+//! Stream receives and sends (`recv`, `recv_exact`, `send`, `send_all`) also take a plain
+//! `Vec<u8>`, `Box<[u8]>` or `bytes::BytesMut`, copied through a pool message: one `memcpy`
+//! each way, see the [`buf`](crate::buf) module.
+//!
 //! An empty descriptor (`truncate(0)`) is never handed to the kernel: `recv` and `send`
 //! complete at once with 0, `recv_exact` and `send_all` with `Ok(())`.
 //!
