@@ -5,7 +5,7 @@ mod common;
 use regio_testkit::TempFile;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::{Duration, Instant};
 
 use common::{config, TestBuf};
@@ -86,6 +86,48 @@ fn splice_moves_file_bytes_into_a_pipe() {
         libc::close(fds[0]);
         libc::close(fds[1]);
     }
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn splice_into_holds_its_output_open_until_the_final_completion() {
+    let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(1, true)) else {
+        return;
+    };
+    let (file, path) = TempFile::pattern("adapters", 1000).keep();
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: pipe2 made both; each is owned once, here.
+    let (read, write) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::sync::Arc::new(std::os::fd::OwnedFd::from_raw_fd(fds[1])),
+        )
+    };
+    let wq = adapter
+        .work_queue(0, Target::Fd(file.as_raw_fd()), 4, 4)
+        .unwrap();
+    let out: std::sync::Arc<dyn AsRawFd + Send + Sync> = write.clone();
+    wq.post(Op::splice_into(10, out, -1, 100, 1)).unwrap();
+    assert_eq!(
+        std::sync::Arc::strong_count(&write),
+        2,
+        "the operation holds the output"
+    );
+    let c = common::collect(&wq.completion_queue(), 1);
+    assert_eq!(c[0].result, 100);
+    assert_eq!(
+        std::sync::Arc::strong_count(&write),
+        1,
+        "let go with the final completion"
+    );
+    let mut buf = [0u8; 100];
+    (&read).read_exact(&mut buf).unwrap();
+    assert!(buf
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == ((10 + i) % 251) as u8));
     std::fs::remove_file(path).unwrap();
 }
 

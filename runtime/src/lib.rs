@@ -16,6 +16,14 @@
 //!   operation's final completion ([`op`](mod@op) module docs).
 //! - [`time`]: sleeps, timeouts and intervals on each worker's timer map: never one kernel
 //!   timeout per sleep.
+//! - [`net`]: TCP, Unix and UDP sockets; streams receive and send on pool messages, send
+//!   without a copy (`send_zc`), and send a file's range by splicing (`send_file`).
+//! - [`fs`]: [`fs::File`] with positioned reads and writes on registered buffers,
+//!   [`fs::OpenOptions`] (`O_DIRECT` with [`direct`](fs::OpenOptions::direct)), and the
+//!   whole-file helpers [`fs::read`] and [`fs::write`].
+//! - [`buf`]: the buffers operations take. A pool `Message` goes to the kernel as it is; a
+//!   `Vec<u8>`, `Box<[u8]>` or (cargo feature `bytes`) `bytes::BytesMut` is copied through a
+//!   pool message, one `memcpy` each way.
 //! - [`main`] and [`test`] are `#[tokio::main]`-like attributes.
 //! - `compat` (cargo feature `compat`): tokio's and the `futures` crate's `AsyncRead`,
 //!   `AsyncBufRead` and `AsyncWrite` for the stream sockets, so that crates such as hyper run on
@@ -87,6 +95,7 @@
 #![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod bell;
+pub mod buf;
 mod builder;
 #[cfg(feature = "compat")]
 pub mod compat;

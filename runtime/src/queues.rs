@@ -110,6 +110,12 @@ impl<H: ?Sized + AsRawFd> FdQueues<H> {
     }
 }
 
+impl<H: ?Sized + AsRawFd> AsRawFd for FdQueues<H> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.handle.as_raw_fd()
+    }
+}
+
 impl<H: ?Sized> Drop for FdQueues<H> {
     fn drop(&mut self) {
         if let Some(bound) = self.bound.get() {

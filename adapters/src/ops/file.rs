@@ -1,9 +1,12 @@
 //! File operations: read and write on fixed buffers, fsync, fdatasync, fallocate, fadvise,
 //! splice, close.
 
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
 use io_uring::{opcode, types};
 
-use super::{BufUse, FileUse, Op, PostAction, Side, Target};
+use super::{BufUse, FileUse, Op, PostAction, Retained, Side, Target};
 
 /// The file placeholder of an SQE built before its work queue is known.
 pub(super) const UNSET: types::Fd = types::Fd(-1);
@@ -74,6 +77,24 @@ impl<B> Op<B> {
         Self::new(e, &"splice", Side::Send, cookie)
             .on(FileUse::SpliceIn)
             .on_post(PostAction::SpliceOut(out))
+    }
+
+    /// [`splice`](Self::splice) into `out`, which the operation holds until its final
+    /// completion: dropping the caller's handle while the kernel still has the splice cannot
+    /// let the number name another file (the kernel may resolve it late, on an async worker).
+    pub fn splice_into(
+        off_in: i64,
+        out: Arc<dyn AsRawFd + Send + Sync>,
+        off_out: i64,
+        len: u32,
+        cookie: u64,
+    ) -> Self {
+        let keep = Box::new(Retained::Fd(out));
+        let Retained::Fd(out) = &*keep else {
+            unreachable!("made just above")
+        };
+        let fd = out.as_raw_fd();
+        Self::splice(off_in, Target::Fd(fd), off_out, len, cookie).retaining(keep)
     }
 
     /// Closes the work queue's fixed-file slot. On a work queue of a plain fd it is rejected

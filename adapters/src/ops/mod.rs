@@ -138,6 +138,8 @@ pub(crate) enum Retained {
     Peer(std::sync::Arc<net::PeerAddr>),
     Msg(Box<datagram::MsgHdr>),
     Ring(control::RingRef),
+    /// A splice's output descriptor, kept open until the splice's final completion.
+    Fd(std::sync::Arc<dyn std::os::fd::AsRawFd + Send + Sync>),
 }
 
 impl<B> Op<B> {

@@ -9,6 +9,7 @@ use std::task::{ready, Context, Poll};
 use regio_pool::Message;
 
 use super::{broken, cover};
+use crate::buf::Lent;
 use crate::net::{Stream, StreamSocket, Transfer};
 
 pub(super) struct ReadSide {
@@ -23,7 +24,7 @@ enum State {
         end: usize,
     },
     /// A receive into the message is in flight.
-    Receiving(Transfer),
+    Receiving(Lent<Message, Transfer, usize>),
     /// The message is being moved between the two (a panic there leaves the side here).
     Moving,
 }

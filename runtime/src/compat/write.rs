@@ -9,6 +9,7 @@ use std::task::{ready, Context, Poll};
 use regio_pool::Message;
 
 use super::{broken, cover};
+use crate::buf::Lent;
 use crate::net::{Stream, StreamSocket, TransferAll};
 
 pub(super) struct WriteSide {
@@ -24,7 +25,7 @@ enum State {
     /// The message, free.
     Idle(Message),
     /// A send of the message's bytes is in flight.
-    Sending(TransferAll),
+    Sending(Lent<Message, TransferAll, ()>),
     /// The message is being moved between the two (a panic there leaves the side here).
     Moving,
 }

@@ -55,6 +55,10 @@
 //! docs). The workers block `SIGPIPE`, so the signal never reaches a program that keeps its
 //! default action: such a send fails with `EPIPE`, and the process lives.
 //!
+//! Stream receives and sends (`recv`, `recv_exact`, `send`, `send_all`) also take a plain
+//! `Vec<u8>`, `Box<[u8]>` or `bytes::BytesMut`, copied through a pool message: one `memcpy`
+//! each way, see the [`buf`](crate::buf) module.
+//!
 //! An empty descriptor (`truncate(0)`) is never handed to the kernel: `recv` and `send`
 //! complete at once with 0, `recv_exact` and `send_all` with `Ok(())`.
 //!
@@ -84,6 +88,17 @@
 //! loopback the kernel copies the bytes when the receiving socket queues them: there a
 //! zero-copy send proves correctness, not speed.
 //!
+//! # Sending a file
+//!
+//! [`Stream::send_file`] (and [`OwnedWriteHalf::send_file`]) sends a range of a
+//! [`fs::File`](crate::fs::File) with no copy through user space: io_uring `SPLICE`s from the
+//! file into a pipe of the call's own, and from the pipe into the socket, resumed after short
+//! ones until the range is sent. A file that ends before the range does is an
+//! [`UnexpectedEof`](std::io::ErrorKind::UnexpectedEof) error (the bytes up to its end were
+//! sent). Dropping the future cancels the splice in flight; the pipe and every descriptor
+//! close with its final completion. Why a pipe per call rather than one per worker: see the
+//! `sendfile` module.
+//!
 //! # Descriptors
 //!
 //! Sockets are plain descriptors. Each worker's work queue keeps its own duplicate of the
@@ -98,6 +113,7 @@
 
 mod listener;
 mod op;
+mod sendfile;
 mod split;
 mod stream;
 mod udp;

@@ -9,6 +9,8 @@ use regio_pool::Message;
 
 use super::op::{Kind, Transfer, TransferAll};
 use super::stream::{Stream, StreamSocket};
+use crate::buf::{IoBuf, Lent};
+use crate::fs::File;
 use crate::queues::{AnyFd, FdQueues};
 
 /// The receiving half of a [`Stream`] ([`Stream::into_split`]): `recv` and `recv_exact`.
@@ -48,13 +50,16 @@ fn erased<S: StreamSocket>(queues: &Arc<FdQueues<S>>) -> Arc<FdQueues> {
 
 impl<S: StreamSocket> OwnedReadHalf<S> {
     /// As [`Stream::recv`].
-    pub fn recv(&self, buf: Message) -> Transfer {
-        Transfer::new(erased(&self.queues), Kind::Recv, buf)
+    pub fn recv<B: IoBuf>(&self, buf: B) -> Lent<B, Transfer, usize> {
+        let queues = erased(&self.queues);
+        Lent::one(buf, true, move |msg| Transfer::new(queues, Kind::Recv, msg))
     }
 
     /// As [`Stream::recv_exact`].
-    pub fn recv_exact(&self, buf: Message) -> TransferAll {
-        TransferAll::new(erased(&self.queues), Kind::Recv, buf)
+    pub fn recv_exact<B: IoBuf>(&self, buf: B) -> Lent<B, TransferAll, ()> {
+        Lent::all(buf, true, erased(&self.queues), |queues, msg| {
+            TransferAll::new(queues, Kind::Recv, msg)
+        })
     }
 
     /// The standard socket, for addresses and options.
@@ -65,18 +70,38 @@ impl<S: StreamSocket> OwnedReadHalf<S> {
 
 impl<S: StreamSocket> OwnedWriteHalf<S> {
     /// As [`Stream::send`].
-    pub fn send(&self, buf: Message) -> Transfer {
-        Transfer::new(erased(&self.queues), Kind::Send, buf)
+    pub fn send<B: IoBuf>(&self, buf: B) -> Lent<B, Transfer, usize> {
+        let queues = erased(&self.queues);
+        Lent::one(buf, false, move |msg| {
+            Transfer::new(queues, Kind::Send, msg)
+        })
     }
 
     /// As [`Stream::send_all`].
-    pub fn send_all(&self, buf: Message) -> TransferAll {
-        TransferAll::new(erased(&self.queues), Kind::Send, buf)
+    pub fn send_all<B: IoBuf>(&self, buf: B) -> Lent<B, TransferAll, ()> {
+        Lent::all(buf, false, erased(&self.queues), |queues, msg| {
+            TransferAll::new(queues, Kind::Send, msg)
+        })
     }
 
     /// As [`Stream::send_zc`].
     pub fn send_zc(&self, buf: Message) -> Transfer {
         Transfer::new(erased(&self.queues), Kind::SendZc, buf)
+    }
+
+    /// As [`Stream::send_file`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`Stream::send_file`].
+    pub fn send_file(
+        &self,
+        file: &File,
+        offset: u64,
+        len: u64,
+    ) -> impl std::future::Future<Output = std::io::Result<u64>> + Send + 'static {
+        let socket: Arc<dyn AsRawFd + Send + Sync> = self.queues.clone();
+        super::sendfile::send_file(file.erased(), socket, offset, len)
     }
 
     /// As [`Stream::shutdown`]: `Shutdown::Write` ends the stream for the peer before the half

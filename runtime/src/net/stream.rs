@@ -1,6 +1,7 @@
 //! [`Stream`]: a connected stream socket (TCP or Unix) on the workers' rings, and what is
 //! particular to TCP ([`TcpStream`]).
 
+use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
@@ -9,6 +10,9 @@ use std::sync::Arc;
 use regio_pool::Message;
 
 use super::op::{self, Kind, Transfer, TransferAll};
+use super::sendfile;
+use crate::buf::{IoBuf, Lent};
+use crate::fs::File;
 use crate::queues::{AnyFd, FdQueues};
 
 /// A standard stream socket that a [`Stream`] can wrap: `std::net::TcpStream` or
@@ -46,7 +50,9 @@ impl StreamSocket for std::os::unix::net::UnixStream {
 ///
 /// Operations take a pool [`Message`] and give it back with the result; each acts on the bytes
 /// the message's descriptor names (a fresh message's whole capacity;
-/// `msg.descriptor_mut().truncate(n)` makes it `n` bytes). See the [module docs](super) for
+/// `msg.descriptor_mut().truncate(n)` makes it `n` bytes). `recv`, `recv_exact`, `send` and
+/// `send_all` take a plain `Vec<u8>`, `Box<[u8]>` or `BytesMut` too, copied through a pool
+/// message ([`buf`](crate::buf) module). See the [module docs](super) for
 /// ownership and cancellation.
 pub struct Stream<S> {
     pub(crate) queues: Arc<FdQueues<S>>,
@@ -83,33 +89,42 @@ impl<S: StreamSocket> Stream<S> {
         self.queues.handle()
     }
 
-    /// One receive into the bytes `buf`'s descriptor names; gives back the count and the
-    /// buffer. `Ok(0)` means the peer closed its side (or the descriptor was empty). The
-    /// descriptor is left as it was: truncate it to the count to pass on just the data.
-    pub fn recv(&self, buf: Message) -> Transfer {
-        Transfer::new(self.erased(), Kind::Recv, buf)
+    /// One receive into `buf` (a [`Message`]: the bytes its descriptor names; a plain
+    /// [`IoBuf`]: its whole length, copied out of a pool message); gives back the count and
+    /// the buffer. `Ok(0)` means the peer closed its side (or the buffer names no bytes). The
+    /// descriptor (or the plain buffer's length) is left as it was: truncate it to the count
+    /// to pass on just the data.
+    pub fn recv<B: IoBuf>(&self, buf: B) -> Lent<B, Transfer, usize> {
+        let queues = self.erased();
+        Lent::one(buf, true, move |msg| Transfer::new(queues, Kind::Recv, msg))
     }
 
-    /// Receives until the bytes `buf`'s descriptor names are all filled.
+    /// Receives until the bytes `buf` names are all filled.
     ///
     /// # Errors
     ///
     /// [`io::ErrorKind::UnexpectedEof`] if the peer closes first, or the failed receive's
     /// error; the bytes received until then are in the buffer but not counted.
-    pub fn recv_exact(&self, buf: Message) -> TransferAll {
-        TransferAll::new(self.erased(), Kind::Recv, buf)
+    pub fn recv_exact<B: IoBuf>(&self, buf: B) -> Lent<B, TransferAll, ()> {
+        Lent::all(buf, true, self.erased(), |queues, msg| {
+            TransferAll::new(queues, Kind::Recv, msg)
+        })
     }
 
-    /// One send of the bytes `buf`'s descriptor names; gives back the count (which may be
-    /// short) and the buffer.
-    pub fn send(&self, buf: Message) -> Transfer {
-        Transfer::new(self.erased(), Kind::Send, buf)
+    /// One send of the bytes `buf` names (a plain [`IoBuf`] is copied into a pool message
+    /// first); gives back the count (which may be short) and the buffer.
+    pub fn send<B: IoBuf>(&self, buf: B) -> Lent<B, Transfer, usize> {
+        let queues = self.erased();
+        Lent::one(buf, false, move |msg| {
+            Transfer::new(queues, Kind::Send, msg)
+        })
     }
 
-    /// Sends all the bytes `buf`'s descriptor names, sending the rest again after a short
-    /// send.
-    pub fn send_all(&self, buf: Message) -> TransferAll {
-        TransferAll::new(self.erased(), Kind::Send, buf)
+    /// Sends all the bytes `buf` names, sending the rest again after a short send.
+    pub fn send_all<B: IoBuf>(&self, buf: B) -> Lent<B, TransferAll, ()> {
+        Lent::all(buf, false, self.erased(), |queues, msg| {
+            TransferAll::new(queues, Kind::Send, msg)
+        })
     }
 
     /// Sends the bytes `buf`'s descriptor names without copying them (`IORING_OP_SEND_ZC` on
@@ -118,6 +133,25 @@ impl<S: StreamSocket> Stream<S> {
     /// stays parked until that notification. See the [module docs](super#zero-copy-sends).
     pub fn send_zc(&self, buf: Message) -> Transfer {
         Transfer::new(self.erased(), Kind::SendZc, buf)
+    }
+
+    /// Sends `len` bytes of `file` from `offset` without copying them through user space
+    /// (io_uring splices through a pipe; see the [module docs](super#sending-a-file)); resolves
+    /// to the bytes sent, `len` on success.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::UnexpectedEof`] if the file ends before `offset + len`;
+    /// [`io::ErrorKind::InvalidInput`] if `offset + len` passes `i64::MAX`; a failed splice's
+    /// error (`EPIPE` or `ECONNRESET` when the peer has gone).
+    pub fn send_file(
+        &self,
+        file: &File,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = io::Result<u64>> + Send + 'static {
+        let socket: Arc<dyn AsRawFd + Send + Sync> = self.queues.clone();
+        sendfile::send_file(file.erased(), socket, offset, len)
     }
 
     /// Shuts down the reading side, the writing side, or both (`shutdown(2)`, which does not

@@ -1,11 +1,35 @@
 //! Files: [`File`], with owned-buffer reads and writes on the runtime's registered pool
-//! messages.
+//! messages; [`OpenOptions`] (with [`direct`](OpenOptions::direct) for `O_DIRECT`), and the
+//! whole-file helpers [`read`](fn@read) and [`write`](fn@write).
 //!
 //! A file is opened with the standard library (`open(2)` on the calling thread), then used
 //! through io_uring: each worker that touches it gets a work queue for it on its own ring
 //! (made on first use), and reads and writes are `READ_FIXED` / `WRITE_FIXED` on the
 //! message's registered buffer. The operations take the message and give it back with the
 //! result, as monoio's do: the kernel owns the buffer while the operation runs.
+//!
+//! # Plain descriptors, not fixed-file slots
+//!
+//! A file's operations name its descriptor (each worker's queue holds a duplicate), not a
+//! fixed-file slot with `IOSQE_FIXED_FILE`. A slot would save the kernel a reference count
+//! on the file per operation, but it does not fit the per-worker queues:
+//!
+//! - [`Adapter::set_file`](regio_adapters::Adapter::set_file) installs a slot on every ring
+//!   with `io_uring_register`. In the single-issuer ring mode
+//!   ([`RingMode`](crate::RingMode)) the kernel takes that call on a ring only from the
+//!   worker that owns it, so no one thread can install a file for all workers; each worker
+//!   would have to install (and later clear) its own copy in its own ring, lazily, on first
+//!   use, at one system call per worker and file.
+//! - A slot may be cleared, and given to another file, only once no operation naming it can
+//!   still be staged or in flight on any ring: that is when the file's last queue is drained,
+//!   which today closes a duplicate descriptor as a side effect of removing the queue, with
+//!   nothing to hook a per-ring clear onto.
+//! - A slot has no number for `fstat`, `metadata`, `set_len` and the like, which
+//!   [`File::as_std`] offers.
+//!
+//! The cost kept is one atomic increment and decrement on the file per operation (the
+//! process's descriptor table is shared by its threads). Accepted sockets use plain
+//! descriptors for the same reasons (see [`net`](crate::net#descriptors)).
 //!
 //! # Synchronization
 //!
@@ -25,8 +49,15 @@ use std::task::{Context, Poll};
 use regio_adapters::Op;
 use regio_pool::Message;
 
+use crate::buf::{IoBuf, Lent};
 use crate::op::{Build, Completed, Route, Submit};
 use crate::queues::FdQueues;
+
+mod options;
+mod whole;
+
+pub use options::OpenOptions;
+pub use whole::{read, write, DEPTH};
 
 /// An open file, for positioned reads and writes through the workers' rings.
 ///
@@ -85,12 +116,18 @@ impl File {
             .map(File::from_std)
     }
 
-    /// Wraps a file opened with the standard library (with `O_DIRECT`, say). It is bound to the
-    /// runtime whose worker first uses it.
+    /// Wraps a file opened with the standard library. It is bound to the runtime whose worker
+    /// first uses it. [`OpenOptions`] opens one with more choices (`O_DIRECT` among them).
     pub fn from_std(file: std::fs::File) -> File {
         File {
             queues: Arc::new(FdQueues::new(file)),
         }
+    }
+
+    /// The file's queues, as operations hold them.
+    pub(crate) fn erased(&self) -> Arc<FdQueues> {
+        let queues: Arc<FdQueues<crate::queues::AnyFd>> = self.queues.clone();
+        queues
     }
 
     fn submit<B: Build>(&self, buf: Option<Message>, build: B) -> Submit<B> {
@@ -102,15 +139,35 @@ impl File {
     /// was: truncate it to the count to pass on just the data read. An empty descriptor
     /// (`truncate(0)`) reads nothing and completes with 0; a `pos` above `i64::MAX` fails with
     /// `EINVAL`, as for `pread(2)`.
-    pub fn read_at(&self, buf: Message, pos: u64) -> ReadAt {
-        ReadAt(self.submit(Some(buf), FileIo(FileIoKind::Read(pos))))
+    ///
+    /// A plain [`IoBuf`] (`Vec<u8>`, `Box<[u8]>`, `BytesMut`) is read into a pool message and
+    /// copied out of it: its whole length is the bytes asked for, up to one pool buffer's
+    /// worth ([`buf`](crate::buf) module).
+    pub fn read_at<B: IoBuf>(&self, buf: B, pos: u64) -> Lent<B, ReadAt, usize> {
+        let queues = self.erased();
+        Lent::one(buf, true, move |msg| {
+            ReadAt(Submit::new(
+                Route::Fd(queues),
+                Some(msg),
+                FileIo(FileIoKind::Read(pos)),
+            ))
+        })
     }
 
     /// Writes `buf` (the slice its descriptor names) at offset `pos`; gives back the byte count
     /// and the buffer. An empty descriptor (`truncate(0)`) writes nothing and completes with 0;
     /// a `pos` above `i64::MAX` fails with `EINVAL`, as for `pwrite(2)`.
-    pub fn write_at(&self, buf: Message, pos: u64) -> WriteAt {
-        WriteAt(self.submit(Some(buf), FileIo(FileIoKind::Write(pos))))
+    ///
+    /// A plain [`IoBuf`] is copied into a pool message first, up to one pool buffer's worth.
+    pub fn write_at<B: IoBuf>(&self, buf: B, pos: u64) -> Lent<B, WriteAt, usize> {
+        let queues = self.erased();
+        Lent::one(buf, false, move |msg| {
+            WriteAt(Submit::new(
+                Route::Fd(queues),
+                Some(msg),
+                FileIo(FileIoKind::Write(pos)),
+            ))
+        })
     }
 
     /// Flushes the file's data and metadata to the device (`fsync`).
@@ -226,7 +283,21 @@ fn with_buffer(done: Completed) -> (io::Result<usize>, Message) {
     (result, buf)
 }
 
-/// The future of [`File::read_at`].
+impl Lent<Message, ReadAt, usize> {
+    /// The operation, to cancel it explicitly ([`Submit::cancel`] gives back the buffer).
+    pub fn into_submit(self) -> Submit<FileIo> {
+        self.into_op().into_submit()
+    }
+}
+
+impl Lent<Message, WriteAt, usize> {
+    /// The operation, to cancel it explicitly ([`Submit::cancel`] gives back the buffer).
+    pub fn into_submit(self) -> Submit<FileIo> {
+        self.into_op().into_submit()
+    }
+}
+
+/// The future of [`File::read_at`] on a message.
 #[must_use = "futures do nothing unless polled; a dropped read is cancelled"]
 #[derive(Debug)]
 pub struct ReadAt(Submit<FileIo>);
@@ -246,7 +317,7 @@ impl Future for ReadAt {
     }
 }
 
-/// The future of [`File::write_at`].
+/// The future of [`File::write_at`] on a message.
 #[must_use = "futures do nothing unless polled; a dropped write is cancelled"]
 #[derive(Debug)]
 pub struct WriteAt(Submit<FileIo>);

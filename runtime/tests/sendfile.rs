@@ -1,0 +1,217 @@
+//! `send_file`: a file range reaches the peer byte for byte through splices; a peer that goes
+//! away, a file that ends early and a dropped future each end cleanly, with every buffer back
+//! in the pool and no descriptor left open.
+//!
+//! The tests count the process's open descriptors, so they run one at a time (`SERIAL`).
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use regio_runtime::fs::File;
+use regio_runtime::net::{TcpStream, UnixStream};
+use regio_runtime::{time, Runtime};
+use regio_testkit::TempFile;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A file of `len` bytes, none of them zero: byte `i` is `i % 253 + 1`.
+fn patterned(len: usize) -> TempFile {
+    let file = TempFile::new("sendfile");
+    let data: Vec<u8> = (0..len).map(|i| (i % 253 + 1) as u8).collect();
+    std::fs::write(file.path(), data).unwrap();
+    file
+}
+
+/// A listener whose one connection is read to its end on a thread: (address, the bytes read).
+fn sink() -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        got
+    });
+    (addr, reader)
+}
+
+/// After the runtime's work: every buffer is back and the descriptors are as they were.
+fn assert_clean(rt: &Runtime, fds: usize) {
+    common::assert_pool_full(rt.pool());
+    common::eventually("the descriptors are closed", || common::open_fds() == fds);
+}
+
+#[test]
+fn a_three_mib_range_from_an_offset_arrives_intact() {
+    let _serial = serial();
+    let Some(rt) = common::runtime(2) else { return };
+    const OFFSET: u64 = 4097;
+    const LEN: u64 = 3 << 20;
+    let file = patterned((OFFSET + LEN) as usize + 100);
+    let fds = common::open_fds();
+    let (addr, reader) = sink();
+    let path = file.path().to_owned();
+    let sent = regio_testkit::within(Duration::from_secs(60), "send_file", {
+        let task = rt.spawn(async move {
+            let file = File::open(&path)?;
+            let stream = TcpStream::connect(addr).await?;
+            stream.send_file(&file, OFFSET, LEN).await
+        });
+        move || regio_testkit::block_on(task)
+    });
+    assert_eq!(sent.unwrap().unwrap(), LEN);
+    let got = reader.join().unwrap();
+    let want = &file.contents()[OFFSET as usize..(OFFSET + LEN) as usize];
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the bytes received differ from the file's");
+    assert_clean(&rt, fds);
+}
+
+#[test]
+fn a_unix_stream_and_a_write_half_send_files_too() {
+    let _serial = serial();
+    let Some(rt) = common::runtime(1) else { return };
+    let file = patterned(200_000);
+    let fds = common::open_fds();
+    let path = file.path().to_owned();
+    let got = rt
+        .block_on(rt.spawn(async move {
+            let file = File::open(&path)?;
+            let (a, b) = UnixStream::pair()?;
+            let reader = std::thread::spawn({
+                let mut b = b.as_std().try_clone()?;
+                move || {
+                    let mut got = vec![0; 150_000];
+                    b.read_exact(&mut got).map(|()| got)
+                }
+            });
+            let (_read, write) = a.into_split();
+            let first = write.send_file(&file, 10, 100_000).await?;
+            let second = write.send_file(&file, 100_010, 50_000).await?;
+            assert_eq!((first, second), (100_000, 50_000));
+            drop(b);
+            reader.join().unwrap()
+        }))
+        .unwrap()
+        .unwrap();
+    assert!(got == file.contents()[10..150_010], "the bytes differ");
+    assert_clean(&rt, fds);
+}
+
+#[test]
+fn a_file_that_ends_early_is_an_unexpected_eof_after_its_bytes_were_sent() {
+    let _serial = serial();
+    let Some(rt) = common::runtime(1) else { return };
+    let file = patterned(1000);
+    let fds = common::open_fds();
+    let (addr, reader) = sink();
+    let path = file.path().to_owned();
+    let err = rt
+        .block_on(rt.spawn(async move {
+            let file = File::open(&path)?;
+            let stream = TcpStream::connect(addr).await?;
+            stream.send_file(&file, 100, 5000).await
+        }))
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+    assert!(reader.join().unwrap() == file.contents()[100..]);
+    assert_clean(&rt, fds);
+}
+
+#[test]
+fn a_range_past_the_largest_offset_is_invalid_input() {
+    let _serial = serial();
+    let Some(rt) = common::runtime(1) else { return };
+    let file = patterned(10);
+    let path = file.path().to_owned();
+    let err = rt
+        .block_on(rt.spawn(async move {
+            let file = File::open(&path)?;
+            let (a, _b) = UnixStream::pair()?;
+            a.send_file(&file, i64::MAX as u64, 2).await
+        }))
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+}
+
+#[test]
+fn a_peer_that_resets_midway_is_an_error_and_leaks_no_pipe() {
+    let _serial = serial();
+    let Some(rt) = common::runtime(2) else { return };
+    let file = patterned(3 << 20);
+    let fds = common::open_fds();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut some = vec![0; 64 << 10];
+        conn.read_exact(&mut some).unwrap();
+        common::reset_on_close(&conn);
+    });
+    let path = file.path().to_owned();
+    let result = rt
+        .block_on(rt.spawn(async move {
+            let file = File::open(&path)?;
+            let stream = TcpStream::connect(addr).await?;
+            common::set_socket_int(stream.as_raw_fd(), libc::SO_SNDBUF, 4096);
+            stream.send_file(&file, 0, 3 << 20).await
+        }))
+        .unwrap();
+    peer.join().unwrap();
+    let err = result.expect_err("the peer reset the connection before the end");
+    assert!(
+        matches!(err.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)),
+        "{err}"
+    );
+    assert_clean(&rt, fds);
+}
+
+#[test]
+fn a_dropped_send_file_cancels_its_blocked_splice_and_closes_everything() {
+    let _serial = serial();
+    let Some(rt) = common::runtime(2) else { return };
+    let file = patterned(3 << 20);
+    let fds = common::open_fds();
+    // A peer that reads nothing until the sender has given up.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (gave_up, wait) = std::sync::mpsc::channel::<()>();
+    let peer = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        wait.recv().unwrap();
+        drop(conn);
+    });
+    let path = file.path().to_owned();
+    let timed_out = regio_testkit::within(Duration::from_secs(60), "a dropped send_file", {
+        let task = rt.spawn(async move {
+            let file = File::open(&path)?;
+            let stream = TcpStream::connect(addr).await?;
+            common::set_socket_int(stream.as_raw_fd(), libc::SO_SNDBUF, 4096);
+            let outcome = time::timeout(
+                Duration::from_millis(200),
+                stream.send_file(&file, 0, 3 << 20),
+            )
+            .await;
+            Ok::<_, std::io::Error>(outcome.is_err())
+        });
+        move || regio_testkit::block_on(task)
+    });
+    gave_up.send(()).unwrap();
+    peer.join().unwrap();
+    assert!(
+        timed_out.unwrap().unwrap(),
+        "the send finished against a peer that read nothing"
+    );
+    assert_clean(&rt, fds);
+}
