@@ -250,27 +250,7 @@ const SIGPIPE_CHILD: &str = "a_send_on_a_shut_down_socket_child";
 #[test]
 fn a_send_on_a_shut_down_socket_does_not_kill_the_process() {
     let _serial = serial();
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            SIGPIPE_CHILD,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the child died ({:?}): {stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("1 passed") || stdout.contains("SKIP"),
-        "the child ran no test: {stdout}"
-    );
+    common::run_child_test(SIGPIPE_CHILD);
 }
 
 /// The child of the test above: `SIGPIPE` at its default action, then sends on a socket
@@ -647,9 +627,7 @@ fn runtimes_dropped_where_they_run_and_shut_down_under_parked_tasks() {
         common::eventually("the worker threads end", || {
             common::worker_threads() + 2 <= threads
         });
-        common::eventually("every buffer is back", || {
-            (0..pool.classes()).all(|c| pool.available(c) == pool.capacity(c))
-        });
+        common::eventually_pool_full(&pool, "every buffer is back");
         common::eventually("every descriptor is closed", || common::open_fds() <= fds);
     });
 }
@@ -724,9 +702,7 @@ fn cancels_of_sends_that_hold_every_credit_still_go_out() {
             theirs
         }));
         let peer = peer.unwrap();
-        common::eventually("every buffer is back (the cancels went out)", || {
-            (0..pool.classes()).all(|c| pool.available(c) == pool.capacity(c))
-        });
+        common::eventually_pool_full(&pool, "every buffer is back (the cancels went out)");
         drop(peer);
         rt.shutdown(Duration::from_secs(5));
     });
@@ -786,9 +762,7 @@ fn a_peer_that_stops_reading_does_not_stall_the_other_sockets() {
             (stalled, theirs)
         }));
         let peers = peers.unwrap();
-        common::eventually("every buffer is back", || {
-            (0..pool.classes()).all(|c| pool.available(c) == pool.capacity(c))
-        });
+        common::eventually_pool_full(&pool, "every buffer is back");
         drop(peers);
         rt.shutdown(Duration::from_secs(5));
     });
@@ -1068,9 +1042,7 @@ fn sockets_and_files_that_outlive_their_runtime_close() {
             }))
             .unwrap();
         drop((stream, theirs, file));
-        common::eventually("every buffer of the first runtime is back", || {
-            (0..pool.classes()).all(|c| pool.available(c) == pool.capacity(c))
-        });
+        common::eventually_pool_full(&pool, "every buffer of the first runtime is back");
         common::eventually("every descriptor is closed", || common::open_fds() <= fds);
         b.shutdown(Duration::from_secs(5));
     });
@@ -1089,27 +1061,7 @@ const RESPAWN_CHILD: &str = "a_task_that_respawns_itself_when_dropped_child";
 #[test]
 fn a_task_that_respawns_itself_when_dropped_does_not_overflow_at_shutdown() {
     let _serial = serial();
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            RESPAWN_CHILD,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the child died ({:?}): {stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("1 passed") || stdout.contains("SKIP"),
-        "the child ran no test: {stdout}"
-    );
+    common::run_child_test(RESPAWN_CHILD);
 }
 
 /// Spawns a task holding a `Respawn` of one less when dropped, until 0.

@@ -91,9 +91,7 @@ fn thousands_of_timeouts_and_aborts_leak_no_buffer_and_no_descriptor() {
                     }
                 }
             });
-            common::eventually("every buffer back in the pool", || {
-                (0..pool.classes()).all(|c| pool.available(c) == pool.capacity(c))
-            });
+            common::eventually_pool_full(&pool, "every buffer back in the pool");
             assert_eq!(common::open_fds(), fds, "descriptors leaked");
             let stats = rt.stats();
             assert!(stats.iter().map(|s| s.ops_submitted).sum::<u64>() > 0);

@@ -37,17 +37,9 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
-/// Runs `test` on a fresh runtime with a bounded time, then checks that every buffer went back
-/// to the pool.
+/// Runs `test` on a fresh runtime of one worker, then checks that every buffer went back.
 fn with_runtime(test: impl FnOnce(&Runtime) + Send + 'static) {
-    regio_testkit::within(LIMIT, "the test", move || {
-        let Some(rt) = common::runtime(1) else { return };
-        test(&rt);
-        common::eventually("every buffer is back in the pool", || {
-            (0..rt.pool().classes()).all(|c| rt.pool().available(c) == rt.pool().capacity(c))
-        });
-        rt.shutdown(Duration::from_secs(5));
-    });
+    common::with_runtime(1, LIMIT, test);
 }
 
 /// Wraps our end of a pair in a `Compat` on a worker and runs `body` with it there.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use regio_pool::{Message, MessagePool};
 use regio_runtime::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
-use regio_runtime::{spawn, time, Runtime};
+use regio_runtime::{spawn, time, JoinHandle, Runtime};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -21,6 +21,14 @@ fn message(pool: &MessagePool, bytes: &[u8]) -> Message {
     msg.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
     msg.descriptor_mut().truncate(bytes.len());
     msg
+}
+
+/// Binds a loopback listener and spawns a task that echoes its one connection: (the listener's
+/// address, the echo task, which gives the number of bytes echoed).
+fn spawn_echo_server() -> std::io::Result<(SocketAddr, JoinHandle<std::io::Result<usize>>)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    Ok((addr, spawn(async move { echo_one(&listener).await })))
 }
 
 /// Serves one connection of `listener`: echoes what it receives until the peer closes.
@@ -41,15 +49,9 @@ async fn echo_one(listener: &TcpListener) -> std::io::Result<usize> {
     }
 }
 
+/// Runs `test` on a fresh runtime of 2 workers, then checks that every buffer went back.
 fn runtime_for(test: impl FnOnce(&Runtime) + Send + 'static) {
-    regio_testkit::within(LIMIT, "the test", move || {
-        let Some(rt) = common::runtime(2) else { return };
-        test(&rt);
-        common::eventually("every buffer is back", || {
-            (0..rt.pool().classes()).all(|c| rt.pool().available(c) == rt.pool().capacity(c))
-        });
-        rt.shutdown(Duration::from_secs(5));
-    });
+    common::with_runtime(2, LIMIT, test);
 }
 
 #[test]
@@ -57,9 +59,7 @@ fn a_tcp_echo_round_trips_on_workers() {
     runtime_for(|rt| {
         let pool = rt.pool().clone();
         let out = rt.block_on(rt.spawn(async move {
-            let listener = TcpListener::bind("127.0.0.1:0")?;
-            let addr = listener.local_addr()?;
-            let server = spawn(async move { echo_one(&listener).await });
+            let (addr, server) = spawn_echo_server()?;
             let client = TcpStream::connect(addr).await?;
             client.set_nodelay(true)?;
             assert_eq!(client.peer_addr()?, addr);
@@ -125,10 +125,7 @@ fn a_mebibyte_goes_through_send_all_and_recv_exact() {
             Ok::<_, std::io::Error>(msg.as_slice()[..1 << 20].to_vec())
         }));
         assert!(got.unwrap().unwrap() == expected, "the bytes differ");
-        let pool = rt.pool().clone();
-        common::eventually("every buffer is back", || {
-            (0..pool.classes()).all(|c| pool.available(c) == pool.capacity(c))
-        });
+        common::eventually_pool_full(rt.pool(), "every buffer is back");
         rt.shutdown(Duration::from_secs(5));
     });
 }
@@ -362,9 +359,7 @@ fn split_halves_run_on_two_tasks_and_the_write_half_ends_the_stream() {
     runtime_for(|rt| {
         let pool = rt.pool().clone();
         let out = rt.block_on(rt.spawn(async move {
-            let listener = TcpListener::bind("127.0.0.1:0")?;
-            let addr = listener.local_addr()?;
-            let server = spawn(async move { echo_one(&listener).await });
+            let (addr, server) = spawn_echo_server()?;
             let (read, write) = TcpStream::connect(addr).await?.into_split();
             assert_eq!(read.as_std().peer_addr()?, addr);
             let writer = spawn({
@@ -717,9 +712,7 @@ fn echo_works_in_every_ring_mode() {
             };
             let pool = rt.pool().clone();
             let served = rt.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0")?;
-                let addr = listener.local_addr()?;
-                let server = spawn(async move { echo_one(&listener).await });
+                let (addr, server) = spawn_echo_server()?;
                 let client = TcpStream::connect(addr).await?;
                 for i in 0..20u8 {
                     let (sent, msg) = client.send_all(message(&pool, &[i; 300])).await;
@@ -732,10 +725,7 @@ fn echo_works_in_every_ring_mode() {
                 server.await.unwrap()
             });
             assert_eq!(served.unwrap(), 6000, "{mode:?}");
-            let pool = rt.pool().clone();
-            common::eventually("every buffer is back", || {
-                (0..pool.classes()).all(|c| pool.available(c) == pool.capacity(c))
-            });
+            common::eventually_pool_full(rt.pool(), "every buffer is back");
             rt.shutdown(Duration::from_secs(5));
         });
     }
@@ -793,10 +783,8 @@ fn cancellation_stress_leaves_every_buffer_and_descriptor() {
         let before = common::open_fds();
         let pool = rt.pool().clone();
         let dropped = rt.block_on(rt.spawn(async move {
-            let listener = TcpListener::bind("127.0.0.1:0")?;
-            let addr = listener.local_addr()?;
             // A peer that echoes slowly: receives race their timeouts, sends pile up.
-            let server = spawn(async move { echo_one(&listener).await });
+            let (addr, server) = spawn_echo_server()?;
             let client = TcpStream::connect(addr).await?;
             let mut dropped = 0u32;
             for i in 0..2000u32 {

@@ -142,10 +142,7 @@ fn a_dropped_receive_into_a_vector_leaks_nothing() {
         .unwrap()
         .unwrap();
     assert!(timed_out, "a receive with no sender completed");
-    common::eventually("every buffer is back", || {
-        let pool = rt.pool();
-        (0..pool.classes()).all(|c| pool.available(c) == pool.capacity(c))
-    });
+    common::eventually_pool_full(rt.pool(), "every buffer is back");
     common::eventually("the descriptors are closed", || common::open_fds() == fds);
 }
 

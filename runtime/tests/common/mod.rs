@@ -32,6 +32,21 @@ pub fn runtime(workers: usize) -> Option<Runtime> {
     build(builder(workers))
 }
 
+/// Runs `test` on a fresh runtime of `workers` workers within `limit`, then waits until every
+/// buffer went back to the pool and shuts the runtime down. Skips when io_uring is disabled.
+pub fn with_runtime(
+    workers: usize,
+    limit: Duration,
+    test: impl FnOnce(&Runtime) + Send + 'static,
+) {
+    regio_testkit::within(limit, "the test", move || {
+        let Some(rt) = runtime(workers) else { return };
+        test(&rt);
+        eventually_pool_full(rt.pool(), "every buffer is back in the pool");
+        rt.shutdown(Duration::from_secs(5));
+    });
+}
+
 /// The entries of a /proc/self directory.
 fn count(dir: &str) -> usize {
     std::fs::read_dir(dir).unwrap().count()
@@ -58,6 +73,14 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Waits (up to 10 s) until every buffer of every class is back in `pool`; `what` names the
+/// wait in the timeout's message.
+pub fn eventually_pool_full(pool: &regio_pool::MessagePool, what: &str) {
+    eventually(what, || {
+        (0..pool.classes()).all(|class| pool.available(class) == pool.capacity(class))
+    });
 }
 
 /// Asserts that every buffer of every class is back in `pool`.
@@ -159,4 +182,31 @@ pub fn reset_on_close(stream: &std::net::TcpStream) {
         )
     };
     assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+}
+
+/// Runs the ignored test `name` of this test binary in a child process (for attacks whose
+/// failure is fatal: a signal, a stack overflow) and asserts that the child lived and ran it
+/// (passed, or skipped).
+pub fn run_child_test(name: &str) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the child died ({:?}): {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed") || stdout.contains("SKIP"),
+        "the child ran no test: {stdout}"
+    );
 }
