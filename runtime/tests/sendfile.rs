@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use regio_runtime::fs::File;
 use regio_runtime::net::{TcpStream, UnixStream};
-use regio_runtime::{time, Runtime};
+use regio_runtime::{time, JoinHandle, Runtime};
 use regio_testkit::TempFile;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -44,6 +45,27 @@ fn sink() -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
     (addr, reader)
 }
 
+/// Spawns `send` on a worker of `rt` with `file` opened there by regio.
+fn spawn_with_file<T, Fut>(
+    rt: &Runtime,
+    file: &TempFile,
+    send: impl FnOnce(File) -> Fut + Send + 'static,
+) -> JoinHandle<std::io::Result<T>>
+where
+    Fut: Future<Output = std::io::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let path = file.path().to_owned();
+    rt.spawn(async move { send(File::open(&path)?).await })
+}
+
+/// A connection to `addr` with a 4 KiB send buffer, which a peer that stops reading fills fast.
+async fn connect_with_small_send_buffer(addr: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr).await?;
+    common::set_socket_int(stream.as_raw_fd(), libc::SO_SNDBUF, 4096);
+    Ok(stream)
+}
+
 /// After the runtime's work: every buffer is back and the descriptors are as they were.
 fn assert_clean(rt: &Runtime, fds: usize) {
     common::assert_pool_full(rt.pool());
@@ -59,10 +81,8 @@ fn a_three_mib_range_from_an_offset_arrives_intact() {
     let file = patterned((OFFSET + LEN) as usize + 100);
     let fds = common::open_fds();
     let (addr, reader) = sink();
-    let path = file.path().to_owned();
     let sent = regio_testkit::within(Duration::from_secs(60), "send_file", {
-        let task = rt.spawn(async move {
-            let file = File::open(&path)?;
+        let task = spawn_with_file(&rt, &file, move |file| async move {
             let stream = TcpStream::connect(addr).await?;
             stream.send_file(&file, OFFSET, LEN).await
         });
@@ -82,10 +102,8 @@ fn a_unix_stream_and_a_write_half_send_files_too() {
     let Some(rt) = common::runtime(1) else { return };
     let file = patterned(200_000);
     let fds = common::open_fds();
-    let path = file.path().to_owned();
     let got = rt
-        .block_on(rt.spawn(async move {
-            let file = File::open(&path)?;
+        .block_on(spawn_with_file(&rt, &file, move |file| async move {
             let (a, b) = UnixStream::pair()?;
             let reader = std::thread::spawn({
                 let mut b = b.as_std().try_clone()?;
@@ -114,10 +132,8 @@ fn a_file_that_ends_early_is_an_unexpected_eof_after_its_bytes_were_sent() {
     let file = patterned(1000);
     let fds = common::open_fds();
     let (addr, reader) = sink();
-    let path = file.path().to_owned();
     let err = rt
-        .block_on(rt.spawn(async move {
-            let file = File::open(&path)?;
+        .block_on(spawn_with_file(&rt, &file, move |file| async move {
             let stream = TcpStream::connect(addr).await?;
             stream.send_file(&file, 100, 5000).await
         }))
@@ -133,10 +149,8 @@ fn a_range_past_the_largest_offset_is_invalid_input() {
     let _serial = serial();
     let Some(rt) = common::runtime(1) else { return };
     let file = patterned(10);
-    let path = file.path().to_owned();
     let err = rt
-        .block_on(rt.spawn(async move {
-            let file = File::open(&path)?;
+        .block_on(spawn_with_file(&rt, &file, move |file| async move {
             let (a, _b) = UnixStream::pair()?;
             a.send_file(&file, i64::MAX as u64, 2).await
         }))
@@ -159,12 +173,9 @@ fn a_peer_that_resets_midway_is_an_error_and_leaks_no_pipe() {
         conn.read_exact(&mut some).unwrap();
         common::reset_on_close(&conn);
     });
-    let path = file.path().to_owned();
     let result = rt
-        .block_on(rt.spawn(async move {
-            let file = File::open(&path)?;
-            let stream = TcpStream::connect(addr).await?;
-            common::set_socket_int(stream.as_raw_fd(), libc::SO_SNDBUF, 4096);
+        .block_on(spawn_with_file(&rt, &file, move |file| async move {
+            let stream = connect_with_small_send_buffer(addr).await?;
             stream.send_file(&file, 0, 3 << 20).await
         }))
         .unwrap();
@@ -192,12 +203,9 @@ fn a_dropped_send_file_cancels_its_blocked_splice_and_closes_everything() {
         wait.recv().unwrap();
         drop(conn);
     });
-    let path = file.path().to_owned();
     let timed_out = regio_testkit::within(Duration::from_secs(60), "a dropped send_file", {
-        let task = rt.spawn(async move {
-            let file = File::open(&path)?;
-            let stream = TcpStream::connect(addr).await?;
-            common::set_socket_int(stream.as_raw_fd(), libc::SO_SNDBUF, 4096);
+        let task = spawn_with_file(&rt, &file, move |file| async move {
+            let stream = connect_with_small_send_buffer(addr).await?;
             let outcome = time::timeout(
                 Duration::from_millis(200),
                 stream.send_file(&file, 0, 3 << 20),

@@ -28,7 +28,7 @@ impl<S: StreamSocket> AsyncBufRead for Compat<S> {
     }
 
     fn consume(self: Pin<&mut Self>, amt: usize) {
-        self.get_mut().read.consume(amt);
+        self.get_mut().consume_received(amt);
     }
 }
 
@@ -38,9 +38,7 @@ impl<S: StreamSocket> AsyncWrite for Compat<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.write
-            .poll_write(&this.stream, cx, &[IoSlice::new(buf)])
+        self.get_mut().poll_send(cx, &[IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -48,12 +46,11 @@ impl<S: StreamSocket> AsyncWrite for Compat<S> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.write.poll_write(&this.stream, cx, bufs)
+        self.get_mut().poll_send(cx, bufs)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().write.poll_flush(cx)
+        self.get_mut().poll_flush_sends(cx)
     }
 
     /// Finishes the send in flight, then shuts the writing side down (the peer reads the end

@@ -77,7 +77,7 @@ mod read;
 mod tokio_traits;
 mod write;
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::task::{ready, Context, Poll};
 
@@ -176,6 +176,22 @@ impl<S: StreamSocket> Compat<S> {
         put(&data[..n]);
         self.read.consume(n);
         Poll::Ready(Ok(n))
+    }
+
+    /// Marks `amt` received bytes as read.
+    fn consume_received(&mut self, amt: usize) {
+        self.read.consume(amt);
+    }
+
+    /// Copies as much of `bufs` as the send message takes and starts sending it, once the
+    /// previous send has finished; returns the count copied.
+    fn poll_send(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        self.write.poll_write(&self.stream, cx, bufs)
+    }
+
+    /// Waits until every written byte has been sent.
+    fn poll_flush_sends(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.write.poll_flush(cx)
     }
 
     /// Finishes the send in flight, then shuts the writing side down: the peer reads the end
