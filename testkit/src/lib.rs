@@ -1,6 +1,7 @@
 //! Helpers shared by the tests of regio's crates (not published).
 //!
-//! - [`skip`]: a test that cannot run here says so, or fails under `REGIO_REQUIRE_ALL=1`.
+//! - [`skip`]: a test that cannot run here says so, or fails under `REGIO_REQUIRE_ALL=1`;
+//!   [`ok_or_skip`] does so for a setup error that means the host lacks a feature.
 //! - [`within`]: a call that hangs fails its test instead of stalling the run.
 //! - [`block_on`]: runs a future on the calling thread (loom's threads under `--cfg loom`).
 //! - [`drop_ipc_lock`] and [`limit_memlock`]: make the calling thread subject to
@@ -36,6 +37,6 @@ pub use block_on::block_on;
 pub use caps::{drop_ipc_lock, limit_memlock};
 pub use mapping::Mapping;
 pub use net::loopback;
-pub use skip::{require_all, skip};
+pub use skip::{ok_or_skip, require_all, skip};
 pub use temp::TempFile;
 pub use within::within;

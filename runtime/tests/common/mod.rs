@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use regio_runtime::{Builder, Runtime};
+use regio_runtime::{BuildError, Builder, Runtime};
 
 /// A test builder: `workers` workers and a small pool (64 buffers of 4 KiB, 8 of 64 KiB).
 pub fn builder(workers: usize) -> Builder {
@@ -17,14 +17,7 @@ pub fn builder(workers: usize) -> Builder {
 /// The runtime `builder` makes, or `None` after a [`skip`](regio_testkit::skip) when io_uring is disabled on this
 /// host. Any other error fails the test.
 pub fn build(builder: Builder) -> Option<Runtime> {
-    match builder.build() {
-        Ok(rt) => Some(rt),
-        Err(e) if e.is_io_uring_disabled() => {
-            regio_testkit::skip(&e.to_string());
-            None
-        }
-        Err(e) => panic!("runtime setup failed: {e}"),
-    }
+    regio_testkit::ok_or_skip(builder.build(), BuildError::is_io_uring_disabled)
 }
 
 /// A runtime of `workers` workers with the test pool, or `None` (skipped).

@@ -268,7 +268,7 @@ impl Export {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use regio_runtime::Runtime;
+    use regio_runtime::{BuildError, Runtime};
     use std::sync::Arc;
 
     /// A one-worker runtime with an eighth of the server's pool, or `None` (skipped) where
@@ -280,18 +280,7 @@ mod tests {
                 b.pool_class(size, count / 8)
             })
             .pool_cache(0);
-        match builder.build() {
-            Ok(rt) => Some(rt),
-            Err(e) if e.is_io_uring_disabled() => {
-                assert!(
-                    std::env::var("REGIO_REQUIRE_ALL").as_deref() != Ok("1"),
-                    "required test skipped: {e}"
-                );
-                println!("SKIP: {e}");
-                None
-            }
-            Err(e) => panic!("cannot start the runtime: {e}"),
-        }
+        regio_testkit::ok_or_skip(builder.build(), BuildError::is_io_uring_disabled)
     }
 
     async fn put(export: &Export, buffers: &Buffers, offset: u64, bytes: &[u8]) {
