@@ -12,7 +12,7 @@ use std::future::Future;
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -21,12 +21,6 @@ use regio_runtime::net::{TcpStream, UdpSocket, UnixListener, UnixStream};
 use regio_runtime::{fs, spawn, time, RingMode, Runtime};
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// One test at a time: descriptor and thread counts are process-wide.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// A 4 KiB message holding `bytes`.
 fn message(pool: &MessagePool, bytes: &[u8]) -> Message {
@@ -39,7 +33,7 @@ fn message(pool: &MessagePool, bytes: &[u8]) -> Message {
 /// Runs `test` on a 2-worker runtime (on a thread of its own, within [`LIMIT`]), then checks
 /// that every buffer came back and no descriptor stayed open, and shuts the runtime down.
 fn attack(test: impl FnOnce(&Runtime) + Send + 'static) {
-    let _serial = serial();
+    let _serial = common::serial();
     regio_testkit::within(LIMIT, "the attack", move || {
         let Some(rt) = common::runtime(2) else { return };
         rt.block_on(rt.spawn(async { regio_runtime::nop().await }))
@@ -47,9 +41,7 @@ fn attack(test: impl FnOnce(&Runtime) + Send + 'static) {
             .unwrap();
         let fds = common::open_fds();
         test(&rt);
-        common::eventually("every buffer is back", || {
-            (0..rt.pool().classes()).all(|c| rt.pool().available(c) == rt.pool().capacity(c))
-        });
+        common::eventually_pool_full(rt.pool(), "every buffer is back");
         common::eventually("every descriptor is closed", || common::open_fds() <= fds);
         rt.shutdown(Duration::from_secs(5));
     });
@@ -71,7 +63,7 @@ async fn tcp_pair() -> (TcpStream, std::net::TcpStream) {
 /// `Runtime::shutdown(Duration::MAX)`. They now mean "no deadline in any practical sense".
 #[test]
 fn huge_durations_mean_forever_and_do_not_panic() {
-    let _serial = serial();
+    let _serial = common::serial();
     regio_testkit::within(LIMIT, "the attack", || {
         let Some(rt) = common::runtime(1) else { return };
         rt.block_on(rt.spawn(async {
@@ -249,7 +241,7 @@ const SIGPIPE_CHILD: &str = "a_send_on_a_shut_down_socket_child";
 /// kill the test harness), in every ring mode.
 #[test]
 fn a_send_on_a_shut_down_socket_does_not_kill_the_process() {
-    let _serial = serial();
+    let _serial = common::serial();
     common::run_child_test(SIGPIPE_CHILD);
 }
 
@@ -570,7 +562,7 @@ impl std::future::Future for Remote {
 /// sleeps (every buffer and descriptor comes back, every worker thread ends).
 #[test]
 fn runtimes_dropped_where_they_run_and_shut_down_under_parked_tasks() {
-    let _serial = serial();
+    let _serial = common::serial();
     regio_testkit::within(LIMIT, "the attack", || {
         let (Some(a), Some(b)) = (common::runtime(1), common::runtime(1)) else {
             return;
@@ -636,7 +628,7 @@ fn runtimes_dropped_where_they_run_and_shut_down_under_parked_tasks() {
 /// the worker goes on).
 #[test]
 fn block_on_inside_a_worker_is_a_clear_error() {
-    let _serial = serial();
+    let _serial = common::serial();
     regio_testkit::within(LIMIT, "the attack", || {
         let (Some(a), Some(b)) = (common::runtime(1), common::runtime(1)) else {
             return;
@@ -666,7 +658,7 @@ fn block_on_inside_a_worker_is_a_clear_error() {
 /// staged until shutdown gave up on them. A cancel now overdraws its queue by one.
 #[test]
 fn cancels_of_sends_that_hold_every_credit_still_go_out() {
-    let _serial = serial();
+    let _serial = common::serial();
     regio_testkit::within(LIMIT, "the attack", || {
         // A shallow queue (cq_entries 16: a depth of 8 per side), as a configuration may set.
         let Some(rt) = common::build(common::builder(1).cq_entries(16)) else {
@@ -715,7 +707,7 @@ fn cancels_of_sends_that_hold_every_credit_still_go_out() {
 /// operations of the queue without credit wait now; the others go past them.
 #[test]
 fn a_peer_that_stops_reading_does_not_stall_the_other_sockets() {
-    let _serial = serial();
+    let _serial = common::serial();
     regio_testkit::within(LIMIT, "the attack", || {
         let Some(rt) = common::build(common::builder(1).cq_entries(16)) else {
             return;
@@ -882,7 +874,7 @@ fn cancellation_stress_over_every_operation() {
 /// refused with a `BuildError`, or makes a runtime that works; none panics or aborts.
 #[test]
 fn hostile_builder_arguments_are_refused_or_work() {
-    let _serial = serial();
+    let _serial = common::serial();
     let cases: Vec<(&str, regio_runtime::Builder)> = vec![
         ("no workers", common::builder(0)),
         (
@@ -968,7 +960,7 @@ impl std::task::Wake for Bomb {
 /// (cancelled). The worker now contains such a panic (it is logged) and goes on.
 #[test]
 fn a_panicking_waker_does_not_take_its_worker_down() {
-    let _serial = serial();
+    let _serial = common::serial();
     regio_testkit::within(LIMIT, "the attack", || {
         let Some(rt) = common::runtime(1) else { return };
         let bystander = rt.spawn(async {
@@ -1006,7 +998,7 @@ fn a_panicking_waker_does_not_take_its_worker_down() {
 /// `EXDEV`). Every descriptor closes and every buffer comes back.
 #[test]
 fn sockets_and_files_that_outlive_their_runtime_close() {
-    let _serial = serial();
+    let _serial = common::serial();
     regio_testkit::within(LIMIT, "the attack", || {
         let Some(b) = common::runtime(1) else { return };
         b.block_on(b.spawn(async { regio_runtime::nop().await }))
@@ -1060,7 +1052,7 @@ const RESPAWN_CHILD: &str = "a_task_that_respawns_itself_when_dropped_child";
 /// fatal).
 #[test]
 fn a_task_that_respawns_itself_when_dropped_does_not_overflow_at_shutdown() {
-    let _serial = serial();
+    let _serial = common::serial();
     common::run_child_test(RESPAWN_CHILD);
 }
 

@@ -8,17 +8,11 @@
 mod common;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use regio_runtime::op::{submit, Build, Message, Op, Submit};
 use regio_runtime::{fs::File, nop, spawn, time};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// A nop that carries `msg` (its descriptor's opcode is `Nop`): the message comes back with the
 /// completion.
@@ -32,7 +26,7 @@ fn nop_with(msg: Message) -> Submit<impl Build> {
 
 #[test]
 fn thousands_of_timeouts_and_aborts_leak_no_buffer_and_no_descriptor() {
-    let _serial = serial();
+    let _serial = common::serial();
     const TASKS: usize = 4000;
     let fds_before_runtime = common::open_fds();
     let Some(rt) = common::runtime(2) else { return };
@@ -117,7 +111,7 @@ async fn futures_poll_once<F: std::future::Future + Unpin>(future: &mut F) -> bo
 
 #[test]
 fn shutdown_with_operations_in_flight_and_a_sleeping_task_is_prompt() {
-    let _serial = serial();
+    let _serial = common::serial();
     let fds_before = common::open_fds();
     let Some(rt) = common::runtime(2) else { return };
     let pool = rt.pool().clone();
@@ -167,7 +161,7 @@ fn shutdown_with_operations_in_flight_and_a_sleeping_task_is_prompt() {
 
 #[test]
 fn an_explicit_cancel_returns_the_real_result_and_the_buffer() {
-    let _serial = serial();
+    let _serial = common::serial();
     let Some(rt) = common::runtime(1) else { return };
     let pool = rt.pool().clone();
     let (reader, mut writer) = common::pipe();
@@ -221,7 +215,7 @@ fn an_explicit_cancel_returns_the_real_result_and_the_buffer() {
 
 #[test]
 fn a_read_dropped_then_completed_gives_its_buffer_back() {
-    let _serial = serial();
+    let _serial = common::serial();
     let Some(rt) = common::runtime(1) else { return };
     let pool = rt.pool().clone();
     let (reader, mut writer) = common::pipe();
@@ -246,7 +240,7 @@ fn a_read_dropped_then_completed_gives_its_buffer_back() {
 
 #[test]
 fn a_runtime_dropped_from_its_own_task_shuts_down_by_itself() {
-    let _serial = serial();
+    let _serial = common::serial();
     let Some(rt) = common::runtime(2) else { return };
     // The other tests of this binary wait for `SERIAL`: these are the only workers.
     assert_eq!(common::worker_threads(), 2);
@@ -288,7 +282,7 @@ fn a_runtime_dropped_from_its_own_task_shuts_down_by_itself() {
 // The task hands its started operation out on purpose, unawaited.
 #[allow(clippy::async_yields_async)]
 fn an_operation_dropped_on_another_thread_is_cancelled_by_its_worker() {
-    let _serial = serial();
+    let _serial = common::serial();
     let Some(rt) = common::runtime(1) else { return };
     let pool = rt.pool().clone();
     let (reader, writer) = common::pipe();

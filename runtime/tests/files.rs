@@ -8,17 +8,10 @@ mod common;
 
 use std::future::Future;
 use std::io::ErrorKind;
-use std::sync::{Mutex, MutexGuard};
 use std::task::Poll;
 
 use regio_runtime::fs::{self, OpenOptions};
 use regio_testkit::TempFile;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// `len` bytes, none of them zero.
 fn pattern(len: usize) -> Vec<u8> {
@@ -27,7 +20,7 @@ fn pattern(len: usize) -> Vec<u8> {
 
 #[test]
 fn write_then_read_a_file_of_many_chunks_byte_for_byte() {
-    let _serial = serial();
+    let _serial = common::serial();
     let Some(rt) = common::runtime(2) else { return };
     let file = TempFile::new("whole");
     let path = file.path().to_owned();
@@ -46,13 +39,12 @@ fn write_then_read_a_file_of_many_chunks_byte_for_byte() {
         .unwrap();
     assert!(back == data, "read gave other bytes than write wrote");
     assert!(file.contents() == data, "the file holds other bytes");
-    common::assert_pool_full(rt.pool());
-    common::eventually("the descriptors are closed", || common::open_fds() == fds);
+    common::assert_clean(&rt, fds);
 }
 
 #[test]
 fn small_empty_and_sizeless_files_read_whole() {
-    let _serial = serial();
+    let _serial = common::serial();
     let Some(rt) = common::runtime(1) else { return };
     let empty = TempFile::new("empty");
     let small = TempFile::new("small");
@@ -81,7 +73,7 @@ fn small_empty_and_sizeless_files_read_whole() {
 
 #[test]
 fn a_missing_file_and_a_missing_directory_are_errors() {
-    let _serial = serial();
+    let _serial = common::serial();
     let Some(rt) = common::runtime(1) else { return };
     let (read, write) = rt.block_on(async {
         (
@@ -95,7 +87,7 @@ fn a_missing_file_and_a_missing_directory_are_errors() {
 
 #[test]
 fn a_dropped_read_cancels_its_chunks_and_leaks_nothing() {
-    let _serial = serial();
+    let _serial = common::serial();
     let Some(rt) = common::runtime(1) else { return };
     let file = TempFile::new("dropped");
     std::fs::write(file.path(), pattern(4 << 20)).unwrap();
@@ -111,15 +103,13 @@ fn a_dropped_read_cancels_its_chunks_and_leaks_nothing() {
         }))
         .unwrap();
     assert!(first_poll, "the read was in flight when it was dropped");
-    common::eventually("every buffer is back", || {
-        (0..rt.pool().classes()).all(|c| rt.pool().available(c) == rt.pool().capacity(c))
-    });
+    common::eventually_pool_full(rt.pool(), "every buffer is back");
     common::eventually("the descriptors are closed", || common::open_fds() == fds);
 }
 
 #[test]
 fn open_options_append_create_new_truncate_and_read_only() {
-    let _serial = serial();
+    let _serial = common::serial();
     let Some(rt) = common::runtime(1) else { return };
     let file = TempFile::new("options");
     let path = file.path().to_owned();
@@ -169,7 +159,7 @@ fn open_options_append_create_new_truncate_and_read_only() {
 
 #[test]
 fn direct_io_reads_and_writes_aligned_pool_buffers() {
-    let _serial = serial();
+    let _serial = common::serial();
     let Some(rt) = common::runtime(1) else { return };
     let file = TempFile::new("direct");
     let path = file.path().to_owned();

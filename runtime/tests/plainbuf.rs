@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -15,12 +14,6 @@ use regio_runtime::fs::File;
 use regio_runtime::net::{TcpListener, TcpStream};
 use regio_runtime::{spawn, time};
 use regio_testkit::TempFile;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 239 + 1) as u8).collect()
@@ -38,7 +31,7 @@ async fn pair() -> std::io::Result<(TcpStream, TcpStream)> {
 
 #[test]
 fn vectors_boxes_and_bytes_cross_a_tcp_connection_intact() {
-    let _serial = serial();
+    let _serial = common::serial();
     let Some(rt) = common::runtime(2) else { return };
     let fds = common::open_fds();
     // Larger than the test pool's largest buffer (64 KiB): several messages' worth.
@@ -78,13 +71,12 @@ fn vectors_boxes_and_bytes_cross_a_tcp_connection_intact() {
     assert_eq!(sent, 200_000);
     assert!(big_got[..] == big[..], "the large buffer arrived changed");
     assert_eq!(&bytes_got[..], b"bytes!");
-    common::assert_pool_full(rt.pool());
-    common::eventually("the descriptors are closed", || common::open_fds() == fds);
+    common::assert_clean(&rt, fds);
 }
 
 #[test]
 fn a_file_reads_and_writes_plain_buffers_one_pool_buffer_at_a_time() {
-    let _serial = serial();
+    let _serial = common::serial();
     let Some(rt) = common::runtime(1) else { return };
     let temp = TempFile::new("plainbuf");
     let path = temp.path().to_owned();
@@ -127,7 +119,7 @@ fn a_file_reads_and_writes_plain_buffers_one_pool_buffer_at_a_time() {
 
 #[test]
 fn a_dropped_receive_into_a_vector_leaks_nothing() {
-    let _serial = serial();
+    let _serial = common::serial();
     let Some(rt) = common::runtime(1) else { return };
     let fds = common::open_fds();
     let timed_out = rt

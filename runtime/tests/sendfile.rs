@@ -10,7 +10,7 @@ use std::future::Future;
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 use regio_runtime::fs::File;
@@ -18,18 +18,37 @@ use regio_runtime::net::{TcpStream, UnixStream};
 use regio_runtime::{time, JoinHandle, Runtime};
 use regio_testkit::TempFile;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// A file of `len` bytes, none of them zero: byte `i` is `i % 253 + 1`.
 fn patterned(len: usize) -> TempFile {
     let file = TempFile::new("sendfile");
     let data: Vec<u8> = (0..len).map(|i| (i % 253 + 1) as u8).collect();
     std::fs::write(file.path(), data).unwrap();
     file
+}
+
+/// What every test starts from.
+struct Setup {
+    /// Held for the test: descriptor counts are process-wide.
+    _serial: MutexGuard<'static, ()>,
+    rt: Runtime,
+    /// A [`patterned`] file.
+    file: TempFile,
+    /// The descriptors open once the file exists.
+    fds: usize,
+}
+
+/// A runtime of `workers` workers and a patterned file of `len` bytes, or `None` (skipped).
+fn setup(workers: usize, len: usize) -> Option<Setup> {
+    let serial = common::serial();
+    let rt = common::runtime(workers)?;
+    let file = patterned(len);
+    let fds = common::open_fds();
+    Some(Setup {
+        _serial: serial,
+        rt,
+        file,
+        fds,
+    })
 }
 
 /// A listener whose one connection is read to its end on a thread: (address, the bytes read).
@@ -66,20 +85,13 @@ async fn connect_with_small_send_buffer(addr: std::net::SocketAddr) -> std::io::
     Ok(stream)
 }
 
-/// After the runtime's work: every buffer is back and the descriptors are as they were.
-fn assert_clean(rt: &Runtime, fds: usize) {
-    common::assert_pool_full(rt.pool());
-    common::eventually("the descriptors are closed", || common::open_fds() == fds);
-}
-
 #[test]
 fn a_three_mib_range_from_an_offset_arrives_intact() {
-    let _serial = serial();
-    let Some(rt) = common::runtime(2) else { return };
     const OFFSET: u64 = 4097;
     const LEN: u64 = 3 << 20;
-    let file = patterned((OFFSET + LEN) as usize + 100);
-    let fds = common::open_fds();
+    let Some(Setup { _serial, rt, file, fds }) = setup(2, (OFFSET + LEN) as usize + 100) else {
+        return;
+    };
     let (addr, reader) = sink();
     let sent = regio_testkit::within(Duration::from_secs(60), "send_file", {
         let task = spawn_with_file(&rt, &file, move |file| async move {
@@ -93,15 +105,14 @@ fn a_three_mib_range_from_an_offset_arrives_intact() {
     let want = &file.contents()[OFFSET as usize..(OFFSET + LEN) as usize];
     assert_eq!(got.len(), want.len());
     assert!(got == want, "the bytes received differ from the file's");
-    assert_clean(&rt, fds);
+    common::assert_clean(&rt, fds);
 }
 
 #[test]
 fn a_unix_stream_and_a_write_half_send_files_too() {
-    let _serial = serial();
-    let Some(rt) = common::runtime(1) else { return };
-    let file = patterned(200_000);
-    let fds = common::open_fds();
+    let Some(Setup { _serial, rt, file, fds }) = setup(1, 200_000) else {
+        return;
+    };
     let got = rt
         .block_on(spawn_with_file(&rt, &file, move |file| async move {
             let (a, b) = UnixStream::pair()?;
@@ -122,15 +133,14 @@ fn a_unix_stream_and_a_write_half_send_files_too() {
         .unwrap()
         .unwrap();
     assert!(got == file.contents()[10..150_010], "the bytes differ");
-    assert_clean(&rt, fds);
+    common::assert_clean(&rt, fds);
 }
 
 #[test]
 fn a_file_that_ends_early_is_an_unexpected_eof_after_its_bytes_were_sent() {
-    let _serial = serial();
-    let Some(rt) = common::runtime(1) else { return };
-    let file = patterned(1000);
-    let fds = common::open_fds();
+    let Some(Setup { _serial, rt, file, fds }) = setup(1, 1000) else {
+        return;
+    };
     let (addr, reader) = sink();
     let err = rt
         .block_on(spawn_with_file(&rt, &file, move |file| async move {
@@ -141,14 +151,14 @@ fn a_file_that_ends_early_is_an_unexpected_eof_after_its_bytes_were_sent() {
         .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
     assert!(reader.join().unwrap() == file.contents()[100..]);
-    assert_clean(&rt, fds);
+    common::assert_clean(&rt, fds);
 }
 
 #[test]
 fn a_range_past_the_largest_offset_is_invalid_input() {
-    let _serial = serial();
-    let Some(rt) = common::runtime(1) else { return };
-    let file = patterned(10);
+    let Some(Setup { _serial, rt, file, .. }) = setup(1, 10) else {
+        return;
+    };
     let err = rt
         .block_on(spawn_with_file(&rt, &file, move |file| async move {
             let (a, _b) = UnixStream::pair()?;
@@ -161,10 +171,9 @@ fn a_range_past_the_largest_offset_is_invalid_input() {
 
 #[test]
 fn a_peer_that_resets_midway_is_an_error_and_leaks_no_pipe() {
-    let _serial = serial();
-    let Some(rt) = common::runtime(2) else { return };
-    let file = patterned(3 << 20);
-    let fds = common::open_fds();
+    let Some(Setup { _serial, rt, file, fds }) = setup(2, 3 << 20) else {
+        return;
+    };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let peer = std::thread::spawn(move || {
@@ -185,15 +194,14 @@ fn a_peer_that_resets_midway_is_an_error_and_leaks_no_pipe() {
         matches!(err.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)),
         "{err}"
     );
-    assert_clean(&rt, fds);
+    common::assert_clean(&rt, fds);
 }
 
 #[test]
 fn a_dropped_send_file_cancels_its_blocked_splice_and_closes_everything() {
-    let _serial = serial();
-    let Some(rt) = common::runtime(2) else { return };
-    let file = patterned(3 << 20);
-    let fds = common::open_fds();
+    let Some(Setup { _serial, rt, file, fds }) = setup(2, 3 << 20) else {
+        return;
+    };
     // A peer that reads nothing until the sender has given up.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -221,5 +229,5 @@ fn a_dropped_send_file_cancels_its_blocked_splice_and_closes_everything() {
         timed_out.unwrap().unwrap(),
         "the send finished against a peer that read nothing"
     );
-    assert_clean(&rt, fds);
+    common::assert_clean(&rt, fds);
 }

@@ -40,6 +40,13 @@ pub fn with_runtime(
     });
 }
 
+/// One test at a time (in each test binary that takes it): descriptor, thread and buffer
+/// counts are process-wide.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The entries of a /proc/self directory.
 fn count(dir: &str) -> usize {
     std::fs::read_dir(dir).unwrap().count()
@@ -85,6 +92,13 @@ pub fn assert_pool_full(pool: &regio_pool::MessagePool) {
             "class {class}: buffers missing from the pool"
         );
     }
+}
+
+/// After the runtime's work: every buffer is back in `rt`'s pool, and (eventually) the
+/// process has `fds` descriptors open again.
+pub fn assert_clean(rt: &Runtime, fds: usize) {
+    assert_pool_full(rt.pool());
+    eventually("the descriptors are closed", || open_fds() == fds);
 }
 
 /// A one-shot gate that any thread opens and any task awaits.
