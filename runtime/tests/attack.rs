@@ -16,19 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use regio_pool::{Message, MessagePool};
 use regio_runtime::net::{TcpStream, UdpSocket, UnixListener, UnixStream};
 use regio_runtime::{fs, spawn, time, RingMode, Runtime};
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// A 4 KiB message holding `bytes`.
-fn message(pool: &MessagePool, bytes: &[u8]) -> Message {
-    let mut msg = pool.try_acquire().expect("a free buffer");
-    msg.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
-    msg.descriptor_mut().truncate(bytes.len());
-    msg
-}
 
 /// Runs `test` on a 2-worker runtime (on a thread of its own, within [`LIMIT`]), then checks
 /// that every buffer came back and no descriptor stayed open, and shuts the runtime down.
@@ -149,7 +140,7 @@ fn an_offset_the_kernel_reads_as_the_cursor_is_refused() {
             let file = fs::File::from_std(std);
             let pool = regio_runtime::pool();
             for pos in [u64::MAX, i64::MAX as u64 + 1] {
-                let (n, msg) = file.write_at(message(&pool, b"XY"), pos).await;
+                let (n, msg) = file.write_at(common::message(&pool, b"XY"), pos).await;
                 let e = n.unwrap_err();
                 assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
                 assert_eq!(&msg.as_slice()[..2], b"XY");
@@ -199,7 +190,7 @@ fn a_descriptor_that_is_no_socket_is_refused() {
             let stream = TcpStream::from_std(client).unwrap();
             let (theirs, _) = listener.accept().unwrap();
             let pool = regio_runtime::pool();
-            let (sent, _) = stream.send_all(message(&pool, b"ok")).await;
+            let (sent, _) = stream.send_all(common::message(&pool, b"ok")).await;
             sent.unwrap();
             drop(theirs);
         }))
@@ -265,7 +256,7 @@ fn a_send_on_a_shut_down_socket_child() {
             ours.shutdown(std::net::Shutdown::Write).await.unwrap();
             let pool = regio_runtime::pool();
             for _ in 0..3 {
-                let (sent, _) = ours.send(message(&pool, b"after the end")).await;
+                let (sent, _) = ours.send(common::message(&pool, b"after the end")).await;
                 let e = sent.unwrap_err();
                 assert_eq!(e.raw_os_error(), Some(libc::EPIPE), "{e}");
             }
@@ -323,7 +314,7 @@ fn foreign_and_empty_descriptors_are_refused_without_touching_memory() {
             let (done, _) = ours.send_all(empty).await;
             done.unwrap();
             // The 64 bytes are still there for a real receive.
-            let (got, _) = ours.recv_exact(message(&pool, &[0; 64])).await;
+            let (got, _) = ours.recv_exact(common::message(&pool, &[0; 64])).await;
             got.unwrap();
         }))
         .unwrap();
@@ -356,11 +347,11 @@ fn oversized_datagrams_empty_datagram_operations_and_long_paths() {
             assert_eq!(got.unwrap_err().kind(), ErrorKind::InvalidInput);
             // A zero-copy send where the kernel has none (a Unix stream): an error, no hang.
             let (x, y) = UnixStream::pair().unwrap();
-            let (sent, _) = x.send_zc(message(&pool, b"zc")).await;
+            let (sent, _) = x.send_zc(common::message(&pool, b"zc")).await;
             match sent {
                 Ok(n) => {
                     assert_eq!(n, 2);
-                    let (got, _) = y.recv_exact(message(&pool, b"..")).await;
+                    let (got, _) = y.recv_exact(common::message(&pool, b"..")).await;
                     got.unwrap();
                 }
                 Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EOPNOTSUPP), "{e}"),
@@ -397,8 +388,8 @@ fn streams_dropped_under_their_operations_keep_them_whole() {
 
             let (ours, mut theirs) = tcp_pair().await;
             let (read, write) = ours.into_split();
-            let recv = read.recv_exact(message(&pool, &[0; 8]));
-            let send = write.send_all(message(&pool, b"12345678"));
+            let recv = read.recv_exact(common::message(&pool, &[0; 8]));
+            let send = write.send_all(common::message(&pool, b"12345678"));
             // The read half dropped under its receive; the write half once its send is done
             // (dropping it ends the stream: documented, and what tokio does).
             drop(read);
@@ -524,7 +515,7 @@ fn blackholed_connects_and_stalled_peers_end() {
                 std::thread::sleep(Duration::from_millis(20));
                 drop(theirs);
             });
-            let (got, msg) = ours.recv_exact(message(&pool, &[0; 100])).await;
+            let (got, msg) = ours.recv_exact(common::message(&pool, &[0; 100])).await;
             assert_eq!(got.unwrap_err().kind(), ErrorKind::UnexpectedEof);
             assert_eq!(
                 msg.descriptor().len(),
@@ -1012,12 +1003,12 @@ fn sockets_and_files_that_outlive_their_runtime_close() {
             .block_on(a.spawn(async {
                 let (ours, mut theirs) = tcp_pair().await;
                 let pool = regio_runtime::pool();
-                let (sent, _) = ours.send_all(message(&pool, b"once")).await;
+                let (sent, _) = ours.send_all(common::message(&pool, b"once")).await;
                 sent.unwrap();
                 let mut got = [0; 4];
                 theirs.read_exact(&mut got).unwrap();
                 let file = fs::File::from_std(tempfile());
-                let (n, _) = file.write_at(message(&pool, b"data"), 0).await;
+                let (n, _) = file.write_at(common::message(&pool, b"data"), 0).await;
                 n.unwrap();
                 (ours, theirs, file)
             }))
@@ -1026,9 +1017,9 @@ fn sockets_and_files_that_outlive_their_runtime_close() {
         let (stream, file) = b
             .block_on(b.spawn(async move {
                 let pool = regio_runtime::pool();
-                let (sent, _) = stream.send(message(&pool, b"again")).await;
+                let (sent, _) = stream.send(common::message(&pool, b"again")).await;
                 assert_eq!(sent.unwrap_err().raw_os_error(), Some(libc::EXDEV));
-                let (n, _) = file.read_at(message(&pool, b"...."), 0).await;
+                let (n, _) = file.read_at(common::message(&pool, b"...."), 0).await;
                 assert_eq!(n.unwrap_err().raw_os_error(), Some(libc::EXDEV));
                 (stream, file)
             }))

@@ -117,12 +117,7 @@ fn open_options_append_create_new_truncate_and_read_only() {
     let pool = rt.pool().clone();
     let outcome = rt
         .block_on(rt.spawn(async move {
-            let msg = |bytes: &[u8]| {
-                let mut m = pool.try_acquire().unwrap();
-                m.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
-                m.descriptor_mut().truncate(bytes.len());
-                m
-            };
+            let msg = |bytes: &[u8]| common::message(&pool, bytes);
             // Append: the offset is ignored, the bytes go to the end.
             let appender = OpenOptions::new().append(true).open(&path)?;
             appender.write_at(msg(b"+more"), 0).await.0?;

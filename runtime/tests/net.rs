@@ -9,19 +9,10 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use regio_pool::{Message, MessagePool};
 use regio_runtime::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 use regio_runtime::{spawn, time, JoinHandle, Runtime};
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// A 4 KiB message holding `bytes`.
-fn message(pool: &MessagePool, bytes: &[u8]) -> Message {
-    let mut msg = pool.try_acquire().expect("a free buffer");
-    msg.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
-    msg.descriptor_mut().truncate(bytes.len());
-    msg
-}
 
 /// Binds a loopback listener and spawns a task that echoes its one connection: (the listener's
 /// address, the echo task, which gives the number of bytes echoed).
@@ -67,7 +58,7 @@ fn a_tcp_echo_round_trips_on_workers() {
             let mut echoed = Vec::new();
             for i in 0..50u8 {
                 let text = [b'a' + i % 26; 100];
-                let (sent, msg) = client.send_all(message(&pool, &text)).await;
+                let (sent, msg) = client.send_all(common::message(&pool, &text)).await;
                 sent?;
                 let (got, msg) = client.recv_exact(msg).await;
                 got?;
@@ -249,7 +240,7 @@ fn a_dropped_receive_is_cancelled_and_its_buffer_comes_back() {
             }
             cancelled.send(()).unwrap();
             // The stream still works after the cancels: the data is not lost to them.
-            let (got, msg) = stream.recv_exact(message(&pool, &[0; 5])).await;
+            let (got, msg) = stream.recv_exact(common::message(&pool, &[0; 5])).await;
             got?;
             Ok::<_, std::io::Error>(msg.as_slice()[..5].to_vec())
         });
@@ -333,7 +324,7 @@ fn sockets_leave_no_descriptor_open() {
                 let l = listener.clone();
                 let server = spawn(async move { echo_one(&l).await });
                 let client = TcpStream::connect(addr).await?;
-                let (sent, msg) = client.send_all(message(&pool, &[round; 64])).await;
+                let (sent, msg) = client.send_all(common::message(&pool, &[round; 64])).await;
                 sent?;
                 let (got, _msg) = client.recv_exact(msg).await;
                 got?;
@@ -367,7 +358,7 @@ fn split_halves_run_on_two_tasks_and_the_write_half_ends_the_stream() {
                 async move {
                     for i in 0..100u32 {
                         let (sent, _msg) = write
-                            .send_all(message(&pool, &[(i % 251) as u8; 1000]))
+                            .send_all(common::message(&pool, &[(i % 251) as u8; 1000]))
                             .await;
                         sent?;
                     }
@@ -412,7 +403,7 @@ fn a_zero_copy_send_resolves_after_its_notification_with_the_count() {
                     got
                 });
                 let (stream, _) = listener.accept().await?;
-                let (n, msg) = stream.send_zc(message(&pool, &[9; 3000])).await;
+                let (n, msg) = stream.send_zc(common::message(&pool, &[9; 3000])).await;
                 assert_eq!(msg.descriptor().len(), 3000);
                 Ok::<_, std::io::Error>((n?, client.join().unwrap()))
             }))
@@ -527,7 +518,7 @@ fn unix_streams_share_the_stream_operations() {
                     let (stream, peer) = listener.accept().await?;
                     assert!(peer.is_unnamed(), "{peer:?}");
                     let (got, msg) = stream
-                        .recv_exact(message(&regio_runtime::pool(), &[0; 6]))
+                        .recv_exact(common::message(&regio_runtime::pool(), &[0; 6]))
                         .await;
                     got?;
                     stream.send_all(msg).await.0
@@ -535,8 +526,8 @@ fn unix_streams_share_the_stream_operations() {
                 let client = UnixStream::connect(&path).await?;
                 assert_eq!(client.peer_addr()?.as_pathname(), Some(path.as_path()));
                 let (read, write) = client.into_split();
-                write.send_all(message(&pool, b"regio!")).await.0?;
-                let (got, msg) = read.recv_exact(message(&pool, &[0; 6])).await;
+                write.send_all(common::message(&pool, b"regio!")).await.0?;
+                let (got, msg) = read.recv_exact(common::message(&pool, &[0; 6])).await;
                 got?;
                 server.await.unwrap()?;
                 Ok::<_, std::io::Error>(msg.as_slice()[..6].to_vec())
@@ -549,7 +540,7 @@ fn unix_streams_share_the_stream_operations() {
         let pool = rt.pool().clone();
         rt.block_on(rt.spawn(async move {
             let (a, b) = UnixStream::pair()?;
-            a.send_all(message(&pool, b"pair")).await.0?;
+            a.send_all(common::message(&pool, b"pair")).await.0?;
             let (n, msg) = b.recv(pool.try_acquire().unwrap()).await;
             assert_eq!(&msg.as_slice()[..n?], b"pair");
             drop(msg);
@@ -577,7 +568,7 @@ fn udp_sockets_send_and_receive_datagrams() {
             let (a_addr, b_addr) = (a.local_addr()?, b.local_addr()?);
 
             // With addresses.
-            let (sent, msg) = a.send_to(message(&pool, b"to b"), b_addr).await;
+            let (sent, msg) = a.send_to(common::message(&pool, b"to b"), b_addr).await;
             assert_eq!(sent?, 4);
             drop(msg);
             let (got, msg) = b.recv_from(pool.try_acquire().unwrap()).await;
@@ -589,7 +580,7 @@ fn udp_sockets_send_and_receive_datagrams() {
             a.connect(b_addr)?;
             b.connect(a_addr)?;
             assert_eq!(a.peer_addr()?, b_addr);
-            a.send(message(&pool, b"0123456789")).await.0?;
+            a.send(common::message(&pool, b"0123456789")).await.0?;
             let mut small = pool.try_acquire().unwrap();
             small.descriptor_mut().truncate(4);
             let (n, msg) = b.recv(small).await;
@@ -652,7 +643,7 @@ fn a_stream_made_on_one_worker_works_from_tasks_on_the_others() {
             let (worker, echoed) = rt
                 .block_on(rt.spawn(async move {
                     let text = round.to_le_bytes();
-                    let (sent, msg) = client.send_all(message(&pool, &text)).await;
+                    let (sent, msg) = client.send_all(common::message(&pool, &text)).await;
                     sent?;
                     let (got, msg) = client.recv_exact(msg).await;
                     got?;
@@ -688,7 +679,7 @@ fn a_stream_of_one_runtime_is_refused_by_another() {
             .unwrap();
         let pool = other.pool().clone();
         let (sent, msg) = other
-            .block_on(other.spawn(async move { client.send(message(&pool, b"x")).await }))
+            .block_on(other.spawn(async move { client.send(common::message(&pool, b"x")).await }))
             .unwrap();
         assert_eq!(sent.unwrap_err().raw_os_error(), Some(libc::EXDEV));
         drop(msg);
@@ -715,7 +706,7 @@ fn echo_works_in_every_ring_mode() {
                 let (addr, server) = spawn_echo_server()?;
                 let client = TcpStream::connect(addr).await?;
                 for i in 0..20u8 {
-                    let (sent, msg) = client.send_all(message(&pool, &[i; 300])).await;
+                    let (sent, msg) = client.send_all(common::message(&pool, &[i; 300])).await;
                     sent?;
                     let (got, msg) = client.recv_exact(msg).await;
                     got?;
@@ -745,7 +736,7 @@ fn accepts_in_block_on_work_and_leave_no_descriptor_when_dropped() {
         assert_eq!(peer, client.local_addr().unwrap());
         let pool = rt.pool().clone();
         let sent = rt.block_on(
-            rt.spawn(async move { stream.send_all(message(&pool, b"from a task")).await.0 }),
+            rt.spawn(async move { stream.send_all(common::message(&pool, b"from a task")).await.0 }),
         );
         sent.unwrap().unwrap();
         let mut got = [0u8; 11];

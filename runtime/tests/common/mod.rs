@@ -47,6 +47,14 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A message of `pool` holding `bytes` (its descriptor cut to their length).
+pub fn message(pool: &regio_pool::MessagePool, bytes: &[u8]) -> regio_pool::Message {
+    let mut msg = pool.try_acquire().expect("a free buffer");
+    msg.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
+    msg.descriptor_mut().truncate(bytes.len());
+    msg
+}
+
 /// The entries of a /proc/self directory.
 fn count(dir: &str) -> usize {
     std::fs::read_dir(dir).unwrap().count()
