@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use regio::pool::{BufKey, Message};
+use regio::pool::Message;
 use regio::runtime::fs::File;
 
 /// Chunks in flight.
@@ -22,51 +22,24 @@ const DEPTH: usize = 8;
 /// The size class of the default pool that the chunks use: 64 KiB buffers.
 const CHUNK_CLASS: usize = 1;
 
-/// Makes `msg`'s descriptor name the bytes `from..to` of its buffer.
-fn cover(msg: &mut Message, from: usize, to: usize) {
-    let key = msg.key();
-    let part = BufKey {
-        offset: key.offset + from as u32,
-        len: (to - from) as u32,
-        ..key
-    };
-    msg.descriptor_mut()
-        .set_slices(&[part])
-        .expect("one slice always fits");
-}
-
 /// Copies the chunk of `len` bytes at `offset`, through `msg`: reads until it is all in (a read
 /// may come back short), then writes until it is all out.
 async fn copy_chunk(
     src: &File,
     dst: &File,
-    mut msg: Message,
+    msg: Message,
     offset: u64,
     len: usize,
 ) -> io::Result<Message> {
-    let mut done = 0;
-    while done < len {
-        cover(&mut msg, done, len);
-        let (n, back) = src.read_at(msg, offset + done as u64).await;
-        msg = back;
-        match n? {
-            0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the source shrank during the copy",
-                ))
-            }
-            n => done += n,
-        }
+    let (read, msg) = src.read_full_at(msg, len, offset).await;
+    if read? < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the source shrank during the copy",
+        ));
     }
-    done = 0;
-    while done < len {
-        cover(&mut msg, done, len);
-        let (n, back) = dst.write_at(msg, offset + done as u64).await;
-        msg = back;
-        done += n?;
-    }
-    Ok(msg)
+    let (written, msg) = dst.write_all_at(msg, len, offset).await;
+    written.map(|()| msg)
 }
 
 /// Copies `source` to `destination` with `DEPTH` chunks in flight; returns the bytes copied.

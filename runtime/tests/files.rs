@@ -1,4 +1,5 @@
-//! Whole-file helpers (`fs::read`, `fs::write`), `fs::OpenOptions` and `O_DIRECT`: contents
+//! Whole-file helpers (`fs::read`, `fs::write`), `File::read_full_at` and
+//! `File::write_all_at`, `fs::OpenOptions` and `O_DIRECT`: contents
 //! come back byte for byte, options do what std's do, a dropped helper leaves every buffer in
 //! the pool and no descriptor open.
 //!
@@ -69,6 +70,53 @@ fn small_empty_and_sizeless_files_read_whole() {
         &status[..status.len().min(20)]
     );
     common::assert_pool_full(rt.pool());
+}
+
+#[test]
+fn full_reads_and_whole_writes_at_an_offset_and_their_bad_lengths() {
+    let _serial = common::serial();
+    let Some(rt) = common::runtime(1) else { return };
+    let file = TempFile::new("exact");
+    let path = file.path().to_owned();
+    let fds = common::open_fds();
+    let data = pattern(3000);
+    let pool = rt.pool().clone();
+    let (read, back, too_long_read, too_long_write) = rt
+        .block_on(rt.spawn({
+            let data = data.clone();
+            async move {
+                let file = OpenOptions::new().read(true).write(true).open(&path)?;
+                let (written, _) = file
+                    .write_all_at(common::message(&pool, &data), data.len(), 100)
+                    .await;
+                written?;
+                // Asks past the end: the count says where the file ended.
+                let (read, msg) = file
+                    .read_full_at(pool.try_acquire().unwrap(), 4000, 100)
+                    .await;
+                let back = msg.as_slice()[..3000].to_vec();
+                let capacity = msg.capacity();
+                let (too_long_read, msg) = file.read_full_at(msg, capacity + 1, 0).await;
+                let (too_long_write, _) = file.write_all_at(msg, capacity + 1, 0).await;
+                Ok::<_, std::io::Error>((read?, back, too_long_read, too_long_write))
+            }
+        }))
+        .unwrap()
+        .unwrap();
+    assert_eq!(read, 3000, "the read stops at the end of the file");
+    assert!(
+        back == data,
+        "read_full_at gave other bytes than write_all_at wrote"
+    );
+    assert_eq!(
+        file.contents()[..100],
+        [0; 100],
+        "the hole before the offset"
+    );
+    assert!(file.contents()[100..] == data, "the file holds other bytes");
+    assert_eq!(too_long_read.unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(too_long_write.unwrap_err().kind(), ErrorKind::InvalidInput);
+    common::assert_clean(&rt, fds);
 }
 
 #[test]

@@ -735,9 +735,12 @@ fn accepts_in_block_on_work_and_leave_no_descriptor_when_dropped() {
         let (stream, peer) = rt.block_on(listener.accept()).unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
         let pool = rt.pool().clone();
-        let sent = rt.block_on(
-            rt.spawn(async move { stream.send_all(common::message(&pool, b"from a task")).await.0 }),
-        );
+        let sent = rt.block_on(rt.spawn(async move {
+            stream
+                .send_all(common::message(&pool, b"from a task"))
+                .await
+                .0
+        }));
         sent.unwrap().unwrap();
         let mut got = [0u8; 11];
         (&client).read_exact(&mut got).unwrap();

@@ -89,7 +89,13 @@ async fn connect_with_small_send_buffer(addr: std::net::SocketAddr) -> std::io::
 fn a_three_mib_range_from_an_offset_arrives_intact() {
     const OFFSET: u64 = 4097;
     const LEN: u64 = 3 << 20;
-    let Some(Setup { _serial, rt, file, fds }) = setup(2, (OFFSET + LEN) as usize + 100) else {
+    let Some(Setup {
+        _serial,
+        rt,
+        file,
+        fds,
+    }) = setup(2, (OFFSET + LEN) as usize + 100)
+    else {
         return;
     };
     let (addr, reader) = sink();
@@ -110,7 +116,13 @@ fn a_three_mib_range_from_an_offset_arrives_intact() {
 
 #[test]
 fn a_unix_stream_and_a_write_half_send_files_too() {
-    let Some(Setup { _serial, rt, file, fds }) = setup(1, 200_000) else {
+    let Some(Setup {
+        _serial,
+        rt,
+        file,
+        fds,
+    }) = setup(1, 200_000)
+    else {
         return;
     };
     let got = rt
@@ -138,7 +150,13 @@ fn a_unix_stream_and_a_write_half_send_files_too() {
 
 #[test]
 fn a_file_that_ends_early_is_an_unexpected_eof_after_its_bytes_were_sent() {
-    let Some(Setup { _serial, rt, file, fds }) = setup(1, 1000) else {
+    let Some(Setup {
+        _serial,
+        rt,
+        file,
+        fds,
+    }) = setup(1, 1000)
+    else {
         return;
     };
     let (addr, reader) = sink();
@@ -156,7 +174,10 @@ fn a_file_that_ends_early_is_an_unexpected_eof_after_its_bytes_were_sent() {
 
 #[test]
 fn a_range_past_the_largest_offset_is_invalid_input() {
-    let Some(Setup { _serial, rt, file, .. }) = setup(1, 10) else {
+    let Some(Setup {
+        _serial, rt, file, ..
+    }) = setup(1, 10)
+    else {
         return;
     };
     let err = rt
@@ -171,7 +192,13 @@ fn a_range_past_the_largest_offset_is_invalid_input() {
 
 #[test]
 fn a_peer_that_resets_midway_is_an_error_and_leaks_no_pipe() {
-    let Some(Setup { _serial, rt, file, fds }) = setup(2, 3 << 20) else {
+    let Some(Setup {
+        _serial,
+        rt,
+        file,
+        fds,
+    }) = setup(2, 3 << 20)
+    else {
         return;
     };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -199,7 +226,13 @@ fn a_peer_that_resets_midway_is_an_error_and_leaks_no_pipe() {
 
 #[test]
 fn a_dropped_send_file_cancels_its_blocked_splice_and_closes_everything() {
-    let Some(Setup { _serial, rt, file, fds }) = setup(2, 3 << 20) else {
+    let Some(Setup {
+        _serial,
+        rt,
+        file,
+        fds,
+    }) = setup(2, 3 << 20)
+    else {
         return;
     };
     // A peer that reads nothing until the sender has given up.

@@ -53,6 +53,7 @@ use crate::buf::{IoBuf, Lent};
 use crate::op::{Build, Completed, Route, Submit};
 use crate::queues::FdQueues;
 
+mod exact;
 mod options;
 mod whole;
 

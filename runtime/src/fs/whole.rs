@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use regio_pool::{Message, MessagePool};
 
 use super::File;
-use crate::buf::{largest_class, name};
+use crate::buf::largest_class;
 
 /// Chunks in flight at once.
 pub const DEPTH: usize = 4;
@@ -108,19 +108,10 @@ async fn read_chunk(
     class: usize,
     pos: u64,
 ) -> io::Result<(u64, Message, usize)> {
-    let mut msg = pool.acquire_class(class).await;
+    let msg = pool.acquire_class(class).await;
     let want = msg.capacity();
-    let mut filled = 0;
-    while filled < want {
-        name(&mut msg, filled, want);
-        let (n, back) = file.read_at(msg, pos + filled as u64).await;
-        msg = back;
-        match n? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok((pos, msg, filled))
+    let (filled, msg) = file.read_full_at(msg, want, pos).await;
+    Ok((pos, msg, filled?))
 }
 
 /// Writes `bytes` at `pos` through a message of `class`, again after a short write.
@@ -133,22 +124,7 @@ async fn write_chunk(
 ) -> io::Result<()> {
     let mut msg = pool.acquire_class(class).await;
     msg.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
-    let mut done = 0;
-    while done < bytes.len() {
-        name(&mut msg, done, bytes.len());
-        let (n, back) = file.write_at(msg, pos + done as u64).await;
-        msg = back;
-        match n? {
-            0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "the file took no bytes",
-                ))
-            }
-            n => done += n,
-        }
-    }
-    Ok(())
+    file.write_all_at(msg, bytes.len(), pos).await.0
 }
 
 /// Futures of one kind in flight together, their outputs taken in the order they come.

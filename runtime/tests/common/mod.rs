@@ -27,11 +27,7 @@ pub fn runtime(workers: usize) -> Option<Runtime> {
 
 /// Runs `test` on a fresh runtime of `workers` workers within `limit`, then waits until every
 /// buffer went back to the pool and shuts the runtime down. Skips when io_uring is disabled.
-pub fn with_runtime(
-    workers: usize,
-    limit: Duration,
-    test: impl FnOnce(&Runtime) + Send + 'static,
-) {
+pub fn with_runtime(workers: usize, limit: Duration, test: impl FnOnce(&Runtime) + Send + 'static) {
     regio_testkit::within(limit, "the test", move || {
         let Some(rt) = runtime(workers) else { return };
         test(&rt);
