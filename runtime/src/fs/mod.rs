@@ -1,6 +1,8 @@
 //! Files: [`File`], with owned-buffer reads and writes on the runtime's registered pool
-//! messages; [`OpenOptions`] (with [`direct`](OpenOptions::direct) for `O_DIRECT`), and the
-//! whole-file helpers [`read`](fn@read) and [`write`](fn@write).
+//! messages (and [`read_full_at`](File::read_full_at) and [`write_all_at`](File::write_all_at),
+//! which go on after a short read or write); [`OpenOptions`] (with
+//! [`direct`](OpenOptions::direct) for `O_DIRECT`), and the whole-file helpers
+//! [`read`](fn@read) and [`write`](fn@write).
 //!
 //! A file is opened with the standard library (`open(2)` on the calling thread), then used
 //! through io_uring: each worker that touches it gets a work queue for it on its own ring
