@@ -27,10 +27,7 @@ fn attack(test: impl FnOnce(&Runtime) + Send + 'static) {
     let _serial = common::serial();
     regio_testkit::within(LIMIT, "the attack", move || {
         let Some(rt) = common::runtime(2) else { return };
-        rt.block_on(rt.spawn(async { regio_runtime::nop().await }))
-            .unwrap()
-            .unwrap();
-        let fds = common::open_fds();
+        let fds = common::open_fds_after_warm_up(&rt);
         test(&rt);
         common::eventually_pool_full(rt.pool(), "every buffer is back");
         common::eventually("every descriptor is closed", || common::open_fds() <= fds);

@@ -14,6 +14,13 @@ use regio_runtime::{spawn, time, JoinHandle, Runtime};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// A regio listener on a free loopback port, and its address.
+fn loopback_listener() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
 /// Binds a loopback listener and spawns a task that echoes its one connection: (the listener's
 /// address, the echo task, which gives the number of bytes echoed).
 fn spawn_echo_server() -> std::io::Result<(SocketAddr, JoinHandle<std::io::Result<usize>>)> {
@@ -143,8 +150,7 @@ fn a_connect_to_a_closed_port_is_refused() {
 fn a_client_that_goes_away_mid_receive_ends_it_and_gives_the_buffer_back() {
     runtime_for(|rt| {
         let pool = rt.pool().clone();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = loopback_listener();
         let (sent, told) = std::sync::mpsc::channel();
         let server = rt.spawn(async move {
             // Accepted after the client has gone: the peer's address still comes with it.
@@ -170,8 +176,7 @@ fn a_client_that_goes_away_mid_receive_ends_it_and_gives_the_buffer_back() {
         assert_eq!(again.unwrap(), 0);
 
         // A client that resets (SO_LINGER 0) during a receive: an error, and the buffer back.
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = loopback_listener();
         let pool = rt.pool().clone();
         let (accepted, told) = std::sync::mpsc::channel();
         let server = rt.spawn(async move {
@@ -195,8 +200,7 @@ fn a_client_that_goes_away_mid_receive_ends_it_and_gives_the_buffer_back() {
 
         // A client that resets before its connection is accepted: the accept still succeeds,
         // with the address (the peer can no longer be asked for it).
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = loopback_listener();
         let client = std::net::TcpStream::connect(addr).unwrap();
         let client_addr = client.local_addr().unwrap();
         common::reset_on_close(&client);
@@ -220,8 +224,7 @@ fn a_client_that_goes_away_mid_receive_ends_it_and_gives_the_buffer_back() {
 fn a_dropped_receive_is_cancelled_and_its_buffer_comes_back() {
     runtime_for(|rt| {
         let pool = rt.pool().clone();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = loopback_listener();
         let (cancelled, told) = std::sync::mpsc::channel();
         let server = rt.spawn(async move {
             let (stream, _) = listener.accept().await?;
@@ -311,11 +314,7 @@ fn a_dropped_accept_is_cancelled_and_a_late_connection_is_closed() {
 #[test]
 fn sockets_leave_no_descriptor_open() {
     runtime_for(|rt| {
-        // Warm up: the worker's own descriptors are made.
-        rt.block_on(rt.spawn(async { regio_runtime::nop().await }))
-            .unwrap()
-            .unwrap();
-        let before = common::open_fds();
+        let before = common::open_fds_after_warm_up(rt);
         let pool = rt.pool().clone();
         rt.block_on(rt.spawn(async move {
             let listener = std::sync::Arc::new(TcpListener::bind("127.0.0.1:0")?);
@@ -419,8 +418,7 @@ fn a_peer_that_resets_during_zero_copy_sends_gives_an_error_and_no_leak() {
     runtime_for(|rt| {
         let fds = common::open_fds();
         let pool = rt.pool().clone();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = loopback_listener();
         let client = std::net::TcpStream::connect(addr).unwrap();
         common::reset_on_close(&client);
         let (sending, told) = std::sync::mpsc::channel();
@@ -459,8 +457,7 @@ fn a_peer_that_resets_during_zero_copy_sends_gives_an_error_and_no_leak() {
 fn a_dropped_zero_copy_send_parks_its_buffer_until_the_notification() {
     runtime_for(|rt| {
         let pool = rt.pool().clone();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = loopback_listener();
         // A peer that reads nothing until told: the sends fill the socket buffers and wait.
         let client = std::net::TcpStream::connect(addr).unwrap();
         common::set_socket_int(client.as_raw_fd(), libc::SO_RCVBUF, 4096);
@@ -612,8 +609,7 @@ fn udp_sockets_send_and_receive_datagrams() {
 fn a_stream_made_on_one_worker_works_from_tasks_on_the_others() {
     runtime_for(|rt| {
         let pool = rt.pool().clone();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = loopback_listener();
         // The echo server runs on a plain thread: a server task would load one worker, and the
         // spawns below, which go to the less loaded worker, would all land on the other.
         let server = std::thread::spawn(move || -> std::io::Result<usize> {
@@ -670,8 +666,7 @@ fn a_stream_of_one_runtime_is_refused_by_another() {
         let Some(other) = common::runtime(1) else {
             return;
         };
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = loopback_listener();
         let _server = std::thread::spawn(move || listener.as_std().accept());
         let client = rt
             .block_on(rt.spawn(TcpStream::connect(addr)))
@@ -725,12 +720,8 @@ fn echo_works_in_every_ring_mode() {
 #[test]
 fn accepts_in_block_on_work_and_leave_no_descriptor_when_dropped() {
     runtime_for(|rt| {
-        rt.block_on(rt.spawn(async { regio_runtime::nop().await }))
-            .unwrap()
-            .unwrap();
-        let before = common::open_fds();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        let before = common::open_fds_after_warm_up(rt);
+        let (listener, addr) = loopback_listener();
         let client = std::net::TcpStream::connect(addr).unwrap();
         let (stream, peer) = rt.block_on(listener.accept()).unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
@@ -771,10 +762,7 @@ fn accepts_in_block_on_work_and_leave_no_descriptor_when_dropped() {
 #[test]
 fn cancellation_stress_leaves_every_buffer_and_descriptor() {
     runtime_for(|rt| {
-        rt.block_on(rt.spawn(async { regio_runtime::nop().await }))
-            .unwrap()
-            .unwrap();
-        let before = common::open_fds();
+        let before = common::open_fds_after_warm_up(rt);
         let pool = rt.pool().clone();
         let dropped = rt.block_on(rt.spawn(async move {
             // A peer that echoes slowly: receives race their timeouts, sends pile up.

@@ -61,6 +61,15 @@ pub fn open_fds() -> usize {
     count("/proc/self/fd")
 }
 
+/// Open file descriptors of this process once a task has run on a worker of `rt` (which makes
+/// the worker's own descriptors, so that they do not count as a test's leak).
+pub fn open_fds_after_warm_up(rt: &Runtime) -> usize {
+    rt.block_on(rt.spawn(async { regio_runtime::nop().await }))
+        .unwrap()
+        .unwrap();
+    open_fds()
+}
+
 /// Threads of this process that are regio workers (named `regio-worker-<i>`).
 pub fn worker_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
