@@ -26,42 +26,37 @@ fn patterned(len: usize) -> TempFile {
     file
 }
 
-/// What every test starts from.
-struct Setup {
-    /// Held for the test: descriptor counts are process-wide.
-    _serial: MutexGuard<'static, ()>,
-    rt: Runtime,
-    /// A [`patterned`] file.
-    file: TempFile,
-    /// The descriptors open once the file exists.
-    fds: usize,
-}
-
-/// A runtime of `workers` workers and a patterned file of `len` bytes, or `None` (skipped).
-fn setup(workers: usize, len: usize) -> Option<Setup> {
+/// What every test starts from: the serial lock (to hold: descriptor counts are
+/// process-wide), a runtime of `workers` workers, a [`patterned`] file of `len` bytes and the
+/// descriptors open once it exists; `None` (skipped) where io_uring is disabled.
+fn setup(
+    workers: usize,
+    len: usize,
+) -> Option<(MutexGuard<'static, ()>, Runtime, TempFile, usize)> {
     let serial = common::serial();
     let rt = common::runtime(workers)?;
     let file = patterned(len);
     let fds = common::open_fds();
-    Some(Setup {
-        _serial: serial,
-        rt,
-        file,
-        fds,
-    })
+    Some((serial, rt, file, fds))
 }
 
-/// A listener whose one connection is read to its end on a thread: (address, the bytes read).
-fn sink() -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
+/// A loopback listener whose one connection `serve` handles on a thread: (address, the thread).
+fn peer<T: Send + 'static>(
+    serve: impl FnOnce(std::net::TcpStream) -> T + Send + 'static,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<T>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let reader = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
+    let thread = std::thread::spawn(move || serve(listener.accept().unwrap().0));
+    (addr, thread)
+}
+
+/// A peer that reads its connection to the end: (address, the bytes read).
+fn sink() -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
+    peer(|mut conn| {
         let mut got = Vec::new();
         conn.read_to_end(&mut got).unwrap();
         got
-    });
-    (addr, reader)
+    })
 }
 
 /// Spawns `send` on a worker of `rt` with `file` opened there by regio.
@@ -89,13 +84,7 @@ async fn connect_with_small_send_buffer(addr: std::net::SocketAddr) -> std::io::
 fn a_three_mib_range_from_an_offset_arrives_intact() {
     const OFFSET: u64 = 4097;
     const LEN: u64 = 3 << 20;
-    let Some(Setup {
-        _serial,
-        rt,
-        file,
-        fds,
-    }) = setup(2, (OFFSET + LEN) as usize + 100)
-    else {
+    let Some((_serial, rt, file, fds)) = setup(2, (OFFSET + LEN) as usize + 100) else {
         return;
     };
     let (addr, reader) = sink();
@@ -116,13 +105,7 @@ fn a_three_mib_range_from_an_offset_arrives_intact() {
 
 #[test]
 fn a_unix_stream_and_a_write_half_send_files_too() {
-    let Some(Setup {
-        _serial,
-        rt,
-        file,
-        fds,
-    }) = setup(1, 200_000)
-    else {
+    let Some((_serial, rt, file, fds)) = setup(1, 200_000) else {
         return;
     };
     let got = rt
@@ -150,13 +133,7 @@ fn a_unix_stream_and_a_write_half_send_files_too() {
 
 #[test]
 fn a_file_that_ends_early_is_an_unexpected_eof_after_its_bytes_were_sent() {
-    let Some(Setup {
-        _serial,
-        rt,
-        file,
-        fds,
-    }) = setup(1, 1000)
-    else {
+    let Some((_serial, rt, file, fds)) = setup(1, 1000) else {
         return;
     };
     let (addr, reader) = sink();
@@ -174,10 +151,7 @@ fn a_file_that_ends_early_is_an_unexpected_eof_after_its_bytes_were_sent() {
 
 #[test]
 fn a_range_past_the_largest_offset_is_invalid_input() {
-    let Some(Setup {
-        _serial, rt, file, ..
-    }) = setup(1, 10)
-    else {
+    let Some((_serial, rt, file, _)) = setup(1, 10) else {
         return;
     };
     let err = rt
@@ -192,19 +166,10 @@ fn a_range_past_the_largest_offset_is_invalid_input() {
 
 #[test]
 fn a_peer_that_resets_midway_is_an_error_and_leaks_no_pipe() {
-    let Some(Setup {
-        _serial,
-        rt,
-        file,
-        fds,
-    }) = setup(2, 3 << 20)
-    else {
+    let Some((_serial, rt, file, fds)) = setup(2, 3 << 20) else {
         return;
     };
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let peer = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
+    let (addr, peer) = peer(|mut conn| {
         let mut some = vec![0; 64 << 10];
         conn.read_exact(&mut some).unwrap();
         common::reset_on_close(&conn);
@@ -226,21 +191,12 @@ fn a_peer_that_resets_midway_is_an_error_and_leaks_no_pipe() {
 
 #[test]
 fn a_dropped_send_file_cancels_its_blocked_splice_and_closes_everything() {
-    let Some(Setup {
-        _serial,
-        rt,
-        file,
-        fds,
-    }) = setup(2, 3 << 20)
-    else {
+    let Some((_serial, rt, file, fds)) = setup(2, 3 << 20) else {
         return;
     };
     // A peer that reads nothing until the sender has given up.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let (gave_up, wait) = std::sync::mpsc::channel::<()>();
-    let peer = std::thread::spawn(move || {
-        let (conn, _) = listener.accept().unwrap();
+    let (addr, peer) = peer(move |conn| {
         wait.recv().unwrap();
         drop(conn);
     });
