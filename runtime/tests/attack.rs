@@ -44,6 +44,19 @@ async fn tcp_pair() -> (TcpStream, std::net::TcpStream) {
     (ours, theirs)
 }
 
+/// A connected TCP pair on loopback whose buffers (regio side's send, standard side's
+/// receive) are 4 KiB: a standard side that stops reading stalls the regio side's sends soon.
+async fn tcp_pair_with_small_buffers() -> (TcpStream, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    common::set_socket_int(listener.as_raw_fd(), libc::SO_RCVBUF, 4096);
+    let ours = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    common::set_socket_int(ours.as_raw_fd(), libc::SO_SNDBUF, 4096);
+    let (theirs, _) = listener.accept().unwrap();
+    (ours, theirs)
+}
+
 // ---- Time -----------------------------------------------------------------------------------
 
 /// Caught: `sleep`, `timeout` and `interval` computed `Instant::now() + duration` unchecked,
@@ -654,13 +667,7 @@ fn cancels_of_sends_that_hold_every_credit_still_go_out() {
         };
         let pool = rt.pool().clone();
         let peer = rt.block_on(rt.spawn(async move {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            common::set_socket_int(listener.as_raw_fd(), libc::SO_RCVBUF, 4096);
-            let ours = TcpStream::connect(listener.local_addr().unwrap())
-                .await
-                .unwrap();
-            common::set_socket_int(ours.as_raw_fd(), libc::SO_SNDBUF, 4096);
-            let (theirs, _) = listener.accept().unwrap();
+            let (ours, theirs) = tcp_pair_with_small_buffers().await;
             let ours = Arc::new(ours);
             // More sends than credits, each given up after a while: the peer never reads.
             let sends: Vec<_> = (0..12)
@@ -702,13 +709,7 @@ fn a_peer_that_stops_reading_does_not_stall_the_other_sockets() {
         };
         let pool = rt.pool().clone();
         let peers = rt.block_on(rt.spawn(async move {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            common::set_socket_int(listener.as_raw_fd(), libc::SO_RCVBUF, 4096);
-            let slow = TcpStream::connect(listener.local_addr().unwrap())
-                .await
-                .unwrap();
-            common::set_socket_int(slow.as_raw_fd(), libc::SO_SNDBUF, 4096);
-            let (stalled, _) = listener.accept().unwrap();
+            let (slow, stalled) = tcp_pair_with_small_buffers().await;
             let slow = Arc::new(slow);
             // More sends than the queue has credits: the peer never reads.
             let sends: Vec<_> = (0..12)
