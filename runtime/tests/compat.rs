@@ -32,6 +32,15 @@ fn unix_pair() -> (UnixStream, std::os::unix::net::UnixStream) {
     (UnixStream::from_std(ours).unwrap(), peer)
 }
 
+/// A thread on which `peer` reads until our end, then sends it all back and ends its own side.
+fn echo_at_end(mut peer: impl Read + Write + Send + 'static) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        peer.write_all(&got).unwrap();
+    })
+}
+
 /// `len` bytes of a pattern that does not repeat every 4 KiB.
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
@@ -192,13 +201,8 @@ fn a_read_finds_the_end_after_an_unflushed_write() {
 #[test]
 fn the_futures_traits_round_trip() {
     with_runtime(|rt| {
-        let (ours, mut peer) = tcp_pair();
-        // The peer echoes until our end, then ends its own side.
-        let echo = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            peer.read_to_end(&mut got).unwrap();
-            peer.write_all(&got).unwrap();
-        });
+        let (ours, peer) = tcp_pair();
+        let echo = echo_at_end(peer);
         let back = on_compat(rt, ours, |mut io| async move {
             use futures_io::{AsyncRead, AsyncWrite};
             let sent = pattern(6000);
@@ -307,12 +311,8 @@ fn a_compat_dropped_mid_send_gives_its_buffers_back() {
 #[test]
 fn a_unix_stream_round_trips_through_the_tokio_traits() {
     with_runtime(|rt| {
-        let (ours, mut peer) = unix_pair();
-        let echo = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            peer.read_to_end(&mut got).unwrap();
-            peer.write_all(&got).unwrap();
-        });
+        let (ours, peer) = unix_pair();
+        let echo = echo_at_end(peer);
         let back = on_compat(rt, ours, |mut io| async move {
             io.write_all(&pattern(9000)).await.unwrap();
             io.shutdown().await.unwrap();

@@ -49,9 +49,8 @@ mod tests {
 
     #[test]
     fn an_unsupported_error_skips_or_fails_when_every_test_must_run() {
-        let outcome = std::panic::catch_unwind(|| {
-            ok_or_skip(Err::<u8, _>("no io_uring here"), |_| true)
-        });
+        let outcome =
+            std::panic::catch_unwind(|| ok_or_skip(Err::<u8, _>("no io_uring here"), |_| true));
         if require_all() {
             assert!(outcome.is_err(), "a required skip did not fail");
         } else {
