@@ -1,6 +1,7 @@
 //! [`File::read_full_at`] and [`File::write_all_at`]: positioned reads and writes of a
 //! message's first `len` bytes that go on after a short read or write.
 
+use std::future::Future;
 use std::io;
 
 use regio_pool::Message;
@@ -38,25 +39,11 @@ impl File {
     /// failed read's error (the bytes read before it are in the buffer, uncounted).
     pub async fn read_full_at(
         &self,
-        mut msg: Message,
+        msg: Message,
         len: usize,
         pos: u64,
     ) -> (io::Result<usize>, Message) {
-        if let Err(e) = within_capacity(&msg, len) {
-            return (Err(e), msg);
-        }
-        let mut filled = 0;
-        while filled < len {
-            name(&mut msg, filled, len);
-            let (n, back) = self.read_at(msg, pos + filled as u64).await;
-            msg = back;
-            match n {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) => return (Err(e), msg),
-            }
-        }
-        (Ok(filled), msg)
+        until_done(msg, len, pos, |msg, at| self.read_at(msg, at)).await
     }
 
     /// Writes bytes `0..len` of `msg`'s buffer at offset `pos`, again after a short write,
@@ -70,29 +57,52 @@ impl File {
     /// write's error (the bytes written before it stay in the file).
     pub async fn write_all_at(
         &self,
-        mut msg: Message,
+        msg: Message,
         len: usize,
         pos: u64,
     ) -> (io::Result<()>, Message) {
-        if let Err(e) = within_capacity(&msg, len) {
-            return (Err(e), msg);
-        }
-        let mut done = 0;
-        while done < len {
-            name(&mut msg, done, len);
-            let (n, back) = self.write_at(msg, pos + done as u64).await;
-            msg = back;
-            match n {
-                Ok(0) => {
-                    let e = io::Error::new(io::ErrorKind::WriteZero, "the file took no bytes");
-                    return (Err(e), msg);
-                }
-                Ok(n) => done += n,
-                Err(e) => return (Err(e), msg),
+        let (done, msg) = until_done(msg, len, pos, |msg, at| self.write_at(msg, at)).await;
+        let written = done.and_then(|done| {
+            if done < len {
+                Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "the file took no bytes",
+                ))
+            } else {
+                Ok(())
             }
-        }
-        (Ok(()), msg)
+        });
+        (written, msg)
     }
+}
+
+/// Runs `op` (a read or a write at a position) on the rest of bytes `0..len` of `msg`'s buffer
+/// from `pos` on, again after a short one, until all are done or one does no bytes: the bytes
+/// done and the message.
+async fn until_done<F>(
+    mut msg: Message,
+    len: usize,
+    pos: u64,
+    op: impl Fn(Message, u64) -> F,
+) -> (io::Result<usize>, Message)
+where
+    F: Future<Output = (io::Result<usize>, Message)>,
+{
+    if let Err(e) = within_capacity(&msg, len) {
+        return (Err(e), msg);
+    }
+    let mut done = 0;
+    while done < len {
+        name(&mut msg, done, len);
+        let (n, back) = op(msg, pos + done as u64).await;
+        msg = back;
+        match n {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) => return (Err(e), msg),
+        }
+    }
+    (Ok(done), msg)
 }
 
 /// An error unless `len` bytes fit in `msg`'s buffer.
