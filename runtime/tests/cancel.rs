@@ -208,9 +208,7 @@ fn an_explicit_cancel_returns_the_real_result_and_the_buffer() {
     );
     assert!(raced.buf.is_some());
     drop(raced);
-    common::eventually("every buffer back in the pool", || {
-        pool.available(0) == pool.capacity(0)
-    });
+    common::eventually_pool_full(&pool, "every buffer back in the pool");
 }
 
 #[test]
@@ -233,9 +231,7 @@ fn a_read_dropped_then_completed_gives_its_buffer_back() {
     // Data arrives after the drop: whether the cancel or the data got there first, the buffer
     // comes back to the pool with the read's final completion.
     writer.write_all(b"late").unwrap();
-    common::eventually("the dropped read's buffer is back", || {
-        pool.available(0) == pool.capacity(0)
-    });
+    common::eventually_pool_full(&pool, "the dropped read's buffer is back");
 }
 
 #[test]
@@ -314,8 +310,6 @@ fn an_operation_dropped_on_another_thread_is_cancelled_by_its_worker() {
     common::eventually("the worker posted the cancel", || {
         rt.stats()[0].ops_submitted > submitted
     });
-    common::eventually("the read's buffer is back", || {
-        pool.available(0) == pool.capacity(0)
-    });
+    common::eventually_pool_full(&pool, "the read's buffer is back");
     drop((file, writer));
 }

@@ -154,9 +154,7 @@ fn a_file_reads_writes_and_syncs_through_the_ring() {
         );
     }
     drop(file);
-    common::eventually("every buffer back", || {
-        pool.available(0) == pool.capacity(0)
-    });
+    common::eventually_pool_full(&pool, "every buffer back");
 }
 
 #[test]
