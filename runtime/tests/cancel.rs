@@ -3,7 +3,7 @@
 //! shutdown with operations in flight and sleeping tasks is prompt; a runtime dropped from one
 //! of its own tasks shuts down by itself.
 //!
-//! The tests count the process's open descriptors, so they run one at a time (`SERIAL`).
+//! The tests count the process's open descriptors, so they run one at a time (`common::serial`).
 
 mod common;
 
@@ -238,7 +238,7 @@ fn a_read_dropped_then_completed_gives_its_buffer_back() {
 fn a_runtime_dropped_from_its_own_task_shuts_down_by_itself() {
     let _serial = common::serial();
     let Some(rt) = common::runtime(2) else { return };
-    // The other tests of this binary wait for `SERIAL`: these are the only workers.
+    // The other tests of this binary wait for `common::serial`: these are the only workers.
     assert_eq!(common::worker_threads(), 2);
     let sleeper = rt.spawn(async { time::sleep(Duration::from_secs(60)).await });
     let slot: Arc<Mutex<Option<regio_runtime::Runtime>>> = Arc::new(Mutex::new(None));

@@ -3,7 +3,7 @@
 //! come back byte for byte, options do what std's do, a dropped helper leaves every buffer in
 //! the pool and no descriptor open.
 //!
-//! The tests count the process's open descriptors, so they run one at a time (`SERIAL`).
+//! The tests count the process's open descriptors, so they run one at a time (`common::serial`).
 
 mod common;
 

@@ -3,7 +3,7 @@
 //! single operations and not for `send_all`/`recv_exact`, a dropped operation leaks nothing,
 //! and a plain buffer outside a runtime is an error that gives the buffer back.
 //!
-//! The tests count the process's open descriptors, so they run one at a time (`SERIAL`).
+//! The tests count the process's open descriptors, so they run one at a time (`common::serial`).
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! away, a file that ends early and a dropped future each end cleanly, with every buffer back
 //! in the pool and no descriptor left open.
 //!
-//! The tests count the process's open descriptors, so they run one at a time (`SERIAL`).
+//! The tests count the process's open descriptors, so they run one at a time (`common::serial`).
 
 mod common;
 
