@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use regio_pool::MessagePool;
 
@@ -19,6 +20,10 @@ use crate::proto::{BlockSizes, Errno};
 /// Requests one connection may have in flight before the server stops reading from it.
 pub const MAX_IN_FLIGHT: usize = 128;
 
+/// How long [`Server::finish`] waits for connections to finish their requests before it cuts
+/// those still open.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// What the server's tasks share.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -26,6 +31,9 @@ pub(crate) struct Shared {
     pub(crate) buffers: Buffers,
     pub(crate) stats: Arc<Stats>,
     pub(crate) shutdown: Signal,
+    /// Raised when a shutdown's grace period is over: connections still open (a client that
+    /// stopped reading its replies, or stopped in the middle of a WRITE's payload) are cut.
+    pub(crate) abandon: Signal,
     pub(crate) connections: Arc<Tracker>,
     pub(crate) max_in_flight: usize,
 }
@@ -71,6 +79,7 @@ impl Server {
                 buffers,
                 stats: Arc::default(),
                 shutdown: Signal::default(),
+                abandon: Signal::default(),
                 connections: Arc::default(),
                 max_in_flight: MAX_IN_FLIGHT,
             }),
@@ -130,13 +139,37 @@ impl Server {
         self.shared.shutdown.is_raised()
     }
 
-    /// Waits until every connection has closed, then makes every export's writes durable.
+    /// Waits until every connection has closed, then makes every export's writes durable:
+    /// [`finish_within`](Self::finish_within) the [`SHUTDOWN_GRACE`].
     ///
     /// # Errors
     ///
     /// The NBD error of the first export whose flush failed.
     pub async fn finish(&self) -> Result<(), Errno> {
-        self.shared.connections.idle().await;
+        self.finish_within(SHUTDOWN_GRACE).await
+    }
+
+    /// Waits up to `grace` for every connection to finish its requests and close; then cuts
+    /// the connections still open (clients that stopped reading their replies, or stopped in
+    /// the middle of a WRITE's payload: their unsent replies are dropped), waits for them to
+    /// close, and makes every export's writes durable.
+    ///
+    /// # Errors
+    ///
+    /// The NBD error of the first export whose flush failed.
+    pub async fn finish_within(&self, grace: Duration) -> Result<(), Errno> {
+        let connections = &self.shared.connections;
+        if regio_runtime::time::timeout(grace, connections.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = connections.count(),
+                "cutting the connections still open after the shutdown's grace period"
+            );
+            self.shared.abandon.raise();
+            connections.idle().await;
+        }
         let mut result = Ok(());
         for export in &self.shared.catalogue.exports {
             if let Err(errno) = export.flush().await {
