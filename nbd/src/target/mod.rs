@@ -46,7 +46,7 @@ mod writer;
 
 pub use error::ServeError;
 pub use export::Export;
-pub use server::{Server, MAX_IN_FLIGHT, SHUTDOWN_GRACE};
+pub use server::{Server, MAX_IN_FLIGHT, SHUTDOWN_GRACE, STALL_TIMEOUT};
 pub use stats::StatsLine;
 pub use stream::{Connection, RecvHalf, SendHalf};
 

@@ -27,6 +27,8 @@ pub(crate) enum Stop {
     Gone(io::Error),
     /// The client broke the protocol.
     Violation(ProtoError),
+    /// The client stopped reading its replies (the writer's stall timeout).
+    Stalled,
     /// A WRITE too large to read and throw away.
     Oversized {
         /// Its length.

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,10 @@ use crate::proto::{BlockSizes, Errno};
 /// Requests one connection may have in flight before the server stops reading from it.
 pub const MAX_IN_FLIGHT: usize = 128;
 
+/// How long, by default, a reply may wait for a client that does not read before its connection
+/// is cut ([`Server::set_stall_timeout`]).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long [`Server::finish`] waits for connections to finish their requests before it cuts
 /// those still open.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -36,6 +41,16 @@ pub(crate) struct Shared {
     pub(crate) abandon: Signal,
     pub(crate) connections: Arc<Tracker>,
     pub(crate) max_in_flight: usize,
+    /// [`Server::set_stall_timeout`], in milliseconds.
+    stall_timeout_ms: AtomicU64,
+}
+
+impl Shared {
+    /// How long a send may wait for a client that does not read.
+    pub(crate) fn stall_timeout(&self) -> Duration {
+        // Relaxed: a setting read on its own; no other memory depends on it.
+        Duration::from_millis(self.stall_timeout_ms.load(Ordering::Relaxed))
+    }
 }
 
 /// An NBD server: its exports, served on any number of listeners, by tasks of the runtime
@@ -82,8 +97,20 @@ impl Server {
                 abandon: Signal::default(),
                 connections: Arc::default(),
                 max_in_flight: MAX_IN_FLIGHT,
+                stall_timeout_ms: AtomicU64::new(millis(STALL_TIMEOUT)),
             }),
         })
+    }
+
+    /// Cuts a connection when sending it a reply takes longer than `timeout` (the client
+    /// stopped reading its replies; meanwhile they hold their buffers, which other
+    /// connections may be waiting for). The default is [`STALL_TIMEOUT`]; a new value applies
+    /// to connections that start after it.
+    pub fn set_stall_timeout(&self, timeout: Duration) {
+        // Relaxed: as in `Shared::stall_timeout`.
+        self.shared
+            .stall_timeout_ms
+            .store(millis(timeout).max(1), Ordering::Relaxed);
     }
 
     /// The exports, the default first.
@@ -187,4 +214,9 @@ impl Server {
             self.shared.buffers.use_of_pool(),
         )
     }
+}
+
+/// `duration` in whole milliseconds, saturating.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
