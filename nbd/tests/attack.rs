@@ -342,3 +342,148 @@ fn two_stalled_clients_leave_large_requests_to_the_others() {
     h.assert_pool_full();
     h.stop();
 }
+
+/// Sends option `code` with `data` as it is (malformed on purpose).
+fn raw_option(c: &mut common::Client, code: u32, data: &[u8]) {
+    let mut bytes = b"IHAVEOPT".to_vec();
+    bytes.extend_from_slice(&code.to_be_bytes());
+    bytes.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(data);
+    c.stream.write_all(&bytes).unwrap();
+}
+
+/// Whether an option reply type is final (an ACK or an error).
+fn is_final(reply_type: u32) -> bool {
+    reply_type == 1 || reply_type & (1 << 31) != 0
+}
+
+/// Option haggling a broken client does: STRUCTURED_REPLY twice, SET_META_CONTEXT before it,
+/// meta context requests with absurd lengths, more options after a failed GO, EXPORT_NAME of
+/// an unknown export. Each gets an answer (or, for EXPORT_NAME, the close the spec asks for)
+/// and the handshake goes on.
+#[test]
+fn option_haggling_gets_answers_and_the_handshake_goes_on() {
+    use regio_nbd::proto::{ClientOption, ExportRequest, MetaContextRequest};
+
+    let Some(h) = start(vec![memory(MIB)], 8) else {
+        return;
+    };
+    let mut c = h.connect();
+    // SET_META_CONTEXT before structured replies: refused, no context.
+    let set = c.ask(&ClientOption::SetMetaContext(MetaContextRequest {
+        export: String::new(),
+        queries: vec!["base:allocation".into()],
+    }));
+    assert!(set.len() == 1 && set[0].0 & (1 << 31) != 0, "{set:?}");
+    // Structured replies twice: each answered.
+    for _ in 0..2 {
+        let replies = c.ask(&ClientOption::StructuredReply);
+        assert_eq!(replies.len(), 1, "{replies:?}");
+    }
+    // Absurd lengths inside a meta context request: an export name and a query longer than
+    // the option, and a query count of four billion.
+    for data in [
+        [&u32::MAX.to_be_bytes()[..], &[0; 8]].concat(),
+        [&0_u32.to_be_bytes()[..], &1_u32.to_be_bytes(), &u32::MAX.to_be_bytes()].concat(),
+        [&0_u32.to_be_bytes()[..], &u32::MAX.to_be_bytes()].concat(),
+        vec![0; 3],
+    ] {
+        for code in [9, 10] {
+            raw_option(&mut c, code, &data);
+            loop {
+                let (option, reply_type, _) = c.option_reply();
+                assert_eq!(option, code);
+                if is_final(reply_type) {
+                    assert_ne!(reply_type, 1, "a malformed request is refused: {data:?}");
+                    break;
+                }
+            }
+        }
+    }
+    // GO of an unknown export fails; the client goes on haggling, then GO succeeds.
+    let failed = c.ask(&ClientOption::Go(ExportRequest {
+        name: "no-such-export".into(),
+        info_requests: vec![],
+    }));
+    assert_eq!(failed.last().unwrap().0, (1 << 31) | 6, "NBD_REP_ERR_UNKNOWN");
+    // Structured replies are on already: the context, then GO.
+    let set = c.ask(&ClientOption::SetMetaContext(MetaContextRequest {
+        export: String::new(),
+        queries: vec!["base:allocation".into()],
+    }));
+    assert_eq!(set.len(), 2, "one context and the ACK: {set:?}");
+    c.go("", false);
+    c.structured = true;
+    let r = c.call(Command::BlockStatus, CommandFlags::empty(), 0, 4096, &[]);
+    assert_eq!((r.error, r.extents.len()), (None, 1));
+    drop(c);
+    // EXPORT_NAME of an unknown export: the server closes the connection.
+    let mut unknown = h.connect();
+    unknown.send_option(&ClientOption::ExportName("no-such-export".into()));
+    assert!(unknown.is_closed());
+    drop(unknown);
+    h.assert_pool_full();
+    h.stop();
+}
+
+/// Requests at the edges: ranges straddling the end or overflowing u64, lengths of 0, of the
+/// maximum and of the maximum plus one, flags the command does not take, and commands after
+/// NBD_CMD_DISC (which the server must not answer).
+#[test]
+fn requests_at_the_edges_get_errors_and_disc_ends_the_connection() {
+    use regio_nbd::proto::Errno;
+
+    let Some(h) = start(vec![memory(4 * MIB)], 8) else {
+        return;
+    };
+    let none = CommandFlags::empty();
+    let max = h.server.max_payload();
+    for structured in [false, true] {
+        let mut c = h.open("", structured);
+        let size = c.size;
+        let cases: [(Command, CommandFlags, u64, u32, Option<Errno>); 10] = [
+            (Command::Read, none, size - 10, 20, Some(Errno::EINVAL)),
+            (Command::Read, none, u64::MAX - 5, 10, Some(Errno::EINVAL)),
+            (Command::Trim, none, u64::MAX, 1, Some(Errno::EINVAL)),
+            (Command::WriteZeroes, none, size, 1, Some(Errno::ENOSPC)),
+            (Command::Read, none, size, 0, None),
+            (Command::Read, none, 0, 0, None),
+            (Command::Read, none, 0, max, None),
+            (Command::Cache, none, size - 1, 1, None),
+            (Command::Read, CommandFlags::REQ_ONE, 0, 4, Some(Errno::EINVAL)),
+            (Command::Flush, CommandFlags::NO_HOLE, 0, 0, Some(Errno::EINVAL)),
+        ];
+        for (command, flags, offset, length, error) in cases {
+            let r = c.call(command, flags, offset, length, &[]);
+            assert_eq!(r.error, error, "{command:?} {flags:?} {offset}+{length}");
+            if error.is_none() && command == Command::Read {
+                assert_eq!(r.data.len(), length as usize);
+            }
+        }
+        let over = c.call(Command::Read, none, 0, max + 1, &[]);
+        assert!(over.error.is_some());
+        // A WRITE over the maximum is read through and refused; the connection goes on.
+        let payload = vec![1; max as usize + 1];
+        let over = c.call(Command::Write, none, 0, max + 1, &payload);
+        assert_eq!(over.error, Some(Errno::EINVAL));
+        let fast = c.call(Command::Write, CommandFlags::FAST_ZERO, 0, 1, &[1]);
+        assert_eq!(fast.error, Some(Errno::EINVAL));
+        let data = pattern(max as usize, 4);
+        assert_eq!(c.call(Command::Write, none, 0, max, &data).error, None);
+        assert!(c.call(Command::Read, none, 0, max, &[]).data == data);
+        // Requests in flight, DISC, then more requests: the first are answered, the rest not.
+        for cookie in 1..=4 {
+            c.request(Command::Read, none, cookie, 0, 4096, &[]);
+        }
+        c.request(Command::Disc, none, 99, 0, 0, &[]);
+        for cookie in 100..104 {
+            c.request(Command::Read, none, cookie, 0, 4096, &[]);
+        }
+        let mut answered: Vec<u64> = (0..4).map(|_| c.reply().cookie).collect();
+        answered.sort_unstable();
+        assert_eq!(answered, [1, 2, 3, 4]);
+        assert!(c.is_closed());
+    }
+    h.assert_pool_full();
+    h.stop();
+}
