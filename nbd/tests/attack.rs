@@ -384,7 +384,12 @@ fn option_haggling_gets_answers_and_the_handshake_goes_on() {
     // the option, and a query count of four billion.
     for data in [
         [&u32::MAX.to_be_bytes()[..], &[0; 8]].concat(),
-        [&0_u32.to_be_bytes()[..], &1_u32.to_be_bytes(), &u32::MAX.to_be_bytes()].concat(),
+        [
+            &0_u32.to_be_bytes()[..],
+            &1_u32.to_be_bytes(),
+            &u32::MAX.to_be_bytes(),
+        ]
+        .concat(),
         [&0_u32.to_be_bytes()[..], &u32::MAX.to_be_bytes()].concat(),
         vec![0; 3],
     ] {
@@ -405,7 +410,11 @@ fn option_haggling_gets_answers_and_the_handshake_goes_on() {
         name: "no-such-export".into(),
         info_requests: vec![],
     }));
-    assert_eq!(failed.last().unwrap().0, (1 << 31) | 6, "NBD_REP_ERR_UNKNOWN");
+    assert_eq!(
+        failed.last().unwrap().0,
+        (1 << 31) | 6,
+        "NBD_REP_ERR_UNKNOWN"
+    );
     // Structured replies are on already: the context, then GO.
     let set = c.ask(&ClientOption::SetMetaContext(MetaContextRequest {
         export: String::new(),
@@ -450,8 +459,20 @@ fn requests_at_the_edges_get_errors_and_disc_ends_the_connection() {
             (Command::Read, none, 0, 0, None),
             (Command::Read, none, 0, max, None),
             (Command::Cache, none, size - 1, 1, None),
-            (Command::Read, CommandFlags::REQ_ONE, 0, 4, Some(Errno::EINVAL)),
-            (Command::Flush, CommandFlags::NO_HOLE, 0, 0, Some(Errno::EINVAL)),
+            (
+                Command::Read,
+                CommandFlags::REQ_ONE,
+                0,
+                4,
+                Some(Errno::EINVAL),
+            ),
+            (
+                Command::Flush,
+                CommandFlags::NO_HOLE,
+                0,
+                0,
+                Some(Errno::EINVAL),
+            ),
         ];
         for (command, flags, offset, length, error) in cases {
             let r = c.call(command, flags, offset, length, &[]);
@@ -475,10 +496,24 @@ fn requests_at_the_edges_get_errors_and_disc_ends_the_connection() {
         for cookie in 1..=4 {
             c.request(Command::Read, none, cookie, 0, 4096, &[]);
         }
-        c.request(Command::Disc, none, 99, 0, 0, &[]);
-        for cookie in 100..104 {
-            c.request(Command::Read, none, cookie, 0, 4096, &[]);
+        // DISC and the requests after it in one send: the server may close before a second.
+        let mut after = Vec::new();
+        for (command, cookie) in [(Command::Disc, 99)]
+            .into_iter()
+            .chain((100..104).map(|c| (Command::Read, c)))
+        {
+            let mut head = [0; regio_nbd::proto::REQUEST_HEADER_LEN];
+            regio_nbd::proto::Request {
+                flags: none,
+                command,
+                cookie: regio_nbd::proto::Cookie(cookie),
+                offset: 0,
+                length: if command == Command::Read { 4096 } else { 0 },
+            }
+            .encode(&mut head);
+            after.extend_from_slice(&head);
         }
+        c.stream.write_all(&after).unwrap();
         let mut answered: Vec<u64> = (0..4).map(|_| c.reply().cookie).collect();
         answered.sort_unstable();
         assert_eq!(answered, [1, 2, 3, 4]);
@@ -486,4 +521,117 @@ fn requests_at_the_edges_get_errors_and_disc_ends_the_connection() {
     }
     h.assert_pool_full();
     h.stop();
+}
+
+/// A TLS client that sends its ClientHello where the client flags belong, and one that asks
+/// NBD_OPT_STARTTLS: the first is closed, the second refused, and the server serves on.
+#[test]
+fn a_client_speaking_tls_is_refused() {
+    use regio_nbd::proto::ClientOption;
+
+    let Some(h) = start(vec![memory(MIB)], 8) else {
+        return;
+    };
+    let mut hello = std::net::TcpStream::connect(h.addr).unwrap();
+    let mut greeting = [0; 18];
+    std::io::Read::read_exact(&mut hello, &mut greeting).unwrap();
+    // The start of a TLS 1.2 record carrying a ClientHello.
+    let _ = hello.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03]);
+    let mut rest = Vec::new();
+    let end = std::io::Read::read_to_end(&mut hello, &mut rest);
+    assert!(
+        end.is_ok() || end.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "a ClientHello as client flags closes the connection"
+    );
+    let mut starttls = h.connect();
+    let refused = starttls.ask(&ClientOption::StartTls);
+    assert!(
+        refused.len() == 1 && refused[0].0 & (1 << 31) != 0,
+        "{refused:?}"
+    );
+    starttls.go("", false);
+    assert_eq!(
+        starttls
+            .call(Command::Read, CommandFlags::empty(), 0, 4, &[])
+            .data,
+        [0; 4]
+    );
+    drop(starttls);
+    h.assert_pool_full();
+    h.stop();
+}
+
+/// A graceful shutdown with WRITEs in flight on a file export: every WRITE the server
+/// acknowledged is in the file afterwards, and every other reply is an error or missing (the
+/// connection ends).
+#[test]
+fn shutdown_with_writes_in_flight_keeps_every_acknowledged_write() {
+    const BLOCK: u64 = 64 * 1024;
+    let path = std::env::temp_dir().join(format!("regio-nbd-shutdown-{}.img", std::process::id()));
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(128 * BLOCK)
+        .unwrap();
+    let Some(h) = start(vec![Export::file("", &path, false).unwrap()], 8) else {
+        std::fs::remove_file(&path).unwrap();
+        return;
+    };
+    let mut sender = h.open("", false);
+    let mut receiver = sender.other_half();
+    let (first_ack, acked) = std::sync::mpsc::channel();
+    let acknowledged = std::thread::scope(|scope| {
+        let reading = scope.spawn(move || {
+            let mut acknowledged = Vec::new();
+            let mut byte = [0; 1];
+            // Replies until the server closes the connection.
+            while matches!(receiver.stream.peek(&mut byte), Ok(1)) {
+                let reply = receiver.reply();
+                if reply.error.is_none() {
+                    acknowledged.push(reply.cookie);
+                    let _ = first_ack.send(());
+                }
+            }
+            acknowledged
+        });
+        for block in 0..128_u64 {
+            let data = vec![block as u8 + 1; BLOCK as usize];
+            // The server may close before it has read them all.
+            let mut head = [0; regio_nbd::proto::REQUEST_HEADER_LEN];
+            regio_nbd::proto::Request {
+                flags: CommandFlags::empty(),
+                command: Command::Write,
+                cookie: regio_nbd::proto::Cookie(block),
+                offset: block * BLOCK,
+                length: BLOCK as u32,
+            }
+            .encode(&mut head);
+            if sender.stream.write_all(&head).is_err() || sender.stream.write_all(&data).is_err() {
+                break;
+            }
+            if block == 32 {
+                // Some writes are done, others in flight or still to come.
+                acked.recv_timeout(Duration::from_secs(60)).unwrap();
+                h.server.shutdown();
+            }
+        }
+        let finished = h.rt.block_on(regio_runtime::time::timeout(
+            Duration::from_secs(120),
+            h.server.finish_within(Duration::from_secs(30)),
+        ));
+        assert!(matches!(finished, Ok(Ok(()))), "{finished:?}");
+        reading.join().unwrap()
+    });
+    assert!(!acknowledged.is_empty());
+    let on_disk = std::fs::read(&path).unwrap();
+    for block in acknowledged {
+        let at = (block * BLOCK) as usize;
+        assert!(
+            on_disk[at..at + BLOCK as usize]
+                .iter()
+                .all(|&b| b == block as u8 + 1),
+            "acknowledged write {block} is in the file"
+        );
+    }
+    drop(sender);
+    std::fs::remove_file(&path).unwrap();
 }
