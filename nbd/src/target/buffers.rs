@@ -12,7 +12,8 @@
 //! (two requests that each held half of what they need would otherwise wait for each other
 //! forever). Each connection may hold a **share** of the data buffers at most (a quarter, or
 //! one largest request), taken before the gate, so a client that stops reading its replies
-//! cannot hold them all. This holds only if every free buffer can be reached: the pool must keep no
+//! cannot hold them all (a few such clients can, which is why the writer cuts a connection
+//! whose send stalls: [`STALL_TIMEOUT`](super::STALL_TIMEOUT)). This holds only if every free buffer can be reached: the pool must keep no
 //! per-thread caches (see [`runtime_builder`](super::runtime_builder)).
 
 use std::sync::Arc;

@@ -10,7 +10,7 @@ use super::negotiate::{negotiate, NoTransmission};
 use super::reader::{self, Stop};
 use super::server::Shared;
 use super::stream::Connection;
-use super::sync::{queue, Semaphore};
+use super::sync::{queue, Semaphore, Signal};
 use super::writer;
 
 /// How long a client may take from connecting to starting transmission.
@@ -64,12 +64,34 @@ pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
     let (replies, queued) = queue();
     // The writer and the request tasks stay on this connection's worker (a connection is a
     // work queue of one ring): no wake-up crosses threads between them.
-    let writer =
-        regio_runtime::spawn_local(writer::run(output, queued, outbox, server.buffers.clone()));
+    // A writer stuck in a send to a client that stopped reading is cut when a shutdown's
+    // grace is over (its unsent replies are dropped, their buffers go back to the pool).
+    let cut = Arc::new(Signal::default());
+    let stall = writer::Stall {
+        timeout: server.stall_timeout(),
+        cut: Arc::clone(&cut),
+    };
+    let writing = writer::run(output, queued, outbox, server.buffers.clone(), stall);
+    let writer = regio_runtime::spawn_local({
+        let server = Arc::clone(&server);
+        async move {
+            if server.abandon.or_raised(writing).await.is_none() {
+                tracing::info!("cut a connection whose client stopped reading its replies");
+            }
+        }
+    });
     let in_flight = Semaphore::new(server.max_in_flight);
-    let stop = reader::run(&input, inbox, session, in_flight, replies, &server.shutdown).await;
+    let signals = reader::Signals {
+        shutdown: &server.shutdown,
+        abandon: &server.abandon,
+    };
+    let reading = reader::run(&input, inbox, session, in_flight, replies, signals);
+    // A writer that stalled cuts the reader short too: the connection ends.
+    let stop = cut.or_raised(reading).await.unwrap_or(Stop::Stalled);
     match &stop {
-        Stop::Disconnect | Stop::Shutdown => tracing::debug!(?stop, "a connection ends"),
+        Stop::Disconnect | Stop::Shutdown | Stop::Stalled => {
+            tracing::debug!(?stop, "a connection ends")
+        }
         Stop::Gone(e) => tracing::debug!(error = %e, "a client went away"),
         Stop::Violation(e) => {
             tracing::info!(error = %e, "closing a connection that broke the protocol")

@@ -18,7 +18,10 @@
 //! expect); `OFFSET_HOLE` chunks (reads of holes send zeroes); sending a memory export's reads
 //! from the export itself (it is too large to register: pinned memory counts against
 //! `RLIMIT_MEMLOCK`, so reads are copied into pool buffers). A client that stops reading its
-//! replies holds its share of the data buffers (a quarter of them) until it goes away.
+//! replies holds its share of the data buffers (a quarter of them, or one request of the
+//! maximum payload) until a send has waited for it longer than the [`STALL_TIMEOUT`]; then its
+//! connection is cut. A graceful shutdown cuts the connections still open after its grace
+//! ([`Server::finish_within`]).
 //!
 //! ```no_run
 //! use regio_nbd::target::{runtime_builder, Export, Server};
@@ -46,7 +49,7 @@ mod writer;
 
 pub use error::ServeError;
 pub use export::Export;
-pub use server::{Server, MAX_IN_FLIGHT};
+pub use server::{Server, MAX_IN_FLIGHT, SHUTDOWN_GRACE, STALL_TIMEOUT};
 pub use stats::StatsLine;
 pub use stream::{Connection, RecvHalf, SendHalf};
 

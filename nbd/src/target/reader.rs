@@ -27,11 +27,20 @@ pub(crate) enum Stop {
     Gone(io::Error),
     /// The client broke the protocol.
     Violation(ProtoError),
+    /// The client stopped reading its replies (the writer's stall timeout).
+    Stalled,
     /// A WRITE too large to read and throw away.
     Oversized {
         /// Its length.
         length: u32,
     },
+}
+
+/// What stops a reader: `shutdown` where it waits for a request, `abandon` (the end of a
+/// shutdown's grace) where it waits for the rest of one (a WRITE's payload).
+pub(crate) struct Signals<'a> {
+    pub(crate) shutdown: &'a Signal,
+    pub(crate) abandon: &'a Signal,
 }
 
 /// Reads and dispatches requests until one of the [`Stop`] reasons. Runs on a worker: each
@@ -42,8 +51,9 @@ pub(crate) async fn run<R: RecvHalf>(
     session: Arc<Session>,
     in_flight: Arc<Semaphore>,
     replies: Sender<Reply>,
-    shutdown: &Signal,
+    signals: Signals<'_>,
 ) -> Stop {
+    let Signals { shutdown, abandon } = signals;
     let mut input = Input::new(from, control);
     loop {
         // A slot first: a client with too many requests in flight is not read from.
@@ -64,8 +74,13 @@ pub(crate) async fn run<R: RecvHalf>(
             match refusal.payload {
                 RefusedPayload::None => {}
                 RefusedPayload::Discard(len) => {
-                    if let Err(e) = input.discard(&session.buffers, len as usize).await {
-                        return Stop::Gone(e);
+                    match abandon
+                        .or_raised(input.discard(&session.buffers, len as usize))
+                        .await
+                    {
+                        None => return Stop::Shutdown,
+                        Some(Err(e)) => return Stop::Gone(e),
+                        Some(Ok(())) => {}
                     }
                 }
                 RefusedPayload::Disconnect => {
@@ -91,9 +106,10 @@ pub(crate) async fn run<R: RecvHalf>(
                     .for_len(request.length as usize, &session.share)
                     .await;
                 slot.hold(part);
-                match input.payload(bufs).await {
-                    Ok(payload) => payload,
-                    Err(e) => return Stop::Gone(e),
+                match abandon.or_raised(input.payload(bufs)).await {
+                    None => return Stop::Shutdown,
+                    Some(Ok(payload)) => payload,
+                    Some(Err(e)) => return Stop::Gone(e),
                 }
             }
             _ => Vec::new(),

@@ -2,7 +2,9 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use regio_pool::MessagePool;
 
@@ -19,6 +21,14 @@ use crate::proto::{BlockSizes, Errno};
 /// Requests one connection may have in flight before the server stops reading from it.
 pub const MAX_IN_FLIGHT: usize = 128;
 
+/// How long, by default, a reply may wait for a client that does not read before its connection
+/// is cut ([`Server::set_stall_timeout`]).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long [`Server::finish`] waits for connections to finish their requests before it cuts
+/// those still open.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// What the server's tasks share.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -26,8 +36,21 @@ pub(crate) struct Shared {
     pub(crate) buffers: Buffers,
     pub(crate) stats: Arc<Stats>,
     pub(crate) shutdown: Signal,
+    /// Raised when a shutdown's grace period is over: connections still open (a client that
+    /// stopped reading its replies, or stopped in the middle of a WRITE's payload) are cut.
+    pub(crate) abandon: Signal,
     pub(crate) connections: Arc<Tracker>,
     pub(crate) max_in_flight: usize,
+    /// [`Server::set_stall_timeout`], in milliseconds.
+    stall_timeout_ms: AtomicU64,
+}
+
+impl Shared {
+    /// How long a send may wait for a client that does not read.
+    pub(crate) fn stall_timeout(&self) -> Duration {
+        // Relaxed: a setting read on its own; no other memory depends on it.
+        Duration::from_millis(self.stall_timeout_ms.load(Ordering::Relaxed))
+    }
 }
 
 /// An NBD server: its exports, served on any number of listeners, by tasks of the runtime
@@ -71,10 +94,23 @@ impl Server {
                 buffers,
                 stats: Arc::default(),
                 shutdown: Signal::default(),
+                abandon: Signal::default(),
                 connections: Arc::default(),
                 max_in_flight: MAX_IN_FLIGHT,
+                stall_timeout_ms: AtomicU64::new(millis(STALL_TIMEOUT)),
             }),
         })
+    }
+
+    /// Cuts a connection when sending it a reply takes longer than `timeout` (the client
+    /// stopped reading its replies; meanwhile they hold their buffers, which other
+    /// connections may be waiting for). The default is [`STALL_TIMEOUT`]; a new value applies
+    /// to connections that start after it.
+    pub fn set_stall_timeout(&self, timeout: Duration) {
+        // Relaxed: as in `Shared::stall_timeout`.
+        self.shared
+            .stall_timeout_ms
+            .store(millis(timeout).max(1), Ordering::Relaxed);
     }
 
     /// The exports, the default first.
@@ -130,13 +166,37 @@ impl Server {
         self.shared.shutdown.is_raised()
     }
 
-    /// Waits until every connection has closed, then makes every export's writes durable.
+    /// Waits until every connection has closed, then makes every export's writes durable:
+    /// [`finish_within`](Self::finish_within) the [`SHUTDOWN_GRACE`].
     ///
     /// # Errors
     ///
     /// The NBD error of the first export whose flush failed.
     pub async fn finish(&self) -> Result<(), Errno> {
-        self.shared.connections.idle().await;
+        self.finish_within(SHUTDOWN_GRACE).await
+    }
+
+    /// Waits up to `grace` for every connection to finish its requests and close; then cuts
+    /// the connections still open (clients that stopped reading their replies, or stopped in
+    /// the middle of a WRITE's payload: their unsent replies are dropped), waits for them to
+    /// close, and makes every export's writes durable.
+    ///
+    /// # Errors
+    ///
+    /// The NBD error of the first export whose flush failed.
+    pub async fn finish_within(&self, grace: Duration) -> Result<(), Errno> {
+        let connections = &self.shared.connections;
+        if regio_runtime::time::timeout(grace, connections.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = connections.count(),
+                "cutting the connections still open after the shutdown's grace period"
+            );
+            self.shared.abandon.raise();
+            connections.idle().await;
+        }
         let mut result = Ok(());
         for export in &self.shared.catalogue.exports {
             if let Err(errno) = export.flush().await {
@@ -154,4 +214,9 @@ impl Server {
             self.shared.buffers.use_of_pool(),
         )
     }
+}
+
+/// `duration` in whole milliseconds, saturating.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

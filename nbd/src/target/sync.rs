@@ -154,12 +154,14 @@ impl Drop for LeaveOnDrop<'_> {
 }
 
 /// A many-to-one queue: [`Sender`]s push, one [`Receiver`] pops. It ends when every sender is
-/// gone and it is empty.
+/// gone and it is empty. Once the receiver is gone, what was queued and what is pushed later
+/// is dropped at once (the items may hold what a sender waits for).
 pub(crate) fn queue<T>() -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Mutex::new(QueueState {
         items: VecDeque::new(),
         senders: 1,
         waker: None,
+        closed: false,
     }));
     (
         Sender {
@@ -174,6 +176,8 @@ struct QueueState<T> {
     items: VecDeque<T>,
     senders: usize,
     waker: Option<Waker>,
+    /// The receiver is gone.
+    closed: bool,
 }
 
 /// The pushing side of a [`queue`].
@@ -186,6 +190,12 @@ impl<T> Sender<T> {
     pub(crate) fn push(&self, item: T) {
         let waker = {
             let mut state = lock(&self.shared);
+            if state.closed {
+                // Dropped after the lock is released.
+                drop(state);
+                drop(item);
+                return;
+            }
             state.items.push_back(item);
             state.waker.take()
         };
@@ -247,6 +257,18 @@ impl<T> Receiver<T> {
     /// The next item if one is queued now.
     pub(crate) fn try_pop(&mut self) -> Option<T> {
         lock(&self.shared).items.pop_front()
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let items = {
+            let mut state = lock(&self.shared);
+            state.closed = true;
+            std::mem::take(&mut state.items)
+        };
+        // Outside the lock: dropping an item may wake a task that pushes.
+        drop(items);
     }
 }
 
@@ -465,6 +487,20 @@ mod tests {
         // Relaxed: as in `Count::wake`.
         assert_eq!(woken.0.load(std::sync::atomic::Ordering::Relaxed), 1);
         assert_eq!(poll_once(pop.as_mut(), &waker), Poll::Ready(None));
+    }
+
+    /// Before the fix a queue kept its items until its last sender was gone, and a sender
+    /// waiting for what an item held (a connection's share of the pool) waited forever once
+    /// the writer that pops was cut.
+    #[test]
+    fn a_queue_without_its_receiver_drops_its_items() {
+        let (tx, rx) = queue();
+        let held = Arc::new(());
+        tx.push(Arc::clone(&held));
+        drop(rx);
+        assert_eq!(Arc::strong_count(&held), 1, "the queued item is dropped");
+        tx.push(Arc::clone(&held));
+        assert_eq!(Arc::strong_count(&held), 1, "a later push is dropped");
     }
 
     #[test]

@@ -6,14 +6,16 @@
 //! batch rather than two per reply. Larger data goes out from the buffers the reads filled,
 //! with `SEND_ZC`.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use regio_pool::{BufKey, Message};
 
 use super::buffers::Buffers;
 use super::stats::Stats;
 use super::stream::SendHalf;
-use super::sync::{Permit, Receiver};
+use super::sync::{Permit, Receiver, Signal};
 
 /// Data buffers at least this large are sent with `SEND_ZC`; below it the copy costs less than
 /// the notification.
@@ -62,14 +64,25 @@ impl Drop for InFlight {
     }
 }
 
+/// How long a send may wait for a client that does not read, and what to raise then.
+pub(crate) struct Stall {
+    /// The longest a send may take.
+    pub(crate) timeout: Duration,
+    /// Raised when a send took longer: the connection is cut.
+    pub(crate) cut: Arc<Signal>,
+}
+
 /// Sends every reply of `replies` on `out` until the queue ends (the reader and every request
 /// task are done), then closes the connection. After a failed send the rest are dropped (their
-/// buffers go back to the pool): the client is gone.
+/// buffers go back to the pool): the client is gone. A send that waits longer than the
+/// `stall` timeout (a client that stopped reading its replies holds its buffers meanwhile)
+/// fails too, and raises `stall.cut`.
 pub(crate) async fn run<W: SendHalf>(
     out: W,
     mut replies: Receiver<Reply>,
     control: Message,
     buffers: Buffers,
+    stall: Stall,
 ) {
     let mut writer = Writer {
         out,
@@ -78,6 +91,7 @@ pub(crate) async fn run<W: SendHalf>(
         buffers,
         broken: false,
         zero_copy: true,
+        stall,
     };
     while let Some(reply) = replies.pop().await {
         writer.put(reply).await;
@@ -135,6 +149,12 @@ struct Writer<W> {
     broken: bool,
     /// Whether the socket takes `SEND_ZC` (a Unix socket does not).
     zero_copy: bool,
+    stall: Stall,
+}
+
+/// `op`, unless it takes longer than `limit` (then it is dropped, which cancels it).
+async fn within<T>(limit: Duration, op: impl Future<Output = T>) -> Option<T> {
+    regio_runtime::time::timeout(limit, op).await.ok()
 }
 
 impl<W: SendHalf> Writer<W> {
@@ -219,7 +239,12 @@ impl<W: SendHalf> Writer<W> {
                 .descriptor_mut()
                 .set_slices(&[key])
                 .expect("one slice");
-            let (result, back) = self.out.send_all(gather.buf).await;
+            let Some((result, back)) =
+                within(self.stall.timeout, self.out.send_all(gather.buf)).await
+            else {
+                // The gathered buffer went with the cancelled send.
+                return self.stalled();
+            };
             gather.buf = back;
             gather
                 .buf
@@ -241,14 +266,19 @@ impl<W: SendHalf> Writer<W> {
 
     async fn send_data(&mut self, buf: Message) {
         let len = buf.descriptor().len();
+        let limit = self.stall.timeout;
         if len < ZERO_COPY_MIN || !self.zero_copy {
-            if let (Err(e), _) = self.out.send_all(buf).await {
-                self.fail(&e);
+            match within(limit, self.out.send_all(buf)).await {
+                None => self.stalled(),
+                Some((Err(e), _)) => self.fail(&e),
+                Some((Ok(()), _)) => {}
             }
             return;
         }
         let whole = buf.descriptor().slices()[0];
-        let (sent, mut buf) = self.out.send_zc(buf).await;
+        let Some((sent, mut buf)) = within(limit, self.out.send_zc(buf)).await else {
+            return self.stalled();
+        };
         let rest = match sent {
             Ok(n) if n >= len => return,
             Ok(n) => {
@@ -265,9 +295,22 @@ impl<W: SendHalf> Writer<W> {
             Err(e) => return self.fail(&e),
         };
         buf.descriptor_mut().set_slices(&[rest]).expect("one slice");
-        if let (Err(e), _) = self.out.send_all(buf).await {
-            self.fail(&e);
+        match within(limit, self.out.send_all(buf)).await {
+            None => self.stalled(),
+            Some((Err(e), _)) => self.fail(&e),
+            Some((Ok(()), _)) => {}
         }
+    }
+
+    /// A send waited longer than the stall timeout: the client stopped reading. Its replies
+    /// are dropped from now on and the connection is cut.
+    fn stalled(&mut self) {
+        tracing::info!(
+            timeout = ?self.stall.timeout,
+            "cutting a connection whose client stopped reading its replies"
+        );
+        self.broken = true;
+        self.stall.cut.raise();
     }
 
     fn fail(&mut self, e: &std::io::Error) {

@@ -167,7 +167,8 @@ impl MemoryExport {
         while at < end && extents.len() < MAX_EXTENTS {
             let index = (at / page) as usize;
             let data = pages[index / 64] & (1 << (index % 64)) != 0;
-            let page_end = ((index as u64 + 1) * page).min(end);
+            let run = same_run(&pages, index, data, end.div_ceil(page) as usize);
+            let page_end = ((run as u64) * page).min(end);
             let flags = if data {
                 BlockStatusFlags::empty()
             } else {
@@ -228,6 +229,23 @@ impl MemoryExport {
     }
 }
 
+/// The end (a page index, at most `limit`) of the run of pages from `index` on whose bit in
+/// `pages` is `data`: the bits left in `index`'s word at once, then whole words of the same
+/// state. (Page by page, a block status request of 4 GiB walked a million pages.)
+fn same_run(pages: &[u64], index: usize, data: bool, limit: usize) -> usize {
+    let state = |word: u64| if data { word } else { !word };
+    let bit = index % 64;
+    // The pages from `index` to the end of its word that share its state, in a row.
+    let same = (!(state(pages[index / 64]) >> bit)).trailing_zeros() as usize;
+    let mut end = index + same.min(64 - bit);
+    if end % 64 == 0 {
+        while end < limit && state(pages[end / 64]) == u64::MAX {
+            end += 64;
+        }
+    }
+    end.min(limit).max(index + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +261,55 @@ mod tests {
         Extent {
             length,
             flags: BlockStatusFlags::empty(),
+        }
+    }
+
+    /// The extents walked word by word agree with a page-by-page walk of the same map, for
+    /// runs that start and end anywhere in a word and span whole words.
+    #[test]
+    fn extents_agree_with_a_page_by_page_walk() {
+        let page = regio_pool::page_size() as u64;
+        let pages = 300_u64;
+        let export = MemoryExport::new(pages * page).unwrap();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..40 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let first = state % pages;
+            let count = 1 + (state >> 20) % 90;
+            let at = first * page;
+            let len = (count * page).min((pages - first) * page) as usize;
+            if state & (1 << 40) == 0 {
+                export.write(at, &vec![1; len]).unwrap();
+            } else {
+                export.punch(at, len, true).unwrap();
+            }
+            let marks = export.pages.read().clone();
+            let is_data = |p: u64| marks[(p / 64) as usize] & (1 << (p % 64)) != 0;
+            for (offset, len) in [
+                (0, pages * page),
+                (7 * page + 3, 200 * page),
+                (64 * page, 65 * page),
+            ] {
+                let mut expected: Vec<Extent> = Vec::new();
+                let mut at = offset;
+                while at < offset + len {
+                    let p = at / page;
+                    let stop = ((p + 1) * page).min(offset + len);
+                    let extent = if is_data(p) {
+                        data(stop - at)
+                    } else {
+                        hole(stop - at)
+                    };
+                    match expected.last_mut() {
+                        Some(last) if last.flags == extent.flags => last.length += extent.length,
+                        _ => expected.push(extent),
+                    }
+                    at = stop;
+                }
+                assert_eq!(export.extents(offset, len), expected, "{offset}+{len}");
+            }
         }
     }
 
