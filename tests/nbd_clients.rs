@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::data::{assert_same_file, random_file, sparse_file};
+use common::data::{assert_same_file, random_file, sparse_file, zeroed_file};
 use common::raw::RawClient;
 use common::server::{Address, Backing, Implementation, Server, Spec};
 use common::tools::{self, run_ok};
@@ -34,10 +34,15 @@ fn sparse_map() -> Vec<(u64, u64, bool)> {
 /// Serves a file export of `len` bytes (sparse, zero) from a new temporary directory.
 fn file_export(dir: &TempDir, len: u64) -> Option<Server> {
     let path = dir.join("export.img");
-    std::fs::File::create(&path)
-        .and_then(|f| f.set_len(len))
-        .expect("create the export file");
+    zeroed_file(&path, len);
     common::start(Spec::new(Implementation::under_test(), Backing::File(path)))
+}
+
+/// Serves a zeroed 1 MiB file export named "disk0" from `dir`.
+fn named_export(dir: &TempDir) -> Option<Server> {
+    let path = dir.join("export.img");
+    zeroed_file(&path, MIB);
+    common::start(Spec::new(Implementation::under_test(), Backing::File(path)).named("disk0"))
 }
 
 /// Serves the sparse test image.
@@ -113,12 +118,7 @@ fn nbdinfo_lists_a_named_export() {
         return;
     }
     let dir = TempDir::new("nbdinfo-list");
-    let path = dir.join("export.img");
-    std::fs::File::create(&path)
-        .and_then(|f| f.set_len(MIB))
-        .expect("create the export file");
-    let spec = Spec::new(Implementation::under_test(), Backing::File(path)).named("disk0");
-    let Some(server) = common::start(spec) else {
+    let Some(server) = named_export(&dir) else {
         return;
     };
     let out = run_ok(
@@ -344,12 +344,7 @@ fn qemu_nbd_list_reads_the_export_list() {
         return;
     }
     let dir = TempDir::new("qemu-nbd-list");
-    let path = dir.join("export.img");
-    std::fs::File::create(&path)
-        .and_then(|f| f.set_len(MIB))
-        .expect("create the export file");
-    let spec = Spec::new(Implementation::under_test(), Backing::File(path)).named("disk0");
-    let Some(server) = common::start(spec) else {
+    let Some(server) = named_export(&dir) else {
         return;
     };
     let mut cmd = Command::new("qemu-nbd");
@@ -373,9 +368,7 @@ fn several_named_exports_each_serve_their_own_data() {
     }
     let dir = TempDir::new("exports");
     let path = dir.join("disk.img");
-    std::fs::File::create(&path)
-        .and_then(|f| f.set_len(16 * MIB))
-        .expect("create the export file");
+    zeroed_file(&path, 16 * MIB);
     let spec = Spec::new(Implementation::under_test(), Backing::Memory(8 * MIB))
         .named("mem")
         .and_export("disk", Backing::File(path.clone()));

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::data::zeroed_file;
 use common::server::{Backing, Implementation, Server, Spec};
 use common::tools::{self, run};
 use common::TempDir;
@@ -33,9 +34,7 @@ fn export(dir: &TempDir, file: &str, kind: Kind, read_only: bool) -> Option<Serv
     let backing = match kind {
         Kind::File => {
             let path = dir.join(file);
-            std::fs::File::create(&path)
-                .and_then(|f| f.set_len(EXPORT_SIZE))
-                .expect("create the export file");
+            zeroed_file(&path, EXPORT_SIZE);
             Backing::File(path)
         }
         Kind::Memory => Backing::Memory(EXPORT_SIZE),

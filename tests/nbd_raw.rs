@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::Write;
 
-use common::data::Noise;
+use common::data::{zeroed_file, Noise};
 use common::raw::{request_header, Closing, Pending, RawClient, Stream};
 use common::server::{Backing, Implementation, Server, Spec};
 use common::TempDir;
@@ -21,9 +21,7 @@ const MIB: u64 = 1 << 20;
 /// Serves a zeroed sparse file of `len` bytes from `dir` over loopback TCP.
 fn tcp_export(dir: &TempDir, len: u64) -> Option<Server> {
     let path = dir.join("export.img");
-    std::fs::File::create(&path)
-        .and_then(|f| f.set_len(len))
-        .expect("create the export file");
+    zeroed_file(&path, len);
     common::start(Spec::new(Implementation::under_test(), Backing::File(path)).tcp())
 }
 
@@ -529,9 +527,7 @@ fn replies_echo_every_cookie_in_any_order() {
 fn acknowledged_flushed_writes_survive_kill_9() {
     let dir = TempDir::new("durability");
     let path = dir.join("export.img");
-    std::fs::File::create(&path)
-        .and_then(|f| f.set_len(64 * MIB))
-        .expect("create the export file");
+    zeroed_file(&path, 64 * MIB);
     let spec = Spec::new(Implementation::under_test(), Backing::File(path.clone()));
     let Some(mut server) = common::start(spec) else {
         return;

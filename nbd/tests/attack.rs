@@ -6,21 +6,11 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{start, Harness};
+use common::{memory, pattern, start, Harness};
 use regio_nbd::proto::{Command, CommandFlags};
 use regio_nbd::target::Export;
 
 const MIB: u64 = 1 << 20;
-
-fn memory(size: u64) -> Export {
-    Export::memory("", size, false).unwrap()
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed))
-        .collect()
-}
 
 /// Shuts `h` down, giving connections a second before they are cut, and waits (a generous
 /// bound, not a timing) for the end; panics if it does not come.
@@ -42,21 +32,12 @@ fn shut_down(h: &Harness) {
 /// (the CLI gave up after its grace period and exited without flushing the exports).
 #[test]
 fn shutdown_ends_with_a_client_that_stopped_reading() {
-    let Some(h) = start(vec![memory(8 * MIB)], 8) else {
+    let Some(h) = start(vec![memory("", 8 * MIB)], 8) else {
         return;
     };
     let none = CommandFlags::empty();
     let max = h.server.max_payload();
-    let mut stalled = h.open("", true);
-    let data = pattern(max as usize, 1);
-    assert_eq!(
-        stalled.call(Command::Write, none, 0, max, &data).error,
-        None
-    );
-    // Far more reply bytes than the sockets hold, never read.
-    for i in 0..64 {
-        stalled.request(Command::Read, none, i, 0, max, &[]);
-    }
+    let mut stalled = h.stalled_client(&pattern(max as usize, 1));
     // Some of those replies are stuck in a send: the server has read every request.
     let mut other = h.open("", false);
     assert_eq!(other.call(Command::Flush, none, 0, 0, &[]).error, None);
@@ -78,7 +59,7 @@ fn shutdown_ends_with_a_client_that_stopped_reading() {
 /// Before the fix `finish` never returned.
 #[test]
 fn shutdown_ends_with_a_write_payload_cut_off() {
-    let Some(h) = start(vec![memory(8 * MIB)], 8) else {
+    let Some(h) = start(vec![memory("", 8 * MIB)], 8) else {
         return;
     };
     let max = h.server.max_payload();
@@ -206,7 +187,7 @@ fn random_operations_match_a_model(export: Export) {
 
 #[test]
 fn random_operations_on_memory_match_a_model() {
-    random_operations_match_a_model(memory(CONNECTIONS_REGION));
+    random_operations_match_a_model(memory("", CONNECTIONS_REGION));
 }
 
 #[test]
@@ -236,7 +217,7 @@ fn open_fds() -> usize {
 /// handshake timeout, and a new client waits for a pair meanwhile.)
 #[test]
 fn thousands_of_connections_in_every_state_leave_nothing_behind() {
-    let Some(h) = start(vec![memory(8 * MIB)], 16) else {
+    let Some(h) = start(vec![memory("", 8 * MIB)], 16) else {
         return;
     };
     // The baseline once the server has served a connection (the runtime opens what it needs
@@ -304,22 +285,14 @@ fn thousands_of_connections_in_every_state_leave_nothing_behind() {
 /// reply that waits longer than the stall timeout cuts its connection.
 #[test]
 fn two_stalled_clients_leave_large_requests_to_the_others() {
-    let Some(h) = start(vec![memory(8 * MIB)], 8) else {
+    let Some(h) = start(vec![memory("", 8 * MIB)], 8) else {
         return;
     };
     h.server.set_stall_timeout(Duration::from_secs(1));
     let none = CommandFlags::empty();
     let max = h.server.max_payload();
     let data = pattern(max as usize, 9);
-    let mut stalled = Vec::new();
-    for _ in 0..2 {
-        let mut c = h.open("", true);
-        assert_eq!(c.call(Command::Write, none, 0, max, &data).error, None);
-        for i in 0..64 {
-            c.request(Command::Read, none, i, 0, max, &[]);
-        }
-        stalled.push(c);
-    }
+    let stalled = [h.stalled_client(&data), h.stalled_client(&data)];
     let mut other = h.open("", true);
     for i in 0..8_u64 {
         let offset = MIB + i * u64::from(max);
@@ -365,7 +338,7 @@ fn is_final(reply_type: u32) -> bool {
 fn option_haggling_gets_answers_and_the_handshake_goes_on() {
     use regio_nbd::proto::{ClientOption, ExportRequest, MetaContextRequest};
 
-    let Some(h) = start(vec![memory(MIB)], 8) else {
+    let Some(h) = start(vec![memory("", MIB)], 8) else {
         return;
     };
     let mut c = h.connect();
@@ -442,7 +415,7 @@ fn option_haggling_gets_answers_and_the_handshake_goes_on() {
 fn requests_at_the_edges_get_errors_and_disc_ends_the_connection() {
     use regio_nbd::proto::Errno;
 
-    let Some(h) = start(vec![memory(4 * MIB)], 8) else {
+    let Some(h) = start(vec![memory("", 4 * MIB)], 8) else {
         return;
     };
     let none = CommandFlags::empty();
@@ -529,7 +502,7 @@ fn requests_at_the_edges_get_errors_and_disc_ends_the_connection() {
 fn a_client_speaking_tls_is_refused() {
     use regio_nbd::proto::ClientOption;
 
-    let Some(h) = start(vec![memory(MIB)], 8) else {
+    let Some(h) = start(vec![memory("", MIB)], 8) else {
         return;
     };
     let mut hello = std::net::TcpStream::connect(h.addr).unwrap();
@@ -645,7 +618,7 @@ fn block_status_over_a_huge_sparse_memory_export() {
     const SIZE: u64 = 32 << 40;
     let export = match Export::memory("", SIZE, false) {
         Ok(export) => export,
-        Err(e) => return common::skip(&format!("cannot reserve 32 TiB: {e}")),
+        Err(e) => return regio_testkit::skip(&format!("cannot reserve 32 TiB: {e}")),
     };
     let Some(h) = start(vec![export], 8) else {
         return;

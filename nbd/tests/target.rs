@@ -6,23 +6,13 @@ mod common;
 
 use std::io::Write;
 
-use common::{start, Client};
+use common::{memory, pattern, start, Client};
 use regio_nbd::proto::{
     ClientOption, Command, CommandFlags, Errno, ExportRequest, TransmissionFlags,
 };
 use regio_nbd::target::Export;
 
 const MIB: u64 = 1 << 20;
-
-fn memory(name: &str, size: u64) -> Export {
-    Export::memory(name, size, false).unwrap()
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
 
 #[test]
 fn the_handshake_lists_describes_refuses_and_aborts() {
@@ -394,15 +384,8 @@ fn a_client_that_leaves_mid_request_gives_every_buffer_back() {
     c.request(Command::Write, none, 1, 0, 200_000, &[7; 100_000]);
     drop(c);
     // Many large reads (of data, not holes) whose replies are never read.
-    let mut c = h.open("", true);
-    let max = h.server.max_payload();
-    let data = pattern(max as usize, 1);
-    let written = c.call(Command::Write, none, 0, max, &data);
-    assert_eq!(written.error, None);
-    for i in 0..64 {
-        c.request(Command::Read, none, i, 0, max, &[]);
-    }
-    drop(c);
+    let data = pattern(h.server.max_payload() as usize, 1);
+    drop(h.stalled_client(&data));
     h.assert_pool_full();
     // The server still serves.
     let mut c = h.open("", true);
@@ -538,15 +521,7 @@ fn a_client_that_stops_reading_holds_only_its_share_of_the_pool() {
     let none = CommandFlags::empty();
     let max = h.server.max_payload();
     let data = pattern(max as usize, 9);
-    let mut stalled = h.open("", true);
-    assert_eq!(
-        stalled.call(Command::Write, none, 0, max, &data).error,
-        None
-    );
-    // Far more replies than the sockets buffer, never read.
-    for i in 0..64 {
-        stalled.request(Command::Read, none, i, 0, max, &[]);
-    }
+    let stalled = h.stalled_client(&data);
     // Another client still reads and writes large requests.
     let mut other = h.open("", true);
     for i in 0..8_u64 {

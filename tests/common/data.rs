@@ -47,6 +47,11 @@ pub fn random_file(path: &Path, len: u64, seed: u64) {
     }
 }
 
+/// Creates a zeroed file of `len` bytes, all hole.
+pub fn zeroed_file(path: &Path, len: u64) {
+    sparse_file(path, len, &[]);
+}
+
 /// Creates a sparse file of `len` bytes holding pseudo-random data only in `extents` (offset,
 /// length); the rest are holes.
 pub fn sparse_file(path: &Path, len: u64, extents: &[(u64, usize)]) {

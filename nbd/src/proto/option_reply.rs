@@ -298,6 +298,19 @@ pub fn encode_export_name_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every option reply error the spec defines.
+    const ALL_ERRORS: [OptionReplyError; 9] = [
+        OptionReplyError::Unsup,
+        OptionReplyError::Policy,
+        OptionReplyError::Invalid,
+        OptionReplyError::Platform,
+        OptionReplyError::TlsReqd,
+        OptionReplyError::Unknown,
+        OptionReplyError::Shutdown,
+        OptionReplyError::BlockSizeReqd,
+        OptionReplyError::TooBig,
+    ];
     use crate::proto::consts::{NBD_OPT_GO, NBD_OPT_LIST};
 
     fn encoded(option: u32, reply: OptionReply<'_>) -> Vec<u8> {
@@ -407,17 +420,7 @@ mod tests {
         ] {
             round_trip(NBD_OPT_GO, reply);
         }
-        for error in [
-            OptionReplyError::Unsup,
-            OptionReplyError::Policy,
-            OptionReplyError::Invalid,
-            OptionReplyError::Platform,
-            OptionReplyError::TlsReqd,
-            OptionReplyError::Unknown,
-            OptionReplyError::Shutdown,
-            OptionReplyError::BlockSizeReqd,
-            OptionReplyError::TooBig,
-        ] {
+        for error in ALL_ERRORS {
             assert_eq!(error.code(), (1 << 31) + (error.code() & 0xff));
             round_trip(
                 NBD_OPT_GO,
@@ -432,18 +435,7 @@ mod tests {
 
     #[test]
     fn error_codes_are_the_spec_values() {
-        let codes = [
-            OptionReplyError::Unsup,
-            OptionReplyError::Policy,
-            OptionReplyError::Invalid,
-            OptionReplyError::Platform,
-            OptionReplyError::TlsReqd,
-            OptionReplyError::Unknown,
-            OptionReplyError::Shutdown,
-            OptionReplyError::BlockSizeReqd,
-            OptionReplyError::TooBig,
-        ]
-        .map(|error| error.code() - (1 << 31));
+        let codes = ALL_ERRORS.map(|error| error.code() - (1 << 31));
         assert_eq!(codes, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     }
 

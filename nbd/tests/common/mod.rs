@@ -17,13 +17,16 @@ use regio_nbd::target::{Export, Server};
 use regio_runtime::net::{TcpListener, UnixListener};
 use regio_runtime::{JoinHandle, Runtime};
 
-/// Prints a skip, or fails when REGIO_REQUIRE_ALL=1.
-pub fn skip(reason: &str) {
-    assert!(
-        std::env::var("REGIO_REQUIRE_ALL").as_deref() != Ok("1"),
-        "required test skipped: {reason}"
-    );
-    println!("SKIP: {reason}");
+/// A writable memory export named `name` of `size` bytes.
+pub fn memory(name: &str, size: u64) -> Export {
+    Export::memory(name, size, false).unwrap()
+}
+
+/// `len` bytes of a pattern that differs with `seed`.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 /// A server on 127.0.0.1, port chosen by the kernel, on a runtime of its own.
@@ -46,7 +49,7 @@ pub fn start(exports: Vec<Export>, shrink: u32) -> Option<Harness> {
     let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) if e.is_io_uring_disabled() => {
-            skip(&e.to_string());
+            regio_testkit::skip(&e.to_string());
             return None;
         }
         Err(e) => panic!("cannot start the runtime: {e}"),
@@ -99,6 +102,20 @@ impl Harness {
     pub fn open(&self, name: &str, structured: bool) -> Client {
         let mut client = self.connect();
         client.go(name, structured);
+        client
+    }
+
+    /// A client that writes `data` (one maximum-size payload) at offset 0 and then asks for 64
+    /// maximum-size reads of it whose replies it never reads: far more reply bytes than the
+    /// sockets hold, so the server's sends stall.
+    pub fn stalled_client(&self, data: &[u8]) -> Client {
+        let none = CommandFlags::empty();
+        let max = self.server.max_payload();
+        let mut client = self.open("", true);
+        assert_eq!(client.call(Command::Write, none, 0, max, data).error, None);
+        for i in 0..64 {
+            client.request(Command::Read, none, i, 0, max, &[]);
+        }
         client
     }
 
