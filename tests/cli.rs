@@ -131,11 +131,24 @@ fn probe_as_an_unprivileged_user_reports_the_memlock_cap() {
     let binary = dir.join("regio");
     std::fs::copy(env!("CARGO_BIN_EXE_regio"), &binary).unwrap();
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = Command::new(&binary)
-        .args(["probe", "--json"])
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .output();
+    // Another test's fork may still hold the copy open for writing for a moment (until its
+    // child execs and the close-on-exec descriptor goes), and exec then fails with ETXTBSY:
+    // try again, a bounded number of times.
+    let mut tries = 0;
+    let out = loop {
+        let out = Command::new(&binary)
+            .args(["probe", "--json"])
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output();
+        match out {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            out => break out,
+        }
+    };
     std::fs::remove_dir_all(&dir).unwrap();
     let out = out.unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
