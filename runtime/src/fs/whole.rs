@@ -35,11 +35,21 @@ pub const DEPTH: usize = 4;
 ///
 /// # Errors
 ///
-/// As for [`File::open`], or the first failed read's error; outside a regio runtime, an
-/// error that says so.
+/// As for [`File::open`]; [`io::ErrorKind::InvalidInput`] for anything but a regular file (a
+/// device such as `/dev/zero` has no end, a directory no bytes); the first failed read's error;
+/// outside a regio runtime, an error that says so.
 pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
     let file = File::open(path)?;
-    let size = file.as_std().metadata()?.len();
+    let meta = file.as_std().metadata()?;
+    if !meta.is_file() {
+        // A device or pipe may never end (`/dev/zero`): reading it whole would grow the
+        // `Vec` until the allocation aborts the process.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file: devices and pipes may have no end to read to",
+        ));
+    }
+    let size = meta.len();
     let (pool, class) = largest_class()?;
     let chunk = pool.buf_size(class) as u64;
     let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));

@@ -1,0 +1,127 @@
+//! Attacks on the newer helpers from safe code: `fs::read` of endless and odd files,
+//! `read_full_at` / `write_all_at` with lengths and offsets past what fits, `send_file` with
+//! ranges past the largest file offset. Each ends in a typed error, with every buffer back in
+//! the pool and no descriptor left open.
+//!
+//! The tests count the process's open descriptors, so they run one at a time (`common::serial`).
+
+mod common;
+
+use std::io::ErrorKind;
+use std::time::Duration;
+
+use regio_runtime::fs::{self, File};
+use regio_runtime::net::TcpStream;
+use regio_testkit::TempFile;
+
+/// `fs::read` of a device with no end (`/dev/zero`) must not grow its `Vec` without bound: it
+/// refuses anything but a regular file.
+#[test]
+fn reading_an_endless_device_whole_is_refused() {
+    let _serial = common::serial();
+    common::with_runtime(1, Duration::from_secs(60), |rt| {
+        let fds = common::open_fds_after_warm_up(rt);
+        let got = rt
+            .block_on(rt.spawn(async { fs::read("/dev/zero").await }))
+            .unwrap();
+        assert_eq!(got.unwrap_err().kind(), ErrorKind::InvalidInput);
+        common::assert_clean(rt, fds);
+    });
+}
+
+/// A directory is an error, not a hang or an empty `Vec`.
+#[test]
+fn reading_a_directory_whole_is_an_error() {
+    let _serial = common::serial();
+    common::with_runtime(1, Duration::from_secs(60), |rt| {
+        let fds = common::open_fds_after_warm_up(rt);
+        let dir = std::env::temp_dir();
+        let got = rt
+            .block_on(rt.spawn(async move { fs::read(dir).await }))
+            .unwrap();
+        assert_eq!(got.unwrap_err().kind(), ErrorKind::InvalidInput);
+        common::assert_clean(rt, fds);
+    });
+}
+
+/// Lengths above the message, offsets at `u64::MAX` and a length of 0: typed errors or 0, no
+/// panic on `pos + done` overflow.
+#[test]
+fn positioned_reads_and_writes_at_extreme_lengths_and_offsets() {
+    let _serial = common::serial();
+    let file = TempFile::new("extreme");
+    std::fs::write(file.path(), b"0123456789").unwrap();
+    let path = file.path().to_owned();
+    common::with_runtime(1, Duration::from_secs(60), move |rt| {
+        let fds = common::open_fds_after_warm_up(rt);
+        rt.block_on(rt.spawn(async move {
+            let f = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap();
+            let msg = regio_runtime::pool().acquire().await;
+            let cap = msg.capacity();
+            let (n, msg) = f.read_full_at(msg, cap + 1, 0).await;
+            assert_eq!(n.unwrap_err().kind(), ErrorKind::InvalidInput);
+            let (n, msg) = f.read_full_at(msg, usize::MAX, 0).await;
+            assert_eq!(n.unwrap_err().kind(), ErrorKind::InvalidInput);
+            let (n, msg) = f.read_full_at(msg, 0, u64::MAX).await;
+            assert_eq!(n.unwrap(), 0);
+            let (n, msg) = f.read_full_at(msg, 16, u64::MAX).await;
+            assert!(n.is_err(), "a read at u64::MAX gave {n:?}");
+            let (n, msg) = f.read_full_at(msg, 16, 4).await;
+            assert_eq!(n.unwrap(), 6, "a length past the end reads to the end");
+            let (w, msg) = f.write_all_at(msg, 16, u64::MAX).await;
+            assert!(w.is_err(), "a write at u64::MAX succeeded");
+            let (w, msg) = f.write_all_at(msg, cap + 1, 0).await;
+            assert_eq!(w.unwrap_err().kind(), ErrorKind::InvalidInput);
+            drop(msg);
+        }))
+        .unwrap();
+        common::assert_clean(rt, fds);
+    });
+}
+
+/// `send_file` of ranges past the largest file offset is refused before any pipe is made;
+/// a length of 0 sends nothing.
+#[test]
+fn send_file_of_overflowing_ranges_is_refused() {
+    let _serial = common::serial();
+    let file = TempFile::new("range");
+    std::fs::write(file.path(), b"0123456789").unwrap();
+    let path = file.path().to_owned();
+    common::with_runtime(1, Duration::from_secs(60), move |rt| {
+        let fds = common::open_fds_after_warm_up(rt);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || listener.accept().unwrap().0);
+        rt.block_on(rt.spawn(async move {
+            let f = File::open(&path).unwrap();
+            let s = TcpStream::connect(addr).await.unwrap();
+            for (offset, len) in [
+                (u64::MAX, 1),
+                (1, u64::MAX),
+                (0, u64::MAX),
+                (i64::MAX as u64, 1),
+            ] {
+                let got = s.send_file(&f, offset, len).await;
+                assert_eq!(
+                    got.unwrap_err().kind(),
+                    ErrorKind::InvalidInput,
+                    "{offset} {len}"
+                );
+            }
+            assert_eq!(
+                s.send_file(&f, u64::MAX, 0).await.unwrap_err().kind(),
+                ErrorKind::InvalidInput
+            );
+            assert_eq!(s.send_file(&f, 3, 0).await.unwrap(), 0);
+            let past = s.send_file(&f, 4, 100).await;
+            assert_eq!(past.unwrap_err().kind(), ErrorKind::UnexpectedEof);
+        }))
+        .unwrap();
+        drop(peer.join().unwrap());
+        common::assert_clean(rt, fds);
+    });
+}
