@@ -125,3 +125,24 @@ fn send_file_of_overflowing_ranges_is_refused() {
         common::assert_clean(rt, fds);
     });
 }
+
+/// `fs::read` of a FIFO with no writer: `open(2)` would wait for a writer on the worker,
+/// stalling every task on it; it is refused at once instead.
+#[test]
+fn reading_a_fifo_whole_is_refused_without_waiting_for_a_writer() {
+    let _serial = common::serial();
+    let file = TempFile::new("fifo");
+    let path = file.path().to_owned();
+    std::fs::remove_file(&path).ok();
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path that lives across the call.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    common::with_runtime(1, Duration::from_secs(60), move |rt| {
+        let fds = common::open_fds_after_warm_up(rt);
+        let got = rt
+            .block_on(rt.spawn(async move { fs::read(path).await }))
+            .unwrap();
+        assert_eq!(got.unwrap_err().kind(), ErrorKind::InvalidInput);
+        common::assert_clean(rt, fds);
+    });
+}

@@ -5,6 +5,8 @@
 
 use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -39,17 +41,8 @@ pub const DEPTH: usize = 4;
 /// device such as `/dev/zero` has no end, a directory no bytes); the first failed read's error;
 /// outside a regio runtime, an error that says so.
 pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
-    let file = File::open(path)?;
-    let meta = file.as_std().metadata()?;
-    if !meta.is_file() {
-        // A device or pipe may never end (`/dev/zero`): reading it whole would grow the
-        // `Vec` until the allocation aborts the process.
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file: devices and pipes may have no end to read to",
-        ));
-    }
-    let size = meta.len();
+    let file = open_regular(path.as_ref())?;
+    let size = file.as_std().metadata()?.len();
     let (pool, class) = largest_class()?;
     let chunk = pool.buf_size(class) as u64;
     let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
@@ -79,6 +72,32 @@ pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
     }
     out.truncate(end.unwrap_or(out.len() as u64) as usize);
     Ok(out)
+}
+
+/// Opens `path` for reading if it is a regular file, else [`io::ErrorKind::InvalidInput`]: a
+/// device or pipe may never end (`/dev/zero` would grow the `Vec` until the allocation aborts
+/// the process). It is opened with `O_NONBLOCK`, so that a FIFO with no writer does not hold
+/// the worker in `open(2)`, which is then cleared: io_uring would hand a regular file's reads
+/// that must wait for the disk back as `EAGAIN` instead of waiting.
+fn open_regular(path: &Path) -> io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a regular file: devices and pipes may have no end to read to",
+                path.display()
+            ),
+        ));
+    }
+    // SAFETY: F_SETFL with an integer argument on a descriptor `file` owns.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(File::from_std(file))
 }
 
 /// Creates (or truncates) the file at `path` and writes `contents` into it, as
