@@ -146,3 +146,28 @@ fn reading_a_fifo_whole_is_refused_without_waiting_for_a_writer() {
         common::assert_clean(rt, fds);
     });
 }
+
+/// `fs::read` of a sparse file far larger than memory: the `Vec` it would size to the file
+/// cannot be had, which is an [`ErrorKind::OutOfMemory`] error (as `std::fs::read` gives), not
+/// an abort of the process.
+#[test]
+fn reading_a_file_larger_than_memory_whole_is_an_error_not_an_abort() {
+    let _serial = common::serial();
+    let file = TempFile::new("sparse");
+    // 8 TiB of holes (ext4 allows 16 TiB): no memory on this machine holds it.
+    std::fs::File::options()
+        .write(true)
+        .open(file.path())
+        .unwrap()
+        .set_len(8 << 40)
+        .unwrap();
+    let path = file.path().to_owned();
+    common::with_runtime(1, Duration::from_secs(60), move |rt| {
+        let fds = common::open_fds_after_warm_up(rt);
+        let got = rt
+            .block_on(rt.spawn(async move { fs::read(path).await }))
+            .unwrap();
+        assert_eq!(got.unwrap_err().kind(), ErrorKind::OutOfMemory);
+        common::assert_clean(rt, fds);
+    });
+}

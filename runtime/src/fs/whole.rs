@@ -38,14 +38,23 @@ pub const DEPTH: usize = 4;
 /// # Errors
 ///
 /// As for [`File::open`]; [`io::ErrorKind::InvalidInput`] for anything but a regular file (a
-/// device such as `/dev/zero` has no end, a directory no bytes); the first failed read's error;
+/// device such as `/dev/zero` has no end, a directory no bytes); [`io::ErrorKind::OutOfMemory`]
+/// for a file larger than the memory to hold it; the first failed read's error;
 /// outside a regio runtime, an error that says so.
 pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
     let file = open_regular(path.as_ref())?;
     let size = file.as_std().metadata()?.len();
     let (pool, class) = largest_class()?;
     let chunk = pool.buf_size(class) as u64;
-    let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    let mut out = Vec::new();
+    // A file larger than memory (a sparse one of terabytes) is an error, not an abort.
+    out.try_reserve_exact(usize::try_from(size).unwrap_or(usize::MAX))
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("no memory for the {size} bytes of the file: {e}"),
+            )
+        })?;
     let mut window = Window::default();
     let mut next = 0u64;
     let mut end: Option<u64> = None;
