@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::io::ErrorKind;
 use std::time::Duration;
 
@@ -168,6 +169,93 @@ fn reading_a_file_larger_than_memory_whole_is_an_error_not_an_abort() {
             .block_on(rt.spawn(async move { fs::read(path).await }))
             .unwrap();
         assert_eq!(got.unwrap_err().kind(), ErrorKind::OutOfMemory);
+        common::assert_clean(rt, fds);
+    });
+}
+
+/// `send_file` to a peer that closed (without a reset) before the call: the splice into the
+/// socket fails with `EPIPE` or `ECONNRESET`, the process is not killed, and the pipe closes.
+#[test]
+fn send_file_to_a_peer_that_already_closed_is_an_error_and_leaks_nothing() {
+    let _serial = common::serial();
+    let file = TempFile::new("closed");
+    std::fs::write(file.path(), vec![7u8; 4 << 20]).unwrap();
+    let path = file.path().to_owned();
+    common::with_runtime(1, Duration::from_secs(60), move |rt| {
+        let fds = common::open_fds_after_warm_up(rt);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || drop(listener.accept().unwrap().0));
+        let got = rt
+            .block_on(rt.spawn(async move {
+                let f = File::open(&path)?;
+                let s = TcpStream::connect(addr).await?;
+                // Two rounds: the first may land in the socket's buffer before the peer's
+                // FIN is answered with a reset.
+                let first = s.send_file(&f, 0, 4 << 20).await;
+                let second = s.send_file(&f, 0, 4 << 20).await;
+                Ok::<_, std::io::Error>((first, second))
+            }))
+            .unwrap();
+        peer.join().unwrap();
+        let (first, second) = got.unwrap();
+        let err = first.and(second).expect_err("the peer had closed");
+        assert!(
+            matches!(err.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)),
+            "{err}"
+        );
+        common::assert_clean(rt, fds);
+    });
+}
+
+/// A plain `Vec` of length 0 and a large capacity reads and receives nothing (its length
+/// names its bytes), and comes back with its capacity.
+#[test]
+fn an_empty_vector_with_a_large_capacity_moves_nothing() {
+    let _serial = common::serial();
+    let file = TempFile::new("emptyvec");
+    std::fs::write(file.path(), b"0123456789").unwrap();
+    let path = file.path().to_owned();
+    common::with_runtime(1, Duration::from_secs(60), move |rt| {
+        let fds = common::open_fds_after_warm_up(rt);
+        rt.block_on(rt.spawn(async move {
+            let f = File::open(&path).unwrap();
+            let (n, buf) = f.read_at(Vec::<u8>::with_capacity(16 << 20), 0).await;
+            assert_eq!(n.unwrap(), 0);
+            assert_eq!(buf.len(), 0);
+            assert!(buf.capacity() >= 16 << 20);
+            let (n, _) = f.read_at(vec![0u8; 4], u64::MAX).await;
+            assert_eq!(n.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+        }))
+        .unwrap();
+        common::assert_clean(rt, fds);
+    });
+}
+
+/// `fs::write` dropped after its first poll (chunks in flight): every buffer back in the pool
+/// and the file closed.
+#[test]
+fn a_dropped_whole_write_leaks_nothing() {
+    let _serial = common::serial();
+    let file = TempFile::new("dropwrite");
+    let path = file.path().to_owned();
+    common::with_runtime(1, Duration::from_secs(60), move |rt| {
+        let fds = common::open_fds_after_warm_up(rt);
+        let finished = rt.block_on(rt.spawn(async move {
+            let data = vec![3u8; 4 << 20];
+            let mut write = Box::pin(fs::write(&path, &data));
+            let polled = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(write.as_mut().poll(cx).is_ready())
+            })
+            .await;
+            drop(write);
+            polled
+        }));
+        assert!(
+            !finished.unwrap(),
+            "4 MiB written in one poll: nothing was dropped midway"
+        );
+        common::eventually_pool_full(rt.pool(), "the dropped write's buffers are back");
         common::assert_clean(rt, fds);
     });
 }
