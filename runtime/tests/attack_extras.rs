@@ -259,3 +259,34 @@ fn a_dropped_whole_write_leaks_nothing() {
         common::assert_clean(rt, fds);
     });
 }
+
+/// `fs::write` into a full device or a directory, and `send_file` from a directory or a file
+/// opened only for writing: each a typed error, with nothing left open or borrowed.
+#[test]
+fn writes_to_odd_targets_and_sends_from_odd_sources_are_errors() {
+    let _serial = common::serial();
+    let file = TempFile::new("odd");
+    std::fs::write(file.path(), b"0123456789").unwrap();
+    let path = file.path().to_owned();
+    common::with_runtime(1, Duration::from_secs(60), move |rt| {
+        let fds = common::open_fds_after_warm_up(rt);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || drop(listener.accept().unwrap().0));
+        rt.block_on(rt.spawn(async move {
+            let full = fs::write("/dev/full", vec![1u8; 200_000]).await;
+            assert_eq!(full.unwrap_err().raw_os_error(), Some(libc::ENOSPC));
+            let dir = fs::write(std::env::temp_dir(), b"x").await;
+            assert_eq!(dir.unwrap_err().raw_os_error(), Some(libc::EISDIR));
+            let s = TcpStream::connect(addr).await.unwrap();
+            let from_dir = File::open(std::env::temp_dir()).unwrap();
+            assert!(s.send_file(&from_dir, 0, 10).await.is_err());
+            let write_only = fs::OpenOptions::new().write(true).open(&path).unwrap();
+            let got = s.send_file(&write_only, 0, 10).await;
+            assert_eq!(got.unwrap_err().raw_os_error(), Some(libc::EBADF));
+        }))
+        .unwrap();
+        peer.join().unwrap();
+        common::assert_clean(rt, fds);
+    });
+}
