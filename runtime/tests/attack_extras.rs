@@ -290,3 +290,39 @@ fn writes_to_odd_targets_and_sends_from_odd_sources_are_errors() {
         common::assert_clean(rt, fds);
     });
 }
+
+/// `fs::write` into a FIFO a reader drains: the bytes arrive in order (a pipe has no
+/// positions, so chunks written side by side would interleave).
+#[test]
+fn a_whole_write_into_a_fifo_arrives_in_order() {
+    use std::io::Read;
+    let _serial = common::serial();
+    let file = TempFile::new("fifo-write");
+    let path = file.path().to_owned();
+    std::fs::remove_file(&path).ok();
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path that lives across the call.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let reader = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            let mut got = Vec::new();
+            std::fs::File::open(path)
+                .unwrap()
+                .read_to_end(&mut got)
+                .unwrap();
+            got
+        }
+    });
+    common::with_runtime(1, Duration::from_secs(60), {
+        let data = data.clone();
+        move |rt| {
+            let got = rt.block_on(rt.spawn(async move { fs::write(path, data).await }));
+            got.unwrap().unwrap();
+        }
+    });
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "the FIFO's reader got the bytes out of order");
+}

@@ -110,7 +110,8 @@ fn open_regular(path: &Path) -> io::Result<File> {
 }
 
 /// Creates (or truncates) the file at `path` and writes `contents` into it, as
-/// [`std::fs::write`] does, with up to [`DEPTH`] writes in flight.
+/// [`std::fs::write`] does, with up to [`DEPTH`] writes in flight (one at a time, in order, into
+/// a FIFO or device, which has no positions).
 ///
 /// # Errors
 ///
@@ -119,12 +120,19 @@ fn open_regular(path: &Path) -> io::Result<File> {
 /// error that says so.
 pub async fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Result<()> {
     let file = File::create(path)?;
+    // A pipe or device has no positions: chunks written side by side would reach it in the
+    // order they happen to run, so there they go one at a time.
+    let depth = if file.as_std().metadata()?.is_file() {
+        DEPTH
+    } else {
+        1
+    };
     let contents = contents.as_ref();
     let (pool, class) = largest_class()?;
     let mut chunks = contents.chunks(pool.buf_size(class)).enumerate();
     let mut window = Window::default();
     loop {
-        while window.len() < DEPTH {
+        while window.len() < depth {
             let Some((i, bytes)) = chunks.next() else {
                 break;
             };
