@@ -118,8 +118,14 @@ fn send_file_of_overflowing_ranges_is_refused() {
                 ErrorKind::InvalidInput
             );
             assert_eq!(s.send_file(&f, 3, 0).await.unwrap(), 0);
-            let past = s.send_file(&f, 4, 100).await;
-            assert_eq!(past.unwrap_err().kind(), ErrorKind::UnexpectedEof);
+            for (offset, len) in [(4, 100), (0, i64::MAX as u64), (i64::MAX as u64 - 10, 10)] {
+                let past = s.send_file(&f, offset, len).await;
+                assert_eq!(
+                    past.unwrap_err().kind(),
+                    ErrorKind::UnexpectedEof,
+                    "{offset} {len}"
+                );
+            }
         }))
         .unwrap();
         drop(peer.join().unwrap());
