@@ -5,6 +5,8 @@
 
 use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -35,14 +37,24 @@ pub const DEPTH: usize = 4;
 ///
 /// # Errors
 ///
-/// As for [`File::open`], or the first failed read's error; outside a regio runtime, an
-/// error that says so.
+/// As for [`File::open`]; [`io::ErrorKind::InvalidInput`] for anything but a regular file (a
+/// device such as `/dev/zero` has no end, a directory no bytes); [`io::ErrorKind::OutOfMemory`]
+/// for a file larger than the memory to hold it; the first failed read's error;
+/// outside a regio runtime, an error that says so.
 pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
-    let file = File::open(path)?;
+    let file = open_regular(path.as_ref())?;
     let size = file.as_std().metadata()?.len();
     let (pool, class) = largest_class()?;
     let chunk = pool.buf_size(class) as u64;
-    let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    let mut out = Vec::new();
+    // A file larger than memory (a sparse one of terabytes) is an error, not an abort.
+    out.try_reserve_exact(usize::try_from(size).unwrap_or(usize::MAX))
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("no memory for the {size} bytes of the file: {e}"),
+            )
+        })?;
     let mut window = Window::default();
     let mut next = 0u64;
     let mut end: Option<u64> = None;
@@ -71,8 +83,35 @@ pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Opens `path` for reading if it is a regular file, else [`io::ErrorKind::InvalidInput`]: a
+/// device or pipe may never end (`/dev/zero` would grow the `Vec` until the allocation aborts
+/// the process). It is opened with `O_NONBLOCK`, so that a FIFO with no writer does not hold
+/// the worker in `open(2)`, which is then cleared: io_uring would hand a regular file's reads
+/// that must wait for the disk back as `EAGAIN` instead of waiting.
+fn open_regular(path: &Path) -> io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a regular file: devices and pipes may have no end to read to",
+                path.display()
+            ),
+        ));
+    }
+    // SAFETY: F_SETFL with an integer argument on a descriptor `file` owns.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(File::from_std(file))
+}
+
 /// Creates (or truncates) the file at `path` and writes `contents` into it, as
-/// [`std::fs::write`] does, with up to [`DEPTH`] writes in flight.
+/// [`std::fs::write`] does, with up to [`DEPTH`] writes in flight (one at a time, in order, into
+/// a FIFO or device, which has no positions).
 ///
 /// # Errors
 ///
@@ -81,12 +120,19 @@ pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
 /// error that says so.
 pub async fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Result<()> {
     let file = File::create(path)?;
+    // A pipe or device has no positions: chunks written side by side would reach it in the
+    // order they happen to run, so there they go one at a time.
+    let depth = if file.as_std().metadata()?.is_file() {
+        DEPTH
+    } else {
+        1
+    };
     let contents = contents.as_ref();
     let (pool, class) = largest_class()?;
     let mut chunks = contents.chunks(pool.buf_size(class)).enumerate();
     let mut window = Window::default();
     loop {
-        while window.len() < DEPTH {
+        while window.len() < depth {
             let Some((i, bytes)) = chunks.next() else {
                 break;
             };
