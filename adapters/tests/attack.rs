@@ -1,114 +1,16 @@
-//! Red-team regression tests: attacks from safe code on buffer identity, registration, file
-//! numbers, threading and hostile arguments. Each test names what it tries.
-//!
-//! `unsafe` appears only for observation (`fcntl` to see whether an fd is open) or to make fd
-//! numbers collide (`dup2`), never in the attack itself.
+//! Red-team regression tests: attacks from safe code on buffer identity, registration,
+//! threading and hostile arguments. Each test names what it tries. The attacks on fd numbers
+//! are in `fd_numbers.rs`, which runs them one at a time.
 
 mod common;
 
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use common::{is_open, small_config as config, small_pool};
+use common::{small_config as config, small_pool};
 use regio_adapters::{Op, Target};
 use regio_pool::{Message, MessagePool};
 use regio_testkit::TempFile;
-
-/// The kernel looks up a plain fd when it *issues* an operation, not when it takes the SQE: a
-/// drained operation waits in the kernel behind the operations before it. If the work queue is
-/// removed and dropped meanwhile, its duplicate closes, another file takes the number, and the
-/// write lands in that file.
-///
-/// The kernel resolves a plain fd at issue, which for a drained or `force_async` operation (and,
-/// with SQPOLL, for any SQE the kernel thread has not taken yet) comes after the post returned:
-/// a removed queue keeps its duplicate fd until its last operation's final completion.
-#[test]
-fn a_drained_write_never_reaches_a_file_that_took_its_removed_queues_fd_number() {
-    regio_testkit::within(Duration::from_secs(30), "drained write", || {
-        let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
-            return;
-        };
-        let pool = small_pool();
-        pool.attach(adapter.registrar()).unwrap();
-        let (ours, our_path) = TempFile::filled("adapters", b'O', 4096).keep();
-        let wq = adapter
-            .work_queue(0, Target::Fd(ours.as_raw_fd()), 8, 8)
-            .unwrap();
-        let cq = wq.completion_queue();
-        let number = wq.target();
-        let Target::Fd(number) = number else {
-            unreachable!()
-        };
-        // Something slow ahead of it on the ring, then the write, drained behind it.
-        let timer = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-        timer
-            .post(Op::timeout(Duration::from_millis(400), 1))
-            .unwrap();
-        let mut msg = pool.try_acquire().unwrap();
-        msg.as_mut_slice().fill(b'W');
-        wq.post(Op::write_fixed(msg, 0, 2).drain()).unwrap();
-
-        // The queue goes away, with every handle, and its old table versions are reclaimed.
-        adapter.remove_work_queue(&wq);
-        drop(wq);
-        adapter.domain().barrier();
-        let closed = !is_open(number);
-        // Another file takes the number (if it was closed).
-        let (theirs, their_path) = TempFile::filled("adapters", b'T', 4096).keep();
-        let collided = closed && theirs.as_raw_fd() != number;
-        if collided {
-            // SAFETY: `number` is closed (checked above), so dup2 closes nothing of anyone's.
-            assert_eq!(unsafe { libc::dup2(theirs.as_raw_fd(), number) }, number);
-        }
-
-        let got = common::collect(&cq, 2);
-        let write = got.iter().find(|c| c.cookie == 2).unwrap();
-        let theirs_now = std::fs::read(&their_path).unwrap();
-        if collided {
-            // SAFETY: the duplicate made above, owned by this test alone.
-            unsafe { libc::close(number) };
-        }
-        std::fs::remove_file(&our_path).unwrap();
-        std::fs::remove_file(&their_path).unwrap();
-        assert!(
-            theirs_now.iter().all(|&b| b == b'T'),
-            "the drained write (result {}) went to the file that took the removed queue's fd \
-             number (closed before issue: {closed})",
-            write.result
-        );
-        drop(theirs);
-        drop(ours);
-    });
-}
-
-/// The docs of `Target::Fd`: the duplicate closes once the queue is removed and its last handle
-/// dropped. With nothing in flight, it must not wait for unrelated table writes.
-#[test]
-fn a_removed_queues_fd_closes_once_its_last_handle_drops() {
-    let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
-        return;
-    };
-    let (file, path) = TempFile::filled("adapters", b'F', 4096).keep();
-    let wq = adapter
-        .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
-        .unwrap();
-    let Target::Fd(dup) = wq.target() else {
-        unreachable!()
-    };
-    assert!(is_open(dup));
-    adapter.remove_work_queue(&wq);
-    drop(wq);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while is_open(dup) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let open = is_open(dup);
-    std::fs::remove_file(path).unwrap();
-    assert!(
-        !open,
-        "the removed queue's duplicate fd {dup} is still open"
-    );
-}
 
 /// `Duration::MAX` (or any timeout too long to add to the clock) as a wait's timeout: it must
 /// wait as if it had none, not panic adding it to `Instant::now()`.
@@ -243,11 +145,6 @@ fn extreme_arguments_are_errors_not_crashes() {
 // `unsafe fn` whose caller is the pool; the regression test is the `compile_fail` example in
 // `regio_pool::Registrar`'s docs (`cargo test -p regio-pool --doc`), which is the attack.
 
-/// The number of open fds of this process.
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
 /// Every registration call from inside a `reap_each` callback, with the ring owned by this
 /// thread: attach, detach, grow, a new pool's drop, files, queues, a provided-buffer ring, and
 /// a resize of another CQ. None may wait for the ring this thread holds.
@@ -351,39 +248,6 @@ fn attach_and_detach_a_thousand_times_leaks_no_index() {
         let other = small_pool();
         other.attach(adapter.registrar()).unwrap();
         std::fs::remove_file(path).unwrap();
-    });
-}
-
-/// Work queues on a plain fd created and removed 1000 times, and CQ resizes: their fd
-/// duplicates and retired rings close.
-#[test]
-fn queues_and_resizes_in_a_loop_leak_no_fd() {
-    regio_testkit::within(Duration::from_secs(60), "fd loop", || {
-        let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
-            return;
-        };
-        let (file, path) = TempFile::filled("adapters", b'F', 4096).keep();
-        let before = open_fds();
-        for _ in 0..1000 {
-            let wq = adapter
-                .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
-                .unwrap();
-            wq.post(Op::fsync(1)).unwrap();
-            common::wait_one(&wq.completion_queue());
-            adapter.remove_work_queue(&wq);
-        }
-        let cq = adapter.completion_queue(0).unwrap();
-        let mut out = Vec::new();
-        for k in 0..20 {
-            adapter
-                .resize_completion_queue(0, if k % 2 == 0 { 128 } else { 64 })
-                .unwrap();
-            // The old ring retires at the next reap that finds it drained.
-            cq.reap(&mut out, 16).unwrap();
-        }
-        let after = open_fds();
-        std::fs::remove_file(path).unwrap();
-        assert!(after <= before, "{before} fds before, {after} after");
     });
 }
 

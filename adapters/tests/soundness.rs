@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use common::{is_open, small_config as config, small_pool};
 use regio_adapters::{DescriptorError, Op, Target};
 use regio_pool::{DescFlags, Message, MessagePool, Opcode};
-use regio_testkit::TempFile;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -353,93 +352,6 @@ fn a_scatter_message_is_refused_whole_rather_than_cut() {
 }
 
 #[test]
-fn a_message_never_reaches_a_ring_that_reused_its_targets_fd_number() {
-    let cfg = || config().sqpoll(None);
-    let Some(source) = common::adapter_or_skip::<Message>(cfg()) else {
-        return;
-    };
-    let target = common::adapter_or_skip::<Message>(cfg()).unwrap();
-    let wq = source.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-    let (scq, tcq) = (wq.completion_queue(), target.completion_queue(0).unwrap());
-    let old_fd = tcq.ring_fd();
-
-    // The message's SQE is built (and its target's fd read) but not yet submitted.
-    let mut batch = scq.batch().expect("nobody else owns the ring");
-    batch.post(&wq, Op::msg_ring(&tcq, 77, 0, 1)).unwrap();
-
-    // Meanwhile the target is resized, and its old ring retires and closes.
-    target.resize_completion_queue(0, 256).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + PATIENCE;
-    while is_open(old_fd) && Instant::now() < deadline {
-        tcq.reap(&mut out, 16).unwrap();
-    }
-    assert!(!is_open(old_fd), "the retired ring was closed");
-
-    // Another ring takes the old fd number.
-    let stranger = common::adapter_or_skip::<Message>(cfg()).unwrap();
-    let scq_fd = stranger.completion_queue(0).unwrap().ring_fd();
-    if scq_fd != old_fd {
-        // SAFETY: `old_fd` is closed (checked above), so dup2 closes nothing; the duplicate
-        // names the stranger's ring and is closed at the end of the test.
-        assert_eq!(unsafe { libc::dup2(scq_fd, old_fd) }, old_fd);
-    }
-
-    batch.commit().unwrap();
-    drop(batch);
-    let c = common::wait_one(&scq);
-    assert_eq!(c.cookie, 1);
-    let mut got = Vec::new();
-    let stranger_cq = stranger.completion_queue(0).unwrap();
-    stranger_cq
-        .wait(&mut got, 4, Some(Duration::from_millis(300)))
-        .unwrap();
-    assert!(
-        got.iter().all(|m| m.cookie != 77),
-        "a message for the target reached another ring: {got:?}"
-    );
-    if scq_fd != old_fd {
-        // SAFETY: the duplicate made above, owned by this test alone.
-        unsafe { libc::close(old_fd) };
-    }
-}
-
-#[test]
-fn a_work_queue_keeps_its_file_when_the_caller_closes_its_fd() {
-    let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
-        return;
-    };
-    let pool = small_pool();
-    pool.attach(adapter.registrar()).unwrap();
-    let (ours, ours_path) = TempFile::filled("adapters", b'O', 4096).keep();
-    let number = ours.as_raw_fd();
-    let wq = adapter.work_queue(0, Target::Fd(number), 8, 8).unwrap();
-    // The caller closes its fd, and another file takes the number.
-    drop(ours);
-    let theirs = common::scratch(b'T');
-    let taken = theirs.file().as_raw_fd();
-    if taken != number {
-        // SAFETY: `number` is closed (the file above was dropped), so dup2 closes nothing.
-        assert_eq!(unsafe { libc::dup2(taken, number) }, number);
-    }
-    let mut msg = pool.try_acquire().unwrap();
-    msg.as_mut_slice().fill(b'W');
-    wq.post(Op::write_fixed(msg, 0, 1)).unwrap();
-    let c = common::wait_one(&wq.completion_queue());
-    assert_eq!((c.result, c.rejected()), (4096, None));
-    assert!(
-        common::only(&theirs.contents(), b'T'),
-        "the write went to the file that took the closed fd's number"
-    );
-    assert!(common::only(&std::fs::read(&ours_path).unwrap(), b'W'));
-    if taken != number {
-        // SAFETY: the duplicate made above, owned by this test alone.
-        unsafe { libc::close(number) };
-    }
-    std::fs::remove_file(ours_path).unwrap();
-}
-
-#[test]
 fn a_close_cannot_take_a_plain_fd_queues_file_from_under_it() {
     let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
         return;
@@ -455,20 +367,4 @@ fn a_close_cannot_take_a_plain_fd_queues_file_from_under_it() {
     assert!(is_open(scratch.file().as_raw_fd()));
     wq.post(Op::fsync(2)).unwrap();
     assert_eq!(common::wait_one(&wq.completion_queue()).result, 0);
-}
-
-#[test]
-fn a_work_queue_on_a_number_that_names_no_file_is_refused() {
-    let Some(adapter) = common::adapter_or_skip::<Message>(config()) else {
-        return;
-    };
-    let (file, path) = TempFile::filled("adapters", b'F', 4096).keep();
-    let closed = file.as_raw_fd();
-    drop(file);
-    std::fs::remove_file(path).unwrap();
-    assert!(!is_open(closed));
-    assert!(matches!(
-        adapter.work_queue(0, Target::Fd(closed), 8, 8),
-        Err(regio_adapters::Error::Sys { .. })
-    ));
 }
