@@ -11,9 +11,10 @@
 //!
 //! # Ownership and cancellation
 //!
-//! The adapter owns an operation's buffer from the post to the final completion (for send_zc
-//! the `F_NOTIF` one), and hands it back then; the future gives it to its caller in
-//! [`Completed::buf`].
+//! The adapter owns an operation's buffer from the post to the final completion, and hands it
+//! back then (the contract, with what "final" means for each kind of operation, is
+//! [regio_adapters' "Ownership until the final completion"](regio_adapters#ownership-until-the-final-completion));
+//! the future gives the buffer to its caller in [`Completed::buf`].
 //!
 //! - **Dropping the future** (a timeout that fired, an aborted task, a `select!` that took
 //!   another branch) abandons the operation. If it was not posted yet, it is never posted and
