@@ -102,6 +102,7 @@ pub mod compat;
 mod contain;
 mod context;
 mod error;
+mod files;
 pub mod fs;
 mod inbox;
 pub mod net;

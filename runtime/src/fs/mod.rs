@@ -123,7 +123,7 @@ impl File {
     /// first uses it. [`OpenOptions`] opens one with more choices (`O_DIRECT` among them).
     pub fn from_std(file: std::fs::File) -> File {
         File {
-            queues: Arc::new(FdQueues::new(file)),
+            queues: Arc::new(FdQueues::fixed(file)),
         }
     }
 
@@ -203,6 +203,13 @@ impl File {
                 len,
             }),
         ))
+    }
+
+    /// The fixed-file slot its operations name (with `IOSQE_FIXED_FILE`), once a worker has
+    /// used it; `None` before, and when it names its plain descriptor (no slot was free). See
+    /// [`fs`](crate::fs#fixed-file-slots).
+    pub fn fixed_slot(&self) -> Option<u32> {
+        self.queues.fixed_slot()
     }
 
     /// The underlying standard file.

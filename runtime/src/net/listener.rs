@@ -72,8 +72,15 @@ impl<L: ListenSocket> Listener<L> {
     /// it.
     pub fn from_std(listener: L) -> Self {
         Self {
-            queues: Arc::new(FdQueues::new(listener)),
+            queues: Arc::new(FdQueues::fixed(listener)),
         }
+    }
+
+    /// The fixed-file slot its operations name (with `IOSQE_FIXED_FILE`), once a worker has
+    /// used it; `None` before, and when it names its plain descriptor (no slot was free). See
+    /// [`net`](crate::net#descriptors).
+    pub fn fixed_slot(&self) -> Option<u32> {
+        self.queues.fixed_slot()
     }
 
     /// The standard socket, for options this type does not cover.
