@@ -303,7 +303,7 @@ fn thousands_of_accepts_opens_and_drops_leave_every_slot_free() {
                     );
                     let short = Duration::from_micros(r % 200);
                     rt.spawn(async move {
-                        match (r >> 8) % 4 {
+                        match (r >> 8) % 5 {
                             0 => {
                                 // An accept that may be cut short: what it accepted meanwhile is
                                 // closed.
@@ -323,6 +323,17 @@ fn thousands_of_accepts_opens_and_drops_leave_every_slot_free() {
                                         let _ =
                                             time::timeout(short, stream.recv(vec![0u8; 16])).await;
                                     }
+                                }
+                            }
+                            4 => {
+                                // A multishot accept dropped at a random point: what it
+                                // accepted and did not hand out is closed.
+                                let mut incoming = listener.incoming();
+                                if let Ok(Ok(stream)) = time::timeout(short, incoming.next()).await
+                                {
+                                    accepted.fetch_add(1, Ordering::Relaxed);
+                                    drop(incoming);
+                                    let _ = time::timeout(short, stream.recv(vec![0u8; 16])).await;
                                 }
                             }
                             2 => {
@@ -368,5 +379,124 @@ fn thousands_of_accepts_opens_and_drops_leave_every_slot_free() {
             rt.stats().iter().map(|s| s.ops_submitted).sum::<u64>() > TASKS as u64,
             "the operations ran"
         );
+    });
+}
+
+/// Fifty connections waiting in the backlog come out of one multishot accept: far fewer
+/// submissions than connections.
+#[test]
+fn one_multishot_accept_hands_out_many_connections() {
+    let _serial = common::serial();
+    const CONNECTIONS: usize = 50;
+    let Some(rt) = common::runtime(2) else { return };
+    clean_run(rt, |rt| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut clients: Vec<std::net::TcpStream> = (0..CONNECTIONS)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let submitted = |rt: &Runtime| rt.stats().iter().map(|s| s.ops_submitted).sum::<u64>();
+        let before = submitted(rt);
+        let streams = rt
+            .block_on(rt.spawn(async move {
+                let mut incoming = listener.incoming();
+                let mut streams = Vec::new();
+                for _ in 0..CONNECTIONS {
+                    streams.push(incoming.next().await.unwrap());
+                }
+                streams
+            }))
+            .unwrap();
+        let during = submitted(rt) - before;
+        assert!(
+            during < CONNECTIONS as u64 / 5,
+            "{during} submissions for {CONNECTIONS} accepts"
+        );
+        let mut peers: Vec<_> = streams.iter().map(|s| s.peer_addr().unwrap()).collect();
+        let mut locals: Vec<_> = clients.iter().map(|c| c.local_addr().unwrap()).collect();
+        peers.sort();
+        locals.sort();
+        assert_eq!(peers, locals, "every client was accepted once");
+        // Each accepted stream echoes over its fixed slot.
+        let streams = Arc::new(streams);
+        for (i, client) in clients.iter_mut().enumerate() {
+            client.write_all(&[i as u8]).unwrap();
+        }
+        rt.block_on(rt.spawn({
+            let streams = Arc::clone(&streams);
+            async move {
+                for s in streams.iter() {
+                    let (got, buf) = s.recv_exact(vec![0u8; 1]).await;
+                    got.unwrap();
+                    s.send_all(buf).await.0.unwrap();
+                    assert!(s.fixed_slot().is_some());
+                }
+            }
+        }))
+        .unwrap();
+        for client in &mut clients {
+            let mut byte = [0u8; 1];
+            std::io::Read::read_exact(client, &mut byte).unwrap();
+        }
+        assert_eq!(rt.fixed_files_in_use(), CONNECTIONS);
+    });
+}
+
+/// Dropping an `Incoming` cancels its multishot accept: the connections it accepted and did
+/// not hand out are closed (their clients read the end), none leaks; off the workers `next`
+/// is a single accept.
+#[test]
+fn dropping_incoming_closes_the_connections_it_did_not_hand_out() {
+    let _serial = common::serial();
+    const LATE: usize = 20;
+    let Some(rt) = common::runtime(2) else { return };
+    clean_run(rt, |rt| {
+        let listener = Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
+        let addr = listener.local_addr().unwrap();
+        let first = std::net::TcpStream::connect(addr).unwrap();
+        let gate = Arc::new(common::Gate::default());
+        let handed_out = Arc::new(common::Gate::default());
+        let armed = rt.spawn({
+            let (listener, gate, handed_out) = (
+                Arc::clone(&listener),
+                Arc::clone(&gate),
+                Arc::clone(&handed_out),
+            );
+            async move {
+                let mut incoming = listener.incoming();
+                let stream = incoming.next().await.unwrap();
+                handed_out.open();
+                // Still armed: the late clients are accepted into it meanwhile.
+                gate.passed().await;
+                drop(incoming);
+                stream
+            }
+        });
+        rt.block_on(handed_out.passed());
+        let before = common::open_fds();
+        let mut late: Vec<std::net::TcpStream> = (0..LATE)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        // The armed accept takes each late connection out of the backlog into a descriptor
+        // of this process (the listener lives on: what stayed in its backlog would not end).
+        common::eventually("the late connections are accepted", || {
+            common::open_fds() == before + 2 * LATE
+        });
+        gate.open();
+        let stream = rt.block_on(armed).unwrap();
+        for client in &mut late {
+            let mut rest = Vec::new();
+            let read = std::io::Read::read_to_end(client, &mut rest);
+            assert!(
+                matches!(&read, Ok(0)) || read.is_err(),
+                "a late client's connection ends: {read:?}"
+            );
+        }
+        drop((stream, first));
+        // Off the workers: one single-shot accept per call.
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let mut incoming = listener.incoming();
+        let accepted = rt.block_on(incoming.next()).unwrap();
+        assert!(accepted.peer_addr().is_ok());
     });
 }

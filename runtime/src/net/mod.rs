@@ -111,6 +111,7 @@
 //! number for `setsockopt`, `getpeername` and the like (`set_nodelay`, `peer_addr`). Multishot
 //! accept is not used either: an operation here resolves once, with one result.
 
+mod incoming;
 mod listener;
 mod op;
 mod sendfile;
@@ -119,6 +120,7 @@ mod stream;
 mod udp;
 mod unix;
 
+pub use incoming::Incoming;
 pub use listener::{ListenSocket, Listener, TcpListener};
 pub use op::{RecvFrom, Transfer, TransferAll};
 pub use split::{OwnedReadHalf, OwnedWriteHalf};

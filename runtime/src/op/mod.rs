@@ -34,6 +34,7 @@
 //!   there panics.
 
 mod io;
+mod multishot;
 mod table;
 mod wakers;
 
@@ -44,7 +45,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 pub(crate) use self::io::{Io, Posting};
+pub(crate) use self::multishot::Multishot;
 use self::table::Queue;
+pub(crate) use self::table::Shot;
 use crate::context;
 use crate::queues::FdQueues;
 use crate::remote::{self, Mail};
