@@ -159,8 +159,10 @@ impl Builder {
     }
 
     /// The size of each ring's fixed-file table (default 256): how many sockets and files can
-    /// name a fixed-file slot at once rather than their plain descriptor (see
-    /// [`net`](crate::net#descriptors) and [`Runtime::fixed_files_in_use`]).
+    /// name a fixed-file slot at once rather than their plain descriptor; the others name their
+    /// descriptor. 0: no table, every socket and file names its descriptor. See
+    /// [`net`](crate::net#descriptors-and-fixed-file-slots) and
+    /// [`Runtime::fixed_files_in_use`].
     pub fn max_files(mut self, n: u32) -> Self {
         self.max_files = n;
         self

@@ -195,7 +195,7 @@ impl Runtime {
     }
 
     /// How many slots of the fixed-file table are taken: one per socket or file that a worker
-    /// has used and that got a slot (see [`net`](crate::net#descriptors)); at most
+    /// has used and that got a slot (see [`net`](crate::net#descriptors-and-fixed-file-slots)); at most
     /// [`Builder::max_files`](crate::Builder::max_files), and 0 in
     /// [`RingMode::SingleIssuer`](crate::RingMode::SingleIssuer). A slot comes back once its
     /// socket or file is dropped and its last operation has completed.

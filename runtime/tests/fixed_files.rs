@@ -42,8 +42,20 @@ fn worker_name() -> String {
 #[test]
 fn accepted_and_connected_streams_echo_over_fixed_slots_from_every_worker() {
     let _serial = common::serial();
-    let Some(rt) = common::runtime(2) else { return };
-    clean_run(rt, |rt| {
+    let sqpoll = RingMode::SqPoll {
+        idle: Duration::from_millis(10),
+        cpu: None,
+    };
+    for mode in [RingMode::Interrupt, sqpoll] {
+        let Some(rt) = common::build(common::builder(2).ring_mode(mode)) else {
+            return;
+        };
+        clean_run(rt, echo_from_every_worker);
+    }
+}
+
+fn echo_from_every_worker(rt: &Runtime) {
+    {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (server, client) = rt.block_on(async move {
@@ -109,7 +121,7 @@ fn accepted_and_connected_streams_echo_over_fixed_slots_from_every_worker() {
             0,
             "the server's shutdown is seen on the slot's socket"
         );
-    });
+    }
 }
 
 #[test]
@@ -201,14 +213,24 @@ fn path_bytes(i: usize) -> Vec<u8> {
     b"0123456789"[i..i + 2].to_vec()
 }
 
-/// Single-issuer rings take registrations only from their owner: no slots, plain descriptors.
+/// Single-issuer rings take registrations only from their owner, and `max_files(0)` asks for
+/// no table: no slots, plain descriptors, which work all the same.
 #[test]
-fn single_issuer_rings_use_plain_descriptors() {
+fn single_issuer_rings_and_an_empty_table_use_plain_descriptors() {
     let _serial = common::serial();
-    let Some(rt) = common::build(common::builder(2).ring_mode(RingMode::SingleIssuer)) else {
-        return;
-    };
-    clean_run(rt, |rt| {
+    for builder in [
+        common::builder(2).ring_mode(RingMode::SingleIssuer),
+        common::builder(2).max_files(0),
+    ] {
+        let Some(rt) = common::build(builder) else {
+            return;
+        };
+        clean_run(rt, plain_descriptors_echo);
+    }
+}
+
+fn plain_descriptors_echo(rt: &Runtime) {
+    {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         rt.block_on(rt.spawn(async move {
@@ -223,7 +245,7 @@ fn single_issuer_rings_use_plain_descriptors() {
         }))
         .unwrap();
         assert_eq!(rt.fixed_files_in_use(), 0);
-    });
+    }
 }
 
 /// A client that goes away while the server's receive on a fixed slot waits: the receive ends

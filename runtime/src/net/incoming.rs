@@ -27,7 +27,7 @@ use crate::queues::{AnyFd, FdQueues};
 /// So are those of an `Incoming` moved to a task on another worker, where it is armed anew.
 ///
 /// Accepted connections are plain descriptors (each gets a fixed-file slot at its first
-/// operation, as every stream does): see the [module docs](super#descriptors) for why the
+/// operation, as every stream does): see the [module docs](super#descriptors-and-fixed-file-slots) for why the
 /// kernel does not put them straight into slots.
 pub struct Incoming<L> {
     listener: Arc<FdQueues<L>>,

@@ -51,7 +51,7 @@ impl UdpSocket {
 
     /// The fixed-file slot its operations name (with `IOSQE_FIXED_FILE`), once a worker has
     /// used it; `None` before, and when it names its plain descriptor (no slot was free). See
-    /// [`net`](crate::net#descriptors).
+    /// [`net`](crate::net#descriptors-and-fixed-file-slots).
     pub fn fixed_slot(&self) -> Option<u32> {
         self.queues.fixed_slot()
     }
