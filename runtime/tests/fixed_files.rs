@@ -351,7 +351,8 @@ fn thousands_of_accepts_opens_and_drops_leave_every_slot_free() {
                                 // A multishot accept dropped at a random point: what it
                                 // accepted and did not hand out is closed.
                                 let mut incoming = listener.incoming();
-                                if let Ok(Ok(stream)) = time::timeout(short, incoming.next()).await
+                                if let Ok(Ok(stream)) =
+                                    time::timeout(short, incoming.accept()).await
                                 {
                                     accepted.fetch_add(1, Ordering::Relaxed);
                                     drop(incoming);
@@ -424,7 +425,7 @@ fn one_multishot_accept_hands_out_many_connections() {
                 let mut incoming = listener.incoming();
                 let mut streams = Vec::new();
                 for _ in 0..CONNECTIONS {
-                    streams.push(incoming.next().await.unwrap());
+                    streams.push(incoming.accept().await.unwrap());
                 }
                 streams
             }))
@@ -486,7 +487,7 @@ fn dropping_incoming_closes_the_connections_it_did_not_hand_out() {
             );
             async move {
                 let mut incoming = listener.incoming();
-                let stream = incoming.next().await.unwrap();
+                let stream = incoming.accept().await.unwrap();
                 handed_out.open();
                 // Still armed: the late clients are accepted into it meanwhile.
                 gate.passed().await;
@@ -518,7 +519,7 @@ fn dropping_incoming_closes_the_connections_it_did_not_hand_out() {
         // Off the workers: one single-shot accept per call.
         let _client = std::net::TcpStream::connect(addr).unwrap();
         let mut incoming = listener.incoming();
-        let accepted = rt.block_on(incoming.next()).unwrap();
+        let accepted = rt.block_on(incoming.accept()).unwrap();
         assert!(accepted.peer_addr().is_ok());
     });
 }

@@ -1,6 +1,5 @@
 //! [`Incoming`]: a listener's connections from one multishot accept.
 
-use std::future::Future;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -19,10 +18,10 @@ use crate::queues::{AnyFd, FdQueues};
 /// The connections a [`Listener`](super::Listener) accepts, from
 /// [`Listener::incoming`](super::Listener::incoming): one multishot accept
 /// (`IORING_OP_ACCEPT` with `IORING_ACCEPT_MULTISHOT`) armed on the current worker's ring,
-/// whose completions [`next`](Self::next) hands out in order; it is armed again when the
+/// whose completions [`accept`](Self::accept) hands out in order; it is armed again when the
 /// kernel ends it (a completion without `F_MORE`: an error, a full completion queue).
 ///
-/// Dropping it cancels the multishot accept; connections it accepted and [`next`](Self::next)
+/// Dropping it cancels the multishot accept; connections it accepted and [`accept`](Self::accept)
 /// did not hand out yet, and those the kernel accepts until the final completion, are closed.
 /// So are those of an `Incoming` moved to a task on another worker, where it is armed anew.
 ///
@@ -51,28 +50,27 @@ impl<L: ListenSocket> Incoming<L> {
         }
     }
 
-    /// The next connection. Off the workers (in [`Runtime::block_on`](crate::Runtime::block_on))
-    /// it is one single-shot accept on a worker, as [`Listener::accept`](super::Listener::accept)
-    /// does.
+    /// The next connection. Dropping the future loses none: the multishot accept stays armed
+    /// in the `Incoming`, and its connections wait there for the next call. Off the workers (in
+    /// [`Runtime::block_on`](crate::Runtime::block_on)) it is one single-shot accept on a
+    /// worker, as [`Listener::accept`](super::Listener::accept) does.
     ///
     /// # Errors
     ///
     /// An accept's error (`EMFILE` when out of descriptors, ...); the next call goes on
     /// accepting.
-    pub fn next(&mut self) -> impl Future<Output = io::Result<Stream<L::Stream>>> + Send + '_ {
-        async move {
-            if !context::on_worker() {
-                let queues: Arc<FdQueues<AnyFd>> = self.listener.clone();
-                let (fd, _) = op::accept(queues).await?;
-                return Ok(Stream::wrap(L::stream(fd)));
-            }
-            std::future::poll_fn(|cx| self.poll_next(cx)).await
+    pub async fn accept(&mut self) -> io::Result<Stream<L::Stream>> {
+        if !context::on_worker() {
+            let queues: Arc<FdQueues<AnyFd>> = self.listener.clone();
+            let (fd, _) = op::accept(queues).await?;
+            return Ok(Stream::wrap(L::stream(fd)));
         }
+        std::future::poll_fn(|cx| self.poll_accept(cx)).await
     }
 
-    /// [`next`](Self::next) on a worker: arms the multishot accept on this worker's ring if it
+    /// [`accept`](Self::accept) on a worker: arms the multishot accept on this worker's ring if it
     /// is not, and takes its next result.
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Stream<L::Stream>>> {
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Stream<L::Stream>>> {
         let armed = match &mut self.armed {
             Some(armed) if armed.is_here() => armed,
             stale => {

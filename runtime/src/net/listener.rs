@@ -122,7 +122,7 @@ impl<L: ListenSocket> Listener<L> {
     /// let served = rt.spawn(async move {
     ///     let mut incoming = listener.incoming();
     ///     for _ in 0..3 {
-    ///         let stream = incoming.next().await?;
+    ///         let stream = incoming.accept().await?;
     ///         stream.send_all(b"hi".to_vec()).await.0?;
     ///     }
     ///     Ok::<_, std::io::Error>(())

@@ -133,7 +133,7 @@
 //! # Multishot accept
 //!
 //! [`Listener::incoming`] arms one multishot accept (`IORING_ACCEPT_MULTISHOT`) on the current
-//! worker's ring and hands out its connections in order with [`Incoming::next`]: one
+//! worker's ring and hands out its connections in order with [`Incoming::accept`]: one
 //! submission for any number of connections, armed again when the kernel ends it. Dropping the
 //! [`Incoming`] cancels it; connections accepted and not handed out, and those that come until
 //! its final completion, are closed.
