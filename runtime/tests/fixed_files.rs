@@ -523,3 +523,35 @@ fn dropping_incoming_closes_the_connections_it_did_not_hand_out() {
         assert!(accepted.peer_addr().is_ok());
     });
 }
+
+/// A descriptor the kernel refuses to put in a fixed-file table (an io_uring's own: a ring
+/// registered in a ring could keep itself alive) names its plain descriptor, and the slot it
+/// was about to take goes back.
+#[test]
+fn a_descriptor_the_kernel_refuses_as_a_fixed_file_stays_plain() {
+    use std::os::fd::FromRawFd;
+    let _serial = common::serial();
+    let Some(rt) = common::runtime(1) else { return };
+    clean_run(rt, |rt| {
+        // io_uring_params: 120 bytes, all zero asks for the defaults.
+        let mut params = [0u64; 15];
+        // SAFETY: io_uring_setup writes into `params`, which is as large as the struct it
+        // expects; no other memory is passed.
+        let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 2, params.as_mut_ptr()) };
+        assert!(
+            fd >= 0,
+            "io_uring_setup: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a new descriptor, owned by nobody else.
+        let ring = File::from_std(unsafe { std::fs::File::from_raw_fd(fd as i32) });
+        let synced = rt.block_on(ring.sync_all());
+        assert!(synced.is_err(), "an io_uring cannot be synced: {synced:?}");
+        assert_eq!(ring.fixed_slot(), None);
+        assert_eq!(rt.fixed_files_in_use(), 0, "the slot went back");
+        let file = File::open("/proc/self/stat").unwrap();
+        rt.block_on(file.fadvise(libc::POSIX_FADV_NORMAL, 0, 0))
+            .ok();
+        assert_eq!(file.fixed_slot(), Some(0), "the next file takes it");
+    });
+}
