@@ -138,7 +138,8 @@ fn unix_streams_and_files_opened_or_wrapped_use_fixed_slots() {
         let (sock2, path2) = (sock.clone(), path.clone());
         rt.block_on(rt.spawn(async move {
             let client = spawn(async move { UnixStream::connect(&sock2).await.unwrap() });
-            let (server, _) = listener.accept().await.unwrap();
+            // A Unix listener's multishot accept.
+            let server = listener.incoming().accept().await.unwrap();
             let client = client.await.unwrap();
             let (sent, _) = client.send_all(b"fixed".to_vec()).await;
             sent.unwrap();
