@@ -29,8 +29,8 @@
 //!
 //! A file's per-worker queues are found without a lock (each worker sets its own once; see
 //! the `queues` module). Operations hold the queues (not the file handle): a file dropped
-//! while an operation is in flight keeps its descriptor open, and its queues registered, until
-//! that operation's final completion.
+//! while an operation is in flight keeps its descriptor open, its slot taken and its queues
+//! registered until that operation's final completion.
 
 use std::future::Future;
 use std::io;

@@ -25,6 +25,9 @@ use crate::queues::{AnyFd, FdQueues};
 /// did not hand out yet, and those the kernel accepts until the final completion, are closed.
 /// So are those of an `Incoming` moved to a task on another worker, where it is armed anew.
 ///
+/// It holds the listening socket open while it lives, even after the
+/// [`Listener`](super::Listener) itself is dropped.
+///
 /// Accepted connections are plain descriptors (each gets a fixed-file slot at its first
 /// operation, as every stream does): see the [module docs](super#descriptors-and-fixed-file-slots) for why the
 /// kernel does not put them straight into slots.

@@ -73,8 +73,11 @@
 //! - A dropped accept whose connection arrives anyway closes that connection (the runtime
 //!   owns the new descriptor from the completion on; an accept awaited in `block_on` runs as
 //!   a task on a worker, for the same reason).
-//! - Dropping a socket while operations are in flight keeps its descriptor open until their
-//!   final completions; then it closes (on every worker's ring that used it).
+//! - Dropping an [`Incoming`] cancels its multishot accept; the connections it accepted and
+//!   did not hand out, and those that come until its final completion, are closed.
+//! - Dropping a socket while operations are in flight keeps its descriptor open, and its
+//!   fixed-file slot taken, until their final completions; then the slot is emptied on every
+//!   ring and freed, and the descriptor closes.
 //!
 //! # Zero-copy sends
 //!

@@ -27,9 +27,9 @@
 //! worker's alone: no synchronization.
 //!
 //! A *multishot* operation ([`OpTable::set_multishot`]) keeps every non-final completion's
-//! result, in order, until its future takes them one by one ([`OpTable::poll_shot`]); results
-//! that its future will never take (it was dropped, or it took the final completion with some
-//! left, which cannot happen as `poll_shot` hands them out first) go to its orphan handler.
+//! result, in order, until its future takes them one by one ([`OpTable::poll_shot`], which
+//! hands the final one out last); once its future is dropped, the results it did not take go
+//! to its orphan handler, as do those that come later.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -212,7 +212,6 @@ impl OpTable {
             slot.multishot = false;
             orphan_shots(&mut self.shots, index, slot.orphan);
         }
-        let slot = &mut self.slots[index];
         slot.phase = Phase::Free;
         let waker = slot.waker.take().and_then(|id| self.wakers.release(id));
         if !matches!(slot.queue, Queue::Control) {
