@@ -517,11 +517,13 @@ fn dropping_incoming_closes_the_connections_it_did_not_hand_out() {
             );
         }
         drop((stream, first));
-        // Off the workers: one single-shot accept per call.
-        let _client = std::net::TcpStream::connect(addr).unwrap();
-        let mut incoming = listener.incoming();
+        // Off the workers: one single-shot accept per call. (On another listener: the dropped
+        // multishot accept may take a connection, and close it, until its cancel completes.)
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
+        let mut incoming = other.incoming();
         let accepted = rt.block_on(incoming.accept()).unwrap();
-        assert!(accepted.peer_addr().is_ok());
+        assert_eq!(accepted.peer_addr().unwrap(), client.local_addr().unwrap());
     });
 }
 
@@ -555,4 +557,109 @@ fn a_descriptor_the_kernel_refuses_as_a_fixed_file_stays_plain() {
             .ok();
         assert_eq!(file.fixed_slot(), Some(0), "the next file takes it");
     });
+}
+
+/// Restores the soft `RLIMIT_NOFILE` it lowered, also when the test fails.
+struct FdLimit(libc::rlimit);
+
+impl FdLimit {
+    /// Lowers the soft limit to `limit`: no descriptor numbered `limit` or above can be made.
+    fn lower_to(limit: u64) -> Self {
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into `old`, a live rlimit.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) }, 0);
+        let new = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: old.rlim_max,
+        };
+        // SAFETY: setrlimit reads `new`, a live rlimit.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) }, 0);
+        Self(old)
+    }
+}
+
+impl Drop for FdLimit {
+    fn drop(&mut self) {
+        // SAFETY: setrlimit reads the saved rlimit.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &self.0) };
+    }
+}
+
+/// A multishot accept that the kernel ends with an error (out of descriptors: `EMFILE`) hands
+/// the error out, and the next `accept` arms a new one, which takes the connection that
+/// waited in the backlog.
+#[test]
+fn a_multishot_accept_ended_by_an_error_is_armed_again() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let _serial = common::serial();
+    let Some(rt) = common::runtime(1) else { return };
+    clean_run(rt, |rt| {
+        let listener = Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
+        let addr = listener.local_addr().unwrap();
+        let first = std::net::TcpStream::connect(addr).unwrap();
+        // One connection first: the listener is bound (its slot installed) with descriptors
+        // to spare. A single-shot accept: a multishot one dropped here could still take the
+        // next connection (and close it) until its cancel completes.
+        let (accepted, _) = rt.block_on(listener.accept()).unwrap();
+        // The next client's socket, made while descriptors can still be made.
+        // SAFETY: socket(2) takes no pointers.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0);
+        // SAFETY: a new descriptor, owned by nobody else.
+        let client = unsafe { OwnedFd::from_raw_fd(fd) };
+        // The lowest free descriptor number: with the limit there, no descriptor can be made.
+        // The kernel reads the limit when it prepares the accept, so it is lowered first.
+        let lowest = std::fs::File::open("/dev/null").unwrap().as_raw_fd();
+        let (incoming, failed) = {
+            let _limit = FdLimit::lower_to(lowest as u64);
+            connect_v4(&client, addr);
+            rt.block_on(rt.spawn({
+                let listener = Arc::clone(&listener);
+                async move {
+                    let mut incoming = listener.incoming();
+                    let failed = incoming.accept().await.map(drop);
+                    (incoming, failed)
+                }
+            }))
+            .unwrap()
+        };
+        let err = failed.expect_err("no descriptor could be made");
+        assert_eq!(err.raw_os_error(), Some(libc::EMFILE), "{err}");
+        // Descriptors can be made again: a new multishot accept takes the waiting connection.
+        let mut incoming = incoming;
+        let second = rt
+            .block_on(rt.spawn(async move { incoming.accept().await }))
+            .unwrap()
+            .unwrap();
+        let client = std::net::TcpStream::from(client);
+        assert_eq!(second.peer_addr().unwrap(), client.local_addr().unwrap());
+        drop((first, accepted, second, client, listener));
+    });
+}
+
+/// Connects `socket` to `addr` (an IPv4 address) with `connect(2)`.
+fn connect_v4(socket: &impl std::os::fd::AsRawFd, addr: std::net::SocketAddr) {
+    let std::net::SocketAddr::V4(v4) = addr else {
+        panic!("not an IPv4 address: {addr}")
+    };
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(v4.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `sin` is a live sockaddr_in of the length passed.
+    let rc = unsafe {
+        libc::connect(
+            socket.as_raw_fd(),
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
 }

@@ -22,8 +22,11 @@ use crate::queues::{AnyFd, FdQueues};
 /// kernel ends it (a completion without `F_MORE`: an error, a full completion queue).
 ///
 /// Dropping it cancels the multishot accept; connections it accepted and [`accept`](Self::accept)
-/// did not hand out yet, and those the kernel accepts until the final completion, are closed.
-/// So are those of an `Incoming` moved to a task on another worker, where it is armed anew.
+/// did not hand out yet, and those the kernel accepts until the final completion, are closed:
+/// a client that connects just after the drop may see its connection closed rather than
+/// wait for the listener's next accept. The same goes for an `Incoming` moved to a task on
+/// another worker: it is armed anew there, and the old multishot accept is cancelled. Keep one
+/// `Incoming`, on one task, for as long as the listener accepts.
 ///
 /// It holds the listening socket open while it lives, even after the
 /// [`Listener`](super::Listener) itself is dropped.
