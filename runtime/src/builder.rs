@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use regio_adapters::{Adapter, Config, SqPoll, Target};
-use regio_pool::MessagePool;
+use regio_pool::{FileSlots, MessagePool};
 
 use crate::bell::EventFdBell;
 use crate::error::BuildError;
@@ -158,7 +158,11 @@ impl Builder {
         self
     }
 
-    /// The size of each ring's fixed-file table (default 256).
+    /// The size of each ring's fixed-file table (default 256): how many sockets and files can
+    /// name a fixed-file slot at once rather than their plain descriptor; the others name their
+    /// descriptor. 0: no table, every socket and file names its descriptor. See
+    /// [`net`](crate::net#descriptors-and-fixed-file-slots) and
+    /// [`Runtime::fixed_files_in_use`].
     pub fn max_files(mut self, n: u32) -> Self {
         self.max_files = n;
         self
@@ -236,7 +240,16 @@ impl Builder {
             file_queue_depth: depth,
             single_issuer,
         };
-        let shared = Arc::new(Shared::new(remotes.into(), adapter, pool, config));
+        // Single-issuer rings take a registration only from their owner: no fixed files (see
+        // the `files` module).
+        let file_slots = FileSlots::new(if single_issuer { 0 } else { self.max_files })?;
+        let shared = Arc::new(Shared::new(
+            remotes.into(),
+            adapter,
+            pool,
+            file_slots,
+            config,
+        ));
         let cpus = cpus
             .filter(|cpus| !cpus.is_empty())
             .map(|cpus| (0..workers).map(|i| cpus[i % cpus.len()]).collect());

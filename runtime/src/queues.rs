@@ -3,8 +3,16 @@
 //!
 //! An operation on a file or a socket goes to the work queue of the current worker's ring for
 //! that descriptor ([`for_worker`](FdQueues::for_worker)); a descriptor used from tasks on two
-//! workers has a queue on each ring. Each queue holds its own duplicate of the descriptor (the
-//! adapter's rule for [`Target::Fd`]), closed once the queue is removed and drained.
+//! workers has a queue on each ring.
+//!
+//! Queues made with [`FdQueues::fixed`] (sockets and files) take a fixed-file slot when they
+//! are bound to a runtime: the descriptor is installed in that slot on every ring, and every
+//! queue targets the slot ([`Target::Fixed`]). The slot is emptied and freed when the queues
+//! drop, after the work queues were removed: operations hold the queues until their final
+//! completion, so no operation can name the slot then (the `files` module). Without a free slot
+//! (or with [`FdQueues::new`], for short-lived descriptors such as a `send_file`'s pipe) each
+//! queue holds its own duplicate of the descriptor (the adapter's rule for [`Target::Fd`]),
+//! closed once the queue is removed and drained.
 //!
 //! # Synchronization
 //!
@@ -23,6 +31,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use regio_adapters::{Adapter, Target, WorkQueue};
 use regio_pool::Message;
 
+use crate::files::FixedFile;
 use crate::shared::Shared;
 use crate::worker::Local;
 
@@ -33,7 +42,10 @@ pub(crate) type AnyFd = dyn AsRawFd + Send + Sync;
 /// queues. Operations hold it as `Arc<FdQueues>` (the handle's type erased).
 pub(crate) struct FdQueues<H: ?Sized = AnyFd> {
     /// The runtime whose workers may use the descriptor, set by the first one that does.
+    /// Declared before `handle`: its fixed-file slot is emptied before the handle closes.
     bound: OnceLock<Binding>,
+    /// Whether to install the descriptor in a fixed-file slot when binding.
+    wants_slot: bool,
     /// The handle, closed after the queues are removed.
     handle: H,
 }
@@ -44,6 +56,8 @@ struct Binding {
     adapter: Adapter<Message>,
     /// The work queues, by worker index, each made by its worker on first use.
     by_worker: Box<[OnceLock<WorkQueue<Message>>]>,
+    /// The fixed-file slot the queues target, if the descriptor has one.
+    fixed: Option<FixedFile>,
 }
 
 impl<H: ?Sized + AsRawFd> std::fmt::Debug for FdQueues<H> {
@@ -55,10 +69,22 @@ impl<H: ?Sized + AsRawFd> std::fmt::Debug for FdQueues<H> {
 }
 
 impl<H> FdQueues<H> {
-    /// Queues for `handle`, bound to the runtime whose worker first uses them.
+    /// Queues for `handle`, bound to the runtime whose worker first uses them; they name its
+    /// plain descriptor.
     pub(crate) fn new(handle: H) -> Self {
         Self {
             bound: OnceLock::new(),
+            wants_slot: false,
+            handle,
+        }
+    }
+
+    /// Queues for `handle`, as [`new`](Self::new) makes them, that name a fixed-file slot
+    /// rather than the descriptor if one is free when they are bound (module docs).
+    pub(crate) fn fixed(handle: H) -> Self {
+        Self {
+            bound: OnceLock::new(),
+            wants_slot: true,
             handle,
         }
     }
@@ -84,6 +110,12 @@ impl<H: ?Sized + AsRawFd> FdQueues<H> {
             owner: Arc::downgrade(shared),
             adapter: shared.adapter.clone(),
             by_worker: (0..shared.workers.len()).map(|_| OnceLock::new()).collect(),
+            fixed: self
+                .wants_slot
+                .then(|| {
+                    FixedFile::install(&shared.adapter, &shared.file_slots, self.handle.as_raw_fd())
+                })
+                .flatten(),
         });
         if !std::ptr::eq(bound.owner.as_ptr(), Arc::as_ptr(shared)) {
             return Err(libc::EXDEV);
@@ -94,9 +126,13 @@ impl<H: ?Sized + AsRawFd> FdQueues<H> {
             return Ok(wq.clone());
         }
         let depth = shared.config.file_queue_depth;
+        let target = match &bound.fixed {
+            Some(fixed) => Target::Fixed(fixed.slot()),
+            None => Target::Fd(self.handle.as_raw_fd()),
+        };
         let wq = shared
             .adapter
-            .work_queue(index, Target::Fd(self.handle.as_raw_fd()), depth, depth)
+            .work_queue(index, target, depth, depth)
             .map_err(|e| {
                 tracing::error!(error = %e, "cannot make a work queue for a descriptor");
                 libc::EIO
@@ -107,6 +143,14 @@ impl<H: ?Sized + AsRawFd> FdQueues<H> {
             return Err(libc::EIO);
         }
         Ok(wq)
+    }
+}
+
+impl<H: ?Sized> FdQueues<H> {
+    /// The fixed-file slot the descriptor's operations name: `None` before a worker used it,
+    /// and when it has none (no slot was free, or it takes none).
+    pub(crate) fn fixed_slot(&self) -> Option<u32> {
+        self.bound.get()?.fixed.as_ref().map(|f| f.slot().0)
     }
 }
 

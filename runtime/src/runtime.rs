@@ -194,6 +194,28 @@ impl Runtime {
         self.shared.adapter.stats()
     }
 
+    /// How many slots of the fixed-file table are taken: one per socket or file that a worker
+    /// has used and that got a slot (see [`net`](crate::net#descriptors-and-fixed-file-slots)); at most
+    /// [`Builder::max_files`](crate::Builder::max_files), and 0 in
+    /// [`RingMode::SingleIssuer`](crate::RingMode::SingleIssuer). A slot comes back once its
+    /// socket or file is dropped and its last operation has completed.
+    ///
+    /// ```
+    /// let rt = regio_runtime::Runtime::builder().worker_threads(1).build()?;
+    /// let path = std::env::temp_dir().join(format!("regio-slots-doc-{}", std::process::id()));
+    /// let file = regio_runtime::fs::File::create(&path)?;
+    /// rt.block_on(file.sync_all())?;
+    /// assert_eq!(rt.fixed_files_in_use(), 1);
+    /// assert!(file.fixed_slot().is_some());
+    /// # drop(file);
+    /// # std::fs::remove_file(path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fixed_files_in_use(&self) -> usize {
+        let slots = &self.shared.file_slots;
+        slots.capacity() as usize - slots.available()
+    }
+
     /// The number of workers.
     pub fn workers(&self) -> usize {
         self.shared.workers.len()

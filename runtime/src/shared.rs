@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use regio_adapters::Adapter;
-use regio_pool::{Message, MessagePool};
+use regio_pool::{FileSlots, Message, MessagePool};
 
 use crate::context;
 use crate::remote::{Mail, Remote};
@@ -40,6 +40,9 @@ pub(crate) struct Shared {
     pub(crate) workers: Box<[Arc<Remote>]>,
     pub(crate) adapter: Adapter<Message>,
     pub(crate) pool: MessagePool,
+    /// The free slots of the adapter's fixed-file table (none in single-issuer mode; see the
+    /// `files` module).
+    pub(crate) file_slots: FileSlots,
     pub(crate) config: WorkerConfig,
     next: AtomicUsize,
     open: AtomicBool,
@@ -50,12 +53,14 @@ impl Shared {
         workers: Box<[Arc<Remote>]>,
         adapter: Adapter<Message>,
         pool: MessagePool,
+        file_slots: FileSlots,
         config: WorkerConfig,
     ) -> Self {
         Self {
             workers,
             adapter,
             pool,
+            file_slots,
             config,
             next: AtomicUsize::new(0),
             open: AtomicBool::new(true),
