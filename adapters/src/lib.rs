@@ -216,7 +216,7 @@ mod wq;
 
 pub use adapter::{Adapter, Config, Registration, SingleIssuer, SqPoll};
 pub use batch::Batch;
-pub use buf::{BufKey, BufSlice, IoBuf, RegionId};
+pub use buf::{BufKey, BufSlice, IoBuf, RegionId, RegionSlice};
 pub use cq::{Completion, CompletionQueue};
 pub use cqset::CqSet;
 pub use error::{DescriptorError, Error, PostError};
