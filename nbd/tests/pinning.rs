@@ -1,0 +1,62 @@
+//! What a registered memory export pins, seen in the process's `VmPin`: the whole export while
+//! it is served, and nothing once the server is gone, even after a client left in the middle of
+//! zero-copy READs (each send leases the export's region until its final completion). Alone in
+//! its test binary: `VmPin` counts the whole process.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{memory, pattern, start};
+use regio_nbd::proto::{Command, CommandFlags};
+
+const MIB: u64 = 1 << 20;
+
+/// The process's pinned memory, in KiB.
+fn pinned_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmPin:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .map(|kib| kib.trim().parse().unwrap())
+        .expect("a VmPin line in /proc/self/status")
+}
+
+#[test]
+fn a_client_gone_mid_read_leaves_the_export_to_be_unpinned_at_shutdown() {
+    let base = pinned_kib();
+    let Some(h) = start(vec![memory("", 16 * MIB)], 8) else {
+        return;
+    };
+    // Registered once the server serves: by the time a client is in transmission.
+    drop(h.open("", false));
+    assert!(h.server.exports().next().unwrap().is_zero_copy());
+    assert!(
+        pinned_kib() >= base + 16 * 1024,
+        "the export is pinned: {} KiB, {base} KiB before",
+        pinned_kib()
+    );
+    // Many large zero-copy reads whose replies are never read, then gone.
+    let data = pattern(h.server.max_payload() as usize, 4);
+    drop(h.stalled_client(&data));
+    h.assert_pool_full();
+    // The server still serves.
+    let none = CommandFlags::empty();
+    let mut c = h.open("", false);
+    let got = c.call(Command::Read, none, 0, h.server.max_payload(), &[]);
+    assert!(got.error.is_none() && got.data == data);
+    drop(c);
+    h.stop();
+    // The server, its exports and the runtime are gone: nothing stays pinned. (The kernel
+    // releases a ring's pages in the background once it is closed: a bounded wait.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pinned_kib() > base {
+        assert!(
+            Instant::now() < deadline,
+            "{} KiB still pinned, {base} KiB before",
+            pinned_kib()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
