@@ -604,13 +604,20 @@ fn clients_idle_in_their_handshake_do_not_hold_up_a_new_one() {
     let Some(h) = start(vec![memory("", MIB)], 16) else {
         return;
     };
-    // Connected, never reading the greeting nor answering it.
+    // Clients that answered the greeting, then went quiet before any option.
+    let quiet: Vec<_> = (0..16).map(|_| h.connect()).collect();
+    // And more than the pairs left: connected, never reading the greeting nor answering it.
     let idle: Vec<_> = (0..80)
         .map(|_| std::net::TcpStream::connect(h.addr).unwrap())
         .collect();
-    // And some that answered the greeting, then went quiet before any option.
-    let quiet: Vec<_> = (0..16).map(|_| h.connect()).collect();
-    let mut client = h.open("", false);
+    // Its reads wait 20 s at most: less than the handshake timeout (30 s), after which the
+    // idle clients' pairs would come back anyway, and far more than serving it takes.
+    let stream = std::net::TcpStream::connect(h.addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut client = Client::greeted(stream, 3);
+    client.go("", false);
     let none = CommandFlags::empty();
     let data = pattern(4096, 9);
     assert_eq!(

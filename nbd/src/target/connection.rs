@@ -21,9 +21,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
     let _live = server.connections.enter();
     let (input, output) = stream.split();
-    // The two control buffers. When every pair is taken, the connection longest in its
-    // handshake is asked to close (an idle client would hold its pair until the handshake
-    // timeout), and this one waits for a pair.
+    // The two control buffers. When every pair is taken (or others wait for one), the
+    // connection longest in its handshake is asked to close (an idle client would hold its
+    // pair until the handshake timeout), and this one waits its turn for a pair: each waiter
+    // has freed one.
     let control = match server.buffers.try_control_pair() {
         Some(pair) => Some(pair),
         None => {
