@@ -214,7 +214,7 @@ mod uring_abi;
 mod wait;
 mod wq;
 
-pub use adapter::{Adapter, Config, Registration, SingleIssuer, SqPoll};
+pub use adapter::{Adapter, Config, Registration, SingleIssuer, SqPoll, WeakAdapter};
 pub use batch::Batch;
 pub use buf::{BufKey, BufSlice, IoBuf, RegionId, RegionSlice};
 pub use cq::{Completion, CompletionQueue};

@@ -1,7 +1,7 @@
 //! [`Region`]: memory of the caller's registered with the runtime's rings as fixed buffers, and
 //! zero-copy sends of its bytes on stream sockets ([`Stream::send_region`]).
 //!
-//! A pool [`Message`](regio_pool::Message) is registered memory that an operation owns while it
+//! A pool [`Message`] is registered memory that an operation owns while it
 //! runs. Some memory is the program's own and lives as long as the program wants: a disk image
 //! kept in memory, a file mapped once. [`Region::register`] registers such memory (any type that
 //! implements the unsafe [`Memory`] trait, shared through an [`Arc`]) on every ring of the current
@@ -53,7 +53,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use regio_adapters::{Adapter, BufKey, Op, RegionId, RegionSlice};
+use regio_adapters::{BufKey, Op, RegionId, RegionSlice, WeakAdapter};
 use regio_pool::Message;
 
 use crate::net::{Stream, StreamSocket};
@@ -161,7 +161,10 @@ struct Chunk {
 
 /// A registration: its chunks, the memory they cover, and the adapter to leave.
 struct Registered {
-    adapter: Adapter<Message>,
+    /// Weak: a region outliving its runtime must not keep the rings open. An adapter that
+    /// goes first waits for the final completion of every send in flight (whose leases drop
+    /// then) and takes its registrations with its rings.
+    adapter: WeakAdapter<Message>,
     chunks: Vec<Chunk>,
     /// The length of each chunk but the last ([`MAX_CHUNK`] but in unit tests).
     chunk_len: usize,
@@ -174,8 +177,11 @@ impl Drop for Registered {
     fn drop(&mut self) {
         // Every send that used a chunk held a lease on this value until its final completion,
         // so none is in flight now.
+        let Some(adapter) = self.adapter.upgrade() else {
+            return;
+        };
         for chunk in &self.chunks {
-            if let Err(e) = self.adapter.unregister_region(chunk.index) {
+            if let Err(e) = adapter.unregister_region(chunk.index) {
                 tracing::warn!(index = chunk.index.0, error = %e, "unregistering a region failed");
             }
         }
@@ -199,17 +205,15 @@ impl Region {
         memory: Arc<M>,
         chunk_len: usize,
     ) -> Result<Region, RegionError> {
-        let adapter = crate::context::runtime()
-            .ok_or(RegionError::NoRuntime)?
-            .adapter
-            .clone();
+        let runtime = crate::context::runtime().ok_or(RegionError::NoRuntime)?;
+        let adapter = &runtime.adapter;
         let len = memory.len();
         if len == 0 {
             return Err(RegionError::Empty);
         }
         let base = memory.as_ptr();
         let mut registered = Registered {
-            adapter,
+            adapter: adapter.downgrade(),
             chunks: Vec::with_capacity(len.div_ceil(chunk_len)),
             chunk_len,
             len,
@@ -220,11 +224,7 @@ impl Region {
             // SAFETY: `start..start + this_len` lies inside the memory (`Memory`'s contract: one
             // allocation of `len` bytes), which `registered` keeps alive until it unregisters
             // the chunk in its drop; the kernel is only ever asked to read it (sends).
-            let done = unsafe {
-                registered
-                    .adapter
-                    .register_region(base.add(start).cast_mut(), this_len)
-            };
+            let done = unsafe { adapter.register_region(base.add(start).cast_mut(), this_len) };
             // On an error, dropping `registered` unregisters the chunks done so far.
             let done = done.map_err(|source| RegionError::Register { len, source })?;
             registered.chunks.push(Chunk {

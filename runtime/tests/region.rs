@@ -216,3 +216,16 @@ fn a_registration_past_the_memlock_limit_is_a_clear_error() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_region_may_outlive_its_runtime() {
+    let Some(rt) = runtime() else { return };
+    let image = image(1 << 20);
+    let region = rt.block_on(async { Region::register(Arc::clone(&image)).unwrap() });
+    // The region does not keep the rings open: they close with the runtime, taking the
+    // registration with them; the region then only releases its memory.
+    rt.shutdown(Duration::from_secs(5));
+    assert_eq!(region.len(), 1 << 20);
+    drop(region);
+    assert_eq!(Arc::strong_count(&image), 1);
+}
