@@ -16,9 +16,11 @@
 //! mapping shows, so a registered export never gives pages back with `MADV_DONTNEED` (the
 //! mapping would get fresh zero pages while the kernel kept sending the old ones): TRIM and
 //! WRITE_ZEROES write zeroes over the pages that hold data instead, and the page map still
-//! says they hold none. Exports larger than [`ZERO_COPY_MAX`] (or half the machine's memory)
-//! are not registered, and a registration the kernel refuses (`RLIMIT_MEMLOCK` without
-//! `CAP_IPC_LOCK`, single-issuer rings) leaves the export on the copy path with a warning.
+//! says they hold none. Exports larger than [`ZERO_COPY_MAX`] (or half the machine's memory),
+//! or than `RLIMIT_MEMLOCK` without `CAP_IPC_LOCK`, are not registered (the kernel would fault
+//! in every page before it refused), and a registration the kernel refuses (the limit reached
+//! with what is pinned already, single-issuer rings) leaves the export on the copy path too,
+//! with a warning.
 
 use std::io;
 use std::ptr::NonNull;
@@ -126,6 +128,19 @@ impl MemoryExport {
                         size,
                         limit = zero_copy_limit(),
                         "a memory export this large is not registered: reads are copied"
+                    );
+                    return None;
+                }
+                // Pinning faults in every page before the kernel checks the limit: an export
+                // that cannot fit is not tried (it would cost its whole size in memory for
+                // nothing).
+                let memlock = regio_pool::MemlockLimit::current();
+                if memlock.lockable_bytes().is_some_and(|limit| size > limit) {
+                    tracing::warn!(
+                        size,
+                        %memlock,
+                        advice = memlock.advice().unwrap_or_default(),
+                        "a memory export larger than RLIMIT_MEMLOCK is not registered: reads are copied"
                     );
                     return None;
                 }
