@@ -10,7 +10,7 @@
 use std::fmt;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use io_uring::{IoUring, Probe};
@@ -249,6 +249,44 @@ impl<B> Clone for Adapter<B> {
         Self {
             inner: Arc::clone(&self.inner),
         }
+    }
+}
+
+impl<B> Adapter<B> {
+    /// A handle that does not keep the adapter alive: for what must leave the adapter when it
+    /// goes (a registration), but must not keep its rings open.
+    pub fn downgrade(&self) -> WeakAdapter<B> {
+        WeakAdapter {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+}
+
+/// A handle to an [`Adapter`] that does not keep it alive ([`Adapter::downgrade`]).
+pub struct WeakAdapter<B> {
+    inner: Weak<Inner<B>>,
+}
+
+impl<B> WeakAdapter<B> {
+    /// The adapter, if it is still alive.
+    pub fn upgrade(&self) -> Option<Adapter<B>> {
+        self.inner.upgrade().map(|inner| Adapter { inner })
+    }
+}
+
+impl<B> Clone for WeakAdapter<B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Weak::clone(&self.inner),
+        }
+    }
+}
+
+impl<B> fmt::Debug for WeakAdapter<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakAdapter")
+            .field("alive", &(self.inner.strong_count() > 0))
+            .finish()
     }
 }
 

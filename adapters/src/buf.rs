@@ -3,6 +3,9 @@
 //! The contract is written once, in the crate docs ("Buffer identity"); this module and the
 //! `tables` module enforce it.
 
+use std::any::Any;
+use std::sync::Arc;
+
 use regio_pool::Message;
 pub use regio_pool::{BufKey, RegionId};
 
@@ -84,6 +87,60 @@ unsafe impl IoBuf for Message {
         Ok(BufSlice::Pool {
             pool: self.handle().pool,
             key,
+        })
+    }
+}
+
+/// A slice of a region registered with [`Adapter::register_region`](crate::Adapter::register_region),
+/// with a value that keeps the region registered and its memory alive: what
+/// [`Op::send_zc_region`](crate::Op::send_zc_region) carries beside (not instead of) the
+/// adapter's buffer type, and drops only with the operation's final completion.
+pub struct RegionSlice {
+    key: BufKey,
+    generation: u32,
+    /// Dropped with the operation, after its final completion.
+    _keep: Arc<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for RegionSlice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionSlice")
+            .field("key", &self.key)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+impl RegionSlice {
+    /// `key` of the registration whose generation is `generation`, kept by `keep`.
+    ///
+    /// # Safety
+    ///
+    /// As long as `keep` lives, the region at `key.region` must stay registered with that
+    /// generation (or be unregistered, which the post's check reports) and its memory must stay
+    /// allocated; the bytes `key` names may be read by the kernel until the operation's final
+    /// completion. The post checks the generation and the bounds against the adapter's table.
+    pub unsafe fn new(key: BufKey, generation: u32, keep: Arc<dyn Any + Send + Sync>) -> Self {
+        Self {
+            key,
+            generation,
+            _keep: keep,
+        }
+    }
+
+    /// The slice.
+    pub fn key(&self) -> BufKey {
+        self.key
+    }
+}
+
+// SAFETY: `new`'s caller promised that `keep` keeps the region registered and its memory
+// allocated for as long as this value lives; `slice` always answers the same.
+unsafe impl IoBuf for RegionSlice {
+    fn slice(&self) -> Result<BufSlice, DescriptorError> {
+        Ok(BufSlice::Registered {
+            key: self.key,
+            generation: self.generation,
         })
     }
 }

@@ -236,9 +236,9 @@ mod uring_abi;
 mod wait;
 mod wq;
 
-pub use adapter::{Adapter, Config, Registration, SingleIssuer, SqPoll};
+pub use adapter::{Adapter, Config, Registration, SingleIssuer, SqPoll, WeakAdapter};
 pub use batch::Batch;
-pub use buf::{BufKey, BufSlice, IoBuf, RegionId};
+pub use buf::{BufKey, BufSlice, IoBuf, RegionId, RegionSlice};
 pub use cq::{Completion, CompletionQueue};
 pub use cqset::CqSet;
 pub use error::{DescriptorError, Error, PostError};

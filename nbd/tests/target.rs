@@ -470,8 +470,11 @@ fn a_unix_socket_serves_large_reads_without_zero_copy() {
     std::fs::remove_file(&path).unwrap();
 }
 
+/// More connections than control pairs: each one past the pool's pairs closes the oldest
+/// connection still waiting for its client in the handshake (after its greeting), or waits for
+/// a pair; every one is greeted.
 #[test]
-fn connections_beyond_the_pool_wait_for_their_turn() {
+fn connections_beyond_the_pool_are_all_greeted() {
     // A sixteenth of the pool: 128 control buffers, a pair per connection; 72 connections.
     let Some(h) = start(vec![memory("", MIB)], 16) else {
         return;
@@ -483,8 +486,8 @@ fn connections_beyond_the_pool_wait_for_their_turn() {
             stream
         })
         .collect();
-    // Each greeted connection leaves at once, which gives its pair to one still waiting. A
-    // generous bound on the rounds, not a timing: every connection is served in the end.
+    // Each greeted connection is dropped here at once, which gives its pair back. A generous
+    // bound on the rounds, not a timing: every connection is greeted in the end.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !waiting.is_empty() {
         assert!(
@@ -588,6 +591,42 @@ fn oversized_and_too_many_options() {
         "the server closes a handshake with too many options: {end:?}"
     );
     drop((client, chatty));
+    h.assert_pool_full();
+    h.stop();
+}
+
+/// Clients that connect and then say nothing hold a control pair each until their handshake
+/// timeout. With more of them than the pool has pairs, a new client used to wait for that
+/// timeout (30 s); now it closes the oldest of them and is served at once.
+#[test]
+fn clients_idle_in_their_handshake_do_not_hold_up_a_new_one() {
+    // A sixteenth of the pool: 128 control buffers, 64 pairs.
+    let Some(h) = start(vec![memory("", MIB)], 16) else {
+        return;
+    };
+    // Clients that answered the greeting, then went quiet before any option.
+    let quiet: Vec<_> = (0..16).map(|_| h.connect()).collect();
+    // And more than the pairs left: connected, never reading the greeting nor answering it.
+    let idle: Vec<_> = (0..80)
+        .map(|_| std::net::TcpStream::connect(h.addr).unwrap())
+        .collect();
+    // Its reads wait 20 s at most: less than the handshake timeout (30 s), after which the
+    // idle clients' pairs would come back anyway, and far more than serving it takes.
+    let stream = std::net::TcpStream::connect(h.addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut client = Client::greeted(stream, 3);
+    client.go("", false);
+    let none = CommandFlags::empty();
+    let data = pattern(4096, 9);
+    assert_eq!(
+        client.call(Command::Write, none, 4096, 4096, &data).error,
+        None
+    );
+    let reply = client.call(Command::Read, none, 4096, 4096, &[]);
+    assert_eq!((reply.error, reply.data), (None, data));
+    drop((idle, quiet, client));
     h.assert_pool_full();
     h.stop();
 }

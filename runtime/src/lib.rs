@@ -20,6 +20,8 @@
 //!   without a copy (`send_zc`), and send a file's range by splicing (`send_file`); listeners
 //!   accept one connection at a time or, with [`incoming`](net::Listener::incoming), from one
 //!   multishot accept.
+//! - [`region`]: the program's own memory registered with the rings ([`region::Region`]), and
+//!   zero-copy sends of its bytes on stream sockets.
 //! - [`fs`]: [`fs::File`] with positioned reads and writes on registered buffers,
 //!   [`fs::OpenOptions`] (`O_DIRECT` with [`direct`](fs::OpenOptions::direct)), and the
 //!   whole-file helpers [`fs::read`] and [`fs::write`].
@@ -120,6 +122,7 @@ pub mod net;
 pub mod op;
 mod park;
 mod queues;
+pub mod region;
 mod remote;
 mod runtime;
 mod shared;

@@ -25,8 +25,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// The arguments of `regio serve`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Serve SIZE bytes of memory (K, M, G, T: powers of 1024), allocated as written.
-    /// Without any --memory or --file: one export of 1G.
+    /// Serve SIZE bytes of memory (K, M, G, T: powers of 1024). Without any --memory or
+    /// --file: one export of 1G. An export of up to 16G (and half the machine's memory) is
+    /// registered with the rings so that reads are sent from it without a copy: that pins it,
+    /// allocating all of it at start. Where pinning is refused (RLIMIT_MEMLOCK without
+    /// CAP_IPC_LOCK), reads are copied instead (a warning says so) and memory is allocated as
+    /// written.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     memory: Vec<u64>,
     /// Serve a file or block device (O_DIRECT where the file system allows it).

@@ -140,6 +140,9 @@ pub(crate) enum Retained {
     Ring(control::RingRef),
     /// A splice's output descriptor, kept open until the splice's final completion.
     Fd(std::sync::Arc<dyn std::os::fd::AsRawFd + Send + Sync>),
+    /// The registered slice a buffer-less send reads ([`Op::send_zc_region`]), resolved at
+    /// post like a buffer.
+    Region(crate::buf::RegionSlice),
 }
 
 impl<B> Op<B> {
@@ -244,6 +247,15 @@ impl<B> Op<B> {
     #[inline]
     pub(crate) fn buf(&self) -> Option<&B> {
         self.buf.as_ref()
+    }
+
+    /// The registered slice this operation reads instead of a buffer, if any.
+    #[inline]
+    pub(crate) fn region(&self) -> Option<&crate::buf::RegionSlice> {
+        match self.retained.as_deref() {
+            Some(Retained::Region(slice)) => Some(slice),
+            _ => None,
+        }
     }
 
     /// Whether this is a cancel ([`Op::cancel`]), which may overdraw its work queue's credit.

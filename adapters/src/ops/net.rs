@@ -46,6 +46,7 @@ use io_uring::{opcode, types, IoUring};
 
 use super::file::UNSET;
 use super::{BufUse, FileSlot, FileUse, Op, PostAction, Retained, Side, Sqe};
+use crate::buf::RegionSlice;
 
 /// A socket address in the form the kernel reads, kept alive until the connect completes.
 pub(crate) struct SockAddr {
@@ -249,6 +250,23 @@ impl<B> Op<B> {
         Self::new(e, &"send_zc", Side::Send, cookie)
             .on(FileUse::Fd)
             .with_buf(buf, BufUse::Fixed)
+    }
+
+    /// [`send_zc`](Self::send_zc) of a slice of a region registered with
+    /// [`Adapter::register_region`](crate::Adapter::register_region), rather than of a buffer
+    /// of the adapter's type: the operation carries no buffer, and keeps `slice` (and what it
+    /// holds) until its final, `F_NOTIF`, completion. The slice is checked at post as a
+    /// buffer's is (the region's generation, its bounds).
+    pub fn send_zc_region(slice: RegionSlice, flags: i32, cookie: u64) -> Self {
+        let e = opcode::SendZc::new(UNSET, std::ptr::null(), 0)
+            .buf_index(Some(0))
+            .flags(flags)
+            .build();
+        let mut op = Self::new(e, &"send_zc", Side::Send, cookie)
+            .on(FileUse::Fd)
+            .retaining(Box::new(Retained::Region(slice)));
+        op.buf_use = BufUse::Fixed;
+        op
     }
 
     /// Accepts one connection on the work queue's listening socket, writing the peer's address

@@ -158,13 +158,18 @@ impl<B: crate::IoBuf> Ring<B> {
         if !self.supported[op.opcode() as usize] {
             return Err(self.rejected(unsupported(op.opcode())));
         }
-        let buf = match op.buf() {
-            Some(b) => Some(
+        let buf = match (op.buf(), op.region()) {
+            (Some(b), _) => Some(
                 self.tables
                     .resolve(reader, b)
                     .map_err(|e| self.rejected(e))?,
             ),
-            None => None,
+            (None, Some(slice)) => Some(
+                self.tables
+                    .resolve(reader, slice)
+                    .map_err(|e| self.rejected(e))?,
+            ),
+            (None, None) => None,
         };
         match op.post_action {
             PostAction::None => {}

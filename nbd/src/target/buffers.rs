@@ -95,6 +95,16 @@ impl Buffers {
         (first, second)
     }
 
+    /// A connection's two control buffers if two are free now and no connection waits for a
+    /// pair ([`control_pair`](Self::control_pair) holds the gate while it waits: the pairs
+    /// that free up go to the waiters in turn).
+    pub(crate) fn try_control_pair(&self) -> Option<(Message, Message)> {
+        let _gate = self.control_gate.try_acquire()?;
+        let first = self.pool.try_acquire_class(self.control).ok()?;
+        let second = self.pool.try_acquire_class(self.control).ok()?;
+        Some((first, second))
+    }
+
     /// One data buffer of at least `len` bytes where a class has them, else of the largest
     /// class; its descriptor covers `len` bytes at most.
     pub(crate) async fn one(&self, len: usize) -> Message {

@@ -9,7 +9,7 @@ use super::buffers::Buffers;
 use super::export::Export;
 use super::stats::Stats;
 use super::sync::{join_all, Semaphore};
-use super::writer::{InFlight, Reply};
+use super::writer::{Data, InFlight, Reply};
 use crate::proto::{
     encode_block_status, encode_offset_data_prefix, encode_offset_hole, Chunk, Command,
     CommandFlags, Cookie, Errno, Negotiated, Request, SimpleReply, OFFSET_DATA_PREFIX_LEN,
@@ -122,29 +122,36 @@ impl Session {
             self.stats.read(len as u64);
             return Reply {
                 head,
-                data: Vec::new(),
+                data: Data::None,
                 slot,
             };
         }
-        let (bufs, part) = self.buffers.for_len(len, &self.share).await;
-        slot.hold(part);
-        let mut filled = Vec::with_capacity(bufs.len());
-        for (result, buf) in self.chunks(request.offset, bufs, false).await {
-            if let Err(errno) = result {
-                return self.error(&request, errno, slot);
+        let data = if len == 0 {
+            Data::None
+        } else if self.export.region().is_some() {
+            // Sent from the export itself by the writer: no buffer, no copy.
+            Data::Export {
+                export: Arc::clone(&self.export),
+                offset: request.offset,
+                len,
             }
-            filled.push(buf);
-        }
-        let bufs = filled;
+        } else {
+            let (bufs, part) = self.buffers.for_len(len, &self.share).await;
+            slot.hold(part);
+            let mut filled = Vec::with_capacity(bufs.len());
+            for (result, buf) in self.chunks(request.offset, bufs, false).await {
+                if let Err(errno) = result {
+                    return self.error(&request, errno, slot);
+                }
+                filled.push(buf);
+            }
+            Data::Buffers(filled)
+        };
         self.stats.read(len as u64);
         if !self.negotiated.structured_replies {
             let mut head = vec![0; SIMPLE_REPLY_LEN];
             SimpleReply::ok(request.cookie).encode(array_mut(&mut head));
-            return Reply {
-                head,
-                data: bufs,
-                slot,
-            };
+            return Reply { head, data, slot };
         }
         let mut head = vec![0; OFFSET_DATA_PREFIX_LEN];
         if len == 0 {
@@ -162,11 +169,7 @@ impl Session {
             )
             .expect("a nonempty read of at most the maximum payload");
         }
-        Reply {
-            head,
-            data: bufs,
-            slot,
-        }
+        Reply { head, data, slot }
     }
 
     fn block_status(&self, request: Request, slot: InFlight) -> Reply {
@@ -180,7 +183,7 @@ impl Session {
         match encode_block_status(&request, context, true, extents, &mut head) {
             Ok(_) => Reply {
                 head,
-                data: Vec::new(),
+                data: Data::None,
                 slot,
             },
             Err(e) => {
@@ -204,7 +207,7 @@ fn simple_ok(cookie: Cookie, slot: InFlight) -> Reply {
     SimpleReply::ok(cookie).encode(array_mut(&mut head));
     Reply {
         head,
-        data: Vec::new(),
+        data: Data::None,
         slot,
     }
 }
@@ -235,7 +238,7 @@ pub(crate) fn error_reply(
     };
     Reply {
         head,
-        data: Vec::new(),
+        data: Data::None,
         slot,
     }
 }

@@ -21,19 +21,39 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
     let _live = server.connections.enter();
     let (input, output) = stream.split();
-    // The two control buffers; with too many connections open, this waits for one to close.
-    let Some(control) = server
-        .shutdown
-        .or_raised(server.buffers.control_pair())
-        .await
-    else {
+    // The two control buffers. When every pair is taken (or others wait for one), the
+    // connection longest in its handshake is asked to close (an idle client would hold its
+    // pair until the handshake timeout), and this one waits its turn for a pair: each waiter
+    // has freed one.
+    let control = match server.buffers.try_control_pair() {
+        Some(pair) => Some(pair),
+        None => {
+            if server.handshakes.evict_oldest() {
+                tracing::debug!("control buffers ran out: closing the oldest handshake");
+            }
+            server
+                .shutdown
+                .or_raised(server.buffers.control_pair())
+                .await
+        }
+    };
+    let Some(control) = control else {
         return;
     };
+    let in_handshake = server.handshakes.enter();
     let handshake = regio_runtime::time::timeout(
         HANDSHAKE_TIMEOUT,
-        negotiate(&input, &output, control, &server.catalogue),
+        negotiate(
+            &input,
+            &output,
+            control,
+            &server.catalogue,
+            &in_handshake.evicted,
+        ),
     );
-    let (negotiated, inbox, outbox) = match server.shutdown.or_raised(handshake).await {
+    let ended = server.shutdown.or_raised(handshake).await;
+    drop(in_handshake);
+    let (negotiated, inbox, outbox) = match ended {
         Some(Ok(Ok(done))) => done,
         Some(Ok(Err(NoTransmission::Aborted))) | None => return close(&output).await,
         Some(Ok(Err(e))) => {
@@ -71,7 +91,14 @@ pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
         timeout: server.stall_timeout(),
         cut: Arc::clone(&cut),
     };
-    let writing = writer::run(output, queued, outbox, server.buffers.clone(), stall);
+    let writing = writer::run(
+        output,
+        queued,
+        outbox,
+        server.buffers.clone(),
+        Arc::clone(&server.stats),
+        stall,
+    );
     let writer = regio_runtime::spawn_local({
         let server = Arc::clone(&server);
         async move {

@@ -4,20 +4,31 @@
 //! Each connection is one task that runs the handshake ([`proto::Handshake`](crate::proto::Handshake))
 //! and then reads requests; each request runs on a task of its own, so many are in flight and
 //! replies go out in the order they finish; one writer task per connection sends them. Every
-//! byte lives in the runtime's registered pool: request headers and reply headers in two
-//! control buffers per connection, a READ's data in the buffers the read filled (and sent from
-//! them), a WRITE's payload received straight into the buffers it is written from. An
-//! exhausted pool makes requests wait for buffers (see the `buffers` module for why this never
-//! deadlocks); a client that goes away gives every buffer back.
+//! byte lives in registered memory: request headers and reply headers in two control buffers
+//! of the runtime's pool per connection, a WRITE's payload received straight into the pool
+//! buffers it is written from (a file export's `WRITE_FIXED`, or one copy into a memory
+//! export), and a READ's data either in the pool buffers the read filled (a file export) or in
+//! a memory export itself, which the server registers with the rings as a
+//! [`Region`](regio_runtime::region::Region) when it starts serving ([`Export::memory`] says
+//! what that pins). Data of 16 KiB or more goes out with `SEND_ZC` from where it lies; smaller
+//! replies are gathered (copied) into one send per batch. [`StatsLine::zero_copy_bytes`]
+//! counts what went out from a memory export without a copy. An exhausted pool makes requests
+//! wait for buffers (see the `buffers` module for why this never deadlocks); a client that
+//! goes away gives every buffer back, and its zero-copy sends hold the export's region until
+//! the kernel lets go of its pages.
+//!
+//! Each connection takes its control buffers when it starts. When they run out (clients that
+//! connect and then say nothing hold theirs until the handshake timeout), a new connection
+//! closes the oldest connection still waiting for its client in the handshake rather than wait
+//! for that timeout; connections in transmission are never closed that way.
 //!
 //! Bad input: a request out of range, too long, with an unknown command or flag, or a write to
 //! a read-only export gets an NBD error and the connection goes on; a wrong magic, a truncated
 //! header or a write too large to read through closes that connection only.
 //!
 //! Not done yet: extended headers and TLS (both refused with `NBD_REP_ERR_UNSUP`, as clients
-//! expect); `OFFSET_HOLE` chunks (reads of holes send zeroes); sending a memory export's reads
-//! from the export itself (it is too large to register: pinned memory counts against
-//! `RLIMIT_MEMLOCK`, so reads are copied into pool buffers). A client that stops reading its
+//! expect); `OFFSET_HOLE` chunks within a READ that is not all hole (its holes are sent as
+//! zeroes). A client that stops reading its
 //! replies holds its share of the data buffers (a quarter of them, or one request of the
 //! maximum payload) until a send has waited for it longer than the [`STALL_TIMEOUT`]; then its
 //! connection is cut. A graceful shutdown cuts the connections still open after its grace
@@ -38,6 +49,7 @@ mod commands;
 mod connection;
 mod error;
 mod export;
+mod handshakes;
 mod input;
 mod negotiate;
 mod reader;

@@ -8,6 +8,7 @@ use regio_pool::Message;
 
 use super::export::Export;
 use super::stream::{RecvHalf, SendHalf};
+use super::sync::Signal;
 use crate::proto::{
     BlockSizes, ExportCatalogue, ExportInfo, Handshake, Negotiated, ProtoError, Step,
 };
@@ -61,15 +62,18 @@ pub(crate) enum NoTransmission {
     Protocol(#[from] ProtoError),
     #[error("handshake: {0}")]
     Io(#[from] io::Error),
+    #[error("closed in its handshake: a new connection needed its control buffers")]
+    Evicted,
 }
 
 /// Runs the handshake; on transmission returns what was negotiated and the control buffers
-/// back.
+/// back. Raising `evicted` ends it the next time it waits for the client.
 pub(crate) async fn negotiate<R: RecvHalf, W: SendHalf>(
     input: &R,
     output: &W,
     control: (Message, Message),
     catalogue: &Catalogue,
+    evicted: &Signal,
 ) -> Result<(Negotiated, Message, Message), NoTransmission> {
     let (mut inbox, mut outbox) = control;
     let mut out = Vec::new();
@@ -81,7 +85,10 @@ pub(crate) async fn negotiate<R: RecvHalf, W: SendHalf>(
         out.clear();
         match step? {
             Step::Incomplete { missing } => {
-                inbox = receive(input, inbox, missing, &mut received).await?;
+                inbox = evicted
+                    .or_raised(receive(input, inbox, missing, &mut received))
+                    .await
+                    .ok_or(NoTransmission::Evicted)??;
             }
             Step::Continue { consumed } => {
                 received.drain(..consumed);

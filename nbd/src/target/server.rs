@@ -11,6 +11,7 @@ use regio_pool::MessagePool;
 use super::buffers::Buffers;
 use super::connection;
 use super::export::Export;
+use super::handshakes::Handshakes;
 use super::negotiate::Catalogue;
 use super::stats::{Stats, StatsLine};
 use super::stream::Connection;
@@ -40,6 +41,8 @@ pub(crate) struct Shared {
     /// stopped reading its replies, or stopped in the middle of a WRITE's payload) are cut.
     pub(crate) abandon: Signal,
     pub(crate) connections: Arc<Tracker>,
+    /// The connections in their handshake, for eviction when control pairs run out.
+    pub(crate) handshakes: Handshakes,
     pub(crate) max_in_flight: usize,
     /// [`Server::set_stall_timeout`], in milliseconds.
     stall_timeout_ms: AtomicU64,
@@ -96,6 +99,7 @@ impl Server {
                 shutdown: Signal::default(),
                 abandon: Signal::default(),
                 connections: Arc::default(),
+                handshakes: Handshakes::default(),
                 max_in_flight: MAX_IN_FLIGHT,
                 stall_timeout_ms: AtomicU64::new(millis(STALL_TIMEOUT)),
             }),
@@ -126,12 +130,18 @@ impl Server {
     /// Accepts connections from `accept` (a listener's `accept`, called again after each
     /// connection) and serves each on a task of its own, until [`shutdown`](Self::shutdown).
     /// A failed accept (out of descriptors, say) is logged and retried.
+    ///
+    /// The first call registers the memory exports with the runtime's rings for zero-copy
+    /// reads, which pins them ([`Export::memory`]).
     pub async fn serve<C, F, Fut>(&self, mut accept: F)
     where
         C: Connection,
         F: FnMut() -> Fut,
         Fut: Future<Output = io::Result<C>>,
     {
+        for export in &self.shared.catalogue.exports {
+            export.register();
+        }
         let mut failures = 0_u32;
         while let Some(accepted) = self.shared.shutdown.or_raised(accept()).await {
             match accepted {

@@ -12,6 +12,8 @@ pub(crate) struct Stats {
     bytes_written: AtomicU64,
     in_flight: AtomicU64,
     errors: AtomicU64,
+    zero_copy_sends: AtomicU64,
+    zero_copy_bytes: AtomicU64,
 }
 
 impl Stats {
@@ -38,6 +40,13 @@ impl Stats {
         self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// READ data went out with `SEND_ZC` from a registered memory export.
+    pub(crate) fn sent_zero_copy(&self, bytes: u64) {
+        // Relaxed: statistics.
+        self.zero_copy_sends.fetch_add(1, Ordering::Relaxed);
+        self.zero_copy_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     pub(crate) fn failed(&self) {
         // Relaxed: statistics.
         self.errors.fetch_add(1, Ordering::Relaxed);
@@ -53,6 +62,8 @@ impl Stats {
             bytes_written: get(&self.bytes_written),
             in_flight: get(&self.in_flight),
             errors: get(&self.errors),
+            zero_copy_sends: get(&self.zero_copy_sends),
+            zero_copy_bytes: get(&self.zero_copy_bytes),
             connections,
             pool_in_use: pool.0,
             pool_capacity: pool.1,
@@ -74,6 +85,11 @@ pub struct StatsLine {
     pub in_flight: u64,
     /// Requests answered with an error.
     pub errors: u64,
+    /// READ replies whose data went out from a registered memory export itself, with no copy
+    /// (`SEND_ZC`).
+    pub zero_copy_sends: u64,
+    /// The bytes of those replies.
+    pub zero_copy_bytes: u64,
     /// Open connections.
     pub connections: usize,
     /// Pool buffers in use (control and data).
@@ -86,11 +102,12 @@ impl fmt::Display for StatsLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "requests={} read_bytes={} written_bytes={} in_flight={} errors={} connections={} \
-             pool={}/{}",
+            "requests={} read_bytes={} written_bytes={} zero_copy_bytes={} in_flight={} errors={} \
+             connections={} pool={}/{}",
             self.requests,
             self.bytes_read,
             self.bytes_written,
+            self.zero_copy_bytes,
             self.in_flight,
             self.errors,
             self.connections,

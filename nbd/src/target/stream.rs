@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use regio_pool::Message;
 use regio_runtime::net::{Stream, StreamSocket};
+use regio_runtime::region::Region;
 
 /// The receiving half of a connection.
 pub trait RecvHalf: Send + Sync + 'static {
@@ -27,6 +28,15 @@ pub trait SendHalf: Send + Sync + 'static {
     /// Sends the descriptor's bytes without copying them (`SEND_ZC`); resolves once the kernel
     /// is done with the buffer, with the count sent.
     fn send_zc(&self, buf: Message) -> impl Future<Output = (io::Result<usize>, Message)> + Send;
+    /// Sends the `len` bytes of `region` from `offset` without copying them (`SEND_ZC` from
+    /// the registered region); resolves once the kernel is done with them. `EOPNOTSUPP` (and
+    /// nothing sent) where the socket has no zero-copy sends.
+    fn send_region(
+        &self,
+        region: &Region,
+        offset: usize,
+        len: usize,
+    ) -> impl Future<Output = io::Result<()>> + Send;
     /// Shuts the connection down both ways.
     fn close(&self) -> impl Future<Output = io::Result<()>> + Send;
 }
@@ -58,6 +68,16 @@ impl<S: StreamSocket> SendHalf for Arc<Stream<S>> {
 
     fn send_zc(&self, buf: Message) -> impl Future<Output = (io::Result<usize>, Message)> + Send {
         Stream::send_zc(self, buf)
+    }
+
+    fn send_region(
+        &self,
+        region: &Region,
+        offset: usize,
+        len: usize,
+    ) -> impl Future<Output = io::Result<()>> + Send {
+        let send = Stream::send_region(self, region, offset, len);
+        async move { send?.await }
     }
 
     async fn close(&self) -> io::Result<()> {

@@ -72,6 +72,19 @@ impl Semaphore {
         lock(&self.state).permits
     }
 
+    /// A permit if one is free and nobody waits for one (a waiter is never overtaken).
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        let mut state = lock(&self.state);
+        if !state.waiters.is_empty() || state.permits == 0 {
+            return None;
+        }
+        state.permits -= 1;
+        Some(Permit {
+            sem: Arc::clone(self),
+            count: 1,
+        })
+    }
+
     /// Waits for a permit, behind every earlier waiter. Dropping the future leaves the line.
     pub(crate) async fn acquire(self: &Arc<Self>) -> Permit {
         self.acquire_many(1).await
@@ -448,6 +461,23 @@ mod tests {
         assert!(poll_once(third.as_mut(), &waker2).is_pending());
         drop(second);
         assert!(poll_once(third.as_mut(), &waker2).is_ready());
+        assert_eq!(sem.available(), 1);
+    }
+
+    #[test]
+    fn a_try_never_overtakes_a_waiter() {
+        let sem = Semaphore::new(1);
+        let held = sem.try_acquire().expect("a free permit");
+        assert!(sem.try_acquire().is_none(), "none free");
+        let (_, waker) = counter();
+        let mut waiting = Box::pin(sem.acquire());
+        assert!(poll_once(waiting.as_mut(), &waker).is_pending());
+        drop(held);
+        assert!(
+            sem.try_acquire().is_none(),
+            "one free, but a waiter is first"
+        );
+        assert!(poll_once(waiting.as_mut(), &waker).is_ready());
         assert_eq!(sem.available(), 1);
     }
 

@@ -4,7 +4,8 @@
 //! when they queue up together. Small replies (a 4 KiB read) are gathered whole, header and
 //! data, in a data buffer borrowed for the batch when the pool has one free: one send for the
 //! batch rather than two per reply. Larger data goes out from the buffers the reads filled,
-//! with `SEND_ZC`.
+//! with `SEND_ZC`; a READ of a registered memory export goes out with `SEND_ZC` from the
+//! export itself (small ones are gathered too, copied straight from the export).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use regio_pool::{BufKey, Message};
 
 use super::buffers::Buffers;
+use super::export::Export;
 use super::stats::Stats;
 use super::stream::SendHalf;
 use super::sync::{Permit, Receiver, Signal};
@@ -21,15 +23,30 @@ use super::sync::{Permit, Receiver, Signal};
 /// the notification.
 const ZERO_COPY_MIN: usize = 16 * 1024;
 
-/// One reply, ready to send: its header bytes, then its data buffers.
+/// One reply, ready to send: its header bytes, then its data.
 #[derive(Debug)]
 pub(crate) struct Reply {
     /// The simple reply, or the chunk header (and payload, for error and block status chunks).
     pub(crate) head: Vec<u8>,
-    /// The data that follows the header (a READ's), each buffer's descriptor naming its bytes.
-    pub(crate) data: Vec<Message>,
+    /// The data that follows the header (a READ's).
+    pub(crate) data: Data,
     /// The request's in-flight slot, given back once the reply is sent.
     pub(crate) slot: InFlight,
+}
+
+/// The data of a reply.
+#[derive(Debug)]
+pub(crate) enum Data {
+    /// None.
+    None,
+    /// Buffers a read filled, each buffer's descriptor naming its bytes.
+    Buffers(Vec<Message>),
+    /// `len` bytes of a registered memory export from `offset`, sent from the export itself.
+    Export {
+        export: Arc<Export>,
+        offset: u64,
+        len: usize,
+    },
 }
 
 /// A request in flight: its slot in the connection's limit and in the statistics, released
@@ -82,6 +99,7 @@ pub(crate) async fn run<W: SendHalf>(
     mut replies: Receiver<Reply>,
     control: Message,
     buffers: Buffers,
+    stats: Arc<Stats>,
     stall: Stall,
 ) {
     let mut writer = Writer {
@@ -89,6 +107,7 @@ pub(crate) async fn run<W: SendHalf>(
         control: Some(Gather::new(control)),
         staging: None,
         buffers,
+        stats,
         broken: false,
         zero_copy: true,
         stall,
@@ -136,6 +155,13 @@ impl Gather {
         self.filled += take;
         take
     }
+
+    /// The next `len` bytes of room (at most [`room`](Self::room)), counted as filled.
+    fn claim(&mut self, len: usize) -> &mut [u8] {
+        let at = self.filled;
+        self.filled += len;
+        &mut self.buf.as_mut_slice()[at..at + len]
+    }
 }
 
 struct Writer<W> {
@@ -146,6 +172,7 @@ struct Writer<W> {
     /// and data), so a batch of small reads costs one send rather than two per reply.
     staging: Option<Gather>,
     buffers: Buffers,
+    stats: Arc<Stats>,
     broken: bool,
     /// Whether the socket takes `SEND_ZC` (a Unix socket does not).
     zero_copy: bool,
@@ -160,12 +187,25 @@ async fn within<T>(limit: Duration, op: impl Future<Output = T>) -> Option<T> {
 impl<W: SendHalf> Writer<W> {
     async fn put(&mut self, reply: Reply) {
         let Reply { head, data, slot } = reply;
+        match data {
+            Data::None => self.append(&head).await,
+            Data::Buffers(bufs) => self.put_buffers(&head, bufs).await,
+            Data::Export {
+                export,
+                offset,
+                len,
+            } => self.put_export(&head, &export, offset, len).await,
+        }
+        drop(slot);
+    }
+
+    async fn put_buffers(&mut self, head: &[u8], data: Vec<Message>) {
         let data_len: usize = data.iter().map(|buf| buf.descriptor().len()).sum();
         let small = data_len > 0 && data_len < ZERO_COPY_MIN;
         if small && self.staging.is_none() {
             self.stage();
         }
-        self.append(&head).await;
+        self.append(head).await;
         if small && self.staging.is_some() {
             for buf in &data {
                 let len = buf.descriptor().len();
@@ -180,7 +220,42 @@ impl<W: SendHalf> Writer<W> {
                 self.send_data(buf).await;
             }
         }
-        drop(slot);
+    }
+
+    /// A READ of a registered memory export: small ones, and every one where the socket has
+    /// no zero-copy sends, are copied from the export into the gathered bytes; the others go
+    /// out with `SEND_ZC` from the export.
+    async fn put_export(&mut self, head: &[u8], export: &Export, offset: u64, len: usize) {
+        let copy = len < ZERO_COPY_MIN || !self.zero_copy;
+        if copy && self.staging.is_none() {
+            self.stage();
+        }
+        self.append(head).await;
+        if copy {
+            return self.append_export(export, offset, len).await;
+        }
+        self.flush().await;
+        let Some(region) = export.region() else {
+            return self.append_export(export, offset, len).await;
+        };
+        if self.broken {
+            return;
+        }
+        // The range was validated against the export, which the region covers whole.
+        let at = offset as usize;
+        match within(self.stall.timeout, self.out.send_region(region, at, len)).await {
+            None => self.stalled(),
+            Some(Ok(())) => self.stats.sent_zero_copy(len as u64),
+            // The socket's family has no zero-copy send: copy from now on. Nothing was sent.
+            Some(Err(e)) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                self.zero_copy = false;
+                if self.staging.is_none() {
+                    self.stage();
+                }
+                self.append_export(export, offset, len).await;
+            }
+            Some(Err(e)) => self.fail(&e),
+        }
     }
 
     /// Borrows a staging buffer if the pool has one free now (never waits: the writer must
@@ -202,16 +277,45 @@ impl<W: SendHalf> Writer<W> {
     }
 
     /// Gathers `bytes` (a header, or a small reply's data), sending as the buffer fills.
-    async fn append(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() && !self.broken {
+    async fn append(&mut self, bytes: &[u8]) {
+        self.gather(bytes.len(), |done, room| {
+            room.copy_from_slice(&bytes[done..done + room.len()]);
+            Ok(())
+        })
+        .await;
+    }
+
+    /// Gathers `len` bytes of `export` from `offset`, copied straight from it.
+    async fn append_export(&mut self, export: &Export, offset: u64, len: usize) {
+        self.gather(len, |done, room| {
+            export.copy_out(offset + done as u64, room)
+        })
+        .await;
+    }
+
+    /// Gathers `len` bytes that `fill` writes (given how many came before, and the room for
+    /// the next ones), sending as the buffer fills. A failed fill (a range the export does not
+    /// have, which validation rules out) breaks the connection: the header is out already.
+    async fn gather(
+        &mut self,
+        len: usize,
+        mut fill: impl FnMut(usize, &mut [u8]) -> Result<(), crate::proto::Errno>,
+    ) {
+        let mut done = 0;
+        while done < len && !self.broken {
             let target = match (self.staging.as_mut(), self.control.as_mut()) {
                 (Some(staging), _) => staging,
                 (None, Some(control)) => control,
                 (None, None) => return,
             };
-            let took = target.push(bytes);
-            bytes = &bytes[took..];
-            if !bytes.is_empty() {
+            let take = (len - done).min(target.room());
+            if let Err(errno) = fill(done, target.claim(take)) {
+                tracing::error!(?errno, "a reply's data cannot be copied");
+                self.broken = true;
+                return;
+            }
+            done += take;
+            if done < len {
                 self.flush().await;
             }
         }

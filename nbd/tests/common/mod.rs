@@ -135,12 +135,19 @@ impl Harness {
     }
 
     /// Shuts the server down gracefully and waits for the end.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        drop(self.stop_keeping_runtime());
+    }
+
+    /// [`stop`](Self::stop), then drops the server (and its exports) but gives the runtime
+    /// back, still running.
+    pub fn stop_keeping_runtime(mut self) -> Runtime {
         self.server.shutdown();
         for accept in [self.accept.take(), self.unix.take()].into_iter().flatten() {
             self.rt.block_on(accept).unwrap();
         }
         self.rt.block_on(self.server.finish()).unwrap();
+        self.rt
     }
 }
 

@@ -91,6 +91,10 @@
 //! loopback the kernel copies the bytes when the receiving socket queues them: there a
 //! zero-copy send proves correctness, not speed.
 //!
+//! [`Stream::send_region`] sends from the program's own memory the same way, once it is
+//! registered as a [`Region`](crate::region::Region) (see the [`region`](crate::region)
+//! module).
+//!
 //! # Sending a file
 //!
 //! [`Stream::send_file`] (and [`OwnedWriteHalf::send_file`]) sends a range of a

@@ -1,18 +1,39 @@
-//! [`MemoryExport`]: an export in anonymous memory, mapped lazily, with a page map of what was
-//! written for `base:allocation`.
+//! [`MemoryExport`]: an export in anonymous memory, with a page map of what was written for
+//! `base:allocation`, registered with the runtime's rings for zero-copy reads when it can be.
 //!
 //! The mapping is private, anonymous and `MAP_NORESERVE`: a page costs memory only once it is
 //! written, and pages given back with `MADV_DONTNEED` read as zeroes again. A bitmap with one
 //! bit per page says which pages hold data; a read-write lock over it also orders the copies
 //! in and out of the mapping (copies are memcpy-fast, so readers share it and a writer holds it
 //! for one copy).
+//!
+//! # Zero copy
+//!
+//! [`register`](MemoryExport::register) makes the mapping a [`Region`] of the runtime: READ
+//! replies are then sent straight from it with `SEND_ZC`. Registering pins the whole export:
+//! the kernel faults in every page (the export then costs its full size in memory, written or
+//! not) and keeps the pages until the region is gone. A pinned page must stay the page the
+//! mapping shows, so a registered export never gives pages back with `MADV_DONTNEED` (the
+//! mapping would get fresh zero pages while the kernel kept sending the old ones): TRIM and
+//! WRITE_ZEROES write zeroes over the pages that hold data instead, and the page map still
+//! says they hold none. Exports larger than [`ZERO_COPY_MAX`] (or half the machine's memory),
+//! or than `RLIMIT_MEMLOCK` without `CAP_IPC_LOCK`, are not registered (the kernel would fault
+//! in every page before it refused), and a registration the kernel refuses (the limit reached
+//! with what is pinned already, single-issuer rings) leaves the export on the copy path too,
+//! with a warning.
 
 use std::io;
 use std::ptr::NonNull;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
+use regio_runtime::region::{Memory, Region};
 
 use crate::proto::{BlockStatusFlags, Errno, Extent};
+
+/// The largest memory export registered for zero-copy reads: registering pins (and so
+/// allocates) all of it.
+pub(crate) const ZERO_COPY_MAX: u64 = 16 << 30;
 
 /// The most extents one block status answer collects (the client asks again for the rest).
 const MAX_EXTENTS: usize = 4096;
@@ -20,7 +41,10 @@ const MAX_EXTENTS: usize = 4096;
 /// A lazily allocated export in memory.
 #[derive(Debug)]
 pub(crate) struct MemoryExport {
-    map: Mapping,
+    map: Arc<Mapping>,
+    /// The mapping as a registered region, once [`register`](Self::register) ran (`None`
+    /// inside when it was refused: the copy path).
+    region: OnceLock<Option<Region>>,
     page: usize,
     /// One bit per page: set when the page holds data.
     pages: RwLock<Vec<u64>>,
@@ -39,6 +63,19 @@ unsafe impl Send for Mapping {}
 // SAFETY: as above: shared access only reads `base` and `len`, and the bytes are reached under
 // the export's lock.
 unsafe impl Sync for Mapping {}
+
+// SAFETY: `base..base + len` is one mapping, readable, unmapped only when the `Mapping` drops
+// (the region holds an `Arc` to it until its last send completed); its address and length never
+// change.
+unsafe impl Memory for Mapping {
+    fn as_ptr(&self) -> *const u8 {
+        self.base.as_ptr()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
 
 impl Drop for Mapping {
     fn drop(&mut self) {
@@ -72,10 +109,58 @@ impl MemoryExport {
         let page = regio_pool::page_size();
         let words = len.div_ceil(page).div_ceil(64);
         Ok(Self {
-            map: Mapping { base, len },
+            map: Arc::new(Mapping { base, len }),
+            region: OnceLock::new(),
             page,
             pages: RwLock::new(vec![0; words]),
         })
+    }
+
+    /// Registers the mapping with the current runtime's rings (once; later calls return what
+    /// the first found): the region READ replies are sent from, or `None` for the copy path.
+    /// See the [module docs](self#zero-copy).
+    pub(crate) fn register(&self) -> Option<&Region> {
+        self.region
+            .get_or_init(|| {
+                let size = self.map.len as u64;
+                if size > zero_copy_limit() {
+                    tracing::warn!(
+                        size,
+                        limit = zero_copy_limit(),
+                        "a memory export this large is not registered: reads are copied"
+                    );
+                    return None;
+                }
+                // Pinning faults in every page before the kernel checks the limit: an export
+                // that cannot fit is not tried (it would cost its whole size in memory for
+                // nothing).
+                let memlock = regio_pool::MemlockLimit::current();
+                if memlock.lockable_bytes().is_some_and(|limit| size > limit) {
+                    tracing::warn!(
+                        size,
+                        %memlock,
+                        advice = memlock.advice().unwrap_or_default(),
+                        "a memory export larger than RLIMIT_MEMLOCK is not registered: reads are copied"
+                    );
+                    return None;
+                }
+                match Region::register(Arc::clone(&self.map)) {
+                    Ok(region) => {
+                        tracing::info!(size, "memory export registered (pinned) for zero-copy reads");
+                        Some(region)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot register a memory export: reads are copied");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    /// The registered region, if [`register`](Self::register) made one.
+    pub(crate) fn region(&self) -> Option<&Region> {
+        self.region.get().and_then(Option::as_ref)
     }
 
     /// Copies `out.len()` bytes from `offset` (in range: the request was validated).
@@ -121,6 +206,22 @@ impl MemoryExport {
         let first_whole = start.next_multiple_of(self.page);
         let last_whole = end - end % self.page;
         let mut pages = self.pages.write();
+        if self.region().is_some() {
+            // Pinned pages must stay: zero what holds data, page by page, and mark it a hole.
+            let mut at = start;
+            while at < end {
+                let stop = (at - at % self.page + self.page).min(end);
+                let whole = at % self.page == 0 && stop - at == self.page;
+                if edges || whole {
+                    self.zero_if_data(&pages, at, stop);
+                }
+                if whole {
+                    self.mark(&mut pages, at, self.page, false);
+                }
+                at = stop;
+            }
+            return Ok(());
+        }
         if first_whole < last_whole {
             // SAFETY: a page-aligned range inside the mapping, under the exclusive lock:
             // nobody holds a reference into it; DONTNEED makes it read as zeroes.
@@ -227,6 +328,17 @@ impl MemoryExport {
             unsafe { std::ptr::write_bytes(self.map.base.as_ptr().add(start), 0, end - start) };
         }
     }
+}
+
+/// The largest memory export [`MemoryExport::register`] registers: [`ZERO_COPY_MAX`], or half
+/// the machine's memory if that is less.
+fn zero_copy_limit() -> u64 {
+    // SAFETY: sysconf takes no pointers.
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    let physical = u64::try_from(pages)
+        .unwrap_or(0)
+        .saturating_mul(regio_pool::page_size() as u64);
+    ZERO_COPY_MAX.min(physical / 2)
 }
 
 /// The end (a page index, at most `limit`) of the run of pages from `index` on whose bit in

@@ -7,6 +7,7 @@ mod memory;
 use std::path::Path;
 
 use regio_pool::Message;
+use regio_runtime::region::Region;
 
 use self::file::FileExport;
 use self::memory::MemoryExport;
@@ -44,6 +45,14 @@ enum Storage {
 
 impl Export {
     /// A memory export of `size` bytes, all zeroes; memory is taken as pages are written.
+    ///
+    /// When a server starts serving it ([`Server::serve`](super::Server::serve)), an export of
+    /// up to 16 GiB (and half the machine's memory) is registered with the runtime's rings, so
+    /// that READ replies are sent from it without a copy (`SEND_ZC`). Registering pins it: every
+    /// page is allocated then and stays resident until the export is dropped. Where the kernel
+    /// refuses (`RLIMIT_MEMLOCK` for a user without `CAP_IPC_LOCK`), reads are copied through
+    /// pool buffers instead, with a warning in the log; [`is_zero_copy`](Self::is_zero_copy)
+    /// says which.
     ///
     /// # Errors
     ///
@@ -109,6 +118,37 @@ impl Export {
     /// Whether writes are refused.
     pub fn is_read_only(&self) -> bool {
         self.read_only
+    }
+
+    /// Whether READ replies are sent from the export itself without a copy: a memory export
+    /// that a server registered ([`Export::memory`]).
+    pub fn is_zero_copy(&self) -> bool {
+        self.region().is_some()
+    }
+
+    /// Registers a memory export with the current runtime's rings, once (see
+    /// [`Export::memory`]); a file export has nothing to register.
+    pub(crate) fn register(&self) {
+        if let Storage::Memory(m) = &self.storage {
+            m.register();
+        }
+    }
+
+    /// The region READ replies are sent from, for a registered memory export.
+    pub(crate) fn region(&self) -> Option<&Region> {
+        match &self.storage {
+            Storage::Memory(m) => m.region(),
+            Storage::File(_) => None,
+        }
+    }
+
+    /// Copies the bytes at `offset` into `out`, from a memory export (a file export is read
+    /// with [`read`](Self::read)).
+    pub(crate) fn copy_out(&self, offset: u64, out: &mut [u8]) -> Result<(), Errno> {
+        match &self.storage {
+            Storage::Memory(m) => m.read(offset, out),
+            Storage::File(_) => Err(Errno::EINVAL),
+        }
     }
 
     /// The transmission flags it is advertised with. Every connection shares the same storage

@@ -1,0 +1,414 @@
+//! [`Region`]: memory of the caller's registered with the runtime's rings as fixed buffers, and
+//! zero-copy sends of its bytes on stream sockets ([`Stream::send_region`]).
+//!
+//! A pool [`Message`] is registered memory that an operation owns while it
+//! runs. Some memory is the program's own and lives as long as the program wants: a disk image
+//! kept in memory, a file mapped once. [`Region::register`] registers such memory (any type that
+//! implements the unsafe [`Memory`] trait, shared through an [`Arc`]) on every ring of the current
+//! runtime, in chunks of at most [`MAX_CHUNK`] bytes (the kernel's limit for one fixed buffer).
+//! Registering pins the memory: the kernel faults in every page and keeps it resident until the
+//! region is gone, and without `CAP_IPC_LOCK` the pinned bytes count against `RLIMIT_MEMLOCK`.
+//!
+//! [`Stream::send_region`] sends a range of the region with `IORING_OP_SEND_ZC` from the fixed
+//! buffer: no copy is made; the future resolves once every byte is sent and the kernel has let
+//! go of the pages (the `F_NOTIF` notification of each send). A range that spans chunks is sent
+//! as one send per chunk, in order; a short send is followed by a send of the rest.
+//!
+//! # Ownership
+//!
+//! Each send holds a clone of the region (a lease) until its final completion, whether its
+//! future is awaited, dropped (the send is cancelled, and the lease waits for the final
+//! completion) or the runtime shuts down. The region is unregistered when the last clone goes:
+//! after the last send that used it has completed, never before, and the memory (the `Arc` it
+//! was registered with) is released only after that. The kernel thus never reads memory that
+//! the region does not own. It only ever reads it: sends are the only operations on a region,
+//! so the owner may keep writing the memory (a reader then gets the bytes of the moment they
+//! are sent).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use regio_runtime::net::{TcpListener, TcpStream};
+//! use regio_runtime::region::Region;
+//! use regio_runtime::Runtime;
+//!
+//! let rt = Runtime::builder().worker_threads(1).pool_class(4096, 16).build()?;
+//! let got = rt.block_on(async {
+//!     let image: Arc<Box<[u8]>> = Arc::new((0..=255u8).cycle().take(1 << 16).collect());
+//!     let region = Region::register(Arc::clone(&image))?;
+//!     let listener = TcpListener::bind("127.0.0.1:0")?;
+//!     let client = TcpStream::connect(listener.local_addr()?).await?;
+//!     let (server, _) = listener.accept().await?;
+//!     server.send_region(&region, 1000, 3)?.await?;
+//!     let (n, msg) = client.recv(regio_runtime::pool().try_acquire().unwrap()).await;
+//!     Ok::<_, Box<dyn std::error::Error>>(msg.as_slice()[..n?].to_vec())
+//! })?;
+//! assert_eq!(got, [1000 % 256, 1001 % 256, 1002 % 256].map(|b| b as u8));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::any::Any;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use regio_adapters::{BufKey, Op, RegionId, RegionSlice, WeakAdapter};
+use regio_pool::Message;
+
+use crate::net::{Stream, StreamSocket};
+use crate::op::{Build, Route, Submit};
+use crate::queues::FdQueues;
+
+/// The largest fixed buffer the kernel registers (`SZ_1G`): a region is registered in chunks
+/// of this size.
+pub const MAX_CHUNK: usize = 1 << 30;
+
+/// Memory a [`Region`] can register.
+///
+/// # Safety
+///
+/// `as_ptr()..as_ptr() + len()` must be one allocation, readable, at the same address and of
+/// the same length for as long as the value lives (the region keeps the value alive while the
+/// kernel may read it). It may be written by its owner meanwhile; the kernel only reads it.
+pub unsafe trait Memory: Send + Sync + 'static {
+    /// The first byte.
+    fn as_ptr(&self) -> *const u8;
+    /// The length in bytes.
+    fn len(&self) -> usize;
+    /// Whether it has no bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+// SAFETY: a boxed slice's bytes are one heap allocation that does not move or change length
+// while the box lives; shared through an `Arc`, nobody can replace it.
+unsafe impl Memory for Box<[u8]> {
+    fn as_ptr(&self) -> *const u8 {
+        <[u8]>::as_ptr(self)
+    }
+
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+}
+
+/// Why a region could not be registered or a range of it sent.
+#[derive(Debug, thiserror::Error)]
+pub enum RegionError {
+    /// [`Region::register`] was called outside a regio runtime.
+    #[error("Region::register called outside a regio runtime: call it from a task or inside Runtime::block_on")]
+    NoRuntime,
+    /// The memory has no bytes.
+    #[error("a region needs at least one byte")]
+    Empty,
+    /// The rings refused the registration: [`regio_adapters::Error::MemlockTooLow`] when the
+    /// pinned bytes would pass `RLIMIT_MEMLOCK`, [`regio_adapters::Error::Invalid`] when the
+    /// fixed-buffer table is full, [`regio_adapters::Error::NotOwner`] in single-issuer mode.
+    /// Nothing stays registered.
+    #[error("registering a region of {len} bytes: {source}")]
+    Register {
+        /// The region's length.
+        len: usize,
+        /// The adapter's error.
+        source: regio_adapters::Error,
+    },
+    /// A range that does not lie inside the region (or whose end overflows).
+    #[error("the range {offset}+{len} is outside the region of {size} bytes")]
+    OutOfRange {
+        /// Its start.
+        offset: usize,
+        /// Its length.
+        len: usize,
+        /// The region's length.
+        size: usize,
+    },
+}
+
+impl From<RegionError> for io::Error {
+    fn from(e: RegionError) -> Self {
+        let kind = match e {
+            RegionError::OutOfRange { .. } | RegionError::Empty => io::ErrorKind::InvalidInput,
+            RegionError::NoRuntime | RegionError::Register { .. } => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// Memory registered with the runtime's rings: see the [module docs](self). Cloning gives
+/// another lease on the same registration; it is unregistered when the last one goes.
+#[derive(Clone)]
+pub struct Region {
+    inner: Arc<Registered>,
+}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("len", &self.inner.len)
+            .field("chunks", &self.inner.chunks.len())
+            .finish()
+    }
+}
+
+/// One fixed buffer of a region.
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    index: RegionId,
+    generation: u32,
+}
+
+/// A registration: its chunks, the memory they cover, and the adapter to leave.
+struct Registered {
+    /// Weak: a region outliving its runtime must not keep the rings open. An adapter that
+    /// goes first waits for the final completion of every send in flight (whose leases drop
+    /// then) and takes its registrations with its rings.
+    adapter: WeakAdapter<Message>,
+    chunks: Vec<Chunk>,
+    /// The length of each chunk but the last ([`MAX_CHUNK`] but in unit tests).
+    chunk_len: usize,
+    len: usize,
+    /// Kept until every chunk is unregistered (fields drop after `Drop::drop`).
+    _memory: Arc<dyn Memory>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        // Every send that used a chunk held a lease on this value until its final completion,
+        // so none is in flight now.
+        let Some(adapter) = self.adapter.upgrade() else {
+            return;
+        };
+        for chunk in &self.chunks {
+            if let Err(e) = adapter.unregister_region(chunk.index) {
+                tracing::warn!(index = chunk.index.0, error = %e, "unregistering a region failed");
+            }
+        }
+    }
+}
+
+impl Region {
+    /// Registers `memory` on every ring of the current runtime (see the [module docs](self)):
+    /// its pages are faulted in and pinned until the last clone of the region is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::NoRuntime`] outside a runtime, [`RegionError::Empty`] for no bytes,
+    /// [`RegionError::Register`] when the rings refuse it (then nothing stays registered).
+    pub fn register<M: Memory>(memory: Arc<M>) -> Result<Region, RegionError> {
+        Self::register_in_chunks(memory, MAX_CHUNK)
+    }
+
+    /// [`register`](Self::register) in chunks of `chunk_len` bytes (at most [`MAX_CHUNK`]).
+    fn register_in_chunks<M: Memory>(
+        memory: Arc<M>,
+        chunk_len: usize,
+    ) -> Result<Region, RegionError> {
+        let runtime = crate::context::runtime().ok_or(RegionError::NoRuntime)?;
+        let adapter = &runtime.adapter;
+        let len = memory.len();
+        if len == 0 {
+            return Err(RegionError::Empty);
+        }
+        let base = memory.as_ptr();
+        let mut registered = Registered {
+            adapter: adapter.downgrade(),
+            chunks: Vec::with_capacity(len.div_ceil(chunk_len)),
+            chunk_len,
+            len,
+            _memory: memory,
+        };
+        for start in (0..len).step_by(chunk_len) {
+            let this_len = chunk_len.min(len - start);
+            // SAFETY: `start..start + this_len` lies inside the memory (`Memory`'s contract: one
+            // allocation of `len` bytes), which `registered` keeps alive until it unregisters
+            // the chunk in its drop; the kernel is only ever asked to read it (sends).
+            let done = unsafe { adapter.register_region(base.add(start).cast_mut(), this_len) };
+            // On an error, dropping `registered` unregisters the chunks done so far.
+            let done = done.map_err(|source| RegionError::Register { len, source })?;
+            registered.chunks.push(Chunk {
+                index: done.index,
+                generation: done.generation,
+            });
+        }
+        Ok(Region {
+            inner: Arc::new(registered),
+        })
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.inner.len
+    }
+
+    /// Whether it has no bytes (never: registration refuses that).
+    pub fn is_empty(&self) -> bool {
+        self.inner.len == 0
+    }
+
+    /// Checks that `offset..offset + len` lies inside the region.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::OutOfRange`] otherwise (an end past `usize::MAX` included).
+    fn check(&self, offset: usize, len: usize) -> Result<(), RegionError> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.inner.len => Ok(()),
+            _ => Err(RegionError::OutOfRange {
+                offset,
+                len,
+                size: self.inner.len,
+            }),
+        }
+    }
+
+    /// The piece of `at..end` that lies in one chunk, with a lease: the first send of it.
+    fn piece(&self, at: usize, end: usize) -> RegionSlice {
+        let size = self.inner.chunk_len;
+        let chunk = self.inner.chunks[at / size];
+        let within = at % size;
+        let len = (end - at).min(size - within);
+        let key = BufKey {
+            region: chunk.index,
+            // Both at most 2^30: a chunk is at most `MAX_CHUNK` long.
+            offset: within as u32,
+            len: len as u32,
+        };
+        let lease: Arc<dyn Any + Send + Sync> = self.inner.clone();
+        // SAFETY: the lease keeps the registration (and so the chunk, with this generation, and
+        // its memory) alive: `Registered` unregisters and releases only in its drop. `key` lies
+        // inside the chunk (`check` bounded the range, and `len` stops at the chunk's end).
+        unsafe { RegionSlice::new(key, chunk.generation, lease) }
+    }
+}
+
+impl<S: StreamSocket> Stream<S> {
+    /// Sends the `len` bytes of `region` from `offset` without copying them (see the
+    /// [`region`](crate::region) module); the future resolves once every byte is sent and
+    /// the kernel has let go of the pages.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::OutOfRange`] at once for a range outside the region. The future's error
+    /// is a failed send's (`EOPNOTSUPP` on a socket without zero-copy sends, such as a Unix
+    /// socket: nothing was sent then), or [`io::ErrorKind::WriteZero`] if the socket took no
+    /// bytes; the bytes sent before an error are not counted.
+    pub fn send_region(
+        &self,
+        region: &Region,
+        offset: usize,
+        len: usize,
+    ) -> Result<SendRegion, RegionError> {
+        region.check(offset, len)?;
+        Ok(SendRegion {
+            queues: self.erased(),
+            region: region.clone(),
+            at: offset,
+            end: offset + len,
+            send: None,
+        })
+    }
+}
+
+/// The builder of one zero-copy send of a region's piece.
+struct RegionSend(RegionSlice);
+
+impl Build for RegionSend {
+    #[inline(always)]
+    fn build(self, buf: Option<Message>, cookie: u64) -> Op<Message> {
+        drop(buf);
+        Op::send_zc_region(self.0, 0, cookie)
+    }
+}
+
+/// The future of [`Stream::send_region`]. Dropping it cancels the send in flight; that send
+/// keeps its lease on the region until its final completion.
+#[must_use = "futures do nothing unless polled; a dropped send is cancelled"]
+pub struct SendRegion {
+    queues: Arc<FdQueues>,
+    region: Region,
+    at: usize,
+    end: usize,
+    send: Option<Submit<RegionSend>>,
+}
+
+impl std::fmt::Debug for SendRegion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendRegion")
+            .field("at", &self.at)
+            .field("end", &self.end)
+            .finish()
+    }
+}
+
+impl Future for SendRegion {
+    type Output = io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        loop {
+            let send = match &mut this.send {
+                Some(send) => send,
+                None if this.at >= this.end => return Poll::Ready(Ok(())),
+                None => {
+                    let piece = RegionSend(this.region.piece(this.at, this.end));
+                    let route = Route::Fd(Arc::clone(&this.queues));
+                    this.send.insert(Submit::new(route, None, piece))
+                }
+            };
+            let done = ready!(Pin::new(send).poll(cx));
+            this.send = None;
+            match done.io_result() {
+                Ok(0) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "the socket took no bytes",
+                    )))
+                }
+                Ok(n) => this.at += n as usize,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{TcpListener, TcpStream};
+
+    /// A range across three chunks goes out as one send per chunk, in order.
+    #[test]
+    fn a_range_across_chunks_is_sent_chunk_by_chunk() {
+        let Some(rt) = regio_testkit::ok_or_skip(
+            crate::Runtime::builder()
+                .worker_threads(1)
+                .pool_class(4096, 16)
+                .build(),
+            crate::BuildError::is_io_uring_disabled,
+        ) else {
+            return;
+        };
+        let bytes: Box<[u8]> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        let image = Arc::new(bytes);
+        let got = rt.block_on(async {
+            let region = Region::register_in_chunks(Arc::clone(&image), 16384).unwrap();
+            assert_eq!(region.inner.chunks.len(), 3);
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let client = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let reader = crate::spawn(async move {
+                let (got, buf) = client.recv_exact(vec![0; 39_000]).await;
+                got.unwrap();
+                buf
+            });
+            let send = server.send_region(&region, 100, 39_000).unwrap();
+            send.await.unwrap();
+            reader.await.unwrap()
+        });
+        assert_eq!(got, image[100..39_100]);
+    }
+}
