@@ -43,7 +43,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-pub(crate) use self::io::{Io, Posting};
+pub(crate) use self::io::{open_batches, Io, Posting};
 use self::table::Queue;
 use crate::context;
 use crate::queues::FdQueues;
@@ -91,9 +91,9 @@ impl Completed {
 
 /// Which work queue an operation is posted on.
 pub(crate) enum Route {
-    /// The worker's own queue, on no file.
+    /// The worker's own queue of the current adapter (module `adapter`), on no file.
     Control,
-    /// The file's or socket's queue on the worker's ring.
+    /// The file's or socket's queue on the worker's ring of the descriptor's adapter.
     Fd(Arc<FdQueues>),
 }
 
@@ -288,7 +288,7 @@ impl<F: Build> Inner<F> {
     }
 
     /// The completion of an operation that could not start (its file's queue could not be
-    /// made): `errno`, with its buffer.
+    /// made, or its adapter does not exist): `errno`, with its buffer.
     #[cold]
     fn fail(&mut self, errno: i32) -> Completed {
         let State::Unstarted { buf, .. } = std::mem::replace(&mut self.state, State::Finished)
@@ -302,23 +302,28 @@ impl<F: Build> Inner<F> {
         }
     }
 
-    /// Starts the operation on `local`'s ring. Started, it cannot complete before the worker's
-    /// next submit step, so the caller's poll is `Pending`. An errno if its file's queue could
-    /// not be made (it stays unstarted; [`fail`](Self::fail) completes it).
+    /// Starts the operation on `local`'s ring of its adapter (the current one, or its
+    /// descriptor's). Started, it cannot complete before the worker's next submit step, so the
+    /// caller's poll is `Pending`. An errno if its file's queue could not be made, or the
+    /// adapter does not exist (it stays unstarted; [`fail`](Self::fail) completes it).
     #[inline(always)]
     fn start_on(&mut self, local: &crate::worker::Local, cx: &mut Context<'_>) -> Result<(), i32> {
         let queue = match &self.state {
             State::Unstarted {
                 route: Route::Control,
                 ..
-            } => Queue::Control,
+            } => Queue::Control(local.current_adapter()?),
             State::Unstarted {
                 route: Route::Fd(files),
                 ..
-            } => Queue::Fd {
-                wq: files.for_worker(local)?,
-                _file: Arc::clone(files),
-            },
+            } => {
+                let (adapter, wq) = files.for_worker(local)?;
+                Queue::Fd {
+                    adapter,
+                    wq,
+                    _file: Arc::clone(files),
+                }
+            }
             _ => unreachable!("called on an unstarted operation"),
         };
         let cookie = local.io.borrow_mut().reserve(cx.waker(), &queue, F::ORPHAN);
