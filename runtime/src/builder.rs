@@ -213,9 +213,7 @@ impl Builder {
         if !(1..=1024).contains(&workers) {
             return Err(BuildError::Invalid("worker_threads must be in 1..=1024"));
         }
-        let specs = self
-            .adapters
-            .unwrap_or_else(|| vec![AdapterSpec::new()]);
+        let specs = self.adapters.unwrap_or_else(|| vec![AdapterSpec::new()]);
         if specs.is_empty() {
             return Err(BuildError::NoAdapters);
         }

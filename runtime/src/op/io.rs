@@ -334,11 +334,7 @@ fn post_staged(
     staged: &mut VecDeque<Staged>,
     controls: &[WorkQueue<Message>],
     posted: &mut [u64; MAX_ADAPTERS],
-    mut post: impl FnMut(
-        usize,
-        &WorkQueue<Message>,
-        Op<Message>,
-    ) -> Result<(), PostError<Op<Message>>>,
+    mut post: impl FnMut(usize, &WorkQueue<Message>, Op<Message>) -> Result<(), PostError<Op<Message>>>,
 ) -> bool {
     // What waits for credit, in order, and the queues it waits on (few: no allocation until
     // a queue runs out of credit).
