@@ -1,23 +1,11 @@
-//! Which adapter I/O goes to: [`AdapterHandle`], the [`OnAdapter`] scope, and
-//! [`current_adapter`].
+//! Which adapter I/O goes to: [`AdapterHandle`] (whose docs give the rules), the
+//! [`OnAdapter`] scope, and [`current_adapter`].
 //!
-//! Every worker has a ring of every adapter, so the choice is made per operation, not per
-//! task placement: the thread-local *current adapter* (0 unless a scope says otherwise) is
-//! read when an operation starts.
-//!
-//! - An operation on no descriptor ([`nop`](crate::nop), [`op::submit`](crate::op::submit),
-//!   timeouts) goes to the current adapter's work queue of its worker.
-//! - A socket or file belongs to the adapter that is current at its **first** operation; its
-//!   later operations go there from any task (its work queues live on that adapter's rings).
-//! - A task inherits the current adapter of the code that spawns it ([`spawn`](crate::spawn),
-//!   [`Runtime::spawn`](crate::Runtime::spawn), [`spawn_local`](crate::spawn_local)), so the
-//!   connections an accept loop hands to new tasks stay on the listener's adapter.
-//!
-//! [`AdapterHandle::scope`] makes an adapter current while a future is polled.
-//!
-//! The current adapter is a plain thread-local: a scope sets it before each poll of its future
-//! and puts the previous value back after (on unwinding too), so nested scopes see the
-//! innermost one and nothing leaks to the next task the worker polls.
+//! The current adapter is a plain thread-local, read when an operation starts (`start_on`)
+//! and when a descriptor is bound (`FdQueues::for_worker`): a scope sets it before each poll of
+//! its future and puts the previous value back after (on unwinding too), so nested scopes see
+//! the innermost one and nothing leaks to the next task the worker polls. Every spawned task is
+//! wrapped in a scope of its spawner's current adapter (`Shared::spawn`, `spawn_local`).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -32,7 +20,7 @@ thread_local! {
 }
 
 /// The index of the adapter that operations started here go to (0 outside any
-/// [`AdapterHandle::scope`]). See the [module docs](self).
+/// [`AdapterHandle::scope`]). [`AdapterHandle`] says what the choice covers.
 pub fn current_adapter() -> usize {
     CURRENT.with(Cell::get)
 }
@@ -56,6 +44,18 @@ pub enum AdapterError {
 
 /// One adapter of a runtime, checked to exist there: from
 /// [`Runtime::adapter`](crate::Runtime::adapter) or [`adapter`](crate::adapter).
+///
+/// Every worker has a ring of every adapter, so the choice is made per operation, not by
+/// placing tasks: [`scope`](Self::scope) makes the adapter *current* while a future is polled
+/// ([`current_adapter`]; 0 outside any scope), and
+///
+/// - an operation on no descriptor ([`nop`](crate::nop), [`op::submit`](crate::op::submit))
+///   goes to the current adapter's work queue of its worker;
+/// - a socket or file belongs to the adapter that is current at its **first** operation; its
+///   later operations go there from any task (its work queues live on that adapter's rings);
+/// - a task inherits the current adapter of the code that spawns it ([`spawn`](crate::spawn),
+///   [`Runtime::spawn`](crate::Runtime::spawn), [`spawn_local`](crate::spawn_local)), so the
+///   connections an accept loop hands to new tasks stay on the listener's adapter.
 ///
 /// ```
 /// use regio_runtime::{AdapterSpec, Builder};
@@ -95,8 +95,8 @@ impl AdapterHandle {
     }
 
     /// `future`, with this adapter current while it is polled: its operations, the sockets
-    /// and files it uses first, and the tasks it spawns go to this adapter (module docs).
-    /// Polled on a runtime with fewer adapters, its operations fail with `ENODEV`.
+    /// and files it uses first, and the tasks it spawns go to this adapter (see the type's
+    /// docs). Polled on a runtime with fewer adapters, its operations fail with `ENODEV`.
     pub fn scope<F: Future>(&self, future: F) -> OnAdapter<F> {
         OnAdapter::new(self.index, future)
     }

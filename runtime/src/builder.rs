@@ -77,9 +77,9 @@ pub const DEFAULT_POOL: [(u32, u32); 2] = [(4096, 1024), (65536, 32)];
 /// each belonging to worker `i`. A worker's loop submits to and reaps all of its rings each
 /// turn, and when idle it sleeps on all their eventfds at once, so a completion on any of them
 /// wakes it. Tasks stay on their worker, and choose the adapter of their I/O with
-/// [`AdapterHandle::scope`](crate::AdapterHandle::scope) (see the `adapter` module docs of
-/// [`current_adapter`](crate::current_adapter)). Assigning workers to adapters instead would
-/// make I/O on an adapter hop to another worker, and leave some workers with no ring of it.
+/// [`AdapterHandle::scope`](crate::AdapterHandle::scope) (its type's docs say what the choice
+/// covers). Assigning workers to adapters instead would make I/O on an adapter hop to another
+/// worker, and leave some workers with no ring of it.
 ///
 /// The message pool is registered with every adapter, so a message works with all of them.
 /// Each adapter pins the pool's memory on its own rings: without `CAP_IPC_LOCK` every adapter

@@ -44,7 +44,8 @@ const PARKED: u32 = 1;
 /// Something was pushed into the inbox since the worker last drained it.
 const NOTIFIED: u32 = 2;
 
-/// What wakes a sleeping worker: for a real worker, its completion queue's eventfd.
+/// What wakes a sleeping worker: for a real worker, its completion queues' eventfds (one per
+/// adapter, module `bell`).
 pub(crate) trait Doorbell {
     /// Makes the next (or the current) [`wait`](Self::wait) return.
     fn ring(&self);

@@ -49,13 +49,15 @@ pub enum RingMode {
 /// use std::time::Duration;
 /// use regio_runtime::AdapterSpec;
 ///
-/// // SQPOLL with a 10 ms idle timeout, its kernel thread on the first CPU; bigger CQs.
+/// // SQPOLL with a 10 ms idle timeout; bigger CQs.
 /// let fast = AdapterSpec::new()
 ///     .sqpoll(Duration::from_millis(10))
 ///     .cq_entries(4096);
+/// // SQPOLL, its kernel thread pinned to CPU 1 (which the process must be allowed to use).
+/// let pinned = AdapterSpec::new().sqpoll(Duration::from_millis(10)).sqpoll_cpu(1);
 /// // Interrupt-driven, the builder's sizes.
 /// let plain = AdapterSpec::new().interrupt();
-/// # let _ = (fast, plain);
+/// # let _ = (fast, pinned, plain);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AdapterSpec {

@@ -141,7 +141,8 @@ where
 }
 
 /// Submits the operation that `build` makes, on the current worker's own work queue (one that
-/// acts on no file: nop, timeout, cancel, msg_ring), and resolves to its final completion.
+/// acts on no file: nop, timeout, cancel, msg_ring) of the current adapter
+/// ([`current_adapter`](crate::current_adapter)), and resolves to its final completion.
 ///
 /// `build` is called at the first poll, with `buf` and the cookie the operation must carry (the
 /// runtime routes its completions by it): `|buf, cookie| Op::nop(cookie)`, or for a pool
