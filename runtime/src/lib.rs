@@ -111,7 +111,10 @@
 //!   changed only by read-modify-writes; a poster pushes into the inbox, sets `NOTIFIED`, and
 //!   writes the eventfd only if the worker had announced its park. Checked with loom on the
 //!   real code, with `#[should_panic]` twins (a load and store instead of the RMW; a worker that
-//!   checks its inbox before announcing) that loom shows losing a wake-up.
+//!   checks its inbox before announcing) that loom shows losing a wake-up. The doorbell is the
+//!   eventfds of all the worker's rings (one per adapter), cleared before the last look at them:
+//!   a model shows a completion on a second ring reaching a parking worker, and its twin losing
+//!   it when the clear comes after the look.
 //! - **The inbox** (`inbox`): a mutex-guarded queue with a `closed` flag under the same mutex,
 //!   so a post after shutdown is handed back, never stranded; also loom-checked.
 //! - **The task state word** (`task`): `NOTIFIED` deduplicates wake-ups (Release by foreign

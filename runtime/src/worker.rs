@@ -12,7 +12,8 @@
 //!    with one `io_uring_enter` per ring that got operations (none with SQPOLL while its thread
 //!    is awake), reap every completion queue and route each completion to its operation by
 //!    cookie, waking its task.
-//! 4. **Quiescent state** of the adapter's RCU domain (the worker is a registered QSBR reader).
+//! 4. **Quiescent state** of the RCU domain that all the runtime's adapters share (the worker is
+//!    a registered QSBR reader).
 //! 5. **Timers**: wake the tasks whose deadlines have passed.
 //! 6. **Idle**: after a turn with nothing done, keep turning for the configured spin time, then
 //!    park (module `park`): sleep on the eventfds of all its rings, offline for RCU, until a

@@ -68,7 +68,9 @@ pub(crate) struct Io {
     /// parked worker themselves. (A full SQ does not count: with SQPOLL it drains without any
     /// completion, so the worker keeps trying.)
     blocked: bool,
-    /// Operations posted since the counters were last updated, by adapter.
+    /// Operations posted since the counters were last updated, by adapter. Indexed modulo
+    /// [`MAX_ADAPTERS`] (a mask, never out of bounds: adapters are numbered below it), which
+    /// spares the hot path a bounds check.
     posted: [u64; MAX_ADAPTERS],
     /// The batches of the worker's run step, while they are open ([`Posting`]).
     batches: Option<NonNull<Batches<'static>>>,
