@@ -218,7 +218,7 @@ impl Builder {
             return Err(BuildError::NoAdapters);
         }
         if specs.len() > MAX_ADAPTERS {
-            return Err(BuildError::Invalid("at most MAX_ADAPTERS (8) adapters"));
+            return Err(BuildError::Invalid("more adapters than MAX_ADAPTERS"));
         }
         let resolved = specs
             .iter()
