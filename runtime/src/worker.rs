@@ -44,7 +44,7 @@ use crate::op::{open_batches, Io, Posting};
 use crate::park::{self, Doorbell};
 use crate::remote::{self, Mail, Remote};
 use crate::shared::Shared;
-use crate::spec::RingMode;
+use crate::spec::{RingMode, MAX_ADAPTERS};
 use crate::stats::Counters;
 use crate::task::{JoinHandle, Registry, Task, TaskRef};
 use crate::time::Timers;
@@ -256,7 +256,8 @@ impl Local {
         }
         // A ring that another thread holds for a moment has no batch: its operations are
         // staged meanwhile.
-        let mut batches = open_batches(&self.cqs);
+        let mut batches = [const { None }; MAX_ADAPTERS];
+        open_batches(&self.cqs, &mut batches);
         let ran = {
             let _posting = Posting::open(&self.io, &mut batches);
             self.run_ready(counters)

@@ -352,3 +352,63 @@ fn shutdown_with_operations_in_flight_on_every_adapter_leaves_nothing_behind() {
         common::eventually("every descriptor is closed", || common::open_fds() <= fds);
     });
 }
+
+/// The operations submitted to adapter `adapter`'s rings so far.
+fn submitted_on(rt: &Runtime, adapter: usize) -> u64 {
+    rt.ring_stats()
+        .iter()
+        .filter(|r| r.adapter == adapter)
+        .map(|r| r.ops_submitted)
+        .sum()
+}
+
+/// Scopes nest and unwind to the outer adapter, spawned tasks inherit theirs, and a socket
+/// stays on the adapter of its first operation when a task on another adapter uses it.
+#[test]
+fn the_current_adapter_follows_scopes_spawns_and_a_sockets_first_use() {
+    let _serial = common::serial();
+    regio_testkit::within(LIMIT, "the test", || {
+        let builder = common::builder(1)
+            .adapter(AdapterSpec::new())
+            .adapter(AdapterSpec::new());
+        let Some(rt) = common::build(builder) else {
+            return;
+        };
+        let (zero, one) = (rt.adapter(0).unwrap(), rt.adapter(1).unwrap());
+        let (theirs, ours) = regio_testkit::loopback();
+        let ours = TcpStream::from_std(ours).unwrap();
+        let ours = rt
+            .block_on(rt.spawn(one.scope(async move {
+                assert_eq!(regio_runtime::current_adapter(), 1);
+                let inner = zero.scope(async { regio_runtime::current_adapter() }).await;
+                assert_eq!(inner, 0, "the inner scope");
+                assert_eq!(regio_runtime::current_adapter(), 1, "back to the outer one");
+                let local = regio_runtime::spawn_local(async { regio_runtime::current_adapter() });
+                assert_eq!(local.await.unwrap(), 1, "spawn_local inherits");
+                let msg = common::message(&regio_runtime::pool(), b"first");
+                ours.send_all(msg).await.0.unwrap();
+                ours
+            })))
+            .unwrap();
+        assert_eq!(regio_runtime::current_adapter(), 0, "no scope leaks out");
+        let before = submitted_on(&rt, 1);
+        let sends = 10;
+        rt.block_on(rt.spawn(zero.scope(async move {
+            for _ in 0..sends {
+                let msg = common::message(&regio_runtime::pool(), b"again");
+                ours.send_all(msg).await.0.unwrap();
+            }
+        })))
+        .unwrap();
+        assert!(
+            submitted_on(&rt, 1) >= before + sends,
+            "the socket's sends went to adapter 1: {:?}",
+            rt.ring_stats()
+        );
+        let mut got = vec![0u8; 5 + 5 * sends as usize];
+        std::io::Read::read_exact(&mut &theirs, &mut got).unwrap();
+        assert_eq!(&got[..5], b"first");
+        common::eventually_pool_full(rt.pool(), "every buffer is back");
+        rt.shutdown(Duration::from_secs(5));
+    });
+}

@@ -37,12 +37,16 @@ use crate::spec::MAX_ADAPTERS;
 use crate::stats::{Counters, RingCounters};
 
 /// A worker's batches, by adapter: `None` where the worker has no ring (past the runtime's
-/// adapters) or another thread holds it for a moment. On the stack, no allocation per turn.
+/// adapters) or another thread holds it for a moment. On the stack, no allocation per turn;
+/// made empty in place (`[const { None }; MAX_ADAPTERS]`) and filled by [`open_batches`], so
+/// that the array is never moved whole.
 pub(crate) type Batches<'a> = [Option<Batch<'a, Message>>; MAX_ADAPTERS];
 
-/// Opens a batch on each of `cqs` that no other thread holds.
-pub(crate) fn open_batches(cqs: &[CompletionQueue<Message>]) -> Batches<'_> {
-    std::array::from_fn(|i| cqs.get(i).and_then(CompletionQueue::batch))
+/// Opens a batch in `batches` on each of `cqs` that no other thread holds.
+pub(crate) fn open_batches<'a>(cqs: &'a [CompletionQueue<Message>], batches: &mut Batches<'a>) {
+    for (batch, cq) in batches.iter_mut().zip(cqs.iter()) {
+        *batch = cq.batch();
+    }
 }
 
 /// An operation waiting for the submit step.
@@ -146,8 +150,9 @@ impl Io {
         // pointer now.
         let batches = unsafe { batches.as_mut() };
         let adapter = queue.adapter();
+        // Modulo the array's length (a mask; adapters are numbered below it): no bounds check.
         let (Some(batch), Some(wq)) = (
-            batches.get_mut(adapter).and_then(Option::as_mut),
+            batches[adapter % MAX_ADAPTERS].as_mut(),
             queue.work_queue(&self.controls),
         ) else {
             return self.stage(queue, build());
@@ -273,7 +278,8 @@ impl Io {
     /// The submit step without open batches: opens them, then [`finish_turn`](Self::finish_turn).
     pub(crate) fn submit_and_reap(&mut self, counters: &Counters) -> usize {
         let cqs = Rc::clone(&self.cqs);
-        let mut batches = open_batches(&cqs);
+        let mut batches = [const { None }; MAX_ADAPTERS];
+        open_batches(&cqs, &mut batches);
         self.finish_turn(&mut batches, counters)
     }
 }

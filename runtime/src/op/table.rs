@@ -182,11 +182,11 @@ impl OpTable {
         slot.has_first = false;
         slot.waker = Some(self.wakers.acquire(waker));
         slot.orphan = orphan;
-        // A free slot's queue is a control queue already (see `release`): most operations, on
-        // the control queue of the same adapter, need no store here.
-        if !matches!((&slot.queue, queue), (Queue::Control(had), Queue::Control(wants)) if had == wants)
-        {
-            slot.queue = queue.clone();
+        // A free slot's queue is a control queue already (see `release`): an operation on a
+        // control queue only sets its adapter, with no drop of the old value.
+        match (queue, &mut slot.queue) {
+            (Queue::Control(wants), Queue::Control(had)) => *had = *wants,
+            (queue, held) => *held = queue.clone(),
         }
         (u64::from(slot.generation) << 32) | index as u64
     }
