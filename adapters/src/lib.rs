@@ -27,10 +27,32 @@
 //!   [`Op::share_file`] copies a slot into another ring's table (`IORING_MSG_SEND_FD`), for
 //!   work queues on that ring's completion queue.
 //!
-//! An operation owns its buffer until its *final* completion (for send_zc the `F_NOTIF` one, for
-//! multishot the one without `F_MORE`), and the [`Completion`] hands the buffer back. Failed posts
-//! hand the operation back ([`PostError`]). Dropping an adapter cancels what is still in flight
-//! and waits for the final CQEs before the buffers go back to their pool.
+//! # Ownership until the final completion
+//!
+//! This is the contract every layer above relies on (the runtime's futures, the NBD target),
+//! and this crate is where it is enforced: the in-flight table keeps an entry per operation from
+//! its SQE to its final CQE, and only the reap that sees the final CQE frees the entry.
+//!
+//! - **From the post to the final completion, the adapter owns the operation's buffer**, and
+//!   the [`Completion`] carrying the final CQE hands it back. Nothing else can reach the buffer
+//!   meanwhile, so the kernel never writes into memory that went back to a pool or to its user.
+//! - **The final completion** is the only CQE of a plain operation; for `send_zc`, the
+//!   `F_NOTIF` CQE that follows the result (the kernel reads the pages until then); for a
+//!   multishot operation, the first CQE without `F_MORE`. A cancelled operation still ends with
+//!   its final CQE (`-ECANCELED` or what it did before the cancel reached it).
+//! - **Memory the kernel reads late is held too**: a timeout's timespec, an address buffer for
+//!   accept or recvmsg, the duplicate fd of a work queue on a plain fd, the target ring's fd of
+//!   a msg_ring or share_file, all kept with the entry.
+//! - **A refused post gives everything back**: a post the adapter cannot take returns the
+//!   operation with its buffer in [`PostError`]; a post whose descriptor fails a check becomes
+//!   an error completion with its buffer ([`Completion::rejected`]).
+//! - **Teardown waits**: dropping an adapter (or its last handle to a ring) cancels what is in
+//!   flight and reaps until every final CQE arrived before buffers go back to their pool; a
+//!   retired ring after a resize is reaped the same way before it closes.
+//!
+//! The runtime's cancel-on-drop (the `op` module of `regio-runtime`) is built on these rules.
+//! Provided buffers picked by the kernel follow a contract of their own, kept by
+//! [`BufFeed`](regio_pool::BufFeed).
 //!
 //! # Threading
 //!

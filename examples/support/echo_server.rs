@@ -1,6 +1,8 @@
 //! The echo server of `examples/echo.rs`, shared with the echo benchmark (`benches/echo.rs`),
-//! which runs it in a child process: every connection gets a task that receives into a
-//! registered pool buffer and sends the same buffer back.
+//! which runs it in a child process: connections come from one multishot accept
+//! (`Listener::incoming`), and every connection gets a task that receives into a registered pool
+//! buffer and sends the same buffer back. The runtime installs each connection in a fixed-file
+//! slot on its first receive (while slots are free), so its receives and sends name the slot.
 
 use std::io;
 use std::time::Duration;
@@ -14,10 +16,11 @@ pub const SQPOLL_IDLE: Duration = Duration::from_millis(50);
 
 /// Accepts connections on `listener` for ever, each served by a task of its own.
 pub async fn serve(listener: TcpListener) {
+    let mut incoming = listener.incoming();
     loop {
-        match listener.accept().await {
+        match incoming.accept().await {
             // Detached: the connection's task ends with the connection.
-            Ok((stream, _peer)) => drop(runtime::spawn(serve_connection(stream))),
+            Ok(stream) => drop(runtime::spawn(serve_connection(stream))),
             // Out of descriptors, a connection reset before it was taken, ...: the listener
             // goes on.
             Err(e) => eprintln!("echo: accept: {e}"),

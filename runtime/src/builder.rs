@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use regio_adapters::{Adapter, Target, WorkQueue};
-use regio_pool::{Message, MessagePool};
+use regio_pool::{FileSlots, Message, MessagePool};
 
 use crate::bell::EventFdBell;
 use crate::error::BuildError;
@@ -194,7 +194,11 @@ impl Builder {
     }
 
     /// The size of each ring's fixed-file table (default 256), for the adapters whose spec
-    /// names none.
+    /// names none ([`AdapterSpec::max_files`]): how many sockets and files of an adapter can
+    /// name a fixed-file slot at once rather than their plain descriptor; the others name their
+    /// descriptor. 0: no table, every socket and file names its descriptor. Each adapter has a
+    /// table of its own. See [`net`](crate::net#descriptors-and-fixed-file-slots) and
+    /// [`Runtime::fixed_files_in_use`].
     pub fn max_files(mut self, n: u32) -> Self {
         self.defaults.max_files = n;
         self
@@ -284,7 +288,15 @@ fn open_adapter(
         RingMode::SqPoll { .. } if !adapter.sqpoll() => RingMode::Interrupt,
         mode => mode,
     };
+    // Single-issuer rings take a registration only from their owner: no fixed files (see the
+    // `files` module).
+    let slots = if mode == RingMode::SingleIssuer {
+        0
+    } else {
+        spec.max_files
+    };
     Ok(RtAdapter {
+        file_slots: FileSlots::new(slots)?,
         adapter,
         mode,
         reap_max: spec.cq_entries as usize,

@@ -6,7 +6,7 @@
 //!   [`AdapterSpec`]: SQPOLL or not, SQPOLL CPU, ring sizes). Each worker is a thread with its
 //!   own ring of every adapter (a completion queue of each
 //!   [`Adapter`](regio_adapters::Adapter)), its tasks, its in-flight operations and its timers.
-//!   Tasks never move between workers: registered buffers and fixed files belong to a ring.
+//!   Tasks never move between workers.
 //! - I/O goes to adapter 0 unless [`AdapterHandle::scope`] (from [`Runtime::adapter`] or
 //!   [`adapter`]) names another: for the operations a future starts, the sockets and files it
 //!   uses first, and the tasks it spawns ([`current_adapter`]).
@@ -22,10 +22,18 @@
 //! - [`time`]: sleeps, timeouts and intervals on each worker's timer map: never one kernel
 //!   timeout per sleep.
 //! - [`net`]: TCP, Unix and UDP sockets; streams receive and send on pool messages, send
-//!   without a copy (`send_zc`), and send a file's range by splicing (`send_file`).
+//!   without a copy (`send_zc`), and send a file's range by splicing (`send_file`); listeners
+//!   accept one connection at a time or, with [`incoming`](net::Listener::incoming), from one
+//!   multishot accept.
 //! - [`fs`]: [`fs::File`] with positioned reads and writes on registered buffers,
 //!   [`fs::OpenOptions`] (`O_DIRECT` with [`direct`](fs::OpenOptions::direct)), and the
 //!   whole-file helpers [`fs::read`] and [`fs::write`].
+//! - Registered files: a socket or file that a worker uses is installed in a slot of its
+//!   adapter's fixed-file table (each adapter has its own) on every worker's ring of that
+//!   adapter, and its operations name the slot rather than the descriptor, as long as slots are
+//!   free ([`Builder::max_files`], [`AdapterSpec::max_files`],
+//!   [`Runtime::fixed_files_in_use`]; the [`net`](net#descriptors-and-fixed-file-slots) module
+//!   docs say when and why).
 //! - [`buf`]: the buffers operations take. A pool `Message` goes to the kernel as it is; a
 //!   `Vec<u8>`, `Box<[u8]>` or (cargo feature `bytes`) `bytes::BytesMut` is copied through a
 //!   pool message, one `memcpy` each way.
@@ -124,6 +132,10 @@
 //!   taking it.
 //! - **Owner-only state** needs none: the operation table, the staging queue, the timers, the
 //!   run queue and the registry are used only by their worker thread (thread-local context).
+//! - **Fixed-file slots** (`files`): free slots are a [`regio_pool::FileSlots`] (its own
+//!   lock-free stack and proofs); a slot goes back only after it was emptied on every ring, and
+//!   that only once the socket's or file's queues drop, which its operations hold until their
+//!   final completions.
 //! - **Counters** (`stats`): Relaxed statistics.
 #![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
@@ -136,6 +148,7 @@ pub mod compat;
 mod contain;
 mod context;
 mod error;
+mod files;
 pub mod fs;
 mod inbox;
 pub mod net;

@@ -4,8 +4,17 @@
 //! A descriptor belongs to one adapter of its runtime: the one current at its first operation
 //! (module `adapter`). An operation on it goes to its work queue on the current worker's ring
 //! of that adapter ([`for_worker`](FdQueues::for_worker)); a descriptor used from tasks on two
-//! workers has a queue on each of their rings. Each queue holds its own duplicate of the descriptor (the
-//! adapter's rule for [`Target::Fd`]), closed once the queue is removed and drained.
+//! workers has a queue on each of their rings.
+//!
+//! Queues made with [`FdQueues::fixed`] (sockets and files) take a fixed-file slot of their
+//! adapter's table when they are bound to a runtime: the descriptor is installed in that slot
+//! on every ring of that adapter, and every queue targets the slot ([`Target::Fixed`]). The
+//! slot is emptied and freed when the queues drop, after the work queues were removed:
+//! operations hold the queues until their final completion, so no operation can name the slot
+//! then (the `files` module). Without a free slot in that adapter's table (or with
+//! [`FdQueues::new`], for short-lived descriptors such as a `send_file`'s pipe) each queue
+//! holds its own duplicate of the descriptor (the adapter's rule for [`Target::Fd`]), closed
+//! once the queue is removed and drained.
 //!
 //! # Synchronization
 //!
@@ -24,6 +33,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use regio_adapters::{Adapter, Target, WorkQueue};
 use regio_pool::Message;
 
+use crate::files::FixedFile;
 use crate::shared::Shared;
 use crate::worker::Local;
 
@@ -34,7 +44,10 @@ pub(crate) type AnyFd = dyn AsRawFd + Send + Sync;
 /// queues. Operations hold it as `Arc<FdQueues>` (the handle's type erased).
 pub(crate) struct FdQueues<H: ?Sized = AnyFd> {
     /// The runtime whose workers may use the descriptor, set by the first one that does.
+    /// Declared before `handle`: its fixed-file slot is emptied before the handle closes.
     bound: OnceLock<Binding>,
+    /// Whether to install the descriptor in a fixed-file slot when binding.
+    wants_slot: bool,
     /// The handle, closed after the queues are removed.
     handle: H,
 }
@@ -47,6 +60,8 @@ struct Binding {
     adapter: Adapter<Message>,
     /// The work queues, by worker index, each made by its worker on first use.
     by_worker: Box<[OnceLock<WorkQueue<Message>>]>,
+    /// The fixed-file slot the queues target, if the descriptor has one.
+    fixed: Option<FixedFile>,
 }
 
 impl<H: ?Sized + AsRawFd> std::fmt::Debug for FdQueues<H> {
@@ -58,10 +73,22 @@ impl<H: ?Sized + AsRawFd> std::fmt::Debug for FdQueues<H> {
 }
 
 impl<H> FdQueues<H> {
-    /// Queues for `handle`, bound to the runtime whose worker first uses them.
+    /// Queues for `handle`, bound to the runtime whose worker first uses them; they name its
+    /// plain descriptor.
     pub(crate) fn new(handle: H) -> Self {
         Self {
             bound: OnceLock::new(),
+            wants_slot: false,
+            handle,
+        }
+    }
+
+    /// Queues for `handle`, as [`new`](Self::new) makes them, that name a fixed-file slot
+    /// rather than the descriptor if one is free when they are bound (module docs).
+    pub(crate) fn fixed(handle: H) -> Self {
+        Self {
+            bound: OnceLock::new(),
+            wants_slot: true,
             handle,
         }
     }
@@ -89,11 +116,24 @@ impl<H: ?Sized + AsRawFd> FdQueues<H> {
             Some(bound) => bound,
             None => {
                 let index = local.current_adapter()?;
-                self.bound.get_or_init(|| Binding {
-                    owner: Arc::downgrade(shared),
-                    index,
-                    adapter: shared.adapters[index].adapter.clone(),
-                    by_worker: (0..shared.workers.len()).map(|_| OnceLock::new()).collect(),
+                self.bound.get_or_init(|| {
+                    let rt = &shared.adapters[index];
+                    Binding {
+                        owner: Arc::downgrade(shared),
+                        index,
+                        adapter: rt.adapter.clone(),
+                        by_worker: (0..shared.workers.len()).map(|_| OnceLock::new()).collect(),
+                        fixed: self
+                            .wants_slot
+                            .then(|| {
+                                FixedFile::install(
+                                    &rt.adapter,
+                                    &rt.file_slots,
+                                    self.handle.as_raw_fd(),
+                                )
+                            })
+                            .flatten(),
+                    }
                 })
             }
         };
@@ -106,9 +146,13 @@ impl<H: ?Sized + AsRawFd> FdQueues<H> {
             return Ok((bound.index, wq.clone()));
         }
         let depth = shared.adapters[bound.index].queue_depth;
+        let target = match &bound.fixed {
+            Some(fixed) => Target::Fixed(fixed.slot()),
+            None => Target::Fd(self.handle.as_raw_fd()),
+        };
         let wq = bound
             .adapter
-            .work_queue(worker, Target::Fd(self.handle.as_raw_fd()), depth, depth)
+            .work_queue(worker, target, depth, depth)
             .map_err(|e| {
                 tracing::error!(error = %e, "cannot make a work queue for a descriptor");
                 libc::EIO
@@ -119,6 +163,14 @@ impl<H: ?Sized + AsRawFd> FdQueues<H> {
             return Err(libc::EIO);
         }
         Ok((bound.index, wq))
+    }
+}
+
+impl<H: ?Sized> FdQueues<H> {
+    /// The fixed-file slot the descriptor's operations name: `None` before a worker used it,
+    /// and when it has none (no slot was free, or it takes none).
+    pub(crate) fn fixed_slot(&self) -> Option<u32> {
+        self.bound.get()?.fixed.as_ref().map(|f| f.slot().0)
     }
 }
 

@@ -28,7 +28,7 @@ const DROP_DRAIN: Duration = Duration::from_secs(1);
 /// A regio runtime: thread-per-core workers, each with its own ring of each of the runtime's
 /// adapters, and a message pool registered with every ring.
 ///
-/// Tasks never move between workers (registered buffers and fixed files belong to a ring):
+/// Tasks never move between workers (a task's operations live on its worker's rings):
 /// [`spawn`](Self::spawn) places each task on a worker, round-robin between the less loaded
 /// of two, and it stays there.
 ///
@@ -247,6 +247,40 @@ impl Runtime {
     /// [`RingMode::Interrupt`] where the kernel refused SQPOLL.
     pub fn adapter_modes(&self) -> Vec<RingMode> {
         self.shared.adapters.iter().map(|a| a.mode).collect()
+    }
+
+    /// How many fixed-file slots are taken, summed over the adapters: one per socket or file
+    /// that a worker has used and that got a slot of its adapter's table (see
+    /// [`net`](crate::net#descriptors-and-fixed-file-slots)). Each adapter's count is at most
+    /// its [`max_files`](crate::AdapterSpec::max_files), and 0 for an adapter in
+    /// [`RingMode::SingleIssuer`](crate::RingMode::SingleIssuer). A slot comes back once its
+    /// socket or file is dropped and its last operation has completed.
+    /// [`fixed_files_in_use_by_adapter`](Self::fixed_files_in_use_by_adapter) gives each
+    /// adapter's count.
+    ///
+    /// ```
+    /// let rt = regio_runtime::Runtime::builder().worker_threads(1).build()?;
+    /// let path = std::env::temp_dir().join(format!("regio-slots-doc-{}", std::process::id()));
+    /// let file = regio_runtime::fs::File::create(&path)?;
+    /// rt.block_on(file.sync_all())?;
+    /// assert_eq!(rt.fixed_files_in_use(), 1);
+    /// assert!(file.fixed_slot().is_some());
+    /// # drop(file);
+    /// # std::fs::remove_file(path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fixed_files_in_use(&self) -> usize {
+        self.fixed_files_in_use_by_adapter().iter().sum()
+    }
+
+    /// How many slots of each adapter's fixed-file table are taken, by adapter index (see
+    /// [`fixed_files_in_use`](Self::fixed_files_in_use)).
+    pub fn fixed_files_in_use_by_adapter(&self) -> Vec<usize> {
+        self.shared
+            .adapters
+            .iter()
+            .map(|a| a.file_slots.capacity() as usize - a.file_slots.available())
+            .collect()
     }
 
     /// The number of workers.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use regio_adapters::Adapter;
-use regio_pool::{Message, MessagePool};
+use regio_pool::{FileSlots, Message, MessagePool};
 
 use crate::adapter::OnAdapter;
 use crate::context;
@@ -41,6 +41,9 @@ pub(crate) struct RtAdapter {
     /// The depth (each side) of the work queues made for descriptors, and of each worker's
     /// own queue.
     pub(crate) queue_depth: u32,
+    /// The free slots of this adapter's fixed-file table (none in single-issuer mode; see the
+    /// `files` module).
+    pub(crate) file_slots: FileSlots,
 }
 
 /// A runtime's shared state.

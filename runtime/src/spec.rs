@@ -116,7 +116,9 @@ impl AdapterSpec {
         self
     }
 
-    /// The size of each ring's fixed-file table.
+    /// The size of each of this adapter's rings' fixed-file table: how many of the sockets and
+    /// files bound to this adapter can name a slot at once. The adapter's table is its own;
+    /// 0 gives it none (see [`Builder::max_files`](crate::Builder::max_files)).
     pub fn max_files(mut self, n: u32) -> Self {
         self.max_files = Some(n);
         self

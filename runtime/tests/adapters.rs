@@ -20,15 +20,6 @@ fn sqpoll() -> AdapterSpec {
     AdapterSpec::new().sqpoll(Duration::from_millis(10))
 }
 
-/// The completions that the workers reaped from adapter `adapter`'s rings.
-fn completions_on(rt: &Runtime, adapter: usize) -> u64 {
-    rt.ring_stats()
-        .iter()
-        .filter(|r| r.adapter == adapter)
-        .map(|r| r.completions)
-        .sum()
-}
-
 /// On the current adapter: `rounds` echoes of 300 bytes over a loopback TCP connection (the
 /// server a task of its own), then `file` read whole and at a position. Returns the adapter
 /// it ran on and the bytes echoed.
@@ -127,7 +118,10 @@ fn two_adapters_in_different_modes_carry_io_at_the_same_time() {
             assert_eq!(b.unwrap(), (1, 300 * usize::from(many)));
             // Each echo round is at least four operations (a send and a receive on each side),
             // so adapter 1 reaped at least 4 * 60; adapter 0, with 5 rounds, far fewer.
-            let (on_first, on_second) = (completions_on(&rt, 0), completions_on(&rt, 1));
+            let (on_first, on_second) = (
+                common::completions_on(&rt, 0),
+                common::completions_on(&rt, 1),
+            );
             assert!(
                 on_second >= 4 * u64::from(many) && on_first < on_second,
                 "completions: {on_first} on adapter 0, {on_second} on adapter 1: {:?}",
@@ -195,7 +189,7 @@ fn a_sleeping_worker_wakes_on_a_completion_on_its_second_adapter() {
                 signals,
                 "{second:?}: another thread rang the worker; the completion did not wake it"
             );
-            assert!(completions_on(&rt, 1) >= 1);
+            assert!(common::completions_on(&rt, 1) >= 1);
             Arc::try_unwrap(rt)
                 .expect("the task has let go of the runtime")
                 .shutdown(Duration::from_secs(5));

@@ -294,6 +294,18 @@ impl<B> Op<B> {
         Self::new(e, &"accept_multishot", Side::Recv, cookie).on(FileUse::Fd)
     }
 
+    /// Accepts connections until cancelled (or until the kernel ends it, as for
+    /// [`accept_multishot`](Op::accept_multishot)), each completion's result a new plain
+    /// descriptor, close-on-exec, which the caller owns (and must close, also for the
+    /// completions that come after it no longer wants them). The last completion has no
+    /// `F_MORE`, and may carry a descriptor too.
+    pub fn accept_multishot_fds(cookie: u64) -> Self {
+        let e = opcode::AcceptMulti::new(UNSET)
+            .flags(libc::SOCK_CLOEXEC)
+            .build();
+        Self::new(e, &"accept_multishot", Side::Recv, cookie).on(FileUse::Fd)
+    }
+
     /// Receives until cancelled (or until the group runs dry), each completion into a buffer the
     /// kernel picks from provided-buffer group `group` (a [`ProvidedRing`](crate::ProvidedRing)
     /// on this work queue's CQ); [`Completion::buffer_id`](crate::Completion::buffer_id) names
@@ -507,6 +519,21 @@ mod tests {
         assert_eq!(s.addr, peer.storage.get() as u64);
         assert_eq!(s.off, peer.len.get() as u64);
         assert!(PeerAddr::take(peer).is_some(), "the operation let go of it");
+    }
+
+    #[test]
+    fn a_multishot_accept_into_plain_descriptors_asks_for_close_on_exec_and_no_slot() {
+        let op = Op::<()>::accept_multishot_fds(1);
+        let mut s = op.sqe;
+        s.fill(op.file, Target::Fixed(FileSlot(3)), None, op.buf_use);
+        assert_eq!(s.opcode, opcode::AcceptMulti::CODE);
+        // IORING_ACCEPT_MULTISHOT (include/uapi/linux/io_uring.h).
+        assert_eq!(s.ioprio, 1 << 0);
+        assert_eq!(s.op_flags, libc::SOCK_CLOEXEC as u32);
+        assert_eq!(s.fd, 3, "the listener may sit in a fixed slot itself");
+        let direct = Op::<()>::accept_multishot(1).sqe;
+        assert_eq!(s.fd_in, 0, "no file index asked for");
+        assert_ne!(direct.fd_in, 0, "as the direct form does");
     }
 
     #[test]

@@ -10,35 +10,29 @@
 //! message's registered buffer. The operations take the message and give it back with the
 //! result, as monoio's do: the kernel owns the buffer while the operation runs.
 //!
-//! # Plain descriptors, not fixed-file slots
+//! # Fixed-file slots
 //!
-//! A file's operations name its descriptor (each worker's queue holds a duplicate), not a
-//! fixed-file slot with `IOSQE_FIXED_FILE`. A slot would save the kernel a reference count
-//! on the file per operation, but it does not fit the per-worker queues:
-//!
-//! - [`Adapter::set_file`](regio_adapters::Adapter::set_file) installs a slot on every ring
-//!   with `io_uring_register`. In the single-issuer ring mode
-//!   ([`RingMode`](crate::RingMode)) the kernel takes that call on a ring only from the
-//!   worker that owns it, so no one thread can install a file for all workers; each worker
-//!   would have to install (and later clear) its own copy in its own ring, lazily, on first
-//!   use, at one system call per worker and file.
-//! - A slot may be cleared, and given to another file, only once no operation naming it can
-//!   still be staged or in flight on any ring: that is when the file's last queue is drained,
-//!   which today closes a duplicate descriptor as a side effect of removing the queue, with
-//!   nothing to hook a per-ring clear onto.
-//! - A slot has no number for `fstat`, `metadata`, `set_len` and the like, which
-//!   [`File::as_std`] offers.
-//!
-//! The cost kept is one atomic increment and decrement on the file per operation (the
-//! process's descriptor table is shared by its threads). Accepted sockets use plain
-//! descriptors for the same reasons (see [`net`](crate::net#descriptors)).
+//! A file keeps its descriptor ([`File::as_std`] for `metadata`, `set_len` and the like) and,
+//! from its first operation on a worker, a slot of the fixed-file table of its adapter (the one
+//! current then) too: the descriptor is installed in that slot on every worker's ring of that
+//! adapter, and `read_at`, `write_at`, the syncs,
+//! `fallocate` and `fadvise` name the slot (`IOSQE_FIXED_FILE`), which spares the kernel an
+//! atomic reference count on the file per operation. A [`File::from_std`], an
+//! [`OpenOptions::open`] (`O_DIRECT` included) and a [`File::open`] all get one; two handles
+//! of one path (a buffered and an `O_DIRECT` one) get one each. The slot is emptied on every
+//! ring and given back once the file is dropped and its last operation has had its final
+//! completion. With no free slot, on an adapter in the single-issuer ring mode, and on one
+//! with no table ([`AdapterSpec::max_files(0)`](crate::AdapterSpec::max_files) or
+//! [`Builder::max_files(0)`](crate::Builder::max_files)), a file names its plain descriptor
+//! (each worker's queue then holds a duplicate). [`File::fixed_slot`] tells which; the
+//! [`net`](crate::net#descriptors-and-fixed-file-slots) module docs give the details.
 //!
 //! # Synchronization
 //!
 //! A file's per-worker queues are found without a lock (each worker sets its own once; see
 //! the `queues` module). Operations hold the queues (not the file handle): a file dropped
-//! while an operation is in flight keeps its descriptor open, and its queues registered, until
-//! that operation's final completion.
+//! while an operation is in flight keeps its descriptor open, its slot taken and its queues
+//! registered until that operation's final completion.
 
 use std::future::Future;
 use std::io;
@@ -123,7 +117,7 @@ impl File {
     /// first uses it. [`OpenOptions`] opens one with more choices (`O_DIRECT` among them).
     pub fn from_std(file: std::fs::File) -> File {
         File {
-            queues: Arc::new(FdQueues::new(file)),
+            queues: Arc::new(FdQueues::fixed(file)),
         }
     }
 
@@ -203,6 +197,13 @@ impl File {
                 len,
             }),
         ))
+    }
+
+    /// The fixed-file slot its operations name (with `IOSQE_FIXED_FILE`), once a worker has
+    /// used it; `None` before, and when it names its plain descriptor (no slot was free). See
+    /// [the module docs](self#fixed-file-slots).
+    pub fn fixed_slot(&self) -> Option<u32> {
+        self.queues.fixed_slot()
     }
 
     /// The underlying standard file.

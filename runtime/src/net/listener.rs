@@ -7,6 +7,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
+use super::incoming::Incoming;
 use super::op::{self, RawAddr};
 use super::stream::{Stream, StreamSocket};
 use crate::queues::{AnyFd, FdQueues};
@@ -72,8 +73,15 @@ impl<L: ListenSocket> Listener<L> {
     /// it.
     pub fn from_std(listener: L) -> Self {
         Self {
-            queues: Arc::new(FdQueues::new(listener)),
+            queues: Arc::new(FdQueues::fixed(listener)),
         }
+    }
+
+    /// The fixed-file slot its operations name (with `IOSQE_FIXED_FILE`), once a worker has
+    /// used it; `None` before, and when it names its plain descriptor (no slot was free). See
+    /// [`net`](crate::net#descriptors-and-fixed-file-slots).
+    pub fn fixed_slot(&self) -> Option<u32> {
+        self.queues.fixed_slot()
     }
 
     /// The standard socket, for options this type does not cover.
@@ -97,6 +105,41 @@ impl<L: ListenSocket> Listener<L> {
             let stream = L::stream(fd);
             Ok((Stream::wrap(stream), L::peer(&raw)?))
         }
+    }
+}
+
+impl<L: ListenSocket> Listener<L> {
+    /// Its connections, from one multishot accept armed on the current worker's ring and armed
+    /// again whenever the kernel ends it; dropping the [`Incoming`] cancels it, and closes the
+    /// connections accepted meanwhile.
+    ///
+    /// ```
+    /// use regio_runtime::net::{TcpListener, TcpStream};
+    ///
+    /// let rt = regio_runtime::Runtime::builder().worker_threads(1).build()?;
+    /// let listener = TcpListener::bind("127.0.0.1:0")?;
+    /// let addr = listener.local_addr()?;
+    /// let served = rt.spawn(async move {
+    ///     let mut incoming = listener.incoming();
+    ///     for _ in 0..3 {
+    ///         let stream = incoming.accept().await?;
+    ///         stream.send_all(b"hi".to_vec()).await.0?;
+    ///     }
+    ///     Ok::<_, std::io::Error>(())
+    /// });
+    /// rt.block_on(async {
+    ///     for _ in 0..3 {
+    ///         let client = TcpStream::connect(addr).await?;
+    ///         let (got, buf) = client.recv_exact(vec![0u8; 2]).await;
+    ///         got?;
+    ///         assert_eq!(buf, b"hi");
+    ///     }
+    ///     served.await.unwrap()
+    /// })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn incoming(&self) -> Incoming<L> {
+        Incoming::new(Arc::clone(&self.queues))
     }
 }
 

@@ -73,8 +73,11 @@
 //! - A dropped accept whose connection arrives anyway closes that connection (the runtime
 //!   owns the new descriptor from the completion on; an accept awaited in `block_on` runs as
 //!   a task on a worker, for the same reason).
-//! - Dropping a socket while operations are in flight keeps its descriptor open until their
-//!   final completions; then it closes (on every worker's ring that used it).
+//! - Dropping an [`Incoming`] cancels its multishot accept; the connections it accepted and
+//!   did not hand out, and those that come until its final completion, are closed.
+//! - Dropping a socket while operations are in flight keeps its descriptor open, and its
+//!   fixed-file slot taken, until their final completions; then the slot is emptied on every
+//!   ring and freed, and the descriptor closes.
 //!
 //! # Zero-copy sends
 //!
@@ -99,18 +102,54 @@
 //! close with its final completion. Why a pipe per call rather than one per worker: see the
 //! `sendfile` module.
 //!
-//! # Descriptors
+//! # Descriptors and fixed-file slots
 //!
-//! Sockets are plain descriptors. Each worker's work queue keeps its own duplicate of the
-//! socket's descriptor (the adapters' rule for plain descriptors): a socket used from `k`
-//! workers holds `k + 1` descriptors while it lives.
+//! Every stream, listener and UDP socket keeps its plain descriptor, for what io_uring does not
+//! do ([`Stream::as_std`], `set_nodelay`, `peer_addr`, `shutdown`, the splice of
+//! [`send_file`](Stream::send_file)). When a worker first uses it, it is bound to the adapter
+//! current then ([`current_adapter`](crate::current_adapter)) and takes a slot of that
+//! adapter's fixed-file table (each adapter has its own, of
+//! [`AdapterSpec::max_files`](crate::AdapterSpec::max_files) or else
+//! [`Builder::max_files`](crate::Builder::max_files) slots, 256 by default): the descriptor is
+//! installed in that slot on every worker's ring of that adapter, and from then on its receives,
+//! sends, zero-copy sends, accepts and connects name the slot (`IOSQE_FIXED_FILE`), which
+//! spares the kernel an atomic reference count on the file per operation, and every worker's
+//! work queue targets the slot without a duplicate of the descriptor. So a stream accepted on
+//! one worker is used from a task on any other. [`Stream::fixed_slot`] tells which slot, and
+//! [`Runtime::fixed_files_in_use`](crate::Runtime::fixed_files_in_use) how many are taken
+//! ([`fixed_files_in_use_by_adapter`](crate::Runtime::fixed_files_in_use_by_adapter): in each
+//! adapter's table). A listener's multishot accept ([`Listener::incoming`]) runs on the
+//! listener's adapter, like its single accepts.
 //!
-//! Accepts are single-shot `IORING_OP_ACCEPT`s into plain descriptors, not into fixed-file
-//! slots: a direct descriptor lives in one ring's table only (a stream used from another
-//! worker would need its slot copied into that ring and closed there too), and it has no
-//! number for `setsockopt`, `getpeername` and the like (`set_nodelay`, `peer_addr`). Multishot
-//! accept is not used either: an operation here resolves once, with one result.
+//! - The slot is emptied on every ring and given back when the socket is dropped and its last
+//!   operation has had its final completion (operations hold the socket's queues until then),
+//!   so no operation in flight can ever name a slot that another file took since.
+//! - A full table is no error: the socket keeps naming its plain descriptor (each worker's
+//!   queue then holds a duplicate of it: `k + 1` descriptors for a socket used from `k`
+//!   workers), as every socket does on an adapter in
+//!   [`RingMode::SingleIssuer`](crate::RingMode), whose rings take `io_uring_register` only
+//!   from their owner, and on one with `max_files(0)`; the other adapters of the runtime keep
+//!   their slots.
+//! - Installing and emptying a slot are one `io_uring_register` each per ring (worker): a cost
+//!   paid once per socket, against one reference count saved per operation. A program of
+//!   short-lived connections with a few operations each on many workers may prefer
+//!   `max_files(0)`.
+//!
+//! Accepts do not put connections straight into slots (`accept_direct`, or a multishot accept
+//! with `IORING_FILE_INDEX_ALLOC`): such a direct descriptor exists in the accepting ring's
+//! table only, with no number for `setsockopt` or `getpeername`, and a slot the kernel picks
+//! could be one the runtime hands to another file meanwhile. Connections are accepted into
+//! plain descriptors and installed in a slot as above.
+//!
+//! # Multishot accept
+//!
+//! [`Listener::incoming`] arms one multishot accept (`IORING_ACCEPT_MULTISHOT`) on the current
+//! worker's ring and hands out its connections in order with [`Incoming::accept`]: one
+//! submission for any number of connections, armed again when the kernel ends it. Dropping the
+//! [`Incoming`] cancels it; connections accepted and not handed out, and those that come until
+//! its final completion, are closed.
 
+mod incoming;
 mod listener;
 mod op;
 mod sendfile;
@@ -119,6 +158,7 @@ mod stream;
 mod udp;
 mod unix;
 
+pub use incoming::Incoming;
 pub use listener::{ListenSocket, Listener, TcpListener};
 pub use op::{RecvFrom, Transfer, TransferAll};
 pub use split::{OwnedReadHalf, OwnedWriteHalf};

@@ -411,7 +411,7 @@ impl Build for AcceptIo {
 }
 
 /// Closes a connection accepted for a future that was dropped.
-fn close_orphan(fd: i32) {
+pub(crate) fn close_orphan(fd: i32) {
     // SAFETY: `fd` is the result of a successful accept whose future is gone: a new descriptor
     // that nobody else has seen, so this is its only owner.
     drop(unsafe { OwnedFd::from_raw_fd(fd) });

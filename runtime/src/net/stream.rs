@@ -74,7 +74,7 @@ impl<S: StreamSocket> Stream<S> {
     /// it.
     pub(crate) fn wrap(socket: S) -> Self {
         Self {
-            queues: Arc::new(FdQueues::new(socket)),
+            queues: Arc::new(FdQueues::fixed(socket)),
         }
     }
 
@@ -82,6 +82,13 @@ impl<S: StreamSocket> Stream<S> {
     pub(crate) fn erased(&self) -> Arc<FdQueues> {
         let queues: Arc<FdQueues<AnyFd>> = self.queues.clone();
         queues
+    }
+
+    /// The fixed-file slot its operations name (with `IOSQE_FIXED_FILE`), once a worker has
+    /// used it; `None` before, and when it names its plain descriptor (no slot was free). See
+    /// [`net`](crate::net#descriptors-and-fixed-file-slots).
+    pub fn fixed_slot(&self) -> Option<u32> {
+        self.queues.fixed_slot()
     }
 
     /// The standard socket, for options this type does not cover.

@@ -45,8 +45,15 @@ impl UdpSocket {
     pub fn from_std(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
         op::check_socket(&socket, libc::SOCK_DGRAM, &[libc::AF_INET, libc::AF_INET6])?;
         Ok(Self {
-            queues: Arc::new(FdQueues::new(socket)),
+            queues: Arc::new(FdQueues::fixed(socket)),
         })
+    }
+
+    /// The fixed-file slot its operations name (with `IOSQE_FIXED_FILE`), once a worker has
+    /// used it; `None` before, and when it names its plain descriptor (no slot was free). See
+    /// [`net`](crate::net#descriptors-and-fixed-file-slots).
+    pub fn fixed_slot(&self) -> Option<u32> {
+        self.queues.fixed_slot()
     }
 
     /// The standard socket, for options this type does not cover.

@@ -11,9 +11,10 @@
 //!
 //! # Ownership and cancellation
 //!
-//! The adapter owns an operation's buffer from the post to the final completion (for send_zc
-//! the `F_NOTIF` one), and hands it back then; the future gives it to its caller in
-//! [`Completed::buf`].
+//! The adapter owns an operation's buffer from the post to the final completion, and hands it
+//! back then (the contract, with what "final" means for each kind of operation, is
+//! [regio_adapters' "Ownership until the final completion"](regio_adapters#ownership-until-the-final-completion));
+//! the future gives the buffer to its caller in [`Completed::buf`].
 //!
 //! - **Dropping the future** (a timeout that fired, an aborted task, a `select!` that took
 //!   another branch) abandons the operation. If it was not posted yet, it is never posted and
@@ -26,6 +27,11 @@
 //! - An operation whose result is a resource (an accept's new descriptor) names a
 //!   [`Build::ORPHAN`] handler: a dropped operation that succeeded anyway hands its result to
 //!   it on the worker (which closes the descriptor), so nothing leaks in that race.
+//! - A *multishot* operation (the runtime's own, such as
+//!   [`Listener::incoming`](crate::net::Listener::incoming)'s accept) completes many times: its
+//!   slot keeps each result until its future takes it, and once the future is dropped, every
+//!   result it did not take, and every one that comes until the final completion, goes to the
+//!   orphan handler.
 //! - **[`Submit::cancel`]** is the explicit form: it cancels the operation and waits for its
 //!   final completion, so the caller gets the real result (`-ECANCELED`, or what the operation
 //!   did if it won the race) and the buffer.
@@ -34,6 +40,7 @@
 //!   there panics.
 
 mod io;
+mod multishot;
 mod table;
 mod wakers;
 
@@ -44,7 +51,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 pub(crate) use self::io::{open_batches, Io, Posting};
+pub(crate) use self::multishot::Multishot;
 use self::table::Queue;
+pub(crate) use self::table::Shot;
 use crate::context;
 use crate::queues::FdQueues;
 use crate::remote::{self, Mail};

@@ -25,7 +25,13 @@
 //! goes to the operation's orphan handler, if it has one (`Build::ORPHAN`). A slot's fields are updated in place (no state value is
 //! moved in and out), which keeps the per-operation cost to a few stores. The table is the
 //! worker's alone: no synchronization.
+//!
+//! A *multishot* operation ([`OpTable::set_multishot`]) keeps every non-final completion's
+//! result, in order, until its future takes them one by one ([`OpTable::poll_shot`], which
+//! hands the final one out last); once its future is dropped, the results it did not take go
+//! to its orphan handler, as do those that come later.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -102,6 +108,8 @@ struct Slot {
     /// operation's result.
     result: i32,
     has_first: bool,
+    /// Keeps each non-final result in [`OpTable::shots`] (a multishot operation).
+    multishot: bool,
     flags: u32,
     waker: Option<WakerId>,
     buf: Option<Message>,
@@ -119,6 +127,18 @@ pub(crate) struct OpTable {
     wakers: Wakers,
     /// Operations posted and not finally completed.
     in_kernel: usize,
+    /// The non-final results of multishot operations that their futures have not taken yet,
+    /// by slot index.
+    shots: HashMap<u32, VecDeque<i32>>,
+}
+
+/// What a multishot operation's future takes from [`OpTable::poll_shot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shot {
+    /// A non-final completion's result: more follow.
+    More(i32),
+    /// The final completion's result: the operation is over, and its slot free.
+    Last(i32),
 }
 
 /// What the caller must do after [`OpTable::abandon`].
@@ -167,6 +187,7 @@ impl OpTable {
                     phase: Phase::Free,
                     result: 0,
                     has_first: false,
+                    multishot: false,
                     flags: 0,
                     waker: None,
                     buf: None,
@@ -201,6 +222,10 @@ impl OpTable {
     fn release(&mut self, cookie: u64) {
         let (index, _) = split(cookie);
         let slot = &mut self.slots[index];
+        if slot.multishot {
+            slot.multishot = false;
+            orphan_shots(&mut self.shots, index, slot.orphan);
+        }
         slot.phase = Phase::Free;
         let waker = slot.waker.take().and_then(|id| self.wakers.release(id));
         // Lets go of a descriptor's queue; a control queue holds nothing.
@@ -286,7 +311,11 @@ impl OpTable {
             }
             Phase::Posted => {
                 slot.phase = Phase::DroppedPosted;
-                Abandoned::Cancel(slot.queue.clone())
+                let queue = slot.queue.clone();
+                if slot.multishot {
+                    orphan_shots(&mut self.shots, split(cookie).0, slot.orphan);
+                }
+                Abandoned::Cancel(queue)
             }
             Phase::Done => {
                 let buf = slot.buf.take();
@@ -374,6 +403,13 @@ impl OpTable {
             return;
         };
         match (slot.phase, is_final) {
+            (Phase::Posted, false) if slot.multishot => {
+                let index = split(cookie).0 as u32;
+                self.shots.entry(index).or_default().push_back(c.result);
+                if let Some(id) = slot.waker.take() {
+                    self.wakers.wake(id);
+                }
+            }
             (Phase::Posted, false) => {
                 if !slot.has_first {
                     slot.result = c.result;
@@ -416,5 +452,34 @@ impl OpTable {
     /// Operations in the kernel (posted, final completion not reaped).
     pub(crate) fn in_kernel(&self) -> usize {
         self.in_kernel
+    }
+
+    /// Makes operation `cookie` a multishot one (see the module docs). Call it before the
+    /// worker's next reap (right after the operation was started).
+    pub(crate) fn set_multishot(&mut self, cookie: u64) {
+        if let Some(slot) = self.slot(cookie) {
+            slot.multishot = true;
+        }
+    }
+
+    /// A multishot operation's future's poll: the oldest result it has not taken, else the
+    /// final one if it came (freeing the slot), else `Pending` with the waker updated.
+    ///
+    /// # Panics
+    ///
+    /// If `cookie` names no live operation (the future was polled after its last result).
+    pub(crate) fn poll_shot(&mut self, cookie: u64, cx: &mut Context<'_>) -> Poll<Shot> {
+        let index = split(cookie).0 as u32;
+        if let Some(result) = self.shots.get_mut(&index).and_then(VecDeque::pop_front) {
+            return Poll::Ready(Shot::More(result));
+        }
+        self.poll_result(cookie, cx).map(Shot::Last)
+    }
+}
+
+/// Hands the results that slot `index` holds and its future will never take to `orphan`.
+fn orphan_shots(shots: &mut HashMap<u32, VecDeque<i32>>, index: usize, orphan: Option<fn(i32)>) {
+    for result in shots.remove(&(index as u32)).into_iter().flatten() {
+        adopt_orphan(orphan, result);
     }
 }
