@@ -1,14 +1,16 @@
-//! Fixed-file slots: [`FixedFile`], a descriptor installed in one slot of the adapter's
-//! fixed-file table on every worker's ring, taken from the runtime's [`FileSlots`].
+//! Fixed-file slots: [`FixedFile`], a descriptor installed in one slot of an adapter's
+//! fixed-file table on every worker's ring of that adapter, taken from that adapter's
+//! [`FileSlots`] (each adapter of a runtime has its own table and its own free slots).
 //!
-//! A socket or a file that a worker uses gets a slot when it is bound to the runtime (its first
-//! operation, see the `queues` module): its descriptor is installed in that slot of every ring
-//! ([`Adapter::set_file`]), and its operations name the slot with `IOSQE_FIXED_FILE`, which
-//! spares the kernel a reference count on the file per operation. The slot goes back to the
-//! free list only after [`Adapter::clear_file`] emptied it on every ring, and that happens when
-//! the descriptor's queues are dropped, which operations hold until their final completion:
-//! no operation naming the slot can be staged or in flight then, on any ring, so a slot is
-//! never given to a second file while the kernel may still look the first one up through it.
+//! A socket or a file that a worker uses gets a slot when it is bound to the runtime and an
+//! adapter (its first operation, see the `queues` module): its descriptor is installed in that
+//! slot of every ring of that adapter ([`Adapter::set_file`]), and its operations name the slot
+//! with `IOSQE_FIXED_FILE`, which spares the kernel a reference count on the file per
+//! operation. The slot goes back to the free list only after [`Adapter::clear_file`] emptied it
+//! on every ring, and that happens when the descriptor's queues are dropped, which operations
+//! hold until their final completion: no operation naming the slot can be staged or in flight
+//! then, on any ring, so a slot is never given to a second file while the kernel may still look
+//! the first one up through it.
 //!
 //! # Exhaustion, and when there are no slots
 //!
@@ -19,9 +21,9 @@
 //! reference count per operation into an outage. [`Runtime::fixed_files_in_use`] tells how
 //! many slots are taken.
 //!
-//! There are no slots in the single-issuer ring mode ([`RingMode::SingleIssuer`]): there the
-//! kernel takes `io_uring_register` on a ring only from the worker that owns it, so no one
-//! thread can install a file on every ring.
+//! An adapter in the single-issuer ring mode ([`RingMode::SingleIssuer`]) has no slots: there
+//! the kernel takes `io_uring_register` on a ring only from the worker that owns it, so no one
+//! thread can install a file on every ring. The runtime's other adapters keep theirs.
 //!
 //! If the kernel refuses to empty a slot (it should not: the slot is in range and the ring
 //! alive), the slot stays out of the free list for good, logged: the kernel may still hold the

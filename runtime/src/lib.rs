@@ -1,10 +1,15 @@
-//! The regio executor: thread-per-core workers over the adapter's io_uring rings, with owned-
+//! The regio executor: thread-per-core workers over the adapters' io_uring rings, with owned-
 //! buffer operations on the runtime's registered message pool, timers and files.
 //!
-//! - A [`Runtime`] has N workers (default: one per CPU the process may use). Each worker is a
-//!   thread with its own ring (a completion queue of the runtime's
+//! - A [`Runtime`] has N workers (default: one per CPU the process may use) and one or more
+//!   adapters (default: one; [`Builder::adapter`] opens more, each with its own
+//!   [`AdapterSpec`]: SQPOLL or not, SQPOLL CPU, ring sizes). Each worker is a thread with its
+//!   own ring of every adapter (a completion queue of each
 //!   [`Adapter`](regio_adapters::Adapter)), its tasks, its in-flight operations and its timers.
 //!   Tasks never move between workers.
+//! - I/O goes to adapter 0 unless [`AdapterHandle::scope`] (from [`Runtime::adapter`] or
+//!   [`adapter`]) names another: for the operations a future starts, the sockets and files it
+//!   uses first, and the tasks it spawns ([`current_adapter`]).
 //! - [`Runtime::spawn`] and [`spawn`] place a `Send` task on a worker (round-robin, the less
 //!   loaded of two), through that worker's inbox; [`spawn_local`] keeps a `!Send` task on the
 //!   current worker. A [`JoinHandle`] gives the output, or a [`JoinError`] for a task that
@@ -25,9 +30,10 @@
 //! - [`fs`]: [`fs::File`] with positioned reads and writes on registered buffers,
 //!   [`fs::OpenOptions`] (`O_DIRECT` with [`direct`](fs::OpenOptions::direct)), and the
 //!   whole-file helpers [`fs::read`] and [`fs::write`].
-//! - Registered files: a socket or file that a worker uses is installed in a slot of the
-//!   fixed-file table on every worker's ring, and its operations name the slot rather than the
-//!   descriptor, as long as slots are free ([`Builder::max_files`],
+//! - Registered files: a socket or file that a worker uses is installed in a slot of its
+//!   adapter's fixed-file table (each adapter has its own) on every worker's ring of that
+//!   adapter, and its operations name the slot rather than the descriptor, as long as slots are
+//!   free ([`Builder::max_files`], [`AdapterSpec::max_files`],
 //!   [`Runtime::fixed_files_in_use`]; the [`net`](net#descriptors-and-fixed-file-slots) module
 //!   docs say when and why).
 //! - [`buf`]: the buffers operations take. A pool `Message` goes to the kernel as it is; a
@@ -74,13 +80,38 @@
 //! }
 //! ```
 //!
+//! Two adapters in different modes, each carrying its own I/O:
+//!
+//! ```
+//! use std::time::Duration;
+//! use regio_runtime::{AdapterSpec, Runtime};
+//!
+//! let rt = Runtime::builder()
+//!     .worker_threads(2)
+//!     .adapter(AdapterSpec::new().sqpoll(Duration::from_millis(10)))
+//!     .adapter(AdapterSpec::new().interrupt())
+//!     .build()?;
+//! let fast = rt.adapter(0)?;
+//! let plain = rt.adapter(1)?;
+//! let a = rt.spawn(fast.scope(async { regio_runtime::nop().await }));
+//! let b = rt.spawn(plain.scope(async { regio_runtime::nop().await }));
+//! rt.block_on(async { (a.await.unwrap().unwrap(), b.await.unwrap().unwrap()) });
+//! for adapter in 0..2 {
+//!     let done: u64 = rt.ring_stats().iter().filter(|r| r.adapter == adapter).map(|r| r.completions).sum();
+//!     assert_eq!(done, 1);
+//! }
+//! rt.shutdown(Duration::from_secs(1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # The worker loop
 //!
 //! See the `worker` module: each turn drains the inbox (when the park word says something
-//! came), polls the ready tasks (whose new operations go straight into the SQ), submits them
-//! all with one system call and reaps, passes an RCU quiescent state, fires due timers; an
-//! idle worker spins briefly, then sleeps on its ring's eventfd until a completion, a wake-up
-//! from another thread or its next timer.
+//! came), polls the ready tasks (whose new operations go straight into the SQ of their
+//! adapter's ring), submits them with one system call per ring and reaps every ring, passes an
+//! RCU quiescent state, fires due timers; an idle worker spins briefly, then sleeps on the
+//! eventfds of all its rings until a completion on any of them, a wake-up from another thread
+//! or its next timer.
 //!
 //! # Synchronization
 //!
@@ -90,7 +121,10 @@
 //!   changed only by read-modify-writes; a poster pushes into the inbox, sets `NOTIFIED`, and
 //!   writes the eventfd only if the worker had announced its park. Checked with loom on the
 //!   real code, with `#[should_panic]` twins (a load and store instead of the RMW; a worker that
-//!   checks its inbox before announcing) that loom shows losing a wake-up.
+//!   checks its inbox before announcing) that loom shows losing a wake-up. The doorbell is the
+//!   eventfds of all the worker's rings (one per adapter), cleared before the last look at them:
+//!   a model shows a completion on a second ring reaching a parking worker, and its twin losing
+//!   it when the clear comes after the look.
 //! - **The inbox** (`inbox`): a mutex-guarded queue with a `closed` flag under the same mutex,
 //!   so a post after shutdown is handed back, never stranded; also loom-checked.
 //! - **The task state word** (`task`): `NOTIFIED` deduplicates wake-ups (Release by foreign
@@ -107,6 +141,7 @@
 //! - **Counters** (`stats`): Relaxed statistics.
 #![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+mod adapter;
 mod bell;
 pub mod buf;
 mod builder;
@@ -126,6 +161,7 @@ pub mod region;
 mod remote;
 mod runtime;
 mod shared;
+mod spec;
 mod stats;
 mod task;
 pub mod time;
@@ -133,12 +169,14 @@ mod worker;
 
 use std::future::Future;
 
-pub use builder::{Builder, RingMode, DEFAULT_POOL};
+pub use adapter::{current_adapter, AdapterError, AdapterHandle, OnAdapter};
+pub use builder::{Builder, DEFAULT_POOL};
 pub use error::BuildError;
 pub use op::{nop, Nop};
 pub use regio_macros::{main, test};
 pub use runtime::Runtime;
-pub use stats::WorkerStats;
+pub use spec::{AdapterSpec, RingMode, MAX_ADAPTERS};
+pub use stats::{RingStats, WorkerStats};
 pub use task::{JoinError, JoinHandle};
 
 /// Spawns a `Send` task on a worker of the current runtime (the one whose worker, or whose
@@ -158,6 +196,20 @@ where
             "regio_runtime::spawn called outside a regio runtime: call it from a task or inside \
              Runtime::block_on, or use Runtime::spawn"
         ),
+    }
+}
+
+/// Adapter `index` of the current runtime (the one whose worker, or whose
+/// [`Runtime::block_on`], runs the caller), to run I/O on it ([`AdapterHandle::scope`]).
+///
+/// # Errors
+///
+/// [`AdapterError::OutOfRange`] if the runtime has no such adapter,
+/// [`AdapterError::NoRuntime`] outside a regio runtime (use [`Runtime::adapter`] there).
+pub fn adapter(index: usize) -> Result<AdapterHandle, AdapterError> {
+    match context::runtime() {
+        Some(shared) => AdapterHandle::checked(index, shared.adapters.len()),
+        None => Err(AdapterError::NoRuntime),
     }
 }
 

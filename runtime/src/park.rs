@@ -9,7 +9,11 @@
 //! 1. clear the doorbell (a ring from before this point is consumed, one after it stays);
 //! 2. announce the park: swap the word to `PARKED`; a `NOTIFIED` in the old value means the
 //!    inbox has news, so it does not sleep;
-//! 3. recheck its own sources (completions, due timers) that do not go through the word;
+//! 3. recheck its own sources (completions on each of its rings, one per adapter, and due
+//!    timers) that do not go through the word; a completion after the clear of step 1 signals
+//!    its ring's eventfd, one of the doorbell's, so either this look or the sleep sees it (the
+//!    loom model `a_completion_on_the_second_ring_reaches_a_worker_that_parks`, and its twin
+//!    that clears after the look and loses it);
 //! 4. sleep on the doorbell, with the next timer deadline as timeout;
 //! 5. leave: swap the word to 0; the caller then drains the inbox.
 //!
@@ -44,7 +48,8 @@ const PARKED: u32 = 1;
 /// Something was pushed into the inbox since the worker last drained it.
 const NOTIFIED: u32 = 2;
 
-/// What wakes a sleeping worker: for a real worker, its completion queue's eventfd.
+/// What wakes a sleeping worker: for a real worker, its completion queues' eventfds (one per
+/// adapter, module `bell`).
 pub(crate) trait Doorbell {
     /// Makes the next (or the current) [`wait`](Self::wait) return.
     fn ring(&self);
@@ -336,6 +341,120 @@ mod loom_models {
                 w.park.word.swap(0, Ordering::SeqCst);
             }
             poster.join().unwrap();
+        });
+    }
+
+    /// A worker's eventfds, one per adapter's ring, as one doorbell (the `bell` module's
+    /// `EventFdBell`): a ring raises the first, a completion raises its own ring's, a clear
+    /// resets them all, and a wait sleeps until any is raised (as `ppoll` does).
+    #[derive(Default)]
+    struct Bells {
+        counts: Mutex<[u64; 2]>,
+        readable: Condvar,
+    }
+
+    impl Bells {
+        fn signal(&self, ring: usize) {
+            self.counts.lock().unwrap()[ring] += 1;
+            self.readable.notify_all();
+        }
+    }
+
+    impl Doorbell for Bells {
+        fn ring(&self) {
+            self.signal(0);
+        }
+
+        fn clear(&self) {
+            *self.counts.lock().unwrap() = [0; 2];
+        }
+
+        fn wait(&self, _: Option<Duration>) {
+            let mut counts = self.counts.lock().unwrap();
+            while counts.iter().all(|&c| c == 0) {
+                counts = self.readable.wait(counts).unwrap();
+            }
+        }
+    }
+
+    /// A worker with two rings: its park word, its eventfds, and the CQ tail of its second
+    /// ring, which the kernel raises before it signals that ring's eventfd.
+    struct TwoRings {
+        park: Park,
+        bells: Bells,
+        second_tail: loom::sync::atomic::AtomicUsize,
+    }
+
+    impl TwoRings {
+        fn leaked() -> &'static Self {
+            Box::leak(Box::new(Self {
+                park: Park::new(),
+                bells: Bells::default(),
+                second_tail: loom::sync::atomic::AtomicUsize::new(0),
+            }))
+        }
+
+        /// The kernel posts a completion on the second ring: the CQ tail (Release, as the
+        /// kernel's store), then the ring's eventfd.
+        fn complete_on_second(&self) {
+            // Release: as the kernel's tail store, publishing the CQE.
+            self.second_tail.fetch_add(1, Ordering::Release);
+            self.bells.signal(1);
+        }
+
+        /// A reap of the second ring: whether the tail moved past `head` (Acquire, as the
+        /// io-uring crate reads the tail).
+        fn reap_second(&self, head: &mut usize) -> bool {
+            // Acquire: pairs with the kernel's Release tail store.
+            let tail = self.second_tail.load(Ordering::Acquire);
+            let got = tail > *head;
+            *head = tail;
+            got
+        }
+    }
+
+    /// The worker loop cut down to the park, with a receive in flight on its second ring: it
+    /// reaps, idles with the reap as its last look, and must get the completion however the
+    /// kernel's post interleaves with the park.
+    #[test]
+    fn a_completion_on_the_second_ring_reaches_a_worker_that_parks() {
+        loom::model(|| {
+            let w = TwoRings::leaked();
+            let kernel = thread::spawn(move || w.complete_on_second());
+            let mut head = 0;
+            let mut got = w.reap_second(&mut head);
+            while !got {
+                let mut found = false;
+                idle(
+                    &w.park,
+                    &w.bells,
+                    || {
+                        found = w.reap_second(&mut head);
+                        found
+                    },
+                    || {},
+                    None,
+                );
+                got = found || w.reap_second(&mut head);
+            }
+            kernel.join().unwrap();
+        });
+    }
+
+    /// A worker that clears its eventfds after its last look at the rings instead of before:
+    /// a completion between the look and the clear is neither seen nor left signalled.
+    #[test]
+    #[should_panic(expected = "deadlock")]
+    fn clearing_the_bells_after_the_last_look_loses_a_completion() {
+        loom::model(|| {
+            let w = TwoRings::leaked();
+            let kernel = thread::spawn(move || w.complete_on_second());
+            let mut head = 0;
+            while !w.reap_second(&mut head) {
+                w.bells.clear();
+                w.bells.wait(None);
+            }
+            kernel.join().unwrap();
         });
     }
 }

@@ -1,18 +1,20 @@
 //! [`FdQueues`]: a descriptor (a file or a socket) and its work queues, one per worker that
 //! used it, made on first use.
 //!
-//! An operation on a file or a socket goes to the work queue of the current worker's ring for
-//! that descriptor ([`for_worker`](FdQueues::for_worker)); a descriptor used from tasks on two
-//! workers has a queue on each ring.
+//! A descriptor belongs to one adapter of its runtime: the one current at its first operation
+//! (module `adapter`). An operation on it goes to its work queue on the current worker's ring
+//! of that adapter ([`for_worker`](FdQueues::for_worker)); a descriptor used from tasks on two
+//! workers has a queue on each of their rings.
 //!
-//! Queues made with [`FdQueues::fixed`] (sockets and files) take a fixed-file slot when they
-//! are bound to a runtime: the descriptor is installed in that slot on every ring, and every
-//! queue targets the slot ([`Target::Fixed`]). The slot is emptied and freed when the queues
-//! drop, after the work queues were removed: operations hold the queues until their final
-//! completion, so no operation can name the slot then (the `files` module). Without a free slot
-//! (or with [`FdQueues::new`], for short-lived descriptors such as a `send_file`'s pipe) each
-//! queue holds its own duplicate of the descriptor (the adapter's rule for [`Target::Fd`]),
-//! closed once the queue is removed and drained.
+//! Queues made with [`FdQueues::fixed`] (sockets and files) take a fixed-file slot of their
+//! adapter's table when they are bound to a runtime: the descriptor is installed in that slot
+//! on every ring of that adapter, and every queue targets the slot ([`Target::Fixed`]). The
+//! slot is emptied and freed when the queues drop, after the work queues were removed:
+//! operations hold the queues until their final completion, so no operation can name the slot
+//! then (the `files` module). Without a free slot in that adapter's table (or with
+//! [`FdQueues::new`], for short-lived descriptors such as a `send_file`'s pipe) each queue
+//! holds its own duplicate of the descriptor (the adapter's rule for [`Target::Fd`]), closed
+//! once the queue is removed and drained.
 //!
 //! # Synchronization
 //!
@@ -50,9 +52,11 @@ pub(crate) struct FdQueues<H: ?Sized = AnyFd> {
     handle: H,
 }
 
-/// The runtime a descriptor is bound to, and its queues there.
+/// The runtime and adapter a descriptor is bound to, and its queues there.
 struct Binding {
     owner: Weak<Shared>,
+    /// The adapter's index in the runtime, and the adapter.
+    index: usize,
     adapter: Adapter<Message>,
     /// The work queues, by worker index, each made by its worker on first use.
     by_worker: Box<[OnceLock<WorkQueue<Message>>]>,
@@ -98,51 +102,67 @@ impl<H: ?Sized> FdQueues<H> {
 }
 
 impl<H: ?Sized + AsRawFd> FdQueues<H> {
-    /// The descriptor's work queue on `local`'s ring, made on first use.
+    /// The descriptor's adapter and its work queue on `local`'s ring of it, made on first use.
+    /// The first use binds the descriptor to `local`'s runtime and its current adapter.
     ///
     /// # Errors
     ///
     /// An errno for the operation's completion: `EXDEV` if another runtime's workers used the
-    /// descriptor first, `EIO` if the adapter cannot make the queue (logged with the reason).
-    pub(crate) fn for_worker(&self, local: &Local) -> Result<WorkQueue<Message>, i32> {
+    /// descriptor first, `ENODEV` if the current adapter of its first use does not exist,
+    /// `EIO` if the adapter cannot make the queue (logged with the reason).
+    pub(crate) fn for_worker(&self, local: &Local) -> Result<(usize, WorkQueue<Message>), i32> {
         let shared = &local.shared;
-        let bound = self.bound.get_or_init(|| Binding {
-            owner: Arc::downgrade(shared),
-            adapter: shared.adapter.clone(),
-            by_worker: (0..shared.workers.len()).map(|_| OnceLock::new()).collect(),
-            fixed: self
-                .wants_slot
-                .then(|| {
-                    FixedFile::install(&shared.adapter, &shared.file_slots, self.handle.as_raw_fd())
+        let bound = match self.bound.get() {
+            Some(bound) => bound,
+            None => {
+                let index = local.current_adapter()?;
+                self.bound.get_or_init(|| {
+                    let rt = &shared.adapters[index];
+                    Binding {
+                        owner: Arc::downgrade(shared),
+                        index,
+                        adapter: rt.adapter.clone(),
+                        by_worker: (0..shared.workers.len()).map(|_| OnceLock::new()).collect(),
+                        fixed: self
+                            .wants_slot
+                            .then(|| {
+                                FixedFile::install(
+                                    &rt.adapter,
+                                    &rt.file_slots,
+                                    self.handle.as_raw_fd(),
+                                )
+                            })
+                            .flatten(),
+                    }
                 })
-                .flatten(),
-        });
+            }
+        };
         if !std::ptr::eq(bound.owner.as_ptr(), Arc::as_ptr(shared)) {
             return Err(libc::EXDEV);
         }
-        let index = local.remote.index;
-        let slot = bound.by_worker.get(index).ok_or(libc::EIO)?;
+        let worker = local.remote.index;
+        let slot = bound.by_worker.get(worker).ok_or(libc::EIO)?;
         if let Some(wq) = slot.get() {
-            return Ok(wq.clone());
+            return Ok((bound.index, wq.clone()));
         }
-        let depth = shared.config.file_queue_depth;
+        let depth = shared.adapters[bound.index].queue_depth;
         let target = match &bound.fixed {
             Some(fixed) => Target::Fixed(fixed.slot()),
             None => Target::Fd(self.handle.as_raw_fd()),
         };
-        let wq = shared
+        let wq = bound
             .adapter
-            .work_queue(index, target, depth, depth)
+            .work_queue(worker, target, depth, depth)
             .map_err(|e| {
                 tracing::error!(error = %e, "cannot make a work queue for a descriptor");
                 libc::EIO
             })?;
         // Only this worker sets its own slot, and it found the slot empty.
         if let Err(made) = slot.set(wq.clone()) {
-            shared.adapter.remove_work_queue(&made);
+            bound.adapter.remove_work_queue(&made);
             return Err(libc::EIO);
         }
-        Ok(wq)
+        Ok((bound.index, wq))
     }
 }
 

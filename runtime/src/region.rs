@@ -4,10 +4,12 @@
 //! A pool [`Message`] is registered memory that an operation owns while it
 //! runs. Some memory is the program's own and lives as long as the program wants: a disk image
 //! kept in memory, a file mapped once. [`Region::register`] registers such memory (any type that
-//! implements the unsafe [`Memory`] trait, shared through an [`Arc`]) on every ring of the current
-//! runtime, in chunks of at most [`MAX_CHUNK`] bytes (the kernel's limit for one fixed buffer).
-//! Registering pins the memory: the kernel faults in every page and keeps it resident until the
-//! region is gone, and without `CAP_IPC_LOCK` the pinned bytes count against `RLIMIT_MEMLOCK`.
+//! implements the unsafe [`Memory`] trait, shared through an [`Arc`]) on every ring of every
+//! adapter of the current runtime, in chunks of at most [`MAX_CHUNK`] bytes (the kernel's limit
+//! for one fixed buffer). Registering pins the memory: the kernel faults in every page and keeps
+//! it resident until the region is gone, and without `CAP_IPC_LOCK` the pinned bytes count
+//! against `RLIMIT_MEMLOCK` once per adapter. A send names the registration of the adapter its
+//! socket belongs to.
 //!
 //! [`Stream::send_region`] sends a range of the region with `IORING_OP_SEND_ZC` from the fixed
 //! buffer: no copy is made; the future resolves once every byte is sent and the kernel has let
@@ -147,7 +149,7 @@ impl std::fmt::Debug for Region {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Region")
             .field("len", &self.inner.len)
-            .field("chunks", &self.inner.chunks.len())
+            .field("adapters", &self.inner.adapters.len())
             .finish()
     }
 }
@@ -159,13 +161,10 @@ struct Chunk {
     generation: u32,
 }
 
-/// A registration: its chunks, the memory they cover, and the adapter to leave.
+/// A registration: its chunks on each adapter, and the memory they cover.
 struct Registered {
-    /// Weak: a region outliving its runtime must not keep the rings open. An adapter that
-    /// goes first waits for the final completion of every send in flight (whose leases drop
-    /// then) and takes its registrations with its rings.
-    adapter: WeakAdapter<Message>,
-    chunks: Vec<Chunk>,
+    /// By adapter index, as the runtime numbers its adapters.
+    adapters: Vec<OnAdapter>,
     /// The length of each chunk but the last ([`MAX_CHUNK`] but in unit tests).
     chunk_len: usize,
     len: usize,
@@ -173,10 +172,19 @@ struct Registered {
     _memory: Arc<dyn Memory>,
 }
 
-impl Drop for Registered {
+/// A region's chunks on one adapter.
+struct OnAdapter {
+    /// Weak: a region outliving its runtime must not keep the rings open. An adapter that
+    /// goes first waits for the final completion of every send in flight (whose leases drop
+    /// then) and takes its registrations with its rings.
+    adapter: WeakAdapter<Message>,
+    chunks: Vec<Chunk>,
+}
+
+impl Drop for OnAdapter {
     fn drop(&mut self) {
-        // Every send that used a chunk held a lease on this value until its final completion,
-        // so none is in flight now.
+        // Every send that used a chunk held a lease on the registration until its final
+        // completion, so none is in flight now.
         let Some(adapter) = self.adapter.upgrade() else {
             return;
         };
@@ -189,7 +197,8 @@ impl Drop for Registered {
 }
 
 impl Region {
-    /// Registers `memory` on every ring of the current runtime (see the [module docs](self)):
+    /// Registers `memory` on every ring of every adapter of the current runtime (see the
+    /// [module docs](self)):
     /// its pages are faulted in and pinned until the last clone of the region is dropped.
     ///
     /// # Errors
@@ -206,31 +215,40 @@ impl Region {
         chunk_len: usize,
     ) -> Result<Region, RegionError> {
         let runtime = crate::context::runtime().ok_or(RegionError::NoRuntime)?;
-        let adapter = &runtime.adapter;
         let len = memory.len();
         if len == 0 {
             return Err(RegionError::Empty);
         }
         let base = memory.as_ptr();
         let mut registered = Registered {
-            adapter: adapter.downgrade(),
-            chunks: Vec::with_capacity(len.div_ceil(chunk_len)),
+            adapters: Vec::with_capacity(runtime.adapters.len()),
             chunk_len,
             len,
             _memory: memory,
         };
-        for start in (0..len).step_by(chunk_len) {
-            let this_len = chunk_len.min(len - start);
-            // SAFETY: `start..start + this_len` lies inside the memory (`Memory`'s contract: one
-            // allocation of `len` bytes), which `registered` keeps alive until it unregisters
-            // the chunk in its drop; the kernel is only ever asked to read it (sends).
-            let done = unsafe { adapter.register_region(base.add(start).cast_mut(), this_len) };
-            // On an error, dropping `registered` unregisters the chunks done so far.
-            let done = done.map_err(|source| RegionError::Register { len, source })?;
-            registered.chunks.push(Chunk {
-                index: done.index,
-                generation: done.generation,
+        for rt in runtime.adapters.iter() {
+            registered.adapters.push(OnAdapter {
+                adapter: rt.adapter.downgrade(),
+                chunks: Vec::with_capacity(len.div_ceil(chunk_len)),
             });
+            let on = registered.adapters.last_mut().expect("just pushed");
+            for start in (0..len).step_by(chunk_len) {
+                let this_len = chunk_len.min(len - start);
+                // SAFETY: `start..start + this_len` lies inside the memory (`Memory`'s contract:
+                // one allocation of `len` bytes), which `registered` keeps alive until its
+                // chunks are unregistered (its `adapters` drop before `_memory`); the kernel is
+                // only ever asked to read it (sends).
+                let done = unsafe {
+                    rt.adapter
+                        .register_region(base.add(start).cast_mut(), this_len)
+                };
+                // On an error, dropping `registered` unregisters the chunks done so far.
+                let done = done.map_err(|source| RegionError::Register { len, source })?;
+                on.chunks.push(Chunk {
+                    index: done.index,
+                    generation: done.generation,
+                });
+            }
         }
         Ok(Region {
             inner: Arc::new(registered),
@@ -263,10 +281,18 @@ impl Region {
         }
     }
 
-    /// The piece of `at..end` that lies in one chunk, with a lease: the first send of it.
-    fn piece(&self, at: usize, end: usize) -> RegionSlice {
+    /// The piece of `at..end` that lies in one chunk of adapter `adapter`'s registration, with
+    /// a lease: the first send of it. For an adapter the region is not registered on (the
+    /// socket belongs to another runtime), the piece names adapter 0's registration, which that
+    /// adapter rejects (a registration's generation is unique in the process): the send fails.
+    fn piece(&self, adapter: usize, at: usize, end: usize) -> RegionSlice {
         let size = self.inner.chunk_len;
-        let chunk = self.inner.chunks[at / size];
+        let on = self
+            .inner
+            .adapters
+            .get(adapter)
+            .unwrap_or(&self.inner.adapters[0]);
+        let chunk = on.chunks[at / size];
         let within = at % size;
         let len = (end - at).min(size - within);
         let key = BufKey {
@@ -311,14 +337,24 @@ impl<S: StreamSocket> Stream<S> {
     }
 }
 
-/// The builder of one zero-copy send of a region's piece.
-struct RegionSend(RegionSlice);
+/// The builder of one zero-copy send of `at..end` of a region (of its piece in one chunk).
+struct RegionSend {
+    region: Region,
+    at: usize,
+    end: usize,
+}
 
 impl Build for RegionSend {
+    /// The send on the runtime's first adapter; the runtime calls [`build_on`](Self::build_on).
     #[inline(always)]
     fn build(self, buf: Option<Message>, cookie: u64) -> Op<Message> {
+        self.build_on(0, buf, cookie)
+    }
+
+    #[inline(always)]
+    fn build_on(self, adapter: usize, buf: Option<Message>, cookie: u64) -> Op<Message> {
         drop(buf);
-        Op::send_zc_region(self.0, 0, cookie)
+        Op::send_zc_region(self.region.piece(adapter, self.at, self.end), 0, cookie)
     }
 }
 
@@ -352,7 +388,11 @@ impl Future for SendRegion {
                 Some(send) => send,
                 None if this.at >= this.end => return Poll::Ready(Ok(())),
                 None => {
-                    let piece = RegionSend(this.region.piece(this.at, this.end));
+                    let piece = RegionSend {
+                        region: this.region.clone(),
+                        at: this.at,
+                        end: this.end,
+                    };
                     let route = Route::Fd(Arc::clone(&this.queues));
                     this.send.insert(Submit::new(route, None, piece))
                 }
@@ -394,7 +434,7 @@ mod tests {
         let image = Arc::new(bytes);
         let got = rt.block_on(async {
             let region = Region::register_in_chunks(Arc::clone(&image), 16384).unwrap();
-            assert_eq!(region.inner.chunks.len(), 3);
+            assert_eq!(region.inner.adapters[0].chunks.len(), 3);
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let client = TcpStream::connect(listener.local_addr().unwrap())
                 .await

@@ -36,7 +36,7 @@ pub(crate) enum Mail {
 
 /// The shared half of a worker.
 pub(crate) struct Remote {
-    /// The worker's index in its runtime, which is also its ring's.
+    /// The worker's index in its runtime, which is also its ring's in every adapter.
     pub(crate) index: usize,
     /// A process-wide unique id.
     pub(crate) uid: u64,
@@ -47,7 +47,8 @@ pub(crate) struct Remote {
 }
 
 impl Remote {
-    pub(crate) fn new(index: usize, bell: EventFdBell) -> Self {
+    /// The remote half of worker `index`, with a ring on each of `adapters` adapters.
+    pub(crate) fn new(index: usize, bell: EventFdBell, adapters: usize) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Self {
             index,
@@ -56,7 +57,7 @@ impl Remote {
             inbox: Inbox::new(),
             park: Park::new(),
             bell,
-            counters: Counters::default(),
+            counters: Counters::new(adapters),
         }
     }
 

@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 use regio_adapters::WorkQueue;
 use regio_pool::{Message, MessagePool};
 
+use crate::adapter::{AdapterError, AdapterHandle};
 use crate::context::{self, BlockOnGuard};
 use crate::error::BuildError;
 use crate::remote::Mail;
 use crate::shared::Shared;
-use crate::stats::WorkerStats;
+use crate::spec::RingMode;
+use crate::stats::{RingStats, WorkerStats};
 use crate::task::JoinHandle;
 use crate::worker::{self, Start};
 use crate::Builder;
@@ -23,10 +25,10 @@ use crate::Builder;
 /// How long dropping a runtime waits for its workers' operations to come back from the kernel.
 const DROP_DRAIN: Duration = Duration::from_secs(1);
 
-/// A regio runtime: thread-per-core workers, each with its own ring of the runtime's adapter,
-/// and a message pool registered with every ring.
+/// A regio runtime: thread-per-core workers, each with its own ring of each of the runtime's
+/// adapters, and a message pool registered with every ring.
 ///
-/// Tasks never move between workers (registered buffers and fixed files belong to a ring):
+/// Tasks never move between workers (a task's operations live on its worker's rings):
 /// [`spawn`](Self::spawn) places each task on a worker, round-robin between the less loaded
 /// of two, and it stays there.
 ///
@@ -41,7 +43,7 @@ impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
             .field("workers", &self.shared.workers.len())
-            .field("sqpoll", &self.shared.adapter.sqpoll())
+            .field("adapters", &self.adapter_modes())
             .finish_non_exhaustive()
     }
 }
@@ -77,7 +79,7 @@ impl Runtime {
     /// Starts one thread per worker and waits until each runs (or one fails).
     pub(crate) fn start(
         shared: Arc<Shared>,
-        controls: Vec<WorkQueue<Message>>,
+        controls: Vec<Vec<WorkQueue<Message>>>,
         cpus: Option<Vec<usize>>,
     ) -> Result<Self, BuildError> {
         let mut runtime = Self {
@@ -85,11 +87,11 @@ impl Runtime {
             threads: Vec::with_capacity(controls.len()),
         };
         let (ready, started) = mpsc::channel();
-        for (index, control) in controls.into_iter().enumerate() {
+        for (index, controls) in controls.into_iter().enumerate() {
             let start = Start {
                 shared: Arc::clone(&shared),
                 index,
-                control,
+                controls,
                 cpu: cpus.as_ref().map(|c| c[index]),
             };
             let ready = ready.clone();
@@ -157,7 +159,8 @@ impl Runtime {
         self.shared.spawn(future)
     }
 
-    /// Each worker's counters, in worker order.
+    /// Each worker's counters, in worker order (the I/O counters summed over the adapters;
+    /// [`ring_stats`](Self::ring_stats) has them by adapter).
     pub fn stats(&self) -> Vec<WorkerStats> {
         self.shared
             .workers
@@ -166,22 +169,50 @@ impl Runtime {
             .collect()
     }
 
-    /// The runtime's message pool, registered with every worker's ring. Buffers taken from it
-    /// can be used by every operation on any worker.
+    /// The counters of each worker's ring of each adapter, adapter by adapter and, within
+    /// one, worker by worker: what the worker did with the ring, and the adapter's own
+    /// counters of it.
+    ///
+    /// ```
+    /// let rt = regio_runtime::Runtime::builder().worker_threads(2).build()?;
+    /// rt.block_on(rt.spawn(async { regio_runtime::nop().await })).unwrap()?;
+    /// let rings = rt.ring_stats();
+    /// assert_eq!(rings.len(), 2); // one adapter, two workers
+    /// assert_eq!(rings.iter().map(|r| r.completions).sum::<u64>(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn ring_stats(&self) -> Vec<RingStats> {
+        let mut all = Vec::with_capacity(self.shared.adapters.len() * self.shared.workers.len());
+        for (a, rt) in self.shared.adapters.iter().enumerate() {
+            for w in self.shared.workers.iter() {
+                let ring = rt
+                    .adapter
+                    .completion_queue(w.index)
+                    .map(|cq| cq.stats())
+                    .unwrap_or_default();
+                all.push(w.counters.rings[a].snapshot(a, w.index, ring));
+            }
+        }
+        all
+    }
+
+    /// The runtime's message pool, registered with every ring of every adapter. Buffers taken
+    /// from it can be used by every operation on any worker and adapter.
     pub fn pool(&self) -> &MessagePool {
         &self.shared.pool
     }
 
-    /// The counters of the runtime's adapter, summed over its rings (one per worker).
+    /// The counters of the runtime's adapters, summed over all their rings
+    /// ([`ring_stats`](Self::ring_stats) has them ring by ring).
     ///
-    /// The adapter itself is not handed out: its completion queues are the workers' own, and
-    /// a thread that reaped one would take that worker's completions (their operations would
-    /// never finish), one that held a ring's batch would stall the worker. It cannot be
-    /// reached:
+    /// The adapters themselves are not handed out: their completion queues are the workers'
+    /// own, and a thread that reaped one would take that worker's completions (their
+    /// operations would never finish), one that held a ring's batch would stall the worker.
+    /// They cannot be reached:
     ///
     /// ```compile_fail
     /// let rt = regio_runtime::Runtime::builder().worker_threads(1).build().unwrap();
-    /// let cq = rt.adapter().completion_queue(0).unwrap();
+    /// let cq = rt.adapter(0).unwrap().completion_queue(0).unwrap();
     /// ```
     ///
     /// ```
@@ -191,14 +222,41 @@ impl Runtime {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn adapter_stats(&self) -> regio_adapters::Stats {
-        self.shared.adapter.stats()
+        self.shared
+            .adapters
+            .iter()
+            .map(|a| a.adapter.stats())
+            .fold(regio_adapters::Stats::default(), |a, b| a + b)
     }
 
-    /// How many slots of the fixed-file table are taken: one per socket or file that a worker
-    /// has used and that got a slot (see [`net`](crate::net#descriptors-and-fixed-file-slots)); at most
-    /// [`Builder::max_files`](crate::Builder::max_files), and 0 in
+    /// The number of adapters.
+    pub fn adapters(&self) -> usize {
+        self.shared.adapters.len()
+    }
+
+    /// Adapter `index`, to run I/O on it ([`AdapterHandle::scope`]).
+    ///
+    /// # Errors
+    ///
+    /// [`AdapterError::OutOfRange`] if the runtime has no such adapter.
+    pub fn adapter(&self, index: usize) -> Result<AdapterHandle, AdapterError> {
+        AdapterHandle::checked(index, self.shared.adapters.len())
+    }
+
+    /// Each adapter's mode as its rings were set up: the one asked for, or
+    /// [`RingMode::Interrupt`] where the kernel refused SQPOLL.
+    pub fn adapter_modes(&self) -> Vec<RingMode> {
+        self.shared.adapters.iter().map(|a| a.mode).collect()
+    }
+
+    /// How many fixed-file slots are taken, summed over the adapters: one per socket or file
+    /// that a worker has used and that got a slot of its adapter's table (see
+    /// [`net`](crate::net#descriptors-and-fixed-file-slots)). Each adapter's count is at most
+    /// its [`max_files`](crate::AdapterSpec::max_files), and 0 for an adapter in
     /// [`RingMode::SingleIssuer`](crate::RingMode::SingleIssuer). A slot comes back once its
     /// socket or file is dropped and its last operation has completed.
+    /// [`fixed_files_in_use_by_adapter`](Self::fixed_files_in_use_by_adapter) gives each
+    /// adapter's count.
     ///
     /// ```
     /// let rt = regio_runtime::Runtime::builder().worker_threads(1).build()?;
@@ -212,8 +270,17 @@ impl Runtime {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn fixed_files_in_use(&self) -> usize {
-        let slots = &self.shared.file_slots;
-        slots.capacity() as usize - slots.available()
+        self.fixed_files_in_use_by_adapter().iter().sum()
+    }
+
+    /// How many slots of each adapter's fixed-file table are taken, by adapter index (see
+    /// [`fixed_files_in_use`](Self::fixed_files_in_use)).
+    pub fn fixed_files_in_use_by_adapter(&self) -> Vec<usize> {
+        self.shared
+            .adapters
+            .iter()
+            .map(|a| a.file_slots.capacity() as usize - a.file_slots.available())
+            .collect()
     }
 
     /// The number of workers.
@@ -227,9 +294,10 @@ impl Runtime {
     /// 1. spawns are refused from now on (their handles give a cancellation);
     /// 2. each worker drops all its tasks (their handles give a cancellation), which cancels
     ///    their operations in the kernel and their timers;
-    /// 3. each worker submits the cancels and reaps until the kernel has finished all its
-    ///    operations, or `timeout` passes (then the adapter cancels them again when its rings
-    ///    close, and leaks what the kernel may still write rather than freeing it);
+    /// 3. each worker submits the cancels and reaps all its rings (one of every adapter) until
+    ///    the kernel has finished all its operations, or `timeout` passes (then each adapter
+    ///    cancels them again when its rings close, and leaks what the kernel may still write
+    ///    rather than freeing it);
     /// 4. the worker threads are joined. Every buffer of a finished operation is back in the
     ///    pool.
     ///

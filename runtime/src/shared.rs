@@ -1,5 +1,5 @@
 //! [`Shared`]: what a runtime's workers and handles share: the workers' remote halves, the
-//! adapter and its pool, and where the next spawned task goes.
+//! adapters and their pool, and where the next spawned task goes.
 //!
 //! # Synchronization
 //!
@@ -18,8 +18,10 @@ use std::time::Duration;
 use regio_adapters::Adapter;
 use regio_pool::{FileSlots, Message, MessagePool};
 
+use crate::adapter::OnAdapter;
 use crate::context;
 use crate::remote::{Mail, Remote};
+use crate::spec::RingMode;
 use crate::task::{JoinHandle, Task};
 
 /// How the workers run, fixed at build.
@@ -27,22 +29,28 @@ use crate::task::{JoinHandle, Task};
 pub(crate) struct WorkerConfig {
     /// How long an idle worker keeps looking for work before it parks.
     pub(crate) spin: Duration,
-    /// The most completions one reap takes.
+}
+
+/// One adapter of a runtime: ring `i` of it belongs to worker `i`.
+pub(crate) struct RtAdapter {
+    pub(crate) adapter: Adapter<Message>,
+    /// The mode the rings were set up in (`Interrupt` after a refused SQPOLL).
+    pub(crate) mode: RingMode,
+    /// The most completions one reap of a ring takes.
     pub(crate) reap_max: usize,
-    /// The depth (each side) of the work queues made for files.
-    pub(crate) file_queue_depth: u32,
-    /// Whether the rings are in single-issuer mode (each worker binds its own).
-    pub(crate) single_issuer: bool,
+    /// The depth (each side) of the work queues made for descriptors, and of each worker's
+    /// own queue.
+    pub(crate) queue_depth: u32,
+    /// The free slots of this adapter's fixed-file table (none in single-issuer mode; see the
+    /// `files` module).
+    pub(crate) file_slots: FileSlots,
 }
 
 /// A runtime's shared state.
 pub(crate) struct Shared {
     pub(crate) workers: Box<[Arc<Remote>]>,
-    pub(crate) adapter: Adapter<Message>,
+    pub(crate) adapters: Box<[RtAdapter]>,
     pub(crate) pool: MessagePool,
-    /// The free slots of the adapter's fixed-file table (none in single-issuer mode; see the
-    /// `files` module).
-    pub(crate) file_slots: FileSlots,
     pub(crate) config: WorkerConfig,
     next: AtomicUsize,
     open: AtomicBool,
@@ -51,16 +59,14 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(
         workers: Box<[Arc<Remote>]>,
-        adapter: Adapter<Message>,
+        adapters: Box<[RtAdapter]>,
         pool: MessagePool,
-        file_slots: FileSlots,
         config: WorkerConfig,
     ) -> Self {
         Self {
             workers,
-            adapter,
+            adapters,
             pool,
-            file_slots,
             config,
             next: AtomicUsize::new(0),
             open: AtomicBool::new(true),
@@ -98,14 +104,15 @@ impl Shared {
     }
 
     /// Spawns `future` on a worker: straight onto its run queue when this thread is that
-    /// worker, else through its inbox. After shutdown the task is cancelled at once.
+    /// worker, else through its inbox. After shutdown the task is cancelled at once. The task
+    /// keeps the current adapter of the caller (module `adapter`).
     pub(crate) fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         let owner = self.pick();
-        let (task, handle) = Task::new(future, Arc::clone(owner));
+        let (task, handle) = Task::new(OnAdapter::inherit(future), Arc::clone(owner));
         task.mark_queued();
         if !self.is_open() {
             crate::task::cancel_refused(task);

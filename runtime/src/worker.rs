@@ -1,32 +1,35 @@
-//! A worker: one thread, one ring, its tasks, its operations and its timers.
+//! A worker: one thread, one ring of each adapter, its tasks, its operations and its timers.
 //!
 //! Each loop turn:
 //!
 //! 1. **Mail**: if the park word says something came, drain the inbox: adopt spawned tasks,
 //!    queue woken ones, abandon operations dropped on other threads, or stop.
 //! 2. **Run**: poll the tasks that were ready when the step began (one poll each; tasks woken
-//!    meanwhile wait for the next turn, so I/O is never starved by a busy task set). The ring
-//!    is held as a batch meanwhile: each operation a task starts is written into the SQ at once.
+//!    meanwhile wait for the next turn, so I/O is never starved by a busy task set). The rings
+//!    are held as batches meanwhile: each operation a task starts is written into the SQ of its
+//!    adapter's ring at once.
 //! 3. **Submit and reap**: post what waits in the staging queue (cancels, the backlog), submit
-//!    everything with one `io_uring_enter` (none with SQPOLL while its thread is awake), reap
-//!    the completion queue and route each completion to its operation by cookie, waking its
-//!    task.
-//! 4. **Quiescent state** of the adapter's RCU domain (the worker is a registered QSBR reader).
+//!    with one `io_uring_enter` per ring that got operations (none with SQPOLL while its thread
+//!    is awake), reap every completion queue and route each completion to its operation by
+//!    cookie, waking its task.
+//! 4. **Quiescent state** of the RCU domain that all the runtime's adapters share (the worker is
+//!    a registered QSBR reader).
 //! 5. **Timers**: wake the tasks whose deadlines have passed.
 //! 6. **Idle**: after a turn with nothing done, keep turning for the configured spin time, then
-//!    park (module `park`): sleep on the ring's eventfd, offline for RCU, until a completion,
-//!    a ring from another thread, or the next timer deadline.
+//!    park (module `park`): sleep on the eventfds of all its rings, offline for RCU, until a
+//!    completion on any of them, a ring from another thread, or the next timer deadline.
 //!
 //! Shutdown (a [`Mail::Shutdown`]) closes the inbox, drops every task (their operations
 //! abandon themselves: cancels are staged), drops the timers, then submits and reaps until the
-//! kernel has given back every operation or the deadline passes. What is still in flight then
-//! stays with the adapter, which cancels it again when the ring closes and leaks (never frees)
-//! a buffer the kernel may still write.
+//! kernel has given back every operation, on every adapter, or the deadline passes. What is
+//! still in flight then stays with its adapter, which cancels it again when the ring closes and
+//! leaks (never frees) a buffer the kernel may still write.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -34,12 +37,14 @@ use regio_adapters::{CompletionQueue, WorkQueue};
 use regio_pool::Message;
 use regio_sync::QsbrReader;
 
+use crate::adapter::OnAdapter;
 use crate::context::WorkerGuard;
 use crate::error::BuildError;
-use crate::op::{Io, Posting};
+use crate::op::{open_batches, Io, Posting};
 use crate::park::{self, Doorbell};
 use crate::remote::{self, Mail, Remote};
 use crate::shared::Shared;
+use crate::spec::{RingMode, MAX_ADAPTERS};
 use crate::stats::Counters;
 use crate::task::{JoinHandle, Registry, Task, TaskRef};
 use crate::time::Timers;
@@ -58,8 +63,9 @@ pub(crate) struct Local {
     pub(crate) remote: Arc<Remote>,
     run_queue: RefCell<VecDeque<TaskRef>>,
     pub(crate) io: RefCell<Io>,
-    /// The worker's completion queue (also in `io`), to hold as a batch during a run step.
-    cq: CompletionQueue<Message>,
+    /// The worker's completion queues by adapter (also in `io`), to hold as batches during a
+    /// run step.
+    cqs: Rc<[CompletionQueue<Message>]>,
     pub(crate) timers: RefCell<Timers>,
     tasks: RefCell<Registry>,
 }
@@ -68,7 +74,8 @@ pub(crate) struct Local {
 pub(crate) struct Start {
     pub(crate) shared: Arc<Shared>,
     pub(crate) index: usize,
-    pub(crate) control: WorkQueue<Message>,
+    /// The worker's own queue on each adapter, in adapter order.
+    pub(crate) controls: Vec<WorkQueue<Message>>,
     /// The CPU to pin the thread to.
     pub(crate) cpu: Option<usize>,
 }
@@ -78,7 +85,7 @@ pub(crate) fn main(start: Start, ready: mpsc::Sender<Result<(), BuildError>>) {
     let Start {
         shared,
         index,
-        control,
+        controls,
         cpu,
     } = start;
     if let Err(e) = block_sigpipe() {
@@ -89,21 +96,27 @@ pub(crate) fn main(start: Start, ready: mpsc::Sender<Result<(), BuildError>>) {
             tracing::warn!(worker = index, cpu, error = %e, "could not pin the worker");
         }
     }
-    if shared.config.single_issuer {
+    for (adapter, (control, rt)) in controls.iter().zip(shared.adapters.iter()).enumerate() {
+        if rt.mode != RingMode::SingleIssuer {
+            continue;
+        }
         if let Err(source) = control.completion_queue().bind_owner() {
             let _ = ready.send(Err(BuildError::Worker {
                 worker: index,
+                adapter,
                 source,
             }));
             return;
         }
     }
     let remote = Arc::clone(&shared.workers[index]);
-    let mut reader = shared.adapter.domain().register();
-    let io = Io::new(control, shared.config.reap_max);
+    // Every adapter of the runtime shares one RCU domain: one reader covers them all.
+    let mut reader = shared.adapters[0].adapter.domain().register();
+    let reap_max = shared.adapters.iter().map(|a| a.reap_max).collect();
+    let io = Io::new(controls, reap_max);
     let local = Local {
         uid: remote.uid,
-        cq: io.completion_queue(),
+        cqs: io.completion_queues(),
         io: RefCell::new(io),
         shared,
         remote,
@@ -153,13 +166,25 @@ impl Local {
         drop(task);
     }
 
-    /// Spawns a task that stays on this worker (`spawn_local`).
+    /// The current adapter (module `adapter`) if this worker's runtime has it, else `ENODEV`
+    /// for the operation that asked.
+    pub(crate) fn current_adapter(&self) -> Result<usize, i32> {
+        let adapter = crate::adapter::current_adapter();
+        if adapter < self.shared.adapters.len() {
+            Ok(adapter)
+        } else {
+            Err(libc::ENODEV)
+        }
+    }
+
+    /// Spawns a task that stays on this worker (`spawn_local`), with the caller's current
+    /// adapter.
     pub(crate) fn spawn_local<F>(&self, future: F) -> JoinHandle<F::Output>
     where
         F: Future + 'static,
         F::Output: 'static,
     {
-        let (task, handle) = Task::new(future, Arc::clone(&self.remote));
+        let (task, handle) = Task::new(OnAdapter::inherit(future), Arc::clone(&self.remote));
         task.mark_queued();
         if self.shared.is_open() {
             Counters::bump(&self.remote.counters.local_spawns, 1);
@@ -217,8 +242,8 @@ impl Local {
         }
     }
 
-    /// The run and submit steps: polls the ready tasks with the ring held as a batch, so that
-    /// the operations they start go straight into the SQ, then submits and reaps. Returns how
+    /// The run and submit steps: polls the ready tasks with the rings held as batches, so that
+    /// the operations they start go straight into the SQs, then submits and reaps. Returns how
     /// many tasks ran and how many completions were reaped.
     fn run_and_submit(&self, counters: &Counters) -> (usize, usize) {
         let ready = !self.run_queue.borrow().is_empty();
@@ -229,21 +254,16 @@ impl Local {
         if !ready && !io_busy {
             return (0, 0);
         }
-        match self.cq.batch() {
-            Some(mut batch) => {
-                let ran = {
-                    let _posting = Posting::open(&self.io, &mut batch);
-                    self.run_ready(counters)
-                };
-                let reaped = self.io.borrow_mut().finish_turn(&mut batch, counters);
-                (ran, reaped)
-            }
-            // Another thread holds the ring for a moment: operations are staged meanwhile.
-            None => {
-                let ran = self.run_ready(counters);
-                (ran, self.io.borrow_mut().submit_and_reap(counters))
-            }
-        }
+        // A ring that another thread holds for a moment has no batch: its operations are
+        // staged meanwhile.
+        let mut batches = [const { None }; MAX_ADAPTERS];
+        open_batches(&self.cqs, &mut batches);
+        let ran = {
+            let _posting = Posting::open(&self.io, &mut batches);
+            self.run_ready(counters)
+        };
+        let reaped = self.io.borrow_mut().finish_turn(&mut batches, counters);
+        (ran, reaped)
     }
 
     /// Handles the mail that came in; returns the shutdown deadline if told to stop.

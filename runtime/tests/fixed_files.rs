@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use regio_runtime::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use regio_runtime::{fs::File, spawn, time, RingMode, Runtime};
+use regio_runtime::{fs::File, spawn, time, AdapterSpec, RingMode, Runtime};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -228,6 +228,41 @@ fn single_issuer_rings_and_an_empty_table_use_plain_descriptors() {
         };
         clean_run(rt, plain_descriptors_echo);
     }
+}
+
+/// The no-slot rules hold per adapter: beside a single-issuer adapter and one with
+/// `max_files(0)`, an adapter in interrupt mode gives its socket a slot, and only its count
+/// moves.
+#[test]
+fn the_no_slot_rules_hold_per_adapter() {
+    let _serial = common::serial();
+    let builder = common::builder(2)
+        .adapter(AdapterSpec::new().single_issuer())
+        .adapter(AdapterSpec::new().max_files(0))
+        .adapter(AdapterSpec::new().interrupt());
+    let Some(rt) = common::build(builder) else {
+        return;
+    };
+    clean_run(rt, |rt| {
+        let mut kept = Vec::new();
+        for index in 0..3 {
+            let adapter = rt.adapter(index).unwrap();
+            let (theirs, ours) = regio_testkit::loopback();
+            let ours = TcpStream::from_std(ours).unwrap();
+            let ours = rt
+                .block_on(rt.spawn(adapter.scope(async move {
+                    ours.send_all(b"slot?".to_vec()).await.0.unwrap();
+                    ours
+                })))
+                .unwrap();
+            let mut got = [0u8; 5];
+            std::io::Read::read_exact(&mut &theirs, &mut got).unwrap();
+            assert_eq!(&got, b"slot?");
+            assert_eq!(ours.fixed_slot().is_some(), index == 2, "adapter {index}");
+            kept.push((theirs, ours));
+        }
+        assert_eq!(rt.fixed_files_in_use_by_adapter(), vec![0, 0, 1]);
+    });
 }
 
 fn plain_descriptors_echo(rt: &Runtime) {
@@ -662,4 +697,66 @@ fn connect_v4(socket: &impl std::os::fd::AsRawFd, addr: std::net::SocketAddr) {
         )
     };
     assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+}
+
+/// Two adapters, each with a table of three slots: on each, a listener's multishot accept, the
+/// accepted stream and a connected stream take three slots of that adapter's table (one shared
+/// table of three would leave the second adapter's sockets plain), echo works on both, and
+/// every slot of both tables is free once the sockets are dropped.
+#[test]
+fn each_adapter_gives_its_sockets_slots_of_its_own_table() {
+    let _serial = common::serial();
+    const SLOTS: u32 = 3;
+    let builder = common::builder(2)
+        .adapter(AdapterSpec::new().max_files(SLOTS))
+        .adapter(AdapterSpec::new().max_files(SLOTS));
+    let Some(rt) = common::build(builder) else {
+        return;
+    };
+    clean_run(rt, |rt| {
+        let mut kept = Vec::new();
+        for index in 0..2 {
+            let adapter = rt.adapter(index).unwrap();
+            let before = common::completions_on(rt, index);
+            let sockets = rt
+                .block_on(rt.spawn(adapter.scope(async move {
+                    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                    let addr = listener.local_addr().unwrap();
+                    let mut incoming = listener.incoming();
+                    let client = TcpStream::connect(addr).await.unwrap();
+                    let server = incoming.accept().await.unwrap();
+                    let payload = [index as u8 + 1; 64];
+                    client.send_all(payload.to_vec()).await.0.unwrap();
+                    let (got, buf) = server.recv_exact(vec![0u8; 64]).await;
+                    got.unwrap();
+                    server.send_all(buf).await.0.unwrap();
+                    let (got, echoed) = client.recv_exact(vec![0u8; 64]).await;
+                    got.unwrap();
+                    assert_eq!(echoed, payload, "the echo on adapter {index}");
+                    drop(incoming);
+                    (listener, server, client)
+                })))
+                .unwrap();
+            let slots = [
+                sockets.0.fixed_slot(),
+                sockets.1.fixed_slot(),
+                sockets.2.fixed_slot(),
+            ];
+            assert!(
+                slots.iter().all(|s| s.is_some_and(|s| s < SLOTS)),
+                "adapter {index}'s sockets have slots of its table: {slots:?}"
+            );
+            assert!(
+                common::completions_on(rt, index) > before,
+                "the I/O ran on adapter {index}"
+            );
+            kept.push(sockets);
+        }
+        assert_eq!(rt.fixed_files_in_use_by_adapter(), vec![3, 3]);
+        assert_eq!(rt.fixed_files_in_use(), 6);
+        drop(kept);
+        common::eventually("both tables are free", || {
+            rt.fixed_files_in_use_by_adapter() == vec![0, 0]
+        });
+    });
 }

@@ -229,3 +229,51 @@ fn a_region_may_outlive_its_runtime() {
     drop(region);
     assert_eq!(Arc::strong_count(&image), 1);
 }
+
+/// With two adapters, a region is registered on both, and a socket of each sends from the
+/// registration of its own adapter.
+#[test]
+fn sockets_of_two_adapters_send_from_one_region() {
+    let Some(rt) = regio_testkit::ok_or_skip(
+        Runtime::builder()
+            .worker_threads(1)
+            .pool_class(4096, 16)
+            .adapter(regio_runtime::AdapterSpec::new().interrupt())
+            .adapter(regio_runtime::AdapterSpec::new().interrupt())
+            .build(),
+        BuildError::is_io_uring_disabled,
+    ) else {
+        return;
+    };
+    let image = image(256 << 10);
+    let region = rt.block_on(async { Region::register(Arc::clone(&image)).unwrap() });
+    let completions = |adapter: usize| -> u64 {
+        rt.ring_stats()
+            .iter()
+            .filter(|r| r.adapter == adapter)
+            .map(|r| r.completions)
+            .sum()
+    };
+    for adapter in 0..2 {
+        let before = completions(adapter);
+        let (region, len) = (region.clone(), image.len());
+        let got = rt
+            .block_on(rt.spawn(rt.adapter(adapter).unwrap().scope(async move {
+                let (client, server) = pair().await;
+                let reader = regio_runtime::spawn(async move {
+                    let (got, buf) = client.recv_exact(vec![0; len]).await;
+                    got.unwrap();
+                    buf
+                });
+                server.send_region(&region, 0, len).unwrap().await.unwrap();
+                reader.await.unwrap()
+            })))
+            .unwrap();
+        assert!(got == image[..], "adapter {adapter}: the bytes differ");
+        // At least the send's result and its notification.
+        assert!(
+            completions(adapter) >= before + 2,
+            "adapter {adapter} did not carry the send"
+        );
+    }
+}

@@ -13,15 +13,17 @@
 //! # Fixed-file slots
 //!
 //! A file keeps its descriptor ([`File::as_std`] for `metadata`, `set_len` and the like) and,
-//! from its first operation on a worker, a slot of the fixed-file table too: the descriptor is
-//! installed in that slot on every worker's ring, and `read_at`, `write_at`, the syncs,
+//! from its first operation on a worker, a slot of the fixed-file table of its adapter (the one
+//! current then) too: the descriptor is installed in that slot on every worker's ring of that
+//! adapter, and `read_at`, `write_at`, the syncs,
 //! `fallocate` and `fadvise` name the slot (`IOSQE_FIXED_FILE`), which spares the kernel an
 //! atomic reference count on the file per operation. A [`File::from_std`], an
 //! [`OpenOptions::open`] (`O_DIRECT` included) and a [`File::open`] all get one; two handles
 //! of one path (a buffered and an `O_DIRECT` one) get one each. The slot is emptied on every
 //! ring and given back once the file is dropped and its last operation has had its final
-//! completion. With no free slot, in the single-issuer ring mode, and with
-//! [`Builder::max_files(0)`](crate::Builder::max_files), a file names its plain descriptor
+//! completion. With no free slot, on an adapter in the single-issuer ring mode, and on one
+//! with no table ([`AdapterSpec::max_files(0)`](crate::AdapterSpec::max_files) or
+//! [`Builder::max_files(0)`](crate::Builder::max_files)), a file names its plain descriptor
 //! (each worker's queue then holds a duplicate). [`File::fixed_slot`] tells which; the
 //! [`net`](crate::net#descriptors-and-fixed-file-slots) module docs give the details.
 //!

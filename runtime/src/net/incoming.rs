@@ -17,8 +17,9 @@ use crate::queues::{AnyFd, FdQueues};
 
 /// The connections a [`Listener`](super::Listener) accepts, from
 /// [`Listener::incoming`](super::Listener::incoming): one multishot accept
-/// (`IORING_OP_ACCEPT` with `IORING_ACCEPT_MULTISHOT`) armed on the current worker's ring,
-/// whose completions [`accept`](Self::accept) hands out in order; it is armed again when the
+/// (`IORING_OP_ACCEPT` with `IORING_ACCEPT_MULTISHOT`) armed on the current worker's ring of
+/// the listener's adapter (the one current at the listener's first operation), whose
+/// completions [`accept`](Self::accept) hands out in order; it is armed again when the
 /// kernel ends it (a completion without `F_MORE`: an error, a full completion queue).
 ///
 /// Dropping it cancels the multishot accept; connections it accepted and [`accept`](Self::accept)

@@ -110,22 +110,30 @@
 //!
 //! Every stream, listener and UDP socket keeps its plain descriptor, for what io_uring does not
 //! do ([`Stream::as_std`], `set_nodelay`, `peer_addr`, `shutdown`, the splice of
-//! [`send_file`](Stream::send_file)). When a worker first uses it, it also takes a slot of the
-//! fixed-file table ([`Builder::max_files`](crate::Builder::max_files), 256 by default): the
-//! descriptor is installed in that slot on every worker's ring, and from then on its receives,
+//! [`send_file`](Stream::send_file)). When a worker first uses it, it is bound to the adapter
+//! current then ([`current_adapter`](crate::current_adapter)) and takes a slot of that
+//! adapter's fixed-file table (each adapter has its own, of
+//! [`AdapterSpec::max_files`](crate::AdapterSpec::max_files) or else
+//! [`Builder::max_files`](crate::Builder::max_files) slots, 256 by default): the descriptor is
+//! installed in that slot on every worker's ring of that adapter, and from then on its receives,
 //! sends, zero-copy sends, accepts and connects name the slot (`IOSQE_FIXED_FILE`), which
 //! spares the kernel an atomic reference count on the file per operation, and every worker's
 //! work queue targets the slot without a duplicate of the descriptor. So a stream accepted on
 //! one worker is used from a task on any other. [`Stream::fixed_slot`] tells which slot, and
-//! [`Runtime::fixed_files_in_use`](crate::Runtime::fixed_files_in_use) how many are taken.
+//! [`Runtime::fixed_files_in_use`](crate::Runtime::fixed_files_in_use) how many are taken
+//! ([`fixed_files_in_use_by_adapter`](crate::Runtime::fixed_files_in_use_by_adapter): in each
+//! adapter's table). A listener's multishot accept ([`Listener::incoming`]) runs on the
+//! listener's adapter, like its single accepts.
 //!
 //! - The slot is emptied on every ring and given back when the socket is dropped and its last
 //!   operation has had its final completion (operations hold the socket's queues until then),
 //!   so no operation in flight can ever name a slot that another file took since.
 //! - A full table is no error: the socket keeps naming its plain descriptor (each worker's
 //!   queue then holds a duplicate of it: `k + 1` descriptors for a socket used from `k`
-//!   workers), as every socket does in [`RingMode::SingleIssuer`](crate::RingMode), whose rings
-//!   take `io_uring_register` only from their owner, and with `max_files(0)`.
+//!   workers), as every socket does on an adapter in
+//!   [`RingMode::SingleIssuer`](crate::RingMode), whose rings take `io_uring_register` only
+//!   from their owner, and on one with `max_files(0)`; the other adapters of the runtime keep
+//!   their slots.
 //! - Installing and emptying a slot are one `io_uring_register` each per ring (worker): a cost
 //!   paid once per socket, against one reference count saved per operation. A program of
 //!   short-lived connections with a few operations each on many workers may prefer

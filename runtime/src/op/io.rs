@@ -1,13 +1,18 @@
-//! [`Io`]: one worker's side of its ring: its operation table, the batch its tasks post into,
-//! the staging queue, and the submission and reaping that the worker does once per turn.
+//! [`Io`]: one worker's side of its rings (one per adapter): its operation table, the batches
+//! its tasks post into, the staging queue, and the submission and reaping that the worker does
+//! once per turn.
 //!
-//! While the worker polls its tasks it holds its ring as a [`Batch`] (a deferred post, RIO's
-//! `RIO_MSG_DEFER`): an operation's first poll writes its SQE straight into the ring's staging
-//! area, with no lock and no system call, and the worker submits everything with one
-//! `io_uring_enter` (none with SQPOLL while its thread is awake) at the end of the step, then
-//! reaps with the same batch. An operation started when no batch is open (a cancel made while
-//! the worker reads its mail or shuts down, a ring that another thread holds for a moment)
-//! waits in the staging queue for the submit step instead.
+//! While the worker polls its tasks it holds each of its rings as a [`Batch`] (a deferred post,
+//! RIO's `RIO_MSG_DEFER`): an operation's first poll writes its SQE straight into the staging
+//! area of its adapter's ring, with no lock and no system call, and the worker submits
+//! everything with one `io_uring_enter` per ring that got something (none with SQPOLL while its
+//! thread is awake) at the end of the step, then reaps every ring with the same batches. An
+//! operation started when no batch is open (a cancel made while the worker reads its mail or
+//! shuts down, a ring that another thread holds for a moment) waits in the staging queue for
+//! the submit step instead.
+//!
+//! One operation table serves all the rings: a cookie names a slot whichever ring its
+//! completion comes from, and each slot remembers its queue, hence its adapter.
 //!
 //! The staging queue is also the backlog: an operation that the ring cannot take now (no
 //! credit on its work queue, or an SQ still full after a submit) stays in it for the next
@@ -21,13 +26,28 @@
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
+use std::rc::Rc;
 use std::task::Waker;
 
 use regio_adapters::{Batch, CompletionQueue, Op, PostError, WorkQueue, WqId};
 use regio_pool::Message;
 
 use super::table::{Abandoned, OpTable, Queue, INTERNAL};
-use crate::stats::Counters;
+use crate::spec::MAX_ADAPTERS;
+use crate::stats::{Counters, RingCounters};
+
+/// A worker's batches, by adapter: `None` where the worker has no ring (past the runtime's
+/// adapters) or another thread holds it for a moment. On the stack, no allocation per turn;
+/// made empty in place (`[const { None }; MAX_ADAPTERS]`) and filled by [`open_batches`], so
+/// that the array is never moved whole.
+pub(crate) type Batches<'a> = [Option<Batch<'a, Message>>; MAX_ADAPTERS];
+
+/// Opens a batch in `batches` on each of `cqs` that no other thread holds.
+pub(crate) fn open_batches<'a>(cqs: &'a [CompletionQueue<Message>], batches: &mut Batches<'a>) {
+    for (batch, cq) in batches.iter_mut().zip(cqs.iter()) {
+        *batch = cq.batch();
+    }
+}
 
 /// An operation waiting for the submit step.
 struct Staged {
@@ -42,59 +62,65 @@ struct Staged {
 pub(crate) struct Io {
     pub(crate) table: OpTable,
     staged: VecDeque<Staged>,
-    /// The worker's queue for operations on no file.
-    control: WorkQueue<Message>,
-    cq: CompletionQueue<Message>,
-    /// The most completions one reap takes.
-    reap_max: usize,
+    /// The worker's queues for operations on no file, by adapter.
+    controls: Box<[WorkQueue<Message>]>,
+    /// The worker's completion queues, by adapter.
+    cqs: Rc<[CompletionQueue<Message>]>,
+    /// The most completions one reap takes, by adapter.
+    reap_max: Box<[usize]>,
     /// Everything staged was refused for want of credit: it waits for completions, which wake a
     /// parked worker themselves. (A full SQ does not count: with SQPOLL it drains without any
     /// completion, so the worker keeps trying.)
     blocked: bool,
-    /// Operations posted since the counters were last updated.
-    posted: u64,
-    /// The batch of the worker's run step, while it is open ([`Posting`]).
-    batch: Option<NonNull<Batch<'static, Message>>>,
+    /// Operations posted since the counters were last updated, by adapter. Indexed modulo
+    /// [`MAX_ADAPTERS`] (a mask, never out of bounds: adapters are numbered below it), which
+    /// spares the hot path a bounds check.
+    posted: [u64; MAX_ADAPTERS],
+    /// The batches of the worker's run step, while they are open ([`Posting`]).
+    batches: Option<NonNull<Batches<'static>>>,
 }
 
-/// The worker's batch, open for posting while this guard lives.
+/// The worker's batches, open for posting while this guard lives.
 pub(crate) struct Posting<'b> {
     io: &'b std::cell::RefCell<Io>,
-    _batch: PhantomData<&'b mut Batch<'b, Message>>,
+    _batches: PhantomData<&'b mut Batches<'b>>,
 }
 
 impl<'b> Posting<'b> {
-    /// Opens `batch` for the operations that the worker's tasks start until the guard drops.
-    pub(crate) fn open(io: &'b std::cell::RefCell<Io>, batch: &'b mut Batch<'_, Message>) -> Self {
+    /// Opens `batches` for the operations that the worker's tasks start until the guard drops.
+    pub(crate) fn open(io: &'b std::cell::RefCell<Io>, batches: &'b mut Batches<'_>) -> Self {
         // The lifetime is erased for storage: the pointer is cleared when this guard drops,
-        // and the guard borrows the batch mutably until then (`_batch`), so the batch outlives
-        // every use of the pointer and nothing else touches it meanwhile.
-        io.borrow_mut().batch = Some(NonNull::from(batch).cast());
+        // and the guard borrows the batches mutably until then (`_batches`), so they outlive
+        // every use of the pointer and nothing else touches them meanwhile.
+        io.borrow_mut().batches = Some(NonNull::from(batches).cast());
         Self {
             io,
-            _batch: PhantomData,
+            _batches: PhantomData,
         }
     }
 }
 
 impl Drop for Posting<'_> {
     fn drop(&mut self) {
-        self.io.borrow_mut().batch = None;
+        self.io.borrow_mut().batches = None;
     }
 }
 
 impl Io {
-    pub(crate) fn new(control: WorkQueue<Message>, reap_max: usize) -> Self {
-        let cq = control.completion_queue();
+    /// The state of a worker with `controls`, its own queue on each adapter (in adapter order,
+    /// at most [`MAX_ADAPTERS`]), whose reaps take at most `reap_max` completions of each.
+    pub(crate) fn new(controls: Vec<WorkQueue<Message>>, reap_max: Vec<usize>) -> Self {
+        debug_assert!(controls.len() <= MAX_ADAPTERS && controls.len() == reap_max.len());
+        let cqs = controls.iter().map(WorkQueue::completion_queue).collect();
         Self {
             table: OpTable::default(),
             staged: VecDeque::new(),
-            control,
-            cq,
-            reap_max,
+            controls: controls.into(),
+            cqs,
+            reap_max: reap_max.into(),
             blocked: false,
-            posted: 0,
-            batch: None,
+            posted: [0; MAX_ADAPTERS],
+            batches: None,
         }
     }
 
@@ -110,20 +136,27 @@ impl Io {
     /// `build` runs with the `Io` borrowed: it must not start operations itself.
     #[inline(always)]
     pub(crate) fn start(&mut self, queue: Queue, cookie: u64, build: impl FnOnce() -> Op<Message>) {
-        let batch = match self.batch {
+        let batches = match self.batches {
             // Behind a backlog: keep the order.
             Some(_) if self.blocked || !self.staged.is_empty() => None,
-            batch => batch,
+            batches => batches,
         };
-        let Some(mut batch) = batch else {
+        let Some(mut batches) = batches else {
             return self.stage(queue, build());
         };
-        // SAFETY: `batch` is set only while a `Posting` guard lives, which holds the batch's
-        // mutable borrow (see `Posting::open`); this thread is the only one that uses it, and
+        // SAFETY: `batches` is set only while a `Posting` guard lives, which holds the batches'
+        // mutable borrow (see `Posting::open`); this thread is the only one that uses them, and
         // `&mut self` (the `Io`'s RefCell borrow) makes this the only reference made from the
         // pointer now.
-        let batch = unsafe { batch.as_mut() };
-        let wq = queue.work_queue(&self.control);
+        let batches = unsafe { batches.as_mut() };
+        let adapter = queue.adapter();
+        // Modulo the array's length (a mask; adapters are numbered below it): no bounds check.
+        let (Some(batch), Some(wq)) = (
+            batches[adapter % MAX_ADAPTERS].as_mut(),
+            queue.work_queue(&self.controls),
+        ) else {
+            return self.stage(queue, build());
+        };
         let refused = match batch.post(wq, build()) {
             Ok(()) => None,
             // A full SQ: submit what is in it to make room, then try once more.
@@ -136,7 +169,7 @@ impl Io {
         match refused {
             None => {
                 self.table.posted(cookie);
-                self.posted += 1;
+                self.posted[adapter % MAX_ADAPTERS] += 1;
             }
             Some(PostError::Closed(op)) => {
                 drop(op);
@@ -195,78 +228,78 @@ impl Io {
         self.table.in_kernel()
     }
 
-    /// The completion queue, to open the worker's batch on.
-    pub(crate) fn completion_queue(&self) -> CompletionQueue<Message> {
-        self.cq.clone()
+    /// The completion queues, by adapter, to open the worker's batches on.
+    pub(crate) fn completion_queues(&self) -> Rc<[CompletionQueue<Message>]> {
+        Rc::clone(&self.cqs)
     }
 
-    /// The submit step with the worker's open batch: posts what is staged, submits, reaps and
-    /// routes the completions to their operations (waking their tasks). Returns how many
-    /// completions were reaped.
+    /// The submit step with the worker's `batches` (opened on its completion queues by
+    /// [`open_batches`]): posts what is staged, submits, reaps every ring and routes the
+    /// completions to their operations (waking their tasks). A ring without a batch (another
+    /// thread holds it for a moment: a registration, a statistics read) gets its posts through
+    /// its inbox, and is reaped if it can be. Returns how many completions were reaped.
     // A refused post hands the operation back whole, by value, as the adapters' API does: the
     // rare path (no credit, a full SQ); the common one returns nothing.
     #[allow(clippy::result_large_err)]
-    pub(crate) fn finish_turn(
-        &mut self,
-        batch: &mut Batch<'_, Message>,
-        counters: &Counters,
-    ) -> usize {
+    pub(crate) fn finish_turn(&mut self, batches: &mut Batches<'_>, counters: &Counters) -> usize {
         let no_credit = post_staged(
             &mut self.table,
             &mut self.staged,
-            &self.control,
+            &self.controls,
             &mut self.posted,
-            |wq, op| post_one(batch, wq, op),
+            |adapter, wq, op| match batches.get_mut(adapter).and_then(Option::as_mut) {
+                Some(batch) => post_one(batch, wq, op),
+                None => wq.post(op),
+            },
         );
-        if self.posted > 0 {
-            Counters::bump(&counters.ops_submitted, std::mem::take(&mut self.posted));
-            commit(batch);
+        let mut reaped = 0;
+        for (adapter, (cq, ring)) in self.cqs.iter().zip(counters.rings.iter()).enumerate() {
+            let mut batch = batches.get_mut(adapter).and_then(Option::as_mut);
+            let posted = std::mem::take(&mut self.posted[adapter % MAX_ADAPTERS]);
+            if posted > 0 {
+                Counters::bump(&ring.ops_submitted, posted);
+                if let Some(batch) = batch.as_deref_mut() {
+                    commit(batch);
+                }
+            }
+            let table = &mut self.table;
+            let max = self.reap_max[adapter];
+            let got = match batch {
+                Some(batch) => batch.reap_each(max, |c| table.complete(c)),
+                None => cq.reap_each(max, |c| table.complete(c)),
+            };
+            reaped += count_reaped(adapter, got, ring);
         }
-        let table = &mut self.table;
-        let reaped = batch.reap_each(self.reap_max, |c| table.complete(c));
-        self.reaped(no_credit, reaped, counters)
-    }
-
-    /// The submit step without an open batch: opens one, or posts through the ring's inbox if
-    /// another thread holds the ring for a moment (a registration, a statistics read).
-    // As for `finish_turn`.
-    #[allow(clippy::result_large_err)]
-    pub(crate) fn submit_and_reap(&mut self, counters: &Counters) -> usize {
-        let cq = self.cq.clone();
-        if let Some(mut batch) = cq.batch() {
-            return self.finish_turn(&mut batch, counters);
-        }
-        let no_credit = post_staged(
-            &mut self.table,
-            &mut self.staged,
-            &self.control,
-            &mut self.posted,
-            |wq, op| wq.post(op),
-        );
-        Counters::bump(&counters.ops_submitted, std::mem::take(&mut self.posted));
-        let table = &mut self.table;
-        let reaped = cq.reap_each(self.reap_max, |c| table.complete(c));
-        self.reaped(no_credit, reaped, counters)
-    }
-
-    fn reaped(
-        &mut self,
-        no_credit: bool,
-        reaped: Result<usize, regio_adapters::Error>,
-        counters: &Counters,
-    ) -> usize {
-        let reaped = reaped.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "reaping the worker's completion queue failed");
-            0
-        });
         // Held up until a completion gives credit back.
         self.blocked = no_credit && reaped == 0;
-        if reaped > 0 {
-            Counters::bump(&counters.reaps, 1);
-            Counters::bump(&counters.completions, reaped as u64);
-        }
         reaped
     }
+
+    /// The submit step without open batches: opens them, then [`finish_turn`](Self::finish_turn).
+    pub(crate) fn submit_and_reap(&mut self, counters: &Counters) -> usize {
+        let cqs = Rc::clone(&self.cqs);
+        let mut batches = [const { None }; MAX_ADAPTERS];
+        open_batches(&cqs, &mut batches);
+        self.finish_turn(&mut batches, counters)
+    }
+}
+
+/// Counts a reap of adapter `adapter`'s ring in its counters; returns how many completions
+/// it took (none if it failed, which is logged).
+fn count_reaped(
+    adapter: usize,
+    reaped: Result<usize, regio_adapters::Error>,
+    ring: &RingCounters,
+) -> usize {
+    let reaped = reaped.unwrap_or_else(|e| {
+        tracing::error!(adapter, error = %e, "reaping the worker's completion queue failed");
+        0
+    });
+    if reaped > 0 {
+        Counters::bump(&ring.reaps, 1);
+        Counters::bump(&ring.completions, reaped as u64);
+    }
+    reaped
 }
 
 /// Posts `op` into `batch`; on a full SQ, submits what is in it to make room and tries once
@@ -307,9 +340,9 @@ fn commit(batch: &mut Batch<'_, Message>) {
 fn post_staged(
     table: &mut OpTable,
     staged: &mut VecDeque<Staged>,
-    control: &WorkQueue<Message>,
-    posted: &mut u64,
-    mut post: impl FnMut(&WorkQueue<Message>, Op<Message>) -> Result<(), PostError<Op<Message>>>,
+    controls: &[WorkQueue<Message>],
+    posted: &mut [u64; MAX_ADAPTERS],
+    mut post: impl FnMut(usize, &WorkQueue<Message>, Op<Message>) -> Result<(), PostError<Op<Message>>>,
 ) -> bool {
     // What waits for credit, in order, and the queues it waits on (few: no allocation until
     // a queue runs out of credit).
@@ -322,15 +355,21 @@ fn post_staged(
             // Abandoned before it was posted: dropping it gives its buffer back.
             continue;
         }
-        let wq = queue.work_queue(control);
+        let adapter = queue.adapter();
+        let Some(wq) = queue.work_queue(controls) else {
+            // An adapter the worker has no ring of (never let through by `start_on`).
+            drop(op);
+            table.refused(cookie, -libc::ENODEV);
+            continue;
+        };
         if ordered && starved.contains(&wq.id()) {
             waiting.push_back(Staged { queue, op, ordered });
             continue;
         }
-        match post(wq, op) {
+        match post(adapter, wq, op) {
             Ok(()) => {
                 table.posted(cookie);
-                *posted += 1;
+                posted[adapter % MAX_ADAPTERS] += 1;
             }
             Err(PostError::Full(op)) => {
                 staged.push_front(Staged { queue, op, ordered });

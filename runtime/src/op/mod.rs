@@ -50,7 +50,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-pub(crate) use self::io::{Io, Posting};
+pub(crate) use self::io::{open_batches, Io, Posting};
 pub(crate) use self::multishot::Multishot;
 use self::table::Queue;
 pub(crate) use self::table::Shot;
@@ -100,9 +100,9 @@ impl Completed {
 
 /// Which work queue an operation is posted on.
 pub(crate) enum Route {
-    /// The worker's own queue, on no file.
+    /// The worker's own queue of the current adapter (module `adapter`), on no file.
     Control,
-    /// The file's or socket's queue on the worker's ring.
+    /// The file's or socket's queue on the worker's ring of the descriptor's adapter.
     Fd(Arc<FdQueues>),
 }
 
@@ -137,6 +137,19 @@ pub trait Build: Send + 'static {
 
     /// Makes the operation, with `buf` as its buffer and `cookie` as its cookie.
     fn build(self, buf: Option<Message>, cookie: u64) -> Op<Message>;
+
+    /// Makes the operation for a ring of adapter `adapter` (its index among the runtime's
+    /// adapters). This is what the runtime calls; by default it is [`build`](Self::build). An
+    /// operation on memory registered once per adapter (a [`Region`](crate::region::Region)'s
+    /// send) overrides it to name that adapter's registration.
+    #[inline(always)]
+    fn build_on(self, adapter: usize, buf: Option<Message>, cookie: u64) -> Op<Message>
+    where
+        Self: Sized,
+    {
+        let _ = adapter;
+        self.build(buf, cookie)
+    }
 }
 
 impl<F> Build for F
@@ -150,7 +163,8 @@ where
 }
 
 /// Submits the operation that `build` makes, on the current worker's own work queue (one that
-/// acts on no file: nop, timeout, cancel, msg_ring), and resolves to its final completion.
+/// acts on no file: nop, timeout, cancel, msg_ring) of the current adapter
+/// ([`current_adapter`](crate::current_adapter)), and resolves to its final completion.
 ///
 /// `build` is called at the first poll, with `buf` and the cookie the operation must carry (the
 /// runtime routes its completions by it): `|buf, cookie| Op::nop(cookie)`, or for a pool
@@ -297,7 +311,7 @@ impl<F: Build> Inner<F> {
     }
 
     /// The completion of an operation that could not start (its file's queue could not be
-    /// made): `errno`, with its buffer.
+    /// made, or its adapter does not exist): `errno`, with its buffer.
     #[cold]
     fn fail(&mut self, errno: i32) -> Completed {
         let State::Unstarted { buf, .. } = std::mem::replace(&mut self.state, State::Finished)
@@ -311,26 +325,32 @@ impl<F: Build> Inner<F> {
         }
     }
 
-    /// Starts the operation on `local`'s ring. Started, it cannot complete before the worker's
-    /// next submit step, so the caller's poll is `Pending`. An errno if its file's queue could
-    /// not be made (it stays unstarted; [`fail`](Self::fail) completes it).
+    /// Starts the operation on `local`'s ring of its adapter (the current one, or its
+    /// descriptor's). Started, it cannot complete before the worker's next submit step, so the
+    /// caller's poll is `Pending`. An errno if its file's queue could not be made, or the
+    /// adapter does not exist (it stays unstarted; [`fail`](Self::fail) completes it).
     #[inline(always)]
     fn start_on(&mut self, local: &crate::worker::Local, cx: &mut Context<'_>) -> Result<(), i32> {
         let queue = match &self.state {
             State::Unstarted {
                 route: Route::Control,
                 ..
-            } => Queue::Control,
+            } => Queue::Control(local.current_adapter()?),
             State::Unstarted {
                 route: Route::Fd(files),
                 ..
-            } => Queue::Fd {
-                wq: files.for_worker(local)?,
-                _file: Arc::clone(files),
-            },
+            } => {
+                let (adapter, wq) = files.for_worker(local)?;
+                Queue::Fd {
+                    adapter,
+                    wq,
+                    _file: Arc::clone(files),
+                }
+            }
             _ => unreachable!("called on an unstarted operation"),
         };
         let cookie = local.io.borrow_mut().reserve(cx.waker(), &queue, F::ORPHAN);
+        let adapter = queue.adapter();
         let State::Unstarted { route, buf, build } = std::mem::replace(
             &mut self.state,
             State::Local {
@@ -349,7 +369,7 @@ impl<F: Build> Inner<F> {
         local
             .io
             .borrow_mut()
-            .start(queue, cookie, || build.build(buf, cookie));
+            .start(queue, cookie, || build.build_on(adapter, buf, cookie));
         std::mem::forget(unwinding);
         Ok(())
     }

@@ -46,14 +46,17 @@ use crate::queues::FdQueues;
 /// completions nobody waits for.
 pub(crate) const INTERNAL: u64 = 0;
 
-/// The work queue an operation goes to.
+/// The work queue an operation goes to, and the adapter whose ring has it.
 #[derive(Clone)]
 pub(crate) enum Queue {
-    /// The worker's own queue, on no file: nops, timeouts, cancels of its operations.
-    Control,
-    /// A file's or socket's queue on this worker's ring. The descriptor's queues are kept (not
-    /// removed from the adapter) while any operation, or any cancel, may still be posted on one.
+    /// The worker's own queue of an adapter, on no file: nops, timeouts, cancels of its
+    /// operations.
+    Control(usize),
+    /// A file's or socket's queue on this worker's ring of an adapter. The descriptor's queues
+    /// are kept (not removed from the adapter) while any operation, or any cancel, may still be
+    /// posted on one.
     Fd {
+        adapter: usize,
         wq: WorkQueue<Message>,
         /// Held, never read: keeps the descriptor open and its queues registered.
         _file: Arc<FdQueues>,
@@ -61,14 +64,24 @@ pub(crate) enum Queue {
 }
 
 impl Queue {
-    /// The work queue, given the worker's own.
+    /// The index of the adapter whose ring has the queue.
+    #[inline(always)]
+    pub(crate) fn adapter(&self) -> usize {
+        match self {
+            Queue::Control(adapter) | Queue::Fd { adapter, .. } => *adapter,
+        }
+    }
+
+    /// The work queue, given the worker's own queues (by adapter). `None` only for an adapter
+    /// the worker has no queue of, which `start_on` never lets through.
+    #[inline(always)]
     pub(crate) fn work_queue<'a>(
         &'a self,
-        control: &'a WorkQueue<Message>,
-    ) -> &'a WorkQueue<Message> {
+        controls: &'a [WorkQueue<Message>],
+    ) -> Option<&'a WorkQueue<Message>> {
         match self {
-            Queue::Control => control,
-            Queue::Fd { wq, .. } => wq,
+            Queue::Control(adapter) => controls.get(*adapter),
+            Queue::Fd { wq, .. } => Some(wq),
         }
     }
 }
@@ -178,7 +191,7 @@ impl OpTable {
                     flags: 0,
                     waker: None,
                     buf: None,
-                    queue: Queue::Control,
+                    queue: Queue::Control(0),
                     orphan: None,
                 });
                 self.slots.len() - 1
@@ -190,10 +203,11 @@ impl OpTable {
         slot.has_first = false;
         slot.waker = Some(self.wakers.acquire(waker));
         slot.orphan = orphan;
-        // A free slot's queue is the control queue already (see `release`): most operations
-        // need no store here.
-        if !matches!(queue, Queue::Control) {
-            slot.queue = queue.clone();
+        // A free slot's queue is a control queue already (see `release`): an operation on a
+        // control queue only sets its adapter, with no drop of the old value.
+        match (queue, &mut slot.queue) {
+            (Queue::Control(wants), Queue::Control(had)) => *had = *wants,
+            (queue, held) => *held = queue.clone(),
         }
         (u64::from(slot.generation) << 32) | index as u64
     }
@@ -214,8 +228,9 @@ impl OpTable {
         }
         slot.phase = Phase::Free;
         let waker = slot.waker.take().and_then(|id| self.wakers.release(id));
-        if !matches!(slot.queue, Queue::Control) {
-            slot.queue = Queue::Control;
+        // Lets go of a descriptor's queue; a control queue holds nothing.
+        if !matches!(slot.queue, Queue::Control(_)) {
+            slot.queue = Queue::Control(0);
         }
         self.free.push(index as u32);
         if let Some(waker) = waker {

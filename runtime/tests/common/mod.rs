@@ -230,3 +230,12 @@ pub fn run_child_test(name: &str) {
         "the child ran no test: {stdout}"
     );
 }
+
+/// The completions that the workers reaped from adapter `adapter`'s rings.
+pub fn completions_on(rt: &Runtime, adapter: usize) -> u64 {
+    rt.ring_stats()
+        .iter()
+        .filter(|r| r.adapter == adapter)
+        .map(|r| r.completions)
+        .sum()
+}
