@@ -76,6 +76,7 @@ pub struct Batch<'a, B: IoBuf> {
 }
 
 impl<'a, B: IoBuf> Batch<'a, B> {
+    #[inline]
     pub(crate) fn new(ring: &'a Ring<B>) -> Option<Self> {
         let mut guard = ring.try_own()?;
         guard.with(|s| s.auto_submit = false);
@@ -98,25 +99,30 @@ impl<'a, B: IoBuf> Batch<'a, B> {
     /// removed or belongs to another CQ.
     #[inline(always)]
     pub fn post(&mut self, wq: &WorkQueue<B>, op: Op<B>) -> Result<(), PostError<Op<B>>> {
+        // Taken apart first, and put back together only to be handed back (see `Request`).
+        let (req, buf, keep) = op.into_parts();
         if !std::ptr::eq(Arc::as_ptr(&wq.ring), self.ring) || !wq.shared.is_open() {
-            return Err(PostError::Closed(op));
+            return Err(PostError::Closed(Op::from_parts(req, buf, keep)));
         }
-        let side = op.side();
+        let side = req.side;
         // Whether the credit came from the batch's reservations (then `self.last` names the
         // slot); a cancel that finds none overdraws its queue instead (see
         // `WqShared::overdraw`): a cancel never waits for credit.
         let reserved = if self.take_credit(&wq.shared, side) {
             true
-        } else if op.is_cancel() && wq.shared.overdraw(side) {
+        } else if req.is_cancel() && wq.shared.overdraw(side) {
             false
         } else {
+            let op = Op::from_parts(req, buf, keep);
             return Err(if wq.shared.is_open() {
                 PostError::NoCredit(op)
             } else {
                 PostError::Closed(op)
             });
         };
-        let checked = self.ring.check(&self.reader, &op, wq.shared.target);
+        let checked = self
+            .ring
+            .check(&self.reader, (&req, buf.as_ref()), wq.shared.target);
         let state = self.guard.state_mut();
         // A rejection needs no SQE, so it never waits for room.
         if checked.is_ok() && !state.ensure_room() {
@@ -126,9 +132,9 @@ impl<'a, B: IoBuf> Batch<'a, B> {
             } else {
                 wq.shared.adjust(side, 1);
             }
-            return Err(PostError::Full(op));
+            return Err(PostError::Full(Op::from_parts(req, buf, keep)));
         }
-        state.enqueue(wq.shared.id, side, wq.shared.target, op, checked);
+        state.enqueue(wq.shared.id, wq.shared.target, (req, buf, keep), checked);
         Ok(())
     }
 

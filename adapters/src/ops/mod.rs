@@ -106,6 +106,7 @@ pub(crate) enum BufUse {
 }
 
 /// What posting needs to do beyond filling in the SQE.
+#[derive(Clone, Copy)]
 pub(crate) enum PostAction {
     None,
     /// Cancel the operation of the same work queue whose cookie waits in the SQE's `addr`
@@ -121,6 +122,36 @@ pub(crate) enum PostAction {
     /// A close, which only a work queue on a fixed slot may post (a plain-fd queue's fd is its
     /// own duplicate, closed when the queue goes).
     Close,
+}
+
+/// An operation's plain part: everything but what it owns (its buffer and keep-alive).
+///
+/// Posting takes an operation apart into this and its owned parts first
+/// ([`Op::into_parts`]). This part needs no drop, so the paths that may unwind (a cold call
+/// can panic) have nothing of it to drop, and the compiler need not keep the operation whole in
+/// memory for them: the fields it knows (most of a constructor's SQE) are never stored.
+pub(crate) struct Request {
+    /// The SQE; its `user_data` holds the cookie.
+    pub sqe: Sqe,
+    pub post_action: PostAction,
+    pub file: FileUse,
+    pub buf_use: BufUse,
+    pub side: Side,
+    name: &'static &'static str,
+}
+
+impl Request {
+    /// The io_uring opcode, for the kernel-support probe.
+    #[inline(always)]
+    pub fn opcode(&self) -> u8 {
+        self.sqe.opcode
+    }
+
+    /// Whether this is a cancel ([`Op::cancel`]), which may overdraw its work queue's credit.
+    #[inline(always)]
+    pub fn is_cancel(&self) -> bool {
+        matches!(self.post_action, PostAction::Cancel)
+    }
 }
 
 /// What the SQE needs from the adapter's tables: a resolved buffer.
@@ -235,21 +266,61 @@ impl<B> Op<B> {
         self.sqe.opcode
     }
 
+    /// The operation taken apart: its plain part, its buffer and its keep-alive
+    /// ([`from_parts`](Self::from_parts) puts it back together).
+    #[inline(always)]
+    pub(crate) fn into_parts(self) -> (Request, Option<B>, Option<Box<Retained>>) {
+        let Op {
+            sqe,
+            buf,
+            retained,
+            post_action,
+            file,
+            buf_use,
+            side,
+            name,
+        } = self;
+        let req = Request {
+            sqe,
+            post_action,
+            file,
+            buf_use,
+            side,
+            name,
+        };
+        (req, buf, retained)
+    }
+
+    /// The operation [`into_parts`](Self::into_parts) took apart.
+    #[inline(always)]
+    pub(crate) fn from_parts(
+        req: Request,
+        buf: Option<B>,
+        retained: Option<Box<Retained>>,
+    ) -> Self {
+        let Request {
+            sqe,
+            post_action,
+            file,
+            buf_use,
+            side,
+            name,
+        } = req;
+        Self {
+            sqe,
+            buf,
+            retained,
+            post_action,
+            file,
+            buf_use,
+            side,
+            name,
+        }
+    }
+
     /// Takes the buffer out, dropping the rest.
     pub(crate) fn into_buf(self) -> Option<B> {
         self.buf
-    }
-
-    /// The buffer this operation carries, if any.
-    #[inline]
-    pub(crate) fn buf(&self) -> Option<&B> {
-        self.buf.as_ref()
-    }
-
-    /// Whether this is a cancel ([`Op::cancel`]), which may overdraw its work queue's credit.
-    #[inline]
-    pub(crate) fn is_cancel(&self) -> bool {
-        matches!(self.post_action, PostAction::Cancel)
     }
 }
 

@@ -13,7 +13,7 @@ use io_uring::IoUring;
 use super::io_ring::IoRing;
 use super::{Post, RingState};
 use crate::error::DescriptorError;
-use crate::ops::{Op, PostAction, Resolved, Target};
+use crate::ops::{PostAction, Request, Resolved, Target};
 use crate::stats::Counters;
 use crate::tables::Tables;
 use regio_sync::Combiner;
@@ -144,7 +144,7 @@ pub(super) fn dup_ring_fd(fd: RawFd) -> io::Result<Arc<OwnedFd>> {
 }
 
 impl<B: crate::IoBuf> Ring<B> {
-    /// Validates `op`'s descriptor for this ring: the kernel has its opcode, its buffer key
+    /// Validates an operation's descriptor (its plain part and its buffer) for this ring: the kernel has its opcode, its buffer key
     /// names a registered region of the right generation with the slice in bounds (the result
     /// is the buffer's address), a splice's second file slot exists, and a close names a fixed
     /// slot (`target` is the work queue's). A rejection is counted.
@@ -152,13 +152,13 @@ impl<B: crate::IoBuf> Ring<B> {
     pub(crate) fn check(
         &self,
         reader: &impl regio_sync::ReadSide,
-        op: &Op<B>,
+        (req, buf): (&Request, Option<&B>),
         target: Target,
     ) -> Result<Option<Resolved>, DescriptorError> {
-        if !self.supported[op.opcode() as usize] {
-            return Err(self.rejected(unsupported(op.opcode())));
+        if !self.supported[req.opcode() as usize] {
+            return Err(self.rejected(unsupported(req.opcode())));
         }
-        let buf = match op.buf() {
+        let buf = match buf {
             Some(b) => Some(
                 self.tables
                     .resolve(reader, b)
@@ -166,7 +166,7 @@ impl<B: crate::IoBuf> Ring<B> {
             ),
             None => None,
         };
-        match op.post_action {
+        match req.post_action {
             PostAction::None => {}
             PostAction::SpliceOut(out) => self
                 .tables

@@ -43,12 +43,13 @@ impl Pending {
         }
     }
 
-    /// Adds `sqe` and returns its copy, to be finished in place. The caller checked the room.
+    /// Adds `sqe` with `user_data` as its `user_data` and returns its copy, to be finished in
+    /// place. The caller checked the room.
     #[inline(always)]
-    pub fn push(&mut self, sqe: &Sqe) -> &mut Sqe {
+    pub fn push(&mut self, sqe: &Sqe, user_data: u64) -> &mut Sqe {
         match self {
-            Self::Staged(s) => s.push(sqe),
-            Self::InPlace(m) => m.push(sqe),
+            Self::Staged(s) => s.push(sqe, user_data),
+            Self::InPlace(m) => m.push(sqe, user_data),
         }
     }
 

@@ -108,7 +108,8 @@ impl<B, R: ReadSide> Router<'_, B, R> {
         out: &mut impl Sink<B>,
     ) {
         let mut credits = self.credits;
-        let mut delivered = 0usize;
+        // CQEs of the adapter's own, which make no completion.
+        let mut internal = 0usize;
         let (slab, tables, reader, current) =
             (&mut *self.slab, self.tables, self.reader, self.current);
         // Final CQEs of operations stamped with another serial: they went to the retiring ring.
@@ -116,11 +117,10 @@ impl<B, R: ReadSide> Router<'_, B, R> {
         for cqe in cqes {
             let ud = cqe.user_data();
             if ud & (MESSAGE_BIT | CANCEL_ALL) != 0 {
-                delivered += usize::from(route_unowned(cqe, out));
+                internal += usize::from(!route_unowned(cqe, out));
                 continue;
             }
             let (slot, result, flags) = (ud as u32, cqe.result(), cqe.flags());
-            delivered += 1;
             if cqueue::more(flags) {
                 let f = slab.get(slot).expect("a CQE names a live slab entry");
                 out.cqe(f.wq(), f.cookie, result, flags, None);
@@ -129,23 +129,23 @@ impl<B, R: ReadSide> Router<'_, B, R> {
             let e = slab
                 .finish(slot)
                 .expect("a final CQE names a live slab entry");
-            let (key, cookie, side, serial) = (e.wq_key(), e.cookie, e.side(), e.uring_serial());
-            let buf = e.release();
+            let (key, cookie, side) = (e.wq_key(), e.cookie, e.side());
+            if RETIRING {
+                of_retiring += usize::from(e.uring_serial() != current);
+            }
             credits = credits.add(tables, reader, key, side);
             let wq = WqId::from_key(key);
-            if RETIRING {
-                of_retiring += usize::from(serial != current);
-            }
-            match buf {
+            if e.is_bare() {
                 // Handed over as a literal `None`, the completion is known to carry no buffer:
                 // a sink that drops it (or reads a field or two) then needs no drop check, and
                 // the completion need not be built in memory at all.
-                None => out.cqe(wq, cookie, result, flags, None),
-                buf => out.cqe(wq, cookie, result, flags, buf),
+                out.cqe(wq, cookie, result, flags, None);
+            } else {
+                hand_back(out, wq, cookie, result, flags, e.release());
             }
         }
         self.credits = credits;
-        self.delivered += delivered;
+        self.delivered += cqes.len() - internal;
         if of_retiring > 0 {
             // Only a retiring ring's operations carry another serial.
             if let Some(n) = self.retiring_in_flight.as_deref_mut() {
@@ -153,6 +153,22 @@ impl<B, R: ReadSide> Router<'_, B, R> {
             }
         }
     }
+}
+
+/// Hands `out` a final completion that carries its buffer: out of line, so that the common
+/// completion without one (handed over with a literal `None`) is not merged with it into one
+/// call that needs a drop check.
+#[cold]
+#[inline(never)]
+fn hand_back<B>(
+    out: &mut impl Sink<B>,
+    wq: WqId,
+    cookie: u64,
+    result: i32,
+    flags: u32,
+    buf: Option<B>,
+) {
+    out.cqe(wq, cookie, result, flags, buf);
 }
 
 /// A CQE no work queue posted: a message from another ring (handed to `out`, true), or an

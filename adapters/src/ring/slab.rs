@@ -80,6 +80,13 @@ impl<B> InFlight<B> {
         self.next & LIVE != 0
     }
 
+    /// Whether the entry holds neither a buffer nor a keep (most operations): its final
+    /// completion then has nothing to hand back or drop.
+    #[inline(always)]
+    pub fn is_bare(&self) -> bool {
+        self.keep.is_none() && self.buf.is_none()
+    }
+
     /// Empties a [`finish`](Slab::finish)ed entry: drops the keep and hands the buffer back.
     /// Most operations hold neither; a `None` is left in place, with no copy of the field and
     /// no store over it.
@@ -101,7 +108,6 @@ pub(super) struct Slab<B> {
     entries: Vec<InFlight<B>>,
     /// The first free entry, or `NONE`.
     free: u32,
-    live: usize,
     /// The generation the next insert gets (below [`GENERATIONS`]).
     generation: u32,
 }
@@ -111,7 +117,6 @@ impl<B> Default for Slab<B> {
         Self {
             entries: Vec::new(),
             free: NONE,
-            live: 0,
             generation: 0,
         }
     }
@@ -139,7 +144,6 @@ impl<B> Slab<B> {
         };
         // A grown entry's `next` is `NONE`, as `free` was.
         self.free = e.next;
-        self.live += 1;
         let generation = self.generation;
         self.generation = (generation + 1) % GENERATIONS;
         debug_assert!(
@@ -192,7 +196,6 @@ impl<B> Slab<B> {
         let e = self.entries.get_mut(i as usize).filter(|e| e.live())?;
         e.next = self.free;
         self.free = i;
-        self.live -= 1;
         Some(e)
     }
 
@@ -204,9 +207,10 @@ impl<B> Slab<B> {
             .map(|i| i as u64 | u64::from(self.entries[i].next & !LIVE) << 32)
     }
 
-    /// Operations in flight.
+    /// Operations in flight: counted over the entries, for the rare paths that ask (a resize,
+    /// a teardown, a warning), so that posting and reaping keep no count.
     pub fn len(&self) -> usize {
-        self.live
+        self.entries.iter().filter(|e| e.live()).count()
     }
 
     /// Forgets every operation still in flight, leaking its buffer and keep: for a ring that
@@ -216,7 +220,6 @@ impl<B> Slab<B> {
             std::mem::forget(e);
         }
         self.free = NONE;
-        self.live = 0;
     }
 }
 

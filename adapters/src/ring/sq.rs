@@ -136,17 +136,18 @@ impl SqMap {
         (self.entries - self.local.wrapping_sub(head)) as usize
     }
 
-    /// Copies `sqe` into the next slot and returns it, to be finished in place; it reaches the
-    /// kernel with the next [`publish`](Self::publish). The caller checked the room.
+    /// Copies `sqe`, with `user_data` as its `user_data`, into the next slot and returns it, to
+    /// be finished in place; it reaches the kernel with the next [`publish`](Self::publish).
+    /// The caller checked the room.
     #[inline(always)]
-    pub fn push(&mut self, sqe: &Sqe) -> &mut Sqe {
+    pub fn push(&mut self, sqe: &Sqe, user_data: u64) -> &mut Sqe {
         let slot = (self.local & self.mask) as usize;
         // SAFETY: `slot < entries`, so the SQE is inside the SQE mapping, which lives as long
         // as `self`; the caller's room check means the kernel has consumed whatever was there
         // (the head passed it) and does not read it again before the tail is published past
         // it; `&mut self` makes this the only reference.
         let place = unsafe { &mut *self.sqes.base.as_ptr().cast::<Sqe>().add(slot) };
-        sqe.copy_to(place);
+        sqe.copy_to(place, user_data);
         self.local = self.local.wrapping_add(1);
         place
     }

@@ -26,15 +26,16 @@ impl Staging {
         }
     }
 
-    /// Copies `sqe` in and returns the copy, to be finished in place.
+    /// Copies `sqe` in, with `user_data` as its `user_data`, and returns the copy, to be
+    /// finished in place.
     ///
     /// # Panics
     ///
     /// When the area is full: the caller checks the SQ's room first.
     #[inline(always)]
-    pub fn push(&mut self, sqe: &Sqe) -> &mut Sqe {
+    pub fn push(&mut self, sqe: &Sqe, user_data: u64) -> &mut Sqe {
         let place = &mut self.sqes[self.len];
-        sqe.copy_to(place);
+        sqe.copy_to(place, user_data);
         self.len += 1;
         place
     }
