@@ -102,7 +102,7 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         // Taken apart first, and put back together only to be handed back (see `Request`).
         let (req, buf, keep) = op.into_parts();
         if !std::ptr::eq(Arc::as_ptr(&wq.ring), self.ring) || !wq.shared.is_open() {
-            return Err(PostError::Closed(Op::from_parts(req, buf, keep)));
+            return Err(PostError::Closed(Op::from_parts((req, buf, keep))));
         }
         let side = req.side;
         // Whether the credit came from the batch's reservations (then `self.last` names the
@@ -113,7 +113,7 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         } else if req.is_cancel() && wq.shared.overdraw(side) {
             false
         } else {
-            let op = Op::from_parts(req, buf, keep);
+            let op = Op::from_parts((req, buf, keep));
             return Err(if wq.shared.is_open() {
                 PostError::NoCredit(op)
             } else {
@@ -132,7 +132,7 @@ impl<'a, B: IoBuf> Batch<'a, B> {
             } else {
                 wq.shared.adjust(side, 1);
             }
-            return Err(PostError::Full(Op::from_parts(req, buf, keep)));
+            return Err(PostError::Full(Op::from_parts((req, buf, keep))));
         }
         state.enqueue(wq.shared.id, wq.shared.target, (req, buf, keep), checked);
         Ok(())

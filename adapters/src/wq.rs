@@ -65,12 +65,12 @@ impl<B: IoBuf> WorkQueue<B> {
         let (req, buf, keep) = op.into_parts();
         let reader = self.ring.tables.domain.guard();
         if !self.shared.is_open() {
-            return Err(PostError::Closed(Op::from_parts(req, buf, keep)));
+            return Err(PostError::Closed(Op::from_parts((req, buf, keep))));
         }
         let side = req.side;
         // A cancel overdraws rather than wait (see `WqShared::overdraw`).
         if self.shared.reserve(side, 1) == 0 && !(req.is_cancel() && self.shared.overdraw(side)) {
-            let op = Op::from_parts(req, buf, keep);
+            let op = Op::from_parts((req, buf, keep));
             return Err(if self.shared.is_open() {
                 PostError::NoCredit(op)
             } else {
@@ -85,7 +85,7 @@ impl<B: IoBuf> WorkQueue<B> {
             return self.leave(Post {
                 wq: self.shared.id,
                 target: self.shared.target,
-                op: Op::from_parts(req, buf, keep),
+                op: Op::from_parts((req, buf, keep)),
                 checked,
                 _queue: Arc::clone(&self.shared),
             });
@@ -96,7 +96,7 @@ impl<B: IoBuf> WorkQueue<B> {
         let state = g.state_mut();
         // A rejection needs no SQE, so it never waits for room.
         if checked.is_ok() && !state.ensure_room() {
-            return Err(self.full(Op::from_parts(req, buf, keep)));
+            return Err(self.full(Op::from_parts((req, buf, keep))));
         }
         state.enqueue(
             self.shared.id,

@@ -17,6 +17,7 @@ mod message;
 pub mod net;
 mod sqe;
 
+use std::mem::ManuallyDrop;
 use std::os::fd::RawFd;
 
 use io_uring::squeue::Entry;
@@ -154,6 +155,20 @@ impl Request {
     }
 }
 
+/// An operation taken apart for posting ([`Op::into_parts`]): its plain part, its buffer and
+/// its keep-alive.
+///
+/// The owned parts travel in `ManuallyDrop` until they reach their slab entry (or go back
+/// whole, [`Op::from_parts`]): a panic on the way (none is expected: the calls there panic only
+/// on a broken invariant) leaks them rather than drops them. So no unwinding path holds them,
+/// and the compiler can follow a `None` from the constructor to the test of it at the slab
+/// entry, with no store and no load between.
+pub(crate) type Parts<B> = (
+    Request,
+    ManuallyDrop<Option<B>>,
+    ManuallyDrop<Option<Box<Retained>>>,
+);
+
 /// What the SQE needs from the adapter's tables: a resolved buffer.
 pub(crate) struct Resolved {
     pub addr: *mut u8,
@@ -266,10 +281,10 @@ impl<B> Op<B> {
         self.sqe.opcode
     }
 
-    /// The operation taken apart: its plain part, its buffer and its keep-alive
-    /// ([`from_parts`](Self::from_parts) puts it back together).
+    /// The operation taken apart (see [`Parts`]); [`from_parts`](Self::from_parts) puts it
+    /// back together.
     #[inline(always)]
-    pub(crate) fn into_parts(self) -> (Request, Option<B>, Option<Box<Retained>>) {
+    pub(crate) fn into_parts(self) -> Parts<B> {
         let Op {
             sqe,
             buf,
@@ -288,16 +303,12 @@ impl<B> Op<B> {
             side,
             name,
         };
-        (req, buf, retained)
+        (req, ManuallyDrop::new(buf), ManuallyDrop::new(retained))
     }
 
     /// The operation [`into_parts`](Self::into_parts) took apart.
     #[inline(always)]
-    pub(crate) fn from_parts(
-        req: Request,
-        buf: Option<B>,
-        retained: Option<Box<Retained>>,
-    ) -> Self {
+    pub(crate) fn from_parts((req, buf, retained): Parts<B>) -> Self {
         let Request {
             sqe,
             post_action,
@@ -308,8 +319,8 @@ impl<B> Op<B> {
         } = req;
         Self {
             sqe,
-            buf,
-            retained,
+            buf: ManuallyDrop::into_inner(buf),
+            retained: ManuallyDrop::into_inner(retained),
             post_action,
             file,
             buf_use,

@@ -13,6 +13,8 @@
 //! forwarded from the store buffer and stall the post; the same goes for moving a whole entry
 //! out at completion.
 
+use std::mem::ManuallyDrop;
+
 use crate::ops::{Retained, Side};
 use crate::tables::WqId;
 
@@ -28,8 +30,9 @@ pub(super) struct InFlight<B> {
     /// Memory the kernel reads late (a timespec, a socket address), or the target ring of a
     /// message, kept until the final completion.
     pub keep: Option<Box<Retained>>,
-    /// The serial of the io_uring the operation went to (the current one or the retiring one),
-    /// and its side in the low bit.
+    /// The serial of the io_uring the operation went to (the current one or the retiring one)
+    /// above [`STAMP_SERIAL`], whether the entry holds a buffer or a keep ([`STAMP_OWNS`]), and
+    /// its side in the low bit ([`STAMP_RECV`]).
     stamp: u32,
     /// `LIVE | generation` while the entry holds an operation; for a free entry, the next free
     /// one (the free list runs through the entries). Free entries hold no buffer and no keep.
@@ -43,9 +46,15 @@ const LIVE: u32 = 1 << 31;
 /// The generations an entry tells apart (bits 32..62 of `user_data`).
 const GENERATIONS: u32 = 1 << 30;
 
-/// How many io_uring serials an entry tells apart (the serial shares a word with the side; see
+/// How many io_uring serials an entry tells apart (the serial shares a word with two flags; see
 /// `RingState::uring_serial`).
-pub(super) const URING_SERIALS: u32 = 1 << 31;
+pub(super) const URING_SERIALS: u32 = 1 << (32 - STAMP_SERIAL);
+/// In an entry's stamp: the operation took a receive credit.
+const STAMP_RECV: u32 = 1;
+/// In an entry's stamp: the entry holds a buffer or a keep.
+const STAMP_OWNS: u32 = 2;
+/// The shift of the io_uring serial in an entry's stamp.
+const STAMP_SERIAL: u32 = 2;
 
 impl<B> InFlight<B> {
     /// The operation's work queue.
@@ -63,7 +72,7 @@ impl<B> InFlight<B> {
     /// The depth credit the operation took.
     #[inline(always)]
     pub fn side(&self) -> Side {
-        if self.stamp & 1 == 0 {
+        if self.stamp & STAMP_RECV == 0 {
             Side::Send
         } else {
             Side::Recv
@@ -73,7 +82,7 @@ impl<B> InFlight<B> {
     /// The serial of the io_uring the operation went to.
     #[inline(always)]
     pub fn uring_serial(&self) -> u32 {
-        self.stamp >> 1
+        self.stamp >> STAMP_SERIAL
     }
 
     fn live(&self) -> bool {
@@ -84,7 +93,7 @@ impl<B> InFlight<B> {
     /// completion then has nothing to hand back or drop.
     #[inline(always)]
     pub fn is_bare(&self) -> bool {
-        self.keep.is_none() && self.buf.is_none()
+        self.stamp & STAMP_OWNS == 0
     }
 
     /// Empties a [`finish`](Slab::finish)ed entry: drops the keep and hands the buffer back.
@@ -125,15 +134,19 @@ impl<B> Default for Slab<B> {
 impl<B> Slab<B> {
     /// Records an operation and returns the `user_data` of its SQE: its index (the low 32 bits,
     /// which [`get`](Self::get) and [`finish`](Self::finish) take) and its generation.
+    ///
+    /// The buffer and keep come in `ManuallyDrop`, and are leaked, not dropped, if the table
+    /// cannot grow (a panic at 2^31 operations in flight): so no unwinding path holds them,
+    /// and the compiler can see a `None` through to the test of it here.
     #[inline(always)]
     pub fn insert(
         &mut self,
         wq: WqId,
         side: Side,
         cookie: u64,
-        buf: Option<B>,
+        buf: ManuallyDrop<Option<B>>,
         uring_serial: u32,
-        keep: Option<Box<Retained>>,
+        keep: ManuallyDrop<Option<Box<Retained>>>,
     ) -> u64 {
         let i = self.free;
         // One bounds check for both cases: `NONE` (an empty free list) is never an index.
@@ -153,16 +166,22 @@ impl<B> Slab<B> {
         debug_assert!(uring_serial < URING_SERIALS);
         e.wq_key = wq.key();
         e.cookie = cookie;
-        e.stamp = uring_serial << 1 | u32::from(side == Side::Recv);
+        let owns = buf.is_some() || keep.is_some();
+        e.stamp = uring_serial << STAMP_SERIAL
+            | if owns { STAMP_OWNS } else { 0 }
+            | if side == Side::Recv { STAMP_RECV } else { 0 };
         e.next = LIVE | generation;
         // A free entry holds neither a buffer nor a keep, so a `None` needs no store (a copy of
         // a `None` just built in narrower stores would also stall; see `Sqe::copy_to`), and the
         // `None`s a `Some` replaces need no drop.
         if buf.is_some() {
-            std::mem::forget(std::mem::replace(&mut e.buf, buf));
+            std::mem::forget(std::mem::replace(&mut e.buf, ManuallyDrop::into_inner(buf)));
         }
         if keep.is_some() {
-            std::mem::forget(std::mem::replace(&mut e.keep, keep));
+            std::mem::forget(std::mem::replace(
+                &mut e.keep,
+                ManuallyDrop::into_inner(keep),
+            ));
         }
         u64::from(i) | u64::from(generation) << 32
     }
@@ -239,8 +258,22 @@ mod tests {
             index: 3,
             generation: 9,
         };
-        let a = slab.insert(wq, Side::Recv, 11, Some(1), URING_SERIALS - 1, None) as u32;
-        let b = slab.insert(wq, Side::Send, 12, None, 0, None);
+        let a = slab.insert(
+            wq,
+            Side::Recv,
+            11,
+            ManuallyDrop::new(Some(1)),
+            URING_SERIALS - 1,
+            ManuallyDrop::new(None),
+        ) as u32;
+        let b = slab.insert(
+            wq,
+            Side::Send,
+            12,
+            ManuallyDrop::new(None),
+            0,
+            ManuallyDrop::new(None),
+        );
         assert_eq!(slab.len(), 2);
         let e = slab.get(a).unwrap();
         assert_eq!(
@@ -254,7 +287,14 @@ mod tests {
             slab.get(a).is_none() && slab.finish(a).is_none(),
             "freed once"
         );
-        let again = slab.insert(wq, Side::Send, 13, None, 1, None);
+        let again = slab.insert(
+            wq,
+            Side::Send,
+            13,
+            ManuallyDrop::new(None),
+            1,
+            ManuallyDrop::new(None),
+        );
         assert_eq!(again as u32, a, "reused");
         assert_ne!(again >> 32, 0, "with another generation");
         assert_eq!(slab.len(), 2);
@@ -268,12 +308,26 @@ mod tests {
             generation: 0,
         };
         slab.generation = GENERATIONS - 1;
-        let ud = slab.insert(wq, Side::Send, 1, None, 0, None);
+        let ud = slab.insert(
+            wq,
+            Side::Send,
+            1,
+            ManuallyDrop::new(None),
+            0,
+            ManuallyDrop::new(None),
+        );
         assert_eq!(ud >> 32, u64::from(GENERATIONS - 1));
         assert_eq!(ud >> 62, 0);
         assert!(slab.get(ud as u32).is_some());
         assert_eq!(slab.finish(ud as u32).and_then(|e| e.release()), None);
-        let next = slab.insert(wq, Side::Send, 2, None, 0, None);
+        let next = slab.insert(
+            wq,
+            Side::Send,
+            2,
+            ManuallyDrop::new(None),
+            0,
+            ManuallyDrop::new(None),
+        );
         assert_eq!(
             (next as u32, next >> 32),
             (ud as u32, 0),

@@ -4,12 +4,13 @@
 //! own the ring come in through [`Absorb`].
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 use super::RingState;
 use crate::cq::Completion;
 use crate::error::DescriptorError;
-use crate::ops::{FileUse, Op, PostAction, Request, Resolved, Retained, Sqe, Target};
+use crate::ops::{FileUse, Op, Parts, PostAction, Resolved, Retained, Sqe, Target};
 use crate::stats::Counters;
 use crate::tables::{WqId, WqShared};
 use regio_sync::Absorb;
@@ -103,15 +104,16 @@ impl<B> RingState<B> {
         &mut self,
         wq: WqId,
         target: Target,
-        (req, buf, keep): (Request, Option<B>, Option<Box<Retained>>),
+        (req, buf, keep): Parts<B>,
         checked: Result<Option<Resolved>, DescriptorError>,
     ) {
         let resolved = match checked {
             Ok(r) => r,
-            Err(error) => return self.reject(wq, Op::from_parts(req, buf, keep), error),
+            Err(error) => return self.reject(wq, Op::from_parts((req, buf, keep)), error),
         };
         if !matches!(req.post_action, PostAction::None) || req.file > FileUse::Fd {
-            return self.enqueue_special(wq, target, Op::from_parts(req, buf, keep), resolved);
+            let op = Op::from_parts((req, buf, keep));
+            return self.enqueue_special(wq, target, op, resolved);
         }
         let ud = self.slab.insert(
             wq,
@@ -178,6 +180,7 @@ impl<B> RingState<B> {
                 }
             }
         }
+        let (buf, keep) = (ManuallyDrop::new(buf), ManuallyDrop::new(keep));
         let ud = self
             .slab
             .insert(wq, side, cookie, buf, self.uring_serial, keep);
