@@ -49,11 +49,17 @@ impl IoRing {
 
     /// Hands the pending SQEs to the kernel: with SQPOLL, a wake-up only when the thread sleeps;
     /// without, one `io_uring_enter`.
+    #[inline]
     pub fn submit(&mut self, counters: &Counters) -> io::Result<()> {
         let n = self.pending.len();
         if n == 0 {
             return Ok(());
         }
+        self.submit_pending(n, counters)
+    }
+
+    /// [`submit`](Self::submit) of `n > 0` pending SQEs.
+    fn submit_pending(&mut self, n: u32, counters: &Counters) -> io::Result<()> {
         // SAFETY: every pending SQE was built by `submit::enqueue` (or points at no memory), and
         // points only at memory its slab entry keeps alive until the final CQE.
         unsafe { self.pending.publish(&mut self.uring) };
