@@ -1,5 +1,6 @@
-//! Reaping: CQEs are copied out of the CQ a chunk at a time and each is routed ([`Router`]) to
-//! the work queue that posted its operation, through the slab entry its `user_data` names. A
+//! Reaping: each CQE is routed ([`Router`]) where the kernel wrote it (without SQPOLL, through
+//! [`CqMap`]), or after a copy out of the CQ a chunk at a time (with SQPOLL), to the work queue
+//! that posted its operation, through the slab entry its `user_data` names. A
 //! final CQE frees the entry, hands the buffer back and returns the credit; credits go back
 //! coalesced ([`CreditReturns`]). After a resize the retiring io_uring is reaped first, through
 //! the same slab.
@@ -7,6 +8,7 @@
 use io_uring::cqueue;
 use regio_sync::ReadSide;
 
+use super::cq_map::CqMap;
 use super::io_ring::IoRing;
 use super::resize::{self, Retiring};
 use super::slab::Slab;
@@ -305,35 +307,9 @@ fn drain_cq<B, R: ReadSide>(
     let capacity = io.uring.completion().capacity();
     while router.delivered < max {
         // Route the CQEs there are (up to `want`), then store the head once.
-        let (consumed, after) = {
-            let mut cq = io.uring.completion();
-            // No more than the CQEs there are: `max` may be far larger than what can arrive
-            // (`usize::MAX`), and a reservation of it fails. The CQEs posted after this
-            // snapshot of the tail are left for the next round.
-            let want = (max - router.delivered).min(cq.len());
-            out.reserve(want);
-            let mut consumed = 0usize;
-            // The CQEs are copied out a chunk at a time before they are routed. The copy
-            // issues a chunk's loads back to back, so their cache misses overlap: with SQPOLL
-            // the kernel thread wrote them on another core, and routed one by one each load
-            // waited behind the previous CQE's slab lookup.
-            let mut chunk = [const { std::mem::MaybeUninit::uninit() }; CQE_CHUNK];
-            while consumed < want {
-                let n = (want - consumed).min(CQE_CHUNK);
-                let cqes = cq.fill(&mut chunk[..n]);
-                if cqes.is_empty() {
-                    break;
-                }
-                consumed += cqes.len();
-                if router.retiring_in_flight.is_some() {
-                    router.route_chunk::<true>(cqes, out);
-                } else {
-                    router.route_chunk::<false>(cqes, out);
-                }
-            }
-            // Stores the head and reads the tail again.
-            cq.sync();
-            (consumed, cq.len())
+        let (consumed, after) = match io.cq_map.as_mut() {
+            Some(map) => route_in_place(map, router, out, max),
+            None => route_copied(&mut io.uring, router, out, max),
         };
         // The head store ends an interval in which the kernel saw our old head. If the CQ
         // filled up relative to it, the kernel may have parked CQEs, and the tail now shows
@@ -373,4 +349,67 @@ fn drain_cq<B, R: ReadSide>(
         return Err(Error::CompletionsLost { lost });
     }
     Ok(())
+}
+
+/// Routes the CQEs `map` holds (up to what `max` leaves) where the kernel wrote them, then
+/// stores the head once. Returns how many it routed and how many had arrived behind them.
+#[inline(always)]
+fn route_in_place<B, R: ReadSide>(
+    map: &mut CqMap,
+    router: &mut Router<'_, B, R>,
+    out: &mut impl Sink<B>,
+    max: usize,
+) -> (usize, usize) {
+    let (head, ready) = map.ready();
+    let want = (max - router.delivered).min(ready);
+    out.reserve(want);
+    let (first, second) = map.runs(head, want);
+    for run in [first, second] {
+        if router.retiring_in_flight.is_some() {
+            router.route_chunk::<true>(run, out);
+        } else {
+            router.route_chunk::<false>(run, out);
+        }
+    }
+    let head = map.consume(head, want);
+    (want, map.waiting(head))
+}
+
+/// Routes the CQEs of `uring` (up to what `max` leaves), copied out a chunk at a time, then
+/// stores the head once. Returns how many it routed and how many had arrived behind them.
+#[inline(always)]
+fn route_copied<B, R: ReadSide>(
+    uring: &mut io_uring::IoUring,
+    router: &mut Router<'_, B, R>,
+    out: &mut impl Sink<B>,
+    max: usize,
+) -> (usize, usize) {
+    let mut cq = uring.completion();
+    // No more than the CQEs there are: `max` may be far larger than what can arrive
+    // (`usize::MAX`), and a reservation of it fails. The CQEs posted after this
+    // snapshot of the tail are left for the next round.
+    let want = (max - router.delivered).min(cq.len());
+    out.reserve(want);
+    let mut consumed = 0usize;
+    // The CQEs are copied out a chunk at a time before they are routed. The copy
+    // issues a chunk's loads back to back, so their cache misses overlap: with SQPOLL
+    // the kernel thread wrote them on another core, and routed one by one each load
+    // waited behind the previous CQE's slab lookup.
+    let mut chunk = [const { std::mem::MaybeUninit::uninit() }; CQE_CHUNK];
+    while consumed < want {
+        let n = (want - consumed).min(CQE_CHUNK);
+        let cqes = cq.fill(&mut chunk[..n]);
+        if cqes.is_empty() {
+            break;
+        }
+        consumed += cqes.len();
+        if router.retiring_in_flight.is_some() {
+            router.route_chunk::<true>(cqes, out);
+        } else {
+            router.route_chunk::<false>(cqes, out);
+        }
+    }
+    // Stores the head and reads the tail again.
+    cq.sync();
+    (consumed, cq.len())
 }

@@ -27,13 +27,13 @@ use crate::ops::Sqe;
 use crate::uring_abi::{params, OFF_SQES, OFF_SQ_RING};
 
 /// One mapping, unmapped on drop.
-struct Mapping {
+pub(super) struct Mapping {
     base: NonNull<u8>,
     len: usize,
 }
 
 impl Mapping {
-    fn new(uring: &IoUring, len: usize, offset: libc::off_t) -> io::Result<Self> {
+    pub fn new(uring: &IoUring, len: usize, offset: libc::off_t) -> io::Result<Self> {
         // SAFETY: a fresh shared mapping of the ring's fd at an offset the kernel defines; no
         // existing memory is affected.
         let p = unsafe {
@@ -52,12 +52,17 @@ impl Mapping {
         let base = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Self { base, len })
     }
+
+    /// Where the mapping starts.
+    pub fn base(&self) -> NonNull<u8> {
+        self.base
+    }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: the mapping was made by `new` with this base and length, and nothing refers
-        // to it any more (its `SqMap` is being dropped).
+        // to it any more (its owner, an `SqMap` or a `CqMap`, is being dropped).
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }
