@@ -29,9 +29,16 @@ const CQE_CHUNK: usize = 32;
 struct CreditReturns {
     /// The run's work queue, as [`WqId::key`]: one compare per completion instead of two.
     key: u64,
-    side: Side,
+    /// The run's side as a bit ([`side_bit`]): a compare of two words in registers.
+    side: u32,
     /// Credits of the run not given back yet (0: no run).
     n: i64,
+}
+
+/// `side` as one bit, as a slab entry's stamp holds it (`InFlight::side_bit`): 1 for receive.
+#[inline(always)]
+fn side_bit(side: Side) -> u32 {
+    u32::from(side == Side::Recv)
 }
 
 impl CreditReturns {
@@ -39,15 +46,16 @@ impl CreditReturns {
     fn new() -> Self {
         Self {
             key: 0,
-            side: Side::Send,
+            side: 0,
             n: 0,
         }
     }
 
-    /// Counts one credit of `side` for the work queue whose [`WqId::key`] is `key`.
+    /// Counts one credit of the side whose [`side_bit`] is `side` for the work queue whose
+    /// [`WqId::key`] is `key`.
     #[inline(always)]
     #[must_use]
-    fn add(mut self, tables: &Tables, reader: &impl ReadSide, key: u64, side: Side) -> Self {
+    fn add(mut self, tables: &Tables, reader: &impl ReadSide, key: u64, side: u32) -> Self {
         if key != self.key || side != self.side {
             // The run's fields go by value, so that the run never needs an address (and stays
             // in registers in the routing loop).
@@ -65,13 +73,15 @@ impl CreditReturns {
     }
 }
 
-/// Gives `n` credits of `side` back to the work queue whose [`WqId::key`] is `key`, if it is
-/// still in the table (a removed work queue takes no credit back).
+/// Gives `n` credits of the side whose [`side_bit`] is `side` back to the work queue whose
+/// [`WqId::key`] is `key`, if it is still in the table (a removed work queue takes no credit
+/// back).
 #[cold]
-fn give_back(tables: &Tables, reader: &impl ReadSide, key: u64, side: Side, n: i64) {
+fn give_back(tables: &Tables, reader: &impl ReadSide, key: u64, side: u32, n: i64) {
     if n == 0 {
         return;
     }
+    let side = if side == 0 { Side::Send } else { Side::Recv };
     if let Some(w) = tables.wq(reader, WqId::from_key(key)) {
         w.adjust(side, n);
     }
@@ -131,7 +141,7 @@ impl<B, R: ReadSide> Router<'_, B, R> {
             let e = slab
                 .finish(slot)
                 .expect("a final CQE names a live slab entry");
-            let (key, cookie, side) = (e.wq_key(), e.cookie, e.side());
+            let (key, cookie, side) = (e.wq_key(), e.cookie, e.side_bit());
             if RETIRING {
                 of_retiring += usize::from(e.uring_serial() != current);
             }
@@ -257,7 +267,7 @@ impl<B> RingState<B> {
                 break;
             };
             if let Some(id) = c.wq {
-                router.credits = router.credits.add(tables, reader, id.key(), side);
+                router.credits = router.credits.add(tables, reader, id.key(), side_bit(side));
             }
             out.whole(c);
             router.delivered += 1;

@@ -69,14 +69,20 @@ impl<B> InFlight<B> {
         self.wq_key
     }
 
-    /// The depth credit the operation took.
-    #[inline(always)]
+    /// The depth credit the operation took (the reap reads [`side_bit`](Self::side_bit)).
+    #[cfg(test)]
     pub fn side(&self) -> Side {
         if self.stamp & STAMP_RECV == 0 {
             Side::Send
         } else {
             Side::Recv
         }
+    }
+
+    /// The depth credit the operation took, as one bit: 1 for [`Side::Recv`].
+    #[inline(always)]
+    pub fn side_bit(&self) -> u32 {
+        self.stamp & STAMP_RECV
     }
 
     /// The serial of the io_uring the operation went to.
