@@ -22,8 +22,7 @@ use regio_sync::CombinerGuard;
 /// Credits a batch takes from a work queue at a time.
 const BLOCK: i64 = 64;
 
-/// How many work queues' reserved credits a batch keeps at once (a power of two: a slot index
-/// is taken modulo it, which needs no bounds check).
+/// How many work queues' reserved credits a batch keeps at once.
 const SLOTS: usize = 4;
 
 /// Credits reserved by a batch and not used yet.
@@ -68,11 +67,10 @@ pub struct Batch<'a, B: IoBuf> {
     ring: &'a Ring<B>,
     guard: CombinerGuard<'a, RingState<B>, Post<B>>,
     reader: regio_sync::Guard<'a>,
+    /// The reservations; the first is the one the last credit came from, looked at first.
     reserved: [Reserved; SLOTS],
-    /// The slot the next reservation replaces.
+    /// The slot whose reservation the next new one evicts (never 0: see `reserved`).
     evict: usize,
-    /// The slot the last credit came from: looked at first (always below `SLOTS`).
-    last: usize,
 }
 
 impl<'a, B: IoBuf> Batch<'a, B> {
@@ -85,8 +83,7 @@ impl<'a, B: IoBuf> Batch<'a, B> {
             guard,
             reader: ring.tables.domain.guard(),
             reserved: [Reserved::EMPTY; SLOTS],
-            evict: 0,
-            last: 0,
+            evict: 1,
         })
     }
 
@@ -105,8 +102,7 @@ impl<'a, B: IoBuf> Batch<'a, B> {
             return Err(PostError::Closed(Op::from_parts((req, buf, keep))));
         }
         let side = req.side;
-        // Whether the credit came from the batch's reservations (then `self.last` names the
-        // slot); a cancel that finds none overdraws its queue instead (see
+        // Whether the credit came from the batch's reservations (then from the first one); a cancel that finds none overdraws its queue instead (see
         // `WqShared::overdraw`): a cancel never waits for credit.
         let reserved = if self.take_credit(&wq.shared, side) {
             true
@@ -128,7 +124,7 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         if checked.is_ok() && !state.ensure_room() {
             // The credit goes back where it came from.
             if reserved {
-                self.reserved[self.last % SLOTS].left += 1;
+                self.reserved[0].left += 1;
             } else {
                 wq.shared.adjust(side, 1);
             }
@@ -139,12 +135,13 @@ impl<'a, B: IoBuf> Batch<'a, B> {
     }
 
     /// Takes one credit of `side` from `wq`, from this batch's reservation when it has one;
-    /// the reservation it came from is `self.last` then.
+    /// the reservation it came from is the first then.
     #[inline(always)]
     fn take_credit(&mut self, wq: &Arc<WqShared>, side: Side) -> bool {
         let key = key(wq, side);
-        // The modulo (a mask) keeps the index visibly in bounds.
-        let r = &mut self.reserved[self.last % SLOTS];
+        // The reservation used last is always the first: a fixed place, with no index to
+        // compute.
+        let r = &mut self.reserved[0];
         if r.key == key && r.left > 0 {
             r.left -= 1;
             return true;
@@ -152,15 +149,15 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         self.take_credit_elsewhere(wq, side, key)
     }
 
-    /// [`take_credit`](Self::take_credit) when the last slot used has none for `wq` and `side`:
-    /// another slot's, or a new reservation.
+    /// [`take_credit`](Self::take_credit) when the first reservation has none for `wq` and
+    /// `side`: another slot's, brought to the front, or a new reservation there.
     #[cold]
     fn take_credit_elsewhere(&mut self, wq: &Arc<WqShared>, side: Side, key: usize) -> bool {
         let found = self.reserved.iter().position(|r| r.key == key);
         if let Some(i) = found {
-            if self.reserved[i].left > 0 {
-                self.reserved[i].left -= 1;
-                self.last = i;
+            self.reserved.swap(0, i);
+            if self.reserved[0].left > 0 {
+                self.reserved[0].left -= 1;
                 return true;
             }
         }
@@ -168,21 +165,21 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         if taken == 0 {
             return false;
         }
-        let i = found.unwrap_or_else(|| {
-            let i = self.evict;
-            self.evict = (i + 1) % SLOTS;
-            let old = &mut self.reserved[i];
-            old.release();
-            *old = Reserved {
+        if found.is_none() {
+            // The slot evicted (round robin over all but the first) gives its credits back and
+            // takes the first one's reservation; the new one goes first.
+            let v = self.evict;
+            self.evict = if v + 1 == SLOTS { 1 } else { v + 1 };
+            self.reserved[v].release();
+            self.reserved.swap(0, v);
+            self.reserved[0] = Reserved {
                 key,
                 wq: Some(Arc::clone(wq)),
                 side,
                 left: 0,
             };
-            i
-        });
-        self.reserved[i].left += taken - 1;
-        self.last = i;
+        }
+        self.reserved[0].left += taken - 1;
         true
     }
 
