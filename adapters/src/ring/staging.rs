@@ -30,7 +30,7 @@ unsafe impl Send for Staging {}
 
 impl Staging {
     /// Room for `capacity` SQEs (the SQ's size), rounded up to a power of two, so that a slot
-    /// number masked with [`mask`](Self::mask) is always inside.
+    /// number masked with the mask [`slots`](Self::slots) gives is always inside.
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1).next_power_of_two();
         let sqes: Box<[Sqe]> = (0..capacity).map(|_| Sqe::default()).collect();

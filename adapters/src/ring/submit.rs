@@ -98,7 +98,7 @@ impl<B> RingState<B> {
     ///
     /// On the common path the operation is never put back together: its buffer and keep-alive
     /// go to the slab entry and its SQE to the pending area, so that nothing of it needs to be
-    /// whole in memory (see [`Request`]).
+    /// whole in memory (see [`Request`](crate::ops::Request)).
     #[inline(always)]
     pub(crate) fn enqueue(
         &mut self,
