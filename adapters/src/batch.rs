@@ -98,13 +98,21 @@ impl<'a, B: IoBuf> Batch<'a, B> {
     pub fn post(&mut self, wq: &WorkQueue<B>, op: Op<B>) -> Result<(), PostError<Op<B>>> {
         // Taken apart first, and put back together only to be handed back (see `Request`).
         let (req, buf, keep) = op.into_parts();
-        if !std::ptr::eq(Arc::as_ptr(&wq.ring), self.ring) || !wq.shared.is_open() {
+        if !wq.shared.is_open() {
             return Err(PostError::Closed(Op::from_parts((req, buf, keep))));
         }
         let side = req.side;
-        // Whether the credit came from the batch's reservations (then from the first one); a cancel that finds none overdraws its queue instead (see
-        // `WqShared::overdraw`): a cancel never waits for credit.
-        let reserved = if self.take_credit(&wq.shared, side) {
+        // Whether the credit came from the batch's reservations (then from the first one); a
+        // cancel that finds none overdraws its queue instead (see `WqShared::overdraw`): a
+        // cancel never waits for credit.
+        let reserved = if self.take_first(&wq.shared, side) {
+            // A credit from a reservation also proves that `wq` is bound to this ring: the
+            // post that made the reservation checked it, and the reservation holds `wq`'s
+            // queue (so no other queue has its address), which belongs to one ring for life.
+            true
+        } else if !std::ptr::eq(Arc::as_ptr(&wq.ring), self.ring) {
+            return Err(PostError::Closed(Op::from_parts((req, buf, keep))));
+        } else if self.take_credit_elsewhere(&wq.shared, side) {
             true
         } else if req.is_cancel() && wq.shared.overdraw(side) {
             false
@@ -134,25 +142,27 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         Ok(())
     }
 
-    /// Takes one credit of `side` from `wq`, from this batch's reservation when it has one;
-    /// the reservation it came from is the first then.
+    /// Takes one credit of `side` from `wq` if the batch's first reservation is `wq`'s and
+    /// has one left.
     #[inline(always)]
-    fn take_credit(&mut self, wq: &Arc<WqShared>, side: Side) -> bool {
-        let key = key(wq, side);
+    fn take_first(&mut self, wq: &Arc<WqShared>, side: Side) -> bool {
         // The reservation used last is always the first: a fixed place, with no index to
         // compute.
         let r = &mut self.reserved[0];
-        if r.key == key && r.left > 0 {
+        if r.key == key(wq, side) && r.left > 0 {
             r.left -= 1;
             return true;
         }
-        self.take_credit_elsewhere(wq, side, key)
+        false
     }
 
-    /// [`take_credit`](Self::take_credit) when the first reservation has none for `wq` and
-    /// `side`: another slot's, brought to the front, or a new reservation there.
+    /// Takes one credit of `side` from `wq` when the first reservation has none for them (see
+    /// [`take_first`](Self::take_first)): from another slot's reservation, brought to the
+    /// front, or from a new reservation there. The caller checked that `wq` is bound to this
+    /// ring.
     #[cold]
-    fn take_credit_elsewhere(&mut self, wq: &Arc<WqShared>, side: Side, key: usize) -> bool {
+    fn take_credit_elsewhere(&mut self, wq: &Arc<WqShared>, side: Side) -> bool {
+        let key = key(wq, side);
         let found = self.reserved.iter().position(|r| r.key == key);
         if let Some(i) = found {
             self.reserved.swap(0, i);
