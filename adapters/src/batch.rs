@@ -22,8 +22,7 @@ use regio_sync::CombinerGuard;
 /// Credits a batch takes from a work queue at a time.
 const BLOCK: i64 = 64;
 
-/// How many work queues' reserved credits a batch keeps at once (a power of two: a slot index
-/// is taken modulo it, which needs no bounds check).
+/// How many work queues' reserved credits a batch keeps at once.
 const SLOTS: usize = 4;
 
 /// Credits reserved by a batch and not used yet.
@@ -68,14 +67,14 @@ pub struct Batch<'a, B: IoBuf> {
     ring: &'a Ring<B>,
     guard: CombinerGuard<'a, RingState<B>, Post<B>>,
     reader: regio_sync::Guard<'a>,
+    /// The reservations; the first is the one the last credit came from, looked at first.
     reserved: [Reserved; SLOTS],
-    /// The slot the next reservation replaces.
+    /// The slot whose reservation the next new one evicts (never 0: see `reserved`).
     evict: usize,
-    /// The slot the last credit came from: looked at first (always below `SLOTS`).
-    last: usize,
 }
 
 impl<'a, B: IoBuf> Batch<'a, B> {
+    #[inline]
     pub(crate) fn new(ring: &'a Ring<B>) -> Option<Self> {
         let mut guard = ring.try_own()?;
         guard.with(|s| s.auto_submit = false);
@@ -84,8 +83,7 @@ impl<'a, B: IoBuf> Batch<'a, B> {
             guard,
             reader: ring.tables.domain.guard(),
             reserved: [Reserved::EMPTY; SLOTS],
-            evict: 0,
-            last: 0,
+            evict: 1,
         })
     }
 
@@ -98,63 +96,78 @@ impl<'a, B: IoBuf> Batch<'a, B> {
     /// removed or belongs to another CQ.
     #[inline(always)]
     pub fn post(&mut self, wq: &WorkQueue<B>, op: Op<B>) -> Result<(), PostError<Op<B>>> {
-        if !std::ptr::eq(Arc::as_ptr(&wq.ring), self.ring) || !wq.shared.is_open() {
-            return Err(PostError::Closed(op));
+        // Taken apart first, and put back together only to be handed back (see `Request`).
+        let (req, buf, keep) = op.into_parts();
+        if !wq.shared.is_open() {
+            return Err(PostError::Closed(Op::from_parts((req, buf, keep))));
         }
-        let side = op.side();
-        // Whether the credit came from the batch's reservations (then `self.last` names the
-        // slot); a cancel that finds none overdraws its queue instead (see
-        // `WqShared::overdraw`): a cancel never waits for credit.
-        let reserved = if self.take_credit(&wq.shared, side) {
+        let side = req.side;
+        // Whether the credit came from the batch's reservations (then from the first one); a
+        // cancel that finds none overdraws its queue instead (see `WqShared::overdraw`): a
+        // cancel never waits for credit.
+        let reserved = if self.take_first(&wq.shared, side) {
+            // A credit from a reservation also proves that `wq` is bound to this ring: the
+            // post that made the reservation checked it, and the reservation holds `wq`'s
+            // queue (so no other queue has its address), which belongs to one ring for life.
             true
-        } else if op.is_cancel() && wq.shared.overdraw(side) {
+        } else if !std::ptr::eq(Arc::as_ptr(&wq.ring), self.ring) {
+            return Err(PostError::Closed(Op::from_parts((req, buf, keep))));
+        } else if self.take_credit_elsewhere(&wq.shared, side) {
+            true
+        } else if req.is_cancel() && wq.shared.overdraw(side) {
             false
         } else {
+            let op = Op::from_parts((req, buf, keep));
             return Err(if wq.shared.is_open() {
                 PostError::NoCredit(op)
             } else {
                 PostError::Closed(op)
             });
         };
-        let checked = self.ring.check(&self.reader, &op, wq.shared.target);
+        let checked = self
+            .ring
+            .check(&self.reader, (&req, buf.as_ref(), &keep), wq.shared.target);
         let state = self.guard.state_mut();
         // A rejection needs no SQE, so it never waits for room.
         if checked.is_ok() && !state.ensure_room() {
             // The credit goes back where it came from.
             if reserved {
-                self.reserved[self.last % SLOTS].left += 1;
+                self.reserved[0].left += 1;
             } else {
                 wq.shared.adjust(side, 1);
             }
-            return Err(PostError::Full(op));
+            return Err(PostError::Full(Op::from_parts((req, buf, keep))));
         }
-        state.enqueue(wq.shared.id, side, wq.shared.target, op, checked);
+        state.enqueue(wq.shared.id, wq.shared.target, (req, buf, keep), checked);
         Ok(())
     }
 
-    /// Takes one credit of `side` from `wq`, from this batch's reservation when it has one;
-    /// the reservation it came from is `self.last` then.
+    /// Takes one credit of `side` from `wq` if the batch's first reservation is `wq`'s and
+    /// has one left.
     #[inline(always)]
-    fn take_credit(&mut self, wq: &Arc<WqShared>, side: Side) -> bool {
-        let key = key(wq, side);
-        // The modulo (a mask) keeps the index visibly in bounds.
-        let r = &mut self.reserved[self.last % SLOTS];
-        if r.key == key && r.left > 0 {
+    fn take_first(&mut self, wq: &Arc<WqShared>, side: Side) -> bool {
+        // The reservation used last is always the first: a fixed place, with no index to
+        // compute.
+        let r = &mut self.reserved[0];
+        if r.key == key(wq, side) && r.left > 0 {
             r.left -= 1;
             return true;
         }
-        self.take_credit_elsewhere(wq, side, key)
+        false
     }
 
-    /// [`take_credit`](Self::take_credit) when the last slot used has none for `wq` and `side`:
-    /// another slot's, or a new reservation.
+    /// Takes one credit of `side` from `wq` when the first reservation has none for them (see
+    /// [`take_first`](Self::take_first)): from another slot's reservation, brought to the
+    /// front, or from a new reservation there. The caller checked that `wq` is bound to this
+    /// ring.
     #[cold]
-    fn take_credit_elsewhere(&mut self, wq: &Arc<WqShared>, side: Side, key: usize) -> bool {
+    fn take_credit_elsewhere(&mut self, wq: &Arc<WqShared>, side: Side) -> bool {
+        let key = key(wq, side);
         let found = self.reserved.iter().position(|r| r.key == key);
         if let Some(i) = found {
-            if self.reserved[i].left > 0 {
-                self.reserved[i].left -= 1;
-                self.last = i;
+            self.reserved.swap(0, i);
+            if self.reserved[0].left > 0 {
+                self.reserved[0].left -= 1;
                 return true;
             }
         }
@@ -162,21 +175,21 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         if taken == 0 {
             return false;
         }
-        let i = found.unwrap_or_else(|| {
-            let i = self.evict;
-            self.evict = (i + 1) % SLOTS;
-            let old = &mut self.reserved[i];
-            old.release();
-            *old = Reserved {
+        if found.is_none() {
+            // The slot evicted (round robin over all but the first) gives its credits back and
+            // takes the first one's reservation; the new one goes first.
+            let v = self.evict;
+            self.evict = if v + 1 == SLOTS { 1 } else { v + 1 };
+            self.reserved[v].release();
+            self.reserved.swap(0, v);
+            self.reserved[0] = Reserved {
                 key,
                 wq: Some(Arc::clone(wq)),
                 side,
                 left: 0,
             };
-            i
-        });
-        self.reserved[i].left += taken - 1;
-        self.last = i;
+        }
+        self.reserved[0].left += taken - 1;
         true
     }
 

@@ -322,6 +322,7 @@ impl<B: IoBuf> CompletionQueue<B> {
     /// [`Batch::commit`] or the end of the batch (RIO's `RIO_MSG_DEFER` and `COMMIT_ONLY`).
     /// `None` if another thread owns the ring now (in single-issuer mode: on any thread but the
     /// owner); post with [`WorkQueue::post`](crate::WorkQueue::post) instead.
+    #[inline]
     pub fn batch(&self) -> Option<Batch<'_, B>> {
         Batch::new(&self.ring)
     }

@@ -17,7 +17,8 @@
 //! - `submit`: posting: an operation becomes a slab entry and an SQE (`enqueue`), and the SQEs
 //!   pending since the last submit reach the kernel together; a [`Post`] is a post left in the
 //!   inbox by a thread that did not own the ring, taken in through the combiner's `Absorb`.
-//! - `reap`: reaping: each CQE is routed to its work queue through the slab, credits go back.
+//! - `reap`: reaping: each CQE is routed to its work queue through the slab, credits go back;
+//!   without SQPOLL the CQEs are read where the kernel wrote them (`cq_map`).
 //! - `resize`: the io_uring a resize replaced, reaped until its last operation completes, and
 //!   the carry of its fixed files (`resize::carry`).
 //! - `teardown`: what a dropped ring does with operations still in flight.
@@ -31,6 +32,7 @@ use crate::cq::Completion;
 use crate::ops::Side;
 use crate::stats::Counters;
 
+mod cq_map;
 mod handle;
 mod io_ring;
 mod issuer;

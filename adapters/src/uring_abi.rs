@@ -9,7 +9,8 @@
 //! - [`Params`]: the kernel's `struct io_uring_params` as it was filled in at setup, read through
 //!   the io-uring crate's [`Parameters`] ([`params`]), which is `#[repr(transparent)]` around
 //!   it; the SQ offsets in it locate the head and tail for the second mapping of a ring's SQ
-//!   ([`OFF_SQ_RING`], [`OFF_SQES`], used by `ring::sq`).
+//!   ([`OFF_SQ_RING`], [`OFF_SQES`], used by `ring::sq`), and the CQ offsets the head, tail
+//!   and CQE array for the second mapping of its CQ ([`OFF_CQ_RING`], used by `ring::cq_map`).
 //!
 //! The io-uring crate keeps its bindgen module (`io_uring::sys`) private, so the layouts are
 //! checked against the kernel's UAPI header (include/uapi/linux/io_uring.h) with `offset_of!`
@@ -29,6 +30,9 @@ pub(crate) const SPLICE_F_FD_IN_FIXED: u32 = 1 << 31;
 
 /// `IORING_OFF_SQ_RING`: where the SQ ring (head, tail, flags, array) is mapped from a ring's fd.
 pub(crate) const OFF_SQ_RING: libc::off_t = 0;
+/// `IORING_OFF_CQ_RING`: where the CQ ring (head, tail, CQE array) is mapped from a ring's fd
+/// (the same memory as the SQ ring's mapping on kernels with `IORING_FEAT_SINGLE_MMAP`).
+pub(crate) const OFF_CQ_RING: libc::off_t = 0x800_0000;
 /// `IORING_OFF_SQES`: where the SQE array is mapped from a ring's fd.
 pub(crate) const OFF_SQES: libc::off_t = 0x1000_0000;
 
@@ -126,8 +130,22 @@ pub(crate) struct Params {
     pub wq_fd: u32,
     pub resv: [u32; 3],
     pub sq_off: SqOffsets,
-    /// `struct io_cqring_offsets`, not read here.
-    pub cq_off: [u32; 10],
+    pub cq_off: CqOffsets,
+}
+
+/// The kernel's `struct io_cqring_offsets`: where the CQ ring's fields lie in its mapping.
+#[repr(C)]
+#[allow(dead_code)]
+pub(crate) struct CqOffsets {
+    pub head: u32,
+    pub tail: u32,
+    pub ring_mask: u32,
+    pub ring_entries: u32,
+    pub overflow: u32,
+    pub cqes: u32,
+    pub flags: u32,
+    pub resv1: u32,
+    pub user_addr: u64,
 }
 
 // The kernel's offsets (include/uapi/linux/io_uring.h).
@@ -142,6 +160,15 @@ const _: () = {
     assert!(offset_of!(Params, features) == 20);
     assert!(offset_of!(Params, sq_off) == 40);
     assert!(offset_of!(Params, cq_off) == 80);
+    assert!(offset_of!(CqOffsets, head) == 0);
+    assert!(offset_of!(CqOffsets, tail) == 4);
+    assert!(offset_of!(CqOffsets, ring_mask) == 8);
+    assert!(offset_of!(CqOffsets, cqes) == 20);
+    assert!(size_of::<CqOffsets>() == 40);
+    // The io-uring crate's CQE is `#[repr(C)]` around the kernel's 16-byte `io_uring_cqe`
+    // (no ring here is set up with `IORING_SETUP_CQE32`).
+    assert!(size_of::<io_uring::cqueue::Entry>() == 16);
+    assert!(align_of::<io_uring::cqueue::Entry>() == 8);
     assert!(size_of::<Params>() == 120);
     // The io-uring crate's `Parameters` wraps exactly this struct.
     assert!(size_of::<Parameters>() == size_of::<Params>());

@@ -60,13 +60,17 @@ impl<B: IoBuf> WorkQueue<B> {
     /// up, [`PostError::Closed`] after removal, [`PostError::Full`] when the SQ stays full even
     /// after a submit.
     pub fn post(&self, op: Op<B>) -> Result<(), PostError<Op<B>>> {
+        // Taken apart first, and put back together only where it leaves whole (see
+        // `Request`).
+        let (req, buf, keep) = op.into_parts();
         let reader = self.ring.tables.domain.guard();
         if !self.shared.is_open() {
-            return Err(PostError::Closed(op));
+            return Err(PostError::Closed(Op::from_parts((req, buf, keep))));
         }
-        let side = op.side();
+        let side = req.side;
         // A cancel overdraws rather than wait (see `WqShared::overdraw`).
-        if self.shared.reserve(side, 1) == 0 && !(op.is_cancel() && self.shared.overdraw(side)) {
+        if self.shared.reserve(side, 1) == 0 && !(req.is_cancel() && self.shared.overdraw(side)) {
+            let op = Op::from_parts((req, buf, keep));
             return Err(if self.shared.is_open() {
                 PostError::NoCredit(op)
             } else {
@@ -74,13 +78,14 @@ impl<B: IoBuf> WorkQueue<B> {
             });
         }
         // A rejection is counted here and completes on the ring.
-        let checked = self.ring.check(&reader, &op, self.shared.target);
+        let checked = self
+            .ring
+            .check(&reader, (&req, buf.as_ref(), &keep), self.shared.target);
         let Some(mut g) = self.ring.try_own() else {
             return self.leave(Post {
                 wq: self.shared.id,
-                side,
                 target: self.shared.target,
-                op,
+                op: Op::from_parts((req, buf, keep)),
                 checked,
                 _queue: Arc::clone(&self.shared),
             });
@@ -91,9 +96,14 @@ impl<B: IoBuf> WorkQueue<B> {
         let state = g.state_mut();
         // A rejection needs no SQE, so it never waits for room.
         if checked.is_ok() && !state.ensure_room() {
-            return Err(self.full(op));
+            return Err(self.full(Op::from_parts((req, buf, keep))));
         }
-        state.enqueue(self.shared.id, side, self.shared.target, op, checked);
+        state.enqueue(
+            self.shared.id,
+            self.shared.target,
+            (req, buf, keep),
+            checked,
+        );
         Ok(())
     }
 

@@ -582,3 +582,43 @@ fn reap_each_hands_over_what_reap_would_and_returns_the_credits() {
         }
     }
 }
+
+#[test]
+fn a_batch_refuses_another_cqs_work_queue_and_a_removed_one_while_it_holds_their_credits() {
+    let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(2, false)) else {
+        return;
+    };
+    let here = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
+    let there = adapter.work_queue(1, Target::Fd(-1), 8, 8).unwrap();
+    let cq = here.completion_queue();
+    let mut batch = cq.batch().expect("nobody else owns the ring");
+    // Another CQ's queue is refused before this batch holds any reservation, and after it holds
+    // one for this CQ's queue (a post that finds its credit there skips nothing it must check).
+    assert!(matches!(
+        batch.post(&there, Op::nop(1)),
+        Err(PostError::Closed(_))
+    ));
+    batch.post(&here, Op::nop(2)).unwrap();
+    assert!(matches!(
+        batch.post(&there, Op::nop(3)),
+        Err(PostError::Closed(_))
+    ));
+    assert_eq!(there.credits(), (8, 8), "the refused posts took no credit");
+    // A queue removed while the batch holds reserved credits of it is refused from then on.
+    adapter.remove_work_queue(&here);
+    match batch.post(&here, Op::nop(4)) {
+        Err(PostError::Closed(op)) => assert_eq!(op.cookie(), 4),
+        other => panic!("expected Closed, got {other:?}"),
+    }
+    batch.commit().unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while out.is_empty() && Instant::now() < deadline {
+        batch.reap(&mut out, 8).unwrap();
+    }
+    assert_eq!(
+        out.iter().map(|c| c.cookie).collect::<Vec<_>>(),
+        [2],
+        "only the post made before the removal ran"
+    );
+}

@@ -201,6 +201,7 @@ impl<S: Absorb<T>, T> Combiner<S, T> {
     }
 
     /// Absorbs the inbox into the state. Returns false if the state refused an item.
+    #[inline]
     fn drain(&self) -> bool {
         // Relaxed: a fast path for the common empty inbox. A post this misses is caught by the
         // release protocol (the fence pair in `post` and in the guard's drop), and a later
@@ -208,6 +209,12 @@ impl<S: Absorb<T>, T> Combiner<S, T> {
         if self.queued.load(Ordering::Relaxed) == 0 {
             return true;
         }
+        self.drain_queued()
+    }
+
+    /// [`drain`](Self::drain) when the inbox looked non-empty.
+    #[cold]
+    fn drain_queued(&self) -> bool {
         loop {
             let item = {
                 let mut inbox = self.lock_inbox();

@@ -17,6 +17,7 @@ mod message;
 pub mod net;
 mod sqe;
 
+use std::mem::ManuallyDrop;
 use std::os::fd::RawFd;
 
 use io_uring::squeue::Entry;
@@ -106,6 +107,7 @@ pub(crate) enum BufUse {
 }
 
 /// What posting needs to do beyond filling in the SQE.
+#[derive(Clone, Copy)]
 pub(crate) enum PostAction {
     None,
     /// Cancel the operation of the same work queue whose cookie waits in the SQE's `addr`
@@ -122,6 +124,50 @@ pub(crate) enum PostAction {
     /// own duplicate, closed when the queue goes).
     Close,
 }
+
+/// An operation's plain part: everything but what it owns (its buffer and keep-alive).
+///
+/// Posting takes an operation apart into this and its owned parts first
+/// ([`Op::into_parts`]). This part needs no drop, so the paths that may unwind (a cold call
+/// can panic) have nothing of it to drop, and the compiler need not keep the operation whole in
+/// memory for them: the fields it knows (most of a constructor's SQE) are never stored.
+pub(crate) struct Request {
+    /// The SQE; its `user_data` holds the cookie.
+    pub sqe: Sqe,
+    pub post_action: PostAction,
+    pub file: FileUse,
+    pub buf_use: BufUse,
+    pub side: Side,
+    name: &'static &'static str,
+}
+
+impl Request {
+    /// The io_uring opcode, for the kernel-support probe.
+    #[inline(always)]
+    pub fn opcode(&self) -> u8 {
+        self.sqe.opcode
+    }
+
+    /// Whether this is a cancel ([`Op::cancel`]), which may overdraw its work queue's credit.
+    #[inline(always)]
+    pub fn is_cancel(&self) -> bool {
+        matches!(self.post_action, PostAction::Cancel)
+    }
+}
+
+/// An operation taken apart for posting ([`Op::into_parts`]): its plain part, its buffer and
+/// its keep-alive.
+///
+/// The owned parts travel in `ManuallyDrop` until they reach their slab entry (or go back
+/// whole, [`Op::from_parts`]): a panic on the way (none is expected: the calls there panic only
+/// on a broken invariant) leaks them rather than drops them. So no unwinding path holds them,
+/// and the compiler can follow a `None` from the constructor to the test of it at the slab
+/// entry, with no store and no load between.
+pub(crate) type Parts<B> = (
+    Request,
+    ManuallyDrop<Option<B>>,
+    ManuallyDrop<Option<Box<Retained>>>,
+);
 
 /// What the SQE needs from the adapter's tables: a resolved buffer.
 pub(crate) struct Resolved {
@@ -238,30 +284,57 @@ impl<B> Op<B> {
         self.sqe.opcode
     }
 
-    /// Takes the buffer out, dropping the rest.
-    pub(crate) fn into_buf(self) -> Option<B> {
-        self.buf
+    /// The operation taken apart (see [`Parts`]); [`from_parts`](Self::from_parts) puts it
+    /// back together.
+    #[inline(always)]
+    pub(crate) fn into_parts(self) -> Parts<B> {
+        let Op {
+            sqe,
+            buf,
+            retained,
+            post_action,
+            file,
+            buf_use,
+            side,
+            name,
+        } = self;
+        let req = Request {
+            sqe,
+            post_action,
+            file,
+            buf_use,
+            side,
+            name,
+        };
+        (req, ManuallyDrop::new(buf), ManuallyDrop::new(retained))
     }
 
-    /// The buffer this operation carries, if any.
-    #[inline]
-    pub(crate) fn buf(&self) -> Option<&B> {
-        self.buf.as_ref()
-    }
-
-    /// The registered slice this operation reads instead of a buffer, if any.
-    #[inline]
-    pub(crate) fn region(&self) -> Option<&crate::buf::RegionSlice> {
-        match self.retained.as_deref() {
-            Some(Retained::Region(slice)) => Some(slice),
-            _ => None,
+    /// The operation [`into_parts`](Self::into_parts) took apart.
+    #[inline(always)]
+    pub(crate) fn from_parts((req, buf, retained): Parts<B>) -> Self {
+        let Request {
+            sqe,
+            post_action,
+            file,
+            buf_use,
+            side,
+            name,
+        } = req;
+        Self {
+            sqe,
+            buf: ManuallyDrop::into_inner(buf),
+            retained: ManuallyDrop::into_inner(retained),
+            post_action,
+            file,
+            buf_use,
+            side,
+            name,
         }
     }
 
-    /// Whether this is a cancel ([`Op::cancel`]), which may overdraw its work queue's credit.
-    #[inline]
-    pub(crate) fn is_cancel(&self) -> bool {
-        matches!(self.post_action, PostAction::Cancel)
+    /// Takes the buffer out, dropping the rest.
+    pub(crate) fn into_buf(self) -> Option<B> {
+        self.buf
     }
 }
 

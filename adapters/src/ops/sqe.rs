@@ -11,7 +11,9 @@ use crate::uring_abi::{
 };
 
 impl Sqe {
-    /// Copies the SQE into `place` eight bytes at a time.
+    /// Copies the SQE into `place` eight bytes at a time, with `user_data` in place of its own
+    /// (word 4 is `user_data`: `uring_abi` asserts the offset), so that the slot is written
+    /// once.
     ///
     /// An operation's SQE is usually read here right after its constructor wrote it, with
     /// stores of one to eight bytes. A copy in 16-byte vector loads (what a plain copy of 64
@@ -22,14 +24,21 @@ impl Sqe {
     /// inlined they fold into the constants it stored (eight stores of immediates, and no image
     /// of the SQE on the stack to read back).
     #[inline(always)]
-    pub fn copy_to(&self, place: &mut Sqe) {
+    pub fn copy_to(&self, place: &mut Sqe, user_data: u64) {
+        const USER_DATA_WORD: usize = std::mem::offset_of!(Sqe, user_data) / 8;
         let src = (self as *const Sqe).cast::<u64>();
         let dst = (place as *mut Sqe).cast::<u64>();
         for i in 0..8 {
-            // SAFETY: both are 64-byte, 8-aligned `Sqe`s of plain integers with no padding, so
-            // word `i < 8` is in bounds, aligned and initialised in `self`, and writing any
-            // value to it in `place` (borrowed mutably, so unaliased) leaves a valid `Sqe`.
-            unsafe { dst.add(i).write_volatile(src.add(i).read()) };
+            let word = if i == USER_DATA_WORD {
+                user_data
+            } else {
+                // SAFETY: both are 64-byte, 8-aligned `Sqe`s of plain integers with no padding,
+                // so word `i < 8` is in bounds, aligned and initialised in `self`.
+                unsafe { src.add(i).read() }
+            };
+            // SAFETY: as above, and writing any value to a word of `place` (borrowed mutably,
+            // so unaliased) leaves a valid `Sqe`.
+            unsafe { dst.add(i).write_volatile(word) };
         }
     }
 

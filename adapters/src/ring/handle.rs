@@ -13,7 +13,7 @@ use io_uring::IoUring;
 use super::io_ring::IoRing;
 use super::{Post, RingState};
 use crate::error::DescriptorError;
-use crate::ops::{Op, PostAction, Resolved, Target};
+use crate::ops::{PostAction, Request, Resolved, Retained, Target};
 use crate::stats::Counters;
 use crate::tables::Tables;
 use regio_sync::Combiner;
@@ -144,7 +144,8 @@ pub(super) fn dup_ring_fd(fd: RawFd) -> io::Result<Arc<OwnedFd>> {
 }
 
 impl<B: crate::IoBuf> Ring<B> {
-    /// Validates `op`'s descriptor for this ring: the kernel has its opcode, its buffer key
+    /// Validates an operation's descriptor (its plain part, its buffer or registered slice) for
+    /// this ring: the kernel has its opcode, its buffer key
     /// names a registered region of the right generation with the slice in bounds (the result
     /// is the buffer's address), a splice's second file slot exists, and a close names a fixed
     /// slot (`target` is the work queue's). A rejection is counted.
@@ -152,26 +153,26 @@ impl<B: crate::IoBuf> Ring<B> {
     pub(crate) fn check(
         &self,
         reader: &impl regio_sync::ReadSide,
-        op: &Op<B>,
+        (req, buf, keep): (&Request, Option<&B>, &Option<Box<Retained>>),
         target: Target,
     ) -> Result<Option<Resolved>, DescriptorError> {
-        if !self.supported[op.opcode() as usize] {
-            return Err(self.rejected(unsupported(op.opcode())));
+        if !self.supported[req.opcode() as usize] {
+            return Err(self.rejected(unsupported(req.opcode())));
         }
-        let buf = match (op.buf(), op.region()) {
+        let buf = match (buf, keep.as_deref()) {
             (Some(b), _) => Some(
                 self.tables
                     .resolve(reader, b)
                     .map_err(|e| self.rejected(e))?,
             ),
-            (None, Some(slice)) => Some(
+            (None, Some(Retained::Region(slice))) => Some(
                 self.tables
                     .resolve(reader, slice)
                     .map_err(|e| self.rejected(e))?,
             ),
-            (None, None) => None,
+            (None, _) => None,
         };
-        match op.post_action {
+        match req.post_action {
             PostAction::None => {}
             PostAction::SpliceOut(out) => self
                 .tables

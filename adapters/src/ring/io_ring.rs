@@ -8,6 +8,7 @@ use std::io;
 
 use io_uring::IoUring;
 
+use super::cq_map::CqMap;
 use super::pending::Pending;
 use super::{ENTER_SQ_WAIT, ENTER_SQ_WAKEUP};
 use crate::stats::Counters;
@@ -17,6 +18,9 @@ pub(super) struct IoRing {
     pub uring: IoUring,
     /// SQEs posted since the last submit.
     pub pending: Pending,
+    /// The CQ read in place, without SQPOLL (with it, a reap copies CQEs out first: see
+    /// `reap::drain_cq`).
+    pub cq_map: Option<CqMap>,
     sqpoll: bool,
     /// The CQ was seen full since the overflow flag was last found clear (see `reap`).
     pub overflow_suspect: bool,
@@ -28,8 +32,15 @@ impl IoRing {
     /// Drives `uring`, which has nothing pending yet.
     pub fn new(uring: IoUring) -> io::Result<Self> {
         let pending = Pending::for_ring(&uring)?;
+        let sqpoll = uring.params().is_setup_sqpoll();
+        let cq_map = if sqpoll {
+            None
+        } else {
+            Some(CqMap::new(&uring)?)
+        };
         Ok(Self {
-            sqpoll: uring.params().is_setup_sqpoll(),
+            sqpoll,
+            cq_map,
             uring,
             pending,
             overflow_suspect: false,
@@ -49,11 +60,17 @@ impl IoRing {
 
     /// Hands the pending SQEs to the kernel: with SQPOLL, a wake-up only when the thread sleeps;
     /// without, one `io_uring_enter`.
+    #[inline]
     pub fn submit(&mut self, counters: &Counters) -> io::Result<()> {
         let n = self.pending.len();
         if n == 0 {
             return Ok(());
         }
+        self.submit_pending(n, counters)
+    }
+
+    /// [`submit`](Self::submit) of `n > 0` pending SQEs.
+    fn submit_pending(&mut self, n: u32, counters: &Counters) -> io::Result<()> {
         // SAFETY: every pending SQE was built by `submit::enqueue` (or points at no memory), and
         // points only at memory its slab entry keeps alive until the final CQE.
         unsafe { self.pending.publish(&mut self.uring) };

@@ -1,5 +1,6 @@
-//! Reaping: CQEs are copied out of the CQ a chunk at a time and each is routed ([`Router`]) to
-//! the work queue that posted its operation, through the slab entry its `user_data` names. A
+//! Reaping: each CQE is routed ([`Router`]) where the kernel wrote it (without SQPOLL, through
+//! [`CqMap`]), or after a copy out of the CQ a chunk at a time (with SQPOLL), to the work queue
+//! that posted its operation, through the slab entry its `user_data` names. A
 //! final CQE frees the entry, hands the buffer back and returns the credit; credits go back
 //! coalesced ([`CreditReturns`]). After a resize the retiring io_uring is reaped first, through
 //! the same slab.
@@ -7,6 +8,7 @@
 use io_uring::cqueue;
 use regio_sync::ReadSide;
 
+use super::cq_map::CqMap;
 use super::io_ring::IoRing;
 use super::resize::{self, Retiring};
 use super::slab::Slab;
@@ -27,9 +29,16 @@ const CQE_CHUNK: usize = 32;
 struct CreditReturns {
     /// The run's work queue, as [`WqId::key`]: one compare per completion instead of two.
     key: u64,
-    side: Side,
+    /// The run's side as a bit ([`side_bit`]): a compare of two words in registers.
+    side: u32,
     /// Credits of the run not given back yet (0: no run).
     n: i64,
+}
+
+/// `side` as one bit, as a slab entry's stamp holds it (`InFlight::side_bit`): 1 for receive.
+#[inline(always)]
+fn side_bit(side: Side) -> u32 {
+    u32::from(side == Side::Recv)
 }
 
 impl CreditReturns {
@@ -37,15 +46,16 @@ impl CreditReturns {
     fn new() -> Self {
         Self {
             key: 0,
-            side: Side::Send,
+            side: 0,
             n: 0,
         }
     }
 
-    /// Counts one credit of `side` for the work queue whose [`WqId::key`] is `key`.
+    /// Counts one credit of the side whose [`side_bit`] is `side` for the work queue whose
+    /// [`WqId::key`] is `key`.
     #[inline(always)]
     #[must_use]
-    fn add(mut self, tables: &Tables, reader: &impl ReadSide, key: u64, side: Side) -> Self {
+    fn add(mut self, tables: &Tables, reader: &impl ReadSide, key: u64, side: u32) -> Self {
         if key != self.key || side != self.side {
             // The run's fields go by value, so that the run never needs an address (and stays
             // in registers in the routing loop).
@@ -63,13 +73,15 @@ impl CreditReturns {
     }
 }
 
-/// Gives `n` credits of `side` back to the work queue whose [`WqId::key`] is `key`, if it is
-/// still in the table (a removed work queue takes no credit back).
+/// Gives `n` credits of the side whose [`side_bit`] is `side` back to the work queue whose
+/// [`WqId::key`] is `key`, if it is still in the table (a removed work queue takes no credit
+/// back).
 #[cold]
-fn give_back(tables: &Tables, reader: &impl ReadSide, key: u64, side: Side, n: i64) {
+fn give_back(tables: &Tables, reader: &impl ReadSide, key: u64, side: u32, n: i64) {
     if n == 0 {
         return;
     }
+    let side = if side == 0 { Side::Send } else { Side::Recv };
     if let Some(w) = tables.wq(reader, WqId::from_key(key)) {
         w.adjust(side, n);
     }
@@ -108,7 +120,8 @@ impl<B, R: ReadSide> Router<'_, B, R> {
         out: &mut impl Sink<B>,
     ) {
         let mut credits = self.credits;
-        let mut delivered = 0usize;
+        // CQEs of the adapter's own, which make no completion.
+        let mut internal = 0usize;
         let (slab, tables, reader, current) =
             (&mut *self.slab, self.tables, self.reader, self.current);
         // Final CQEs of operations stamped with another serial: they went to the retiring ring.
@@ -116,11 +129,10 @@ impl<B, R: ReadSide> Router<'_, B, R> {
         for cqe in cqes {
             let ud = cqe.user_data();
             if ud & (MESSAGE_BIT | CANCEL_ALL) != 0 {
-                delivered += usize::from(route_unowned(cqe, out));
+                internal += usize::from(!route_unowned(cqe, out));
                 continue;
             }
             let (slot, result, flags) = (ud as u32, cqe.result(), cqe.flags());
-            delivered += 1;
             if cqueue::more(flags) {
                 let f = slab.get(slot).expect("a CQE names a live slab entry");
                 out.cqe(f.wq(), f.cookie, result, flags, None);
@@ -129,23 +141,23 @@ impl<B, R: ReadSide> Router<'_, B, R> {
             let e = slab
                 .finish(slot)
                 .expect("a final CQE names a live slab entry");
-            let (key, cookie, side, serial) = (e.wq_key(), e.cookie, e.side(), e.uring_serial());
-            let buf = e.release();
+            let (key, cookie, side) = (e.wq_key(), e.cookie, e.side_bit());
+            if RETIRING {
+                of_retiring += usize::from(e.uring_serial() != current);
+            }
             credits = credits.add(tables, reader, key, side);
             let wq = WqId::from_key(key);
-            if RETIRING {
-                of_retiring += usize::from(serial != current);
-            }
-            match buf {
+            if e.is_bare() {
                 // Handed over as a literal `None`, the completion is known to carry no buffer:
                 // a sink that drops it (or reads a field or two) then needs no drop check, and
                 // the completion need not be built in memory at all.
-                None => out.cqe(wq, cookie, result, flags, None),
-                buf => out.cqe(wq, cookie, result, flags, buf),
+                out.cqe(wq, cookie, result, flags, None);
+            } else {
+                hand_back(out, wq, cookie, result, flags, e.release());
             }
         }
         self.credits = credits;
-        self.delivered += delivered;
+        self.delivered += cqes.len() - internal;
         if of_retiring > 0 {
             // Only a retiring ring's operations carry another serial.
             if let Some(n) = self.retiring_in_flight.as_deref_mut() {
@@ -153,6 +165,22 @@ impl<B, R: ReadSide> Router<'_, B, R> {
             }
         }
     }
+}
+
+/// Hands `out` a final completion that carries its buffer: out of line, so that the common
+/// completion without one (handed over with a literal `None`) is not merged with it into one
+/// call that needs a drop check.
+#[cold]
+#[inline(never)]
+fn hand_back<B>(
+    out: &mut impl Sink<B>,
+    wq: WqId,
+    cookie: u64,
+    result: i32,
+    flags: u32,
+    buf: Option<B>,
+) {
+    out.cqe(wq, cookie, result, flags, buf);
 }
 
 /// A CQE no work queue posted: a message from another ring (handed to `out`, true), or an
@@ -239,7 +267,7 @@ impl<B> RingState<B> {
                 break;
             };
             if let Some(id) = c.wq {
-                router.credits = router.credits.add(tables, reader, id.key(), side);
+                router.credits = router.credits.add(tables, reader, id.key(), side_bit(side));
             }
             out.whole(c);
             router.delivered += 1;
@@ -289,35 +317,9 @@ fn drain_cq<B, R: ReadSide>(
     let capacity = io.uring.completion().capacity();
     while router.delivered < max {
         // Route the CQEs there are (up to `want`), then store the head once.
-        let (consumed, after) = {
-            let mut cq = io.uring.completion();
-            // No more than the CQEs there are: `max` may be far larger than what can arrive
-            // (`usize::MAX`), and a reservation of it fails. The CQEs posted after this
-            // snapshot of the tail are left for the next round.
-            let want = (max - router.delivered).min(cq.len());
-            out.reserve(want);
-            let mut consumed = 0usize;
-            // The CQEs are copied out a chunk at a time before they are routed. The copy
-            // issues a chunk's loads back to back, so their cache misses overlap: with SQPOLL
-            // the kernel thread wrote them on another core, and routed one by one each load
-            // waited behind the previous CQE's slab lookup.
-            let mut chunk = [const { std::mem::MaybeUninit::uninit() }; CQE_CHUNK];
-            while consumed < want {
-                let n = (want - consumed).min(CQE_CHUNK);
-                let cqes = cq.fill(&mut chunk[..n]);
-                if cqes.is_empty() {
-                    break;
-                }
-                consumed += cqes.len();
-                if router.retiring_in_flight.is_some() {
-                    router.route_chunk::<true>(cqes, out);
-                } else {
-                    router.route_chunk::<false>(cqes, out);
-                }
-            }
-            // Stores the head and reads the tail again.
-            cq.sync();
-            (consumed, cq.len())
+        let (consumed, after) = match io.cq_map.as_mut() {
+            Some(map) => route_in_place(map, router, out, max),
+            None => route_copied(&mut io.uring, router, out, max),
         };
         // The head store ends an interval in which the kernel saw our old head. If the CQ
         // filled up relative to it, the kernel may have parked CQEs, and the tail now shows
@@ -357,4 +359,67 @@ fn drain_cq<B, R: ReadSide>(
         return Err(Error::CompletionsLost { lost });
     }
     Ok(())
+}
+
+/// Routes the CQEs `map` holds (up to what `max` leaves) where the kernel wrote them, then
+/// stores the head once. Returns how many it routed and how many had arrived behind them.
+#[inline(always)]
+fn route_in_place<B, R: ReadSide>(
+    map: &mut CqMap,
+    router: &mut Router<'_, B, R>,
+    out: &mut impl Sink<B>,
+    max: usize,
+) -> (usize, usize) {
+    let (head, ready) = map.ready();
+    let want = (max - router.delivered).min(ready);
+    out.reserve(want);
+    let (first, second) = map.runs(head, want);
+    for run in [first, second] {
+        if router.retiring_in_flight.is_some() {
+            router.route_chunk::<true>(run, out);
+        } else {
+            router.route_chunk::<false>(run, out);
+        }
+    }
+    let head = map.consume(head, want);
+    (want, map.waiting(head))
+}
+
+/// Routes the CQEs of `uring` (up to what `max` leaves), copied out a chunk at a time, then
+/// stores the head once. Returns how many it routed and how many had arrived behind them.
+#[inline(always)]
+fn route_copied<B, R: ReadSide>(
+    uring: &mut io_uring::IoUring,
+    router: &mut Router<'_, B, R>,
+    out: &mut impl Sink<B>,
+    max: usize,
+) -> (usize, usize) {
+    let mut cq = uring.completion();
+    // No more than the CQEs there are: `max` may be far larger than what can arrive
+    // (`usize::MAX`), and a reservation of it fails. The CQEs posted after this
+    // snapshot of the tail are left for the next round.
+    let want = (max - router.delivered).min(cq.len());
+    out.reserve(want);
+    let mut consumed = 0usize;
+    // The CQEs are copied out a chunk at a time before they are routed. The copy
+    // issues a chunk's loads back to back, so their cache misses overlap: with SQPOLL
+    // the kernel thread wrote them on another core, and routed one by one each load
+    // waited behind the previous CQE's slab lookup.
+    let mut chunk = [const { std::mem::MaybeUninit::uninit() }; CQE_CHUNK];
+    while consumed < want {
+        let n = (want - consumed).min(CQE_CHUNK);
+        let cqes = cq.fill(&mut chunk[..n]);
+        if cqes.is_empty() {
+            break;
+        }
+        consumed += cqes.len();
+        if router.retiring_in_flight.is_some() {
+            router.route_chunk::<true>(cqes, out);
+        } else {
+            router.route_chunk::<false>(cqes, out);
+        }
+    }
+    // Stores the head and reads the tail again.
+    cq.sync();
+    (consumed, cq.len())
 }

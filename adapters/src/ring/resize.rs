@@ -13,6 +13,8 @@
 
 pub(super) mod carry;
 
+use std::mem::ManuallyDrop;
+
 use io_uring::{opcode, IoUring};
 
 use super::handle::{dup_ring_fd, Ring};
@@ -73,7 +75,8 @@ impl<B> RingState<B> {
     #[cold]
     pub(super) fn cancel_on_retiring(&mut self, wq: WqId, side: Side, cookie: u64, victim: u64) {
         let serial = self.serial_of(victim);
-        let ud = self.slab.insert(wq, side, cookie, None, serial, None);
+        let (buf, keep) = (ManuallyDrop::new(None), ManuallyDrop::new(None));
+        let ud = self.slab.insert(wq, side, cookie, buf, serial, keep);
         let entry = opcode::AsyncCancel::new(victim).build().user_data(ud);
         let pushed = match self.retiring.as_mut() {
             Some(r) => {

@@ -13,6 +13,8 @@
 //! forwarded from the store buffer and stall the post; the same goes for moving a whole entry
 //! out at completion.
 
+use std::mem::ManuallyDrop;
+
 use crate::ops::{Retained, Side};
 use crate::tables::WqId;
 
@@ -28,8 +30,9 @@ pub(super) struct InFlight<B> {
     /// Memory the kernel reads late (a timespec, a socket address), or the target ring of a
     /// message, kept until the final completion.
     pub keep: Option<Box<Retained>>,
-    /// The serial of the io_uring the operation went to (the current one or the retiring one),
-    /// and its side in the low bit.
+    /// The serial of the io_uring the operation went to (the current one or the retiring one)
+    /// above [`STAMP_SERIAL`], whether the entry holds a buffer or a keep ([`STAMP_OWNS`]), and
+    /// its side in the low bit ([`STAMP_RECV`]).
     stamp: u32,
     /// `LIVE | generation` while the entry holds an operation; for a free entry, the next free
     /// one (the free list runs through the entries). Free entries hold no buffer and no keep.
@@ -43,9 +46,15 @@ const LIVE: u32 = 1 << 31;
 /// The generations an entry tells apart (bits 32..62 of `user_data`).
 const GENERATIONS: u32 = 1 << 30;
 
-/// How many io_uring serials an entry tells apart (the serial shares a word with the side; see
+/// How many io_uring serials an entry tells apart (the serial shares a word with two flags; see
 /// `RingState::uring_serial`).
-pub(super) const URING_SERIALS: u32 = 1 << 31;
+pub(super) const URING_SERIALS: u32 = 1 << (32 - STAMP_SERIAL);
+/// In an entry's stamp: the operation took a receive credit.
+const STAMP_RECV: u32 = 1;
+/// In an entry's stamp: the entry holds a buffer or a keep.
+const STAMP_OWNS: u32 = 2;
+/// The shift of the io_uring serial in an entry's stamp.
+const STAMP_SERIAL: u32 = 2;
 
 impl<B> InFlight<B> {
     /// The operation's work queue.
@@ -60,24 +69,37 @@ impl<B> InFlight<B> {
         self.wq_key
     }
 
-    /// The depth credit the operation took.
-    #[inline(always)]
+    /// The depth credit the operation took (the reap reads [`side_bit`](Self::side_bit)).
+    #[cfg(test)]
     pub fn side(&self) -> Side {
-        if self.stamp & 1 == 0 {
+        if self.stamp & STAMP_RECV == 0 {
             Side::Send
         } else {
             Side::Recv
         }
     }
 
+    /// The depth credit the operation took, as one bit: 1 for [`Side::Recv`].
+    #[inline(always)]
+    pub fn side_bit(&self) -> u32 {
+        self.stamp & STAMP_RECV
+    }
+
     /// The serial of the io_uring the operation went to.
     #[inline(always)]
     pub fn uring_serial(&self) -> u32 {
-        self.stamp >> 1
+        self.stamp >> STAMP_SERIAL
     }
 
     fn live(&self) -> bool {
         self.next & LIVE != 0
+    }
+
+    /// Whether the entry holds neither a buffer nor a keep (most operations): its final
+    /// completion then has nothing to hand back or drop.
+    #[inline(always)]
+    pub fn is_bare(&self) -> bool {
+        self.stamp & STAMP_OWNS == 0
     }
 
     /// Empties a [`finish`](Slab::finish)ed entry: drops the keep and hands the buffer back.
@@ -101,7 +123,6 @@ pub(super) struct Slab<B> {
     entries: Vec<InFlight<B>>,
     /// The first free entry, or `NONE`.
     free: u32,
-    live: usize,
     /// The generation the next insert gets (below [`GENERATIONS`]).
     generation: u32,
 }
@@ -111,7 +132,6 @@ impl<B> Default for Slab<B> {
         Self {
             entries: Vec::new(),
             free: NONE,
-            live: 0,
             generation: 0,
         }
     }
@@ -120,15 +140,19 @@ impl<B> Default for Slab<B> {
 impl<B> Slab<B> {
     /// Records an operation and returns the `user_data` of its SQE: its index (the low 32 bits,
     /// which [`get`](Self::get) and [`finish`](Self::finish) take) and its generation.
+    ///
+    /// The buffer and keep come in `ManuallyDrop`, and are leaked, not dropped, if the table
+    /// cannot grow (a panic at 2^31 operations in flight): so no unwinding path holds them,
+    /// and the compiler can see a `None` through to the test of it here.
     #[inline(always)]
     pub fn insert(
         &mut self,
         wq: WqId,
         side: Side,
         cookie: u64,
-        buf: Option<B>,
+        buf: ManuallyDrop<Option<B>>,
         uring_serial: u32,
-        keep: Option<Box<Retained>>,
+        keep: ManuallyDrop<Option<Box<Retained>>>,
     ) -> u64 {
         let i = self.free;
         // One bounds check for both cases: `NONE` (an empty free list) is never an index.
@@ -139,7 +163,6 @@ impl<B> Slab<B> {
         };
         // A grown entry's `next` is `NONE`, as `free` was.
         self.free = e.next;
-        self.live += 1;
         let generation = self.generation;
         self.generation = (generation + 1) % GENERATIONS;
         debug_assert!(
@@ -149,16 +172,22 @@ impl<B> Slab<B> {
         debug_assert!(uring_serial < URING_SERIALS);
         e.wq_key = wq.key();
         e.cookie = cookie;
-        e.stamp = uring_serial << 1 | u32::from(side == Side::Recv);
+        let owns = buf.is_some() || keep.is_some();
+        e.stamp = uring_serial << STAMP_SERIAL
+            | if owns { STAMP_OWNS } else { 0 }
+            | if side == Side::Recv { STAMP_RECV } else { 0 };
         e.next = LIVE | generation;
         // A free entry holds neither a buffer nor a keep, so a `None` needs no store (a copy of
         // a `None` just built in narrower stores would also stall; see `Sqe::copy_to`), and the
         // `None`s a `Some` replaces need no drop.
         if buf.is_some() {
-            std::mem::forget(std::mem::replace(&mut e.buf, buf));
+            std::mem::forget(std::mem::replace(&mut e.buf, ManuallyDrop::into_inner(buf)));
         }
         if keep.is_some() {
-            std::mem::forget(std::mem::replace(&mut e.keep, keep));
+            std::mem::forget(std::mem::replace(
+                &mut e.keep,
+                ManuallyDrop::into_inner(keep),
+            ));
         }
         u64::from(i) | u64::from(generation) << 32
     }
@@ -192,7 +221,6 @@ impl<B> Slab<B> {
         let e = self.entries.get_mut(i as usize).filter(|e| e.live())?;
         e.next = self.free;
         self.free = i;
-        self.live -= 1;
         Some(e)
     }
 
@@ -204,9 +232,10 @@ impl<B> Slab<B> {
             .map(|i| i as u64 | u64::from(self.entries[i].next & !LIVE) << 32)
     }
 
-    /// Operations in flight.
+    /// Operations in flight: counted over the entries, for the rare paths that ask (a resize,
+    /// a teardown, a warning), so that posting and reaping keep no count.
     pub fn len(&self) -> usize {
-        self.live
+        self.entries.iter().filter(|e| e.live()).count()
     }
 
     /// Forgets every operation still in flight, leaking its buffer and keep: for a ring that
@@ -216,7 +245,6 @@ impl<B> Slab<B> {
             std::mem::forget(e);
         }
         self.free = NONE;
-        self.live = 0;
     }
 }
 
@@ -236,8 +264,22 @@ mod tests {
             index: 3,
             generation: 9,
         };
-        let a = slab.insert(wq, Side::Recv, 11, Some(1), URING_SERIALS - 1, None) as u32;
-        let b = slab.insert(wq, Side::Send, 12, None, 0, None);
+        let a = slab.insert(
+            wq,
+            Side::Recv,
+            11,
+            ManuallyDrop::new(Some(1)),
+            URING_SERIALS - 1,
+            ManuallyDrop::new(None),
+        ) as u32;
+        let b = slab.insert(
+            wq,
+            Side::Send,
+            12,
+            ManuallyDrop::new(None),
+            0,
+            ManuallyDrop::new(None),
+        );
         assert_eq!(slab.len(), 2);
         let e = slab.get(a).unwrap();
         assert_eq!(
@@ -251,7 +293,14 @@ mod tests {
             slab.get(a).is_none() && slab.finish(a).is_none(),
             "freed once"
         );
-        let again = slab.insert(wq, Side::Send, 13, None, 1, None);
+        let again = slab.insert(
+            wq,
+            Side::Send,
+            13,
+            ManuallyDrop::new(None),
+            1,
+            ManuallyDrop::new(None),
+        );
         assert_eq!(again as u32, a, "reused");
         assert_ne!(again >> 32, 0, "with another generation");
         assert_eq!(slab.len(), 2);
@@ -265,12 +314,26 @@ mod tests {
             generation: 0,
         };
         slab.generation = GENERATIONS - 1;
-        let ud = slab.insert(wq, Side::Send, 1, None, 0, None);
+        let ud = slab.insert(
+            wq,
+            Side::Send,
+            1,
+            ManuallyDrop::new(None),
+            0,
+            ManuallyDrop::new(None),
+        );
         assert_eq!(ud >> 32, u64::from(GENERATIONS - 1));
         assert_eq!(ud >> 62, 0);
         assert!(slab.get(ud as u32).is_some());
         assert_eq!(slab.finish(ud as u32).and_then(|e| e.release()), None);
-        let next = slab.insert(wq, Side::Send, 2, None, 0, None);
+        let next = slab.insert(
+            wq,
+            Side::Send,
+            2,
+            ManuallyDrop::new(None),
+            0,
+            ManuallyDrop::new(None),
+        );
         assert_eq!(
             (next as u32, next >> 32),
             (ud as u32, 0),

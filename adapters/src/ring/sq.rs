@@ -1,5 +1,6 @@
 //! [`SqMap`]: this crate's own view of a ring's submission queue, so that posting writes each
-//! SQE once, straight into its SQ slot, and publishes the tail only on submit.
+//! SQE once, straight into its SQ slot (through the pending area's cursor, see `pending`), and
+//! publishes the tail only on submit.
 //!
 //! The io-uring crate stores the SQ tail whenever its SQ handle drops, so SQEs pushed through
 //! it cannot wait unpublished for a deferred batch's commit. Here the SQ ring's head and tail
@@ -27,13 +28,13 @@ use crate::ops::Sqe;
 use crate::uring_abi::{params, OFF_SQES, OFF_SQ_RING};
 
 /// One mapping, unmapped on drop.
-struct Mapping {
+pub(super) struct Mapping {
     base: NonNull<u8>,
     len: usize,
 }
 
 impl Mapping {
-    fn new(uring: &IoUring, len: usize, offset: libc::off_t) -> io::Result<Self> {
+    pub fn new(uring: &IoUring, len: usize, offset: libc::off_t) -> io::Result<Self> {
         // SAFETY: a fresh shared mapping of the ring's fd at an offset the kernel defines; no
         // existing memory is affected.
         let p = unsafe {
@@ -52,12 +53,17 @@ impl Mapping {
         let base = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Self { base, len })
     }
+
+    /// Where the mapping starts.
+    pub fn base(&self) -> NonNull<u8> {
+        self.base
+    }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: the mapping was made by `new` with this base and length, and nothing refers
-        // to it any more (its `SqMap` is being dropped).
+        // to it any more (its owner, an `SqMap` or a `CqMap`, is being dropped).
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }
@@ -71,9 +77,8 @@ pub(super) struct SqMap {
     tail: NonNull<AtomicU32>,
     mask: u32,
     entries: u32,
-    /// The next slot to fill.
-    local: u32,
-    /// The tail last published.
+    /// The tail last published. The next slot to fill is the pending area's cursor (see
+    /// `pending`), which every method that needs it takes.
     published: u32,
 }
 
@@ -108,7 +113,6 @@ impl SqMap {
             tail,
             mask: p.sq_entries - 1,
             entries: p.sq_entries,
-            local: t,
             published: t,
         })
     }
@@ -118,66 +122,64 @@ impl SqMap {
         unsafe { self.tail.as_ref() }
     }
 
-    /// Free slots, beside the ones filled and not yet published.
+    /// The SQE array and its mask: slot `next & mask` is where the SQE numbered `next` goes.
+    pub fn slots(&self) -> (NonNull<Sqe>, u32) {
+        (self.sqes.base().cast(), self.mask)
+    }
+
+    /// The tail last published: the cursor of an area with nothing pending.
+    pub fn published(&self) -> u32 {
+        self.published
+    }
+
+    /// Free slots, beside the ones filled up to `next` and not yet published.
     #[inline]
-    pub fn room(&mut self) -> usize {
-        if self.local == self.published {
+    pub fn room(&mut self, next: &mut u32) -> usize {
+        if *next == self.published {
             // Nothing pending: take in SQEs pushed through the io-uring crate's own handle
             // (rare paths such as resizes), which published their own tail.
             // Relaxed: user space alone writes the tail, under the ring lock.
             let t = self.tail().load(Ordering::Relaxed);
-            self.local = t;
+            *next = t;
             self.published = t;
         }
         // SAFETY: points into `self._ring`, mapped for as long as `self` lives.
         // Acquire: pairs with the kernel's release of the head after it read the SQEs before
         // it, so the slots it passed may be written again.
         let head = unsafe { self.head.as_ref() }.load(Ordering::Acquire);
-        (self.entries - self.local.wrapping_sub(head)) as usize
+        (self.entries - next.wrapping_sub(head)) as usize
     }
 
-    /// Copies `sqe` into the next slot and returns it, to be finished in place; it reaches the
-    /// kernel with the next [`publish`](Self::publish). The caller checked the room.
-    #[inline(always)]
-    pub fn push(&mut self, sqe: &Sqe) -> &mut Sqe {
-        let slot = (self.local & self.mask) as usize;
-        // SAFETY: `slot < entries`, so the SQE is inside the SQE mapping, which lives as long
-        // as `self`; the caller's room check means the kernel has consumed whatever was there
-        // (the head passed it) and does not read it again before the tail is published past
-        // it; `&mut self` makes this the only reference.
-        let place = unsafe { &mut *self.sqes.base.as_ptr().cast::<Sqe>().add(slot) };
-        sqe.copy_to(place);
-        self.local = self.local.wrapping_add(1);
-        place
-    }
-
-    /// SQEs filled and not yet published.
+    /// SQEs filled up to `next` and not yet published.
     #[inline]
-    pub fn pending(&self) -> u32 {
-        self.local.wrapping_sub(self.published)
+    pub fn pending(&self, next: u32) -> u32 {
+        next.wrapping_sub(self.published)
     }
 
-    /// Hands the pending SQEs to the kernel: one tail store.
+    /// Hands the SQEs filled up to `next` to the kernel: one tail store.
     #[inline]
-    pub fn publish(&mut self) {
+    pub fn publish(&mut self, next: u32) {
         // Release: the kernel reads the SQEs up to the tail after an acquire load of it.
-        self.tail().store(self.local, Ordering::Release);
-        self.published = self.local;
+        self.tail().store(next, Ordering::Release);
+        self.published = next;
     }
 
-    /// The `user_data` of each pending SQE.
-    pub fn pending_user_data(&self) -> Vec<u64> {
-        (0..self.pending())
+    /// The `user_data` of each SQE filled up to `next` and not yet published.
+    pub fn pending_user_data(&self, next: u32) -> Vec<u64> {
+        (0..self.pending(next))
             .map(|k| {
                 let slot = (self.published.wrapping_add(k) & self.mask) as usize;
-                // SAFETY: as in `push`; pending slots hold SQEs this map wrote.
-                unsafe { (*self.sqes.base.as_ptr().cast::<Sqe>().add(slot)).user_data }
+                // SAFETY: `slot < entries`, inside the SQE mapping, which lives as long as
+                // `self`; pending slots hold SQEs the pending area wrote, which the kernel does
+                // not touch before their publication.
+                unsafe { (*self.sqes.base().as_ptr().cast::<Sqe>().add(slot)).user_data }
             })
             .collect()
     }
 
-    /// Drops the pending SQEs unpublished.
-    pub fn discard(&mut self) {
-        self.local = self.published;
+    /// Drops the pending SQEs unpublished: the cursor goes back to the published tail, which
+    /// this returns.
+    pub fn discard(&self) -> u32 {
+        self.published
     }
 }

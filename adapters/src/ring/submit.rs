@@ -4,12 +4,13 @@
 //! own the ring come in through [`Absorb`].
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 use super::RingState;
 use crate::cq::Completion;
 use crate::error::DescriptorError;
-use crate::ops::{FileUse, Op, PostAction, Resolved, Retained, Side, Sqe, Target};
+use crate::ops::{FileUse, Op, Parts, PostAction, Resolved, Retained, Sqe, Target};
 use crate::stats::Counters;
 use crate::tables::{WqId, WqShared};
 use regio_sync::Absorb;
@@ -20,7 +21,6 @@ use regio_sync::Absorb;
 /// rejected: then it completes with that error and touches nothing else).
 pub(crate) struct Post<B> {
     pub wq: WqId,
-    pub side: Side,
     pub target: Target,
     pub op: Op<B>,
     pub checked: Result<Option<Resolved>, DescriptorError>,
@@ -45,12 +45,13 @@ impl<B> RingState<B> {
         self.room > 0
     }
 
-    /// Adds `sqe` to the pending SQEs and returns its copy, to be finished in place.
+    /// Adds `sqe`, with `user_data` as its `user_data`, to the pending SQEs and returns its
+    /// copy, to be finished in place.
     #[inline(always)]
-    fn stage(&mut self, sqe: &Sqe) -> &mut Sqe {
+    fn stage(&mut self, sqe: &Sqe, user_data: u64) -> &mut Sqe {
         debug_assert!(self.room > 0, "has_room() first");
         self.room -= 1;
-        self.io.pending.push(sqe)
+        self.io.pending.push(sqe, user_data)
     }
 
     /// Hands the pending SQEs to the kernel (see [`IoRing::submit`](super::IoRing::submit)).
@@ -67,7 +68,7 @@ impl<B> RingState<B> {
         if post.checked.is_ok() && !self.ensure_room() {
             return Err(post);
         }
-        self.enqueue(post.wq, post.side, post.target, post.op, post.checked);
+        self.enqueue(post.wq, post.target, post.op.into_parts(), post.checked);
         Ok(())
     }
 
@@ -91,55 +92,49 @@ impl<B> RingState<B> {
         self.has_room()
     }
 
-    /// Turns an operation of work queue `wq`, whose credit was taken and whose descriptor was
-    /// checked (`checked`), into an SQE ([`ensure_room`](Self::ensure_room) first), or into a
-    /// local completion.
+    /// Turns an operation of work queue `wq`, taken apart ([`Op::into_parts`]), whose credit
+    /// was taken and whose descriptor was checked (`checked`), into an SQE
+    /// ([`ensure_room`](Self::ensure_room) first), or into a local completion.
+    ///
+    /// On the common path the operation is never put back together: its buffer and keep-alive
+    /// go to the slab entry and its SQE to the pending area, so that nothing of it needs to be
+    /// whole in memory (see [`Request`](crate::ops::Request)).
     #[inline(always)]
     pub(crate) fn enqueue(
         &mut self,
         wq: WqId,
-        side: Side,
         target: Target,
-        op: Op<B>,
+        (req, buf, keep): Parts<B>,
         checked: Result<Option<Resolved>, DescriptorError>,
     ) {
         let resolved = match checked {
             Ok(r) => r,
-            Err(error) => return self.reject(wq, side, op, error),
+            Err(error) => return self.reject(wq, Op::from_parts((req, buf, keep)), error),
         };
-        if !matches!(op.post_action, PostAction::None) || op.file > FileUse::Fd {
-            return self.enqueue_special(wq, side, target, op, resolved);
+        if !matches!(req.post_action, PostAction::None) || req.file > FileUse::Fd {
+            let op = Op::from_parts((req, buf, keep));
+            return self.enqueue_special(wq, target, op, resolved);
         }
-        // The common case works on the operation where the caller built it: its buffer and
-        // keep-alive move out by hand, and the operation itself is never moved or dropped.
-        let op = std::mem::ManuallyDrop::new(op);
-        // An operation without a buffer (most control operations) gets a fresh `None` rather
-        // than a copy of the field: a vector copy of bytes its constructor has just stored in
-        // narrower pieces would stall (see `Sqe::copy_to`).
-        let buf = if op.buf.is_some() {
-            // SAFETY: `op` is never dropped (ManuallyDrop) and nothing else reads the field, so
-            // the buffer is moved out exactly once and has one owner: the slab entry.
-            unsafe { std::ptr::read(&op.buf) }
-        } else {
-            None
-        };
-        // SAFETY: as for the buffer.
-        let keep = unsafe { std::ptr::read(&op.retained) };
-        let ud = self
-            .slab
-            .insert(wq, side, op.sqe.user_data, buf, self.uring_serial, keep);
-        // The SQE goes into the pending area as it is and is finished in place. Every pointer
-        // in it refers to registered memory owned by the buffer now in the slab entry, or to
-        // memory in its keep; both live until the final CQE for `ud`.
-        let sqe = self.stage(&op.sqe);
-        sqe.user_data = ud;
-        sqe.fill(op.file, target, resolved, op.buf_use);
+        let ud = self.slab.insert(
+            wq,
+            req.side,
+            req.sqe.user_data,
+            buf,
+            self.uring_serial,
+            keep,
+        );
+        // The SQE goes into the pending area with `ud` in place of the cookie, and is finished
+        // in place. Every pointer in it refers to registered memory owned by the buffer now in
+        // the slab entry, or to memory in its keep; both live until the final CQE for `ud`.
+        let sqe = self.stage(&req.sqe, ud);
+        sqe.fill(req.file, target, resolved, req.buf_use);
     }
 
     /// A descriptor that failed its check completes here, with its buffer, and reaches neither
     /// the kernel nor any other work queue.
     #[cold]
-    fn reject(&mut self, wq: WqId, side: Side, op: Op<B>, error: DescriptorError) {
+    fn reject(&mut self, wq: WqId, op: Op<B>, error: DescriptorError) {
+        let side = op.side();
         let c = Completion::reject(wq, op.cookie(), error, op.buf);
         self.local.push_back((c, side));
     }
@@ -147,14 +142,8 @@ impl<B> RingState<B> {
     /// [`enqueue`](Self::enqueue) for the operations that need more than their file and buffer
     /// filled in: splice, close, cancel and msg_ring.
     #[cold]
-    fn enqueue_special(
-        &mut self,
-        wq: WqId,
-        side: Side,
-        target: Target,
-        op: Op<B>,
-        resolved: Option<Resolved>,
-    ) {
+    fn enqueue_special(&mut self, wq: WqId, target: Target, op: Op<B>, resolved: Option<Resolved>) {
+        let side = op.side();
         let Op {
             mut sqe,
             buf,
@@ -191,12 +180,12 @@ impl<B> RingState<B> {
                 }
             }
         }
+        let (buf, keep) = (ManuallyDrop::new(buf), ManuallyDrop::new(keep));
         let ud = self
             .slab
             .insert(wq, side, cookie, buf, self.uring_serial, keep);
         // As in `enqueue`: what the SQE points at lives in the slab entry.
-        sqe.user_data = ud;
-        self.stage(&sqe);
+        self.stage(&sqe, ud);
     }
 }
 

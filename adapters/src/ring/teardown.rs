@@ -45,11 +45,9 @@ impl<B> Drop for RingState<B> {
 
 /// Asks `io` to cancel everything it has in flight.
 fn cancel_all(io: &mut IoRing, counters: &Counters) {
-    let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
-        .build()
-        .user_data(CANCEL_ALL);
+    let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
     if io.room() > 0 {
-        io.pending.push(&Sqe::from_entry(cancel));
+        io.pending.push(&Sqe::from_entry(cancel), CANCEL_ALL);
     }
     if let Err(e) = io.submit(counters) {
         tracing::warn!(error = %e, "cancel at ring drop could not be submitted");
