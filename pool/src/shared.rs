@@ -340,8 +340,7 @@ impl Inner {
             // SAFETY: these are the magazines of this thread's slot, and `class` is one of the
             // pool's classes (the caller's contract).
             if let Some(free) = unsafe { mags.get(class).pop() } {
-                // SAFETY: as above.
-                if unsafe { self.waiters.any_unchecked(class) } {
+                if self.waiters.any_class() {
                     self.share_cache(class);
                 }
                 // SAFETY: magazines hold pointers to this pool's metadata, which lives as long
@@ -383,9 +382,12 @@ impl Inner {
         (meta, meta.generation.load(Ordering::Relaxed))
     }
 
-    /// Others wait for `class` while this thread has some cached: hand them over.
+    /// Others may wait for `class` while this thread has some cached: hand them over if so.
     #[cold]
     fn share_cache(&self, class: usize) {
+        if !self.waiters.any(class) {
+            return;
+        }
         let Some(slot) = local::slot(self) else {
             return;
         };
@@ -549,8 +551,7 @@ impl Inner {
     #[inline(always)]
     pub(crate) unsafe fn put_cached(&self, meta: &ElemMeta, class: usize, generation: u32) -> bool {
         debug_assert_eq!(class, usize::from(meta.class));
-        // SAFETY: an element's class is one of its pool's (the caller's contract).
-        if unsafe { self.waiters.any_unchecked(class) } {
+        if self.waiters.any_class() {
             return false;
         }
         let Some(mags) = local::cached_mags(self) else {
