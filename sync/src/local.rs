@@ -25,6 +25,7 @@
 //!   protocol; only the owning thread writes its word.
 
 use std::cell::{Cell, RefCell};
+use std::ptr::NonNull;
 
 use crate::asym;
 use crate::domain::{Domain, Home, Slot, State};
@@ -49,17 +50,18 @@ impl Drop for Entry {
     }
 }
 
-/// The domain this thread looked up last (by its `Home`), and its slot there.
+/// The domain this thread looked up last (by its `Home`), and its slot there. A slot is never
+/// null, so a match needs no null check; `NONE` names no domain (no handle's key is null).
 #[derive(Clone, Copy)]
 struct Shortcut {
     home: *const Home,
-    slot: *const Slot,
+    slot: NonNull<Slot>,
 }
 
 impl Shortcut {
     const NONE: Shortcut = Shortcut {
         home: std::ptr::null(),
-        slot: std::ptr::null(),
+        slot: NonNull::dangling(),
     };
 }
 
@@ -92,20 +94,17 @@ loom::thread_local! {
 /// lookup ([`slot`]) costs little.
 #[inline(always)]
 pub(crate) fn cached_slot(domain: &Domain) -> Option<&Slot> {
-    let ptr = LAST
+    let slot = LAST
         .try_with(|last| {
             let last = last.get();
-            if last.home as usize == domain.home_key {
-                last.slot
-            } else {
-                std::ptr::null()
-            }
+            (last.home as usize == domain.home_key).then_some(last.slot)
         })
-        .unwrap_or(std::ptr::null());
-    // SAFETY: a non-null slot was claimed by this thread in the domain whose `Home` is at
-    // `home_key` (the entry that holds the `Home` keeps that address from being reused), which
-    // frees its slots only when its state drops, after the borrow of `domain` ends.
-    unsafe { ptr.as_ref() }
+        .ok()
+        .flatten()?;
+    // SAFETY: a slot in a shortcut that names a domain was claimed by this thread there (the
+    // entry that holds the domain's `Home` keeps the key's address from being reused), and the
+    // domain frees its slots only when its state drops, after the borrow of `domain` ends.
+    Some(unsafe { slot.as_ref() })
 }
 
 /// This thread's slot in `state`, claiming one on first use; `None` once the thread is shutting
@@ -131,7 +130,7 @@ pub(crate) fn slot(state: &State) -> Option<&Slot> {
             slot
         })
         .unwrap_or(std::ptr::null());
-    if !slot.is_null() && asym::expedited() {
+    if let (Some(slot), true) = (NonNull::new(slot.cast_mut()), asym::expedited()) {
         let shortcut = Shortcut {
             home: state.home_ptr(),
             slot,
