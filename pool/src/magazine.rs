@@ -118,8 +118,12 @@ impl<T: Copy> Magazine<T> {
     ///
     /// Only the thread that claimed the magazine's slot may call this.
     pub(crate) unsafe fn drain_oldest(&self, count: usize, out: &mut [T]) -> usize {
-        // SAFETY: the caller's contract.
-        unsafe { self.drain_oldest_map(count, out, |item| item) }
+        // SAFETY: the caller's contract. One block copy, not a loop of single elements.
+        unsafe {
+            self.drain_oldest_with(count.min(out.len()), |oldest| {
+                out[..oldest.len()].copy_from_slice(oldest);
+            })
+        }
     }
 
     /// [`drain_oldest`](Self::drain_oldest), writing `f` of each element into `out`.
@@ -133,14 +137,29 @@ impl<T: Copy> Magazine<T> {
         out: &mut [U],
         f: impl Fn(T) -> U,
     ) -> usize {
+        // SAFETY: the caller's contract.
+        unsafe {
+            self.drain_oldest_with(count.min(out.len()), |oldest| {
+                for (out, &item) in out.iter_mut().zip(oldest) {
+                    *out = f(item);
+                }
+            })
+        }
+    }
+
+    /// Shows the `count` oldest elements (or all, if fewer) to `take`, which takes them over,
+    /// then removes them; returns how many.
+    ///
+    /// # Safety
+    ///
+    /// As for `drain_oldest`.
+    unsafe fn drain_oldest_with(&self, count: usize, take: impl FnOnce(&[T])) -> usize {
         let n = self.len();
-        let k = count.min(n).min(out.len());
+        let k = count.min(n);
         // SAFETY: single owner (the caller's contract); `k <= n <= MAG_CAP`.
         self.items.with_mut(|all| unsafe {
             let all = &mut *all;
-            for (out, &item) in out.iter_mut().zip(&all[..k]) {
-                *out = f(item);
-            }
+            take(&all[..k]);
             all.copy_within(k..n, 0);
         });
         // Relaxed: see "Advisory length".
