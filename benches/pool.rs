@@ -8,9 +8,9 @@
 //! run).
 //!
 //! For instruction counts, which stay put however loaded the machine is, name a loop in
-//! `REGIO_BENCH_ICOUNT` (`acq_rel`, `acq_rel_arrayqueue`, `bulk_64`, `xthread`,
-//! `xthread_arrayqueue`, optionally followed by `:<iterations>`); the binary then runs just that
-//! loop, in a function of its own, and exits. See `docs/performance.md`.
+//! `REGIO_BENCH_ICOUNT` (`acq_rel`, `bulk_64`, `xthread` and `handover`, each also with the
+//! suffix `_arrayqueue` or `_mutex` for a peer, optionally followed by `:<iterations>`); the
+//! binary then runs just that loop and exits. See `docs/performance.md`.
 
 #[allow(dead_code)] // shared with the other benches; each uses part of it
 mod support;
@@ -18,7 +18,7 @@ mod support;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -329,26 +329,58 @@ fn async_round_trip(c: &mut Criterion, samples: &Samples) {
 }
 
 /// The loops `REGIO_BENCH_ICOUNT` names, each in a function of its own (`pool::icount_<loop>`) so
-/// that callgrind can count it alone (`--toggle-collect`); each runs its body `n` times.
+/// that callgrind can count it alone (`--toggle-collect`); each runs its body `n` times. Each
+/// peer's loop has the same body as regio's.
 #[inline(never)]
 fn icount_acq_rel(pool: &MessagePool, n: u64) {
-    for _ in 0..n {
+    repeat(n, || {
         black_box(pool.try_acquire().expect("never exhausted").as_ptr());
-    }
+    });
 }
 
 #[inline(never)]
 fn icount_acq_rel_arrayqueue(queue: &QueuePool, n: u64) {
-    for _ in 0..n {
+    repeat(n, || {
         black_box(queue.acquire().expect("never exhausted").as_ptr());
-    }
+    });
+}
+
+#[inline(never)]
+fn icount_acq_rel_mutex(lock: &LockPool, n: u64) {
+    repeat(n, || {
+        black_box(lock.acquire().expect("never exhausted").as_ptr());
+    });
 }
 
 #[inline(never)]
 fn icount_bulk_64(pool: &MessagePool, n: u64) {
+    bulk_loop(n, || pool.try_acquire().expect("never exhausted"));
+}
+
+#[inline(never)]
+fn icount_bulk_64_arrayqueue(queue: &QueuePool, n: u64) {
+    bulk_loop(n, || queue.acquire().expect("never exhausted"));
+}
+
+#[inline(never)]
+fn icount_bulk_64_mutex(lock: &LockPool, n: u64) {
+    bulk_loop(n, || lock.acquire().expect("never exhausted"));
+}
+
+/// Runs `body` `n` times.
+#[inline(always)]
+fn repeat(n: u64, body: impl Fn()) {
+    for _ in 0..n {
+        body();
+    }
+}
+
+/// `n` rounds of [`BULK`] acquires, then [`BULK`] releases.
+#[inline(always)]
+fn bulk_loop<B>(n: u64, acquire: impl Fn() -> B) {
     let mut held = Vec::with_capacity(BULK);
     for _ in 0..n {
-        held.extend((0..BULK).map(|_| pool.try_acquire().expect("never exhausted")));
+        held.extend((0..BULK).map(|_| acquire()));
         black_box(&held);
         held.clear();
     }
@@ -364,17 +396,69 @@ fn icount_xthread_arrayqueue(queue: &QueuePool, n: u64) {
     relay(n, || queue.acquire());
 }
 
+#[inline(never)]
+fn icount_xthread_mutex(lock: &LockPool, n: u64) {
+    relay(n, || lock.acquire());
+}
+
+/// How many buffers one hand-over of [`handover`] carries.
+const HANDOVER: usize = 256;
+
+/// `n` buffers (rounded up to whole hand-overs) acquired on this thread and released on another,
+/// [`HANDOVER`] at a time, through blocking channels: a cross-thread loop whose instruction count
+/// does not depend on how the two threads interleave, when counted in [`handover_acquire`] and
+/// [`handover_release`] alone.
+fn handover<B: Send>(n: u64, acquire: impl Fn() -> Option<B>) {
+    let (to_releaser, full) = mpsc::sync_channel::<Vec<B>>(1);
+    let (to_acquirer, emptied) = mpsc::sync_channel::<Vec<B>>(1);
+    thread::scope(|s| {
+        s.spawn(move || {
+            for mut held in full {
+                handover_release(&mut held);
+                if to_acquirer.send(held).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut held = Vec::with_capacity(HANDOVER);
+        for _ in 0..n.div_ceil(HANDOVER as u64) {
+            handover_acquire(&acquire, &mut held);
+            to_releaser.send(held).expect("the releaser runs");
+            held = emptied.recv().expect("the releaser hands the vector back");
+        }
+        drop(to_releaser);
+    });
+}
+
+#[inline(never)]
+fn handover_acquire<B>(acquire: &impl Fn() -> Option<B>, held: &mut Vec<B>) {
+    held.extend((0..HANDOVER).map(|_| acquire().expect("never exhausted")));
+}
+
+#[inline(never)]
+fn handover_release<B>(held: &mut Vec<B>) {
+    held.clear();
+}
+
 /// Runs the loop `spec` (`<loop>[:<iterations>]`) names; see the module docs.
 fn icount(spec: &str) {
     let (name, n) = support::icount_spec(spec);
     let pool = regio_pool();
     let queue = QueuePool::new();
+    let lock = LockPool::new();
     match name {
         "acq_rel" => icount_acq_rel(&pool, n),
         "acq_rel_arrayqueue" => icount_acq_rel_arrayqueue(&queue, n),
+        "acq_rel_mutex" => icount_acq_rel_mutex(&lock, n),
         "bulk_64" => icount_bulk_64(&pool, n),
+        "bulk_64_arrayqueue" => icount_bulk_64_arrayqueue(&queue, n),
+        "bulk_64_mutex" => icount_bulk_64_mutex(&lock, n),
         "xthread" => icount_xthread(&pool, n),
         "xthread_arrayqueue" => icount_xthread_arrayqueue(&queue, n),
+        "xthread_mutex" => icount_xthread_mutex(&lock, n),
+        "handover" => handover(n, || pool.try_acquire().ok()),
+        "handover_arrayqueue" => handover(n, || queue.acquire()),
+        "handover_mutex" => handover(n, || lock.acquire()),
         other => panic!("REGIO_BENCH_ICOUNT: no loop {other:?}"),
     }
 }

@@ -14,9 +14,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::mem::ManuallyDrop;
+use std::ptr::NonNull;
 use std::sync::{Arc, Weak};
 
-use crate::magazine::{CacheSlot, Mags};
+use crate::magazine::{CacheSlot, Cached, Magazine, Mags};
 use crate::shared::Inner;
 
 struct Entry {
@@ -30,20 +31,21 @@ struct LocalCaches {
 }
 
 /// The one-entry shortcut: the pool this thread looked up last, its slot there (null if it has
-/// none) and that slot's magazines (null likewise), which the hot paths reach without loading
-/// them from the slot.
+/// none) and that slot's magazines, which the hot paths reach without loading them from the
+/// slot; for a thread without a slot, the pool's empty stand-in magazines, so that the hot paths
+/// need no null check (see [`CacheSlot::stand_in`]). `NONE` names no pool.
 #[derive(Clone, Copy)]
 struct Shortcut {
     pool: *const Inner,
     slot: *const CacheSlot,
-    mags: *const crate::magazine::Magazine<crate::magazine::Cached>,
+    mags: NonNull<Magazine<Cached>>,
 }
 
 impl Shortcut {
     const NONE: Shortcut = Shortcut {
         pool: std::ptr::null(),
         slot: std::ptr::null(),
-        mags: std::ptr::null(),
+        mags: NonNull::dangling(),
     };
 }
 
@@ -79,7 +81,7 @@ impl LocalCaches {
             }
         };
         // SAFETY: a non-null slot lives inside the live `pool`.
-        let mags = unsafe { slot.as_ref() }.map_or(std::ptr::null(), CacheSlot::first_mag);
+        let mags = unsafe { slot.as_ref() }.map_or(pool.stand_in_mags(), CacheSlot::first_mag);
         let shortcut = Shortcut {
             pool: me,
             slot,
@@ -137,25 +139,22 @@ pub(crate) fn existing_slot(pool: &Inner) -> Option<&CacheSlot> {
     unsafe { ptr.as_ref() }
 }
 
-/// The magazines of the calling thread's cache slot in `pool` if the shortcut names `pool`: the
-/// hot paths' look, one compare against a thread-local word. `None` says nothing more; [`slot`]
-/// gives the answer.
+/// The magazines of the calling thread's cache slot in `pool` (or the pool's empty stand-in,
+/// for a thread without a slot) if the shortcut names `pool`: the hot paths' look, one compare
+/// against a thread-local word. `None` says nothing more; [`slot`] gives the answer.
 #[inline(always)]
 pub(crate) fn cached_mags(pool: &Inner) -> Option<Mags<'_>> {
     let me: *const Inner = pool;
-    let ptr = LAST
+    let mags = LAST
         .try_with(|last| {
             let last = last.get();
-            if last.pool == me {
-                last.mags
-            } else {
-                std::ptr::null()
-            }
+            (last.pool == me).then_some(last.mags)
         })
-        .unwrap_or(std::ptr::null());
-    // SAFETY: non-null magazines are those of a slot this thread claimed in `pool`, which stays
-    // inside it as long as the borrow of `pool`.
-    unsafe { Mags::new(ptr) }
+        .ok()
+        .flatten()?;
+    // SAFETY: a shortcut that names `pool` holds the magazines of a slot this thread claimed in
+    // `pool`, or those of its stand-in, which stay inside it as long as the borrow of `pool`.
+    Some(unsafe { Mags::new(mags) })
 }
 
 /// The calling thread's cache slot in `pool`, or `None` if every slot is taken by other

@@ -14,9 +14,14 @@
 //!   [`MessagePool::available`](crate::MessagePool::available); the owner writes it with Relaxed
 //!   stores, which cost a plain move.
 //!
-//! **Bounded length.** Every write of `len` keeps it at most [`MAG_CAP`] (`push` is given a
-//! limit of at most `MAG_CAP`, `fill` asserts, `pop` and `drain_oldest` only lower it), so the
-//! hot `push` and `pop` index the items without a bounds check.
+//! **Bounded length.** Every write of `len` keeps it at most [`MAG_CAP`] (`push` stops at the
+//! magazine's capacity, at most `MAG_CAP`; `fill` asserts; `pop` and `drain_oldest` only lower
+//! it), so the hot `push` and `pop` index the items without a bounds check.
+//!
+//! **The empty stand-in.** A pool keeps one slot of magazines of capacity 0 for threads without
+//! a cache of their own ([`CacheSlot::stand_in`]), so that the hot paths need not tell "no
+//! cache" apart from "a cache": `pop` finds such a magazine empty and `push` finds it full before
+//! they write anything, so any number of threads may call them on it.
 
 use regio_loom_shim::cell::UnsafeCell;
 use regio_loom_shim::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -35,14 +40,21 @@ pub(crate) const MAG_CAP: usize = 128;
 #[repr(align(128))]
 pub(crate) struct Magazine<T> {
     len: AtomicU32,
+    /// The most elements `push` caches (the pool's cache size), at most [`MAG_CAP`].
+    cap: u32,
     items: UnsafeCell<[T; MAG_CAP]>,
 }
 
 impl<T: Copy> Magazine<T> {
-    /// An empty magazine; `blank` fills the unused entries.
-    fn new(blank: T) -> Self {
+    /// An empty magazine that caches up to `cap` elements; `blank` fills the unused entries.
+    fn new(blank: T, cap: usize) -> Self {
+        assert!(
+            cap <= MAG_CAP,
+            "a magazine holds at most {MAG_CAP} elements"
+        );
         Self {
             len: AtomicU32::new(0),
+            cap: cap as u32,
             items: UnsafeCell::new([blank; MAG_CAP]),
         }
     }
@@ -58,7 +70,8 @@ impl<T: Copy> Magazine<T> {
     ///
     /// # Safety
     ///
-    /// Only the thread that claimed the magazine's slot may call this.
+    /// Only the thread that claimed the magazine's slot may call this, or any thread if the
+    /// magazine is an empty stand-in (capacity 0).
     #[inline]
     pub(crate) unsafe fn pop(&self) -> Option<T> {
         let n = self.len();
@@ -75,20 +88,18 @@ impl<T: Copy> Magazine<T> {
         Some(item)
     }
 
-    /// Caches `item` unless the magazine already holds `limit` elements.
+    /// Caches `item` unless the magazine is full (holds its capacity).
     ///
     /// # Safety
     ///
-    /// Only the thread that claimed the magazine's slot may call this, and `limit` is at most
-    /// [`MAG_CAP`].
+    /// As for [`pop`](Self::pop).
     #[inline]
-    pub(crate) unsafe fn push(&self, item: T, limit: usize) -> bool {
-        debug_assert!(limit <= MAG_CAP);
+    pub(crate) unsafe fn push(&self, item: T) -> bool {
         let n = self.len();
-        if n >= limit {
+        if n >= self.cap as usize {
             return false;
         }
-        // SAFETY: single owner, and `n < limit <= MAG_CAP` (the caller's contract).
+        // SAFETY: single owner (a stand-in returned above), and `n < cap <= MAG_CAP` (`new`).
         self.items
             .with_mut(|items| unsafe { *(*items).get_unchecked_mut(n) = item });
         // Relaxed: see "Advisory length".
@@ -118,8 +129,12 @@ impl<T: Copy> Magazine<T> {
     ///
     /// Only the thread that claimed the magazine's slot may call this.
     pub(crate) unsafe fn drain_oldest(&self, count: usize, out: &mut [T]) -> usize {
-        // SAFETY: the caller's contract.
-        unsafe { self.drain_oldest_map(count, out, |item| item) }
+        // SAFETY: the caller's contract. One block copy, not a loop of single elements.
+        unsafe {
+            self.drain_oldest_with(count.min(out.len()), |oldest| {
+                out[..oldest.len()].copy_from_slice(oldest);
+            })
+        }
     }
 
     /// [`drain_oldest`](Self::drain_oldest), writing `f` of each element into `out`.
@@ -133,14 +148,29 @@ impl<T: Copy> Magazine<T> {
         out: &mut [U],
         f: impl Fn(T) -> U,
     ) -> usize {
+        // SAFETY: the caller's contract.
+        unsafe {
+            self.drain_oldest_with(count.min(out.len()), |oldest| {
+                for (out, &item) in out.iter_mut().zip(oldest) {
+                    *out = f(item);
+                }
+            })
+        }
+    }
+
+    /// Shows the `count` oldest elements (or all, if fewer) to `take`, which takes them over,
+    /// then removes them; returns how many.
+    ///
+    /// # Safety
+    ///
+    /// As for `drain_oldest`.
+    unsafe fn drain_oldest_with(&self, count: usize, take: impl FnOnce(&[T])) -> usize {
         let n = self.len();
-        let k = count.min(n).min(out.len());
+        let k = count.min(n);
         // SAFETY: single owner (the caller's contract); `k <= n <= MAG_CAP`.
         self.items.with_mut(|all| unsafe {
             let all = &mut *all;
-            for (out, &item) in out.iter_mut().zip(&all[..k]) {
-                *out = f(item);
-            }
+            take(&all[..k]);
             all.copy_within(k..n, 0);
         });
         // Relaxed: see "Advisory length".
@@ -175,19 +205,27 @@ impl Cached {
 }
 
 // SAFETY: the items of each magazine are touched only by the thread that claimed the slot (the
-// claim is an Acquire CAS, the give-up a Release store); other threads only read the atomic
-// lengths. So sharing `&CacheSlot` between threads cannot race on the cells. The pointers name
+// claim is an Acquire CAS, the give-up a Release store), and never in a stand-in's magazines
+// (module docs); other threads only read the atomic lengths. So sharing `&CacheSlot` between threads cannot race on the cells. The pointers name
 // element metadata of the pool that owns the slot, which is `Sync`.
 unsafe impl Sync for CacheSlot {}
 // SAFETY: as above; the pointers are plain addresses of the pool's own metadata.
 unsafe impl Send for CacheSlot {}
 
 impl CacheSlot {
-    pub(crate) fn new(classes: usize) -> Self {
+    /// A slot with a magazine of capacity `cap` per class.
+    pub(crate) fn new(classes: usize, cap: usize) -> Self {
         Self {
             claimed: AtomicBool::new(false),
-            mags: (0..classes).map(|_| Magazine::new(Cached::BLANK)).collect(),
+            mags: (0..classes)
+                .map(|_| Magazine::new(Cached::BLANK, cap))
+                .collect(),
         }
+    }
+
+    /// The empty stand-in for threads without a cache (module docs): never claimed.
+    pub(crate) fn stand_in(classes: usize) -> Self {
+        Self::new(classes, 0)
     }
 
     /// Claims the slot for the calling thread.
@@ -212,8 +250,9 @@ impl CacheSlot {
     }
 
     /// The magazine of class 0, the start of the magazines that [`Mags`] reaches.
-    pub(crate) fn first_mag(&self) -> *const Magazine<Cached> {
-        self.mags.as_ptr()
+    pub(crate) fn first_mag(&self) -> NonNull<Magazine<Cached>> {
+        // The whole slice's pointer, so that `Mags::get` may reach every class from it.
+        NonNull::from(&*self.mags).cast()
     }
 
     /// All magazines, by class.
@@ -231,17 +270,17 @@ pub(crate) struct Mags<'a> {
 }
 
 impl<'a> Mags<'a> {
-    /// The magazines from `first`, or `None` if it is null.
+    /// The magazines from `first`.
     ///
     /// # Safety
     ///
-    /// A non-null `first` is [`CacheSlot::first_mag`] of a slot that lives for `'a`.
+    /// `first` is [`CacheSlot::first_mag`] of a slot that lives for `'a`.
     #[inline(always)]
-    pub(crate) unsafe fn new(first: *const Magazine<Cached>) -> Option<Self> {
-        NonNull::new(first.cast_mut()).map(|first| Mags {
+    pub(crate) unsafe fn new(first: NonNull<Magazine<Cached>>) -> Self {
+        Mags {
             first,
             _slot: PhantomData,
-        })
+        }
     }
 
     /// The magazine of `class`.
@@ -263,13 +302,13 @@ mod tests {
 
     #[test]
     fn push_pop_fill_drain() {
-        let m = Magazine::new(0u32);
-        // SAFETY: this test thread is the only user of `m`, and every limit is below MAG_CAP.
+        let m = Magazine::new(0u32, 2);
+        // SAFETY: this test thread is the only user of `m`.
         unsafe {
             assert_eq!(m.pop(), None);
-            assert!(m.push(1, 2));
-            assert!(m.push(2, 2));
-            assert!(!m.push(3, 2));
+            assert!(m.push(1));
+            assert!(m.push(2));
+            assert!(!m.push(3), "full at its capacity");
             m.fill(&[3, 4]);
             assert_eq!(m.len(), 4);
             let mut out = [0; 8];
@@ -281,8 +320,19 @@ mod tests {
     }
 
     #[test]
+    fn the_stand_in_is_empty_and_full() {
+        let s = CacheSlot::stand_in(2);
+        // SAFETY: a stand-in may be used by any thread (module docs).
+        unsafe {
+            assert_eq!(s.mag(1).pop().map(|c| c.generation), None);
+            assert!(!s.mag(1).push(Cached::BLANK));
+        }
+        assert_eq!(s.mag(1).len(), 0);
+    }
+
+    #[test]
     fn a_slot_is_claimed_once() {
-        let s = CacheSlot::new(2);
+        let s = CacheSlot::new(2, 4);
         assert!(s.try_claim());
         assert!(!s.try_claim());
         s.release();

@@ -362,7 +362,7 @@ fn free(meta: &ElemMeta, held: u32) -> u32 {
     // Relaxed: a check of the caller's copy; only this message writes the generation.
     debug_assert_eq!(meta.generation.load(Ordering::Relaxed), held);
     // No handle has this generation yet.
-    let next = generations::next(held, generations::HELD);
+    let next = generations::after_held(held);
     // Relaxed: the message holds the element exclusively; the store or magazine hand-off that
     // follows orders this store before the next holder's accesses.
     meta.generation.store(next, Ordering::Relaxed);

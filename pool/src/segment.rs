@@ -59,6 +59,15 @@ pub(crate) mod generations {
         (g & !3).wrapping_add(4) | state
     }
 
+    /// The generation after the held generation `g`, held again: [`next`]`(g, HELD)`, as one
+    /// add (the state bits of `g` are `HELD` already, and the counter's wrap carries out of the
+    /// word in both).
+    #[inline(always)]
+    pub(crate) fn after_held(g: u32) -> u32 {
+        debug_assert_eq!(state(g), HELD);
+        g.wrapping_add(4)
+    }
+
     /// The state part of `g`.
     #[inline]
     pub(crate) fn state(g: u32) -> u32 {
@@ -275,5 +284,22 @@ impl Drop for Directory {
                 drop(unsafe { Box::from_raw(ptr) });
             }
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::generations::{after_held, next, FIRST, HELD};
+
+    #[test]
+    fn after_held_is_the_next_held_generation_through_the_wrap() {
+        for g in [FIRST, FIRST + 4, u32::MAX - 6, u32::MAX - 2] {
+            assert_eq!(after_held(g), next(g, HELD), "after {g:#x}");
+        }
+        assert_eq!(
+            after_held(u32::MAX - 2),
+            HELD,
+            "the counter wraps to 0, held"
+        );
     }
 }

@@ -85,6 +85,9 @@ pub(crate) struct Inner {
     pub(crate) classes: Box<[Class]>,
     pub(crate) dir: Directory,
     slots: Box<[CacheSlot]>,
+    /// The magazines that threads without a slot of their own see (see
+    /// [`CacheSlot::stand_in`]).
+    stand_in: CacheSlot,
     pub(crate) waiters: Waiters,
     pub(crate) keys: KeyTable,
     registrars: Mutex<Vec<Arc<dyn Registrar>>>,
@@ -199,8 +202,9 @@ impl Inner {
             classes,
             dir: Directory::new(config.max_regions),
             slots: (0..config.max_threads)
-                .map(|_| CacheSlot::new(config.classes.len()))
+                .map(|_| CacheSlot::new(config.classes.len(), config.cache_size))
                 .collect(),
+            stand_in: CacheSlot::stand_in(config.classes.len()),
             waiters: Waiters::new(config.classes.len(), config.max_waiters),
             keys: KeyTable::new(&domain),
             registrars: Mutex::new(Vec::new()),
@@ -319,6 +323,11 @@ impl Inner {
         }
     }
 
+    /// The magazines of the stand-in slot, for a thread without a slot of its own.
+    pub(crate) fn stand_in_mags(&self) -> NonNull<crate::magazine::Magazine<Cached>> {
+        self.stand_in.first_mag()
+    }
+
     /// Claims a free cache slot for the calling thread.
     pub(crate) fn claim_slot(&self) -> Option<&CacheSlot> {
         if self.cache_size == 0 {
@@ -340,8 +349,7 @@ impl Inner {
             // SAFETY: these are the magazines of this thread's slot, and `class` is one of the
             // pool's classes (the caller's contract).
             if let Some(free) = unsafe { mags.get(class).pop() } {
-                // SAFETY: as above.
-                if unsafe { self.waiters.any_unchecked(class) } {
+                if self.waiters.any_class() {
                     self.share_cache(class);
                 }
                 // SAFETY: magazines hold pointers to this pool's metadata, which lives as long
@@ -383,9 +391,12 @@ impl Inner {
         (meta, meta.generation.load(Ordering::Relaxed))
     }
 
-    /// Others wait for `class` while this thread has some cached: hand them over.
+    /// Others may wait for `class` while this thread has some cached: hand them over if so.
     #[cold]
     fn share_cache(&self, class: usize) {
+        if !self.waiters.any(class) {
+            return;
+        }
         let Some(slot) = local::slot(self) else {
             return;
         };
@@ -424,8 +435,8 @@ impl Inner {
                         generation,
                     };
                     // SAFETY: this thread claimed `slot`; the magazine was empty, and
-                    // `n <= BIN_CAP <= MAG_CAP`.
-                    let cached = unsafe { mag.push(free, MAG_CAP) };
+                    // `n <= batch <= cache_size`, its capacity.
+                    let cached = unsafe { mag.push(free) };
                     debug_assert!(cached);
                 }
                 n
@@ -549,8 +560,7 @@ impl Inner {
     #[inline(always)]
     pub(crate) unsafe fn put_cached(&self, meta: &ElemMeta, class: usize, generation: u32) -> bool {
         debug_assert_eq!(class, usize::from(meta.class));
-        // SAFETY: an element's class is one of its pool's (the caller's contract).
-        if unsafe { self.waiters.any_unchecked(class) } {
+        if self.waiters.any_class() {
             return false;
         }
         let Some(mags) = local::cached_mags(self) else {
@@ -560,9 +570,9 @@ impl Inner {
             meta: NonNull::from(meta),
             generation,
         };
-        // SAFETY: these are the magazines of this thread's slot; the class is the pool's, as
-        // above; and `create` checked `cache_size <= MAG_CAP`.
-        unsafe { mags.get(class).push(free, self.cache_size) }
+        // SAFETY: these are the magazines of this thread's slot (or the stand-in); the class is
+        // the pool's, as above.
+        unsafe { mags.get(class).push(free) }
     }
 
     /// [`put`](Self::put) when the shortcut names another pool, the magazine is full, others
@@ -581,8 +591,8 @@ impl Inner {
         };
         match local::slot(self) {
             Some(slot) if !self.waiters.any(class) => {
-                // SAFETY: this thread claimed `slot`; `create` checked `cache_size <= MAG_CAP`.
-                if unsafe { slot.mag(class).push(free, self.cache_size) } {
+                // SAFETY: this thread claimed `slot`.
+                if unsafe { slot.mag(class).push(free) } {
                     return 0;
                 }
                 self.overflow(class, slot, free)
@@ -606,8 +616,8 @@ impl Inner {
         // Caches `free` once a drain has made room, before anything that may run the
         // low-watermark callback, which may use the magazine.
         let cache = || {
-            // SAFETY: this thread claimed `slot`; `create` checked `cache_size <= MAG_CAP`.
-            let cached = unsafe { mag.push(free, self.cache_size) };
+            // SAFETY: this thread claimed `slot`.
+            let cached = unsafe { mag.push(free) };
             debug_assert!(cached, "the drain made room");
         };
         let deposited = if self.waiters.any(class) {

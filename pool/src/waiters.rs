@@ -3,7 +3,8 @@
 //! # Synchronization
 //!
 //! - **One mutex for the list.** Queues and ticket slots change only under `list`. The fast
-//!   path never takes it: releasers look at the per-class `queued` counter first.
+//!   path never takes it: acquirers and releasers look at the counter of all waiters, `total`,
+//!   first (one word in the pool's own struct), and at the class's `queued` counter after.
 //! - **Dekker pair against lost wake-ups.** A waiter raises `queued` (under the lock), then
 //!   issues a SeqCst fence and looks at the shared store once more before it sleeps. A releaser
 //!   pushes to the store, issues a SeqCst fence, then reads `queued`. Of two such sequences, at
@@ -39,6 +40,8 @@ struct List {
 }
 
 pub(crate) struct Waiters {
+    /// Waiters of any class: the hot paths' hint. Changed with `queued`, under the lock.
+    total: AtomicUsize,
     queued: Box<[AtomicUsize]>,
     list: Mutex<List>,
     granted: Condvar,
@@ -49,6 +52,7 @@ impl Waiters {
     /// is exhausted).
     pub(crate) fn new(classes: usize, prealloc: usize) -> Self {
         Self {
+            total: AtomicUsize::new(0),
             queued: (0..classes).map(|_| AtomicUsize::new(0)).collect(),
             list: Mutex::new(List {
                 queues: (0..classes)
@@ -69,18 +73,29 @@ impl Waiters {
         self.queued[class].load(Ordering::Relaxed) > 0
     }
 
-    /// [`any`](Self::any) without a bounds check: for the hot paths.
-    ///
-    /// # Safety
-    ///
-    /// `class` is one of the pool's size classes.
+    /// Whether anyone waits for any class: the hot paths' hint, one load with no indexing. When
+    /// it says yes, [`any`](Self::any) tells whether it concerns the caller's class.
     #[inline(always)]
-    pub(crate) unsafe fn any_unchecked(&self, class: usize) -> bool {
-        debug_assert!(class < self.queued.len());
-        // SAFETY: `class < self.queued.len()` (the caller's contract).
-        let queued = unsafe { self.queued.get_unchecked(class) };
+    pub(crate) fn any_class(&self) -> bool {
         // Relaxed: as in `any`.
-        queued.load(Ordering::Relaxed) > 0
+        self.total.load(Ordering::Relaxed) > 0
+    }
+
+    /// Counts a waiter of `class` in. The caller holds the lock.
+    fn raise(&self, class: usize) {
+        // Relaxed: the counters change only under the lock; the fence that follows in `enqueue`
+        // orders `queued` before the recheck, and `total` is a hint.
+        self.queued[class].fetch_add(1, Ordering::Relaxed);
+        // Relaxed: as above.
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a waiter of `class` out. The caller holds the lock.
+    fn lower(&self, class: usize) {
+        // Relaxed: changed only under the lock; see `any`.
+        self.queued[class].fetch_sub(1, Ordering::Relaxed);
+        // Relaxed: as above.
+        self.total.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Whether anyone waits for `class`, after the releaser's half of the Dekker pair.
@@ -106,14 +121,11 @@ impl Waiters {
         recheck: impl FnOnce() -> Option<u32>,
     ) -> Result<u32, Ticket> {
         let mut list = self.lock();
-        // Relaxed: the counter is changed only under the lock; the fence below orders it
-        // before the recheck.
-        self.queued[class].fetch_add(1, Ordering::Relaxed);
+        self.raise(class);
         // SeqCst: the waiter half of the Dekker pair (module docs).
         fence(Ordering::SeqCst);
         if let Some(elem) = recheck() {
-            // Relaxed: under the lock, as above.
-            self.queued[class].fetch_sub(1, Ordering::Relaxed);
+            self.lower(class);
             return Ok(elem);
         }
         let slot = Slot::Waiting(waker.cloned());
@@ -190,8 +202,7 @@ impl Waiters {
                     .position(|&t| t == ticket.0)
                     .expect("a waiting ticket is queued");
                 queue.remove(pos);
-                // Relaxed: changed only under the lock; see `any`.
-                self.queued[class].fetch_sub(1, Ordering::Relaxed);
+                self.lower(class);
                 None
             }
             Slot::Vacant => unreachable!("a live ticket's slot is never vacant"),
@@ -228,8 +239,7 @@ impl Waiters {
             let id = list.queues[class]
                 .pop_front()
                 .expect("checked non-empty above");
-            // Relaxed: changed only under the lock; see `any`.
-            self.queued[class].fetch_sub(1, Ordering::Relaxed);
+            self.lower(class);
             let previous = std::mem::replace(&mut list.slots[id as usize], Slot::Granted(elem));
             drop(list);
             granted += 1;

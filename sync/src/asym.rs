@@ -26,7 +26,8 @@
 //! agree on it: they only run on a domain, which was created after the choice.
 //!
 //! Under loom both halves are SeqCst fences: loom cannot model `membarrier`, and a SeqCst fence on
-//! the reader's side is exactly what the heavy half puts there.
+//! the reader's side is exactly what the heavy half puts there. [`expedited`] is true under loom,
+//! so that the models take the paths an expedited process takes.
 
 #[cfg(loom)]
 mod imp {
@@ -34,8 +35,18 @@ mod imp {
 
     pub(crate) fn init() {}
 
+    /// Under loom the heavy half is taken to reach every reader, as `membarrier` does.
+    pub(crate) fn expedited() -> bool {
+        true
+    }
+
     pub(crate) fn light() {
         // SeqCst: stands for the barrier that `heavy` puts on the reader's CPU (module docs).
+        fence(Ordering::SeqCst);
+    }
+
+    pub(crate) fn light_expedited() {
+        // SeqCst: as in `light`.
         fence(Ordering::SeqCst);
     }
 
@@ -85,8 +96,9 @@ mod imp {
         });
     }
 
+    /// Whether the heavy half uses `membarrier` (else both halves are SeqCst fences).
     #[inline(always)]
-    fn expedited() -> bool {
+    pub(crate) fn expedited() -> bool {
         // Relaxed: set once, before any domain exists (see `init`).
         EXPEDITED.load(Ordering::Relaxed)
     }
@@ -95,13 +107,20 @@ mod imp {
     #[inline(always)]
     pub(crate) fn light() {
         if expedited() {
-            // SeqCst: keeps the compiler from moving the caller's store after its next load;
-            // the processor's reordering is the heavy half's business.
-            compiler_fence(Ordering::SeqCst);
+            light_expedited();
         } else {
             // SeqCst: the reader half of a plain Dekker pair.
             fence(Ordering::SeqCst);
         }
+    }
+
+    /// The reader half for a caller that has seen [`expedited`] return true (it never changes
+    /// back): no look at the flag.
+    #[inline(always)]
+    pub(crate) fn light_expedited() {
+        // SeqCst: keeps the compiler from moving the caller's store after its next load; the
+        // processor's reordering is the heavy half's business.
+        compiler_fence(Ordering::SeqCst);
     }
 
     /// The writer half.
@@ -123,4 +142,4 @@ mod imp {
     }
 }
 
-pub(crate) use imp::{heavy, init, light};
+pub(crate) use imp::{expedited, heavy, init, light, light_expedited};

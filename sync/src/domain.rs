@@ -3,14 +3,22 @@
 //! # Synchronization
 //!
 //! Every reader (a registered [`QsbrReader`](crate::QsbrReader) or a short-lived
-//! [`Guard`](crate::Guard)) owns one [`Slot`]. Its `ctr` is `0` while the reader is offline, and
-//! otherwise the value of the domain's grace-period counter `gp` that the reader saw at its last
-//! quiescent state. A grace period that starts by bumping `gp` to `target` is over once every slot
-//! is offline or holds a value `>= target`.
+//! [`Guard`](crate::Guard)) owns one [`Slot`]. Its `ctr` holds two fields: a nesting depth in the
+//! low [`NEST_BITS`] bits, and above them a grace-period number. A depth of 0 means offline (the
+//! number is then meaningless); otherwise the number is the one the reader saw in the domain's
+//! grace-period counter `gp` at its last quiescent state or when it came online. `gp` holds its
+//! number the same way, with a depth of 1: the word a reader at depth 1 announces, so coming online
+//! is one load and one store. A grace period that starts by bumping `gp` to `target` is over once
+//! every slot is offline or holds a word `>= target` (a later number, whatever its depth).
+//!
+//! A thread's cached guard slot counts its nested guards in the depth: the outermost guard
+//! copies `gp` into the slot, an inner one adds 1, and every guard subtracts 1 when it ends, so the
+//! outermost leaves the slot at depth 0, offline. A QSBR reader's slot stays at depth 1 while
+//! online. Only the owning thread writes its slot's `ctr`, so it reads it back with a Relaxed load.
 //!
 //! The module relies on three patterns:
 //! - **Release/Acquire on `ctr`.** Every store of `ctr` (a quiescent state, going offline, coming
-//!   back online) is `Release`, and the writer loads it with `Acquire`. So everything the reader
+//!   back online, a nested guard's count) is `Release`, and the writer loads it with `Acquire`. So everything the reader
 //!   did before an announcement happens-before the writer frees a version it saw announced past.
 //!   The online store needs it too: a slot that goes offline and online again (a thread's guards,
 //!   `offline_while`) may be read by the writer at the online value, and the offline store before
@@ -34,49 +42,65 @@
 use std::fmt;
 
 use crate::asym;
-use regio_loom_shim::cell::UnsafeCell;
 use regio_loom_shim::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use regio_loom_shim::sync::{Arc, Mutex};
 use regio_loom_shim::thread;
 
-/// The value of a slot's counter while its reader is offline.
+/// How many low bits of a slot's word (and of `gp`) hold the nesting depth (module docs).
+pub(crate) const NEST_BITS: u32 = 16;
+
+/// The depth field of a slot's word; its largest value is the deepest nesting a slot counts.
+pub(crate) const NEST_MASK: u64 = (1 << NEST_BITS) - 1;
+
+/// One grace period's step of `gp`: its number field plus 1.
+const GP_STEP: u64 = 1 << NEST_BITS;
+
+/// A slot's word while its reader is offline (depth 0).
 pub(crate) const OFFLINE: u64 = 0;
 
 /// One reader's announcement word.
 pub(crate) struct Slot {
-    /// `OFFLINE`, or the grace-period counter at the reader's last quiescent state.
+    /// The depth and grace-period number (module docs); only the owning thread writes it.
     pub(crate) ctr: AtomicU64,
     /// Whether a reader owns this slot.
     claimed: AtomicBool,
     /// The next slot in the domain's list. Written once, before the slot is published.
     next: *const Slot,
-    /// For a thread's cached guard slot ([`crate::local`]): how many of its guards are alive.
-    /// Only the owning thread touches it; a claim (Acquire) orders it after the previous
-    /// owner's release (Release), which leaves it at 0.
-    depth: UnsafeCell<u32>,
 }
 
 impl Slot {
-    /// The guard depth.
-    ///
-    /// # Safety
+    /// Enters a nested guard on a slot that is online (depth at least 1) or, returning false
+    /// without a change, finds its depth at the maximum.
     ///
     /// The calling thread owns the slot.
     #[inline(always)]
-    pub(crate) unsafe fn depth(&self) -> u32 {
-        // SAFETY: only the owner touches the depth (the caller's contract).
-        self.depth.with(|d| unsafe { *d })
+    pub(crate) fn nest(&self, word: u64) -> bool {
+        if word & NEST_MASK == NEST_MASK {
+            return false;
+        }
+        // Release, like every announcement (module docs); the word stays online with the same
+        // number, so a writer's verdict on it does not change.
+        self.ctr.store(word + 1, Ordering::Release);
+        true
     }
 
-    /// Sets the guard depth.
+    /// Ends one guard on the thread's cached slot: one level less, offline at depth 0.
     ///
-    /// # Safety
-    ///
-    /// As for [`depth`](Self::depth).
+    /// The calling thread owns the slot, which is online.
     #[inline(always)]
-    pub(crate) unsafe fn set_depth(&self, depth: u32) {
-        // SAFETY: as in `depth`.
-        self.depth.with_mut(|d| unsafe { *d = depth });
+    pub(crate) fn leave(&self) {
+        // Relaxed: only the owning thread writes the word, so it reads back its own last store.
+        let word = self.ctr.load(Ordering::Relaxed);
+        debug_assert_ne!(word & NEST_MASK, 0, "a guard ended on an offline slot");
+        // Release: as in `offline` when the depth reaches 0; otherwise as in `nest`.
+        self.ctr.store(word - 1, Ordering::Release);
+    }
+
+    /// The slot's word as its owning thread left it.
+    #[inline(always)]
+    pub(crate) fn word(&self) -> u64 {
+        // Relaxed: as in `leave`.
+        self.ctr.load(Ordering::Relaxed)
     }
 
     /// Takes the slot's reader offline: the writer stops waiting for it.
@@ -133,14 +157,26 @@ const DEFER_BATCH: usize = 32;
 /// Create one with [`Domain::new`], register each executor thread with [`Domain::register`], and
 /// share it with the [`Rcu`](crate::Rcu) cells it protects. Threads that are not registered read
 /// through a [`Domain::guard`]. A `Domain` is a handle: clones share one set of readers.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Domain {
     pub(crate) state: Arc<State>,
+    /// The address of the state's [`Home`] ([`State::home_ptr`]), which names the domain in a
+    /// thread's slot shortcut ([`crate::local`]). Kept in the handle, which guards borrow, so
+    /// that the shortcut's compare needs no load from the shared state.
+    pub(crate) home_key: usize,
+}
+
+impl Default for Domain {
+    fn default() -> Self {
+        let state = Arc::new(State::default());
+        let home_key = state.home_ptr() as usize;
+        Self { state, home_key }
+    }
 }
 
 /// The state a [`Domain`] handle shares.
 pub(crate) struct State {
-    /// The grace-period counter. Starts at 1, so that no announcement equals [`OFFLINE`].
+    /// The grace-period counter, as the word a reader at depth 1 announces (module docs).
     gp: AtomicU64,
     /// The head of an append-only list of slots. Slots are reused, never unlinked before drop.
     /// Loaded with Acquire everywhere, pairing with the Release CAS that publishes a slot.
@@ -257,7 +293,7 @@ impl Default for State {
     fn default() -> Self {
         asym::init();
         Self {
-            gp: AtomicU64::new(1),
+            gp: AtomicU64::new(GP_STEP | 1),
             slots: AtomicPtr::new(std::ptr::null_mut()),
             deferred: Mutex::new(Vec::new()),
             home: Arc::new(Home {
@@ -284,7 +320,6 @@ impl State {
             ctr: AtomicU64::new(OFFLINE),
             claimed: AtomicBool::new(true),
             next: std::ptr::null(),
-            depth: UnsafeCell::new(0),
         }));
         // Relaxed: the Release CAS below is what publishes the slot.
         let mut head = self.slots.load(Ordering::Relaxed);
@@ -328,24 +363,56 @@ impl State {
         // bump) happens-before every later read of this reader.
         let gp = self.gp.load(Ordering::Acquire);
         // Release: every read this reader made before now happens-before the writer's Acquire
-        // load of `ctr`, and so before the writer frees what those reads returned.
+        // load of `ctr`, and so before the writer frees what those reads returned. `gp` is the
+        // word of depth 1 (module docs).
         slot.ctr.store(gp, Ordering::Release);
     }
 
-    /// Brings `slot`'s reader online. Afterwards the writer waits for it.
-    #[inline]
+    /// Brings `slot`'s reader online, at depth 1. Afterwards the writer waits for it.
+    #[inline(always)]
     pub(crate) fn online(&self, slot: &Slot) {
+        self.announce_online(slot);
+        // The reader half of the Dekker pair with the fence in `start_grace_period`: either the
+        // writer's `ctr` load sees us online, or our next pointer load sees the new version.
+        asym::light();
+    }
+
+    /// [`online`](Self::online) for a caller that has seen [`asym::expedited`] return true.
+    #[inline(always)]
+    fn online_expedited(&self, slot: &Slot) {
+        self.announce_online(slot);
+        // As in `online`.
+        asym::light_expedited();
+    }
+
+    /// The store that brings `slot`'s reader online; the caller's fence must follow.
+    #[inline(always)]
+    fn announce_online(&self, slot: &Slot) {
         // Acquire: as in `quiescent`.
         let gp = self.gp.load(Ordering::Acquire);
         // Release, like every announcement: a writer that reads it may free what this reader
         // read in its earlier read sections (before an `offline`), so those reads must
         // happen-before. (A Relaxed store here would not do: the `offline` store before it heads
-        // no release sequence that this store continues.) The fence below orders the store
+        // no release sequence that this store continues.) The caller's fence orders the store
         // before the reader's next loads.
         slot.ctr.store(gp, Ordering::Release);
-        // The reader half of the Dekker pair with the fence in `start_grace_period`: either the
-        // writer's `ctr` load sees us online, or our next pointer load sees the new version.
-        asym::light();
+    }
+
+    /// Enters a guard on this thread's cached `slot`: online at depth 1 if it was offline, one
+    /// level deeper otherwise. Returns false, having changed nothing, if the slot is nested as
+    /// deep as it counts. `expedited` says the caller has seen [`asym::expedited`] return true.
+    #[inline(always)]
+    pub(crate) fn enter(&self, slot: &Slot, expedited: bool) -> bool {
+        let word = slot.word();
+        if word & NEST_MASK != 0 {
+            return slot.nest(word);
+        }
+        if expedited {
+            self.online_expedited(slot);
+        } else {
+            self.online(slot);
+        }
+        true
     }
 
     /// Starts a grace period and returns its target: once every slot is offline or announces a
@@ -355,8 +422,9 @@ impl State {
         // publication (an earlier pointer swap) is ordered before the `ctr` loads that follow.
         asym::heavy();
         // AcqRel: Release so that a reader which sees the new count also sees the publication
-        // that preceded it; Acquire to keep the later `ctr` loads after it.
-        self.gp.fetch_add(1, Ordering::AcqRel) + 1
+        // that preceded it; Acquire to keep the later `ctr` loads after it. The number field has
+        // room for 2^48 grace periods, so it never wraps.
+        self.gp.fetch_add(GP_STEP, Ordering::AcqRel) + GP_STEP
     }
 
     /// Whether every reader is offline or has announced `target` or later.
@@ -381,7 +449,7 @@ impl State {
         let target = self.start_grace_period();
         let mut backoff = Backoff::default();
         // One walk suffices: a slot that has passed stays passed for this target, because its
-        // counter only moves to OFFLINE or to a later grace-period value. A slot appended after
+        // word only moves to depth 0 or to a later grace-period number. A slot appended after
         // the walk began belongs to a reader that came online after the publication, through
         // `online`, so it cannot hold the old version.
         for slot in self.slots() {
@@ -425,7 +493,9 @@ fn passed(slot: &Slot, target: u64) -> bool {
     // Acquire: pairs with the reader's Release store, so the reader's earlier reads
     // happen-before whatever the caller frees next.
     let ctr = slot.ctr.load(Ordering::Acquire);
-    ctr == OFFLINE || ctr >= target
+    // `target` has depth 1, so any online word with its number or a later one is `>= target`,
+    // and any word with an earlier number is below it (depths stay below `GP_STEP`).
+    ctr & NEST_MASK == 0 || ctr >= target
 }
 
 /// Spins, then yields, then sleeps: a writer waiting for slow readers costs little CPU.

@@ -3,12 +3,14 @@
 //! The first [`Domain::guard`](crate::Domain::guard) of a thread in a domain claims a [`Slot`]
 //! there and keeps it in a thread-local list, so that later guards reuse it: a guard costs no
 //! slot claim, and a guard inside another guard of the same thread costs no fence either (the
-//! slot is online already; a depth count in the slot says when the outermost guard ends). When
+//! slot is online already; a depth count in the slot's word says when the outermost guard ends,
+//! see [`crate::domain`]). When
 //! the thread exits, its slots go offline and back to their domains.
 //!
 //! In front of the list sits a one-entry shortcut, `LAST`, in a thread-local with a constant
-//! initialiser and no destructor, so that the common case is one comparison against a
-//! thread-local word.
+//! initialiser and no destructor, so that the common case is one comparison of a thread-local
+//! word against the domain handle's key. It serves only processes whose fence pair is expedited
+//! (see [`cached_slot`]).
 //!
 //! # Synchronization
 //!
@@ -20,11 +22,13 @@
 //!   a domain by it.
 //! - **The slot itself** is claimed and given back exactly as for a one-off guard (an Acquire
 //!   CAS, a Release store; see [`crate::domain`]), and goes online and offline through the same
-//!   protocol; only the owning thread touches its depth count.
+//!   protocol; only the owning thread writes its word.
 
 use std::cell::{Cell, RefCell};
+use std::ptr::NonNull;
 
-use crate::domain::{Home, Slot, State};
+use crate::asym;
+use crate::domain::{Domain, Home, Slot, State};
 use regio_loom_shim::sync::Arc;
 
 struct Entry {
@@ -39,8 +43,6 @@ impl Drop for Entry {
             // thread owns the slot.
             let slot = unsafe { &*self.slot };
             // A guard that was leaked (`mem::forget`) may have left the slot online.
-            // SAFETY: this thread owns the slot.
-            unsafe { slot.set_depth(0) };
             slot.offline();
             slot.release();
             drop(alive);
@@ -48,17 +50,18 @@ impl Drop for Entry {
     }
 }
 
-/// The domain this thread looked up last (by its `Home`), and its slot there.
+/// The domain this thread looked up last (by its `Home`), and its slot there. A slot is never
+/// null, so a match needs no null check; `NONE` names no domain (no handle's key is null).
 #[derive(Clone, Copy)]
 struct Shortcut {
     home: *const Home,
-    slot: *const Slot,
+    slot: NonNull<Slot>,
 }
 
 impl Shortcut {
     const NONE: Shortcut = Shortcut {
         home: std::ptr::null(),
-        slot: std::ptr::null(),
+        slot: NonNull::dangling(),
     };
 }
 
@@ -84,30 +87,32 @@ loom::thread_local! {
     static LAST: Cell<Shortcut> = Cell::new(Shortcut::NONE);
 }
 
-/// This thread's slot in `state`, claiming one on first use; `None` once the thread is shutting
-/// down (its list is gone). The slot lives as long as `state`.
+/// This thread's slot in `domain` if the shortcut names it: one compare of a thread-local word
+/// against the handle's key. The shortcut is only ever set in a process whose fence pair is
+/// expedited ([`crate::asym`]), so a slot from here may come online with
+/// [`asym::light_expedited`]; elsewhere each guard pays a SeqCst fence, beside which the list's
+/// lookup ([`slot`]) costs little.
 #[inline(always)]
-pub(crate) fn slot(state: &State) -> Option<&Slot> {
-    let home = state.home_ptr();
-    let ptr = LAST
+pub(crate) fn cached_slot(domain: &Domain) -> Option<&Slot> {
+    let slot = LAST
         .try_with(|last| {
             let last = last.get();
-            if last.home == home {
-                last.slot
-            } else {
-                lookup(state)
-            }
+            (last.home as usize == domain.home_key).then_some(last.slot)
         })
-        .unwrap_or(std::ptr::null());
-    // SAFETY: a non-null slot was claimed by this thread in `state`, which frees its slots only
-    // when it drops, after the borrow of `state` ends.
-    unsafe { ptr.as_ref() }
+        .ok()
+        .flatten()?;
+    // SAFETY: a slot in a shortcut that names a domain was claimed by this thread there (the
+    // entry that holds the domain's `Home` keeps the key's address from being reused), and the
+    // domain frees its slots only when its state drops, after the borrow of `domain` ends.
+    Some(unsafe { slot.as_ref() })
 }
 
-/// `slot` when the shortcut names another domain.
+/// This thread's slot in `state`, claiming one on first use; `None` once the thread is shutting
+/// down (its list is gone). Sets the shortcut if the fence pair is expedited. The slot lives as
+/// long as `state`.
 #[cold]
 #[inline(never)]
-fn lookup(state: &State) -> *const Slot {
+pub(crate) fn slot(state: &State) -> Option<&Slot> {
     let slot = ENTRIES
         .try_with(|entries| {
             let mut entries = entries.0.borrow_mut();
@@ -125,7 +130,7 @@ fn lookup(state: &State) -> *const Slot {
             slot
         })
         .unwrap_or(std::ptr::null());
-    if !slot.is_null() {
+    if let (Some(slot), true) = (NonNull::new(slot.cast_mut()), asym::expedited()) {
         let shortcut = Shortcut {
             home: state.home_ptr(),
             slot,
@@ -133,5 +138,7 @@ fn lookup(state: &State) -> *const Slot {
         // The loom thread-local may already be gone while a thread exits; std's never is.
         let _ = LAST.try_with(|last| last.set(shortcut));
     }
-    slot
+    // SAFETY: a non-null slot was claimed by this thread in `state`, which frees its slots only
+    // when it drops, after the borrow of `state` ends.
+    unsafe { slot.as_ref() }
 }

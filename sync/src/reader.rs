@@ -70,34 +70,34 @@ impl Domain {
     #[inline]
     pub fn guard(&self) -> Guard<'_> {
         let state = &*self.state;
-        let Some(slot) = crate::local::slot(state) else {
-            return self.guard_uncached();
+        let (slot, cached) = match crate::local::cached_slot(self) {
+            // The shortcut exists only where the fence pair is expedited (see `crate::local`).
+            Some(slot) if state.enter(slot, true) => (slot, true),
+            _ => self.guard_slow(),
         };
-        // SAFETY: the slot is this thread's.
-        let depth = unsafe { slot.depth() };
-        if depth == 0 {
-            state.online(slot);
-        }
-        // SAFETY: as above.
-        unsafe { slot.set_depth(depth + 1) };
         Guard {
             state,
             slot,
-            cached: true,
+            cached,
         }
     }
 
-    /// A guard with a slot of its own, for a thread whose slot list is gone (it is exiting).
+    /// [`guard`](Self::guard) when the thread's shortcut names another domain (or none), or its
+    /// slot is nested as deep as it counts: the thread's slot from its list, else (the thread is
+    /// exiting, or the slot is too deep) a slot of the guard's own. Returns the slot online and
+    /// whether it is the thread's cached one (two words, which come back in registers).
     #[cold]
-    fn guard_uncached(&self) -> Guard<'_> {
+    #[inline(never)]
+    fn guard_slow(&self) -> (&Slot, bool) {
         let state = &*self.state;
+        if let Some(slot) = crate::local::slot(state) {
+            if state.enter(slot, false) {
+                return (slot, true);
+            }
+        }
         let slot = state.claim_slot();
         state.online(slot);
-        Guard {
-            state,
-            slot,
-            cached: false,
-        }
+        (slot, false)
     }
 }
 
@@ -177,13 +177,8 @@ impl Drop for Guard<'_> {
             self.slot.release();
             return;
         }
-        // SAFETY: the cached slot is this thread's, and a guard stays on its thread.
-        let depth = unsafe { self.slot.depth() } - 1;
-        // SAFETY: as above.
-        unsafe { self.slot.set_depth(depth) };
-        if depth == 0 {
-            self.slot.offline();
-        }
+        // The cached slot is this thread's, and a guard stays on its thread.
+        self.slot.leave();
     }
 }
 

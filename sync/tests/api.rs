@@ -75,6 +75,27 @@ fn nested_guards_keep_the_thread_online_until_the_outermost_drops() {
     assert_eq!(*cell.read(&domain.guard()), 2);
 }
 
+/// A thread's slot counts 65 535 nested guards; deeper ones take slots of their own, and every
+/// one of them still holds the writer off until it drops.
+#[test]
+fn guards_nested_deeper_than_a_slot_counts_still_protect() {
+    let domain = Domain::new();
+    let cell = Rcu::new(&domain, 1u32);
+    let mut guards: Vec<_> = (0..70_000).map(|_| domain.guard()).collect();
+    let deepest = guards.pop().expect("guards were taken");
+    let old = cell.read(&deepest);
+    cell.replace(2).defer();
+    assert_eq!(domain.reclaim(), 0);
+    // Ending all but the deepest (a guard with a slot of its own) leaves the version held.
+    guards.clear();
+    assert_eq!(domain.reclaim(), 0);
+    assert_eq!(*old, 1);
+    drop(deepest);
+    assert_eq!(domain.reclaim(), 1);
+    // The cached slot is back at depth 0: a fresh guard comes online and sees the new version.
+    assert_eq!(*cell.read(&domain.guard()), 2);
+}
+
 #[test]
 fn a_forgotten_guard_goes_offline_when_its_thread_exits() {
     let domain = Domain::new();
