@@ -63,3 +63,83 @@ fn an_incoming_that_outlives_its_runtime_neither_stalls_shutdown_nor_leaks_conne
         common::eventually("every descriptor is closed", || common::open_fds() == fds);
     });
 }
+
+/// `Incoming::accept` off the workers (in `block_on`) on an `Incoming` whose multishot accept
+/// is armed on a worker's ring: that armed accept must not take every connection from under
+/// the single-shot accept that `block_on` waits for.
+#[test]
+fn accept_in_block_on_on_an_incoming_armed_on_a_worker_gets_a_connection() {
+    let _serial = common::serial();
+    const CLIENTS: usize = 64;
+    let Some(rt) = common::runtime(1) else { return };
+    regio_testkit::within(LIMIT, "the test", move || {
+        let fds = common::open_fds_after_warm_up(&rt);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let first = std::net::TcpStream::connect(addr).unwrap();
+        let mut incoming = rt
+            .block_on(rt.spawn(async move {
+                let mut incoming = listener.incoming();
+                drop(incoming.accept().await.unwrap());
+                incoming
+            }))
+            .unwrap();
+        drop(first);
+        let accepted = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let clients = s.spawn(|| {
+                let mut clients = Vec::new();
+                for _ in 0..CLIENTS {
+                    if accepted.load(std::sync::atomic::Ordering::Acquire) {
+                        break;
+                    }
+                    clients.push(std::net::TcpStream::connect(addr).unwrap());
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                clients
+            });
+            let stream = rt.block_on(incoming.accept()).unwrap();
+            // Release: pairs with the clients' acquire load (a plain stop flag).
+            accepted.store(true, std::sync::atomic::Ordering::Release);
+            let clients = clients.join().unwrap();
+            let peer = stream.peer_addr().unwrap();
+            assert!(clients.iter().any(|c| c.local_addr().unwrap() == peer));
+        });
+        drop(incoming);
+        common::assert_clean(&rt, fds);
+        assert_eq!(rt.fixed_files_in_use(), 0);
+    });
+}
+
+/// `incoming()` on a socket that does not listen: each accept is an error, none hangs, and
+/// nothing leaks.
+#[test]
+fn incoming_on_a_socket_that_does_not_listen_is_an_error_each_time() {
+    let _serial = common::serial();
+    let Some(rt) = common::runtime(1) else { return };
+    regio_testkit::within(LIMIT, "the test", move || {
+        let fds = common::open_fds_after_warm_up(&rt);
+        // A TCP socket that is connected, not listening.
+        let (client, _server) = regio_testkit::loopback();
+        // Safe: `From<OwnedFd>` takes any socket.
+        let socket = std::os::fd::OwnedFd::from(client.try_clone().unwrap());
+        let listener = TcpListener::from_std(std::net::TcpListener::from(socket));
+        let errors = rt
+            .block_on(rt.spawn(async move {
+                let mut incoming = listener.incoming();
+                let mut errors = Vec::new();
+                for _ in 0..4 {
+                    errors.push(incoming.accept().await.unwrap_err().raw_os_error());
+                }
+                errors
+            }))
+            .unwrap();
+        assert!(
+            errors.iter().all(|e| *e == Some(libc::EINVAL)),
+            "{errors:?}"
+        );
+        drop((client, _server));
+        common::assert_clean(&rt, fds);
+        assert_eq!(rt.fixed_files_in_use(), 0);
+    });
+}
