@@ -143,3 +143,108 @@ fn incoming_on_a_socket_that_does_not_listen_is_an_error_each_time() {
         assert_eq!(rt.fixed_files_in_use(), 0);
     });
 }
+
+/// A storm of `Incoming`s armed, used once and dropped, on both workers in turn, while clients
+/// keep connecting: every connection ends (handed out, or closed by a cancelled accept), and
+/// no descriptor, slot or buffer is left behind.
+#[test]
+fn incomings_armed_and_dropped_while_clients_connect_leak_nothing() {
+    let _serial = common::serial();
+    const ROUNDS: usize = 200;
+    let Some(rt) = common::runtime(2) else { return };
+    regio_testkit::within(LIMIT, "the test", move || {
+        let fds = common::open_fds_after_warm_up(&rt);
+        let listener = std::sync::Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
+        let addr = listener.local_addr().unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let clients = s.spawn(|| {
+                let mut served = 0usize;
+                // Acquire: pairs with the release store below (a plain stop flag).
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    // Refused once the listener is closed, at the end.
+                    let Ok(mut client) = std::net::TcpStream::connect(addr) else {
+                        break;
+                    };
+                    client
+                        .set_read_timeout(Some(Duration::from_secs(30)))
+                        .unwrap();
+                    let mut byte = [0u8; 1];
+                    // Each connection ends: a byte from its handler, or its close (by a cancelled
+                    // accept, or with the listener).
+                    match std::io::Read::read(&mut client, &mut byte) {
+                        Ok(1) => served += 1,
+                        Ok(_) => {}
+                        Err(e) => assert!(
+                            !matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ),
+                            "a connection was left hanging: {e}"
+                        ),
+                    }
+                }
+                served
+            });
+            for _ in 0..ROUNDS {
+                let listener = std::sync::Arc::clone(&listener);
+                rt.block_on(rt.spawn(async move {
+                    let mut incoming = listener.incoming();
+                    let stream = incoming.accept().await.unwrap();
+                    stream.send_all(vec![1u8]).await.0.unwrap();
+                }))
+                .unwrap();
+            }
+            // Release: pairs with the clients' acquire load.
+            done.store(true, std::sync::atomic::Ordering::Release);
+            // The client's last connection, if it waits in the backlog, ends with the listener.
+            drop(listener);
+            let served = clients.join().unwrap();
+            assert!(served >= ROUNDS, "{served} connections served");
+        });
+        common::eventually("every slot is free", || rt.fixed_files_in_use() == 0);
+        common::assert_clean(&rt, fds);
+    });
+}
+
+/// A stream that got a slot on a runtime and outlives it: dropping it afterwards empties the
+/// slot on rings no worker drives any more, and closes everything; another runtime refuses it
+/// with an error rather than naming the first runtime's slot on its own rings.
+#[test]
+fn a_stream_that_outlives_its_runtime_is_refused_elsewhere_and_closes_cleanly() {
+    let _serial = common::serial();
+    regio_testkit::within(LIMIT, "the test", || {
+        let fds = common::open_fds();
+        let Some(first) = common::runtime(2) else {
+            return;
+        };
+        let (a, b) = regio_runtime::net::UnixStream::pair().unwrap();
+        let a = first
+            .block_on(first.spawn(async move {
+                a.send_all(b"x".to_vec()).await.0.unwrap();
+                a
+            }))
+            .unwrap();
+        assert!(a.fixed_slot().is_some());
+        drop(first);
+        let Some(second) = common::runtime(1) else {
+            return;
+        };
+        let (sent, _) = second.block_on(a.send_all(b"y".to_vec()));
+        assert_eq!(sent.unwrap_err().raw_os_error(), Some(libc::EXDEV));
+        // The slot that `a` holds on the first runtime's rings is taken on the second's by
+        // `b`, which must reach `b`'s own socket.
+        let (got, buf) = second
+            .block_on(second.spawn(async move {
+                let got = b.recv_exact(vec![0u8; 1]).await;
+                drop(b);
+                got
+            }))
+            .unwrap();
+        got.unwrap();
+        assert_eq!(buf, b"x");
+        drop(a);
+        drop(second);
+        common::eventually("every descriptor is closed", || common::open_fds() == fds);
+    });
+}
