@@ -248,3 +248,44 @@ fn a_stream_that_outlives_its_runtime_is_refused_elsewhere_and_closes_cleanly() 
         common::eventually("every descriptor is closed", || common::open_fds() == fds);
     });
 }
+
+/// [`op::submit`](regio_runtime::op::submit) runs any adapter operation on a worker's own
+/// queue, which names no file. A `share_file` names a fixed-file slot of the worker's ring by
+/// its number: now that the runtime's sockets and files sit in those slots, it must not copy
+/// one of them into a ring of the caller's, which would hand safe code a socket it does not
+/// own (and read its data).
+#[test]
+fn submit_cannot_copy_a_runtime_slot_out_with_share_file() {
+    use regio_adapters::{Adapter, Config, FileSlot, Op};
+    let _serial = common::serial();
+    let Some(rt) = common::runtime(1) else { return };
+    let Ok(theirs) = Adapter::<regio_pool::Message>::new(Config::default().rings(1).max_files(4))
+    else {
+        return regio_testkit::skip("cannot build a second adapter");
+    };
+    let cq = theirs.completion_queue(0).unwrap();
+    if !theirs.supports(&Op::share_file(FileSlot(0), &cq, FileSlot(0), 0)) {
+        return regio_testkit::skip("the kernel lacks msg_ring (Linux 5.18)");
+    }
+    regio_testkit::within(LIMIT, "the test", move || {
+        let (a, _b) = regio_runtime::net::UnixStream::pair().unwrap();
+        let result = rt
+            .block_on(rt.spawn(async move {
+                a.send_all(b"x".to_vec()).await.0.unwrap();
+                let slot = FileSlot(a.fixed_slot().expect("a slot"));
+                let done = regio_runtime::op::submit(None, move |_, cookie| {
+                    Op::share_file(slot, &cq, FileSlot(0), cookie)
+                })
+                .await;
+                drop(a);
+                done.result
+            }))
+            .unwrap();
+        assert!(
+            result < 0,
+            "a runtime socket's slot was copied out: {result}"
+        );
+        drop(theirs);
+        assert_eq!(rt.fixed_files_in_use(), 0);
+    });
+}
