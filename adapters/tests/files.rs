@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use common::{config, Region, TestBuf};
-use regio_adapters::{Adapter, Completion, FileSlot, Op, Target, WorkQueue};
+use regio_adapters::{Adapter, Completion, DescriptorError, FileSlot, Op, Target, WorkQueue};
 
 /// Posts `op` on `wq` and returns its completion's result.
 fn run(wq: &WorkQueue<TestBuf>, op: Op<TestBuf>) -> Completion<TestBuf> {
@@ -79,7 +79,10 @@ fn share_an_accepted_socket(sqpoll: bool) {
         return regio_testkit::skip("the kernel lacks msg_ring (Linux 5.18)");
     }
     let mut client = accept_into(&adapter, &listener, 0, FileSlot(3));
-    let wq0 = adapter.work_queue(0, Target::Fd(-1), 4, 4).unwrap();
+    // A share goes on a work queue of the slot it shares.
+    let wq3 = adapter
+        .work_queue(0, Target::Fixed(FileSlot(3)), 4, 4)
+        .unwrap();
     let wq1 = adapter
         .work_queue(1, Target::Fixed(FileSlot(3)), 4, 4)
         .unwrap();
@@ -93,27 +96,24 @@ fn share_an_accepted_socket(sqpoll: bool) {
     );
 
     // Shared into the same slot of CQ 1: a work queue there carries the connection.
-    let c = run(&wq0, Op::share_file(FileSlot(3), &cq1, FileSlot(3), 6));
+    let c = run(&wq3, Op::share_file(FileSlot(3), &cq1, FileSlot(3), 6));
     assert_eq!(c.result, 0, "{c:?}");
-    assert_eq!(c.wq, Some(wq0.id()));
+    assert_eq!(c.wq, Some(wq3.id()));
     talk(&wq1, &region, &mut client, b"over on cq 1");
     // A shared slot is carried through a resize of the CQ it was shared to.
     adapter.resize_completion_queue(1, 1024).unwrap();
     talk(&wq1, &region, &mut client, b"after the resize of cq 1");
 
     // And into another slot of CQ 1, from where the first copy is.
-    let c = run(&wq0, Op::share_file(FileSlot(3), &cq1, FileSlot(9), 7));
+    let c = run(&wq3, Op::share_file(FileSlot(3), &cq1, FileSlot(9), 7));
     assert_eq!(c.result, 0, "{c:?}");
     let wq9 = adapter
         .work_queue(1, Target::Fixed(FileSlot(9)), 4, 4)
         .unwrap();
     talk(&wq9, &region, &mut client, b"slot 9 too");
     // CQ 0 still has its own copy.
-    let wq3 = adapter
-        .work_queue(0, Target::Fixed(FileSlot(3)), 4, 4)
-        .unwrap();
     talk(&wq3, &region, &mut client, b"and cq 0");
-    assert_eq!(wq0.credits(), (4, 4));
+    assert_eq!(wq3.credits(), (4, 4));
 }
 
 #[test]
@@ -136,11 +136,31 @@ fn a_share_that_cannot_be_done_reports_the_kernels_error() {
     if !adapter.supports(&Op::share_file(FileSlot(0), &cq1, FileSlot(0), 0)) {
         return regio_testkit::skip("the kernel lacks msg_ring (Linux 5.18)");
     }
-    let wq = adapter.work_queue(0, Target::Fd(-1), 4, 4).unwrap();
+    let wq = adapter
+        .work_queue(0, Target::Fixed(FileSlot(5)), 4, 4)
+        .unwrap();
     let c = run(&wq, Op::share_file(FileSlot(5), &cq1, FileSlot(5), 1));
     assert_eq!(c.result, -libc::EBADF, "an empty source slot");
-    let c = run(&wq, Op::share_file(FileSlot(100_000), &cq1, FileSlot(5), 2));
-    assert_eq!(c.result, -libc::EBADF, "a source slot outside the table");
+    // A slot outside the table has no work queue: on any other, a share is refused.
+    let plain = adapter.work_queue(0, Target::Fd(-1), 4, 4).unwrap();
+    for (slot, cookie) in [(100_000, 2), (5, 8)] {
+        let c = run(
+            &plain,
+            Op::share_file(FileSlot(slot), &cq1, FileSlot(5), cookie),
+        );
+        assert!(
+            matches!(c.rejected(), Some(DescriptorError::WrongQueue(_))),
+            "slot {slot} shared from another work queue: {c:?}"
+        );
+    }
+    let other = adapter
+        .work_queue(0, Target::Fixed(FileSlot(7)), 4, 4)
+        .unwrap();
+    let c = run(&other, Op::share_file(FileSlot(5), &cq1, FileSlot(5), 9));
+    assert!(
+        matches!(c.rejected(), Some(DescriptorError::WrongQueue(_))),
+        "shared from another slot's work queue: {c:?}"
+    );
 
     let file = std::fs::File::open("/dev/null").unwrap();
     adapter.set_file(FileSlot(5), file.as_raw_fd()).unwrap();

@@ -293,7 +293,9 @@ impl Runtime {
     ///
     /// 1. spawns are refused from now on (their handles give a cancellation);
     /// 2. each worker drops all its tasks (their handles give a cancellation), which cancels
-    ///    their operations in the kernel and their timers;
+    ///    their operations in the kernel and their timers, and then cancels the operations of
+    ///    futures held off the workers (an [`Incoming`](crate::net::Incoming) returned by its
+    ///    task), which can never be polled there again;
     /// 3. each worker submits the cancels and reaps all its rings (one of every adapter) until
     ///    the kernel has finished all its operations, or `timeout` passes (then each adapter
     ///    cancels them again when its rings close, and leaks what the kernel may still write

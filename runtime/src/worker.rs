@@ -351,6 +351,9 @@ impl Local {
         Counters::set(&self.remote.counters.live_tasks, 0);
         let timers = self.timers.borrow_mut().clear();
         drop(timers);
+        // What is left belongs to futures held off the workers, which no one can poll here
+        // any more: waiting for them (a multishot accept never ends) would stall the shutdown.
+        self.io.borrow_mut().abandon_all();
         let counters = &self.remote.counters;
         loop {
             self.remote.bell.clear();

@@ -107,8 +107,11 @@ impl<B> Op<B> {
     ///
     /// This is how a connection accepted with [`accept_direct`](Op::accept_direct) or
     /// [`accept_multishot`](Op::accept_multishot), which exists only in the table of the ring
-    /// that accepted it, reaches a work queue of another completion queue. The work queue's own
-    /// file plays no part: post it on any work queue of the ring that has the file.
+    /// that accepted it, reaches a work queue of another completion queue. Post it on a work
+    /// queue of `slot` (`Target::Fixed(slot)`) on the ring that has the file: a slot's file is
+    /// its queues' to give, so that whoever may post on a ring cannot copy out the files that
+    /// others' queues use there. Any other work queue gets it back with
+    /// [`DescriptorError::WrongQueue`](crate::DescriptorError::WrongQueue).
     ///
     /// Completes with 0 once the file is in `to`'s table, or with a negated errno: `-EBADF` when
     /// `slot` is empty or outside the table, `-EINVAL` when `dest` is outside `to`'s table or
@@ -134,7 +137,7 @@ impl<B> Op<B> {
                         .opcode_flags(MSG_RING_CQE_SKIP)
                         .build(),
                 )
-                .on_post(PostAction::MsgRing)
+                .on_post(PostAction::ShareFile(slot.0))
             }
             Err(_) => op(opcode::Nop::new().build()).on_post(PostAction::BadSlot(dest.0)),
         }

@@ -116,6 +116,9 @@ pub(crate) enum PostAction {
     /// A message to another ring (kept as [`Retained::Ring`]): its fd is read when posting, so a
     /// message posted after the target was resized goes to its new ring.
     MsgRing,
+    /// A [`MsgRing`](Self::MsgRing) that copies fixed-file slot `.0` of the posting ring:
+    /// only a work queue on that slot may post it (a slot's file is its queues' to give).
+    ShareFile(u32),
     /// A splice whose output slot must be checked against the file table.
     SpliceOut(Target),
     /// An accept into a slot that cannot be named in an SQE.

@@ -13,7 +13,7 @@ use io_uring::IoUring;
 use super::io_ring::IoRing;
 use super::{Post, RingState};
 use crate::error::DescriptorError;
-use crate::ops::{PostAction, Request, Resolved, Retained, Target};
+use crate::ops::{FileSlot, PostAction, Request, Resolved, Retained, Target};
 use crate::stats::Counters;
 use crate::tables::Tables;
 use regio_sync::Combiner;
@@ -187,7 +187,15 @@ impl<B: crate::IoBuf> Ring<B> {
                      of closing it",
                 )))
             }
-            PostAction::Cancel | PostAction::MsgRing | PostAction::Close => {}
+            PostAction::ShareFile(slot) if target != Target::Fixed(FileSlot(slot)) => {
+                return Err(self.rejected(DescriptorError::WrongQueue(
+                    "a share_file goes on a work queue of the slot it shares",
+                )))
+            }
+            PostAction::Cancel
+            | PostAction::MsgRing
+            | PostAction::ShareFile(_)
+            | PostAction::Close => {}
         }
         Ok(buf)
     }

@@ -174,7 +174,7 @@ impl<B> RingState<B> {
                     return;
                 }
             },
-            PostAction::MsgRing => {
+            PostAction::MsgRing | PostAction::ShareFile(_) => {
                 if let Some(Retained::Ring(target)) = keep.as_deref_mut() {
                     sqe.fd = target.pin();
                 }

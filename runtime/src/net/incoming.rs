@@ -26,7 +26,8 @@ use crate::queues::{AnyFd, FdQueues};
 /// did not hand out yet, and those the kernel accepts until the final completion, are closed:
 /// a client that connects just after the drop may see its connection closed rather than
 /// wait for the listener's next accept. The same goes for an `Incoming` moved to a task on
-/// another worker: it is armed anew there, and the old multishot accept is cancelled. Keep one
+/// another worker, or used off the workers: it is armed anew there (off the workers, each
+/// call is a single-shot accept), and the old multishot accept is cancelled. Keep one
 /// `Incoming`, on one task, for as long as the listener accepts.
 ///
 /// It holds the listening socket open while it lives, even after the
@@ -60,7 +61,9 @@ impl<L: ListenSocket> Incoming<L> {
     /// The next connection. Dropping the future loses none: the multishot accept stays armed
     /// in the `Incoming`, and its connections wait there for the next call. Off the workers (in
     /// [`Runtime::block_on`](crate::Runtime::block_on)) it is one single-shot accept on a
-    /// worker, as [`Listener::accept`](super::Listener::accept) does.
+    /// worker, as [`Listener::accept`](super::Listener::accept) does; a multishot accept armed
+    /// by an earlier call on a worker is cancelled first (it would take every connection, which
+    /// only its worker can hand out), as if the `Incoming` had moved (type docs).
     ///
     /// # Errors
     ///
@@ -68,6 +71,9 @@ impl<L: ListenSocket> Incoming<L> {
     /// accepting.
     pub async fn accept(&mut self) -> io::Result<Stream<L::Stream>> {
         if !context::on_worker() {
+            // An accept armed on a worker would take the connections from under this one, and
+            // only that worker can hand them out: cancel it (type docs).
+            self.armed = None;
             let queues: Arc<FdQueues<AnyFd>> = self.listener.clone();
             let (fd, _) = op::accept(queues).await?;
             return Ok(Stream::wrap(L::stream(fd)));

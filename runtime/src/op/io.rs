@@ -200,6 +200,16 @@ impl Io {
         }
     }
 
+    /// Abandons every operation whose future is still held: at shutdown, once every task was
+    /// dropped, those futures live off the workers (taken out of their tasks, such as an
+    /// [`Incoming`](crate::net::Incoming) returned by one) and can never be polled here again.
+    /// Their kernel operations are cancelled, and their results go to their orphan handlers.
+    pub(crate) fn abandon_all(&mut self) {
+        for cookie in self.table.held() {
+            self.abandon(cookie);
+        }
+    }
+
     /// An explicit cancel of `cookie`, unless it has completed already. The cancel goes behind
     /// the operation in the staging queue (or after it in the ring), on the same work queue.
     pub(crate) fn cancel(&mut self, cookie: u64) {

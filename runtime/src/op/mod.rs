@@ -169,7 +169,9 @@ where
 /// `build` is called at the first poll, with `buf` and the cookie the operation must carry (the
 /// runtime routes its completions by it): `|buf, cookie| Op::nop(cookie)`, or for a pool
 /// message, set `descriptor_mut().cookie` and use [`Op::from_message`]. The buffer comes back
-/// in [`Completed::buf`]. Dropping the future cancels the operation (see the [module
+/// in [`Completed::buf`]. The worker's own queue names no file, and reaches no fixed-file slot
+/// of the ring either: those hold the runtime's sockets and files, and an [`Op::share_file`]
+/// of one is refused (`EINVAL`), as it goes only on a work queue of the slot it shares. Dropping the future cancels the operation (see the [module
 /// docs](self)); [`Submit::cancel`] cancels it and gives back the real result and the buffer.
 ///
 /// ```

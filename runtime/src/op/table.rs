@@ -328,6 +328,17 @@ impl OpTable {
         }
     }
 
+    /// The cookies of the operations whose futures have not been dropped (staged, posted, or
+    /// done and not taken yet).
+    pub(crate) fn held(&self) -> Vec<u64> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s.phase, Phase::Staged | Phase::Posted | Phase::Done))
+            .map(|(index, s)| (u64::from(s.generation) << 32) | index as u64)
+            .collect()
+    }
+
     /// Frees the slot of an operation that was never staged (its builder panicked).
     pub(crate) fn discard(&mut self, cookie: u64) {
         if self.slot(cookie).is_some() {
