@@ -107,8 +107,8 @@ pub enum RegionError {
     Empty,
     /// The rings refused the registration: [`regio_adapters::Error::MemlockTooLow`] when the
     /// pinned bytes would pass `RLIMIT_MEMLOCK`, [`regio_adapters::Error::Invalid`] when the
-    /// fixed-buffer table is full, [`regio_adapters::Error::NotOwner`] in single-issuer mode.
-    /// Nothing stays registered.
+    /// fixed-buffer table is full, [`regio_adapters::Error::NotOwner`] when an adapter is in
+    /// single-issuer mode (whatever the thread). Nothing stays registered.
     #[error("registering a region of {len} bytes: {source}")]
     Register {
         /// The region's length.
@@ -218,6 +218,19 @@ impl Region {
         let len = memory.len();
         if len == 0 {
             return Err(RegionError::Empty);
+        }
+        // A single-issuer ring takes registrations only on its owner thread, and a region's
+        // last lease may drop on any thread: its chunks could not be unregistered there, and
+        // would keep their slots and pinned pages for the life of the runtime.
+        if runtime
+            .adapters
+            .iter()
+            .any(|rt| rt.mode == crate::RingMode::SingleIssuer)
+        {
+            return Err(RegionError::Register {
+                len,
+                source: regio_adapters::Error::NotOwner,
+            });
         }
         let base = memory.as_ptr();
         let mut registered = Registered {
