@@ -11,7 +11,7 @@ use regio_runtime::{BuildError, RingMode, Runtime};
 
 /// Bytes `i * 7 % 253`: never 0xFF, the mark written once the region lets go of the memory.
 fn image(len: usize) -> Arc<Box<[u8]>> {
-    Arc::new((0..len).map(|i| (i * 7 % 253) as u8).collect())
+    Arc::new(image_bytes(len).into_boxed_slice())
 }
 
 const MARK: u8 = 0xFF;
@@ -178,4 +178,65 @@ fn a_region_sent_on_another_runtimes_socket_fails_and_sends_nothing() {
     drop(region);
     drop(a);
     assert_eq!(Arc::strong_count(&image), 1);
+}
+
+/// Regions registered and dropped over and over on one task while tasks on both workers send
+/// from another region: registration takes the fixed-buffer tables' lock and every ring, and
+/// must neither stall the sends nor mix their bytes up.
+#[test]
+fn registrations_while_other_tasks_send_neither_hang_nor_mix_bytes() {
+    let Some(rt) = regio_testkit::ok_or_skip(
+        Runtime::builder()
+            .worker_threads(2)
+            .pool_class(4096, 16)
+            .build(),
+        BuildError::is_io_uring_disabled,
+    ) else {
+        return;
+    };
+    let len = 256 << 10;
+    let served = image(len);
+    let region = rt.block_on(async { Region::register(Arc::clone(&served)).unwrap() });
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, server) = regio_testkit::loopback();
+            let region = region.clone();
+            let send = rt.spawn(async move {
+                let server = TcpStream::from_std(server).unwrap();
+                for _ in 0..16 {
+                    server.send_region(&region, 0, len).unwrap().await.unwrap();
+                }
+            });
+            let reader = std::thread::spawn(move || {
+                client
+                    .set_read_timeout(Some(Duration::from_secs(60)))
+                    .unwrap();
+                let (want, mut got) = (image_bytes(len), vec![0; len]);
+                for _ in 0..16 {
+                    (&client).read_exact(&mut got).unwrap();
+                    assert!(got == want, "the bytes differ");
+                }
+            });
+            (send, reader)
+        })
+        .collect();
+    let churn = rt.spawn(async {
+        let other = image(64 << 10);
+        for cycle in 0..200 {
+            let region = Region::register(Arc::clone(&other));
+            drop(region.unwrap_or_else(|e| panic!("cycle {cycle}: {e}")));
+        }
+    });
+    rt.block_on(churn).unwrap();
+    for (send, reader) in senders {
+        rt.block_on(send).unwrap();
+        reader.join().unwrap();
+    }
+    drop(region);
+    drop(rt);
+    assert_eq!(Arc::strong_count(&served), 1);
+}
+
+fn image_bytes(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 253) as u8).collect()
 }
