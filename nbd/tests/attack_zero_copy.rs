@@ -97,24 +97,34 @@ fn wait_for(what: impl Fn() -> String, done: impl Fn() -> bool) {
 }
 
 /// In a process of its own (`VmPin` counts the whole process): a client asks for many large
-/// reads, never reads a reply, and never closes. The stall timeout cuts its connection; the
-/// zero-copy sends that were under way must then let go of the export, so that the server,
-/// once stopped, unregisters (and unpins) it though that client is still connected.
-fn stalled_child() {
+/// reads, never reads a reply, and never closes. Its connection is cut, by the stall timeout
+/// (`cut_by_stall`) or by the end of a shutdown's grace; the zero-copy sends that were under
+/// way must then let go of the export, so that the server, once stopped, unregisters (and
+/// unpins) it though that client is still connected.
+fn stalled_child(cut_by_stall: bool) {
     let Some(h) = start(vec![memory("", 16 * MIB)], 8) else {
         panic!("the parent saw io_uring work");
     };
-    h.server.set_stall_timeout(Duration::from_millis(300));
+    if cut_by_stall {
+        h.server.set_stall_timeout(Duration::from_millis(300));
+    }
     drop(h.open("", false));
     assert!(h.server.exports().next().unwrap().is_zero_copy());
     let data = pattern(h.server.max_payload() as usize, 4);
     let stalled = h.stalled_client(&data);
-    // The stall timeout cuts it: its connection ends, its buffers come back.
-    wait_for(
-        || format!("the stalled connection was not cut: {}", h.server.stats()),
-        || h.server.stats().connections == 0,
-    );
-    h.assert_pool_full();
+    if cut_by_stall {
+        // Its connection ends, its buffers come back.
+        wait_for(
+            || format!("the stalled connection was not cut: {}", h.server.stats()),
+            || h.server.stats().connections == 0,
+        );
+        h.assert_pool_full();
+    } else {
+        h.server.shutdown();
+        let finished =
+            h.rt.block_on(h.server.finish_within(Duration::from_millis(300)));
+        assert_eq!(finished, Ok(()));
+    }
     let serving = pinned_kib();
     let rt = h.stop_keeping_runtime();
     wait_for(
@@ -127,8 +137,8 @@ fn stalled_child() {
 
 #[test]
 fn a_client_that_never_reads_nor_closes_does_not_keep_the_export_pinned() {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        stalled_child();
+    if let Some(how) = std::env::var_os(CHILD_ENV) {
+        stalled_child(how == "stall");
         return;
     }
     // Whether io_uring works is decided here, where a skip is reported.
@@ -136,20 +146,22 @@ fn a_client_that_never_reads_nor_closes_does_not_keep_the_export_pinned() {
         return;
     };
     h.stop();
-    let out = Process::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_client_that_never_reads_nor_closes_does_not_keep_the_export_pinned",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("CHILD-OK: unpinned"),
-        "child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for how in ["stall", "shutdown"] {
+        let out = Process::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "a_client_that_never_reads_nor_closes_does_not_keep_the_export_pinned",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, how)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("CHILD-OK: unpinned"),
+            "child ({how}) failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -22,8 +22,8 @@ pub trait RecvHalf: Send + Sync + 'static {
     fn recv_exact(&self, buf: Message) -> impl Future<Output = (io::Result<()>, Message)> + Send;
 }
 
-/// The sending half of a connection.
-pub trait SendHalf: Send + Sync + 'static {
+/// The sending half of a connection (a clone is another handle to it).
+pub trait SendHalf: Clone + Send + Sync + 'static {
     /// Sends all the descriptor's bytes.
     fn send_all(&self, buf: Message) -> impl Future<Output = (io::Result<()>, Message)> + Send;
     /// Sends the descriptor's bytes without copying them (`SEND_ZC`); resolves once the kernel
