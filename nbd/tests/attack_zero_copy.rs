@@ -165,3 +165,32 @@ fn a_client_that_never_reads_nor_closes_does_not_keep_the_export_pinned() {
         );
     }
 }
+
+/// A flood of connections that never say a word (each finding every control pair taken asks
+/// the oldest handshake to close) never closes a connection already in transmission: its
+/// zero-copy reads go on, and once the flood is gone a new client is served.
+#[test]
+fn a_connect_flood_evicts_handshakes_but_never_a_connection_in_transmission() {
+    // A sixteenth of the pool: 64 control pairs.
+    let Some(h) = start(vec![memory("", 4 * MIB)], 16) else {
+        return;
+    };
+    let none = CommandFlags::empty();
+    let max = h.server.max_payload();
+    let data = pattern(max as usize, 21);
+    let mut serving = h.open("", true);
+    assert_eq!(serving.call(Command::Write, none, 0, max, &data).error, None);
+    let mut flood = Vec::new();
+    for wave in 0..4 {
+        flood.extend((0..100).map(|_| std::net::TcpStream::connect(h.addr).unwrap()));
+        let got = serving.call(Command::Read, none, 0, max, &[]);
+        assert!(got.error.is_none() && got.data == data, "wave {wave}");
+    }
+    drop(flood);
+    let mut late = h.open("", false);
+    let got = late.call(Command::Read, none, 0, max, &[]);
+    assert!(got.error.is_none() && got.data == data);
+    drop((serving, late));
+    h.assert_pool_full();
+    h.stop();
+}

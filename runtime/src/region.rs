@@ -464,4 +464,40 @@ mod tests {
         });
         assert_eq!(got, image[100..39_100]);
     }
+
+    /// A region of more chunks than the fixed-buffer table has free slots is refused with a
+    /// clear error, and the chunks registered before the table ran full are given back: a
+    /// region that fits is registered afterwards, over and over.
+    #[test]
+    fn a_region_past_the_table_is_refused_and_gives_its_chunks_back() {
+        let Some(rt) = regio_testkit::ok_or_skip(
+            crate::Runtime::builder()
+                .worker_threads(1)
+                .pool_class(4096, 16)
+                .build(),
+            crate::BuildError::is_io_uring_disabled,
+        ) else {
+            return;
+        };
+        let image: Arc<Box<[u8]>> = Arc::new(vec![7; 200 * 4096].into_boxed_slice());
+        rt.block_on(async {
+            for _ in 0..3 {
+                let refused = Region::register_in_chunks(Arc::clone(&image), 4096);
+                assert!(
+                    matches!(
+                        refused,
+                        Err(RegionError::Register {
+                            source: regio_adapters::Error::Invalid(_),
+                            ..
+                        })
+                    ),
+                    "{refused:?}"
+                );
+                let half: Arc<Box<[u8]>> = Arc::new(vec![7; 32 * 4096].into_boxed_slice());
+                let fits = Region::register_in_chunks(half, 4096).unwrap();
+                assert_eq!(fits.inner.adapters[0].chunks.len(), 32);
+            }
+        });
+        assert_eq!(Arc::strong_count(&image), 1);
+    }
 }
