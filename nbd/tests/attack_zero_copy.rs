@@ -179,7 +179,10 @@ fn a_connect_flood_evicts_handshakes_but_never_a_connection_in_transmission() {
     let max = h.server.max_payload();
     let data = pattern(max as usize, 21);
     let mut serving = h.open("", true);
-    assert_eq!(serving.call(Command::Write, none, 0, max, &data).error, None);
+    assert_eq!(
+        serving.call(Command::Write, none, 0, max, &data).error,
+        None
+    );
     let mut flood = Vec::new();
     for wave in 0..4 {
         flood.extend((0..100).map(|_| std::net::TcpStream::connect(h.addr).unwrap()));

@@ -9,7 +9,8 @@
 //! for one fixed buffer). Registering pins the memory: the kernel faults in every page and keeps
 //! it resident until the region is gone, and without `CAP_IPC_LOCK` the pinned bytes count
 //! against `RLIMIT_MEMLOCK` once per adapter. A send names the registration of the adapter its
-//! socket belongs to.
+//! socket belongs to. A runtime with a single-issuer adapter refuses regions: its rings take
+//! registrations only on their owner thread, and a region's last lease may drop on any thread.
 //!
 //! [`Stream::send_region`] sends a range of the region with `IORING_OP_SEND_ZC` from the fixed
 //! buffer: no copy is made; the future resolves once every byte is sent and the kernel has let
