@@ -9,7 +9,8 @@
 //! for one fixed buffer). Registering pins the memory: the kernel faults in every page and keeps
 //! it resident until the region is gone, and without `CAP_IPC_LOCK` the pinned bytes count
 //! against `RLIMIT_MEMLOCK` once per adapter. A send names the registration of the adapter its
-//! socket belongs to.
+//! socket belongs to. A runtime with a single-issuer adapter refuses regions: its rings take
+//! registrations only on their owner thread, and a region's last lease may drop on any thread.
 //!
 //! [`Stream::send_region`] sends a range of the region with `IORING_OP_SEND_ZC` from the fixed
 //! buffer: no copy is made; the future resolves once every byte is sent and the kernel has let
@@ -107,8 +108,8 @@ pub enum RegionError {
     Empty,
     /// The rings refused the registration: [`regio_adapters::Error::MemlockTooLow`] when the
     /// pinned bytes would pass `RLIMIT_MEMLOCK`, [`regio_adapters::Error::Invalid`] when the
-    /// fixed-buffer table is full, [`regio_adapters::Error::NotOwner`] in single-issuer mode.
-    /// Nothing stays registered.
+    /// fixed-buffer table is full, [`regio_adapters::Error::NotOwner`] when an adapter is in
+    /// single-issuer mode (whatever the thread). Nothing stays registered.
     #[error("registering a region of {len} bytes: {source}")]
     Register {
         /// The region's length.
@@ -218,6 +219,19 @@ impl Region {
         let len = memory.len();
         if len == 0 {
             return Err(RegionError::Empty);
+        }
+        // A single-issuer ring takes registrations only on its owner thread, and a region's
+        // last lease may drop on any thread: its chunks could not be unregistered there, and
+        // would keep their slots and pinned pages for the life of the runtime.
+        if runtime
+            .adapters
+            .iter()
+            .any(|rt| rt.mode == crate::RingMode::SingleIssuer)
+        {
+            return Err(RegionError::Register {
+                len,
+                source: regio_adapters::Error::NotOwner,
+            });
         }
         let base = memory.as_ptr();
         let mut registered = Registered {
@@ -450,5 +464,41 @@ mod tests {
             reader.await.unwrap()
         });
         assert_eq!(got, image[100..39_100]);
+    }
+
+    /// A region of more chunks than the fixed-buffer table has free slots is refused with a
+    /// clear error, and the chunks registered before the table ran full are given back: a
+    /// region that fits is registered afterwards, over and over.
+    #[test]
+    fn a_region_past_the_table_is_refused_and_gives_its_chunks_back() {
+        let Some(rt) = regio_testkit::ok_or_skip(
+            crate::Runtime::builder()
+                .worker_threads(1)
+                .pool_class(4096, 16)
+                .build(),
+            crate::BuildError::is_io_uring_disabled,
+        ) else {
+            return;
+        };
+        let image: Arc<Box<[u8]>> = Arc::new(vec![7; 200 * 4096].into_boxed_slice());
+        rt.block_on(async {
+            for _ in 0..3 {
+                let refused = Region::register_in_chunks(Arc::clone(&image), 4096);
+                assert!(
+                    matches!(
+                        refused,
+                        Err(RegionError::Register {
+                            source: regio_adapters::Error::Invalid(_),
+                            ..
+                        })
+                    ),
+                    "{refused:?}"
+                );
+                let half: Arc<Box<[u8]>> = Arc::new(vec![7; 32 * 4096].into_boxed_slice());
+                let fits = Region::register_in_chunks(half, 4096).unwrap();
+                assert_eq!(fits.inner.adapters[0].chunks.len(), 32);
+            }
+        });
+        assert_eq!(Arc::strong_count(&image), 1);
     }
 }

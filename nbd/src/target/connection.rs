@@ -9,7 +9,7 @@ use super::commands::Session;
 use super::negotiate::{negotiate, NoTransmission};
 use super::reader::{self, Stop};
 use super::server::Shared;
-use super::stream::Connection;
+use super::stream::{Connection, SendHalf};
 use super::sync::{queue, Semaphore, Signal};
 use super::writer;
 
@@ -91,6 +91,7 @@ pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
         timeout: server.stall_timeout(),
         cut: Arc::clone(&cut),
     };
+    let aborting = output.clone();
     let writing = writer::run(
         output,
         queued,
@@ -103,6 +104,9 @@ pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
         let server = Arc::clone(&server);
         async move {
             if server.abandon.or_raised(writing).await.is_none() {
+                // What its cancelled sends queued would wait in the socket for the client,
+                // holding the memory of the zero-copy sends among them (a registered export).
+                aborting.abort();
                 tracing::info!("cut a connection whose client stopped reading its replies");
             }
         }

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::io;
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use regio_pool::Message;
@@ -21,8 +22,8 @@ pub trait RecvHalf: Send + Sync + 'static {
     fn recv_exact(&self, buf: Message) -> impl Future<Output = (io::Result<()>, Message)> + Send;
 }
 
-/// The sending half of a connection.
-pub trait SendHalf: Send + Sync + 'static {
+/// The sending half of a connection (a clone is another handle to it).
+pub trait SendHalf: Clone + Send + Sync + 'static {
     /// Sends all the descriptor's bytes.
     fn send_all(&self, buf: Message) -> impl Future<Output = (io::Result<()>, Message)> + Send;
     /// Sends the descriptor's bytes without copying them (`SEND_ZC`); resolves once the kernel
@@ -39,6 +40,11 @@ pub trait SendHalf: Send + Sync + 'static {
     ) -> impl Future<Output = io::Result<()>> + Send;
     /// Shuts the connection down both ways.
     fn close(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Resets a TCP connection at once (`connect` to `AF_UNSPEC`, which disconnects it): the
+    /// bytes it still queues are dropped rather than kept for a client that stopped reading
+    /// them, and with them the hold of the zero-copy sends that queued them on their memory.
+    /// Operations in flight on it end. Other sockets are left as they are.
+    fn abort(&self);
 }
 
 /// A connection that splits into halves the server can use on two tasks.
@@ -85,6 +91,25 @@ impl<S: StreamSocket> SendHalf for Arc<Stream<S>> {
             // The peer closed first: nothing left to shut.
             Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(()),
             other => other,
+        }
+    }
+
+    fn abort(&self) {
+        let unspec = libc::sockaddr {
+            sa_family: libc::AF_UNSPEC as libc::sa_family_t,
+            sa_data: [0; 14],
+        };
+        // SAFETY: `connect` reads `size_of::<sockaddr>()` bytes from `unspec`, a local that
+        // outlives the call; the descriptor is the stream's own, open while `self` lives.
+        let done = unsafe {
+            libc::connect(
+                self.as_raw_fd(),
+                &raw const unspec,
+                std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+            )
+        };
+        if done != 0 {
+            tracing::debug!(error = %io::Error::last_os_error(), "aborting a connection");
         }
     }
 }

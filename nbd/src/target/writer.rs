@@ -414,6 +414,9 @@ impl<W: SendHalf> Writer<W> {
             "cutting a connection whose client stopped reading its replies"
         );
         self.broken = true;
+        // What the cut sends queued would otherwise wait in the socket for the client to read
+        // it, holding the memory of the zero-copy sends among them (a registered export).
+        self.out.abort();
         self.stall.cut.raise();
     }
 
