@@ -630,3 +630,41 @@ fn clients_idle_in_their_handshake_do_not_hold_up_a_new_one() {
     h.assert_pool_full();
     h.stop();
 }
+
+/// A flood of silent connections must not close a client in the middle of its handshake: only
+/// a handshake that has stalled for a while may be closed to make room.
+#[test]
+fn a_flood_of_silent_connections_does_not_evict_a_client_negotiating() {
+    // A sixteenth of the pool: 64 control pairs.
+    let Some(h) = start(vec![memory("", MIB)], 16) else {
+        return;
+    };
+    let stream = std::net::TcpStream::connect(h.addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut client = Client::greeted(stream, 3);
+    // More silent connections than there are pairs, while the client is negotiating.
+    let flood: Vec<_> = (0..100)
+        .map(|_| std::net::TcpStream::connect(h.addr).unwrap())
+        .collect();
+    // The server holds all 101 connections (the flood's looked for pairs) before the client
+    // goes on. An eviction would close the oldest handshakes, the client's first, and the
+    // count would never get there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while h.server.stats().connections < 101 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server closed connections in their handshake: {} of 101 open",
+            h.server.stats().connections
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    client.go("", false);
+    let reply = client.call(Command::Read, CommandFlags::empty(), 0, 4096, &[]);
+    assert_eq!((reply.error, reply.data.len()), (None, 4096));
+    drop((flood, client));
+    h.assert_pool_full();
+    h.stop();
+}

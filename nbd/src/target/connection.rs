@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use regio_pool::Message;
+
 use super::commands::Session;
+use super::handshakes::{Eviction, STALE_AFTER};
 use super::negotiate::{negotiate, NoTransmission};
 use super::reader::{self, Stop};
 use super::server::Shared;
@@ -21,23 +24,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
     let _live = server.connections.enter();
     let (input, output) = stream.split();
-    // The two control buffers. When every pair is taken (or others wait for one), the
-    // connection longest in its handshake is asked to close (an idle client would hold its
-    // pair until the handshake timeout), and this one waits its turn for a pair: each waiter
-    // has freed one.
-    let control = match server.buffers.try_control_pair() {
-        Some(pair) => Some(pair),
-        None => {
-            if server.handshakes.evict_oldest() {
-                tracing::debug!("control buffers ran out: closing the oldest handshake");
-            }
-            server
-                .shutdown
-                .or_raised(server.buffers.control_pair())
-                .await
-        }
-    };
-    let Some(control) = control else {
+    let Some(control) = control_pair(&server).await else {
         return;
     };
     let in_handshake = server.handshakes.enter();
@@ -137,6 +124,37 @@ pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
     // The writer ends once every request in flight has queued its reply and it has sent them.
     if writer.await.is_err() {
         tracing::error!("a connection's writer panicked");
+    }
+}
+
+/// The connection's two control buffers, or `None` once the server shuts down. When every
+/// pair is taken (or others wait for one), the connection longest in its handshake is asked to
+/// close once it has been there for [`STALE_AFTER`] (a silent client would hold its pair until
+/// the handshake timeout), and this one waits its turn for a pair: each waiter frees one.
+async fn control_pair(server: &Shared) -> Option<(Message, Message)> {
+    if let Some(pair) = server.buffers.try_control_pair() {
+        return Some(pair);
+    }
+    loop {
+        let recheck = match server.handshakes.evict_stale(STALE_AFTER) {
+            Eviction::Evicted => {
+                tracing::debug!("control buffers ran out: closing the oldest handshake");
+                None
+            }
+            Eviction::NotYet(left) => Some(left),
+            Eviction::NoneOpen => None,
+        };
+        let Some(left) = recheck else {
+            return server
+                .shutdown
+                .or_raised(server.buffers.control_pair())
+                .await;
+        };
+        // Wait for a pair, or until the oldest handshake is stale, then try again.
+        let wait = regio_runtime::time::timeout(left, server.buffers.control_pair());
+        if let Ok(pair) = server.shutdown.or_raised(wait).await? {
+            return Some(pair);
+        }
     }
 }
 

@@ -4,12 +4,18 @@
 //! A connection holds its two control buffers from its start, and a client that connects and
 //! then says nothing keeps them until the handshake timeout. Once such clients held every pair,
 //! new clients waited for that timeout. Now a connection that finds no pair free raises the
-//! eviction signal of the connection longest in its handshake; that connection closes the next
-//! time it waits for its client (never in the middle of a send), and its pair goes back to the
-//! pool. Connections in transmission are never evicted: they wait as before.
+//! eviction signal of the connection longest in its handshake, once that one has been in it for
+//! [`STALE_AFTER`]; it closes the next time it waits for its client (never in the middle of a
+//! send), and its pair goes back to the pool. Connections in transmission are never evicted:
+//! they wait as before.
+//!
+//! The age keeps a flood of silent connections from evicting clients that are negotiating: a
+//! real client ends its handshake in a few round trips, far within [`STALE_AFTER`], so only
+//! connections that stalled can be closed to make room.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -21,10 +27,24 @@ pub(crate) struct Handshakes {
     open: Mutex<Open>,
 }
 
+/// How long a connection must have been in its handshake before a newcomer may evict it.
+pub(crate) const STALE_AFTER: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Default)]
 struct Open {
     next: u64,
-    by_age: BTreeMap<u64, Arc<Signal>>,
+    by_age: BTreeMap<u64, (Instant, Arc<Signal>)>,
+}
+
+/// What [`Handshakes::evict_stale`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Eviction {
+    /// The oldest connection in its handshake was asked to close.
+    Evicted,
+    /// The oldest is younger than the age asked for: it may be evicted after this long.
+    NotYet(Duration),
+    /// No connection is in its handshake.
+    NoneOpen,
 }
 
 /// One connection in its handshake: listed until dropped.
@@ -43,7 +63,8 @@ impl Handshakes {
         let mut open = self.open.lock();
         let id = open.next;
         open.next += 1;
-        open.by_age.insert(id, Arc::clone(&evicted));
+        open.by_age
+            .insert(id, (Instant::now(), Arc::clone(&evicted)));
         InHandshake {
             handshakes: self,
             id,
@@ -51,17 +72,19 @@ impl Handshakes {
         }
     }
 
-    /// Asks the connection longest in its handshake to close (and unlists it); false if there
-    /// is none.
-    pub(crate) fn evict_oldest(&self) -> bool {
-        let oldest = self.open.lock().by_age.pop_first();
-        match oldest {
-            Some((_, evicted)) => {
-                evicted.raise();
-                true
-            }
-            None => false,
+    /// Asks the connection longest in its handshake to close (and unlists it) if it has been
+    /// in its handshake for `min_age` at least.
+    pub(crate) fn evict_stale(&self, min_age: Duration) -> Eviction {
+        let mut open = self.open.lock();
+        let Some(oldest) = open.by_age.first_entry() else {
+            return Eviction::NoneOpen;
+        };
+        let age = oldest.get().0.elapsed();
+        if age < min_age {
+            return Eviction::NotYet(min_age - age);
         }
+        oldest.remove().1.raise();
+        Eviction::Evicted
     }
 
     /// How many connections are in their handshake.
@@ -87,11 +110,28 @@ mod tests {
         let first = handshakes.enter();
         let second = handshakes.enter();
         assert_eq!(handshakes.count(), 2);
-        assert!(handshakes.evict_oldest());
+        assert_eq!(handshakes.evict_stale(Duration::ZERO), Eviction::Evicted);
         assert!(first.evicted.is_raised() && !second.evicted.is_raised());
         drop(second);
-        assert!(!handshakes.evict_oldest(), "the first is unlisted already");
+        assert_eq!(
+            handshakes.evict_stale(Duration::ZERO),
+            Eviction::NoneOpen,
+            "the first is unlisted already"
+        );
         drop(first);
         assert_eq!(handshakes.count(), 0);
+    }
+
+    #[test]
+    fn a_handshake_younger_than_the_age_asked_for_is_kept() {
+        let handshakes = Handshakes::default();
+        let young = handshakes.enter();
+        let hour = Duration::from_secs(3600);
+        assert!(matches!(
+            handshakes.evict_stale(hour),
+            Eviction::NotYet(left) if left > hour - Duration::from_secs(60) && left <= hour
+        ));
+        assert!(!young.evicted.is_raised());
+        assert_eq!(handshakes.count(), 1);
     }
 }

@@ -19,8 +19,10 @@
 //!
 //! Each connection takes its control buffers when it starts. When they run out (clients that
 //! connect and then say nothing hold theirs until the handshake timeout), a new connection
-//! closes the oldest connection still waiting for its client in the handshake rather than wait
-//! for that timeout; connections in transmission are never closed that way.
+//! closes the oldest connection still waiting for its client in the handshake, once that one
+//! has been negotiating for 2 s, rather than wait for that timeout (so a flood of silent
+//! connections cannot close a client in the middle of its few round trips); connections in
+//! transmission are never closed that way.
 //!
 //! Bad input: a request out of range, too long, with an unknown command or flag, or a write to
 //! a read-only export gets an NBD error and the connection goes on; a wrong magic, a truncated
