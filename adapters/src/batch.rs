@@ -8,6 +8,8 @@
 //! batch holds such a block, another thread posting to the same work queue can see
 //! [`PostError::NoCredit`] a little early; the depth itself is never exceeded.
 
+mod chain;
+
 use std::sync::Arc;
 
 use crate::cq::{reap_locked, Completion, Each};
