@@ -6,6 +6,7 @@
 mod common;
 
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ fn setup(mode: Mode) -> Option<(Adapter<TestBuf>, Arc<Region>, CompletionQueue<T
         Mode::SingleIssuer => common::config(1, false).single_issuer(true),
     };
     let adapter = common::adapter_or_skip::<TestBuf>(config)?;
+    assert_eq!(adapter.sqpoll(), matches!(mode, Mode::SqPoll), "{mode:?}");
     let region = Region::new(&adapter, 1 << 16);
     let cq = adapter.completion_queue(0).unwrap();
     if matches!(mode, Mode::SingleIssuer) {
@@ -311,10 +313,12 @@ fn a_chain_on_a_removed_queue_is_refused() {
 }
 
 /// Chains whose head fails, posted while another thread posts NOPs to the same ring: a NOP that
-/// slipped into a chain would be cancelled, and a member left out of one would run.
+/// slipped into a chain would be cancelled, and a member left out of one would run. Between two
+/// chains of a batch the test waits until the other thread has posted, so that its posts wait
+/// in the ring's inbox while the second chain is staged.
 #[test]
 fn chains_stay_contiguous_while_another_thread_posts() {
-    const CHAINS: u64 = 50;
+    const CHAINS: u64 = 60;
     const NOPS: u64 = 400;
     for mode in MODES {
         let Some((adapter, _region, cq)) = setup(mode) else {
@@ -322,8 +326,9 @@ fn chains_stay_contiguous_while_another_thread_posts() {
         };
         let chains = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
         let other = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
+        let progress = Arc::new(AtomicU64::new(0));
         let poster = {
-            let other = other.clone();
+            let (other, progress) = (other.clone(), Arc::clone(&progress));
             std::thread::spawn(move || {
                 let mut k = 0;
                 let mut tries = 0u64;
@@ -331,11 +336,23 @@ fn chains_stay_contiguous_while_another_thread_posts() {
                     tries += 1;
                     assert!(tries < 10_000_000, "the other poster never got credit");
                     match other.post(Op::nop(1_000_000 + k)) {
-                        Ok(()) => k += 1,
+                        Ok(()) => {
+                            k += 1;
+                            // Relaxed: a progress count, read only to decide when to go on.
+                            progress.store(k, Ordering::Relaxed);
+                        }
                         Err(_) => std::thread::yield_now(),
                     }
                 }
             })
+        };
+        let chain = |n: u64| -> Vec<Op<TestBuf>> {
+            vec![
+                Op::timeout(Duration::ZERO, n * 4),
+                Op::nop(n * 4 + 1),
+                Op::nop(n * 4 + 2),
+                Op::nop(n * 4 + 3),
+            ]
         };
         let mut done = Vec::new();
         let mut posted = 0;
@@ -357,14 +374,19 @@ fn chains_stay_contiguous_while_another_thread_posts() {
                 std::thread::yield_now();
                 continue;
             };
-            let ops = vec![
-                Op::timeout(Duration::ZERO, posted * 4),
-                Op::nop(posted * 4 + 1),
-                Op::nop(posted * 4 + 2),
-                Op::nop(posted * 4 + 3),
-            ];
-            if batch.post_chain(&chains, ops).is_ok() {
+            if batch.post_chain(&chains, chain(posted)).is_ok() {
                 posted += 1;
+                // Relaxed: as above.
+                let seen = progress.load(Ordering::Relaxed);
+                for _ in 0..10_000 {
+                    if progress.load(Ordering::Relaxed) != seen || poster.is_finished() {
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+                if posted < CHAINS && batch.post_chain(&chains, chain(posted)).is_ok() {
+                    posted += 1;
+                }
             }
             batch.commit().unwrap();
         }
