@@ -7,6 +7,12 @@
 //! reserved but did not use go back at each [`Batch::commit`] and when the batch ends. While a
 //! batch holds such a block, another thread posting to the same work queue can see
 //! [`PostError::NoCredit`] a little early; the depth itself is never exceeded.
+//!
+//! Because it owns its ring, a batch is also where operations are linked
+//! ([`Batch::post_chain`], [`Batch::post_hard_chain`]): a chain is staged whole, contiguous in
+//! the SQ, or refused whole (see the `chain` module).
+
+mod chain;
 
 use std::sync::Arc;
 

@@ -144,6 +144,58 @@ impl<T> PostError<T> {
     }
 }
 
+/// A chain that [`Batch::post_chain`](crate::Batch::post_chain) refused whole: no operation of
+/// it was posted, and every one comes back, in the order given.
+#[derive(Debug, thiserror::Error)]
+#[error("the chain was refused: {reason}")]
+pub struct ChainError<T> {
+    /// The chain's operations, handed back unchanged.
+    pub ops: Vec<T>,
+    /// Why the chain was refused.
+    pub reason: ChainRefusal,
+}
+
+/// Why a chain was refused (see [`ChainError`]). Each one says what to do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChainRefusal {
+    /// The submission queue has no room for the whole chain now. Commit, then post it again.
+    #[error("the submission queue has no room for the whole chain")]
+    Full,
+    /// The chain is longer than the submission queue: it can never be posted whole. Split it,
+    /// or make the rings larger ([`Config::sq_entries`](crate::Config::sq_entries)).
+    #[error("a chain of {len} operations is longer than the submission queue ({sq_entries})")]
+    TooLong {
+        /// The chain's length.
+        len: usize,
+        /// The submission queue's size.
+        sq_entries: usize,
+    },
+    /// The work queue has fewer credits left than the chain needs on one side. Reap
+    /// completions, then post it again (a chain longer than the queue's depth never fits).
+    #[error("the work queue has not enough credit for the whole chain")]
+    NoCredit,
+    /// The work queue was removed, or belongs to another completion queue.
+    #[error("the work queue was removed or belongs to another completion queue")]
+    Closed,
+    /// An operation's descriptor failed its check.
+    #[error("operation {index} of the chain: {error}")]
+    Descriptor {
+        /// The operation's place in the chain.
+        index: usize,
+        /// Why its descriptor was rejected.
+        error: DescriptorError,
+    },
+    /// An operation that cannot be linked: a cancel, whose target may be found gone when it
+    /// is posted, so that it completes at once and never becomes the SQE the link needs.
+    #[error("operation {index} of the chain ({op}) cannot be linked")]
+    Unlinkable {
+        /// The operation's place in the chain.
+        index: usize,
+        /// The operation's name.
+        op: &'static str,
+    },
+}
+
 /// Why a descriptor was rejected before it became an SQE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DescriptorError {

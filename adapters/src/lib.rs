@@ -241,7 +241,7 @@ pub use batch::Batch;
 pub use buf::{BufKey, BufSlice, IoBuf, RegionId, RegionSlice};
 pub use cq::{Completion, CompletionQueue};
 pub use cqset::CqSet;
-pub use error::{DescriptorError, Error, PostError};
+pub use error::{ChainError, ChainRefusal, DescriptorError, Error, PostError};
 pub use ops::{FileSlot, Op, Side, Target};
 pub use pbuf::ProvidedRing;
 pub use stats::Stats;

@@ -26,6 +26,10 @@ pub(crate) use crate::uring_abi::Sqe;
 
 /// `IOSQE_IO_DRAIN` (include/uapi/linux/io_uring.h).
 const IOSQE_IO_DRAIN: u8 = 1 << 1;
+/// `IOSQE_IO_LINK`: the next SQE starts only after this one succeeds.
+pub(crate) const IOSQE_IO_LINK: u8 = 1 << 2;
+/// `IOSQE_IO_HARDLINK`: the next SQE starts after this one, whatever its result.
+pub(crate) const IOSQE_IO_HARDLINK: u8 = 1 << 3;
 /// `IOSQE_ASYNC`.
 const IOSQE_ASYNC: u8 = 1 << 4;
 
@@ -247,11 +251,13 @@ impl<B> Op<B> {
     ///
     /// Of io_uring's SQE flags, an operation can ask for this one and
     /// [`force_async`](Self::force_async); the adapter sets `IOSQE_FIXED_FILE` itself from the
-    /// work queue's target. It offers no `IOSQE_IO_LINK`: a link ties an SQE to the next one in
-    /// the ring, and a ring takes the posts of every work queue and thread that shares it, so
-    /// the next SQE may be another caller's, and a post refused for want of credit would leave
-    /// the link pointing at whatever comes next. Linking needs a post that stages a whole chain
-    /// at once under one ring ownership, which the adapter does not have yet.
+    /// work queue's target. An operation cannot set `IOSQE_IO_LINK` on its own: a link ties an
+    /// SQE to the next one in the ring, and a ring takes the posts of every work queue and
+    /// thread that shares it, so the next SQE could be another caller's, and a post refused for
+    /// want of credit would leave the link pointing at whatever comes next. Links are made by
+    /// [`Batch::post_chain`](crate::Batch::post_chain) and
+    /// [`Batch::post_hard_chain`](crate::Batch::post_hard_chain), which stage a whole chain
+    /// at once while the batch owns the ring, or refuse it whole.
     pub fn drain(mut self) -> Self {
         self.sqe.flags |= IOSQE_IO_DRAIN;
         self
@@ -262,6 +268,11 @@ impl<B> Op<B> {
     pub fn force_async(mut self) -> Self {
         self.sqe.flags |= IOSQE_ASYNC;
         self
+    }
+
+    /// Whether this is a cancel ([`Op::cancel`]).
+    pub(crate) fn is_cancel(&self) -> bool {
+        matches!(self.post_action, PostAction::Cancel)
     }
 
     /// The caller's cookie.

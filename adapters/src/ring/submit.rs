@@ -78,6 +78,37 @@ impl<B> RingState<B> {
         self.room > 0 || self.make_room()
     }
 
+    /// Whether `n` more SQEs fit beside the pending ones, for a chain that must be staged
+    /// whole; on a short SQ it submits (if allowed) and looks again.
+    #[cold]
+    pub(crate) fn ensure_room_for(&mut self, n: usize) -> bool {
+        if self.room >= n {
+            return true;
+        }
+        // The room known may be stale (it is refreshed only when used up): look at the head.
+        self.room = self.io.room();
+        if self.room >= n {
+            return true;
+        }
+        Counters::add_owned(&self.counters.sq_full, 1);
+        if self.auto_submit {
+            // A failed enter leaves the SQ short, and the chain goes back to its owner.
+            let _ = self.submit();
+            self.room = self.io.room();
+        }
+        self.room >= n
+    }
+
+    /// How many SQEs the current io_uring's SQ holds.
+    pub(crate) fn sq_entries(&self) -> usize {
+        self.io.uring.params().sq_entries() as usize
+    }
+
+    /// How many SQEs are pending (posted since the last submit).
+    pub(crate) fn pending_len(&self) -> u32 {
+        self.io.pending.len()
+    }
+
     /// Finds room for one more SQE, submitting a full SQ first if allowed.
     #[cold]
     fn make_room(&mut self) -> bool {
