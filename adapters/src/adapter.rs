@@ -452,6 +452,7 @@ impl<B: IoBuf> Adapter<B> {
         let domain = cfg.domain.clone().unwrap_or_default();
         let tables = Arc::new(Tables::new(domain, cfg.max_regions, cfg.max_files));
         let mut rings = Vec::with_capacity(urings.len());
+        let shares_sq_thread = sqpoll && urings.len() > 1;
         for (index, uring) in urings.into_iter().enumerate() {
             let s = uring.submitter();
             s.register_buffers_sparse(cfg.max_regions)
@@ -464,7 +465,7 @@ impl<B: IoBuf> Adapter<B> {
             s.register_eventfd(efd.as_raw_fd())
                 .map_err(sys("IORING_REGISTER_EVENTFD"))?;
             let cq_span = tracing::debug_span!(parent: &span, "cq", index, fd = uring.as_raw_fd());
-            let ring = Ring::new(
+            let mut ring = Ring::new(
                 uring,
                 efd,
                 Arc::clone(&tables),
@@ -474,6 +475,7 @@ impl<B: IoBuf> Adapter<B> {
                 issuer,
             )
             .map_err(sys("mmap of the SQ ring and its SQEs"))?;
+            ring.shares_sq_thread = shares_sq_thread;
             rings.push(Arc::new(ring));
         }
         tracing::info!(parent: &span, sqpoll, rings = rings.len(), fixed_recvsend, "adapter up");

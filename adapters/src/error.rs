@@ -161,6 +161,12 @@ pub enum ChainRefusal {
     /// The submission queue has no room for the whole chain now. Commit, then post it again.
     #[error("the submission queue has no room for the whole chain")]
     Full,
+    /// The ring's SQPOLL kernel thread serves the adapter's other rings too, and such a thread
+    /// submits at most 8 SQEs of a ring per pass, ending a link chain where a pass ends: the
+    /// chain could run cut in two. Chains work on interrupt-driven and single-issuer rings, and
+    /// on an SQPOLL adapter of one ring.
+    #[error("linked chains are refused on an SQPOLL ring whose kernel thread serves other rings")]
+    SharedSqThread,
     /// The chain is longer than the submission queue: it can never be posted whole. Split it,
     /// or make the rings larger ([`Config::sq_entries`](crate::Config::sq_entries)).
     #[error("a chain of {len} operations is longer than the submission queue ({sq_entries})")]

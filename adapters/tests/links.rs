@@ -312,6 +312,27 @@ fn a_chain_on_a_removed_queue_is_refused() {
     );
 }
 
+/// On an SQPOLL adapter of two rings, the kernel thread serves both and submits at most 8 SQEs
+/// of a ring per pass, ending a link chain where a pass ends: chains are refused there, whole.
+#[test]
+fn a_chain_on_an_sqpoll_thread_shared_by_two_rings_is_refused() {
+    let Some(adapter) = common::adapter_or_skip::<TestBuf>(common::config(2, true)) else {
+        return;
+    };
+    if !adapter.sqpoll() {
+        regio_testkit::skip("the kernel refused SQPOLL");
+        return;
+    }
+    let cq = adapter.completion_queue(0).unwrap();
+    let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
+    let mut batch = cq.batch().unwrap();
+    let e = batch
+        .post_chain(&wq, vec![Op::nop(1), Op::nop(2)])
+        .unwrap_err();
+    assert_eq!(e.reason, ChainRefusal::SharedSqThread);
+    assert_eq!(cookies(&e.ops), [1, 2]);
+}
+
 /// Chains whose head fails, posted while another thread posts NOPs to the same ring: a NOP that
 /// slipped into a chain would be cancelled, and a member left out of one would run. Between two
 /// chains of a batch the test waits until the other thread has posted, so that its posts wait

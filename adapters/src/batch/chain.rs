@@ -6,7 +6,9 @@
 //! else stages SQEs while it posts (the inbox is pushed only when the ring changes hands, a
 //! cancel is staged only by its own post), and its SQEs reach the kernel only at a commit or at
 //! the end of the batch, with one tail store for all of them: with SQPOLL the kernel thread
-//! never sees part of a chain. Everything that could stop a member from becoming an SQE is
+//! never sees part of a chain. A kernel thread that serves several rings (an SQPOLL adapter of
+//! more than one) takes at most 8 SQEs of a ring per pass and ends a chain where its pass ends,
+//! so chains are refused there ([`ChainRefusal::SharedSqThread`]). Everything that could stop a member from becoming an SQE is
 //! settled before the first is staged: the queue, the credits, every descriptor and the room in
 //! the SQ. A refusal hands every operation back; after them the chain is staged in one go,
 //! each member becoming its own slab entry, so each gets its own completion and its buffer back
@@ -52,7 +54,8 @@ impl<B: IoBuf> Batch<'_, B> {
     /// the SQ has not room for the whole chain now, `TooLong` when it never will, `NoCredit`
     /// when `wq` has fewer credits than the chain needs on a side, `Closed` when `wq` was
     /// removed or belongs to another CQ, `Descriptor` for a member whose descriptor fails its
-    /// check, `Unlinkable` for a cancel.
+    /// check, `Unlinkable` for a cancel, `SharedSqThread` on an SQPOLL adapter of several
+    /// rings (whose kernel thread could split the chain).
     pub fn post_chain(
         &mut self,
         wq: &WorkQueue<B>,
@@ -89,6 +92,9 @@ impl<B: IoBuf> Batch<'_, B> {
         }
         if !wq.shared.is_open() || !std::ptr::eq(Arc::as_ptr(&wq.ring), self.ring) {
             return refuse(ops, ChainRefusal::Closed);
+        }
+        if self.ring.shares_sq_thread {
+            return refuse(ops, ChainRefusal::SharedSqThread);
         }
         if let Some(index) = ops.iter().position(|op| op.is_cancel()) {
             let op = ops[index].name();

@@ -47,6 +47,10 @@ pub(crate) struct Ring<B> {
     /// The owner thread's token (`issuer::thread_token`), 0 while the ring has no owner; set
     /// once, by [`Ring::bind_owner`].
     pub(super) owner: AtomicU64,
+    /// The ring's SQPOLL kernel thread serves other rings too (the adapter's others, attached
+    /// with `IORING_SETUP_ATTACH_WQ`): the thread then takes at most 8 SQEs of a ring per pass,
+    /// and ends a link chain where a pass ends, so linked chains are refused.
+    pub(crate) shares_sq_thread: bool,
 }
 
 impl<B> Ring<B> {
@@ -86,6 +90,7 @@ impl<B> Ring<B> {
             single_issuer: issuer.is_some(),
             taskrun_flag: issuer.is_some_and(|i| i != crate::SingleIssuer::Plain),
             owner: AtomicU64::new(0),
+            shares_sq_thread: false,
         })
     }
 
