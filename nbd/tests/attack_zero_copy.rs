@@ -7,7 +7,7 @@ mod common;
 use std::process::Command as Process;
 use std::time::{Duration, Instant};
 
-use common::{memory, pattern, start, Client};
+use common::{memory, pattern, pinned_kib, start, Client};
 use regio_nbd::proto::{Command, CommandFlags};
 
 const MIB: u64 = 1 << 20;
@@ -74,17 +74,6 @@ fn writes_trims_and_zeroes_racing_zero_copy_reads_of_the_same_pages() {
     });
     h.assert_pool_full();
     h.stop();
-}
-
-/// The process's pinned memory, in KiB.
-fn pinned_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmPin:"))
-        .and_then(|rest| rest.trim().strip_suffix("kB"))
-        .map(|kib| kib.trim().parse().unwrap())
-        .expect("a VmPin line in /proc/self/status")
 }
 
 /// Waits (bounded, nothing timed) until `done` holds, else fails with `what`.

@@ -8,21 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{memory, pattern, start};
+use common::{memory, pattern, pinned_kib, start};
 use regio_nbd::proto::{Command, CommandFlags};
 
 const MIB: u64 = 1 << 20;
-
-/// The process's pinned memory, in KiB.
-fn pinned_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmPin:"))
-        .and_then(|rest| rest.trim().strip_suffix("kB"))
-        .map(|kib| kib.trim().parse().unwrap())
-        .expect("a VmPin line in /proc/self/status")
-}
 
 #[test]
 fn a_client_gone_mid_read_leaves_the_export_to_be_unpinned_at_shutdown() {

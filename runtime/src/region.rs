@@ -432,16 +432,21 @@ mod tests {
     use super::*;
     use crate::net::{TcpListener, TcpStream};
 
-    /// A range across three chunks goes out as one send per chunk, in order.
-    #[test]
-    fn a_range_across_chunks_is_sent_chunk_by_chunk() {
-        let Some(rt) = regio_testkit::ok_or_skip(
+    /// A runtime of one worker, or `None` (skipped) where io_uring is disabled.
+    fn runtime() -> Option<crate::Runtime> {
+        regio_testkit::ok_or_skip(
             crate::Runtime::builder()
                 .worker_threads(1)
                 .pool_class(4096, 16)
                 .build(),
             crate::BuildError::is_io_uring_disabled,
-        ) else {
+        )
+    }
+
+    /// A range across three chunks goes out as one send per chunk, in order.
+    #[test]
+    fn a_range_across_chunks_is_sent_chunk_by_chunk() {
+        let Some(rt) = runtime() else {
             return;
         };
         let bytes: Box<[u8]> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
@@ -471,13 +476,7 @@ mod tests {
     /// region that fits is registered afterwards, over and over.
     #[test]
     fn a_region_past_the_table_is_refused_and_gives_its_chunks_back() {
-        let Some(rt) = regio_testkit::ok_or_skip(
-            crate::Runtime::builder()
-                .worker_threads(1)
-                .pool_class(4096, 16)
-                .build(),
-            crate::BuildError::is_io_uring_disabled,
-        ) else {
+        let Some(rt) = runtime() else {
             return;
         };
         let image: Arc<Box<[u8]>> = Arc::new(vec![7; 200 * 4096].into_boxed_slice());

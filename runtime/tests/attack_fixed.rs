@@ -37,15 +37,7 @@ fn incoming_outliving_its_runtime(timeout: Duration) {
         let Some(rt) = common::runtime(1) else { return };
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let first = std::net::TcpStream::connect(addr).unwrap();
-        let incoming = rt
-            .block_on(rt.spawn(async move {
-                let mut incoming = listener.incoming();
-                drop(incoming.accept().await.unwrap());
-                incoming
-            }))
-            .unwrap();
-        drop(first);
+        let incoming = armed_incoming(&rt, listener, addr);
         let before = common::open_fds();
         let late: Vec<std::net::TcpStream> = (0..LATE)
             .map(|_| std::net::TcpStream::connect(addr).unwrap())
@@ -90,15 +82,7 @@ fn accept_in_block_on_on_an_incoming_armed_on_a_worker_gets_a_connection() {
         let fds = common::open_fds_after_warm_up(&rt);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let first = std::net::TcpStream::connect(addr).unwrap();
-        let mut incoming = rt
-            .block_on(rt.spawn(async move {
-                let mut incoming = listener.incoming();
-                drop(incoming.accept().await.unwrap());
-                incoming
-            }))
-            .unwrap();
-        drop(first);
+        let mut incoming = armed_incoming(&rt, listener, addr);
         let accepted = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
             let clients = s.spawn(|| {
@@ -303,4 +287,23 @@ fn submit_cannot_copy_a_runtime_slot_out_with_share_file() {
         drop(theirs);
         assert_eq!(rt.fixed_files_in_use(), 0);
     });
+}
+
+/// `listener`'s multishot accept, armed on a worker by a task that accepted one connection (a
+/// client of `addr`, closed at once) and returned it: the accept stays armed off its task.
+fn armed_incoming(
+    rt: &regio_runtime::Runtime,
+    listener: TcpListener,
+    addr: std::net::SocketAddr,
+) -> regio_runtime::net::Incoming<std::net::TcpListener> {
+    let first = std::net::TcpStream::connect(addr).unwrap();
+    let incoming = rt
+        .block_on(rt.spawn(async move {
+            let mut incoming = listener.incoming();
+            drop(incoming.accept().await.unwrap());
+            incoming
+        }))
+        .unwrap();
+    drop(first);
+    incoming
 }

@@ -1,6 +1,8 @@
 //! Attacks on regions from safe code: registrations that could leak fixed-buffer slots,
 //! runtimes dropped under stuck zero-copy sends, and a region sent on another runtime's socket.
 
+mod common;
+
 use std::io::{ErrorKind, Read};
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,15 +138,7 @@ fn a_region_sent_on_another_runtimes_socket_fails_and_sends_nothing() {
     let Some(a) = runtime(RingMode::Interrupt) else {
         return;
     };
-    let Some(b) = regio_testkit::ok_or_skip(
-        Runtime::builder()
-            .worker_threads(1)
-            .pool_class(4096, 16)
-            .adapter(regio_runtime::AdapterSpec::new().interrupt())
-            .adapter(regio_runtime::AdapterSpec::new().interrupt())
-            .build(),
-        BuildError::is_io_uring_disabled,
-    ) else {
+    let Some(b) = common::build(common::two_interrupt_adapters(common::builder(1))) else {
         return;
     };
     let image = image(64 << 10);

@@ -2,6 +2,8 @@
 //! what arrives, the ranges refused, sockets without zero-copy sends, the lease a send holds
 //! until its final completion, and a registration refused for the memlock limit.
 
+mod common;
+
 use std::io::Read;
 use std::process::Command;
 use std::sync::Arc;
@@ -234,15 +236,7 @@ fn a_region_may_outlive_its_runtime() {
 /// registration of its own adapter.
 #[test]
 fn sockets_of_two_adapters_send_from_one_region() {
-    let Some(rt) = regio_testkit::ok_or_skip(
-        Runtime::builder()
-            .worker_threads(1)
-            .pool_class(4096, 16)
-            .adapter(regio_runtime::AdapterSpec::new().interrupt())
-            .adapter(regio_runtime::AdapterSpec::new().interrupt())
-            .build(),
-        BuildError::is_io_uring_disabled,
-    ) else {
+    let Some(rt) = common::build(common::two_interrupt_adapters(common::builder(1))) else {
         return;
     };
     let image = image(256 << 10);

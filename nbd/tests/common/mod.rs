@@ -435,3 +435,14 @@ impl<S: Read + Write> Client<S> {
         matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
     }
 }
+
+/// The process's pinned memory, in KiB.
+pub fn pinned_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmPin:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .map(|kib| kib.trim().parse().unwrap())
+        .expect("a VmPin line in /proc/self/status")
+}

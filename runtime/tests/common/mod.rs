@@ -20,6 +20,13 @@ pub fn build(builder: Builder) -> Option<Runtime> {
     regio_testkit::ok_or_skip(builder.build(), BuildError::is_io_uring_disabled)
 }
 
+/// `builder` with two interrupt-driven adapters.
+pub fn two_interrupt_adapters(builder: Builder) -> Builder {
+    builder
+        .adapter(regio_runtime::AdapterSpec::new().interrupt())
+        .adapter(regio_runtime::AdapterSpec::new().interrupt())
+}
+
 /// A runtime of `workers` workers with the test pool, or `None` (skipped).
 pub fn runtime(workers: usize) -> Option<Runtime> {
     build(builder(workers))
