@@ -427,7 +427,7 @@ impl Future for SendRegion {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::net::{TcpListener, TcpStream};
