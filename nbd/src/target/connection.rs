@@ -130,33 +130,34 @@ pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
 /// The connection's two control buffers, or `None` once the server shuts down. When every
 /// pair is taken (or others wait for one), the connection longest in its handshake is asked to
 /// close once it has been there for [`STALE_AFTER`] (a silent client would hold its pair until
-/// the handshake timeout), and this one waits its turn for a pair: each waiter frees one.
+/// the handshake timeout), and this one waits for a pair. It never waits for good while a
+/// handshake could be evicted: another waiter may take the pair its eviction freed, so it looks
+/// again after [`RECHECK`], and evicts the next stale handshake if it still has no pair.
 async fn control_pair(server: &Shared) -> Option<(Message, Message)> {
     if let Some(pair) = server.buffers.try_control_pair() {
         return Some(pair);
     }
     loop {
-        let recheck = match server.handshakes.evict_stale(STALE_AFTER) {
+        let left = match server.handshakes.evict_stale(STALE_AFTER) {
             Eviction::Evicted => {
                 tracing::debug!("control buffers ran out: closing the oldest handshake");
-                None
+                RECHECK
             }
-            Eviction::NotYet(left) => Some(left),
-            Eviction::NoneOpen => None,
+            Eviction::NotYet(left) => left,
+            Eviction::NoneOpen => {
+                return server.shutdown.or_raised(server.buffers.control_pair()).await;
+            }
         };
-        let Some(left) = recheck else {
-            return server
-                .shutdown
-                .or_raised(server.buffers.control_pair())
-                .await;
-        };
-        // Wait for a pair, or until the oldest handshake is stale, then try again.
+        // Wait for a pair, or until it is time to look at the handshakes again.
         let wait = regio_runtime::time::timeout(left, server.buffers.control_pair());
         if let Ok(pair) = server.shutdown.or_raised(wait).await? {
             return Some(pair);
         }
     }
 }
+
+/// How long a connection that evicted a handshake waits for a pair before it looks again.
+const RECHECK: Duration = Duration::from_millis(500);
 
 async fn close<W: super::stream::SendHalf>(output: &W) {
     if let Err(e) = output.close().await {
