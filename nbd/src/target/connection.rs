@@ -145,7 +145,10 @@ async fn control_pair(server: &Shared) -> Option<(Message, Message)> {
             }
             Eviction::NotYet(left) => left,
             Eviction::NoneOpen => {
-                return server.shutdown.or_raised(server.buffers.control_pair()).await;
+                return server
+                    .shutdown
+                    .or_raised(server.buffers.control_pair())
+                    .await;
             }
         };
         // Wait for a pair, or until it is time to look at the handshakes again.
