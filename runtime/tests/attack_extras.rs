@@ -144,14 +144,7 @@ fn reading_a_fifo_whole_is_refused_without_waiting_for_a_writer() {
     let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     // SAFETY: a NUL-terminated path that lives across the call.
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
-    common::with_runtime(1, Duration::from_secs(60), move |rt| {
-        let fds = common::open_fds_after_warm_up(rt);
-        let got = rt
-            .block_on(rt.spawn(async move { fs::read(path).await }))
-            .unwrap();
-        assert_eq!(got.unwrap_err().kind(), ErrorKind::InvalidInput);
-        common::assert_clean(rt, fds);
-    });
+    read_whole_fails_with(path, ErrorKind::InvalidInput);
 }
 
 /// `fs::read` of a sparse file far larger than memory: the `Vec` it would size to the file
@@ -169,14 +162,7 @@ fn reading_a_file_larger_than_memory_whole_is_an_error_not_an_abort() {
         .set_len(8 << 40)
         .unwrap();
     let path = file.path().to_owned();
-    common::with_runtime(1, Duration::from_secs(60), move |rt| {
-        let fds = common::open_fds_after_warm_up(rt);
-        let got = rt
-            .block_on(rt.spawn(async move { fs::read(path).await }))
-            .unwrap();
-        assert_eq!(got.unwrap_err().kind(), ErrorKind::OutOfMemory);
-        common::assert_clean(rt, fds);
-    });
+    read_whole_fails_with(path, ErrorKind::OutOfMemory);
 }
 
 /// `send_file` to a peer that closed (without a reset) before the call: the splice into the
@@ -331,4 +317,17 @@ fn a_whole_write_into_a_fifo_arrives_in_order() {
     let got = reader.join().unwrap();
     assert_eq!(got.len(), data.len());
     assert!(got == data, "the FIFO's reader got the bytes out of order");
+}
+
+/// `fs::read` of `path` on a fresh runtime fails with `kind`, and leaves no buffer or
+/// descriptor behind.
+fn read_whole_fails_with(path: std::path::PathBuf, kind: ErrorKind) {
+    common::with_runtime(1, Duration::from_secs(60), move |rt| {
+        let fds = common::open_fds_after_warm_up(rt);
+        let got = rt
+            .block_on(rt.spawn(async move { fs::read(path).await }))
+            .unwrap();
+        assert_eq!(got.unwrap_err().kind(), kind);
+        common::assert_clean(rt, fds);
+    });
 }
