@@ -37,9 +37,7 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use io_uring::{opcode, types, IoUring};
-use regio_adapters::{
-    Adapter, Completion, CompletionQueue, Config, CqSet, Op, SqPoll, Target, WorkQueue,
-};
+use regio_adapters::{Adapter, Completion, Config, CqSet, Op, Ring, SqPoll, Target, WorkQueue};
 use regio_pool::{Message, MessagePool};
 use support::{timed, Samples};
 
@@ -116,7 +114,7 @@ impl Rng {
 struct RegioNop {
     _adapter: Adapter<Message>,
     wq: WorkQueue<Message>,
-    cq: CompletionQueue<Message>,
+    cq: Ring<Message>,
 }
 
 impl RegioNop {
@@ -135,7 +133,7 @@ impl RegioNop {
     /// A work queue of NOPs on `adapter`'s first CQ.
     fn on(adapter: Adapter<Message>) -> Self {
         let wq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
-        let cq = wq.completion_queue();
+        let cq = wq.ring();
         Self {
             _adapter: adapter,
             wq,
@@ -186,7 +184,7 @@ struct RegioRead {
     adapter: Adapter<Message>,
     _pool: MessagePool,
     wq: WorkQueue<Message>,
-    cq: CompletionQueue<Message>,
+    cq: Ring<Message>,
     out: Vec<Completion<Message>>,
     rng: Rng,
 }
@@ -202,7 +200,7 @@ impl RegioRead {
         let wq = adapter
             .work_queue(0, Target::Fd(file.as_raw_fd()), 8, QD as u32)
             .unwrap();
-        let cq = wq.completion_queue();
+        let cq = wq.ring();
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for i in 0..QD {
             wq.post(Op::read_fixed(
@@ -358,10 +356,10 @@ fn cqset(c: &mut Criterion, s: &Samples, threads: usize) {
                 .unwrap()
         })
         .collect();
-    let set = CqSet::new(adapter.completion_queues()).unwrap();
+    let set = CqSet::new(adapter.rings()).unwrap();
     let fill = || {
         for wq in &wqs {
-            let cq = wq.completion_queue();
+            let cq = wq.ring();
             let mut b = cq.batch().unwrap();
             for i in 0..PER_CQ {
                 b.post(wq, Op::nop(i as u64)).unwrap();

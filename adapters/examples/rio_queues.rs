@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // One request queue per socket (RIOCreateRequestQueue), on different completion queues.
     let cwq = adapter.work_queue(0, Target::Fd(client.as_raw_fd()), 8, 8)?;
     let swq = adapter.work_queue(1, Target::Fd(server.as_raw_fd()), 8, 8)?;
-    let set = CqSet::new(adapter.completion_queues())?;
+    let set = CqSet::new(adapter.rings())?;
 
     let mut echoed = 0;
     let mut out = Vec::new();

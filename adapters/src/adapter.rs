@@ -21,11 +21,11 @@ mod resize;
 
 pub use registration::Registration;
 
-use crate::cq::CompletionQueue;
 use crate::error::{setup_error, Error};
+use crate::handle::Ring;
 use crate::ops::{FileSlot, Side, Target};
 use crate::pbuf::ProvidedRing;
-use crate::ring::Ring;
+use crate::ring::RingShared;
 use crate::stats::Stats;
 use crate::tables::{Tables, WqId, WqShared};
 use crate::wq::WorkQueue;
@@ -224,7 +224,7 @@ pub struct Adapter<B> {
 }
 
 struct Inner<B> {
-    rings: Vec<Arc<Ring<B>>>,
+    rings: Vec<Arc<RingShared<B>>>,
     tables: Arc<Tables>,
     sqpoll: bool,
     single_issuer: Option<SingleIssuer>,
@@ -236,7 +236,7 @@ struct Inner<B> {
 
 impl<B> Inner<B> {
     /// Ring `cq`, or the error for a bad index.
-    fn ring(&self, cq: usize) -> Result<&Arc<Ring<B>>, Error> {
+    fn ring(&self, cq: usize) -> Result<&Arc<RingShared<B>>, Error> {
         self.rings
             .get(cq)
             .ok_or(Error::Invalid("completion queue index out of range"))
@@ -377,7 +377,7 @@ fn build_single_issuer(
 
 /// Fails with [`Error::NotOwner`] unless the calling thread may register on every ring (a
 /// registration that cannot reach them all touches none). Called with the tables' write lock.
-fn check_registrar<B>(rings: &[Arc<Ring<B>>]) -> Result<(), Error> {
+fn check_registrar<B>(rings: &[Arc<RingShared<B>>]) -> Result<(), Error> {
     if rings.iter().all(|r| r.may_register()) {
         Ok(())
     } else {
@@ -465,7 +465,7 @@ impl<B: IoBuf> Adapter<B> {
             s.register_eventfd(efd.as_raw_fd())
                 .map_err(sys("IORING_REGISTER_EVENTFD"))?;
             let cq_span = tracing::debug_span!(parent: &span, "cq", index, fd = uring.as_raw_fd());
-            let mut ring = Ring::new(
+            let mut ring = RingShared::new(
                 uring,
                 efd,
                 Arc::clone(&tables),
@@ -505,12 +505,12 @@ impl<B: IoBuf> Adapter<B> {
     }
 
     /// Single-issuer mode: makes the calling thread the owner of every ring, as
-    /// [`CompletionQueue::bind_owner`] does for one (then this thread may also register on all
+    /// [`Ring::bind_owner`] does for one (then this thread may also register on all
     /// of them).
     ///
     /// # Errors
     ///
-    /// As for [`CompletionQueue::bind_owner`]; the rings bound before an error stay bound.
+    /// As for [`Ring::bind_owner`]; the rings bound before an error stay bound.
     pub fn bind_owner(&self) -> Result<(), Error> {
         self.inner.rings.iter().try_for_each(|r| r.bind_owner())
     }
@@ -529,19 +529,19 @@ impl<B: IoBuf> Adapter<B> {
     }
 
     /// The completion queues, one per ring.
-    pub fn completion_queues(&self) -> Vec<CompletionQueue<B>> {
+    pub fn rings(&self) -> Vec<Ring<B>> {
         self.inner
             .rings
             .iter()
-            .map(|r| CompletionQueue {
+            .map(|r| Ring {
                 ring: Arc::clone(r),
             })
             .collect()
     }
 
     /// Completion queue `i`.
-    pub fn completion_queue(&self, i: usize) -> Option<CompletionQueue<B>> {
-        self.inner.rings.get(i).map(|r| CompletionQueue {
+    pub fn ring(&self, i: usize) -> Option<Ring<B>> {
+        self.inner.rings.get(i).map(|r| Ring {
             ring: Arc::clone(r),
         })
     }

@@ -16,10 +16,10 @@ mod chain;
 
 use std::sync::Arc;
 
-use crate::cq::{reap_locked, Completion, Each};
 use crate::error::{Error, PostError};
+use crate::handle::{reap_locked, Completion, Each};
 use crate::ops::{Op, Side};
-use crate::ring::{Post, Ring, RingState};
+use crate::ring::{Post, RingShared, RingState};
 use crate::tables::WqShared;
 use crate::wq::WorkQueue;
 use crate::IoBuf;
@@ -68,9 +68,9 @@ fn key(wq: &Arc<WqShared>, side: Side) -> usize {
     Arc::as_ptr(wq) as usize | usize::from(side == Side::Recv)
 }
 
-/// A batch of deferred posts on one ring. See [`CompletionQueue::batch`](crate::CompletionQueue::batch).
+/// A batch of deferred posts on one ring. See [`Ring::batch`](crate::Ring::batch).
 pub struct Batch<'a, B: IoBuf> {
-    ring: &'a Ring<B>,
+    ring: &'a RingShared<B>,
     guard: CombinerGuard<'a, RingState<B>, Post<B>>,
     reader: regio_sync::Guard<'a>,
     /// The reservations; the first is the one the last credit came from, looked at first.
@@ -81,7 +81,7 @@ pub struct Batch<'a, B: IoBuf> {
 
 impl<'a, B: IoBuf> Batch<'a, B> {
     #[inline]
-    pub(crate) fn new(ring: &'a Ring<B>) -> Option<Self> {
+    pub(crate) fn new(ring: &'a RingShared<B>) -> Option<Self> {
         let mut guard = ring.try_own()?;
         guard.with(|s| s.auto_submit = false);
         Some(Self {
@@ -223,7 +223,7 @@ impl<'a, B: IoBuf> Batch<'a, B> {
     }
 
     /// Reaps like [`reap`](Self::reap), handing each completion to `f` by value (see
-    /// [`CompletionQueue::reap_each`](crate::CompletionQueue::reap_each)).
+    /// [`Ring::reap_each`](crate::Ring::reap_each)).
     pub fn reap_each(&mut self, max: usize, f: impl FnMut(Completion<B>)) -> Result<usize, Error> {
         reap_locked(
             self.ring,

@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cq::{look, reap_locked, Completion, CompletionQueue};
 use crate::error::Error;
-use crate::ring::Ring;
+use crate::handle::{look, reap_locked, Completion, Ring};
+use crate::ring::RingShared;
 use crate::sys::Epoll;
 use crate::wait::{Look, Owned};
 use crate::IoBuf;
@@ -30,11 +30,11 @@ use crate::IoBuf;
 /// A set of completion queues, from one adapter or several, reaped together.
 ///
 /// In single-issuer mode ([`Config::single_issuer`](crate::Config::single_issuer)) a thread
-/// reaps only the CQs it owns ([`CompletionQueue::bind_owner`]): [`reap`](Self::reap) skips the
+/// reaps only the CQs it owns ([`Ring::bind_owner`]): [`reap`](Self::reap) skips the
 /// others, as CQs another reaper holds are, and [`wait`](Self::wait) refuses a set with a CQ that
 /// another thread owns (it would reset that CQ's eventfd and steal its owner's wake-up).
 pub struct CqSet<B> {
-    rings: Vec<Arc<Ring<B>>>,
+    rings: Vec<Arc<RingShared<B>>>,
     cursor: AtomicUsize,
     epoll: Epoll,
 }
@@ -49,7 +49,7 @@ impl<B> std::fmt::Debug for CqSet<B> {
 
 impl<B: IoBuf> CqSet<B> {
     /// A set over `cqs`.
-    pub fn new(cqs: impl IntoIterator<Item = CompletionQueue<B>>) -> Result<Self, Error> {
+    pub fn new(cqs: impl IntoIterator<Item = Ring<B>>) -> Result<Self, Error> {
         let epoll = Epoll::new().map_err(|source| Error::Sys {
             what: "epoll_create1",
             source,
@@ -129,7 +129,7 @@ impl<B: IoBuf> CqSet<B> {
     ///
     /// # Errors
     ///
-    /// As for [`CompletionQueue::reap`](crate::CompletionQueue::reap); in single-issuer mode,
+    /// As for [`Ring::reap`](crate::Ring::reap); in single-issuer mode,
     /// [`Error::NotOwner`] at once if the set holds a CQ that is not bound to the calling thread.
     pub fn wait(
         &self,

@@ -87,7 +87,7 @@ pub enum Error {
     /// In single-issuer mode ([`Config::single_issuer`](crate::Config::single_issuer)), another
     /// thread owns this ring: only its owner may reap it, wait on it, bind it or register on it
     /// (the kernel refuses the others with `EEXIST`). Call from the owner thread, or register
-    /// before [`CompletionQueue::bind_owner`](crate::CompletionQueue::bind_owner).
+    /// before [`Ring::bind_owner`](crate::Ring::bind_owner).
     #[error(
         "another thread owns this single-issuer ring; reap, wait and register from its owner          thread, or register before binding it"
     )]

@@ -6,7 +6,7 @@
 //! - An [`Adapter`] owns N io_uring rings that share one SQPOLL kernel thread
 //!   (`IORING_SETUP_ATTACH_WQ`), a sparse registered-buffer table (regions registered on ring 0
 //!   and cloned to the others with `IORING_REGISTER_CLONE_BUFFERS`) and a sparse fixed-file table.
-//! - Each ring is one [`CompletionQueue`]. It coalesces the completions of every [`WorkQueue`]
+//! - Each ring is one [`Ring`]. It coalesces the completions of every [`WorkQueue`]
 //!   bound to it; reaping reads the shared CQ with no system call.
 //! - A [`WorkQueue`] is a request queue for one socket or file, with send and receive depth
 //!   credits (a cancel may overdraw them by one: it never waits behind what it cancels). Any
@@ -19,7 +19,7 @@
 //! - The tables (regions, files, work queues) sit behind [`regio_sync::Rcu`].
 //! - A CQ can be resized ([`Adapter::resize_completion_queue`]) while threads post and reap: a
 //!   new io_uring with the new CQ size, set up like the old one (shared SQPOLL thread, cloned
-//!   buffers, the same eventfd), takes over under the same [`CompletionQueue`], and the old one
+//!   buffers, the same eventfd), takes over under the same [`Ring`], and the old one
 //!   is reaped through it until its last operation's final CQE, then closed. The old ring's
 //!   fixed files are carried into the new one first.
 //! - Fixed files are per ring: [`Adapter::set_file`] installs one on every ring, an accept
@@ -61,7 +61,7 @@
 //! inbox, and the owner pushes it into the SQ before it lets go; the hand-off is a fence-based
 //! Dekker pair ([`regio_sync::Combiner`], whose loom models check it), so no post is stranded and nobody has to be
 //! woken. Owners never block while they own a ring; sleeping is done on the CQ eventfds
-//! ([`CompletionQueue::wait`], [`CqSet::wait`]). A waiter that finds a ring owned by another
+//! ([`Ring::wait`], [`CqSet::wait`]). A waiter that finds a ring owned by another
 //! thread (a poster, a [`Batch`]) asks the owner, through a second Dekker pair, to signal the
 //! eventfd when it lets go if the CQ holds completions (a loom model in `wait.rs`); completions
 //! made in user space (rejections) signal it too. A post the full SQ refused stays in the inbox
@@ -79,16 +79,16 @@
 //! owner thread instead, so the kernel can skip its cross-task machinery: the rings are set up
 //! with `SINGLE_ISSUER | DEFER_TASKRUN` where the kernel has them (else `SINGLE_ISSUER |
 //! COOP_TASKRUN`, else neither; [`Adapter::single_issuer`] says which), and disabled until a
-//! thread binds them ([`CompletionQueue::bind_owner`], [`Adapter::bind_owner`]):
+//! thread binds them ([`Ring::bind_owner`], [`Adapter::bind_owner`]):
 //! `IORING_REGISTER_ENABLE_RINGS` makes the binding thread the kernel's submitter task.
 //!
 //! - The owner's posts go straight into the SQ. Another thread's post goes into the ring's
 //!   inbox, never takes the ring, and writes the CQ eventfd to wake the owner, which sleeps on
-//!   it in [`CompletionQueue::wait`] or [`CqSet::wait`]. The owner drains the eventfd before it
+//!   it in [`Ring::wait`] or [`CqSet::wait`]. The owner drains the eventfd before it
 //!   looks at the inbox and sleeps only after, so no post is left behind (a loom model in
 //!   `tests/loom.rs`).
-//! - Only the owner reaps ([`CompletionQueue::reap`] returns 0 and [`CompletionQueue::batch`]
-//!   `None` elsewhere, [`CompletionQueue::wait`] returns [`Error::NotOwner`]). Each reap runs the
+//! - Only the owner reaps ([`Ring::reap`] returns 0 and [`Ring::batch`]
+//!   `None` elsewhere, [`Ring::wait`] returns [`Error::NotOwner`]). Each reap runs the
 //!   task work the kernel deferred to the owner when `IORING_SQ_TASKRUN` says there is some;
 //!   with `DEFER_TASKRUN` that is what moves most completions into the CQ. The kernel signals
 //!   the CQ eventfd when it queues such work, so a sleeping owner wakes for it.
@@ -96,7 +96,7 @@
 //!   registration (a pool's [`Adapter::registrar`] included) must happen before binding or on
 //!   the owner (one thread owning every ring); elsewhere it returns [`Error::NotOwner`] and
 //!   changes nothing. Resizing a CQ is refused.
-//! - Drop the last handle to a ring (adapter, completion queue, work queue) on its owner thread:
+//! - Drop the last handle to a ring (adapter, `Ring`, work queue) on its owner thread:
 //!   only the owner can cancel what is in flight and wait for it; dropped elsewhere, the buffers
 //!   of operations in flight are leaked (the kernel cancels the operations when the ring
 //!   closes). Keep the owner thread alive while its ring is in use: the kernel ties the ring to
@@ -166,7 +166,7 @@
 //!
 //! Each adapter has a `tracing` span (`adapter`) and each CQ a child span (`cq`); setup,
 //! registration, queue changes, overflows and reaps are events in them. [`Adapter::stats`] and
-//! [`CompletionQueue::stats`] count submissions, completions, `io_uring_enter` calls, SQ-full
+//! [`Ring::stats`] count submissions, completions, `io_uring_enter` calls, SQ-full
 //! events, CQ overflows, rejections and the inbox depth.
 //!
 //! # The hot path
@@ -207,7 +207,7 @@
 //! assert!(matches!(why, PostError::NoCredit(())));
 //! drop(op); // or post it again once a completion has given the credit back
 //!
-//! let cq = wq.completion_queue();
+//! let cq = wq.ring();
 //! let mut done = Vec::new();
 //! cq.wait(&mut done, 16, None)?;
 //! assert_eq!((done[0].cookie, done[0].io_result()?), (7, 21));
@@ -221,9 +221,9 @@
 mod adapter;
 mod batch;
 mod buf;
-mod cq;
 mod cqset;
 mod error;
+mod handle;
 pub mod ops;
 mod pbuf;
 pub mod probe;
@@ -239,9 +239,9 @@ mod wq;
 pub use adapter::{Adapter, Config, Registration, SingleIssuer, SqPoll, WeakAdapter};
 pub use batch::Batch;
 pub use buf::{BufKey, BufSlice, IoBuf, RegionId, RegionSlice};
-pub use cq::{Completion, CompletionQueue};
 pub use cqset::CqSet;
 pub use error::{ChainError, ChainRefusal, DescriptorError, Error, PostError};
+pub use handle::{Completion, Ring};
 pub use ops::{FileSlot, Op, Side, Target};
 pub use pbuf::ProvidedRing;
 pub use stats::Stats;

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use regio_pool::{BufRingSink, Region, RegionOptions};
 
 use crate::error::Error;
-use crate::ring::Ring;
+use crate::ring::RingShared;
 
 /// `sizeof(struct io_uring_buf)`.
 const ENTRY: usize = 16;
@@ -37,7 +37,7 @@ const TAIL: usize = 14;
 /// single-issuer mode: from another thread it fails, and the ring is leaked with its buffers
 /// (the feed keeps them lent).
 pub struct ProvidedRing<B> {
-    ring: Arc<Ring<B>>,
+    ring: Arc<RingShared<B>>,
     /// The ring's memory. `ManuallyDrop`: it is unmapped only once the kernel has let go of it.
     memory: ManuallyDrop<Region>,
     entries: u16,
@@ -63,7 +63,7 @@ impl<B> fmt::Debug for ProvidedRing<B> {
 }
 
 impl<B> ProvidedRing<B> {
-    pub(crate) fn new(ring: Arc<Ring<B>>, bgid: u16, entries: u16) -> Result<Self, Error> {
+    pub(crate) fn new(ring: Arc<RingShared<B>>, bgid: u16, entries: u16) -> Result<Self, Error> {
         if !entries.is_power_of_two() || entries > 32768 {
             return Err(Error::Invalid(
                 "provided-ring entries must be a power of two up to 32768",

@@ -10,7 +10,7 @@
 //!
 //! # Where things are
 //!
-//! - `handle`: [`Ring`], what work queues and completion-queue handles hold: the combiner lock
+//! - `shared`: [`RingShared`], what work queues and completion-queue handles hold: the combiner lock
 //!   around the [`RingState`], the ring's fd, and the check of a descriptor before its post.
 //! - `io_ring`: `IoRing`, one io_uring with its pending SQEs (`pending`, which stages them in
 //!   `staging` or writes them in place through `sq`) and the state of its CQ.
@@ -28,24 +28,24 @@ use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
-use crate::cq::Completion;
+use crate::handle::Completion;
 use crate::ops::Side;
 use crate::stats::Counters;
 
 mod cq_map;
-mod handle;
 mod io_ring;
 mod issuer;
 mod pending;
 mod reap;
 mod resize;
+mod shared;
 mod slab;
 mod sq;
 mod staging;
 mod submit;
 mod teardown;
 
-pub(crate) use handle::Ring;
+pub(crate) use shared::RingShared;
 pub(crate) use submit::Post;
 
 use io_ring::IoRing;
@@ -77,7 +77,7 @@ pub(crate) struct RingState<B> {
     /// How many of the oldest entries of `local` the CQ eventfd was signalled for (the kernel
     /// signals it only for its own CQEs; see `submit`'s `settle`).
     local_told: usize,
-    /// The CQ eventfd, owned by the [`Ring`] that holds this state (so it outlives it).
+    /// The CQ eventfd, owned by the [`RingShared`] that holds this state (so it outlives it).
     eventfd: RawFd,
     /// SQ slots known to be free beside the pending SQEs (refreshed from the kernel's head at 0).
     room: usize,

@@ -1,4 +1,4 @@
-//! The sleep loop shared by [`CompletionQueue::wait`](crate::CompletionQueue::wait) and
+//! The sleep loop shared by [`Ring::wait`](crate::Ring::wait) and
 //! [`CqSet::wait`](crate::CqSet::wait): RIONotify with a wait.
 //!
 //! # Synchronization
@@ -182,7 +182,7 @@ mod loom_models {
 
     /// A thread owns the ring (a `Batch`, a poster) and lets go without reaping, while the
     /// kernel posts a CQE and another thread waits with no timeout, looking as
-    /// `CompletionQueue::wait` does. With `ask`, a look after the reset asks the owner of an
+    /// `Ring::wait` does. With `ask`, a look after the reset asks the owner of an
     /// owned ring to wake it; without, it takes an owned ring for an empty one (the old code).
     /// The waiter must get the completion.
     fn busy_ring_wait(ask: bool) {

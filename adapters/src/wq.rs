@@ -3,10 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::cq::CompletionQueue;
 use crate::error::PostError;
+use crate::handle::Ring;
 use crate::ops::{Op, Target};
-use crate::ring::{Post, Ring};
+use crate::ring::{Post, RingShared};
 use crate::tables::{WqId, WqShared};
 use crate::IoBuf;
 
@@ -17,7 +17,7 @@ use crate::IoBuf;
 /// post to it; see [`post`](Self::post).
 pub struct WorkQueue<B> {
     pub(crate) shared: Arc<WqShared>,
-    pub(crate) ring: Arc<Ring<B>>,
+    pub(crate) ring: Arc<RingShared<B>>,
 }
 
 impl<B> fmt::Debug for WorkQueue<B> {
@@ -46,11 +46,11 @@ impl<B: IoBuf> WorkQueue<B> {
     /// SQ. Otherwise the post goes into the ring's inbox, and the owning thread pushes it before
     /// it lets go; if the SQ is full even after a submit (with SQPOLL, until the kernel thread
     /// has taken SQEs), the post stays first in the inbox and is pushed by the next post or reap,
-    /// or by a thread in [`CompletionQueue::wait`] or [`CqSet::wait`](crate::CqSet::wait), which
+    /// or by a thread in [`Ring::wait`] or [`CqSet::wait`](crate::CqSet::wait), which
     /// the owner wakes for it. In single-issuer mode ([`Config::single_issuer`](crate::Config::single_issuer))
     /// only the ring's owner thread takes it; from any other thread the post goes into the inbox
     /// and the owner is woken through the CQ's eventfd (the inbox is pushed and submitted when
-    /// the owner next posts, reaps or wakes in [`CompletionQueue::wait`]). Either way the descriptor is validated first: a bad buffer key, slice,
+    /// the owner next posts, reaps or wakes in [`Ring::wait`]). Either way the descriptor is validated first: a bad buffer key, slice,
     /// generation or file slot gives an error completion on this work queue (with the buffer
     /// handed back) and reaches neither the kernel nor any other queue.
     ///
@@ -137,8 +137,8 @@ impl<B: IoBuf> WorkQueue<B> {
     }
 
     /// The completion queue this work queue is bound to.
-    pub fn completion_queue(&self) -> CompletionQueue<B> {
-        CompletionQueue {
+    pub fn ring(&self) -> Ring<B> {
+        Ring {
             ring: Arc::clone(&self.ring),
         }
     }

@@ -21,7 +21,7 @@ fn a_wait_with_a_timeout_too_long_for_the_clock_is_not_a_panic() {
             return;
         };
         let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-        let cq = wq.completion_queue();
+        let cq = wq.ring();
         wq.post(Op::nop(9)).unwrap();
         let mut out = Vec::new();
         let n = cq.wait(&mut out, 4, Some(Duration::MAX)).unwrap();
@@ -103,7 +103,7 @@ fn extreme_arguments_are_errors_not_crashes() {
         }
         // Operations with extreme fields, on a queue with no file: each completes.
         let wq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
-        let cq = wq.completion_queue();
+        let cq = wq.ring();
         let tq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
         let ops: Vec<Op<Message>> = vec![
             Op::fallocate(i32::MAX, u64::MAX, u64::MAX, u64::MAX),
@@ -155,7 +155,7 @@ fn registration_from_inside_reap_each_returns() {
             return;
         };
         let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-        let cq = wq.completion_queue();
+        let cq = wq.ring();
         wq.post(Op::nop(1)).unwrap();
         let (file, path) = TempFile::filled("adapters", b'F', 4096).keep();
         let mut seen = 0;
@@ -199,7 +199,7 @@ fn a_resize_from_a_thread_holding_a_batch_returns() {
         let Some(adapter) = common::adapter_or_skip::<Message>(config().rings(2)) else {
             return;
         };
-        let cq = adapter.completion_queue(0).unwrap();
+        let cq = adapter.ring(0).unwrap();
         let batch = cq.batch().unwrap();
         adapter.resize_completion_queue(1, 256).unwrap();
         assert!(adapter.resize_completion_queue(0, 256).is_err());
@@ -222,7 +222,7 @@ fn attach_and_detach_a_thousand_times_leaks_no_index() {
         let wq = adapter
             .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
             .unwrap();
-        let cq = wq.completion_queue();
+        let cq = wq.ring();
         let pool = small_pool();
         for i in 0..1000 {
             let registrar = adapter.registrar();
@@ -286,7 +286,7 @@ fn a_region_detached_under_an_armed_receive_keeps_its_data_and_its_successor_unt
         let wq = adapter
             .work_queue(1, Target::Fd(server.as_raw_fd()), 8, 8)
             .unwrap();
-        let cq = wq.completion_queue();
+        let cq = wq.ring();
         wq.post(Op::recv(a.try_acquire().unwrap(), 0, 1)).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         assert!(a.detach(&ra));
@@ -331,7 +331,7 @@ fn a_drained_read_whose_index_changed_hands_touches_nothing_else() {
             let b = small_pool();
             b.attach(adapter.registrar()).unwrap();
             let held = hold_all(&b, b'B');
-            let got = common::collect(&wq.completion_queue(), 2);
+            let got = common::collect(&wq.ring(), 2);
             let read = got.iter().find(|c| c.cookie == 2).unwrap();
             assert!(read.result < 0 || read.result == 4096, "{read:?}");
             assert_all(&held, b'B', "the pool that took the index");
@@ -379,7 +379,7 @@ fn a_drained_read_across_a_resize_reads_into_its_own_message() {
             let mut mine = held;
             let probe = mine.pop().unwrap();
             wq.post(Op::read_fixed(probe, 0, 3)).unwrap();
-            let mut got = common::collect(&wq.completion_queue(), 3);
+            let mut got = common::collect(&wq.ring(), 3);
             let read = got.iter_mut().find(|c| c.cookie == 2).unwrap();
             assert_eq!(read.result, 4096, "{read:?}");
             assert!(read
@@ -437,14 +437,14 @@ fn a_pool_shared_by_two_adapters_survives_one_of_them() {
         );
         use std::io::Write;
         (&cy).write_all(b"hello").unwrap();
-        let c = common::wait_one(&wy.completion_queue());
+        let c = common::wait_one(&wy.ring());
         assert_eq!(c.result, 5);
         drop(c);
         pool.grow(0, 4).unwrap();
         let m = pool.try_acquire_class(0).unwrap();
         wy.post(Op::recv(m, 0, 4)).unwrap();
         (&cy).write_all(b"again").unwrap();
-        assert_eq!(common::wait_one(&wy.completion_queue()).result, 5);
+        assert_eq!(common::wait_one(&wy.ring()).result, 5);
         assert_eq!(pool.available(0), pool.capacity(0));
     });
 }
@@ -461,7 +461,7 @@ fn a_late_cancel_never_cancels_another_queues_operation() {
         };
         let mine = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
         let theirs = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-        let cq = mine.completion_queue();
+        let cq = mine.ring();
         let mut hits = 0;
         for round in 0..20u64 {
             let base = round * 10;
@@ -533,7 +533,7 @@ fn resize_growth_pool_drop_and_posts_race_without_hanging() {
                 .work_queue(cq, Target::Fd(file.as_raw_fd()), 16, 16)
                 .unwrap();
             threads.push(std::thread::spawn(move || {
-                let cq = wq.completion_queue();
+                let cq = wq.ring();
                 let mut out = Vec::new();
                 let mut n = 0u64;
                 // Relaxed: a stop flag; nothing is published through it.
@@ -668,11 +668,11 @@ fn a_cq_set_never_eats_the_wake_up_of_a_cq_another_thread_owns() {
             return;
         };
         let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-        let set = regio_adapters::CqSet::new(adapter.completion_queues()).unwrap();
+        let set = regio_adapters::CqSet::new(adapter.rings()).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         // Another thread reaps the set (it owns CQ 1, not CQ 0), round after round.
         let reaper = {
-            let (stop, cq1) = (Arc::clone(&stop), adapter.completion_queue(1).unwrap());
+            let (stop, cq1) = (Arc::clone(&stop), adapter.ring(1).unwrap());
             std::thread::spawn(move || {
                 pin_to(1);
                 cq1.bind_owner().unwrap();
@@ -693,7 +693,7 @@ fn a_cq_set_never_eats_the_wake_up_of_a_cq_another_thread_owns() {
         // The owner of CQ 0 sleeps in wait; this thread posts to it.
         let (tx, rx) = std::sync::mpsc::channel();
         let owner = {
-            let cq0 = wq.completion_queue();
+            let cq0 = wq.ring();
             std::thread::spawn(move || {
                 pin_to(0);
                 let idle = libc::sched_param { sched_priority: 0 };
@@ -751,7 +751,7 @@ fn cookies_with_the_top_bits_set_route_to_their_own_queue() {
             return;
         };
         let wq = adapter.work_queue(0, Target::Fd(-1), 16, 16).unwrap();
-        let cq = wq.completion_queue();
+        let cq = wq.ring();
         let cookies = [
             u64::MAX,
             1 << 63,
@@ -797,7 +797,7 @@ fn bind_owner_races_have_one_winner_and_no_hang() {
         let barrier = Arc::new(Barrier::new(4));
         let threads: Vec<_> = (0..3)
             .map(|_| {
-                let (cq, barrier) = (wq.completion_queue(), Arc::clone(&barrier));
+                let (cq, barrier) = (wq.ring(), Arc::clone(&barrier));
                 std::thread::spawn(move || {
                     barrier.wait();
                     let won = cq.bind_owner().is_ok();

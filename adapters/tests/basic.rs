@@ -22,7 +22,7 @@ fn read_and_write_fixed_on_a_file_with_and_without_sqpoll() {
         let wq = adapter
             .work_queue(0, Target::Fd(file.as_raw_fd()), 4, 4)
             .unwrap();
-        let cq = wq.completion_queue();
+        let cq = wq.ring();
         wq.post(Op::read_fixed(region.buf(4096, 4096), 4096, 1))
             .unwrap();
         let c = common::wait_one(&cq);
@@ -66,7 +66,7 @@ fn credits_are_taken_and_returned() {
         return;
     };
     let wq = adapter.work_queue(0, Target::Fd(-1), 2, 1).unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     wq.post(Op::nop(1)).unwrap();
     wq.post(Op::nop(2)).unwrap();
     match wq.post(Op::nop(3)) {
@@ -108,7 +108,7 @@ fn tcp_send_recv_send_zc_connect_and_accept_direct() {
     let client = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let cwq = adapter.work_queue(0, Target::Fd(fd), 8, 8).unwrap();
     cwq.post(Op::connect(addr, 11)).unwrap();
-    let cq = cwq.completion_queue();
+    let cq = cwq.ring();
     let mut got = Vec::new();
     while got.len() < 2 {
         cq.wait(&mut got, 8, Some(Duration::from_secs(10))).unwrap();

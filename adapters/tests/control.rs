@@ -17,7 +17,7 @@ fn timeout_fires_and_cancel_stops_one() {
         return;
     };
     let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     let t0 = Instant::now();
     wq.post(Op::timeout(Duration::from_millis(20), 1)).unwrap();
     let c = common::collect(&cq, 1);
@@ -43,12 +43,12 @@ fn msg_ring_posts_a_message_on_another_cq() {
         return;
     };
     let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-    let other = adapter.completion_queue(1).unwrap();
+    let other = adapter.ring(1).unwrap();
     if !adapter.supports(&Op::msg_ring(&other, 0, 0, 0)) {
         return regio_testkit::skip("the kernel lacks msg_ring (Linux 5.18)");
     }
     wq.post(Op::msg_ring(&other, 0xfeed, 42, 9)).unwrap();
-    let sent = common::collect(&wq.completion_queue(), 1);
+    let sent = common::collect(&wq.ring(), 1);
     assert_eq!((sent[0].cookie, sent[0].result), (9, 0));
     let got = common::collect(&other, 1);
     assert_eq!(
@@ -71,7 +71,7 @@ fn splice_moves_file_bytes_into_a_pipe() {
         .unwrap();
     wq.post(Op::splice(10, Target::Fd(fds[1]), -1, 100, 1))
         .unwrap();
-    let c = common::collect(&wq.completion_queue(), 1);
+    let c = common::collect(&wq.ring(), 1);
     assert_eq!(c[0].result, 100);
     let mut buf = [0u8; 100];
     // SAFETY: reads into a valid 100-byte buffer.
@@ -115,7 +115,7 @@ fn splice_into_holds_its_output_open_until_the_final_completion() {
         2,
         "the operation holds the output"
     );
-    let c = common::collect(&wq.completion_queue(), 1);
+    let c = common::collect(&wq.ring(), 1);
     assert_eq!(c[0].result, 100);
     assert_eq!(
         std::sync::Arc::strong_count(&write),
@@ -141,7 +141,7 @@ fn multishot_accept_fills_slots_until_cancelled_and_close_empties_one() {
     let lwq = adapter
         .work_queue(0, Target::Fd(listener.as_raw_fd()), 4, 4)
         .unwrap();
-    let cq = lwq.completion_queue();
+    let cq = lwq.ring();
     lwq.post(Op::accept_multishot(1)).unwrap();
     let clients: Vec<_> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
     let accepted = common::collect(&cq, 3);
@@ -200,17 +200,14 @@ fn set_file_installs_a_fixed_file_on_every_ring() {
             .work_queue(cq, Target::Fixed(FileSlot(7)), 4, 4)
             .unwrap();
         wq.post(Op::fsync(cq as u64)).unwrap();
-        assert_eq!(common::collect(&wq.completion_queue(), 1)[0].result, 0);
+        assert_eq!(common::collect(&wq.ring(), 1)[0].result, 0);
     }
     adapter.clear_file(FileSlot(7)).unwrap();
     let wq = adapter
         .work_queue(0, Target::Fixed(FileSlot(7)), 4, 4)
         .unwrap();
     wq.post(Op::fsync(9)).unwrap();
-    assert_eq!(
-        common::collect(&wq.completion_queue(), 1)[0].result,
-        -libc::EBADF
-    );
+    assert_eq!(common::collect(&wq.ring(), 1)[0].result, -libc::EBADF);
     assert!(adapter
         .work_queue(0, Target::Fixed(FileSlot(100_000)), 4, 4)
         .is_err());

@@ -34,7 +34,7 @@ fn a_message_never_reaches_a_ring_that_reused_its_targets_fd_number() {
     };
     let target = common::adapter_or_skip::<Message>(cfg()).unwrap();
     let wq = source.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-    let (scq, tcq) = (wq.completion_queue(), target.completion_queue(0).unwrap());
+    let (scq, tcq) = (wq.ring(), target.ring(0).unwrap());
     let old_fd = tcq.ring_fd();
 
     // The message's SQE is built (and its target's fd read) but not yet submitted.
@@ -52,7 +52,7 @@ fn a_message_never_reaches_a_ring_that_reused_its_targets_fd_number() {
 
     // Another ring takes the old fd number.
     let stranger = common::adapter_or_skip::<Message>(cfg()).unwrap();
-    let scq_fd = stranger.completion_queue(0).unwrap().ring_fd();
+    let scq_fd = stranger.ring(0).unwrap().ring_fd();
     if scq_fd != old_fd {
         // SAFETY: `old_fd` is closed (checked above), so dup2 closes nothing; the duplicate
         // names the stranger's ring and is closed at the end of the test.
@@ -64,7 +64,7 @@ fn a_message_never_reaches_a_ring_that_reused_its_targets_fd_number() {
     let c = common::wait_one(&scq);
     assert_eq!(c.cookie, 1);
     let mut got = Vec::new();
-    let stranger_cq = stranger.completion_queue(0).unwrap();
+    let stranger_cq = stranger.ring(0).unwrap();
     stranger_cq
         .wait(&mut got, 4, Some(Duration::from_millis(300)))
         .unwrap();
@@ -100,7 +100,7 @@ fn a_work_queue_keeps_its_file_when_the_caller_closes_its_fd() {
     let mut msg = pool.try_acquire().unwrap();
     msg.as_mut_slice().fill(b'W');
     wq.post(Op::write_fixed(msg, 0, 1)).unwrap();
-    let c = common::wait_one(&wq.completion_queue());
+    let c = common::wait_one(&wq.ring());
     assert_eq!((c.result, c.rejected()), (4096, None));
     assert!(
         common::only(&theirs.contents(), b'T'),
@@ -152,7 +152,7 @@ fn a_drained_write_never_reaches_a_file_that_took_its_removed_queues_fd_number()
         let wq = adapter
             .work_queue(0, Target::Fd(ours.as_raw_fd()), 8, 8)
             .unwrap();
-        let cq = wq.completion_queue();
+        let cq = wq.ring();
         let number = wq.target();
         let Target::Fd(number) = number else {
             unreachable!()
@@ -245,10 +245,10 @@ fn queues_and_resizes_in_a_loop_leak_no_fd() {
                 .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
                 .unwrap();
             wq.post(Op::fsync(1)).unwrap();
-            common::wait_one(&wq.completion_queue());
+            common::wait_one(&wq.ring());
             adapter.remove_work_queue(&wq);
         }
-        let cq = adapter.completion_queue(0).unwrap();
+        let cq = adapter.ring(0).unwrap();
         let mut out = Vec::new();
         for k in 0..20 {
             adapter

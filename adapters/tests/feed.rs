@@ -82,7 +82,7 @@ fn a_feed_never_lends_more_buffers_than_its_ring_has_slots() {
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     wq.post(Op::recv_multishot(4, 1)).unwrap();
     let mut held = Vec::new();
     for word in ["first", "second"] {
@@ -119,7 +119,7 @@ fn a_dropped_feed_is_unregistered_before_its_buffers_return() {
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     wq.post(Op::recv_multishot(5, 1)).unwrap();
     drop(feed);
     let mine = fill_free(&pool);
@@ -139,7 +139,7 @@ fn a_ring_the_kernel_keeps_keeps_its_buffers_out_of_the_pool() {
     let Some(adapter) = common::adapter_or_skip::<Message>(config) else {
         return;
     };
-    let cq = adapter.completion_queue(0).unwrap();
+    let cq = adapter.ring(0).unwrap();
     cq.bind_owner().unwrap();
     let pool = pool();
     let Some(ring) = provided(&adapter, 9, 4) else {

@@ -17,7 +17,7 @@ use regio_adapters::{Adapter, Completion, DescriptorError, FileSlot, Op, Target,
 fn run(wq: &WorkQueue<TestBuf>, op: Op<TestBuf>) -> Completion<TestBuf> {
     let cookie = op.cookie();
     wq.post(op).unwrap();
-    let mut c = common::collect(&wq.completion_queue(), 1);
+    let mut c = common::collect(&wq.ring(), 1);
     assert_eq!(c[0].cookie, cookie);
     c.pop().unwrap()
 }
@@ -43,7 +43,7 @@ fn accept_into(
         .unwrap();
     lwq.post(Op::accept_direct(slot, 100)).unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let c = common::collect(&lwq.completion_queue(), 1);
+    let c = common::collect(&lwq.ring(), 1);
     assert_eq!((c[0].cookie, c[0].result), (100, 0), "{c:?}");
     adapter.remove_work_queue(&lwq);
     client
@@ -54,7 +54,7 @@ fn accept_into(
 fn talk(wq: &WorkQueue<TestBuf>, region: &Arc<Region>, client: &mut TcpStream, tag: &[u8]) {
     wq.post(Op::recv(region.buf(0, 64), 0, 1)).unwrap();
     client.write_all(tag).unwrap();
-    let c = common::collect(&wq.completion_queue(), 1);
+    let c = common::collect(&wq.ring(), 1);
     assert_eq!(c[0].result, tag.len() as i32, "{c:?}");
     assert_eq!(
         &c[0].buf.as_ref().unwrap().contents()[..tag.len()],
@@ -74,7 +74,7 @@ fn share_an_accepted_socket(sqpoll: bool) {
     let Some((adapter, region, listener)) = setup(2, sqpoll) else {
         return;
     };
-    let cq1 = adapter.completion_queue(1).unwrap();
+    let cq1 = adapter.ring(1).unwrap();
     if !adapter.supports(&Op::share_file(FileSlot(0), &cq1, FileSlot(0), 0)) {
         return regio_testkit::skip("the kernel lacks msg_ring (Linux 5.18)");
     }
@@ -131,8 +131,8 @@ fn a_share_that_cannot_be_done_reports_the_kernels_error() {
     let Some((adapter, _region, _listener)) = setup(2, true) else {
         return;
     };
-    let cq0 = adapter.completion_queue(0).unwrap();
-    let cq1 = adapter.completion_queue(1).unwrap();
+    let cq0 = adapter.ring(0).unwrap();
+    let cq1 = adapter.ring(1).unwrap();
     if !adapter.supports(&Op::share_file(FileSlot(0), &cq1, FileSlot(0), 0)) {
         return regio_testkit::skip("the kernel lacks msg_ring (Linux 5.18)");
     }
@@ -186,7 +186,7 @@ fn set_file_survives_a_resize(cfg: regio_adapters::Config) {
         adapter.set_file(slot, file.as_raw_fd()).unwrap();
     }
     drop(file); // the rings hold their own references
-    let cq = adapter.completion_queue(0).unwrap();
+    let cq = adapter.ring(0).unwrap();
     let old_fd = cq.ring_fd();
     adapter.resize_completion_queue(0, 512).unwrap();
     assert_ne!(cq.ring_fd(), old_fd, "a new ring took over");
@@ -250,12 +250,12 @@ fn accepted_slots_survive_a_resize(sqpoll: bool) {
         .unwrap();
     lwq.post(Op::accept_multishot(10)).unwrap();
     let mut multi = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let c = common::collect(&lwq.completion_queue(), 1);
+    let c = common::collect(&lwq.ring(), 1);
     assert!(c[0].result >= 0 && !c[0].is_final(), "{c:?}");
     let allocated = FileSlot(c[0].result as u32);
     assert_ne!(allocated, FileSlot(4));
     lwq.post(Op::cancel(10, 11)).unwrap();
-    let mut c = common::collect(&lwq.completion_queue(), 2);
+    let mut c = common::collect(&lwq.ring(), 2);
     c.sort_by_key(|c| c.cookie);
     assert_eq!((c[0].cookie, c[0].result), (10, -libc::ECANCELED));
 
@@ -316,7 +316,7 @@ fn a_set_file_slot_closed_on_one_ring_is_not_resurrected_by_a_resize() {
     // The refused transfer's CQE was consumed, not handed out: the reaps above saw only their
     // own completions, and the old ring drained, so the next resize goes ahead.
     adapter.resize_completion_queue(0, 256).unwrap();
-    assert_eq!(adapter.completion_queue(0).unwrap().entries(), 256);
+    assert_eq!(adapter.ring(0).unwrap().entries(), 256);
     assert_eq!(
         run(&wq3, Op::read_fixed(region.buf(0, 10), 0, 4)).result,
         10
@@ -337,7 +337,7 @@ fn an_accept_in_flight_across_a_resize_fills_the_old_ring_only() {
     lwq.post(Op::accept_multishot(10)).unwrap();
     adapter.resize_completion_queue(0, 512).unwrap();
     let _late = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let c = common::collect(&lwq.completion_queue(), 1);
+    let c = common::collect(&lwq.ring(), 1);
     assert!(c[0].result >= 0 && !c[0].is_final(), "{c:?}");
     let wq = adapter
         .work_queue(0, Target::Fixed(FileSlot(c[0].result as u32)), 4, 4)
@@ -349,7 +349,7 @@ fn an_accept_in_flight_across_a_resize_fills_the_old_ring_only() {
     );
     // Posted again after the resize, the accept fills the current ring.
     lwq.post(Op::cancel(10, 11)).unwrap();
-    assert_eq!(common::collect(&lwq.completion_queue(), 2).len(), 2);
+    assert_eq!(common::collect(&lwq.ring(), 2).len(), 2);
     let mut client = accept_into(&adapter, &listener, 0, FileSlot(7));
     let wq7 = adapter
         .work_queue(0, Target::Fixed(FileSlot(7)), 4, 4)

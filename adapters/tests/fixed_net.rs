@@ -56,7 +56,7 @@ fn recv_exactly(wq: &WorkQueue<Message>, pool: &MessagePool, n: usize, flags: i3
     while got.len() < n {
         wq.post(Op::recv(pool.try_acquire().unwrap(), flags, 1))
             .unwrap();
-        let c = common::wait_one(&wq.completion_queue());
+        let c = common::wait_one(&wq.ring());
         assert!(c.result > 0, "{c:?}");
         let msg = c.buf.expect("the message comes back");
         got.extend_from_slice(&msg.as_slice()[..c.result as usize]);
@@ -89,7 +89,7 @@ fn round_trips_with_flags_zero(sqpoll: bool) {
     let mut msg = pool.try_acquire().unwrap();
     msg.as_mut_slice().copy_from_slice(&pattern(1));
     cwq.post(Op::send(msg, 0, 7)).unwrap();
-    let c = common::wait_one(&cwq.completion_queue());
+    let c = common::wait_one(&cwq.ring());
     assert_eq!((c.cookie, c.result), (7, LEN as i32), "{c:?}");
     drop(c);
     let mut data = vec![0u8; LEN];
@@ -111,10 +111,7 @@ fn round_trips_with_flags_zero(sqpoll: bool) {
         };
         from.post(Op::send(msg, 0, 8)).unwrap();
         assert_eq!(recv_exactly(to, &pool, LEN, 0), pattern(round + 3));
-        assert_eq!(
-            common::wait_one(&from.completion_queue()).result,
-            LEN as i32
-        );
+        assert_eq!(common::wait_one(&from.ring()).result, LEN as i32);
     }
     assert_eq!(pool.available(0), 16, "every message went back to the pool");
 }
@@ -167,9 +164,9 @@ fn slices_in_place(sqpoll: bool) {
     d.set_slices(&[key]).unwrap();
     cwq.post_message(tx).unwrap();
 
-    let sent = common::wait_one(&cwq.completion_queue());
+    let sent = common::wait_one(&cwq.ring());
     assert_eq!((sent.cookie, sent.result), (22, 100), "{sent:?}");
-    let got = common::wait_one(&swq.completion_queue());
+    let got = common::wait_one(&swq.ring());
     assert_eq!((got.cookie, got.result), (21, 100), "{got:?}");
     let rx = got.buf.as_ref().unwrap().as_slice();
     assert_eq!(rx[1000..1100], pattern(9)[3000..3100]);
@@ -195,7 +192,7 @@ fn flags_honoured(sqpoll: bool) {
     else {
         return;
     };
-    let scq = swq.completion_queue();
+    let scq = swq.ring();
 
     // MSG_PEEK leaves the bytes in the socket: the next receive sees them again.
     client.write_all(b"peekaboo").unwrap();
@@ -229,7 +226,7 @@ fn flags_honoured(sqpoll: bool) {
     let mut msg = pool.try_acquire().unwrap();
     msg.as_mut_slice().copy_from_slice(&pattern(5));
     cwq.post(Op::send(msg, libc::MSG_NOSIGNAL, 3)).unwrap();
-    assert_eq!(common::wait_one(&cwq.completion_queue()).result, LEN as i32);
+    assert_eq!(common::wait_one(&cwq.ring()).result, LEN as i32);
     let mut data = vec![0u8; LEN];
     server.read_exact(&mut data).unwrap();
     assert_eq!(data, pattern(5));
@@ -258,7 +255,7 @@ fn epipe(sqpoll: bool) {
     for flags in [0, libc::MSG_NOSIGNAL] {
         wq.post(Op::send(pool.try_acquire().unwrap(), flags, 1))
             .unwrap();
-        let c = common::wait_one(&wq.completion_queue());
+        let c = common::wait_one(&wq.ring());
         assert_eq!(c.result, -libc::EPIPE, "flags {flags}: {c:?}");
         assert!(c.buf.is_some(), "the message comes back with the error");
     }

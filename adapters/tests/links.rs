@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use common::{Region, TestBuf};
 use regio_adapters::{
-    Adapter, BufKey, ChainRefusal, Completion, CompletionQueue, Config, DescriptorError, Op,
-    Target, WorkQueue,
+    Adapter, BufKey, ChainRefusal, Completion, Config, DescriptorError, Op, Ring, Target, WorkQueue,
 };
 use regio_testkit::TempFile;
 
@@ -29,7 +28,7 @@ const MODES: [Mode; 3] = [Mode::SqPoll, Mode::Interrupt, Mode::SingleIssuer];
 
 /// An adapter of one ring in `mode` (bound to this thread in single-issuer mode), with a
 /// 64 KiB region; `None` (after a `SKIP:` line) where io_uring is disabled.
-fn setup(mode: Mode) -> Option<(Adapter<TestBuf>, Arc<Region>, CompletionQueue<TestBuf>)> {
+fn setup(mode: Mode) -> Option<(Adapter<TestBuf>, Arc<Region>, Ring<TestBuf>)> {
     let config: Config = match mode {
         Mode::SqPoll => common::config(1, true),
         Mode::Interrupt => common::config(1, false),
@@ -38,7 +37,7 @@ fn setup(mode: Mode) -> Option<(Adapter<TestBuf>, Arc<Region>, CompletionQueue<T
     let adapter = common::adapter_or_skip::<TestBuf>(config)?;
     assert_eq!(adapter.sqpoll(), matches!(mode, Mode::SqPoll), "{mode:?}");
     let region = Region::new(&adapter, 1 << 16);
-    let cq = adapter.completion_queue(0).unwrap();
+    let cq = adapter.ring(0).unwrap();
     if matches!(mode, Mode::SingleIssuer) {
         cq.bind_owner().unwrap();
     }
@@ -55,14 +54,14 @@ fn file_queue(adapter: &Adapter<TestBuf>, byte: u8) -> (WorkQueue<TestBuf>, Temp
 }
 
 /// Posts `ops` as one chain in a batch of `cq` and commits it.
-fn post_chain(cq: &CompletionQueue<TestBuf>, wq: &WorkQueue<TestBuf>, ops: Vec<Op<TestBuf>>) {
+fn post_chain(cq: &Ring<TestBuf>, wq: &WorkQueue<TestBuf>, ops: Vec<Op<TestBuf>>) {
     let mut batch = cq.batch().expect("this thread alone posts");
     batch.post_chain(wq, ops).unwrap();
     batch.commit().unwrap();
 }
 
 /// `n` completions of `cq`, in the order they were reaped.
-fn reap(cq: &CompletionQueue<TestBuf>, n: usize) -> Vec<Completion<TestBuf>> {
+fn reap(cq: &Ring<TestBuf>, n: usize) -> Vec<Completion<TestBuf>> {
     common::collect(cq, n)
 }
 
@@ -323,7 +322,7 @@ fn a_chain_on_an_sqpoll_thread_shared_by_two_rings_is_refused() {
         regio_testkit::skip("the kernel refused SQPOLL");
         return;
     }
-    let cq = adapter.completion_queue(0).unwrap();
+    let cq = adapter.ring(0).unwrap();
     let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
     let mut batch = cq.batch().unwrap();
     let e = batch

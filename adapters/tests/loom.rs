@@ -52,7 +52,7 @@ impl EventFd {
 }
 
 /// The owner of a single-issuer ring waiting for a post another thread leaves: it does what
-/// `CompletionQueue::wait` does (reap, drain the eventfd, reap again, sleep; a reap owns the ring
+/// `Ring::wait` does (reap, drain the eventfd, reap again, sleep; a reap owns the ring
 /// and so drains the inbox), while the poster pushes into the inbox without touching the lock,
 /// then signals the eventfd unless `signal` is false. The owner must end up with the post.
 fn single_issuer_handoff(signal: bool) {

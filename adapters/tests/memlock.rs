@@ -90,7 +90,7 @@ fn rollback_child() {
     let adapter = Adapter::<TestBuf>::new(common::config(2, false)).expect("adapter");
     // Fresh mappings, never unmapped (the process ends).
     let (first, second) = (Mapping::new(len).leak(), Mapping::new(len).leak());
-    let ring1 = adapter.completion_queue(1).unwrap().ring_fd();
+    let ring1 = adapter.ring(1).unwrap().ring_fd();
     // Ring 1's fd number is made to name /dev/null for the first registration, so that ring 1
     // refuses it after ring 0 took it; a duplicate keeps the ring itself open meanwhile.
     // SAFETY: plain fd calls on numbers this test owns or on ring 1's, which is restored below

@@ -25,12 +25,12 @@ fn pool_messages_are_fixed_buffers_on_every_ring() {
         let mut msg = pool.try_acquire().unwrap();
         msg.as_mut_slice().fill(b'a' + cq as u8);
         wq.post(Op::write_fixed(msg, 4096 * cq as u64, 1)).unwrap();
-        let c = common::wait_one(&wq.completion_queue());
+        let c = common::wait_one(&wq.ring());
         assert_eq!(c.result, 4096, "{c:?}");
         let back = c.buf.expect("the message comes back");
         assert_eq!(back.as_slice()[0], b'a' + cq as u8);
         wq.post(Op::read_fixed(back, 0, 2)).unwrap();
-        let c = common::wait_one(&wq.completion_queue());
+        let c = common::wait_one(&wq.ring());
         assert_eq!(c.result, 4096);
         assert!(c.buf.unwrap().as_slice().iter().all(|b| *b == b'a'));
     }
@@ -48,7 +48,7 @@ fn a_send_zc_buffer_returns_to_the_pool_only_after_f_notif() {
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     let mut msg = pool.try_acquire().unwrap();
     if !adapter.supports(&Op::send_zc(pool.try_acquire().unwrap(), 0, 0)) {
         return regio_testkit::skip("the kernel lacks send_zc (Linux 6.0)");
@@ -93,7 +93,7 @@ fn dropping_the_adapter_cancels_in_flight_operations_and_returns_their_buffers()
             .unwrap();
     }
     let mut out = Vec::new();
-    wq.completion_queue()
+    wq.ring()
         .wait(&mut out, 4, Some(Duration::from_millis(50)))
         .unwrap();
     assert!(out.is_empty(), "nothing was sent: the receives are pending");
@@ -130,7 +130,7 @@ fn multishot_recv_fills_pool_buffers_from_a_provided_ring() {
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     wq.post(Op::recv_multishot(7, 1)).unwrap();
 
     let mut got = Vec::new();
@@ -178,7 +178,7 @@ fn a_pool_descriptor_becomes_an_operation_on_its_work_queue() {
     d.offset = 4096;
     d.cookie = 42;
     wq.post_message(msg).unwrap();
-    let c = common::wait_one(&wq.completion_queue());
+    let c = common::wait_one(&wq.ring());
     assert_eq!((c.cookie, c.result), (42, 4096));
     assert!(std::fs::read(&path).unwrap()[4096..]
         .iter()

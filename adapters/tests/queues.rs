@@ -16,7 +16,7 @@ use regio_adapters::{
 
 /// Posts `op`, reaping from `cq` while the queue is out of credit or the SQ is full.
 fn post_retry(wq: &WorkQueue<TestBuf>, mut op: Op<TestBuf>, sink: &mut Vec<Completion<TestBuf>>) {
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     loop {
         match wq.post(op) {
             Ok(()) => return,
@@ -38,7 +38,7 @@ fn many_work_queues_on_one_cq_each_completion_routed_to_its_own() {
     let wqs: Vec<_> = (0..16)
         .map(|_| adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap())
         .collect();
-    let cq = adapter.completion_queue(0).unwrap();
+    let cq = adapter.ring(0).unwrap();
     let mut out = Vec::new();
     for round in 0..40u64 {
         for (i, wq) in wqs.iter().enumerate() {
@@ -73,7 +73,7 @@ fn cqset_exactly_once(reapers: usize) {
     let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(4, true)) else {
         return;
     };
-    let set = Arc::new(CqSet::new(adapter.completion_queues()).unwrap());
+    let set = Arc::new(CqSet::new(adapter.rings()).unwrap());
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let done = Arc::new(AtomicU64::new(0));
     let total = POSTERS as u64 * PER_POSTER;
@@ -146,7 +146,7 @@ fn work_queues_added_and_removed_while_others_post() {
         return;
     };
     let adapter = Arc::new(adapter);
-    let set = Arc::new(CqSet::new(adapter.completion_queues()).unwrap());
+    let set = Arc::new(CqSet::new(adapter.rings()).unwrap());
     // `stop` ends the posters; `all_posted` tells the reaper that `posted` is final.
     let stop = Arc::new(AtomicBool::new(false));
     let all_posted = Arc::new(AtomicBool::new(false));
@@ -240,7 +240,7 @@ fn a_full_sq_hands_the_operation_back() {
         return;
     };
     let wq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     let mut batch = cq.batch().expect("nobody else owns the ring");
     for i in 0..8 {
         batch.post(&wq, Op::nop(i)).unwrap();
@@ -274,7 +274,7 @@ fn an_overflowing_cq_is_reported_and_loses_nothing() {
         return;
     };
     let wq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     {
         let mut batch = cq.batch().unwrap();
         for round in 0..4u64 {
@@ -345,7 +345,7 @@ fn a_corrupted_descriptor_is_rejected_on_its_own_queue_only() {
         ))
         .unwrap();
     }
-    let cq = bad.completion_queue();
+    let cq = bad.ring();
     let mut out = Vec::new();
     while out.len() < 6 {
         cq.wait(&mut out, 64, Some(Duration::from_secs(5))).unwrap();
@@ -387,7 +387,7 @@ fn an_unregistered_region_is_rejected_afterwards() {
     let wq = adapter
         .work_queue(1, Target::Fd(file.as_raw_fd()), 4, 4)
         .unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     wq.post(Op::read_fixed(region.buf(0, 4096), 0, 1)).unwrap();
     let mut out = Vec::new();
     cq.wait(&mut out, 4, Some(Duration::from_secs(5))).unwrap();
@@ -417,7 +417,7 @@ fn a_post_left_in_the_inbox_by_a_full_sq_is_pushed_by_the_next_reap() {
     let wq = adapter
         .work_queue(0, Target::Fd(-1), 2 * sq as u32, 8)
         .unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     let mut batch = cq.batch().expect("nobody else owns the ring");
     for i in 0..sq {
         batch.post(&wq, Op::nop(i)).unwrap();
@@ -464,7 +464,7 @@ fn a_file_slot_outside_the_table_is_refused_and_touches_nothing() {
     let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
     let out_slot = Target::Fixed(regio_adapters::FileSlot(9));
     wq.post(Op::splice(-1, out_slot, -1, 16, 7)).unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     let mut out = Vec::new();
     while out.is_empty() {
         cq.wait(&mut out, 8, Some(Duration::from_secs(5))).unwrap();
@@ -492,7 +492,7 @@ fn a_batch_never_exceeds_a_depth_and_gives_back_what_it_reserved() {
         .iter()
         .map(|&d| adapter.work_queue(0, Target::Fd(-1), d, 1).unwrap())
         .collect();
-    let cq = wqs[0].completion_queue();
+    let cq = wqs[0].ring();
     let mut batch = cq.batch().expect("nobody else owns the ring");
     let mut posted = vec![0u32; wqs.len()];
     // Round-robin until every queue refuses: each takes exactly its depth.
@@ -542,7 +542,7 @@ fn reap_each_hands_over_what_reap_would_and_returns_the_credits() {
     };
     let region = Region::new(&adapter, 4096);
     let wq = adapter.work_queue(0, Target::Fd(-1), 3, 1).unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     let mut seen = Vec::new();
     for round in 0..3u64 {
         // Three NOPs and a rejected read fill the queue's send and receive depths; a round
@@ -590,7 +590,7 @@ fn a_batch_refuses_another_cqs_work_queue_and_a_removed_one_while_it_holds_their
     };
     let here = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
     let there = adapter.work_queue(1, Target::Fd(-1), 8, 8).unwrap();
-    let cq = here.completion_queue();
+    let cq = here.ring();
     let mut batch = cq.batch().expect("nobody else owns the ring");
     // Another CQ's queue is refused before this batch holds any reservation, and after it holds
     // one for this CQ's queue (a post that finds its credit there skips nothing it must check).

@@ -54,21 +54,21 @@ fn every_entry_point(max: usize) {
         };
         let region = Region::new(&adapter, 4096);
         let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-        let cq = adapter.completion_queue(0).unwrap();
-        let set = CqSet::new(adapter.completion_queues()).unwrap();
+        let cq = adapter.ring(0).unwrap();
+        let set = CqSet::new(adapter.rings()).unwrap();
         post_two(&wq, &region);
-        reap_both("CompletionQueue::reap", max, |c| {
+        reap_both("Ring::reap", max, |c| {
             let mut out = Vec::new();
             let n = cq.reap(&mut out, max).unwrap();
             cookies_of(out, c);
             n
         });
         post_two(&wq, &region);
-        reap_both("CompletionQueue::reap_each", max, |c| {
+        reap_both("Ring::reap_each", max, |c| {
             cq.reap_each(max, |x| c.push(x.cookie)).unwrap()
         });
         post_two(&wq, &region);
-        reap_both("CompletionQueue::wait", max, |c| {
+        reap_both("Ring::wait", max, |c| {
             let mut out = Vec::new();
             let n = cq
                 .wait(&mut out, max, Some(Duration::from_millis(100)))

@@ -45,7 +45,7 @@ fn a_region_slice_is_sent_and_kept_until_the_notification() {
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 8, 8)
         .unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     let keep = Arc::new(());
     wq.post(Op::send_zc_region(slice(&region, 1000, 15, &keep), 0, 7))
         .unwrap();
@@ -78,7 +78,7 @@ fn stale_unknown_and_out_of_bounds_slices_are_rejected() {
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 8, 8)
         .unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     let keep = Arc::new(());
     let bad = [
         slice_of(region.id, region.generation + 1, 0, 10, &keep),

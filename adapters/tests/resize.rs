@@ -52,7 +52,7 @@ fn resize_under_load(sqpoll: bool) {
         return;
     };
     let (file, path) = TempFile::pattern("adapters", 64 * 1024).keep();
-    let set = Arc::new(CqSet::new(adapter.completion_queues()).unwrap());
+    let set = Arc::new(CqSet::new(adapter.rings()).unwrap());
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let reaped = Arc::new(AtomicU64::new(0));
     // Each poster gets its buffers back from the reapers, so a buffer parked in a reaper's
@@ -178,7 +178,7 @@ fn a_receive_in_flight_completes_on_the_replaced_ring() {
     let wq = adapter
         .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
         .unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     let set = CqSet::new([cq.clone()]).unwrap();
     wq.post(Op::recv(pool.try_acquire().unwrap(), 0, 1))
         .unwrap();
@@ -225,7 +225,7 @@ fn burst_of_nops(adapter: &Adapter<Message>, n: u64) -> u64 {
     for i in 0..n {
         wq.post(Op::nop(i)).unwrap();
     }
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while (out.len() as u64) < n && Instant::now() < deadline {
@@ -245,7 +245,7 @@ fn a_larger_cq_holds_more_pending_completions_without_overflow() {
     let Some((adapter, _pool)) = adapter_and_pool(1, false) else {
         return;
     };
-    assert_eq!(adapter.completion_queue(0).unwrap().entries(), 128);
+    assert_eq!(adapter.ring(0).unwrap().entries(), 128);
     assert!(
         burst_of_nops(&adapter, 400) > 0,
         "400 pending completions overflow a 128-entry CQ"
@@ -282,7 +282,7 @@ fn shrinking_below_the_operations_in_flight_is_refused() {
     let wq = adapter
         .work_queue(0, Target::Fd(-1), 2 * N as u32, 2 * N as u32)
         .unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     for i in 0..N {
         post_when_room(&wq, Op::timeout(Duration::from_secs(30), i));
     }
@@ -326,7 +326,7 @@ fn a_message_reaches_the_resized_ring() {
         return;
     };
     let wq = adapter.work_queue(0, Target::Fd(-1), 4, 4).unwrap();
-    let target = adapter.completion_queue(1).unwrap();
+    let target = adapter.ring(1).unwrap();
     // Built before the resize, posted after: the target's fd is read when the SQE is built.
     let early = Op::msg_ring(&target, 7, 0, 1);
     adapter.resize_completion_queue(1, 512).unwrap();
@@ -361,5 +361,5 @@ fn a_resize_with_a_provided_buffer_ring_is_refused() {
         .set_file(regio_adapters::FileSlot(0), file.as_raw_fd())
         .unwrap();
     adapter.resize_completion_queue(0, 512).unwrap();
-    assert_eq!(adapter.completion_queue(0).unwrap().entries(), 512);
+    assert_eq!(adapter.ring(0).unwrap().entries(), 512);
 }

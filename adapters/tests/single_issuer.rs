@@ -103,7 +103,7 @@ fn the_rings_are_single_issuer_with_defer_taskrun_where_the_kernel_has_it() {
         SingleIssuer::Plain
     };
     assert_eq!(adapter.single_issuer(), Some(expected));
-    let cq = adapter.completion_queue(0).unwrap();
+    let cq = adapter.ring(0).unwrap();
     cq.bind_owner().unwrap();
     cq.bind_owner()
         .expect("binding again from the owner does nothing");
@@ -128,7 +128,7 @@ fn the_rings_are_single_issuer_with_defer_taskrun_where_the_kernel_has_it() {
     let default = common::adapter_or_skip::<TestBuf>(config(1, false)).unwrap();
     assert_eq!(default.single_issuer(), None);
     assert!(matches!(
-        default.completion_queue(0).unwrap().bind_owner(),
+        default.ring(0).unwrap().bind_owner(),
         Err(Error::Invalid(_))
     ));
 }
@@ -153,7 +153,7 @@ fn the_owner_posts_and_reaps_nops_and_file_reads() {
     let wq = adapter
         .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
         .unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     cq.bind_owner().unwrap();
     for i in 0..4 {
         wq.post(Op::nop(i)).unwrap();
@@ -204,7 +204,7 @@ fn a_post_from_another_thread_wakes_the_owner_asleep_in_wait() {
     let wq = adapter
         .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
         .unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     cq.bind_owner().unwrap();
     // SAFETY: gettid has no preconditions.
     let owner_tid = unsafe { libc::gettid() };
@@ -222,7 +222,7 @@ fn a_post_from_another_thread_wakes_the_owner_asleep_in_wait() {
                 wq.post(op).expect("a foreign post is taken");
                 // Nothing may be reaped off the owner thread.
                 let mut out = Vec::new();
-                assert_eq!(wq.completion_queue().reap(&mut out, 8).unwrap(), 0);
+                assert_eq!(wq.ring().reap(&mut out, 8).unwrap(), 0);
             }
         })
     };
@@ -243,12 +243,12 @@ fn a_non_owner_cannot_reap_batch_wait_bind_or_register() {
     let Some(adapter) = common::adapter_or_skip::<TestBuf>(single_issuer(2)) else {
         return;
     };
-    let cq = adapter.completion_queue(0).unwrap();
+    let cq = adapter.ring(0).unwrap();
     cq.bind_owner().unwrap();
     let wq = adapter.work_queue(0, Target::Fd(-1), 4, 4).unwrap();
     let other = adapter.clone();
     std::thread::spawn(move || {
-        let cq = other.completion_queue(0).unwrap();
+        let cq = other.ring(0).unwrap();
         let mut out = Vec::new();
         assert_eq!(cq.reap(&mut out, 8).unwrap(), 0);
         assert!(cq.batch().is_none());
@@ -266,7 +266,7 @@ fn a_non_owner_cannot_reap_batch_wait_bind_or_register() {
         let registered = unsafe { other.register_region(memory.as_mut_ptr(), memory.len()) };
         assert!(matches!(registered, Err(Error::NotOwner)));
         // Ring 1 has no owner: this thread may bind it, and then owns it.
-        let cq1 = other.completion_queue(1).unwrap();
+        let cq1 = other.ring(1).unwrap();
         cq1.bind_owner().unwrap();
         assert!(cq1.batch().is_some());
         // Registration now needs one thread owning both rings: nobody has them both.
@@ -299,7 +299,7 @@ fn posts_before_the_bind_wait_for_the_owner_and_one_owner_may_register_everywher
         let adapter = adapter.clone();
         std::thread::spawn(move || {
             adapter.bind_owner().unwrap();
-            let cq = adapter.completion_queue(1).unwrap();
+            let cq = adapter.ring(1).unwrap();
             let c = common::wait_one(&cq);
             assert_eq!((c.cookie, c.result), (7, 0));
             // Owning every ring, this thread may register on all of them.
@@ -310,7 +310,7 @@ fn posts_before_the_bind_wait_for_the_owner_and_one_owner_may_register_everywher
                 .work_queue(0, Target::Fixed(FileSlot(3)), 4, 4)
                 .unwrap();
             wq.post(Op::read_fixed(region.buf(0, 100), 0, 8)).unwrap();
-            let c = common::wait_one(&wq.completion_queue());
+            let c = common::wait_one(&wq.ring());
             assert_eq!((c.cookie, c.result), (8, 100));
             std::fs::remove_file(path).unwrap();
             drop(wq);
@@ -330,7 +330,7 @@ fn dropping_the_adapter_on_the_owner_thread_cancels_what_is_in_flight() {
     let wq = adapter
         .work_queue(0, Target::Fd(rx.as_raw_fd()), 4, 4)
         .unwrap();
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     cq.bind_owner().unwrap();
     // A read of an empty pipe and a long timeout: neither completes on its own.
     wq.post(Op::read_fixed(region.buf(0, 64), u64::MAX, 1))
@@ -375,7 +375,7 @@ fn a_pool_freed_off_the_owner_thread_gives_its_index_back_at_the_next_registrati
     let wq = adapter.work_queue(0, Target::Fd(-1), 4, 4).unwrap();
     wq.post(Op::from_message(second.try_acquire().unwrap()).unwrap())
         .unwrap();
-    let c = common::wait_one(&wq.completion_queue());
+    let c = common::wait_one(&wq.ring());
     assert_eq!((c.result, c.rejected()), (0, None));
 }
 
@@ -384,7 +384,7 @@ fn a_cqset_waits_only_on_completion_queues_its_thread_owns() {
     let Some(adapter) = common::adapter_or_skip::<TestBuf>(single_issuer(2)) else {
         return;
     };
-    let cqs = adapter.completion_queues();
+    let cqs = adapter.rings();
     cqs[0].bind_owner().unwrap();
     let other = cqs[1].clone();
     std::thread::spawn(move || other.bind_owner().unwrap())

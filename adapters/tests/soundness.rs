@@ -23,7 +23,7 @@ fn a_descriptor_cannot_point_a_message_at_another_message() {
     let pool = small_pool();
     pool.attach(adapter.registrar()).unwrap();
     let (wq, _scratch) = common::file_queue(&adapter, b'F');
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
     let mut victim = pool.try_acquire().unwrap();
     victim.as_mut_slice().fill(b'V');
 
@@ -81,7 +81,7 @@ fn two_pools_on_one_adapter_never_share_a_fixed_buffer() {
     let mut msg = a.try_acquire().unwrap();
     msg.as_mut_slice().fill(b'A');
     wq.post(Op::read_fixed(msg, 0, 1)).unwrap();
-    let c = common::wait_one(&wq.completion_queue());
+    let c = common::wait_one(&wq.ring());
     assert_eq!((c.result, c.rejected()), (4096, None));
     assert!(common::only(c.buf.unwrap().as_slice(), b'F'));
     for m in &bs {
@@ -107,7 +107,7 @@ fn a_message_of_a_pool_that_was_never_attached_is_rejected() {
     }
     wq.post(Op::read_fixed(stranger.try_acquire().unwrap(), 0, 1))
         .unwrap();
-    let c = common::wait_one(&wq.completion_queue());
+    let c = common::wait_one(&wq.ring());
     assert_eq!(
         c.rejected(),
         Some(&DescriptorError::NotAttached {
@@ -138,7 +138,7 @@ fn dropping_the_last_message_of_a_pool_while_reaping_returns() {
             msg.descriptor_mut().opcode = Opcode::Nop;
             wq.post(Op::from_message(msg).unwrap()).unwrap();
             drop(pool); // the message in flight is now the pool's last user
-            let cq = wq.completion_queue();
+            let cq = wq.ring();
             let deadline = Instant::now() + PATIENCE;
             let mut seen = 0;
             while seen == 0 && Instant::now() < deadline {
@@ -160,7 +160,7 @@ fn growing_a_pool_inside_a_batch_returns() {
         let pool = small_pool();
         pool.attach(adapter.registrar()).unwrap();
         let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-        let cq = wq.completion_queue();
+        let cq = wq.ring();
         let mut batch = cq.batch().expect("nobody else owns the ring");
         pool.grow(0, 4).unwrap();
         let mut msg = pool.try_acquire_class(0).unwrap();
@@ -200,7 +200,7 @@ fn a_low_watermark_callback_that_grows_inside_a_batch_returns() {
             pool.attach(adapter.registrar()).unwrap();
             *slot.lock().unwrap() = Some(pool.clone());
             let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-            let cq = wq.completion_queue();
+            let cq = wq.ring();
             let batch = cq.batch().expect("nobody else owns the ring");
             let held: Vec<Message> = (0..3).map(|_| pool.try_acquire().unwrap()).collect();
             // Relaxed: written on this thread, by the callback.
@@ -229,7 +229,7 @@ fn growth_racing_a_batch_on_another_thread_returns() {
             let pool = small_pool();
             pool.attach(adapter.registrar()).unwrap();
             let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-            let cq = wq.completion_queue();
+            let cq = wq.ring();
             let batch = cq.batch().expect("nobody else owns the ring");
             // The other thread grows while this one owns the ring: it must not wait for it.
             let other = {
@@ -266,7 +266,7 @@ fn a_pool_grows_after_its_adapter_is_dropped_and_a_registrar_detaches() {
     let nop = |pool: &MessagePool| {
         let msg = pool.try_acquire().unwrap();
         wq.post(Op::from_message(msg).unwrap()).unwrap();
-        common::wait_one(&wq.completion_queue())
+        common::wait_one(&wq.ring())
     };
     assert_eq!(nop(&pool).rejected(), None);
     assert!(pool.detach(&registrar));
@@ -287,7 +287,7 @@ fn every_descriptor_flag_reaches_the_sqe_or_is_refused() {
     let pool = small_pool();
     pool.attach(adapter.registrar()).unwrap();
     let (wq, scratch) = common::file_queue(&adapter, b'F');
-    let cq = wq.completion_queue();
+    let cq = wq.ring();
 
     // DRAIN: the NOP waits for the timeout posted before it.
     wq.post(Op::timeout(Duration::from_millis(200), 1)).unwrap();
@@ -339,7 +339,7 @@ fn a_scatter_message_is_refused_whole_rather_than_cut() {
     assert_eq!(msg.buf_count(), 2);
     msg.descriptor_mut().opcode = Opcode::Send;
     wq.post(Op::from_message(msg).unwrap()).unwrap();
-    let c = common::wait_one(&wq.completion_queue());
+    let c = common::wait_one(&wq.ring());
     assert_eq!(c.rejected(), Some(&DescriptorError::Scatter { slices: 2 }));
     // Nothing reached the socket.
     server.set_nonblocking(true).unwrap();
@@ -358,7 +358,7 @@ fn a_close_cannot_take_a_plain_fd_queues_file_from_under_it() {
     };
     let (wq, scratch) = common::file_queue(&adapter, b'F');
     wq.post(Op::close(1)).unwrap();
-    let c = common::wait_one(&wq.completion_queue());
+    let c = common::wait_one(&wq.ring());
     assert!(
         matches!(c.rejected(), Some(DescriptorError::WrongQueue(_))),
         "{c:?}"
@@ -366,5 +366,5 @@ fn a_close_cannot_take_a_plain_fd_queues_file_from_under_it() {
     // The caller's own fd is untouched, and so is the queue's.
     assert!(is_open(scratch.file().as_raw_fd()));
     wq.post(Op::fsync(2)).unwrap();
-    assert_eq!(common::wait_one(&wq.completion_queue()).result, 0);
+    assert_eq!(common::wait_one(&wq.ring()).result, 0);
 }

@@ -68,7 +68,7 @@ fn four_rings_share_one_sqpoll_thread_and_it_sleeps_when_idle() {
     // and sleeps; a post then wakes it with one io_uring_enter(SQ_WAKEUP), counted in the stats.
     for cq in 0..4 {
         let wq = adapter.work_queue(cq, Target::Fd(-1), 4, 4).unwrap();
-        let queue = wq.completion_queue();
+        let queue = wq.ring();
         wait_until("the SQPOLL thread sleeps", || {
             queue.sqpoll_sleeping() == Some(true)
         });

@@ -1,4 +1,4 @@
-//! `CompletionQueue::wait` and `CqSet::wait` in the default mode: no wake-up is lost when
+//! `Ring::wait` and `CqSet::wait` in the default mode: no wake-up is lost when
 //! another thread owns the ring (a `Batch`), for completions made in user space (rejections),
 //! nor for a post that the full SQ refused (it stays in the inbox, and with SQPOLL room comes
 //! back with no signal). Each test is bounded: a lost wake-up shows as a wait that sleeps out its
@@ -10,9 +10,7 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use common::{config, Region, TestBuf};
-use regio_adapters::{
-    Adapter, BufKey, Completion, CompletionQueue, Config, CqSet, Op, PostError, Target,
-};
+use regio_adapters::{Adapter, BufKey, Completion, Config, CqSet, Op, PostError, Ring, Target};
 
 /// The timeout of every wait here: a lost wake-up sleeps all of it.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,7 +45,7 @@ fn until_reset(fd: RawFd) {
 /// until it has reset the eventfd (and, on the code before the fix, fallen asleep), then drops
 /// the batch without reaping. Returns what `wait` returned and how long after the drop.
 fn wait_across_a_batch(
-    cq: &CompletionQueue<TestBuf>,
+    cq: &Ring<TestBuf>,
     wq: &regio_adapters::WorkQueue<TestBuf>,
     wait: impl FnOnce(&mut Vec<Completion<TestBuf>>) -> usize + Send,
 ) -> (usize, Duration, Vec<Completion<TestBuf>>) {
@@ -81,7 +79,7 @@ fn a_waiter_wakes_for_a_completion_that_landed_while_a_batch_owned_the_ring() {
             return;
         };
         let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-        let cq = adapter.completion_queue(0).unwrap();
+        let cq = adapter.ring(0).unwrap();
         let (n, took, out) =
             wait_across_a_batch(&cq, &wq, |out| cq.wait(out, 16, Some(TIMEOUT)).unwrap());
         assert_eq!(n, 1, "sqpoll {sqpoll}: the wait slept past the completion");
@@ -97,8 +95,8 @@ fn a_cqset_waiter_wakes_for_a_completion_that_landed_while_a_batch_owned_the_rin
             return;
         };
         let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-        let cq = adapter.completion_queue(0).unwrap();
-        let set = CqSet::new(adapter.completion_queues()).unwrap();
+        let cq = adapter.ring(0).unwrap();
+        let set = CqSet::new(adapter.rings()).unwrap();
         let (n, took, out) =
             wait_across_a_batch(&cq, &wq, |out| set.wait(out, 16, Some(TIMEOUT)).unwrap());
         assert_eq!(n, 1, "sqpoll {sqpoll}: the wait slept past the completion");
@@ -107,7 +105,7 @@ fn a_cqset_waiter_wakes_for_a_completion_that_landed_while_a_batch_owned_the_rin
     }
 }
 
-/// A wait on a `CompletionQueue` or a `CqSet`, returning how many it reaped into `out`.
+/// A wait on a `Ring` or a `CqSet`, returning how many it reaped into `out`.
 type WaitFn<'a> = dyn Fn(&mut Vec<Completion<TestBuf>>) -> usize + Sync + 'a;
 
 /// A rejection completes in user space, where the kernel signals no eventfd: a waiter asleep
@@ -120,8 +118,8 @@ fn a_waiter_wakes_for_a_rejection_posted_by_another_thread() {
         };
         let region = Region::new(&adapter, 4096);
         let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-        let cq = adapter.completion_queue(0).unwrap();
-        let set = CqSet::new(adapter.completion_queues()).unwrap();
+        let cq = adapter.ring(0).unwrap();
+        let set = CqSet::new(adapter.rings()).unwrap();
         let waits: [&WaitFn; 2] = [&|out| cq.wait(out, 16, Some(TIMEOUT)).unwrap(), &|out| {
             set.wait(out, 16, Some(TIMEOUT)).unwrap()
         }];
@@ -161,9 +159,9 @@ fn a_waiter_wakes_for_a_rejection_posted_by_another_thread() {
 /// Who waits for the refused post in [`refused_post`].
 #[derive(Clone, Copy, Debug)]
 enum Waiter {
-    /// The thread that held the batch, after it let go, through `CompletionQueue::wait`.
+    /// The thread that held the batch, after it let go, through `Ring::wait`.
     Owner,
-    /// Another thread, asleep in `CompletionQueue::wait` since before the batch.
+    /// Another thread, asleep in `Ring::wait` since before the batch.
     Asleep,
     /// Another thread, asleep in `CqSet::wait` since before the batch.
     AsleepInSet,
@@ -177,7 +175,7 @@ enum Waiter {
 /// `wait`, must get the NOP's completion. Repeated, since with SQPOLL the refusal is a race.
 fn refused_post(adapter: &Adapter<TestBuf>, waiter: Waiter, rounds: u64) {
     let wq = adapter.work_queue(0, Target::Fd(-1), 256, 256).unwrap();
-    let cq = adapter.completion_queue(0).unwrap();
+    let cq = adapter.ring(0).unwrap();
     let set = CqSet::new([cq.clone()]).unwrap();
     for round in 0..rounds {
         let nop = 1_000_000 + round;

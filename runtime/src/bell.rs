@@ -32,7 +32,7 @@ pub(crate) struct EventFdBell {
 
 impl EventFdBell {
     /// Duplicates `fds`, the eventfds of a worker's completion queues
-    /// (`CompletionQueue::notify_fd`), one per adapter.
+    /// (`Ring::notify_fd`), one per adapter.
     ///
     /// # Panics
     ///

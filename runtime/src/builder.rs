@@ -314,7 +314,7 @@ fn worker_rings(
     let mut controls = Vec::with_capacity(adapters.len());
     for (i, rt) in adapters.iter().enumerate() {
         let failed = |source| BuildError::Adapter { adapter: i, source };
-        let cq = rt.adapter.completion_queue(index).ok_or_else(|| {
+        let cq = rt.adapter.ring(index).ok_or_else(|| {
             failed(regio_adapters::Error::Invalid(
                 "the adapter has one ring per worker",
             ))

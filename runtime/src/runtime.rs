@@ -187,7 +187,7 @@ impl Runtime {
             for w in self.shared.workers.iter() {
                 let ring = rt
                     .adapter
-                    .completion_queue(w.index)
+                    .ring(w.index)
                     .map(|cq| cq.stats())
                     .unwrap_or_default();
                 all.push(w.counters.rings[a].snapshot(a, w.index, ring));
@@ -212,7 +212,7 @@ impl Runtime {
     ///
     /// ```compile_fail
     /// let rt = regio_runtime::Runtime::builder().worker_threads(1).build().unwrap();
-    /// let cq = rt.adapter(0).unwrap().completion_queue(0).unwrap();
+    /// let cq = rt.adapter(0).unwrap().ring(0).unwrap();
     /// ```
     ///
     /// ```

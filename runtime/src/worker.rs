@@ -33,7 +33,7 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use regio_adapters::{CompletionQueue, WorkQueue};
+use regio_adapters::{Ring, WorkQueue};
 use regio_pool::Message;
 use regio_sync::QsbrReader;
 
@@ -65,7 +65,7 @@ pub(crate) struct Local {
     pub(crate) io: RefCell<Io>,
     /// The worker's completion queues by adapter (also in `io`), to hold as batches during a
     /// run step.
-    cqs: Rc<[CompletionQueue<Message>]>,
+    cqs: Rc<[Ring<Message>]>,
     pub(crate) timers: RefCell<Timers>,
     tasks: RefCell<Registry>,
 }
@@ -100,7 +100,7 @@ pub(crate) fn main(start: Start, ready: mpsc::Sender<Result<(), BuildError>>) {
         if rt.mode != RingMode::SingleIssuer {
             continue;
         }
-        if let Err(source) = control.completion_queue().bind_owner() {
+        if let Err(source) = control.ring().bind_owner() {
             let _ = ready.send(Err(BuildError::Worker {
                 worker: index,
                 adapter,
@@ -116,7 +116,7 @@ pub(crate) fn main(start: Start, ready: mpsc::Sender<Result<(), BuildError>>) {
     let io = Io::new(controls, reap_max);
     let local = Local {
         uid: remote.uid,
-        cqs: io.completion_queues(),
+        cqs: io.rings(),
         io: RefCell::new(io),
         shared,
         remote,

@@ -261,7 +261,7 @@ fn submit_cannot_copy_a_runtime_slot_out_with_share_file() {
     else {
         return regio_testkit::skip("cannot build a second adapter");
     };
-    let cq = theirs.completion_queue(0).unwrap();
+    let cq = theirs.ring(0).unwrap();
     if !theirs.supports(&Op::share_file(FileSlot(0), &cq, FileSlot(0), 0)) {
         return regio_testkit::skip("the kernel lacks msg_ring (Linux 5.18)");
     }

@@ -8,15 +8,15 @@
 //! mappings, would not map again.
 //!
 //! Instead a resize builds a new io_uring with the larger CQ and swaps it in *under the same
-//! [`Ring`]*. Everything that names the completion queue holds that `Ring`, not the io_uring:
-//! work queues, [`CompletionQueue`] handles, [`CqSet`](crate::CqSet)s and msg_ring operations
+//! [`RingShared`]*. Everything that names the completion queue holds that `RingShared`, not the io_uring:
+//! work queues, [`Ring`] handles, [`CqSet`](crate::CqSet)s and msg_ring operations
 //! aimed at it. So nothing has to be switched over, and no table changes:
 //!
 //! - The new ring is set up like the others: SQPOLL attached to the adapter's shared thread
 //!   (`ATTACH_WQ`), the registered-buffer table cloned from the ring it replaces (or each region
 //!   registered again where the kernel cannot clone), a sparse file table of the same size
 //!   holding the old ring's fixed files (below), and *the same eventfd*. A sleeper on
-//!   [`CompletionQueue::notify_fd`] or in a `CqSet`'s epoll is woken by either ring, and never
+//!   [`Ring::notify_fd`] or in a `CqSet`'s epoll is woken by either ring, and never
 //!   has to learn of the resize.
 //! - The swap happens with the ring owned (its lock), after the pending SQEs were submitted to
 //!   the old ring. From then on every post goes to the new ring.
@@ -26,7 +26,7 @@
 //!   through the one slab, so a completion is routed once, wherever it arrives. Then the old
 //!   ring is closed. A cancel of an operation on the retiring ring is submitted to that ring,
 //!   since a cancel by `user_data` only finds operations of its own ring.
-//! - Stats continue: the counters belong to the `Ring`, not to the io_uring.
+//! - Stats continue: the counters belong to the `RingShared`, not to the io_uring.
 //!
 //! # Limits
 //!
@@ -69,7 +69,7 @@ use io_uring::IoUring;
 use super::{build_ring, sys, Adapter};
 use crate::error::{setup_error, Error};
 use crate::register;
-use crate::ring::Ring;
+use crate::ring::RingShared;
 use crate::IoBuf;
 
 /// How long a resize waits for another owner of the ring to let go.
@@ -80,10 +80,10 @@ impl<B: IoBuf> Adapter<B> {
     /// by the kernel), growing or shrinking it, while other threads keep posting and reaping.
     ///
     /// Operations in flight complete on the ring they were submitted to, which is reaped
-    /// through the same [`CompletionQueue`](crate::CompletionQueue) until they are done; none
+    /// through the same [`Ring`](crate::Ring) until they are done; none
     /// is lost and none is reaped twice. Work queues, [`CqSet`](crate::CqSet)s and sleepers on
-    /// [`notify_fd`](crate::CompletionQueue::notify_fd) carry on unchanged: the new ring has the
-    /// same eventfd. [`ring_fd`](crate::CompletionQueue::ring_fd) changes. Fixed files come
+    /// [`notify_fd`](crate::Ring::notify_fd) carry on unchanged: the new ring has the
+    /// same eventfd. [`ring_fd`](crate::Ring::ring_fd) changes. Fixed files come
     /// along: every occupied slot of the old ring's table, whether [`set_file`](Self::set_file),
     /// an accept or [`share_file`](crate::Op::share_file) filled it, is in the same slot of the
     /// new ring before the first operation reaches it. But an accept still in flight (a
@@ -160,7 +160,7 @@ impl<B: IoBuf> Adapter<B> {
 
     /// A ring set up like `ring`, with a CQ of `cq_entries`. Runs with the tables' write lock
     /// held, so the region table is stable.
-    fn new_uring(&self, ring: &Ring<B>, cq_entries: u32) -> Result<IoUring, Error> {
+    fn new_uring(&self, ring: &RingShared<B>, cq_entries: u32) -> Result<IoUring, Error> {
         let inner = &self.inner;
         let cfg = super::Config {
             cq_entries,

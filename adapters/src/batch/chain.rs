@@ -39,7 +39,7 @@ impl<B: IoBuf> Batch<'_, B> {
     /// # fn f(adapter: &Adapter<regio_pool::Message>, wq: &WorkQueue<regio_pool::Message>,
     /// #      msg: regio_pool::Message) -> Result<(), Box<dyn std::error::Error>> {
     /// // A write, then an fsync that starts only once the write has succeeded.
-    /// let cq = wq.completion_queue();
+    /// let cq = wq.ring();
     /// let mut batch = cq.batch().expect("no other thread owns the ring");
     /// batch
     ///     .post_chain(wq, vec![Op::write_fixed(msg, 0, 1), Op::fsync(2)])

@@ -87,7 +87,7 @@ impl<B> Op<B> {
     /// completion queue, where it is reaped as a message ([`Completion::wq`](crate::Completion)
     /// is `None`). `message` must fit in 63 bits.
     pub fn msg_ring<T: Send + Sync + 'static>(
-        target: &crate::CompletionQueue<T>,
+        target: &crate::Ring<T>,
         message: u64,
         result: i32,
         cookie: u64,
@@ -120,7 +120,7 @@ impl<B> Op<B> {
     /// resized while the operation is in flight, the file may land in the replaced ring.
     pub fn share_file<T: Send + Sync + 'static>(
         slot: FileSlot,
-        to: &crate::CompletionQueue<T>,
+        to: &crate::Ring<T>,
         dest: FileSlot,
         cookie: u64,
     ) -> Self {

@@ -3,19 +3,19 @@
 //!
 //! The ring is set up with `IORING_SETUP_R_DISABLED` (plus `SINGLE_ISSUER` and `DEFER_TASKRUN`
 //! or `COOP_TASKRUN` where the kernel has them), so it has no submitter task until a thread
-//! binds it ([`Ring::bind_owner`]): `IORING_REGISTER_ENABLE_RINGS` makes the calling thread the
+//! binds it ([`RingShared::bind_owner`]): `IORING_REGISTER_ENABLE_RINGS` makes the calling thread the
 //! kernel's `submitter_task`, and from then on the kernel refuses submission, task-work runs
 //! and every `io_uring_register` call from any other thread with `EEXIST`.
 //!
-//! So here only the owner thread ever takes the ring's combiner lock ([`Ring::try_own`]). Any
-//! other thread leaves its post in the inbox ([`Ring::post_foreign`]) and then writes the
-//! ring's CQ eventfd, which the owner sleeps on ([`CompletionQueue::wait`],
+//! So here only the owner thread ever takes the ring's combiner lock ([`RingShared::try_own`]). Any
+//! other thread leaves its post in the inbox ([`RingShared::post_foreign`]) and then writes the
+//! ring's CQ eventfd, which the owner sleeps on ([`Ring::wait`],
 //! [`CqSet::wait`]). The owner drains the eventfd, then looks at the inbox (every reap drains
 //! it), and only then sleeps: a post pushed before the drain is in the inbox when the owner
 //! looks, and one pushed after it leaves the eventfd readable, so the sleep returns at once. No
 //! wake-up is lost; `tests/loom.rs` models the pair and fails without the signal.
 //!
-//! [`CompletionQueue::wait`]: crate::CompletionQueue::wait
+//! [`Ring::wait`]: crate::Ring::wait
 //! [`CqSet::wait`]: crate::CqSet::wait
 //!
 //! Why the eventfd and not `IORING_OP_MSG_RING`: the owner already sleeps on the eventfd (in
@@ -42,7 +42,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Post, Ring, RingState, ENTER_GETEVENTS};
+use super::{Post, RingShared, RingState, ENTER_GETEVENTS};
 use crate::error::Error;
 use regio_sync::CombinerGuard;
 
@@ -61,7 +61,7 @@ fn thread_token() -> u64 {
     })
 }
 
-impl<B> Ring<B> {
+impl<B> RingShared<B> {
     /// Whether the calling thread is this ring's bound owner.
     pub(crate) fn owned_here(&self) -> bool {
         // Relaxed: module docs (a thread can only read its own token from its own store).

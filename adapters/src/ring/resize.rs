@@ -17,11 +17,11 @@ use std::mem::ManuallyDrop;
 
 use io_uring::{opcode, IoUring};
 
-use super::handle::{dup_ring_fd, Ring};
 use super::io_ring::IoRing;
+use super::shared::{dup_ring_fd, RingShared};
 use super::{Post, RingState};
-use crate::cq::Completion;
 use crate::error::Error;
+use crate::handle::Completion;
 use crate::ops::Side;
 use crate::tables::WqId;
 use regio_sync::CombinerGuard;
@@ -37,7 +37,7 @@ pub(super) struct Retiring {
     pub carried: Vec<u32>,
 }
 
-impl<B> Ring<B> {
+impl<B> RingShared<B> {
     /// Makes `uring` the current io_uring, carrying the fixed files over, `files` among them
     /// (see [`RingState::replace_uring`]), with the ring owned through `g`. The caller holds the
     /// tables' write lock, which serialises fd changes with registrations.

@@ -8,8 +8,8 @@ use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 use super::RingState;
-use crate::cq::Completion;
 use crate::error::DescriptorError;
+use crate::handle::Completion;
 use crate::ops::{FileUse, Op, Parts, PostAction, Resolved, Retained, Sqe, Target};
 use crate::stats::Counters;
 use crate::tables::{WqId, WqShared};

@@ -11,7 +11,7 @@ use io_uring::{cqueue, opcode, types};
 
 use super::io_ring::IoRing;
 use super::slab::Slab;
-use super::{Ring, RingState, CANCEL_ALL, MESSAGE_BIT};
+use super::{RingShared, RingState, CANCEL_ALL, MESSAGE_BIT};
 use crate::ops::Sqe;
 use crate::stats::Counters;
 
@@ -68,7 +68,7 @@ fn collect_final<B>(io: &mut IoRing, slab: &mut Slab<B>) {
     }
 }
 
-impl<B> Drop for Ring<B> {
+impl<B> Drop for RingShared<B> {
     /// In single-issuer mode, a ring dropped off its owner thread cannot submit its cancel nor
     /// wait for the final CQEs (the kernel refuses both there): the buffers of operations in
     /// flight are leaked, and the kernel cancels the operations when the ring's fd closes. A
@@ -89,7 +89,7 @@ impl<B> Drop for Ring<B> {
 }
 
 impl<B> RingState<B> {
-    /// Leaks the buffers of every operation in flight (see [`Ring`]'s drop).
+    /// Leaks the buffers of every operation in flight (see [`RingShared`]'s drop).
     #[cold]
     fn abandon(&mut self) {
         let stuck = self.in_flight();

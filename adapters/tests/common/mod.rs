@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use regio_adapters::{
-    Adapter, BufKey, BufSlice, Completion, CompletionQueue, Config, DescriptorError, Error, IoBuf,
-    RegionId,
+    Adapter, BufKey, BufSlice, Completion, Config, DescriptorError, Error, IoBuf, RegionId, Ring,
 };
 use regio_pool::{Message, MessagePool};
 use regio_testkit::{Mapping, TempFile};
@@ -119,7 +118,7 @@ pub fn adapter_or_skip<B: IoBuf>(cfg: Config) -> Option<Adapter<B>> {
 }
 
 /// Waits (up to 10 s) for one completion on `cq`.
-pub fn wait_one<B: IoBuf>(cq: &CompletionQueue<B>) -> Completion<B> {
+pub fn wait_one<B: IoBuf>(cq: &Ring<B>) -> Completion<B> {
     let mut out = Vec::new();
     let n = cq
         .wait(&mut out, 1, Some(Duration::from_secs(10)))
@@ -129,7 +128,7 @@ pub fn wait_one<B: IoBuf>(cq: &CompletionQueue<B>) -> Completion<B> {
 }
 
 /// Waits (up to 10 s in all) for exactly `n` completions on `cq`.
-pub fn collect<B: IoBuf>(cq: &CompletionQueue<B>, n: usize) -> Vec<Completion<B>> {
+pub fn collect<B: IoBuf>(cq: &Ring<B>, n: usize) -> Vec<Completion<B>> {
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while out.len() < n && Instant::now() < deadline {

@@ -29,7 +29,7 @@ use std::ptr::NonNull;
 use std::rc::Rc;
 use std::task::Waker;
 
-use regio_adapters::{Batch, CompletionQueue, Op, PostError, WorkQueue, WqId};
+use regio_adapters::{Batch, Op, PostError, Ring, WorkQueue, WqId};
 use regio_pool::Message;
 
 use super::table::{Abandoned, OpTable, Queue, INTERNAL};
@@ -43,7 +43,7 @@ use crate::stats::{Counters, RingCounters};
 pub(crate) type Batches<'a> = [Option<Batch<'a, Message>>; MAX_ADAPTERS];
 
 /// Opens a batch in `batches` on each of `cqs` that no other thread holds.
-pub(crate) fn open_batches<'a>(cqs: &'a [CompletionQueue<Message>], batches: &mut Batches<'a>) {
+pub(crate) fn open_batches<'a>(cqs: &'a [Ring<Message>], batches: &mut Batches<'a>) {
     for (batch, cq) in batches.iter_mut().zip(cqs.iter()) {
         *batch = cq.batch();
     }
@@ -65,7 +65,7 @@ pub(crate) struct Io {
     /// The worker's queues for operations on no file, by adapter.
     controls: Box<[WorkQueue<Message>]>,
     /// The worker's completion queues, by adapter.
-    cqs: Rc<[CompletionQueue<Message>]>,
+    cqs: Rc<[Ring<Message>]>,
     /// The most completions one reap takes, by adapter.
     reap_max: Box<[usize]>,
     /// Everything staged was refused for want of credit: it waits for completions, which wake a
@@ -111,7 +111,7 @@ impl Io {
     /// at most [`MAX_ADAPTERS`]), whose reaps take at most `reap_max` completions of each.
     pub(crate) fn new(controls: Vec<WorkQueue<Message>>, reap_max: Vec<usize>) -> Self {
         debug_assert!(controls.len() <= MAX_ADAPTERS && controls.len() == reap_max.len());
-        let cqs = controls.iter().map(WorkQueue::completion_queue).collect();
+        let cqs = controls.iter().map(WorkQueue::ring).collect();
         Self {
             table: OpTable::default(),
             staged: VecDeque::new(),
@@ -239,7 +239,7 @@ impl Io {
     }
 
     /// The completion queues, by adapter, to open the worker's batches on.
-    pub(crate) fn completion_queues(&self) -> Rc<[CompletionQueue<Message>]> {
+    pub(crate) fn rings(&self) -> Rc<[Ring<Message>]> {
         Rc::clone(&self.cqs)
     }
 

@@ -1,5 +1,6 @@
-//! [`CompletionQueue`]: one ring's CQ, which coalesces the completions of every work queue bound
-//! to it, and [`Completion`], what reaping yields.
+//! [`Ring`]: the handle on one io_uring of an adapter, its SQ (staged through a [`Batch`]) and its
+//! CQ, which coalesces the completions of every work queue bound to it; and [`Completion`], what
+//! reaping yields.
 
 use std::fmt;
 use std::os::fd::{AsRawFd, RawFd};
@@ -10,7 +11,7 @@ use io_uring::cqueue;
 
 use crate::batch::Batch;
 use crate::error::{DescriptorError, Error};
-use crate::ring::{Post, Ring, RingState};
+use crate::ring::{Post, RingShared, RingState};
 use crate::stats::Stats;
 use crate::tables::WqId;
 use crate::wait::{Look, Owned};
@@ -203,18 +204,20 @@ impl<B, F: FnMut(Completion<B>)> Sink<B> for Each<F> {
     }
 }
 
-/// One completion queue of an adapter (one io_uring).
+/// One io_uring of an adapter, SQ and CQ: the handle through which a thread owns the ring, stages
+/// and submits with a [`batch`](Self::batch), and reaps the completions of every work queue bound
+/// to it.
 ///
 /// Reaping reads CQEs from the shared ring with no system call. At most one thread reaps a CQ at
 /// a time: [`reap`](Self::reap) returns 0 at once when another thread (a [`CqSet`](crate::CqSet)
 /// reaper, say) owns it. In single-issuer mode ([`Config::single_issuer`](crate::Config::single_issuer))
 /// only the thread bound with [`bind_owner`](Self::bind_owner) ever owns it: `reap` returns 0
 /// and [`batch`](Self::batch) `None` on any other thread, and [`wait`](Self::wait) refuses.
-pub struct CompletionQueue<B> {
-    pub(crate) ring: Arc<Ring<B>>,
+pub struct Ring<B> {
+    pub(crate) ring: Arc<RingShared<B>>,
 }
 
-impl<B> Clone for CompletionQueue<B> {
+impl<B> Clone for Ring<B> {
     fn clone(&self) -> Self {
         Self {
             ring: Arc::clone(&self.ring),
@@ -222,16 +225,16 @@ impl<B> Clone for CompletionQueue<B> {
     }
 }
 
-impl<B> fmt::Debug for CompletionQueue<B> {
+impl<B> fmt::Debug for Ring<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CompletionQueue")
+        f.debug_struct("Ring")
             .field("index", &self.ring.index)
             .field("ring_fd", &self.ring.fd())
             .finish()
     }
 }
 
-impl<B: IoBuf> CompletionQueue<B> {
+impl<B: IoBuf> Ring<B> {
     /// Reaps up to `max` completions into `out` and returns how many. No system call unless the
     /// kernel flagged a CQ overflow (then one `io_uring_enter` flushes its overflow list).
     ///
@@ -381,7 +384,7 @@ impl<B: IoBuf> CompletionQueue<B> {
     }
 }
 
-impl<B: Send + 'static> CompletionQueue<B> {
+impl<B: Send + 'static> Ring<B> {
     pub(crate) fn ring_ref(&self) -> crate::ops::control::RingRef {
         crate::ops::control::RingRef::new(Arc::clone(&self.ring) as Arc<_>)
     }
@@ -390,7 +393,7 @@ impl<B: Send + 'static> CompletionQueue<B> {
 /// One look of a wait at `ring` (see the `wait` module): reaps it if this thread can own it;
 /// if another thread owns it, skips it or asks its owner to signal the eventfd, as `owned` says.
 pub(crate) fn look<B: IoBuf>(
-    ring: &Ring<B>,
+    ring: &RingShared<B>,
     out: &mut Vec<Completion<B>>,
     max: usize,
     owned: Owned,
@@ -417,7 +420,7 @@ pub(crate) fn look<B: IoBuf>(
 /// A post the SQ was too full to take stays first in the inbox; the submit here makes room, so
 /// this reap pushes it (a second drain) rather than leaving it for the next post or reap.
 pub(crate) fn reap_locked<B: IoBuf, R: regio_sync::ReadSide>(
-    ring: &Ring<B>,
+    ring: &RingShared<B>,
     g: &mut CombinerGuard<'_, RingState<B>, Post<B>>,
     reader: Option<&R>,
     out: &mut impl Sink<B>,

@@ -1,4 +1,4 @@
-//! [`Ring`]: one ring of an adapter as work queues, completion-queue handles and `CqSet`s hold
+//! [`RingShared`]: one ring of an adapter as work queues, completion-queue handles and `CqSet`s hold
 //! it: the [`RingState`] behind the combiner lock (with the inbox of the threads that do not own
 //! it), the current io_uring's fd and CQ size, and the check a descriptor passes before it is
 //! posted.
@@ -19,9 +19,9 @@ use crate::tables::Tables;
 use regio_sync::Combiner;
 
 /// One ring of an adapter: one completion queue.
-pub(crate) struct Ring<B> {
+pub(crate) struct RingShared<B> {
     pub(crate) combiner: Combiner<RingState<B>, Post<B>>,
-    /// The current io_uring's fd; a resize replaces it (see [`Ring::fd`]).
+    /// The current io_uring's fd; a resize replaces it (see [`RingShared::fd`]).
     fd: AtomicI32,
     /// The current io_uring's CQ size.
     cq_entries: AtomicU32,
@@ -45,7 +45,7 @@ pub(crate) struct Ring<B> {
     /// pending task work when `IORING_SQ_TASKRUN` says there is some.
     pub(super) taskrun_flag: bool,
     /// The owner thread's token (`issuer::thread_token`), 0 while the ring has no owner; set
-    /// once, by [`Ring::bind_owner`].
+    /// once, by [`RingShared::bind_owner`].
     pub(super) owner: AtomicU64,
     /// The ring's SQPOLL kernel thread serves other rings too (the adapter's others, attached
     /// with `IORING_SETUP_ATTACH_WQ`): the thread then takes at most 8 SQEs of a ring per pass,
@@ -53,7 +53,7 @@ pub(crate) struct Ring<B> {
     pub(crate) shares_sq_thread: bool,
 }
 
-impl<B> Ring<B> {
+impl<B> RingShared<B> {
     pub(crate) fn new(
         uring: IoUring,
         eventfd: OwnedFd,
@@ -136,7 +136,7 @@ impl<B> Ring<B> {
     }
 }
 
-impl<B: Send> crate::ops::control::RingFd for Ring<B> {
+impl<B: Send> crate::ops::control::RingFd for RingShared<B> {
     fn target_fd(&self) -> Arc<OwnedFd> {
         Arc::clone(&self.lock_target())
     }
@@ -148,7 +148,7 @@ pub(super) fn dup_ring_fd(fd: RawFd) -> io::Result<Arc<OwnedFd>> {
     crate::sys::dup_fd(fd).map(Arc::new)
 }
 
-impl<B: crate::IoBuf> Ring<B> {
+impl<B: crate::IoBuf> RingShared<B> {
     /// Validates an operation's descriptor (its plain part, its buffer or registered slice) for
     /// this ring: the kernel has its opcode, its buffer key
     /// names a registered region of the right generation with the slice in bounds (the result
