@@ -183,6 +183,52 @@ fn every_command_on_a_file_export() {
     std::fs::remove_file(&path).unwrap();
 }
 
+/// A file on tmpfs is read and written with `pread`/`pwrite` on the worker rather than through
+/// io_uring (which would hand each of those to a kernel worker thread): every command works,
+/// reading a hole leaves it a hole, and a read past the end of a file that shrank under the
+/// export gets EIO while the connection goes on.
+#[test]
+fn every_command_on_a_file_in_memory() {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::path::Path::new("/dev/shm")
+        .join(format!("regio-nbd-target-{}-in-memory", std::process::id()));
+    let file = match std::fs::File::create(&path) {
+        Ok(file) => file,
+        Err(e) => return regio_testkit::skip(&format!("no /dev/shm: {e}")),
+    };
+    file.set_len(4 * MIB).unwrap();
+    let export = Export::file("", &path, false).unwrap();
+    if !export.description().contains("in memory") {
+        std::fs::remove_file(&path).unwrap();
+        return regio_testkit::skip("/dev/shm is not a tmpfs here");
+    }
+    every_command(true, export);
+    every_command(false, Export::file("", &path, false).unwrap());
+
+    let Some(h) = start(vec![Export::file("", &path, false).unwrap()], 8) else {
+        return;
+    };
+    let mut c = h.open("", false);
+    let none = CommandFlags::empty();
+    let allocated = |path: &std::path::Path| std::fs::metadata(path).unwrap().blocks() * 512;
+    let before = allocated(&path);
+    let hole = c.call(Command::Read, none, 3 * MIB, 65536, &[]);
+    assert_eq!(hole.error, None);
+    assert!(hole.data.len() == 65536 && hole.data.iter().all(|&b| b == 0));
+    assert_eq!(allocated(&path), before, "reading a hole allocated it");
+
+    file.set_len(MIB).unwrap();
+    let past = c.call(Command::Read, none, 2 * MIB, 4096, &[]);
+    assert_eq!(past.error, Some(Errno::EIO), "a read past the shrunk end");
+    let data = pattern(5000, 3);
+    let write = c.call(Command::Write, none, 1000, data.len() as u32, &data);
+    assert_eq!(write.error, None);
+    let read = c.call(Command::Read, none, 1000, data.len() as u32, &[]);
+    assert_eq!((read.error, read.data == data), (None, true));
+    h.stop();
+    std::fs::remove_file(&path).unwrap();
+}
+
 #[test]
 fn bad_requests_get_errors_and_the_connection_goes_on() {
     let Some(h) = start(

@@ -33,7 +33,8 @@ pub struct ServeArgs {
     /// written.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     memory: Vec<u64>,
-    /// Serve a file or block device (O_DIRECT where the file system allows it).
+    /// Serve a file or block device (O_DIRECT where the file system allows it; a file on tmpfs
+    /// is read and written with pread/pwrite, which costs less there than io_uring).
     #[arg(long, value_name = "PATH")]
     file: Vec<PathBuf>,
     /// Name the exports, in order: the first --name names the first export, and so on. The

@@ -8,11 +8,18 @@
 //! unaligned request (the kernel client ignores block sizes) still works. FLUSH is `fsync`,
 //! FUA `fdatasync` before the reply, TRIM a punched hole, WRITE_ZEROES a punched hole or a
 //! zeroed range, CACHE `POSIX_FADV_WILLNEED`; block status comes from `SEEK_DATA`/`SEEK_HOLE`.
+//!
+//! A file on a file system that lives in memory (tmpfs, ramfs) is the exception: those have no
+//! nonblocking read or write path, so io_uring would hand every READ_FIXED and WRITE_FIXED to
+//! one of its worker threads (and run the writes to one file there one at a time). Such a
+//! read or write is a plain `pread`/`pwrite` on the worker instead: a copy from or into the
+//! page cache that never waits for a device, and costs one system call rather than a thread
+//! hand-off. Everything else (flush, trim, zeroing, block status) stays as it is.
 
 use std::fs::OpenOptions;
 use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 use regio_pool::Message;
@@ -31,7 +38,20 @@ const MAX_EXTENTS: usize = 4096;
 pub(crate) struct FileExport {
     file: File,
     direct: Option<File>,
+    /// The file again, for reads and writes done with `pread`/`pwrite` on the worker: set when
+    /// the file lives in memory (see the module docs).
+    in_memory: Option<std::fs::File>,
     size: u64,
+}
+
+/// `statfs` magic numbers of the file systems that keep files in memory and have no
+/// nonblocking I/O path: tmpfs (and /dev/shm) and ramfs (32-bit values, whatever width `f_type` has).
+const IN_MEMORY_FS: [u32; 2] = [0x0102_1994, 0x8584_58f6];
+
+/// Whether `file` lives on a file system of [`IN_MEMORY_FS`].
+fn lives_in_memory(file: &std::fs::File) -> io::Result<bool> {
+    let stat = rustix::fs::fstatfs(file)?;
+    Ok(IN_MEMORY_FS.contains(&(stat.f_type as u32)))
 }
 
 /// How a `fallocate` that the file system lacks fails.
@@ -62,10 +82,20 @@ impl FileExport {
             ));
         }
         let size = plain.seek(SeekFrom::End(0))?;
-        let direct = open(libc::O_DIRECT).ok().map(File::from_std);
+        let in_memory = if kind.is_file() && lives_in_memory(&plain)? {
+            Some(plain.try_clone()?)
+        } else {
+            None
+        };
+        let direct = match in_memory {
+            // O_DIRECT on tmpfs is buffered I/O under another name.
+            Some(_) => None,
+            None => open(libc::O_DIRECT).ok().map(File::from_std),
+        };
         Ok(Self {
             file: File::from_std(plain),
             direct,
+            in_memory,
             size,
         })
     }
@@ -77,6 +107,11 @@ impl FileExport {
     /// Whether the export reads and writes with `O_DIRECT` where it can.
     pub(crate) fn is_direct(&self) -> bool {
         self.direct.is_some()
+    }
+
+    /// Whether reads and writes are `pread`/`pwrite` on the worker (a file in memory).
+    pub(crate) fn is_in_memory(&self) -> bool {
+        self.in_memory.is_some()
     }
 
     /// The descriptor for `len` bytes at `offset`.
@@ -105,6 +140,9 @@ impl FileExport {
         write: bool,
     ) -> (Result<(), Errno>, Message) {
         let whole = buf.descriptor().slices()[0];
+        if let Some(file) = &self.in_memory {
+            return (copy_in_place(file, offset, &mut buf, whole, write), buf);
+        }
         let len = whole.len as usize;
         let file = self.for_io(offset, len);
         let mut done = 0;
@@ -275,6 +313,30 @@ impl FileExport {
         }
         extents
     }
+}
+
+/// A read or a write of the bytes `chunk` names in `buf`, at `offset` of a file in memory,
+/// with `pread`/`pwrite` until all of it is done.
+fn copy_in_place(
+    file: &std::fs::File,
+    offset: u64,
+    buf: &mut Message,
+    chunk: regio_pool::BufKey,
+    write: bool,
+) -> Result<(), Errno> {
+    let start = (chunk.offset - buf.key().offset) as usize;
+    let bytes = &mut buf.as_mut_slice()[start..start + chunk.len as usize];
+    let done = if write {
+        file.write_all_at(bytes, offset)
+    } else {
+        file.read_exact_at(bytes, offset)
+    };
+    done.map_err(|e| match e.kind() {
+        // The file shrank under the export: a read past its end, or a write that got no room.
+        io::ErrorKind::UnexpectedEof => Errno::EIO,
+        io::ErrorKind::WriteZero => Errno::ENOSPC,
+        _ => Errno::from(&e),
+    })
 }
 
 /// `buf` with its descriptor naming `whole` again.

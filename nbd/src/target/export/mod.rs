@@ -90,7 +90,13 @@ impl Export {
             description: format!(
                 "{}{}",
                 path.display(),
-                if file.is_direct() { " (O_DIRECT)" } else { "" }
+                if file.is_in_memory() {
+                    " (in memory: pread/pwrite)"
+                } else if file.is_direct() {
+                    " (O_DIRECT)"
+                } else {
+                    ""
+                }
             ),
             read_only,
             storage: Storage::File(file),
