@@ -78,6 +78,7 @@ pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
         timeout: server.stall_timeout(),
         cut: Arc::clone(&cut),
     };
+    let zero_copy_min = server.zero_copy_min();
     let aborting = output.clone();
     let writing = writer::run(
         output,
@@ -86,6 +87,7 @@ pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
         server.buffers.clone(),
         Arc::clone(&server.stats),
         stall,
+        zero_copy_min,
     );
     let writer = regio_runtime::spawn_local({
         let server = Arc::clone(&server);
