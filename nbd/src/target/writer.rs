@@ -214,12 +214,14 @@ impl<W: SendHalf> Writer<W> {
                 self.append(&buf.as_slice()[..len]).await;
             }
         } else if data_len > 0 {
+            // The reply's size decides, not each buffer's: a reply at the threshold goes out
+            // zero-copy whole (its last buffer may carry a few bytes only).
             self.flush().await;
             for buf in data {
                 if self.broken {
                     break;
                 }
-                self.send_data(buf).await;
+                self.send_data(buf, !small).await;
             }
         }
     }
@@ -370,10 +372,11 @@ impl<W: SendHalf> Writer<W> {
         *slot = Some(gather);
     }
 
-    async fn send_data(&mut self, buf: Message) {
+    /// Sends a buffer of READ data, with `SEND_ZC` if `zero_copy` (and the socket takes it).
+    async fn send_data(&mut self, buf: Message, zero_copy: bool) {
         let len = buf.descriptor().len();
         let limit = self.stall.timeout;
-        if len < self.zero_copy_min || !self.zero_copy {
+        if !zero_copy || !self.zero_copy {
             match within(limit, self.out.send_all(buf)).await {
                 None => self.stalled(),
                 Some((Err(e), _)) => self.fail(&e),
