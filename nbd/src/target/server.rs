@@ -138,9 +138,10 @@ impl Server {
     /// Below the threshold a reply's data is copied once, into a registered staging buffer
     /// where the replies of a batch are gathered with their headers and go out in one send.
     /// For small replies that can cost less: each `SEND_ZC` posts a second completion (the
-    /// notification that the kernel let go of the memory) and pins the pages it sends, and on
-    /// loopback the kernel copies zero-copy sends anyway. Sockets without zero-copy sends (Unix
-    /// sockets) copy whatever the threshold.
+    /// notification that the kernel let go of the memory), the connection's writer waits for
+    /// that notification before its next send (on TCP it comes once the client has
+    /// acknowledged the bytes), and on loopback the kernel copies zero-copy sends anyway.
+    /// Sockets without zero-copy sends (Unix sockets) copy whatever the threshold.
     pub fn set_zero_copy_min(&self, bytes: usize) {
         // Relaxed: as in `Shared::zero_copy_min`.
         self.shared.zero_copy_min.store(bytes, Ordering::Relaxed);
