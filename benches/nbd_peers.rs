@@ -7,7 +7,12 @@
 //! It installs nothing: a missing tool is named with its package. Settings, from the
 //! environment: `REGIO_NBD_BENCH_ROUNDS` (3), `REGIO_NBD_BENCH_SECONDS` per fio run (3),
 //! `REGIO_NBD_BENCH_DIR` (/dev/shm, a tmpfs), `REGIO_NBD_BENCH_SERVERS` (a comma-separated
-//! subset of `regio,nbdkit,qemu-nbd`; the COMPARE lines need regio).
+//! subset of `regio,nbdkit,qemu-nbd`; the COMPARE lines need regio), `REGIO_NBD_BENCH_TRANSPORT`
+//! (`unix`, the default, or `tcp`: loopback TCP, where regio's zero-copy sends happen; a Unix
+//! socket has none), and `REGIO_NBD_ZERO_COPY_MIN`: regio's `--zero-copy-min`, or a
+//! comma-separated list of them (`0,4K,16K`) to measure regio once per threshold in every round
+//! (in an order that rotates from round to round), each labelled `regio[zero-copy-min=N]`,
+//! with a COMPARE line per threshold. It needs `REGIO_NBD_BENCH_TRANSPORT=tcp`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -17,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::server::{Backing, Implementation, Server, Spec};
+use common::server::{Backing, Implementation, Server, Spec, Transport};
 use common::tools::{self, run_ok};
 use common::TempDir;
 
@@ -33,6 +38,65 @@ const SERVERS: [Implementation; 3] = [
 ];
 /// The label of nbdkit's null plugin in the figures.
 const CEILING: &str = "nbdkit-null";
+
+/// One way of running `regio serve`: its label in the figures and the arguments it adds.
+struct Variant {
+    label: String,
+    args: Vec<String>,
+}
+
+/// The regio variants `REGIO_NBD_ZERO_COPY_MIN` asks for (one, labelled `regio`, without it).
+fn variants(transport: Transport) -> Vec<Variant> {
+    let Ok(list) = std::env::var("REGIO_NBD_ZERO_COPY_MIN") else {
+        return vec![Variant {
+            label: "regio".to_owned(),
+            args: Vec::new(),
+        }];
+    };
+    if transport == Transport::Unix {
+        eprintln!(
+            "REGIO_NBD_ZERO_COPY_MIN={list} changes nothing on a Unix socket (no zero-copy \
+             sends there): set REGIO_NBD_BENCH_TRANSPORT=tcp"
+        );
+        std::process::exit(1);
+    }
+    let thresholds: Vec<&str> = list.split(',').map(str::trim).collect();
+    if thresholds.iter().any(|t| t.is_empty()) {
+        eprintln!("REGIO_NBD_ZERO_COPY_MIN={list}: expected thresholds like 0,4K,16K");
+        std::process::exit(1);
+    }
+    thresholds
+        .iter()
+        .map(|&threshold| Variant {
+            label: if thresholds.len() == 1 {
+                "regio".to_owned()
+            } else {
+                format!("regio[zero-copy-min={threshold}]")
+            },
+            args: vec!["--zero-copy-min".to_owned(), threshold.to_owned()],
+        })
+        .collect()
+}
+
+/// `REGIO_NBD_BENCH_TRANSPORT`: `unix` (the default) or `tcp`.
+fn transport() -> Transport {
+    match std::env::var("REGIO_NBD_BENCH_TRANSPORT").as_deref() {
+        Err(_) | Ok("unix") => Transport::Unix,
+        Ok("tcp") => Transport::Tcp,
+        Ok(other) => {
+            eprintln!("REGIO_NBD_BENCH_TRANSPORT={other}: expected unix or tcp");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `spec` on `transport`.
+fn over(transport: Transport, spec: Spec) -> Spec {
+    match transport {
+        Transport::Unix => spec,
+        Transport::Tcp => spec.tcp(),
+    }
+}
 
 /// Whether a lower value is better (latency, CPU) or a higher one (throughput).
 #[derive(Clone, Copy)]
@@ -85,10 +149,16 @@ impl Metric {
 
     /// `COMPARE <name>: regio=<v><unit> <peer>=<v><unit> ... ratio=<r>`: the ratio is regio's
     /// advantage over the better peer (above 1, regio wins), the ceiling is shown but not
-    /// compared.
-    fn compare_line(&self) -> Option<String> {
-        let ours = self.median("regio")?;
-        let mut line = format!("COMPARE {}: regio={ours:.3}{}", self.name, self.unit);
+    /// compared. `ours` is regio's label: `regio`, or `regio[<setting>]`, whose setting then
+    /// follows the name (`COMPARE <name>[<setting>]: regio=...`).
+    fn compare_line(&self, ours: &str) -> Option<String> {
+        let setting = ours.strip_prefix("regio").unwrap_or("");
+        let value = self.median(ours)?;
+        let mut line = format!(
+            "COMPARE {}{setting}: regio={value:.3}{}",
+            self.name, self.unit
+        );
+        let ours = value;
         let mut best: Option<f64> = None;
         for server in SERVERS.iter().skip(1).map(|s| s.to_string()) {
             if let Some(v) = self.median(&server) {
@@ -152,11 +222,17 @@ fn main() {
             .filter(|s| list.split(',').any(|name| name == s.to_string()))
             .collect(),
     };
+    let transport = transport();
+    let variants = variants(transport);
     let dir = TempDir::new_in(&parent, "nbd-peers");
     let image = dir.join("export.img");
     println!(
-        "nbd_peers: a 1 GiB file in {}, {rounds} rounds, {seconds} s per fio run, on {} CPUs",
+        "nbd_peers: a 1 GiB file in {}, {rounds} rounds, {seconds} s per fio run, over {}, on {} CPUs",
         parent.display(),
+        match transport {
+            Transport::Unix => "a Unix socket",
+            Transport::Tcp => "loopback TCP",
+        },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     common::data::random_file(&image, GIB, 1);
@@ -171,13 +247,29 @@ fn main() {
     for round in 1..=rounds {
         println!("round {round}/{rounds}");
         for &implementation in &servers {
-            let spec = Spec::new(implementation, Backing::File(image.clone()));
-            let server = Server::start(spec)
-                .unwrap_or_else(|e| panic!("{implementation} did not start: {e}"));
-            measure(&server, &implementation.to_string(), seconds, &mut m);
+            let spec = over(
+                transport,
+                Spec::new(implementation, Backing::File(image.clone())),
+            );
+            if implementation != Implementation::Regio {
+                let server = Server::start(spec)
+                    .unwrap_or_else(|e| panic!("{implementation} did not start: {e}"));
+                measure(&server, &implementation.to_string(), seconds, &mut m);
+                continue;
+            }
+            // Each round starts with the next variant, so none always runs first.
+            let first = (round - 1) as usize % variants.len();
+            for variant in variants[first..].iter().chain(&variants[..first]) {
+                let server = Server::start(spec.clone().regio_args(variant.args.clone()))
+                    .unwrap_or_else(|e| panic!("{} did not start: {e}", variant.label));
+                measure(&server, &variant.label, seconds, &mut m);
+            }
         }
-        let null = Server::start(Spec::new(Implementation::Nbdkit, Backing::Null(GIB)))
-            .unwrap_or_else(|e| panic!("nbdkit null did not start: {e}"));
+        let null = over(
+            transport,
+            Spec::new(Implementation::Nbdkit, Backing::Null(GIB)),
+        );
+        let null = Server::start(null).unwrap_or_else(|e| panic!("nbdkit null did not start: {e}"));
         measure(&null, CEILING, seconds, &mut m);
     }
     println!("\nmedians over {rounds} rounds:");
@@ -186,8 +278,10 @@ fn main() {
         println!("  {}", metric.medians_line());
     }
     for metric in all {
-        if let Some(line) = metric.compare_line() {
-            println!("{line}");
+        for variant in &variants {
+            if let Some(line) = metric.compare_line(&variant.label) {
+                println!("{line}");
+            }
         }
     }
 }

@@ -1,6 +1,13 @@
 //! Runs the `regio` binary as a user would.
 
+mod common;
+
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::data::Noise;
+use common::raw::RawClient;
+use common::server::{Backing, Implementation, Spec};
 
 fn regio(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_regio"))
@@ -236,4 +243,71 @@ fn serve_answers_and_stops_on_sigterm() {
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// `--zero-copy-min` refuses what is not a count of bytes, naming the flag and the reason,
+/// before it starts anything.
+#[test]
+fn serve_refuses_a_bad_zero_copy_threshold() {
+    let bad = [
+        ("4X", "the unit must be K, M, G or T"),
+        ("", "is not a size"),
+        ("1.5K", "the unit must be"),
+        ("99999999999T", "below 16 EiB"),
+        ("-1", "unexpected argument"),
+    ];
+    for (value, reason) in bad {
+        let out = regio(&["serve", "--zero-copy-min", value]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{value:?}: {stderr}");
+        assert!(stderr.contains(reason), "{value:?}: {stderr}");
+        if !value.starts_with('-') {
+            assert!(stderr.contains("--zero-copy-min"), "{value:?}: {stderr}");
+        }
+    }
+}
+
+/// `--zero-copy-min 0` sends even a 4 KiB READ reply with SEND_ZC: the statistics line counts
+/// its bytes.
+#[test]
+fn serve_at_zero_copy_threshold_zero_sends_a_4k_read_zero_copy() {
+    if !io_uring_usable() {
+        return;
+    }
+    let spec = Spec::new(Implementation::Regio, Backing::Memory(1 << 20))
+        .tcp()
+        .regio_args(["--zero-copy-min", "0", "--stats", "1"]);
+    let Some(server) = common::start(spec) else {
+        return;
+    };
+    let (mut client, _) = RawClient::open(server.address(), "");
+    let data = Noise::new(7).bytes(4096);
+    assert_eq!(client.write(0, 8192, &data), 0, "WRITE");
+    assert!(
+        client.read(8192, 4096) == data,
+        "read back what was written"
+    );
+    // A statistics line a second; a bounded wait, nothing is timed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = server.log();
+        let zero_copy_bytes = log
+            .lines()
+            .filter_map(|line| {
+                line.split_whitespace()
+                    .find_map(|f| f.strip_prefix("zero_copy_bytes="))
+            })
+            .filter_map(|n| n.parse::<u64>().ok())
+            .max();
+        if zero_copy_bytes.is_some_and(|n| n >= 4096) {
+            assert_eq!(zero_copy_bytes, Some(4096), "{log}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no zero-copy bytes counted:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    client.disconnect();
 }

@@ -204,7 +204,7 @@ fn child(size: u64) {
     assert_eq!(c.call(Command::Trim, none, 0, 8192, &[]).error, None);
     let got = c.call(Command::Read, none, 0, max, &[]);
     assert!(got.data[..8192].iter().all(|&b| b == 0) && got.data[8192..] == data[8192..]);
-    assert_eq!(h.server.stats().zero_copy_sends, 0);
+    assert_eq!(h.server.stats().export_zero_copy_sends, 0);
     drop(c);
     h.stop();
     println!("CHILD-OK: copied");

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgMatches, Args};
-use regio::nbd::target::{runtime_builder, Export, Server};
+use regio::nbd::target::{runtime_builder, Export, Server, ZERO_COPY_MIN};
 use regio::runtime::net::{TcpListener, UnixListener};
 use regio::runtime::{JoinHandle, Runtime};
 
 use super::signals;
-use super::size::parse_size;
+use super::size::{parse_bytes, parse_size};
 
 /// The address served when neither --listen nor --unix is given (10809: the NBD port).
 const DEFAULT_LISTEN: &str = "127.0.0.1:10809";
@@ -52,6 +52,15 @@ pub struct ServeArgs {
     /// Refuse writes on every export.
     #[arg(long)]
     read_only: bool,
+    /// Send READ replies of BYTES or more (K, M: powers of 1024) with zero-copy sends
+    /// (SEND_ZC): from a registered memory export itself, or from the registered buffer a file
+    /// export's read filled. 0: every READ reply with data. Smaller replies are copied once into
+    /// a registered staging buffer, gathered with the other replies of a batch into one send,
+    /// which can cost less for small replies: each zero-copy send has a second completion to
+    /// handle (its notification), and on loopback the kernel copies zero-copy sends anyway.
+    /// Unix sockets always copy.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value_t = ZERO_COPY_MIN as u64)]
+    zero_copy_min: u64,
     /// Print a statistics line every SECS seconds.
     #[arg(long, value_name = "SECS")]
     stats: Option<u64>,
@@ -119,6 +128,8 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> Result<(), Box<dyn Error>> 
     signals::block()?;
     let rt = runtime_builder().build()?;
     let server = Server::new(exports(&args, matches)?, rt.pool().clone())?;
+    // Beyond the address space is beyond every reply: none goes out zero-copy.
+    server.set_zero_copy_min(usize::try_from(args.zero_copy_min).unwrap_or(usize::MAX));
     let mut tasks = Vec::new();
     let listen: Vec<&str> = if args.listen.is_empty() && args.unix.is_empty() {
         vec![DEFAULT_LISTEN]

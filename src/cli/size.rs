@@ -1,8 +1,19 @@
 //! Sizes on the command line: `1073741824`, `512K`, `64M`, `1G`, `2T` (powers of 1024; a
 //! trailing `B` or `iB` is accepted).
 
-/// Parses a size; the error says what was wrong.
+/// Parses a size above zero; the error says what was wrong.
 pub fn parse_size(text: &str) -> Result<u64, String> {
+    parse_bytes(text).and_then(|size| {
+        if size == 0 {
+            Err(format!("{text:?}: a size must be above zero"))
+        } else {
+            Ok(size)
+        }
+    })
+}
+
+/// Parses a count of bytes, zero included; the error says what was wrong.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
     let unitless = trimmed
         .strip_suffix("iB")
@@ -25,13 +36,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("{text:?} is not a size (like 1G, 512M or 4096)"))?;
     value
         .checked_mul(1 << shift)
-        .filter(|&size| size > 0)
-        .ok_or_else(|| format!("{text:?}: a size must be above zero and below 16 EiB"))
+        .ok_or_else(|| format!("{text:?}: a size must be below 16 EiB"))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_bytes, parse_size};
 
     #[test]
     fn sizes_with_and_without_units() {
@@ -42,6 +52,16 @@ mod tests {
         assert_eq!(parse_size("2TB"), Ok(2 << 40));
         for bad in ["", "G", "1X", "0", "-1", "99999999999T"] {
             assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn byte_counts_take_zero() {
+        assert_eq!(parse_bytes("0"), Ok(0));
+        assert_eq!(parse_bytes("0K"), Ok(0));
+        assert_eq!(parse_bytes("16K"), Ok(16 << 10));
+        for bad in ["", "K", "4X", "-1", "1.5K", "99999999999T"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
         }
     }
 }

@@ -112,6 +112,8 @@ pub struct Spec {
     pub transport: Transport,
     /// More exports of the same server, by name (regio only).
     pub more: Vec<(String, Backing)>,
+    /// More arguments for `regio serve` (regio only).
+    pub regio_args: Vec<String>,
 }
 
 impl Spec {
@@ -124,6 +126,7 @@ impl Spec {
             read_only: false,
             transport: Transport::Unix,
             more: Vec::new(),
+            regio_args: Vec::new(),
         }
     }
 
@@ -142,6 +145,12 @@ impl Spec {
     /// The same server with one more export, `name` (the first export must be named too).
     pub fn and_export(mut self, name: &str, backing: Backing) -> Spec {
         self.more.push((name.to_owned(), backing));
+        self
+    }
+
+    /// The same server with more arguments for `regio serve` (regio only).
+    pub fn regio_args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Spec {
+        self.regio_args.extend(args.into_iter().map(Into::into));
         self
     }
 
@@ -338,6 +347,12 @@ impl Server {
                 spec.implementation
             )));
         }
+        if !spec.regio_args.is_empty() && spec.implementation != Implementation::Regio {
+            return Err(StartError::Unsupported(format!(
+                "the arguments {:?} are regio's, not {}'s",
+                spec.regio_args, spec.implementation
+            )));
+        }
         let mut cmd = Command::new(spec.implementation.program());
         match spec.implementation {
             Implementation::Regio => {
@@ -365,6 +380,7 @@ impl Server {
                 if spec.read_only {
                     cmd.arg("--read-only");
                 }
+                cmd.args(&spec.regio_args);
                 match &self.address {
                     Address::Unix(path) => cmd.arg("--unix").arg(path),
                     Address::Tcp(addr) => cmd.arg("--listen").arg(addr.to_string()),

@@ -23,6 +23,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// down. Every buffer it took is back in the pool when it returns.
 pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
     let _live = server.connections.enter();
+    // Before the greeting: a client that has it sees the threshold of the moment it connected.
+    let zero_copy_min = server.zero_copy_min();
     let (input, output) = stream.split();
     let Some(control) = control_pair(&server).await else {
         return;
@@ -86,6 +88,7 @@ pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
         server.buffers.clone(),
         Arc::clone(&server.stats),
         stall,
+        zero_copy_min,
     );
     let writer = regio_runtime::spawn_local({
         let server = Arc::clone(&server);

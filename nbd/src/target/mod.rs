@@ -10,12 +10,14 @@
 //! export), and a READ's data either in the pool buffers the read filled (a file export) or in
 //! a memory export itself, which the server registers with the rings as a
 //! [`Region`](regio_runtime::region::Region) when it starts serving ([`Export::memory`] says
-//! what that pins). Data of 16 KiB or more goes out with `SEND_ZC` from where it lies; smaller
-//! replies are gathered (copied) into one send per batch. [`StatsLine::zero_copy_bytes`]
-//! counts what went out from a memory export without a copy. An exhausted pool makes requests
-//! wait for buffers (see the `buffers` module for why this never deadlocks); a client that
-//! goes away gives every buffer back, and its zero-copy sends hold the export's region until
-//! the kernel lets go of its pages.
+//! what that pins). READ data of 16 KiB ([`ZERO_COPY_MIN`]) or more goes out with `SEND_ZC`
+//! from where it lies; smaller replies are copied once, gathered with their headers into a
+//! registered staging buffer, one send per batch. [`Server::set_zero_copy_min`] moves that
+//! threshold (0: every READ reply with data goes out zero-copy) and says when the copy is the
+//! cheaper one. [`StatsLine::zero_copy_sends`] counts what went out without a copy. An
+//! exhausted pool makes requests wait for buffers (see the `buffers` module for why this never
+//! deadlocks); a client that goes away gives every buffer back, and its zero-copy sends hold
+//! the export's region until the kernel lets go of its pages.
 //!
 //! Each connection takes its control buffers when it starts. When they run out (clients that
 //! connect and then say nothing hold theirs until the handshake timeout), a new connection
@@ -63,7 +65,7 @@ mod writer;
 
 pub use error::ServeError;
 pub use export::Export;
-pub use server::{Server, MAX_IN_FLIGHT, SHUTDOWN_GRACE, STALL_TIMEOUT};
+pub use server::{Server, MAX_IN_FLIGHT, SHUTDOWN_GRACE, STALL_TIMEOUT, ZERO_COPY_MIN};
 pub use stats::StatsLine;
 pub use stream::{Connection, RecvHalf, SendHalf};
 

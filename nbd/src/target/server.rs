@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,9 @@ pub const MAX_IN_FLIGHT: usize = 128;
 /// is cut ([`Server::set_stall_timeout`]).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The smallest READ reply data sent with `SEND_ZC`, by default ([`Server::set_zero_copy_min`]).
+pub const ZERO_COPY_MIN: usize = 16 * 1024;
+
 /// How long [`Server::finish`] waits for connections to finish their requests before it cuts
 /// those still open.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -46,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) max_in_flight: usize,
     /// [`Server::set_stall_timeout`], in milliseconds.
     stall_timeout_ms: AtomicU64,
+    /// [`Server::set_zero_copy_min`].
+    zero_copy_min: AtomicUsize,
 }
 
 impl Shared {
@@ -53,6 +58,12 @@ impl Shared {
     pub(crate) fn stall_timeout(&self) -> Duration {
         // Relaxed: a setting read on its own; no other memory depends on it.
         Duration::from_millis(self.stall_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// The smallest READ reply data sent with `SEND_ZC`.
+    pub(crate) fn zero_copy_min(&self) -> usize {
+        // Relaxed: as in `stall_timeout`.
+        self.zero_copy_min.load(Ordering::Relaxed)
     }
 }
 
@@ -102,6 +113,7 @@ impl Server {
                 handshakes: Handshakes::default(),
                 max_in_flight: MAX_IN_FLIGHT,
                 stall_timeout_ms: AtomicU64::new(millis(STALL_TIMEOUT)),
+                zero_copy_min: AtomicUsize::new(ZERO_COPY_MIN),
             }),
         })
     }
@@ -115,6 +127,29 @@ impl Server {
         self.shared
             .stall_timeout_ms
             .store(millis(timeout).max(1), Ordering::Relaxed);
+    }
+
+    /// Sends the data of READ replies of `bytes` or more with `SEND_ZC`, without a copy: from
+    /// a registered memory export itself, or from the registered pool buffers a file export's
+    /// read filled. 0 sends every READ reply that has data that way; a value above
+    /// [`max_payload`](Self::max_payload) sends none. The default is [`ZERO_COPY_MIN`]; a new
+    /// value applies to connections that start after it.
+    ///
+    /// Below the threshold a reply's data is copied once, into a registered staging buffer
+    /// where the replies of a batch are gathered with their headers and go out in one send.
+    /// For small replies that can cost less: each `SEND_ZC` posts a second completion (the
+    /// notification that the kernel let go of the memory), the connection's writer waits for
+    /// that notification before its next send (on TCP it comes once the client has
+    /// acknowledged the bytes), and on loopback the kernel copies zero-copy sends anyway.
+    /// Sockets without zero-copy sends (Unix sockets) copy whatever the threshold.
+    pub fn set_zero_copy_min(&self, bytes: usize) {
+        // Relaxed: as in `Shared::zero_copy_min`.
+        self.shared.zero_copy_min.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The threshold [`set_zero_copy_min`](Self::set_zero_copy_min) set.
+    pub fn zero_copy_min(&self) -> usize {
+        self.shared.zero_copy_min()
     }
 
     /// The exports, the default first.

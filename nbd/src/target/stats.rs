@@ -14,6 +14,7 @@ pub(crate) struct Stats {
     errors: AtomicU64,
     zero_copy_sends: AtomicU64,
     zero_copy_bytes: AtomicU64,
+    export_zero_copy_sends: AtomicU64,
 }
 
 impl Stats {
@@ -40,11 +41,18 @@ impl Stats {
         self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// READ data went out with `SEND_ZC` from a registered memory export.
+    /// READ data went out with `SEND_ZC` from the registered buffers a read filled.
     pub(crate) fn sent_zero_copy(&self, bytes: u64) {
         // Relaxed: statistics.
         self.zero_copy_sends.fetch_add(1, Ordering::Relaxed);
         self.zero_copy_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// READ data went out with `SEND_ZC` from a registered memory export itself.
+    pub(crate) fn sent_zero_copy_from_export(&self, bytes: u64) {
+        self.sent_zero_copy(bytes);
+        // Relaxed: statistics.
+        self.export_zero_copy_sends.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn failed(&self) {
@@ -64,6 +72,7 @@ impl Stats {
             errors: get(&self.errors),
             zero_copy_sends: get(&self.zero_copy_sends),
             zero_copy_bytes: get(&self.zero_copy_bytes),
+            export_zero_copy_sends: get(&self.export_zero_copy_sends),
             connections,
             pool_in_use: pool.0,
             pool_capacity: pool.1,
@@ -85,11 +94,16 @@ pub struct StatsLine {
     pub in_flight: u64,
     /// Requests answered with an error.
     pub errors: u64,
-    /// READ replies whose data went out from a registered memory export itself, with no copy
-    /// (`SEND_ZC`).
+    /// Sends of READ data with no copy (`SEND_ZC`), from a registered memory export itself or
+    /// from the registered pool buffers a read filled (one per buffer): the replies at or above
+    /// the [zero-copy threshold](super::Server::set_zero_copy_min), on sockets that take
+    /// zero-copy sends.
     pub zero_copy_sends: u64,
-    /// The bytes of those replies.
+    /// The bytes of those sends.
     pub zero_copy_bytes: u64,
+    /// The part of [`zero_copy_sends`](Self::zero_copy_sends) sent from a registered memory
+    /// export itself.
+    pub export_zero_copy_sends: u64,
     /// Open connections.
     pub connections: usize,
     /// Pool buffers in use (control and data).

@@ -1,11 +1,12 @@
 //! The writer: the one task of a connection that writes to its socket. Request tasks queue
 //! their [`Reply`]s; the writer sends them in the order they come, whatever order the requests
 //! came in. Reply headers are copied into the connection's control buffer, several per send
-//! when they queue up together. Small replies (a 4 KiB read) are gathered whole, header and
-//! data, in a data buffer borrowed for the batch when the pool has one free: one send for the
-//! batch rather than two per reply. Larger data goes out from the buffers the reads filled,
-//! with `SEND_ZC`; a READ of a registered memory export goes out with `SEND_ZC` from the
-//! export itself (small ones are gathered too, copied straight from the export).
+//! when they queue up together. READ data below the connection's zero-copy threshold
+//! ([`Server::set_zero_copy_min`](super::Server::set_zero_copy_min)) is gathered whole, header
+//! and data, in a data buffer borrowed for the batch when the pool has one free: one send for
+//! the batch rather than two per reply. Data at or above it goes out with `SEND_ZC` from the
+//! buffers the reads filled, or, for a registered memory export, from the export itself (data
+//! below it is copied straight from the export into the gathered bytes).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,10 +19,6 @@ use super::export::Export;
 use super::stats::Stats;
 use super::stream::SendHalf;
 use super::sync::{Permit, Receiver, Signal};
-
-/// Data buffers at least this large are sent with `SEND_ZC`; below it the copy costs less than
-/// the notification.
-const ZERO_COPY_MIN: usize = 16 * 1024;
 
 /// One reply, ready to send: its header bytes, then its data.
 #[derive(Debug)]
@@ -93,7 +90,8 @@ pub(crate) struct Stall {
 /// task are done), then closes the connection. After a failed send the rest are dropped (their
 /// buffers go back to the pool): the client is gone. A send that waits longer than the
 /// `stall` timeout (a client that stopped reading its replies holds its buffers meanwhile)
-/// fails too, and raises `stall.cut`.
+/// fails too, and raises `stall.cut`. READ data of `zero_copy_min` bytes or more goes out with
+/// `SEND_ZC`.
 pub(crate) async fn run<W: SendHalf>(
     out: W,
     mut replies: Receiver<Reply>,
@@ -101,6 +99,7 @@ pub(crate) async fn run<W: SendHalf>(
     buffers: Buffers,
     stats: Arc<Stats>,
     stall: Stall,
+    zero_copy_min: usize,
 ) {
     let mut writer = Writer {
         out,
@@ -110,6 +109,7 @@ pub(crate) async fn run<W: SendHalf>(
         stats,
         broken: false,
         zero_copy: true,
+        zero_copy_min,
         stall,
     };
     while let Some(reply) = replies.pop().await {
@@ -176,6 +176,8 @@ struct Writer<W> {
     broken: bool,
     /// Whether the socket takes `SEND_ZC` (a Unix socket does not).
     zero_copy: bool,
+    /// Data of this many bytes or more goes out with `SEND_ZC` (where the socket takes it).
+    zero_copy_min: usize,
     stall: Stall,
 }
 
@@ -201,7 +203,7 @@ impl<W: SendHalf> Writer<W> {
 
     async fn put_buffers(&mut self, head: &[u8], data: Vec<Message>) {
         let data_len: usize = data.iter().map(|buf| buf.descriptor().len()).sum();
-        let small = data_len > 0 && data_len < ZERO_COPY_MIN;
+        let small = data_len > 0 && data_len < self.zero_copy_min;
         if small && self.staging.is_none() {
             self.stage();
         }
@@ -212,21 +214,23 @@ impl<W: SendHalf> Writer<W> {
                 self.append(&buf.as_slice()[..len]).await;
             }
         } else if data_len > 0 {
+            // The reply's size decides, not each buffer's: a reply at the threshold goes out
+            // zero-copy whole (its last buffer may carry a few bytes only).
             self.flush().await;
             for buf in data {
                 if self.broken {
                     break;
                 }
-                self.send_data(buf).await;
+                self.send_data(buf, !small).await;
             }
         }
     }
 
-    /// A READ of a registered memory export: small ones, and every one where the socket has
-    /// no zero-copy sends, are copied from the export into the gathered bytes; the others go
-    /// out with `SEND_ZC` from the export.
+    /// A READ of a registered memory export: those below the threshold, and every one where
+    /// the socket has no zero-copy sends, are copied from the export into the gathered bytes;
+    /// the others go out with `SEND_ZC` from the export.
     async fn put_export(&mut self, head: &[u8], export: &Export, offset: u64, len: usize) {
-        let copy = len < ZERO_COPY_MIN || !self.zero_copy;
+        let copy = len < self.zero_copy_min || !self.zero_copy;
         if copy && self.staging.is_none() {
             self.stage();
         }
@@ -245,7 +249,7 @@ impl<W: SendHalf> Writer<W> {
         let at = offset as usize;
         match within(self.stall.timeout, self.out.send_region(region, at, len)).await {
             None => self.stalled(),
-            Some(Ok(())) => self.stats.sent_zero_copy(len as u64),
+            Some(Ok(())) => self.stats.sent_zero_copy_from_export(len as u64),
             // The socket's family has no zero-copy send: copy from now on. Nothing was sent.
             Some(Err(e)) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
                 self.zero_copy = false;
@@ -368,10 +372,11 @@ impl<W: SendHalf> Writer<W> {
         *slot = Some(gather);
     }
 
-    async fn send_data(&mut self, buf: Message) {
+    /// Sends a buffer of READ data, with `SEND_ZC` if `zero_copy` (and the socket takes it).
+    async fn send_data(&mut self, buf: Message, zero_copy: bool) {
         let len = buf.descriptor().len();
         let limit = self.stall.timeout;
-        if len < ZERO_COPY_MIN || !self.zero_copy {
+        if !zero_copy || !self.zero_copy {
             match within(limit, self.out.send_all(buf)).await {
                 None => self.stalled(),
                 Some((Err(e), _)) => self.fail(&e),
@@ -384,8 +389,12 @@ impl<W: SendHalf> Writer<W> {
             return self.stalled();
         };
         let rest = match sent {
-            Ok(n) if n >= len => return,
+            Ok(n) if n >= len => return self.stats.sent_zero_copy(n as u64),
             Ok(n) => {
+                // Partly sent without a copy (if at all); the rest is copied.
+                if n > 0 {
+                    self.stats.sent_zero_copy(n as u64);
+                }
                 let mut rest = whole;
                 rest.offset += n as u32;
                 rest.len -= n as u32;

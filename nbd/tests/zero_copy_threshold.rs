@@ -1,0 +1,230 @@
+//! The zero-copy threshold (`Server::set_zero_copy_min`): READ data at or above it goes out
+//! with `SEND_ZC` (counted in the statistics), data below it is copied into the gathered
+//! bytes; on a memory export and a file export, with simple and with structured replies, over
+//! TCP; and a Unix socket copies whatever the threshold.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{memory, pattern, start, Client, Harness};
+use regio_nbd::proto::{Command, CommandFlags};
+use regio_nbd::target::{Export, StatsLine, ZERO_COPY_MIN};
+use regio_testkit::TempFile;
+
+const MIB: u64 = 1 << 20;
+const KIB: u32 = 1024;
+
+/// The two kinds of export: sent from the export itself, or from the buffers a read filled.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Memory,
+    File,
+}
+
+/// A server of one 4 MiB export of `kind` whose first MiB holds `pattern(MIB, 5)`, with the
+/// threshold at `zero_copy_min`; the file (if any) lives as long as the harness.
+fn serve(kind: Kind, zero_copy_min: usize) -> Option<(Harness, Option<TempFile>, Vec<u8>)> {
+    let (export, file) = match kind {
+        Kind::Memory => (memory("", 4 * MIB), None),
+        Kind::File => {
+            let file = TempFile::filled("nbd-zc-threshold", 0, 4 * MIB as usize);
+            (Export::file("", file.path(), false).unwrap(), Some(file))
+        }
+    };
+    let h = start(vec![export], 8)?;
+    assert_eq!(h.server.zero_copy_min(), ZERO_COPY_MIN, "the default");
+    h.server.set_zero_copy_min(zero_copy_min);
+    assert_eq!(h.server.zero_copy_min(), zero_copy_min);
+    let data = pattern(MIB as usize, 5);
+    let mut c = h.open("", false);
+    for at in (0..MIB as usize).step_by(128 * KIB as usize) {
+        let piece = &data[at..at + 128 * KIB as usize];
+        let done = c.call(
+            Command::Write,
+            CommandFlags::empty(),
+            at as u64,
+            128 * KIB,
+            piece,
+        );
+        assert_eq!(done.error, None);
+    }
+    Some((h, file, data))
+}
+
+/// Reads `len` bytes at `at` and checks them against `data`.
+fn read<S: std::io::Read + std::io::Write>(c: &mut Client<S>, data: &[u8], at: u64, len: u32) {
+    let got = c.call(Command::Read, CommandFlags::empty(), at, len, &[]);
+    assert_eq!(got.error, None, "{at}+{len}");
+    let want = &data[at as usize..at as usize + len as usize];
+    assert!(got.data == want, "{at}+{len}: the data read back");
+}
+
+/// The statistics once their zero-copy bytes reach `before`'s plus `bytes` (a send is counted
+/// at its notification, which may come after the client read the reply; a bounded wait,
+/// nothing is timed).
+fn settled(h: &Harness, before: &StatsLine, bytes: u64) -> StatsLine {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = h.server.stats();
+        if stats.zero_copy_bytes - before.zero_copy_bytes >= bytes {
+            return stats;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// With the threshold at 0, a 512-byte and a 4 KiB READ (at an odd offset too) go out with
+/// `SEND_ZC` and read right.
+fn every_read_goes_zero_copy(kind: Kind) {
+    let Some((h, _file, data)) = serve(kind, 0) else {
+        return;
+    };
+    for structured in [false, true] {
+        let mut c = h.open("", structured);
+        let before = h.server.stats();
+        let reads = [(0, 512), (4096, 4 * KIB), (1000, 4 * KIB), (70_000, 512)];
+        for (at, len) in reads {
+            read(&mut c, &data, at, len);
+        }
+        let bytes: u64 = reads.iter().map(|&(_, len)| u64::from(len)).sum();
+        let after = settled(&h, &before, bytes);
+        assert_eq!(
+            after.zero_copy_bytes - before.zero_copy_bytes,
+            bytes,
+            "{kind:?} structured={structured}"
+        );
+        assert_eq!(after.zero_copy_sends - before.zero_copy_sends, 4);
+        let from_export = after.export_zero_copy_sends - before.export_zero_copy_sends;
+        let expected = match kind {
+            Kind::Memory => 4,
+            Kind::File => 0,
+        };
+        assert_eq!(
+            from_export, expected,
+            "{kind:?}: sent from the export itself"
+        );
+    }
+    h.assert_pool_full();
+    h.stop();
+}
+
+/// With the threshold at 64 KiB, small READs are copied: after them, a 128 KiB READ is all the
+/// zero-copy counters see (the writer finishes each send, notification included, before the
+/// next, so a zero-copy send of the small ones would be counted by then).
+fn small_reads_are_copied_below_the_threshold(kind: Kind) {
+    let threshold = 64 * KIB;
+    let Some((h, _file, data)) = serve(kind, threshold as usize) else {
+        return;
+    };
+    for structured in [false, true] {
+        let mut c = h.open("", structured);
+        let before = h.server.stats();
+        for (at, len) in [(0, 512), (4096, 4 * KIB), (1000, threshold - 1)] {
+            read(&mut c, &data, at, len);
+        }
+        read(&mut c, &data, 256 * 1024, 2 * threshold);
+        let after = settled(&h, &before, u64::from(2 * threshold));
+        assert_eq!(
+            after.zero_copy_bytes - before.zero_copy_bytes,
+            u64::from(2 * threshold),
+            "{kind:?} structured={structured}: only the large READ went out zero-copy"
+        );
+    }
+    h.assert_pool_full();
+    h.stop();
+}
+
+#[test]
+fn at_threshold_zero_every_read_of_a_memory_export_goes_zero_copy() {
+    every_read_goes_zero_copy(Kind::Memory);
+}
+
+#[test]
+fn at_threshold_zero_every_read_of_a_file_export_goes_zero_copy() {
+    every_read_goes_zero_copy(Kind::File);
+}
+
+#[test]
+fn below_the_threshold_reads_of_a_memory_export_are_copied() {
+    small_reads_are_copied_below_the_threshold(Kind::Memory);
+}
+
+#[test]
+fn below_the_threshold_reads_of_a_file_export_are_copied() {
+    small_reads_are_copied_below_the_threshold(Kind::File);
+}
+
+/// The reply's size decides, not its buffers': at a threshold of 96 KiB, a 128 KiB READ of a
+/// file export (two 64 KiB pool buffers) goes out zero-copy whole, one send per buffer.
+#[test]
+fn a_reply_at_the_threshold_goes_zero_copy_whatever_its_buffers() {
+    let Some((h, _file, data)) = serve(Kind::File, 96 * 1024) else {
+        return;
+    };
+    let mut c = h.open("", false);
+    let before = h.server.stats();
+    read(&mut c, &data, 0, 128 * KIB);
+    let after = settled(&h, &before, u64::from(128 * KIB));
+    assert_eq!(after.zero_copy_bytes - before.zero_copy_bytes, 128 * 1024);
+    assert!(
+        after.zero_copy_sends - before.zero_copy_sends >= 2,
+        "{after}"
+    );
+    drop(c);
+    h.assert_pool_full();
+    h.stop();
+}
+
+/// A threshold above the largest request sends nothing zero-copy, and a new threshold applies
+/// to connections that start after it only.
+#[test]
+fn a_threshold_above_every_request_sends_nothing_zero_copy() {
+    let Some((h, _file, data)) = serve(Kind::File, usize::MAX) else {
+        return;
+    };
+    let max = h.server.max_payload();
+    let mut before_change = h.open("", true);
+    h.server.set_zero_copy_min(0);
+    let stats = h.server.stats();
+    read(&mut before_change, &data, 0, max.min(MIB as u32));
+    read(&mut before_change, &data, 512, 512);
+    // A later connection sends zero-copy; its count arriving means the earlier sends are done.
+    let mut after_change = h.open("", true);
+    read(&mut after_change, &data, 0, 512);
+    let after = settled(&h, &stats, 512);
+    assert_eq!(after.zero_copy_bytes - stats.zero_copy_bytes, 512);
+    drop((before_change, after_change));
+    h.assert_pool_full();
+    h.stop();
+}
+
+/// A Unix socket has no zero-copy sends: at threshold 0 its reads (of both kinds of export)
+/// are copied, and read right.
+#[test]
+fn at_threshold_zero_a_unix_socket_copies() {
+    for kind in [Kind::Memory, Kind::File] {
+        let Some((mut h, _file, data)) = serve(kind, 0) else {
+            return;
+        };
+        let path = std::env::temp_dir().join(format!(
+            "regio-nbd-zc-threshold-{}-{kind:?}.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        h.listen_unix(&path);
+        for structured in [false, true] {
+            let mut u = Client::connect_unix(&path);
+            u.go("", structured);
+            let before = h.server.stats();
+            for (at, len) in [(0, 512), (4096, 4 * KIB), (0, 128 * KIB), (9, 4 * KIB)] {
+                read(&mut u, &data, at, len);
+            }
+            assert_eq!(h.server.stats().zero_copy_sends, before.zero_copy_sends);
+        }
+        h.assert_pool_full();
+        h.stop();
+        std::fs::remove_file(&path).unwrap();
+    }
+}
