@@ -109,6 +109,10 @@ pub(crate) struct ElemMeta {
     /// otherwise (a single-buffer message does not write it; a scatter message resets it for its
     /// members when it drops).
     pub(crate) head: AtomicU32,
+    /// The pool, as in `pool`, again on this line: a release reads it (to find its thread's
+    /// magazine) and writes the generation, so it touches this one line of the metadata rather
+    /// than this one and the fixed one. Fixed for the element's life.
+    pub(crate) home: NonNull<Inner>,
     _sync_end: CacheLineEnd,
     /// The scatter list, when this element heads a scatter message; `len` is 1 otherwise
     /// (a scatter message resets it when it drops).
@@ -154,6 +158,7 @@ impl Segment {
                     link: AtomicU32::new(NIL),
                     generation: AtomicU32::new(generations::FIRST),
                     head: AtomicU32::new(NIL),
+                    home: NonNull::from(pool),
                     _fixed_end: CacheLineEnd,
                     _sync_end: CacheLineEnd,
                     class,
