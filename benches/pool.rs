@@ -2,7 +2,9 @@
 //! on crossbeam's `ArrayQueue` and one built on `Mutex<Vec<_>>`, with 1 thread and with 2
 //! threads sharing the pool; plus bulk acquire/release and the async round trips. Prints the
 //! `COMPARE pool_acq_rel_1t` and `pool_acq_rel_2t` lines (see the README, "Benchmarks"), and `pool_xthread`: one
-//! thread acquires and another releases, as when completions are reaped on another thread.
+//! thread acquires and another releases, as when completions are reaped on another thread. The
+//! relay passes each buffer through a bounded queue of its own, whose cost every peer's figure
+//! includes; `pool_xthread_relay_only` is that relay passing a plain value, with no pool.
 //!
 //! Run: `cargo bench --bench pool` (add `-- --warm-up-time 1 --measurement-time 3` for a quick
 //! run).
@@ -288,6 +290,11 @@ fn cross_thread(c: &mut Criterion, samples: &Samples) {
     samples.bench(&mut group, group_name, "mutex_vec", |iters| {
         relay(iters, || lock.acquire())
     });
+    // The relay alone, passing a value of a message's size that belongs to no pool: the floor
+    // that every pool's figure above includes.
+    samples.bench(&mut group, group_name, "relay_only", |iters| {
+        relay(iters, || Some([0u64; 2]))
+    });
     group.finish();
 }
 
@@ -490,6 +497,7 @@ fn main() {
         let peers: Vec<(&str, &str)> = peers.iter().map(|(l, k)| (*l, k.as_str())).collect();
         samples.compare_times(t, &format!("{t}/regio"), &peers);
     }
+    samples.report("pool_xthread_relay_only", "pool_xthread/relay_only");
     samples.report("pool_async_ready_1t", "pool_async/ready");
     samples.report("pool_async_handoff_1t", "pool_async/handoff");
 }

@@ -1,7 +1,9 @@
 //! `rcu`: the cost of reading an `Rcu<T>` (QSBR and guard readers) against `arc_swap::ArcSwap`
 //! and `parking_lot::RwLock`, with 1 and 2 threads reading, and the writer's update latency while
 //! a reader is active. Prints the `COMPARE rcu_read_1t`, `rcu_read_2t` and `rcu_update_1r` lines
-//! of the README ("Benchmarks").
+//! of the README ("Benchmarks"): `rcu_read_<n>t` times a QSBR read (the reader is registered
+//! once; a read is a load), and `COMPARE rcu_guard_read_<n>t` the guard read (`domain.guard()`,
+//! the read, the guard's drop), both against the same `ArcSwap::load()` and `RwLock::read()`.
 //!
 //! Run: `cargo bench --bench rcu` (add `-- --warm-up-time 1 --measurement-time 3` for a quick run).
 //!
@@ -216,9 +218,12 @@ fn main() {
         ];
         let peers: Vec<(&str, &str)> = peers.iter().map(|(l, k)| (*l, k.as_str())).collect();
         samples.compare_times(t, &format!("{t}/qsbr"), &peers);
-        samples.report(
+        // The guard read (take a guard, read, drop the guard) against the same peers: arc-swap's
+        // `load()` guard is the like-for-like one.
+        samples.compare_times(
             &format!("rcu_guard_read_{}", &t[9..]),
             &format!("{t}/guard"),
+            &peers,
         );
     }
     samples.compare_times(

@@ -686,6 +686,49 @@ fn caches_flow_back_when_threads_exit() {
     assert_eq!(pool.users(), 1);
 }
 
+/// One thread acquires and another releases, many times the pool's size: the acquiring thread's
+/// cache keeps paying for refills from its reserve of user counts and topping it up, the
+/// releasing thread's keeps filling its reserve and giving the excess back. The count still
+/// comes out exact, and the pool is freed once the last user goes.
+#[test]
+fn users_stay_exact_when_one_thread_acquires_and_another_releases() {
+    let pool = PoolBuilder::new()
+        .class(64, 256)
+        .cache_size(8)
+        .build()
+        .unwrap();
+    let rec = Arc::new(Recorder::default());
+    pool.attach(rec.clone()).unwrap();
+    let (to_releaser, released) = std::sync::mpsc::sync_channel::<Message>(16);
+    std::thread::scope(|s| {
+        let releaser = s.spawn(move || released.into_iter().for_each(drop));
+        let acquirer = s.spawn(|| {
+            // At most the channel, the two caches and the depot's bins hold elements: far
+            // fewer than 256, so an acquire never finds the pool exhausted.
+            for _ in 0..20_000 {
+                to_releaser.send(pool.try_acquire().unwrap()).unwrap();
+            }
+            drop(to_releaser);
+        });
+        acquirer.join().unwrap();
+        releaser.join().unwrap();
+    });
+    assert_eq!(pool.available(0), 256);
+    assert_eq!(pool.users(), 1, "only the handle is left");
+    // On a thread of its own, whose exit flushes its cache (with its reserve).
+    let last = std::thread::spawn(move || {
+        let msg = pool.try_acquire().unwrap();
+        drop(pool);
+        drop(msg);
+    });
+    last.join().unwrap();
+    assert_eq!(
+        rec.unregistered.lock().unwrap().len(),
+        1,
+        "the last user freed it"
+    );
+}
+
 #[test]
 fn the_pool_outlives_its_handle_while_messages_live() {
     let pool = pool(2);
