@@ -79,7 +79,9 @@ pub(crate) struct RingState<B> {
     local_told: usize,
     /// The CQ eventfd, owned by the [`RingShared`] that holds this state (so it outlives it).
     eventfd: RawFd,
-    /// SQ slots known to be free beside the pending SQEs (refreshed from the kernel's head at 0).
+    /// SQ slots known to be free beside the pending SQEs, refreshed from the kernel's head at 0
+    /// ([`IoRing::post_room`]). With SQPOLL it is also capped, so that the post that finds it
+    /// used up publishes the SQEs staged before it early (see `pending`).
     room: usize,
     /// Whether a full SQ may be submitted to make room (false inside a deferred batch).
     pub(crate) auto_submit: bool,

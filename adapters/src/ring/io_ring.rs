@@ -9,7 +9,7 @@ use std::io;
 use io_uring::IoUring;
 
 use super::cq_map::CqMap;
-use super::pending::Pending;
+use super::pending::{Pending, EARLY};
 use super::{ENTER_SQ_WAIT, ENTER_SQ_WAKEUP};
 use crate::stats::Counters;
 
@@ -56,6 +56,20 @@ impl IoRing {
     /// Free SQ slots beside the pending SQEs.
     pub fn room(&mut self) -> usize {
         self.pending.room(&mut self.uring)
+    }
+
+    /// The room for the next posts, for a post or chain of `want` SQEs that found the room it
+    /// knew used up: [`room`](Self::room), and with SQPOLL at most [`EARLY`] (or `want`, if
+    /// more), after the SQEs staged so far were published early (see `pending`). The caller is
+    /// between posts, never in the middle of a linked chain.
+    pub fn post_room(&mut self, want: usize) -> usize {
+        if !self.sqpoll {
+            return self.room();
+        }
+        // SAFETY: every pending SQE was built by `submit::enqueue` (or points at no memory),
+        // and points only at memory its slab entry keeps alive until the final CQE.
+        unsafe { self.pending.publish_early(&mut self.uring) };
+        self.room().min(want.max(EARLY as usize))
     }
 
     /// Hands the pending SQEs to the kernel: with SQPOLL, a wake-up only when the thread sleeps;

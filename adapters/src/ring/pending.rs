@@ -1,15 +1,26 @@
 //! [`Pending`]: where a ring's SQEs wait between their post and the next submit.
 //!
-//! With SQPOLL, storing the SQ tail *is* submitting, and a deferred batch must not reach the
-//! kernel before its commit; SQEs are staged in a private buffer ([`Staging`]) and copied into
-//! the SQ with one tail store at submit. Writing them straight into the SQ instead was measured
-//! slower there: each post then writes cache lines the polling kernel thread shares. Without
+//! With SQPOLL, storing the SQ tail *is* submitting, and a chain must reach the kernel thread
+//! whole; SQEs are staged in a private buffer ([`Staging`]) and copied into the SQ a group at a
+//! time, each with one tail store (at submit, or early: see below). Writing them straight into
+//! the SQ one by one was measured slower there: each post then writes cache lines the polling
+//! kernel thread shares. Without
 //! SQPOLL nothing reads the SQ until `io_uring_enter`, so SQEs go straight into their SQ slots
 //! ([`SqMap`]), written once, and submit only stores the tail.
 //!
 //! Either way a post writes its SQE the same way, through one cursor: slot `next & mask` of the
 //! area's slots (the staging buffer, or the SQE array). Only the room, the submit and the rare
 //! paths ask which area it is.
+//!
+//! With SQPOLL, the staged SQEs also go to the kernel thread before the submit, about [`EARLY`]
+//! at a time ([`Pending::publish_early`]), so that the thread works on the first ones while a
+//! deferred batch stages the next: a round trip's staging and the kernel's work overlap instead
+//! of following each other. This costs the posts nothing: the ring caps the room it counts down
+//! per post at [`EARLY`] (see `IoRing::post_room`), and the post that finds it used up, before
+//! it stages anything, publishes what is staged and counts the room again. So SQEs are
+//! published only between posts, never inside a chain (whose room is looked at once, before its
+//! first member), and a chain reaches the SQ in one tail store. Without SQPOLL there is nothing
+//! to overlap (nothing reads the SQ before `io_uring_enter`), and nothing is published early.
 
 use std::io;
 use std::ptr::NonNull;
@@ -20,14 +31,20 @@ use super::sq::SqMap;
 use super::staging::Staging;
 use crate::ops::Sqe;
 
+/// With SQPOLL, how many SQEs are staged at most before the next post publishes them early (a
+/// chain longer than this is published whole; see the module docs).
+pub(super) const EARLY: u32 = 8;
+
 /// The SQEs posted since the last submit, staged or written in place.
 pub(super) struct Pending {
     /// The area's slots: the SQE numbered `next` goes to `slots[next & mask]`.
     slots: NonNull<Sqe>,
     mask: u32,
     /// The next SQE's number: in place, the tail the next publish stores; staged, how many
-    /// SQEs are staged.
+    /// SQEs were staged since the last submit (published early or not).
     next: u32,
+    /// Staged: how many of the first `next` SQEs were published early (0 in place).
+    early: u32,
     area: Area,
 }
 
@@ -60,6 +77,7 @@ impl Pending {
             slots,
             mask,
             next,
+            early: 0,
             area,
         })
     }
@@ -68,8 +86,9 @@ impl Pending {
     pub fn room(&mut self, uring: &mut IoUring) -> usize {
         match &mut self.area {
             Area::Staged(_) => {
+                // The SQEs published early are counted in the SQ's length.
                 let sq = uring.submission();
-                sq.capacity() - sq.len() - self.next as usize
+                sq.capacity() - sq.len() - (self.next - self.early) as usize
             }
             Area::InPlace(m) => m.room(&mut self.next),
         }
@@ -92,7 +111,8 @@ impl Pending {
         place
     }
 
-    /// How many SQEs are pending.
+    /// How many SQEs are pending: posted since the last submit (staged, those published early
+    /// included: the submit still has to wake a sleeping SQPOLL thread for them).
     #[inline]
     pub fn len(&self) -> u32 {
         match &self.area {
@@ -109,23 +129,40 @@ impl Pending {
     pub unsafe fn publish(&mut self, uring: &mut IoUring) {
         match &mut self.area {
             Area::Staged(s) => {
-                let mut sq = uring.submission();
-                // SAFETY: the caller's promise about the SQEs; the room checks before each
-                // push kept staged + queued within the SQ's capacity.
-                let pushed = unsafe { sq.push_multiple(s.entries(self.next as usize)) };
-                debug_assert!(pushed.is_ok(), "room was checked when staging");
-                drop(sq); // publishes the tail
+                // SAFETY: the caller's promise.
+                unsafe { push_staged(s, self.early, self.next, uring) };
                 self.next = 0;
+                self.early = 0;
             }
             Area::InPlace(m) => m.publish(self.next),
         }
     }
 
-    /// The `user_data` of each pending SQE.
+    /// Staged, puts the SQEs staged since the last publish (if any) in the SQ and publishes its
+    /// tail, with no system call: a polling SQPOLL thread takes them at once, a sleeping one at
+    /// the next submit, which wakes it. In place, nothing (see the module docs).
+    ///
+    /// The caller must be between posts, not in the middle of a linked chain (the last SQE
+    /// staged must end one, or be no member), or the kernel would see the chain cut in two.
+    ///
+    /// # Safety
+    ///
+    /// As [`publish`](Self::publish).
+    pub unsafe fn publish_early(&mut self, uring: &mut IoUring) {
+        if let Area::Staged(s) = &self.area {
+            if self.early != self.next {
+                // SAFETY: the caller's promise.
+                unsafe { push_staged(s, self.early, self.next, uring) };
+                self.early = self.next;
+            }
+        }
+    }
+
+    /// The `user_data` of each pending SQE not in the SQ yet.
     pub fn user_data(&self) -> Vec<u64> {
         match &self.area {
             Area::Staged(s) => s
-                .staged(self.next as usize)
+                .staged(self.early as usize, self.next as usize)
                 .iter()
                 .map(|sqe| sqe.user_data)
                 .collect(),
@@ -133,11 +170,26 @@ impl Pending {
         }
     }
 
-    /// Drops the pending SQEs without submitting them.
+    /// Drops the pending SQEs not in the SQ yet (those published early stay, for the next
+    /// submit to wake the kernel thread for).
     pub fn discard(&mut self) {
         self.next = match &self.area {
-            Area::Staged(_) => 0,
+            Area::Staged(_) => self.early,
             Area::InPlace(m) => m.discard(),
         };
     }
+}
+
+/// Puts the staged SQEs `from..to` of `staging` in `uring`'s SQ and publishes its tail.
+///
+/// # Safety
+///
+/// Every one of them must point only at memory that stays valid until its final CQE.
+unsafe fn push_staged(staging: &Staging, from: u32, to: u32, uring: &mut IoUring) {
+    let mut sq = uring.submission();
+    // SAFETY: the caller's promise about the SQEs; the room checks before each push kept the
+    // SQEs staged and not published, plus those queued, within the SQ's capacity.
+    let pushed = unsafe { sq.push_multiple(staging.entries(from as usize, to as usize)) };
+    debug_assert!(pushed.is_ok(), "room was checked when staging");
+    drop(sq); // publishes the tail (a Release store, after the SQEs)
 }

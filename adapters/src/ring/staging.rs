@@ -1,10 +1,10 @@
 //! The staging area: SQEs built since the last submit, in a buffer the size of the SQ.
 //!
-//! They reach the SQ together, with one tail store, so the SQPOLL thread takes a batch in one
-//! pass instead of one SQE per pass. They cannot be written into the SQ as they are built: with
-//! SQPOLL, storing the tail *is* submitting, and a deferred batch ([`crate::Batch`]) must not
-//! reach the kernel before its commit; the io-uring crate publishes the tail whenever its SQ
-//! handle drops.
+//! They reach the SQ in groups, each with one tail store (at submit, or every few posts of a
+//! deferred batch: see `pending`), so the SQPOLL thread takes several in one pass instead of
+//! one SQE per pass. They cannot be written into the SQ as they are built: with SQPOLL,
+//! storing the tail *is* submitting, a linked chain must reach the kernel thread whole, and the
+//! io-uring crate publishes the tail whenever its SQ handle drops.
 //!
 //! The pending area (`pending`) writes the SQEs into the buffer through its cursor, as it does
 //! into the SQ of a ring without SQPOLL; the methods here take the number staged from it.
@@ -43,18 +43,21 @@ impl Staging {
         (self.sqes, (self.capacity - 1) as u32)
     }
 
-    /// The first `len` SQEs, as the io-uring crate pushes them (`len` at most the capacity).
-    pub fn entries(&self, len: usize) -> &[Entry] {
-        Sqe::as_entries(self.staged(len))
+    /// The SQEs `from..to`, as the io-uring crate pushes them (`to` at most the capacity).
+    pub fn entries(&self, from: usize, to: usize) -> &[Entry] {
+        Sqe::as_entries(self.staged(from, to))
     }
 
-    /// The first `len` SQEs (`len` at most the capacity).
-    pub fn staged(&self, len: usize) -> &[Sqe] {
-        assert!(len <= self.capacity, "more staged than the buffer holds");
-        // SAFETY: the buffer holds `capacity` initialised SQEs and lives as long as `self`;
-        // the pending area writes into it only through `&mut` to the value holding `self`, so
-        // not while this borrow lives.
-        unsafe { std::slice::from_raw_parts(self.sqes.as_ptr(), len) }
+    /// The SQEs `from..to` (`from <= to`, `to` at most the capacity).
+    pub fn staged(&self, from: usize, to: usize) -> &[Sqe] {
+        assert!(
+            from <= to && to <= self.capacity,
+            "more staged than the buffer holds"
+        );
+        // SAFETY: the buffer holds `capacity` initialised SQEs and lives as long as `self`, and
+        // `from..to` is inside it; the pending area writes into it only through `&mut` to the
+        // value holding `self`, so not while this borrow lives.
+        unsafe { std::slice::from_raw_parts(self.sqes.as_ptr().add(from), to - from) }
     }
 }
 
