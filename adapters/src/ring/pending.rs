@@ -41,9 +41,9 @@ pub(super) struct Pending {
     slots: NonNull<Sqe>,
     mask: u32,
     /// The next SQE's number: in place, the tail the next publish stores; staged, how many
-    /// SQEs were staged since the last submit (published early or not).
+    /// SQEs are staged (not published yet).
     next: u32,
-    /// Staged: how many of the first `next` SQEs were published early (0 in place).
+    /// Staged: how many SQEs were published early since the last submit (0 in place).
     early: u32,
     area: Area,
 }
@@ -86,9 +86,8 @@ impl Pending {
     pub fn room(&mut self, uring: &mut IoUring) -> usize {
         match &mut self.area {
             Area::Staged(_) => {
-                // The SQEs published early are counted in the SQ's length.
                 let sq = uring.submission();
-                sq.capacity() - sq.len() - (self.next - self.early) as usize
+                sq.capacity() - sq.len() - self.next as usize
             }
             Area::InPlace(m) => m.room(&mut self.next),
         }
@@ -116,7 +115,7 @@ impl Pending {
     #[inline]
     pub fn len(&self) -> u32 {
         match &self.area {
-            Area::Staged(_) => self.next,
+            Area::Staged(_) => self.early.saturating_add(self.next),
             Area::InPlace(m) => m.pending(self.next),
         }
     }
@@ -130,7 +129,7 @@ impl Pending {
         match &mut self.area {
             Area::Staged(s) => {
                 // SAFETY: the caller's promise.
-                unsafe { push_staged(s, self.early, self.next, uring) };
+                unsafe { push_staged(s, self.next, uring) };
                 self.next = 0;
                 self.early = 0;
             }
@@ -150,10 +149,11 @@ impl Pending {
     /// As [`publish`](Self::publish).
     pub unsafe fn publish_early(&mut self, uring: &mut IoUring) {
         if let Area::Staged(s) = &self.area {
-            if self.early != self.next {
+            if self.next > 0 {
                 // SAFETY: the caller's promise.
-                unsafe { push_staged(s, self.early, self.next, uring) };
-                self.early = self.next;
+                unsafe { push_staged(s, self.next, uring) };
+                self.early = self.early.saturating_add(self.next);
+                self.next = 0;
             }
         }
     }
@@ -162,7 +162,7 @@ impl Pending {
     pub fn user_data(&self) -> Vec<u64> {
         match &self.area {
             Area::Staged(s) => s
-                .staged(self.early as usize, self.next as usize)
+                .staged(self.next as usize)
                 .iter()
                 .map(|sqe| sqe.user_data)
                 .collect(),
@@ -174,22 +174,22 @@ impl Pending {
     /// submit to wake the kernel thread for).
     pub fn discard(&mut self) {
         self.next = match &self.area {
-            Area::Staged(_) => self.early,
+            Area::Staged(_) => 0,
             Area::InPlace(m) => m.discard(),
         };
     }
 }
 
-/// Puts the staged SQEs `from..to` of `staging` in `uring`'s SQ and publishes its tail.
+/// Puts the first `len` staged SQEs of `staging` in `uring`'s SQ and publishes its tail.
 ///
 /// # Safety
 ///
 /// Every one of them must point only at memory that stays valid until its final CQE.
-unsafe fn push_staged(staging: &Staging, from: u32, to: u32, uring: &mut IoUring) {
+unsafe fn push_staged(staging: &Staging, len: u32, uring: &mut IoUring) {
     let mut sq = uring.submission();
     // SAFETY: the caller's promise about the SQEs; the room checks before each push kept the
-    // SQEs staged and not published, plus those queued, within the SQ's capacity.
-    let pushed = unsafe { sq.push_multiple(staging.entries(from as usize, to as usize)) };
+    // SQEs staged, plus those queued, within the SQ's capacity.
+    let pushed = unsafe { sq.push_multiple(staging.entries(len as usize)) };
     debug_assert!(pushed.is_ok(), "room was checked when staging");
     drop(sq); // publishes the tail (a Release store, after the SQEs)
 }

@@ -43,21 +43,18 @@ impl Staging {
         (self.sqes, (self.capacity - 1) as u32)
     }
 
-    /// The SQEs `from..to`, as the io-uring crate pushes them (`to` at most the capacity).
-    pub fn entries(&self, from: usize, to: usize) -> &[Entry] {
-        Sqe::as_entries(self.staged(from, to))
+    /// The first `len` SQEs, as the io-uring crate pushes them (`len` at most the capacity).
+    pub fn entries(&self, len: usize) -> &[Entry] {
+        Sqe::as_entries(self.staged(len))
     }
 
-    /// The SQEs `from..to` (`from <= to`, `to` at most the capacity).
-    pub fn staged(&self, from: usize, to: usize) -> &[Sqe] {
-        assert!(
-            from <= to && to <= self.capacity,
-            "more staged than the buffer holds"
-        );
-        // SAFETY: the buffer holds `capacity` initialised SQEs and lives as long as `self`, and
-        // `from..to` is inside it; the pending area writes into it only through `&mut` to the
-        // value holding `self`, so not while this borrow lives.
-        unsafe { std::slice::from_raw_parts(self.sqes.as_ptr().add(from), to - from) }
+    /// The first `len` SQEs (`len` at most the capacity).
+    pub fn staged(&self, len: usize) -> &[Sqe] {
+        assert!(len <= self.capacity, "more staged than the buffer holds");
+        // SAFETY: the buffer holds `capacity` initialised SQEs and lives as long as `self`;
+        // the pending area writes into it only through `&mut` to the value holding `self`, so
+        // not while this borrow lives.
+        unsafe { std::slice::from_raw_parts(self.sqes.as_ptr(), len) }
     }
 }
 
