@@ -35,10 +35,12 @@ const SLOTS: usize = 4;
 
 /// Credits reserved by a batch and not used yet.
 struct Reserved {
-    /// `wq` and `side` as [`key`]: one compare tells whether a post can take from here (0 for a
-    /// slot that holds no reservation: no key is 0). The address cannot be reused by another
-    /// work queue while `wq` keeps this one alive.
+    /// `wq` and `side` as [`key`] (0 for a slot that holds no reservation: no key is 0). The
+    /// address cannot be reused by another work queue while `wq` keeps this one alive.
     key: usize,
+    /// `key` while credits are left, else 0: one compare tells whether a post can take a
+    /// credit here. Kept by [`set_left`](Self::set_left) (and by `Batch::take_first`).
+    ready: usize,
     wq: Option<Arc<WqShared>>,
     side: Side,
     left: i64,
@@ -47,10 +49,17 @@ struct Reserved {
 impl Reserved {
     const EMPTY: Self = Self {
         key: 0,
+        ready: 0,
         wq: None,
         side: Side::Send,
         left: 0,
     };
+
+    /// Sets the credits left, and `ready` with them.
+    fn set_left(&mut self, left: i64) {
+        self.left = left;
+        self.ready = if left > 0 { self.key } else { 0 };
+    }
 
     /// Gives back the credits not used.
     fn release(&mut self) {
@@ -58,7 +67,7 @@ impl Reserved {
             if let Some(wq) = &self.wq {
                 wq.adjust(self.side, self.left);
             }
-            self.left = 0;
+            self.set_left(0);
         }
     }
 }
@@ -163,7 +172,8 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         if checked.is_ok() && !state.ensure_room() {
             // The credit goes back where it came from.
             if reserved {
-                self.reserved[0].left += 1;
+                let r = &mut self.reserved[0];
+                r.set_left(r.left + 1);
             } else {
                 wq.shared.adjust(side, 1);
             }
@@ -180,8 +190,12 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         // The reservation used last is always the first: a fixed place, with no index to
         // compute.
         let r = &mut self.reserved[0];
-        if r.key == key(wq, side) && r.left > 0 {
+        // `ready` is the key only while credits are left: one compare for both questions.
+        if r.ready == key(wq, side) {
             r.left -= 1;
+            if r.left == 0 {
+                r.ready = 0;
+            }
             return true;
         }
         false
@@ -197,8 +211,9 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         let found = self.reserved.iter().position(|r| r.key == key);
         if let Some(i) = found {
             self.reserved.swap(0, i);
-            if self.reserved[0].left > 0 {
-                self.reserved[0].left -= 1;
+            let r = &mut self.reserved[0];
+            if r.left > 0 {
+                r.set_left(r.left - 1);
                 return true;
             }
         }
@@ -215,12 +230,14 @@ impl<'a, B: IoBuf> Batch<'a, B> {
             self.reserved.swap(0, v);
             self.reserved[0] = Reserved {
                 key,
+                ready: 0,
                 wq: Some(Arc::clone(wq)),
                 side,
                 left: 0,
             };
         }
-        self.reserved[0].left += taken - 1;
+        let r = &mut self.reserved[0];
+        r.set_left(r.left + taken - 1);
         true
     }
 
