@@ -329,7 +329,7 @@ mod tests {
             ManuallyDrop::new(None),
         );
         assert_eq!(first >> 32, 1, "a new entry's first generation");
-        drop(slab.finish(first as u32).and_then(|e| e.release()));
+        assert_eq!(slab.finish(first as u32).and_then(|e| e.release()), None);
         slab.entries[0].generation = GENERATIONS - 2;
         let ud = slab.insert(
             wq,
