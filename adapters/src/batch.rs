@@ -210,7 +210,9 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         let key = key(wq, side);
         let found = self.reserved.iter().position(|r| r.key == key);
         if let Some(i) = found {
-            self.reserved.swap(0, i);
+            if i != 0 {
+                self.reserved.swap(0, i);
+            }
             let r = &mut self.reserved[0];
             if r.left > 0 {
                 r.set_left(r.left - 1);
@@ -222,12 +224,15 @@ impl<'a, B: IoBuf> Batch<'a, B> {
             return false;
         }
         if found.is_none() {
-            // The slot evicted (round robin over all but the first) gives its credits back and
-            // takes the first one's reservation; the new one goes first.
-            let v = self.evict;
-            self.evict = if v + 1 == SLOTS { 1 } else { v + 1 };
-            self.reserved[v].release();
-            self.reserved.swap(0, v);
+            // The first slot is empty only before the batch's first reservation; after it, the
+            // slot evicted (round robin over all but the first) gives its credits back and
+            // takes the first one's reservation. The new one goes first.
+            if self.reserved[0].key != 0 {
+                let v = self.evict;
+                self.evict = if v + 1 == SLOTS { 1 } else { v + 1 };
+                self.reserved[v].release();
+                self.reserved.swap(0, v);
+            }
             self.reserved[0] = Reserved {
                 key,
                 ready: 0,

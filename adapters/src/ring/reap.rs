@@ -375,6 +375,10 @@ fn route_in_place<B, R: ReadSide>(
     out.reserve(want);
     let (first, second) = map.runs(head, want);
     for run in [first, second] {
+        // The second run is empty unless the CQEs wrap: skip the chunk's set-up and store-back.
+        if run.is_empty() {
+            continue;
+        }
         if router.retiring_in_flight.is_some() {
             router.route_chunk::<true>(run, out);
         } else {
