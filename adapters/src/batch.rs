@@ -12,7 +12,8 @@
 //! ([`Batch::post_chain`], [`Batch::post_hard_chain`]): a chain is staged whole, contiguous in
 //! the SQ, or refused whole (see the `chain` module).
 //!
-//! When the posts reach the kernel (with SQPOLL, before the commit) is told in [`Batch`]'s docs.
+//! When the posts reach the kernel (with SQPOLL, possibly before the commit) is told in
+//! [`Batch`]'s docs.
 
 mod chain;
 
@@ -87,16 +88,18 @@ fn key(wq: &Arc<WqShared>, side: Side) -> usize {
 /// ([`Batch::reap`], [`Batch::reap_each`], which submit what is staged first) or the end of the
 /// batch.
 ///
-/// With SQPOLL, storing the SQ tail is submitting, and a batch does it early: a post that finds
-/// 8 SQEs staged since the last tail store (a chain: too few of the 8 left for all its members)
-/// first puts them into the SQ with one tail store, then stages its own. A polling kernel
-/// thread starts on them while the batch stages the next ones, so that a round trip's staging
-/// overlaps the kernel's work. Tail stores fall only between posts and chains, never inside a
-/// chain, so the kernel thread never sees part of one. No system call is made for an early
-/// tail store; a kernel thread asleep (idle longer than its
+/// With SQPOLL, storing the SQ tail is submitting. By default a batch does it at the commit
+/// (or reap, or end), as without SQPOLL. With
+/// [`Config::sqpoll_publish_every`](crate::Config::sqpoll_publish_every) set to `n`, it also
+/// does it early: a post that finds `n` SQEs staged since the last tail store (a chain: too few
+/// of the `n` left for all its members) first puts them into the SQ with one tail store, then
+/// stages its own. A polling kernel thread starts on them while the batch stages the next ones,
+/// so that a round trip's staging overlaps the kernel's work. Tail stores fall only between
+/// posts and chains, never inside a chain, so the kernel thread never sees part of one. No
+/// system call is made for an early tail store; a kernel thread asleep (idle longer than its
 /// [`SqPoll::idle`](crate::SqPoll::idle)) sees the SQEs at the commit (or reap), which wakes it,
-/// as before. So with SQPOLL a post of a batch may complete before the commit: treat a post as
-/// submitted once it is accepted, and the commit as "and the rest now".
+/// as before. So with early publishing a post of a batch may complete before the commit: treat
+/// a post as submitted once it is accepted, and the commit as "and the rest now".
 ///
 /// What does not change: a post refused (`Err`) never reaches the kernel and comes back, a
 /// chain refused comes back whole, a batch dropped without a commit submits what it staged,
@@ -125,9 +128,10 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         })
     }
 
-    /// Pushes `op` on `wq` (which must be bound to this CQ) without submitting it (with
-    /// SQPOLL, a post that finds 8 SQEs staged hands them to the kernel thread first: see
-    /// "When the kernel sees the posts" in the [`Batch`] docs).
+    /// Pushes `op` on `wq` (which must be bound to this CQ) without submitting it (with SQPOLL
+    /// and [`Config::sqpoll_publish_every`](crate::Config::sqpoll_publish_every), a post may
+    /// hand the SQEs staged before it to the kernel thread first: see "When the kernel sees the
+    /// posts" in the [`Batch`] docs).
     ///
     /// # Errors
     ///

@@ -133,18 +133,22 @@ fn a_failed_member_cancels_the_rest_with_their_buffers() {
     }
 }
 
-/// With SQPOLL a batch publishes its staged SQEs every 8 posts, but never inside a chain: a
+/// With SQPOLL and `sqpoll_publish_every(8)` a batch publishes its staged SQEs every 8 posts,
+/// but never inside a chain: a
 /// chain that straddles the 8th SQE still breaks as one. A chain cut at a tail store would run
 /// its later members on their own, and they would succeed; so where the chain straddles the 8th
 /// SQE, the test waits until the kernel thread has taken the posts before the chain (they
 /// completed) before it commits the rest.
 #[test]
 fn a_chain_across_the_8th_post_of_a_batch_stays_whole() {
-    let config = Config::default().rings(1).sqpoll(Some(SqPoll {
-        // Long enough that the thread, once awake, polls for the whole test.
-        idle: Duration::from_secs(30),
-        cpu: None,
-    }));
+    let config = Config::default()
+        .rings(1)
+        .sqpoll(Some(SqPoll {
+            // Long enough that the thread, once awake, polls for the whole test.
+            idle: Duration::from_secs(30),
+            cpu: None,
+        }))
+        .sqpoll_publish_every(8);
     let Some(adapter) = common::adapter_or_skip::<TestBuf>(config) else {
         return;
     };

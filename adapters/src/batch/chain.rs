@@ -5,7 +5,9 @@
 //! caller's SQE between its members, and no member missing. A batch owns its ring, so nothing
 //! else stages SQEs while it posts (the inbox is pushed only when the ring changes hands, a
 //! cancel is staged only by its own post), and its SQEs reach the kernel at a commit, at the
-//! end of the batch, or (with SQPOLL) when a later post publishes early what is staged: each
+//! end of the batch, or (with SQPOLL and early publishing, see
+//! [`Config::sqpoll_publish_every`](crate::Config::sqpoll_publish_every)) when a later post
+//! publishes what is staged: each
 //! time with one tail store for everything staged, and never between a chain's members (the
 //! room for a chain is looked at, and the SQEs before it published, before its first member is
 //! staged), so the kernel thread never sees part of a chain. A kernel thread that serves several rings (an SQPOLL adapter of

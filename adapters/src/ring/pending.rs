@@ -12,12 +12,13 @@
 //! area's slots (the staging buffer, or the SQE array). Only the room, the submit and the rare
 //! paths ask which area it is.
 //!
-//! With SQPOLL, the staged SQEs also go to the kernel thread before the submit, about [`EARLY`]
-//! at a time ([`Pending::publish_early`]), so that the thread works on the first ones while a
-//! deferred batch stages the next: a round trip's staging and the kernel's work overlap instead
-//! of following each other. This costs the posts nothing: the ring caps the room it counts down
-//! per post at [`EARLY`] (see `IoRing::post_room`), and the post that finds it used up, before
-//! it stages anything, publishes what is staged and counts the room again. So SQEs are
+//! With SQPOLL and [`Config::sqpoll_publish_every`](crate::Config::sqpoll_publish_every) set,
+//! the staged SQEs also go to the kernel thread before the submit, that many at a time
+//! ([`Pending::publish_early`]), so that the thread works on the first ones while a deferred
+//! batch stages the next: a round trip's staging and the kernel's work overlap instead of
+//! following each other. This costs the posts nothing: the ring caps the room it counts down
+//! per post at that number (see `IoRing::post_room`), and the post that finds it used up,
+//! before it stages anything, publishes what is staged and counts the room again. So SQEs are
 //! published only between posts, never inside a chain (whose room is looked at once, before its
 //! first member), and a chain reaches the SQ in one tail store. Without SQPOLL there is nothing
 //! to overlap (nothing reads the SQ before `io_uring_enter`), and nothing is published early.
@@ -30,10 +31,6 @@ use io_uring::IoUring;
 use super::sq::SqMap;
 use super::staging::Staging;
 use crate::ops::Sqe;
-
-/// With SQPOLL, how many SQEs are staged at most before the next post publishes them early (a
-/// chain longer than this is published whole; see the module docs).
-pub(super) const EARLY: u32 = 8;
 
 /// The SQEs posted since the last submit, staged or written in place.
 pub(super) struct Pending {

@@ -1,7 +1,7 @@
 //! The staging area: SQEs built since the last submit, in a buffer the size of the SQ.
 //!
-//! They reach the SQ in groups, each with one tail store (at submit, or every few posts of a
-//! deferred batch: see `pending`), so the SQPOLL thread takes several in one pass instead of
+//! They reach the SQ in groups, each with one tail store (at submit, or, publishing early,
+//! every few posts: see `pending`), so the SQPOLL thread takes several in one pass instead of
 //! one SQE per pass. They cannot be written into the SQ as they are built: with SQPOLL,
 //! storing the tail *is* submitting, a linked chain must reach the kernel thread whole, and the
 //! io-uring crate publishes the tail whenever its SQ handle drops.
