@@ -1,12 +1,12 @@
 //! [`Pending`]: where a ring's SQEs wait between their post and the next submit.
 //!
-//! With SQPOLL, storing the SQ tail *is* submitting, and a chain must reach the kernel thread
-//! whole; SQEs are staged in a private buffer ([`Staging`]) and copied into the SQ a group at a
-//! time, each with one tail store (at submit, or early: see below). Writing them straight into
-//! the SQ one by one was measured slower there: each post then writes cache lines the polling
-//! kernel thread shares. Without
-//! SQPOLL nothing reads the SQ until `io_uring_enter`, so SQEs go straight into their SQ slots
-//! ([`SqMap`]), written once, and submit only stores the tail.
+//! With SQPOLL, storing the SQ tail *is* submitting, a deferred batch's SQEs wait for its commit
+//! (unless it publishes early: see below), and a chain must reach the kernel thread whole; SQEs
+//! are staged in a private buffer ([`Staging`]) and copied into the SQ a group at a time, each
+//! with one tail store. Writing them straight into the SQ one by one was measured slower there:
+//! each post then writes cache lines the polling kernel thread shares. Without SQPOLL nothing
+//! reads the SQ until `io_uring_enter`, so SQEs go straight into their SQ slots ([`SqMap`]),
+//! written once, and submit only stores the tail.
 //!
 //! Either way a post writes its SQE the same way, through one cursor: slot `next & mask` of the
 //! area's slots (the staging buffer, or the SQE array). Only the room, the submit and the rare
