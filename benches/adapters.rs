@@ -22,6 +22,9 @@
 //! set `REGIO_BENCH_PROFILE=<regio|raw>_<nop|read>_<sqpoll|nosqpoll>`: the binary then runs just
 //! that loop for 5 s.
 //!
+//! To run regio's SQPOLL rings with early publishing (`Config::sqpoll_publish_every`), set
+//! `REGIO_BENCH_PUBLISH_EVERY=<n>` (the SQEs per early tail store; unset, the default 0).
+//!
 //! To count instructions (callgrind, deterministic), set
 //! `REGIO_BENCH_ICOUNT=<regio|raw>_nop_<nosqpoll|single_issuer>[:<units>]`: the binary then
 //! runs that many 32-NOP round trips (100 000 by default) after a warm-up, inside
@@ -69,6 +72,16 @@ fn config(sqpoll: bool, rings: usize) -> Config {
             cpu: Some(SQPOLL_CPU),
         }))
         .sqpoll_fallback(false)
+        .sqpoll_publish_every(publish_every())
+}
+
+/// `REGIO_BENCH_PUBLISH_EVERY=<n>`: regio's SQPOLL rings publish staged SQEs early, every `n`
+/// ([`Config::sqpoll_publish_every`]); unset, 0 (the default: at the commit only).
+fn publish_every() -> u32 {
+    std::env::var("REGIO_BENCH_PUBLISH_EVERY").map_or(0, |v| {
+        v.parse()
+            .expect("REGIO_BENCH_PUBLISH_EVERY=<SQEs per early tail store>")
+    })
 }
 
 /// A raw ring set up as regio's single-issuer mode sets up its own on this kernel.

@@ -65,6 +65,15 @@ pub struct Config {
     pub sqpoll: Option<SqPoll>,
     /// Fall back to interrupt-driven submission if the kernel refuses SQPOLL.
     pub sqpoll_fallback: bool,
+    /// With SQPOLL: how many SQEs a [`Batch`](crate::Batch) (or a run of posts under one owner
+    /// of the ring) stages at most before the next post hands them to the kernel thread, ahead
+    /// of the commit, so that the thread works while the batch stages the rest; 0 (the
+    /// default): only at the commit. See "When the kernel sees the posts" in the
+    /// [`Batch`](crate::Batch) docs for what it changes. Each early hand-over is a pass of the
+    /// kernel thread of its own, with its fixed cost (and a signal of the CQ eventfd when its
+    /// completions arrive), so it pays only where the work per SQE (the kernel's, or the
+    /// caller's between posts) outweighs that; without SQPOLL it does nothing.
+    pub sqpoll_publish_every: u32,
     /// Without SQPOLL: set `COOP_TASKRUN` and `TASKRUN_FLAG`. Only sound when the threads that
     /// post also reap (completions then wait for the submitting thread's next kernel entry).
     /// Single-issuer mode ignores it and picks its own task-work flags.
@@ -115,6 +124,12 @@ impl Config {
         self
     }
 
+    /// Sets [`sqpoll_publish_every`](Self::sqpoll_publish_every).
+    pub fn sqpoll_publish_every(mut self, every: u32) -> Self {
+        self.sqpoll_publish_every = every;
+        self
+    }
+
     /// Sets [`coop_taskrun`](Self::coop_taskrun).
     pub fn coop_taskrun(mut self, coop: bool) -> Self {
         self.coop_taskrun = coop;
@@ -157,6 +172,7 @@ impl Default for Config {
                 cpu: None,
             }),
             sqpoll_fallback: true,
+            sqpoll_publish_every: 0,
             coop_taskrun: false,
             single_issuer: false,
             max_regions: 64,
@@ -475,6 +491,7 @@ impl<B: IoBuf> Adapter<B> {
                 issuer,
             )
             .map_err(sys("mmap of the SQ ring and its SQEs"))?;
+            ring.set_publish_every(cfg.sqpoll_publish_every);
             ring.shares_sq_thread = shares_sq_thread;
             rings.push(Arc::new(ring));
         }

@@ -11,6 +11,9 @@
 //! Because it owns its ring, a batch is also where operations are linked
 //! ([`Batch::post_chain`], [`Batch::post_hard_chain`]): a chain is staged whole, contiguous in
 //! the SQ, or refused whole (see the `chain` module).
+//!
+//! When the posts reach the kernel (with SQPOLL, possibly before the commit) is told in
+//! [`Batch`]'s docs.
 
 mod chain;
 
@@ -33,10 +36,12 @@ const SLOTS: usize = 4;
 
 /// Credits reserved by a batch and not used yet.
 struct Reserved {
-    /// `wq` and `side` as [`key`]: one compare tells whether a post can take from here (0 for a
-    /// slot that holds no reservation: no key is 0). The address cannot be reused by another
-    /// work queue while `wq` keeps this one alive.
+    /// `wq` and `side` as [`key`] (0 for a slot that holds no reservation: no key is 0). The
+    /// address cannot be reused by another work queue while `wq` keeps this one alive.
     key: usize,
+    /// `key` while credits are left, else 0: one compare tells whether a post can take a
+    /// credit here. Kept by [`set_left`](Self::set_left) (and by `Batch::take_first`).
+    ready: usize,
     wq: Option<Arc<WqShared>>,
     side: Side,
     left: i64,
@@ -45,10 +50,17 @@ struct Reserved {
 impl Reserved {
     const EMPTY: Self = Self {
         key: 0,
+        ready: 0,
         wq: None,
         side: Side::Send,
         left: 0,
     };
+
+    /// Sets the credits left, and `ready` with them.
+    fn set_left(&mut self, left: i64) {
+        self.left = left;
+        self.ready = if left > 0 { self.key } else { 0 };
+    }
 
     /// Gives back the credits not used.
     fn release(&mut self) {
@@ -56,7 +68,7 @@ impl Reserved {
             if let Some(wq) = &self.wq {
                 wq.adjust(self.side, self.left);
             }
-            self.left = 0;
+            self.set_left(0);
         }
     }
 }
@@ -69,6 +81,29 @@ fn key(wq: &Arc<WqShared>, side: Side) -> usize {
 }
 
 /// A batch of deferred posts on one ring. See [`Ring::batch`](crate::Ring::batch).
+///
+/// # When the kernel sees the posts
+///
+/// Without SQPOLL, nothing reaches the kernel before [`Batch::commit`], a reap of the batch
+/// ([`Batch::reap`], [`Batch::reap_each`], which submit what is staged first) or the end of the
+/// batch.
+///
+/// With SQPOLL, storing the SQ tail is submitting. By default a batch does it at the commit
+/// (or reap, or end), as without SQPOLL. With
+/// [`Config::sqpoll_publish_every`](crate::Config::sqpoll_publish_every) set to `n`, it also
+/// does it early: a post that finds `n` SQEs staged since the last tail store (a chain: too few
+/// of the `n` left for all its members) first puts them into the SQ with one tail store, then
+/// stages its own. A polling kernel thread starts on them while the batch stages the next ones,
+/// so that a round trip's staging overlaps the kernel's work. Tail stores fall only between
+/// posts and chains, never inside a chain, so the kernel thread never sees part of one. No
+/// system call is made for an early tail store; a kernel thread asleep (idle longer than its
+/// [`SqPoll::idle`](crate::SqPoll::idle)) sees the SQEs at the commit (or reap), which wakes it,
+/// as before. So with early publishing a post of a batch may complete before the commit: treat
+/// a post as submitted once it is accepted, and the commit as "and the rest now".
+///
+/// What does not change: a post refused (`Err`) never reaches the kernel and comes back, a
+/// chain refused comes back whole, a batch dropped without a commit submits what it staged,
+/// and every operation's buffer stays owned by it until its final completion.
 pub struct Batch<'a, B: IoBuf> {
     ring: &'a RingShared<B>,
     guard: CombinerGuard<'a, RingState<B>, Post<B>>,
@@ -93,7 +128,10 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         })
     }
 
-    /// Pushes `op` on `wq` (which must be bound to this CQ) without submitting it.
+    /// Pushes `op` on `wq` (which must be bound to this CQ) without submitting it (with SQPOLL
+    /// and [`Config::sqpoll_publish_every`](crate::Config::sqpoll_publish_every), a post may
+    /// hand the SQEs staged before it to the kernel thread first: see "When the kernel sees the
+    /// posts" in the [`Batch`] docs).
     ///
     /// # Errors
     ///
@@ -138,7 +176,8 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         if checked.is_ok() && !state.ensure_room() {
             // The credit goes back where it came from.
             if reserved {
-                self.reserved[0].left += 1;
+                let r = &mut self.reserved[0];
+                r.set_left(r.left + 1);
             } else {
                 wq.shared.adjust(side, 1);
             }
@@ -155,8 +194,12 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         // The reservation used last is always the first: a fixed place, with no index to
         // compute.
         let r = &mut self.reserved[0];
-        if r.key == key(wq, side) && r.left > 0 {
+        // `ready` is the key only while credits are left: one compare for both questions.
+        if r.ready == key(wq, side) {
             r.left -= 1;
+            if r.left == 0 {
+                r.ready = 0;
+            }
             return true;
         }
         false
@@ -171,9 +214,12 @@ impl<'a, B: IoBuf> Batch<'a, B> {
         let key = key(wq, side);
         let found = self.reserved.iter().position(|r| r.key == key);
         if let Some(i) = found {
-            self.reserved.swap(0, i);
-            if self.reserved[0].left > 0 {
-                self.reserved[0].left -= 1;
+            if i != 0 {
+                self.reserved.swap(0, i);
+            }
+            let r = &mut self.reserved[0];
+            if r.left > 0 {
+                r.set_left(r.left - 1);
                 return true;
             }
         }
@@ -182,20 +228,25 @@ impl<'a, B: IoBuf> Batch<'a, B> {
             return false;
         }
         if found.is_none() {
-            // The slot evicted (round robin over all but the first) gives its credits back and
-            // takes the first one's reservation; the new one goes first.
-            let v = self.evict;
-            self.evict = if v + 1 == SLOTS { 1 } else { v + 1 };
-            self.reserved[v].release();
-            self.reserved.swap(0, v);
+            // The first slot is empty only before the batch's first reservation; after it, the
+            // slot evicted (round robin over all but the first) gives its credits back and
+            // takes the first one's reservation. The new one goes first.
+            if self.reserved[0].key != 0 {
+                let v = self.evict;
+                self.evict = if v + 1 == SLOTS { 1 } else { v + 1 };
+                self.reserved[v].release();
+                self.reserved.swap(0, v);
+            }
             self.reserved[0] = Reserved {
                 key,
+                ready: 0,
                 wq: Some(Arc::clone(wq)),
                 side,
                 left: 0,
             };
         }
-        self.reserved[0].left += taken - 1;
+        let r = &mut self.reserved[0];
+        r.set_left(r.left + taken - 1);
         true
     }
 

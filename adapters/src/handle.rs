@@ -322,7 +322,10 @@ impl<B: IoBuf> Ring<B> {
     }
 
     /// Owns the ring for a batch of posts that are pushed to the SQ but not submitted until
-    /// [`Batch::commit`] or the end of the batch (RIO's `RIO_MSG_DEFER` and `COMMIT_ONLY`).
+    /// [`Batch::commit`] or the end of the batch (RIO's `RIO_MSG_DEFER` and `COMMIT_ONLY`);
+    /// with SQPOLL and [`Config::sqpoll_publish_every`](crate::Config::sqpoll_publish_every), a
+    /// polling kernel thread may start them earlier (see [`Batch`], "When the kernel sees the
+    /// posts").
     /// `None` if another thread owns the ring now (in single-issuer mode: on any thread but the
     /// owner); post with [`WorkQueue::post`](crate::WorkQueue::post) instead.
     #[inline]

@@ -174,7 +174,8 @@
 //! - An [`Op`] carries its SQE, built with the io-uring crate's builders when the op is made;
 //!   posting only fills in the file, the buffer and `user_data`, in place in the ring's
 //!   staging area, with no per-opcode dispatch. Staged SQEs reach the SQ with one copy and one
-//!   tail store at submit.
+//!   tail store at submit (with SQPOLL, optionally also every few posts of a batch, so that the
+//!   kernel thread works while the batch stages the next: [`Config::sqpoll_publish_every`]).
 //! - A [`Batch`] owns its ring for its life and takes work-queue credits in blocks, so a post
 //!   costs no atomic read-modify-write; the in-flight table is a slab of one cache line per
 //!   operation with its free list running through the entries.

@@ -79,7 +79,11 @@ pub(crate) struct RingState<B> {
     local_told: usize,
     /// The CQ eventfd, owned by the [`RingShared`] that holds this state (so it outlives it).
     eventfd: RawFd,
-    /// SQ slots known to be free beside the pending SQEs (refreshed from the kernel's head at 0).
+    /// SQ slots known to be free beside the pending SQEs, refreshed from the kernel's head at 0
+    /// ([`IoRing::post_room`]). When publishing early (SQPOLL and
+    /// [`Config::sqpoll_publish_every`](crate::Config::sqpoll_publish_every)) it is also capped,
+    /// so that the post that finds it used up publishes the SQEs staged before it (see
+    /// `pending`).
     room: usize,
     /// Whether a full SQ may be submitted to make room (false inside a deferred batch).
     pub(crate) auto_submit: bool,
@@ -105,6 +109,13 @@ impl<B> RingState<B> {
             uring_serial: 0,
             counters,
         }
+    }
+
+    /// See [`RingShared::set_publish_every`].
+    fn set_publish_every(&mut self, every: u32) {
+        self.io.set_publish_every(every);
+        // Recounted (and capped) at the next post.
+        self.room = 0;
     }
 
     /// Operations between SQE and final CQE.

@@ -8,11 +8,12 @@ mod common;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Region, TestBuf};
 use regio_adapters::{
-    Adapter, BufKey, ChainRefusal, Completion, Config, DescriptorError, Op, Ring, Target, WorkQueue,
+    Adapter, BufKey, ChainRefusal, Completion, Config, DescriptorError, Op, Ring, SqPoll, Target,
+    WorkQueue,
 };
 use regio_testkit::TempFile;
 
@@ -130,6 +131,73 @@ fn a_failed_member_cancels_the_rest_with_their_buffers() {
         );
         assert_eq!(wq.credits(), (8, 8), "{mode:?}");
     }
+}
+
+/// With SQPOLL and `sqpoll_publish_every(8)` a batch publishes its staged SQEs every 8 posts,
+/// but never inside a chain: a
+/// chain that straddles the 8th SQE still breaks as one. A chain cut at a tail store would run
+/// its later members on their own, and they would succeed; so where the chain straddles the 8th
+/// SQE, the test waits until the kernel thread has taken the posts before the chain (they
+/// completed) before it commits the rest.
+#[test]
+fn a_chain_across_the_8th_post_of_a_batch_stays_whole() {
+    let config = Config::default()
+        .rings(1)
+        .sqpoll(Some(SqPoll {
+            // Long enough that the thread, once awake, polls for the whole test.
+            idle: Duration::from_secs(30),
+            cpu: None,
+        }))
+        .sqpoll_publish_every(8);
+    let Some(adapter) = common::adapter_or_skip::<TestBuf>(config) else {
+        return;
+    };
+    if !adapter.sqpoll() {
+        regio_testkit::skip("SQPOLL is not available here");
+        return;
+    }
+    let cq = adapter.ring(0).unwrap();
+    let wq = adapter.work_queue(0, Target::Fd(-1), 16, 16).unwrap();
+    for before in 0..8u64 {
+        let mut batch = cq.batch().expect("this thread alone posts");
+        for k in 0..before {
+            batch.post(&wq, Op::nop(100 + k)).unwrap();
+        }
+        let chain = vec![Op::timeout(Duration::ZERO, 1), Op::nop(2), Op::nop(3)];
+        batch.post_chain(&wq, chain).unwrap();
+        let mut done = Vec::new();
+        if before + 3 > 8 {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while done
+                .iter()
+                .filter(|c: &&Completion<TestBuf>| c.cookie >= 100)
+                .count()
+                < before as usize
+                && Instant::now() < deadline
+            {
+                batch.reap(&mut done, 16).unwrap();
+            }
+        }
+        batch.commit().unwrap();
+        drop(batch);
+        done.extend(reap(&cq, before as usize + 3 - done.len()));
+        let mut got: Vec<_> = done
+            .iter()
+            .filter(|c| c.cookie < 100)
+            .map(|c| (c.cookie, c.result))
+            .collect();
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            [
+                (1, -libc::ETIME),
+                (2, -libc::ECANCELED),
+                (3, -libc::ECANCELED)
+            ],
+            "{before} posts before the chain"
+        );
+    }
+    assert_eq!(wq.credits(), (16, 16));
 }
 
 #[test]

@@ -4,9 +4,13 @@
 //! A link ties an SQE to the next one in the SQ, so a chain must be contiguous there: no other
 //! caller's SQE between its members, and no member missing. A batch owns its ring, so nothing
 //! else stages SQEs while it posts (the inbox is pushed only when the ring changes hands, a
-//! cancel is staged only by its own post), and its SQEs reach the kernel only at a commit or at
-//! the end of the batch, with one tail store for all of them: with SQPOLL the kernel thread
-//! never sees part of a chain. A kernel thread that serves several rings (an SQPOLL adapter of
+//! cancel is staged only by its own post), and its SQEs reach the kernel at a commit, at the
+//! end of the batch, or (with SQPOLL and early publishing, see
+//! [`Config::sqpoll_publish_every`](crate::Config::sqpoll_publish_every)) when a later post
+//! publishes what is staged: each
+//! time with one tail store for everything staged, and never between a chain's members (the
+//! room for a chain is looked at, and the SQEs before it published, before its first member is
+//! staged), so the kernel thread never sees part of a chain. A kernel thread that serves several rings (an SQPOLL adapter of
 //! more than one) takes at most 8 SQEs of a ring per pass and ends a chain where its pass ends,
 //! so chains are refused there ([`ChainRefusal::SharedSqThread`]). Everything that could stop a member from becoming an SQE is
 //! settled before the first is staged: the queue, the credits, every descriptor and the room in
@@ -25,7 +29,8 @@ use crate::IoBuf;
 
 impl<B: IoBuf> Batch<'_, B> {
     /// Pushes `ops` on `wq` (which must be bound to this CQ) as one chain, without submitting
-    /// it: each operation starts only after the one before it completed successfully
+    /// it (with SQPOLL, see "When the kernel sees the posts" in the [`Batch`] docs): each
+    /// operation starts only after the one before it completed successfully
     /// (`IOSQE_IO_LINK`). A member that fails, or completes short for a read or write, ends
     /// the chain: the members after it complete with `-ECANCELED`. Every member has its own
     /// completion, with its own buffer. An empty chain posts nothing.

@@ -22,6 +22,10 @@ pub(super) struct IoRing {
     /// `reap::drain_cq`).
     pub cq_map: Option<CqMap>,
     sqpoll: bool,
+    /// With SQPOLL, the cap on the room counted for posts, after which the next post publishes
+    /// what is staged early ([`crate::Config::sqpoll_publish_every`]); 0: no early publishing
+    /// (always without SQPOLL).
+    publish_every: u32,
     /// The CQ was seen full since the overflow flag was last found clear (see `reap`).
     pub overflow_suspect: bool,
     /// The kernel's count of dropped CQEs when it was last read.
@@ -29,7 +33,8 @@ pub(super) struct IoRing {
 }
 
 impl IoRing {
-    /// Drives `uring`, which has nothing pending yet.
+    /// Drives `uring`, which has nothing pending yet (and publishes nothing early: see
+    /// [`set_publish_every`](Self::set_publish_every)).
     pub fn new(uring: IoUring) -> io::Result<Self> {
         let pending = Pending::for_ring(&uring)?;
         let sqpoll = uring.params().is_setup_sqpoll();
@@ -40,6 +45,7 @@ impl IoRing {
         };
         Ok(Self {
             sqpoll,
+            publish_every: 0,
             cq_map,
             uring,
             pending,
@@ -56,6 +62,32 @@ impl IoRing {
     /// Free SQ slots beside the pending SQEs.
     pub fn room(&mut self) -> usize {
         self.pending.room(&mut self.uring)
+    }
+
+    /// Publishes early every `every` staged SQEs from now on, with SQPOLL (0: never; without
+    /// SQPOLL, never whatever `every`).
+    pub fn set_publish_every(&mut self, every: u32) {
+        self.publish_every = if self.sqpoll { every } else { 0 };
+    }
+
+    /// The early-publishing cap of this io_uring (0: none).
+    pub fn publish_every(&self) -> u32 {
+        self.publish_every
+    }
+
+    /// The room for the next posts, for a post or chain of `want` SQEs that found the room it
+    /// knew used up: [`room`](Self::room); when publishing early (SQPOLL and
+    /// [`publish_every`](Self::publish_every)), at most that (or `want`, if more), after the
+    /// SQEs staged so far were published (see `pending`). The caller is between posts, never
+    /// in the middle of a linked chain.
+    pub fn post_room(&mut self, want: usize) -> usize {
+        if self.publish_every == 0 {
+            return self.room();
+        }
+        // SAFETY: every pending SQE was built by `submit::enqueue` (or points at no memory),
+        // and points only at memory its slab entry keeps alive until the final CQE.
+        unsafe { self.pending.publish_early(&mut self.uring) };
+        self.room().min(want.max(self.publish_every as usize))
     }
 
     /// Hands the pending SQEs to the kernel: with SQPOLL, a wake-up only when the thread sleeps;

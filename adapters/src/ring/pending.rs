@@ -1,15 +1,27 @@
 //! [`Pending`]: where a ring's SQEs wait between their post and the next submit.
 //!
-//! With SQPOLL, storing the SQ tail *is* submitting, and a deferred batch must not reach the
-//! kernel before its commit; SQEs are staged in a private buffer ([`Staging`]) and copied into
-//! the SQ with one tail store at submit. Writing them straight into the SQ instead was measured
-//! slower there: each post then writes cache lines the polling kernel thread shares. Without
-//! SQPOLL nothing reads the SQ until `io_uring_enter`, so SQEs go straight into their SQ slots
-//! ([`SqMap`]), written once, and submit only stores the tail.
+//! With SQPOLL, storing the SQ tail *is* submitting, a deferred batch's SQEs wait for its commit
+//! (unless it publishes early: see below), and a chain must reach the kernel thread whole; SQEs
+//! are staged in a private buffer ([`Staging`]) and copied into the SQ a group at a time, each
+//! with one tail store. Writing them straight into the SQ one by one was measured slower there:
+//! each post then writes cache lines the polling kernel thread shares. Without SQPOLL nothing
+//! reads the SQ until `io_uring_enter`, so SQEs go straight into their SQ slots ([`SqMap`]),
+//! written once, and submit only stores the tail.
 //!
 //! Either way a post writes its SQE the same way, through one cursor: slot `next & mask` of the
 //! area's slots (the staging buffer, or the SQE array). Only the room, the submit and the rare
 //! paths ask which area it is.
+//!
+//! With SQPOLL and [`Config::sqpoll_publish_every`](crate::Config::sqpoll_publish_every) set,
+//! the staged SQEs also go to the kernel thread before the submit, that many at a time
+//! ([`Pending::publish_early`]), so that the thread works on the first ones while a deferred
+//! batch stages the next: a round trip's staging and the kernel's work overlap instead of
+//! following each other. This costs the posts nothing: the ring caps the room it counts down
+//! per post at that number (see `IoRing::post_room`), and the post that finds it used up,
+//! before it stages anything, publishes what is staged and counts the room again. So SQEs are
+//! published only between posts, never inside a chain (whose room is looked at once, before its
+//! first member), and a chain reaches the SQ in one tail store. Without SQPOLL there is nothing
+//! to overlap (nothing reads the SQ before `io_uring_enter`), and nothing is published early.
 
 use std::io;
 use std::ptr::NonNull;
@@ -26,8 +38,10 @@ pub(super) struct Pending {
     slots: NonNull<Sqe>,
     mask: u32,
     /// The next SQE's number: in place, the tail the next publish stores; staged, how many
-    /// SQEs are staged.
+    /// SQEs are staged (not published yet).
     next: u32,
+    /// Staged: how many SQEs were published early since the last submit (0 in place).
+    early: u32,
     area: Area,
 }
 
@@ -60,6 +74,7 @@ impl Pending {
             slots,
             mask,
             next,
+            early: 0,
             area,
         })
     }
@@ -92,11 +107,12 @@ impl Pending {
         place
     }
 
-    /// How many SQEs are pending.
+    /// How many SQEs are pending: posted since the last submit (staged, those published early
+    /// included: the submit still has to wake a sleeping SQPOLL thread for them).
     #[inline]
     pub fn len(&self) -> u32 {
         match &self.area {
-            Area::Staged(_) => self.next,
+            Area::Staged(_) => self.early.saturating_add(self.next),
             Area::InPlace(m) => m.pending(self.next),
         }
     }
@@ -109,19 +125,37 @@ impl Pending {
     pub unsafe fn publish(&mut self, uring: &mut IoUring) {
         match &mut self.area {
             Area::Staged(s) => {
-                let mut sq = uring.submission();
-                // SAFETY: the caller's promise about the SQEs; the room checks before each
-                // push kept staged + queued within the SQ's capacity.
-                let pushed = unsafe { sq.push_multiple(s.entries(self.next as usize)) };
-                debug_assert!(pushed.is_ok(), "room was checked when staging");
-                drop(sq); // publishes the tail
+                // SAFETY: the caller's promise.
+                unsafe { push_staged(s, self.next, uring) };
                 self.next = 0;
+                self.early = 0;
             }
             Area::InPlace(m) => m.publish(self.next),
         }
     }
 
-    /// The `user_data` of each pending SQE.
+    /// Staged, puts the SQEs staged since the last publish (if any) in the SQ and publishes its
+    /// tail, with no system call: a polling SQPOLL thread takes them at once, a sleeping one at
+    /// the next submit, which wakes it. In place, nothing (see the module docs).
+    ///
+    /// The caller must be between posts, not in the middle of a linked chain (the last SQE
+    /// staged must end one, or be no member), or the kernel would see the chain cut in two.
+    ///
+    /// # Safety
+    ///
+    /// As [`publish`](Self::publish).
+    pub unsafe fn publish_early(&mut self, uring: &mut IoUring) {
+        if let Area::Staged(s) = &self.area {
+            if self.next > 0 {
+                // SAFETY: the caller's promise.
+                unsafe { push_staged(s, self.next, uring) };
+                self.early = self.early.saturating_add(self.next);
+                self.next = 0;
+            }
+        }
+    }
+
+    /// The `user_data` of each pending SQE not in the SQ yet.
     pub fn user_data(&self) -> Vec<u64> {
         match &self.area {
             Area::Staged(s) => s
@@ -133,11 +167,26 @@ impl Pending {
         }
     }
 
-    /// Drops the pending SQEs without submitting them.
+    /// Drops the pending SQEs not in the SQ yet (those published early stay, for the next
+    /// submit to wake the kernel thread for).
     pub fn discard(&mut self) {
         self.next = match &self.area {
             Area::Staged(_) => 0,
             Area::InPlace(m) => m.discard(),
         };
     }
+}
+
+/// Puts the first `len` staged SQEs of `staging` in `uring`'s SQ and publishes its tail.
+///
+/// # Safety
+///
+/// Every one of them must point only at memory that stays valid until its final CQE.
+unsafe fn push_staged(staging: &Staging, len: u32, uring: &mut IoUring) {
+    let mut sq = uring.submission();
+    // SAFETY: the caller's promise about the SQEs; the room checks before each push kept the
+    // SQEs staged, plus those queued, within the SQ's capacity.
+    let pushed = unsafe { sq.push_multiple(staging.entries(len as usize)) };
+    debug_assert!(pushed.is_ok(), "room was checked when staging");
+    drop(sq); // publishes the tail (a Release store, after the SQEs)
 }

@@ -130,10 +130,11 @@ impl<B> RingState<B> {
             carried = carried.len(),
             "fixed files carried to the new ring"
         );
-        let io = IoRing::new(uring).map_err(|source| Error::Sys {
+        let mut io = IoRing::new(uring).map_err(|source| Error::Sys {
             what: "mmap of the new ring's SQ",
             source,
         })?;
+        io.set_publish_every(self.io.publish_every());
         let old = std::mem::replace(&mut self.io, io);
         self.retiring = Some(Retiring {
             io: old,

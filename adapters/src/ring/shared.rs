@@ -54,6 +54,13 @@ pub(crate) struct RingShared<B> {
 }
 
 impl<B> RingShared<B> {
+    /// With SQPOLL, publishes staged SQEs early, every `every` of them
+    /// ([`Config::sqpoll_publish_every`](crate::Config::sqpoll_publish_every); 0: never). For a
+    /// ring being set up, before anything is posted.
+    pub(crate) fn set_publish_every(&mut self, every: u32) {
+        self.combiner.get_mut().set_publish_every(every);
+    }
+
     pub(crate) fn new(
         uring: IoUring,
         eventfd: OwnedFd,

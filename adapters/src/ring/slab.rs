@@ -8,6 +8,11 @@
 //! its entry went to another work queue's operation); the generation keeps it from matching the
 //! newcomer.
 //!
+//! Each entry counts its own generations, one step at each insert (a load and a store in the
+//! entry's line, which the insert writes anyway, rather than a counter of the slab's that every
+//! insert reads and writes): the same `user_data` comes back only after 2^30 operations through
+//! that one entry.
+//!
 //! Entries are written and read one field at a time, in place. Building an entry aside and
 //! copying it in compiles to vector loads over fields just stored one by one, which cannot be
 //! forwarded from the store buffer and stall the post; the same goes for moving a whole entry
@@ -34,14 +39,17 @@ pub(super) struct InFlight<B> {
     /// above [`STAMP_SERIAL`], whether the entry holds a buffer or a keep ([`STAMP_OWNS`]), and
     /// its side in the low bit ([`STAMP_RECV`]).
     stamp: u32,
-    /// `LIVE | generation` while the entry holds an operation; for a free entry, the next free
-    /// one (the free list runs through the entries). Free entries hold no buffer and no keep.
+    /// The generation of the entry's last operation (the one in its `user_data`; below
+    /// [`GENERATIONS`]).
+    generation: u32,
+    /// [`LIVE`] while the entry holds an operation; for a free entry, the next free one (the
+    /// free list runs through the entries). Free entries hold no buffer and no keep.
     next: u32,
 }
 
 /// The end of the free list (entries are indexed below it).
 const NONE: u32 = LIVE - 1;
-/// Set in the `next` of a live entry, whose other bits are its generation.
+/// The `next` of a live entry.
 const LIVE: u32 = 1 << 31;
 /// The generations an entry tells apart (bits 32..62 of `user_data`).
 const GENERATIONS: u32 = 1 << 30;
@@ -91,6 +99,7 @@ impl<B> InFlight<B> {
         self.stamp >> STAMP_SERIAL
     }
 
+    #[inline(always)]
     fn live(&self) -> bool {
         self.next & LIVE != 0
     }
@@ -123,8 +132,6 @@ pub(super) struct Slab<B> {
     entries: Vec<InFlight<B>>,
     /// The first free entry, or `NONE`.
     free: u32,
-    /// The generation the next insert gets (below [`GENERATIONS`]).
-    generation: u32,
 }
 
 impl<B> Default for Slab<B> {
@@ -132,7 +139,6 @@ impl<B> Default for Slab<B> {
         Self {
             entries: Vec::new(),
             free: NONE,
-            generation: 0,
         }
     }
 }
@@ -163,8 +169,8 @@ impl<B> Slab<B> {
         };
         // A grown entry's `next` is `NONE`, as `free` was.
         self.free = e.next;
-        let generation = self.generation;
-        self.generation = (generation + 1) % GENERATIONS;
+        let generation = (e.generation + 1) % GENERATIONS;
+        e.generation = generation;
         debug_assert!(
             !e.live() && e.buf.is_none() && e.keep.is_none(),
             "a free entry"
@@ -176,7 +182,7 @@ impl<B> Slab<B> {
         e.stamp = uring_serial << STAMP_SERIAL
             | if owns { STAMP_OWNS } else { 0 }
             | if side == Side::Recv { STAMP_RECV } else { 0 };
-        e.next = LIVE | generation;
+        e.next = LIVE;
         // A free entry holds neither a buffer nor a keep, so a `None` needs no store (a copy of
         // a `None` just built in narrower stores would also stall; see `Sqe::copy_to`), and the
         // `None`s a `Some` replaces need no drop.
@@ -202,6 +208,7 @@ impl<B> Slab<B> {
             buf: None,
             keep: None,
             stamp: 0,
+            generation: 0,
             next: NONE,
         });
         entries.last_mut().expect("just pushed")
@@ -229,7 +236,7 @@ impl<B> Slab<B> {
         self.entries
             .iter()
             .position(|e| e.live() && e.wq_key == wq.key() && e.cookie == cookie)
-            .map(|i| i as u64 | u64::from(self.entries[i].next & !LIVE) << 32)
+            .map(|i| i as u64 | u64::from(self.entries[i].generation) << 32)
     }
 
     /// Operations in flight: counted over the entries, for the rare paths that ask (a resize,
@@ -313,7 +320,17 @@ mod tests {
             index: 0,
             generation: 0,
         };
-        slab.generation = GENERATIONS - 1;
+        let first = slab.insert(
+            wq,
+            Side::Send,
+            0,
+            ManuallyDrop::new(None),
+            0,
+            ManuallyDrop::new(None),
+        );
+        assert_eq!(first >> 32, 1, "a new entry's first generation");
+        assert_eq!(slab.finish(first as u32).and_then(|e| e.release()), None);
+        slab.entries[0].generation = GENERATIONS - 2;
         let ud = slab.insert(
             wq,
             Side::Send,

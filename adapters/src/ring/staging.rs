@@ -1,10 +1,10 @@
 //! The staging area: SQEs built since the last submit, in a buffer the size of the SQ.
 //!
-//! They reach the SQ together, with one tail store, so the SQPOLL thread takes a batch in one
-//! pass instead of one SQE per pass. They cannot be written into the SQ as they are built: with
-//! SQPOLL, storing the tail *is* submitting, and a deferred batch ([`crate::Batch`]) must not
-//! reach the kernel before its commit; the io-uring crate publishes the tail whenever its SQ
-//! handle drops.
+//! They reach the SQ in groups, each with one tail store (at submit, or, publishing early,
+//! every few posts: see `pending`), so the SQPOLL thread takes several in one pass instead of
+//! one SQE per pass. They cannot be written into the SQ as they are built: with SQPOLL,
+//! storing the tail *is* submitting, a linked chain must reach the kernel thread whole, and the
+//! io-uring crate publishes the tail whenever its SQ handle drops.
 //!
 //! The pending area (`pending`) writes the SQEs into the buffer through its cursor, as it does
 //! into the SQ of a ring without SQPOLL; the methods here take the number staged from it.

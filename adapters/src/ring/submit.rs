@@ -39,8 +39,9 @@ impl<B> RingState<B> {
     /// Whether one more SQE fits beside the pending ones.
     fn has_room(&mut self) -> bool {
         if self.room == 0 {
-            // Only now look at the kernel's head: the room we knew of is used up.
-            self.room = self.io.room();
+            // Only now look at the kernel's head: the room we knew of is used up (publishing
+            // early, it may be the cap on it, and the SQEs staged are published now).
+            self.room = self.io.post_room(1);
         }
         self.room > 0
     }
@@ -85,8 +86,10 @@ impl<B> RingState<B> {
         if self.room >= n {
             return true;
         }
-        // The room known may be stale (it is refreshed only when used up): look at the head.
-        self.room = self.io.room();
+        // The room known may be stale (it is refreshed only when used up) or capped (publishing
+        // early): look at the head. Nothing of the chain is staged yet, so the SQEs published
+        // early here end where it begins.
+        self.room = self.io.post_room(n);
         if self.room >= n {
             return true;
         }
@@ -94,7 +97,7 @@ impl<B> RingState<B> {
         if self.auto_submit {
             // A failed enter leaves the SQ short, and the chain goes back to its owner.
             let _ = self.submit();
-            self.room = self.io.room();
+            self.room = self.io.post_room(n);
         }
         self.room >= n
     }
