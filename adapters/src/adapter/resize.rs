@@ -9,14 +9,14 @@
 //!
 //! Instead a resize builds a new io_uring with the larger CQ and swaps it in *under the same
 //! [`RingShared`]*. Everything that names the completion queue holds that `RingShared`, not the io_uring:
-//! work queues, [`Ring`] handles, [`CqSet`](crate::CqSet)s and msg_ring operations
+//! work queues, [`Ring`](crate::Ring) handles, [`CqSet`](crate::CqSet)s and msg_ring operations
 //! aimed at it. So nothing has to be switched over, and no table changes:
 //!
 //! - The new ring is set up like the others: SQPOLL attached to the adapter's shared thread
 //!   (`ATTACH_WQ`), the registered-buffer table cloned from the ring it replaces (or each region
 //!   registered again where the kernel cannot clone), a sparse file table of the same size
 //!   holding the old ring's fixed files (below), and *the same eventfd*. A sleeper on
-//!   [`Ring::notify_fd`] or in a `CqSet`'s epoll is woken by either ring, and never
+//!   [`Ring::notify_fd`](crate::Ring::notify_fd) or in a `CqSet`'s epoll is woken by either ring, and never
 //!   has to learn of the resize.
 //! - The swap happens with the ring owned (its lock), after the pending SQEs were submitted to
 //!   the old ring. From then on every post goes to the new ring.
