@@ -27,11 +27,17 @@ pub trait SendHalf: Clone + Send + Sync + 'static {
     /// Sends all the descriptor's bytes.
     fn send_all(&self, buf: Message) -> impl Future<Output = (io::Result<()>, Message)> + Send;
     /// Sends the descriptor's bytes without copying them (`SEND_ZC`); resolves once the kernel
-    /// is done with the buffer, with the count sent.
+    /// is done with the buffer, with the count sent (which may be short) and the buffer.
     fn send_zc(&self, buf: Message) -> impl Future<Output = (io::Result<usize>, Message)> + Send;
+    /// Sends all the descriptor's bytes without copying them (`SEND_ZC`); resolves once the
+    /// socket took them all, with the count, while the kernel may still read the buffer: the
+    /// runtime gives it back to the pool when the kernel is done with it. A send made after
+    /// this resolved goes out after these bytes.
+    fn send_zc_all(&self, buf: Message) -> impl Future<Output = io::Result<usize>> + Send;
     /// Sends the `len` bytes of `region` from `offset` without copying them (`SEND_ZC` from
-    /// the registered region); resolves once the kernel is done with them. `EOPNOTSUPP` (and
-    /// nothing sent) where the socket has no zero-copy sends.
+    /// the registered region); resolves once the socket took them all, while the kernel may
+    /// still read the region (each send keeps a lease on it until the kernel is done).
+    /// `EOPNOTSUPP` (and nothing sent) where the socket has no zero-copy sends.
     fn send_region(
         &self,
         region: &Region,
@@ -74,6 +80,10 @@ impl<S: StreamSocket> SendHalf for Arc<Stream<S>> {
 
     fn send_zc(&self, buf: Message) -> impl Future<Output = (io::Result<usize>, Message)> + Send {
         Stream::send_zc(self, buf)
+    }
+
+    fn send_zc_all(&self, buf: Message) -> impl Future<Output = io::Result<usize>> + Send {
+        Stream::send_zc_all(self, buf)
     }
 
     fn send_region(

@@ -232,6 +232,23 @@ impl<F: Build> Submit<F> {
     }
 }
 
+impl<F: Build> Submit<F> {
+    /// Polls for the operation's *first* completion: for an operation that completes twice (a
+    /// zero-copy send: its result, then the `F_NOTIF` notification that the kernel let go of
+    /// the buffer), ready with the first one's result while the kernel still holds the
+    /// buffer. The operation then runs on without its future: its final completion gives the
+    /// buffer back to the pool, and no cancel is ever posted for it. An operation that
+    /// completes once is ready at that completion (its buffer goes back to the pool). Once
+    /// ready, the future is finished: poll it no more.
+    ///
+    /// Off the workers (first polled inside `block_on`, where the operation runs as a task on
+    /// a worker) it is ready at the final completion only: that task waits for it.
+    #[inline]
+    pub(crate) fn poll_first(&mut self, cx: &mut Context<'_>) -> Poll<i32> {
+        self.inner.poll_first(cx)
+    }
+}
+
 impl<F: Build> Future for Submit<F> {
     type Output = Completed;
 
@@ -281,6 +298,29 @@ impl<F: Build> Inner<F> {
         if let State::Local { worker, cookie } = self.state {
             let polled = context::with_owner(worker, |local| {
                 local.io.borrow_mut().table.poll_result(cookie, cx)
+            });
+            if let Some(polled) = polled {
+                if polled.is_ready() {
+                    self.set_plain(State::Finished);
+                }
+                return polled;
+            }
+        }
+        self.poll_other(cx, false).map(|done| done.result)
+    }
+
+    /// [`poll_result`](Self::poll_result) that resolves at the operation's first completion
+    /// (see [`Submit::poll_first`]).
+    #[inline(always)]
+    fn poll_first(&mut self, cx: &mut Context<'_>) -> Poll<i32> {
+        match self.start_here(cx) {
+            Some(Ok(())) => return Poll::Pending,
+            Some(Err(errno)) => return Poll::Ready(self.fail(errno).result),
+            None => {}
+        }
+        if let State::Local { worker, cookie } = self.state {
+            let polled = context::with_owner(worker, |local| {
+                local.io.borrow_mut().table.poll_first(cookie, cx)
             });
             if let Some(polled) = polled {
                 if polled.is_ready() {
