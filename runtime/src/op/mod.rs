@@ -313,10 +313,10 @@ impl<F: Build> Inner<F> {
     /// (see [`Submit::poll_first`]).
     #[inline(always)]
     fn poll_first(&mut self, cx: &mut Context<'_>) -> Poll<i32> {
-        match self.start_here(cx) {
-            Some(Ok(())) => return Poll::Pending,
-            Some(Err(errno)) => return Poll::Ready(self.fail(errno).result),
-            None => {}
+        // Started, the operation is polled in the table at once: that poll asks for the wake at
+        // the first completion.
+        if let Some(Err(errno)) = self.start_here(cx) {
+            return Poll::Ready(self.fail(errno).result);
         }
         if let State::Local { worker, cookie } = self.state {
             let polled = context::with_owner(worker, |local| {
