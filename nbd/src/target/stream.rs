@@ -44,6 +44,13 @@ pub trait SendHalf: Clone + Send + Sync + 'static {
         offset: usize,
         len: usize,
     ) -> impl Future<Output = io::Result<()>> + Send;
+    /// The bytes sent on the connection that the client has not acknowledged yet (TCP) or not
+    /// read yet (a Unix socket), those the socket has not sent included: `SIOCOUTQ`.
+    ///
+    /// # Errors
+    ///
+    /// As for `ioctl(2)`.
+    fn unacknowledged(&self) -> io::Result<usize>;
     /// Shuts the connection down both ways.
     fn close(&self) -> impl Future<Output = io::Result<()>> + Send;
     /// Resets a TCP connection at once (`connect` to `AF_UNSPEC`, which disconnects it): the
@@ -94,6 +101,17 @@ impl<S: StreamSocket> SendHalf for Arc<Stream<S>> {
     ) -> impl Future<Output = io::Result<()>> + Send {
         let send = Stream::send_region(self, region, offset, len);
         async move { send?.await }
+    }
+
+    fn unacknowledged(&self) -> io::Result<usize> {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one c_int, into a live local; the descriptor is
+        // the stream's own, open while `self` lives.
+        let done = unsafe { libc::ioctl(self.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        if done != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(queued.max(0) as usize)
     }
 
     async fn close(&self) -> io::Result<()> {

@@ -89,7 +89,8 @@ impl Drop for InFlight {
 
 /// How long a send may wait for a client that does not read, and what to raise then.
 pub(crate) struct Stall {
-    /// The longest a send may take.
+    /// The longest a send may take, and the longest the client may leave what was sent
+    /// unacknowledged while the writer has nothing to send.
     pub(crate) timeout: Duration,
     /// Raised when a send took longer: the connection is cut.
     pub(crate) cut: Arc<Signal>,
@@ -99,7 +100,8 @@ pub(crate) struct Stall {
 /// task are done), then closes the connection. After a failed send the rest are dropped (their
 /// buffers go back to the pool): the client is gone. A send that waits longer than the
 /// `stall` timeout (a client that stopped reading its replies holds its buffers meanwhile)
-/// fails too, and raises `stall.cut`. READ data of `zero_copy_min` bytes or more goes out with
+/// fails too, and raises `stall.cut`, as does a client that leaves the bytes sent to it
+/// unacknowledged for that long while there is nothing more to send. READ data of `zero_copy_min` bytes or more goes out with
 /// `SEND_ZC`.
 pub(crate) async fn run<W: SendHalf>(
     out: W,
@@ -121,7 +123,7 @@ pub(crate) async fn run<W: SendHalf>(
         zero_copy_min,
         stall,
     };
-    while let Some(reply) = replies.pop().await {
+    while let Some(reply) = writer.next_reply(&mut replies).await {
         writer.put(reply).await;
         // Whatever queued meanwhile goes in the same sends.
         while let Some(reply) = replies.try_pop() {
@@ -208,6 +210,27 @@ async fn within<T>(limit: Duration, op: impl Future<Output = T>) -> Option<T> {
 }
 
 impl<W: SendHalf> Writer<W> {
+    /// Waits for the next reply. Each time the writer has waited the stall timeout with
+    /// nothing to send, it checks that the client acknowledged what it sent: a client that
+    /// stopped reading before its replies filled the socket never stalls a send, yet the
+    /// zero-copy sends the socket queues for it keep their memory (pool buffers, the export's
+    /// region) until it reads them, or its connection is reset. Its connection is cut then.
+    async fn next_reply(&mut self, replies: &mut Receiver<Reply>) -> Option<Reply> {
+        loop {
+            if let Some(next) = within(self.stall.timeout, replies.pop()).await {
+                return next;
+            }
+            if self.broken {
+                continue;
+            }
+            match self.out.unacknowledged() {
+                Ok(0) => {}
+                Ok(_) => self.stalled(),
+                Err(e) => self.fail(&e),
+            }
+        }
+    }
+
     async fn put(&mut self, reply: Reply) {
         let Reply { head, data, slot } = reply;
         match data {
