@@ -32,6 +32,13 @@
 //!   slot keeps each result until its future takes it, and once the future is dropped, every
 //!   result it did not take, and every one that comes until the final completion, goes to the
 //!   orphan handler.
+//! - A *zero-copy send* completes twice: its result, then the `F_NOTIF` notification that the
+//!   kernel let go of the buffer. A future that resolves at the first completion
+//!   ([`Stream::send_zc_all`](crate::net::Stream::send_zc_all),
+//!   [`Stream::send_region`](crate::net::Stream::send_region)) lets go of the operation then:
+//!   the worker keeps its slot until the notification and gives the buffer back to the pool
+//!   (or drops the region's lease) with it. Dropping a send's future after its first
+//!   completion posts no cancel either: only the notification is left, which no cancel hurries.
 //! - **[`Submit::cancel`]** is the explicit form: it cancels the operation and waits for its
 //!   final completion, so the caller gets the real result (`-ECANCELED`, or what the operation
 //!   did if it won the race) and the buffer.
