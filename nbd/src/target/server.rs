@@ -120,7 +120,7 @@ impl Server {
 
     /// Cuts a connection when sending it a reply takes longer than `timeout`, or when its
     /// client leaves the bytes sent to it unacknowledged that long while no reply waits to be
-    /// sent (the client stopped reading its replies; meanwhile they hold their buffers, which
+    /// sent, once the connection has sent zero-copy (the client stopped reading its replies; meanwhile they hold their buffers, which
     /// other connections may be waiting for, and zero-copy sends hold theirs until the client
     /// reads the bytes). The default is [`STALL_TIMEOUT`]; a new value applies
     /// to connections that start after it.

@@ -101,7 +101,8 @@ pub(crate) struct Stall {
 /// buffers go back to the pool): the client is gone. A send that waits longer than the
 /// `stall` timeout (a client that stopped reading its replies holds its buffers meanwhile)
 /// fails too, and raises `stall.cut`, as does a client that leaves the bytes sent to it
-/// unacknowledged for that long while there is nothing more to send. READ data of `zero_copy_min` bytes or more goes out with
+/// unacknowledged for that long while there is nothing more to send (on a connection that
+/// sends zero-copy). READ data of `zero_copy_min` bytes or more goes out with
 /// `SEND_ZC`.
 pub(crate) async fn run<W: SendHalf>(
     out: W,
@@ -211,16 +212,17 @@ async fn within<T>(limit: Duration, op: impl Future<Output = T>) -> Option<T> {
 
 impl<W: SendHalf> Writer<W> {
     /// Waits for the next reply. Each time the writer has waited the stall timeout with
-    /// nothing to send, it checks that the client acknowledged what it sent: a client that
-    /// stopped reading before its replies filled the socket never stalls a send, yet the
-    /// zero-copy sends the socket queues for it keep their memory (pool buffers, the export's
-    /// region) until it reads them, or its connection is reset. Its connection is cut then.
+    /// nothing to send, on a connection that sends zero-copy, it checks that the client
+    /// acknowledged what it sent: a client that stopped reading before its replies filled the
+    /// socket never stalls a send, yet the zero-copy sends the socket queues for it keep their
+    /// memory (pool buffers, the export's region) until it reads them, or its connection is
+    /// reset. Its connection is cut then. (Copied replies hold none of the server's memory.)
     async fn next_reply(&mut self, replies: &mut Receiver<Reply>) -> Option<Reply> {
         loop {
             if let Some(next) = within(self.stall.timeout, replies.pop()).await {
                 return next;
             }
-            if self.broken {
+            if self.broken || self.zero_copy != ZeroCopy::Works {
                 continue;
             }
             match self.out.unacknowledged() {
