@@ -24,11 +24,11 @@
 //! # Ownership
 //!
 //! Each send holds a clone of the region (a lease) until its final completion (its
-//! notification), whether its future resolved, was dropped (the send is cancelled, and the lease waits for the final
-//! completion) or the runtime shuts down. The region is unregistered when the last clone goes:
-//! after the last send that used it has completed, never before, and the memory (the `Arc` it
-//! was registered with) is released only after that. The kernel thus never reads memory that
-//! the region does not own. It only ever reads it: sends are the only operations on a region,
+//! notification), whether its future resolved, was dropped (the send is cancelled, and the
+//! lease waits for the final completion) or the runtime shuts down. The region is
+//! unregistered when the last clone goes: after the last send that used it has completed,
+//! never before, and the memory (the `Arc` it was registered with) is released only after
+//! that. The kernel thus never reads memory that the region does not own. It only ever reads it: sends are the only operations on a region,
 //! so the owner may keep writing the memory (a reader then gets the bytes of the moment they
 //! are sent: up to the notification, which may come after the future resolved, the NIC may
 //! read them, for a retransmission too).
