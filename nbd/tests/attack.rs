@@ -319,6 +319,68 @@ fn two_stalled_clients_leave_large_requests_to_the_others() {
     h.stop();
 }
 
+/// A client that reads one zero-copy READ's reply, then asks for a few more and neither reads
+/// their replies nor asks for more: the replies fit in the server's socket, so no send stalls
+/// (zero-copy sends resolve once the socket took the bytes), but the bytes the client's tiny
+/// window leaves unsent keep their pool buffers in that socket. The writer, with nothing left
+/// to send, sees them unacknowledged for the stall timeout and cuts the connection, which
+/// gives the buffers back.
+#[test]
+fn a_client_that_stops_reading_short_replies_is_cut_and_frees_the_buffers() {
+    let file = regio_testkit::TempFile::filled("nbd-unread", 0, 4 * MIB as usize);
+    let Some(h) = start(vec![Export::file("", file.path(), false).unwrap()], 8) else {
+        return;
+    };
+    h.server.set_stall_timeout(Duration::from_secs(1));
+    h.server.set_zero_copy_min(0);
+    let len = h.server.max_payload();
+    let mut c = h.open("", false);
+    // The first zero-copy send of a connection waits for its buffer back (see the writer):
+    // this one is read.
+    let first = c.call(Command::Read, CommandFlags::empty(), 0, len, &[]);
+    assert_eq!(first.error, None);
+    set_receive_buffer(&c.stream, 4096);
+    for i in 0..4 {
+        let at = u64::from(i * len);
+        c.request(Command::Read, CommandFlags::empty(), i.into(), at, len, &[]);
+    }
+    // The client reads nothing until the server has closed the connection (a bounded wait).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while h.server.stats().connections > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connection was not cut: {}",
+            h.server.stats()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.assert_pool_full();
+    let mut got = Vec::new();
+    let end = std::io::Read::read_to_end(&mut c.stream, &mut got);
+    assert!(
+        end.is_ok() || end.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the connection is cut"
+    );
+    assert!(got.len() < 4 * len as usize, "every reply got through");
+    h.stop();
+}
+
+/// Sets `SO_RCVBUF` on `stream`.
+fn set_receive_buffer(stream: &std::net::TcpStream, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the option value is a live c_int of the size passed; the descriptor is open.
+    let done = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const bytes).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(done, 0, "{}", std::io::Error::last_os_error());
+}
+
 /// Sends option `code` with `data` as it is (malformed on purpose).
 fn raw_option(c: &mut common::Client, code: u32, data: &[u8]) {
     let mut bytes = b"IHAVEOPT".to_vec();

@@ -58,7 +58,8 @@ fn reads_of_a_memory_export_go_out_from_the_export_itself() {
     let mut s = h.open("", true);
     let got = s.call(Command::Read, none, MIB, max, &[]);
     assert!(got.data == data && got.holes == 0);
-    // A send is counted at its F_NOTIF, which may come after the client has read the reply.
+    // A send is counted once the socket took it, which the worker may learn after the client
+    // has read the reply.
     let after = settled(&h, |s| s.zero_copy_sends - before.zero_copy_sends >= 4);
     assert_eq!(after.zero_copy_sends - before.zero_copy_sends, 4);
     assert_eq!(

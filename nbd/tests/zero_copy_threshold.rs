@@ -61,8 +61,8 @@ fn read<S: std::io::Read + std::io::Write>(c: &mut Client<S>, data: &[u8], at: u
 }
 
 /// The statistics once their zero-copy bytes reach `before`'s plus `bytes` (a send is counted
-/// at its notification, which may come after the client read the reply; a bounded wait,
-/// nothing is timed).
+/// once the socket took its bytes, which the worker may learn after the client read the reply;
+/// a bounded wait, nothing is timed).
 fn settled(h: &Harness, before: &StatsLine, bytes: u64) -> StatsLine {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -111,8 +111,8 @@ fn every_read_goes_zero_copy(kind: Kind) {
 }
 
 /// With the threshold at 64 KiB, small READs are copied: after them, a 128 KiB READ is all the
-/// zero-copy counters see (the writer finishes each send, notification included, before the
-/// next, so a zero-copy send of the small ones would be counted by then).
+/// zero-copy counters see (the writer counts each send before it makes the next, so a
+/// zero-copy send of the small ones would be counted by then).
 fn small_reads_are_copied_below_the_threshold(kind: Kind) {
     let threshold = 64 * KIB;
     let Some((h, _file, data)) = serve(kind, threshold as usize) else {
@@ -175,6 +175,44 @@ fn a_reply_at_the_threshold_goes_zero_copy_whatever_its_buffers() {
     drop(c);
     h.assert_pool_full();
     h.stop();
+}
+
+/// A file export over TCP answers READs that span several pool buffers (256 KiB, what nbdcopy
+/// asks for, or the largest request the test's small pool allows: several 64 KiB buffers, one
+/// zero-copy send each) many times in a row, at the default
+/// threshold and at 0, with the right data, and every buffer comes back. The writer sends each
+/// buffer once the socket took the one before, without waiting for the client's
+/// acknowledgement of it (which a client that delays its ACKs sends tens of milliseconds later:
+/// that wait, per buffer, was the bottleneck of such reads).
+#[test]
+fn reads_across_several_buffers_of_a_file_export_go_zero_copy_in_a_row() {
+    const READS: u64 = 48;
+    for threshold in [ZERO_COPY_MIN, 0] {
+        let Some((h, _file, data)) = serve(Kind::File, threshold) else {
+            return;
+        };
+        let len = h.server.max_payload().min(256 * KIB);
+        let buffers = u64::from(len.div_ceil(64 * KIB));
+        assert!(buffers >= 3, "a READ of {len} bytes");
+        for structured in [false, true] {
+            let mut c = h.open("", structured);
+            let before = h.server.stats();
+            for i in 0..READS {
+                // Odd offsets too: a reply's buffers need not be whole.
+                let at = (i * 12_345) % (MIB - u64::from(len));
+                read(&mut c, &data, at, len);
+            }
+            let bytes = READS * u64::from(len);
+            let after = settled(&h, &before, bytes);
+            assert_eq!(after.zero_copy_bytes - before.zero_copy_bytes, bytes);
+            assert!(
+                after.zero_copy_sends - before.zero_copy_sends >= buffers * READS,
+                "threshold {threshold}, structured={structured}: {after}"
+            );
+        }
+        h.assert_pool_full();
+        h.stop();
+    }
 }
 
 /// A threshold above the largest request sends nothing zero-copy, and a new threshold applies

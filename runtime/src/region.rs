@@ -13,20 +13,25 @@
 //! registrations only on their owner thread, and a region's last lease may drop on any thread.
 //!
 //! [`Stream::send_region`] sends a range of the region with `IORING_OP_SEND_ZC` from the fixed
-//! buffer: no copy is made; the future resolves once every byte is sent and the kernel has let
-//! go of the pages (the `F_NOTIF` notification of each send). A range that spans chunks is sent
-//! as one send per chunk, in order; a short send is followed by a send of the rest.
+//! buffer: no copy is made. The future resolves once the socket took every byte (the first
+//! completion of each send), not when the kernel lets go of the pages: that is each send's
+//! `F_NOTIF` notification, which on TCP comes only when the peer acknowledged the bytes, and
+//! each send keeps its lease on the region until then (see Ownership). A range that spans
+//! chunks is sent as one send per chunk, in order; a short send is followed by a send of the
+//! rest. A send posted on the same socket after the future resolved goes out after these
+//! bytes.
 //!
 //! # Ownership
 //!
-//! Each send holds a clone of the region (a lease) until its final completion, whether its
-//! future is awaited, dropped (the send is cancelled, and the lease waits for the final
-//! completion) or the runtime shuts down. The region is unregistered when the last clone goes:
-//! after the last send that used it has completed, never before, and the memory (the `Arc` it
-//! was registered with) is released only after that. The kernel thus never reads memory that
-//! the region does not own. It only ever reads it: sends are the only operations on a region,
+//! Each send holds a clone of the region (a lease) until its final completion (its
+//! notification), whether its future resolved, was dropped (the send is cancelled, and the
+//! lease waits for the final completion) or the runtime shuts down. The region is
+//! unregistered when the last clone goes: after the last send that used it has completed,
+//! never before, and the memory (the `Arc` it was registered with) is released only after
+//! that. The kernel thus never reads memory that the region does not own. It only ever reads it: sends are the only operations on a region,
 //! so the owner may keep writing the memory (a reader then gets the bytes of the moment they
-//! are sent).
+//! are sent: up to the notification, which may come after the future resolved, the NIC may
+//! read them, for a retransmission too).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -325,8 +330,10 @@ impl Region {
 
 impl<S: StreamSocket> Stream<S> {
     /// Sends the `len` bytes of `region` from `offset` without copying them (see the
-    /// [`region`](crate::region) module); the future resolves once every byte is sent and
-    /// the kernel has let go of the pages.
+    /// [`region`](crate::region) module); the future resolves once the socket took every
+    /// byte (each send's own completion), without waiting for the kernel to let go of the
+    /// pages: each send keeps its lease on the region until its `F_NOTIF` notification. A send
+    /// posted on this socket after the future resolved goes out after these bytes.
     ///
     /// # Errors
     ///
@@ -372,8 +379,10 @@ impl Build for RegionSend {
     }
 }
 
-/// The future of [`Stream::send_region`]. Dropping it cancels the send in flight; that send
-/// keeps its lease on the region until its final completion.
+/// The future of [`Stream::send_region`]: resolves once the socket took every byte, while the
+/// kernel may still read the region (each send keeps its lease until its notification).
+/// Dropping it cancels the send in flight; that send keeps its lease on the region until its
+/// final completion.
 #[must_use = "futures do nothing unless polled; a dropped send is cancelled"]
 pub struct SendRegion {
     queues: Arc<FdQueues>,
@@ -411,17 +420,19 @@ impl Future for SendRegion {
                     this.send.insert(Submit::new(route, None, piece))
                 }
             };
-            let done = ready!(Pin::new(send).poll(cx));
+            // The piece's own completion: its lease stays with the operation until the
+            // notification, which the future does not wait for.
+            let result = ready!(send.poll_first(cx));
             this.send = None;
-            match done.io_result() {
-                Ok(0) => {
+            match result {
+                0 => {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::WriteZero,
                         "the socket took no bytes",
                     )))
                 }
-                Ok(n) => this.at += n as usize,
-                Err(e) => return Poll::Ready(Err(e)),
+                n if n < 0 => return Poll::Ready(Err(io::Error::from_raw_os_error(-n))),
+                n => this.at += n as usize,
             }
         }
     }

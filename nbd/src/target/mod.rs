@@ -34,8 +34,11 @@
 //! expect); `OFFSET_HOLE` chunks within a READ that is not all hole (its holes are sent as
 //! zeroes). A client that stops reading its
 //! replies holds its share of the data buffers (a quarter of them, or one request of the
-//! maximum payload) until a send has waited for it longer than the [`STALL_TIMEOUT`]; then its
-//! connection is cut. A graceful shutdown cuts the connections still open after its grace
+//! maximum payload), and the socket keeps the buffers of the zero-copy sends it queued for it,
+//! until a send has waited for it longer than the [`STALL_TIMEOUT`], or the bytes sent have
+//! waited that long for its acknowledgement while no reply was left to send (on a connection
+//! that sends zero-copy); then its
+//! connection is cut (and reset, which frees what the socket held). A graceful shutdown cuts the connections still open after its grace
 //! ([`Server::finish_within`]).
 //!
 //! ```no_run

@@ -118,9 +118,11 @@ impl Server {
         })
     }
 
-    /// Cuts a connection when sending it a reply takes longer than `timeout` (the client
-    /// stopped reading its replies; meanwhile they hold their buffers, which other
-    /// connections may be waiting for). The default is [`STALL_TIMEOUT`]; a new value applies
+    /// Cuts a connection when sending it a reply takes longer than `timeout`, or when its
+    /// client leaves the bytes sent to it unacknowledged that long while no reply waits to be
+    /// sent, once the connection has sent zero-copy (the client stopped reading its replies; meanwhile they hold their buffers, which
+    /// other connections may be waiting for, and zero-copy sends hold theirs until the client
+    /// reads the bytes). The default is [`STALL_TIMEOUT`]; a new value applies
     /// to connections that start after it.
     pub fn set_stall_timeout(&self, timeout: Duration) {
         // Relaxed: as in `Shared::stall_timeout`.
@@ -138,9 +140,9 @@ impl Server {
     /// Below the threshold a reply's data is copied once, into a registered staging buffer
     /// where the replies of a batch are gathered with their headers and go out in one send.
     /// For small replies that can cost less: each `SEND_ZC` posts a second completion (the
-    /// notification that the kernel let go of the memory), the connection's writer waits for
-    /// that notification before its next send (on TCP it comes once the client has
-    /// acknowledged the bytes), and on loopback the kernel copies zero-copy sends anyway.
+    /// notification that the kernel let go of the memory, which on TCP comes once the client
+    /// has acknowledged the bytes; the writer does not wait for it, but the buffer stays out
+    /// of the pool until then), and on loopback the kernel copies zero-copy sends anyway.
     /// Sockets without zero-copy sends (Unix sockets) copy whatever the threshold.
     pub fn set_zero_copy_min(&self, bytes: usize) {
         // Relaxed: as in `Shared::zero_copy_min`.

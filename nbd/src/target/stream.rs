@@ -27,17 +27,30 @@ pub trait SendHalf: Clone + Send + Sync + 'static {
     /// Sends all the descriptor's bytes.
     fn send_all(&self, buf: Message) -> impl Future<Output = (io::Result<()>, Message)> + Send;
     /// Sends the descriptor's bytes without copying them (`SEND_ZC`); resolves once the kernel
-    /// is done with the buffer, with the count sent.
+    /// is done with the buffer, with the count sent (which may be short) and the buffer.
     fn send_zc(&self, buf: Message) -> impl Future<Output = (io::Result<usize>, Message)> + Send;
+    /// Sends all the descriptor's bytes without copying them (`SEND_ZC`); resolves once the
+    /// socket took them all, with the count, while the kernel may still read the buffer: the
+    /// runtime gives it back to the pool when the kernel is done with it. A send made after
+    /// this resolved goes out after these bytes.
+    fn send_zc_all(&self, buf: Message) -> impl Future<Output = io::Result<usize>> + Send;
     /// Sends the `len` bytes of `region` from `offset` without copying them (`SEND_ZC` from
-    /// the registered region); resolves once the kernel is done with them. `EOPNOTSUPP` (and
-    /// nothing sent) where the socket has no zero-copy sends.
+    /// the registered region); resolves once the socket took them all, while the kernel may
+    /// still read the region (each send keeps a lease on it until the kernel is done).
+    /// `EOPNOTSUPP` (and nothing sent) where the socket has no zero-copy sends.
     fn send_region(
         &self,
         region: &Region,
         offset: usize,
         len: usize,
     ) -> impl Future<Output = io::Result<()>> + Send;
+    /// The bytes sent on the connection that the client has not acknowledged yet (TCP) or not
+    /// read yet (a Unix socket), those the socket has not sent included: `SIOCOUTQ`.
+    ///
+    /// # Errors
+    ///
+    /// As for `ioctl(2)`.
+    fn unacknowledged(&self) -> io::Result<usize>;
     /// Shuts the connection down both ways.
     fn close(&self) -> impl Future<Output = io::Result<()>> + Send;
     /// Resets a TCP connection at once (`connect` to `AF_UNSPEC`, which disconnects it): the
@@ -76,6 +89,10 @@ impl<S: StreamSocket> SendHalf for Arc<Stream<S>> {
         Stream::send_zc(self, buf)
     }
 
+    fn send_zc_all(&self, buf: Message) -> impl Future<Output = io::Result<usize>> + Send {
+        Stream::send_zc_all(self, buf)
+    }
+
     fn send_region(
         &self,
         region: &Region,
@@ -84,6 +101,17 @@ impl<S: StreamSocket> SendHalf for Arc<Stream<S>> {
     ) -> impl Future<Output = io::Result<()>> + Send {
         let send = Stream::send_region(self, region, offset, len);
         async move { send?.await }
+    }
+
+    fn unacknowledged(&self) -> io::Result<usize> {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one c_int, into a live local; the descriptor is
+        // the stream's own, open while `self` lives.
+        let done = unsafe { libc::ioctl(self.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        if done != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(queued.max(0) as usize)
     }
 
     async fn close(&self) -> io::Result<()> {

@@ -7,6 +7,15 @@
 //! the batch rather than two per reply. Data at or above it goes out with `SEND_ZC` from the
 //! buffers the reads filled, or, for a registered memory export, from the export itself (data
 //! below it is copied straight from the export into the gathered bytes).
+//!
+//! The writer never waits for a zero-copy send's notification (the kernel's word that it let
+//! go of the memory, which on TCP comes only with the client's acknowledgement, tens of
+//! milliseconds later from a client that delays its ACKs): each send resolves once the socket
+//! took its bytes, and the next one queues behind them. The memory stays the kernel's until
+//! the notification all the same: the runtime gives a buffer back to the pool, or drops its
+//! lease on the export's region, only then. The first zero-copy send of buffers on a
+//! connection is the exception: it waits for its buffer back, which it needs to copy the
+//! data where the socket turns out to have no zero-copy sends (a Unix socket).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -80,7 +89,8 @@ impl Drop for InFlight {
 
 /// How long a send may wait for a client that does not read, and what to raise then.
 pub(crate) struct Stall {
-    /// The longest a send may take.
+    /// The longest a send may take, and the longest the client may leave what was sent
+    /// unacknowledged while the writer has nothing to send.
     pub(crate) timeout: Duration,
     /// Raised when a send took longer: the connection is cut.
     pub(crate) cut: Arc<Signal>,
@@ -90,7 +100,9 @@ pub(crate) struct Stall {
 /// task are done), then closes the connection. After a failed send the rest are dropped (their
 /// buffers go back to the pool): the client is gone. A send that waits longer than the
 /// `stall` timeout (a client that stopped reading its replies holds its buffers meanwhile)
-/// fails too, and raises `stall.cut`. READ data of `zero_copy_min` bytes or more goes out with
+/// fails too, and raises `stall.cut`, as does a client that leaves the bytes sent to it
+/// unacknowledged for that long while there is nothing more to send (on a connection that
+/// sends zero-copy). READ data of `zero_copy_min` bytes or more goes out with
 /// `SEND_ZC`.
 pub(crate) async fn run<W: SendHalf>(
     out: W,
@@ -108,11 +120,11 @@ pub(crate) async fn run<W: SendHalf>(
         buffers,
         stats,
         broken: false,
-        zero_copy: true,
+        zero_copy: ZeroCopy::Untried,
         zero_copy_min,
         stall,
     };
-    while let Some(reply) = replies.pop().await {
+    while let Some(reply) = writer.next_reply(&mut replies).await {
         writer.put(reply).await;
         // Whatever queued meanwhile goes in the same sends.
         while let Some(reply) = replies.try_pop() {
@@ -175,10 +187,22 @@ struct Writer<W> {
     stats: Arc<Stats>,
     broken: bool,
     /// Whether the socket takes `SEND_ZC` (a Unix socket does not).
-    zero_copy: bool,
+    zero_copy: ZeroCopy,
     /// Data of this many bytes or more goes out with `SEND_ZC` (where the socket takes it).
     zero_copy_min: usize,
     stall: Stall,
+}
+
+/// What the writer knows of its socket's zero-copy sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ZeroCopy {
+    /// None was tried yet: the next send of buffers waits for its buffer back, to copy the
+    /// data if the socket refuses.
+    Untried,
+    /// One went out: the socket takes them.
+    Works,
+    /// The socket refused one (`EOPNOTSUPP`): data is copied from now on.
+    Unsupported,
 }
 
 /// `op`, unless it takes longer than `limit` (then it is dropped, which cancels it).
@@ -187,6 +211,28 @@ async fn within<T>(limit: Duration, op: impl Future<Output = T>) -> Option<T> {
 }
 
 impl<W: SendHalf> Writer<W> {
+    /// Waits for the next reply. Each time the writer has waited the stall timeout with
+    /// nothing to send, on a connection that sends zero-copy, it checks that the client
+    /// acknowledged what it sent: a client that stopped reading before its replies filled the
+    /// socket never stalls a send, yet the zero-copy sends the socket queues for it keep their
+    /// memory (pool buffers, the export's region) until it reads them, or its connection is
+    /// reset. Its connection is cut then. (Copied replies hold none of the server's memory.)
+    async fn next_reply(&mut self, replies: &mut Receiver<Reply>) -> Option<Reply> {
+        loop {
+            if let Some(next) = within(self.stall.timeout, replies.pop()).await {
+                return next;
+            }
+            if self.broken || self.zero_copy != ZeroCopy::Works {
+                continue;
+            }
+            match self.out.unacknowledged() {
+                Ok(0) => {}
+                Ok(_) => self.stalled(),
+                Err(e) => self.fail(&e),
+            }
+        }
+    }
+
     async fn put(&mut self, reply: Reply) {
         let Reply { head, data, slot } = reply;
         match data {
@@ -230,7 +276,7 @@ impl<W: SendHalf> Writer<W> {
     /// the socket has no zero-copy sends, are copied from the export into the gathered bytes;
     /// the others go out with `SEND_ZC` from the export.
     async fn put_export(&mut self, head: &[u8], export: &Export, offset: u64, len: usize) {
-        let copy = len < self.zero_copy_min || !self.zero_copy;
+        let copy = len < self.zero_copy_min || self.zero_copy == ZeroCopy::Unsupported;
         if copy && self.staging.is_none() {
             self.stage();
         }
@@ -249,10 +295,13 @@ impl<W: SendHalf> Writer<W> {
         let at = offset as usize;
         match within(self.stall.timeout, self.out.send_region(region, at, len)).await {
             None => self.stalled(),
-            Some(Ok(())) => self.stats.sent_zero_copy_from_export(len as u64),
+            Some(Ok(())) => {
+                self.zero_copy = ZeroCopy::Works;
+                self.stats.sent_zero_copy_from_export(len as u64);
+            }
             // The socket's family has no zero-copy send: copy from now on. Nothing was sent.
             Some(Err(e)) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                self.zero_copy = false;
+                self.zero_copy = ZeroCopy::Unsupported;
                 if self.staging.is_none() {
                     self.stage();
                 }
@@ -373,26 +422,49 @@ impl<W: SendHalf> Writer<W> {
     }
 
     /// Sends a buffer of READ data, with `SEND_ZC` if `zero_copy` (and the socket takes it).
+    /// A zero-copy send does not wait for the kernel to let go of the buffer (see the module
+    /// docs), but on a socket not known to take them.
     async fn send_data(&mut self, buf: Message, zero_copy: bool) {
+        let limit = self.stall.timeout;
+        match (zero_copy, self.zero_copy) {
+            (false, _) | (true, ZeroCopy::Unsupported) => self.send_copied(buf).await,
+            (true, ZeroCopy::Untried) => self.send_first_zero_copy(buf).await,
+            (true, ZeroCopy::Works) => match within(limit, self.out.send_zc_all(buf)).await {
+                None => self.stalled(),
+                Some(Ok(n)) => self.stats.sent_zero_copy(n as u64),
+                Some(Err(e)) => self.fail(&e),
+            },
+        }
+    }
+
+    /// Sends a buffer of READ data with a copy.
+    async fn send_copied(&mut self, buf: Message) {
+        match within(self.stall.timeout, self.out.send_all(buf)).await {
+            None => self.stalled(),
+            Some((Err(e), _)) => self.fail(&e),
+            Some((Ok(()), _)) => {}
+        }
+    }
+
+    /// The first zero-copy send of buffers on the connection: it waits for the buffer back,
+    /// and copies what the socket did not take (all of it if the socket has no zero-copy
+    /// sends, which are then off for the connection).
+    async fn send_first_zero_copy(&mut self, buf: Message) {
         let len = buf.descriptor().len();
         let limit = self.stall.timeout;
-        if !zero_copy || !self.zero_copy {
-            match within(limit, self.out.send_all(buf)).await {
-                None => self.stalled(),
-                Some((Err(e), _)) => self.fail(&e),
-                Some((Ok(()), _)) => {}
-            }
-            return;
-        }
         let whole = buf.descriptor().slices()[0];
         let Some((sent, mut buf)) = within(limit, self.out.send_zc(buf)).await else {
             return self.stalled();
         };
         let rest = match sent {
-            Ok(n) if n >= len => return self.stats.sent_zero_copy(n as u64),
+            Ok(n) if n >= len => {
+                self.zero_copy = ZeroCopy::Works;
+                return self.stats.sent_zero_copy(n as u64);
+            }
             Ok(n) => {
                 // Partly sent without a copy (if at all); the rest is copied.
                 if n > 0 {
+                    self.zero_copy = ZeroCopy::Works;
                     self.stats.sent_zero_copy(n as u64);
                 }
                 let mut rest = whole;
@@ -402,17 +474,13 @@ impl<W: SendHalf> Writer<W> {
             }
             // The socket's family has no zero-copy send: copy from now on. Nothing was sent.
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                self.zero_copy = false;
+                self.zero_copy = ZeroCopy::Unsupported;
                 whole
             }
             Err(e) => return self.fail(&e),
         };
         buf.descriptor_mut().set_slices(&[rest]).expect("one slice");
-        match within(limit, self.out.send_all(buf)).await {
-            None => self.stalled(),
-            Some((Err(e), _)) => self.fail(&e),
-            Some((Ok(()), _)) => {}
-        }
+        self.send_copied(buf).await;
     }
 
     /// A send waited longer than the stall timeout: the client stopped reading. Its replies

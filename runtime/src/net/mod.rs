@@ -81,15 +81,31 @@
 //!
 //! # Zero-copy sends
 //!
-//! [`Stream::send_zc`] is `IORING_OP_SEND_ZC` on the registered buffer: the NIC (or, on
+//! A zero-copy send is `IORING_OP_SEND_ZC` on the registered buffer: the NIC (or, on
 //! loopback, the receiving socket) reads the pages directly, so no copy is made, and the
 //! buffer stays with the kernel until its `F_NOTIF` notification, which comes when every
 //! packet that carries its bytes has been acknowledged or dropped: one more completion per
-//! send, and a buffer held for a round trip rather than a copy. The future resolves only after
-//! that notification; a dropped one leaves the buffer parked until it comes. It pays off for
-//! large sends (tens of KiB); for small ones the copy is cheaper than the notification. On
-//! loopback the kernel copies the bytes when the receiving socket queues them: there a
-//! zero-copy send proves correctness, not speed.
+//! send, and a buffer held for a round trip rather than a copy. It pays off for large sends
+//! (tens of KiB); for small ones the copy is cheaper than the notification. On loopback the
+//! kernel copies the bytes when the receiving socket queues them: there a zero-copy send
+//! proves correctness, not speed. A send completes twice, and the two calls differ in which
+//! completion their future waits for:
+//!
+//! - [`Stream::send_zc_all`] resolves at the send's own completion, which says the socket took
+//!   every byte (`MSG_WAITALL`: the kernel sends the rest of a short send itself). The buffer
+//!   is the send's: the kernel keeps reading it until the notification, and the runtime then
+//!   gives it back to the pool, whether or not the caller is still there. A send posted on the
+//!   same socket after the future resolved goes out after these bytes, so a stream writer
+//!   goes on at once: on TCP the notification waits for the peer's acknowledgement, which a
+//!   peer that delays its ACKs sends tens of milliseconds later, and a writer that waited for
+//!   it before each send would stall that long per send.
+//! - [`Stream::send_zc`] resolves only after the notification, with the count and the buffer,
+//!   for a caller that wants the buffer back (to send the rest of a short send, or to reuse
+//!   it).
+//!
+//! Dropping either future before the send completed cancels it; the buffer is parked until
+//! the notification, then goes back to the pool. The memory may be reused only once it is back
+//! in the pool (or, for `send_zc`, given back by the future).
 //!
 //! [`Stream::send_region`] sends from the program's own memory the same way, once it is
 //! registered as a [`Region`](crate::region::Region) (see the [`region`](crate::region)
@@ -164,7 +180,7 @@ mod unix;
 
 pub use incoming::Incoming;
 pub use listener::{ListenSocket, Listener, TcpListener};
-pub use op::{RecvFrom, Transfer, TransferAll};
+pub use op::{RecvFrom, SendZcAll, Transfer, TransferAll};
 pub use split::{OwnedReadHalf, OwnedWriteHalf};
 pub use stream::{Stream, StreamSocket, TcpStream};
 pub use udp::UdpSocket;

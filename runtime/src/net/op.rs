@@ -28,6 +28,9 @@ pub(crate) enum Kind {
     Recv,
     Send,
     SendZc,
+    /// A zero-copy send of every byte (`MSG_WAITALL`: the kernel sends the rest of a short
+    /// send itself), awaited to its first completion ([`SendZcAll`]).
+    SendZcAll,
     Connect(SocketAddr),
     /// A Unix socket's connect, to a path checked by [`check_unix_path`].
     ConnectUnix(Arc<Path>),
@@ -43,6 +46,7 @@ impl std::fmt::Debug for Kind {
             Kind::Recv => "recv",
             Kind::Send => "send",
             Kind::SendZc => "send_zc",
+            Kind::SendZcAll => "send_zc_all",
             Kind::Connect(_) => "connect",
             Kind::ConnectUnix(_) => "connect (Unix)",
             Kind::SendTo(_) => "send_to",
@@ -58,6 +62,7 @@ impl Build for NetIo {
             (Kind::Recv, Some(buf)) => Op::recv(buf, 0, cookie),
             (Kind::Send, Some(buf)) => Op::send(buf, 0, cookie),
             (Kind::SendZc, Some(buf)) => Op::send_zc(buf, 0, cookie),
+            (Kind::SendZcAll, Some(buf)) => Op::send_zc(buf, libc::MSG_WAITALL, cookie),
             (Kind::Connect(addr), None) => Op::connect(addr, cookie),
             (Kind::ConnectUnix(path), None) => Op::connect_unix(&path, cookie)
                 .unwrap_or_else(|e| unreachable!("the path was checked: {e}")),
@@ -232,6 +237,55 @@ impl Future for Transfer {
                     .expect("a receive or send future was polled after it completed"),
             ),
         }
+    }
+}
+
+/// The future of `send_zc_all` (of [`Stream`](super::Stream) and
+/// [`OwnedWriteHalf`](super::OwnedWriteHalf)): resolves at the send's own completion, to the
+/// count of bytes the socket took (all of them), while the kernel keeps the buffer until its
+/// `F_NOTIF` notification, after which the runtime gives it back to the pool. See the
+/// [module docs](super#zero-copy-sends). Dropping it before it resolves cancels the send; the
+/// buffer goes back to the pool with the send's final completion, as ever.
+#[must_use = "futures do nothing unless polled; a dropped send is cancelled"]
+#[derive(Debug)]
+pub struct SendZcAll {
+    /// `None` once resolved, or for an empty descriptor (which is never posted).
+    op: Option<Submit<NetIo>>,
+    len: usize,
+}
+
+impl SendZcAll {
+    pub(crate) fn new(queues: Arc<FdQueues>, buf: Message) -> Self {
+        let len = buf.descriptor().len();
+        let op = (len > 0).then(|| submit(queues, Kind::SendZcAll, Some(buf)));
+        Self { op, len }
+    }
+}
+
+impl Future for SendZcAll {
+    type Output = io::Result<usize>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let Some(op) = this.op.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        let result = ready!(op.poll_first(cx));
+        // Finished: dropping it posts nothing (the send runs on to its notification).
+        this.op = None;
+        Poll::Ready(match result {
+            n if n < 0 => Err(io::Error::from_raw_os_error(-n)),
+            n if n as usize == this.len => Ok(this.len),
+            0 => Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "the socket took no bytes",
+            )),
+            // With MSG_WAITALL only an error (reported as the count so far) cuts it short.
+            n => Err(io::Error::other(format!(
+                "a zero-copy send was cut short: the socket took {n} of {} bytes",
+                this.len
+            ))),
+        })
     }
 }
 

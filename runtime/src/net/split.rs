@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use regio_pool::Message;
 
-use super::op::{Kind, Transfer, TransferAll};
+use super::op::{Kind, SendZcAll, Transfer, TransferAll};
 use super::stream::{Stream, StreamSocket};
 use crate::buf::{IoBuf, Lent};
 use crate::fs::File;
@@ -18,7 +18,8 @@ pub struct OwnedReadHalf<S = std::net::TcpStream> {
     queues: Arc<FdQueues<S>>,
 }
 
-/// The sending half of a [`Stream`] ([`Stream::into_split`]): `send`, `send_all`, `send_zc`.
+/// The sending half of a [`Stream`] ([`Stream::into_split`]): `send`, `send_all`, `send_zc`,
+/// `send_zc_all`.
 /// Dropping it shuts down the writing side (the peer sees the end of the stream), as tokio's
 /// does.
 pub struct OwnedWriteHalf<S: StreamSocket = std::net::TcpStream> {
@@ -87,6 +88,11 @@ impl<S: StreamSocket> OwnedWriteHalf<S> {
     /// As [`Stream::send_zc`].
     pub fn send_zc(&self, buf: Message) -> Transfer {
         Transfer::new(erased(&self.queues), Kind::SendZc, buf)
+    }
+
+    /// As [`Stream::send_zc_all`].
+    pub fn send_zc_all(&self, buf: Message) -> SendZcAll {
+        SendZcAll::new(erased(&self.queues), buf)
     }
 
     /// As [`Stream::send_file`].

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use regio_pool::Message;
 
-use super::op::{self, Kind, Transfer, TransferAll};
+use super::op::{self, Kind, SendZcAll, Transfer, TransferAll};
 use super::sendfile;
 use crate::buf::{IoBuf, Lent};
 use crate::fs::File;
@@ -135,11 +135,31 @@ impl<S: StreamSocket> Stream<S> {
     }
 
     /// Sends the bytes `buf`'s descriptor names without copying them (`IORING_OP_SEND_ZC` on
-    /// the registered buffer); resolves, with the count, once the kernel has let go of the
-    /// buffer (its `F_NOTIF` notification). Dropping the future cancels the send; the buffer
-    /// stays parked until that notification. See the [module docs](super#zero-copy-sends).
+    /// the registered buffer); resolves, with the count (which may be short) and the buffer,
+    /// once the kernel has let go of the buffer (its `F_NOTIF` notification). Dropping the
+    /// future cancels the send; the buffer stays parked until that notification. See the
+    /// [module docs](super#zero-copy-sends).
     pub fn send_zc(&self, buf: Message) -> Transfer {
         Transfer::new(self.erased(), Kind::SendZc, buf)
+    }
+
+    /// Sends every byte `buf`'s descriptor names without copying them (`IORING_OP_SEND_ZC`
+    /// with `MSG_WAITALL`, so the kernel sends the rest of a short send itself), and keeps
+    /// the buffer: the future resolves at the send's own completion, with the count (all the
+    /// bytes), while the kernel still reads the buffer; the runtime gives it back to the pool
+    /// after the `F_NOTIF` notification. A send posted on this socket after the future
+    /// resolved goes out after these bytes, so a stream writer can go on at once. Dropping the
+    /// future before it resolves cancels the send. See the
+    /// [module docs](super#zero-copy-sends).
+    ///
+    /// # Errors
+    ///
+    /// The send's error (`EOPNOTSUPP` on a socket without zero-copy sends, such as a Unix
+    /// socket: nothing was sent then); [`io::ErrorKind::WriteZero`] if the socket took no
+    /// bytes, and an error of kind `Other` if it took some only (both mean the connection
+    /// failed). An empty descriptor resolves at once to `Ok(0)`.
+    pub fn send_zc_all(&self, buf: Message) -> SendZcAll {
+        SendZcAll::new(self.erased(), buf)
     }
 
     /// Sends `len` bytes of `file` from `offset` without copying them through user space

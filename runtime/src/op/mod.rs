@@ -32,6 +32,13 @@
 //!   slot keeps each result until its future takes it, and once the future is dropped, every
 //!   result it did not take, and every one that comes until the final completion, goes to the
 //!   orphan handler.
+//! - A *zero-copy send* completes twice: its result, then the `F_NOTIF` notification that the
+//!   kernel let go of the buffer. A future that resolves at the first completion
+//!   ([`Stream::send_zc_all`](crate::net::Stream::send_zc_all),
+//!   [`Stream::send_region`](crate::net::Stream::send_region)) lets go of the operation then:
+//!   the worker keeps its slot until the notification and gives the buffer back to the pool
+//!   (or drops the region's lease) with it. Dropping a send's future after its first
+//!   completion posts no cancel either: only the notification is left, which no cancel hurries.
 //! - **[`Submit::cancel`]** is the explicit form: it cancels the operation and waits for its
 //!   final completion, so the caller gets the real result (`-ECANCELED`, or what the operation
 //!   did if it won the race) and the buffer.
@@ -232,6 +239,23 @@ impl<F: Build> Submit<F> {
     }
 }
 
+impl<F: Build> Submit<F> {
+    /// Polls for the operation's *first* completion: for an operation that completes twice (a
+    /// zero-copy send: its result, then the `F_NOTIF` notification that the kernel let go of
+    /// the buffer), ready with the first one's result while the kernel still holds the
+    /// buffer. The operation then runs on without its future: its final completion gives the
+    /// buffer back to the pool, and no cancel is ever posted for it. An operation that
+    /// completes once is ready at that completion (its buffer goes back to the pool). Once
+    /// ready, the future is finished: poll it no more.
+    ///
+    /// Off the workers (first polled inside `block_on`, where the operation runs as a task on
+    /// a worker) it is ready at the final completion only: that task waits for it.
+    #[inline]
+    pub(crate) fn poll_first(&mut self, cx: &mut Context<'_>) -> Poll<i32> {
+        self.inner.poll_first(cx)
+    }
+}
+
 impl<F: Build> Future for Submit<F> {
     type Output = Completed;
 
@@ -281,6 +305,29 @@ impl<F: Build> Inner<F> {
         if let State::Local { worker, cookie } = self.state {
             let polled = context::with_owner(worker, |local| {
                 local.io.borrow_mut().table.poll_result(cookie, cx)
+            });
+            if let Some(polled) = polled {
+                if polled.is_ready() {
+                    self.set_plain(State::Finished);
+                }
+                return polled;
+            }
+        }
+        self.poll_other(cx, false).map(|done| done.result)
+    }
+
+    /// [`poll_result`](Self::poll_result) that resolves at the operation's first completion
+    /// (see [`Submit::poll_first`]).
+    #[inline(always)]
+    fn poll_first(&mut self, cx: &mut Context<'_>) -> Poll<i32> {
+        // Started, the operation is polled in the table at once: that poll asks for the wake at
+        // the first completion.
+        if let Some(Err(errno)) = self.start_here(cx) {
+            return Poll::Ready(self.fail(errno).result);
+        }
+        if let State::Local { worker, cookie } = self.state {
+            let polled = context::with_owner(worker, |local| {
+                local.io.borrow_mut().table.poll_first(cookie, cx)
             });
             if let Some(polled) = polled {
                 if polled.is_ready() {

@@ -26,6 +26,13 @@
 //! moved in and out), which keeps the per-operation cost to a few stores. The table is the
 //! worker's alone: no synchronization.
 //!
+//! An operation of two completions (a zero-copy send: its result, then the `F_NOTIF`
+//! notification that the kernel let go of the buffer) can be awaited to its first one
+//! ([`OpTable::poll_first`]): the future takes the result and lets go of the slot, which then
+//! waits as a dropped one for the final completion, and frees the buffer with it. An operation
+//! dropped after its first completion needs no cancel either: only its notification is left,
+//! and no cancel can hurry that.
+//!
 //! A *multishot* operation ([`OpTable::set_multishot`]) keeps every non-final completion's
 //! result, in order, until its future takes them one by one ([`OpTable::poll_shot`], which
 //! hands the final one out last); once its future is dropped, the results it did not take go
@@ -108,6 +115,8 @@ struct Slot {
     /// operation's result.
     result: i32,
     has_first: bool,
+    /// Wakes the future at the first completion too ([`OpTable::poll_first`] waits for it).
+    wake_first: bool,
     /// Keeps each non-final result in [`OpTable::shots`] (a multishot operation).
     multishot: bool,
     flags: u32,
@@ -187,6 +196,7 @@ impl OpTable {
                     phase: Phase::Free,
                     result: 0,
                     has_first: false,
+                    wake_first: false,
                     multishot: false,
                     flags: 0,
                     waker: None,
@@ -201,6 +211,7 @@ impl OpTable {
         slot.generation = slot.generation.checked_add(1).unwrap_or(1);
         slot.phase = Phase::Staged;
         slot.has_first = false;
+        slot.wake_first = false;
         slot.waker = Some(self.wakers.acquire(waker));
         slot.orphan = orphan;
         // A free slot's queue is a control queue already (see `release`): an operation on a
@@ -275,6 +286,32 @@ impl OpTable {
         Poll::Ready(result)
     }
 
+    /// The poll of a future that waits for the operation's first completion only: its result
+    /// once it came (or the final one's, for an operation that completed once), else `Pending`
+    /// with the waker updated and set to be woken by the first completion. Ready at the first
+    /// completion, the slot is left as a dropped operation's: the final completion frees it,
+    /// and the buffer goes back to the pool then.
+    ///
+    /// # Panics
+    ///
+    /// If `cookie` names no live operation (the future was polled after it completed).
+    pub(crate) fn poll_first(&mut self, cookie: u64, cx: &mut Context<'_>) -> Poll<i32> {
+        let slot = live(&mut self.slots, cookie)
+            .expect("an operation future was polled after it completed");
+        if slot.phase == Phase::Posted && slot.has_first && !slot.multishot {
+            let result = slot.result;
+            // A first completion's result is the future's: nothing is left for an orphan
+            // handler but the notification's, which carries none.
+            slot.orphan = None;
+            let Abandoned::Nothing = self.abandon(cookie) else {
+                unreachable!("an operation past its first completion is never cancelled")
+            };
+            return Poll::Ready(result);
+        }
+        slot.wake_first = true;
+        self.poll_result(cookie, cx)
+    }
+
     /// Whether operation `cookie` is still waiting (then its waker is updated to `cx`'s).
     #[inline(always)]
     fn pending(&mut self, cookie: u64, cx: &mut Context<'_>) -> bool {
@@ -307,6 +344,11 @@ impl OpTable {
         match slot.phase {
             Phase::Staged => {
                 slot.phase = Phase::DroppedStaged;
+                Abandoned::Nothing
+            }
+            // Only its notification is left, which a cancel would not hurry.
+            Phase::Posted if slot.has_first && !slot.multishot => {
+                slot.phase = Phase::DroppedPosted;
                 Abandoned::Nothing
             }
             Phase::Posted => {
@@ -425,6 +467,11 @@ impl OpTable {
                 if !slot.has_first {
                     slot.result = c.result;
                     slot.has_first = true;
+                    if slot.wake_first {
+                        if let Some(id) = slot.waker.take() {
+                            self.wakers.wake(id);
+                        }
+                    }
                 }
             }
             (Phase::Posted, true) => {
