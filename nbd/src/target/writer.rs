@@ -134,6 +134,7 @@ pub(crate) async fn run<W: SendHalf>(
         // The staging buffer goes back to the pool between batches.
         writer.staging = None;
     }
+    writer.await_acknowledgement().await;
     if let Err(e) = writer.out.close().await {
         tracing::debug!(error = %e, "closing a connection");
     }
@@ -230,6 +231,30 @@ impl<W: SendHalf> Writer<W> {
                 Ok(_) => self.stalled(),
                 Err(e) => self.fail(&e),
             }
+        }
+    }
+
+    /// Before the connection closes: its zero-copy sends resolved once the socket took their
+    /// bytes, and the socket holds their memory (pool buffers, the export's region) until the
+    /// client acknowledges them. A client that stopped reading may never do so, and a closed
+    /// socket would keep its bytes queued for it: wait up to the stall timeout for the
+    /// acknowledgement, then cut the connection (a reset drops the queued bytes and lets go of
+    /// the memory).
+    async fn await_acknowledgement(&mut self) {
+        if self.broken || self.zero_copy != ZeroCopy::Works {
+            return;
+        }
+        let deadline = std::time::Instant::now() + self.stall.timeout;
+        let mut pause = Duration::from_micros(200);
+        loop {
+            match self.out.unacknowledged() {
+                Ok(0) => return,
+                Ok(_) if std::time::Instant::now() >= deadline => return self.stalled(),
+                Ok(_) => {}
+                Err(e) => return self.fail(&e),
+            }
+            regio_runtime::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 
