@@ -65,8 +65,6 @@ struct Bin {
 /// A few bins of batches for one size class.
 pub(crate) struct Depot {
     bins: Box<[Bin]>,
-    /// The state of a bin that holds the usual batch: what a take tries first.
-    usual_full: u32,
 }
 
 // SAFETY: a bin's cells are touched only by the thread that moved it to BUSY, and the state
@@ -77,10 +75,9 @@ unsafe impl Sync for Depot {}
 unsafe impl Send for Depot {}
 
 impl Depot {
-    /// A depot of `bins` empty bins, which are usually filled with `batch` entries each.
-    pub(crate) fn new(bins: usize, batch: usize) -> Self {
+    /// A depot of `bins` empty bins.
+    pub(crate) fn new(bins: usize) -> Self {
         Self {
-            usual_full: full(batch.clamp(1, BIN_CAP)),
             bins: (0..bins)
                 .map(|_| Bin {
                     state: AtomicU32::new(EMPTY),
@@ -106,7 +103,7 @@ impl Depot {
         &self,
         fill: impl FnOnce(&mut [Cached; BIN_CAP]) -> usize,
     ) -> Option<usize> {
-        let (bin, _) = self.claim(EMPTY, |state| state == EMPTY)?;
+        let (bin, _) = self.claim(|state| state == EMPTY)?;
         // SAFETY: the bin is BUSY and ours (module docs).
         let n = bin.items.with_mut(|all| fill(unsafe { &mut *all }));
         debug_assert!(n <= BIN_CAP);
@@ -120,7 +117,7 @@ impl Depot {
     /// Hands the entries of a full bin to `take`, which owns those elements afterwards, and
     /// returns what it returns; `None` if no bin is full.
     pub(crate) fn take_with<R>(&self, take: impl FnOnce(&[Cached]) -> R) -> Option<R> {
-        let (bin, state) = self.claim(self.usual_full, |state| count(state) > 0)?;
+        let (bin, state) = self.claim(|state| count(state) > 0)?;
         let n = count(state);
         // SAFETY: the bin is BUSY and ours (module docs); `n <= BIN_CAP` (`put_with`).
         let taken = bin.items.with(|all| take(unsafe { &(&*all)[..n] }));
@@ -130,24 +127,13 @@ impl Depot {
     }
 
     /// Moves the first bin whose state passes `wanted` to BUSY, and returns it with the state it
-    /// had. Each bin is tried first with a CAS from `likely` (a state that passes `wanted`), with
-    /// no load before it: the bin's line comes over from the other thread once, for writing,
-    /// rather than once to read and again to write. Only if the bin is in another state that
-    /// passes does a second CAS follow.
-    fn claim(&self, likely: u32, wanted: impl Fn(u32) -> bool) -> Option<(&Bin, u32)> {
-        debug_assert!(likely != BUSY && wanted(likely));
+    /// had.
+    fn claim(&self, wanted: impl Fn(u32) -> bool) -> Option<(&Bin, u32)> {
         self.bins.iter().find_map(|bin| {
-            // Acquire on success: pairs with the Release store that put the bin in `likely`
-            // (module docs). Relaxed on failure: the state it returns only chooses what next.
-            let state =
-                match bin
-                    .state
-                    .compare_exchange(likely, BUSY, Ordering::Acquire, Ordering::Relaxed)
-                {
-                    Ok(state) => return Some((bin, state)),
-                    Err(state) => state,
-                };
-            // Acquire and Relaxed: as above, for the state the bin is in.
+            // Relaxed: a cheap look before the CAS, which decides.
+            let state = bin.state.load(Ordering::Relaxed);
+            // Acquire on success: pairs with the Release store that put the bin in `state`
+            // (module docs). Relaxed on failure: we move on.
             (wanted(state)
                 && bin
                     .state
@@ -188,7 +174,7 @@ mod tests {
 
     #[test]
     fn batches_go_in_and_out_whole() {
-        let depot = Depot::new(2, 3);
+        let depot = Depot::new(2);
         assert_eq!(take(&depot), None);
         assert!(put(&depot, &[1, 2, 3]));
         assert!(put(&depot, &[4]));
@@ -207,7 +193,7 @@ mod tests {
 
     #[test]
     fn an_empty_fill_leaves_the_bin_empty() {
-        let depot = Depot::new(1, 4);
+        let depot = Depot::new(1);
         assert_eq!(depot.put_with(|_| 0), Some(0));
         assert_eq!(take(&depot), None);
         assert!(put(&depot, &[BIN_CAP as u32; BIN_CAP]));

@@ -24,7 +24,7 @@
 //! they write anything, so any number of threads may call them on it.
 
 use regio_loom_shim::cell::UnsafeCell;
-use regio_loom_shim::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use regio_loom_shim::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -179,15 +179,10 @@ impl<T: Copy> Magazine<T> {
     }
 }
 
-/// One thread's caches for one pool: a magazine per size class, and the thread's reserve of
-/// user counts (see `Inner::charge` in `crate::shared`).
+/// One thread's caches for one pool: a magazine per size class.
 #[repr(align(128))]
 pub(crate) struct CacheSlot {
     claimed: AtomicBool,
-    /// User counts this slot holds in reserve: counted in the pool's `users`, not yet standing
-    /// for an element. An atomic only so that `CacheSlot` is `Sync` without another cell type;
-    /// only the owner touches it, with Relaxed loads and stores (plain moves).
-    credit: AtomicUsize,
     mags: Box<[Magazine<Cached>]>,
 }
 
@@ -222,7 +217,6 @@ impl CacheSlot {
     pub(crate) fn new(classes: usize, cap: usize) -> Self {
         Self {
             claimed: AtomicBool::new(false),
-            credit: AtomicUsize::new(0),
             mags: (0..classes)
                 .map(|_| Magazine::new(Cached::BLANK, cap))
                 .collect(),
@@ -247,18 +241,6 @@ impl CacheSlot {
     pub(crate) fn release(&self) {
         // Release: see `try_claim`.
         self.claimed.store(false, Ordering::Release);
-    }
-
-    /// The user counts the slot holds in reserve. Only its owner may call this.
-    pub(crate) fn credit(&self) -> usize {
-        // Relaxed: only the owning thread reads and writes it (see the field).
-        self.credit.load(Ordering::Relaxed)
-    }
-
-    /// Sets the reserve of user counts. Only its owner may call this.
-    pub(crate) fn set_credit(&self, credit: usize) {
-        // Relaxed: as in `credit`.
-        self.credit.store(credit, Ordering::Relaxed);
     }
 
     /// The magazine of `class`.

@@ -293,12 +293,9 @@ impl Drop for Message {
         if self.nbufs == 1 {
             let meta = self.meta();
             let next = free(meta, self.generation);
-            // SAFETY: the message counts as a user of the pool, so it is alive; `home` is the
-            // element's pool (see `ElemMeta::home`), read from the line `free` just wrote.
-            let pool = unsafe { meta.home.as_ref() };
             // SAFETY: a message's elements belong to its pool, it still holds `meta`, and
             // `class` is the element's class.
-            if unsafe { pool.put_cached(meta, usize::from(self.class), next) } {
+            if unsafe { self.pool().put_cached(meta, usize::from(self.class), next) } {
                 return;
             }
             self.put_uncached(next);

@@ -650,9 +650,7 @@ impl MessagePool {
         self.inner().arm_watermark(class)
     }
 
-    /// How many users keep the pool alive: handles, elements out of the shared stores, and the
-    /// counts that thread caches hold in reserve (given back with their elements when a thread
-    /// exits or calls [`flush_local`](Self::flush_local)).
+    /// How many users keep the pool alive: handles plus elements out of the shared stores.
     /// Meant for tests and diagnostics.
     pub fn users(&self) -> usize {
         self.inner().users()

@@ -88,12 +88,7 @@ pub(crate) struct Group {
 /// with threads that write another: the fixed identity (read by everyone, written once), the
 /// synchronisation words (written on every acquire and release, often by different threads),
 /// and the holder's descriptor and scatter list.
-///
-/// Aligned to 128 bytes, the pairs of lines that the L2's adjacent-line prefetcher fetches
-/// together: the metadata is four lines, so the pairs are the fixed line with the
-/// synchronisation line, and the two lines of the descriptor. At 64 bytes the array started
-/// half-way into a pair (seen in the bench), which put the generation line that a releasing
-/// thread writes in one pair with the descriptor line that the acquiring thread reads.
+#[repr(C, align(64))]
 pub(crate) struct ElemMeta {
     /// The buffer's key (fixed for the element's life).
     pub(crate) key: BufKey,
@@ -114,10 +109,6 @@ pub(crate) struct ElemMeta {
     /// otherwise (a single-buffer message does not write it; a scatter message resets it for its
     /// members when it drops).
     pub(crate) head: AtomicU32,
-    /// The pool, as in `pool`, again on this line: a release reads it (to find its thread's
-    /// magazine) and writes the generation, so it touches this one line of the metadata rather
-    /// than this one and the fixed one. Fixed for the element's life.
-    pub(crate) home: NonNull<Inner>,
     _sync_end: CacheLineEnd,
     /// The scatter list, when this element heads a scatter message; `len` is 1 otherwise
     /// (a scatter message resets it when it drops).
@@ -163,7 +154,6 @@ impl Segment {
                     link: AtomicU32::new(NIL),
                     generation: AtomicU32::new(generations::FIRST),
                     head: AtomicU32::new(NIL),
-                    home: NonNull::from(pool),
                     _fixed_end: CacheLineEnd,
                     _sync_end: CacheLineEnd,
                     class,

@@ -11,13 +11,8 @@
 //!   wake-up; see [`crate::waiters`]. A thread that releases or acquires while others wait also
 //!   hands over what its magazine holds.
 //! - **Lifetime by counting users.** `users` counts pool handles plus elements outside the
-//!   shared stores (in magazines, in messages, granted to waiters), plus the user counts that
-//!   cache slots hold in reserve. Elements move in and out of the stores in batches, and a slot
-//!   pays for a refill's batch from its reserve and puts an overflow's batch back into it, so
-//!   the shared count moves only when a reserve runs out or overflows (see [`Inner::charge`]):
-//!   when one thread acquires and another releases, neither writes the count for each batch.
-//!   A slot's reserve goes back with its magazines when it is flushed. The count sits on cache
-//!   lines of its own, away from the words every acquire and release reads. Increments are
+//!   shared stores (in magazines, in messages, granted to waiters). Elements move in and out of
+//!   the stores in batches, so the count moves in batches too, off the fast path. Increments are
 //!   Relaxed (the caller already holds a counted reference, as with `Arc::clone`); the decrement
 //!   that reaches zero is Release and is followed by an Acquire fence before the pool is freed, as
 //!   in `Arc::drop`.
@@ -86,7 +81,7 @@ impl Class {
 /// The shared state behind [`MessagePool`](crate::MessagePool) handles and messages.
 pub(crate) struct Inner {
     pub(crate) uid: u32,
-    users: Users,
+    users: AtomicUsize,
     pub(crate) classes: Box<[Class]>,
     pub(crate) dir: Directory,
     slots: Box<[CacheSlot]>,
@@ -112,16 +107,6 @@ pub(crate) struct Config {
     pub(crate) max_waiters: usize,
     pub(crate) domain: Option<regio_sync::Domain>,
 }
-
-/// The pool's count of users, on cache lines of its own: the refills and overflows that change
-/// it would otherwise make the other threads miss on the read-mostly words beside it (the waiter
-/// count, the classes), which every acquire and release reads.
-#[repr(align(128))]
-struct Users(AtomicUsize);
-
-/// How many user counts a cache slot keeps in reserve after a refill had to add to the pool's
-/// count; it gives back what it holds beyond twice as many (see [`Inner::charge`]).
-const CREDIT: usize = 256;
 
 /// The id of the next pool (0 is [`ElemRef::NONE`]'s). A plain std atomic: it is not part of
 /// any loom model, and loom atomics cannot be statics.
@@ -198,8 +183,6 @@ impl Inner {
                 notify,
             });
         }
-        // Magazines move half their capacity at a time.
-        let batch = config.cache_size.div_ceil(2);
         let classes = config
             .classes
             .iter()
@@ -207,7 +190,7 @@ impl Inner {
             .map(|(&(buf_size, _), watermark)| Class {
                 buf_size,
                 store: IndexStack::new(),
-                depot: Depot::new(config.max_threads.clamp(1, 8), batch),
+                depot: Depot::new(config.max_threads.clamp(1, 8)),
                 capacity: AtomicUsize::new(0),
                 watermark,
             })
@@ -215,7 +198,7 @@ impl Inner {
         let domain = config.domain.take().unwrap_or_default();
         let inner = Arc::new(Inner {
             uid,
-            users: Users(AtomicUsize::new(1)),
+            users: AtomicUsize::new(1),
             classes,
             dir: Directory::new(config.max_regions),
             slots: (0..config.max_threads)
@@ -227,7 +210,7 @@ impl Inner {
             registrars: Mutex::new(Vec::new()),
             options: config.options,
             cache_size: config.cache_size,
-            batch,
+            batch: config.cache_size.div_ceil(2),
         });
         for (class, &(_, count)) in config.classes.iter().enumerate() {
             inner.grow(class, count)?;
@@ -462,7 +445,8 @@ impl Inner {
         if n == 0 {
             return None;
         }
-        self.charge(slot, n);
+        // Relaxed: see "Lifetime by counting users".
+        self.users.fetch_add(n, Ordering::Relaxed);
         // SAFETY: this thread claimed `slot`; the magazine holds the `n` entries just put in.
         let free = unsafe { mag.pop() }.expect("the magazine was just filled");
         let low = self.low_watermark(class);
@@ -496,7 +480,7 @@ impl Inner {
             }
         };
         // Relaxed: see "Lifetime by counting users".
-        self.users.0.fetch_add(1, Ordering::Relaxed);
+        self.users.fetch_add(1, Ordering::Relaxed);
         // With an event already claimed, leave the flag alone: a second claim (after a re-arm
         // on another thread) would have nowhere to go, and stays for a later take instead.
         if low.is_none() {
@@ -646,48 +630,17 @@ impl Inner {
         };
         if let Some(n) = deposited {
             cache();
-            // Before serving waiters, which may run the low-watermark callback, which may
-            // refill and so charge the reserve.
-            let users = self.refund(slot, n);
             // The batch is in the depot, on the store's side: the same Dekker half as in
             // `give_back` applies to it.
             if n > 0 && self.waiters.any_after_publish(class) {
                 self.serve_waiters(class);
             }
-            return users;
+            return n;
         }
         let mut batch = [0u32; MAG_CAP];
         let n = self.drain_mag(slot, class, self.batch, &mut batch);
         cache();
-        let stored = self.give_back(class, &batch[..n]);
-        self.refund(slot, stored)
-    }
-
-    /// Counts `n` elements that this thread takes into `slot` (its own) as users: from the
-    /// slot's reserve if it holds enough, else by adding to the pool's count, with
-    /// [`CREDIT`] more for the reserve.
-    fn charge(&self, slot: &CacheSlot, n: usize) {
-        let have = slot.credit();
-        if have >= n {
-            slot.set_credit(have - n);
-            return;
-        }
-        // Relaxed: see "Lifetime by counting users" (the caller's handle or message is a user).
-        self.users.0.fetch_add(n - have + CREDIT, Ordering::Relaxed);
-        slot.set_credit(CREDIT);
-    }
-
-    /// Puts the user counts of `n` elements that this thread gave up into the reserve of `slot`
-    /// (its own). Returns how many users to drop: what the reserve holds beyond `2 * CREDIT`,
-    /// down to `CREDIT`.
-    fn refund(&self, slot: &CacheSlot, n: usize) -> usize {
-        let have = slot.credit() + n;
-        if have <= 2 * CREDIT {
-            slot.set_credit(have);
-            return 0;
-        }
-        slot.set_credit(CREDIT);
-        have - CREDIT
+        self.give_back(class, &batch[..n])
     }
 
     /// Moves up to `count` of the oldest elements of `slot`'s magazine for `class` into `out`,
@@ -746,8 +699,6 @@ impl Inner {
         local::existing_slot(self).map_or(0, |slot| self.drain_slot(slot))
     }
 
-    /// Empties `slot` (this thread's) into the shared stores. Returns the users to drop: the
-    /// elements that went into the stores and the slot's reserve.
     fn drain_slot(&self, slot: &CacheSlot) -> usize {
         let mut users = 0;
         let mut batch = [0u32; MAG_CAP];
@@ -755,16 +706,13 @@ impl Inner {
             let n = self.drain_mag(slot, class, MAG_CAP, &mut batch);
             users += self.give_back(class, &batch[..n]);
         }
-        // Last: serving waiters above may run the low-watermark callback, which may refill.
-        users += slot.credit();
-        slot.set_credit(0);
         users
     }
 
     /// Adds one user (a new handle). The caller already holds one.
     pub(crate) fn add_user(&self) {
         // Relaxed: see "Lifetime by counting users".
-        self.users.0.fetch_add(1, Ordering::Relaxed);
+        self.users.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Drops `n` users and frees the pool if they were the last.
@@ -790,7 +738,7 @@ impl Inner {
     #[inline(never)]
     unsafe fn drop_users(this: *const Inner, n: usize) {
         // SAFETY: the caller holds `n` users, so the pool is alive here.
-        let users = unsafe { &(*this).users.0 };
+        let users = unsafe { &(*this).users };
         // Release: everything this thread did with the pool happens-before the free below,
         // on whichever thread drops the last user.
         if users.fetch_sub(n, Ordering::Release) == n {
@@ -802,11 +750,11 @@ impl Inner {
         }
     }
 
-    /// The number of users: handles, elements outside the stores and the slots' reserves.
+    /// The number of users: handles plus elements outside the stores.
     pub(crate) fn users(&self) -> usize {
         // Acquire: pairs with the Release decrements in `unref`, so a caller that sees the count
         // fall also sees the stores and magazines as the decrementing thread left them.
-        self.users.0.load(Ordering::Acquire)
+        self.users.load(Ordering::Acquire)
     }
 
     /// Turns the free element `meta`, held by the caller, into a single-buffer message stamped
