@@ -266,3 +266,39 @@ fn at_threshold_zero_a_unix_socket_copies() {
         std::fs::remove_file(&path).unwrap();
     }
 }
+
+/// Left unset, the threshold gives a loopback client copies, whatever the size (the kernel
+/// copies a loopback zero-copy send anyway); set, it applies to loopback clients too, from
+/// their next connection on.
+#[test]
+fn a_loopback_client_gets_copies_until_the_threshold_is_set() {
+    let Some(h) = common::start_unset(vec![memory("", 4 * MIB)], 8) else {
+        return;
+    };
+    assert_eq!(h.server.zero_copy_min(), ZERO_COPY_MIN);
+    let data = pattern(128 * KIB as usize, 9);
+    let mut c = h.open("", false);
+    let done = c.call(
+        Command::Write,
+        CommandFlags::empty(),
+        0,
+        data.len() as u32,
+        &data,
+    );
+    assert_eq!(done.error, None);
+    let before = h.server.stats();
+    read(&mut c, &data, 0, 128 * KIB);
+    read(&mut c, &data, 64 * KIB as u64, 64 * KIB);
+    assert_eq!(
+        h.server.stats().zero_copy_sends,
+        before.zero_copy_sends,
+        "no zero-copy send to a loopback client by default"
+    );
+    h.server.set_zero_copy_min(ZERO_COPY_MIN);
+    let mut next = h.open("", false);
+    let before = h.server.stats();
+    read(&mut next, &data, 0, 64 * KIB);
+    let after = settled(&h, &before, 64 * u64::from(KIB));
+    assert!(after.zero_copy_sends > before.zero_copy_sends);
+    h.stop();
+}

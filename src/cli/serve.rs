@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgMatches, Args};
-use regio::nbd::target::{runtime_builder, Export, Server, ZERO_COPY_MIN};
+use regio::nbd::target::{runtime_builder, Export, Server};
 use regio::runtime::net::{TcpListener, UnixListener};
 use regio::runtime::{JoinHandle, Runtime};
 
@@ -58,9 +58,11 @@ pub struct ServeArgs {
     /// a registered staging buffer, gathered with the other replies of a batch into one send,
     /// which can cost less for small replies: each zero-copy send has a second completion to
     /// handle (its notification), and on loopback the kernel copies zero-copy sends anyway.
-    /// Unix sockets always copy.
-    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value_t = ZERO_COPY_MIN as u64)]
-    zero_copy_min: u64,
+    /// Unix sockets always copy. Default: 16K, except for clients on the loopback interface,
+    /// which get copies whatever the size (zero-copy sends cost more than they save there);
+    /// BYTES given here applies to every client, loopback ones included.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    zero_copy_min: Option<u64>,
     /// Print a statistics line every SECS seconds.
     #[arg(long, value_name = "SECS")]
     stats: Option<u64>,
@@ -129,7 +131,9 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> Result<(), Box<dyn Error>> 
     let rt = runtime_builder().build()?;
     let server = Server::new(exports(&args, matches)?, rt.pool().clone())?;
     // Beyond the address space is beyond every reply: none goes out zero-copy.
-    server.set_zero_copy_min(usize::try_from(args.zero_copy_min).unwrap_or(usize::MAX));
+    if let Some(bytes) = args.zero_copy_min {
+        server.set_zero_copy_min(usize::try_from(bytes).unwrap_or(usize::MAX));
+    }
     let mut tasks = Vec::new();
     let listen: Vec<&str> = if args.listen.is_empty() && args.unix.is_empty() {
         vec![DEFAULT_LISTEN]

@@ -24,7 +24,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
     let _live = server.connections.enter();
     // Before the greeting: a client that has it sees the threshold of the moment it connected.
-    let zero_copy_min = server.zero_copy_min();
+    let zero_copy_min = server.zero_copy_min_for(stream.peer_is_loopback());
     let (input, output) = stream.split();
     let Some(control) = control_pair(&server).await else {
         return;

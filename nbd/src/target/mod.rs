@@ -12,9 +12,10 @@
 //! [`Region`](regio_runtime::region::Region) when it starts serving ([`Export::memory`] says
 //! what that pins). READ data of 16 KiB ([`ZERO_COPY_MIN`]) or more goes out with `SEND_ZC`
 //! from where it lies; smaller replies are copied once, gathered with their headers into a
-//! registered staging buffer, one send per batch. [`Server::set_zero_copy_min`] moves that
-//! threshold (0: every READ reply with data goes out zero-copy) and says when the copy is the
-//! cheaper one. [`StatsLine::zero_copy_sends`] counts what went out without a copy. An
+//! registered staging buffer, one send per batch. Clients on the loopback interface get
+//! copies until [`Server::set_zero_copy_min`] is called (the kernel copies a loopback
+//! zero-copy send anyway); that call moves the threshold for every client (0: every READ reply
+//! with data goes out zero-copy) and its docs say when the copy is the cheaper one. [`StatsLine::zero_copy_sends`] counts what went out without a copy. An
 //! exhausted pool makes requests wait for buffers (see the `buffers` module for why this never
 //! deadlocks); a client that goes away gives every buffer back, and its zero-copy sends hold
 //! the export's region until the kernel lets go of its pages.

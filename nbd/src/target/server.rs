@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +26,8 @@ pub const MAX_IN_FLIGHT: usize = 128;
 /// is cut ([`Server::set_stall_timeout`]).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The smallest READ reply data sent with `SEND_ZC`, by default ([`Server::set_zero_copy_min`]).
+/// The smallest READ reply data sent with `SEND_ZC`, by default, to a client that is not on
+/// the loopback interface ([`Server::set_zero_copy_min`]).
 pub const ZERO_COPY_MIN: usize = 16 * 1024;
 
 /// How long [`Server::finish`] waits for connections to finish their requests before it cuts
@@ -51,6 +52,9 @@ pub(crate) struct Shared {
     stall_timeout_ms: AtomicU64,
     /// [`Server::set_zero_copy_min`].
     zero_copy_min: AtomicUsize,
+    /// Whether [`Server::set_zero_copy_min`] was called: until then loopback clients get
+    /// copies.
+    zero_copy_min_set: AtomicBool,
 }
 
 impl Shared {
@@ -64,6 +68,17 @@ impl Shared {
     pub(crate) fn zero_copy_min(&self) -> usize {
         // Relaxed: as in `stall_timeout`.
         self.zero_copy_min.load(Ordering::Relaxed)
+    }
+
+    /// The threshold for a client, on the loopback interface or not: by default, loopback
+    /// clients get copies (see [`Server::set_zero_copy_min`]).
+    pub(crate) fn zero_copy_min_for(&self, loopback: bool) -> usize {
+        // Relaxed: as in `stall_timeout`.
+        if loopback && !self.zero_copy_min_set.load(Ordering::Relaxed) {
+            usize::MAX
+        } else {
+            self.zero_copy_min()
+        }
     }
 }
 
@@ -114,6 +129,7 @@ impl Server {
                 max_in_flight: MAX_IN_FLIGHT,
                 stall_timeout_ms: AtomicU64::new(millis(STALL_TIMEOUT)),
                 zero_copy_min: AtomicUsize::new(ZERO_COPY_MIN),
+                zero_copy_min_set: AtomicBool::new(false),
             }),
         })
     }
@@ -144,12 +160,20 @@ impl Server {
     /// has acknowledged the bytes; the writer does not wait for it, but the buffer stays out
     /// of the pool until then), and on loopback the kernel copies zero-copy sends anyway.
     /// Sockets without zero-copy sends (Unix sockets) copy whatever the threshold.
+    ///
+    /// Until this is called, the threshold is [`ZERO_COPY_MIN`] except for clients on the
+    /// loopback interface, which get copies whatever the size: the kernel copies a loopback
+    /// zero-copy send anyway, so there `SEND_ZC` is a copy plus a notification. Once it is
+    /// called, `bytes` applies to every client, loopback ones included (as tests of the
+    /// zero-copy path need).
     pub fn set_zero_copy_min(&self, bytes: usize) {
-        // Relaxed: as in `Shared::zero_copy_min`.
+        // Relaxed: both are settings read on their own, when a connection starts.
         self.shared.zero_copy_min.store(bytes, Ordering::Relaxed);
+        self.shared.zero_copy_min_set.store(true, Ordering::Relaxed);
     }
 
-    /// The threshold [`set_zero_copy_min`](Self::set_zero_copy_min) set.
+    /// The threshold [`set_zero_copy_min`](Self::set_zero_copy_min) set, or [`ZERO_COPY_MIN`]
+    /// (which loopback clients do not get until it is called).
     pub fn zero_copy_min(&self) -> usize {
         self.shared.zero_copy_min()
     }

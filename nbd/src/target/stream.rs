@@ -68,6 +68,10 @@ pub trait Connection: Send + 'static {
     type Send: SendHalf;
     /// Splits the connection.
     fn split(self) -> (Self::Recv, Self::Send);
+    /// Whether the client is on this host's loopback interface, where the kernel copies a
+    /// zero-copy send's bytes when the receiving socket queues them: there `SEND_ZC` only adds
+    /// a notification to a copy.
+    fn peer_is_loopback(&self) -> bool;
 }
 
 impl<S: StreamSocket> RecvHalf for Arc<Stream<S>> {
@@ -142,12 +146,40 @@ impl<S: StreamSocket> SendHalf for Arc<Stream<S>> {
     }
 }
 
-impl<S: StreamSocket> Connection for Stream<S> {
-    type Recv = Arc<Stream<S>>;
-    type Send = Arc<Stream<S>>;
+/// A connection's two halves: the stream, shared.
+fn halves<S: StreamSocket>(stream: Stream<S>) -> (Arc<Stream<S>>, Arc<Stream<S>>) {
+    let both = Arc::new(stream);
+    (Arc::clone(&both), both)
+}
+
+impl Connection for Stream<std::net::TcpStream> {
+    type Recv = Arc<Self>;
+    type Send = Arc<Self>;
 
     fn split(self) -> (Self::Recv, Self::Send) {
-        let both = Arc::new(self);
-        (Arc::clone(&both), both)
+        halves(self)
+    }
+
+    fn peer_is_loopback(&self) -> bool {
+        self.peer_addr().is_ok_and(|peer| match peer.ip() {
+            std::net::IpAddr::V4(ip) => ip.is_loopback(),
+            std::net::IpAddr::V6(ip) => {
+                ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        })
+    }
+}
+
+impl Connection for Stream<std::os::unix::net::UnixStream> {
+    type Recv = Arc<Self>;
+    type Send = Arc<Self>;
+
+    fn split(self) -> (Self::Recv, Self::Send) {
+        halves(self)
+    }
+
+    /// A Unix socket takes no zero-copy sends at all.
+    fn peer_is_loopback(&self) -> bool {
+        false
     }
 }

@@ -39,7 +39,16 @@ pub struct Harness {
 }
 
 /// The server's pool classes, each count divided by `shrink` (a small pool runs dry sooner).
+/// The zero-copy threshold is set to its default explicitly, so that these loopback clients
+/// get zero-copy sends as remote ones do.
 pub fn start(exports: Vec<Export>, shrink: u32) -> Option<Harness> {
+    let h = start_unset(exports, shrink)?;
+    h.server.set_zero_copy_min(regio_nbd::target::ZERO_COPY_MIN);
+    Some(h)
+}
+
+/// As [`start`], with the zero-copy threshold left unset (loopback clients get copies).
+pub fn start_unset(exports: Vec<Export>, shrink: u32) -> Option<Harness> {
     let builder = regio_nbd::target::pool_classes()
         .iter()
         .fold(Runtime::builder().worker_threads(2), |b, &(size, count)| {
