@@ -1,13 +1,28 @@
 //! With SQPOLL and `Config::sqpoll_publish_every(8)` a [`Batch`](regio_adapters::Batch)
-//! publishes its staged SQEs to the polling kernel thread every 8 posts, before its commit. In its own test binary: it runs an SQPOLL
-//! thread of its own, which `sqpoll.rs` (counting the process's SQPOLL threads) must not see.
+//! publishes its staged SQEs to the polling kernel thread every 8 posts, before its commit. In
+//! its own test binary: it runs an SQPOLL thread of its own, which `sqpoll.rs` (counting the
+//! process's SQPOLL threads) must not see.
 
 mod common;
 
 use std::time::Duration;
 
 use common::TestBuf;
-use regio_adapters::{Config, Op, PostError, SqPoll, Target};
+use regio_adapters::{Adapter, Config, Op, PostError, SqPoll, Target};
+
+/// An adapter of `config` whose SQPOLL thread, once awake, polls for the whole test, and whose
+/// batches publish every 8 posts; `None` where SQPOLL is refused (skipped).
+fn publishing_every_8(config: Config) -> Option<Adapter<TestBuf>> {
+    common::adapter_or_skip::<TestBuf>(
+        config
+            .sqpoll(Some(SqPoll {
+                idle: Duration::from_secs(30),
+                cpu: None,
+            }))
+            .sqpoll_fallback(false)
+            .sqpoll_publish_every(8),
+    )
+}
 
 /// Whether `fd` becomes readable within `ms` milliseconds.
 fn readable_within(fd: std::os::fd::RawFd, ms: i32) -> bool {
@@ -37,17 +52,7 @@ fn drain_eventfd(fd: std::os::fd::RawFd) {
 /// reaped.
 #[test]
 fn a_batch_publishes_every_8_posts_to_a_polling_sqpoll_thread() {
-    let Some(adapter) = common::adapter_or_skip::<TestBuf>(
-        Config::default()
-            .rings(1)
-            .sqpoll(Some(SqPoll {
-                // Long enough that the thread, once awake, polls for the whole test.
-                idle: Duration::from_secs(30),
-                cpu: None,
-            }))
-            .sqpoll_fallback(false)
-            .sqpoll_publish_every(8),
-    ) else {
+    let Some(adapter) = publishing_every_8(Config::default().rings(1)) else {
         return;
     };
     let wq = adapter.work_queue(0, Target::Fd(-1), 16, 16).unwrap();
@@ -91,18 +96,9 @@ fn a_batch_publishes_every_8_posts_to_a_polling_sqpoll_thread() {
 /// staging (a staging cursor that ran past its buffer would overwrite staged SQEs).
 #[test]
 fn a_batch_stages_past_the_sq_size_when_publishing_early() {
-    let Some(adapter) = common::adapter_or_skip::<TestBuf>(
-        Config::default()
-            .rings(1)
-            .sq_entries(16)
-            .cq_entries(512)
-            .sqpoll(Some(SqPoll {
-                idle: Duration::from_secs(30),
-                cpu: None,
-            }))
-            .sqpoll_fallback(false)
-            .sqpoll_publish_every(8),
-    ) else {
+    let Some(adapter) =
+        publishing_every_8(Config::default().rings(1).sq_entries(16).cq_entries(512))
+    else {
         return;
     };
     const POSTS: u64 = 300;
