@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::TestBuf;
-use regio_adapters::{Adapter, Config, Op, PostError, SqPoll, Target};
+use regio_adapters::{Adapter, Config, Op, PostError, Ring, SqPoll, Target};
 
 /// An adapter of `config` whose SQPOLL thread, once awake, polls for the whole test, and whose
 /// batches publish every 8 posts; `None` where SQPOLL is refused (skipped).
@@ -22,6 +22,19 @@ fn publishing_every_8(config: Config) -> Option<Adapter<TestBuf>> {
             .sqpoll_fallback(false)
             .sqpoll_publish_every(8),
     )
+}
+
+/// The cookies of the next `n` completions of `ring`, sorted; each must have succeeded.
+fn succeeded_cookies(ring: &Ring<TestBuf>, n: usize) -> Vec<u64> {
+    let mut cookies: Vec<u64> = common::collect(ring, n)
+        .iter()
+        .map(|c| {
+            assert_eq!(c.result, 0);
+            c.cookie
+        })
+        .collect();
+    cookies.sort_unstable();
+    cookies
 }
 
 /// Whether `fd` becomes readable within `ms` milliseconds.
@@ -79,15 +92,7 @@ fn a_batch_publishes_every_8_posts_to_a_polling_sqpoll_thread() {
         enters,
         "the polling thread needed no wake-up"
     );
-    let mut cookies: Vec<u64> = common::collect(&ring, 9)
-        .iter()
-        .map(|c| {
-            assert_eq!(c.result, 0);
-            c.cookie
-        })
-        .collect();
-    cookies.sort_unstable();
-    assert_eq!(cookies, (0..9).collect::<Vec<_>>());
+    assert_eq!(succeeded_cookies(&ring, 9), (0..9).collect::<Vec<_>>());
     assert_eq!(wq.credits(), (16, 16), "every credit came back");
 }
 
@@ -129,14 +134,9 @@ fn a_batch_stages_past_the_sq_size_when_publishing_early() {
     }
     batch.commit().unwrap();
     drop(batch);
-    let mut cookies: Vec<u64> = common::collect(&ring, POSTS as usize)
-        .iter()
-        .map(|c| {
-            assert_eq!(c.result, 0);
-            c.cookie
-        })
-        .collect();
-    cookies.sort_unstable();
-    assert_eq!(cookies, (0..POSTS).collect::<Vec<_>>());
+    assert_eq!(
+        succeeded_cookies(&ring, POSTS as usize),
+        (0..POSTS).collect::<Vec<_>>()
+    );
     assert_eq!(wq.credits(), (POSTS as u32, POSTS as u32));
 }
