@@ -365,6 +365,50 @@ fn a_client_that_stops_reading_short_replies_is_cut_and_frees_the_buffers() {
     h.stop();
 }
 
+/// A client that leaves zero-copy replies unacknowledged, then resets its connection (it
+/// closes with replies unread). The reset socket dropped what it queued, though `SIOCOUTQ`
+/// still counts those bytes: the connection ends at once rather than waiting out the stall
+/// timeout for an acknowledgement that cannot come, and every buffer is back.
+#[test]
+fn a_client_that_resets_with_replies_unacknowledged_ends_at_once() {
+    let file = regio_testkit::TempFile::filled("nbd-reset", 0, 4 * MIB as usize);
+    let Some(h) = start(vec![Export::file("", file.path(), false).unwrap()], 8) else {
+        return;
+    };
+    // Far longer than the bounded waits below.
+    h.server.set_stall_timeout(Duration::from_secs(600));
+    h.server.set_zero_copy_min(0);
+    // Replies the server's socket holds whole: no send stalls.
+    let len = 16 * 1024;
+    let mut c = h.open("", false);
+    // The first zero-copy send of a connection waits for its buffer back: this one is read.
+    let first = c.call(Command::Read, CommandFlags::empty(), 0, len, &[]);
+    assert_eq!(first.error, None);
+    set_receive_buffer(&c.stream, 4096);
+    for i in 0..4 {
+        let at = u64::from(i * len);
+        c.request(Command::Read, CommandFlags::empty(), i.into(), at, len, &[]);
+    }
+    // Every reply is in the server's socket, most of it unacknowledged (a bounded wait).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while h.server.stats().in_flight > 0 || h.server.stats().requests < 5 {
+        assert!(std::time::Instant::now() < deadline, "{}", h.server.stats());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Closing with replies unread resets the connection.
+    drop(c);
+    while h.server.stats().connections > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connection waits for an acknowledgement after a reset: {}",
+            h.server.stats()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.assert_pool_full();
+    h.stop();
+}
+
 /// Sets `SO_RCVBUF` on `stream`.
 fn set_receive_buffer(stream: &std::net::TcpStream, bytes: libc::c_int) {
     use std::os::fd::AsRawFd;

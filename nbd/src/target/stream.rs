@@ -45,7 +45,9 @@ pub trait SendHalf: Clone + Send + Sync + 'static {
         len: usize,
     ) -> impl Future<Output = io::Result<()>> + Send;
     /// The bytes sent on the connection that the client has not acknowledged yet (TCP) or not
-    /// read yet (a Unix socket), those the socket has not sent included: `SIOCOUTQ`.
+    /// read yet (a Unix socket), those the socket has not sent included: `SIOCOUTQ`. 0 for a
+    /// TCP connection that is closed (the client reset it): its socket dropped what it queued,
+    /// though `SIOCOUTQ` still counts those bytes.
     ///
     /// # Errors
     ///
@@ -115,6 +117,9 @@ impl<S: StreamSocket> SendHalf for Arc<Stream<S>> {
         if done != 0 {
             return Err(io::Error::last_os_error());
         }
+        if queued > 0 && tcp_state(self.as_raw_fd()) == Some(TCP_CLOSE) {
+            return Ok(0);
+        }
         Ok(queued.max(0) as usize)
     }
 
@@ -144,6 +149,28 @@ impl<S: StreamSocket> SendHalf for Arc<Stream<S>> {
             tracing::debug!(error = %io::Error::last_os_error(), "aborting a connection");
         }
     }
+}
+
+/// `TCP_CLOSE` of `linux/tcp_states.h`: a reset connection is in it, its write queue purged.
+const TCP_CLOSE: u8 = 7;
+
+/// The state of a TCP socket (`tcpi_state` of `TCP_INFO`); `None` for another socket.
+fn tcp_state(fd: std::os::fd::RawFd) -> Option<u8> {
+    // SAFETY: `tcp_info` is plain integers, for which all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info`, a live local of that size,
+    // and the new length into `len`; the descriptor is open while the caller's stream lives.
+    let done = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &raw mut len,
+        )
+    };
+    (done == 0 && len >= 1).then_some(info.tcpi_state)
 }
 
 /// A connection's two halves: the stream, shared.
