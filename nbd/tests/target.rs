@@ -419,6 +419,76 @@ fn flushed_writes_are_seen_by_every_connection() {
     std::fs::remove_file(&path).unwrap();
 }
 
+/// WRITEs of every size, sent back to back before any reply is read, so that the server
+/// receives many of them at once: small payloads are read ahead through a borrowed buffer and
+/// copied out of it, large ones received in place after the part that came with the bytes
+/// before them, and a refused WRITE's payload among them is skipped. Every byte lands where
+/// its WRITE said, and the read-ahead buffer goes back to the pool when the client pauses.
+#[test]
+fn back_to_back_writes_of_every_size_land_whole() {
+    let Some(h) = start(vec![memory("", 16 * MIB)], 4) else {
+        return;
+    };
+    let max = h.server.max_payload();
+    let mut c = h.open("", true);
+    let none = CommandFlags::empty();
+    let sizes = [
+        1, 511, 4096, 512, 4096, 5000, 16384, 16385, 4096, 65536, max, 3, 4096, 65537, 100,
+    ];
+    let mut writes = Vec::new();
+    let mut at = 0u64;
+    for round in 0..4u8 {
+        for (i, &len) in sizes.iter().enumerate() {
+            let seed = round.wrapping_mul(31).wrapping_add(i as u8);
+            writes.push((at, pattern(len as usize, seed)));
+            at += u64::from(len) + 7;
+        }
+    }
+    assert!(at < 16 * MIB, "the writes fit the export");
+    for (cookie, (offset, data)) in writes.iter().enumerate() {
+        let cookie = cookie as u64;
+        c.request(
+            Command::Write,
+            none,
+            cookie,
+            *offset,
+            data.len() as u32,
+            data,
+        );
+        if cookie == 20 {
+            // Past the end: refused, its payload skipped.
+            c.request(Command::Write, none, 999, 16 * MIB - 10, 4096, &[9; 4096]);
+        }
+    }
+    let mut answered = std::collections::HashSet::new();
+    for _ in 0..=writes.len() {
+        let r = c.reply();
+        if r.cookie == 999 {
+            assert!(r.error.is_some(), "a WRITE past the end is refused");
+        } else {
+            assert_eq!(r.error, None, "cookie {}", r.cookie);
+        }
+        assert!(
+            answered.insert(r.cookie),
+            "cookie {} answered twice",
+            r.cookie
+        );
+    }
+    for (offset, data) in &writes {
+        let back = c.call(Command::Read, none, *offset, data.len() as u32, &[]);
+        assert!(back.data == *data, "{} bytes at {offset}", data.len());
+    }
+    // The idle connection holds its two control buffers, and no read-ahead buffer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while h.server.stats().pool_in_use != 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", h.server.stats());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(c);
+    h.assert_pool_full();
+    h.stop();
+}
+
 #[test]
 fn a_client_that_leaves_mid_request_gives_every_buffer_back() {
     let Some(h) = start(vec![memory("", 8 * MIB)], 8) else {

@@ -15,6 +15,12 @@
 //! cannot hold them all (a few such clients can, which is why the writer cuts a connection
 //! whose send stalls: [`STALL_TIMEOUT`](super::STALL_TIMEOUT)). This holds only if every free buffer can be reached: the pool must keep no
 //! per-thread caches (see [`runtime_builder`](super::runtime_builder)).
+//!
+//! Two uses borrow a buffer of the largest class beside the requests, only when one is free
+//! (they never wait for one): a writer gathers a batch of small replies in one, and a reader
+//! reads ahead in one through a run of small WRITEs. Read-ahead buffers are a quarter of the
+//! class at most, and a request takes half of it at most, so neither keeps a request waiting
+//! for good.
 
 use std::sync::Arc;
 
@@ -41,6 +47,9 @@ pub(crate) struct Buffers {
     /// The gate of control pairs: a connection waiting for its pair (too many connections)
     /// must not hold up the data requests of the others.
     control_gate: Arc<Semaphore>,
+    /// The buffers of the largest class that readers may hold to read ahead in
+    /// ([`try_read_ahead`](Self::try_read_ahead)).
+    read_ahead: Arc<Semaphore>,
     max_payload: usize,
 }
 
@@ -72,12 +81,17 @@ impl Buffers {
                 "the NBD server needs data buffers of at least 4 KiB per request",
             ));
         }
+        // A quarter of the largest class: a request takes half of it at most (see
+        // `max_payload`), so the buffers readers hold to read ahead never keep one waiting
+        // for good (none below four).
+        let read_ahead = Semaphore::new(pool.capacity(largest) / 4);
         Ok(Self {
             pool,
             control,
             data: classes,
             gate: Semaphore::new(1),
             control_gate: Semaphore::new(1),
+            read_ahead,
             max_payload,
         })
     }
@@ -117,6 +131,15 @@ impl Buffers {
     /// A buffer of the largest class if one is free now, to gather small replies in.
     pub(crate) fn try_staging(&self) -> Option<Message> {
         self.pool.try_acquire_class(self.largest().0).ok()
+    }
+
+    /// A buffer of the largest class for a reader to read ahead in, through a run of small
+    /// WRITEs, if one is free now and fewer than a quarter of the class are read-ahead
+    /// buffers already; the permit counts it until it is given back.
+    pub(crate) fn try_read_ahead(&self) -> Option<(Message, Permit)> {
+        let permit = self.read_ahead.try_acquire()?;
+        let buf = self.pool.try_acquire_class(self.largest().0).ok()?;
+        Some((buf, permit))
     }
 
     /// A new connection's share of the data buffers: a quarter of them, or one request of

@@ -54,7 +54,7 @@ pub(crate) async fn run<R: RecvHalf>(
     signals: Signals<'_>,
 ) -> Stop {
     let Signals { shutdown, abandon } = signals;
-    let mut input = Input::new(from, control);
+    let mut input = Input::new(from, &session.buffers, control);
     loop {
         // A slot first: a client with too many requests in flight is not read from.
         let Some(permit) = shutdown.or_raised(in_flight.acquire()).await else {
