@@ -1,12 +1,14 @@
 //! The writer: the one task of a connection that writes to its socket. Request tasks queue
 //! their [`Reply`]s; the writer sends them in the order they come, whatever order the requests
 //! came in. Reply headers are copied into the connection's control buffer, several per send
-//! when they queue up together. READ data below the connection's zero-copy threshold
-//! ([`Server::set_zero_copy_min`](super::Server::set_zero_copy_min)) is gathered whole, header
-//! and data, in a data buffer borrowed for the batch when the pool has one free: one send for
-//! the batch rather than two per reply. Data at or above it goes out with `SEND_ZC` from the
-//! buffers the reads filled, or, for a registered memory export, from the export itself (data
-//! below it is copied straight from the export into the gathered bytes).
+//! when they queue up together. Small READ data, below the connection's zero-copy threshold
+//! ([`Server::set_zero_copy_min`](super::Server::set_zero_copy_min)) and below [`GATHER_MAX`],
+//! is gathered whole, header and data, in a data buffer borrowed for the batch when the pool
+//! has one free: one send for the batch rather than two per reply. Data at or above the
+//! threshold goes out with `SEND_ZC` from the buffers the reads filled, or, for a registered
+//! memory export, from the export itself (data below it is copied straight from the export
+//! into the gathered bytes); data between the two is sent, copied by the kernel, from the
+//! buffers the reads filled.
 //!
 //! The writer never waits for a zero-copy send's notification (the kernel's word that it let
 //! go of the memory, which on TCP comes only with the client's acknowledgement, tens of
@@ -28,6 +30,12 @@ use super::export::Export;
 use super::stats::Stats;
 use super::stream::SendHalf;
 use super::sync::{Permit, Receiver, Signal};
+
+/// READ data in pool buffers below this many bytes (and below the zero-copy threshold) is
+/// gathered with its header, and with the replies around it, in one send; larger data is sent
+/// from the buffers it was read into (the kernel copies it once, where a gather would copy it
+/// twice).
+const GATHER_MAX: usize = 16 * 1024;
 
 /// One reply, ready to send: its header bytes, then its data.
 #[derive(Debug)]
@@ -274,7 +282,8 @@ impl<W: SendHalf> Writer<W> {
 
     async fn put_buffers(&mut self, head: &[u8], data: Vec<Message>) {
         let data_len: usize = data.iter().map(|buf| buf.descriptor().len()).sum();
-        let small = data_len > 0 && data_len < self.zero_copy_min;
+        let zero_copy = data_len >= self.zero_copy_min;
+        let small = data_len > 0 && data_len < GATHER_MAX && !zero_copy;
         if small && self.staging.is_none() {
             self.stage();
         }
@@ -292,7 +301,7 @@ impl<W: SendHalf> Writer<W> {
                 if self.broken {
                     break;
                 }
-                self.send_data(buf, !small).await;
+                self.send_data(buf, zero_copy).await;
             }
         }
     }
