@@ -7,12 +7,14 @@
 //! byte lives in registered memory: request headers and reply headers in two control buffers
 //! of the runtime's pool per connection, a WRITE's payload received straight into the pool
 //! buffers it is written from (a file export's `WRITE_FIXED`, or one copy into a memory
-//! export), and a READ's data either in the pool buffers the read filled (a file export) or in
+//! export; small payloads that arrive back to back are read ahead, many in one receive, and
+//! copied out of the read-ahead buffer), and a READ's data either in the pool buffers the read filled (a file export) or in
 //! a memory export itself, which the server registers with the rings as a
 //! [`Region`](regio_runtime::region::Region) when it starts serving ([`Export::memory`] says
 //! what that pins). READ data of 16 KiB ([`ZERO_COPY_MIN`]) or more goes out with `SEND_ZC`
-//! from where it lies; smaller replies are copied once, gathered with their headers into a
-//! registered staging buffer, one send per batch. Clients on the loopback interface get
+//! from where it lies; smaller replies are copied once: those below 16 KiB gathered with their
+//! headers into a registered staging buffer, one send per batch, larger ones of a file export sent (the kernel
+//! copying them) from the buffers the read filled. Clients on the loopback interface get
 //! copies until [`Server::set_zero_copy_min`] is called (the kernel copies a loopback
 //! zero-copy send anyway); that call moves the threshold for every client (0: every READ reply
 //! with data goes out zero-copy) and its docs say when the copy is the cheaper one. [`StatsLine::zero_copy_sends`] counts what went out without a copy. An
