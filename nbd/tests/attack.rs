@@ -332,28 +332,10 @@ fn a_client_that_stops_reading_short_replies_is_cut_and_frees_the_buffers() {
         return;
     };
     h.server.set_stall_timeout(Duration::from_secs(1));
-    h.server.set_zero_copy_min(0);
     let len = h.server.max_payload();
-    let mut c = h.open("", false);
-    // The first zero-copy send of a connection waits for its buffer back (see the writer):
-    // this one is read.
-    let first = c.call(Command::Read, CommandFlags::empty(), 0, len, &[]);
-    assert_eq!(first.error, None);
-    set_receive_buffer(&c.stream, 4096);
-    for i in 0..4 {
-        let at = u64::from(i * len);
-        c.request(Command::Read, CommandFlags::empty(), i.into(), at, len, &[]);
-    }
-    // The client reads nothing until the server has closed the connection (a bounded wait).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while h.server.stats().connections > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the connection was not cut: {}",
-            h.server.stats()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut c = unread_zero_copy_reads(&h, len);
+    // The client reads nothing until the server has closed the connection.
+    h.wait_for_stats("the connection was not cut", |s| s.connections == 0);
     h.assert_pool_full();
     let mut got = Vec::new();
     let end = std::io::Read::read_to_end(&mut c.stream, &mut got);
@@ -377,11 +359,26 @@ fn a_client_that_resets_with_replies_unacknowledged_ends_at_once() {
     };
     // Far longer than the bounded waits below.
     h.server.set_stall_timeout(Duration::from_secs(600));
-    h.server.set_zero_copy_min(0);
     // Replies the server's socket holds whole: no send stalls.
-    let len = 16 * 1024;
+    let c = unread_zero_copy_reads(&h, 16 * 1024);
+    // Every reply is in the server's socket, most of it unacknowledged.
+    h.wait_for_stats("replies unsent", |s| s.in_flight == 0 && s.requests == 5);
+    // Closing with replies unread resets the connection.
+    drop(c);
+    h.wait_for_stats(
+        "the connection waits for an acknowledgement after a reset",
+        |s| s.connections == 0,
+    );
+    h.assert_pool_full();
+    h.stop();
+}
+
+/// A client of `h` (whose zero-copy threshold this sets to 0) that reads one `len`-byte
+/// READ's reply (a connection's first zero-copy send waits for its buffer back, see the
+/// writer), shrinks its receive buffer to 4 KiB, and asks for four more it does not read.
+fn unread_zero_copy_reads(h: &Harness, len: u32) -> common::Client {
+    h.server.set_zero_copy_min(0);
     let mut c = h.open("", false);
-    // The first zero-copy send of a connection waits for its buffer back: this one is read.
     let first = c.call(Command::Read, CommandFlags::empty(), 0, len, &[]);
     assert_eq!(first.error, None);
     set_receive_buffer(&c.stream, 4096);
@@ -389,24 +386,7 @@ fn a_client_that_resets_with_replies_unacknowledged_ends_at_once() {
         let at = u64::from(i * len);
         c.request(Command::Read, CommandFlags::empty(), i.into(), at, len, &[]);
     }
-    // Every reply is in the server's socket, most of it unacknowledged (a bounded wait).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while h.server.stats().in_flight > 0 || h.server.stats().requests < 5 {
-        assert!(std::time::Instant::now() < deadline, "{}", h.server.stats());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // Closing with replies unread resets the connection.
-    drop(c);
-    while h.server.stats().connections > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the connection waits for an acknowledgement after a reset: {}",
-            h.server.stats()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    h.assert_pool_full();
-    h.stop();
+    c
 }
 
 /// Sets `SO_RCVBUF` on `stream`.

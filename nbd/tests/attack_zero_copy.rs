@@ -5,9 +5,9 @@
 mod common;
 
 use std::process::Command as Process;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{memory, pattern, pinned_kib, start, Client};
+use common::{memory, pattern, pinned_kib, start, wait_for, Client};
 use regio_nbd::proto::{Command, CommandFlags};
 
 const MIB: u64 = 1 << 20;
@@ -74,15 +74,6 @@ fn writes_trims_and_zeroes_racing_zero_copy_reads_of_the_same_pages() {
     });
     h.assert_pool_full();
     h.stop();
-}
-
-/// Waits (bounded, nothing timed) until `done` holds, else fails with `what`.
-fn wait_for(what: impl Fn() -> String, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "{}", what());
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// In a process of its own (`VmPin` counts the whole process): a client asks for many large

@@ -479,11 +479,7 @@ fn back_to_back_writes_of_every_size_land_whole() {
         assert!(back.data == *data, "{} bytes at {offset}", data.len());
     }
     // The idle connection holds its two control buffers, and no read-ahead buffer.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while h.server.stats().pool_in_use != 2 {
-        assert!(std::time::Instant::now() < deadline, "{}", h.server.stats());
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    h.wait_for_stats("a buffer besides the control pair", |s| s.pool_in_use == 2);
     drop(c);
     h.assert_pool_full();
     h.stop();

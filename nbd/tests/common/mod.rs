@@ -13,7 +13,7 @@ use regio_nbd::proto::{
     TransmissionFlags, CHUNK_HEADER_LEN, OPTION_REPLY_HEADER_LEN, REQUEST_HEADER_LEN,
     SIMPLE_REPLY_LEN,
 };
-use regio_nbd::target::{Export, Server};
+use regio_nbd::target::{Export, Server, StatsLine};
 use regio_runtime::net::{TcpListener, UnixListener};
 use regio_runtime::{JoinHandle, Runtime};
 
@@ -27,6 +27,15 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
+}
+
+/// Waits until `done()` (a bounded wait of 20 s; nothing is timed), failing with `what()`.
+pub fn wait_for(what: impl Fn() -> String, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "{}", what());
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// A server on 127.0.0.1, port chosen by the kernel, on a runtime of its own.
@@ -126,6 +135,15 @@ impl Harness {
             client.request(Command::Read, none, i, 0, max, &[]);
         }
         client
+    }
+
+    /// Waits until `done` holds of the server's statistics (a bounded wait; nothing is timed),
+    /// failing with `what` and the statistics.
+    pub fn wait_for_stats(&self, what: &str, done: impl Fn(&StatsLine) -> bool) {
+        wait_for(
+            || format!("{what}: {}", self.server.stats()),
+            || done(&self.server.stats()),
+        );
     }
 
     /// Waits until every pool buffer is back (a bounded wait; nothing is timed).
