@@ -347,22 +347,53 @@ impl<S: StreamSocket> Stream<S> {
         offset: usize,
         len: usize,
     ) -> Result<SendRegion, RegionError> {
+        self.send_region_as(region, offset, len, true)
+    }
+
+    /// Sends the `len` bytes of `region` from `offset`, copied by the kernel while each send
+    /// runs, as [`send_all`](Self::send_all) does a buffer's: for a socket where a zero-copy
+    /// send would cost more than the copy it saves (the loopback interface, where the kernel
+    /// copies zero-copy sends anyway, and small sends). The future resolves once the socket
+    /// took every byte; each send keeps its lease on the region until its completion.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_region`](Self::send_region)'s, `EOPNOTSUPP` aside.
+    pub fn send_region_copied(
+        &self,
+        region: &Region,
+        offset: usize,
+        len: usize,
+    ) -> Result<SendRegion, RegionError> {
+        self.send_region_as(region, offset, len, false)
+    }
+
+    fn send_region_as(
+        &self,
+        region: &Region,
+        offset: usize,
+        len: usize,
+        zero_copy: bool,
+    ) -> Result<SendRegion, RegionError> {
         region.check(offset, len)?;
         Ok(SendRegion {
             queues: self.erased(),
             region: region.clone(),
             at: offset,
             end: offset + len,
+            zero_copy,
             send: None,
         })
     }
 }
 
-/// The builder of one zero-copy send of `at..end` of a region (of its piece in one chunk).
+/// The builder of one send of `at..end` of a region (of its piece in one chunk), zero-copy or
+/// copied.
 struct RegionSend {
     region: Region,
     at: usize,
     end: usize,
+    zero_copy: bool,
 }
 
 impl Build for RegionSend {
@@ -375,20 +406,26 @@ impl Build for RegionSend {
     #[inline(always)]
     fn build_on(self, adapter: usize, buf: Option<Message>, cookie: u64) -> Op<Message> {
         drop(buf);
-        Op::send_zc_region(self.region.piece(adapter, self.at, self.end), 0, cookie)
+        let piece = self.region.piece(adapter, self.at, self.end);
+        if self.zero_copy {
+            Op::send_zc_region(piece, 0, cookie)
+        } else {
+            Op::send_region(piece, cookie)
+        }
     }
 }
 
-/// The future of [`Stream::send_region`]: resolves once the socket took every byte, while the
-/// kernel may still read the region (each send keeps its lease until its notification).
-/// Dropping it cancels the send in flight; that send keeps its lease on the region until its
-/// final completion.
+/// The future of [`Stream::send_region`] and [`Stream::send_region_copied`]: resolves once the
+/// socket took every byte, while the kernel may still read the region after a zero-copy send
+/// (each keeps its lease until its notification). Dropping it cancels the send in flight; that
+/// send keeps its lease on the region until its final completion.
 #[must_use = "futures do nothing unless polled; a dropped send is cancelled"]
 pub struct SendRegion {
     queues: Arc<FdQueues>,
     region: Region,
     at: usize,
     end: usize,
+    zero_copy: bool,
     send: Option<Submit<RegionSend>>,
 }
 
@@ -415,6 +452,7 @@ impl Future for SendRegion {
                         region: this.region.clone(),
                         at: this.at,
                         end: this.end,
+                        zero_copy: this.zero_copy,
                     };
                     let route = Route::Fd(Arc::clone(&this.queues));
                     this.send.insert(Submit::new(route, None, piece))
@@ -454,7 +492,8 @@ mod tests {
         )
     }
 
-    /// A range across three chunks goes out as one send per chunk, in order.
+    /// A range across three chunks goes out as one send per chunk, in order, zero-copy or
+    /// copied.
     #[test]
     fn a_range_across_chunks_is_sent_chunk_by_chunk() {
         let Some(rt) = runtime() else {
@@ -462,24 +501,34 @@ mod tests {
         };
         let bytes: Box<[u8]> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
         let image = Arc::new(bytes);
-        let got = rt.block_on(async {
-            let region = Region::register_in_chunks(Arc::clone(&image), 16384).unwrap();
-            assert_eq!(region.inner.adapters[0].chunks.len(), 3);
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let client = TcpStream::connect(listener.local_addr().unwrap())
-                .await
-                .unwrap();
-            let (server, _) = listener.accept().await.unwrap();
-            let reader = crate::spawn(async move {
-                let (got, buf) = client.recv_exact(vec![0; 39_000]).await;
-                got.unwrap();
-                buf
-            });
-            let send = server.send_region(&region, 100, 39_000).unwrap();
-            send.await.unwrap();
-            reader.await.unwrap()
+        for zero_copy in [true, false] {
+            let got = rt.block_on(send_across_chunks(&image, zero_copy));
+            assert_eq!(got, image[100..39_100], "zero_copy={zero_copy}");
+        }
+    }
+
+    /// 39 000 bytes of `image` from offset 100, registered in chunks of 16 KiB, sent over a
+    /// loopback TCP connection; what the peer received.
+    async fn send_across_chunks(image: &Arc<Box<[u8]>>, zero_copy: bool) -> Vec<u8> {
+        let region = Region::register_in_chunks(Arc::clone(image), 16384).unwrap();
+        assert_eq!(region.inner.adapters[0].chunks.len(), 3);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let reader = crate::spawn(async move {
+            let (got, buf) = client.recv_exact(vec![0; 39_000]).await;
+            got.unwrap();
+            buf
         });
-        assert_eq!(got, image[100..39_100]);
+        let send = if zero_copy {
+            server.send_region(&region, 100, 39_000)
+        } else {
+            server.send_region_copied(&region, 100, 39_000)
+        };
+        send.unwrap().await.unwrap();
+        reader.await.unwrap()
     }
 
     /// A region of more chunks than the fixed-buffer table has free slots is refused with a

@@ -178,6 +178,24 @@ impl PeerAddr {
     }
 }
 
+/// The SQE of a send from a registered buffer with `flags`, for a kernel that takes
+/// `IORING_RECVSEND_FIXED_BUF` on `SEND` (`fixed`) or not, and how it names the buffer.
+fn send_entry(flags: i32, fixed: bool) -> (io_uring::squeue::Entry, BufUse) {
+    if fixed {
+        let e = opcode::Send::new(UNSET, std::ptr::null(), 0)
+            .ioprio(RECVSEND_FIXED_BUF)
+            .flags(flags);
+        (e.build(), BufUse::Fixed)
+    } else if flags == 0 {
+        // Offset 0: a socket's write_iter refuses any other position with ESPIPE.
+        let e = opcode::WriteFixed::new(UNSET, std::ptr::null(), 0, 0).offset(0);
+        (e.build(), BufUse::Fixed)
+    } else {
+        let e = opcode::Send::new(UNSET, std::ptr::null(), 0).flags(flags);
+        (e.build(), BufUse::Addr)
+    }
+}
+
 impl<B> Op<B> {
     /// Sends `buf` on the work queue's socket, through the buffer's registration: with
     /// `IORING_RECVSEND_FIXED_BUF` (Linux 7.2), else, for flags 0, as a fixed-buffer write, which
@@ -195,22 +213,25 @@ impl<B> Op<B> {
         Self::recv_as(buf, flags, cookie, fixed_recvsend())
     }
 
+    /// [`send`](Self::send) of a slice of a region registered with
+    /// [`Adapter::register_region`](crate::Adapter::register_region), rather than of a buffer
+    /// of the adapter's type: the kernel copies the bytes while the operation runs (where
+    /// [`send_zc_region`](Self::send_zc_region) does not), and the operation keeps `slice`
+    /// (and what it holds) until its completion. The slice is checked at post as a buffer's
+    /// is (the region's generation, its bounds).
+    pub fn send_region(slice: RegionSlice, cookie: u64) -> Self {
+        let (e, how) = send_entry(0, fixed_recvsend());
+        let mut op = Self::new(e, &"send", Side::Send, cookie)
+            .on(FileUse::Fd)
+            .retaining(Box::new(Retained::Region(slice)));
+        op.buf_use = how;
+        op
+    }
+
     /// [`send`](Self::send), for a kernel that takes `IORING_RECVSEND_FIXED_BUF` on `SEND`
     /// (`fixed`) or not.
     fn send_as(buf: B, flags: i32, cookie: u64, fixed: bool) -> Self {
-        let (e, how) = if fixed {
-            let e = opcode::Send::new(UNSET, std::ptr::null(), 0)
-                .ioprio(RECVSEND_FIXED_BUF)
-                .flags(flags);
-            (e.build(), BufUse::Fixed)
-        } else if flags == 0 {
-            // Offset 0: a socket's write_iter refuses any other position with ESPIPE.
-            let e = opcode::WriteFixed::new(UNSET, std::ptr::null(), 0, 0).offset(0);
-            (e.build(), BufUse::Fixed)
-        } else {
-            let e = opcode::Send::new(UNSET, std::ptr::null(), 0).flags(flags);
-            (e.build(), BufUse::Addr)
-        };
+        let (e, how) = send_entry(flags, fixed);
         Self::new(e, &"send", Side::Send, cookie)
             .on(FileUse::Fd)
             .with_buf(buf, how)

@@ -44,6 +44,14 @@ pub trait SendHalf: Clone + Send + Sync + 'static {
         offset: usize,
         len: usize,
     ) -> impl Future<Output = io::Result<()>> + Send;
+    /// Sends the `len` bytes of `region` from `offset`, copied by the kernel while the sends
+    /// run; resolves once the socket took them all.
+    fn send_region_copied(
+        &self,
+        region: &Region,
+        offset: usize,
+        len: usize,
+    ) -> impl Future<Output = io::Result<()>> + Send;
     /// The bytes sent on the connection that the client has not acknowledged yet (TCP) or not
     /// read yet (a Unix socket), those the socket has not sent included: `SIOCOUTQ`. 0 for a
     /// TCP connection that is closed (the client reset it): its socket dropped what it queued,
@@ -106,6 +114,16 @@ impl<S: StreamSocket> SendHalf for Arc<Stream<S>> {
         len: usize,
     ) -> impl Future<Output = io::Result<()>> + Send {
         let send = Stream::send_region(self, region, offset, len);
+        async move { send?.await }
+    }
+
+    fn send_region_copied(
+        &self,
+        region: &Region,
+        offset: usize,
+        len: usize,
+    ) -> impl Future<Output = io::Result<()>> + Send {
+        let send = Stream::send_region_copied(self, region, offset, len);
         async move { send?.await }
     }
 

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use regio_pool::{BufKey, Message};
+use regio_runtime::region::Region;
 
 use super::buffers::Buffers;
 use super::export::Export;
@@ -306,27 +307,33 @@ impl<W: SendHalf> Writer<W> {
         }
     }
 
-    /// A READ of a registered memory export: those below the threshold, and every one where
-    /// the socket has no zero-copy sends, are copied from the export into the gathered bytes;
-    /// the others go out with `SEND_ZC` from the export.
+    /// A READ of a memory export: below the threshold (or where the socket has no zero-copy
+    /// sends), data below [`GATHER_MAX`] is copied from the export into the gathered bytes and
+    /// larger data sent from the export's registered region with a copy the kernel makes; at
+    /// or above the threshold it goes out with `SEND_ZC` from the region. An export the
+    /// server could not register (no region) is always gathered.
     async fn put_export(&mut self, head: &[u8], export: &Export, offset: u64, len: usize) {
         let copy = len < self.zero_copy_min || self.zero_copy == ZeroCopy::Unsupported;
-        if copy && self.staging.is_none() {
+        let gather = (copy && len < GATHER_MAX) || export.region().is_none();
+        if gather && self.staging.is_none() {
             self.stage();
         }
         self.append(head).await;
-        if copy {
+        if gather {
             return self.append_export(export, offset, len).await;
         }
         self.flush().await;
         let Some(region) = export.region() else {
-            return self.append_export(export, offset, len).await;
+            return;
         };
         if self.broken {
             return;
         }
         // The range was validated against the export, which the region covers whole.
         let at = offset as usize;
+        if copy {
+            return self.send_region_copied(region, at, len).await;
+        }
         match within(self.stall.timeout, self.out.send_region(region, at, len)).await {
             None => self.stalled(),
             Some(Ok(())) => {
@@ -336,11 +343,22 @@ impl<W: SendHalf> Writer<W> {
             // The socket's family has no zero-copy send: copy from now on. Nothing was sent.
             Some(Err(e)) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
                 self.zero_copy = ZeroCopy::Unsupported;
-                if self.staging.is_none() {
-                    self.stage();
-                }
-                self.append_export(export, offset, len).await;
+                self.send_region_copied(region, at, len).await;
             }
+            Some(Err(e)) => self.fail(&e),
+        }
+    }
+
+    /// Sends `len` bytes of a memory export's `region` from `at`, copied by the kernel.
+    async fn send_region_copied(&mut self, region: &Region, at: usize, len: usize) {
+        match within(
+            self.stall.timeout,
+            self.out.send_region_copied(region, at, len),
+        )
+        .await
+        {
+            None => self.stalled(),
+            Some(Ok(())) => {}
             Some(Err(e)) => self.fail(&e),
         }
     }
