@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -170,5 +171,183 @@ fn off_the_workers_a_send_resolves_too_and_an_empty_one_at_once() {
             assert_eq!(stream.send_zc_all(empty).await.unwrap(), 0);
         });
         drain_in_order(client, 1, 0);
+    });
+}
+
+/// Every free buffer of the big class, acquired and scribbled over (then released).
+fn scribble_every_free_buffer(pool: &MessagePool) {
+    let mut taken = Vec::new();
+    while let Ok(mut msg) = pool.try_acquire_class(BIG) {
+        msg.as_mut_slice()[..BIG_LEN].fill(0xee);
+        taken.push(msg);
+    }
+}
+
+/// A buffer whose send resolved but whose notification has not come is not in the pool: after
+/// each send, every buffer the pool hands out is scribbled over, and the peer still reads
+/// exactly what was sent (a buffer back too early would carry the scribble).
+#[test]
+fn a_buffer_the_kernel_still_reads_is_never_handed_out_again() {
+    common::with_runtime(2, LIMIT, |rt| {
+        let pool = rt.pool().clone();
+        let (client, server) = pair_with_a_peer_that_does_not_read();
+        rt.block_on(rt.spawn(async move {
+            let stream = TcpStream::from_std(server).unwrap();
+            for i in 0..pool.capacity(BIG) {
+                let sent = stream.send_zc_all(numbered(&pool, i)).await.unwrap();
+                assert_eq!(sent, BIG_LEN);
+                scribble_every_free_buffer(&pool);
+            }
+        }))
+        .unwrap();
+        drain_in_order(client, 8, 0);
+    });
+}
+
+/// A send whose future is dropped after its first completion came, before it was polled
+/// again, is not cancelled (only its notification was left): every byte arrives.
+#[test]
+fn a_send_dropped_after_its_first_completion_still_delivers_every_byte() {
+    common::with_runtime(1, LIMIT, |rt| {
+        let pool = rt.pool().clone();
+        let (client, server) = pair_with_a_peer_that_does_not_read();
+        rt.block_on(rt.spawn(async move {
+            let stream = TcpStream::from_std(server).unwrap();
+            for i in 0..2 {
+                let mut send = stream.send_zc_all(numbered(&pool, i));
+                let polled = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(std::pin::Pin::new(&mut send).poll(cx))
+                })
+                .await;
+                assert!(
+                    polled.is_pending(),
+                    "a send completes after the submit step"
+                );
+                // The worker reaps the send's completion meanwhile (its socket takes the
+                // bytes at once); the future is never polled again.
+                time::sleep(Duration::from_millis(50)).await;
+                drop(send);
+            }
+        }))
+        .unwrap();
+        drain_in_order(client, 2, 0);
+    });
+}
+
+/// A socket's descriptor, as `/proc/self/fd` names it (`socket:[inode]`), to tell when it
+/// closed whatever other tests open meanwhile.
+struct Socket {
+    fd: std::os::fd::RawFd,
+    name: std::path::PathBuf,
+}
+
+impl Socket {
+    fn of(socket: &impl AsRawFd) -> Self {
+        let fd = socket.as_raw_fd();
+        let name = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        Self { fd, name }
+    }
+
+    /// Whether the descriptor no longer names this socket.
+    fn is_closed(&self) -> bool {
+        std::fs::read_link(format!("/proc/self/fd/{}", self.fd)).map_or(true, |n| n != self.name)
+    }
+}
+
+/// A peer that resets while sends wait in the socket: a send stuck on the full socket fails
+/// (the count so far, or the reset), the notifications come with the reset, every buffer goes
+/// back to the pool and the socket closes.
+#[test]
+fn a_peer_that_resets_fails_the_send_in_flight_and_every_buffer_comes_back() {
+    common::with_runtime(2, LIMIT, |rt| {
+        let pool = rt.pool().clone();
+        let (client, server) = regio_testkit::loopback();
+        common::set_socket_int(client.as_raw_fd(), libc::SO_RCVBUF, 4096);
+        common::set_socket_int(server.as_raw_fd(), libc::SO_SNDBUF, 4096);
+        let socket = Socket::of(&server);
+        let (resolved_tx, resolved_rx) = std::sync::mpsc::channel();
+        let sending = rt.spawn(async move {
+            let stream = TcpStream::from_std(server).unwrap();
+            for i in 0..pool.capacity(BIG) {
+                match stream.send_zc_all(numbered(&pool, i)).await {
+                    Ok(n) => {
+                        assert_eq!(n, BIG_LEN);
+                        resolved_tx.send(i).unwrap();
+                    }
+                    Err(e) => return e,
+                }
+            }
+            panic!("every send to a peer that does not read fit in the socket buffers");
+        });
+        // Give the sends time to fill the sockets (a bounded wait on the first resolved one,
+        // then a pause: the stuck send need not have started for the test to hold).
+        resolved_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        common::reset_on_close(&client);
+        drop(client);
+        let err = rt.block_on(sending).unwrap();
+        assert!(
+            matches!(err.raw_os_error(), Some(libc::ECONNRESET | libc::EPIPE))
+                || err.kind() == std::io::ErrorKind::Other,
+            "{err}"
+        );
+        common::eventually_pool_full(rt.pool(), "every buffer is back after the reset");
+        common::eventually("the socket is closed", || socket.is_closed());
+    });
+}
+
+/// A shutdown whose deadline passes while notifications are still due (the peer reads
+/// nothing) returns, and does not give the buffers the kernel still holds back to the pool:
+/// those the pool hands out are scribbled over, and the peer, reading once the runtime is
+/// gone, gets exactly what was sent.
+#[test]
+fn a_shutdown_that_gives_up_on_notifications_keeps_their_buffers_out_of_the_pool() {
+    regio_testkit::within(LIMIT, "the test", || {
+        let Some(rt) = common::runtime(2) else {
+            return;
+        };
+        let pool = rt.pool().clone();
+        let (client, server) = pair_with_a_peer_that_does_not_read();
+        rt.block_on(rt.spawn({
+            let pool = pool.clone();
+            async move {
+                let stream = TcpStream::from_std(server).unwrap();
+                send_every_buffer_unread(&stream, &pool).await;
+            }
+        }))
+        .unwrap();
+        rt.shutdown(Duration::from_millis(50));
+        assert!(
+            pool.available(BIG) < pool.capacity(BIG),
+            "the buffers the kernel held went back to the pool at shutdown"
+        );
+        scribble_every_free_buffer(&pool);
+        drain_in_order(client, 8, 0);
+    });
+}
+
+/// A descriptor of two slices, or one naming another message's bytes, is refused before the
+/// kernel sees it: a clear error, and both buffers back in the pool.
+#[test]
+fn a_descriptor_the_adapter_refuses_fails_the_send_and_gives_the_buffer_back() {
+    common::with_runtime(1, LIMIT, |rt| {
+        let pool = rt.pool().clone();
+        let (_client, server) = regio_testkit::loopback();
+        rt.block_on(rt.spawn(async move {
+            let stream = TcpStream::from_std(server).unwrap();
+            let mut two = numbered(&pool, 1);
+            let whole = two.key();
+            let (mut a, mut b) = (whole, whole);
+            a.len = 100;
+            b.offset += 200;
+            b.len = 100;
+            two.descriptor_mut().set_slices(&[a, b]).unwrap();
+            assert!(stream.send_zc_all(two).await.is_err());
+            let other = numbered(&pool, 2);
+            let mut foreign = numbered(&pool, 3);
+            foreign.descriptor_mut().set_slices(&[other.key()]).unwrap();
+            assert!(stream.send_zc_all(foreign).await.is_err());
+        }))
+        .unwrap();
     });
 }
