@@ -381,28 +381,12 @@ fn unread_zero_copy_reads(h: &Harness, len: u32) -> common::Client {
     let mut c = h.open("", false);
     let first = c.call(Command::Read, CommandFlags::empty(), 0, len, &[]);
     assert_eq!(first.error, None);
-    set_receive_buffer(&c.stream, 4096);
+    common::set_receive_buffer(&c.stream, 4096);
     for i in 0..4 {
         let at = u64::from(i * len);
         c.request(Command::Read, CommandFlags::empty(), i.into(), at, len, &[]);
     }
     c
-}
-
-/// Sets `SO_RCVBUF` on `stream`.
-fn set_receive_buffer(stream: &std::net::TcpStream, bytes: libc::c_int) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the option value is a live c_int of the size passed; the descriptor is open.
-    let done = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&raw const bytes).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(done, 0, "{}", std::io::Error::last_os_error());
 }
 
 /// Sends option `code` with `data` as it is (malformed on purpose).

@@ -38,9 +38,9 @@
 //! zeroes). A client that stops reading its
 //! replies holds its share of the data buffers (a quarter of them, or one request of the
 //! maximum payload), and the socket keeps the buffers of the zero-copy sends it queued for it,
-//! until a send has waited for it longer than the [`STALL_TIMEOUT`], or the bytes sent have
-//! waited that long for its acknowledgement while no reply was left to send (on a connection
-//! that sends zero-copy); then its
+//! until a send has waited for it longer than the [`STALL_TIMEOUT`], or it acknowledged
+//! none of the bytes sent to it for that long while no reply was left to send (on a connection
+//! that sends zero-copy; a client that keeps acknowledging, however slowly, is left alone); then its
 //! connection is cut (and reset, which frees what the socket held). A graceful shutdown cuts the connections still open after its grace
 //! ([`Server::finish_within`]).
 //!

@@ -98,8 +98,8 @@ impl Drop for InFlight {
 
 /// How long a send may wait for a client that does not read, and what to raise then.
 pub(crate) struct Stall {
-    /// The longest a send may take, and the longest the client may leave what was sent
-    /// unacknowledged while the writer has nothing to send.
+    /// The longest a send may take, and the longest the client may acknowledge nothing of
+    /// what was sent while the writer has nothing to send.
     pub(crate) timeout: Duration,
     /// Raised when a send took longer: the connection is cut.
     pub(crate) cut: Arc<Signal>,
@@ -109,9 +109,9 @@ pub(crate) struct Stall {
 /// task are done), then closes the connection. After a failed send the rest are dropped (their
 /// buffers go back to the pool): the client is gone. A send that waits longer than the
 /// `stall` timeout (a client that stopped reading its replies holds its buffers meanwhile)
-/// fails too, and raises `stall.cut`, as does a client that leaves the bytes sent to it
-/// unacknowledged for that long while there is nothing more to send (on a connection that
-/// sends zero-copy). READ data of `zero_copy_min` bytes or more goes out with
+/// fails too, and raises `stall.cut`, as does a client that acknowledges none of the bytes sent
+/// to it for that long while there is nothing more to send (on a connection that sends
+/// zero-copy). READ data of `zero_copy_min` bytes or more goes out with
 /// `SEND_ZC`.
 pub(crate) async fn run<W: SendHalf>(
     out: W,
@@ -215,6 +215,24 @@ enum ZeroCopy {
     Unsupported,
 }
 
+/// What a client left unacknowledged at the last look, while the writer sends nothing: the
+/// count only goes down as the client reads.
+#[derive(Default)]
+struct Progress {
+    /// `None` before the first look.
+    left: Option<usize>,
+}
+
+impl Progress {
+    /// Whether the client acknowledged something since the last look (or has nothing left to
+    /// acknowledge, or this is the first look), given what it leaves unacknowledged now.
+    fn made(&mut self, left: usize) -> bool {
+        let made = left == 0 || self.left.is_none_or(|before| left < before);
+        self.left = Some(left);
+        made
+    }
+}
+
 /// `op`, unless it takes longer than `limit` (then it is dropped, which cancels it).
 async fn within<T>(limit: Duration, op: impl Future<Output = T>) -> Option<T> {
     regio_runtime::time::timeout(limit, op).await.ok()
@@ -226,8 +244,12 @@ impl<W: SendHalf> Writer<W> {
     /// acknowledged what it sent: a client that stopped reading before its replies filled the
     /// socket never stalls a send, yet the zero-copy sends the socket queues for it keep their
     /// memory (pool buffers, the export's region) until it reads them, or its connection is
-    /// reset. Its connection is cut then. (Copied replies hold none of the server's memory.)
+    /// reset. Its connection is cut once a whole stall timeout passed in which the client
+    /// acknowledged nothing (nothing is sent meanwhile, so the bytes left unacknowledged only
+    /// go down as it reads): a client on a slow link that keeps reading is left alone,
+    /// however long its queue. (Copied replies hold none of the server's memory.)
     async fn next_reply(&mut self, replies: &mut Receiver<Reply>) -> Option<Reply> {
+        let mut progress = Progress::default();
         loop {
             if let Some(next) = within(self.stall.timeout, replies.pop()).await {
                 return next;
@@ -236,8 +258,8 @@ impl<W: SendHalf> Writer<W> {
                 continue;
             }
             match self.out.unacknowledged() {
-                Ok(0) => {}
-                Ok(_) => self.stalled(),
+                Ok(left) if !progress.made(left) => self.stalled(),
+                Ok(_) => {}
                 Err(e) => self.fail(&e),
             }
         }
@@ -246,19 +268,22 @@ impl<W: SendHalf> Writer<W> {
     /// Before the connection closes: its zero-copy sends resolved once the socket took their
     /// bytes, and the socket holds their memory (pool buffers, the export's region) until the
     /// client acknowledges them. A client that stopped reading may never do so, and a closed
-    /// socket would keep its bytes queued for it: wait up to the stall timeout for the
-    /// acknowledgement, then cut the connection (a reset drops the queued bytes and lets go of
-    /// the memory).
+    /// socket would keep its bytes queued for it: wait for the acknowledgement as long as the
+    /// client acknowledges something in each stall timeout, else cut the connection (a reset
+    /// drops the queued bytes and lets go of the memory).
     async fn await_acknowledgement(&mut self) {
         if self.broken || self.zero_copy != ZeroCopy::Works {
             return;
         }
-        let deadline = std::time::Instant::now() + self.stall.timeout;
+        let mut progress = Progress::default();
+        let mut deadline = std::time::Instant::now();
         let mut pause = Duration::from_micros(200);
         loop {
+            let now = std::time::Instant::now();
             match self.out.unacknowledged() {
                 Ok(0) => return,
-                Ok(_) if std::time::Instant::now() >= deadline => return self.stalled(),
+                Ok(left) if progress.made(left) => deadline = now + self.stall.timeout,
+                Ok(_) if now >= deadline => return self.stalled(),
                 Ok(_) => {}
                 Err(e) => return self.fail(&e),
             }

@@ -44,7 +44,8 @@ pub struct Harness {
     pub server: Server,
     pub addr: SocketAddr,
     accept: Option<JoinHandle<()>>,
-    unix: Option<JoinHandle<()>>,
+    /// The tasks serving the other listeners ([`Harness::listen_unix`], [`Harness::listen_tcp`]).
+    more: Vec<JoinHandle<()>>,
 }
 
 /// The server's pool classes, each count divided by `shrink` (a small pool runs dry sooner).
@@ -91,7 +92,7 @@ pub fn start_unset(exports: Vec<Export>, shrink: u32) -> Option<Harness> {
         server,
         addr,
         accept: Some(accept),
-        unix: None,
+        more: Vec::new(),
     })
 }
 
@@ -100,7 +101,7 @@ impl Harness {
     pub fn listen_unix(&mut self, path: &std::path::Path) {
         let listener = Arc::new(UnixListener::bind(path).unwrap());
         let server = self.server.clone();
-        self.unix = Some(self.rt.spawn(async move {
+        self.more.push(self.rt.spawn(async move {
             server
                 .serve(|| {
                     let accept = listener.accept();
@@ -108,6 +109,23 @@ impl Harness {
                 })
                 .await
         }));
+    }
+
+    /// Serves on TCP at `addr` too (`[::]:0`, `127.0.0.2:0`, ...); returns the address bound,
+    /// or the error binding it.
+    pub fn listen_tcp(&mut self, addr: &str) -> std::io::Result<SocketAddr> {
+        let listener = Arc::new(TcpListener::bind(addr)?);
+        let bound = listener.local_addr()?;
+        let server = self.server.clone();
+        self.more.push(self.rt.spawn(async move {
+            server
+                .serve(|| {
+                    let accept = listener.accept();
+                    async move { accept.await.map(|(stream, _)| stream) }
+                })
+                .await
+        }));
+        Ok(bound)
     }
 
     /// A connected, greeted client (fixed newstyle, no zeroes).
@@ -170,7 +188,8 @@ impl Harness {
     /// back, still running.
     pub fn stop_keeping_runtime(mut self) -> Runtime {
         self.server.shutdown();
-        for accept in [self.accept.take(), self.unix.take()].into_iter().flatten() {
+        let more = std::mem::take(&mut self.more);
+        for accept in self.accept.take().into_iter().chain(more) {
             self.rt.block_on(accept).unwrap();
         }
         self.rt.block_on(self.server.finish()).unwrap();
@@ -461,6 +480,22 @@ impl<S: Read + Write> Client<S> {
         let mut byte = [0; 1];
         matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
     }
+}
+
+/// Sets `SO_RCVBUF` on `stream`.
+pub fn set_receive_buffer(stream: &std::net::TcpStream, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the option value is a live c_int of the size passed; the descriptor is open.
+    let done = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const bytes).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(done, 0, "{}", std::io::Error::last_os_error());
 }
 
 /// The process's pinned memory, in KiB.
