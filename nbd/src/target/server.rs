@@ -73,8 +73,9 @@ impl Shared {
     /// The threshold for a client, on the loopback interface or not: by default, loopback
     /// clients get copies (see [`Server::set_zero_copy_min`]).
     pub(crate) fn zero_copy_min_for(&self, loopback: bool) -> usize {
-        // Relaxed: as in `stall_timeout`.
-        if loopback && !self.zero_copy_min_set.load(Ordering::Relaxed) {
+        // Acquire: pairs with the release in `Server::set_zero_copy_min`, so that a connection
+        // that sees the threshold set sees the value stored before it, not the default.
+        if loopback && !self.zero_copy_min_set.load(Ordering::Acquire) {
             usize::MAX
         } else {
             self.zero_copy_min()
@@ -135,8 +136,8 @@ impl Server {
     }
 
     /// Cuts a connection when sending it a reply takes longer than `timeout`, or when its
-    /// client leaves the bytes sent to it unacknowledged that long while no reply waits to be
-    /// sent, once the connection has sent zero-copy (the client stopped reading its replies; meanwhile they hold their buffers, which
+    /// client acknowledges none of the bytes sent to it for that long while no reply waits to
+    /// be sent (noticed within twice `timeout`), once the connection has sent zero-copy (the client stopped reading its replies; meanwhile they hold their buffers, which
     /// other connections may be waiting for, and zero-copy sends hold theirs until the client
     /// reads the bytes). The default is [`STALL_TIMEOUT`]; a new value applies
     /// to connections that start after it.
@@ -167,9 +168,11 @@ impl Server {
     /// called, `bytes` applies to every client, loopback ones included (as tests of the
     /// zero-copy path need).
     pub fn set_zero_copy_min(&self, bytes: usize) {
-        // Relaxed: both are settings read on their own, when a connection starts.
+        // Relaxed: published by the release store below.
         self.shared.zero_copy_min.store(bytes, Ordering::Relaxed);
-        self.shared.zero_copy_min_set.store(true, Ordering::Relaxed);
+        // Release: a connection that sees the flag (acquire, in `Shared::zero_copy_min_for`)
+        // sees `bytes` too, never the default it replaced.
+        self.shared.zero_copy_min_set.store(true, Ordering::Release);
     }
 
     /// The threshold [`set_zero_copy_min`](Self::set_zero_copy_min) set, or [`ZERO_COPY_MIN`]
