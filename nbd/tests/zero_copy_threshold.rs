@@ -302,3 +302,104 @@ fn a_loopback_client_gets_copies_until_the_threshold_is_set() {
     assert!(after.zero_copy_sends > before.zero_copy_sends);
     h.stop();
 }
+
+/// A listener bound to `listen` and a client of it from `connect` (an address of the same
+/// family, or an IPv4 one for a dual-stack `[::]` listener): the server's end, or `None`
+/// (skipped) where this host cannot bind or reach them.
+fn accepted(listen: &str, connect: &str) -> Option<(std::net::TcpStream, std::net::TcpStream)> {
+    let listener = match std::net::TcpListener::bind(listen) {
+        Ok(listener) => listener,
+        Err(e) => {
+            regio_testkit::skip(&format!("cannot listen on {listen}: {e}"));
+            return None;
+        }
+    };
+    let port = listener.local_addr().unwrap().port();
+    let ip: std::net::IpAddr = connect.parse().unwrap();
+    let client = match std::net::TcpStream::connect((ip, port)) {
+        Ok(client) => client,
+        Err(e) => {
+            regio_testkit::skip(&format!("cannot reach {listen} from {connect}: {e}"));
+            return None;
+        }
+    };
+    Some((client, listener.accept().unwrap().0))
+}
+
+/// Every form of a loopback peer is one: 127.0.0.1 and the rest of 127.0.0.0/8, `::1`, and
+/// an IPv4 loopback client of a dual-stack listener (`::ffff:127.0.0.3`). A Unix socket is
+/// none (it has no zero-copy sends at all).
+#[test]
+fn every_form_of_a_loopback_peer_is_one() {
+    use regio_nbd::target::Connection;
+    let Some(h) = common::start_unset(vec![memory("", MIB)], 8) else {
+        return;
+    };
+    let cases = [
+        ("127.0.0.1:0", "127.0.0.1"),
+        ("127.0.0.2:0", "127.0.0.2"),
+        ("[::1]:0", "::1"),
+        ("[::]:0", "127.0.0.3"),
+    ];
+    h.rt.block_on(async {
+        for (listen, connect) in cases {
+            let Some((client, server)) = accepted(listen, connect) else {
+                continue;
+            };
+            let peer = server.peer_addr().unwrap();
+            let stream = regio_runtime::net::TcpStream::from_std(server).unwrap();
+            assert!(
+                stream.peer_is_loopback(),
+                "{listen} from {connect}: {peer} is on the loopback interface"
+            );
+            drop(client);
+        }
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let unix = regio_runtime::net::UnixStream::from_std(a).unwrap();
+        assert!(!unix.peer_is_loopback());
+    });
+    h.stop();
+}
+
+/// Left unset, the threshold gives copies to loopback clients of every form (from `::1`, and
+/// from 127.0.0.2 to a dual-stack listener); set, it applies to them all.
+#[test]
+fn loopback_clients_of_every_form_get_copies_until_the_threshold_is_set() {
+    let Some(mut h) = common::start_unset(vec![memory("", 4 * MIB)], 8) else {
+        return;
+    };
+    let mut addrs = Vec::new();
+    for (listen, ip) in [("[::1]:0", "::1"), ("[::]:0", "127.0.0.2")] {
+        match h.listen_tcp(listen) {
+            Ok(bound) => addrs.push(std::net::SocketAddr::new(ip.parse().unwrap(), bound.port())),
+            Err(e) => regio_testkit::skip(&format!("cannot listen on {listen}: {e}")),
+        }
+    }
+    let data = pattern(128 * KIB as usize, 13);
+    let mut c = h.open("", false);
+    let done = c.call(Command::Write, CommandFlags::empty(), 0, 128 * KIB, &data);
+    assert_eq!(done.error, None);
+    let before = h.server.stats();
+    for &addr in &addrs {
+        let mut c = Client::connect(addr, 3);
+        c.go("", false);
+        read(&mut c, &data, 0, 128 * KIB);
+        read(&mut c, &data, 4096, 64 * KIB);
+    }
+    h.server.set_zero_copy_min(ZERO_COPY_MIN);
+    for &addr in &addrs {
+        let mut c = Client::connect(addr, 3);
+        c.go("", false);
+        read(&mut c, &data, 0, 64 * KIB);
+    }
+    let bytes = 64 * u64::from(KIB) * addrs.len() as u64;
+    let after = settled(&h, &before, bytes);
+    assert_eq!(
+        after.zero_copy_bytes - before.zero_copy_bytes,
+        bytes,
+        "only the reads after the threshold was set went out zero-copy"
+    );
+    drop(c);
+    h.assert_pool_full();
+    h.stop();
+}
