@@ -229,6 +229,86 @@ fn every_command_on_a_file_in_memory() {
     std::fs::remove_file(&path).unwrap();
 }
 
+/// Attacks on a file in memory (read and written with `pread`/`pwrite` on the worker): read
+/// only, it refuses WRITE, TRIM and WRITE_ZEROES (FUA or not) and answers FLUSH and CACHE; a
+/// file that grows under the export is served at the size it had, and one replaced by a
+/// rename is still the file the export opened; connections reading the largest requests side
+/// by side with one reading small ones all get their data, and every buffer comes back.
+#[test]
+fn a_file_in_memory_read_only_grown_replaced_and_shared() {
+    let path = std::path::Path::new("/dev/shm").join(format!(
+        "regio-nbd-target-{}-in-memory-attack",
+        std::process::id()
+    ));
+    let data = pattern(4 * MIB as usize, 5);
+    if let Err(e) = std::fs::write(&path, &data) {
+        return regio_testkit::skip(&format!("no /dev/shm: {e}"));
+    }
+    let export = Export::file("", &path, true).unwrap();
+    if !export.description().contains("in memory") {
+        std::fs::remove_file(&path).unwrap();
+        return regio_testkit::skip("/dev/shm is not a tmpfs here");
+    }
+    let Some(h) = start(vec![export], 8) else {
+        return;
+    };
+    let none = CommandFlags::empty();
+    let mut c = h.open("", true);
+    let zero_page = [0; 4096];
+    for flags in [none, CommandFlags::FUA] {
+        for (command, payload) in [
+            (Command::Write, &zero_page[..]),
+            (Command::Trim, &[][..]),
+            (Command::WriteZeroes, &[][..]),
+        ] {
+            let refused = c.call(command, flags, 4096, 4096, payload);
+            assert_eq!(refused.error, Some(Errno::EPERM), "{command:?} {flags:?}");
+        }
+    }
+    assert_eq!(c.call(Command::Flush, none, 0, 0, &[]).error, None);
+    assert_eq!(c.call(Command::Cache, none, 0, 65536, &[]).error, None);
+
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(8 * MIB)
+        .unwrap();
+    let past = c.call(Command::Read, none, 4 * MIB, 4096, &[]);
+    assert!(past.error.is_some(), "a read past the size the export had");
+    let fresh = path.with_extension("fresh");
+    std::fs::write(&fresh, pattern(4 * MIB as usize, 99)).unwrap();
+    std::fs::rename(&fresh, &path).unwrap();
+    let read = c.call(Command::Read, none, 1000, 100_000, &[]);
+    assert!(read.error.is_none() && read.data == data[1000..101_000]);
+
+    let max = h.server.max_payload();
+    let addr = h.addr;
+    std::thread::scope(|scope| {
+        for reader in 0..3_u64 {
+            let data = &data;
+            scope.spawn(move || {
+                let mut c = Client::connect(addr, 3);
+                c.go("", reader == 1);
+                for i in 0..40_u64 {
+                    let len = if reader == 2 { 512 } else { max };
+                    let at = (i * 77_777 + reader * 4096) % (4 * MIB - u64::from(len));
+                    let got = c.call(Command::Read, none, at, len, &[]);
+                    let want = &data[at as usize..at as usize + len as usize];
+                    assert!(
+                        got.error.is_none() && got.data == want,
+                        "{reader}: {at}+{len}"
+                    );
+                }
+            });
+        }
+    });
+    drop(c);
+    h.assert_pool_full();
+    h.stop();
+    std::fs::remove_file(&path).unwrap();
+}
+
 #[test]
 fn bad_requests_get_errors_and_the_connection_goes_on() {
     let Some(h) = start(
