@@ -351,3 +351,27 @@ fn a_descriptor_the_adapter_refuses_fails_the_send_and_gives_the_buffer_back() {
         .unwrap();
     });
 }
+
+/// A write half that sends every buffer with `send_zc_all` and is dropped at once (which shuts
+/// its writing side down) while the kernel still holds the buffers: the peer reads every byte,
+/// in order, then the end of the stream, and every buffer comes back.
+#[test]
+fn a_write_half_dropped_after_its_sends_resolved_delivers_every_byte_then_the_end() {
+    common::with_runtime(2, LIMIT, |rt| {
+        let pool = rt.pool().clone();
+        let (client, server) = pair_with_a_peer_that_does_not_read();
+        rt.block_on(rt.spawn(async move {
+            let (read, write) = TcpStream::from_std(server).unwrap().into_split();
+            for i in 0..pool.capacity(BIG) {
+                assert_eq!(
+                    write.send_zc_all(numbered(&pool, i)).await.unwrap(),
+                    BIG_LEN
+                );
+            }
+            drop(write);
+            drop(read);
+        }))
+        .unwrap();
+        drain_in_order(client, 8, 0);
+    });
+}
