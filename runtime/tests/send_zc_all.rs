@@ -375,3 +375,34 @@ fn a_write_half_dropped_after_its_sends_resolved_delivers_every_byte_then_the_en
         drain_in_order(client, 8, 0);
     });
 }
+
+/// With every buffer of the class held by the kernel for sends whose futures resolved, a task
+/// that waits for one (`acquire_class`) gets it once the peer reads and the notifications
+/// come: the buffers the worker gives back wake the pool's waiters.
+#[test]
+fn a_task_waiting_for_a_buffer_the_kernel_holds_gets_it_when_the_notification_comes() {
+    common::with_runtime(2, LIMIT, |rt| {
+        let pool = rt.pool().clone();
+        let (client, server) = pair_with_a_peer_that_does_not_read();
+        let back = rt
+            .block_on(rt.spawn({
+                let pool = pool.clone();
+                async move {
+                    let stream = TcpStream::from_std(server).unwrap();
+                    send_every_buffer_unread(&stream, &pool).await;
+                    // Take what came back already: the class is empty, the rest with the
+                    // kernel.
+                    std::iter::from_fn(|| pool.try_acquire_class(BIG).ok()).collect::<Vec<_>>()
+                }
+            }))
+            .unwrap();
+        assert!(back.len() < pool.capacity(BIG));
+        let waiter = rt.spawn(async move {
+            let got = pool.acquire_class(BIG).await;
+            drop(back);
+            got.capacity()
+        });
+        drain_in_order(client, 8, 0);
+        assert_eq!(rt.block_on(waiter).unwrap(), BIG_LEN);
+    });
+}
