@@ -403,3 +403,58 @@ fn loopback_clients_of_every_form_get_copies_until_the_threshold_is_set() {
     h.assert_pool_full();
     h.stop();
 }
+
+/// Moves the calling thread (and the threads and processes it starts from now on) into a
+/// network namespace of its own, whose loopback interface is up and also has 10.11.12.13: an
+/// address of this host outside 127.0.0.0/8. `false` (skipped) where that cannot be done (no
+/// privilege, no `ip`).
+fn own_network_with_another_local_address() -> bool {
+    // SAFETY: unshare takes no pointers; CLONE_NEWNET moves the calling thread alone.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        let e = std::io::Error::last_os_error();
+        regio_testkit::skip(&format!("cannot make a network namespace: {e}"));
+        return false;
+    }
+    for args in [
+        &["link", "set", "lo", "up"][..],
+        &["addr", "add", "10.11.12.13/32", "dev", "lo"],
+    ] {
+        match std::process::Command::new("ip").args(args).status() {
+            Ok(status) if status.success() => {}
+            other => {
+                regio_testkit::skip(&format!("ip {args:?}: {other:?}"));
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// A client of this host that reaches the server at another of its addresses than a
+/// 127.0.0.0/8 one (the host's own LAN address, say) is on the loopback interface too: the
+/// kernel routes a host's traffic to itself through it whatever the address, and copies the
+/// bytes of zero-copy sends there as on 127.0.0.1. Such a connection's two ends have the
+/// same address.
+#[test]
+fn a_client_of_this_host_at_another_of_its_addresses_is_on_loopback() {
+    use regio_nbd::target::Connection;
+    // In a thread of its own: the namespace stays with the thread.
+    std::thread::spawn(|| {
+        if !own_network_with_another_local_address() {
+            return;
+        }
+        let Some(h) = common::start_unset(vec![memory("", MIB)], 8) else {
+            return;
+        };
+        h.rt.block_on(async {
+            let (client, server) = accepted("10.11.12.13:0", "10.11.12.13").unwrap();
+            let peer = server.peer_addr().unwrap();
+            let stream = regio_runtime::net::TcpStream::from_std(server).unwrap();
+            assert!(stream.peer_is_loopback(), "{peer} is this host");
+            drop(client);
+        });
+        h.stop();
+    })
+    .join()
+    .unwrap();
+}

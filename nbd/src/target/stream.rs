@@ -80,7 +80,10 @@ pub trait Connection: Send + 'static {
     fn split(self) -> (Self::Recv, Self::Send);
     /// Whether the client is on this host's loopback interface, where the kernel copies a
     /// zero-copy send's bytes when the receiving socket queues them: there `SEND_ZC` only adds
-    /// a notification to a copy.
+    /// a notification to a copy. That is a client at a loopback address (127.0.0.0/8, `::1`,
+    /// or an IPv4 one mapped into IPv6), and one of this host that reached the server at
+    /// another of its addresses (the host's traffic to itself goes through the loopback
+    /// interface whatever the address): such a connection has the same address at both ends.
     fn peer_is_loopback(&self) -> bool;
 }
 
@@ -206,12 +209,16 @@ impl Connection for Stream<std::net::TcpStream> {
     }
 
     fn peer_is_loopback(&self) -> bool {
-        self.peer_addr().is_ok_and(|peer| match peer.ip() {
+        let Ok(peer) = self.peer_addr() else {
+            return false;
+        };
+        let loopback = match peer.ip() {
             std::net::IpAddr::V4(ip) => ip.is_loopback(),
             std::net::IpAddr::V6(ip) => {
                 ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
             }
-        })
+        };
+        loopback || self.local_addr().is_ok_and(|local| local.ip() == peer.ip())
     }
 }
 
