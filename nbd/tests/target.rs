@@ -309,6 +309,101 @@ fn a_file_in_memory_read_only_grown_replaced_and_shared() {
     std::fs::remove_file(&path).unwrap();
 }
 
+/// A tmpfs of 1 MiB mounted on a new directory in a mount namespace of the calling thread's
+/// own (private: nothing is seen outside it); `None` (skipped) where that cannot be done.
+fn small_tmpfs() -> Option<std::path::PathBuf> {
+    let skip = |what: &str| {
+        let e = std::io::Error::last_os_error();
+        regio_testkit::skip(&format!("{what}: {e}"));
+        None
+    };
+    // SAFETY: unshare takes no pointers; it moves the calling thread alone.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return skip("cannot make a mount namespace");
+    }
+    let root = c"/";
+    // SAFETY: valid C strings and null pointers where mount(2) takes none: every mount of the
+    // new namespace becomes private, so the mount below is seen nowhere else.
+    let private = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    if private != 0 {
+        return skip("cannot make the mounts private");
+    }
+    let dir = std::env::temp_dir().join(format!("regio-nbd-small-tmpfs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid C strings; mount(2) reads them only.
+    let mounted = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            c"size=1m".as_ptr().cast(),
+        )
+    };
+    if mounted != 0 {
+        return skip("cannot mount a tmpfs");
+    }
+    Some(dir)
+}
+
+/// A sparse file of 4 MiB on a tmpfs of 1 MiB, served as a file in memory (`pwrite` on the
+/// worker): WRITEs past the room the tmpfs has get ENOSPC, one at a time, while the
+/// connection goes on (the data written before reads back, and a WRITE over it works).
+#[test]
+fn a_file_in_memory_that_runs_out_of_room_gets_enospc_and_goes_on() {
+    // In a thread of its own: the mount namespace stays with the thread.
+    let dir = std::thread::spawn(|| {
+        let dir = small_tmpfs()?;
+        let path = dir.join("export");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(4 * MIB)
+            .unwrap();
+        let export = Export::file("", &path, false).unwrap();
+        assert!(export.description().contains("in memory"));
+        let h = start(vec![export], 8)?;
+        let none = CommandFlags::empty();
+        let mut c = h.open("", false);
+        let piece = pattern(128 * 1024, 9);
+        let mut full = None;
+        for at in (0..4 * MIB).step_by(piece.len()) {
+            for flags in [none, CommandFlags::FUA] {
+                let write = c.call(Command::Write, flags, at, piece.len() as u32, &piece);
+                match write.error {
+                    None => assert!(full.is_none(), "a write at {at} after the tmpfs filled"),
+                    Some(Errno::ENOSPC) => full = full.or(Some(at)),
+                    Some(other) => panic!("a write at {at}: {other:?}"),
+                }
+            }
+        }
+        let full = full.expect("a 1 MiB tmpfs took 4 MiB");
+        assert!(full > 0 && full <= MIB, "full at {full}");
+        let read = c.call(Command::Read, none, 0, piece.len() as u32, &[]);
+        assert!(read.error.is_none() && read.data == piece);
+        let again = c.call(Command::Write, none, 0, piece.len() as u32, &piece);
+        assert_eq!(again.error, None);
+        drop(c);
+        h.assert_pool_full();
+        h.stop();
+        Some(dir)
+    })
+    .join()
+    .unwrap();
+    // Out here the directory is an empty one: the tmpfs went with the namespace.
+    if let Some(dir) = dir {
+        std::fs::remove_dir(&dir).unwrap();
+    }
+}
+
 #[test]
 fn bad_requests_get_errors_and_the_connection_goes_on() {
     let Some(h) = start(
