@@ -406,3 +406,71 @@ fn a_task_waiting_for_a_buffer_the_kernel_holds_gets_it_when_the_notification_co
         assert_eq!(rt.block_on(waiter).unwrap(), BIG_LEN);
     });
 }
+
+/// A send on a stream whose writing side is shut down fails with `EPIPE` (no `SIGPIPE`: the
+/// process lives), and its buffer goes back to the pool.
+#[test]
+fn a_send_after_shutting_the_writing_side_down_fails_with_epipe() {
+    common::with_runtime(1, LIMIT, |rt| {
+        let pool = rt.pool().clone();
+        let (_client, server) = regio_testkit::loopback();
+        let err = rt
+            .block_on(rt.spawn(async move {
+                let stream = TcpStream::from_std(server).unwrap();
+                stream.shutdown(std::net::Shutdown::Write).await.unwrap();
+                stream.send_zc_all(numbered(&pool, 0)).await.unwrap_err()
+            }))
+            .unwrap();
+        assert_eq!(err.raw_os_error(), Some(libc::EPIPE), "{err}");
+    });
+}
+
+/// A shutdown while a send waits for room in a socket whose peer reads nothing (its first
+/// completion not come yet): the task is dropped, which cancels the send; once the peer reads
+/// what the socket holds, the shutdown ends and every buffer comes back.
+#[test]
+fn a_shutdown_with_a_send_stuck_on_a_full_socket_cancels_it_and_gets_the_buffers_back() {
+    regio_testkit::within(LIMIT, "the test", || {
+        let Some(rt) = common::runtime(2) else {
+            return;
+        };
+        let pool = rt.pool().clone();
+        let (mut client, server) = regio_testkit::loopback();
+        common::set_socket_int(client.as_raw_fd(), libc::SO_RCVBUF, 4096);
+        common::set_socket_int(server.as_raw_fd(), libc::SO_SNDBUF, 4096);
+        let (stuck_tx, stuck_rx) = std::sync::mpsc::channel();
+        drop(rt.spawn({
+            let pool = pool.clone();
+            async move {
+                let stream = TcpStream::from_std(server).unwrap();
+                for i in 0..pool.capacity(BIG) {
+                    let mut send = Box::pin(stream.send_zc_all(numbered(&pool, i)));
+                    if time::timeout(Duration::from_millis(20), &mut send)
+                        .await
+                        .is_err()
+                    {
+                        // Stuck: it waits for the shutdown.
+                        stuck_tx.send(()).unwrap();
+                        return send.await.map(drop);
+                    }
+                }
+                panic!("every send to a peer that does not read fit in the socket buffers");
+            }
+        }));
+        stuck_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        // The peer reads once the shutdown has begun (the notifications of the sends that
+        // resolved, and of the cancelled one's bytes, wait for it); a read before is harmless.
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            client
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            common::set_socket_int(client.as_raw_fd(), libc::SO_RCVBUF, 1 << 20);
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).unwrap();
+        });
+        rt.shutdown(Duration::from_secs(30));
+        reader.join().unwrap();
+        common::assert_pool_full(&pool);
+    });
+}
