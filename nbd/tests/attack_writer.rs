@@ -234,3 +234,45 @@ fn a_client_that_disconnects_and_reads_its_last_replies_slowly_gets_them_all() {
     still_serves(&h, &data);
     h.stop();
 }
+
+/// A client on a Unix socket that shuts its reading side down (which, unlike TCP's, the server
+/// sees: its sends fail with `EPIPE`) and goes on sending requests: its replies cannot be
+/// sent, so the server ends the connection rather than go on executing requests whose
+/// replies it drops, for as long as the client keeps it open.
+#[test]
+fn a_client_that_can_no_longer_get_replies_is_disconnected() {
+    let Some((mut h, _file, data)) = serve(Kind::Memory) else {
+        return;
+    };
+    let path = std::env::temp_dir().join(format!(
+        "regio-nbd-attack-writer-{}.sock",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    h.listen_unix(&path);
+    let mut c = Client::connect_unix(&path);
+    c.go("", false);
+    let read = c.call(Command::Read, NONE, 0, 4096, &[]);
+    assert!(read.error.is_none() && read.data == data[..4096]);
+    c.stream.shutdown(Shutdown::Read).unwrap();
+    c.request(Command::Read, NONE, 1, 0, 4096, &[]);
+    h.wait_for_stats("the connection whose replies fail ended", |s| {
+        s.connections == 0
+    });
+    let mut head = [0; REQUEST_HEADER_LEN];
+    regio_nbd::proto::Request {
+        flags: NONE,
+        command: Command::Read,
+        cookie: regio_nbd::proto::Cookie(2),
+        offset: 0,
+        length: 4096,
+    }
+    .encode(&mut head);
+    assert!(
+        c.stream.write_all(&head).is_err(),
+        "the server still reads the requests of a client it cannot answer"
+    );
+    still_serves(&h, &data);
+    h.stop();
+    std::fs::remove_file(&path).unwrap();
+}

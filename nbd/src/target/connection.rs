@@ -107,7 +107,8 @@ pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
         abandon: &server.abandon,
     };
     let reading = reader::run(&input, inbox, session, in_flight, replies, signals);
-    // A writer that stalled cuts the reader short too: the connection ends.
+    // A writer that stalled, or whose send failed, cuts the reader short too: the connection
+    // ends.
     let stop = cut.or_raised(reading).await.unwrap_or(Stop::Stalled);
     match &stop {
         Stop::Disconnect | Stop::Shutdown | Stop::Stalled => {

@@ -27,7 +27,8 @@ pub(crate) enum Stop {
     Gone(io::Error),
     /// The client broke the protocol.
     Violation(ProtoError),
-    /// The client stopped reading its replies (the writer's stall timeout).
+    /// The writer cut the connection: the client stopped reading its replies (the stall
+    /// timeout), or they could not be sent.
     Stalled,
     /// A WRITE too large to read and throw away.
     Oversized {

@@ -101,15 +101,15 @@ pub(crate) struct Stall {
     /// The longest a send may take, and the longest the client may acknowledge nothing of
     /// what was sent while the writer has nothing to send.
     pub(crate) timeout: Duration,
-    /// Raised when a send took longer: the connection is cut.
+    /// Raised when a send took longer, or failed: the connection is cut.
     pub(crate) cut: Arc<Signal>,
 }
 
 /// Sends every reply of `replies` on `out` until the queue ends (the reader and every request
 /// task are done), then closes the connection. After a failed send the rest are dropped (their
-/// buffers go back to the pool): the client is gone. A send that waits longer than the
-/// `stall` timeout (a client that stopped reading its replies holds its buffers meanwhile)
-/// fails too, and raises `stall.cut`, as does a client that acknowledges none of the bytes sent
+/// buffers go back to the pool) and `stall.cut` is raised: the client is gone, or cannot get
+/// replies. A send that waits longer than the `stall` timeout (a client that stopped reading
+/// its replies holds its buffers meanwhile) fails too, and raises `stall.cut`, as does a client that acknowledges none of the bytes sent
 /// to it for that long while there is nothing more to send (on a connection that sends
 /// zero-copy). READ data of `zero_copy_min` bytes or more goes out with
 /// `SEND_ZC`.
@@ -574,8 +574,14 @@ impl<W: SendHalf> Writer<W> {
         self.stall.cut.raise();
     }
 
+    /// A send failed: the client went away, or can no longer get replies (a Unix client that
+    /// shut its reading side down). Its replies are dropped from now on and the connection is
+    /// cut, so that the reader stops executing requests whose replies nobody gets.
     fn fail(&mut self, e: &std::io::Error) {
         tracing::debug!(error = %e, "a client went away; its remaining replies are dropped");
         self.broken = true;
+        // A reset connection has nothing left to drop; another still queues what was sent.
+        self.out.abort();
+        self.stall.cut.raise();
     }
 }
