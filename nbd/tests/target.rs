@@ -597,29 +597,52 @@ fn flushed_writes_are_seen_by_every_connection() {
 /// WRITEs of every size, sent back to back before any reply is read, so that the server
 /// receives many of them at once: small payloads are read ahead through a borrowed buffer and
 /// copied out of it, large ones received in place after the part that came with the bytes
-/// before them, and a refused WRITE's payload among them is skipped. Every byte lands where
-/// its WRITE said, and the read-ahead buffer goes back to the pool when the client pauses.
+/// before them, and a refused WRITE's payload among them is skipped. Two clients do it at once
+/// on a pool with room for one read-ahead buffer, so one of them often receives without. Every
+/// byte lands where its WRITE said, and the read-ahead buffer goes back to the pool when the
+/// clients pause.
 #[test]
 fn back_to_back_writes_of_every_size_land_whole() {
-    let Some(h) = start(vec![memory("", 16 * MIB)], 4) else {
+    let Some(h) = start(vec![memory("", 16 * MIB)], 8) else {
         return;
     };
-    let max = h.server.max_payload();
-    let mut c = h.open("", true);
+    let mut clients = [h.open("", true), h.open("", false)];
+    std::thread::scope(|s| {
+        for (n, c) in clients.iter_mut().enumerate() {
+            let max = h.server.max_payload();
+            s.spawn(move || write_back_to_back(c, max, n as u64 * 8 * MIB, n as u8));
+        }
+    });
+    // The idle connections hold their two control buffers each, and no read-ahead buffer.
+    h.wait_for_stats("a buffer besides the control pairs", |s| s.pool_in_use == 4);
+    drop(clients);
+    h.assert_pool_full();
+    h.stop();
+}
+
+/// Sends WRITEs of every size up to `max` (and one refused, past the export's 16 MiB end) into
+/// the 8 MiB from `base`, all before reading a reply; checks every reply, then reads each range
+/// back.
+fn write_back_to_back(c: &mut Client, max: u32, base: u64, seed: u8) {
     let none = CommandFlags::empty();
     let sizes = [
         1, 511, 4096, 512, 4096, 5000, 16384, 16385, 4096, 65536, max, 3, 4096, 65537, 100,
     ];
     let mut writes = Vec::new();
-    let mut at = 0u64;
+    let mut at = base;
     for round in 0..4u8 {
         for (i, &len) in sizes.iter().enumerate() {
-            let seed = round.wrapping_mul(31).wrapping_add(i as u8);
+            let seed = seed
+                .wrapping_add(round.wrapping_mul(31))
+                .wrapping_add(i as u8);
             writes.push((at, pattern(len as usize, seed)));
             at += u64::from(len) + 7;
         }
     }
-    assert!(at < 16 * MIB, "the writes fit the export");
+    assert!(
+        at < base + 8 * MIB,
+        "the writes fit their half of the export"
+    );
     for (cookie, (offset, data)) in writes.iter().enumerate() {
         let cookie = cookie as u64;
         c.request(
@@ -631,7 +654,6 @@ fn back_to_back_writes_of_every_size_land_whole() {
             data,
         );
         if cookie == 20 {
-            // Past the end: refused, its payload skipped.
             c.request(Command::Write, none, 999, 16 * MIB - 10, 4096, &[9; 4096]);
         }
     }
@@ -653,11 +675,6 @@ fn back_to_back_writes_of_every_size_land_whole() {
         let back = c.call(Command::Read, none, *offset, data.len() as u32, &[]);
         assert!(back.data == *data, "{} bytes at {offset}", data.len());
     }
-    // The idle connection holds its two control buffers, and no read-ahead buffer.
-    h.wait_for_stats("a buffer besides the control pair", |s| s.pool_in_use == 2);
-    drop(c);
-    h.assert_pool_full();
-    h.stop();
 }
 
 #[test]
