@@ -103,37 +103,15 @@ fn drain_seeing_mark(mut client: std::net::TcpStream) -> bool {
 /// under AddressSanitizer the leak would fail the whole test binary.
 #[test]
 fn a_runtime_dropped_under_a_stuck_send_never_sends_memory_given_back() {
-    const CHILD_ENV: &str = "REGIO_STUCK_SEND_CHILD";
-    if std::env::var_os(CHILD_ENV).is_some() {
-        stuck_send_child();
-        return;
-    }
-    // The last setting of an option wins.
-    let asan = match std::env::var("ASAN_OPTIONS") {
-        Ok(options) if !options.is_empty() => format!("{options}:detect_leaks=0"),
-        _ => "detect_leaks=0".to_owned(),
-    };
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_runtime_dropped_under_a_stuck_send_never_sends_memory_given_back",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, "1")
-        .env("ASAN_OPTIONS", asan)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "child failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_child_test_leaking(STUCK_SEND_CHILD);
 }
 
+const STUCK_SEND_CHILD: &str = "a_runtime_dropped_under_a_stuck_send_child";
+
 /// The body of [`a_runtime_dropped_under_a_stuck_send_never_sends_memory_given_back`].
-fn stuck_send_child() {
+#[test]
+#[ignore = "run in a child process, with the leak check off, by its parent test"]
+fn a_runtime_dropped_under_a_stuck_send_child() {
     for shutdown in [true, false] {
         let Some(rt) = runtime(RingMode::Interrupt) else {
             return;

@@ -215,16 +215,34 @@ pub fn reset_on_close(stream: &std::net::TcpStream) {
 /// failure is fatal: a signal, a stack overflow) and asserts that the child lived and ran it
 /// (passed, or skipped).
 pub fn run_child_test(name: &str) {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            name,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .output()
-        .unwrap();
+    run_child(name, false);
+}
+
+/// [`run_child_test`] for a test that leaks on purpose (memory the kernel may still read,
+/// which the runtime never frees): the child runs with AddressSanitizer's leak check off,
+/// which would otherwise fail the whole test binary.
+pub fn run_child_test_leaking(name: &str) {
+    run_child(name, true);
+}
+
+fn run_child(name: &str, leaking: bool) {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    if leaking {
+        // The last setting of an option wins.
+        let options = match std::env::var("ASAN_OPTIONS") {
+            Ok(options) if !options.is_empty() => format!("{options}:detect_leaks=0"),
+            _ => "detect_leaks=0".to_owned(),
+        };
+        child.env("ASAN_OPTIONS", options);
+    }
+    let out = child.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
