@@ -30,10 +30,15 @@ enum Kind {
 /// A server of one 4 MiB export of `kind`, the zero-copy threshold left unset (loopback
 /// clients get copies) or set above every request (`above`), also on a Unix socket at the
 /// path returned; its first 3 MiB hold `pattern(3 MiB, 13)` (the last MiB is a hole).
-fn serve(
-    kind: Kind,
-    above: bool,
-) -> Option<(Harness, Option<TempFile>, std::path::PathBuf, Vec<u8>)> {
+fn serve(kind: Kind, above: bool) -> Option<Served> {
+    serve_shrunk(kind, above, 8)
+}
+
+/// A server, its file (if any), its Unix socket's path, and the image its export holds.
+type Served = (Harness, Option<TempFile>, std::path::PathBuf, Vec<u8>);
+
+/// [`serve`] on a pool whose classes are `shrink` times smaller than the default.
+fn serve_shrunk(kind: Kind, above: bool, shrink: u32) -> Option<Served> {
     let (export, file) = match kind {
         Kind::Memory => (memory("", 4 * MIB), None),
         Kind::File => {
@@ -41,7 +46,7 @@ fn serve(
             (Export::file("", file.path(), false).unwrap(), Some(file))
         }
     };
-    let mut h = start_unset(vec![export], 8)?;
+    let mut h = start_unset(vec![export], shrink)?;
     if above {
         h.server
             .set_zero_copy_min(h.server.max_payload() as usize + 1);
@@ -73,13 +78,13 @@ fn every_size_in_flight<S: Read + Write>(c: &mut Client<S>, image: &[u8], max: u
     ];
     let mut reads = Vec::new();
     for round in 0..2_u64 {
-        for (i, &len) in sizes.iter().enumerate() {
+        for (i, &len) in sizes.iter().enumerate().filter(|&(_, &len)| len <= max) {
             let at = (round * 1_000_003 + i as u64 * 77_777) % (3 * MIB - u64::from(max));
             reads.push((at, len));
         }
     }
     // A hole (the last MiB), read whole (an OFFSET_HOLE chunk with structured replies).
-    reads.push((3 * MIB + 4096, 100_000));
+    reads.push((3 * MIB + 4096, max.min(100_000)));
     for (cookie, &(at, len)) in reads.iter().enumerate() {
         c.request(Command::Read, NONE, cookie as u64, at, len, &[]);
     }
@@ -129,6 +134,42 @@ fn reads_of_every_size_in_flight_get_their_own_data() {
             h.stop();
             std::fs::remove_file(&path).unwrap();
         }
+    }
+}
+
+/// On a pool of two buffers of the largest class (a staging buffer to gather small replies in
+/// is often not free: they are gathered in the control buffer then), four clients at once,
+/// over TCP and a Unix socket, with every kind of export, read every size in flight at once:
+/// each gets its own data, and every buffer comes back.
+#[test]
+fn reads_of_every_size_in_flight_on_a_pool_run_dry() {
+    for kind in [Kind::Memory, Kind::File] {
+        let Some((h, _file, path, image)) = serve_shrunk(kind, false, 24) else {
+            return;
+        };
+        let max = h.server.max_payload();
+        assert_eq!(max, 64 * 1024, "two buffers of 64 KiB");
+        std::thread::scope(|scope| {
+            for n in 0..4 {
+                let (h, path, image) = (&h, &path, &image);
+                scope.spawn(move || {
+                    for _ in 0..3 {
+                        if n == 3 {
+                            let mut c = Client::<UnixStream>::connect_unix(path);
+                            c.go("", true);
+                            every_size_in_flight(&mut c, image, max);
+                        } else {
+                            let mut c = h.open("", n == 1);
+                            every_size_in_flight(&mut c, image, max);
+                        }
+                    }
+                });
+            }
+        });
+        h.wait_for_stats("the connections ended", |s| s.connections == 0);
+        h.assert_pool_full();
+        h.stop();
+        std::fs::remove_file(&path).unwrap();
     }
 }
 

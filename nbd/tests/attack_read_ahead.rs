@@ -492,7 +492,8 @@ fn a_client_stopped_mid_header_after_a_small_write_resumes() {
 /// On a pool of four buffers of the largest class (one read-ahead buffer, requests of two at
 /// most), five clients, each sending on one thread and reading on another, mix runs of small
 /// WRITEs (competing for the read-ahead buffer) with WRITEs and READs of the maximum payload
-/// (on a file export: READs take pool buffers too); then again while a sixth client holds the
+/// (on a file export: READs take pool buffers too) and refused WRITEs whose payloads are
+/// skipped through a buffer of the largest class; then again while a sixth client holds the
 /// read-ahead buffer, stopped in the middle of a small WRITE. Nobody waits for good: every
 /// request is answered, every WRITE lands, and every buffer comes back.
 #[test]
@@ -528,7 +529,8 @@ fn connections_competing_for_read_ahead_beside_the_largest_requests() {
 }
 
 /// One of the competing clients: rounds of eight small WRITEs, a WRITE and a READ of `max`
-/// bytes, sent on one thread while another reads the replies; then each range read back.
+/// bytes and a refused WRITE, sent on one thread while another reads the replies; then each
+/// range read back.
 fn compete(h: &Harness, n: u64, max: u32) {
     let mut sender = h.open("", true);
     let mut receiver = sender.other_half();
@@ -545,9 +547,15 @@ fn compete(h: &Harness, n: u64, max: u32) {
     let rounds = 6_u64;
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            for _ in 0..rounds * 10 {
+            for _ in 0..rounds * 11 {
                 let reply = receiver.reply();
-                assert_eq!(reply.error, None, "client {n}, cookie {}", reply.cookie);
+                let refused = reply.cookie % 100 == 70;
+                assert_eq!(
+                    reply.error.is_some(),
+                    refused,
+                    "client {n}, cookie {}",
+                    reply.cookie
+                );
             }
         });
         for round in 0..rounds {
@@ -562,6 +570,15 @@ fn compete(h: &Harness, n: u64, max: u32) {
                 bytes.extend_from_slice(data);
             }
             bytes.extend_from_slice(&header(Command::Read, round * 100 + 60, large.0, max));
+            // Past the end of the export: refused, its payload skipped through a buffer of
+            // the largest class.
+            bytes.extend_from_slice(&header(
+                Command::Write,
+                round * 100 + 70,
+                8 * MIB - 1000,
+                70_000,
+            ));
+            bytes.extend_from_slice(&pattern(70_000, 9));
             sender.stream.write_all(&bytes).unwrap();
         }
     });
