@@ -248,28 +248,37 @@ fn a_read_only_export_skips_the_payloads_of_a_run_of_writes() {
     h.stop();
 }
 
-/// Small WRITEs followed at once by bytes that are no request (a bad magic) in the same send,
-/// or by part of a header and the end of the stream: the WRITEs before are answered and land,
-/// then the connection closes; every buffer comes back (the read-ahead buffer the violation
-/// was found in included).
+/// Small WRITEs followed at once, in the same send, by bytes that are no request (a bad magic),
+/// by a WRITE too large to skip (over 32 MiB), or by part of a header and the end of the
+/// stream: the WRITEs before are answered and land, then the connection closes; every buffer
+/// comes back (the read-ahead buffer the violation was found in included).
 #[test]
 fn a_protocol_violation_right_after_small_writes() {
     let Some(h) = start(vec![memory("", 4 * MIB)], 8) else {
         return;
     };
-    for garbage_len in [1, 27, 28, 29, 5000] {
-        let mut c = h.open("", garbage_len % 2 == 0);
+    let oversized = header(Command::Write, 77, 0, 64 << 20).to_vec();
+    let tails = [
+        vec![0xee; 1],
+        vec![0xee; 27],
+        vec![0xee; 28],
+        vec![0xee; 29],
+        vec![0xee; 5000],
+        oversized,
+    ];
+    for (n, tail) in tails.iter().enumerate() {
+        let mut c = h.open("", n % 2 == 0);
         let run: Vec<Write1> = (0..6)
             .map(|i| Write1 {
                 offset: i * 5000,
-                data: pattern(4096 + i as usize, garbage_len as u8 ^ i as u8),
+                data: pattern(4096 + i as usize, n as u8 ^ i as u8),
                 refused: false,
             })
             .collect();
         let mut bytes = bytes_of(&run, 0);
-        bytes.extend(std::iter::repeat_n(0xee, garbage_len));
+        bytes.extend_from_slice(tail);
         c.stream.write_all(&bytes).unwrap();
-        if garbage_len < REQUEST_HEADER_LEN {
+        if tail.len() < REQUEST_HEADER_LEN {
             // Not a whole header yet: the end of the stream in the middle of it.
             c.stream.shutdown(std::net::Shutdown::Write).unwrap();
         }
