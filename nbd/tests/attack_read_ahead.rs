@@ -599,3 +599,43 @@ fn compete(h: &Harness, n: u64, max: u32) {
         );
     }
 }
+
+/// On a pool of four buffers of the largest class, one client stops in the middle of a WRITE of
+/// the maximum payload (its two buffers held) and another in the middle of a small WRITE (the
+/// read-ahead buffer held): a third client's READ of the maximum payload waits for a buffer
+/// (see the `Buffers` docs) and is answered, with the right data, as soon as the one holding
+/// the read-ahead buffer leaves; the server shuts down with the other still stopped.
+#[test]
+fn a_largest_request_waiting_behind_stopped_writers_goes_once_one_leaves() {
+    let image = pattern(4 * MIB as usize, 3);
+    let file = TempFile::new("nbd-ahead-behind");
+    std::fs::write(file.path(), &image).unwrap();
+    let export = Export::file("", file.path(), false).unwrap();
+    let Some(h) = start(vec![export], 12) else {
+        return;
+    };
+    let max = h.server.max_payload();
+    let free = largest_free(&h);
+    let mut large = h.open("", false);
+    let mut bytes = header(Command::Write, 1, 0, max).to_vec();
+    bytes.extend_from_slice(&[5; 1000]);
+    large.stream.write_all(&bytes).unwrap();
+    wait_until_held(&h, free - 2);
+    let mut small = h.open("", false);
+    let mut bytes = header(Command::Write, 1, MIB, 4096).to_vec();
+    bytes.extend_from_slice(&[6; 100]);
+    small.stream.write_all(&bytes).unwrap();
+    wait_until_held(&h, free - 3);
+    let mut reader = h.open("", true);
+    reader.request(Command::Read, NONE, 9, 2 * MIB, max, &[]);
+    drop(small);
+    let got = reader.reply();
+    assert_eq!(got.cookie, 9);
+    assert!(got.error.is_none() && got.data == image[2 * MIB as usize..][..max as usize]);
+    h.server.shutdown();
+    let finished =
+        h.rt.block_on(h.server.finish_within(Duration::from_millis(200)));
+    assert_eq!(finished, Ok(()));
+    assert!(closed_by_the_server(&mut large.stream));
+    h.assert_pool_full();
+}
