@@ -7,7 +7,7 @@ mod common;
 use std::process::Command as Process;
 use std::time::Duration;
 
-use common::{memory, pattern, pinned_kib, start, wait_for, Client};
+use common::{memory, pattern, pinned_kib, start, start_unset, wait_for, Client};
 use regio_nbd::proto::{Command, CommandFlags};
 
 const MIB: u64 = 1 << 20;
@@ -78,11 +78,18 @@ fn writes_trims_and_zeroes_racing_zero_copy_reads_of_the_same_pages() {
 
 /// In a process of its own (`VmPin` counts the whole process): a client asks for many large
 /// reads, never reads a reply, and never closes. Its connection is cut, by the stall timeout
-/// (`cut_by_stall`) or by the end of a shutdown's grace; the zero-copy sends that were under
-/// way must then let go of the export, so that the server, once stopped, unregisters (and
-/// unpins) it though that client is still connected.
-fn stalled_child(cut_by_stall: bool) {
-    let Some(h) = start(vec![memory("", 16 * MIB)], 8) else {
+/// (`cut_by_stall`) or by the end of a shutdown's grace; the sends from the export that were
+/// under way (zero-copy, or `copied` by the kernel as a loopback client gets them by default)
+/// must then let go of it, so that the server, once stopped, unregisters (and unpins) it
+/// though that client is still connected.
+fn stalled_child(cut_by_stall: bool, copied: bool) {
+    let exports = vec![memory("", 16 * MIB)];
+    let started = if copied {
+        start_unset(exports, 8)
+    } else {
+        start(exports, 8)
+    };
+    let Some(h) = started else {
         panic!("the parent saw io_uring work");
     };
     if cut_by_stall {
@@ -118,7 +125,8 @@ fn stalled_child(cut_by_stall: bool) {
 #[test]
 fn a_client_that_never_reads_nor_closes_does_not_keep_the_export_pinned() {
     if let Some(how) = std::env::var_os(CHILD_ENV) {
-        stalled_child(how == "stall");
+        let how = how.to_string_lossy();
+        stalled_child(how.starts_with("stall"), how.ends_with("copied"));
         return;
     }
     // Whether io_uring works is decided here, where a skip is reported.
@@ -126,7 +134,7 @@ fn a_client_that_never_reads_nor_closes_does_not_keep_the_export_pinned() {
         return;
     };
     h.stop();
-    for how in ["stall", "shutdown"] {
+    for how in ["stall", "shutdown", "stall-copied", "shutdown-copied"] {
         let out = Process::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",

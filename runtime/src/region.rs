@@ -531,6 +531,70 @@ mod tests {
         reader.await.unwrap()
     }
 
+    /// A copied send of a range across many chunks whose peer takes a few chunks' worth, then
+    /// resets its connection: the send fails, what arrived is the region's bytes in order
+    /// (across the chunk boundaries), and every lease goes with the final completions: the
+    /// memory comes back. Over a Unix socket whose peer closes, the same.
+    #[test]
+    fn a_copied_send_across_chunks_cut_by_its_peer_gives_the_region_back() {
+        let Some(rt) = runtime() else {
+            return;
+        };
+        let image: Arc<Box<[u8]>> = Arc::new((0..32 << 20).map(|i| (i % 253) as u8).collect());
+        for unix in [false, true] {
+            let (got, result) = rt.block_on(cut_across_chunks(&image, unix));
+            assert!(got == image[100..100 + got.len()], "unix={unix}");
+            let err = result.unwrap_err();
+            assert!(
+                matches!(
+                    err.raw_os_error(),
+                    Some(libc::ECONNRESET) | Some(libc::EPIPE)
+                ),
+                "unix={unix}: {err}"
+            );
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while Arc::strong_count(&image) > 1 {
+                assert!(std::time::Instant::now() < deadline, "unix={unix}: leased");
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+    }
+
+    /// Sends `image` (32 MiB, far more than the socket buffers hold) from offset 100 copied,
+    /// registered in chunks of 1 MiB, to a peer that reads 3 MiB (into the fourth chunk) and
+    /// then resets (or, on a Unix socket, closes); what the peer read, and how the send ended.
+    async fn cut_across_chunks(image: &Arc<Box<[u8]>>, unix: bool) -> (Vec<u8>, io::Result<()>) {
+        use std::io::Read;
+        let region = Region::register_in_chunks(Arc::clone(image), 1 << 20).unwrap();
+        let len = image.len() - 100;
+        let (peer, send): (Box<dyn Read + Send>, _) =
+            if unix {
+                let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+                let ours = crate::net::UnixStream::from_std(ours).unwrap();
+                let send = crate::spawn(async move {
+                    ours.send_region_copied(&region, 100, len).unwrap().await
+                });
+                (Box::new(theirs), send)
+            } else {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let theirs = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                let (ours, _) = listener.accept().await.unwrap();
+                let send = crate::spawn(async move {
+                    ours.send_region_copied(&region, 100, len).unwrap().await
+                });
+                (Box::new(theirs), send)
+            };
+        // The peer reads, then closes with bytes unread (a TCP socket resets the connection).
+        let reader = std::thread::spawn(move || {
+            let mut peer = peer;
+            let mut got = vec![0; 3 << 20];
+            peer.read_exact(&mut got).unwrap();
+            got
+        });
+        let result = send.await.unwrap();
+        (reader.join().unwrap(), result)
+    }
+
     /// A region of more chunks than the fixed-buffer table has free slots is refused with a
     /// clear error, and the chunks registered before the table ran full are given back: a
     /// region that fits is registered afterwards, over and over.

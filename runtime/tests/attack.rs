@@ -246,8 +246,8 @@ fn a_send_on_a_shut_down_socket_does_not_kill_the_process() {
     common::run_child_test(SIGPIPE_CHILD);
 }
 
-/// The child of the test above: `SIGPIPE` at its default action, then sends on a socket
-/// whose writing side was shut down, in every ring mode.
+/// The child of the test above: `SIGPIPE` at its default action, then sends (of a message, and
+/// copied from a region) on a socket whose writing side was shut down, in every ring mode.
 #[test]
 #[ignore = "run by a_send_on_a_shut_down_socket_does_not_kill_the_process in a child process"]
 fn a_send_on_a_shut_down_socket_child() {
@@ -261,7 +261,7 @@ fn a_send_on_a_shut_down_socket_child() {
         let Some(rt) = common::build(common::builder(1).ring_mode(mode)) else {
             return;
         };
-        rt.block_on(rt.spawn(async {
+        rt.block_on(rt.spawn(async move {
             let (ours, theirs) = tcp_pair().await;
             ours.shutdown(std::net::Shutdown::Write).await.unwrap();
             let pool = regio_runtime::pool();
@@ -269,6 +269,18 @@ fn a_send_on_a_shut_down_socket_child() {
                 let (sent, _) = ours.send(common::message(&pool, b"after the end")).await;
                 let e = sent.unwrap_err();
                 assert_eq!(e.raw_os_error(), Some(libc::EPIPE), "{e}");
+            }
+            // A copied send from a region is the same write (a single-issuer runtime refuses
+            // regions).
+            let memory = std::sync::Arc::new(vec![1_u8; 4096].into_boxed_slice());
+            let registered = regio_runtime::region::Region::register(memory);
+            assert_eq!(registered.is_ok(), mode != RingMode::SingleIssuer);
+            if let Ok(region) = registered {
+                for _ in 0..3 {
+                    let sent = ours.send_region_copied(&region, 0, 4096).unwrap().await;
+                    let e = sent.unwrap_err();
+                    assert_eq!(e.raw_os_error(), Some(libc::EPIPE), "{e}");
+                }
             }
             drop(theirs);
         }))

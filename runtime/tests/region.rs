@@ -271,3 +271,181 @@ fn sockets_of_two_adapters_send_from_one_region() {
         );
     }
 }
+
+/// `send_region_copied` refuses ranges outside the region at once (past its end, overflowing),
+/// resolves an empty range (at the very end too) without sending, and sends a range of 16 MiB
+/// (far more than the socket buffers hold: many short sends, each followed by one of the rest)
+/// as it is in memory, over TCP and a Unix socket (which has no zero-copy sends, but copied
+/// ones); then the region lets go of its memory.
+#[test]
+fn copied_sends_refuse_bad_ranges_and_send_what_is_in_memory_over_tcp_and_unix() {
+    let Some(rt) = runtime() else { return };
+    let len = 16 << 20;
+    let image = image(len);
+    rt.block_on(async {
+        let region = Region::register(Arc::clone(&image)).unwrap();
+        let (mut client, server) = pair().await;
+        let (mut unix_client, unix_server) = UnixStream::pair().unwrap();
+        for (offset, len) in [(len + 1, 0), (len, 1), (usize::MAX, 2), (1000, usize::MAX)] {
+            for refused in [
+                server.send_region_copied(&region, offset, len),
+                unix_server.send_region_copied(&region, offset, len),
+            ] {
+                assert!(
+                    matches!(
+                        refused,
+                        Err(RegionError::OutOfRange { size, .. }) if size == 16 << 20
+                    ),
+                    "{offset}+{len}"
+                );
+            }
+        }
+        for (offset, count) in [(0, len), (12_345, len - 12_345 - 7)] {
+            let tcp_reader = regio_runtime::spawn(async move {
+                let (got, buf) = client.recv_exact(vec![0; count]).await;
+                got.unwrap();
+                (client, buf)
+            });
+            let unix_reader = regio_runtime::spawn(async move {
+                let (got, buf) = unix_client.recv_exact(vec![0; count]).await;
+                got.unwrap();
+                (unix_client, buf)
+            });
+            for empty in [0, len] {
+                server
+                    .send_region_copied(&region, empty, 0)
+                    .unwrap()
+                    .await
+                    .unwrap();
+                unix_server
+                    .send_region_copied(&region, empty, 0)
+                    .unwrap()
+                    .await
+                    .unwrap();
+            }
+            let sends = (
+                server.send_region_copied(&region, offset, count).unwrap(),
+                unix_server
+                    .send_region_copied(&region, offset, count)
+                    .unwrap(),
+            );
+            sends.0.await.unwrap();
+            sends.1.await.unwrap();
+            let (tcp, got) = tcp_reader.await.unwrap();
+            assert!(got == image[offset..offset + count], "TCP {offset}+{count}");
+            let (unix, got) = unix_reader.await.unwrap();
+            assert!(
+                got == image[offset..offset + count],
+                "Unix {offset}+{count}"
+            );
+            (client, unix_client) = (tcp, unix);
+        }
+        drop(region);
+    });
+    wait_for_release(&image);
+}
+
+/// A copied send of far more than the socket buffers hold, whose task is aborted while it waits
+/// for room (its future dropped mid-send): the send keeps its lease on the region until its
+/// completion, which the cancellation brings without waiting for the client (a copied send
+/// leaves no pages with the kernel); what the client got is a prefix of the region.
+#[test]
+fn a_copied_send_dropped_mid_send_keeps_its_lease_until_its_completion() {
+    let Some(rt) = runtime() else { return };
+    let len = 64 << 20;
+    let image = image(len);
+    let (std_client, std_server) = regio_testkit::loopback();
+    let server = TcpStream::from_std(std_server).unwrap();
+    let region = rt.block_on(async { Region::register(Arc::clone(&image)).unwrap() });
+    let send = rt.spawn({
+        let region = region.clone();
+        async move { server.send_region_copied(&region, 0, len).unwrap().await }
+    });
+    let mut first = vec![0; 4096];
+    let mut reader = &std_client;
+    reader.read_exact(&mut first).unwrap();
+    assert!(first == image[..4096]);
+    drop(region);
+    // The send in flight holds the registration and the memory.
+    assert_eq!(Arc::strong_count(&image), 2);
+    send.abort();
+    assert!(rt.block_on(send).is_err());
+    // The client is still connected, reading nothing: the cancelled send completed anyway.
+    wait_for_release(&image);
+    std_client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    std_client.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    assert!(
+        rest == image[4096..4096 + rest.len()],
+        "the bytes after the first 4 KiB are the region's"
+    );
+}
+
+/// A peer that resets its connection while a copied send of far more than the socket buffers
+/// hold waits for room: the send fails (the reset, or a broken pipe), the region's memory is
+/// released, and the runtime goes on.
+#[test]
+fn a_peer_that_resets_mid_copied_send_fails_it_and_releases_the_region() {
+    let Some(rt) = runtime() else { return };
+    let len = 64 << 20;
+    let image = image(len);
+    let (std_client, std_server) = regio_testkit::loopback();
+    let server = TcpStream::from_std(std_server).unwrap();
+    let region = rt.block_on(async { Region::register(Arc::clone(&image)).unwrap() });
+    let send = rt.spawn({
+        let region = region.clone();
+        async move { server.send_region_copied(&region, 0, len).unwrap().await }
+    });
+    let mut first = [0; 1];
+    let mut reader = &std_client;
+    reader.read_exact(&mut first).unwrap();
+    drop(region);
+    reset(std_client);
+    let err = rt.block_on(send).unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err.raw_os_error(),
+            Some(libc::ECONNRESET) | Some(libc::EPIPE)
+        ),
+        "{err}"
+    );
+    wait_for_release(&image);
+    let again = rt.block_on(async {
+        let region = Region::register(Arc::clone(&image)).unwrap();
+        let (client, server) = pair().await;
+        server
+            .send_region_copied(&region, 5, 3)
+            .unwrap()
+            .await
+            .unwrap();
+        let (got, buf) = client.recv_exact(vec![0; 3]).await;
+        got.unwrap();
+        buf
+    });
+    assert_eq!(again, image[5..8]);
+    wait_for_release(&image);
+}
+
+/// Closes `stream` with a reset (`SO_LINGER` of zero).
+fn reset(stream: std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the option value is a live `linger` of the size passed; the descriptor is open.
+    let done = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(done, 0, "{}", std::io::Error::last_os_error());
+    drop(stream);
+}

@@ -20,7 +20,12 @@
 //! (they never wait for one): a writer gathers a batch of small replies in one, and a reader
 //! reads ahead in one through a run of small WRITEs. Read-ahead buffers are a quarter of the
 //! class at most, and a request takes half of it at most, so neither keeps a request waiting
-//! for good.
+//! for good while clients send the payloads they announced. A client that stops in the middle
+//! of a WRITE's payload holds what its reader holds meanwhile (the request's data buffers, and
+//! the read-ahead buffer if the rest was small) until it closes or a shutdown's grace ends. In
+//! a class of four buffers, one client stopped in the middle of a largest request (two) and
+//! one in the middle of a small WRITE (one) leave one free: a largest request of a third
+//! client waits until one of them goes.
 
 use std::sync::Arc;
 

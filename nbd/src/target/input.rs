@@ -10,8 +10,9 @@
 //! receive takes the rest of this payload together with the requests the client sent after it
 //! (a client writing 4 KiB blocks at depth 32 has 15 of them in 64 KiB). Their payloads are
 //! copied out of it: a copy of a few KiB each, instead of two receives per WRITE. The input goes
-//! back to the control buffer once it has consumed all it received (the client paused), so an
-//! idle connection holds no read-ahead buffer.
+//! back to the control buffer once what is left of what it received is less than a request
+//! header (the client paused, between requests or in the middle of a header), so an idle
+//! connection holds no read-ahead buffer.
 
 use std::io;
 
@@ -61,7 +62,9 @@ impl<'a, R: RecvHalf> Input<'a, R> {
 
     /// The next `N` bytes (`N` at most the control buffer's size).
     pub(crate) async fn take<const N: usize>(&mut self) -> io::Result<[u8; N]> {
-        if self.buffered() == 0 {
+        if self.buffered() < N {
+            // The client may have paused (between requests, or in the middle of a header):
+            // the few bytes buffered go back to the control buffer with the input.
             self.end_read_ahead();
         }
         while self.buffered() < N {
@@ -98,15 +101,27 @@ impl<'a, R: RecvHalf> Input<'a, R> {
         true
     }
 
-    /// Moves the input back to the control buffer if it is in a read-ahead buffer, whose
-    /// bytes are all consumed.
+    /// Moves the input back to the control buffer if it is in a read-ahead buffer, with the
+    /// bytes buffered (fewer than the control buffer holds), and gives the read-ahead buffer
+    /// back.
     fn end_read_ahead(&mut self) {
-        if let Some((control, _permit)) = self.ahead.take() {
-            debug_assert_eq!(self.buffered(), 0, "end a read ahead with bytes buffered");
-            self.whole = control.key();
-            self.buf = Some(control);
-            (self.start, self.end) = (0, 0);
-        }
+        // A receive in flight has the buffer (only when one was cancelled: the input is
+        // dropped then).
+        let Some(ahead) = self.buf.as_ref() else {
+            return;
+        };
+        let Some((mut control, _permit)) = self.ahead.take() else {
+            return;
+        };
+        let pending = self.buffered();
+        debug_assert!(
+            pending <= control.key().len as usize,
+            "too much to move back"
+        );
+        control.as_mut_slice()[..pending].copy_from_slice(&ahead.as_slice()[self.start..self.end]);
+        self.whole = control.key();
+        self.buf = Some(control);
+        (self.start, self.end) = (0, pending);
     }
 
     /// One receive into the free end of the buffer (moving what is buffered to the front
