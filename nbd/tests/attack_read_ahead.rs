@@ -460,6 +460,44 @@ fn stopped_mid_request(mid_header: bool, end: End) {
     h.stop();
 }
 
+/// Clients that stop in the middle of a WRITE's payload and stay connected: a small WRITE (its
+/// rest read ahead in a buffer of the largest class), a large one (received in place into its
+/// own buffers), and a refused one (its payload skipped through a data buffer). Each holds
+/// buffers that requests of the others may need, so once the stall timeout passes with nothing
+/// received the server takes the client for gone and closes its connection: every buffer comes
+/// back. A client idle between requests is not cut, and is served afterwards.
+#[test]
+fn clients_stopped_mid_payload_are_cut_after_the_stall_timeout() {
+    let Some(h) = start(vec![memory("", 4 * MIB)], 8) else {
+        return;
+    };
+    h.server.set_stall_timeout(Duration::from_secs(1));
+    let max = h.server.max_payload();
+    let mut idle = h.open("", false);
+    let stopped: Vec<(u32, u64, usize)> = vec![
+        // A small WRITE, a large one, one past the end of the export.
+        (4096, 0, 100),
+        (max, MIB, 1000),
+        (4096, 4 * MIB, 100),
+    ];
+    let mut clients = Vec::new();
+    for (length, offset, sent) in stopped {
+        let mut c = h.open("", false);
+        let mut bytes = header(Command::Write, 1, offset, length).to_vec();
+        bytes.extend_from_slice(&pattern(sent, 3));
+        c.stream.write_all(&bytes).unwrap();
+        clients.push(c);
+    }
+    h.wait_for_stats("the stopped clients were not cut", |s| s.connections == 1);
+    for mut c in clients {
+        assert!(closed_by_the_server(&mut c.stream));
+    }
+    assert_eq!(idle.call(Command::Read, NONE, 0, 512, &[]).error, None);
+    drop(idle);
+    h.assert_pool_full();
+    h.stop();
+}
+
 /// Waits until the largest class has `free` buffers free (the read-ahead buffer taken).
 fn wait_until_held(h: &Harness, free: usize) {
     common::wait_for(

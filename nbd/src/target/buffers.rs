@@ -22,10 +22,11 @@
 //! class at most, and a request takes half of it at most, so neither keeps a request waiting
 //! for good while clients send the payloads they announced. A client that stops in the middle
 //! of a WRITE's payload holds what its reader holds meanwhile (the request's data buffers, and
-//! the read-ahead buffer if the rest was small) until it closes or a shutdown's grace ends. In
-//! a class of four buffers, one client stopped in the middle of a largest request (two) and
-//! one in the middle of a small WRITE (one) leave one free: a largest request of a third
-//! client waits until one of them goes.
+//! the read-ahead buffer if the rest was small) until it sends more, closes, or the stall
+//! timeout passes with nothing received ([`STALL_TIMEOUT`](super::STALL_TIMEOUT)): then its
+//! connection is closed. In a class of four buffers, one client stopped in the middle of a
+//! largest request (two) and one in the middle of a small WRITE (one) leave one free: a largest
+//! request of a third client waits until one of them goes, the stall timeout at most.
 
 use std::sync::Arc;
 

@@ -105,6 +105,7 @@ pub(crate) async fn serve<C: Connection>(stream: C, server: Arc<Shared>) {
     let signals = reader::Signals {
         shutdown: &server.shutdown,
         abandon: &server.abandon,
+        stall: server.stall_timeout(),
     };
     let reading = reader::run(&input, inbox, session, in_flight, replies, signals);
     // A writer that stalled, or whose send failed, cuts the reader short too: the connection

@@ -14,7 +14,9 @@
 //! header (the client paused, between requests or in the middle of a header), so an idle
 //! connection holds no read-ahead buffer.
 
+use std::future::Future;
 use std::io;
+use std::time::Duration;
 
 use regio_pool::{BufKey, Message};
 
@@ -40,10 +42,18 @@ pub(crate) struct Input<'a, R> {
     /// While the input is in a read-ahead buffer: the control buffer, set aside, and the
     /// permit that counts the read-ahead buffer.
     ahead: Option<(Message, Permit)>,
+    /// The longest the rest of a request (a WRITE's payload) may keep a receive waiting with
+    /// nothing received: then the client is taken for gone (see [`Input::payload`]).
+    stall: Duration,
 }
 
 impl<'a, R: RecvHalf> Input<'a, R> {
-    pub(crate) fn new(from: &'a R, buffers: &'a Buffers, control: Message) -> Self {
+    pub(crate) fn new(
+        from: &'a R,
+        buffers: &'a Buffers,
+        control: Message,
+        stall: Duration,
+    ) -> Self {
         let whole = control.key();
         Self {
             from,
@@ -53,6 +63,7 @@ impl<'a, R: RecvHalf> Input<'a, R> {
             start: 0,
             end: 0,
             ahead: None,
+            stall,
         }
     }
 
@@ -68,7 +79,7 @@ impl<'a, R: RecvHalf> Input<'a, R> {
             self.end_read_ahead();
         }
         while self.buffered() < N {
-            self.fill().await?;
+            self.fill(false).await?;
         }
         let buf = self.buf.as_ref().expect("no receive in flight");
         let bytes = buf.as_slice()[self.start..self.start + N]
@@ -125,8 +136,9 @@ impl<'a, R: RecvHalf> Input<'a, R> {
     }
 
     /// One receive into the free end of the buffer (moving what is buffered to the front
-    /// first). The peer closing is `UnexpectedEof`.
-    async fn fill(&mut self) -> io::Result<()> {
+    /// first), within the stall timeout if it is `mid_request`. The peer closing is
+    /// `UnexpectedEof`.
+    async fn fill(&mut self, mid_request: bool) -> io::Result<()> {
         let mut buf = self.buf.take().ok_or_else(|| {
             io::Error::other("the input buffer was lost with a cancelled receive")
         })?;
@@ -139,7 +151,11 @@ impl<'a, R: RecvHalf> Input<'a, R> {
         free.offset += self.end as u32;
         free.len -= self.end as u32;
         buf.descriptor_mut().set_slices(&[free]).expect("one slice");
-        let (received, back) = self.from.recv(buf).await;
+        let (received, back) = if mid_request {
+            self.within_stall(self.from.recv(buf)).await?
+        } else {
+            self.from.recv(buf).await
+        };
         self.buf = Some(back);
         match received? {
             0 => Err(io::ErrorKind::UnexpectedEof.into()),
@@ -173,22 +189,17 @@ impl<'a, R: RecvHalf> Input<'a, R> {
             let rest = len - copied;
             if rest > 0 && rest <= SMALL_PAYLOAD && self.start_read_ahead(rest) {
                 while copied < len {
-                    self.fill().await?;
+                    self.fill(true).await?;
                     copied += self.copy_buffered(&mut buf.as_mut_slice()[copied..len]);
                 }
             }
-            if copied < len {
-                let mut rest = chunk;
-                rest.offset += copied as u32;
-                rest.len -= copied as u32;
-                buf.descriptor_mut().set_slices(&[rest]).expect("one slice");
-                let (received, back) = self.from.recv_exact(buf).await;
-                buf = back;
-                received?;
-                buf.descriptor_mut()
-                    .set_slices(&[chunk])
-                    .expect("one slice");
-            }
+            let mut rest = chunk;
+            rest.offset += copied as u32;
+            rest.len -= copied as u32;
+            buf = self.receive(buf, rest).await?;
+            buf.descriptor_mut()
+                .set_slices(&[chunk])
+                .expect("one slice");
             filled.push(buf);
         }
         Ok(filled)
@@ -209,12 +220,40 @@ impl<'a, R: RecvHalf> Input<'a, R> {
         while left > 0 {
             let mut key = whole;
             key.len = left.min(chunk) as u32;
-            buf.descriptor_mut().set_slices(&[key]).expect("one slice");
-            let (received, back) = self.from.recv_exact(buf).await;
-            received?;
-            buf = back;
+            buf = self.receive(buf, key).await?;
             left -= key.len as usize;
         }
         Ok(())
+    }
+
+    /// Receives the bytes `key` names in `buf`, in place, each receive within the stall
+    /// timeout (a client that keeps sending, however slowly, is waited for).
+    async fn receive(&self, mut buf: Message, mut key: BufKey) -> io::Result<Message> {
+        while key.len > 0 {
+            buf.descriptor_mut().set_slices(&[key]).expect("one slice");
+            let (received, back) = self.within_stall(self.from.recv(buf)).await?;
+            buf = back;
+            match received? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => {
+                    key.offset += n as u32;
+                    key.len -= n as u32;
+                }
+            }
+        }
+        Ok(buf)
+    }
+
+    /// `op`, a receive in the middle of a request, unless the stall timeout passes first:
+    /// then the client is taken for gone (the receive is cancelled, with whatever it got).
+    async fn within_stall<T>(&self, op: impl Future<Output = T>) -> io::Result<T> {
+        regio_runtime::time::timeout(self.stall, op)
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client sent nothing more of a request it started for the stall timeout",
+                )
+            })
     }
 }

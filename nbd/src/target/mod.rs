@@ -41,7 +41,9 @@
 //! until a send has waited for it longer than the [`STALL_TIMEOUT`], or it acknowledged
 //! none of the bytes sent to it for that long while no reply was left to send (on a connection
 //! that sends zero-copy; a client that keeps acknowledging, however slowly, is left alone); then its
-//! connection is cut (and reset, which frees what the socket held). A graceful shutdown cuts the connections still open after its grace
+//! connection is cut (and reset, which frees what the socket held). A client that stops in
+//! the middle of a WRITE's payload holds the buffers it goes into until it sends nothing for
+//! the stall timeout; then its connection is closed. A graceful shutdown cuts the connections still open after its grace
 //! ([`Server::finish_within`]).
 //!
 //! ```no_run

@@ -1,11 +1,12 @@
 //! The reader: the task of a connection that reads requests. It decodes each header,
 //! validates it, receives a WRITE's payload straight into pool buffers, and hands the request
 //! to a task of its own; the replies go to the writer. It stops at `NBD_CMD_DISC`, at the
-//! server's shutdown, when the client goes away, or at a protocol violation (which closes the
-//! connection).
+//! server's shutdown, when the client goes away (or sends nothing more of a WRITE's payload
+//! for the stall timeout), or at a protocol violation (which closes the connection).
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use regio_pool::Message;
 
@@ -42,6 +43,9 @@ pub(crate) enum Stop {
 pub(crate) struct Signals<'a> {
     pub(crate) shutdown: &'a Signal,
     pub(crate) abandon: &'a Signal,
+    /// The longest the rest of a request may keep the reader waiting with nothing received
+    /// (the server's stall timeout): then the client is taken for gone.
+    pub(crate) stall: Duration,
 }
 
 /// Reads and dispatches requests until one of the [`Stop`] reasons. Runs on a worker: each
@@ -54,8 +58,12 @@ pub(crate) async fn run<R: RecvHalf>(
     replies: Sender<Reply>,
     signals: Signals<'_>,
 ) -> Stop {
-    let Signals { shutdown, abandon } = signals;
-    let mut input = Input::new(from, &session.buffers, control);
+    let Signals {
+        shutdown,
+        abandon,
+        stall,
+    } = signals;
+    let mut input = Input::new(from, &session.buffers, control, stall);
     loop {
         // A slot first: a client with too many requests in flight is not read from.
         let Some(permit) = shutdown.or_raised(in_flight.acquire()).await else {

@@ -139,7 +139,9 @@ impl Server {
     /// client acknowledges none of the bytes sent to it for that long while no reply waits to
     /// be sent (noticed within twice `timeout`), once the connection has sent zero-copy (the client stopped reading its replies; meanwhile they hold their buffers, which
     /// other connections may be waiting for, and zero-copy sends hold theirs until the client
-    /// reads the bytes). The default is [`STALL_TIMEOUT`]; a new value applies
+    /// reads the bytes). A client that sends nothing more of a WRITE's payload it started for
+    /// `timeout` is taken for gone too, and its connection closed (meanwhile it holds the
+    /// buffers its payload goes into). The default is [`STALL_TIMEOUT`]; a new value applies
     /// to connections that start after it.
     pub fn set_stall_timeout(&self, timeout: Duration) {
         // Relaxed: as in `Shared::stall_timeout`.
