@@ -110,24 +110,49 @@ fn wait_for_release(image: &Arc<Box<[u8]>>) {
     }
 }
 
-#[test]
-fn a_send_in_flight_keeps_the_region_and_its_memory_until_its_final_completion() {
-    let Some(rt) = runtime() else { return };
-    // Far more than the socket buffers hold: the send waits for a reader that never comes.
-    let len = 64 << 20;
-    let image = image(len);
+/// Far more than the socket buffers hold: a send of it waits for a reader that never comes.
+const STUCK_LEN: usize = 64 << 20;
+
+/// A send of the whole of `image` (registered as a region on `rt`), zero-copy or copied, to a
+/// client that reads only its first byte: returns the client, the region and the send's task,
+/// with the send under way.
+fn stuck_send(
+    rt: &Runtime,
+    image: &Arc<Box<[u8]>>,
+    zero_copy: bool,
+) -> (
+    std::net::TcpStream,
+    Region,
+    regio_runtime::JoinHandle<std::io::Result<()>>,
+) {
     let (std_client, std_server) = regio_testkit::loopback();
     let server = TcpStream::from_std(std_server).unwrap();
-    let region = rt.block_on(async { Region::register(Arc::clone(&image)).unwrap() });
+    let region = rt.block_on(async { Region::register(Arc::clone(image)).unwrap() });
+    let len = image.len();
     let send = rt.spawn({
         let region = region.clone();
-        async move { server.send_region(&region, 0, len).unwrap().await }
+        async move {
+            let send = if zero_copy {
+                server.send_region(&region, 0, len)
+            } else {
+                server.send_region_copied(&region, 0, len)
+            };
+            send.unwrap().await
+        }
     });
     // Wait until the send is under way: the first bytes reach the client.
     let mut first = [0; 1];
     let mut reader = &std_client;
     reader.read_exact(&mut first).unwrap();
     assert_eq!(first[0], image[0]);
+    (std_client, region, send)
+}
+
+#[test]
+fn a_send_in_flight_keeps_the_region_and_its_memory_until_its_final_completion() {
+    let Some(rt) = runtime() else { return };
+    let image = image(STUCK_LEN);
+    let (std_client, region, send) = stuck_send(&rt, &image, true);
     drop(region);
     // The send's lease keeps the registration and the memory.
     assert_eq!(Arc::strong_count(&image), 2);
@@ -390,20 +415,11 @@ fn a_copied_send_dropped_mid_send_keeps_its_lease_until_its_completion() {
 #[test]
 fn a_peer_that_resets_mid_copied_send_fails_it_and_releases_the_region() {
     let Some(rt) = runtime() else { return };
-    let len = 64 << 20;
-    let image = image(len);
-    let (std_client, std_server) = regio_testkit::loopback();
-    let server = TcpStream::from_std(std_server).unwrap();
-    let region = rt.block_on(async { Region::register(Arc::clone(&image)).unwrap() });
-    let send = rt.spawn({
-        let region = region.clone();
-        async move { server.send_region_copied(&region, 0, len).unwrap().await }
-    });
-    let mut first = [0; 1];
-    let mut reader = &std_client;
-    reader.read_exact(&mut first).unwrap();
+    let image = image(STUCK_LEN);
+    let (std_client, region, send) = stuck_send(&rt, &image, false);
     drop(region);
-    reset(std_client);
+    common::reset_on_close(&std_client);
+    drop(std_client);
     let err = rt.block_on(send).unwrap().unwrap_err();
     assert!(
         matches!(
@@ -427,25 +443,4 @@ fn a_peer_that_resets_mid_copied_send_fails_it_and_releases_the_region() {
     });
     assert_eq!(again, image[5..8]);
     wait_for_release(&image);
-}
-
-/// Closes `stream` with a reset (`SO_LINGER` of zero).
-fn reset(stream: std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: the option value is a live `linger` of the size passed; the descriptor is open.
-    let done = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(done, 0, "{}", std::io::Error::last_os_error());
-    drop(stream);
 }

@@ -77,18 +77,23 @@ async fn send_every_buffer_unread(stream: &TcpStream, pool: &MessagePool) {
     );
 }
 
+/// [`send_every_buffer_unread`] on `rt`, to a peer that does not read, over a stream dropped
+/// then (its socket closes once the last notification came); returns the peer.
+fn sent_unread(rt: &regio_runtime::Runtime) -> std::net::TcpStream {
+    let pool = rt.pool().clone();
+    let (client, server) = pair_with_a_peer_that_does_not_read();
+    rt.block_on(rt.spawn(async move {
+        let stream = TcpStream::from_std(server).unwrap();
+        send_every_buffer_unread(&stream, &pool).await;
+    }))
+    .unwrap();
+    client
+}
+
 #[test]
 fn sends_resolve_before_their_notifications_and_arrive_in_order() {
     common::with_runtime(2, LIMIT, |rt| {
-        let pool = rt.pool().clone();
-        let (client, server) = pair_with_a_peer_that_does_not_read();
-        rt.block_on(rt.spawn(async move {
-            let stream = TcpStream::from_std(server).unwrap();
-            send_every_buffer_unread(&stream, &pool).await;
-        }))
-        .unwrap();
-        // The stream is dropped: the socket closes once the last notification came.
-        drain_in_order(client, 8, 0);
+        drain_in_order(sent_unread(rt), 8, 0);
     });
 }
 
@@ -99,15 +104,7 @@ fn a_shutdown_waits_for_the_notifications_still_due() {
             return;
         };
         let pool = rt.pool().clone();
-        let (client, server) = pair_with_a_peer_that_does_not_read();
-        rt.block_on(rt.spawn({
-            let pool = pool.clone();
-            async move {
-                let stream = TcpStream::from_std(server).unwrap();
-                send_every_buffer_unread(&stream, &pool).await;
-            }
-        }))
-        .unwrap();
+        let client = sent_unread(&rt);
         let reader = std::thread::spawn(move || drain_in_order(client, 8, 0));
         rt.shutdown(Duration::from_secs(30));
         reader.join().unwrap();
@@ -317,15 +314,7 @@ fn a_shutdown_that_gives_up_on_notifications_child() {
             return;
         };
         let pool = rt.pool().clone();
-        let (client, server) = pair_with_a_peer_that_does_not_read();
-        rt.block_on(rt.spawn({
-            let pool = pool.clone();
-            async move {
-                let stream = TcpStream::from_std(server).unwrap();
-                send_every_buffer_unread(&stream, &pool).await;
-            }
-        }))
-        .unwrap();
+        let client = sent_unread(&rt);
         rt.shutdown(Duration::from_millis(50));
         assert!(
             pool.available(BIG) < pool.capacity(BIG),

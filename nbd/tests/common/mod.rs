@@ -100,15 +100,10 @@ impl Harness {
     /// Serves on a Unix socket at `path` too.
     pub fn listen_unix(&mut self, path: &std::path::Path) {
         let listener = Arc::new(UnixListener::bind(path).unwrap());
-        let server = self.server.clone();
-        self.more.push(self.rt.spawn(async move {
-            server
-                .serve(|| {
-                    let accept = listener.accept();
-                    async move { accept.await.map(|(stream, _)| stream) }
-                })
-                .await
-        }));
+        self.serve_on(move || {
+            let accept = listener.accept();
+            async move { accept.await.map(|(stream, _)| stream) }
+        });
     }
 
     /// Serves on TCP at `addr` too (`[::]:0`, `127.0.0.2:0`, ...); returns the address bound,
@@ -116,16 +111,22 @@ impl Harness {
     pub fn listen_tcp(&mut self, addr: &str) -> std::io::Result<SocketAddr> {
         let listener = Arc::new(TcpListener::bind(addr)?);
         let bound = listener.local_addr()?;
-        let server = self.server.clone();
-        self.more.push(self.rt.spawn(async move {
-            server
-                .serve(|| {
-                    let accept = listener.accept();
-                    async move { accept.await.map(|(stream, _)| stream) }
-                })
-                .await
-        }));
+        self.serve_on(move || {
+            let accept = listener.accept();
+            async move { accept.await.map(|(stream, _)| stream) }
+        });
         Ok(bound)
+    }
+
+    /// Serves the connections `accept` gives, on a task kept until [`stop`](Self::stop).
+    fn serve_on<C, F>(&mut self, accept: impl FnMut() -> F + Send + 'static)
+    where
+        C: regio_nbd::target::Connection,
+        F: std::future::Future<Output = std::io::Result<C>> + Send,
+    {
+        let server = self.server.clone();
+        self.more
+            .push(self.rt.spawn(async move { server.serve(accept).await }));
     }
 
     /// A connected, greeted client (fixed newstyle, no zeroes).
