@@ -34,9 +34,16 @@ fn numbered(pool: &MessagePool, i: usize) -> regio_pool::Message {
 /// buffer is large, so that sends fill the client's window and then queue in the server's
 /// socket, unsent and so unacknowledged.
 fn pair_with_a_peer_that_does_not_read() -> (std::net::TcpStream, std::net::TcpStream) {
+    pair_with_buffers(4 << 20)
+}
+
+/// A loopback TCP pair whose client's receive buffer is as small as the kernel allows, and
+/// whose server's send buffer is `send_buffer` bytes (4096: a send of a big buffer waits for
+/// room).
+fn pair_with_buffers(send_buffer: i32) -> (std::net::TcpStream, std::net::TcpStream) {
     let (client, server) = regio_testkit::loopback();
     common::set_socket_int(client.as_raw_fd(), libc::SO_RCVBUF, 4096);
-    common::set_socket_int(server.as_raw_fd(), libc::SO_SNDBUF, 4 << 20);
+    common::set_socket_int(server.as_raw_fd(), libc::SO_SNDBUF, send_buffer);
     (client, server)
 }
 
@@ -77,17 +84,31 @@ async fn send_every_buffer_unread(stream: &TcpStream, pool: &MessagePool) {
     );
 }
 
-/// [`send_every_buffer_unread`] on `rt`, to a peer that does not read, over a stream dropped
-/// then (its socket closes once the last notification came); returns the peer.
-fn sent_unread(rt: &regio_runtime::Runtime) -> std::net::TcpStream {
+/// Runs `sends` on a task of `rt`, on the stream of a connection whose peer does not read
+/// (the stream is dropped after: its socket closes once the last notification came), with
+/// the runtime's pool; returns the peer and what `sends` returned.
+fn to_a_peer_that_does_not_read<F, T>(
+    rt: &regio_runtime::Runtime,
+    sends: impl FnOnce(TcpStream, MessagePool) -> F + Send + 'static,
+) -> (std::net::TcpStream, T)
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
     let pool = rt.pool().clone();
     let (client, server) = pair_with_a_peer_that_does_not_read();
-    rt.block_on(rt.spawn(async move {
-        let stream = TcpStream::from_std(server).unwrap();
+    let done = rt
+        .block_on(rt.spawn(async move { sends(TcpStream::from_std(server).unwrap(), pool).await }))
+        .unwrap();
+    (client, done)
+}
+
+/// [`send_every_buffer_unread`] on `rt`, to a peer that does not read; returns the peer.
+fn sent_unread(rt: &regio_runtime::Runtime) -> std::net::TcpStream {
+    to_a_peer_that_does_not_read(rt, |stream, pool| async move {
         send_every_buffer_unread(&stream, &pool).await;
-    }))
-    .unwrap();
-    client
+    })
+    .0
 }
 
 #[test]
@@ -99,10 +120,7 @@ fn sends_resolve_before_their_notifications_and_arrive_in_order() {
 
 #[test]
 fn a_shutdown_waits_for_the_notifications_still_due() {
-    regio_testkit::within(LIMIT, "the test", || {
-        let Some(rt) = common::runtime(2) else {
-            return;
-        };
+    common::with_owned_runtime(2, LIMIT, |rt| {
         let pool = rt.pool().clone();
         let client = sent_unread(&rt);
         let reader = std::thread::spawn(move || drain_in_order(client, 8, 0));
@@ -116,9 +134,7 @@ fn a_shutdown_waits_for_the_notifications_still_due() {
 fn a_send_dropped_before_the_socket_took_it_is_cancelled_and_gives_its_buffer_back() {
     common::with_runtime(2, LIMIT, |rt| {
         let pool = rt.pool().clone();
-        let (client, server) = regio_testkit::loopback();
-        common::set_socket_int(client.as_raw_fd(), libc::SO_RCVBUF, 4096);
-        common::set_socket_int(server.as_raw_fd(), libc::SO_SNDBUF, 4096);
+        let (client, server) = pair_with_buffers(4096);
         let resolved = rt
             .block_on(rt.spawn(async move {
                 let stream = TcpStream::from_std(server).unwrap();
@@ -186,17 +202,13 @@ fn scribble_every_free_buffer(pool: &MessagePool) {
 #[test]
 fn a_buffer_the_kernel_still_reads_is_never_handed_out_again() {
     common::with_runtime(2, LIMIT, |rt| {
-        let pool = rt.pool().clone();
-        let (client, server) = pair_with_a_peer_that_does_not_read();
-        rt.block_on(rt.spawn(async move {
-            let stream = TcpStream::from_std(server).unwrap();
+        let (client, ()) = to_a_peer_that_does_not_read(rt, |stream, pool| async move {
             for i in 0..pool.capacity(BIG) {
                 let sent = stream.send_zc_all(numbered(&pool, i)).await.unwrap();
                 assert_eq!(sent, BIG_LEN);
                 scribble_every_free_buffer(&pool);
             }
-        }))
-        .unwrap();
+        });
         drain_in_order(client, 8, 0);
     });
 }
@@ -206,10 +218,7 @@ fn a_buffer_the_kernel_still_reads_is_never_handed_out_again() {
 #[test]
 fn a_send_dropped_after_its_first_completion_still_delivers_every_byte() {
     common::with_runtime(1, LIMIT, |rt| {
-        let pool = rt.pool().clone();
-        let (client, server) = pair_with_a_peer_that_does_not_read();
-        rt.block_on(rt.spawn(async move {
-            let stream = TcpStream::from_std(server).unwrap();
+        let (client, ()) = to_a_peer_that_does_not_read(rt, |stream, pool| async move {
             for i in 0..2 {
                 let mut send = stream.send_zc_all(numbered(&pool, i));
                 let polled = std::future::poll_fn(|cx| {
@@ -225,8 +234,7 @@ fn a_send_dropped_after_its_first_completion_still_delivers_every_byte() {
                 time::sleep(Duration::from_millis(50)).await;
                 drop(send);
             }
-        }))
-        .unwrap();
+        });
         drain_in_order(client, 2, 0);
     });
 }
@@ -258,9 +266,7 @@ impl Socket {
 fn a_peer_that_resets_fails_the_send_in_flight_and_every_buffer_comes_back() {
     common::with_runtime(2, LIMIT, |rt| {
         let pool = rt.pool().clone();
-        let (client, server) = regio_testkit::loopback();
-        common::set_socket_int(client.as_raw_fd(), libc::SO_RCVBUF, 4096);
-        common::set_socket_int(server.as_raw_fd(), libc::SO_SNDBUF, 4096);
+        let (client, server) = pair_with_buffers(4096);
         let socket = Socket::of(&server);
         let (resolved_tx, resolved_rx) = std::sync::mpsc::channel();
         let sending = rt.spawn(async move {
@@ -309,10 +315,7 @@ const GIVE_UP_CHILD: &str = "a_shutdown_that_gives_up_on_notifications_child";
 #[test]
 #[ignore = "run in a child process, with the leak check off, by its parent test"]
 fn a_shutdown_that_gives_up_on_notifications_child() {
-    regio_testkit::within(LIMIT, "the test", || {
-        let Some(rt) = common::runtime(2) else {
-            return;
-        };
+    common::with_owned_runtime(2, LIMIT, |rt| {
         let pool = rt.pool().clone();
         let client = sent_unread(&rt);
         rt.shutdown(Duration::from_millis(50));
@@ -357,10 +360,8 @@ fn a_descriptor_the_adapter_refuses_fails_the_send_and_gives_the_buffer_back() {
 #[test]
 fn a_write_half_dropped_after_its_sends_resolved_delivers_every_byte_then_the_end() {
     common::with_runtime(2, LIMIT, |rt| {
-        let pool = rt.pool().clone();
-        let (client, server) = pair_with_a_peer_that_does_not_read();
-        rt.block_on(rt.spawn(async move {
-            let (read, write) = TcpStream::from_std(server).unwrap().into_split();
+        let (client, ()) = to_a_peer_that_does_not_read(rt, |stream, pool| async move {
+            let (read, write) = stream.into_split();
             for i in 0..pool.capacity(BIG) {
                 assert_eq!(
                     write.send_zc_all(numbered(&pool, i)).await.unwrap(),
@@ -369,8 +370,7 @@ fn a_write_half_dropped_after_its_sends_resolved_delivers_every_byte_then_the_en
             }
             drop(write);
             drop(read);
-        }))
-        .unwrap();
+        });
         drain_in_order(client, 8, 0);
     });
 }
@@ -382,19 +382,11 @@ fn a_write_half_dropped_after_its_sends_resolved_delivers_every_byte_then_the_en
 fn a_task_waiting_for_a_buffer_the_kernel_holds_gets_it_when_the_notification_comes() {
     common::with_runtime(2, LIMIT, |rt| {
         let pool = rt.pool().clone();
-        let (client, server) = pair_with_a_peer_that_does_not_read();
-        let back = rt
-            .block_on(rt.spawn({
-                let pool = pool.clone();
-                async move {
-                    let stream = TcpStream::from_std(server).unwrap();
-                    send_every_buffer_unread(&stream, &pool).await;
-                    // Take what came back already: the class is empty, the rest with the
-                    // kernel.
-                    std::iter::from_fn(|| pool.try_acquire_class(BIG).ok()).collect::<Vec<_>>()
-                }
-            }))
-            .unwrap();
+        let (client, back) = to_a_peer_that_does_not_read(rt, |stream, pool| async move {
+            send_every_buffer_unread(&stream, &pool).await;
+            // Take what came back already: the class is empty, the rest with the kernel.
+            std::iter::from_fn(|| pool.try_acquire_class(BIG).ok()).collect::<Vec<_>>()
+        });
         assert!(back.len() < pool.capacity(BIG));
         let waiter = rt.spawn(async move {
             let got = pool.acquire_class(BIG).await;
@@ -429,14 +421,9 @@ fn a_send_after_shutting_the_writing_side_down_fails_with_epipe() {
 /// what the socket holds, the shutdown ends and every buffer comes back.
 #[test]
 fn a_shutdown_with_a_send_stuck_on_a_full_socket_cancels_it_and_gets_the_buffers_back() {
-    regio_testkit::within(LIMIT, "the test", || {
-        let Some(rt) = common::runtime(2) else {
-            return;
-        };
+    common::with_owned_runtime(2, LIMIT, |rt| {
         let pool = rt.pool().clone();
-        let (mut client, server) = regio_testkit::loopback();
-        common::set_socket_int(client.as_raw_fd(), libc::SO_RCVBUF, 4096);
-        common::set_socket_int(server.as_raw_fd(), libc::SO_SNDBUF, 4096);
+        let (mut client, server) = pair_with_buffers(4096);
         let (stuck_tx, stuck_rx) = std::sync::mpsc::channel();
         drop(rt.spawn({
             let pool = pool.clone();

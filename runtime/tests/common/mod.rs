@@ -43,6 +43,19 @@ pub fn with_runtime(workers: usize, limit: Duration, test: impl FnOnce(&Runtime)
     });
 }
 
+/// Runs `test` within `limit` on a fresh runtime of `workers` workers that it owns (to shut it
+/// down itself). Skips when io_uring is disabled.
+pub fn with_owned_runtime(
+    workers: usize,
+    limit: Duration,
+    test: impl FnOnce(Runtime) + Send + 'static,
+) {
+    regio_testkit::within(limit, "the test", move || {
+        let Some(rt) = runtime(workers) else { return };
+        test(rt);
+    });
+}
+
 /// One test at a time (in each test binary that takes it): descriptor, thread and buffer
 /// counts are process-wide.
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
