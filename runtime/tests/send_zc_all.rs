@@ -47,16 +47,23 @@ fn pair_with_buffers(send_buffer: i32) -> (std::net::TcpStream, std::net::TcpStr
     (client, server)
 }
 
-/// Reads `client` to its end and checks that it got `sends` buffers numbered 0.. in order (and
-/// at most `partial` bytes of one more, numbered `sends`).
-fn drain_in_order(mut client: std::net::TcpStream, sends: usize, partial: usize) {
+/// Everything `client` reads until its end (within a generous read timeout), through a
+/// receive buffer widened again (a window of a few KiB would take the bytes a few KiB at a
+/// time).
+fn read_to_end(mut client: std::net::TcpStream) -> Vec<u8> {
     client
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    // A window of a few KiB would take the bytes a few KiB at a time.
     common::set_socket_int(client.as_raw_fd(), libc::SO_RCVBUF, 1 << 20);
     let mut got = Vec::new();
     client.read_to_end(&mut got).unwrap();
+    got
+}
+
+/// Reads `client` to its end and checks that it got `sends` buffers numbered 0.. in order (and
+/// at most `partial` bytes of one more, numbered `sends`).
+fn drain_in_order(client: std::net::TcpStream, sends: usize, partial: usize) {
+    let got = read_to_end(client);
     assert!(
         got.len() >= sends * BIG_LEN && got.len() <= sends * BIG_LEN + partial,
         "{} bytes for {sends} sends",
@@ -155,16 +162,22 @@ fn a_send_dropped_before_the_socket_took_it_is_cancelled_and_gives_its_buffer_ba
 
 #[test]
 fn a_unix_socket_refuses_and_the_buffer_goes_back() {
-    common::with_runtime(1, LIMIT, |rt| {
-        let pool = rt.pool().clone();
-        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let err = rt
-            .block_on(rt.spawn(async move {
-                let a = UnixStream::from_std(a).unwrap();
-                a.send_zc_all(numbered(&pool, 1)).await.unwrap_err()
-            }))
-            .unwrap();
-        assert_eq!(err.raw_os_error(), Some(libc::EOPNOTSUPP), "{err}");
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    assert_one_send_fails(libc::EOPNOTSUPP, |pool| async move {
+        let a = UnixStream::from_std(a).unwrap();
+        a.send_zc_all(numbered(&pool, 1)).await.unwrap_err()
+    });
+}
+
+/// Runs `send` (given the pool) on a task of a fresh runtime, and asserts that the error of
+/// the one send it makes is `errno`, and that the buffer came back.
+fn assert_one_send_fails<F>(errno: i32, send: impl FnOnce(MessagePool) -> F + Send + 'static)
+where
+    F: Future<Output = std::io::Error> + Send + 'static,
+{
+    common::with_runtime(1, LIMIT, move |rt| {
+        let err = rt.block_on(rt.spawn(send(rt.pool().clone()))).unwrap();
+        assert_eq!(err.raw_os_error(), Some(errno), "{err}");
     });
 }
 
@@ -402,17 +415,13 @@ fn a_task_waiting_for_a_buffer_the_kernel_holds_gets_it_when_the_notification_co
 /// process lives), and its buffer goes back to the pool.
 #[test]
 fn a_send_after_shutting_the_writing_side_down_fails_with_epipe() {
-    common::with_runtime(1, LIMIT, |rt| {
-        let pool = rt.pool().clone();
-        let (_client, server) = regio_testkit::loopback();
-        let err = rt
-            .block_on(rt.spawn(async move {
-                let stream = TcpStream::from_std(server).unwrap();
-                stream.shutdown(std::net::Shutdown::Write).await.unwrap();
-                stream.send_zc_all(numbered(&pool, 0)).await.unwrap_err()
-            }))
-            .unwrap();
-        assert_eq!(err.raw_os_error(), Some(libc::EPIPE), "{err}");
+    let (client, server) = regio_testkit::loopback();
+    assert_one_send_fails(libc::EPIPE, |pool| async move {
+        let stream = TcpStream::from_std(server).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).await.unwrap();
+        let err = stream.send_zc_all(numbered(&pool, 0)).await.unwrap_err();
+        drop(client);
+        err
     });
 }
 
@@ -423,7 +432,7 @@ fn a_send_after_shutting_the_writing_side_down_fails_with_epipe() {
 fn a_shutdown_with_a_send_stuck_on_a_full_socket_cancels_it_and_gets_the_buffers_back() {
     common::with_owned_runtime(2, LIMIT, |rt| {
         let pool = rt.pool().clone();
-        let (mut client, server) = pair_with_buffers(4096);
+        let (client, server) = pair_with_buffers(4096);
         let (stuck_tx, stuck_rx) = std::sync::mpsc::channel();
         drop(rt.spawn({
             let pool = pool.clone();
@@ -448,12 +457,7 @@ fn a_shutdown_with_a_send_stuck_on_a_full_socket_cancels_it_and_gets_the_buffers
         // resolved, and of the cancelled one's bytes, wait for it); a read before is harmless.
         let reader = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));
-            client
-                .set_read_timeout(Some(Duration::from_secs(30)))
-                .unwrap();
-            common::set_socket_int(client.as_raw_fd(), libc::SO_RCVBUF, 1 << 20);
-            let mut got = Vec::new();
-            client.read_to_end(&mut got).unwrap();
+            read_to_end(client);
         });
         rt.shutdown(Duration::from_secs(30));
         reader.join().unwrap();

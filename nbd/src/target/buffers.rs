@@ -140,9 +140,13 @@ impl Buffers {
     }
 
     /// A buffer of the largest class for a reader to read ahead in, through a run of small
-    /// WRITEs, if one is free now and fewer than a quarter of the class are read-ahead
-    /// buffers already; the permit counts it until it is given back.
-    pub(crate) fn try_read_ahead(&self) -> Option<(Message, Permit)> {
+    /// WRITEs, if the class holds `room` bytes a buffer, one is free now, and fewer than a
+    /// quarter of the class are read-ahead buffers already; the permit counts it until it is
+    /// given back.
+    pub(crate) fn try_read_ahead(&self, room: usize) -> Option<(Message, Permit)> {
+        if room > self.largest().1 {
+            return None;
+        }
         let permit = self.read_ahead.try_acquire()?;
         let buf = self.pool.try_acquire_class(self.largest().0).ok()?;
         Some((buf, permit))

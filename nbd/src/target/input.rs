@@ -97,16 +97,15 @@ impl<'a, R: RecvHalf> Input<'a, R> {
         if self.ahead.is_some() {
             return room <= self.whole.len as usize;
         }
-        let Some((buf, permit)) = self.buffers.try_read_ahead() else {
-            return false;
-        };
-        if room > buf.key().len as usize {
+        // A receive in flight has the control buffer (only when one was cancelled).
+        if self.buf.is_none() {
             return false;
         }
-        let Some(control) = self.buf.replace(buf) else {
+        let Some((buf, permit)) = self.buffers.try_read_ahead(room) else {
             return false;
         };
-        self.whole = self.buf.as_ref().expect("just put").key();
+        self.whole = buf.key();
+        let control = self.buf.replace(buf).expect("checked above");
         (self.start, self.end) = (0, 0);
         self.ahead = Some((control, permit));
         true

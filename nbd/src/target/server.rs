@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,9 +52,9 @@ pub(crate) struct Shared {
     stall_timeout_ms: AtomicU64,
     /// [`Server::set_zero_copy_min`].
     zero_copy_min: AtomicUsize,
-    /// Whether [`Server::set_zero_copy_min`] was called: until then loopback clients get
-    /// copies.
-    zero_copy_min_set: AtomicBool,
+    /// The threshold for clients on the loopback interface: copies (`usize::MAX`) until
+    /// [`Server::set_zero_copy_min`] sets it with the other.
+    loopback_zero_copy_min: AtomicUsize,
 }
 
 impl Shared {
@@ -73,10 +73,9 @@ impl Shared {
     /// The threshold for a client, on the loopback interface or not: by default, loopback
     /// clients get copies (see [`Server::set_zero_copy_min`]).
     pub(crate) fn zero_copy_min_for(&self, loopback: bool) -> usize {
-        // Acquire: pairs with the release in `Server::set_zero_copy_min`, so that a connection
-        // that sees the threshold set sees the value stored before it, not the default.
-        if loopback && !self.zero_copy_min_set.load(Ordering::Acquire) {
-            usize::MAX
+        if loopback {
+            // Relaxed: as in `stall_timeout`; each threshold is a whole value of its own.
+            self.loopback_zero_copy_min.load(Ordering::Relaxed)
         } else {
             self.zero_copy_min()
         }
@@ -130,7 +129,7 @@ impl Server {
                 max_in_flight: MAX_IN_FLIGHT,
                 stall_timeout_ms: AtomicU64::new(millis(STALL_TIMEOUT)),
                 zero_copy_min: AtomicUsize::new(ZERO_COPY_MIN),
-                zero_copy_min_set: AtomicBool::new(false),
+                loopback_zero_copy_min: AtomicUsize::new(usize::MAX),
             }),
         })
     }
@@ -170,11 +169,12 @@ impl Server {
     /// called, `bytes` applies to every client, loopback ones included (as tests of the
     /// zero-copy path need).
     pub fn set_zero_copy_min(&self, bytes: usize) {
-        // Relaxed: published by the release store below.
+        // Relaxed: each is a setting read on its own, whole, when a connection starts.
         self.shared.zero_copy_min.store(bytes, Ordering::Relaxed);
-        // Release: a connection that sees the flag (acquire, in `Shared::zero_copy_min_for`)
-        // sees `bytes` too, never the default it replaced.
-        self.shared.zero_copy_min_set.store(true, Ordering::Release);
+        // Relaxed: as above.
+        self.shared
+            .loopback_zero_copy_min
+            .store(bytes, Ordering::Relaxed);
     }
 
     /// The threshold [`set_zero_copy_min`](Self::set_zero_copy_min) set, or [`ZERO_COPY_MIN`]

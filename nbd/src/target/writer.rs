@@ -339,18 +339,16 @@ impl<W: SendHalf> Writer<W> {
     /// server could not register (no region) is always gathered.
     async fn put_export(&mut self, head: &[u8], export: &Export, offset: u64, len: usize) {
         let copy = len < self.zero_copy_min || self.zero_copy == ZeroCopy::Unsupported;
-        let gather = (copy && len < GATHER_MAX) || export.region().is_none();
-        if gather && self.staging.is_none() {
-            self.stage();
-        }
-        self.append(head).await;
-        if gather {
+        let region = export.region().filter(|_| !copy || len >= GATHER_MAX);
+        let Some(region) = region else {
+            if self.staging.is_none() {
+                self.stage();
+            }
+            self.append(head).await;
             return self.append_export(export, offset, len).await;
-        }
-        self.flush().await;
-        let Some(region) = export.region() else {
-            return;
         };
+        self.append(head).await;
+        self.flush().await;
         if self.broken {
             return;
         }
@@ -376,12 +374,17 @@ impl<W: SendHalf> Writer<W> {
 
     /// Sends `len` bytes of a memory export's `region` from `at`, copied by the kernel.
     async fn send_region_copied(&mut self, region: &Region, at: usize, len: usize) {
-        match within(
+        let sent = within(
             self.stall.timeout,
             self.out.send_region_copied(region, at, len),
         )
-        .await
-        {
+        .await;
+        self.settle(sent);
+    }
+
+    /// Acts on how a copied send within the stall timeout ended: `None` if it took longer.
+    fn settle(&mut self, sent: Option<std::io::Result<()>>) {
+        match sent {
             None => self.stalled(),
             Some(Ok(())) => {}
             Some(Err(e)) => self.fail(&e),
@@ -516,11 +519,8 @@ impl<W: SendHalf> Writer<W> {
 
     /// Sends a buffer of READ data with a copy.
     async fn send_copied(&mut self, buf: Message) {
-        match within(self.stall.timeout, self.out.send_all(buf)).await {
-            None => self.stalled(),
-            Some((Err(e), _)) => self.fail(&e),
-            Some((Ok(()), _)) => {}
-        }
+        let sent = within(self.stall.timeout, self.out.send_all(buf)).await;
+        self.settle(sent.map(|(result, _)| result));
     }
 
     /// The first zero-copy send of buffers on the connection: it waits for the buffer back,
