@@ -5,6 +5,9 @@
 //! thread acquires and another releases, as when completions are reaped on another thread. The
 //! relay passes each buffer through a bounded queue of its own, whose cost every peer's figure
 //! includes; `pool_xthread_relay_only` is that relay passing a plain value, with no pool.
+//! `pool_xthread_batch32` is the same relay passing 32 buffers at a time, as a thread that
+//! reaps a CQ releases the buffers of a whole reap: the queue's cost is then spread over 32
+//! buffers, and the pools' own cross-thread paths make most of the figure.
 //!
 //! Run: `cargo bench --bench pool` (add `-- --warm-up-time 1 --measurement-time 3` for a quick
 //! run).
@@ -239,18 +242,26 @@ fn bulk_peer<B>(
     });
 }
 
-/// One thread acquires and passes each buffer through a bounded queue to a second thread, which
-/// drops it. Returns the producer's time for `iters` buffers. Both sides yield while they wait,
-/// so that an oversubscribed machine measures the pools rather than the scheduler.
-fn relay<B: Send>(iters: u64, acquire: impl Fn() -> Option<B> + Sync) -> Duration {
-    let channel = ArrayQueue::<B>::new(256);
-    thread::scope(|s| {
+/// How many buffers the relay's channel holds.
+const RELAY_DEPTH: usize = 256;
+
+/// How many buffers one hand-over of `pool_xthread_batch32` carries: a CQ reap's worth.
+const RELAY_BATCH: usize = 32;
+
+/// One thread acquires and passes the buffers, `N` at a time, through a bounded queue (of
+/// `RELAY_DEPTH` buffers) to a second thread, which drops them. Returns the producer's time for
+/// `iters` buffers. Both sides yield while they wait, so that an oversubscribed machine measures
+/// the pools rather than the scheduler.
+fn relay<const N: usize, B: Send>(iters: u64, acquire: impl Fn() -> Option<B> + Sync) -> Duration {
+    let units = iters.div_ceil(N as u64);
+    let channel = ArrayQueue::<[B; N]>::new(RELAY_DEPTH / N);
+    let took = thread::scope(|s| {
         let consumer = s.spawn(|| {
-            let mut left = iters;
+            let mut left = units;
             while left > 0 {
                 match channel.pop() {
-                    Some(buf) => {
-                        drop(buf);
+                    Some(unit) => {
+                        drop(unit);
                         left -= 1;
                     }
                     None => thread::yield_now(),
@@ -258,42 +269,44 @@ fn relay<B: Send>(iters: u64, acquire: impl Fn() -> Option<B> + Sync) -> Duratio
             }
         });
         let start = Instant::now();
-        for _ in 0..iters {
-            let mut buf = loop {
+        for _ in 0..units {
+            let mut unit = std::array::from_fn(|_| loop {
                 match acquire() {
                     Some(buf) => break buf,
                     None => thread::yield_now(),
                 }
-            };
-            while let Err(back) = channel.push(buf) {
-                buf = back;
+            });
+            while let Err(back) = channel.push(unit) {
+                unit = back;
                 thread::yield_now();
             }
         }
         consumer.join().expect("the consumer panicked");
         start.elapsed()
-    })
+    });
+    took.mul_f64(iters as f64 / (units * N as u64) as f64)
 }
 
-fn cross_thread(c: &mut Criterion, samples: &Samples) {
-    let group_name = "pool_xthread";
+/// One group of cross-thread runs: every peer, and the relay alone, passing `N` buffers at a
+/// time.
+fn cross_thread<const N: usize>(c: &mut Criterion, samples: &Samples, group_name: &str) {
     let mut group = c.benchmark_group(group_name);
     let pool = regio_pool();
     samples.bench(&mut group, group_name, "regio", |iters| {
-        relay(iters, || pool.try_acquire().ok())
+        relay::<N, _>(iters, || pool.try_acquire().ok())
     });
     let queue = QueuePool::new();
     samples.bench(&mut group, group_name, "arrayqueue", |iters| {
-        relay(iters, || queue.acquire())
+        relay::<N, _>(iters, || queue.acquire())
     });
     let lock = LockPool::new();
     samples.bench(&mut group, group_name, "mutex_vec", |iters| {
-        relay(iters, || lock.acquire())
+        relay::<N, _>(iters, || lock.acquire())
     });
     // The relay alone, passing a value of a message's size that belongs to no pool: the floor
     // that every pool's figure above includes.
     samples.bench(&mut group, group_name, "relay_only", |iters| {
-        relay(iters, || Some([0u64; 2]))
+        relay::<N, _>(iters, || Some([0u64; 2]))
     });
     group.finish();
 }
@@ -395,17 +408,17 @@ fn bulk_loop<B>(n: u64, acquire: impl Fn() -> B) {
 
 #[inline(never)]
 fn icount_xthread(pool: &MessagePool, n: u64) {
-    relay(n, || pool.try_acquire().ok());
+    relay::<1, _>(n, || pool.try_acquire().ok());
 }
 
 #[inline(never)]
 fn icount_xthread_arrayqueue(queue: &QueuePool, n: u64) {
-    relay(n, || queue.acquire());
+    relay::<1, _>(n, || queue.acquire());
 }
 
 #[inline(never)]
 fn icount_xthread_mutex(lock: &LockPool, n: u64) {
-    relay(n, || lock.acquire());
+    relay::<1, _>(n, || lock.acquire());
 }
 
 /// How many buffers one hand-over of [`handover`] carries.
@@ -480,7 +493,8 @@ fn main() {
     acq_rel(&mut c, &samples, 1);
     acq_rel(&mut c, &samples, 2);
     bulk(&mut c, &samples);
-    cross_thread(&mut c, &samples);
+    cross_thread::<1>(&mut c, &samples, "pool_xthread");
+    cross_thread::<RELAY_BATCH>(&mut c, &samples, "pool_xthread_batch32");
     async_round_trip(&mut c, &samples);
     c.final_summary();
 
@@ -489,6 +503,7 @@ fn main() {
         "pool_acq_rel_2t",
         "pool_bulk_64",
         "pool_xthread",
+        "pool_xthread_batch32",
     ] {
         let peers = [
             ("arrayqueue", format!("{t}/arrayqueue")),
@@ -498,6 +513,10 @@ fn main() {
         samples.compare_times(t, &format!("{t}/regio"), &peers);
     }
     samples.report("pool_xthread_relay_only", "pool_xthread/relay_only");
+    samples.report(
+        "pool_xthread_batch32_relay_only",
+        "pool_xthread_batch32/relay_only",
+    );
     samples.report("pool_async_ready_1t", "pool_async/ready");
     samples.report("pool_async_handoff_1t", "pool_async/handoff");
 }
