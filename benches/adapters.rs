@@ -181,26 +181,7 @@ struct RawNop(IoUring);
 
 impl RawNop {
     fn round_trip(&mut self) {
-        let ring = &mut self.0;
-        {
-            let mut sq = ring.submission();
-            for i in 0..BATCH {
-                let e = opcode::Nop::new().build().user_data(i as u64);
-                // SAFETY: a NOP references no memory.
-                unsafe { sq.push(&e).unwrap() };
-            }
-        }
-        ring.submit().unwrap();
-        let mut got = 0;
-        while got < BATCH {
-            // Each CQE's cookie and result are read, as any user of a ring must to learn what
-            // completed (a count alone lets the compiler skip the CQEs, which then never leave
-            // the cache of the CPU that wrote them).
-            for cqe in ring.completion() {
-                black_box((cqe.user_data(), cqe.result()));
-                got += 1;
-            }
-        }
+        support::raw_nop_round(&mut self.0, BATCH);
     }
 }
 

@@ -22,12 +22,15 @@
 //! Run: `cargo bench --bench runtime_nop`. To profile one side alone for 5 s, set
 //! `REGIO_BENCH_PROFILE=<regio|raw>`.
 
+#[allow(dead_code)] // shared with the other benches; this one uses the raw NOP round
+mod support;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use io_uring::{opcode, IoUring};
+use io_uring::IoUring;
 use regio_runtime::{nop, Nop, RingMode, Runtime};
 
 /// NOPs in flight per round.
@@ -130,34 +133,17 @@ fn regio_rate(rt: &Runtime, dur: Duration) -> Rate {
     rt.block_on(task).expect("the benchmark task")
 }
 
-/// raw io-uring: the same round.
-fn raw_round(ring: &mut IoUring) {
-    {
-        let mut sq = ring.submission();
-        for i in 0..BATCH {
-            let e = opcode::Nop::new().build().user_data(i as u64);
-            // SAFETY: a NOP references no memory.
-            unsafe { sq.push(&e).expect("the SQ has room for a round") };
-        }
-    }
-    ring.submit().expect("io_uring_enter");
-    let mut got = 0;
-    while got < BATCH {
-        got += ring.completion().count();
-    }
-}
-
 /// raw: rounds for `dur` after a 100 ms warm-up.
 fn raw_rate(ring: &mut IoUring, dur: Duration) -> Rate {
     let warm = Instant::now();
     while warm.elapsed() < Duration::from_millis(100) {
-        raw_round(ring);
+        support::raw_nop_round(ring, BATCH);
     }
     let (start, cpu) = (Instant::now(), thread_cpu());
     let mut rounds = 0u64;
     while start.elapsed() < dur {
         for _ in 0..CHUNK {
-            raw_round(ring);
+            support::raw_nop_round(ring, BATCH);
         }
         rounds += CHUNK;
     }

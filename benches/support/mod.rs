@@ -1,6 +1,6 @@
 //! What the regio benchmarks share: recording criterion's samples, printing the one `COMPARE`
-//! summary line per comparison (see the README, "Benchmarks"), timing a loop, and loading other cores
-//! with background threads.
+//! summary line per comparison (see the README, "Benchmarks"), timing a loop, loading other cores
+//! with background threads, and the raw io-uring NOP round that regio's NOP benchmarks face.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -10,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{measurement::WallTime, BenchmarkGroup};
+use io_uring::{opcode, IoUring};
 
 /// Nanoseconds per iteration of every sample criterion took, by benchmark name.
 #[derive(Default)]
@@ -138,5 +139,28 @@ pub fn icount_spec(spec: &str) -> (&str, u64) {
             n.parse().expect("REGIO_BENCH_ICOUNT=<loop>:<iterations>"),
         ),
         None => (spec, 1_000_000),
+    }
+}
+
+/// One round of `batch` NOPs on a raw ring through the io-uring crate: pushes them, submits, and
+/// reaps until all have completed, reading each CQE's cookie and result, the least any user of
+/// a ring does with a completion (a count alone lets the compiler skip the CQEs, which then
+/// never leave the cache of the CPU that wrote them).
+pub fn raw_nop_round(ring: &mut IoUring, batch: usize) {
+    {
+        let mut sq = ring.submission();
+        for i in 0..batch {
+            let e = opcode::Nop::new().build().user_data(i as u64);
+            // SAFETY: a NOP references no memory.
+            unsafe { sq.push(&e).expect("the SQ has room for a round") };
+        }
+    }
+    ring.submit().expect("io_uring_enter");
+    let mut got = 0;
+    while got < batch {
+        for cqe in ring.completion() {
+            std::hint::black_box((cqe.user_data(), cqe.result()));
+            got += 1;
+        }
     }
 }
