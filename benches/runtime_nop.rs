@@ -5,7 +5,8 @@
 //!   round creates 32 `regio_runtime::nop()` futures and awaits them all together (a join of
 //!   futures), so every round is 32 operations staged by one task poll, posted and submitted in
 //!   one batch by the worker, reaped, and routed back by cookie, waking the task once.
-//! - **raw**: the same 32 NOPs pushed into the SQ, one `io_uring_enter`, the 32 CQEs counted.
+//! - **raw**: the same 32 NOPs pushed into the SQ, one `io_uring_enter`, and each of the 32
+//!   CQEs read, its cookie and its result (`support::raw_nop_round`).
 //!
 //! Both run pinned to CPU 0 (the worker thread, and the thread of the raw loop). The two sides
 //! alternate in 150 ms rounds, 9 pairs, and the pair with the median ratio is printed, because
