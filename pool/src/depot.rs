@@ -23,7 +23,9 @@
 //!   filler's writes come after the last taker's reads.
 //! - **The length is advisory**: [`Depot::len`] adds up the FULL(n) words with Relaxed loads, for
 //!   statistics and the low watermark. Keeping it in the state words spares the two threads that
-//!   trade batches a shared counter to write.
+//!   trade batches a shared counter to write; for the same reason the pool's count of users
+//!   does not move when a batch passes through a bin (see "The depot's batches stay counted" in
+//!   [`crate::shared`]).
 //!
 //! A thread stalled while a bin is BUSY holds up only that bin; every other bin, and the stack,
 //! stay available.

@@ -650,8 +650,9 @@ impl MessagePool {
         self.inner().arm_watermark(class)
     }
 
-    /// How many users keep the pool alive: handles plus elements out of the shared stores.
-    /// Meant for tests and diagnostics.
+    /// How many users keep the pool alive: handles plus elements off the shared stacks (held
+    /// as messages, cached by threads, or parked in the batches that pass between threads'
+    /// caches). Meant for tests and diagnostics.
     pub fn users(&self) -> usize {
         self.inner().users()
     }

@@ -10,12 +10,21 @@
 //!   through [`Waiters`], whose Dekker pair (SeqCst fences on both sides) rules out a lost
 //!   wake-up; see [`crate::waiters`]. A thread that releases or acquires while others wait also
 //!   hands over what its magazine holds.
-//! - **Lifetime by counting users.** `users` counts pool handles plus elements outside the
-//!   shared stores (in magazines, in messages, granted to waiters). Elements move in and out of
-//!   the stores in batches, so the count moves in batches too, off the fast path. Increments are
-//!   Relaxed (the caller already holds a counted reference, as with `Arc::clone`); the decrement
-//!   that reaches zero is Release and is followed by an Acquire fence before the pool is freed, as
-//!   in `Arc::drop`.
+//! - **Lifetime by counting users.** `users` counts pool handles plus elements off the stacks
+//!   (in magazines, in messages, granted to waiters, and in depot bins). Elements move on and
+//!   off the stacks in batches, so the count moves in batches too, off the fast path. Increments
+//!   are Relaxed (the caller already holds a counted reference, as with `Arc::clone`); the
+//!   decrement that reaches zero is Release and is followed by an Acquire fence before the pool
+//!   is freed, as in `Arc::drop`.
+//! - **The depot's batches stay counted.** A batch that goes from one thread's magazine through
+//!   a depot bin to another thread's magazine, the cross-thread flow, so changes no count: the
+//!   two threads write no shared counter for it (two read-modify-writes on a line both threads
+//!   write, per batch, before). In exchange the depot is emptied onto the stacks wherever a
+//!   pool could otherwise be kept alive by elements nobody can reach: when a handle drops
+//!   ([`MessagePool`](crate::MessagePool)'s drop flushes) and when a thread with a cache exits.
+//!   After the last handle has dropped, only a thread with a cache can put a batch in a bin,
+//!   through a magazine overflow, which leaves that magazine holding elements; with no handle
+//!   left to acquire them, they stay until the thread exits, and its exit empties the depot.
 //! - **Growth** is serialised by a mutex and publishes each new segment before its elements
 //!   reach a store; see [`crate::segment`].
 //! - **The low-watermark callback runs with no lock held.** A take that finds the store below
@@ -423,6 +432,7 @@ impl Inner {
         }) {
             Some(n) => {
                 debug_assert!(n <= self.batch, "only overflows fill bins, one batch each");
+                // Depot elements are counted already (see "Lifetime by counting users").
                 n
             }
             None => {
@@ -439,14 +449,14 @@ impl Inner {
                     let cached = unsafe { mag.push(free) };
                     debug_assert!(cached);
                 }
+                // Relaxed: see "Lifetime by counting users".
+                self.users.fetch_add(n, Ordering::Relaxed);
                 n
             }
         };
         if n == 0 {
             return None;
         }
-        // Relaxed: see "Lifetime by counting users".
-        self.users.fetch_add(n, Ordering::Relaxed);
         // SAFETY: this thread claimed `slot`; the magazine holds the `n` entries just put in.
         let free = unsafe { mag.pop() }.expect("the magazine was just filled");
         let low = self.low_watermark(class);
@@ -465,28 +475,39 @@ impl Inner {
     pub(crate) fn take_shared(&self, class: usize, low: &mut Option<LowWatermark>) -> Option<u32> {
         let c = &self.classes[class];
         let elem = match c.store.pop(&self.dir) {
-            Some(elem) => elem,
+            Some(elem) => {
+                // Relaxed: see "Lifetime by counting users".
+                self.users.fetch_add(1, Ordering::Relaxed);
+                elem
+            }
             None => {
                 let mut batch = [0u32; BIN_CAP];
-                let n = c.depot.take_with(|items| {
-                    for (elem, free) in batch.iter_mut().zip(items) {
-                        // SAFETY: depot entries point at this pool's live metadata.
-                        *elem = unsafe { free.meta.as_ref() }.index;
-                    }
-                    items.len()
-                })?;
+                let n = self.take_depot_batch(class, &mut batch)?;
                 c.store.push_slice(&self.dir, &batch[1..n]);
+                // The batch was counted in the depot. The element taken stays counted, so this
+                // cannot drop the last user. Release: as every decrement (see `drop_users`).
+                self.users.fetch_sub(n - 1, Ordering::Release);
                 batch[0]
             }
         };
-        // Relaxed: see "Lifetime by counting users".
-        self.users.fetch_add(1, Ordering::Relaxed);
         // With an event already claimed, leave the flag alone: a second claim (after a re-arm
         // on another thread) would have nowhere to go, and stays for a later take instead.
         if low.is_none() {
             *low = self.low_watermark(class);
         }
         Some(elem)
+    }
+
+    /// Takes a batch out of the depot of `class` into `out`, as element indices, and returns its
+    /// size; `None` if the depot holds no batch. The elements stay counted as users.
+    fn take_depot_batch(&self, class: usize, out: &mut [u32; BIN_CAP]) -> Option<usize> {
+        self.classes[class].depot.take_with(|items| {
+            for (elem, free) in out.iter_mut().zip(items) {
+                // SAFETY: depot entries point at this pool's live metadata.
+                *elem = unsafe { free.meta.as_ref() }.index;
+            }
+            items.len()
+        })
     }
 
     /// Claims the low-watermark event of `class` if it is armed and the shared store is below
@@ -635,7 +656,8 @@ impl Inner {
             if n > 0 && self.waiters.any_after_publish(class) {
                 self.serve_waiters(class);
             }
-            return n;
+            // Depot elements stay counted (see "Lifetime by counting users").
+            return 0;
         }
         let mut batch = [0u32; MAG_CAP];
         let n = self.drain_mag(slot, class, self.batch, &mut batch);
@@ -693,18 +715,36 @@ impl Inner {
         unsafe { Inner::unref(Arc::as_ptr(self), users) };
     }
 
-    /// Empties the calling thread's cache slot in this pool, if it has one. Returns the users
-    /// to drop.
+    /// Empties the calling thread's cache slot in this pool, if it has one, and the depots.
+    /// Returns the users to drop.
     pub(crate) fn flush_local(&self) -> usize {
-        local::existing_slot(self).map_or(0, |slot| self.drain_slot(slot))
+        match local::existing_slot(self) {
+            Some(slot) => self.drain_slot(slot),
+            None => self.empty_depots(),
+        }
     }
 
+    /// Empties `slot`, which this thread owns, and the depots: see "Lifetime by counting
+    /// users". Returns the users to drop.
     fn drain_slot(&self, slot: &CacheSlot) -> usize {
         let mut users = 0;
         let mut batch = [0u32; MAG_CAP];
         for class in 0..slot.mags().len() {
             let n = self.drain_mag(slot, class, MAG_CAP, &mut batch);
             users += self.give_back(class, &batch[..n]);
+        }
+        users + self.empty_depots()
+    }
+
+    /// Moves every batch in the depots to waiters or to the stacks. Returns the users to drop:
+    /// the elements that went onto a stack, which counts none (a depot counts its own).
+    fn empty_depots(&self) -> usize {
+        let mut users = 0;
+        let mut batch = [0u32; BIN_CAP];
+        for class in 0..self.classes.len() {
+            while let Some(n) = self.take_depot_batch(class, &mut batch) {
+                users += self.give_back(class, &batch[..n]);
+            }
         }
         users
     }

@@ -686,9 +686,9 @@ fn caches_flow_back_when_threads_exit() {
     assert_eq!(pool.users(), 1);
 }
 
-/// One thread acquires and another releases, many times the pool's size: the acquiring thread's
-/// cache keeps paying for refills from its reserve of user counts and topping it up, the
-/// releasing thread's keeps filling its reserve and giving the excess back. The count still
+/// One thread acquires and another releases, many times the pool's size: the releasing thread's
+/// cache keeps filling depot bins and the acquiring thread's keeps refilling from them, which
+/// moves no count, and both threads' exits empty their caches and the depot. The count still
 /// comes out exact, and the pool is freed once the last user goes.
 #[test]
 fn users_stay_exact_when_one_thread_acquires_and_another_releases() {
@@ -715,7 +715,7 @@ fn users_stay_exact_when_one_thread_acquires_and_another_releases() {
     });
     assert_eq!(pool.available(0), 256);
     assert_eq!(pool.users(), 1, "only the handle is left");
-    // On a thread of its own, whose exit flushes its cache (with its reserve).
+    // On a thread of its own, whose exit flushes its cache (and the depot).
     let last = std::thread::spawn(move || {
         let msg = pool.try_acquire().unwrap();
         drop(pool);
@@ -727,6 +727,72 @@ fn users_stay_exact_when_one_thread_acquires_and_another_releases() {
         1,
         "the last user freed it"
     );
+}
+
+/// The batches in the depot's bins count as users, and a handle's drop empties the depot: a
+/// pool whose last handle goes while its depot holds batches is freed at once.
+#[test]
+fn dropping_the_last_handle_empties_the_depot() {
+    let pool = PoolBuilder::new()
+        .class(64, 256)
+        .cache_size(8)
+        .build()
+        .unwrap();
+    let rec = Arc::new(Recorder::default());
+    pool.attach(rec.clone()).unwrap();
+    let held: Vec<_> = (0..64).map(|_| pool.try_acquire().unwrap()).collect();
+    // The cache keeps 8 of them: 56 overflow, in batches of 4, into the depot's bins (and
+    // onto the stack once those are full).
+    drop(held);
+    assert_eq!(pool.available(0), 256);
+    assert!(pool.users() > 1 + 8, "the depot's batches are counted");
+    drop(pool);
+    assert_eq!(
+        rec.unregistered.lock().unwrap().len(),
+        1,
+        "the handle's drop emptied the cache and the depot, and freed the pool"
+    );
+}
+
+/// A thread without a cache takes from the depot once the stack is empty: the element it takes
+/// stays counted, the rest of the batch goes onto the stack uncounted, so the count stays
+/// exact.
+#[test]
+fn a_take_from_the_depot_without_a_cache_keeps_the_count_exact() {
+    let pool = PoolBuilder::new()
+        .class(64, 64)
+        .cache_size(8)
+        .max_threads(1)
+        .build()
+        .unwrap();
+    // This thread has the only cache. Taking all 64 empties the stack; releasing them fills
+    // the cache (8) and sends the rest to the depot's bin and the stack.
+    let held: Vec<_> = (0..64).map(|_| pool.try_acquire().unwrap()).collect();
+    drop(held);
+    let cached = 8;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // No cache here: every acquire goes to the shared side, the stack first, then the
+            // depot's batch.
+            let taken: Vec<_> = (0..64 - cached)
+                .map(|_| pool.try_acquire().unwrap())
+                .collect();
+            assert!(
+                pool.try_acquire().is_err(),
+                "the rest sits in the other cache"
+            );
+            assert_eq!(pool.users(), 1 + 64, "the handle, 56 messages and 8 cached");
+            drop(taken);
+            assert_eq!(
+                pool.users(),
+                1 + cached,
+                "releases without a cache go to the stack"
+            );
+        });
+    });
+    pool.flush_local();
+    assert_eq!(pool.users(), 1);
+    assert_eq!(pool.available(0), 64);
 }
 
 #[test]
