@@ -250,13 +250,16 @@ const RELAY_BATCH: usize = 32;
 
 /// One thread acquires and passes the buffers, `N` at a time, through a bounded queue (of
 /// `RELAY_DEPTH` buffers) to a second thread, which drops them. Returns the producer's time for
-/// `iters` buffers. Both sides yield while they wait, so that an oversubscribed machine measures
-/// the pools rather than the scheduler.
+/// `iters` buffers. The two threads run on two different CPUs ([`RelayCpus`]), and both sides
+/// yield while they wait, so that an oversubscribed machine measures the pools rather than the
+/// scheduler.
 fn relay<const N: usize, B: Send>(iters: u64, acquire: impl Fn() -> Option<B> + Sync) -> Duration {
     let units = iters.div_ceil(N as u64);
     let channel = ArrayQueue::<[B; N]>::new(RELAY_DEPTH / N);
+    let cpus = RelayCpus::get();
     let took = thread::scope(|s| {
         let consumer = s.spawn(|| {
+            let _pinned = cpus.map(|cpus| Pinned::to(cpus.releaser));
             let mut left = units;
             while left > 0 {
                 match channel.pop() {
@@ -268,6 +271,7 @@ fn relay<const N: usize, B: Send>(iters: u64, acquire: impl Fn() -> Option<B> + 
                 }
             }
         });
+        let _pinned = cpus.map(|cpus| Pinned::to(cpus.acquirer));
         let start = Instant::now();
         for _ in 0..units {
             let mut unit = std::array::from_fn(|_| loop {
@@ -285,6 +289,79 @@ fn relay<const N: usize, B: Send>(iters: u64, acquire: impl Fn() -> Option<B> + 
         start.elapsed()
     });
     took.mul_f64(iters as f64 / (units * N as u64) as f64)
+}
+
+/// The two CPUs the relay's threads run on: the first two this process may use.
+///
+/// Left to the scheduler, the two threads sometimes share one CPU, taking turns at each yield,
+/// and then every peer runs two to three times slower than when they do not; which of the two
+/// a run gets can change from one second to the next, so a peer measured in one state and the
+/// next peer in the other compared nothing. Pinned, they always cross between CPUs, as a reaping
+/// thread and a submitting thread of a busy runtime do.
+#[derive(Clone, Copy)]
+struct RelayCpus {
+    acquirer: usize,
+    releaser: usize,
+}
+
+impl RelayCpus {
+    /// The two CPUs, or `None` on a machine (or in a CPU set) of one CPU, where the threads
+    /// share it unpinned.
+    fn get() -> Option<Self> {
+        let mut allowed = Pinned::current().into_iter().flatten();
+        Some(RelayCpus {
+            acquirer: allowed.next()?,
+            releaser: allowed.next()?,
+        })
+    }
+}
+
+/// The calling thread pinned to one CPU until dropped; then it may run where it could before.
+struct Pinned {
+    before: libc::cpu_set_t,
+}
+
+impl Pinned {
+    /// The CPUs the calling thread may run on, in ascending order.
+    fn current() -> Option<impl Iterator<Item = usize>> {
+        let set = Self::mask()?;
+        let allowed = move |&cpu: &usize| {
+            // SAFETY: `CPU_ISSET` only reads the set, and `cpu` is below `CPU_SETSIZE`.
+            unsafe { libc::CPU_ISSET(cpu, &set) }
+        };
+        Some((0..libc::CPU_SETSIZE as usize).filter(allowed))
+    }
+
+    fn mask() -> Option<libc::cpu_set_t> {
+        // SAFETY: an all-zero `cpu_set_t` is the empty set, and the call writes at most
+        // `size_of::<cpu_set_t>()` bytes into it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            let got = libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+            (got == 0).then_some(set)
+        }
+    }
+
+    fn to(cpu: usize) -> Option<Self> {
+        let before = Self::mask()?;
+        // SAFETY: as in `mask`; `CPU_SET` writes one bit of the set, `cpu` is below
+        // `CPU_SETSIZE` (it came from `current`).
+        let pinned = unsafe {
+            let mut only: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut only);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &only)
+        };
+        (pinned == 0).then_some(Pinned { before })
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        // SAFETY: `before` is a set `sched_getaffinity` filled in.
+        unsafe {
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.before);
+        }
+    }
 }
 
 /// One group of cross-thread runs: every peer, and the relay alone, passing `N` buffers at a
@@ -309,6 +386,69 @@ fn cross_thread<const N: usize>(c: &mut Criterion, samples: &Samples, group_name
         relay::<N, _>(iters, || Some([0u64; 2]))
     });
     group.finish();
+}
+
+/// How many rounds the cross-thread `COMPARE` lines take ([`cross_thread_rounds`]).
+const ROUNDS: usize = 31;
+
+/// How many buffers each peer relays in one round.
+const ROUND_BUFFERS: u64 = 100_000;
+
+/// The cross-thread `COMPARE` line of `group_name`, from interleaved rounds: each round relays
+/// [`ROUND_BUFFERS`] buffers, `N` at a time, through every peer in turn, one right after the
+/// other (the order rotating from round to round), and takes the ratio of that round. The line
+/// gives the median time of each peer and the median of the rounds' ratios; a second line gives
+/// the ratios' spread.
+///
+/// On a virtual machine the cost of crossing between two CPUs can change by a factor of three
+/// from one second to the next, for every peer alike (see docs/performance.md). Criterion's
+/// groups run one peer for seconds, then the next, so their medians may compare two different
+/// machines; peers timed within milliseconds of each other share one.
+fn cross_thread_rounds<const N: usize>(group_name: &str) {
+    let pool = regio_pool();
+    let queue = QueuePool::new();
+    let lock = LockPool::new();
+    let peers: [&dyn Fn() -> f64; 3] = [
+        &|| per_buffer_ns(relay::<N, _>(ROUND_BUFFERS, || pool.try_acquire().ok())),
+        &|| per_buffer_ns(relay::<N, _>(ROUND_BUFFERS, || queue.acquire())),
+        &|| per_buffer_ns(relay::<N, _>(ROUND_BUFFERS, || lock.acquire())),
+    ];
+    let mut times = [const { Vec::new() }; 3];
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS {
+        let mut ns = [0.0; 3];
+        for k in 0..peers.len() {
+            let peer = (round + k) % peers.len();
+            ns[peer] = peers[peer]();
+        }
+        for (all, ns) in times.iter_mut().zip(ns) {
+            all.push(ns);
+        }
+        ratios.push(ns[1].min(ns[2]) / ns[0]);
+    }
+    let [regio, arrayqueue, mutex_vec] = times.map(|mut t| quantiles(&mut t)[2]);
+    let spread = quantiles(&mut ratios);
+    println!(
+        "COMPARE {group_name}: regio={regio:.2}ns arrayqueue={arrayqueue:.2}ns \
+         mutex_vec={mutex_vec:.2}ns ratio={:.2}",
+        spread[2]
+    );
+    println!(
+        "{group_name}_ratio_spread: min={:.2} q1={:.2} median={:.2} q3={:.2} max={:.2} \
+         ({ROUNDS} rounds of {ROUND_BUFFERS} buffers)",
+        spread[0], spread[1], spread[2], spread[3], spread[4]
+    );
+}
+
+fn per_buffer_ns(took: Duration) -> f64 {
+    took.as_nanos() as f64 / ROUND_BUFFERS as f64
+}
+
+/// The minimum, lower quartile, median, upper quartile and maximum of `values`.
+fn quantiles(values: &mut [f64]) -> [f64; 5] {
+    values.sort_by(f64::total_cmp);
+    let at = |q: usize| values[(values.len() - 1) * q / 4];
+    [at(0), at(1), at(2), at(3), at(4)]
 }
 
 /// `acquire().await` when an element is free (one poll), and the hand-off to a waiting task
@@ -498,19 +638,21 @@ fn main() {
     async_round_trip(&mut c, &samples);
     c.final_summary();
 
-    for t in [
-        "pool_acq_rel_1t",
-        "pool_acq_rel_2t",
-        "pool_bulk_64",
-        "pool_xthread",
-        "pool_xthread_batch32",
-    ] {
+    for t in ["pool_acq_rel_1t", "pool_acq_rel_2t", "pool_bulk_64"] {
         let peers = [
             ("arrayqueue", format!("{t}/arrayqueue")),
             ("mutex_vec", format!("{t}/mutex_vec")),
         ];
         let peers: Vec<(&str, &str)> = peers.iter().map(|(l, k)| (*l, k.as_str())).collect();
         samples.compare_times(t, &format!("{t}/regio"), &peers);
+    }
+    // The cross-thread lines come from interleaved rounds, run after the criterion groups if the
+    // command line's filter let those run.
+    if samples.median_ns("pool_xthread/regio").is_some() {
+        cross_thread_rounds::<1>("pool_xthread");
+    }
+    if samples.median_ns("pool_xthread_batch32/regio").is_some() {
+        cross_thread_rounds::<RELAY_BATCH>("pool_xthread_batch32");
     }
     samples.report("pool_xthread_relay_only", "pool_xthread/relay_only");
     samples.report(
