@@ -147,7 +147,8 @@
 //!   own work queue. Slots are not owned: any work queue of the adapter may name any slot, and an
 //!   accept or share_file into an occupied slot replaces its file (hand slots out with
 //!   [`FileSlots`](regio_pool::FileSlots)).
-//! - CQ overflow: the kernel's overflow flag is read after the CQ was seen full, its overflow
+//! - CQ overflow: every reap that finds the CQ empty reads the kernel's overflow flag (the
+//!   kernel may have judged the CQ full against an older head than the reaper's), its overflow
 //!   list is flushed, and each event is counted in [`Stats::cq_overflows`]; a completion the
 //!   kernel dropped is reported as [`Error::CompletionsLost`].
 //! - Operations are checked against `IORING_REGISTER_PROBE`; one the kernel lacks completes with

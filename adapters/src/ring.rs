@@ -18,7 +18,8 @@
 //!   pending since the last submit reach the kernel together; a [`Post`] is a post left in the
 //!   inbox by a thread that did not own the ring, taken in through the combiner's `Absorb`.
 //! - `reap`: reaping: each CQE is routed to its work queue through the slab, credits go back;
-//!   without SQPOLL the CQEs are read where the kernel wrote them (`cq_map`).
+//!   without SQPOLL the CQEs are read where the kernel wrote them (`cq_map`); a CQ found empty
+//!   has its overflow flag read (`sq_flags`).
 //! - `resize`: the io_uring a resize replaced, reaped until its last operation completes, and
 //!   the carry of its fixed files (`resize::carry`).
 //! - `teardown`: what a dropped ring does with operations still in flight.
@@ -41,6 +42,7 @@ mod resize;
 mod shared;
 mod slab;
 mod sq;
+mod sq_flags;
 mod staging;
 mod submit;
 mod teardown;

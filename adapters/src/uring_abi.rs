@@ -28,6 +28,9 @@ pub(crate) const IOSQE_FIXED_FILE: u8 = 1 << 0;
 /// `SPLICE_F_FD_IN_FIXED`: `splice_fd_in` is a slot of the fixed-file table.
 pub(crate) const SPLICE_F_FD_IN_FIXED: u32 = 1 << 31;
 
+/// `IORING_SQ_CQ_OVERFLOW`: the SQ ring's flag that the kernel holds CQEs in its overflow list.
+pub(crate) const SQ_CQ_OVERFLOW: u32 = 1 << 1;
+
 /// `IORING_OFF_SQ_RING`: where the SQ ring (head, tail, flags, array) is mapped from a ring's fd.
 pub(crate) const OFF_SQ_RING: libc::off_t = 0;
 /// `IORING_OFF_CQ_RING`: where the CQ ring (head, tail, CQE array) is mapped from a ring's fd
@@ -152,6 +155,7 @@ pub(crate) struct CqOffsets {
 const _: () = {
     assert!(offset_of!(SqOffsets, head) == 0);
     assert!(offset_of!(SqOffsets, tail) == 4);
+    assert!(offset_of!(SqOffsets, flags) == 16);
     assert!(offset_of!(SqOffsets, array) == 24);
     assert!(offset_of!(SqOffsets, user_addr) == 32);
     assert!(size_of::<SqOffsets>() == 40);

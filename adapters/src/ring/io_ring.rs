@@ -10,6 +10,7 @@ use io_uring::IoUring;
 
 use super::cq_map::CqMap;
 use super::pending::Pending;
+use super::sq_flags::SqFlags;
 use super::{ENTER_SQ_WAIT, ENTER_SQ_WAKEUP};
 use crate::stats::Counters;
 
@@ -26,8 +27,8 @@ pub(super) struct IoRing {
     /// what is staged early ([`crate::Config::sqpoll_publish_every`]); 0: no early publishing
     /// (always without SQPOLL).
     publish_every: u32,
-    /// The CQ was seen full since the overflow flag was last found clear (see `reap`).
-    pub overflow_suspect: bool,
+    /// Where the kernel says that the CQ overflowed.
+    sq_flags: SqFlags,
     /// The kernel's count of dropped CQEs when it was last read.
     pub dropped_seen: u32,
 }
@@ -38,6 +39,7 @@ impl IoRing {
     pub fn new(uring: IoUring) -> io::Result<Self> {
         let pending = Pending::for_ring(&uring)?;
         let sqpoll = uring.params().is_setup_sqpoll();
+        let sq_flags = SqFlags::new(&uring)?;
         let cq_map = if sqpoll {
             None
         } else {
@@ -49,7 +51,7 @@ impl IoRing {
             cq_map,
             uring,
             pending,
-            overflow_suspect: false,
+            sq_flags,
             dropped_seen: 0,
         })
     }
@@ -57,6 +59,13 @@ impl IoRing {
     /// Whether a kernel thread polls the SQ.
     pub fn sqpoll(&self) -> bool {
         self.sqpoll
+    }
+
+    /// Whether the kernel holds CQEs in its overflow list, which an `io_uring_enter` with
+    /// `IORING_ENTER_GETEVENTS` moves into the CQ (see `sq_flags`).
+    #[inline]
+    pub fn cq_overflow(&self) -> bool {
+        self.sq_flags.cq_overflow()
     }
 
     /// Free SQ slots beside the pending SQEs.

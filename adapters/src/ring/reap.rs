@@ -216,18 +216,11 @@ impl<B> RingState<B> {
         out: &mut impl Sink<B>,
         max: usize,
     ) -> Result<usize, Error> {
-        let (len, capacity) = {
-            let cq = self.io.uring.completion();
-            (cq.len(), cq.capacity())
-        };
-        // The kernel parks a CQE in its overflow list only when the CQ is full relative to the
-        // head we last stored. We watch for that (here and after each batch) and read the
-        // overflow flag only then: in the steady state a reap touches no SQ memory, which the
-        // SQPOLL thread polls.
-        if len == capacity {
-            self.io.overflow_suspect = true;
-        }
-        if len == 0 && self.local.is_empty() && !self.io.overflow_suspect && self.retiring.is_none()
+        // An empty CQ may hide CQEs in the kernel's overflow list (see `sq_flags`).
+        if self.io.uring.completion().is_empty()
+            && self.local.is_empty()
+            && self.retiring.is_none()
+            && !self.io.cq_overflow()
         {
             return Ok(0);
         }
@@ -294,7 +287,7 @@ impl<B> RingState<B> {
                 .and_then(|()| drain_cq(old, &mut router, counters, out, max));
             retiring_done = router.retiring_in_flight.as_deref() == Some(&0)
                 && old.uring.completion().is_empty()
-                && !old.overflow_suspect;
+                && !old.cq_overflow();
         }
         if result.is_ok() {
             result = drain_cq(io, &mut router, counters, out, max);
@@ -310,7 +303,8 @@ impl<B> RingState<B> {
 }
 
 /// Routes CQEs of `io` through `router` to `out` until the CQ is empty or `max` completions
-/// have been delivered, flushing the kernel's overflow list when the CQ was seen full.
+/// have been delivered, flushing the kernel's overflow list when the CQ is found empty with the
+/// overflow flag set.
 fn drain_cq<B, R: ReadSide>(
     io: &mut IoRing,
     router: &mut Router<'_, B, R>,
@@ -318,27 +312,16 @@ fn drain_cq<B, R: ReadSide>(
     out: &mut impl Sink<B>,
     max: usize,
 ) -> Result<(), Error> {
-    let capacity = io.uring.completion().capacity();
     while router.delivered < max {
         // Route the CQEs there are (up to `want`), then store the head once.
-        let (consumed, after) = match io.cq_map.as_mut() {
+        let after = match io.cq_map.as_mut() {
             Some(map) => route_in_place(map, router, out, max),
             None => route_copied(&mut io.uring, router, out, max),
         };
-        // The head store ends an interval in which the kernel saw our old head. If the CQ
-        // filled up relative to it, the kernel may have parked CQEs, and the tail now shows
-        // it: taken + still queued >= capacity.
-        if consumed + after >= capacity {
-            io.overflow_suspect = true;
-        }
         if router.delivered >= max || after != 0 {
             continue;
         }
-        if !io.overflow_suspect {
-            break;
-        }
-        if !io.uring.submission().cq_overflow() {
-            io.overflow_suspect = false;
+        if !io.cq_overflow() {
             break;
         }
         // The kernel parked completions in its overflow list (NODROP): count it, and have the
@@ -366,14 +349,14 @@ fn drain_cq<B, R: ReadSide>(
 }
 
 /// Routes the CQEs `map` holds (up to what `max` leaves) where the kernel wrote them, then
-/// stores the head once. Returns how many it routed and how many had arrived behind them.
+/// stores the head once. Returns how many CQEs had arrived behind them.
 #[inline(always)]
 fn route_in_place<B, R: ReadSide>(
     map: &mut CqMap,
     router: &mut Router<'_, B, R>,
     out: &mut impl Sink<B>,
     max: usize,
-) -> (usize, usize) {
+) -> usize {
     let (head, ready) = map.ready();
     let want = (max - router.delivered).min(ready);
     out.reserve(want);
@@ -390,18 +373,18 @@ fn route_in_place<B, R: ReadSide>(
         }
     }
     let head = map.consume(head, want);
-    (want, map.waiting(head))
+    map.waiting(head)
 }
 
 /// Routes the CQEs of `uring` (up to what `max` leaves), copied out a chunk at a time, then
-/// stores the head once. Returns how many it routed and how many had arrived behind them.
+/// stores the head once. Returns how many CQEs had arrived behind them.
 #[inline(always)]
 fn route_copied<B, R: ReadSide>(
     uring: &mut io_uring::IoUring,
     router: &mut Router<'_, B, R>,
     out: &mut impl Sink<B>,
     max: usize,
-) -> (usize, usize) {
+) -> usize {
     let mut cq = uring.completion();
     // No more than the CQEs there are: `max` may be far larger than what can arrive
     // (`usize::MAX`), and a reservation of it fails. The CQEs posted after this
@@ -429,5 +412,5 @@ fn route_copied<B, R: ReadSide>(
     }
     // Stores the head and reads the tail again.
     cq.sync();
-    (consumed, cq.len())
+    cq.len()
 }

@@ -150,7 +150,7 @@ impl<B> RingState<B> {
     /// flight, an empty CQ, no overflow pending).
     fn retiring_drained(&mut self) -> bool {
         self.retiring.as_mut().is_some_and(|r| {
-            r.in_flight == 0 && r.io.uring.completion().is_empty() && !r.io.overflow_suspect
+            r.in_flight == 0 && r.io.uring.completion().is_empty() && !r.io.cq_overflow()
         })
     }
 

@@ -242,14 +242,16 @@ impl<B> Absorb<Post<B>> for RingState<B> {
         self.local_told = self.local.len();
     }
 
-    /// Signals the CQ eventfd if a reap would find something: CQEs, local completions, or a
-    /// retiring ring (which may hold CQEs; a rare spurious wake-up is harmless).
+    /// Signals the CQ eventfd if a reap would find something: CQEs, local completions, CQEs in
+    /// the kernel's overflow list, or a retiring ring (which may hold CQEs; a rare spurious
+    /// wake-up is harmless).
     fn wake_if_ready(&mut self) {
         // The CQ tail is read with Acquire (the io-uring crate), after the request was taken
         // with Acquire: it shows every CQE the waiter saw signalled before it asked.
         if !self.local.is_empty()
             || self.retiring.is_some()
             || !self.io.uring.completion().is_empty()
+            || self.io.cq_overflow()
         {
             self.signal();
         }
