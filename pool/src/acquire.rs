@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 
 use crate::message::Message;
 use crate::pool::MessagePool;
+use crate::shared::Owed;
 use crate::waiters::Ticket;
 
 /// Waits for a message; see [`MessagePool::acquire_class`].
@@ -67,9 +68,11 @@ impl Acquire<'_> {
                 None => Poll::Pending,
             };
         }
-        let mut low = None;
+        // Others wait: what this thread has cached goes to them first, and the rest to the store.
+        inner.share_cache(class);
+        let mut owed = Owed::default();
         let queued = inner.waiters.enqueue(class, Some(cx.waker()), || {
-            inner.take_shared(class, &mut low)
+            inner.take_shared(class, &mut owed)
         });
         let poll = match queued {
             Ok(elem) => Poll::Ready(self.pool.wrap(elem)),
@@ -78,9 +81,9 @@ impl Acquire<'_> {
                 Poll::Pending
             }
         };
-        // The recheck ran under the wait-list lock; its event is delivered now that the lock is
+        // The recheck ran under the wait-list lock; what it owes is paid now that the lock is
         // free and the element or the ticket is in safe hands.
-        inner.notify_low(low);
+        inner.settle(class, owed);
         poll
     }
 }

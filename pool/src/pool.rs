@@ -27,7 +27,7 @@ use crate::message::{Message, RawMessage};
 use crate::region::RegionOptions;
 use crate::registrar::Registrar;
 use crate::segment::{generations, ElemMeta, LOCAL_BITS};
-use crate::shared::{Config, Inner, LowWatermark};
+use crate::shared::{Config, Inner, LowWatermark, Owed};
 
 /// Builds a [`MessagePool`].
 ///
@@ -413,20 +413,22 @@ impl MessagePool {
                 return Ok(self.wrap_meta(meta, generation, class));
             }
         }
-        let mut low = None;
+        // Others wait: what this thread has cached goes to them first, and the rest to the store.
+        inner.share_cache(class);
+        let mut owed = Owed::default();
         let queued = inner
             .waiters
-            .enqueue(class, None, || inner.take_shared(class, &mut low));
-        // The recheck ran under the wait-list lock; its event is delivered now that it is free
-        // (and before this thread waits).
+            .enqueue(class, None, || inner.take_shared(class, &mut owed));
+        // The recheck ran under the wait-list lock; what it owes is paid now that the lock is
+        // free (and before this thread waits).
         let ticket = match queued {
             Ok(elem) => {
                 let msg = self.wrap(elem);
-                inner.notify_low(low);
+                inner.settle(class, owed);
                 return Ok(msg);
             }
             Err(ticket) => {
-                inner.notify_low(low);
+                inner.settle(class, owed);
                 ticket
             }
         };

@@ -32,6 +32,13 @@
 //!   the wait-list lock; whoever called it delivers the event ([`Inner::notify_low`]) after
 //!   letting go of every lock and with no magazine half-changed, so the callback may acquire,
 //!   release and grow.
+//! - **A take that spills a depot batch onto the stack serves the waiters.** A take from the
+//!   shared side that finds the stack empty takes a whole depot batch and pushes all but one of
+//!   its elements onto the stack: a release, for the waiters. A waiter whose look at the store
+//!   ran while the batch was in that take's hands saw neither the bin nor the stack, and sleeps.
+//!   So the take then makes the releaser's half of the Dekker pair (see [`crate::waiters`]), as
+//!   `give_back` does; under the wait-list lock it cannot, and leaves it to its caller
+//!   ([`Owed`], settled by [`Inner::settle`]).
 
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
@@ -62,6 +69,17 @@ pub struct LowWatermark {
 
 /// The notification callback for [`LowWatermark`] events.
 pub type WatermarkFn = Box<dyn Fn(LowWatermark) + Send + Sync>;
+
+/// What a take from the shared side, which may run under the wait-list lock, leaves its caller
+/// to do once it holds no lock ([`Inner::settle`]).
+#[derive(Debug, Default)]
+#[must_use = "a take's debts are paid only by Inner::settle"]
+pub(crate) struct Owed {
+    /// The low-watermark event the take claimed.
+    low: Option<LowWatermark>,
+    /// The take pushed the rest of a depot batch onto the stack: waiters may need serving.
+    spilled: bool,
+}
 
 pub(crate) struct Watermark {
     limit: usize,
@@ -375,9 +393,9 @@ impl Inner {
     #[inline(never)]
     fn take_slow(&self, class: usize) -> Option<(&ElemMeta, u32)> {
         let Some(slot) = local::slot(self) else {
-            let mut low = None;
-            let elem = self.take_shared(class, &mut low);
-            self.notify_low(low);
+            let mut owed = Owed::default();
+            let elem = self.take_shared(class, &mut owed);
+            self.settle(class, owed);
             return elem.map(|elem| self.free_elem(elem));
         };
         // SAFETY: this thread claimed `slot`.
@@ -402,11 +420,11 @@ impl Inner {
 
     /// Others may wait for `class` while this thread has some cached: hand them over if so.
     #[cold]
-    fn share_cache(&self, class: usize) {
+    pub(crate) fn share_cache(&self, class: usize) {
         if !self.waiters.any(class) {
             return;
         }
-        let Some(slot) = local::slot(self) else {
+        let Some(slot) = local::existing_slot(self) else {
             return;
         };
         let mut batch = [0u32; MAG_CAP];
@@ -469,10 +487,11 @@ impl Inner {
     /// Takes one element straight from the shared store (the stack, else a depot batch whose
     /// rest goes to the stack).
     ///
-    /// It may run under the wait-list lock, so it never calls the low-watermark callback: if
-    /// the take claims the event, the event goes into `low` (unless one is there already), and
-    /// the caller delivers it with [`notify_low`](Self::notify_low) once it holds no lock.
-    pub(crate) fn take_shared(&self, class: usize, low: &mut Option<LowWatermark>) -> Option<u32> {
+    /// It may run under the wait-list lock, so it neither calls the low-watermark callback nor
+    /// serves waiters: what it owes goes into `owed` (an event claimed, unless one is there
+    /// already; a batch spilled onto the stack), and the caller settles it with
+    /// [`settle`](Self::settle) once it holds no lock.
+    pub(crate) fn take_shared(&self, class: usize, owed: &mut Owed) -> Option<u32> {
         let c = &self.classes[class];
         let elem = match c.store.pop(&self.dir) {
             Some(elem) => {
@@ -484,6 +503,7 @@ impl Inner {
                 let mut batch = [0u32; BIN_CAP];
                 let n = self.take_depot_batch(class, &mut batch)?;
                 c.store.push_slice(&self.dir, &batch[1..n]);
+                owed.spilled |= n > 1;
                 // The batch was counted in the depot. The element taken stays counted, so this
                 // cannot drop the last user. Release: as every decrement (see `drop_users`).
                 self.users.fetch_sub(n - 1, Ordering::Release);
@@ -492,8 +512,8 @@ impl Inner {
         };
         // With an event already claimed, leave the flag alone: a second claim (after a re-arm
         // on another thread) would have nowhere to go, and stays for a later take instead.
-        if low.is_none() {
-            *low = self.low_watermark(class);
+        if owed.low.is_none() {
+            owed.low = self.low_watermark(class);
         }
         Some(elem)
     }
@@ -527,6 +547,16 @@ impl Inner {
             }
         }
         None
+    }
+
+    /// Pays what takes from the shared side of `class` left owing: serves the waiters if a take
+    /// spilled a depot batch onto the stack (the releaser's half of the Dekker pair, module
+    /// docs), then delivers the low-watermark event. The caller holds no lock of the pool.
+    pub(crate) fn settle(&self, class: usize, owed: Owed) {
+        if owed.spilled && self.waiters.any_after_publish(class) {
+            self.serve_waiters(class);
+        }
+        self.notify_low(owed.low);
     }
 
     /// Runs the low-watermark callback for `event`, if there is one. The caller holds no lock
@@ -700,11 +730,12 @@ impl Inner {
     /// Hands elements from the store to the queued waiters of `class`.
     #[cold]
     fn serve_waiters(&self, class: usize) {
-        let mut low = None;
+        let mut owed = Owed::default();
         // The takes run under the wait-list lock: the event they claim waits until it is free.
+        // What one of them spills onto the stack, the loop itself hands on while anyone waits.
         self.waiters
-            .grant_from(class, || self.take_shared(class, &mut low));
-        self.notify_low(low);
+            .grant_from(class, || self.take_shared(class, &mut owed));
+        self.notify_low(owed.low);
     }
 
     /// Empties a cache slot that this thread owns into the shared stores, and drops the users

@@ -350,10 +350,16 @@ fn thousands_of_accepts_opens_and_drops_leave_every_slot_free() {
             seed ^= seed << 17;
             seed
         };
+        // The reads awaited to the end by tasks that are not aborted: each is certainly
+        // submitted, whatever the timing (the timeouts and drops decide the rest).
+        let mut certain = 0u64;
         for _wave in 0..TASKS / WAVE {
             let handles: Vec<_> = (0..WAVE)
-                .map(|_| {
+                .map(|i| {
                     let r = random();
+                    if i % 7 != 0 && (r >> 8) % 5 == 2 && r % 3 == 2 {
+                        certain += 1;
+                    }
                     let (listener, path, accepted) = (
                         Arc::clone(&listener),
                         Arc::clone(&path),
@@ -434,9 +440,11 @@ fn thousands_of_accepts_opens_and_drops_leave_every_slot_free() {
         );
         drop(listener);
         std::fs::remove_file(&*path).unwrap();
+        let submitted = rt.stats().iter().map(|s| s.ops_submitted).sum::<u64>();
+        assert!(certain > 0);
         assert!(
-            rt.stats().iter().map(|s| s.ops_submitted).sum::<u64>() > TASKS as u64,
-            "the operations ran"
+            submitted >= certain,
+            "the operations ran: {submitted} submitted, {certain} reads certainly among them"
         );
     });
 }
