@@ -20,10 +20,7 @@ use regio_adapters::{Adapter, Completion, CqSet, Error, Op, PostError, Target, W
 const STALL: Duration = Duration::from_secs(10);
 
 fn overflowing(sqpoll: bool, rings: usize) -> Option<Adapter<TestBuf>> {
-    let mut cfg = config(rings, sqpoll);
-    cfg.sq_entries = 8;
-    cfg.cq_entries = 8;
-    common::adapter_or_skip::<TestBuf>(cfg)
+    common::tiny_cq_adapter(config(rings, sqpoll))
 }
 
 /// Posts NOPs with cookies `base..base + total` to `wq`, retrying while the queue is out of
@@ -38,6 +35,51 @@ fn post_all(wq: &WorkQueue<TestBuf>, base: u64, total: u64, stop: &AtomicBool) -
         }
     }
     i
+}
+
+/// [`post_all`] on a thread of its own; the thread returns how many it posted.
+fn spawn_poster(
+    wq: WorkQueue<TestBuf>,
+    base: u64,
+    total: u64,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let stop = Arc::clone(stop);
+    std::thread::spawn(move || post_all(&wq, base, total, &stop))
+}
+
+/// Two work queues of 64 credits on `adapter`'s first ring: one for the test to post to, and
+/// one that a poster thread fills with `total` NOPs (cookies from 1 000 000 on) until `stop`.
+fn own_and_a_poster(
+    adapter: &Adapter<TestBuf>,
+    total: u64,
+    stop: &Arc<AtomicBool>,
+) -> (WorkQueue<TestBuf>, std::thread::JoinHandle<u64>) {
+    let own = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
+    let other = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
+    (own, spawn_poster(other, 1_000_000, total, stop))
+}
+
+/// The end of a test with [`own_and_a_poster`]: `cookies` holds every completion of the
+/// `own` posts (cookies from 0) and of the poster's (from 1 000 000) once, each given as
+/// (posted, meant to post), and the CQ overflowed on the way.
+fn check_own_and_others(
+    adapter: &Adapter<TestBuf>,
+    cookies: &[u64],
+    (own, own_total): (u64, u64),
+    (others, others_total): (u64, u64),
+) {
+    let stats = adapter.stats();
+    assert_eq!(
+        cookies.len() as u64,
+        own + others,
+        "stalled or lost: {stats:?}"
+    );
+    check_exactly_once(
+        cookies,
+        (0..own_total).chain(1_000_000..1_000_000 + others_total),
+    );
+    assert!(stats.cq_overflows > 0, "the CQ never overflowed: {stats:?}");
 }
 
 /// Checks that `cookies` are exactly `expected`, each once.
@@ -56,6 +98,68 @@ fn check_exactly_once(cookies: &[u64], expected: impl Iterator<Item = u64>) {
     );
 }
 
+/// Reaps with `wait` (a wait with no timeout, for a few completions at a time) until `total`
+/// completions came, counting them in `progress`; returns their cookies.
+fn reap_all(
+    total: u64,
+    progress: &AtomicU64,
+    mut wait: impl FnMut(&mut Vec<Completion<TestBuf>>) -> usize,
+) -> Vec<u64> {
+    let mut cookies = Vec::new();
+    let mut out = Vec::new();
+    while (cookies.len() as u64) < total {
+        out.clear();
+        let n = wait(&mut out);
+        cookies.extend(out.iter().map(|c| c.cookie));
+        // Relaxed: a statistic for the watchdog.
+        progress.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    cookies
+}
+
+/// [`reap_all`] on a thread of its own, which sends the cookies on the returned channel; the
+/// counter is its progress, for [`cookies_or_stall`].
+fn spawn_waiter(
+    total: u64,
+    wait: impl FnMut(&mut Vec<Completion<TestBuf>>) -> usize + Send + 'static,
+) -> (
+    std::thread::JoinHandle<()>,
+    Arc<AtomicU64>,
+    mpsc::Receiver<Vec<u64>>,
+) {
+    let progress = Arc::new(AtomicU64::new(0));
+    let (done_tx, done_rx) = mpsc::channel();
+    let waiter = {
+        let progress = Arc::clone(&progress);
+        std::thread::spawn(move || {
+            let _ = done_tx.send(reap_all(total, &progress, wait));
+        })
+    };
+    (waiter, progress, done_rx)
+}
+
+/// The watchdog: the cookies the waiter sends on `done`, or a panic with `stalled`'s message
+/// (given the count reaped so far) once `progress` stayed put for [`STALL`].
+fn cookies_or_stall(
+    done: &mpsc::Receiver<Vec<u64>>,
+    progress: &AtomicU64,
+    stalled: impl FnOnce(u64) -> String,
+) -> Vec<u64> {
+    let mut last = (0, Instant::now());
+    loop {
+        if let Ok(cookies) = done.recv_timeout(Duration::from_millis(100)) {
+            return cookies;
+        }
+        // Relaxed: see `reap_all`.
+        let now = progress.load(Ordering::Relaxed);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > STALL {
+            panic!("{}", stalled(now));
+        }
+    }
+}
+
 /// `Ring::wait` with no timeout, on a thread of its own, while another thread posts into an
 /// overflowing CQ: every wait must return (an overflow with an empty CQ must wake the waiter
 /// or be flushed by the wait's reap), and every completion must arrive once. A watchdog fails
@@ -68,44 +172,14 @@ fn untimed_wait_on_an_overflowing_cq(sqpoll: bool) {
     let wq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
     let cq = wq.ring();
     let stop = Arc::new(AtomicBool::new(false));
-    let progress = Arc::new(AtomicU64::new(0));
-    let (done_tx, done_rx) = mpsc::channel::<Vec<u64>>();
-    let waiter = {
-        let progress = Arc::clone(&progress);
-        std::thread::spawn(move || {
-            let mut cookies = Vec::new();
-            let mut out: Vec<Completion<TestBuf>> = Vec::new();
-            while (cookies.len() as u64) < TOTAL {
-                out.clear();
-                // Small batches: the CQ keeps overflowing while we wait.
-                let n = cq.wait(&mut out, 3, None).unwrap();
-                cookies.extend(out.iter().map(|c| c.cookie));
-                progress.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            let _ = done_tx.send(cookies);
-        })
-    };
-    let poster = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || post_all(&wq, 0, TOTAL, &stop))
-    };
-    let mut last = (0, Instant::now());
-    let cookies = loop {
-        if let Ok(c) = done_rx.recv_timeout(Duration::from_millis(100)) {
-            break c;
-        }
-        let now = progress.load(Ordering::Relaxed);
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > STALL {
-            stop.store(true, Ordering::Relaxed);
-            let posted = poster.join().unwrap();
-            panic!(
-                "Ring::wait(None) stalled: {now} reaped of {posted} posted; {:?}",
-                adapter.stats()
-            );
-        }
-    };
+    // Small batches: the CQ keeps overflowing while we wait.
+    let (waiter, progress, done_rx) =
+        spawn_waiter(TOTAL, move |out| cq.wait(out, 3, None).unwrap());
+    let poster = spawn_poster(wq, 0, TOTAL, &stop);
+    let cookies = cookies_or_stall(&done_rx, &progress, |now| {
+        stop.store(true, Ordering::Relaxed);
+        format!("Ring::wait(None) stalled at {now}; {:?}", adapter.stats())
+    });
     waiter.join().unwrap();
     let posted = poster.join().unwrap();
     assert_eq!(posted, TOTAL);
@@ -137,42 +211,16 @@ fn untimed_cqset_wait_over_two_overflowing_cqs() {
     let b = adapter.work_queue(1, Target::Fd(-1), 64, 64).unwrap();
     let set = CqSet::new([a.ring(), b.ring()]).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let progress = Arc::new(AtomicU64::new(0));
-    let (done_tx, done_rx) = mpsc::channel::<Vec<u64>>();
-    let waiter = {
-        let progress = Arc::clone(&progress);
-        std::thread::spawn(move || {
-            let mut cookies = Vec::new();
-            let mut out: Vec<Completion<TestBuf>> = Vec::new();
-            while (cookies.len() as u64) < 2 * EACH {
-                out.clear();
-                let n = set.wait(&mut out, 5, None).unwrap();
-                cookies.extend(out.iter().map(|c| c.cookie));
-                progress.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            let _ = done_tx.send(cookies);
-        })
-    };
+    let (waiter, progress, done_rx) =
+        spawn_waiter(2 * EACH, move |out| set.wait(out, 5, None).unwrap());
     let posters: Vec<_> = [(a, 0), (b, 1_000_000)]
         .into_iter()
-        .map(|(wq, base)| {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || post_all(&wq, base, EACH, &stop))
-        })
+        .map(|(wq, base)| spawn_poster(wq, base, EACH, &stop))
         .collect();
-    let mut last = (0, Instant::now());
-    let cookies = loop {
-        if let Ok(c) = done_rx.recv_timeout(Duration::from_millis(100)) {
-            break c;
-        }
-        let now = progress.load(Ordering::Relaxed);
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > STALL {
-            stop.store(true, Ordering::Relaxed);
-            panic!("CqSet::wait(None) stalled at {now}; {:?}", adapter.stats());
-        }
-    };
+    let cookies = cookies_or_stall(&done_rx, &progress, |now| {
+        stop.store(true, Ordering::Relaxed);
+        format!("CqSet::wait(None) stalled at {now}; {:?}", adapter.stats())
+    });
     waiter.join().unwrap();
     for p in posters {
         assert_eq!(p.join().unwrap(), EACH);
@@ -269,21 +317,14 @@ fn resizes_while_the_cq_overflows_lose_nothing_without_sqpoll() {
 fn single_issuer_overflowing_cq_loses_nothing() {
     const OWN: u64 = 10_000;
     const OTHER: u64 = 5_000;
-    let mut cfg = config(1, false).single_issuer(true);
-    cfg.sq_entries = 8;
-    cfg.cq_entries = 8;
-    let Some(adapter) = common::adapter_or_skip::<TestBuf>(cfg) else {
+    let Some(adapter) = common::tiny_cq_adapter::<TestBuf>(config(1, false).single_issuer(true))
+    else {
         return;
     };
-    let own = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
-    let other = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (own, poster) = own_and_a_poster(&adapter, OTHER, &stop);
     let cq = own.ring();
     cq.bind_owner().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let poster = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || post_all(&other, 1_000_000, OTHER, &stop))
-    };
     let mut out: Vec<Completion<TestBuf>> = Vec::new();
     let mut cookies = Vec::new();
     let mut posted = 0u64;
@@ -311,14 +352,7 @@ fn single_issuer_overflowing_cq_loses_nothing() {
     }
     stop.store(true, Ordering::Relaxed);
     let other_posted = poster.join().unwrap();
-    let stats = adapter.stats();
-    assert_eq!(
-        cookies.len() as u64,
-        posted + other_posted,
-        "stalled or lost: {stats:?}"
-    );
-    check_exactly_once(&cookies, (0..OWN).chain(1_000_000..1_000_000 + OTHER));
-    assert!(stats.cq_overflows > 0, "the CQ never overflowed: {stats:?}");
+    check_own_and_others(&adapter, &cookies, (posted, OWN), (other_posted, OTHER));
 }
 
 /// A `Batch` owns the ring and posts bursts of NOPs far beyond the CQ (64 credits, CQ of 8),
@@ -332,14 +366,9 @@ fn batch_reaps_one_at_a_time_from_an_overflowing_cq(sqpoll: bool) {
     let Some(adapter) = overflowing(sqpoll, 1) else {
         return;
     };
-    let own = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
-    let other = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
-    let cq = own.ring();
     let stop = Arc::new(AtomicBool::new(false));
-    let poster = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || post_all(&other, 1_000_000, OTHER, &stop))
-    };
+    let (own, poster) = own_and_a_poster(&adapter, OTHER, &stop);
+    let cq = own.ring();
     let mut out: Vec<Completion<TestBuf>> = Vec::new();
     let mut cookies = Vec::new();
     let mut posted = 0u64;
@@ -373,16 +402,9 @@ fn batch_reaps_one_at_a_time_from_an_overflowing_cq(sqpoll: bool) {
     }
     stop.store(true, Ordering::Relaxed);
     let other_posted = poster.join().unwrap();
-    let stats = adapter.stats();
-    assert_eq!(
-        cookies.len() as u64,
-        posted + other_posted,
-        "stalled or lost: {stats:?}"
-    );
+    check_own_and_others(&adapter, &cookies, (posted, OWN), (other_posted, OTHER));
     assert_eq!((posted, other_posted), (OWN, OTHER));
-    check_exactly_once(&cookies, (0..OWN).chain(1_000_000..1_000_000 + OTHER));
-    assert!(stats.cq_overflows > 0, "the CQ never overflowed: {stats:?}");
-    assert_eq!(stats.completed, OWN + OTHER, "{stats:?}");
+    assert_eq!(adapter.stats().completed, OWN + OTHER);
 }
 
 #[test]
@@ -402,10 +424,8 @@ fn batch_reaps_one_at_a_time_from_an_overflowing_cq_without_sqpoll() {
 #[test]
 fn single_issuer_owner_in_an_untimed_wait_while_others_post() {
     const TOTAL: u64 = 10_000;
-    let mut cfg = config(1, false).single_issuer(true);
-    cfg.sq_entries = 8;
-    cfg.cq_entries = 8;
-    let Some(adapter) = common::adapter_or_skip::<TestBuf>(cfg) else {
+    let Some(adapter) = common::tiny_cq_adapter::<TestBuf>(config(1, false).single_issuer(true))
+    else {
         return;
     };
     let wq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
@@ -419,39 +439,19 @@ fn single_issuer_owner_in_an_untimed_wait_while_others_post() {
         std::thread::spawn(move || {
             cq.bind_owner().unwrap();
             bound_tx.send(()).unwrap();
-            let mut cookies = Vec::new();
-            let mut out: Vec<Completion<TestBuf>> = Vec::new();
-            while (cookies.len() as u64) < TOTAL {
-                out.clear();
-                let n = cq.wait(&mut out, 3, None).unwrap();
-                cookies.extend(out.iter().map(|c| c.cookie));
-                progress.fetch_add(n as u64, Ordering::Relaxed);
-            }
+            let cookies = reap_all(TOTAL, &progress, |out| cq.wait(out, 3, None).unwrap());
             let _ = done_tx.send(cookies);
         })
     };
     bound_rx.recv().unwrap();
-    let poster = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || post_all(&wq, 0, TOTAL, &stop))
-    };
-    let mut last = (0, Instant::now());
-    let cookies = loop {
-        if let Ok(c) = done_rx.recv_timeout(Duration::from_millis(100)) {
-            break c;
-        }
-        let now = progress.load(Ordering::Relaxed);
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > STALL {
-            stop.store(true, Ordering::Relaxed);
-            let posted = poster.join().unwrap();
-            panic!(
-                "single-issuer Ring::wait(None) stalled: {now} reaped of {posted} posted; {:?}",
-                adapter.stats()
-            );
-        }
-    };
+    let poster = spawn_poster(wq, 0, TOTAL, &stop);
+    let cookies = cookies_or_stall(&done_rx, &progress, |now| {
+        stop.store(true, Ordering::Relaxed);
+        format!(
+            "single-issuer Ring::wait(None) stalled at {now}; {:?}",
+            adapter.stats()
+        )
+    });
     owner.join().unwrap();
     assert_eq!(poster.join().unwrap(), TOTAL);
     check_exactly_once(&cookies, 0..TOTAL);

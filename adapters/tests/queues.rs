@@ -275,10 +275,7 @@ fn a_full_sq_hands_the_operation_back() {
 
 #[test]
 fn an_overflowing_cq_is_reported_and_loses_nothing() {
-    let mut cfg = config(1, false);
-    cfg.sq_entries = 8;
-    cfg.cq_entries = 8;
-    let Some(adapter) = common::adapter_or_skip::<TestBuf>(cfg) else {
+    let Some(adapter) = common::tiny_cq_adapter::<TestBuf>(config(1, false)) else {
         return;
     };
     let wq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
@@ -311,10 +308,7 @@ fn an_overflowing_cq_is_reported_and_loses_nothing() {
 fn overflow_under_a_concurrent_reaper(sqpoll: bool) {
     const TOTAL: u64 = 20_000;
     const STALL: Duration = Duration::from_secs(10);
-    let mut cfg = config(1, sqpoll);
-    cfg.sq_entries = 8;
-    cfg.cq_entries = 8;
-    let Some(adapter) = common::adapter_or_skip::<TestBuf>(cfg) else {
+    let Some(adapter) = common::tiny_cq_adapter::<TestBuf>(config(1, sqpoll)) else {
         return;
     };
     let wq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();

@@ -19,20 +19,27 @@ use regio_pool::{Error, Message, MessagePool, PoolBuilder};
 /// A pool of one class of `count` buffers, `cache` per thread, `threads` cache slots, with a
 /// recorder attached.
 fn pool(count: u32, cache: usize, threads: usize) -> (MessagePool, Arc<Recorder>) {
-    let pool = PoolBuilder::new()
-        .class(64, count)
-        .cache_size(cache)
-        .max_threads(threads)
-        .build()
-        .unwrap();
-    let rec = Arc::new(Recorder::default());
-    pool.attach(rec.clone()).unwrap();
-    (pool, rec)
+    common::recorded(
+        PoolBuilder::new()
+            .class(64, count)
+            .cache_size(cache)
+            .max_threads(threads),
+    )
 }
 
 /// Whether the pool `rec` was attached to has been freed.
 fn freed(rec: &Arc<Recorder>) -> bool {
     Arc::strong_count(rec) == 1
+}
+
+/// After everything went back to `pool`: once this thread's cache is flushed, only the handle
+/// counts as a user and all `capacity` buffers are free; dropping the handle frees the pool.
+fn all_back_then_freed(pool: MessagePool, rec: &Arc<Recorder>, capacity: usize) {
+    pool.flush_local();
+    assert_eq!(pool.users(), 1, "only the handle is left");
+    assert_eq!(pool.available(0), capacity, "no buffer was lost");
+    drop(pool);
+    assert!(freed(rec));
 }
 
 /// The last handle drops on this thread while another thread, with a cache, still holds
@@ -174,12 +181,7 @@ fn cross_thread_flow_with_a_cacheless_thread_keeps_the_count_exact() {
             j.join().unwrap();
         }
     });
-    pool.flush_local();
-    assert_eq!(pool.users(), 1, "only the handle is left");
-    assert_eq!(pool.available(0), 256, "no buffer was lost");
-    let pool = Arc::into_inner(pool).unwrap();
-    drop(pool);
-    assert!(freed(&rec));
+    all_back_then_freed(Arc::into_inner(pool).unwrap(), &rec, 256);
 }
 
 /// Elements released on a thread that never acquired: it claims a cache slot through its
@@ -226,11 +228,7 @@ fn release_only_thread_feeds_the_depot_and_nothing_is_lost() {
             j.join().unwrap();
         }
     });
-    pool.flush_local();
-    assert_eq!(pool.users(), 1);
-    assert_eq!(pool.available(0), 128);
-    drop(pool);
-    assert!(freed(&rec));
+    all_back_then_freed(pool, &rec, 128);
 }
 
 /// Async waiters queued on one handle while another thread releases (the releases bypass the
@@ -289,11 +287,7 @@ fn waiters_granted_by_a_handle_drop_that_empties_the_depot() {
     drop(taken);
     go_tx.send(()).unwrap();
     keeper.join().unwrap();
-    pool.flush_local();
-    assert_eq!(pool.users(), 1);
-    assert_eq!(pool.available(0), 64);
-    drop(pool);
-    assert!(freed(&rec));
+    all_back_then_freed(pool, &rec, 64);
 }
 
 /// The low-watermark callback acquires and releases on the pool (through its own handle clone
@@ -353,11 +347,7 @@ fn low_watermark_callback_acquiring_during_depot_refills_keeps_the_count() {
     let cap = pool.capacity(0);
     // The callback's clone is a user: drop it, then flush this thread.
     drop(slot.lock().unwrap().take());
-    pool.flush_local();
-    assert_eq!(pool.users(), 1);
-    assert_eq!(pool.available(0), cap);
-    drop(pool);
-    assert!(freed(&rec));
+    all_back_then_freed(pool, &rec, cap);
 }
 
 /// A lost wake-up, found by attack: a thread without a cache slot takes from the depot once the
@@ -525,86 +515,38 @@ fn last_handle_in_a_thread_local_is_freed_at_thread_exit() {
     }
 }
 
-/// The pool's docs: "While tasks wait for a class, releases skip the caches and go to the
-/// oldest waiter, and a thread that releases or acquires while others wait also hands over
-/// what it has cached." Here thread T1 has 4 free elements in its cache, T2 holds the other 4
-/// and waits for a fifth (queued: others wait now). T1 then acquires with `acquire_blocking`
-/// while T2 waits: per the docs its cache goes to the waiters, so both T2 and T1 must be served
-/// at once from T1's 4 cached elements. A timeout of either, with free elements in T1's cache,
-/// is a thread hung on a pool that has free buffers.
-#[test]
-fn a_blocking_acquire_while_others_wait_hands_over_its_cache() {
-    let (pool, _rec) = pool(8, 8, 4);
-    let (t1_cached_tx, t1_cached_rx) = std::sync::mpsc::channel::<()>();
-    let (t2_waiting_tx, t2_waiting_rx) = std::sync::mpsc::channel::<()>();
-    let results = std::thread::scope(|s| {
-        let pool = &pool;
-        let t1 = s.spawn(move || {
-            // Refill takes a batch of 4 into this cache; dropping them caches all 4 here.
-            let four: Vec<Message> = (0..4).map(|_| pool.try_acquire().unwrap()).collect();
-            drop(four);
-            t1_cached_tx.send(()).unwrap();
-            t2_waiting_rx.recv().unwrap();
-            let started = Instant::now();
-            let r = pool.acquire_blocking(Duration::from_millis(500));
-            (r.map(drop).map_err(|e| e.to_string()), started.elapsed())
-        });
-        let t2 = s.spawn(move || {
-            t1_cached_rx.recv().unwrap();
-            let mine: Vec<Message> = (0..4).map(|_| pool.try_acquire().unwrap()).collect();
-            assert!(pool.try_acquire().is_err(), "the rest is in T1's cache");
-            // Queue as a waiter, on a helper thread, then tell T1.
-            std::thread::scope(|s2| {
-                let w = s2.spawn(|| {
-                    let started = Instant::now();
-                    let r = pool.acquire_blocking(Duration::from_millis(1500));
-                    (r.map(drop).map_err(|e| e.to_string()), started.elapsed())
-                });
-                std::thread::sleep(Duration::from_millis(100));
-                t2_waiting_tx.send(()).unwrap();
-                let r = w.join().unwrap();
-                drop(mine);
-                r
-            })
-        });
-        (t1.join().unwrap(), t2.join().unwrap())
-    });
-    let ((r1, e1), (r2, e2)) = results;
-    assert!(
-        r1.is_ok() && r2.is_ok(),
-        "T1 (4 free elements in its own cache): {r1:?} after {e1:?}; \
-         T2's waiter: {r2:?} after {e2:?}"
-    );
-}
-
-/// The async side of the test above: a task whose thread has 4 free elements cached polls
-/// `acquire` while another thread waits. The thread's cache goes to the waiter first and the rest
-/// to the store, where the task's own look finds one: the first poll is ready, and the waiter is
-/// served at once. (The future used to queue behind the waiter with the cache untouched, and
-/// stay pending while its own thread held free elements.)
-#[test]
-fn an_async_acquire_while_others_wait_hands_over_its_cache() {
+/// Thread T1 caches 4 of a pool's 8 buffers; T2 takes the other 4 and has a thread queue a
+/// blocking wait (1.5 s at most) for a fifth; then T1 runs `acquire` while that waiter waits.
+/// Returns what `acquire` gave, the waiter's outcome, and how long T2 waited for it after
+/// telling T1 to go.
+fn acquire_with_four_cached_while_another_waits<R: Send>(
+    acquire: impl FnOnce(&MessagePool) -> R + Send,
+) -> (R, Result<(), String>, Duration) {
     let (pool, _rec) = pool(8, 8, 4);
     let (t1_cached_tx, t1_cached_rx) = std::sync::mpsc::channel::<()>();
     let (t2_waiting_tx, t2_waiting_rx) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|s| {
         let pool = &pool;
         let t1 = s.spawn(move || {
+            // The refill takes a batch of 4 into this cache; dropping them caches all 4 here.
             let four: Vec<Message> = (0..4).map(|_| pool.try_acquire().unwrap()).collect();
             drop(four);
             t1_cached_tx.send(()).unwrap();
             t2_waiting_rx.recv().unwrap();
-            let mut acquire = pool.acquire();
-            matches!(poll_once(&mut acquire), std::task::Poll::Ready(_))
+            acquire(pool)
         });
         let t2 = s.spawn(move || {
             t1_cached_rx.recv().unwrap();
             let mine: Vec<Message> = (0..4).map(|_| pool.try_acquire().unwrap()).collect();
             assert!(pool.try_acquire().is_err(), "the rest is in T1's cache");
             std::thread::scope(|s2| {
-                let w = s2.spawn(|| pool.acquire_blocking(Duration::from_secs(5)).map(drop));
-                // Time for the waiter to queue; a late queue makes T1's poll take from its own
-                // cache, which the assertions below accept as well.
+                let w = s2.spawn(|| {
+                    pool.acquire_blocking(Duration::from_millis(1500))
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                });
+                // Time for the waiter to queue; a late queue makes T1 take from its own cache,
+                // and T1's exit then serves the waiter, which the callers accept as well.
                 std::thread::sleep(Duration::from_millis(100));
                 t2_waiting_tx.send(()).unwrap();
                 let started = Instant::now();
@@ -613,13 +555,45 @@ fn an_async_acquire_while_others_wait_hands_over_its_cache() {
                 (served, started.elapsed())
             })
         });
-        let ready = t1.join().unwrap();
+        let got = t1.join().unwrap();
         let (served, waited) = t2.join().unwrap();
-        assert!(ready, "T1's first poll found its own cached elements");
-        assert!(served.is_ok(), "the waiter was served");
-        assert!(
-            waited < Duration::from_secs(2),
-            "the waiter was served from T1's cache, not at T1's exit: {waited:?}"
-        );
+        (got, served, waited)
+    })
+}
+
+/// The pool's docs: "While tasks wait for a class, releases skip the caches and go to the
+/// oldest waiter, and a thread that releases or acquires while others wait also hands over
+/// what it has cached." A blocking acquire by a thread with 4 free elements cached, while
+/// another thread waits: its cache goes to the waiters, so both are served at once. (It used
+/// to queue behind the waiter with the cache untouched, and both timed out.)
+#[test]
+fn a_blocking_acquire_while_others_wait_hands_over_its_cache() {
+    let (got, served, waited) = acquire_with_four_cached_while_another_waits(|pool| {
+        pool.acquire_blocking(Duration::from_millis(500))
+            .map(drop)
+            .map_err(|e| e.to_string())
     });
+    assert!(
+        got.is_ok() && served.is_ok(),
+        "T1 (4 free elements in its own cache): {got:?}; the waiter: {served:?} after {waited:?}"
+    );
+}
+
+/// The async side: a task whose thread has 4 free elements cached polls `acquire` while
+/// another thread waits. The cache goes to the waiter first and the rest to the store, where
+/// the task's own look finds one: the first poll is ready, and the waiter is served at once.
+/// (The future used to queue behind the waiter and stay pending while its own thread held free
+/// elements.)
+#[test]
+fn an_async_acquire_while_others_wait_hands_over_its_cache() {
+    let (ready, served, waited) = acquire_with_four_cached_while_another_waits(|pool| {
+        let mut acquire = pool.acquire();
+        matches!(poll_once(&mut acquire), std::task::Poll::Ready(_))
+    });
+    assert!(ready, "T1's first poll found its own cached elements");
+    assert!(served.is_ok(), "the waiter was served: {served:?}");
+    assert!(
+        waited < Duration::from_secs(1),
+        "the waiter was served from T1's cache, not at its timeout: {waited:?}"
+    );
 }

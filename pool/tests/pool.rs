@@ -692,13 +692,7 @@ fn caches_flow_back_when_threads_exit() {
 /// comes out exact, and the pool is freed once the last user goes.
 #[test]
 fn users_stay_exact_when_one_thread_acquires_and_another_releases() {
-    let pool = PoolBuilder::new()
-        .class(64, 256)
-        .cache_size(8)
-        .build()
-        .unwrap();
-    let rec = Arc::new(Recorder::default());
-    pool.attach(rec.clone()).unwrap();
+    let (pool, rec) = common::recorded(PoolBuilder::new().class(64, 256).cache_size(8));
     let (to_releaser, released) = std::sync::mpsc::sync_channel::<Message>(16);
     std::thread::scope(|s| {
         let releaser = s.spawn(move || released.into_iter().for_each(drop));
@@ -733,13 +727,7 @@ fn users_stay_exact_when_one_thread_acquires_and_another_releases() {
 /// pool whose last handle goes while its depot holds batches is freed at once.
 #[test]
 fn dropping_the_last_handle_empties_the_depot() {
-    let pool = PoolBuilder::new()
-        .class(64, 256)
-        .cache_size(8)
-        .build()
-        .unwrap();
-    let rec = Arc::new(Recorder::default());
-    pool.attach(rec.clone()).unwrap();
+    let (pool, rec) = common::recorded(PoolBuilder::new().class(64, 256).cache_size(8));
     let held: Vec<_> = (0..64).map(|_| pool.try_acquire().unwrap()).collect();
     // The cache keeps 8 of them: 56 overflow, in batches of 4, into the depot's bins (and
     // onto the stack once those are full).

@@ -17,8 +17,16 @@
 //!
 //! The flag only says that an `io_uring_enter` is due; the CQEs it moves are read after that
 //! system call, through the tail's Acquire. A Relaxed load suffices. A flag set just after the
-//! load is seen by the next reap, and a waiter asleep on the CQ's eventfd is woken by the
-//! overflowing post, which signals the eventfd like any other.
+//! load is seen by the next reap.
+//!
+//! A waiter asleep on the CQ's eventfd is woken only when the kernel moves the CQ tail: the CQEs
+//! that filled the CQ move it, and the reap they wake reads the flag. One gap remains: if the
+//! kernel judged the CQ full against a head older than the one just stored, and every CQE that
+//! filled it was already reaped, the parked CQE moves nothing, and a waiter that went to sleep
+//! in the instant before the flag rose sleeps until its timeout or another signal. No test has
+//! hit it (`tests/overflow_under_load.rs` waits with no timeout on an 8-entry CQ that overflows
+//! thousands of times); polling the ring's own fd, which the kernel reports readable while CQEs
+//! are parked, would close it, but a resize replaces that fd under the waiters.
 
 use std::io;
 use std::ptr::NonNull;

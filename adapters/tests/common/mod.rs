@@ -117,6 +117,12 @@ pub fn adapter_or_skip<B: IoBuf>(cfg: Config) -> Option<Adapter<B>> {
     }
 }
 
+/// An adapter built from `cfg` with 8-entry SQs and CQs, which a work queue of more credit
+/// overflows at once; `None` as for [`adapter_or_skip`].
+pub fn tiny_cq_adapter<B: IoBuf>(cfg: Config) -> Option<Adapter<B>> {
+    adapter_or_skip(cfg.sq_entries(8).cq_entries(8))
+}
+
 /// Waits (up to 10 s) for one completion on `cq`.
 pub fn wait_one<B: IoBuf>(cq: &Ring<B>) -> Completion<B> {
     let mut out = Vec::new();

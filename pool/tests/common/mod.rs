@@ -5,10 +5,10 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use regio_pool::{PoolRegion, RegionId, Registrar};
+use regio_pool::{MessagePool, PoolBuilder, PoolRegion, RegionId, Registrar};
 
 /// Polls `fut` once with a waker that does nothing.
 pub fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
@@ -64,4 +64,12 @@ impl Registrar for Recorder {
 
 fn libc_enomem() -> i32 {
     12
+}
+
+/// The pool `builder` builds, with a [`Recorder`] attached.
+pub fn recorded(builder: PoolBuilder) -> (MessagePool, Arc<Recorder>) {
+    let pool = builder.build().unwrap();
+    let rec = Arc::new(Recorder::default());
+    pool.attach(rec.clone()).unwrap();
+    (pool, rec)
 }
