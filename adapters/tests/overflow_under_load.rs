@@ -23,10 +23,18 @@ fn overflowing(sqpoll: bool, rings: usize) -> Option<Adapter<TestBuf>> {
     common::tiny_cq_adapter(config(rings, sqpoll))
 }
 
+/// An [`overflowing`] adapter of one ring, with a work queue of 64 credits on it.
+fn overflowing_queue(sqpoll: bool) -> Option<(Adapter<TestBuf>, WorkQueue<TestBuf>)> {
+    let adapter = overflowing(sqpoll, 1)?;
+    let wq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
+    Some((adapter, wq))
+}
+
 /// Posts NOPs with cookies `base..base + total` to `wq`, retrying while the queue is out of
 /// credit or the SQ is full, until `stop`. Returns how many it posted.
 fn post_all(wq: &WorkQueue<TestBuf>, base: u64, total: u64, stop: &AtomicBool) -> u64 {
     let mut i = 0;
+    // Relaxed: the flag only ends the posters' loops; the joins order the rest.
     while i < total && !stop.load(Ordering::Relaxed) {
         match wq.post(Op::nop(base + i)) {
             Ok(()) => i += 1,
@@ -160,16 +168,61 @@ fn cookies_or_stall(
     }
 }
 
+/// One thread posts `TOTAL` NOPs to a work queue with far more credit than its ring's CQ holds,
+/// while this one reaps a few at a time: the CQ overflows over and over, and the kernel decides
+/// that it is full against a head the reaper may already have moved past. Every completion must
+/// still arrive; before the reap read the overflow flag on every empty CQ, the ring stalled
+/// within milliseconds (with SQPOLL), its CQEs parked in the kernel's overflow list for good.
+fn overflow_under_a_concurrent_reaper(sqpoll: bool) {
+    const TOTAL: u64 = 20_000;
+    let Some((adapter, wq)) = overflowing_queue(sqpoll) else {
+        return;
+    };
+    let cq = wq.ring();
+    let stop = Arc::new(AtomicBool::new(false));
+    let poster = spawn_poster(wq, 0, TOTAL, &stop);
+    let mut out = Vec::new();
+    let mut reaped = 0u64;
+    let mut last_progress = Instant::now();
+    while reaped < TOTAL && last_progress.elapsed() < STALL {
+        out.clear();
+        let n = cq.reap(&mut out, 3).unwrap();
+        if n > 0 {
+            reaped += n as u64;
+            last_progress = Instant::now();
+        }
+    }
+    // Relaxed: the flag only ends the posters' loops; the joins order the rest.
+    stop.store(true, Ordering::Relaxed);
+    let posted = poster.join().unwrap();
+    let stats = adapter.stats();
+    assert_eq!(
+        reaped, posted,
+        "the reap stalled: {posted} posted, {reaped} reaped; {stats:?}"
+    );
+    assert_eq!(posted, TOTAL);
+    assert!(stats.cq_overflows > 0, "the CQ never overflowed: {stats:?}");
+}
+
+#[test]
+fn a_cq_overflowing_under_a_concurrent_reaper_loses_nothing_with_sqpoll() {
+    overflow_under_a_concurrent_reaper(true);
+}
+
+#[test]
+fn a_cq_overflowing_under_a_concurrent_reaper_loses_nothing_without_sqpoll() {
+    overflow_under_a_concurrent_reaper(false);
+}
+
 /// `Ring::wait` with no timeout, on a thread of its own, while another thread posts into an
 /// overflowing CQ: every wait must return (an overflow with an empty CQ must wake the waiter
 /// or be flushed by the wait's reap), and every completion must arrive once. A watchdog fails
 /// the test if the waiter makes no progress for `STALL`.
 fn untimed_wait_on_an_overflowing_cq(sqpoll: bool) {
     const TOTAL: u64 = 20_000;
-    let Some(adapter) = overflowing(sqpoll, 1) else {
+    let Some((adapter, wq)) = overflowing_queue(sqpoll) else {
         return;
     };
-    let wq = adapter.work_queue(0, Target::Fd(-1), 64, 64).unwrap();
     let cq = wq.ring();
     let stop = Arc::new(AtomicBool::new(false));
     // Small batches: the CQ keeps overflowing while we wait.
@@ -177,6 +230,7 @@ fn untimed_wait_on_an_overflowing_cq(sqpoll: bool) {
         spawn_waiter(TOTAL, move |out| cq.wait(out, 3, None).unwrap());
     let poster = spawn_poster(wq, 0, TOTAL, &stop);
     let cookies = cookies_or_stall(&done_rx, &progress, |now| {
+        // Relaxed: the flag only ends the posters' loops; the joins order the rest.
         stop.store(true, Ordering::Relaxed);
         format!("Ring::wait(None) stalled at {now}; {:?}", adapter.stats())
     });
@@ -218,6 +272,7 @@ fn untimed_cqset_wait_over_two_overflowing_cqs() {
         .map(|(wq, base)| spawn_poster(wq, base, EACH, &stop))
         .collect();
     let cookies = cookies_or_stall(&done_rx, &progress, |now| {
+        // Relaxed: the flag only ends the posters' loops; the joins order the rest.
         stop.store(true, Ordering::Relaxed);
         format!("CqSet::wait(None) stalled at {now}; {:?}", adapter.stats())
     });
@@ -254,6 +309,7 @@ fn resizes_while_the_cq_overflows(sqpoll: bool) {
             let (mut ok, mut refused) = (0u32, 0u32);
             let until = Instant::now() + Duration::from_secs(8);
             for k in 0..400usize {
+                // Relaxed: the flag only ends the posters' loops; the joins order the rest.
                 if stop.load(Ordering::Relaxed) || Instant::now() > until {
                     break;
                 }
@@ -283,6 +339,7 @@ fn resizes_while_the_cq_overflows(sqpoll: bool) {
             last_progress = Instant::now();
         }
     }
+    // Relaxed: the flag only ends the posters' loops; the joins order the rest.
     stop.store(true, Ordering::Relaxed);
     let posted = poster.join().unwrap();
     let (ok, refused) = resizer.join().unwrap();
@@ -350,6 +407,7 @@ fn single_issuer_overflowing_cq_loses_nothing() {
             last_progress = Instant::now();
         }
     }
+    // Relaxed: the flag only ends the posters' loops; the joins order the rest.
     stop.store(true, Ordering::Relaxed);
     let other_posted = poster.join().unwrap();
     check_own_and_others(&adapter, &cookies, (posted, OWN), (other_posted, OTHER));
@@ -400,6 +458,7 @@ fn batch_reaps_one_at_a_time_from_an_overflowing_cq(sqpoll: bool) {
         }
         drop(batch);
     }
+    // Relaxed: the flag only ends the posters' loops; the joins order the rest.
     stop.store(true, Ordering::Relaxed);
     let other_posted = poster.join().unwrap();
     check_own_and_others(&adapter, &cookies, (posted, OWN), (other_posted, OTHER));
@@ -446,6 +505,7 @@ fn single_issuer_owner_in_an_untimed_wait_while_others_post() {
     bound_rx.recv().unwrap();
     let poster = spawn_poster(wq, 0, TOTAL, &stop);
     let cookies = cookies_or_stall(&done_rx, &progress, |now| {
+        // Relaxed: the flag only ends the posters' loops; the joins order the rest.
         stop.store(true, Ordering::Relaxed);
         format!(
             "single-issuer Ring::wait(None) stalled at {now}; {:?}",

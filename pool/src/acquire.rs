@@ -6,7 +6,6 @@ use std::task::{Context, Poll};
 
 use crate::message::Message;
 use crate::pool::MessagePool;
-use crate::shared::Owed;
 use crate::waiters::Ticket;
 
 /// Waits for a message; see [`MessagePool::acquire_class`].
@@ -68,12 +67,7 @@ impl Acquire<'_> {
                 None => Poll::Pending,
             };
         }
-        // Others wait: what this thread has cached goes to them first, and the rest to the store.
-        inner.share_cache(class);
-        let mut owed = Owed::default();
-        let queued = inner.waiters.enqueue(class, Some(cx.waker()), || {
-            inner.take_shared(class, &mut owed)
-        });
+        let (queued, owed) = inner.queue_waiter(class, Some(cx.waker()));
         let poll = match queued {
             Ok(elem) => Poll::Ready(self.pool.wrap(elem)),
             Err(ticket) => {
@@ -81,8 +75,7 @@ impl Acquire<'_> {
                 Poll::Pending
             }
         };
-        // The recheck ran under the wait-list lock; what it owes is paid now that the lock is
-        // free and the element or the ticket is in safe hands.
+        // The element or the ticket is in safe hands.
         inner.settle(class, owed);
         poll
     }

@@ -27,7 +27,7 @@ use crate::message::{Message, RawMessage};
 use crate::region::RegionOptions;
 use crate::registrar::Registrar;
 use crate::segment::{generations, ElemMeta, LOCAL_BITS};
-use crate::shared::{Config, Inner, LowWatermark, Owed};
+use crate::shared::{Config, Inner, LowWatermark};
 
 /// Builds a [`MessagePool`].
 ///
@@ -413,24 +413,13 @@ impl MessagePool {
                 return Ok(self.wrap_meta(meta, generation, class));
             }
         }
-        // Others wait: what this thread has cached goes to them first, and the rest to the store.
-        inner.share_cache(class);
-        let mut owed = Owed::default();
-        let queued = inner
-            .waiters
-            .enqueue(class, None, || inner.take_shared(class, &mut owed));
-        // The recheck ran under the wait-list lock; what it owes is paid now that the lock is
-        // free (and before this thread waits).
+        let (queued, owed) = inner.queue_waiter(class, None);
+        let queued = queued.map(|elem| self.wrap(elem));
+        // Settled before this thread waits.
+        inner.settle(class, owed);
         let ticket = match queued {
-            Ok(elem) => {
-                let msg = self.wrap(elem);
-                inner.settle(class, owed);
-                return Ok(msg);
-            }
-            Err(ticket) => {
-                inner.settle(class, owed);
-                ticket
-            }
+            Ok(msg) => return Ok(msg),
+            Err(ticket) => ticket,
         };
         if let Some(elem) = inner.waiters.wait(&ticket, start.checked_add(timeout)) {
             return Ok(self.wrap(elem));

@@ -42,6 +42,7 @@
 
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 
 use regio_loom_shim::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 
@@ -55,7 +56,7 @@ use crate::magazine::{CacheSlot, Cached, MAG_CAP};
 use crate::region::{Region, RegionOptions};
 use crate::registrar::{PoolRegion, Registrar};
 use crate::segment::{Directory, ElemMeta, Segment, MAX_PER_REGION};
-use crate::waiters::Waiters;
+use crate::waiters::{Ticket, Waiters};
 use regio_sync::IndexStack;
 
 /// What a low-watermark notification reports.
@@ -420,7 +421,7 @@ impl Inner {
 
     /// Others may wait for `class` while this thread has some cached: hand them over if so.
     #[cold]
-    pub(crate) fn share_cache(&self, class: usize) {
+    fn share_cache(&self, class: usize) {
         if !self.waiters.any(class) {
             return;
         }
@@ -491,7 +492,7 @@ impl Inner {
     /// serves waiters: what it owes goes into `owed` (an event claimed, unless one is there
     /// already; a batch spilled onto the stack), and the caller settles it with
     /// [`settle`](Self::settle) once it holds no lock.
-    pub(crate) fn take_shared(&self, class: usize, owed: &mut Owed) -> Option<u32> {
+    fn take_shared(&self, class: usize, owed: &mut Owed) -> Option<u32> {
         let c = &self.classes[class];
         let elem = match c.store.pop(&self.dir) {
             Some(elem) => {
@@ -547,6 +548,23 @@ impl Inner {
             }
         }
         None
+    }
+
+    /// Queues the calling thread as a waiter for `class`, after handing what it has cached to
+    /// the waiters before it, unless the recheck of the store finds an element first. What the
+    /// recheck owes comes back with the outcome: the caller settles it once the element or the
+    /// ticket is in safe hands.
+    pub(crate) fn queue_waiter(
+        &self,
+        class: usize,
+        waker: Option<&Waker>,
+    ) -> (Result<u32, Ticket>, Owed) {
+        self.share_cache(class);
+        let mut owed = Owed::default();
+        let queued = self
+            .waiters
+            .enqueue(class, waker, || self.take_shared(class, &mut owed));
+        (queued, owed)
     }
 
     /// Pays what takes from the shared side of `class` left owing: serves the waiters if a take

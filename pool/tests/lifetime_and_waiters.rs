@@ -155,6 +155,7 @@ fn cross_thread_flow_with_a_cacheless_thread_keeps_the_count_exact() {
                     break;
                 }
             }
+            // Relaxed: the flag only ends the loops; the scope's joins order the rest.
             stop2.store(true, Ordering::Relaxed);
         }));
         joins.push(s.spawn(move || {
@@ -166,6 +167,7 @@ fn cross_thread_flow_with_a_cacheless_thread_keeps_the_count_exact() {
         joins.push(s.spawn(move || {
             // Spawned last: both cache slots are likely taken, so this one mostly has none.
             let mut held = Vec::new();
+            // Relaxed: the flag only ends the loops; the scope's joins order the rest.
             while !stop3.load(Ordering::Relaxed) {
                 if let Ok(m) = p.try_acquire() {
                     held.push(m);
@@ -303,6 +305,7 @@ fn low_watermark_callback_acquiring_during_depot_refills_keeps_the_count() {
         .cache_size(8)
         .max_threads(4)
         .low_watermark(0, 16, move |_ev| {
+            // Relaxed: a count, read after every thread was joined.
             f2.fetch_add(1, Ordering::Relaxed);
             if let Some(p) = s2.lock().unwrap().as_ref() {
                 let m = p.try_acquire();
@@ -343,6 +346,7 @@ fn low_watermark_callback_acquiring_during_depot_refills_keeps_the_count() {
             j.join().unwrap();
         }
     });
+    // Relaxed: a count, read after every thread was joined.
     assert!(fired.load(Ordering::Relaxed) > 0, "the watermark fired");
     let cap = pool.capacity(0);
     // The callback's clone is a user: drop it, then flush this thread.
@@ -391,21 +395,25 @@ fn a_cacheless_take_that_splits_a_depot_batch_wakes_waiters() {
         s.spawn(move || {
             for round in 0..2_000_000usize {
                 if Instant::now() > deadline || lost.lock().unwrap().is_some() {
-                    stop.store(true, Ordering::SeqCst);
+                    // Relaxed: the barrier between the store and the loads orders the flag.
+                    stop.store(true, Ordering::Relaxed);
                 }
                 let all: Vec<Message> = std::iter::from_fn(|| pool.try_acquire().ok()).collect();
                 if all.len() != total as usize {
                     *lost.lock().unwrap() =
                         Some(format!("round {round}: {} of {total} back", all.len()));
-                    stop.store(true, Ordering::SeqCst);
+                    // Relaxed: the barrier between the store and the loads orders the flag.
+                    stop.store(true, Ordering::Relaxed);
                 }
                 drop(all);
                 // Now: magazine CACHE/2 + 1, depot CACHE/2, stack 0.
                 start.wait();
-                if stop.load(Ordering::SeqCst) {
+                // Relaxed: the barrier between the store and the loads orders the flag.
+                if stop.load(Ordering::Relaxed) {
                     break;
                 }
                 end.wait();
+                // Relaxed: a count for the messages, with no data behind it.
                 rounds.fetch_add(1, Ordering::Relaxed);
             }
         });
@@ -413,7 +421,8 @@ fn a_cacheless_take_that_splits_a_depot_batch_wakes_waiters() {
         std::thread::sleep(Duration::from_millis(50));
         s.spawn(move || loop {
             start.wait();
-            if stop.load(Ordering::SeqCst) {
+            // Relaxed: the barrier between the store and the loads orders the flag.
+            if stop.load(Ordering::Relaxed) {
                 break;
             }
             let m = pool.try_acquire();
@@ -425,7 +434,8 @@ fn a_cacheless_take_that_splits_a_depot_batch_wakes_waiters() {
         });
         s.spawn(move || loop {
             start.wait();
-            if stop.load(Ordering::SeqCst) {
+            // Relaxed: the barrier between the store and the loads orders the flag.
+            if stop.load(Ordering::Relaxed) {
                 break;
             }
             match pool.acquire_blocking(Duration::from_millis(500)) {
@@ -441,6 +451,7 @@ fn a_cacheless_take_that_splits_a_depot_batch_wakes_waiters() {
                          ({} in the owner's magazine), and a try_acquire right after \
                          succeeded: {takeable} (after {} rounds)",
                         CACHE / 2 + 1,
+                        // Relaxed: a count for the messages, with no data behind it.
                         rounds.load(Ordering::Relaxed)
                     ));
                 }
@@ -454,6 +465,7 @@ fn a_cacheless_take_that_splits_a_depot_batch_wakes_waiters() {
     assert!(lost.is_none(), "{}", lost.unwrap());
     eprintln!(
         "{} rounds without a lost wake-up",
+        // Relaxed: a count for the messages, with no data behind it.
         rounds.load(Ordering::Relaxed)
     );
 }
