@@ -78,9 +78,11 @@ impl std::ops::BitOr for DescFlags {
 /// fills in the rest. Descriptors that carry no buffers can also be made with
 /// [`Descriptor::new`].
 #[derive(Clone)]
+// In this order, the owner stamp, which every acquire writes, shares the cache line of the
+// element's dirty flag (see `ElemMeta`), so a clean acquire touches one line of metadata.
+#[repr(C)]
 pub struct Descriptor {
-    /// The operation.
-    pub opcode: Opcode,
+    owner: ElemRef,
     /// SQE and regio flags.
     pub flags: DescFlags,
     /// The fixed file the operation acts on.
@@ -90,9 +92,17 @@ pub struct Descriptor {
     /// The caller's cookie, returned with the completion.
     pub cookie: u64,
     sg: [BufKey; MAX_SG],
+    /// The operation.
+    pub opcode: Opcode,
     nsg: u8,
-    owner: ElemRef,
 }
+
+/// Where the owner stamp lies in a descriptor, and its size: `ElemMeta` checks that it shares
+/// a cache line with the dirty flag.
+pub(crate) const OWNER_SPAN: (usize, usize) = (
+    std::mem::offset_of!(Descriptor, owner),
+    std::mem::size_of::<ElemRef>(),
+);
 
 /// Equal when every field and the slices in use are equal (entries past the slices do not count).
 impl PartialEq for Descriptor {

@@ -123,6 +123,14 @@ pub(crate) struct ElemMeta {
     pub(crate) desc: UnsafeCell<Descriptor>,
 }
 
+// A clean acquire writes the descriptor's owner stamp after it reads the dirty flag: one line.
+const _: () = {
+    let flag_line = std::mem::offset_of!(ElemMeta, desc_dirty) / 64;
+    let owner = std::mem::offset_of!(ElemMeta, desc) + crate::descriptor::OWNER_SPAN.0;
+    assert!(owner / 64 == flag_line);
+    assert!((owner + crate::descriptor::OWNER_SPAN.1 - 1) / 64 == flag_line);
+};
+
 /// A zero-sized field that makes the next field of a `repr(C)` struct start on a new cache line.
 #[derive(Default)]
 #[repr(align(64))]
