@@ -97,12 +97,12 @@ pub struct Descriptor {
     nsg: u8,
 }
 
-/// Where the owner stamp lies in a descriptor, and its size: `ElemMeta` checks that it shares
-/// a cache line with the dirty flag.
-pub(crate) const OWNER_SPAN: (usize, usize) = (
-    std::mem::offset_of!(Descriptor, owner),
-    std::mem::size_of::<ElemRef>(),
-);
+/// The bytes of a descriptor that hold its owner stamp: `ElemMeta` checks that they share a
+/// cache line with the dirty flag.
+pub(crate) const OWNER_BYTES: std::ops::Range<usize> = {
+    let start = std::mem::offset_of!(Descriptor, owner);
+    start..start + std::mem::size_of::<ElemRef>()
+};
 
 /// Equal when every field and the slices in use are equal (entries past the slices do not count).
 impl PartialEq for Descriptor {

@@ -37,8 +37,8 @@ pub struct Message {
 const _: () = assert!(std::mem::size_of::<Message>() == 16);
 
 /// A message's generation, buffer count and size class, in one word. As three fields, the
-/// compiler may build the word on the stack with three narrow stores and read it back with one
-/// wide load, which store-to-load forwarding cannot serve: a stall of a dozen cycles on every
+/// compiler may build the word on the stack with narrow stores and read it back with one wide
+/// load, which store-to-load forwarding cannot serve: a stall of a dozen cycles on every
 /// acquire whose message goes through memory (a `Vec::extend` of acquires did, at 2.3 times the
 /// time of the same loop built without the stall). Built with shifts, it stays in a register.
 #[derive(Clone, Copy)]
@@ -208,7 +208,7 @@ impl Message {
     }
 
     fn member(&self, i: usize) -> &ElemMeta {
-        assert!(i < self.buf_count(), "buffer {i} of {}", self.tag.nbufs());
+        assert!(i < self.buf_count(), "buffer {i} of {}", self.buf_count());
         if i == 0 {
             return self.meta();
         }

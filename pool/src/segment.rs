@@ -125,10 +125,12 @@ pub(crate) struct ElemMeta {
 
 // A clean acquire writes the descriptor's owner stamp after it reads the dirty flag: one line.
 const _: () = {
-    let flag_line = std::mem::offset_of!(ElemMeta, desc_dirty) / 64;
-    let owner = std::mem::offset_of!(ElemMeta, desc) + crate::descriptor::OWNER_SPAN.0;
-    assert!(owner / 64 == flag_line);
-    assert!((owner + crate::descriptor::OWNER_SPAN.1 - 1) / 64 == flag_line);
+    const LINE: usize = 64;
+    let desc = std::mem::offset_of!(ElemMeta, desc);
+    let flag_line = std::mem::offset_of!(ElemMeta, desc_dirty) / LINE;
+    let owner = crate::descriptor::OWNER_BYTES;
+    assert!((desc + owner.start) / LINE == flag_line);
+    assert!((desc + owner.end - 1) / LINE == flag_line);
 };
 
 /// A zero-sized field that makes the next field of a `repr(C)` struct start on a new cache line.
