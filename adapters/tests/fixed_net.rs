@@ -21,7 +21,8 @@ const LEN: usize = 4096;
 /// An adapter (one CQ, SQPOLL or not) with a message pool, a loopback TCP pair and a work
 /// queue on each end.
 struct Connected {
-    adapter: Adapter<Message>,
+    /// Kept only so that the adapter lives as long as its queues.
+    _adapter: Adapter<Message>,
     pool: MessagePool,
     client: TcpStream,
     server: TcpStream,
@@ -37,13 +38,22 @@ fn connected(sqpoll: bool) -> Option<Connected> {
     let on = |fd| adapter.work_queue(0, Target::Fd(fd), 4, 4).unwrap();
     let (cwq, swq) = (on(client.as_raw_fd()), on(server.as_raw_fd()));
     Some(Connected {
-        adapter,
+        _adapter: adapter,
         pool,
         client,
         server,
         cwq,
         swq,
     })
+}
+
+/// Runs `test` on a fresh [`Connected`] without SQPOLL, then with it (skipped without io_uring).
+fn with_and_without_sqpoll(test: fn(Connected)) {
+    for sqpoll in [false, true] {
+        if let Some(net) = connected(sqpoll) {
+            test(net);
+        }
+    }
 }
 
 fn pattern(seed: u8) -> Vec<u8> {
@@ -67,74 +77,51 @@ fn recv_exactly(wq: &WorkQueue<Message>, pool: &MessagePool, n: usize, flags: i3
 
 #[test]
 fn send_and_recv_with_flags_zero_move_pool_messages_over_loopback_tcp() {
-    for sqpoll in [false, true] {
-        round_trips_with_flags_zero(sqpoll);
-    }
+    with_and_without_sqpoll(round_trips_with_flags_zero);
 }
 
-fn round_trips_with_flags_zero(sqpoll: bool) {
-    let Some(Connected {
-        pool,
-        mut client,
-        mut server,
-        cwq,
-        swq,
-        adapter: _adapter,
-    }) = connected(sqpoll)
-    else {
-        return;
-    };
-
+fn round_trips_with_flags_zero(mut net: Connected) {
     // Out through the work queue, in through the plain socket.
-    let mut msg = pool.try_acquire().unwrap();
+    let mut msg = net.pool.try_acquire().unwrap();
     msg.as_mut_slice().copy_from_slice(&pattern(1));
-    cwq.post(Op::send(msg, 0, 7)).unwrap();
-    let c = common::wait_one(&cwq.ring());
+    net.cwq.post(Op::send(msg, 0, 7)).unwrap();
+    let c = common::wait_one(&net.cwq.ring());
     assert_eq!((c.cookie, c.result), (7, LEN as i32), "{c:?}");
     drop(c);
     let mut data = vec![0u8; LEN];
-    server.read_exact(&mut data).unwrap();
+    net.server.read_exact(&mut data).unwrap();
     assert_eq!(data, pattern(1));
 
     // Out through the plain socket, in through the work queue.
-    client.write_all(&pattern(2)).unwrap();
-    assert_eq!(recv_exactly(&swq, &pool, LEN, 0), pattern(2));
+    net.client.write_all(&pattern(2)).unwrap();
+    assert_eq!(recv_exactly(&net.swq, &net.pool, LEN, 0), pattern(2));
 
     // Work queue to work queue, both ways, several rounds on the same messages.
     for round in 0..4u8 {
-        let mut msg = pool.try_acquire().unwrap();
+        let mut msg = net.pool.try_acquire().unwrap();
         msg.as_mut_slice().copy_from_slice(&pattern(round + 3));
         let (from, to) = if round % 2 == 0 {
-            (&cwq, &swq)
+            (&net.cwq, &net.swq)
         } else {
-            (&swq, &cwq)
+            (&net.swq, &net.cwq)
         };
         from.post(Op::send(msg, 0, 8)).unwrap();
-        assert_eq!(recv_exactly(to, &pool, LEN, 0), pattern(round + 3));
+        assert_eq!(recv_exactly(to, &net.pool, LEN, 0), pattern(round + 3));
         assert_eq!(common::wait_one(&from.ring()).result, LEN as i32);
     }
-    assert_eq!(pool.available(0), 16, "every message went back to the pool");
+    assert_eq!(
+        net.pool.available(0),
+        16,
+        "every message went back to the pool"
+    );
 }
 
 #[test]
 fn descriptor_slices_inside_a_message_are_sent_and_received_in_place() {
-    for sqpoll in [false, true] {
-        slices_in_place(sqpoll);
-    }
+    with_and_without_sqpoll(slices_in_place);
 }
 
-fn slices_in_place(sqpoll: bool) {
-    let Some(Connected {
-        pool,
-        client: _client,
-        server: _server,
-        cwq,
-        swq,
-        adapter: _adapter,
-    }) = connected(sqpoll)
-    else {
-        return;
-    };
+fn slices_in_place(net: Connected) {
     let slice = |msg: &Message, offset: u32, len: u32| {
         let whole = msg.key();
         BufKey {
@@ -145,28 +132,28 @@ fn slices_in_place(sqpoll: bool) {
     };
 
     // The receive is posted first, into bytes 1000..1100 of a message that is 0xaa elsewhere.
-    let mut rx = pool.try_acquire().unwrap();
+    let mut rx = net.pool.try_acquire().unwrap();
     rx.as_mut_slice().fill(0xaa);
     let key = slice(&rx, 1000, 100);
     let d = rx.descriptor_mut();
     d.opcode = Opcode::Recv;
     d.cookie = 21;
     d.set_slices(&[key]).unwrap();
-    swq.post_message(rx).unwrap();
+    net.swq.post_message(rx).unwrap();
 
     // The send takes bytes 3000..3100 of a message holding the pattern.
-    let mut tx = pool.try_acquire().unwrap();
+    let mut tx = net.pool.try_acquire().unwrap();
     tx.as_mut_slice().copy_from_slice(&pattern(9));
     let key = slice(&tx, 3000, 100);
     let d = tx.descriptor_mut();
     d.opcode = Opcode::Send;
     d.cookie = 22;
     d.set_slices(&[key]).unwrap();
-    cwq.post_message(tx).unwrap();
+    net.cwq.post_message(tx).unwrap();
 
-    let sent = common::wait_one(&cwq.ring());
+    let sent = common::wait_one(&net.cwq.ring());
     assert_eq!((sent.cookie, sent.result), (22, 100), "{sent:?}");
-    let got = common::wait_one(&swq.ring());
+    let got = common::wait_one(&net.swq.ring());
     assert_eq!((got.cookie, got.result), (21, 100), "{got:?}");
     let rx = got.buf.as_ref().unwrap().as_slice();
     assert_eq!(rx[1000..1100], pattern(9)[3000..3100]);
@@ -175,62 +162,50 @@ fn slices_in_place(sqpoll: bool) {
 
 #[test]
 fn flags_are_honoured() {
-    for sqpoll in [false, true] {
-        flags_honoured(sqpoll);
-    }
+    with_and_without_sqpoll(flags_honoured);
 }
 
-fn flags_honoured(sqpoll: bool) {
-    let Some(Connected {
-        pool,
-        mut client,
-        mut server,
-        cwq,
-        swq,
-        adapter: _adapter,
-    }) = connected(sqpoll)
-    else {
-        return;
-    };
-    let scq = swq.ring();
+fn flags_honoured(mut net: Connected) {
+    let scq = net.swq.ring();
 
     // MSG_PEEK leaves the bytes in the socket: the next receive sees them again.
-    client.write_all(b"peekaboo").unwrap();
-    swq.post(Op::recv(pool.try_acquire().unwrap(), libc::MSG_PEEK, 1))
+    net.client.write_all(b"peekaboo").unwrap();
+    net.swq
+        .post(Op::recv(net.pool.try_acquire().unwrap(), libc::MSG_PEEK, 1))
         .unwrap();
     let c = common::wait_one(&scq);
     assert_eq!(c.result, 8, "{c:?}");
     assert_eq!(&c.buf.as_ref().unwrap().as_slice()[..8], b"peekaboo");
     drop(c);
-    assert_eq!(recv_exactly(&swq, &pool, 8, 0), b"peekaboo");
+    assert_eq!(recv_exactly(&net.swq, &net.pool, 8, 0), b"peekaboo");
 
     // MSG_WAITALL holds the receive until the whole message is there.
-    let mut rx = pool.try_acquire().unwrap();
+    let mut rx = net.pool.try_acquire().unwrap();
     let whole = rx.key();
     rx.descriptor_mut()
         .set_slices(&[BufKey { len: 8, ..whole }])
         .unwrap();
-    swq.post(Op::recv(rx, libc::MSG_WAITALL, 2)).unwrap();
-    client.write_all(b"half").unwrap();
+    net.swq.post(Op::recv(rx, libc::MSG_WAITALL, 2)).unwrap();
+    net.client.write_all(b"half").unwrap();
     let mut early = Vec::new();
     scq.wait(&mut early, 1, Some(Duration::from_millis(50)))
         .unwrap();
     assert!(early.is_empty(), "half the bytes completed it: {early:?}");
-    client.write_all(b"full").unwrap();
+    net.client.write_all(b"full").unwrap();
     let c = common::wait_one(&scq);
     assert_eq!(c.result, 8, "{c:?}");
     assert_eq!(&c.buf.as_ref().unwrap().as_slice()[..8], b"halffull");
     drop(c);
 
     // A send with flags reaches the peer like any other.
-    let mut msg = pool.try_acquire().unwrap();
+    let mut msg = net.pool.try_acquire().unwrap();
     msg.as_mut_slice().copy_from_slice(&pattern(5));
-    cwq.post(Op::send(msg, libc::MSG_NOSIGNAL, 3)).unwrap();
-    assert_eq!(common::wait_one(&cwq.ring()).result, LEN as i32);
+    net.cwq.post(Op::send(msg, libc::MSG_NOSIGNAL, 3)).unwrap();
+    assert_eq!(common::wait_one(&net.cwq.ring()).result, LEN as i32);
     let mut data = vec![0u8; LEN];
-    server.read_exact(&mut data).unwrap();
+    net.server.read_exact(&mut data).unwrap();
     assert_eq!(data, pattern(5));
-    assert_eq!(pool.available(0), 16);
+    assert_eq!(net.pool.available(0), 16);
 }
 
 #[test]
