@@ -8,8 +8,8 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use common::{small_config as config, small_pool};
-use regio_adapters::{Op, Target};
-use regio_pool::{Message, MessagePool};
+use regio_adapters::{Adapter, Completion, Op, Target, WorkQueue};
+use regio_pool::{Message, MessagePool, Registrar};
 use regio_testkit::TempFile;
 
 /// `Duration::MAX` (or any timeout too long to add to the clock) as a wait's timeout: it must
@@ -271,6 +271,46 @@ fn assert_all(held: &[Message], byte: u8, what: &str) {
     }
 }
 
+/// A small pool attached to `adapter`, and the registrar to detach it from.
+fn attached_pool(adapter: &Adapter<Message>) -> (MessagePool, std::sync::Arc<dyn Registrar>) {
+    let pool = small_pool();
+    let registrar = adapter.registrar();
+    pool.attach(std::sync::Arc::clone(&registrar)).unwrap();
+    (pool, registrar)
+}
+
+/// Detaches `pool` from `registrar` and attaches a new small pool to `adapter`, which may take
+/// the freed index; returns that pool and all its messages, held and filled with `b'B'`.
+fn give_the_index_to_another_pool(
+    adapter: &Adapter<Message>,
+    pool: &MessagePool,
+    registrar: &std::sync::Arc<dyn Registrar>,
+) -> (MessagePool, Vec<Message>) {
+    assert!(pool.detach(registrar));
+    let other = small_pool();
+    other.attach(adapter.registrar()).unwrap();
+    let held = hold_all(&other, b'B');
+    (other, held)
+}
+
+/// Posts a 300 ms timeout on a new queue of CQ `cq`, then on `wq` a fixed read, drained behind
+/// the timeout, into a message of `pool` filled with `b'A'`. Returns the timeout's queue.
+fn post_a_drained_read(
+    adapter: &Adapter<Message>,
+    cq: usize,
+    wq: &WorkQueue<Message>,
+    pool: &MessagePool,
+) -> WorkQueue<Message> {
+    let timer = adapter.work_queue(cq, Target::Fd(-1), 8, 8).unwrap();
+    timer
+        .post(Op::timeout(Duration::from_millis(300), 1))
+        .unwrap();
+    let mut m = pool.try_acquire().unwrap();
+    m.as_mut_slice().fill(b'A');
+    wq.post(Op::read_fixed(m, 0, 2).drain()).unwrap();
+    timer
+}
+
 /// A receive armed on a pool's message; meanwhile the pool is detached and another pool takes
 /// its fixed-buffer index. The data must reach the armed message, and nothing of the other pool.
 #[test]
@@ -279,9 +319,7 @@ fn a_region_detached_under_an_armed_receive_keeps_its_data_and_its_successor_unt
         let Some(adapter) = common::adapter_or_skip::<Message>(config().rings(2)) else {
             return;
         };
-        let a = small_pool();
-        let ra = adapter.registrar();
-        a.attach(std::sync::Arc::clone(&ra)).unwrap();
+        let (a, ra) = attached_pool(&adapter);
         let (client, server) = regio_testkit::loopback();
         let wq = adapter
             .work_queue(1, Target::Fd(server.as_raw_fd()), 8, 8)
@@ -289,10 +327,7 @@ fn a_region_detached_under_an_armed_receive_keeps_its_data_and_its_successor_unt
         let cq = wq.ring();
         wq.post(Op::recv(a.try_acquire().unwrap(), 0, 1)).unwrap();
         std::thread::sleep(Duration::from_millis(50));
-        assert!(a.detach(&ra));
-        let b = small_pool();
-        b.attach(adapter.registrar()).unwrap();
-        let held = hold_all(&b, b'B');
+        let (_b, held) = give_the_index_to_another_pool(&adapter, &a, &ra);
         use std::io::Write;
         (&client).write_all(&[b'D'; 4096]).unwrap();
         let mut c = common::wait_one(&cq);
@@ -312,25 +347,14 @@ fn a_drained_read_whose_index_changed_hands_touches_nothing_else() {
         let Some(adapter) = common::adapter_or_skip::<Message>(config().rings(2)) else {
             return;
         };
-        let a = small_pool();
-        let ra = adapter.registrar();
-        a.attach(std::sync::Arc::clone(&ra)).unwrap();
+        let (a, ra) = attached_pool(&adapter);
         let (file, path) = TempFile::filled("adapters", b'F', 4096).keep();
         for cq in [0, 1] {
             let wq = adapter
                 .work_queue(cq, Target::Fd(file.as_raw_fd()), 8, 8)
                 .unwrap();
-            let timer = adapter.work_queue(cq, Target::Fd(-1), 8, 8).unwrap();
-            timer
-                .post(Op::timeout(Duration::from_millis(300), 1))
-                .unwrap();
-            let mut m = a.try_acquire().unwrap();
-            m.as_mut_slice().fill(b'A');
-            wq.post(Op::read_fixed(m, 0, 2).drain()).unwrap();
-            assert!(a.detach(&ra));
-            let b = small_pool();
-            b.attach(adapter.registrar()).unwrap();
-            let held = hold_all(&b, b'B');
+            let _timer = post_a_drained_read(&adapter, cq, &wq, &a);
+            let (b, held) = give_the_index_to_another_pool(&adapter, &a, &ra);
             let got = common::collect(&wq.ring(), 2);
             let read = got.iter().find(|c| c.cookie == 2).unwrap();
             assert!(read.result < 0 || read.result == 4096, "{read:?}");
@@ -345,6 +369,19 @@ fn a_drained_read_whose_index_changed_hands_touches_nothing_else() {
     });
 }
 
+/// Asserts that the read with `cookie` in `got` read the whole file, 4096 bytes of `b'F'`.
+fn assert_read_the_file(got: &mut [Completion<Message>], cookie: u64) {
+    let read = got.iter_mut().find(|c| c.cookie == cookie).unwrap();
+    assert_eq!(read.result, 4096, "{read:?}");
+    assert!(read
+        .buf
+        .take()
+        .unwrap()
+        .as_slice()
+        .iter()
+        .all(|&x| x == b'F'));
+}
+
 /// The same, across a resize: the read waits in the old ring, whose table still holds the
 /// pool's region, while the new ring gives the index to another pool.
 #[test]
@@ -356,48 +393,21 @@ fn a_drained_read_across_a_resize_reads_into_its_own_message() {
             let Some(adapter) = common::adapter_or_skip::<Message>(config().rings(2)) else {
                 return;
             };
-            let a = small_pool();
-            let ra = adapter.registrar();
-            a.attach(std::sync::Arc::clone(&ra)).unwrap();
+            let (a, ra) = attached_pool(&adapter);
             let (file, path) = TempFile::filled("adapters", b'F', 4096).keep();
             let wq = adapter
                 .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
                 .unwrap();
-            let timer = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-            timer
-                .post(Op::timeout(Duration::from_millis(300), 1))
-                .unwrap();
-            let mut m = a.try_acquire().unwrap();
-            m.as_mut_slice().fill(b'A');
-            wq.post(Op::read_fixed(m, 0, 2).drain()).unwrap();
+            let _timer = post_a_drained_read(&adapter, 0, &wq, &a);
             adapter.resize_completion_queue(0, 128).unwrap();
-            assert!(a.detach(&ra));
-            let b = small_pool();
-            b.attach(adapter.registrar()).unwrap();
-            let held = hold_all(&b, b'B');
+            let (_b, held) = give_the_index_to_another_pool(&adapter, &a, &ra);
             // A read on the new ring at the same index lands in the other pool's message.
             let mut mine = held;
             let probe = mine.pop().unwrap();
             wq.post(Op::read_fixed(probe, 0, 3)).unwrap();
             let mut got = common::collect(&wq.ring(), 3);
-            let read = got.iter_mut().find(|c| c.cookie == 2).unwrap();
-            assert_eq!(read.result, 4096, "{read:?}");
-            assert!(read
-                .buf
-                .take()
-                .unwrap()
-                .as_slice()
-                .iter()
-                .all(|&x| x == b'F'));
-            let probe = got.iter_mut().find(|c| c.cookie == 3).unwrap();
-            assert_eq!(probe.result, 4096, "{probe:?}");
-            assert!(probe
-                .buf
-                .take()
-                .unwrap()
-                .as_slice()
-                .iter()
-                .all(|&x| x == b'F'));
+            assert_read_the_file(&mut got, 2);
+            assert_read_the_file(&mut got, 3);
             assert_all(&mine, b'B', "the pool that took the index");
             std::fs::remove_file(path).unwrap();
         },
