@@ -279,8 +279,7 @@ fn attached_pool(adapter: &Adapter<Message>) -> (MessagePool, std::sync::Arc<dyn
     (pool, registrar)
 }
 
-/// Detaches `pool` from `registrar` and attaches a new small pool to `adapter`, which may take
-/// the freed index; returns that pool and all its messages, held and filled with `b'B'`.
+/// Detaches `pool`, attaches a new pool that may take its index, and holds its messages as `b'B'`.
 fn give_the_index_to_another_pool(
     adapter: &Adapter<Message>,
     pool: &MessagePool,
@@ -293,22 +292,17 @@ fn give_the_index_to_another_pool(
     (other, held)
 }
 
-/// Posts a 300 ms timeout on a new queue of CQ `cq`, then on `wq` a fixed read, drained behind
-/// the timeout, into a message of `pool` filled with `b'A'`. Returns the timeout's queue.
+/// Posts on `wq` a read into a message of `pool` filled with `b'A'`, drained behind a timeout.
 fn post_a_drained_read(
     adapter: &Adapter<Message>,
     cq: usize,
     wq: &WorkQueue<Message>,
     pool: &MessagePool,
 ) -> WorkQueue<Message> {
-    let timer = adapter.work_queue(cq, Target::Fd(-1), 8, 8).unwrap();
-    timer
-        .post(Op::timeout(Duration::from_millis(300), 1))
-        .unwrap();
     let mut m = pool.try_acquire().unwrap();
     m.as_mut_slice().fill(b'A');
-    wq.post(Op::read_fixed(m, 0, 2).drain()).unwrap();
-    timer
+    let read = Op::read_fixed(m, 0, 2);
+    common::post_drained_behind_a_timeout(adapter, cq, Duration::from_millis(300), wq, read)
 }
 
 /// A receive armed on a pool's message; meanwhile the pool is detached and another pool takes

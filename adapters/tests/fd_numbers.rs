@@ -158,13 +158,16 @@ fn a_drained_write_never_reaches_a_file_that_took_its_removed_queues_fd_number()
             unreachable!()
         };
         // Something slow ahead of it on the ring, then the write, drained behind it.
-        let timer = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-        timer
-            .post(Op::timeout(Duration::from_millis(400), 1))
-            .unwrap();
         let mut msg = pool.try_acquire().unwrap();
         msg.as_mut_slice().fill(b'W');
-        wq.post(Op::write_fixed(msg, 0, 2).drain()).unwrap();
+        let write = Op::write_fixed(msg, 0, 2);
+        let _timer = common::post_drained_behind_a_timeout(
+            &adapter,
+            0,
+            Duration::from_millis(400),
+            &wq,
+            write,
+        );
 
         // The queue goes away, with every handle, and its old table versions are reclaimed.
         adapter.remove_work_queue(&wq);

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use regio_adapters::{
-    Adapter, BufKey, BufSlice, Completion, Config, DescriptorError, Error, IoBuf, RegionId, Ring,
+    Adapter, BufKey, BufSlice, Completion, Config, DescriptorError, Error, IoBuf, Op, RegionId,
+    Ring, Target, WorkQueue,
 };
 use regio_pool::{Message, MessagePool};
 use regio_testkit::{Mapping, TempFile};
@@ -187,6 +188,20 @@ pub fn file_queue(
         )
         .unwrap();
     (wq, scratch)
+}
+
+/// Posts a `delay` timeout on a new queue of CQ `cq`, then `op` on `wq`, drained behind it.
+pub fn post_drained_behind_a_timeout(
+    adapter: &Adapter<Message>,
+    cq: usize,
+    delay: Duration,
+    wq: &WorkQueue<Message>,
+    op: Op<Message>,
+) -> WorkQueue<Message> {
+    let timer = adapter.work_queue(cq, Target::Fd(-1), 8, 8).unwrap();
+    timer.post(Op::timeout(delay, 1)).unwrap();
+    wq.post(op.drain()).unwrap();
+    timer
 }
 
 /// A temporary file of 4 KiB of `byte`, removed when dropped.
