@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{config, Region, TestBuf};
 use regio_adapters::probe::{KernelProbe, SetupFlag};
-use regio_adapters::{Adapter, Config, Error, FileSlot, Op, SingleIssuer, Target};
+use regio_adapters::{Adapter, Config, Error, FileSlot, Op, Ring, SingleIssuer, Target, WorkQueue};
 use regio_testkit::TempFile;
 
 /// Generous bound on every wait: a hang fails the test instead of blocking it.
@@ -142,8 +142,10 @@ fn single_issuer_with_sqpoll_is_refused() {
     }
 }
 
-#[test]
-fn the_owner_posts_and_reaps_nops_and_file_reads() {
+/// Runs `test` as owner of a single-issuer ring with a 64 KiB region and a queue on an 8 KiB file.
+fn with_an_owned_file_queue(
+    test: impl FnOnce(&Adapter<TestBuf>, &Arc<Region>, &WorkQueue<TestBuf>, &Ring<TestBuf>),
+) {
     let Some(adapter) = common::adapter_or_skip::<TestBuf>(single_issuer(1)) else {
         return;
     };
@@ -155,87 +157,85 @@ fn the_owner_posts_and_reaps_nops_and_file_reads() {
         .unwrap();
     let cq = wq.ring();
     cq.bind_owner().unwrap();
-    for i in 0..4 {
-        wq.post(Op::nop(i)).unwrap();
-    }
-    let mut got = Vec::new();
-    for _ in 0..4 {
-        let c = common::wait_one(&cq);
-        assert_eq!(c.result, 0);
-        got.push(c.cookie);
-    }
-    got.sort();
-    assert_eq!(got, vec![0, 1, 2, 3]);
-    // Reads complete through task work, which DEFER_TASKRUN runs only when the owner reaps.
-    for round in 0..3u64 {
-        let offset = 1024 * round;
-        wq.post(Op::read_fixed(region.buf(0, 4096), offset, 10 + round))
-            .unwrap();
-        let c = common::wait_one(&cq);
-        assert_eq!((c.cookie, c.result), (10 + round, 4096));
-        let buf = c.buf.expect("the buffer comes back");
-        assert!(buf
-            .contents()
-            .iter()
-            .enumerate()
-            .all(|(i, b)| *b == ((offset as usize + i) % 251) as u8));
-    }
-    // A timeout completes from a kernel timer, always through task work.
-    wq.post(Op::timeout(Duration::from_millis(20), 20)).unwrap();
-    let c = common::wait_one(&cq);
-    assert_eq!((c.cookie, c.result), (20, -libc::ETIME));
-    let mut batch = cq.batch().expect("the owner takes a batch");
-    batch.post(&wq, Op::nop(30)).unwrap();
-    batch.commit().unwrap();
-    drop(batch);
-    assert_eq!(common::wait_one(&cq).cookie, 30);
-    let s = adapter.stats();
-    assert_eq!((s.submitted, s.completed), (9, 9));
+    test(&adapter, &region, &wq, &cq);
     std::fs::remove_file(path).unwrap();
 }
 
 #[test]
+fn the_owner_posts_and_reaps_nops_and_file_reads() {
+    with_an_owned_file_queue(|adapter, region, wq, cq| {
+        for i in 0..4 {
+            wq.post(Op::nop(i)).unwrap();
+        }
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let c = common::wait_one(cq);
+            assert_eq!(c.result, 0);
+            got.push(c.cookie);
+        }
+        got.sort();
+        assert_eq!(got, vec![0, 1, 2, 3]);
+        // Reads complete through task work, which DEFER_TASKRUN runs only when the owner reaps.
+        for round in 0..3u64 {
+            let offset = 1024 * round;
+            wq.post(Op::read_fixed(region.buf(0, 4096), offset, 10 + round))
+                .unwrap();
+            let c = common::wait_one(cq);
+            assert_eq!((c.cookie, c.result), (10 + round, 4096));
+            let buf = c.buf.expect("the buffer comes back");
+            assert!(buf
+                .contents()
+                .iter()
+                .enumerate()
+                .all(|(i, b)| *b == ((offset as usize + i) % 251) as u8));
+        }
+        // A timeout completes from a kernel timer, always through task work.
+        wq.post(Op::timeout(Duration::from_millis(20), 20)).unwrap();
+        let c = common::wait_one(cq);
+        assert_eq!((c.cookie, c.result), (20, -libc::ETIME));
+        let mut batch = cq.batch().expect("the owner takes a batch");
+        batch.post(wq, Op::nop(30)).unwrap();
+        batch.commit().unwrap();
+        drop(batch);
+        assert_eq!(common::wait_one(cq).cookie, 30);
+        let s = adapter.stats();
+        assert_eq!((s.submitted, s.completed), (9, 9));
+    });
+}
+
+#[test]
 fn a_post_from_another_thread_wakes_the_owner_asleep_in_wait() {
-    let Some(adapter) = common::adapter_or_skip::<TestBuf>(single_issuer(1)) else {
-        return;
-    };
-    let region = Region::new(&adapter, 1 << 16);
-    let (file, path) = TempFile::pattern("adapters", 8192).keep();
-    let wq = adapter
-        .work_queue(0, Target::Fd(file.as_raw_fd()), 8, 8)
-        .unwrap();
-    let cq = wq.ring();
-    cq.bind_owner().unwrap();
-    // SAFETY: gettid has no preconditions.
-    let owner_tid = unsafe { libc::gettid() };
-    let (go, rounds) = mpsc::channel::<u64>();
-    let poster = {
-        let (wq, region) = (wq.clone(), Arc::clone(&region));
-        std::thread::spawn(move || {
-            for round in rounds {
-                until_asleep(owner_tid);
-                let op = if round % 2 == 0 {
-                    Op::nop(round)
-                } else {
-                    Op::read_fixed(region.buf(0, 512), 0, round)
-                };
-                wq.post(op).expect("a foreign post is taken");
-                // Nothing may be reaped off the owner thread.
-                let mut out = Vec::new();
-                assert_eq!(wq.ring().reap(&mut out, 8).unwrap(), 0);
-            }
-        })
-    };
-    for round in 0..6u64 {
-        go.send(round).unwrap();
-        let c = common::wait_one(&cq);
-        assert_eq!(c.cookie, round);
-        let expected = if round % 2 == 0 { 0 } else { 512 };
-        assert_eq!(c.result, expected);
-    }
-    drop(go);
-    poster.join().unwrap();
-    std::fs::remove_file(path).unwrap();
+    with_an_owned_file_queue(|_adapter, region, wq, cq| {
+        // SAFETY: gettid has no preconditions.
+        let owner_tid = unsafe { libc::gettid() };
+        let (go, rounds) = mpsc::channel::<u64>();
+        let poster = {
+            let (wq, region) = (wq.clone(), Arc::clone(region));
+            std::thread::spawn(move || {
+                for round in rounds {
+                    until_asleep(owner_tid);
+                    let op = if round % 2 == 0 {
+                        Op::nop(round)
+                    } else {
+                        Op::read_fixed(region.buf(0, 512), 0, round)
+                    };
+                    wq.post(op).expect("a foreign post is taken");
+                    // Nothing may be reaped off the owner thread.
+                    let mut out = Vec::new();
+                    assert_eq!(wq.ring().reap(&mut out, 8).unwrap(), 0);
+                }
+            })
+        };
+        for round in 0..6u64 {
+            go.send(round).unwrap();
+            let c = common::wait_one(cq);
+            assert_eq!(c.cookie, round);
+            let expected = if round % 2 == 0 { 0 } else { 512 };
+            assert_eq!(c.result, expected);
+        }
+        drop(go);
+        poster.join().unwrap();
+    });
 }
 
 #[test]
