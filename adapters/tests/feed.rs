@@ -5,9 +5,10 @@
 mod common;
 
 use std::io::Write;
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 
-use regio_adapters::{Adapter, Op, ProvidedRing, Target};
+use regio_adapters::{Adapter, Op, ProvidedRing, Target, WorkQueue};
 use regio_pool::{BufFeed, Message, MessagePool};
 
 /// A pool of 8 messages of 64 bytes, without per-thread caches.
@@ -29,6 +30,29 @@ fn provided(adapter: &Adapter<Message>, bgid: u16, entries: u16) -> Option<Provi
         }
         Err(e) => panic!("{e}"),
     }
+}
+
+/// An adapter of one CQ and a provided ring on it (as [`provided`]), or `None` after a skip.
+fn adapter_with_provided_ring(
+    bgid: u16,
+    entries: u16,
+) -> Option<(Adapter<Message>, ProvidedRing<Message>)> {
+    let adapter = common::adapter_or_skip::<Message>(common::config(1, false))?;
+    let ring = provided(&adapter, bgid, entries)?;
+    Some((adapter, ring))
+}
+
+/// A loopback pair (client, server) with a multishot receive on group `bgid` armed on the server.
+fn armed_receive(
+    adapter: &Adapter<Message>,
+    bgid: u16,
+) -> (TcpStream, TcpStream, WorkQueue<Message>) {
+    let (client, server) = regio_testkit::loopback();
+    let wq = adapter
+        .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
+        .unwrap();
+    wq.post(Op::recv_multishot(bgid, 1)).unwrap();
+    (client, server, wq)
 }
 
 /// Fills every message of `pool` that is free with a pattern; a write the kernel makes later
@@ -57,13 +81,10 @@ fn assert_untouched(msgs: &[Message]) {
 /// finds the ring empty and held buffers keep their bytes.
 #[test]
 fn a_feed_never_lends_more_buffers_than_its_ring_has_slots() {
-    let Some(adapter) = common::adapter_or_skip::<Message>(common::config(1, false)) else {
+    let Some((adapter, small)) = adapter_with_provided_ring(3, 2) else {
         return;
     };
     let pool = pool();
-    let Some(small) = provided(&adapter, 3, 2) else {
-        return;
-    };
     let err = BufFeed::new(&pool, 0, 4, small).unwrap_err();
     assert!(
         matches!(
@@ -78,12 +99,8 @@ fn a_feed_never_lends_more_buffers_than_its_ring_has_slots() {
     assert_eq!(pool.available(0), 8);
 
     let feed = BufFeed::new(&pool, 0, 2, provided(&adapter, 4, 2).unwrap()).unwrap();
-    let (mut client, server) = regio_testkit::loopback();
-    let wq = adapter
-        .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
-        .unwrap();
+    let (mut client, _server, wq) = armed_receive(&adapter, 4);
     let cq = wq.ring();
-    wq.post(Op::recv_multishot(4, 1)).unwrap();
     let mut held = Vec::new();
     for word in ["first", "second"] {
         client.write_all(word.as_bytes()).unwrap();
@@ -107,20 +124,13 @@ fn a_feed_never_lends_more_buffers_than_its_ring_has_slots() {
 /// return, so the receive finds no buffer and the pool's messages keep their bytes.
 #[test]
 fn a_dropped_feed_is_unregistered_before_its_buffers_return() {
-    let Some(adapter) = common::adapter_or_skip::<Message>(common::config(1, false)) else {
+    let Some((adapter, ring)) = adapter_with_provided_ring(5, 4) else {
         return;
     };
     let pool = pool();
-    let Some(ring) = provided(&adapter, 5, 4) else {
-        return;
-    };
     let feed = BufFeed::new(&pool, 0, 4, ring).unwrap();
-    let (mut client, server) = regio_testkit::loopback();
-    let wq = adapter
-        .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
-        .unwrap();
+    let (mut client, _server, wq) = armed_receive(&adapter, 5);
     let cq = wq.ring();
-    wq.post(Op::recv_multishot(5, 1)).unwrap();
     drop(feed);
     let mine = fill_free(&pool);
     assert_eq!(mine.len(), 8, "the feed's buffers are back");
@@ -146,11 +156,7 @@ fn a_ring_the_kernel_keeps_keeps_its_buffers_out_of_the_pool() {
         return;
     };
     let feed = BufFeed::new(&pool, 0, 4, ring).unwrap();
-    let (mut client, server) = regio_testkit::loopback();
-    let wq = adapter
-        .work_queue(0, Target::Fd(server.as_raw_fd()), 4, 4)
-        .unwrap();
-    wq.post(Op::recv_multishot(9, 1)).unwrap();
+    let (mut client, _server, _wq) = armed_receive(&adapter, 9);
     std::thread::spawn(move || drop(feed)).join().unwrap();
     let mine = fill_free(&pool);
     client.write_all(b"XYZ").unwrap();
