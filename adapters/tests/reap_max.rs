@@ -6,26 +6,18 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{config, Region, TestBuf};
-use regio_adapters::{BufKey, Completion, CqSet, Op, Target, WorkQueue};
+use common::{config, ReapRig, Region, TestBuf};
+use regio_adapters::{Completion, Op};
 
 /// An operation whose descriptor is rejected: it completes in user space, not in the CQ.
 fn rejected(region: &std::sync::Arc<Region>, cookie: u64) -> Op<TestBuf> {
-    let bad = region.buf(0, 64).forged(
-        BufKey {
-            region: region.id,
-            offset: 4000,
-            len: 1000,
-        },
-        region.generation,
-    );
-    Op::read_fixed(bad, 0, cookie)
+    Op::read_fixed(region.forged_past_the_end(), 0, cookie)
 }
 
-/// Posts a NOP (a CQE) and a rejection (a local completion) on `wq`.
-fn post_two(wq: &WorkQueue<TestBuf>, region: &std::sync::Arc<Region>) {
-    wq.post(Op::nop(1)).unwrap();
-    wq.post(rejected(region, 2)).unwrap();
+/// Posts a NOP (a CQE) and a rejection (a local completion) on `rig`'s work queue.
+fn post_two(rig: &ReapRig) {
+    rig.wq.post(Op::nop(1)).unwrap();
+    rig.wq.post(rejected(&rig.region, 2)).unwrap();
 }
 
 /// Calls `reap` until it has handed over both completions of [`post_two`], for at most 5 s.
@@ -49,53 +41,51 @@ fn cookies_of(out: Vec<Completion<TestBuf>>, into: &mut Vec<u64>) {
 /// Reaps a NOP and a rejection through every entry point with `max`, with and without SQPOLL.
 fn every_entry_point(max: usize) {
     for sqpoll in [false, true] {
-        let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(1, sqpoll)) else {
+        let Some(rig) = ReapRig::new(config(1, sqpoll)) else {
             return;
         };
-        let region = Region::new(&adapter, 4096);
-        let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-        let cq = adapter.ring(0).unwrap();
-        let set = CqSet::new(adapter.rings()).unwrap();
-        post_two(&wq, &region);
+        post_two(&rig);
         reap_both("Ring::reap", max, |c| {
             let mut out = Vec::new();
-            let n = cq.reap(&mut out, max).unwrap();
+            let n = rig.cq.reap(&mut out, max).unwrap();
             cookies_of(out, c);
             n
         });
-        post_two(&wq, &region);
+        post_two(&rig);
         reap_both("Ring::reap_each", max, |c| {
-            cq.reap_each(max, |x| c.push(x.cookie)).unwrap()
+            rig.cq.reap_each(max, |x| c.push(x.cookie)).unwrap()
         });
-        post_two(&wq, &region);
+        post_two(&rig);
         reap_both("Ring::wait", max, |c| {
             let mut out = Vec::new();
-            let n = cq
+            let n = rig
+                .cq
                 .wait(&mut out, max, Some(Duration::from_millis(100)))
                 .unwrap();
             cookies_of(out, c);
             n
         });
-        post_two(&wq, &region);
+        post_two(&rig);
         reap_both("CqSet::reap", max, |c| {
             let mut out = Vec::new();
-            let n = set.reap(&mut out, max).unwrap();
+            let n = rig.set.reap(&mut out, max).unwrap();
             cookies_of(out, c);
             n
         });
-        post_two(&wq, &region);
+        post_two(&rig);
         reap_both("CqSet::wait", max, |c| {
             let mut out = Vec::new();
-            let n = set
+            let n = rig
+                .set
                 .wait(&mut out, max, Some(Duration::from_millis(100)))
                 .unwrap();
             cookies_of(out, c);
             n
         });
         {
-            let mut batch = cq.batch().expect("nobody else owns the ring");
-            batch.post(&wq, Op::nop(1)).unwrap();
-            batch.post(&wq, rejected(&region, 2)).unwrap();
+            let mut batch = rig.cq.batch().expect("nobody else owns the ring");
+            batch.post(&rig.wq, Op::nop(1)).unwrap();
+            batch.post(&rig.wq, rejected(&rig.region, 2)).unwrap();
             batch.commit().unwrap();
             reap_both("Batch::reap", max, |c| {
                 let mut out = Vec::new();
@@ -103,14 +93,14 @@ fn every_entry_point(max: usize) {
                 cookies_of(out, c);
                 n
             });
-            batch.post(&wq, Op::nop(1)).unwrap();
-            batch.post(&wq, rejected(&region, 2)).unwrap();
+            batch.post(&rig.wq, Op::nop(1)).unwrap();
+            batch.post(&rig.wq, rejected(&rig.region, 2)).unwrap();
             batch.commit().unwrap();
             reap_both("Batch::reap_each", max, |c| {
                 batch.reap_each(max, |x| c.push(x.cookie)).unwrap()
             });
         }
-        assert_eq!(wq.credits(), (8, 8));
+        assert_eq!(rig.wq.credits(), (8, 8));
     }
 }
 

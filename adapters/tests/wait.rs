@@ -9,8 +9,8 @@ mod common;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use common::{config, Region, TestBuf};
-use regio_adapters::{Adapter, BufKey, Completion, Config, CqSet, Op, PostError, Ring, Target};
+use common::{config, ReapRig, TestBuf};
+use regio_adapters::{Adapter, Completion, Config, CqSet, Op, PostError, Ring, Target};
 
 /// The timeout of every wait here: a lost wake-up sleeps all of it.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,16 +113,13 @@ type WaitFn<'a> = dyn Fn(&mut Vec<Completion<TestBuf>>) -> usize + Sync + 'a;
 #[test]
 fn a_waiter_wakes_for_a_rejection_posted_by_another_thread() {
     for sqpoll in [false, true] {
-        let Some(adapter) = common::adapter_or_skip::<TestBuf>(config(2, sqpoll)) else {
+        let Some(rig) = ReapRig::new(config(2, sqpoll)) else {
             return;
         };
-        let region = Region::new(&adapter, 4096);
-        let wq = adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap();
-        let cq = adapter.ring(0).unwrap();
-        let set = CqSet::new(adapter.rings()).unwrap();
-        let waits: [&WaitFn; 2] = [&|out| cq.wait(out, 16, Some(TIMEOUT)).unwrap(), &|out| {
-            set.wait(out, 16, Some(TIMEOUT)).unwrap()
-        }];
+        let waits: [&WaitFn; 2] = [
+            &|out| rig.cq.wait(out, 16, Some(TIMEOUT)).unwrap(),
+            &|out| rig.set.wait(out, 16, Some(TIMEOUT)).unwrap(),
+        ];
         for (i, wait) in waits.into_iter().enumerate() {
             let (n, took, out) = std::thread::scope(|s| {
                 let waiter = s.spawn(|| {
@@ -133,15 +130,8 @@ fn a_waiter_wakes_for_a_rejection_posted_by_another_thread() {
                 // Long enough for the waiter to find the CQ empty and fall asleep.
                 std::thread::sleep(Duration::from_millis(200));
                 let posted = Instant::now();
-                let bad = region.buf(0, 64).forged(
-                    BufKey {
-                        region: region.id,
-                        offset: 4000,
-                        len: 1000,
-                    },
-                    region.generation,
-                );
-                wq.post(Op::read_fixed(bad, 0, 9)).unwrap();
+                let bad = rig.region.forged_past_the_end();
+                rig.wq.post(Op::read_fixed(bad, 0, 9)).unwrap();
                 let (n, returned, out) = waiter.join().unwrap();
                 (n, returned.saturating_duration_since(posted), out)
             });

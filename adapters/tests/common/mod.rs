@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use regio_adapters::{
-    Adapter, BufKey, BufSlice, Completion, Config, DescriptorError, Error, IoBuf, Op, RegionId,
-    Ring, Target, WorkQueue,
+    Adapter, BufKey, BufSlice, Completion, Config, CqSet, DescriptorError, Error, IoBuf, Op,
+    RegionId, Ring, Target, WorkQueue,
 };
 use regio_pool::{Message, MessagePool};
 use regio_testkit::{Mapping, TempFile};
@@ -31,6 +31,16 @@ impl Region {
             generation: registration.generation,
             memory,
         })
+    }
+
+    /// A buffer forged to bytes 4000..5000, past the end of a 4 KiB region: one to be rejected.
+    pub fn forged_past_the_end(self: &Arc<Self>) -> TestBuf {
+        let key = BufKey {
+            region: self.id,
+            offset: 4000,
+            len: 1000,
+        };
+        self.buf(0, 64).forged(key, self.generation)
     }
 
     pub fn buf(self: &Arc<Self>, offset: u32, len: u32) -> TestBuf {
@@ -115,6 +125,31 @@ pub fn adapter_or_skip<B: IoBuf>(cfg: Config) -> Option<Adapter<B>> {
             None
         }
         Err(e) => panic!("adapter setup failed: {e}"),
+    }
+}
+
+/// An adapter with a 4 KiB region, a fileless work queue of depth 8 on CQ 0, that CQ, and a set
+/// of every CQ: what the reap and wait tests post to and reap from.
+pub struct ReapRig {
+    pub region: Arc<Region>,
+    pub wq: WorkQueue<TestBuf>,
+    pub cq: Ring<TestBuf>,
+    pub set: CqSet<TestBuf>,
+    /// Declared last, so that it drops after everything made from it.
+    pub adapter: Adapter<TestBuf>,
+}
+
+impl ReapRig {
+    /// Builds the rig on an adapter from `cfg`, or `None` as for [`adapter_or_skip`].
+    pub fn new(cfg: Config) -> Option<Self> {
+        let adapter = adapter_or_skip::<TestBuf>(cfg)?;
+        Some(Self {
+            region: Region::new(&adapter, 4096),
+            wq: adapter.work_queue(0, Target::Fd(-1), 8, 8).unwrap(),
+            cq: adapter.ring(0).unwrap(),
+            set: CqSet::new(adapter.rings()).unwrap(),
+            adapter,
+        })
     }
 }
 
