@@ -10,6 +10,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -121,35 +122,37 @@ fn descriptor_slices_inside_a_message_are_sent_and_received_in_place() {
     with_and_without_sqpoll(slices_in_place);
 }
 
-fn slices_in_place(net: Connected) {
-    let slice = |msg: &Message, offset: u32, len: u32| {
-        let whole = msg.key();
-        BufKey {
-            offset: whole.offset + offset,
-            len,
-            ..whole
-        }
+/// Posts `msg` on `wq` as `opcode` with `cookie`, on its bytes `bytes` alone.
+fn post_slice(
+    wq: &WorkQueue<Message>,
+    mut msg: Message,
+    opcode: Opcode,
+    cookie: u64,
+    bytes: Range<u32>,
+) {
+    let whole = msg.key();
+    let key = BufKey {
+        offset: whole.offset + bytes.start,
+        len: bytes.end - bytes.start,
+        ..whole
     };
+    let d = msg.descriptor_mut();
+    d.opcode = opcode;
+    d.cookie = cookie;
+    d.set_slices(&[key]).unwrap();
+    wq.post_message(msg).unwrap();
+}
 
+fn slices_in_place(net: Connected) {
     // The receive is posted first, into bytes 1000..1100 of a message that is 0xaa elsewhere.
     let mut rx = net.pool.try_acquire().unwrap();
     rx.as_mut_slice().fill(0xaa);
-    let key = slice(&rx, 1000, 100);
-    let d = rx.descriptor_mut();
-    d.opcode = Opcode::Recv;
-    d.cookie = 21;
-    d.set_slices(&[key]).unwrap();
-    net.swq.post_message(rx).unwrap();
+    post_slice(&net.swq, rx, Opcode::Recv, 21, 1000..1100);
 
     // The send takes bytes 3000..3100 of a message holding the pattern.
     let mut tx = net.pool.try_acquire().unwrap();
     tx.as_mut_slice().copy_from_slice(&pattern(9));
-    let key = slice(&tx, 3000, 100);
-    let d = tx.descriptor_mut();
-    d.opcode = Opcode::Send;
-    d.cookie = 22;
-    d.set_slices(&[key]).unwrap();
-    net.cwq.post_message(tx).unwrap();
+    post_slice(&net.cwq, tx, Opcode::Send, 22, 3000..3100);
 
     let sent = common::wait_one(&net.cwq.ring());
     assert_eq!((sent.cookie, sent.result), (22, 100), "{sent:?}");
