@@ -9,10 +9,14 @@ mod common;
 
 use std::future::Future;
 use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use regio_runtime::fs::{self, File};
 use regio_runtime::net::TcpStream;
+use regio_runtime::Runtime;
 use regio_testkit::TempFile;
 
 /// `fs::read` of a device with no end (`/dev/zero`) must not grow its `Vec` without bound: it
@@ -20,29 +24,14 @@ use regio_testkit::TempFile;
 #[test]
 fn reading_an_endless_device_whole_is_refused() {
     let _serial = common::serial();
-    common::with_runtime(1, Duration::from_secs(60), |rt| {
-        let fds = common::open_fds_after_warm_up(rt);
-        let got = rt
-            .block_on(rt.spawn(async { fs::read("/dev/zero").await }))
-            .unwrap();
-        assert_eq!(got.unwrap_err().kind(), ErrorKind::InvalidInput);
-        common::assert_clean(rt, fds);
-    });
+    read_whole_fails_with("/dev/zero".into(), ErrorKind::InvalidInput);
 }
 
 /// A directory is an error, not a hang or an empty `Vec`.
 #[test]
 fn reading_a_directory_whole_is_an_error() {
     let _serial = common::serial();
-    common::with_runtime(1, Duration::from_secs(60), |rt| {
-        let fds = common::open_fds_after_warm_up(rt);
-        let dir = std::env::temp_dir();
-        let got = rt
-            .block_on(rt.spawn(async move { fs::read(dir).await }))
-            .unwrap();
-        assert_eq!(got.unwrap_err().kind(), ErrorKind::InvalidInput);
-        common::assert_clean(rt, fds);
-    });
+    read_whole_fails_with(std::env::temp_dir(), ErrorKind::InvalidInput);
 }
 
 /// Lengths above the message, offsets at `u64::MAX` and a length of 0: typed errors or 0, no
@@ -50,11 +39,7 @@ fn reading_a_directory_whole_is_an_error() {
 #[test]
 fn positioned_reads_and_writes_at_extreme_lengths_and_offsets() {
     let _serial = common::serial();
-    let file = TempFile::new("extreme");
-    std::fs::write(file.path(), b"0123456789").unwrap();
-    let path = file.path().to_owned();
-    common::with_runtime(1, Duration::from_secs(60), move |rt| {
-        let fds = common::open_fds_after_warm_up(rt);
+    on_a_clean_runtime_with(ten_digits("extreme"), move |rt, path| {
         rt.block_on(rt.spawn(async move {
             let f = fs::OpenOptions::new()
                 .read(true)
@@ -80,7 +65,6 @@ fn positioned_reads_and_writes_at_extreme_lengths_and_offsets() {
             drop(msg);
         }))
         .unwrap();
-        common::assert_clean(rt, fds);
     });
 }
 
@@ -89,14 +73,8 @@ fn positioned_reads_and_writes_at_extreme_lengths_and_offsets() {
 #[test]
 fn send_file_of_overflowing_ranges_is_refused() {
     let _serial = common::serial();
-    let file = TempFile::new("range");
-    std::fs::write(file.path(), b"0123456789").unwrap();
-    let path = file.path().to_owned();
-    common::with_runtime(1, Duration::from_secs(60), move |rt| {
-        let fds = common::open_fds_after_warm_up(rt);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let peer = std::thread::spawn(move || listener.accept().unwrap().0);
+    on_a_clean_runtime_with(ten_digits("range"), move |rt, path| {
+        let (addr, peer) = accept_one(|stream| stream);
         rt.block_on(rt.spawn(async move {
             let f = File::open(&path).unwrap();
             let s = TcpStream::connect(addr).await.unwrap();
@@ -129,7 +107,6 @@ fn send_file_of_overflowing_ranges_is_refused() {
         }))
         .unwrap();
         drop(peer.join().unwrap());
-        common::assert_clean(rt, fds);
     });
 }
 
@@ -139,11 +116,7 @@ fn send_file_of_overflowing_ranges_is_refused() {
 fn reading_a_fifo_whole_is_refused_without_waiting_for_a_writer() {
     let _serial = common::serial();
     let file = TempFile::new("fifo");
-    let path = file.path().to_owned();
-    std::fs::remove_file(&path).ok();
-    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-    // SAFETY: a NUL-terminated path that lives across the call.
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let path = fifo_in_place_of(&file);
     read_whole_fails_with(path, ErrorKind::InvalidInput);
 }
 
@@ -170,14 +143,8 @@ fn reading_a_file_larger_than_memory_whole_is_an_error_not_an_abort() {
 #[test]
 fn send_file_to_a_peer_that_already_closed_is_an_error_and_leaks_nothing() {
     let _serial = common::serial();
-    let file = TempFile::new("closed");
-    std::fs::write(file.path(), vec![7u8; 4 << 20]).unwrap();
-    let path = file.path().to_owned();
-    common::with_runtime(1, Duration::from_secs(60), move |rt| {
-        let fds = common::open_fds_after_warm_up(rt);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let peer = std::thread::spawn(move || drop(listener.accept().unwrap().0));
+    on_a_clean_runtime_with(TempFile::filled("closed", 7, 4 << 20), move |rt, path| {
+        let (addr, peer) = accept_one(drop);
         let got = rt
             .block_on(rt.spawn(async move {
                 let f = File::open(&path)?;
@@ -196,7 +163,6 @@ fn send_file_to_a_peer_that_already_closed_is_an_error_and_leaks_nothing() {
             matches!(err.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)),
             "{err}"
         );
-        common::assert_clean(rt, fds);
     });
 }
 
@@ -205,11 +171,7 @@ fn send_file_to_a_peer_that_already_closed_is_an_error_and_leaks_nothing() {
 #[test]
 fn an_empty_vector_with_a_large_capacity_moves_nothing() {
     let _serial = common::serial();
-    let file = TempFile::new("emptyvec");
-    std::fs::write(file.path(), b"0123456789").unwrap();
-    let path = file.path().to_owned();
-    common::with_runtime(1, Duration::from_secs(60), move |rt| {
-        let fds = common::open_fds_after_warm_up(rt);
+    on_a_clean_runtime_with(ten_digits("emptyvec"), move |rt, path| {
         rt.block_on(rt.spawn(async move {
             let f = File::open(&path).unwrap();
             let (n, buf) = f.read_at(Vec::<u8>::with_capacity(16 << 20), 0).await;
@@ -220,7 +182,6 @@ fn an_empty_vector_with_a_large_capacity_moves_nothing() {
             assert_eq!(n.unwrap_err().raw_os_error(), Some(libc::EINVAL));
         }))
         .unwrap();
-        common::assert_clean(rt, fds);
     });
 }
 
@@ -229,10 +190,7 @@ fn an_empty_vector_with_a_large_capacity_moves_nothing() {
 #[test]
 fn a_dropped_whole_write_leaks_nothing() {
     let _serial = common::serial();
-    let file = TempFile::new("dropwrite");
-    let path = file.path().to_owned();
-    common::with_runtime(1, Duration::from_secs(60), move |rt| {
-        let fds = common::open_fds_after_warm_up(rt);
+    on_a_clean_runtime_with(TempFile::new("dropwrite"), move |rt, path| {
         let finished = rt.block_on(rt.spawn(async move {
             let data = vec![3u8; 4 << 20];
             let mut write = Box::pin(fs::write(&path, &data));
@@ -248,7 +206,6 @@ fn a_dropped_whole_write_leaks_nothing() {
             "4 MiB written in one poll: nothing was dropped midway"
         );
         common::eventually_pool_full(rt.pool(), "the dropped write's buffers are back");
-        common::assert_clean(rt, fds);
     });
 }
 
@@ -257,14 +214,8 @@ fn a_dropped_whole_write_leaks_nothing() {
 #[test]
 fn writes_to_odd_targets_and_sends_from_odd_sources_are_errors() {
     let _serial = common::serial();
-    let file = TempFile::new("odd");
-    std::fs::write(file.path(), b"0123456789").unwrap();
-    let path = file.path().to_owned();
-    common::with_runtime(1, Duration::from_secs(60), move |rt| {
-        let fds = common::open_fds_after_warm_up(rt);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let peer = std::thread::spawn(move || drop(listener.accept().unwrap().0));
+    on_a_clean_runtime_with(ten_digits("odd"), move |rt, path| {
+        let (addr, peer) = accept_one(drop);
         rt.block_on(rt.spawn(async move {
             let full = fs::write("/dev/full", vec![1u8; 200_000]).await;
             assert_eq!(full.unwrap_err().raw_os_error(), Some(libc::ENOSPC));
@@ -279,7 +230,6 @@ fn writes_to_odd_targets_and_sends_from_odd_sources_are_errors() {
         }))
         .unwrap();
         peer.join().unwrap();
-        common::assert_clean(rt, fds);
     });
 }
 
@@ -290,11 +240,7 @@ fn a_whole_write_into_a_fifo_arrives_in_order() {
     use std::io::Read;
     let _serial = common::serial();
     let file = TempFile::new("fifo-write");
-    let path = file.path().to_owned();
-    std::fs::remove_file(&path).ok();
-    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-    // SAFETY: a NUL-terminated path that lives across the call.
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let path = fifo_in_place_of(&file);
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     let reader = std::thread::spawn({
         let path = path.clone();
@@ -321,13 +267,58 @@ fn a_whole_write_into_a_fifo_arrives_in_order() {
 
 /// `fs::read` of `path` on a fresh runtime fails with `kind`, and leaves no buffer or
 /// descriptor behind.
-fn read_whole_fails_with(path: std::path::PathBuf, kind: ErrorKind) {
-    common::with_runtime(1, Duration::from_secs(60), move |rt| {
-        let fds = common::open_fds_after_warm_up(rt);
+fn read_whole_fails_with(path: PathBuf, kind: ErrorKind) {
+    on_a_clean_runtime(move |rt| {
         let got = rt
             .block_on(rt.spawn(async move { fs::read(path).await }))
             .unwrap();
         assert_eq!(got.unwrap_err().kind(), kind);
+    });
+}
+
+/// Runs `test` on a fresh one-worker runtime (60 s at most) and asserts that it left every
+/// buffer in the pool and no descriptor open.
+fn on_a_clean_runtime(test: impl FnOnce(&Runtime) + Send + 'static) {
+    common::with_runtime(1, Duration::from_secs(60), move |rt| {
+        let fds = common::open_fds_after_warm_up(rt);
+        test(rt);
         common::assert_clean(rt, fds);
     });
+}
+
+/// Runs `test` with the path of `file` on a clean runtime ([`on_a_clean_runtime`]), then
+/// removes the file.
+fn on_a_clean_runtime_with(file: TempFile, test: impl FnOnce(&Runtime, PathBuf) + Send + 'static) {
+    let path = file.path().to_owned();
+    on_a_clean_runtime(move |rt| test(rt, path));
+    drop(file);
+}
+
+/// A temporary file tagged `tag` that holds the ten bytes `0123456789`.
+fn ten_digits(tag: &str) -> TempFile {
+    let file = TempFile::new(tag);
+    std::fs::write(file.path(), b"0123456789").unwrap();
+    file
+}
+
+/// A thread that accepts one connection on a new loopback listener and returns `then` of it:
+/// (the listener's address, the thread).
+fn accept_one<T: Send + 'static>(
+    then: impl FnOnce(std::net::TcpStream) -> T + Send + 'static,
+) -> (SocketAddr, JoinHandle<T>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = std::thread::spawn(move || then(listener.accept().unwrap().0));
+    (addr, peer)
+}
+
+/// Replaces `file` with a FIFO at its path (which `file` still removes when dropped) and
+/// returns that path.
+fn fifo_in_place_of(file: &TempFile) -> PathBuf {
+    let path = file.path().to_owned();
+    std::fs::remove_file(&path).ok();
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path that lives across the call.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    path
 }
