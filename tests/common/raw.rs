@@ -266,33 +266,17 @@ impl RawClient {
     pub fn call(&mut self, flags: u16, command: u16, offset: u64, len: u32) -> (u32, Vec<u8>) {
         let cookie = 0x0123_4567_89ab_cdef ^ offset ^ u64::from(command);
         self.send_request(flags, command, cookie, offset, len);
-        self.finish(
-            cookie,
-            Pending {
-                command,
-                offset,
-                len,
-            },
-        )
+        self.finish(cookie, command, offset, len)
     }
 
     /// Sends a WRITE of `data` at `offset` and reads its reply's error (0: success).
     pub fn write(&mut self, flags: u16, offset: u64, data: &[u8]) -> u32 {
         let cookie = 0xfeed_0000_0000_0000 | offset;
-        let mut msg = request_header(flags, NBD_CMD_WRITE, cookie, offset, data.len() as u32);
+        let len = data.len() as u32;
+        let mut msg = request_header(flags, NBD_CMD_WRITE, cookie, offset, len);
         msg.extend_from_slice(data);
         self.send(&msg);
-        let len = data.len() as u32;
-        let command = NBD_CMD_WRITE;
-        self.finish(
-            cookie,
-            Pending {
-                command,
-                offset,
-                len,
-            },
-        )
-        .0
+        self.finish(cookie, NBD_CMD_WRITE, offset, len).0
     }
 
     /// Reads `len` bytes at `offset`; fails the test on an error reply.
@@ -302,10 +286,16 @@ impl RawClient {
         data
     }
 
-    fn finish(&mut self, cookie: u64, request: Pending) -> (u32, Vec<u8>) {
+    /// Reads the reply to request `cookie` (`command` of `len` bytes at `offset`): its error
+    /// (0: success) and data.
+    fn finish(&mut self, cookie: u64, command: u16, offset: u64, len: u32) -> (u32, Vec<u8>) {
         let reply = self.next_reply(|c| {
             assert_eq!(c, cookie, "the reply echoes another cookie");
-            request
+            Pending {
+                command,
+                offset,
+                len,
+            }
         });
         (reply.error, reply.data)
     }
