@@ -27,6 +27,18 @@ fn shut_down(h: &Harness) {
     );
 }
 
+/// Reads `stream` to its end and asserts, failing with `what`, that the server ended it (a
+/// close or a reset); returns the bytes read.
+fn read_until_cut(stream: &mut impl std::io::Read, what: &str) -> Vec<u8> {
+    let mut rest = Vec::new();
+    let end = std::io::Read::read_to_end(stream, &mut rest);
+    assert!(
+        end.is_ok() || end.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{what}"
+    );
+    rest
+}
+
 /// A client that stops reading its replies must not hold a graceful shutdown forever: its
 /// writer is stuck in a send the client never drains. Before the fix `finish` never returned
 /// (the CLI gave up after its grace period and exited without flushing the exports).
@@ -44,12 +56,7 @@ fn shutdown_ends_with_a_client_that_stopped_reading() {
     shut_down(&h);
     assert!(other.is_closed());
     // The server closed the connection: what it had sent, then the end.
-    let mut rest = Vec::new();
-    let end = std::io::Read::read_to_end(&mut stalled.stream, &mut rest);
-    assert!(
-        end.is_ok() || end.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
-        "the cut connection ends"
-    );
+    read_until_cut(&mut stalled.stream, "the cut connection ends");
     drop(stalled);
     h.assert_pool_full();
 }
@@ -292,27 +299,14 @@ fn two_stalled_clients_leave_large_requests_to_the_others() {
         return;
     };
     h.server.set_stall_timeout(Duration::from_secs(1));
-    let none = CommandFlags::empty();
     let max = h.server.max_payload();
     let data = pattern(max as usize, 9);
     let stalled = [h.stalled_client(&data), h.stalled_client(&data)];
     let mut other = h.open("", true);
-    for i in 0..8_u64 {
-        let offset = MIB + i * u64::from(max);
-        assert_eq!(
-            other.call(Command::Write, none, offset, max, &data).error,
-            None
-        );
-        assert!(other.call(Command::Read, none, offset, max, &[]).data == data);
-    }
+    common::large_writes_read_back(&mut other, &data);
     // The stalled connections were cut: what the server had sent, then the end.
     for mut c in stalled {
-        let mut rest = Vec::new();
-        let end = std::io::Read::read_to_end(&mut c.stream, &mut rest);
-        assert!(
-            end.is_ok() || end.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
-            "a stalled connection is cut"
-        );
+        read_until_cut(&mut c.stream, "a stalled connection is cut");
     }
     drop(other);
     h.assert_pool_full();
@@ -337,12 +331,7 @@ fn a_client_that_stops_reading_short_replies_is_cut_and_frees_the_buffers() {
     // The client reads nothing until the server has closed the connection.
     h.wait_for_stats("the connection was not cut", |s| s.connections == 0);
     h.assert_pool_full();
-    let mut got = Vec::new();
-    let end = std::io::Read::read_to_end(&mut c.stream, &mut got);
-    assert!(
-        end.is_ok() || end.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
-        "the connection is cut"
-    );
+    let got = read_until_cut(&mut c.stream, "the connection is cut");
     assert!(got.len() < 4 * len as usize, "every reply got through");
     h.stop();
 }
@@ -583,11 +572,9 @@ fn a_client_speaking_tls_is_refused() {
     std::io::Read::read_exact(&mut hello, &mut greeting).unwrap();
     // The start of a TLS 1.2 record carrying a ClientHello.
     let _ = hello.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03]);
-    let mut rest = Vec::new();
-    let end = std::io::Read::read_to_end(&mut hello, &mut rest);
-    assert!(
-        end.is_ok() || end.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
-        "a ClientHello as client flags closes the connection"
+    read_until_cut(
+        &mut hello,
+        "a ClientHello as client flags closes the connection",
     );
     let mut starttls = h.connect();
     let refused = starttls.ask(&ClientOption::StartTls);

@@ -825,20 +825,12 @@ fn a_client_that_stops_reading_holds_only_its_share_of_the_pool() {
     let Some(h) = start(vec![memory("", 8 * MIB)], 8) else {
         return;
     };
-    let none = CommandFlags::empty();
     let max = h.server.max_payload();
     let data = pattern(max as usize, 9);
     let stalled = h.stalled_client(&data);
     // Another client still reads and writes large requests.
     let mut other = h.open("", true);
-    for i in 0..8_u64 {
-        let offset = MIB + i * u64::from(max);
-        assert_eq!(
-            other.call(Command::Write, none, offset, max, &data).error,
-            None
-        );
-        assert!(other.call(Command::Read, none, offset, max, &[]).data == data);
-    }
+    common::large_writes_read_back(&mut other, &data);
     drop((stalled, other));
     h.assert_pool_full();
     h.stop();

@@ -483,6 +483,21 @@ impl<S: Read + Write> Client<S> {
     }
 }
 
+/// Writes `data` (one maximum-size payload) through `other` at eight offsets from 1 MiB on,
+/// and reads each back.
+pub fn large_writes_read_back(other: &mut Client, data: &[u8]) {
+    let none = CommandFlags::empty();
+    let max = data.len() as u32;
+    for i in 0..8_u64 {
+        let offset = (1 << 20) + i * u64::from(max);
+        assert_eq!(
+            other.call(Command::Write, none, offset, max, data).error,
+            None
+        );
+        assert!(other.call(Command::Read, none, offset, max, &[]).data == data);
+    }
+}
+
 /// Sets `SO_RCVBUF` on `stream`.
 pub fn set_receive_buffer(stream: &std::net::TcpStream, bytes: libc::c_int) {
     use std::os::fd::AsRawFd;
